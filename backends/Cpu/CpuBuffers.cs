@@ -1,0 +1,57 @@
+using System.Runtime.InteropServices;
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Backends.Cpu;
+
+/// <summary>
+/// CPU buffers. Owned: 64-byte aligned native memory. Imported: the mapping's pages used in place
+/// (the device address is the host address). CPU kernels handle row tails themselves, so no slide
+/// is ever needed and every tensor can be used in place from any mapping.
+/// </summary>
+public sealed class CpuBufferProvider(DeviceDescription device) : IBufferProvider
+{
+    public DeviceDescription Device { get; } = device;
+
+    public long Alignment => 64;
+
+    public BackendBuffer AllocateOwned(string name, long size) => new CpuOwnedBuffer(name, size);
+
+    public HostImportResult TryImportHost(string name, IMappingLease lease) => HostImportResult.Imported(new CpuImportedBuffer(name, lease));
+}
+
+/// <summary>Native memory owned by the CPU backend.</summary>
+internal sealed unsafe class CpuOwnedBuffer : BackendBuffer
+{
+    private readonly byte* _data;
+
+    public CpuOwnedBuffer(string name, long size) : base(name, size)
+        => _data = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(size, 1), 64);
+
+    public override nint DeviceAddress => (nint)_data;
+
+    protected override void UploadCore(long offset, ReadOnlySpan<byte> source)
+        => source.CopyTo(new Span<byte>(_data + offset, source.Length));
+
+    protected override void MemsetCore(long offset, long length, byte value)
+        => NativeMemory.Fill(_data + offset, (nuint)length, value);
+
+    protected override void DownloadCore(long offset, Span<byte> destination)
+        => new ReadOnlySpan<byte>(_data + offset, destination.Length).CopyTo(destination);
+
+    protected override void ReleaseCore() => NativeMemory.AlignedFree(_data);
+}
+
+/// <summary>Host pages of a mapping used in place. Never written (the base class refuses every write).</summary>
+internal sealed unsafe class CpuImportedBuffer(string name, IMappingLease lease) : BackendBuffer(name, lease)
+{
+    public override nint DeviceAddress => ImportLease!.HostAddress;
+
+    protected override void UploadCore(long offset, ReadOnlySpan<byte> source) => throw new System.Diagnostics.UnreachableException();
+
+    protected override void MemsetCore(long offset, long length, byte value) => throw new System.Diagnostics.UnreachableException();
+
+    protected override void DownloadCore(long offset, Span<byte> destination)
+        => new ReadOnlySpan<byte>((byte*)ImportLease!.HostAddress + offset, destination.Length).CopyTo(destination);
+
+    protected override void ReleaseCore() { } // nothing registered; the lease is released by the base class
+}
