@@ -1,0 +1,98 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Core.Memory;
+
+/// <summary>
+/// A GGUF file mapped in place: <c>mmap(PROT_READ, MAP_PRIVATE)</c> of a read-only descriptor. Never written,
+/// ever: <see cref="ModelMapping.OpenWrite"/> always refuses, so the SIGSEGV of writing a read-only page
+/// cannot be expressed. Bytes past the end of the file inside the last page read zero.
+/// </summary>
+public sealed class FileMapping : ModelMapping
+{
+    private readonly SafeFileHandle _file;
+
+    private FileMapping(string path, SafeFileHandle file, nint baseAddress, long length)
+        : base(path, MappingBacking.File, MappingWritability.ReadOnly, knownZero: false, baseAddress, length, Environment.SystemPageSize)
+    {
+        _file = file;
+    }
+
+    /// <summary>
+    /// Maps the whole file at <paramref name="path"/> read-only. Throws <see cref="FileNotFoundException"/> for
+    /// a missing file, <see cref="UnauthorizedAccessException"/> when it cannot be opened for reading,
+    /// <see cref="InvalidDataException"/> for an empty file or a directory, and <see cref="IOException"/> when
+    /// mmap fails; every message names the file and the failing call's errno.
+    /// </summary>
+    public static FileMapping Open(string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        LibC.EnsureSupported("Mapping a model file");
+
+        string fullPath = Path.GetFullPath(path);
+        if (Directory.Exists(fullPath))
+        {
+            throw new InvalidDataException($"Cannot map model file '{fullPath}': it is a directory, not a GGUF file.");
+        }
+
+        int fd = LibC.Open(fullPath, LibC.O_RDONLY | LibC.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            string message = $"Cannot open model file '{fullPath}' for reading: open(O_RDONLY) failed with {LibC.DescribeErrno(errno)}.";
+            throw errno switch
+            {
+                2 => new FileNotFoundException(message, fullPath),
+                1 or 13 => new UnauthorizedAccessException(message),
+                _ => new IOException(message),
+            };
+        }
+
+        var file = new SafeFileHandle(fd, ownsHandle: true);
+        try
+        {
+            long length = LibC.LSeek(fd, 0, LibC.SEEK_END);
+            if (length < 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                throw new InvalidDataException(
+                    $"Cannot map model file '{fullPath}': its length cannot be determined (lseek failed with {LibC.DescribeErrno(errno)}); " +
+                    "is it a regular file?");
+            }
+
+            if (length == 0)
+            {
+                throw new InvalidDataException($"Cannot map model file '{fullPath}': it is empty (0 bytes).");
+            }
+
+            nint address = LibC.MMap(0, (nuint)length, LibC.PROT_READ, LibC.MAP_PRIVATE, fd, 0);
+            if (address == LibC.MapFailed)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                throw new IOException(
+                    $"Cannot map model file '{fullPath}' ({length} bytes): mmap(PROT_READ, MAP_PRIVATE) failed with {LibC.DescribeErrno(errno)}.");
+            }
+
+            return new FileMapping(fullPath, file, address, length);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    protected override void ReleasePages()
+    {
+        if (LibC.MUnmap(BaseAddress, (nuint)Length) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"munmap of the file mapping of '{SourcePath}' ({Length} bytes) failed with {LibC.DescribeErrno(errno)}.");
+        }
+    }
+
+    /// <inheritdoc />
+    protected override void CloseSource() => _file.Dispose();
+}
