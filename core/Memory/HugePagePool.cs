@@ -94,6 +94,14 @@ public sealed class HugePagesUnavailableException : IOException
                    $"({HugePagePool.SysfsDirectory} is missing); {cause}. Run without --hugepages.";
         }
 
+        if (pool.FreePages >= neededPages)
+        {
+            // The pool had enough pages when read after the failure: either another process freed them meanwhile or
+            // a limit other than the pool refused (hugetlb cgroup limit, NUMA memory policy).
+            return $"Hugetlb mapping for '{sourcePath}' {needed}; the pool now has {pool.FreePages} free of {pool.TotalPages} total, " +
+                   $"yet {cause}. Check the hugetlb cgroup limit and memory policy, or run without --hugepages.";
+        }
+
         // Reserving this many in total leaves the pages already in use where they are and frees enough for this model.
         long suggested = pool.TotalPages + Math.Max(neededPages - pool.FreePages, 0);
         return $"Hugetlb mapping for '{sourcePath}' {needed}, but the pool has {pool.FreePages} free of {pool.TotalPages} total; {cause}. " +

@@ -149,6 +149,8 @@ public abstract class ModelMapping : IModelMapping
             _openWindows++;
         }
 
+        // The contract's window closes through an Action; a per-window closer (one small allocation per window,
+        // not per byte) makes a second Dispose of the same window harmless instead of closing someone else's.
         var closer = new WindowCloser(this);
         return new MappingWriteWindow(new Span<byte>((byte*)BaseAddress + offset, length), closer.Close);
     }

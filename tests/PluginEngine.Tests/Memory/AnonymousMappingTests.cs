@@ -72,6 +72,26 @@ public class AnonymousMappingTests
         Assert.Equal(42, mapping.Read(0, 1)[0]);
     }
 
+    [Fact]
+    public void Dispose_while_a_window_is_open_throws_and_keeps_the_pages()
+    {
+        Platform.RequireLinux();
+        var mapping = AnonymousMapping.Create(Source, 4096, hugeTlb: false);
+        var window = mapping.OpenWrite(8, 4);
+
+        var error = Assert.Throws<InvalidOperationException>(mapping.Dispose);
+
+        Assert.Contains("window", error.Message);
+        Assert.False(mapping.IsDisposed);
+        window.Bytes.Fill(5);
+        window.Dispose();
+        Assert.Equal(5, mapping.Read(8, 1)[0]);
+        mapping.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => mapping.OpenWrite(0, 1));
+        Assert.Throws<ObjectDisposedException>(mapping.Seal);
+        Assert.False(mapping.CanWrite);
+    }
+
     [Theory]
     [InlineData(-1L, 4)]
     [InlineData(4090L, 7)]

@@ -52,6 +52,17 @@ public class HugeTlbMappingTests
     }
 
     [Fact]
+    public void A_failure_with_enough_free_pages_points_past_the_pool()
+    {
+        var error = new HugePagesUnavailableException(Source, 4, new HugePagePool(true, 10, 6, TwoMiB), errno: 12);
+
+        Assert.Contains("needs 4 huge pages", error.Message);
+        Assert.Contains("6 free of 10 total", error.Message);
+        Assert.Contains("cgroup", error.Message);
+        Assert.DoesNotContain("echo", error.Message);
+    }
+
+    [Fact]
     public void A_request_larger_than_the_free_pool_fails_with_needed_and_free_counts()
     {
         Platform.RequireLinux();
