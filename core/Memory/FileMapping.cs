@@ -7,7 +7,9 @@ namespace PluginEngine.Core.Memory;
 /// <summary>
 /// A GGUF file mapped in place: <c>mmap(PROT_READ, MAP_PRIVATE)</c> of a read-only descriptor. Never written,
 /// ever: <see cref="ModelMapping.OpenWrite"/> always refuses, so the SIGSEGV of writing a read-only page
-/// cannot be expressed. Bytes past the end of the file inside the last page read zero.
+/// cannot be expressed. Bytes past the end of the file inside the last page read zero. As with any mmap,
+/// truncating the file while it is mapped makes reads of the lost pages fault (SIGBUS); model files must
+/// not be rewritten in place while loaded.
 /// </summary>
 public sealed class FileMapping : ModelMapping
 {
@@ -22,7 +24,7 @@ public sealed class FileMapping : ModelMapping
     /// <summary>
     /// Maps the whole file at <paramref name="path"/> read-only. Throws <see cref="FileNotFoundException"/> for
     /// a missing file, <see cref="UnauthorizedAccessException"/> when it cannot be opened for reading,
-    /// <see cref="InvalidDataException"/> for an empty file or a directory, and <see cref="IOException"/> when
+    /// <see cref="InvalidDataException"/> for an empty file or anything but a regular file, and <see cref="IOException"/> when
     /// mmap fails; every message names the file and the failing call's errno.
     /// </summary>
     public static FileMapping Open(string path)
@@ -31,12 +33,10 @@ public sealed class FileMapping : ModelMapping
         LibC.EnsureSupported("Mapping a model file");
 
         string fullPath = Path.GetFullPath(path);
-        if (Directory.Exists(fullPath))
-        {
-            throw new InvalidDataException($"Cannot map model file '{fullPath}': it is a directory, not a GGUF file.");
-        }
 
-        int fd = LibC.Open(fullPath, LibC.O_RDONLY | LibC.O_CLOEXEC, 0);
+        // O_NONBLOCK only matters for a FIFO, whose open would otherwise wait for a writer forever; it is then
+        // refused below as not a regular file. Regular files ignore it.
+        int fd = LibC.Open(fullPath, LibC.O_RDONLY | LibC.O_CLOEXEC | LibC.O_NONBLOCK, 0);
         if (fd < 0)
         {
             int errno = Marshal.GetLastPInvokeError();
@@ -52,13 +52,16 @@ public sealed class FileMapping : ModelMapping
         var file = new SafeFileHandle(fd, ownsHandle: true);
         try
         {
-            long length = LibC.LSeek(fd, 0, LibC.SEEK_END);
-            if (length < 0)
+            if (!LibC.TryStat(fd, out int fileType, out long length, out int statErrno))
             {
-                int errno = Marshal.GetLastPInvokeError();
+                throw new IOException(
+                    $"Cannot map model file '{fullPath}': statx on its descriptor failed with {LibC.DescribeErrno(statErrno)}.");
+            }
+
+            if (fileType != LibC.S_IFREG)
+            {
                 throw new InvalidDataException(
-                    $"Cannot map model file '{fullPath}': its length cannot be determined (lseek failed with {LibC.DescribeErrno(errno)}); " +
-                    "is it a regular file?");
+                    $"Cannot map model file '{fullPath}': it is {LibC.DescribeFileType(fileType)}, not a regular file.");
             }
 
             if (length == 0)

@@ -10,7 +10,14 @@ namespace PluginEngine.Core.Memory;
 internal static partial class LibC
 {
     public const int O_RDONLY = 0x0;
+    public const int O_NONBLOCK = 0x800;
     public const int O_CLOEXEC = 0x80000;
+
+    public const int AT_EMPTY_PATH = 0x1000;
+    public const uint STATX_TYPE = 0x1;
+    public const uint STATX_SIZE = 0x200;
+    public const int S_IFMT = 0xF000;
+    public const int S_IFREG = 0x8000;
 
     public const int PROT_READ = 0x1;
     public const int PROT_WRITE = 0x2;
@@ -23,7 +30,6 @@ internal static partial class LibC
     public const int MADV_WILLNEED = 3;
     public const int MADV_HUGEPAGE = 14;
 
-    public const int SEEK_END = 2;
 
     /// <summary>mmap's error return, (void*)-1.</summary>
     public static readonly nint MapFailed = -1;
@@ -35,8 +41,9 @@ internal static partial class LibC
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
 
-    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
-    public static partial long LSeek(int fd, long offset, int whence);
+    // statx rather than fstat: its struct layout is the same on every architecture.
+    [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static unsafe partial int StatX(int dirFd, string path, int flags, uint mask, byte* buffer);
 
     [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
     public static partial nint MMap(nint address, nuint length, int protection, int flags, int fd, long offset);
@@ -49,6 +56,40 @@ internal static partial class LibC
 
     [LibraryImport("libc", EntryPoint = "madvise", SetLastError = true)]
     public static partial int MAdvise(nint address, nuint length, int advice);
+
+    /// <summary>
+    /// File type bits (<c>st_mode &amp; S_IFMT</c>) and size of an open descriptor, like fstat. Returns false with
+    /// <paramref name="errno"/> set when the call fails.
+    /// </summary>
+    public static unsafe bool TryStat(int fd, out int fileType, out long size, out int errno)
+    {
+        // struct statx is 256 bytes: stx_mode is a u16 at byte 28, stx_size a u64 at byte 40.
+        byte* buffer = stackalloc byte[256];
+        if (StatX(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_SIZE, buffer) != 0)
+        {
+            errno = Marshal.GetLastPInvokeError();
+            fileType = 0;
+            size = 0;
+            return false;
+        }
+
+        errno = 0;
+        fileType = *(ushort*)(buffer + 28) & S_IFMT;
+        size = *(long*)(buffer + 40);
+        return true;
+    }
+
+    /// <summary>Names a file type from <see cref="TryStat"/> for messages.</summary>
+    public static string DescribeFileType(int fileType) => fileType switch
+    {
+        0x1000 => "a FIFO",
+        0x2000 => "a character device",
+        0x4000 => "a directory",
+        0x6000 => "a block device",
+        0x8000 => "a regular file",
+        0xC000 => "a socket",
+        _ => $"a file of type 0{Convert.ToString(fileType, 8)}",
+    };
 
     /// <summary>Throws <see cref="PlatformNotSupportedException"/> unless this is Linux on x86-64 or arm64.</summary>
     public static void EnsureSupported(string what)

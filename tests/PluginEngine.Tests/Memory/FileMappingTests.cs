@@ -1,10 +1,11 @@
+using System.Runtime.InteropServices;
 using PluginEngine.Abstractions;
 using PluginEngine.Core.Memory;
 using Xunit;
 
 namespace PluginEngine.Tests.Memory;
 
-public class FileMappingTests
+public partial class FileMappingTests
 {
     [Fact]
     public void Reads_the_files_bytes_and_reports_a_read_only_file_backing()
@@ -124,6 +125,34 @@ public class FileMappingTests
     }
 
     [Fact]
+    public void A_character_device_is_refused_as_not_a_regular_file()
+    {
+        Platform.RequireLinux();
+        var error = Assert.Throws<InvalidDataException>(() => FileMapping.Open("/dev/zero"));
+
+        Assert.Contains("/dev/zero", error.Message);
+        Assert.Contains("character device", error.Message);
+    }
+
+    [Fact]
+    public void A_fifo_is_refused_without_waiting_for_a_writer()
+    {
+        Platform.RequireLinux();
+        string path = Path.Combine(Path.GetTempPath(), $"pe-fifo-{Guid.NewGuid():N}");
+        Assert.Equal(0, MakeFifo(path, 0x180));
+        try
+        {
+            var error = Assert.Throws<InvalidDataException>(() => FileMapping.Open(path));
+
+            Assert.Contains("FIFO", error.Message);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
     public void Read_after_dispose_throws_and_dispose_is_idempotent()
     {
         Platform.RequireLinux();
@@ -137,4 +166,7 @@ public class FileMappingTests
         var error = Assert.Throws<ObjectDisposedException>(() => mapping.Read(0, 1));
         Assert.Contains(mapping.SourcePath, error.Message);
     }
+
+    [LibraryImport("libc", EntryPoint = "mkfifo", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int MakeFifo(string path, int mode);
 }
