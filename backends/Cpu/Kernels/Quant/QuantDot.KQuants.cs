@@ -1,0 +1,337 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace PluginEngine.Backends.Cpu.Kernels;
+
+// K-quant weights (256-element super-blocks) against Q8_K activations (f32 d, 256 int8, 16 int16 sums of 16).
+// Q4_K/Q5_K: value = d·sc_j·q − dmin·m_j, so Σ w·x = dx·(d·Σ_j sc_j·Σ q·qx − dmin·Σ_j m_j·Σ qx), where Σ qx per
+// 32-element sub-block comes from the activation's precomputed sums. Q6_K: value = d·sc_i·(q − 32), and
+// Σ(q − 32)·qx = Σ q·qx − 32·Σ qx, again with Σ qx from the sums. The unsigned q feed vpmaddubsw directly.
+public static unsafe partial class QuantDot
+{
+    private const int Q4_KBytes = 144, Q5_KBytes = 176, Q6_KBytes = 210, Q8_KBytes = 292;
+    private const int Q8KQs = 4, Q8KSums = 260;
+
+    /// <summary>Unpacks Q4_K/Q5_K's 12 scale bytes into 8 scales (out[0..7]) and 8 mins (out[8..15]), 6 bits each.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UnpackScaleMins(byte* s, byte* outp)
+    {
+        for (int j = 0; j < 4; j++)
+        {
+            outp[j] = (byte)(s[j] & 63);
+            outp[8 + j] = (byte)(s[j + 4] & 63);
+            outp[4 + j] = (byte)((s[j + 8] & 0xF) | ((s[j] >> 6) << 4));
+            outp[12 + j] = (byte)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+        }
+    }
+
+    /// <summary>Σ_j mins[j] · (sum of activation quants in 32-element sub-block j).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int MinCorrection(byte* mins, byte* x)
+    {
+        short* bs = (short*)(x + Q8KSums);
+        int sum = 0;
+        for (int j = 0; j < 8; j++) sum += mins[j] * (bs[2 * j] + bs[2 * j + 1]);
+        return sum;
+    }
+
+    // ---------------------------------------------------------------- scalar
+
+    private static float Q4_KScalar(byte* w, void* a, long n)
+    {
+        byte* x = (byte*)a;
+        byte* sm = stackalloc byte[16];
+        float s = 0;
+        for (long b = 0; b < n / 256; b++, w += Q4_KBytes, x += Q8_KBytes)
+        {
+            float dx = Unsafe.ReadUnaligned<float>(x);
+            UnpackScaleMins(w + 4, sm);
+            sbyte* q8 = (sbyte*)x + Q8KQs;
+            int sumi = 0;
+            for (int c = 0; c < 4; c++)
+            {
+                byte* qs = w + 16 + 32 * c;
+                int s0 = 0, s1 = 0;
+                for (int l = 0; l < 32; l++)
+                {
+                    s0 += (qs[l] & 0xF) * q8[64 * c + l];
+                    s1 += (qs[l] >> 4) * q8[64 * c + 32 + l];
+                }
+                sumi += sm[2 * c] * s0 + sm[2 * c + 1] * s1;
+            }
+            s += HalfConversion.Load(w) * dx * sumi - HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+        }
+        return s;
+    }
+
+    private static float Q5_KScalar(byte* w, void* a, long n)
+    {
+        byte* x = (byte*)a;
+        byte* sm = stackalloc byte[16];
+        float s = 0;
+        for (long b = 0; b < n / 256; b++, w += Q5_KBytes, x += Q8_KBytes)
+        {
+            float dx = Unsafe.ReadUnaligned<float>(x);
+            UnpackScaleMins(w + 4, sm);
+            sbyte* q8 = (sbyte*)x + Q8KQs;
+            byte* qh = w + 16;
+            int sumi = 0;
+            for (int c = 0; c < 4; c++)
+            {
+                byte* qs = w + 48 + 32 * c;
+                int s0 = 0, s1 = 0;
+                for (int l = 0; l < 32; l++)
+                {
+                    int lo = (qs[l] & 0xF) | (((qh[l] >> (2 * c)) & 1) << 4);
+                    int hi = (qs[l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4);
+                    s0 += lo * q8[64 * c + l];
+                    s1 += hi * q8[64 * c + 32 + l];
+                }
+                sumi += sm[2 * c] * s0 + sm[2 * c + 1] * s1;
+            }
+            s += HalfConversion.Load(w) * dx * sumi - HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+        }
+        return s;
+    }
+
+    private static float Q6_KScalar(byte* w, void* a, long n)
+    {
+        byte* x = (byte*)a;
+        int* sub = stackalloc int[16];
+        float s = 0;
+        for (long b = 0; b < n / 256; b++, w += Q6_KBytes, x += Q8_KBytes)
+        {
+            sbyte* q8 = (sbyte*)x + Q8KQs;
+            sbyte* sc = (sbyte*)w + 192;
+            new Span<int>(sub, 16).Clear();
+            for (int h = 0; h < 2; h++)
+            {
+                byte* ql = w + 64 * h;
+                byte* qh = w + 128 + 32 * h;
+                for (int l = 0; l < 32; l++)
+                {
+                    int e = 128 * h + l;
+                    sub[e / 16] += (((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32) * q8[e];
+                    sub[(e + 32) / 16] += (((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32) * q8[e + 32];
+                    sub[(e + 64) / 16] += (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32) * q8[e + 64];
+                    sub[(e + 96) / 16] += (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32) * q8[e + 96];
+                }
+            }
+            int sumi = 0;
+            for (int i = 0; i < 16; i++) sumi += sc[i] * sub[i];
+            s += HalfConversion.Load(w + 208) * Unsafe.ReadUnaligned<float>(x) * sumi;
+        }
+        return s;
+    }
+
+    // ---------------------------------------------------------------- AVX2
+
+    /// <summary>Σ over 32 lanes of u·s, each 16-lane pair-sum weighted by a 16-bit scale, as 8 int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> ScaledDot(Vector256<byte> u, Vector256<sbyte> s, Vector256<short> scale)
+        => Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), scale);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> ScaledDot(Vector512<byte> u, Vector512<sbyte> s, Vector512<short> scale)
+        => Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, s), scale);
+
+    private static float Q4_KAvx2(byte* w, void* a, long n)
+    {
+        byte* x = (byte*)a;
+        byte* sm = stackalloc byte[16];
+        var m4 = Vector256.Create((byte)0xF);
+        Vector256<float> acc = default;
+        float mins = 0;
+        for (long b = 0; b < n / 256; b++, w += Q4_KBytes, x += Q8_KBytes)
+        {
+            float dx = Unsafe.ReadUnaligned<float>(x);
+            UnpackScaleMins(w + 4, sm);
+            sbyte* q8 = (sbyte*)x + Q8KQs;
+            Vector256<int> sumi = default;
+            for (int c = 0; c < 4; c++)
+            {
+                var q = Vector256.Load(w + 16 + 32 * c);
+                sumi += ScaledDot(q & m4, Vector256.Load(q8 + 64 * c), Vector256.Create((short)sm[2 * c]));
+                sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 64 * c + 32), Vector256.Create((short)sm[2 * c + 1]));
+            }
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(HalfConversion.Load(w) * dx), acc);
+            mins += HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+        }
+        return Vector256.Sum(acc) - mins;
+    }
+
+    private static float Q5_KAvx2(byte* w, void* a, long n)
+    {
+        byte* x = (byte*)a;
+        byte* sm = stackalloc byte[16];
+        var m4 = Vector256.Create((byte)0xF);
+        var bit4 = Vector256.Create((byte)0x10);
+        Vector256<float> acc = default;
+        float mins = 0;
+        for (long b = 0; b < n / 256; b++, w += Q5_KBytes, x += Q8_KBytes)
+        {
+            float dx = Unsafe.ReadUnaligned<float>(x);
+            UnpackScaleMins(w + 4, sm);
+            sbyte* q8 = (sbyte*)x + Q8KQs;
+            var qh = Vector256.Load(w + 16);
+            Vector256<int> sumi = default;
+            for (int c = 0; c < 4; c++)
+            {
+                var q = Vector256.Load(w + 48 + 32 * c);
+                var mLo = Vector256.Create((byte)(1 << (2 * c)));
+                var mHi = Vector256.Create((byte)(2 << (2 * c)));
+                var lo = (q & m4) | (Vector256.Equals(qh & mLo, mLo) & bit4);
+                var hi = Vector256.ShiftRightLogical(q, 4) | (Vector256.Equals(qh & mHi, mHi) & bit4);
+                sumi += ScaledDot(lo, Vector256.Load(q8 + 64 * c), Vector256.Create((short)sm[2 * c]));
+                sumi += ScaledDot(hi, Vector256.Load(q8 + 64 * c + 32), Vector256.Create((short)sm[2 * c + 1]));
+            }
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(HalfConversion.Load(w) * dx), acc);
+            mins += HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+        }
+        return Vector256.Sum(acc) - mins;
+    }
+
+    /// <summary>Σ_i sc_i · (sum of activation quants in 16-element sub-block i), for Q6_K's −32 offset.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Q6Offset(sbyte* sc, byte* x)
+    {
+        short* bs = (short*)(x + Q8KSums);
+        int sum = 0;
+        for (int i = 0; i < 16; i++) sum += sc[i] * bs[i];
+        return sum;
+    }
+
+    /// <summary>The four 32-element groups of one Q6_K half as unsigned 6-bit values (see the Dequantizer for the layout).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q6Half(byte* w, int h, out Vector256<byte> q0, out Vector256<byte> q1, out Vector256<byte> q2, out Vector256<byte> q3)
+    {
+        var m4 = Vector256.Create((byte)0xF);
+        var m2 = Vector256.Create((byte)3);
+        var ql0 = Vector256.Load(w + 64 * h);
+        var ql1 = Vector256.Load(w + 64 * h + 32);
+        var hb = Vector256.Load(w + 128 + 32 * h);
+        q0 = (ql0 & m4) | Vector256.ShiftLeft(hb & m2, 4);
+        q1 = (ql1 & m4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(hb, 2) & m2, 4);
+        q2 = Vector256.ShiftRightLogical(ql0, 4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(hb, 4) & m2, 4);
+        q3 = Vector256.ShiftRightLogical(ql1, 4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(hb, 6), 4);
+    }
+
+    private static float Q6_KAvx2(byte* w, void* a, long n)
+    {
+        byte* x = (byte*)a;
+        Vector256<float> acc = default;
+        float offsets = 0;
+        for (long b = 0; b < n / 256; b++, w += Q6_KBytes, x += Q8_KBytes)
+        {
+            float d = HalfConversion.Load(w + 208) * Unsafe.ReadUnaligned<float>(x);
+            sbyte* q8 = (sbyte*)x + Q8KQs;
+            sbyte* sc = (sbyte*)w + 192;
+            Vector256<int> sumi = default;
+            for (int h = 0; h < 2; h++)
+            {
+                Q6Half(w, h, out var q0, out var q1, out var q2, out var q3);
+                sbyte* y = q8 + 128 * h;
+                sbyte* s = sc + 8 * h;
+                sumi += ScaledDot(q0, Vector256.Load(y), Vector256.Create(Vector128.Create((short)s[0]), Vector128.Create((short)s[1])));
+                sumi += ScaledDot(q1, Vector256.Load(y + 32), Vector256.Create(Vector128.Create((short)s[2]), Vector128.Create((short)s[3])));
+                sumi += ScaledDot(q2, Vector256.Load(y + 64), Vector256.Create(Vector128.Create((short)s[4]), Vector128.Create((short)s[5])));
+                sumi += ScaledDot(q3, Vector256.Load(y + 96), Vector256.Create(Vector128.Create((short)s[6]), Vector128.Create((short)s[7])));
+            }
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d), acc);
+            offsets += d * (32 * Q6Offset(sc, x));
+        }
+        return Vector256.Sum(acc) - offsets;
+    }
+
+    // ---------------------------------------------------------------- AVX-512 (one 64-element chunk per register)
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<short> TwoScales(int s0, int s1) => Vector512.Create(Vector256.Create((short)s0), Vector256.Create((short)s1));
+
+    private static float Q4_KAvx512(byte* w, void* a, long n)
+    {
+        byte* x = (byte*)a;
+        byte* sm = stackalloc byte[16];
+        var m4 = Vector256.Create((byte)0xF);
+        Vector512<float> acc = default;
+        float mins = 0;
+        for (long b = 0; b < n / 256; b++, w += Q4_KBytes, x += Q8_KBytes)
+        {
+            float dx = Unsafe.ReadUnaligned<float>(x);
+            UnpackScaleMins(w + 4, sm);
+            sbyte* q8 = (sbyte*)x + Q8KQs;
+            Vector512<int> sumi = default;
+            for (int c = 0; c < 4; c++)
+            {
+                var q = Vector256.Load(w + 16 + 32 * c);
+                var q64 = Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4));
+                sumi += ScaledDot(q64, Vector512.Load(q8 + 64 * c), TwoScales(sm[2 * c], sm[2 * c + 1]));
+            }
+            acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumi), Vector512.Create(HalfConversion.Load(w) * dx), acc);
+            mins += HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+        }
+        return Vector512.Sum(acc) - mins;
+    }
+
+    private static float Q5_KAvx512(byte* w, void* a, long n)
+    {
+        byte* x = (byte*)a;
+        byte* sm = stackalloc byte[16];
+        var m4 = Vector256.Create((byte)0xF);
+        var bit4 = Vector256.Create((byte)0x10);
+        Vector512<float> acc = default;
+        float mins = 0;
+        for (long b = 0; b < n / 256; b++, w += Q5_KBytes, x += Q8_KBytes)
+        {
+            float dx = Unsafe.ReadUnaligned<float>(x);
+            UnpackScaleMins(w + 4, sm);
+            sbyte* q8 = (sbyte*)x + Q8KQs;
+            var qh = Vector256.Load(w + 16);
+            Vector512<int> sumi = default;
+            for (int c = 0; c < 4; c++)
+            {
+                var q = Vector256.Load(w + 48 + 32 * c);
+                var mLo = Vector256.Create((byte)(1 << (2 * c)));
+                var mHi = Vector256.Create((byte)(2 << (2 * c)));
+                var lo = (q & m4) | (Vector256.Equals(qh & mLo, mLo) & bit4);
+                var hi = Vector256.ShiftRightLogical(q, 4) | (Vector256.Equals(qh & mHi, mHi) & bit4);
+                sumi += ScaledDot(Vector512.Create(lo, hi), Vector512.Load(q8 + 64 * c), TwoScales(sm[2 * c], sm[2 * c + 1]));
+            }
+            acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumi), Vector512.Create(HalfConversion.Load(w) * dx), acc);
+            mins += HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+        }
+        return Vector512.Sum(acc) - mins;
+    }
+
+    private static float Q6_KAvx512(byte* w, void* a, long n)
+    {
+        byte* x = (byte*)a;
+        Vector512<float> acc = default;
+        float offsets = 0;
+        // vpermw indices that spread scales 4m..4m+3 over four 8-lane groups (one 16-element sub-block each).
+        var spread = Vector512.Create((short)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        var four = Vector512.Create((short)4);
+        for (long b = 0; b < n / 256; b++, w += Q6_KBytes, x += Q8_KBytes)
+        {
+            float d = HalfConversion.Load(w + 208) * Unsafe.ReadUnaligned<float>(x);
+            sbyte* q8 = (sbyte*)x + Q8KQs;
+            sbyte* sc = (sbyte*)w + 192;
+            var scales16 = Avx2.ConvertToVector256Int16(sc).ToVector512Unsafe();
+            var idx = spread;
+            Vector512<int> sumi = default;
+            for (int h = 0; h < 2; h++)
+            {
+                Q6Half(w, h, out var q0, out var q1, out var q2, out var q3);
+                sbyte* y = q8 + 128 * h;
+                sumi += ScaledDot(Vector512.Create(q0, q1), Vector512.Load(y), Avx512BW.PermuteVar32x16(scales16, idx));
+                idx += four;
+                sumi += ScaledDot(Vector512.Create(q2, q3), Vector512.Load(y + 64), Avx512BW.PermuteVar32x16(scales16, idx));
+                idx += four;
+            }
+            acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumi), Vector512.Create(d), acc);
+            offsets += d * (32 * Q6Offset(sc, x));
+        }
+        return Vector512.Sum(acc) - offsets;
+    }
+}

@@ -1,0 +1,47 @@
+namespace PluginEngine.Core.Tokenizer;
+
+/// <summary>
+/// Turns text into token ids and back. Implementations are immutable after creation and safe to use from several
+/// threads at once. Text is a .NET string: lone surrogates in input are encoded as U+FFFD (what UTF-8 conversion of
+/// the string produces); token byte sequences that are not valid UTF-8 decode to U+FFFD.
+/// </summary>
+public interface ITokenizer
+{
+    /// <summary>The data this tokenizer was built from.</summary>
+    TokenizerVocabulary Vocabulary { get; }
+
+    /// <summary>Number of token ids.</summary>
+    int VocabularySize { get; }
+
+    /// <summary>Beginning-of-sequence token id, or -1.</summary>
+    int BosTokenId { get; }
+
+    /// <summary>End-of-sequence token id, or -1.</summary>
+    int EosTokenId { get; }
+
+    /// <summary>
+    /// Encodes <paramref name="text"/>. <paramref name="addBos"/> adds the special tokens the vocabulary asks for
+    /// (BOS when <see cref="TokenizerVocabulary.AddBos"/>, EOS when <see cref="TokenizerVocabulary.AddEos"/>), like
+    /// llama.cpp's <c>add_special</c>. <paramref name="parseSpecial"/> matches control tokens written in the text
+    /// (e.g. "&lt;|eot_id|&gt;") as single ids; user-defined tokens are always matched.
+    /// </summary>
+    int[] Encode(string text, bool addBos, bool parseSpecial);
+
+    /// <summary>
+    /// Decodes ids to text. Control tokens produce nothing unless <paramref name="renderSpecial"/>; a SentencePiece
+    /// vocabulary with a space prefix drops the one leading space of the first piece that produces text.
+    /// </summary>
+    string Decode(ReadOnlySpan<int> tokens, bool renderSpecial = false);
+
+    /// <summary>
+    /// The bytes token <paramref name="id"/> contributes to decoded text (UTF-8, possibly an incomplete sequence for
+    /// byte tokens). Control tokens give their text only when <paramref name="renderSpecial"/>, else nothing.
+    /// </summary>
+    ReadOnlySpan<byte> TokenPiece(int id, bool renderSpecial = false);
+
+    /// <summary>The type of token <paramref name="id"/>.</summary>
+    TokenType GetTokenType(int id);
+
+    /// <summary>A decoder for generated tokens that emits only complete characters.</summary>
+    StreamingDecoder CreateStreamingDecoder(bool renderSpecial = false);
+}

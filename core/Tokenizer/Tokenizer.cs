@@ -1,0 +1,21 @@
+namespace PluginEngine.Core.Tokenizer;
+
+/// <summary>Creates the tokenizer that matches a vocabulary's model kind.</summary>
+public static class Tokenizer
+{
+    /// <summary>
+    /// Builds a tokenizer. Throws <see cref="InvalidDataException"/> for inconsistent vocabularies (naming the field)
+    /// and <see cref="NotSupportedException"/> for an unknown pre-tokenizer name.
+    /// </summary>
+    public static ITokenizer Create(TokenizerVocabulary vocabulary)
+    {
+        ArgumentNullException.ThrowIfNull(vocabulary);
+        vocabulary.Validate();
+        return vocabulary.Model switch
+        {
+            TokenizerModelKind.SentencePiece => new SentencePieceTokenizer(vocabulary),
+            TokenizerModelKind.ByteLevelBpe => new ByteLevelBpeTokenizer(vocabulary),
+            _ => throw new NotSupportedException($"tokenizer model {vocabulary.Model} is not supported"),
+        };
+    }
+}
