@@ -69,6 +69,12 @@ public interface IBackendDevice
 
     /// <summary>The device's buffer type.</summary>
     IBufferProvider Buffers { get; }
+
+    /// <summary>
+    /// Creates an op queue on this device (one per model context). Default: null — the device only holds
+    /// buffers and every op runs elsewhere.
+    /// </summary>
+    IComputeQueue? CreateQueue() => null;
 }
 
 /// <summary>

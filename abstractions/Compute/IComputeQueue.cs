@@ -1,0 +1,118 @@
+namespace PluginEngine.Abstractions;
+
+/// <summary>The ops the core's model graphs are written in (DESIGN §5).</summary>
+public enum ComputeOp
+{
+    /// <summary>Embedding rows of a (possibly quantized) table, dequantized to F32.</summary>
+    GetRows,
+    /// <summary>Root-mean-square normalisation times a weight vector.</summary>
+    RmsNorm,
+    /// <summary>F32 activations times a (possibly quantized) weight matrix, transposed.</summary>
+    MatMul,
+    /// <summary>Rotary position embedding.</summary>
+    Rope,
+    /// <summary>Causal grouped-query attention over a KV cache.</summary>
+    Attention,
+    /// <summary>silu(gate) · up.</summary>
+    SiluMul,
+    /// <summary>Element-wise sum.</summary>
+    Add,
+    /// <summary>Adds a bias vector to every row (qwen2's q/k/v biases).</summary>
+    AddBias,
+    /// <summary>Copy with type conversion (F32 → F32/F16), e.g. storing K/V into the cache.</summary>
+    Convert,
+}
+
+/// <summary>Rotary-embedding flavour.</summary>
+public enum RopeMode
+{
+    /// <summary>Rotate adjacent pairs (2i, 2i+1): llama, mistral.</summary>
+    Normal,
+    /// <summary>Rotate pairs (i, i + d/2): NeoX, qwen2.</summary>
+    NeoX,
+}
+
+/// <summary>A span of a device buffer viewed as elements of <paramref name="Type"/>.</summary>
+/// <param name="Buffer">The buffer (of the queue's device).</param>
+/// <param name="Offset">Byte offset of element 0.</param>
+/// <param name="Type">Element type.</param>
+public readonly record struct DeviceTensor(BackendBuffer Buffer, long Offset, GgmlType Type)
+{
+    /// <summary>The same buffer at <paramref name="bytes"/> further on.</summary>
+    public DeviceTensor At(long bytes) => this with { Offset = Offset + bytes };
+
+    /// <summary>The same buffer <paramref name="elements"/> elements further on (plain types only).</summary>
+    public DeviceTensor Skip(long elements) => this with { Offset = Offset + GgmlTypes.RowSize(Type, elements) };
+}
+
+/// <summary>Parameters of <see cref="IComputeQueue.Rope"/>.</summary>
+/// <param name="Mode">Pairing of rotated elements.</param>
+/// <param name="Dims">Rotated dimensions per head (≤ head size; the rest pass through).</param>
+/// <param name="FrequencyBase">θ base (10000 for Llama 2, 500000 for Llama 3).</param>
+/// <param name="FrequencyScale">Linear position scale (1 = none).</param>
+public readonly record struct RopeParams(RopeMode Mode, int Dims, float FrequencyBase, float FrequencyScale);
+
+/// <summary>Shape of <see cref="IComputeQueue.Attention"/>.</summary>
+/// <param name="Tokens">New tokens in the batch (query rows).</param>
+/// <param name="FirstPosition">Position of the first new token; the cache already holds positions 0 .. FirstPosition+Tokens-1.</param>
+/// <param name="Heads">Query heads.</param>
+/// <param name="KvHeads">Key/value heads (Heads is a multiple of it: grouped-query attention).</param>
+/// <param name="HeadSize">Elements per head.</param>
+/// <param name="Scale">Score scale, usually 1/sqrt(HeadSize).</param>
+public readonly record struct AttentionParams(int Tokens, int FirstPosition, int Heads, int KvHeads, int HeadSize, float Scale);
+
+/// <summary>
+/// An in-order queue of ops on one device (a CUDA stream, an OpenCL command queue, the CPU's worker pool).
+/// Ops may run asynchronously: the host synchronizes only through <see cref="Download"/> and <see cref="Synchronize"/>.
+/// Every tensor argument lives in a buffer of this queue's device. Activations are F32 unless stated.
+/// A backend may support a subset: <see cref="Supports"/> says which, and the core runs the rest on the CPU,
+/// copying (and counting) the data it needs.
+/// </summary>
+public interface IComputeQueue : IDisposable
+{
+    /// <summary>The device this queue runs on.</summary>
+    IBackendDevice Device { get; }
+
+    /// <summary>Whether <paramref name="op"/> is implemented for <paramref name="type"/> (the weight type for GetRows/MatMul,
+    /// the cache type for Attention and Convert's destination, F32 for the rest).</summary>
+    bool Supports(ComputeOp op, GgmlType type);
+
+    /// <summary>dst[i, :] = dequantize(table[rows[i], :]), rows of <paramref name="rowLength"/> elements; dst is F32 [rows.Length, rowLength].</summary>
+    void GetRows(DeviceTensor table, long rowLength, ReadOnlySpan<int> rows, DeviceTensor dst);
+
+    /// <summary>y[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) · weight for <paramref name="rows"/> rows of <paramref name="n"/> elements.</summary>
+    void RmsNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor y, int rows, int n, float eps);
+
+    /// <summary>y[t, r] = Σ_c x[t, c] · w[r, c]: weight w is [wRows rows × wCols] in its type, x is F32 [tokens, wCols], y is F32 [tokens, wRows].</summary>
+    void MatMul(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens);
+
+    /// <summary>Rotates x in place: x is F32 [tokens, heads, headSize]; token t is at position firstPosition + t.</summary>
+    void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope);
+
+    /// <summary>
+    /// out[t, h, :] = softmax(scale · q[t, h, :] · K[0..p_t, h / (Heads/KvHeads), :]) · V[…]: q and out are F32 [tokens, heads, headSize],
+    /// the caches are [capacity, kvHeads, headSize] in their type (F32 or F16), p_t = FirstPosition + t (causal).
+    /// </summary>
+    void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p);
+
+    /// <summary>y = silu(gate) · up over <paramref name="n"/> elements.</summary>
+    void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n);
+
+    /// <summary>y = a + b over <paramref name="n"/> elements (y may alias a).</summary>
+    void Add(DeviceTensor a, DeviceTensor b, DeviceTensor y, long n);
+
+    /// <summary>x[r, :] += bias[:] for <paramref name="rows"/> rows of <paramref name="n"/> elements; bias is F32 [n].</summary>
+    void AddBias(DeviceTensor x, DeviceTensor bias, int rows, int n);
+
+    /// <summary>Copies <paramref name="n"/> F32 elements into dst converting to dst's type (F32 or F16).</summary>
+    void Convert(DeviceTensor src, DeviceTensor dst, long n);
+
+    /// <summary>Enqueues a host → device copy of F32 values (the span may be reused as soon as this returns).</summary>
+    void Upload(ReadOnlySpan<float> source, DeviceTensor dst);
+
+    /// <summary>Waits for queued work, then copies F32 values device → host.</summary>
+    void Download(DeviceTensor src, Span<float> destination);
+
+    /// <summary>Waits until every queued op has finished.</summary>
+    void Synchronize();
+}

@@ -1,0 +1,264 @@
+using PluginEngine.Abstractions;
+using PluginEngine.Core.Loading;
+using PluginEngine.Core.Models;
+
+namespace PluginEngine.Core.Inference;
+
+/// <summary>Options of an inference context.</summary>
+/// <param name="ContextSize">Positions the KV cache holds (≤ the model's context length).</param>
+/// <param name="BatchSize">Most tokens evaluated in one forward pass (prompt processing is split into batches of this size).</param>
+/// <param name="KvCacheType">F16 (default, like llama.cpp) or F32.</param>
+public sealed record ContextOptions(int ContextSize = 2048, int BatchSize = 512, GgmlType KvCacheType = GgmlType.F16);
+
+/// <summary>Counters of activation copies between devices (the price of partial offload and op fallback).</summary>
+public sealed class TransferCounters
+{
+    public long Copies { get; internal set; }
+    public long Bytes { get; internal set; }
+    public override string ToString() => $"{Copies} copies, {Bytes:N0} B";
+}
+
+/// <summary>The context is full: evaluating more tokens would exceed its size.</summary>
+public sealed class ContextOverflowException(string message) : Exception(message);
+
+/// <summary>
+/// The llama forward pass, written once against <see cref="IComputeQueue"/> and readable top to bottom.
+/// Holds the KV cache and the activation buffers of every device the schedule uses.
+/// Shapes are row-major [rows, columns] with n = tokens in the current batch, d = embedding length,
+/// qd = heads × head size, kvd = kv heads × head size, ff = feed-forward length, V = vocabulary.
+/// </summary>
+public sealed class LlamaContext : IDisposable
+{
+    private readonly LlamaHyperParameters _hp;
+    private readonly LlamaWeights _w;
+    private readonly LayerSchedule _schedule;
+    private readonly Dictionary<IBackendDevice, DeviceState> _states = [];
+    private readonly float[] _staging; // host staging for cross-device copies: [BatchSize, max(d, qd, ff, V)]
+
+    public LlamaContext(LlamaHyperParameters hp, LlamaWeights weights, LayerSchedule schedule, ContextOptions options)
+    {
+        if (options.ContextSize <= 0 || options.ContextSize > hp.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(options), $"context size {options.ContextSize} must be in 1..{hp.ContextLength} (the model's context length)");
+        if (options.BatchSize <= 0) throw new ArgumentOutOfRangeException(nameof(options), "batch size must be positive");
+        if (options.KvCacheType is not (GgmlType.F16 or GgmlType.F32)) throw new ArgumentException($"KV cache type {options.KvCacheType}: F16 or F32 only");
+        _hp = hp;
+        _w = weights;
+        _schedule = schedule;
+        Options = options;
+        BatchSize = Math.Min(options.BatchSize, options.ContextSize);
+        _staging = new float[(long)BatchSize * MaxRowWidth];
+        try
+        {
+            for (int l = 0; l < hp.BlockCount; l++) State(schedule.LayerDevices[l]);
+            State(schedule.OutputDevice);
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public ContextOptions Options { get; }
+
+    /// <summary>Tokens per forward pass.</summary>
+    public int BatchSize { get; }
+
+    /// <summary>Positions already in the KV cache.</summary>
+    public int Position { get; private set; }
+
+    /// <summary>Capacity of the KV cache.</summary>
+    public int ContextSize => Options.ContextSize;
+
+    public int VocabularySize => _hp.VocabularySize;
+
+    /// <summary>Activation copies between devices so far.</summary>
+    public TransferCounters Transfers { get; } = new();
+
+    /// <summary>Bytes of device memory this context allocated (activations + KV cache), per device.</summary>
+    public IReadOnlyDictionary<IBackendDevice, long> AllocatedBytes => _states.ToDictionary(kv => kv.Key, kv => kv.Value.AllocatedBytes);
+
+    private int MaxRowWidth => Math.Max(Math.Max(_hp.EmbeddingLength, _hp.QDim), Math.Max(_hp.FeedForwardLength, _hp.VocabularySize));
+
+    /// <summary>Forgets every cached position.</summary>
+    public void Reset() => Position = 0;
+
+    /// <summary>
+    /// Evaluates <paramref name="tokens"/> at the next positions and writes logits: the last token's [V] into
+    /// <paramref name="logits"/>, or every token's [tokens, V] when <paramref name="allPositions"/>.
+    /// </summary>
+    public void Evaluate(ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions = false)
+    {
+        int vocab = _hp.VocabularySize;
+        if (tokens.IsEmpty) throw new ArgumentException("no tokens to evaluate", nameof(tokens));
+        long needed = allPositions ? (long)tokens.Length * vocab : vocab;
+        if (logits.Length < needed) throw new ArgumentException($"logits span holds {logits.Length} floats; {needed} needed", nameof(logits));
+        if (Position + tokens.Length > ContextSize)
+            throw new ContextOverflowException($"context overflow: {Position} cached + {tokens.Length} new tokens > context size {ContextSize}");
+        foreach (int t in tokens)
+            if ((uint)t >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {t} is outside the vocabulary (0..{vocab - 1})");
+
+        for (int start = 0; start < tokens.Length; start += BatchSize)
+        {
+            int n = Math.Min(BatchSize, tokens.Length - start);
+            bool last = start + n == tokens.Length;
+            Span<float> dst = allPositions ? logits.Slice(start * vocab, n * vocab) : last ? logits[..vocab] : default;
+            Forward(tokens.Slice(start, n), dst, allPositions);
+        }
+    }
+
+    /// <summary>One batch of n tokens through the whole network. Writes logits to <paramref name="logits"/> unless it is empty.</summary>
+    private void Forward(ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions)
+    {
+        int n = tokens.Length, d = _hp.EmbeddingLength, qd = _hp.QDim, kvd = _hp.KvDim, ff = _hp.FeedForwardLength;
+        int pos = Position;
+        var attention = new AttentionParams(n, pos, _hp.HeadCount, _hp.KvHeadCount, _hp.HeadSize, 1f / MathF.Sqrt(_hp.HeadSize));
+
+        // x[n, d] = token_embd[tokens]
+        var cur = State(_w.TokenEmbedding.Device);
+        cur.Queue.GetRows(Weight(_w.TokenEmbedding), d, tokens, cur.X);
+
+        for (int l = 0; l < _hp.BlockCount; l++)
+        {
+            var layer = _w.Layers[l];
+            var s = State(_schedule.LayerDevices[l]);
+            if (s != cur) { CopyActivations(cur, cur.X, s, s.X, (long)n * d); cur = s; }
+            var q = s.Queue;
+
+            // Attention block: xb = norm(x); q,k,v = xb·W; rope; cache k,v; att = attention(q, K, V); x += att·Wo
+            q.RmsNorm(s.X, Weight(layer.AttnNorm), s.Xb, n, d, _hp.RmsNormEpsilon);       // xb[n, d]
+            MatMul(s, layer.Q, s.Xb, s.Q, n);                                              // q[n, qd]
+            MatMul(s, layer.K, s.Xb, s.K, n);                                              // k[n, kvd]
+            MatMul(s, layer.V, s.Xb, s.V, n);                                              // v[n, kvd]
+            if (layer.QBias is { } qb) q.AddBias(s.Q, Weight(qb), n, qd);
+            if (layer.KBias is { } kb) q.AddBias(s.K, Weight(kb), n, kvd);
+            if (layer.VBias is { } vb) q.AddBias(s.V, Weight(vb), n, kvd);
+            q.Rope(s.Q, n, _hp.HeadCount, _hp.HeadSize, pos, _hp.Rope);
+            q.Rope(s.K, n, _hp.KvHeadCount, _hp.HeadSize, pos, _hp.Rope);
+            var (kCache, vCache) = s.Cache(l);                                              // [ctx, kvd] each
+            q.Convert(s.K, kCache.Skip((long)pos * kvd), (long)n * kvd);
+            q.Convert(s.V, vCache.Skip((long)pos * kvd), (long)n * kvd);
+            q.Attention(s.Q, kCache, vCache, s.Att, attention);                            // att[n, qd]
+            MatMul(s, layer.AttnOutput, s.Att, s.Xb, n);                                   // xb[n, d]
+            q.Add(s.X, s.Xb, s.X, (long)n * d);                                            // x += xb
+
+            // Feed-forward block: x += (silu(xb·Wgate) · (xb·Wup))·Wdown with xb = norm(x)
+            q.RmsNorm(s.X, Weight(layer.FfnNorm), s.Xb, n, d, _hp.RmsNormEpsilon);
+            MatMul(s, layer.FfnGate, s.Xb, s.Gate, n);                                     // gate[n, ff]
+            MatMul(s, layer.FfnUp, s.Xb, s.Up, n);                                         // up[n, ff]
+            q.SiluMul(s.Gate, s.Up, s.Gate, (long)n * ff);                                 // gate = silu(gate)·up
+            MatMul(s, layer.FfnDown, s.Gate, s.Xb, n);                                     // xb[n, d]
+            q.Add(s.X, s.Xb, s.X, (long)n * d);
+        }
+        Position += n;
+        if (logits.IsEmpty) return;
+
+        // logits[rows, V] = norm(x[rows]) · Woutᵀ, rows = every token or only the last one
+        var o = State(_schedule.OutputDevice);
+        if (o != cur) { CopyActivations(cur, cur.X, o, o.X, (long)n * d); cur = o; }
+        int rows = allPositions ? n : 1;
+        var xRows = allPositions ? o.X : o.X.Skip((long)(n - 1) * d);
+        o.Queue.RmsNorm(xRows, Weight(_w.OutputNorm), o.Xb, rows, d, _hp.RmsNormEpsilon);
+        MatMul(o, _w.Output, o.Xb, o.Logits, rows);
+        o.Queue.Download(o.Logits, logits[..(rows * _hp.VocabularySize)]);
+    }
+
+    /// <summary>y[n, rows(w)] = x[n, cols(w)]·wᵀ on the weight's device; copies activations there and back when it is not <paramref name="s"/>'s.</summary>
+    private void MatMul(DeviceState s, TensorBinding w, DeviceTensor x, DeviceTensor y, int n)
+    {
+        long cols = w.Tensor.Dims[0], rows = w.Tensor.RowCount;
+        if (w.Device == s.Device)
+        {
+            s.Queue.MatMul(Weight(w), rows, cols, x, y, n);
+            return;
+        }
+        var f = State(w.Device);
+        f.EnsureScratch();
+        CopyActivations(s, x, f, f.ScratchIn, n * cols);
+        f.Queue.MatMul(Weight(w), rows, cols, f.ScratchIn, f.ScratchOut, n);
+        CopyActivations(f, f.ScratchOut, s, y, n * rows);
+    }
+
+    private void CopyActivations(DeviceState from, DeviceTensor src, DeviceState to, DeviceTensor dst, long count)
+    {
+        var host = _staging.AsSpan(0, checked((int)count));
+        from.Queue.Download(src, host);
+        to.Queue.Upload(host, dst);
+        Transfers.Copies++;
+        Transfers.Bytes += count * sizeof(float);
+    }
+
+    private static DeviceTensor Weight(TensorBinding b) => new(b.Buffer, b.BufferOffset, b.Tensor.Type);
+
+    private DeviceState State(IBackendDevice device)
+    {
+        if (_states.TryGetValue(device, out var s)) return s;
+        var layers = Enumerable.Range(0, _hp.BlockCount).Where(l => _schedule.LayerDevices[l] == device).ToArray();
+        s = new DeviceState(this, device, _schedule.Queue(device), layers);
+        _states[device] = s;
+        s.Allocate();
+        return s;
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in _states.Values) s.Dispose();
+        _states.Clear();
+    }
+
+    /// <summary>One device's activations and KV cache (for the layers it runs), each carved from one owned buffer.</summary>
+    /// <remarks>Queues belong to whoever built the schedule; a state only uses its queue.</remarks>
+    private sealed class DeviceState(LlamaContext owner, IBackendDevice device, IComputeQueue queue, int[] kvLayers) : IDisposable
+    {
+        private BackendBuffer? _activations, _kv, _scratch;
+        private readonly Dictionary<int, (DeviceTensor K, DeviceTensor V)> _cache = [];
+
+        public IBackendDevice Device { get; } = device;
+        public IComputeQueue Queue { get; } = queue;
+        public IReadOnlyList<int> KvLayers { get; } = kvLayers;
+        public DeviceTensor X, Xb, Q, K, V, Att, Gate, Up, Logits, ScratchIn, ScratchOut;
+        public long AllocatedBytes => (_activations?.Size ?? 0) + (_kv?.Size ?? 0) + (_scratch?.Size ?? 0);
+
+        public (DeviceTensor K, DeviceTensor V) Cache(int layer) => _cache[layer];
+
+        public void Allocate()
+        {
+            if (_activations is not null) return;
+            var hp = owner._hp;
+            long b = owner.BatchSize, align = Math.Max(256, Device.Buffers.Alignment);
+            long cursor = 0;
+            long Take(long floats) { long at = cursor; cursor = TensorPadding.AlignUp(cursor + floats * sizeof(float), align); return at; }
+            long x = Take(b * hp.EmbeddingLength), xb = Take(b * hp.EmbeddingLength), q = Take(b * hp.QDim), k = Take(b * hp.KvDim),
+                 v = Take(b * hp.KvDim), att = Take(b * hp.QDim), gate = Take(b * hp.FeedForwardLength), up = Take(b * hp.FeedForwardLength),
+                 logits = Take(b * hp.VocabularySize);
+            _activations = Device.Buffers.AllocateOwned($"{Device.Description.Backend} activations", cursor);
+            DeviceTensor At(long offset) => new(_activations, offset, GgmlType.F32);
+            (X, Xb, Q, K, V, Att, Gate, Up, Logits) = (At(x), At(xb), At(q), At(k), At(v), At(att), At(gate), At(up), At(logits));
+
+            if (KvLayers.Count == 0) return;
+            var kvType = owner.Options.KvCacheType;
+            long perTensor = TensorPadding.AlignUp(GgmlTypes.RowSize(kvType, (long)owner.ContextSize * hp.KvDim), align);
+            _kv = Device.Buffers.AllocateOwned($"{Device.Description.Backend} KV cache", perTensor * 2 * KvLayers.Count);
+            for (int i = 0; i < KvLayers.Count; i++)
+                _cache[KvLayers[i]] = (new DeviceTensor(_kv, perTensor * 2 * i, kvType), new DeviceTensor(_kv, perTensor * (2 * i + 1), kvType));
+        }
+
+        public void EnsureScratch()
+        {
+            if (_scratch is not null) return;
+            long floats = (long)owner.BatchSize * owner.MaxRowWidth;
+            long half = TensorPadding.AlignUp(floats * sizeof(float), 256);
+            _scratch = Device.Buffers.AllocateOwned($"{Device.Description.Backend} fallback scratch", 2 * half);
+            ScratchIn = new DeviceTensor(_scratch, 0, GgmlType.F32);
+            ScratchOut = new DeviceTensor(_scratch, half, GgmlType.F32);
+        }
+
+        public void Dispose()
+        {
+            Queue.Synchronize(); // queued work may still read these buffers
+            _scratch?.Dispose();
+            _kv?.Dispose();
+            _activations?.Dispose();
+        }
+    }
+}

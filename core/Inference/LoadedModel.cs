@@ -1,0 +1,111 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using PluginEngine.Abstractions;
+using PluginEngine.Core.Gguf;
+using PluginEngine.Core.Loading;
+using PluginEngine.Core.Models;
+using PluginEngine.Core.Tokenizer;
+
+namespace PluginEngine.Core.Inference;
+
+/// <summary>How to load a model: devices, layer split and memory mode.</summary>
+/// <param name="Primary">Device for the offloaded layers (the CPU itself for CPU-only runs).</param>
+/// <param name="Cpu">The CPU device (the rest of the layers and op fallbacks).</param>
+/// <param name="GpuLayers">Layers on <paramref name="Primary"/> counted from the first; negative = all.</param>
+/// <param name="Load">Memory mode and host-import switch.</param>
+public sealed record ModelLoadOptions(IBackendDevice Primary, IBackendDevice Cpu, int GpuLayers, LoadOptions Load);
+
+/// <summary>
+/// A model ready to run: parsed file, tokenizer, schedule, weights on their devices and one queue per device.
+/// Create contexts (KV caches) from it with <see cref="CreateContext"/>. Disposal releases queues, then weights
+/// (device buffers, then the mapping).
+/// </summary>
+public sealed class LoadedModel : IDisposable
+{
+    private readonly Dictionary<IBackendDevice, IComputeQueue> _queues;
+
+    private LoadedModel(GgufFile file, LlamaHyperParameters hp, ITokenizer tokenizer, LayerSchedule schedule,
+        LoadedWeights loaded, LlamaWeights weights, Dictionary<IBackendDevice, IComputeQueue> queues, TimeSpan loadTime)
+    {
+        File = file;
+        HyperParameters = hp;
+        Tokenizer = tokenizer;
+        Schedule = schedule;
+        Loaded = loaded;
+        Weights = weights;
+        _queues = queues;
+        LoadTime = loadTime;
+    }
+
+    public GgufFile File { get; }
+    public LlamaHyperParameters HyperParameters { get; }
+    public ITokenizer Tokenizer { get; }
+    public LayerSchedule Schedule { get; }
+    public LoadedWeights Loaded { get; }
+    public LlamaWeights Weights { get; }
+    public TimeSpan LoadTime { get; }
+
+    /// <summary>Name from general.name, or the file name.</summary>
+    public string Name => File.GetStringOrDefault("general.name") ?? Path.GetFileNameWithoutExtension(File.Path);
+
+    /// <summary>True for models generated with random weights (their text is noise).</summary>
+    public bool HasRandomWeights => File.GetStringOrDefault("general.description")?.Contains("RANDOM WEIGHTS", StringComparison.Ordinal) == true;
+
+    /// <summary>Reads, plans and loads <paramref name="path"/>.</summary>
+    public static LoadedModel Load(string path, ModelLoadOptions options, IMappingFactory mappings, ILogger? logger = null, CancellationToken cancellation = default)
+    {
+        logger ??= NullLogger.Instance;
+        var clock = Stopwatch.StartNew();
+        var file = GgufReader.Read(path);
+        var hp = LlamaHyperParameters.FromGguf(file);
+        var tokenizer = TokenizerFactory.FromGguf(file);
+        if (tokenizer.VocabularySize != hp.VocabularySize)
+            throw new ModelFormatException(path, "tokenizer.ggml.tokens", $"{tokenizer.VocabularySize} tokens, but token_embd.weight has {hp.VocabularySize} rows");
+
+        var queues = new Dictionary<IBackendDevice, IComputeQueue>();
+        LoadedWeights? loaded = null;
+        try
+        {
+            foreach (var device in new[] { options.Primary, options.Cpu }.Distinct())
+                queues[device] = device.CreateQueue()
+                    ?? throw new InvalidOperationException($"backend '{device.Description.Backend}' ({device.Description.Name}) has no compute queue: it cannot run models");
+            var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
+            var layout = ToLayout(file);
+            var plan = PlacementPlanner.Plan(layout, schedule.AssignTensor, options.Load, FileReader(path));
+            logger.LogInformation("schedule:\n{Schedule}", schedule.Describe());
+            logger.LogInformation("placement plan:\n{Plan}", plan.Format());
+            loaded = new ModelLoader(mappings, logger).Load(plan, cancellation);
+            var weights = LlamaWeights.Bind(loaded, hp, path);
+            return new LoadedModel(file, hp, tokenizer, schedule, loaded, weights, queues, clock.Elapsed);
+        }
+        catch
+        {
+            foreach (var q in queues.Values) q.Dispose();
+            loaded?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Creates an inference context (KV cache and activations) on this model's devices.</summary>
+    public LlamaContext CreateContext(ContextOptions options) => new(HyperParameters, Weights, Schedule, options);
+
+    /// <summary>The loader's view of a GGUF file.</summary>
+    public static ModelFileLayout ToLayout(GgufFile file)
+        => new(file.Path, file.FileLength, file.Tensors.Select(t => new FileTensor(t.Info, t.FileOffset)).ToArray());
+
+    /// <summary>Reads bytes of <paramref name="path"/> on demand (used by the planner to check gaps).</summary>
+    public static FileBytesReader FileReader(string path) => (offset, destination) =>
+    {
+        using var handle = System.IO.File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        int n = RandomAccess.Read(handle, destination, offset);
+        if (n != destination.Length) throw new EndOfStreamException($"{path}: short read of {destination.Length} B at offset {offset}");
+    };
+
+    public void Dispose()
+    {
+        foreach (var q in _queues.Values) { q.Synchronize(); q.Dispose(); }
+        _queues.Clear();
+        Loaded.Dispose();
+    }
+}
