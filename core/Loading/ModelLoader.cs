@@ -106,6 +106,7 @@ public sealed class ModelLoader(IMappingFactory mappings, ILogger? logger = null
                 Note($"{device.Description.Backend}: owned buffer of {total:N0} B, {members.Count} tensors uploaded ({copied} copied instead of imported)");
             }
 
+            cancellation.ThrowIfCancellationRequested(); // a cancelled load never returns, even if the work happened to finish
             if (mapping.ActiveLeases == 0)
             {
                 Note($"mapping of {plan.File.Path} released after loading (load-scoped: every tensor was copied out)");

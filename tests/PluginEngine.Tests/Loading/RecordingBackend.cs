@@ -32,6 +32,9 @@ internal sealed class RecordingDevice : IBackendDevice
     /// <summary>When set, imports are refused with this reason.</summary>
     public string? RefuseImports { get; set; }
 
+    /// <summary>Called after each successful import (tests cancel loads from here).</summary>
+    public Action? OnImport { get; set; }
+
     /// <summary>When set, AllocateOwned throws (to simulate a load failing midway).</summary>
     public bool FailOwnedAllocation { get; set; }
 
@@ -65,6 +68,7 @@ internal sealed class RecordingProvider(RecordingDevice device) : IBufferProvide
         var b = new RecordingImportedBuffer(device, name, lease);
         device.ImportedBuffers.Add(b);
         device.Events.Add($"import {name}");
+        device.OnImport?.Invoke();
         return HostImportResult.Imported(b);
     }
 }
