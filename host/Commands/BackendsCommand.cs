@@ -144,12 +144,19 @@ public static class BackendsCommand
             var config = host.Configuration;
             string baseDir = config.Source == PluginConfigSource.BuiltInDefault ? Directory.GetCurrentDirectory() : Path.GetDirectoryName(config.FilePath)!;
             var candidates = host.Candidates.Select(c => new CandidateRow(
-                c.Name, c.State, c.Backend, c.Score, c.ApiVersion, c.Reason, c.AssemblyPath, Path.GetRelativePath(baseDir, c.AssemblyPath))).ToList();
+                c.Name, c.State, c.Backend, c.Score, c.ApiVersion, c.Reason, c.AssemblyPath, DisplayPath(baseDir, c.AssemblyPath))).ToList();
             var devices = host.Candidates.Where(c => c.State == PluginState.Loaded)
                 .SelectMany(c => c.Devices.Select(d => DeviceRow.From(c.Name, d))).ToList();
             string? defaultBackend = host.Backends.Count == 0 ? null : host.SelectDefault().Name;
             return new BackendsReport(config.FilePath, config.Source, config.Preference, defaultBackend, candidates, devices);
         }
+    }
+
+    /// <summary>Relative to the plugins.json folder when the assembly is inside it (the usual plugins/&lt;name&gt;/ layout), else absolute.</summary>
+    private static string DisplayPath(string baseDirectory, string assemblyPath)
+    {
+        string relative = Path.GetRelativePath(baseDirectory, assemblyPath);
+        return relative.StartsWith("..", StringComparison.Ordinal) || Path.IsPathRooted(relative) ? assemblyPath : relative;
     }
 
     private sealed record CandidateRow(string Name, PluginState State, string? Backend, int? Score, int? ApiVersion, string Reason, string AssemblyPath, string Assembly);
