@@ -105,6 +105,11 @@ public sealed class PluginAssemblyLoader
 
     private static PluginLoadException Incompatible(Exception e)
     {
+        // A dependency that cannot be found is only a contracts problem when it is one of the shared assemblies
+        // (e.g. the plugin wants PluginEngine.Abstractions 2.0 and the host has 1.0); otherwise the plugin folder is incomplete.
+        string? missingFile = e switch { FileNotFoundException f => f.FileName, FileLoadException f => f.FileName, _ => null };
+        if (missingFile is not null && !SharedTypes.Any(t => missingFile.StartsWith(t.Assembly.GetName().Name + ",", StringComparison.OrdinalIgnoreCase)))
+            return new PluginLoadException($"a dependency could not be loaded (is the plugin folder complete?): {e.Message}", e);
         string detail = e is ReflectionTypeLoadException r
             ? string.Join("; ", r.LoaderExceptions.Where(x => x is not null).Select(x => x!.Message).Distinct())
             : e.Message;

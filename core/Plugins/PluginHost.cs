@@ -204,6 +204,23 @@ public sealed class PluginHost
             attempt.Reject("the plugin registered no IBackendDevice (zero devices)");
             return null;
         }
+        // Read each description once here, guarded, so later users (commands, the loader) never meet a throwing or null one.
+        for (int i = 0; i < devices.Count; i++)
+        {
+            try
+            {
+                if (devices[i] is null || devices[i].Description is null || devices[i].Buffers is null)
+                {
+                    attempt.Reject($"device {i} has no description or buffer provider");
+                    return null;
+                }
+            }
+            catch (Exception e)
+            {
+                attempt.Reject($"device {i} failed to describe itself: {Describe(e)}");
+                return null;
+            }
+        }
 
         attempt.Candidate = new PluginCandidate(attempt.Entry.Name, attempt.Entry.AssemblyPath, PluginState.Loaded, attempt.ProbeReason,
                                                 attempt.Backend, attempt.Score, attempt.ApiVersion, devices);
