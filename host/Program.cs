@@ -1,1 +1,1 @@
-return 0;
+return PluginEngine.Host.Cli.Run(args, Console.Out, Console.Error);

@@ -1,0 +1,63 @@
+using System.CommandLine;
+using PluginEngine.Abstractions;
+using PluginEngine.Core.Plugins;
+using PluginEngine.Host.Commands;
+
+namespace PluginEngine.Host;
+
+/// <summary>
+/// The <c>pluginengine</c> command line. <see cref="Run"/> is the whole program with its writers passed in, so
+/// tests run commands in-process. To add a command: one file under Commands/ with a <c>Create(CliContext)</c>
+/// factory, registered in <see cref="BuildRoot"/>; it reads global options through <see cref="CliContext"/>.
+/// </summary>
+public static class Cli
+{
+    /// <summary>Parses <paramref name="args"/>, runs the command and returns the exit code (<see cref="ExitCodes"/>).</summary>
+    public static int Run(string[] args, TextWriter output, TextWriter error)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        var context = new CliContext(output, error);
+        var root = BuildRoot(context);
+        var parseResult = root.Parse(args);
+        context.ParseResult = parseResult;
+
+        if (parseResult.Errors.Count > 0)
+        {
+            foreach (var parseError in parseResult.Errors) error.WriteLine($"error: {parseError.Message}");
+            error.WriteLine("Run 'pluginengine --help' for usage.");
+            return ExitCodes.UserError;
+        }
+
+        try
+        {
+            return parseResult.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e) when (IsUserError(e))
+        {
+            // One clear line; the message already names the file, JSON path or backend.
+            error.WriteLine($"error: {e.Message}");
+            if (context.Verbose) error.WriteLine(e);
+            return ExitCodes.UserError;
+        }
+        catch (Exception e)
+        {
+            error.WriteLine($"internal error: {e.GetType().Name}: {e.Message}");
+            if (context.Verbose) error.WriteLine(e);
+            else error.WriteLine("(run with -v for the stack trace)");
+            return ExitCodes.InternalError;
+        }
+    }
+
+    /// <summary>The root command with the global options and every command.</summary>
+    public static RootCommand BuildRoot(CliContext context)
+    {
+        var root = new RootCommand("PluginEngine: GGUF inference with run-time loaded compute backends");
+        root.Options.Add(context.PluginsOption);
+        root.Options.Add(context.VerboseOption);
+        root.Subcommands.Add(BackendsCommand.Create(context));
+        return root;
+    }
+
+    private static bool IsUserError(Exception e)
+        => e is PluginConfigException or BackendNotAvailableException or PluginOptionException;
+}
