@@ -69,12 +69,15 @@ public sealed class Sampler
         for (int c = 0; c < count; c++)
             total += _weights[c] = MathF.Exp((_logits[_ids[c]] - maxLogit) * inverseTemperature);
 
-        int first = 0;
-        if (Settings.TopP < 1)
-            first = TopPStart(count, total);
+        // Top-p and min-p each keep a most-likely prefix, so the result is the shorter of the two prefixes.
+        // Filtering by min-p first is therefore exact as long as top-p's cumulative sums stay relative to the
+        // whole top-k set (total), and it leaves only a handful of candidates to sort.
         int end = count;
         if (Settings.MinP > 0)
-            (first, end) = MinPFilter(first, end);
+            end = MinPFilter(count);
+        int first = 0;
+        if (Settings.TopP < 1)
+            first = TopPStart(end, total);
         return Draw(first, end);
     }
 
@@ -132,9 +135,9 @@ public sealed class Sampler
     }
 
     /// <summary>
-    /// Sorts candidates by weight (ascending, so the most likely end the range) and returns the start of the
-    /// shortest top run whose probability reaches top-p. Probabilities are relative to the whole top-k set,
-    /// so min-p filtering afterwards does not change this cut.
+    /// Sorts candidates [0, count) by weight (ascending, so the most likely end the range) and returns the start
+    /// of the shortest top run whose probability, relative to <paramref name="total"/> (the whole top-k set), reaches
+    /// top-p; 0 when even the whole range falls short.
     /// </summary>
     private int TopPStart(int count, double total)
     {
@@ -149,19 +152,19 @@ public sealed class Sampler
         return 0;
     }
 
-    /// <summary>Keeps candidates in [first, end) whose weight (probability relative to the best) is at least min-p.</summary>
-    private (int First, int End) MinPFilter(int first, int end)
+    /// <summary>Compacts candidates [0, count) to those whose weight (probability relative to the best) is at least min-p; returns how many.</summary>
+    private int MinPFilter(int count)
     {
         float minP = Settings.MinP;
-        int kept = first;
-        for (int c = first; c < end; c++)
+        int kept = 0;
+        for (int c = 0; c < count; c++)
             if (_weights[c] >= minP)
             {
                 _weights[kept] = _weights[c];
                 _ids[kept] = _ids[c];
                 kept++;
             }
-        return (first, kept); // never empty: the best candidate weighs 1 ≥ min-p
+        return kept; // never 0: the best candidate weighs exactly 1 ≥ min-p
     }
 
     /// <summary>Draws one candidate of [first, end) with probability proportional to its weight.</summary>

@@ -114,6 +114,16 @@ public class SamplerTests
     }
 
     [Fact]
+    public void Top_p_is_measured_before_min_p_removes_anything()
+    {
+        // Top-p 0.6 on (0.5, 0.3, 0.2) keeps tokens 0 and 1; min-p 0.5 (threshold 0.25) also keeps 0 and 1.
+        // Renormalizing after min-p first would give token 0 alone 0.625 ≥ 0.6 and wrongly drop token 1.
+        var counts = Counts(new Sampler(Plain with { TopP = 0.6f, MinP = 0.5f }), LogitsOf(0.5, 0.3, 0.2), 4000);
+        Assert.Equal(0, counts[2]);
+        Assert.InRange(counts[1] / 4000.0, 0.3, 0.45); // 0.3 / 0.8 = 0.375
+    }
+
+    [Fact]
     public void Frequencies_follow_the_distribution()
     {
         // 20k seeded draws: deterministic, and each frequency within 0.02 of its probability

@@ -135,17 +135,17 @@ public static unsafe class Float16Conversion
     internal static Vector512<uint> SingleToHalfBits(Vector512<uint> f)
     {
         var sign = f & Vector512.Create(SignMask);
-        f ^= sign; // |f|: every comparison below is on non-negative bit patterns
+        f ^= sign; // |f| < 2^31, so the comparisons below can be signed (native on every ISA; unsigned is emulated on AVX2)
         // Overflow to infinity, or NaN (kept quiet).
-        var special = Vector512.ConditionalSelect(Vector512.GreaterThan(f, Vector512.Create(SingleInfinityBits)),
+        var special = Vector512.ConditionalSelect(Vector512.GreaterThan(f.AsInt32(), Vector512.Create((int)SingleInfinityBits)).AsUInt32(),
             Vector512.Create(0x7E00u), Vector512.Create(0x7C00u));
         // Subnormal halves: adding 0.5f lets the FPU round the value onto the 2^-24 grid (to nearest even).
         var denormal = (f.AsSingle() + Vector512.Create(DenormMagicBits).AsSingle()).AsUInt32() - Vector512.Create(DenormMagicBits);
         // Normal halves: rebias, add 0xFFF plus the lowest kept mantissa bit (ties to even), drop 13 bits.
         var mantissaOdd = (f >> 13) & Vector512<uint>.One;
         var normal = (f + Vector512.Create(NormalRebiasRound) + mantissaOdd) >> 13;
-        var result = Vector512.ConditionalSelect(Vector512.LessThan(f, Vector512.Create(HalfMinNormalBits)), denormal, normal);
-        result = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(f, Vector512.Create(HalfOverflowBits)), special, result);
+        var result = Vector512.ConditionalSelect(Vector512.LessThan(f.AsInt32(), Vector512.Create((int)HalfMinNormalBits)).AsUInt32(), denormal, normal);
+        result = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(f.AsInt32(), Vector512.Create((int)HalfOverflowBits)).AsUInt32(), special, result);
         return result | (sign >> 16);
     }
 
@@ -155,13 +155,13 @@ public static unsafe class Float16Conversion
     {
         var sign = f & Vector256.Create(SignMask);
         f ^= sign;
-        var special = Vector256.ConditionalSelect(Vector256.GreaterThan(f, Vector256.Create(SingleInfinityBits)),
+        var special = Vector256.ConditionalSelect(Vector256.GreaterThan(f.AsInt32(), Vector256.Create((int)SingleInfinityBits)).AsUInt32(),
             Vector256.Create(0x7E00u), Vector256.Create(0x7C00u));
         var denormal = (f.AsSingle() + Vector256.Create(DenormMagicBits).AsSingle()).AsUInt32() - Vector256.Create(DenormMagicBits);
         var mantissaOdd = (f >> 13) & Vector256<uint>.One;
         var normal = (f + Vector256.Create(NormalRebiasRound) + mantissaOdd) >> 13;
-        var result = Vector256.ConditionalSelect(Vector256.LessThan(f, Vector256.Create(HalfMinNormalBits)), denormal, normal);
-        result = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(f, Vector256.Create(HalfOverflowBits)), special, result);
+        var result = Vector256.ConditionalSelect(Vector256.LessThan(f.AsInt32(), Vector256.Create((int)HalfMinNormalBits)).AsUInt32(), denormal, normal);
+        result = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(f.AsInt32(), Vector256.Create((int)HalfOverflowBits)).AsUInt32(), special, result);
         return result | (sign >> 16);
     }
 
@@ -171,13 +171,13 @@ public static unsafe class Float16Conversion
     {
         var sign = f & Vector128.Create(SignMask);
         f ^= sign;
-        var special = Vector128.ConditionalSelect(Vector128.GreaterThan(f, Vector128.Create(SingleInfinityBits)),
+        var special = Vector128.ConditionalSelect(Vector128.GreaterThan(f.AsInt32(), Vector128.Create((int)SingleInfinityBits)).AsUInt32(),
             Vector128.Create(0x7E00u), Vector128.Create(0x7C00u));
         var denormal = (f.AsSingle() + Vector128.Create(DenormMagicBits).AsSingle()).AsUInt32() - Vector128.Create(DenormMagicBits);
         var mantissaOdd = (f >> 13) & Vector128<uint>.One;
         var normal = (f + Vector128.Create(NormalRebiasRound) + mantissaOdd) >> 13;
-        var result = Vector128.ConditionalSelect(Vector128.LessThan(f, Vector128.Create(HalfMinNormalBits)), denormal, normal);
-        result = Vector128.ConditionalSelect(Vector128.GreaterThanOrEqual(f, Vector128.Create(HalfOverflowBits)), special, result);
+        var result = Vector128.ConditionalSelect(Vector128.LessThan(f.AsInt32(), Vector128.Create((int)HalfMinNormalBits)).AsUInt32(), denormal, normal);
+        result = Vector128.ConditionalSelect(Vector128.GreaterThanOrEqual(f.AsInt32(), Vector128.Create((int)HalfOverflowBits)).AsUInt32(), special, result);
         return result | (sign >> 16);
     }
 }
