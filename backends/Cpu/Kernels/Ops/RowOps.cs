@@ -24,7 +24,8 @@ public static unsafe class RowOps
     /// </summary>
     public static void RmsNormRows(float* x, float* weight, float* y, int n, int rowStart, int rowEnd, float eps)
     {
-        CheckRange(rowStart, rowEnd);
+        if (rowStart < 0 || rowEnd < rowStart)
+            throw new ArgumentOutOfRangeException(nameof(rowStart), $"Row range [{rowStart}, {rowEnd}) is not a valid range.");
         for (int row = rowStart; row < rowEnd; row++)
         {
             long offset = (long)row * n;
@@ -105,12 +106,6 @@ public static unsafe class RowOps
             sum += e;
         }
         return sum;
-    }
-
-    private static void CheckRange(int start, int end)
-    {
-        if (start < 0 || end < start)
-            throw new ArgumentOutOfRangeException(nameof(start), $"Row range [{start}, {end}) is not a valid range.");
     }
 }
 
