@@ -14,7 +14,8 @@ public class ReferenceQuantizationTests
     /// F32 exact; F16 half an ulp (2^-11 relative, 2^-25 absolute in the subnormal range); BF16 2^-8 relative;
     /// Q8_0 half a step d = max|x|/127 per block plus the f16 rounding of d (2^-11 relative) at |q| ≤ 127;
     /// Q8_K half a step (f32 d); Q4_0 one full step d = max|x|/8 (the value opposite the extreme clamps from +8 to +7);
-    /// K-quants (fitted, not exact) an RMS error relative to the row's RMS, measured on this data with ~30 % margin.
+    /// K-quants (fitted, not exact) an RMS error relative to the row's RMS: measured 0.088 / 0.041 / 0.021 for
+    /// Q4_K / Q5_K / Q6_K on this data (what a min/max fit of 15 / 31 / 63 levels gives for Gaussians), bounds ~30 % above.
     /// </summary>
     [Theory]
     [MemberData(nameof(AllReferenceTypes))]
@@ -48,7 +49,7 @@ public class ReferenceQuantizationTests
             }
         }
         double relRms = Math.Sqrt(errSq / xSq);
-        double rmsBound = type switch { GgmlType.Q4_K => 0.10, GgmlType.Q5_K => 0.05, GgmlType.Q6_K => 0.025, _ => 1 };
+        double rmsBound = type switch { GgmlType.Q4_K => 0.11, GgmlType.Q5_K => 0.053, GgmlType.Q6_K => 0.027, _ => 1 };
         Assert.True(relRms <= rmsBound, $"{type}: relative RMS error {relRms:F4} > {rmsBound}");
     }
 
@@ -115,11 +116,12 @@ public class ReferenceQuantizationTests
         Assert.Equal(halfValues, TestData.Dequantize(GgmlType.F16, bytes, halfBits.Length));
         Assert.Equal(bytes, TestData.Quantize(GgmlType.F16, halfValues));
 
-        // bfloat16 is the top half of a float32: 0x3F80 = 1, 0xC040 = -3; 1 + 2^-8 is a tie and rounds to even (1).
+        // bfloat16 is the top half of a float32: 0x3F80 = 1, 0xC040 = -3. Ties round to even:
+        // 1 + 2^-8 lies halfway between 0x3F80 and 0x3F81 (goes down), 1 + 3·2^-8 halfway between 0x3F81 and 0x3F82 (goes up).
         var bf = new byte[] { 0x80, 0x3F, 0x40, 0xC0 };
         Assert.Equal(new[] { 1f, -3f }, TestData.Dequantize(GgmlType.BF16, bf, 2));
         Assert.Equal(new byte[] { 0x80, 0x3F }, TestData.Quantize(GgmlType.BF16, [1f + MathF.Pow(2, -8)]));
-        Assert.Equal(new byte[] { 0x81, 0x3F }, TestData.Quantize(GgmlType.BF16, [1f + 3 * MathF.Pow(2, -8)]));
+        Assert.Equal(new byte[] { 0x82, 0x3F }, TestData.Quantize(GgmlType.BF16, [1f + 3 * MathF.Pow(2, -8)]));
     }
 
     /// <summary>Scales 1,2,3,4,17,17,17,17 and mins 5,6,7,8,33,33,33,33 packed as GGUF does (hand-computed bytes).</summary>
