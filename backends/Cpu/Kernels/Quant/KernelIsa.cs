@@ -8,7 +8,7 @@ using System.Runtime.Intrinsics.X86;
 namespace PluginEngine.Backends.Cpu.Kernels;
 
 /// <summary>Instruction-set level a kernel runs at. Every level has a complete set of kernels, so tests can force each one.</summary>
-internal enum KernelIsa
+public enum KernelIsa
 {
     /// <summary>Plain C#, no intrinsics: the fallback for any processor.</summary>
     Scalar,

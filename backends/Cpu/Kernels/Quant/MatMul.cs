@@ -1,0 +1,169 @@
+using System.Runtime.InteropServices;
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Backends.Cpu.Kernels;
+
+/// <summary>
+/// Reusable per-caller state for <see cref="MatMul"/>: the buffer that holds the quantized activation rows
+/// and the job object handed to the worker pool. It grows to the largest request and is then reused, so
+/// steady-state matmuls allocate nothing. Not thread-safe: one matmul at a time per scratch.
+/// </summary>
+public sealed unsafe class MatMulScratch : IDisposable
+{
+    private byte* _buffer;
+    private long _capacity;
+
+    internal MatMul.Job Job { get; } = new();
+    internal MatMul.QuantizeJob QuantizeJob { get; } = new();
+
+    /// <summary>Bytes currently reserved.</summary>
+    public long Capacity => _capacity;
+
+    /// <summary>A buffer of at least <paramref name="bytes"/> bytes, 64-byte aligned.</summary>
+    internal byte* Ensure(long bytes)
+    {
+        ObjectDisposedException.ThrowIf(_capacity < 0, this);
+        if (bytes > _capacity)
+        {
+            NativeMemory.AlignedFree(_buffer);
+            _buffer = null;
+            _capacity = 0;
+            _buffer = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+            _capacity = bytes;
+        }
+        return _buffer;
+    }
+
+    /// <summary>Frees the buffer.</summary>
+    public void Dispose()
+    {
+        if (_capacity < 0) return;
+        NativeMemory.AlignedFree(_buffer);
+        _buffer = null;
+        _capacity = -1;
+    }
+}
+
+/// <summary>
+/// y[n, rows] = x[n, cols] · W[rows, cols]ᵀ with W stored row-major in its GGUF type (rows of <c>cols</c>
+/// elements, as in a GGUF file). Activations are quantized once per row (Q8_0 / Q8_K as
+/// <see cref="QuantDot.ActivationType"/> says), then tiles of rows × tokens are handed out dynamically to the
+/// pool's threads; within a tile every weight row is reused for all of the tile's tokens while it is in cache.
+/// </summary>
+public static unsafe class MatMul
+{
+    /// <summary>Rows per tile for generation (n = 1): small enough to balance threads, large enough to amortize claims.</summary>
+    private const int VectorRowTile = 16;
+    /// <summary>Tile shape for prompts (n &gt; 1): 16 weight rows stay in L1/L2 while 8 token rows stream past.</summary>
+    private const int BatchRowTile = 16, BatchTokenTile = 8;
+
+    /// <summary>
+    /// Computes <c>y[t * rows + r] = Σ_c x[t * cols + c] · W[r, c]</c> for t &lt; <paramref name="n"/>, r &lt; <paramref name="rows"/>.
+    /// <paramref name="w"/> holds <paramref name="rows"/> rows of <c>RowSize(wType, cols)</c> bytes; <paramref name="cols"/> must be a
+    /// whole number of the type's blocks. Nothing past the last row is read.
+    /// </summary>
+    public static void Run(GgmlType wType, byte* w, long rows, long cols, float* x, long n, float* y, CpuWorkerPool pool, MatMulScratch scratch)
+        => Run(wType, w, rows, cols, x, n, y, pool, scratch, KernelIsaSupport.Best);
+
+    internal static void Run(GgmlType wType, byte* w, long rows, long cols, float* x, long n, float* y, CpuWorkerPool pool, MatMulScratch scratch, KernelIsa isa)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        ArgumentNullException.ThrowIfNull(scratch);
+        if (!QuantDot.IsSupported(wType)) throw new NotSupportedException($"matmul: no CPU kernel for weight type {wType}");
+        if (rows < 0 || n < 0) throw new ArgumentOutOfRangeException(rows < 0 ? nameof(rows) : nameof(n), "matmul: rows and n must be non-negative");
+        if (cols <= 0) throw new ArgumentOutOfRangeException(nameof(cols), cols, "matmul: cols must be positive");
+        var actType = QuantDot.ActivationType(wType);
+        int block = Math.Max(GgmlTypes.Get(wType).BlockSize, GgmlTypes.Get(actType).BlockSize);
+        if (cols % block != 0)
+            throw new ArgumentException($"matmul: a {wType} row of {cols} elements is not a whole number of {block}-element blocks", nameof(cols));
+        if (rows == 0 || n == 0) return;
+        if (w == null || x == null || y == null) throw new ArgumentNullException(w == null ? nameof(w) : x == null ? nameof(x) : nameof(y));
+
+        byte* act;
+        long actRowBytes;
+        if (actType == GgmlType.F32)
+        {
+            act = (byte*)x;
+            actRowBytes = cols * sizeof(float);
+        }
+        else
+        {
+            actRowBytes = GgmlTypes.RowSize(actType, cols);
+            act = scratch.Ensure(checked(actRowBytes * n));
+            if (n == 1 || pool.ThreadCount == 1)
+            {
+                for (long t = 0; t < n; t++) ActivationQuantizer.Quantize(actType, x + t * cols, act + t * actRowBytes, cols, isa);
+            }
+            else
+            {
+                scratch.QuantizeJob.Set(actType, x, act, cols, actRowBytes, n, isa);
+                pool.Run(scratch.QuantizeJob);
+            }
+        }
+
+        var job = scratch.Job;
+        job.Set(QuantDot.Resolve(wType, isa), w, GgmlTypes.RowSize(wType, cols), rows, cols, act, actRowBytes, n, y,
+                n == 1 ? VectorRowTile : BatchRowTile, n == 1 ? 1 : BatchTokenTile);
+        pool.Run(job);
+    }
+
+    /// <summary>Quantizes activation rows in parallel, one row per claim.</summary>
+    internal sealed class QuantizeJob : CpuParallelJob
+    {
+        private GgmlType _type;
+        private float* _x;
+        private byte* _dst;
+        private long _cols, _rowBytes, _n, _next;
+        private KernelIsa _isa;
+
+        public void Set(GgmlType type, float* x, byte* dst, long cols, long rowBytes, long n, KernelIsa isa)
+        {
+            _type = type; _x = x; _dst = dst; _cols = cols; _rowBytes = rowBytes; _n = n; _isa = isa;
+            _next = 0;
+        }
+
+        public override void Execute(int worker, int workerCount)
+        {
+            long t;
+            while ((t = Interlocked.Increment(ref _next) - 1) < _n)
+                ActivationQuantizer.Quantize(_type, _x + t * _cols, _dst + t * _rowBytes, _cols, _isa);
+        }
+    }
+
+    /// <summary>The tiled dot-product sweep; tiles are claimed through an atomic counter.</summary>
+    internal sealed class Job : CpuParallelJob
+    {
+        private delegate*<byte*, void*, long, float> _dot;
+        private byte* _w, _act;
+        private float* _y;
+        private long _rowBytes, _rows, _cols, _actRowBytes, _n, _rowTiles, _tokenTiles, _next;
+        private int _rowTile, _tokenTile;
+
+        public void Set(delegate*<byte*, void*, long, float> dot, byte* w, long rowBytes, long rows, long cols,
+                        byte* act, long actRowBytes, long n, float* y, int rowTile, int tokenTile)
+        {
+            _dot = dot; _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols;
+            _act = act; _actRowBytes = actRowBytes; _n = n; _y = y;
+            _rowTile = rowTile; _tokenTile = tokenTile;
+            _rowTiles = (rows + rowTile - 1) / rowTile;
+            _tokenTiles = (n + tokenTile - 1) / tokenTile;
+            _next = 0;
+        }
+
+        public override void Execute(int worker, int workerCount)
+        {
+            long tiles = _rowTiles * _tokenTiles, tile;
+            while ((tile = Interlocked.Increment(ref _next) - 1) < tiles)
+            {
+                long r0 = tile / _tokenTiles * _rowTile, r1 = Math.Min(r0 + _rowTile, _rows);
+                long t0 = tile % _tokenTiles * _tokenTile, t1 = Math.Min(t0 + _tokenTile, _n);
+                for (long r = r0; r < r1; r++)
+                {
+                    byte* wRow = _w + r * _rowBytes;
+                    for (long t = t0; t < t1; t++)
+                        _y[t * _rows + r] = _dot(wRow, _act + t * _actRowBytes, _cols);
+                }
+            }
+        }
+    }
+}
