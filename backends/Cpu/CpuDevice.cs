@@ -30,6 +30,9 @@ public sealed class CpuDevice : IBackendDevice
     /// <summary>Worker threads the kernels use.</summary>
     public int Threads { get; }
 
+    /// <summary>A queue with its own worker pool of <see cref="Threads"/> threads.</summary>
+    public IComputeQueue CreateQueue() => new CpuComputeQueue(this, Threads);
+
     /// <summary>The <c>threads</c> option; 0 or absent means every core.</summary>
     public static int ResolveThreads(PluginOptions options)
     {

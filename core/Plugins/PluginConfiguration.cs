@@ -72,6 +72,21 @@ public sealed partial class PluginConfiguration
     public IReadOnlyList<string> Preference { get; }
 
     /// <summary>
+    /// A copy in which every entry named <paramref name="pluginName"/> has option <paramref name="key"/> set to
+    /// <paramref name="value"/>: command-line flags (such as <c>-t</c>) win over plugins.json.
+    /// </summary>
+    public PluginConfiguration WithOption(string pluginName, string key, string value)
+    {
+        var plugins = Plugins.Select(p =>
+        {
+            if (p.Name != pluginName) return p;
+            var values = new Dictionary<string, string>(p.Options.Values) { [key] = value };
+            return p with { Options = new PluginOptions(values, p.Options.JsonPath) };
+        }).ToArray();
+        return new PluginConfiguration(FilePath, Source, plugins, Preference);
+    }
+
+    /// <summary>
     /// The configuration used when no plugins.json exists: the CPU plugin at <see cref="DefaultCpuAssembly"/>
     /// relative to <paramref name="baseDirectory"/>, preference "cpu".
     /// </summary>

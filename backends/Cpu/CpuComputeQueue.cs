@@ -1,0 +1,148 @@
+using PluginEngine.Abstractions;
+using PluginEngine.Backends.Cpu.Kernels;
+
+namespace PluginEngine.Backends.Cpu;
+
+/// <summary>
+/// The CPU's op queue: every op runs synchronously on the calling thread plus the worker pool, so
+/// <see cref="Synchronize"/> has nothing to wait for. Scratch (quantized activations, RoPE tables, attention scores)
+/// is allocated once and grown on demand, so steady-state decoding allocates nothing.
+/// </summary>
+internal sealed unsafe class CpuComputeQueue : IComputeQueue
+{
+    private readonly CpuWorkerPool _pool;
+    private readonly MatMulScratch _matMulScratch = new();
+    private readonly AttentionJob _attention;
+    private int[] _positions = new int[64];
+    private float[] _ropeTable = new float[64];
+
+    public CpuComputeQueue(CpuDevice device, int threads)
+    {
+        Device = device;
+        _pool = new CpuWorkerPool(threads);
+        _attention = new AttentionJob(threads);
+    }
+
+    public IBackendDevice Device { get; }
+
+    public bool Supports(ComputeOp op, GgmlType type) => op switch
+    {
+        ComputeOp.MatMul => QuantDot.IsSupported(type),
+        ComputeOp.GetRows => RowDequantizer.IsSupported(type),
+        ComputeOp.Attention or ComputeOp.Convert => type is GgmlType.F32 or GgmlType.F16,
+        _ => type == GgmlType.F32,
+    };
+
+    public void GetRows(DeviceTensor table, long rowLength, ReadOnlySpan<int> rows, DeviceTensor dst)
+    {
+        long rowBytes = GgmlTypes.RowSize(table.Type, rowLength);
+        byte* src = Ptr(table);
+        float* y = F32(dst);
+        for (int i = 0; i < rows.Length; i++)
+            RowDequantizer.DequantizeRow(table.Type, src + rows[i] * rowBytes, y + i * rowLength, rowLength);
+    }
+
+    public void RmsNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor y, int rows, int n, float eps)
+        => RowOps.RmsNormRows(F32(x), F32(weight), F32(y), n, 0, rows, eps);
+
+    public void MatMul(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens)
+        => Kernels.MatMul.Run(w.Type, Ptr(w), wRows, wCols, F32(x), tokens, F32(y), _pool, _matMulScratch);
+
+    public void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope)
+    {
+        if (_positions.Length < tokens) _positions = new int[Math.Max(tokens, 2 * _positions.Length)];
+        for (int t = 0; t < tokens; t++) _positions[t] = firstPosition + t;
+        long tableLength = Kernels.Rope.TableLength(tokens, rope.Dims);
+        if (_ropeTable.Length < tableLength) _ropeTable = new float[Math.Max(tableLength, 2L * _ropeTable.Length)];
+        var mode = rope.Mode == Abstractions.RopeMode.NeoX ? Kernels.RopeMode.NeoX : Kernels.RopeMode.Normal;
+        fixed (float* table = _ropeTable)
+        {
+            Kernels.Rope.PrecomputeCosSin(_positions.AsSpan(0, tokens), rope.Dims, rope.FrequencyBase, rope.FrequencyScale, mode, table);
+            Kernels.Rope.Apply(F32(x), heads, headSize, rope.Dims, mode, table, 0, tokens);
+        }
+    }
+
+    public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
+    {
+        if (kCache.Type != vCache.Type) throw new ArgumentException("K and V caches must have the same type");
+        _attention.Set(F32(q), Ptr(kCache), Ptr(vCache), kCache.Type == GgmlType.F16 ? KvCacheType.F16 : KvCacheType.F32, F32(output), p);
+        _pool.Run(_attention);
+    }
+
+    public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n) => RowOps.SiluMul(F32(gate), F32(up), F32(y), checked((int)n));
+
+    public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor y, long n) => RowOps.Add(F32(a), F32(b), F32(y), checked((int)n));
+
+    public void AddBias(DeviceTensor x, DeviceTensor bias, int rows, int n)
+    {
+        float* px = F32(x), pb = F32(bias);
+        for (int r = 0; r < rows; r++) RowOps.Add(px + (long)r * n, pb, px + (long)r * n, n);
+    }
+
+    public void Convert(DeviceTensor src, DeviceTensor dst, long n)
+    {
+        int count = checked((int)n);
+        switch (dst.Type)
+        {
+            case GgmlType.F16: Float16Conversion.ToHalf(F32(src), (Half*)Ptr(dst), count); break;
+            case GgmlType.F32: Buffer.MemoryCopy(F32(src), Ptr(dst), n * sizeof(float), n * sizeof(float)); break;
+            default: throw new NotSupportedException($"cpu: Convert to {dst.Type}");
+        }
+    }
+
+    public void Upload(ReadOnlySpan<float> source, DeviceTensor dst) => source.CopyTo(new Span<float>(F32(dst), source.Length));
+
+    public void Download(DeviceTensor src, Span<float> destination) => new ReadOnlySpan<float>(F32(src), destination.Length).CopyTo(destination);
+
+    public void Synchronize() { }
+
+    public void Dispose()
+    {
+        _pool.Dispose();
+        _matMulScratch.Dispose();
+        _attention.Dispose();
+    }
+
+    /// <summary>Host address of a tensor in a CPU buffer (owned memory or a mapping used in place).</summary>
+    private static byte* Ptr(DeviceTensor t)
+    {
+        if (t.Buffer is not (CpuOwnedBuffer or CpuImportedBuffer))
+            throw new ArgumentException($"cpu: buffer '{t.Buffer.Name}' does not belong to the CPU backend");
+        return (byte*)t.Buffer.DeviceAddress + t.Offset;
+    }
+
+    private static float* F32(DeviceTensor t) => (float*)Ptr(t);
+
+    /// <summary>Attention split over heads; each worker has its own score scratch.</summary>
+    private sealed class AttentionJob(int threads) : CpuParallelJob, IDisposable
+    {
+        private readonly float[][] _scores = Enumerable.Range(0, threads).Select(_ => new float[256]).ToArray();
+        private float* _q, _out;
+        private byte* _k, _v;
+        private KvCacheType _type;
+        private AttentionParams _p;
+        private int _nextHead;
+
+        public void Set(float* q, byte* k, byte* v, KvCacheType type, float* output, AttentionParams p)
+        {
+            _q = q; _k = k; _v = v; _out = output;
+            _type = type; _p = p; _nextHead = 0;
+            int needed = Kernels.Attention.ScratchLength(p.Tokens, p.FirstPosition);
+            for (int i = 0; i < _scores.Length; i++)
+                if (_scores[i].Length < needed) _scores[i] = new float[Math.Max(needed, 2 * _scores[i].Length)];
+        }
+
+        public override void Execute(int worker, int workerCount)
+        {
+            fixed (float* scores = _scores[worker])
+            {
+                int head;
+                while ((head = Interlocked.Increment(ref _nextHead) - 1) < _p.Heads)
+                    Kernels.Attention.Compute(_q, _k, _v, _type, _out, _p.Tokens, _p.FirstPosition, _p.Heads, _p.KvHeads, _p.HeadSize,
+                        _p.KvHeads * _p.HeadSize, head, head + 1, scores);
+            }
+        }
+
+        public void Dispose() { }
+    }
+}
