@@ -173,10 +173,11 @@ public static class GgufReader
                 if (dims[0] % typeInfo.BlockSize != 0)
                     throw Error(dimsAt, $"tensor_infos[{i}].dims[0]", $"tensor '{name}' of type {typeInfo.Type} has rows of {dims[0]} elements, not a multiple of the block size {typeInfo.BlockSize}");
                 long rowCount = elements / dims[0];
-                long rowBytes = dims[0] / typeInfo.BlockSize * typeInfo.BytesPerBlock; // cannot overflow: BytesPerBlock <= BlockSize * 8
-                if (rowBytes > long.MaxValue / rowCount)
+                long blocksPerRow = dims[0] / typeInfo.BlockSize;
+                if (blocksPerRow > long.MaxValue / typeInfo.BytesPerBlock
+                    || blocksPerRow * typeInfo.BytesPerBlock > long.MaxValue / rowCount)
                     throw Error(dimsAt, $"tensor_infos[{i}].dims", $"tensor '{name}': the byte size of {elements} {typeInfo.Type} elements overflows a 64-bit integer");
-                long byteSize = rowBytes * rowCount;
+                long byteSize = blocksPerRow * typeInfo.BytesPerBlock * rowCount;
                 if (byteSize > length)
                     throw Error(dimsAt, $"tensor_infos[{i}].dims", $"tensor '{name}' needs {byteSize} bytes of data, more than the whole file ({length} bytes)");
 
