@@ -230,6 +230,58 @@ public class GgufRoundTripTests
     }
 
     [Fact]
+    public void Reading_stops_before_the_tensor_data()
+    {
+        const int tensorBytes = 4 << 20;
+        byte[] bytes = new GgufWriter()
+            .AddMetadata("general.architecture", GgufValue.String("llama"))
+            .AddTensor("big", GgmlType.F32, [tensorBytes / 4], new byte[tensorBytes])
+            .ToBytes();
+        var counting = new CountingStream(new MemoryStream(bytes));
+
+        var file = GgufReader.Read(counting, "big.gguf", bytes.Length);
+
+        Assert.Equal(tensorBytes, file.GetTensor("big").ByteSize);
+        // One read-ahead buffer (64 KiB) past the header at most: the 4 MiB of data is never touched.
+        Assert.InRange(counting.BytesRead, file.DataSectionOffset - 31, 64 * 1024);
+    }
+
+    [Fact]
+    public void Short_reads_from_a_non_seekable_stream_give_the_same_result()
+    {
+        var writer = Sample();
+        foreach (var (key, value) in EveryKindOfValue()) writer.AddMetadata(key, value);
+        byte[] bytes = writer.ToBytes();
+
+        var viaMemory = Parse(bytes);
+        var viaShortReads = GgufReader.Read(new CountingStream(new MemoryStream(bytes)), "pipe", bytes.Length);
+
+        Assert.Equal(viaMemory.Metadata, viaShortReads.Metadata);
+        Assert.Equal(viaMemory.Tensors.Select(t => (t.Name, t.FileOffset, t.ByteSize)), viaShortReads.Tensors.Select(t => (t.Name, t.FileOffset, t.ByteSize)));
+    }
+
+    /// <summary>Counts the bytes read through it (and refuses to seek, as a pipe would).</summary>
+    private sealed class CountingStream(Stream inner) : Stream
+    {
+        public long BytesRead { get; private set; }
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            int n = inner.Read(buffer, offset, Math.Min(count, 1000)); // short reads, as pipes and sockets give
+            BytesRead += n;
+            return n;
+        }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
+
+    [Fact]
     public void Writer_output_matches_the_format_byte_for_byte()
     {
         // Hand-encoded per the GGUF spec: header, one KV (uint32), one F32 [2] tensor, padding to 32.
