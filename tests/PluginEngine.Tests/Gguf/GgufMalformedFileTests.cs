@@ -287,6 +287,28 @@ public class GgufMalformedFileTests
     }
 
     [Fact]
+    public void Hostile_names_are_escaped_and_shortened_in_messages()
+    {
+        string longName = new string('n', 5000);
+        var bytes = new GgufWriter()
+            .AddMetadata("evil\nkey.a", GgufValue.UInt8(1))
+            .AddMetadata("evil\nkey.b", GgufValue.UInt8(2))
+            .AddTensor(longName + "a", PluginEngine.Abstractions.GgmlType.F32, [1], new byte[4])
+            .AddTensor(longName + "b", PluginEngine.Abstractions.GgmlType.F32, [1], new byte[4])
+            .ToBytes();
+
+        int second = StringAt(bytes, "evil\nkey.b");
+        var ex = Fails(bytes.With(b => b[second + 8 + 9] = (byte)'a'), "metadata[1].key", second);
+        Assert.Contains("'evil\\x0Akey.a'", ex.Message);
+        Assert.DoesNotContain("\n", ex.Message);
+
+        var secondTensor = TensorInfoAt(bytes, longName + "b");
+        ex = Fails(bytes.With(b => b[secondTensor.Name + 8 + 5000] = (byte)'a'), "tensor_infos[1].name", secondTensor.Name);
+        Assert.Contains("(5001 characters)", ex.Message);
+        Assert.True(ex.Message.Length < 1000, $"message is {ex.Message.Length} characters long");
+    }
+
+    [Fact]
     public void Empty_tensor_name()
     {
         var at = TensorInfoAt(Valid, "t.a");
