@@ -40,7 +40,8 @@ public sealed class GgufFile
     /// <summary>Alignment of tensor data: <c>general.alignment</c>, or 32.</summary>
     public uint Alignment { get; }
 
-    /// <summary>Absolute offset of the data section (end of the tensor infos, rounded up to <see cref="Alignment"/>).</summary>
+    /// <summary>Absolute offset of the data section (end of the tensor infos, rounded up to <see cref="Alignment"/>).
+    /// A file without tensors may end before this offset.</summary>
     public long DataSectionOffset { get; }
 
     /// <summary>Metadata key/value pairs; enumeration follows file order.</summary>

@@ -111,8 +111,8 @@ public static class GgufReader
                 long keyAt = Position;
                 string key = ReadString(new Field("metadata", i, ".key"));
                 if (metadata.ContainsKey(key))
-                    throw Error(keyAt, $"metadata[{i}].key", $"duplicate metadata key '{key}' (keys must be unique; first seen at metadata[{metadata.IndexOf(key)}])");
-                string valueField = $"metadata['{key}']";
+                    throw Error(keyAt, $"metadata[{i}].key", $"duplicate metadata key '{Printable(key)}' (keys must be unique; first seen at metadata[{metadata.IndexOf(key)}])");
+                string valueField = $"metadata['{Printable(key)}']";
                 long typeAt = Position;
                 uint rawType = ReadUInt32(valueField + ".type");
                 if (!GgufValueTypes.IsKnown(rawType))
@@ -141,10 +141,11 @@ public static class GgufReader
             for (int i = 0; i < count; i++)
             {
                 long nameAt = Position;
-                string name = ReadString(new Field("tensor_infos", i, ".name"));
-                if (name.Length == 0) throw Error(nameAt, $"tensor_infos[{i}].name", "tensor name is empty");
-                if (!seenNames.TryAdd(name, i))
-                    throw Error(nameAt, $"tensor_infos[{i}].name", $"duplicate tensor name '{name}' (first at tensor_infos[{seenNames[name]}])");
+                string rawName = ReadString(new Field("tensor_infos", i, ".name"));
+                string name = Printable(rawName); // for messages; the tensor keeps rawName
+                if (rawName.Length == 0) throw Error(nameAt, $"tensor_infos[{i}].name", "tensor name is empty");
+                if (!seenNames.TryAdd(rawName, i))
+                    throw Error(nameAt, $"tensor_infos[{i}].name", $"duplicate tensor name '{name}' (first at tensor_infos[{seenNames[rawName]}])");
 
                 long nDimsAt = Position;
                 uint nDims = ReadUInt32(new Field("tensor_infos", i, ".n_dims"));
@@ -173,10 +174,11 @@ public static class GgufReader
                 if (dims[0] % typeInfo.BlockSize != 0)
                     throw Error(dimsAt, $"tensor_infos[{i}].dims[0]", $"tensor '{name}' of type {typeInfo.Type} has rows of {dims[0]} elements, not a multiple of the block size {typeInfo.BlockSize}");
                 long rowCount = elements / dims[0];
-                long rowBytes = dims[0] / typeInfo.BlockSize * typeInfo.BytesPerBlock; // cannot overflow: BytesPerBlock <= BlockSize * 8
-                if (rowBytes > long.MaxValue / rowCount)
+                long blocksPerRow = dims[0] / typeInfo.BlockSize;
+                if (blocksPerRow > long.MaxValue / typeInfo.BytesPerBlock
+                    || blocksPerRow * typeInfo.BytesPerBlock > long.MaxValue / rowCount)
                     throw Error(dimsAt, $"tensor_infos[{i}].dims", $"tensor '{name}': the byte size of {elements} {typeInfo.Type} elements overflows a 64-bit integer");
-                long byteSize = rowBytes * rowCount;
+                long byteSize = blocksPerRow * typeInfo.BytesPerBlock * rowCount;
                 if (byteSize > length)
                     throw Error(dimsAt, $"tensor_infos[{i}].dims", $"tensor '{name}' needs {byteSize} bytes of data, more than the whole file ({length} bytes)");
 
@@ -187,7 +189,7 @@ public static class GgufReader
                 if (relativeOffset % alignment != 0)
                     throw Error(offsetAt, $"tensor_infos[{i}].offset", $"tensor '{name}' data offset {relativeOffset} is not a multiple of the alignment {alignment}");
 
-                var info = new TensorInfo(name, typeInfo.Type, dims[..(int)nDims].ToArray());
+                var info = new TensorInfo(rawName, typeInfo.Type, dims[..(int)nDims].ToArray());
                 tensors.Add((info, (long)relativeOffset, offsetAt));
             }
 
@@ -200,7 +202,7 @@ public static class GgufReader
                 var (info, rel, offsetAt) = tensors[i];
                 long fileOffset = dataSectionOffset + rel; // both <= length, so no overflow
                 if (fileOffset > length || info.ByteSize > length - fileOffset)
-                    throw Error(offsetAt, $"tensor_infos[{i}].offset", $"tensor '{info.Name}' data [{fileOffset}, {fileOffset + info.ByteSize}) extends past the end of the file ({length} bytes)");
+                    throw Error(offsetAt, $"tensor_infos[{i}].offset", $"tensor '{Printable(info.Name)}' data [{fileOffset}, {fileOffset + info.ByteSize}) extends past the end of the file ({length} bytes)");
                 result[i] = new GgufTensor(i, info, rel, fileOffset);
             }
             CheckNoOverlap(result, tensors);
@@ -220,7 +222,7 @@ public static class GgufReader
                 var cur = byOffset[k];
                 if (cur.FileOffset < prev.FileEnd)
                     throw Error(infos[cur.Index].OffsetFieldAt, $"tensor_infos[{cur.Index}].offset",
-                        $"tensor '{cur.Name}' data [{cur.FileOffset}, {cur.FileEnd}) overlaps tensor '{prev.Name}' data [{prev.FileOffset}, {prev.FileEnd})");
+                        $"tensor '{Printable(cur.Name)}' data [{cur.FileOffset}, {cur.FileEnd}) overlaps tensor '{Printable(prev.Name)}' data [{prev.FileOffset}, {prev.FileEnd})");
             }
         }
 
@@ -447,5 +449,20 @@ public static class GgufReader
         }
 
         private GgufFormatException Error(long offset, string field, string problem) => new(path, offset, field, problem);
+
+        /// <summary>A key or name as it may appear in a message: hostile files can hold control characters
+        /// or megabyte-long names, so those are escaped and shortened.</summary>
+        private static string Printable(string text)
+        {
+            const int maxShown = 120;
+            bool plain = text.Length <= maxShown;
+            foreach (char c in text) plain &= !char.IsControl(c);
+            if (plain) return text;
+            var sb = new StringBuilder();
+            foreach (char c in text.AsSpan(0, Math.Min(text.Length, maxShown)))
+                if (char.IsControl(c)) sb.Append($"\\x{(int)c:X2}"); else sb.Append(c);
+            if (text.Length > maxShown) sb.Append($"… ({text.Length} characters)");
+            return sb.ToString();
+        }
     }
 }

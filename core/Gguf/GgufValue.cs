@@ -19,6 +19,7 @@ public sealed class GgufValue : IEquatable<GgufValue>
     // int[], float[], bool[], string[], ulong[], long[], double[]) or GgufValue[] for nested arrays.
     private readonly ulong _bits;
     private readonly object? _ref;
+    private readonly GgufValueType _elementType; // arrays only
 
     private GgufValue(GgufValueType type, GgufValueType elementType, ulong bits, object? reference, string? key)
     {
@@ -28,8 +29,6 @@ public sealed class GgufValue : IEquatable<GgufValue>
         _ref = reference;
         Key = key;
     }
-
-    private readonly GgufValueType _elementType;
 
     /// <summary>The value's type tag.</summary>
     public GgufValueType Type { get; }
