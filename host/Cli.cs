@@ -55,9 +55,13 @@ public static class Cli
         root.Options.Add(context.PluginsOption);
         root.Options.Add(context.VerboseOption);
         root.Subcommands.Add(BackendsCommand.Create(context));
+        root.Subcommands.Add(RunCommand.Create(context));
+        root.Subcommands.Add(InspectCommand.Create(context));
         return root;
     }
 
     private static bool IsUserError(Exception e)
-        => e is PluginConfigException or BackendNotAvailableException or PluginOptionException;
+        => e is PluginConfigException or BackendNotAvailableException or PluginOptionException or UserErrorException
+            or Core.Gguf.GgufFormatException or Core.Models.ModelFormatException or Core.Loading.LoadOptionsException
+            or Core.Inference.ContextOverflowException or Core.Memory.HugePagesUnavailableException or FileNotFoundException;
 }

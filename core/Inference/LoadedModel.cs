@@ -87,6 +87,29 @@ public sealed class LoadedModel : IDisposable
         }
     }
 
+    /// <summary>
+    /// The schedule and placement plan loading <paramref name="file"/> with <paramref name="options"/> would use, without
+    /// loading anything (for <c>inspect --plan</c>). Queues are created only to ask what each device supports.
+    /// </summary>
+    public static (string Schedule, PlacementPlan Plan) PlanOnly(GgufFile file, ModelLoadOptions options)
+    {
+        var hp = LlamaHyperParameters.FromGguf(file);
+        var queues = new Dictionary<IBackendDevice, IComputeQueue>();
+        try
+        {
+            foreach (var device in new[] { options.Primary, options.Cpu }.Distinct())
+                queues[device] = device.CreateQueue()
+                    ?? throw new InvalidOperationException($"backend '{device.Description.Backend}' has no compute queue: it cannot run models");
+            var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
+            var plan = PlacementPlanner.Plan(ToLayout(file), schedule.AssignTensor, options.Load, FileReader(file.Path));
+            return (schedule.Describe(), plan);
+        }
+        finally
+        {
+            foreach (var q in queues.Values) q.Dispose();
+        }
+    }
+
     /// <summary>Creates an inference context (KV cache and activations) on this model's devices.</summary>
     public LlamaContext CreateContext(ContextOptions options) => new(HyperParameters, Weights, Schedule, options);
 
