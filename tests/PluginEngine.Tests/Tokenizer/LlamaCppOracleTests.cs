@@ -40,11 +40,15 @@ public class LlamaCppOracleTests
         "The quick brown fox jumps over the lazy dog. " + new string(' ', 17) + "Spaces!" + new string('\n', 5) + "end",
     ];
 
-    public static TheoryData<string> Vocabularies() => new("llama2", "mistral", "llama3");
+    /// <summary>The real vocabularies, plus the Llama 3 vocabulary under the other pre-tokenizers (exercises their splitting rules).</summary>
+    public static TheoryData<string, string?> Vocabularies() => new()
+    {
+        { "llama2", null }, { "mistral", null }, { "llama3", null }, { "llama3", "qwen2" }, { "llama3", "gpt-2" }, { "llama3", "smollm" },
+    };
 
     [Theory]
     [MemberData(nameof(Vocabularies))]
-    public void Token_ids_match_llama_cpp(string vocabularyName)
+    public void Token_ids_match_llama_cpp(string vocabularyName, string? preTokenizer)
     {
         string? reason = NativeUnavailableReason.Value;
         if (reason is not null)
@@ -53,7 +57,11 @@ public class LlamaCppOracleTests
         }
 
         ITokenizer tokenizer = TokenizerTestData.ByName(vocabularyName);
-        string path = Path.Combine(Path.GetTempPath(), $"pluginengine-vocab-{vocabularyName}-{Environment.ProcessId}.gguf");
+        if (preTokenizer is not null)
+        {
+            tokenizer = Tokenizer.Create(tokenizer.Vocabulary with { PreTokenizer = preTokenizer });
+        }
+        string path = Path.Combine(Path.GetTempPath(), $"pluginengine-vocab-{vocabularyName}-{preTokenizer}-{Environment.ProcessId}.gguf");
         try
         {
             WriteVocabOnlyGguf(tokenizer.Vocabulary, path);
