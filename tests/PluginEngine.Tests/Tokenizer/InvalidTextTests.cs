@@ -37,4 +37,13 @@ public class InvalidTextTests
         Assert.Equal("\uFFFD", llama3.Decode(llama[..1]));
         Assert.Equal("🦙", llama3.Decode(llama));
     }
+
+    [Fact]
+    public void Token_ids_outside_the_vocabulary_are_rejected_with_the_id()
+    {
+        ITokenizer tokenizer = TokenizerTestData.Llama2Tokenizer;
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => tokenizer.Decode([5, 32000]));
+        Assert.Contains("32000", error.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => tokenizer.TokenPiece(-1).Length);
+    }
 }

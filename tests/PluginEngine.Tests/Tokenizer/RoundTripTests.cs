@@ -63,4 +63,21 @@ public class RoundTripTests
             Assert.Equal(text, tokenizer.Decode(ids));
         }
     }
+
+    [Fact]
+    public void Concurrent_encoding_gives_the_same_ids_as_sequential_encoding()
+    {
+        ITokenizer[] tokenizers = [TokenizerTestData.Llama2Tokenizer, TokenizerTestData.Llama3Tokenizer];
+        string[] texts = LlamaCppOracleTests.RandomStrings(seed: 5, count: 400).ToArray();
+        foreach (ITokenizer tokenizer in tokenizers)
+        {
+            int[][] sequential = texts.Select(t => tokenizer.Encode(t, true, true)).ToArray();
+            int[][] parallel = new int[texts.Length][];
+            Parallel.For(0, texts.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i => parallel[i] = tokenizer.Encode(texts[i], true, true));
+            for (int i = 0; i < texts.Length; i++)
+            {
+                Assert.Equal(sequential[i], parallel[i]);
+            }
+        }
+    }
 }
