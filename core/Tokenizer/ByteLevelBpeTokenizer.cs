@@ -20,6 +20,7 @@ internal sealed class ByteLevelBpeTokenizer : TokenizerBase
     private readonly Dictionary<long, (int Rank, int Merged)> merges;
     private readonly ConcurrentDictionary<string, int[]> wordCache = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> wordCacheLookup;
+    private int wordCacheCount; // ConcurrentDictionary.Count takes every lock; this counter is only a size bound
 
     private struct Symbol
     {
@@ -142,9 +143,9 @@ internal sealed class ByteLevelBpeTokenizer : TokenizerBase
             wordTokens.Clear();
             EncodeWord(work, mapped, byteCount, wordTokens);
             output.AddRange(wordTokens);
-            if (wordCache.Count < WordCacheLimit)
+            if (Volatile.Read(ref wordCacheCount) < WordCacheLimit && wordCacheLookup.TryAdd(mapped, wordTokens.ToArray()))
             {
-                wordCacheLookup.TryAdd(mapped, wordTokens.ToArray());
+                Interlocked.Increment(ref wordCacheCount);
             }
         }
     }

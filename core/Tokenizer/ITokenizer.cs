@@ -28,8 +28,9 @@ public interface ITokenizer
     int[] Encode(string text, bool addBos, bool parseSpecial);
 
     /// <summary>
-    /// Decodes ids to text. Control tokens produce nothing unless <paramref name="renderSpecial"/>; a SentencePiece
-    /// vocabulary with a space prefix drops the one leading space of the first piece that produces text.
+    /// Decodes ids to text. Control tokens produce nothing unless <paramref name="renderSpecial"/>. A SentencePiece
+    /// vocabulary with a space prefix drops one leading space from the text at the start and after each special
+    /// token, undoing the space <see cref="Encode"/> put there.
     /// </summary>
     string Decode(ReadOnlySpan<int> tokens, bool renderSpecial = false);
 
@@ -42,6 +43,10 @@ public interface ITokenizer
     /// <summary>The type of token <paramref name="id"/>.</summary>
     TokenType GetTokenType(int id);
 
-    /// <summary>A decoder for generated tokens that emits only complete characters.</summary>
-    StreamingDecoder CreateStreamingDecoder(bool renderSpecial = false);
+    /// <summary>
+    /// A decoder for generated tokens that emits only complete characters. With <paramref name="atSequenceStart"/> the
+    /// tokens start a sequence (the first text piece loses its SentencePiece space prefix, as in <see cref="Decode"/>);
+    /// without it they continue a prompt and keep a leading space. After special tokens the prefix is always dropped.
+    /// </summary>
+    StreamingDecoder CreateStreamingDecoder(bool renderSpecial = false, bool atSequenceStart = false);
 }

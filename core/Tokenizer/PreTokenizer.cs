@@ -31,6 +31,9 @@ public static class PreTokenizerRules
     /// <summary>
     /// Maps a GGUF <c>tokenizer.ggml.pre</c> name to its rules. Unknown names throw <see cref="NotSupportedException"/>:
     /// splitting with the wrong rules silently produces token ids the model was never trained on.
+    /// "default" (what a file without the key gets) means the GPT-2 rules here; llama.cpp instead uses an ad-hoc chain
+    /// of four regexes for it (punctuation runs, GPT-2, digit runs, 3-digit groups) and warns that quality is degraded,
+    /// so ids differ from llama.cpp for such files (contractions, digit runs).
     /// </summary>
     public static PreTokenizerKind ForName(string name) => name switch
     {

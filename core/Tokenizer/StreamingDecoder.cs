@@ -7,7 +7,7 @@ namespace PluginEngine.Core.Tokenizer;
 /// still incomplete (byte-fallback tokens, a multi-byte character split over tokens) are held back until the rest
 /// arrives. Invalid sequences become U+FFFD as soon as they are known to be invalid; an incomplete tail becomes U+FFFD
 /// at <see cref="Flush"/>. Concatenating all outputs plus <see cref="Flush"/> equals <see cref="ITokenizer.Decode"/>
-/// of the same tokens. Not thread-safe: one decoder per generation stream.
+/// of the same tokens (when created with atSequenceStart). Not thread-safe: one decoder per generation stream.
 /// </summary>
 public sealed class StreamingDecoder
 {
@@ -16,26 +16,24 @@ public sealed class StreamingDecoder
     // UTF8Encoding(false, false): replacement fallback, so invalid input yields U+FFFD instead of throwing.
     private readonly Decoder decoder = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: false).GetDecoder();
     private char[] chars = new char[64];
-    private bool sawText;
+    private readonly bool atSequenceStart;
+    private bool stripNext;
 
-    internal StreamingDecoder(TokenizerBase tokenizer, bool renderSpecial)
+    internal StreamingDecoder(TokenizerBase tokenizer, bool renderSpecial, bool atSequenceStart)
     {
         this.tokenizer = tokenizer;
         this.renderSpecial = renderSpecial;
+        this.atSequenceStart = atSequenceStart;
+        stripNext = atSequenceStart;
     }
 
     /// <summary>Adds one token and returns the text it completes ("" when nothing is complete yet).</summary>
     public string Append(int tokenId)
     {
-        ReadOnlySpan<byte> piece = tokenizer.TokenPiece(tokenId, renderSpecial);
+        ReadOnlySpan<byte> piece = tokenizer.PieceForDecoding(tokenId, renderSpecial, ref stripNext);
         if (piece.IsEmpty)
         {
             return string.Empty;
-        }
-        if (!sawText)
-        {
-            sawText = true;
-            piece = tokenizer.StripSpacePrefix(piece);
         }
         // Up to 3 held-back bytes may each turn into a U+FFFD, plus at most one char per new byte.
         int needed = piece.Length + 4;
@@ -55,10 +53,10 @@ public sealed class StreamingDecoder
         return count == 0 ? string.Empty : new string(chars, 0, count);
     }
 
-    /// <summary>Forgets held-back bytes and starts a new stream (the next text piece loses its space prefix again).</summary>
+    /// <summary>Forgets held-back bytes and starts over as when created.</summary>
     public void Reset()
     {
         decoder.Reset();
-        sawText = false;
+        stripNext = atSequenceStart;
     }
 }

@@ -207,19 +207,10 @@ internal abstract class TokenizerBase : ITokenizer
         try
         {
             int written = 0;
-            bool first = true;
+            bool stripNext = true;
             foreach (int id in tokens)
             {
-                ReadOnlySpan<byte> piece = TokenPiece(id, renderSpecial);
-                if (piece.IsEmpty)
-                {
-                    continue;
-                }
-                if (first)
-                {
-                    piece = StripSpacePrefix(piece);
-                    first = false;
-                }
+                ReadOnlySpan<byte> piece = PieceForDecoding(id, renderSpecial, ref stripNext);
                 piece.CopyTo(buffer.AsSpan(written));
                 written += piece.Length;
             }
@@ -232,11 +223,33 @@ internal abstract class TokenizerBase : ITokenizer
         }
     }
 
-    /// <summary>Drops the space the encoder put in front of the text (SentencePiece dummy prefix), from the first text piece.</summary>
-    internal ReadOnlySpan<byte> StripSpacePrefix(ReadOnlySpan<byte> firstPiece) =>
-        stripDecodedSpacePrefix && firstPiece.Length > 0 && firstPiece[0] == (byte)' ' ? firstPiece[1..] : firstPiece;
+    /// <summary>
+    /// The piece of <paramref name="id"/> as it appears in decoded text. The SentencePiece encoder puts a space in front
+    /// of the text at the start and after every special token, so decoding drops one leading space there:
+    /// <paramref name="stripNext"/> says whether the next text piece is in such a place, and is updated.
+    /// </summary>
+    internal ReadOnlySpan<byte> PieceForDecoding(int id, bool renderSpecial, ref bool stripNext)
+    {
+        ReadOnlySpan<byte> piece = TokenPiece(id, renderSpecial);
+        if (tokenTypes[id] is TokenType.Control or TokenType.UserDefined)
+        {
+            stripNext = true;
+            return piece;
+        }
+        if (piece.IsEmpty)
+        {
+            return piece;
+        }
+        if (stripNext && stripDecodedSpacePrefix && piece[0] == (byte)' ')
+        {
+            piece = piece[1..];
+        }
+        stripNext = false;
+        return piece;
+    }
 
-    public StreamingDecoder CreateStreamingDecoder(bool renderSpecial = false) => new(this, renderSpecial);
+    public StreamingDecoder CreateStreamingDecoder(bool renderSpecial = false, bool atSequenceStart = false) =>
+        new(this, renderSpecial, atSequenceStart);
 
     protected void CheckId(int id)
     {

@@ -216,6 +216,10 @@ public sealed record TokenizerVocabulary
 
         bool sentencePiece = model == TokenizerModelKind.SentencePiece;
         bool llama3Family = !sentencePiece && PreTokenizerRules.ForName(pre) == PreTokenizerKind.Llama3;
+        // A default special id that the vocabulary is too small for means "none"; explicit ids are validated.
+        int Default(int id) => id < tokens.Length ? id : -1;
+        int bos = ReadId(lookup, TokenizerMetadataKeys.BosTokenId, source, Default(sentencePiece ? 1 : -1));
+        bool addBosDefault = (sentencePiece || llama3Family) && bos >= 0;
         var vocabulary = new TokenizerVocabulary
         {
             Model = model,
@@ -224,25 +228,14 @@ public sealed record TokenizerVocabulary
             Scores = scores,
             TokenTypes = types,
             Merges = merges,
-            BosTokenId = ReadId(lookup, TokenizerMetadataKeys.BosTokenId, source, sentencePiece ? 1 : -1),
-            EosTokenId = ReadId(lookup, TokenizerMetadataKeys.EosTokenId, source, sentencePiece ? 2 : -1),
-            UnknownTokenId = ReadId(lookup, TokenizerMetadataKeys.UnknownTokenId, source, sentencePiece ? 0 : -1),
+            BosTokenId = bos,
+            EosTokenId = ReadId(lookup, TokenizerMetadataKeys.EosTokenId, source, Default(sentencePiece ? 2 : -1)),
+            UnknownTokenId = ReadId(lookup, TokenizerMetadataKeys.UnknownTokenId, source, Default(sentencePiece ? 0 : -1)),
             PaddingTokenId = ReadId(lookup, TokenizerMetadataKeys.PaddingTokenId, source, -1),
-            AddBos = ReadBool(lookup, TokenizerMetadataKeys.AddBosToken, source, sentencePiece || llama3Family),
+            AddBos = ReadBool(lookup, TokenizerMetadataKeys.AddBosToken, source, addBosDefault),
             AddEos = ReadBool(lookup, TokenizerMetadataKeys.AddEosToken, source, false),
             AddSpacePrefix = ReadBool(lookup, TokenizerMetadataKeys.AddSpacePrefix, source, sentencePiece),
         };
-        // A default special id that the vocabulary is too small for means "none".
-        vocabulary = vocabulary with
-        {
-            BosTokenId = vocabulary.BosTokenId < tokens.Length || lookup(TokenizerMetadataKeys.BosTokenId) is not null ? vocabulary.BosTokenId : -1,
-            EosTokenId = vocabulary.EosTokenId < tokens.Length || lookup(TokenizerMetadataKeys.EosTokenId) is not null ? vocabulary.EosTokenId : -1,
-            UnknownTokenId = vocabulary.UnknownTokenId < tokens.Length || lookup(TokenizerMetadataKeys.UnknownTokenId) is not null ? vocabulary.UnknownTokenId : -1,
-        };
-        if (vocabulary.AddBos && vocabulary.BosTokenId < 0 && lookup(TokenizerMetadataKeys.AddBosToken) is null)
-        {
-            vocabulary = vocabulary with { AddBos = false };
-        }
         vocabulary.Validate(source);
         return vocabulary;
     }
