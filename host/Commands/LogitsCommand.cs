@@ -1,0 +1,77 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using PluginEngine.Core.Inference;
+
+namespace PluginEngine.Host.Commands;
+
+/// <summary>
+/// <c>pluginengine logits [-m MODEL] (--tokens 1,450,… | -p TEXT) [-o FILE] [--top N] [--all-positions]</c>: evaluates the
+/// sequence in one batch, writes the logits as little-endian float32 (last position, or [tokens, vocab] with
+/// <c>--all-positions</c>) and prints the top N tokens with their pieces — for comparing backends, quantizations or engines.
+/// </summary>
+public static class LogitsCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = new ModelOptions();
+        var tokens = new Option<string?>("--tokens") { Description = "Comma-separated token ids (used as given: add BOS yourself)", HelpName = "IDS" };
+        var prompt = new Option<string?>("--prompt", "-p") { Description = "Text to tokenize (BOS added as the model asks)" };
+        var output = new Option<string?>("--output", "-o") { Description = "Write the logits here as little-endian float32", HelpName = "FILE" };
+        var top = new Option<int>("--top") { Description = "Print the N most likely next tokens", DefaultValueFactory = _ => 10 };
+        var all = new Option<bool>("--all-positions") { Description = "Logits of every position ([tokens, vocab]) instead of the last one" };
+        var kvF32 = new Option<bool>("--kv-f32") { Description = "Keep the KV cache in F32 instead of F16" };
+        var command = new Command("logits", "Evaluate a token sequence in one batch and output its logits");
+        model.AddTo(command);
+        foreach (var o in new Option[] { tokens, prompt, output, top, all, kvF32 }) command.Options.Add(o);
+        command.SetAction(parse =>
+        {
+            string? ids = parse.GetValue(tokens), text = parse.GetValue(prompt);
+            if ((ids is null) == (text is null)) throw new UserErrorException("give exactly one of --tokens and --prompt");
+            using var loaded = model.LoadModel(parse, context, out _);
+            int vocab = loaded.HyperParameters.VocabularySize;
+            int[] sequence = ids is not null ? ParseIds(ids, vocab) : loaded.Tokenizer.Encode(text!, addBos: true, parseSpecial: true);
+            if (sequence.Length == 0) throw new UserErrorException("the sequence is empty");
+            if (sequence.Length > loaded.HyperParameters.ContextLength)
+                throw new UserErrorException($"{sequence.Length} tokens exceed the model's context length {loaded.HyperParameters.ContextLength}");
+            bool allPositions = parse.GetValue(all);
+            using var llama = loaded.CreateContext(new ContextOptions(Math.Min(loaded.HyperParameters.ContextLength, Math.Max(sequence.Length, 16)),
+                BatchSize: sequence.Length, KvCacheType: parse.GetValue(kvF32) ? Abstractions.GgmlType.F32 : Abstractions.GgmlType.F16));
+            var logits = new float[(allPositions ? sequence.Length : 1) * (long)vocab];
+            llama.Evaluate(sequence, logits, allPositions);
+
+            if (loaded.HasRandomWeights) context.Error.WriteLine("note: RANDOM weights (demo model)");
+            context.Error.WriteLine($"evaluated {sequence.Length} tokens: {string.Join(",", sequence)}");
+            if (parse.GetValue(output) is { } file)
+            {
+                using var stream = File.Create(file);
+                if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("big-endian hosts are not supported");
+                stream.Write(MemoryMarshal.AsBytes(logits.AsSpan()));
+                context.Error.WriteLine($"wrote {logits.Length} float32 ({(allPositions ? $"{sequence.Length} × {vocab}" : $"{vocab}")}) to {file}");
+            }
+            var last = new ArraySegment<float>(logits, logits.Length - vocab, vocab);
+            int n = Math.Clamp(parse.GetValue(top), 0, vocab);
+            var order = Enumerable.Range(0, vocab).OrderByDescending(i => last[i]).Take(n);
+            foreach (int id in order)
+            {
+                string piece = System.Text.Encoding.UTF8.GetString(loaded.Tokenizer.TokenPiece(id, renderSpecial: true));
+                context.Output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{id,8} {last[id],12:F6}  {System.Text.Json.JsonSerializer.Serialize(piece)}"));
+            }
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    private static int[] ParseIds(string text, int vocab)
+    {
+        var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (!int.TryParse(parts[i], NumberStyles.Integer, CultureInfo.InvariantCulture, out ids[i]))
+                throw new UserErrorException($"--tokens item {i + 1} '{parts[i]}' is not an integer");
+            if (ids[i] < 0 || ids[i] >= vocab) throw new UserErrorException($"--tokens item {i + 1}: id {ids[i]} is outside the vocabulary (0..{vocab - 1})");
+        }
+        return ids;
+    }
+}
