@@ -7,8 +7,11 @@ namespace PluginEngine.Core.Models;
 public static class TokenizerFactory
 {
     /// <summary>Creates the tokenizer; errors name the file and the key.</summary>
-    public static ITokenizer FromGguf(GgufFile file)
-        => Tokenizer.Tokenizer.Create(TokenizerVocabulary.FromMetadata(key => file.TryGet(key, out var v) ? ToObject(v) : null, file.Path));
+    public static ITokenizer FromGguf(GgufFile file) => Tokenizer.Tokenizer.Create(VocabularyFromGguf(file));
+
+    /// <summary>The vocabulary stored in the file's tokenizer.ggml.* keys.</summary>
+    public static TokenizerVocabulary VocabularyFromGguf(GgufFile file)
+        => TokenizerVocabulary.FromMetadata(key => file.TryGet(key, out var v) ? ToObject(v) : null, file.Path);
 
     /// <summary>A metadata value as the plain CLR object the vocabulary factory reads (string, number, bool, typed array).</summary>
     private static object? ToObject(GgufValue v) => v.Type switch

@@ -7,22 +7,6 @@ namespace PluginEngine.Tests.TokenizerTests;
 /// <summary>The vocabulary survives GgufWriter → GgufReader → <see cref="TokenizerVocabulary.FromMetadata"/> unchanged.</summary>
 public class GgufVocabularyTests
 {
-    /// <summary>The metadata lookup the loader can use: GGUF values as plain .NET values and arrays.</summary>
-    internal static object? ToPlain(GgufValue value) => value.Type switch
-    {
-        GgufValueType.String => value.AsString(),
-        GgufValueType.Bool => value.AsBool(),
-        GgufValueType.Float32 or GgufValueType.Float64 => value.AsFloat64(),
-        GgufValueType.Array => value.ElementType switch
-        {
-            GgufValueType.String => value.AsStringArray(),
-            GgufValueType.Float32 => value.AsFloat32Array(),
-            GgufValueType.Int32 => value.AsInt32Array(),
-            _ => value.AsArray().Select(ToPlain).ToArray(),
-        },
-        _ => value.AsInt64(),
-    };
-
     [Theory]
     [InlineData("llama2")]
     [InlineData("llama3")]
@@ -34,7 +18,7 @@ public class GgufVocabularyTests
         {
             LlamaCppOracleTests.WriteVocabOnlyGguf(original.Vocabulary, path);
             GgufFile file = GgufReader.Read(path);
-            TokenizerVocabulary read = TokenizerVocabulary.FromMetadata(key => file.TryGet(key, out var v) ? ToPlain(v) : null, path);
+            TokenizerVocabulary read = PluginEngine.Core.Models.TokenizerFactory.VocabularyFromGguf(file);
 
             TokenizerVocabulary expected = original.Vocabulary;
             Assert.Equal(expected.Model, read.Model);
