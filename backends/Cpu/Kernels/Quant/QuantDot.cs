@@ -141,11 +141,16 @@ public static unsafe partial class QuantDot
     {
         ushort* x = (ushort*)w;
         float* y = (float*)a;
-        Vector512<float> acc = default;
+        Vector512<float> acc0 = default, acc1 = default; // two chains hide the FMA latency
         long i = 0;
+        for (; i + 32 <= n; i += 32)
+        {
+            acc0 = Avx512F.FusedMultiplyAdd(HalfConversion.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(x + i))), Vector512.Load(y + i), acc0);
+            acc1 = Avx512F.FusedMultiplyAdd(HalfConversion.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(x + i + 16))), Vector512.Load(y + i + 16), acc1);
+        }
         for (; i + 16 <= n; i += 16)
-            acc = Avx512F.FusedMultiplyAdd(HalfConversion.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(x + i))), Vector512.Load(y + i), acc);
-        float s = Vector512.Sum(acc);
+            acc0 = Avx512F.FusedMultiplyAdd(HalfConversion.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(x + i))), Vector512.Load(y + i), acc0);
+        float s = Vector512.Sum(acc0 + acc1);
         for (; i < n; i++) s += HalfConversion.Table[x[i]] * y[i];
         return s;
     }
