@@ -64,6 +64,7 @@ public static unsafe partial class QuantDot
 
     // ---------------------------------------------------------------- scalar
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_KScalar(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -91,6 +92,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_KScalar(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -121,6 +123,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q6_KScalar(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -162,6 +165,7 @@ public static unsafe partial class QuantDot
     private static Vector512<int> ScaledDot(Vector512<byte> u, Vector512<sbyte> s, Vector512<short> scale)
         => Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, s), scale);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_KAvx2(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -185,6 +189,7 @@ public static unsafe partial class QuantDot
         return Vector256.Sum(acc) - Vector256.Sum(accMin);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_KAvx2(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -234,6 +239,7 @@ public static unsafe partial class QuantDot
         q3 = Vector256.ShiftRightLogical(ql1, 4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(hb, 6), 4);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q6_KAvx2(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -267,6 +273,7 @@ public static unsafe partial class QuantDot
     private static Vector512<short> ChunkScaleIndex(int c)
         => Vector512.Create(Vector256.Create((short)(2 * c)), Vector256.Create((short)(2 * c + 1)));
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_KAvx512(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -294,6 +301,7 @@ public static unsafe partial class QuantDot
         return Vector512.Sum(acc) - Vector256.Sum(accMin);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_KAvx512(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -324,6 +332,7 @@ public static unsafe partial class QuantDot
         return Vector512.Sum(acc) - Vector256.Sum(accMin);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q6_KAvx512(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;

@@ -10,7 +10,8 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 /// backend, quantized weights meet activations quantized on the fly — Q8_0 for Q8_0/Q4_0 weights, Q8_K for
 /// K-quants (see <see cref="ActivationType"/> and <see cref="ActivationQuantizer"/>) — and the inner loops are
 /// exact integer multiply-adds with one float scale per block; F32/F16/BF16 weights meet float32 activations
-/// with float FMA. Reads exactly the row's bytes, never past its end.
+/// with float FMA. Reads exactly the row's bytes, never past its end. Kernels are compiled fully optimized on
+/// first use (AggressiveOptimization) so the first tokens do not run unoptimized tier-0 SIMD code.
 /// </summary>
 public static unsafe partial class QuantDot
 {
@@ -75,6 +76,7 @@ public static unsafe partial class QuantDot
 
     // ---------------------------------------------------------------- float weights
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F32Scalar(byte* w, void* a, long n)
     {
         float* x = (float*)w, y = (float*)a;
@@ -83,6 +85,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F32Avx2(byte* w, void* a, long n)
     {
         float* x = (float*)w, y = (float*)a;
@@ -99,6 +102,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F32Avx512(byte* w, void* a, long n)
     {
         float* x = (float*)w, y = (float*)a;
@@ -115,6 +119,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F16Scalar(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;
@@ -124,6 +129,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F16Avx2(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;
@@ -137,6 +143,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F16Avx512(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;
@@ -158,6 +165,7 @@ public static unsafe partial class QuantDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float BF16(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float BF16Scalar(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;
@@ -167,6 +175,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float BF16Avx2(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;
@@ -180,6 +189,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float BF16Avx512(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;
