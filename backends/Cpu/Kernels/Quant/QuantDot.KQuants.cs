@@ -306,7 +306,10 @@ public static unsafe partial class QuantDot
     {
         byte* x = (byte*)a;
         var m4 = Vector256.Create((byte)0xF);
-        var bit4 = Vector256.Create((byte)0x10);
+        var bit4 = Vector512.Create((byte)0x10);
+        Vector512<short> i0 = ChunkScaleIndex(0), i1 = ChunkScaleIndex(1), i2 = ChunkScaleIndex(2), i3 = ChunkScaleIndex(3);
+        // Fifth-bit masks per chunk: the low 32 lanes take bit 2c of qh, the high 32 lanes bit 2c+1.
+        Vector512<byte> h0 = Vector512.Create(Vector256.Create((byte)1), Vector256.Create((byte)2));
         Vector512<float> acc = default;
         Vector256<float> accMin = default;
         for (long b = 0; b < n / 256; b++, w += Q5_KBytes, x += Q8_KBytes)
@@ -315,17 +318,20 @@ public static unsafe partial class QuantDot
             UnpackScaleMins(w + 4, out ulong scales, out ulong mins);
             var sc16 = Avx2.ConvertToVector256Int16(Vector128.CreateScalar(scales).AsByte()).ToVector512Unsafe();
             sbyte* q8 = (sbyte*)x + Q8KQs;
-            var qh = Vector256.Load(w + 16);
-            Vector512<int> sumi = default;
-            for (int c = 0; c < 4; c++)
-            {
-                var q = Vector256.Load(w + 48 + 32 * c);
-                var mLo = Vector256.Create((byte)(1 << (2 * c)));
-                var mHi = Vector256.Create((byte)(2 << (2 * c)));
-                var lo = (q & m4) | (Vector256.Equals(qh & mLo, mLo) & bit4);
-                var hi = Vector256.ShiftRightLogical(q, 4) | (Vector256.Equals(qh & mHi, mHi) & bit4);
-                sumi += ScaledDot(Vector512.Create(lo, hi), Vector512.Load(q8 + 64 * c), Avx512BW.PermuteVar32x16(sc16, ChunkScaleIndex(c)));
-            }
+            var qh256 = Vector256.Load(w + 16);
+            var qh = Vector512.Create(qh256, qh256);
+            var mask = h0;
+            var q = Vector256.Load(w + 48);
+            var sumi = ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8), Avx512BW.PermuteVar32x16(sc16, i0));
+            mask = Vector512.ShiftLeft(mask, 2);
+            q = Vector256.Load(w + 80);
+            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 64), Avx512BW.PermuteVar32x16(sc16, i1));
+            mask = Vector512.ShiftLeft(mask, 2);
+            q = Vector256.Load(w + 112);
+            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 128), Avx512BW.PermuteVar32x16(sc16, i2));
+            mask = Vector512.ShiftLeft(mask, 2);
+            q = Vector256.Load(w + 144);
+            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 192), Avx512BW.PermuteVar32x16(sc16, i3));
             acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumi), Vector512.Create(HalfConversion.Load(w) * dx), acc);
             accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(MinProducts(mins, x)), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
         }
