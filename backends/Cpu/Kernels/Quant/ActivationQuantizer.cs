@@ -21,6 +21,7 @@ public static unsafe class ActivationQuantizer
 
     internal static void Quantize(GgmlType activationType, float* x, byte* dst, long n, KernelIsa isa)
     {
+        if (n > 0 && (x == null || dst == null)) throw new ArgumentNullException(x == null ? nameof(x) : nameof(dst));
         switch (activationType)
         {
             case GgmlType.Q8_0: QuantizeRowQ8_0(x, dst, n, isa); break;
