@@ -35,10 +35,16 @@ public static unsafe partial class QuantDot
     /// <see cref="ActivationType"/> format (floats for F32/F16/BF16 weights).
     /// </summary>
     public static float Dot(GgmlType weightType, byte* weights, void* activation, long cols)
-        => Resolve(weightType, KernelIsaSupport.Best)(weights, activation, cols);
+        => Dot(weightType, weights, activation, cols, KernelIsaSupport.Best);
 
     internal static float Dot(GgmlType weightType, byte* weights, void* activation, long cols, KernelIsa isa)
-        => Resolve(weightType, isa)(weights, activation, cols);
+    {
+        var kernel = Resolve(weightType, isa);
+        int block = GgmlTypes.Get(weightType).BlockSize;
+        if (cols < 0 || cols % block != 0)
+            throw new ArgumentException($"dot: a {weightType} row of {cols} elements is not a whole number of {block}-element blocks", nameof(cols));
+        return kernel(weights, activation, cols);
+    }
 
     /// <summary>The kernel for a weight type at an instruction-set level; resolved once per matmul, not per row.</summary>
     internal static delegate*<byte*, void*, long, float> Resolve(GgmlType weightType, KernelIsa isa)
