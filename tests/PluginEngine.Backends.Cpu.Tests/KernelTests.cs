@@ -173,7 +173,7 @@ public unsafe class KernelTests
     }
 
     [Fact]
-    public void MatMulRejectsRowsThatAreNotWholeBlocks()
+    public void MatMulAndDotRejectRowsThatAreNotWholeBlocks()
     {
         using var pool = new CpuWorkerPool(1);
         using var scratch = new MatMulScratch();
@@ -188,6 +188,8 @@ public unsafe class KernelTests
             var ex = Assert.Throws<ArgumentException>(() => MatMul.Run(GgmlType.Q4_0, cw, 1, 48, cx, 1, cy, pool, scratch));
             Assert.Contains("48", ex.Message);
             Assert.Throws<NotSupportedException>(() => MatMul.Run(GgmlType.Q2_K, cw, 1, 256, cx, 1, cy, pool, scratch));
+            ex = Assert.Throws<ArgumentException>(() => QuantDot.Dot(GgmlType.Q4_K, cw, cx, 255));
+            Assert.Contains("255", ex.Message);
         }
     }
 

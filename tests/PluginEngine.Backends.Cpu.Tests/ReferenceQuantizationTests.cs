@@ -107,8 +107,12 @@ public class ReferenceQuantizationTests
     }
 
     [Fact]
-    public void F16AndBF16KnownAnswers()
+    public void FloatTypesKnownAnswers()
     {
+        // F32 is stored verbatim, little-endian: 0x3FC00000 = 1.5.
+        Assert.Equal(new byte[] { 0x00, 0x00, 0xC0, 0x3F }, TestData.Quantize(GgmlType.F32, [1.5f]));
+        Assert.Equal(new[] { -2.5f }, TestData.Dequantize(GgmlType.F32, [0x00, 0x00, 0x20, 0xC0], 1));
+
         ushort[] halfBits = [0x3C00, 0xC000, 0x7BFF, 0x0001, 0x7C00];
         float[] halfValues = [1f, -2f, 65504f, MathF.Pow(2, -24), float.PositiveInfinity];
         var bytes = new byte[halfBits.Length * 2];

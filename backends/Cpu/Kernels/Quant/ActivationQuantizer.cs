@@ -21,6 +21,7 @@ public static unsafe class ActivationQuantizer
 
     internal static void Quantize(GgmlType activationType, float* x, byte* dst, long n, KernelIsa isa)
     {
+        if (n > 0 && (x == null || dst == null)) throw new ArgumentNullException(x == null ? nameof(x) : nameof(dst));
         switch (activationType)
         {
             case GgmlType.Q8_0: QuantizeRowQ8_0(x, dst, n, isa); break;
@@ -30,6 +31,7 @@ public static unsafe class ActivationQuantizer
     }
 
     /// <summary>Float row → Q8_0 blocks (f16 d, 32 int8).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void QuantizeRowQ8_0(float* x, byte* dst, long n, KernelIsa isa)
     {
         if (n % QK != 0) throw new ArgumentException($"Q8_0 activation row of {n} elements is not a multiple of {QK}", nameof(n));
@@ -46,6 +48,7 @@ public static unsafe class ActivationQuantizer
     }
 
     /// <summary>Float row → Q8_K blocks (f32 d, 256 int8, 16 int16 sums of 16).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void QuantizeRowQ8_K(float* x, byte* dst, long n, KernelIsa isa)
     {
         if (n % QKK != 0) throw new ArgumentException($"Q8_K activation row of {n} elements is not a multiple of {QKK}", nameof(n));

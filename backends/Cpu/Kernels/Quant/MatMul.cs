@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using PluginEngine.Abstractions;
 
@@ -150,6 +151,7 @@ public static unsafe class MatMul
             _next = 0;
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int worker, int workerCount)
         {
             long tiles = _rowTiles * _tokenTiles, tile;

@@ -26,6 +26,32 @@ public static unsafe partial class QuantDot
         }
     }
 
+    /// <summary>
+    /// The same unpacking with 32-bit bit operations: returns the eight 6-bit scales as the bytes of
+    /// <paramref name="scales"/> and the eight mins as the bytes of <paramref name="mins"/> (sub-block j in byte j).
+    /// Word 0 holds scales 0..3 (low 6 bits) and the top bits of scales 4..7; word 1 the same for mins;
+    /// word 2 the low nibbles of scales 4..7 and, in its high nibbles, of mins 4..7.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UnpackScaleMins(byte* s, out ulong scales, out ulong mins)
+    {
+        const uint low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, low2 = 0x03030303;
+        uint w0 = Unsafe.ReadUnaligned<uint>(s), w1 = Unsafe.ReadUnaligned<uint>(s + 4), w2 = Unsafe.ReadUnaligned<uint>(s + 8);
+        uint scLo = w0 & low6, scHi = (w2 & low4) | (((w0 >> 6) & low2) << 4);
+        uint mLo = w1 & low6, mHi = ((w2 >> 4) & low4) | (((w1 >> 6) & low2) << 4);
+        scales = scLo | ((ulong)scHi << 32);
+        mins = mLo | ((ulong)mHi << 32);
+    }
+
+    /// <summary>Per 32-element sub-block j: mins[j] · (sum of its activation quants), as 8 int32 lanes
+    /// (the activation's sums of 16 are added in pairs by vpmaddwd).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> MinProducts(ulong mins, byte* x)
+    {
+        var pairSums = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8KSums)), Vector256<short>.One);
+        return pairSums * Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte());
+    }
+
     /// <summary>Σ_j mins[j] · (sum of activation quants in 32-element sub-block j).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int MinCorrection(byte* mins, byte* x)
@@ -38,6 +64,7 @@ public static unsafe partial class QuantDot
 
     // ---------------------------------------------------------------- scalar
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_KScalar(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -65,6 +92,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_KScalar(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -95,6 +123,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q6_KScalar(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -136,43 +165,41 @@ public static unsafe partial class QuantDot
     private static Vector512<int> ScaledDot(Vector512<byte> u, Vector512<sbyte> s, Vector512<short> scale)
         => Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, s), scale);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_KAvx2(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
-        byte* sm = stackalloc byte[16];
         var m4 = Vector256.Create((byte)0xF);
-        Vector256<float> acc = default;
-        float mins = 0;
+        Vector256<float> acc = default, accMin = default;
         for (long b = 0; b < n / 256; b++, w += Q4_KBytes, x += Q8_KBytes)
         {
             float dx = Unsafe.ReadUnaligned<float>(x);
-            UnpackScaleMins(w + 4, sm);
+            UnpackScaleMins(w + 4, out ulong scales, out ulong mins);
             sbyte* q8 = (sbyte*)x + Q8KQs;
             Vector256<int> sumi = default;
             for (int c = 0; c < 4; c++)
             {
                 var q = Vector256.Load(w + 16 + 32 * c);
-                sumi += ScaledDot(q & m4, Vector256.Load(q8 + 64 * c), Vector256.Create((short)sm[2 * c]));
-                sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 64 * c + 32), Vector256.Create((short)sm[2 * c + 1]));
+                sumi += ScaledDot(q & m4, Vector256.Load(q8 + 64 * c), Vector256.Create((short)(byte)(scales >> (16 * c))));
+                sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 64 * c + 32), Vector256.Create((short)(byte)(scales >> (16 * c + 8))));
             }
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(HalfConversion.Load(w) * dx), acc);
-            mins += HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+            accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(MinProducts(mins, x)), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
         }
-        return Vector256.Sum(acc) - mins;
+        return Vector256.Sum(acc) - Vector256.Sum(accMin);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_KAvx2(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
-        byte* sm = stackalloc byte[16];
         var m4 = Vector256.Create((byte)0xF);
         var bit4 = Vector256.Create((byte)0x10);
-        Vector256<float> acc = default;
-        float mins = 0;
+        Vector256<float> acc = default, accMin = default;
         for (long b = 0; b < n / 256; b++, w += Q5_KBytes, x += Q8_KBytes)
         {
             float dx = Unsafe.ReadUnaligned<float>(x);
-            UnpackScaleMins(w + 4, sm);
+            UnpackScaleMins(w + 4, out ulong scales, out ulong mins);
             sbyte* q8 = (sbyte*)x + Q8KQs;
             var qh = Vector256.Load(w + 16);
             Vector256<int> sumi = default;
@@ -183,24 +210,19 @@ public static unsafe partial class QuantDot
                 var mHi = Vector256.Create((byte)(2 << (2 * c)));
                 var lo = (q & m4) | (Vector256.Equals(qh & mLo, mLo) & bit4);
                 var hi = Vector256.ShiftRightLogical(q, 4) | (Vector256.Equals(qh & mHi, mHi) & bit4);
-                sumi += ScaledDot(lo, Vector256.Load(q8 + 64 * c), Vector256.Create((short)sm[2 * c]));
-                sumi += ScaledDot(hi, Vector256.Load(q8 + 64 * c + 32), Vector256.Create((short)sm[2 * c + 1]));
+                sumi += ScaledDot(lo, Vector256.Load(q8 + 64 * c), Vector256.Create((short)(byte)(scales >> (16 * c))));
+                sumi += ScaledDot(hi, Vector256.Load(q8 + 64 * c + 32), Vector256.Create((short)(byte)(scales >> (16 * c + 8))));
             }
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(HalfConversion.Load(w) * dx), acc);
-            mins += HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+            accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(MinProducts(mins, x)), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
         }
-        return Vector256.Sum(acc) - mins;
+        return Vector256.Sum(acc) - Vector256.Sum(accMin);
     }
 
-    /// <summary>Σ_i sc_i · (sum of activation quants in 16-element sub-block i), for Q6_K's −32 offset.</summary>
+    /// <summary>Per pair of 16-element sub-blocks: Σ sc_i · (sum of activation quants in sub-block i), as 8 int32 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int Q6Offset(sbyte* sc, byte* x)
-    {
-        short* bs = (short*)(x + Q8KSums);
-        int sum = 0;
-        for (int i = 0; i < 16; i++) sum += sc[i] * bs[i];
-        return sum;
-    }
+    private static Vector256<int> Q6OffsetProducts(Vector256<short> scales16, byte* x)
+        => Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8KSums)), scales16);
 
     /// <summary>The four 32-element groups of one Q6_K half as unsigned 6-bit values (see the Dequantizer for the layout).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -217,11 +239,11 @@ public static unsafe partial class QuantDot
         q3 = Vector256.ShiftRightLogical(ql1, 4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(hb, 6), 4);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q6_KAvx2(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
-        Vector256<float> acc = default;
-        float offsets = 0;
+        Vector256<float> acc = default, accOffset = default;
         for (long b = 0; b < n / 256; b++, w += Q6_KBytes, x += Q8_KBytes)
         {
             float d = HalfConversion.Load(w + 208) * Unsafe.ReadUnaligned<float>(x);
@@ -238,77 +260,90 @@ public static unsafe partial class QuantDot
                 sumi += ScaledDot(q2, Vector256.Load(y + 64), Vector256.Create(Vector128.Create((short)s[4]), Vector128.Create((short)s[5])));
                 sumi += ScaledDot(q3, Vector256.Load(y + 96), Vector256.Create(Vector128.Create((short)s[6]), Vector128.Create((short)s[7])));
             }
-            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d), acc);
-            offsets += d * (32 * Q6Offset(sc, x));
+            var vd = Vector256.Create(d);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), vd, acc);
+            accOffset = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q6OffsetProducts(Avx2.ConvertToVector256Int16(sc), x)), vd, accOffset);
         }
-        return Vector256.Sum(acc) - offsets;
+        return Vector256.Sum(acc) - 32 * Vector256.Sum(accOffset);
     }
 
     // ---------------------------------------------------------------- AVX-512 (one 64-element chunk per register)
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<short> TwoScales(int s0, int s1) => Vector512.Create(Vector256.Create((short)s0), Vector256.Create((short)s1));
+    /// <summary>vpermw indices spreading 16-bit lanes 2c and 2c+1 over the low and high 16 lanes (chunk c of a K-quant super-block).</summary>
+    private static Vector512<short> ChunkScaleIndex(int c)
+        => Vector512.Create(Vector256.Create((short)(2 * c)), Vector256.Create((short)(2 * c + 1)));
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_KAvx512(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
-        byte* sm = stackalloc byte[16];
         var m4 = Vector256.Create((byte)0xF);
+        Vector512<short> i0 = ChunkScaleIndex(0), i1 = ChunkScaleIndex(1), i2 = ChunkScaleIndex(2), i3 = ChunkScaleIndex(3);
         Vector512<float> acc = default;
-        float mins = 0;
+        Vector256<float> accMin = default;
         for (long b = 0; b < n / 256; b++, w += Q4_KBytes, x += Q8_KBytes)
         {
             float dx = Unsafe.ReadUnaligned<float>(x);
-            UnpackScaleMins(w + 4, sm);
+            UnpackScaleMins(w + 4, out ulong scales, out ulong mins);
+            var sc16 = Avx2.ConvertToVector256Int16(Vector128.CreateScalar(scales).AsByte()).ToVector512Unsafe();
             sbyte* q8 = (sbyte*)x + Q8KQs;
-            Vector512<int> sumi = default;
-            for (int c = 0; c < 4; c++)
-            {
-                var q = Vector256.Load(w + 16 + 32 * c);
-                var q64 = Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4));
-                sumi += ScaledDot(q64, Vector512.Load(q8 + 64 * c), TwoScales(sm[2 * c], sm[2 * c + 1]));
-            }
+            var q = Vector256.Load(w + 16);
+            var sumi = ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8), Avx512BW.PermuteVar32x16(sc16, i0));
+            q = Vector256.Load(w + 48);
+            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8 + 64), Avx512BW.PermuteVar32x16(sc16, i1));
+            q = Vector256.Load(w + 80);
+            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8 + 128), Avx512BW.PermuteVar32x16(sc16, i2));
+            q = Vector256.Load(w + 112);
+            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8 + 192), Avx512BW.PermuteVar32x16(sc16, i3));
             acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumi), Vector512.Create(HalfConversion.Load(w) * dx), acc);
-            mins += HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+            accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(MinProducts(mins, x)), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
         }
-        return Vector512.Sum(acc) - mins;
+        return Vector512.Sum(acc) - Vector256.Sum(accMin);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_KAvx512(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
-        byte* sm = stackalloc byte[16];
         var m4 = Vector256.Create((byte)0xF);
-        var bit4 = Vector256.Create((byte)0x10);
+        var bit4 = Vector512.Create((byte)0x10);
+        Vector512<short> i0 = ChunkScaleIndex(0), i1 = ChunkScaleIndex(1), i2 = ChunkScaleIndex(2), i3 = ChunkScaleIndex(3);
+        // Fifth-bit masks per chunk: the low 32 lanes take bit 2c of qh, the high 32 lanes bit 2c+1.
+        Vector512<byte> h0 = Vector512.Create(Vector256.Create((byte)1), Vector256.Create((byte)2));
         Vector512<float> acc = default;
-        float mins = 0;
+        Vector256<float> accMin = default;
         for (long b = 0; b < n / 256; b++, w += Q5_KBytes, x += Q8_KBytes)
         {
             float dx = Unsafe.ReadUnaligned<float>(x);
-            UnpackScaleMins(w + 4, sm);
+            UnpackScaleMins(w + 4, out ulong scales, out ulong mins);
+            var sc16 = Avx2.ConvertToVector256Int16(Vector128.CreateScalar(scales).AsByte()).ToVector512Unsafe();
             sbyte* q8 = (sbyte*)x + Q8KQs;
-            var qh = Vector256.Load(w + 16);
-            Vector512<int> sumi = default;
-            for (int c = 0; c < 4; c++)
-            {
-                var q = Vector256.Load(w + 48 + 32 * c);
-                var mLo = Vector256.Create((byte)(1 << (2 * c)));
-                var mHi = Vector256.Create((byte)(2 << (2 * c)));
-                var lo = (q & m4) | (Vector256.Equals(qh & mLo, mLo) & bit4);
-                var hi = Vector256.ShiftRightLogical(q, 4) | (Vector256.Equals(qh & mHi, mHi) & bit4);
-                sumi += ScaledDot(Vector512.Create(lo, hi), Vector512.Load(q8 + 64 * c), TwoScales(sm[2 * c], sm[2 * c + 1]));
-            }
+            var qh256 = Vector256.Load(w + 16);
+            var qh = Vector512.Create(qh256, qh256);
+            var mask = h0;
+            var q = Vector256.Load(w + 48);
+            var sumi = ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8), Avx512BW.PermuteVar32x16(sc16, i0));
+            mask = Vector512.ShiftLeft(mask, 2);
+            q = Vector256.Load(w + 80);
+            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 64), Avx512BW.PermuteVar32x16(sc16, i1));
+            mask = Vector512.ShiftLeft(mask, 2);
+            q = Vector256.Load(w + 112);
+            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 128), Avx512BW.PermuteVar32x16(sc16, i2));
+            mask = Vector512.ShiftLeft(mask, 2);
+            q = Vector256.Load(w + 144);
+            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 192), Avx512BW.PermuteVar32x16(sc16, i3));
             acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumi), Vector512.Create(HalfConversion.Load(w) * dx), acc);
-            mins += HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+            accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(MinProducts(mins, x)), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
         }
-        return Vector512.Sum(acc) - mins;
+        return Vector512.Sum(acc) - Vector256.Sum(accMin);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q6_KAvx512(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
         Vector512<float> acc = default;
-        float offsets = 0;
+        Vector256<float> accOffset = default;
         // vpermw indices that spread scales 4m..4m+3 over four 8-lane groups (one 16-element sub-block each).
         var spread = Vector512.Create((short)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
         var four = Vector512.Create((short)4);
@@ -330,8 +365,8 @@ public static unsafe partial class QuantDot
                 idx += four;
             }
             acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumi), Vector512.Create(d), acc);
-            offsets += d * (32 * Q6Offset(sc, x));
+            accOffset = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q6OffsetProducts(scales16.GetLower(), x)), Vector256.Create(d), accOffset);
         }
-        return Vector512.Sum(acc) - offsets;
+        return Vector512.Sum(acc) - 32 * Vector256.Sum(accOffset);
     }
 }

@@ -10,6 +10,7 @@ public static unsafe partial class QuantDot
 {
     private const int Q8_0Bytes = 34, Q4_0Bytes = 18;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q8_0Scalar(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -23,6 +24,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_0Scalar(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -69,6 +71,7 @@ public static unsafe partial class QuantDot
         return Avx2.MultiplyAddAdjacent(p, Vector256<short>.One);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q8_0Avx2(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -78,6 +81,7 @@ public static unsafe partial class QuantDot
         return Vector256.Sum(acc);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_0Avx2(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -88,6 +92,7 @@ public static unsafe partial class QuantDot
     }
 
     /// <summary>Two blocks per 512-bit register; an odd last block goes through the 256-bit form.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q8_0Avx512(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;
@@ -109,6 +114,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_0Avx512(byte* w, void* a, long n)
     {
         byte* x = (byte*)a;

@@ -10,7 +10,8 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 /// backend, quantized weights meet activations quantized on the fly — Q8_0 for Q8_0/Q4_0 weights, Q8_K for
 /// K-quants (see <see cref="ActivationType"/> and <see cref="ActivationQuantizer"/>) — and the inner loops are
 /// exact integer multiply-adds with one float scale per block; F32/F16/BF16 weights meet float32 activations
-/// with float FMA. Reads exactly the row's bytes, never past its end.
+/// with float FMA. Reads exactly the row's bytes, never past its end. Kernels are compiled fully optimized on
+/// first use (AggressiveOptimization) so the first tokens do not run unoptimized tier-0 SIMD code.
 /// </summary>
 public static unsafe partial class QuantDot
 {
@@ -34,10 +35,16 @@ public static unsafe partial class QuantDot
     /// <see cref="ActivationType"/> format (floats for F32/F16/BF16 weights).
     /// </summary>
     public static float Dot(GgmlType weightType, byte* weights, void* activation, long cols)
-        => Resolve(weightType, KernelIsaSupport.Best)(weights, activation, cols);
+        => Dot(weightType, weights, activation, cols, KernelIsaSupport.Best);
 
     internal static float Dot(GgmlType weightType, byte* weights, void* activation, long cols, KernelIsa isa)
-        => Resolve(weightType, isa)(weights, activation, cols);
+    {
+        var kernel = Resolve(weightType, isa);
+        int block = GgmlTypes.Get(weightType).BlockSize;
+        if (cols < 0 || cols % block != 0)
+            throw new ArgumentException($"dot: a {weightType} row of {cols} elements is not a whole number of {block}-element blocks", nameof(cols));
+        return kernel(weights, activation, cols);
+    }
 
     /// <summary>The kernel for a weight type at an instruction-set level; resolved once per matmul, not per row.</summary>
     internal static delegate*<byte*, void*, long, float> Resolve(GgmlType weightType, KernelIsa isa)
@@ -75,6 +82,7 @@ public static unsafe partial class QuantDot
 
     // ---------------------------------------------------------------- float weights
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F32Scalar(byte* w, void* a, long n)
     {
         float* x = (float*)w, y = (float*)a;
@@ -83,6 +91,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F32Avx2(byte* w, void* a, long n)
     {
         float* x = (float*)w, y = (float*)a;
@@ -99,6 +108,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F32Avx512(byte* w, void* a, long n)
     {
         float* x = (float*)w, y = (float*)a;
@@ -115,6 +125,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F16Scalar(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;
@@ -124,6 +135,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F16Avx2(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;
@@ -137,15 +149,21 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F16Avx512(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;
         float* y = (float*)a;
-        Vector512<float> acc = default;
+        Vector512<float> acc0 = default, acc1 = default; // two chains hide the FMA latency
         long i = 0;
+        for (; i + 32 <= n; i += 32)
+        {
+            acc0 = Avx512F.FusedMultiplyAdd(HalfConversion.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(x + i))), Vector512.Load(y + i), acc0);
+            acc1 = Avx512F.FusedMultiplyAdd(HalfConversion.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(x + i + 16))), Vector512.Load(y + i + 16), acc1);
+        }
         for (; i + 16 <= n; i += 16)
-            acc = Avx512F.FusedMultiplyAdd(HalfConversion.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(x + i))), Vector512.Load(y + i), acc);
-        float s = Vector512.Sum(acc);
+            acc0 = Avx512F.FusedMultiplyAdd(HalfConversion.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(x + i))), Vector512.Load(y + i), acc0);
+        float s = Vector512.Sum(acc0 + acc1);
         for (; i < n; i++) s += HalfConversion.Table[x[i]] * y[i];
         return s;
     }
@@ -153,6 +171,7 @@ public static unsafe partial class QuantDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float BF16(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float BF16Scalar(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;
@@ -162,6 +181,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float BF16Avx2(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;
@@ -175,6 +195,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float BF16Avx512(byte* w, void* a, long n)
     {
         ushort* x = (ushort*)w;

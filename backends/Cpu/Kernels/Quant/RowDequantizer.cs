@@ -20,6 +20,7 @@ public static unsafe class RowDequantizer
     public static void DequantizeRow(GgmlType type, byte* src, float* dst, long n)
         => DequantizeRow(type, src, dst, n, KernelIsaSupport.Best);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void DequantizeRow(GgmlType type, byte* src, float* dst, long n, KernelIsa isa)
     {
         if (!IsSupported(type)) throw new NotSupportedException($"row dequantization of {type} is not supported");

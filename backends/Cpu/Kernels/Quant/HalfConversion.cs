@@ -1,0 +1,56 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace PluginEngine.Backends.Cpu.Kernels;
+
+/// <summary>
+/// f16 → f32 conversion. Scalars use a 65536-entry table (256 KiB, like ggml's) because scale
+/// conversion sits inside every block of the dot loops; vectors use an exact bit-manipulation.
+/// </summary>
+internal static unsafe class HalfConversion
+{
+    /// <summary>Float value of every f16 bit pattern; lives for the process.</summary>
+    public static readonly float* Table = BuildTable();
+
+    private static float* BuildTable()
+    {
+        var t = (float*)NativeMemory.AlignedAlloc(65536 * sizeof(float), 64);
+        for (int i = 0; i < 65536; i++) t[i] = (float)BitConverter.UInt16BitsToHalf((ushort)i);
+        return t;
+    }
+
+    /// <summary>Float value of the f16 stored (unaligned) at <paramref name="p"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Load(byte* p) => Table[Unsafe.ReadUnaligned<ushort>(p)];
+
+    /// <summary>
+    /// Converts f16 bit patterns held in the low 16 bits of each lane. Exponent and mantissa shift up by 13,
+    /// then a multiply by 2^112 rebiases the exponent (15 → 127) exactly, denormals included; Inf/NaN get
+    /// the all-ones exponent explicitly.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ToSingle(Vector256<uint> h)
+    {
+        var em = h & Vector256.Create(0x7fffu);
+        var sign = (h & Vector256.Create(0x8000u)) << 16;
+        var shifted = em << 13;
+        var finite = shifted.AsSingle() * Vector256.Create(5.192296858534828e33f); // 2^112
+        var special = (shifted | Vector256.Create(0x7f800000u)).AsSingle();
+        var value = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(em, Vector256.Create(0x7c00u)).AsSingle(), special, finite);
+        return (value.AsUInt32() | sign).AsSingle();
+    }
+
+    /// <inheritdoc cref="ToSingle(Vector256{uint})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ToSingle(Vector512<uint> h)
+    {
+        var em = h & Vector512.Create(0x7fffu);
+        var sign = (h & Vector512.Create(0x8000u)) << 16;
+        var shifted = em << 13;
+        var finite = shifted.AsSingle() * Vector512.Create(5.192296858534828e33f);
+        var special = (shifted | Vector512.Create(0x7f800000u)).AsSingle();
+        var value = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(em, Vector512.Create(0x7c00u)).AsSingle(), special, finite);
+        return (value.AsUInt32() | sign).AsSingle();
+    }
+}
