@@ -9,7 +9,8 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 public abstract class CpuParallelJob
 {
     /// <summary>Runs this participant's share; <paramref name="worker"/> is 0..<paramref name="workerCount"/>-1
-    /// (0 is the calling thread). Shares are usually claimed dynamically through an atomic counter.</summary>
+    /// (0 is the calling thread). Shares MUST be claimed dynamically (e.g. through an atomic counter) until none is
+    /// left: a worker that arrives after the caller has finished every share does not run the job at all.</summary>
     public abstract void Execute(int worker, int workerCount);
 }
 
@@ -27,7 +28,8 @@ public sealed class CpuWorkerPool : IDisposable
     private readonly object _gate = new();
     private CpuParallelJob? _job;
     private long _generation;
-    private int _pending;
+    private long _closedGeneration; // jobs up to this generation take no new participants
+    private int _inside;             // workers currently inside a job's Execute
     private int _sleepers;
     private volatile bool _disposed;
     private Exception? _failure;
@@ -63,8 +65,7 @@ public sealed class CpuWorkerPool : IDisposable
         }
         _failure = null;
         _job = job;
-        Volatile.Write(ref _pending, _threads.Length);
-        Interlocked.Increment(ref _generation); // publishes _job/_pending to the workers
+        long generation = Interlocked.Increment(ref _generation); // publishes _job to the workers
         if (Volatile.Read(ref _sleepers) > 0)
             lock (_gate) Monitor.PulseAll(_gate);
         try
@@ -75,8 +76,12 @@ public sealed class CpuWorkerPool : IDisposable
         {
             Interlocked.CompareExchange(ref _failure, e, null);
         }
+        // Every share is claimed once the caller's Execute returns (jobs claim work dynamically), so a worker that has
+        // not joined yet is not needed: close the job to late arrivals and wait only for those already inside.
+        // (Waiting for every worker to check in costs a scheduler quantum per op when the machine is oversubscribed.)
+        Interlocked.Exchange(ref _closedGeneration, generation);
         var wait = new SpinWait();
-        while (Volatile.Read(ref _pending) != 0) wait.SpinOnce(sleep1Threshold: -1);
+        while (Volatile.Read(ref _inside) != 0) wait.SpinOnce(sleep1Threshold: -1);
         _job = null;
         if (_failure is { } failure) ExceptionDispatchInfo.Throw(failure);
     }
@@ -89,15 +94,17 @@ public sealed class CpuWorkerPool : IDisposable
             long generation = WaitForWork(seen);
             if (_disposed) return;
             seen = generation;
+            Interlocked.Increment(ref _inside);
             try
             {
-                _job!.Execute(worker, ThreadCount);
+                // Dekker-style handshake with Run: either we see the job closed and skip it, or Run sees us inside and waits.
+                if (Interlocked.Read(ref _closedGeneration) < generation) _job!.Execute(worker, ThreadCount);
             }
             catch (Exception e)
             {
                 Interlocked.CompareExchange(ref _failure, e, null);
             }
-            Interlocked.Decrement(ref _pending);
+            Interlocked.Decrement(ref _inside);
         }
     }
 
