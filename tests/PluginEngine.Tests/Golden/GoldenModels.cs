@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using PluginEngine.Core.Models;
+using Xunit;
 
 namespace PluginEngine.Tests.Golden;
 
@@ -13,8 +14,18 @@ public enum GoldenShape
 }
 
 /// <summary>
-/// Class fixture for the golden tests: writes each (shape, weight type) model once, on first use, into a temp
-/// folder deleted when the class is done, and keeps each model's decoded reference so it is built only once.
+/// The golden test classes share one <see cref="GoldenModelFixture"/>, so each model file is generated once per run,
+/// and run one after another: each of them already keeps every core busy (the CPU backend's pool, llama.cpp's threads).
+/// </summary>
+[CollectionDefinition(Name)]
+public sealed class GoldenCollection : ICollectionFixture<GoldenModelFixture>
+{
+    public const string Name = "Golden models";
+}
+
+/// <summary>
+/// Fixture of the golden tests: writes each (shape, weight type) model once, on first use, into a temp folder
+/// deleted at the end, and keeps each model's decoded reference so it is built only once.
 /// Models are small (vocabularies of about a thousand tokens) so the whole suite stays fast on a loaded machine.
 /// </summary>
 public sealed class GoldenModelFixture : IDisposable

@@ -42,8 +42,8 @@ public sealed class LlamaCppOracle : IDisposable
             BatchSize = contextSize,
             UBatchSize = contextSize,
             GpuLayerCount = 0,
-            Threads = Environment.ProcessorCount,
-            BatchThreads = Environment.ProcessorCount,
+            Threads = 1, // the spinning thread pool costs more than it saves on models this small
+            BatchThreads = 1,
             FlashAttention = false,
             TypeK = GGMLType.GGML_TYPE_F16,
             TypeV = GGMLType.GGML_TYPE_F16,

@@ -16,7 +16,8 @@ namespace PluginEngine.Tests.Golden;
 /// for F16 weights (this engine keeps them in float32), and its rounding of queries and attention weights to F16
 /// against the F16 cache. The tolerances (relative to the largest llama.cpp |logit|) are the reference tests'.
 /// </remarks>
-public sealed class LlamaCppOracleTests(GoldenModelFixture models) : IClassFixture<GoldenModelFixture>
+[Collection(GoldenCollection.Name)]
+public sealed class LlamaCppOracleTests(GoldenModelFixture models)
 {
     /// <summary>F16 weights: llama.cpp rounds activations to F16 before the matmul (measured 1.3e-3).</summary>
     private const double HalfActivations = 5e-3;

@@ -19,7 +19,8 @@ namespace PluginEngine.Tests.Golden;
 /// an F32 KV cache only float32 rounding is left and the bound is two orders of magnitude tighter.
 /// Both sides decode the same stored weights, so weight quantization error itself does not count.
 /// </remarks>
-public sealed class ReferenceForwardTests(GoldenModelFixture models) : IClassFixture<GoldenModelFixture>
+[Collection(GoldenCollection.Name)]
+public sealed class ReferenceForwardTests(GoldenModelFixture models)
 {
     /// <summary>BOS, then arbitrary ids below every golden vocabulary (1000).</summary>
     public static readonly int[] Prompt = [1, 17, 345, 89, 600, 42, 7, 256, 913, 3];
