@@ -7,8 +7,8 @@ namespace PluginEngine.Tests.Golden;
 /// <summary>
 /// llama.cpp (through LLamaSharp and its CPU native build) running a GGUF file, used as an independent oracle:
 /// token ids go straight into a batch (no tokenizer), every position asks for logits, and the logits are read
-/// back with <see cref="SafeLLamaContextHandle.GetLogitsIth"/>. CPU only, flash attention off, F16 KV cache —
-/// llama.cpp's defaults for the plain attention path this engine implements.
+/// back with <see cref="SafeLLamaContextHandle.GetLogitsIth"/>. CPU only, F16 KV cache (llama.cpp's default, and
+/// this engine's), flash attention off so llama.cpp takes the plain softmax(QKᵀ)·V path this engine implements.
 /// </summary>
 public sealed class LlamaCppOracle : IDisposable
 {
@@ -30,8 +30,8 @@ public sealed class LlamaCppOracle : IDisposable
     public int Position { get; private set; }
 
     /// <summary>
-    /// Opens <paramref name="path"/> with a context of <paramref name="contextSize"/> positions. Throws whatever
-    /// LLamaSharp throws when the native library cannot be loaded; callers turn that into a skip.
+    /// Opens <paramref name="path"/> with a context of <paramref name="contextSize"/> positions. Callers check
+    /// <see cref="UnavailableReason"/> first (and skip); here an unavailable library is an InvalidOperationException.
     /// </summary>
     public static LlamaCppOracle Open(string path, uint contextSize)
     {
@@ -94,12 +94,22 @@ public sealed class LlamaCppOracle : IDisposable
     /// </summary>
     public static string? UnavailableReason => NativeLoadFailure.Value;
 
+    /// <summary>
+    /// llama.cpp logs every tensor it loads; keep test output readable. Best effort: LLamaSharp only accepts this
+    /// before its library loads, and other tests in the process may have loaded it first.
+    /// </summary>
+    private static void QuietNativeLog()
+    {
+        if (NativeLibraryConfig.LLama.LibraryHasLoaded) return;
+        try { NativeLibraryConfig.All.WithLogCallback((level, message) => { }); }
+        catch (InvalidOperationException) { } // loaded in between: the log stays on, nothing else changes
+    }
+
     private static string? LoadNative()
     {
         try
         {
-            // llama.cpp logs every tensor it loads; keep test output readable. Only possible before the library loads.
-            if (!NativeLibraryConfig.LLama.LibraryHasLoaded) NativeLibraryConfig.All.WithLogCallback((level, message) => { });
+            QuietNativeLog();
             NativeApi.llama_empty_call(); // forces LLamaSharp to pick and load the native build for this CPU
             return null;
         }
