@@ -11,10 +11,12 @@ namespace PluginEngine.Tests.Golden;
 /// Skipped, with the loader's message, only when the native library cannot load on this machine.
 /// </summary>
 /// <remarks>
-/// Both engines quantize activations for quantized weights (Q8_0 for Q8_0/Q4_0, Q8_K for K-quants) and keep an
-/// F16 KV cache, so most rounding is shared; what differs is summation order, llama.cpp rounding activations to F16
-/// for F16 weights (this engine keeps them in float32), and its rounding of queries and attention weights to F16
-/// against the F16 cache. The tolerances (relative to the largest llama.cpp |logit|) are the reference tests'.
+/// Both engines quantize activations for quantized weights (Q8_0 for Q8_0/Q4_0, Q8_K for K-quants) and keep an F16
+/// KV cache, but their float sums run in different orders, so now and then a value lands on the other side of an
+/// 8-bit rounding boundary; that moves it by a whole step, and after a few layers the two engines' quantization noise
+/// is largely independent. They therefore differ from each other by about as much as each differs from the exact
+/// reference, which this test also measures and uses as the yardstick. For F16 weights llama.cpp rounds activations
+/// to F16 before the matmul (this engine keeps float32). Tolerances are relative to the largest llama.cpp |logit|.
 /// </remarks>
 [Collection(GoldenCollection.Name)]
 public sealed class LlamaCppOracleTests(GoldenModelFixture models)
@@ -45,6 +47,10 @@ public sealed class LlamaCppOracleTests(GoldenModelFixture models)
         var expected = new float[prompt.Length * vocab];
         var actual = new float[prompt.Length * vocab];
         var summary = new LogitErrorSummary();
+        // For scale: how far each engine is from the double-precision reference on the same rows.
+        var reference = models.ReferenceFor(shape, weights).CreateSession(prompt.Length + decode.Length);
+        var exact = new double[vocab];
+        LogitErrorSummary llamaCppError = new(), engineError = new();
 
         oracle.Evaluate(prompt, expected);
         context.Evaluate(prompt, actual, allPositions: true);
@@ -52,6 +58,9 @@ public sealed class LlamaCppOracleTests(GoldenModelFixture models)
         {
             var c = LogitComparison.Of(actual.AsSpan(p * vocab, vocab), expected.AsSpan(p * vocab, vocab));
             summary.Add(c);
+            reference.Evaluate(prompt[p], exact);
+            llamaCppError.Add(LogitComparison.Of(expected.AsSpan(p * vocab, vocab), exact));
+            engineError.Add(LogitComparison.Of(actual.AsSpan(p * vocab, vocab), exact));
             c.AssertWithin(relativeTolerance, $"{shape} {weights} vs llama.cpp, prompt position {p}");
         }
         for (int s = 0; s < decode.Length; s++)
@@ -60,9 +69,18 @@ public sealed class LlamaCppOracleTests(GoldenModelFixture models)
             context.Evaluate([decode[s]], actual.AsSpan(0, vocab));
             var c = LogitComparison.Of(actual.AsSpan(0, vocab), expected.AsSpan(0, vocab));
             summary.Add(c);
+            reference.Evaluate(decode[s], exact);
+            llamaCppError.Add(LogitComparison.Of(expected.AsSpan(0, vocab), exact));
+            engineError.Add(LogitComparison.Of(actual.AsSpan(0, vocab), exact));
             c.AssertWithin(relativeTolerance, $"{shape} {weights} vs llama.cpp, decode step {s} (position {prompt.Length + s})");
         }
         TestContext.Current.TestOutputHelper?.WriteLine($"{shape} {weights} vs llama.cpp: {summary}; tolerance {relativeTolerance:G3}");
+        TestContext.Current.TestOutputHelper?.WriteLine($"  llama.cpp vs reference: {llamaCppError}");
+        TestContext.Current.TestOutputHelper?.WriteLine($"  engine vs reference:    {engineError}");
         summary.AssertArgmaxMostlyAgrees($"{shape} {weights} vs llama.cpp");
+        // Calibration: llama.cpp's own distance from the exact reference is the yardstick for the engine's
+        // (measured ratios 0.45 .. 1.13): the engine may not be much less accurate than llama.cpp on the same file.
+        Assert.True(engineError.WorstRelative <= 1.5 * llamaCppError.WorstRelative,
+            $"{shape} {weights}: the engine is {engineError.WorstRelative:G3} (of max |logit|) from the exact reference, llama.cpp only {llamaCppError.WorstRelative:G3}");
     }
 }

@@ -96,6 +96,7 @@ public sealed class LogitErrorSummary
         _smallestOverlap = Math.Min(_smallestOverlap, c.Top5Overlap);
     }
 
+    /// <summary>The largest <see cref="LogitComparison.RelativeError"/> recorded.</summary>
     public double WorstRelative => _worstRelative;
 
     /// <summary>
