@@ -152,10 +152,10 @@ public static class BenchOutput
         columns.Add(("t/s", true, r => $"{Invariant(r.AvgTs, "F2")} ± {Invariant(r.StddevTs, "F2")}"));
         if (ratio) columns.Add(("vs llama.cpp", true, r => r.RatioVsLlamacpp is { } x ? Invariant(x, "F2") + "×" : ""));
         columns.Add(("load ms", true, r => Invariant(r.LoadMs, "F0")));
-        columns.Add(("weights owned", true, r => FormatBytes(r.WeightsOwnedBytes)));
-        columns.Add(("weights imported", true, r => FormatBytes(r.WeightsImportedBytes)));
-        if (gpu) columns.Add(("host pinned", true, r => FormatBytes(r.HostPinnedBytes)));
-        if (depth) columns.Add(("context", true, r => r.ContextBytes is { } c ? FormatBytes(c) : ""));
+        columns.Add(("weights owned", true, r => Bytes(r.WeightsOwnedBytes)));
+        columns.Add(("weights imported", true, r => Bytes(r.WeightsImportedBytes)));
+        if (gpu) columns.Add(("host pinned", true, r => Bytes(r.HostPinnedBytes)));
+        if (depth) columns.Add(("context", true, r => Bytes(r.ContextBytes)));
         columns.Add(("RSS", true, r => FormatBytes(r.ProcessRssBytes)));
 
         var cells = rows.Select(r => columns.Select(c => c.Value(r)).ToArray()).ToList();
@@ -181,6 +181,9 @@ public static class BenchOutput
         >= 1L << 10 => Invariant(bytes / (double)(1L << 10), "F2") + " KiB",
         _ => Invariant(bytes) + " B",
     };
+
+    /// <summary>A byte count, or empty when it was not measured.</summary>
+    private static string Bytes(long? bytes) => bytes is { } b ? FormatBytes(b) : "";
 
     private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 

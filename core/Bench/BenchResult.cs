@@ -85,14 +85,14 @@ public sealed class BenchResult
     // --- memory and load ---
     /// <summary>Model load time (ms): parse, plan, map, upload or import.</summary>
     public double LoadMs { get; set; }
-    /// <summary>Bytes of weight buffers the backends allocated (owned).</summary>
-    public long WeightsOwnedBytes { get; set; }
+    /// <summary>Bytes of weight buffers the backends allocated (owned); null where not measured (reference rows).</summary>
+    public long? WeightsOwnedBytes { get; set; }
     /// <summary>Bytes of weight buffers that use the host mapping in place (imported).</summary>
-    public long WeightsImportedBytes { get; set; }
+    public long? WeightsImportedBytes { get; set; }
     /// <summary>Bytes of the host mapping kept after loading (0 when every tensor was copied out and it was released).</summary>
-    public long HostMappedBytes { get; set; }
+    public long? HostMappedBytes { get; set; }
     /// <summary>Imported bytes on non-CPU devices: host memory registered (pinned) for a GPU.</summary>
-    public long HostPinnedBytes { get; set; }
+    public long? HostPinnedBytes { get; set; }
     /// <summary>Free 2 MiB huge pages before the model was loaded (null: no pool on this system).</summary>
     public long? HugepagesBefore { get; set; }
     /// <summary>Free 2 MiB huge pages with the model loaded (null: no pool on this system).</summary>

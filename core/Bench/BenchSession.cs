@@ -56,7 +56,8 @@ public interface IBenchProgress
 /// <param name="Rows">One row per configuration and test, in plan order.</param>
 /// <param name="Machine">The machine.</param>
 /// <param name="Devices">Every device a row used (backend device and the CPU), once each.</param>
-public sealed record BenchRun(IReadOnlyList<BenchResult> Rows, MachineInfo Machine, IReadOnlyList<BenchDeviceInfo> Devices);
+/// <param name="Warnings">Things that make the numbers unrepresentative (e.g. unoptimized Debug builds), for stderr.</param>
+public sealed record BenchRun(IReadOnlyList<BenchResult> Rows, MachineInfo Machine, IReadOnlyList<BenchDeviceInfo> Devices, IReadOnlyList<string> Warnings);
 
 /// <summary>
 /// Runs a <see cref="BenchPlan"/>: validates it against the plugins and models first (unknown backends, tests that do
@@ -99,6 +100,8 @@ public sealed class BenchSession
         var machine = MachineInfo.Current();
         var rows = new List<BenchResult>(plan.RowCount);
         var devices = new List<BenchDeviceInfo>();
+        var unoptimized = new SortedSet<string>(StringComparer.Ordinal);
+        if (IsUnoptimized(typeof(BenchSession).Assembly)) unoptimized.Add(typeof(BenchSession).Assembly.GetName().Name!);
         int total = plan.RowCount;
         var logger = _loggers.CreateLogger("bench");
 
@@ -115,6 +118,8 @@ public sealed class BenchSession
             var cpu = Resolve(host, "cpu").Devices[0];
             AddDevice(devices, primary);
             AddDevice(devices, cpu);
+            foreach (var device in new[] { primary, cpu })
+                if (IsUnoptimized(device.GetType().Assembly)) unoptimized.Add(device.GetType().Assembly.GetName().Name!);
             int threadCount = threads ?? ConfiguredThreads();
             string memoryName = MemoryModeName(memory);
             string backendLabel = primary.Description.Backend;
@@ -164,7 +169,11 @@ public sealed class BenchSession
                 rows.Add(row);
             }
         }
-        return new BenchRun(rows, machine, devices);
+        var warnings = unoptimized.Count == 0 ? [] : new List<string>
+        {
+            $"{string.Join(", ", unoptimized)} {(unoptimized.Count == 1 ? "is a Debug build" : "are Debug builds")} (JIT optimizations off): timings are not representative; build with -c Release",
+        };
+        return new BenchRun(rows, machine, devices, warnings);
     }
 
     /// <summary>file, hugepages, anonymous or heap: the memory_mode column.</summary>
@@ -181,14 +190,16 @@ public sealed class BenchSession
     private static void SetWeightBytes(BenchResult row, LoadedWeights weights)
     {
         // A buffer's device is the device of any tensor bound in it.
+        long owned = 0, imported = 0, pinned = 0;
         var deviceOf = new Dictionary<BackendBuffer, IBackendDevice>(ReferenceEqualityComparer.Instance);
         foreach (var binding in weights.Tensors.Values) deviceOf.TryAdd(binding.Buffer, binding.Device);
         foreach (var buffer in weights.Buffers)
         {
-            if (buffer.Ownership == BufferOwnership.Owned) { row.WeightsOwnedBytes += buffer.Size; continue; }
-            row.WeightsImportedBytes += buffer.Size;
-            if (deviceOf.TryGetValue(buffer, out var device) && device.Description.Kind != DeviceKind.Cpu) row.HostPinnedBytes += buffer.Size;
+            if (buffer.Ownership == BufferOwnership.Owned) { owned += buffer.Size; continue; }
+            imported += buffer.Size;
+            if (deviceOf.TryGetValue(buffer, out var device) && device.Description.Kind != DeviceKind.Cpu) pinned += buffer.Size;
         }
+        (row.WeightsOwnedBytes, row.WeightsImportedBytes, row.HostPinnedBytes) = (owned, imported, pinned);
         row.HostMappedBytes = weights.Mapping?.Length ?? 0;
     }
 
@@ -202,6 +213,11 @@ public sealed class BenchSession
         int configured = entry?.Options.GetInt32("threads", 0, 0, 4096) ?? 0;
         return configured > 0 ? configured : Environment.ProcessorCount;
     }
+
+    /// <summary>True for assemblies compiled without optimizations (Debug configuration).</summary>
+    private static bool IsUnoptimized(System.Reflection.Assembly assembly)
+        => assembly.GetCustomAttributes(typeof(System.Diagnostics.DebuggableAttribute), false)
+            .OfType<System.Diagnostics.DebuggableAttribute>().Any(d => d.IsJITOptimizerDisabled);
 
     private static LoadedBackend Resolve(PluginHost host, string? name) => name is null ? host.SelectDefault() : host.GetBackend(name);
 

@@ -78,6 +78,7 @@ public static class BenchCommand
             bool interactive = format == BenchOutputFormat.Markdown && ReferenceEquals(context.Error, Console.Error) && !Console.IsErrorRedirected;
             var run = Parse(() => interactive ? RunWithStatus(session) : session.Run(new LineProgress(context.Error)));
 
+            foreach (string warning in run.Warnings) context.Error.WriteLine($"warning: {warning}");
             var rows = run.Rows.ToList();
             var devices = run.Devices.ToList();
             if (referenceName is not null)
