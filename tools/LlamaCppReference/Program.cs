@@ -94,14 +94,10 @@ public static class Program
         }
     }
 
-    /// <summary>The LLamaSharp package version (its informational version without the commit suffix).</summary>
+    /// <summary>The LLamaSharp package version this program references (stamped into its assembly by the project file).</summary>
     private static string LlamaSharpVersion()
-    {
-        var assembly = typeof(LLamaWeights).Assembly;
-        string? informational = assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
-            .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion;
-        return informational?.Split('+')[0] ?? assembly.GetName().Version?.ToString() ?? "?";
-    }
+        => typeof(Program).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+            .OfType<System.Reflection.AssemblyMetadataAttribute>().FirstOrDefault(m => m.Key == "LLamaSharpVersion")?.Value ?? "?";
 
     /// <summary>One repetition, as BenchRunner does it: clear, depth untimed, then time the prompt in n_batch chunks and the generated tokens one by one.</summary>
     private static long RunOnce(LLamaContext context, LLamaBatch batch, BenchTest test, int[] ids, int batchSize)
