@@ -268,3 +268,46 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
         return fields;
     }
 }
+
+/// <summary>
+/// The llama.cpp reference rows, end to end, when tools/LlamaCppReference has been built
+/// (<c>dotnet build tools/LlamaCppReference -c Release</c>); skipped otherwise, since the test project must not build it.
+/// </summary>
+public sealed class BenchReferenceTests(BenchModelFixture model) : IClassFixture<BenchModelFixture>
+{
+    [Fact]
+    public void Reference_rows_merge_with_a_ratio_for_matching_rows()
+    {
+        string? tool = new[] { "Release", "Debug" }
+            .Select(c => System.IO.Path.Combine(PluginTestFiles.RepoRoot, "tools", "LlamaCppReference", "bin", c, "net10.0", LlamaCppReference.AssemblyName))
+            .FirstOrDefault(File.Exists);
+        if (tool is null) Assert.Skip("tools/LlamaCppReference is not built (dotnet build tools/LlamaCppReference -c Release)");
+
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int code = Cli.Run(["bench", "--plugins", model.PluginsPath, "-m", model.ModelPath, "-t", "1", "-r", "2", "-p", "8", "-n", "4",
+            "-o", "json", "--reference", "llamacpp", "--reference-tool", tool], output, error);
+
+        Assert.True(code == ExitCodes.Success, error.ToString());
+        using var json = JsonDocument.Parse(output.ToString());
+        var rows = json.RootElement.EnumerateArray().ToArray();
+        Assert.Equal(4, rows.Length);
+        var ours = rows.Where(r => r.GetProperty("backends").GetString() == "cpu").ToArray();
+        var reference = rows.Where(r => r.GetProperty("backends").GetString() == "llama.cpp").ToArray();
+        Assert.Equal(2, ours.Length);
+        Assert.Equal(["pp8", "tg4"], reference.Select(r => r.GetProperty("test").GetString()!).ToArray());
+        foreach (var row in reference)
+        {
+            Assert.Equal(model.ModelPath, row.GetProperty("model_filename").GetString());
+            Assert.Equal(1, row.GetProperty("n_threads").GetInt32());
+            Assert.Equal(2, row.GetProperty("samples_ns").GetArrayLength());
+            Assert.True(row.GetProperty("avg_ts").GetDouble() > 0);
+        }
+        foreach (var row in ours)
+        {
+            var match = reference.Single(r => r.GetProperty("test").GetString() == row.GetProperty("test").GetString());
+            double expected = row.GetProperty("avg_ts").GetDouble() / match.GetProperty("avg_ts").GetDouble();
+            Assert.Equal(expected, row.GetProperty("ratio_vs_llamacpp").GetDouble(), 9);
+        }
+    }
+}
