@@ -38,14 +38,14 @@ public static class BenchOutput
     private static readonly JsonSerializerOptions IndentedOptions = new(JsonOptions) { WriteIndented = true };
 
     /// <summary>Parses a format name: md, csv, json or jsonl.</summary>
-    /// <exception cref="ArgumentException">Any other name; the message lists the valid ones.</exception>
+    /// <exception cref="BenchParameterException">Any other name; the message lists the valid ones.</exception>
     public static BenchOutputFormat ParseFormat(string name) => name.Trim().ToLowerInvariant() switch
     {
         "md" or "markdown" => BenchOutputFormat.Markdown,
         "csv" => BenchOutputFormat.Csv,
         "json" => BenchOutputFormat.Json,
         "jsonl" => BenchOutputFormat.JsonLines,
-        _ => throw new ArgumentException($"-o {name}: expected md, csv, json or jsonl"),
+        _ => throw new BenchParameterException($"-o {name}: expected md, csv, json or jsonl"),
     };
 
     /// <summary>The column names, in output order.</summary>

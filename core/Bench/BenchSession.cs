@@ -57,7 +57,9 @@ public interface IBenchProgress
 /// <param name="Machine">The machine.</param>
 /// <param name="Devices">Every device a row used (backend device and the CPU), once each.</param>
 /// <param name="Warnings">Things that make the numbers unrepresentative (e.g. unoptimized Debug builds), for stderr.</param>
-public sealed record BenchRun(IReadOnlyList<BenchResult> Rows, MachineInfo Machine, IReadOnlyList<BenchDeviceInfo> Devices, IReadOnlyList<string> Warnings);
+/// <param name="Failures">Configurations whose model could not be loaded here (e.g. no huge page pool), with the reason; their rows are missing.</param>
+public sealed record BenchRun(IReadOnlyList<BenchResult> Rows, MachineInfo Machine, IReadOnlyList<BenchDeviceInfo> Devices,
+    IReadOnlyList<string> Warnings, IReadOnlyList<string> Failures);
 
 /// <summary>
 /// Runs a <see cref="BenchPlan"/>: validates it against the plugins and models first (unknown backends, tests that do
@@ -100,6 +102,7 @@ public sealed class BenchSession
         var machine = MachineInfo.Current();
         var rows = new List<BenchResult>(plan.RowCount);
         var devices = new List<BenchDeviceInfo>();
+        var failures = new List<string>();
         var unoptimized = new SortedSet<string>(StringComparer.Ordinal);
         if (IsUnoptimized(typeof(BenchSession).Assembly)) unoptimized.Add(typeof(BenchSession).Assembly.GetName().Name!);
         int total = plan.RowCount;
@@ -128,7 +131,19 @@ public sealed class BenchSession
 
             var before = HugePagePool.Query();
             var options = new ModelLoadOptions(primary, cpu, gpuLayers, new LoadOptions(memory, hostImport));
-            using var loaded = LoadedModel.Load(model.Path, options, _mappings, logger, cancellation);
+            LoadedModel loaded;
+            try
+            {
+                loaded = LoadedModel.Load(model.Path, options, _mappings, logger, cancellation);
+            }
+            catch (Exception e) when (e is HugePagesUnavailableException or LoadOptionsException)
+            {
+                // This machine cannot hold the model this way (no huge page pool, unsupported mode): the other
+                // configurations still run, and the failure is reported with the results.
+                failures.Add($"{model.Label} on {backendLabel} ({memoryName}, {threadCount} threads): {e.Message}");
+                continue;
+            }
+            using var loadedModel = loaded;
             var after = HugePagePool.Query();
             var facts = headers[model.Path];
 
@@ -173,7 +188,18 @@ public sealed class BenchSession
         {
             $"{string.Join(", ", unoptimized)} {(unoptimized.Count == 1 ? "is a Debug build" : "are Debug builds")} (JIT optimizations off): timings are not representative; build with -c Release",
         };
-        return new BenchRun(rows, machine, devices, warnings);
+        return new BenchRun(rows, machine, devices, warnings, failures);
+    }
+
+    /// <summary>
+    /// Checks that every named backend loads from <paramref name="plugins"/> (before anything slow, such as generating a
+    /// synthetic model, happens).
+    /// </summary>
+    /// <exception cref="BackendNotAvailableException">One does not; the message lists the available backends.</exception>
+    public static void CheckBackends(PluginConfiguration plugins, IEnumerable<string?> backends, ILoggerFactory? loggers = null)
+    {
+        var host = PluginHost.Load(plugins, loggers ?? NullLoggerFactory.Instance);
+        foreach (string? name in backends) Resolve(host, name);
     }
 
     /// <summary>file, hugepages, anonymous or heap: the memory_mode column.</summary>

@@ -59,6 +59,8 @@ public static class BenchCommand
             var threadCounts = parse.GetValue(threads) is { Length: > 0 } t ? Lists.Int("-t", t, min: 1, defaultValue: 0).Select(x => (int?)x).ToArray() : [null];
             var backendNames = parse.GetValue(backends) is { Length: > 0 } b ? Lists.Split("--backend", b).Select(x => (string?)x).ToArray() : [null];
 
+            var configuration = PluginConfigLocator.Locate(parse.GetValue(context.PluginsOption));
+            BenchSession.CheckBackends(configuration, backendNames, context.Loggers);
             var plan = new BenchPlan
             {
                 Models = Parse(() => Models(parse.GetValue(models), parse.GetValue(synthetic), context)),
@@ -73,7 +75,6 @@ public static class BenchCommand
                 Repetitions = reps,
             };
 
-            var configuration = PluginConfigLocator.Locate(parse.GetValue(context.PluginsOption));
             var session = new BenchSession(plan, configuration, SystemMappingFactory.Instance, context.Loggers);
             bool interactive = format == BenchOutputFormat.Markdown && ReferenceEquals(context.Error, Console.Error) && !Console.IsErrorRedirected;
             var run = Parse(() => interactive ? RunWithStatus(session) : session.Run(new LineProgress(context.Error)));
@@ -91,8 +92,9 @@ public static class BenchCommand
                     devices.Add(new BenchDeviceInfo("llama.cpp", referenceRows[0].Device, referenceRows[0].DeviceDetails));
                 }
             }
-            BenchOutput.Write(context.Output, format, rows, run.Machine, devices);
-            return ExitCodes.Success;
+            if (rows.Count > 0) BenchOutput.Write(context.Output, format, rows, run.Machine, devices);
+            foreach (string failure in run.Failures) context.Error.WriteLine($"error: {failure}");
+            return run.Failures.Count == 0 ? ExitCodes.Success : ExitCodes.UserError;
         });
         return command;
     }
@@ -230,7 +232,6 @@ public static class BenchCommand
     {
         try { return action(); }
         catch (BenchParameterException e) { throw new UserErrorException(e.Message); }
-        catch (ArgumentException e) when (e.ParamName is null) { throw new UserErrorException(e.Message); }
     }
 
     /// <summary>Comma lists: every option value may hold several items, and options may repeat.</summary>

@@ -190,6 +190,22 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
         Assert.All(rows, r => Assert.False(r.GetProperty("use_mmap").GetBoolean()));
     }
 
+    [Fact]
+    public void A_configuration_this_machine_cannot_load_is_reported_while_the_others_run()
+    {
+        var pool = PluginEngine.Core.Memory.HugePagePool.Query();
+        if (pool.IsAvailable && pool.FreePages > 0) Assert.Skip($"this machine has a huge page pool ({pool}); the hugepages load would succeed");
+
+        var (code, output, error) = Bench(Tiny("--memory", "file,hugepages", "-p", "4", "-n", "2", "-o", "jsonl"));
+
+        Assert.Equal(ExitCodes.UserError, code);
+        var rows = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        Assert.Equal(2, rows.Length); // the file-mapped configuration's pp4 and tg2
+        Assert.All(rows, r => Assert.Equal("file", r.GetProperty("memory_mode").GetString()));
+        Assert.Contains("error: tiny.gguf on cpu (hugepages, 1 threads): ", error);
+        Assert.Contains("huge pages", error);
+    }
+
     [Theory]
     [InlineData(new[] { "-p", "0" }, "-p 0: must be positive")]
     [InlineData(new[] { "-n", "-3" }, "-n -3: must be positive")]
