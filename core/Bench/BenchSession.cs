@@ -97,7 +97,7 @@ public sealed class BenchSession
         var hosts = plan.Threads.Distinct().ToDictionary(t => t ?? 0, t => PluginHost.Load(ConfigurationFor(t), _loggers));
         foreach (var host in hosts.Values)
             foreach (string? backend in plan.Backends) Resolve(host, backend);
-        var headers = plan.Models.ToDictionary(m => m.Path, m => ReadHeader(m, plan.Tests));
+        var headers = plan.Models.DistinctBy(m => m.Path).ToDictionary(m => m.Path, m => ReadHeader(m, plan.Tests));
 
         var machine = MachineInfo.Current();
         var rows = new List<BenchResult>(plan.RowCount);

@@ -59,6 +59,11 @@ public static class BenchCommand
             var threadCounts = parse.GetValue(threads) is { Length: > 0 } t ? Lists.Int("-t", t, min: 1, defaultValue: 0).Select(x => (int?)x).ToArray() : [null];
             var backendNames = parse.GetValue(backends) is { Length: > 0 } b ? Lists.Split("--backend", b).Select(x => (string?)x).ToArray() : [null];
 
+            var layerCounts = Lists.Int("-ngl", parse.GetValue(gpuLayers), min: int.MinValue, defaultValue: -1).Select(x => x < 0 ? -1 : x).Distinct().ToArray();
+            var batches = Lists.Int("-b", parse.GetValue(batch), min: 1, defaultValue: 2048);
+            var microBatches = Lists.Int("-ub", parse.GetValue(microBatch), min: 1, defaultValue: 512);
+
+            // Cheap checks first: a typo in --backend must not cost the minutes of generating a synthetic model.
             var configuration = PluginConfigLocator.Locate(parse.GetValue(context.PluginsOption));
             BenchSession.CheckBackends(configuration, backendNames, context.Loggers);
             var plan = new BenchPlan
@@ -67,10 +72,10 @@ public static class BenchCommand
                 Backends = backendNames,
                 MemoryModes = memoryModes,
                 HostImports = hostImports,
-                GpuLayers = Lists.Int("-ngl", parse.GetValue(gpuLayers), min: int.MinValue, defaultValue: -1).Select(x => x < 0 ? -1 : x).Distinct().ToArray(),
+                GpuLayers = layerCounts,
                 Threads = threadCounts,
-                Batches = Lists.Int("-b", parse.GetValue(batch), min: 1, defaultValue: 2048),
-                MicroBatches = Lists.Int("-ub", parse.GetValue(microBatch), min: 1, defaultValue: 512),
+                Batches = batches,
+                MicroBatches = microBatches,
                 Tests = tests,
                 Repetitions = reps,
             };
