@@ -1,0 +1,301 @@
+using System.CommandLine;
+using System.Globalization;
+using PluginEngine.Core.Bench;
+using PluginEngine.Core.Loading;
+using PluginEngine.Core.Plugins;
+using Spectre.Console;
+
+namespace PluginEngine.Host.Commands;
+
+/// <summary>
+/// <c>pluginengine bench</c>: a llama-bench equivalent. Every parameter takes a comma list (or repeats) and the lists run
+/// as a cartesian product; one row per configuration and test, with tokens/s as mean ± sd over <c>-r</c> repetitions,
+/// memory and load columns, and optionally llama.cpp reference rows (<c>--reference llamacpp</c>).
+/// The work is <see cref="BenchSession"/>'s; this class parses, validates and prints.
+/// </summary>
+public static class BenchCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var models = new Option<string[]>("--model", "-m") { Description = "GGUF files, or synthetic:SHAPE:TYPE (default: the demo model)", HelpName = "FILE[,FILE]", AllowMultipleArgumentsPerToken = false };
+        var synthetic = new Option<string[]>("--synthetic") { Description = "Generated models, SHAPE:TYPE with SHAPE tinyllama|demo and TYPE Q4_0, Q8_0, Q4_K_M, F16, … (cached after the first run)", HelpName = "SHAPE:TYPE[,…]" };
+        var backends = new Option<string[]>("--backend") { Description = "Backends (default: the first available in plugins.json's preference order)", HelpName = "NAME[,NAME]" };
+        var gpuLayers = new Option<string[]>("--gpu-layers", "-ngl") { Description = "Layers on the backend, counted from the first (default: all; negative = all)", HelpName = "N[,N]" };
+        var threads = new Option<string[]>("--threads", "-t") { Description = "CPU threads (default: plugins.json's cpu option, else all cores)", HelpName = "N[,N]" };
+        var mmap = new Option<string[]>("--mmap") { Description = "1 = map the file (default), 0 = read it into heap memory", HelpName = "0|1[,…]" };
+        var hugePages = new Option<string[]>("--hugepages") { Description = "1 = hold the model in 2 MiB huge pages (Linux, needs a reserved pool); default 0", HelpName = "0|1[,…]" };
+        var memory = new Option<string[]>("--memory") { Description = "Memory modes directly: file, hugepages, anonymous, heap (instead of --mmap/--hugepages)", HelpName = "MODE[,MODE]" };
+        var hostImport = new Option<string[]>("--gpu-host-import") { Description = "GPU host import: auto, on, off (default: PLUGINENGINE_GPU_HOST_IMPORT, else auto)", HelpName = "auto|on|off[,…]" };
+        var prompt = new Option<string[]>("--n-prompt", "-p") { Description = "Prompt-processing tests: tokens evaluated in one batch (default 512)", HelpName = "N[,N]" };
+        var generate = new Option<string[]>("--n-gen", "-n") { Description = "Generation tests: tokens evaluated one at a time (default 128)", HelpName = "N[,N]" };
+        var promptGenerate = new Option<string[]>("--prompt-gen", "-pg") { Description = "Prompt then generation, timed together (repeat for more)", HelpName = "P,N" };
+        var depth = new Option<string[]>("--n-depth", "-d") { Description = "Tokens put into the KV cache before each test, untimed (default 0)", HelpName = "N[,N]" };
+        var repetitions = new Option<string>("--repetitions", "-r") { Description = "Timed repetitions per test, after one warm-up (default 5)", HelpName = "N" };
+        var batch = new Option<string[]>("--batch-size", "-b") { Description = "Logical batch: prompt tokens per evaluate call (default 2048)", HelpName = "N[,N]" };
+        var microBatch = new Option<string[]>("--ubatch-size", "-ub") { Description = "Physical batch: tokens per forward pass (default 512)", HelpName = "N[,N]" };
+        var output = new Option<string>("--output", "-o") { Description = "Output format: md (default), csv, json, jsonl", HelpName = "md|csv|json|jsonl", DefaultValueFactory = _ => "md" };
+        var reference = new Option<string?>("--reference") { Description = "Add reference rows: llamacpp (llama.cpp through LLamaSharp, tools/LlamaCppReference) and a ratio column", HelpName = "llamacpp" };
+        var referenceTool = new Option<string?>("--reference-tool") { Description = "The reference program to run: LlamaCppReference.dll or an executable (default: found next to pluginengine or in the repository)", HelpName = "PATH" };
+
+        var command = new Command("bench", "Benchmark backends and memory modes (llama-bench style: pp/tg tests, mean ± sd)");
+        foreach (var o in new Option[] { models, synthetic, backends, gpuLayers, threads, mmap, hugePages, memory, hostImport, prompt, generate, promptGenerate, depth, repetitions, batch, microBatch, output, reference, referenceTool })
+            command.Options.Add(o);
+
+        command.SetAction(parse =>
+        {
+            var format = Parse(() => BenchOutput.ParseFormat(parse.GetValue(output) ?? "md"));
+            string? referenceName = parse.GetValue(reference);
+            if (referenceName is not null && !referenceName.Equals("llamacpp", StringComparison.OrdinalIgnoreCase))
+                throw new UserErrorException($"--reference {referenceName}: the only reference is llamacpp");
+
+            int reps = parse.GetValue(repetitions) is { } r ? Lists.Int("-r", [r], min: 1, defaultValue: 5) switch
+            {
+                [var one] => one,
+                _ => throw new UserErrorException($"-r {r}: one repetition count, not a list"),
+            } : 5;
+            var tests = Tests(parse.GetValue(prompt), parse.GetValue(generate), parse.GetValue(promptGenerate), parse.GetValue(depth));
+            var memoryModes = MemoryModes(parse.GetValue(memory), parse.GetValue(mmap), parse.GetValue(hugePages), context);
+            var hostImports = HostImports(parse.GetValue(hostImport));
+            var threadCounts = parse.GetValue(threads) is { Length: > 0 } t ? Lists.Int("-t", t, min: 1, defaultValue: 0).Select(x => (int?)x).ToArray() : [null];
+            var backendNames = parse.GetValue(backends) is { Length: > 0 } b ? Lists.Split("--backend", b).Select(x => (string?)x).ToArray() : [null];
+
+            var layerCounts = Lists.Int("-ngl", parse.GetValue(gpuLayers), min: int.MinValue, defaultValue: -1).Select(x => x < 0 ? -1 : x).Distinct().ToArray();
+            var batches = Lists.Int("-b", parse.GetValue(batch), min: 1, defaultValue: 2048);
+            var microBatches = Lists.Int("-ub", parse.GetValue(microBatch), min: 1, defaultValue: 512);
+
+            // Cheap checks first: a typo in --backend must not cost the minutes of generating a synthetic model.
+            var configuration = PluginConfigLocator.Locate(parse.GetValue(context.PluginsOption));
+            BenchSession.CheckBackends(configuration, backendNames, context.Loggers);
+            var plan = new BenchPlan
+            {
+                Models = Parse(() => Models(parse.GetValue(models), parse.GetValue(synthetic), context)),
+                Backends = backendNames,
+                MemoryModes = memoryModes,
+                HostImports = hostImports,
+                GpuLayers = layerCounts,
+                Threads = threadCounts,
+                Batches = batches,
+                MicroBatches = microBatches,
+                Tests = tests,
+                Repetitions = reps,
+            };
+
+            var session = new BenchSession(plan, configuration, SystemMappingFactory.Instance, context.Loggers);
+            bool interactive = format == BenchOutputFormat.Markdown && ReferenceEquals(context.Error, Console.Error) && !Console.IsErrorRedirected;
+            var run = Parse(() => interactive ? RunWithStatus(session) : session.Run(new LineProgress(context.Error)));
+
+            foreach (string warning in run.Warnings) context.Error.WriteLine($"warning: {warning}");
+            var rows = run.Rows.ToList();
+            var devices = run.Devices.ToList();
+            if (referenceName is not null)
+            {
+                var referenceRows = RunReference(run, reps, parse.GetValue(referenceTool), context);
+                if (referenceRows.Count > 0)
+                {
+                    LlamaCppReference.AttachRatios(rows, referenceRows);
+                    rows.AddRange(referenceRows);
+                    devices.Add(new BenchDeviceInfo("llama.cpp", referenceRows[0].Device, referenceRows[0].DeviceDetails));
+                }
+            }
+            if (rows.Count > 0) BenchOutput.Write(context.Output, format, rows, run.Machine, devices);
+            foreach (string failure in run.Failures) context.Error.WriteLine($"error: {failure}");
+            return run.Failures.Count == 0 ? ExitCodes.Success : ExitCodes.UserError;
+        });
+        return command;
+    }
+
+    /// <summary>Runs the reference program once per (model, threads, n_batch, n_ubatch); a failure is reported and skipped.</summary>
+    private static List<BenchResult> RunReference(BenchRun run, int repetitions, string? toolPath, CliContext context)
+    {
+        var rows = new List<BenchResult>();
+        var tool = LlamaCppReference.Locate(toolPath, AppContext.BaseDirectory, out string? whyNot);
+        if (tool is null)
+        {
+            context.Error.WriteLine($"reference: llama.cpp rows skipped: {whyNot}");
+            return rows;
+        }
+        var groups = run.Rows.GroupBy(r => (r.ModelFilename, r.ModelLabel, r.NThreads, r.NBatch, r.NUbatch));
+        foreach (var group in groups)
+        {
+            var tests = group.Select(r => new BenchTest(r.NPrompt, r.NGen, r.NDepth)).Distinct().ToArray();
+            var request = new LlamaCppReferenceRequest(group.Key.ModelFilename, group.Key.ModelLabel, group.Key.NThreads, group.Key.NBatch, group.Key.NUbatch, repetitions, tests);
+            context.Error.WriteLine($"reference: llama.cpp on {group.Key.ModelLabel}, {group.Key.NThreads} threads ({tool.Describe()})");
+            try
+            {
+                rows.AddRange(tool.Run(request));
+            }
+            catch (LlamaCppReferenceException e)
+            {
+                context.Error.WriteLine($"reference: llama.cpp rows skipped for {group.Key.ModelLabel}: {e.Message}");
+            }
+        }
+        return rows;
+    }
+
+    private static BenchRun RunWithStatus(BenchSession session)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error), Interactive = InteractionSupport.Yes });
+        BenchRun? run = null;
+        console.Status().Start("bench: starting", status => run = session.Run(new StatusProgress(status)));
+        return run!;
+    }
+
+    /// <summary>Tests in llama-bench's order, for each depth: every pp, every tg, every pg.</summary>
+    private static BenchTest[] Tests(string[]? prompt, string[]? generate, string[]? promptGenerate, string[]? depth)
+    {
+        var prompts = Lists.Int("-p", prompt, min: 1, defaultValue: 512);
+        var gens = Lists.Int("-n", generate, min: 1, defaultValue: 128);
+        var depths = Lists.Int("-d", depth, min: 0, defaultValue: 0);
+        var pairs = new List<(int P, int N)>();
+        foreach (string item in promptGenerate ?? [])
+        {
+            // One -pg value is one pair, "P,N": the comma here separates the pair's members, not list items.
+            var values = Lists.Int("-pg", [item], min: 1, defaultValue: 0);
+            if (values.Length != 2) throw new UserErrorException($"-pg {item}: expected P,N (prompt tokens, generated tokens), e.g. -pg 512,128");
+            pairs.Add((values[0], values[1]));
+        }
+        var tests = new List<BenchTest>();
+        foreach (int d in depths)
+        {
+            tests.AddRange(prompts.Select(p => new BenchTest(p, 0, d)));
+            tests.AddRange(gens.Select(n => new BenchTest(0, n, d)));
+            tests.AddRange(pairs.Select(pg => new BenchTest(pg.P, pg.N, d)));
+        }
+        return tests.Distinct().ToArray();
+    }
+
+    /// <summary>Memory modes from --memory, or the product of --mmap and --hugepages (impossible pairs are explained).</summary>
+    private static ModelMemoryMode[] MemoryModes(string[]? memory, string[]? mmap, string[]? hugePages, CliContext context)
+    {
+        bool isLinux = OperatingSystem.IsLinux();
+        if (memory is { Length: > 0 })
+        {
+            if (mmap is { Length: > 0 } || hugePages is { Length: > 0 })
+                throw new UserErrorException("--memory names the memory modes directly; give it or --mmap/--hugepages, not both");
+            return Lists.Split("--memory", memory).Select(m => m.ToLowerInvariant() switch
+            {
+                "file" => ModelMemoryMode.FileMapping,
+                "hugepages" => isLinux ? ModelMemoryMode.HugePages : throw new UserErrorException("--memory hugepages is only supported on Linux (it needs MAP_HUGETLB and the hugetlbfs pool)"),
+                "anonymous" => ModelMemoryMode.Anonymous,
+                "heap" => ModelMemoryMode.Heap,
+                _ => throw new UserErrorException($"--memory: unknown mode '{m}' (expected file, hugepages, anonymous or heap)"),
+            }).Distinct().ToArray();
+        }
+
+        var modes = new List<ModelMemoryMode>();
+        var refused = new List<string>();
+        foreach (bool useMmap in Lists.Bool("--mmap", mmap, defaultValue: true))
+        foreach (bool huge in Lists.Bool("--hugepages", hugePages, defaultValue: false))
+        {
+            try
+            {
+                var mode = LoadOptions.FromSwitches(useMmap, huge, HostImportSetting.Default, isLinux).Memory;
+                if (!modes.Contains(mode)) modes.Add(mode);
+            }
+            catch (LoadOptionsException e)
+            {
+                refused.Add($"--hugepages {(huge ? 1 : 0)} with --mmap {(useMmap ? 1 : 0)}: {e.Message}");
+            }
+        }
+        if (modes.Count == 0) throw new UserErrorException(string.Join("; ", refused));
+        foreach (string why in refused) context.Error.WriteLine($"note: skipping {why}");
+        return modes.ToArray();
+    }
+
+    private static HostImportSetting[] HostImports(string[]? values)
+    {
+        string? environment = Environment.GetEnvironmentVariable(HostImportSetting.EnvironmentVariable);
+        try
+        {
+            if (values is not { Length: > 0 }) return [HostImportSetting.Resolve(null, environment)];
+            return Lists.Split("--gpu-host-import", values).Select(v => v.ToLowerInvariant() switch
+            {
+                "auto" => HostImportMode.Auto,
+                "on" => HostImportMode.On,
+                "off" => HostImportMode.Off,
+                _ => throw new UserErrorException($"--gpu-host-import: unknown value '{v}' (expected auto, on or off)"),
+            }).Distinct().Select(mode => HostImportSetting.Resolve(mode, environment)).ToArray();
+        }
+        catch (ArgumentException e)
+        {
+            throw new UserErrorException(e.Message); // a bad PLUGINENGINE_GPU_HOST_IMPORT value; the message names it
+        }
+    }
+
+    private static BenchModelSource[] Models(string[]? models, string[]? synthetic, CliContext context)
+    {
+        void Log(string message) => context.Error.WriteLine(message);
+        var sources = new List<BenchModelSource>();
+        if (models is { Length: > 0 }) sources.AddRange(Lists.Split("-m", models).Select(m => BenchModelSource.Resolve(m, Log)));
+        if (synthetic is { Length: > 0 }) sources.AddRange(Lists.Split("--synthetic", synthetic).Select(s => BenchModelSource.Synthetic(s, Log)));
+        if (sources.Count == 0) sources.Add(BenchModelSource.Demo(Log));
+        return sources.DistinctBy(s => s.Path).ToArray();
+    }
+
+    /// <summary>Runs <paramref name="action"/>, turning the core's parameter errors into user errors (exit 2).</summary>
+    private static T Parse<T>(Func<T> action)
+    {
+        try { return action(); }
+        catch (BenchParameterException e) { throw new UserErrorException(e.Message); }
+    }
+
+    /// <summary>Comma lists: every option value may hold several items, and options may repeat.</summary>
+    internal static class Lists
+    {
+        /// <summary>The items of every value, in order; an empty item is an error naming the option.</summary>
+        public static string[] Split(string option, IEnumerable<string> values)
+        {
+            var items = new List<string>();
+            foreach (string value in values)
+            {
+                foreach (string item in value.Split(','))
+                {
+                    string trimmed = item.Trim();
+                    if (trimmed.Length == 0) throw new UserErrorException($"{option} {value}: empty item in the list (write items separated by single commas)");
+                    items.Add(trimmed);
+                }
+            }
+            return items.ToArray();
+        }
+
+        /// <summary>Integers ≥ <paramref name="min"/>; <paramref name="defaultValue"/> alone when the option was not given.</summary>
+        public static int[] Int(string option, string[]? values, int min, int defaultValue)
+        {
+            if (values is not { Length: > 0 }) return [defaultValue];
+            var result = new List<int>();
+            foreach (string item in Split(option, values))
+            {
+                if (!int.TryParse(item, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int value))
+                    throw new UserErrorException($"{option}: '{item}' is not an integer");
+                if (value < min)
+                    throw new UserErrorException(min == 1 ? $"{option} {item}: must be positive (at least 1)" : $"{option} {item}: must be at least {min}");
+                result.Add(value);
+            }
+            return result.ToArray();
+        }
+
+        /// <summary>0/1 switches.</summary>
+        public static bool[] Bool(string option, string[]? values, bool defaultValue)
+        {
+            if (values is not { Length: > 0 }) return [defaultValue];
+            return Split(option, values).Select(item => item.ToLowerInvariant() switch
+            {
+                "1" or "true" or "on" => true,
+                "0" or "false" or "off" => false,
+                _ => throw new UserErrorException($"{option}: '{item}' is not 0 or 1"),
+            }).Distinct().ToArray();
+        }
+    }
+
+    /// <summary>"[i/n] …" lines (redirected stderr, machine formats, tests).</summary>
+    private sealed class LineProgress(TextWriter error) : IBenchProgress
+    {
+        public void Report(int index, int total, string message) => error.WriteLine($"[{index}/{total}] {message}");
+    }
+
+    /// <summary>A Spectre status line on an interactive terminal.</summary>
+    private sealed class StatusProgress(StatusContext status) : IBenchProgress
+    {
+        public void Report(int index, int total, string message) => status.Status(Markup.Escape($"[{index}/{total}] {message}"));
+    }
+}
