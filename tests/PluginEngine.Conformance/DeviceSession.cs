@@ -119,21 +119,34 @@ public static class TestData
     /// measured relative error to the test output so the tolerances can be reviewed.
     /// </summary>
     public static double AssertClose(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, double tolerance, string what)
+        => AssertClose(expected, actual, tolerance, double.PositiveInfinity, what);
+
+    /// <summary>
+    /// As <see cref="AssertClose(ReadOnlySpan{float}, ReadOnlySpan{float}, double, string)"/>, and also
+    /// rms(expected - actual) ≤ <paramref name="rmsTolerance"/> · rms(expected): for end-to-end logits, where a few
+    /// outliers of accumulated rounding are expected but the bulk must agree closely.
+    /// </summary>
+    public static double AssertClose(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, double tolerance, double rmsTolerance, string what)
     {
         Assert.Equal(expected.Length, actual.Length);
         double sumSq = 0;
         foreach (float e in expected) sumSq += (double)e * e;
         double rms = Math.Max(Math.Sqrt(sumSq / Math.Max(1, expected.Length)), 1e-3);
-        double worst = 0;
+        double worst = 0, errSq = 0;
         int worstAt = -1;
         for (int i = 0; i < expected.Length; i++)
         {
-            Assert.True(float.IsFinite(actual[i]), $"{what}: element {i} is {actual[i]} (reference {expected[i]})");
+            if (!float.IsFinite(actual[i])) Assert.Fail($"{what}: element {i} is {actual[i]} (reference {expected[i]})");
             double err = Math.Abs((double)expected[i] - actual[i]);
+            errSq += err * err;
             if (err > worst) { worst = err; worstAt = i; }
         }
         double relative = worst / rms;
-        TestContext.Current.TestOutputHelper?.WriteLine($"{what}: max |error| {worst:G3} = {relative:G3} x rms {rms:G3} (tolerance {tolerance:G3})");
+        double rmsRelative = Math.Sqrt(errSq / Math.Max(1, expected.Length)) / rms;
+        TestContext.Current.TestOutputHelper?.WriteLine(
+            $"{what}: max |error| {worst:G3} = {relative:G3} x rms {rms:G3} (tolerance {tolerance:G3}); rms error {rmsRelative:G3} x rms");
+        if (rmsRelative > rmsTolerance)
+            Assert.Fail($"{what}: rms error {rmsRelative:G4} x rms {rms:G4} > tolerance {rmsTolerance:G3}");
         if (relative > tolerance)
             Assert.Fail($"{what}: element {worstAt} is {actual[worstAt]}, reference {expected[worstAt]}: error {worst:G4} = {relative:G4} x rms {rms:G4} > tolerance {tolerance:G3}");
         return relative;

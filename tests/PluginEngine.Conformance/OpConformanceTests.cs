@@ -1,4 +1,5 @@
 using PluginEngine.Abstractions;
+using PluginEngine.Core.Quantization;
 using Xunit;
 using static PluginEngine.Conformance.ConformanceBackends;
 
@@ -110,7 +111,30 @@ public sealed class OpConformanceTests
         }
 
         double tolerance = type switch { GgmlType.F32 => 1e-4, GgmlType.F16 => 1e-3, _ => 3e-2 };
-        TestData.AssertClose(Run(reference), Run(target), tolerance, $"{backend} MatMul {type} [{cols} x {rows}] x {tokens} tokens");
+        float[] actual = Run(target);
+        TestData.AssertClose(Run(reference), actual, tolerance, $"{backend} MatMul {type} [{cols} x {rows}] x {tokens} tokens vs cpu");
+        // Also against the exact product of the dequantized weights (double precision): a backend may round activations
+        // (as the CPU does) but must stay within the same tolerance of the true result.
+        TestData.AssertClose(ExactMatMul(type, weights, rows, cols, x, tokens), actual, tolerance,
+            $"{backend} MatMul {type} [{cols} x {rows}] x {tokens} tokens vs exact dequantized product");
+    }
+
+    private static float[] ExactMatMul(GgmlType type, byte[] weights, int rows, int cols, float[] x, int tokens)
+    {
+        long rowBytes = GgmlTypes.RowSize(type, cols);
+        var w = new float[cols];
+        var y = new float[tokens * rows];
+        for (int r = 0; r < rows; r++)
+        {
+            Dequantizer.Dequantize(type, weights.AsSpan((int)(r * rowBytes), (int)rowBytes), w);
+            for (int t = 0; t < tokens; t++)
+            {
+                double sum = 0;
+                for (int c = 0; c < cols; c++) sum += (double)w[c] * x[t * cols + c];
+                y[t * rows + r] = (float)sum;
+            }
+        }
+        return y;
     }
 
     [Theory]

@@ -46,8 +46,12 @@ public sealed class SeedRegressionTests(SeedModels models) : IClassFixture<SeedM
     private static readonly int[] Prompt = [1, 17, 300, 42, 5, 99, 256];
     private const int NextToken = 77;
 
-    /// <summary>Logits tolerance against the CPU backend (relative to their RMS): two layers of 8-bit activation rounding on the CPU side.</summary>
-    private const double CpuTolerance = 5e-2;
+    /// <summary>
+    /// Logits tolerances against the CPU backend (relative to the logits' RMS). The CPU rounds activations to 8 bits
+    /// before every quantized matmul and that drift accumulates over the layers: OpenCL on PoCL measured 1.7–1.9% rms
+    /// and 5.1–6.2% max (its own matmuls are within 1e-6 of the exact product). A wrong op gives errors of order 1.
+    /// </summary>
+    private const double CpuMaxTolerance = 1.5e-1, CpuRmsTolerance = 5e-2;
 
     public static TheoryData<string, SyntheticWeightType> SeedCases
     {
@@ -104,6 +108,8 @@ public sealed class SeedRegressionTests(SeedModels models) : IClassFixture<SeedM
             var importedBuffers = model.Loaded.Buffers.Where(b => b.Ownership == BufferOwnership.Imported && onDevice.Any(t => t.Buffer == b)).ToList();
             TestContext.Current.TestOutputHelper?.WriteLine($"{backend} {type}: {onDevice.Count} tensors on device, {importedBuffers.Count} imported buffer(s), " +
                 $"{onDevice.Count(b => b.Placement.SlideBytes > 0)} with slides; {model.Loaded.Statistics}");
+            if (device.Description.Has(BackendCapabilities.HostImport))
+                Assert.True(importedBuffers.Count > 0, $"{backend} declares HostImport and import was forced on, but nothing was imported: {string.Join("; ", model.Loaded.Log)}");
             foreach (var buffer in importedBuffers)
                 Assert.Throws<ImportedBufferWriteException>(() => buffer.Memset(0, 1, 0));
         });
@@ -113,7 +119,7 @@ public sealed class SeedRegressionTests(SeedModels models) : IClassFixture<SeedM
         for (int step = 0; step < imported.Length; step++)
         {
             Assert.Equal(owned[step], imported[step]);
-            TestData.AssertClose(cpu[step], imported[step], CpuTolerance, $"{backend} {type} logits step {step} vs cpu");
+            TestData.AssertClose(cpu[step], imported[step], CpuMaxTolerance, CpuRmsTolerance, $"{backend} {type} logits step {step} vs cpu");
         }
     }
 
@@ -126,7 +132,7 @@ public sealed class SeedRegressionTests(SeedModels models) : IClassFixture<SeedM
         float[][] actual = Run(device, path, new LoadOptions(memory, new HostImportSetting(import, "test")), null);
         float[][] cpu = Run(Reference, path, LoadOptions.Default, null);
         for (int step = 0; step < actual.Length; step++)
-            TestData.AssertClose(cpu[step], actual[step], CpuTolerance, $"{backend} {memory} import {import} logits step {step} vs cpu");
+            TestData.AssertClose(cpu[step], actual[step], CpuMaxTolerance, CpuRmsTolerance, $"{backend} {memory} import {import} logits step {step} vs cpu");
     }
 
     /// <summary>Loads the model with every layer on <paramref name="device"/>, evaluates the prompt (a batch) and one more token (batch 1).</summary>
