@@ -24,6 +24,8 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
     private readonly Dictionary<GgmlType, (nint Mv, nint Mm, nint GetRows)> _weightKernels = [];
     private readonly nint _rmsNorm, _rope, _attentionF32, _attentionF16, _siluMul, _add, _addBias, _convertF16;
     private nint _scratch;
+    private nint _ropeTable;
+    private (int Dims, float Base, float Scale) _ropeKey;
     private long _scratchBytes;
     private int _disposed;
 
@@ -75,7 +77,7 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
         {
             int row = rows[i];
             if (row < 0) throw new ArgumentOutOfRangeException(nameof(rows), row, $"GetRows: row index {row} at position {i} is negative");
-            Require(table, (row + 1) * rowBytes, $"GetRows table row {row}");
+            Require(table, (row + 1) * rowBytes, "GetRows table row");
             Arg(kernel, 0, Mem(table)); Arg(kernel, 1, (ulong)table.Offset); Arg(kernel, 2, (ulong)rowBytes);
             Arg(kernel, 3, row); Arg(kernel, 4, ncols);
             Arg(kernel, 5, Mem(dst)); Arg(kernel, 6, (ulong)(dst.Offset + i * rowLength * sizeof(float)));
@@ -105,7 +107,7 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
         // Quantized rows are walked in whole 512-element chunks (the slide); plain rows are bounds-checked per element.
         long paddedCols = info.IsQuantized ? TensorPadding.AlignUp(wCols, OpenCLBufferProvider.RowPaddingElements) : TensorPadding.AlignUp(wCols, Sub);
         long slide = info.IsQuantized ? info.RowSize(paddedCols - wCols) : 0;
-        Require(w, wRows * rowBytes + slide, $"MatMul weight ({w.Type} [{wCols} x {wRows}] plus its {slide} B slide)");
+        Require(w, wRows * rowBytes + slide, "MatMul weight (all rows plus the slide of the last one)");
         Require(x, (long)tokens * wCols * sizeof(float), "MatMul x");
         Require(y, (long)tokens * wRows * sizeof(float), "MatMul y");
         var kernel = tokens == 1 ? mv : mm;
@@ -126,11 +128,37 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
             throw new ArgumentOutOfRangeException(nameof(rope), rope.Dims, $"RoPE dimension must be even, positive and at most the head size ({headSize})");
         if (tokens == 0) return;
         Require(x, (long)tokens * heads * headSize * sizeof(float), "Rope x");
-        Arg(_rope, 0, Mem(x)); Arg(_rope, 1, (ulong)x.Offset); Arg(_rope, 2, heads); Arg(_rope, 3, headSize);
-        Arg(_rope, 4, rope.Dims); Arg(_rope, 5, firstPosition); Arg(_rope, 6, rope.FrequencyBase); Arg(_rope, 7, rope.FrequencyScale);
-        Arg(_rope, 8, rope.Mode == RopeMode.NeoX ? 1 : 0);
+        nint freqs = RopeFrequencies(rope);
+        Arg(_rope, 0, Mem(x)); Arg(_rope, 1, (ulong)x.Offset); Arg(_rope, 2, freqs); Arg(_rope, 3, heads); Arg(_rope, 4, headSize);
+        Arg(_rope, 5, rope.Dims); Arg(_rope, 6, firstPosition); Arg(_rope, 7, rope.Mode == RopeMode.NeoX ? 1 : 0);
         nuint* global = stackalloc nuint[3] { (nuint)(rope.Dims / 2), (nuint)heads, (nuint)tokens };
         Launch(_rope, 3, global, null, "rope");
+    }
+
+    /// <summary>
+    /// The per-pair frequency table of <paramref name="rope"/> as (hi, lo) float pairs, computed in double and uploaded once
+    /// per distinct (dims, base, scale) — a model uses one, so this uploads once per queue.
+    /// </summary>
+    private nint RopeFrequencies(RopeParams rope)
+    {
+        if (_ropeTable != 0 && _ropeKey == (rope.Dims, rope.FrequencyBase, rope.FrequencyScale)) return _ropeTable;
+        int half = rope.Dims / 2;
+        var table = new float[2 * half];
+        double logBase = Math.Log(rope.FrequencyBase);
+        for (int i = 0; i < half; i++)
+        {
+            double f = rope.FrequencyScale * Math.Exp(-2.0 * i / rope.Dims * logBase);
+            table[2 * i] = (float)f;
+            table[2 * i + 1] = (float)(f - (float)f);
+        }
+        if (_ropeTable != 0) _cl.ReleaseMemObject(_ropeTable);
+        _ropeTable = 0;
+        int err;
+        fixed (float* p = table)
+            _ropeTable = _cl.CreateBuffer(_device.Context, MemFlags.ReadOnly | MemFlags.CopyHostPtr, (nuint)(table.Length * sizeof(float)), p, &err);
+        OpenCLRuntime.Check(err, "clCreateBuffer (RoPE frequency table)");
+        _ropeKey = (rope.Dims, rope.FrequencyBase, rope.FrequencyScale);
+        return _ropeTable;
     }
 
     public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
@@ -230,13 +258,14 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
         _cl.Finish(_queue);
         foreach (nint k in _kernels) _cl.ReleaseKernel(k);
         if (_scratch != 0) _cl.ReleaseMemObject(_scratch);
+        if (_ropeTable != 0) _cl.ReleaseMemObject(_ropeTable);
     }
 
     private void Binary(nint kernel, DeviceTensor a, DeviceTensor b, DeviceTensor y, long n, string name)
     {
         if (n == 0) return;
         long bytes = n * sizeof(float);
-        Require(a, bytes, $"{name} a"); Require(b, bytes, $"{name} b"); Require(y, bytes, $"{name} y");
+        Require(a, bytes, name); Require(b, bytes, name); Require(y, bytes, name);
         Arg(kernel, 0, Mem(a)); Arg(kernel, 1, (ulong)a.Offset); Arg(kernel, 2, Mem(b)); Arg(kernel, 3, (ulong)b.Offset);
         Arg(kernel, 4, Mem(y)); Arg(kernel, 5, (ulong)y.Offset); Arg(kernel, 6, n);
         Launch1(kernel, (nuint)n, 0, name);
@@ -277,7 +306,8 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
         return b.Memory;
     }
 
-    /// <summary>Kernels do not bounds-check against the buffer: refuse a range that would run past it.</summary>
+    /// <summary>Kernels do not bounds-check against the buffer: refuse a range that would run past it.
+    /// <paramref name="what"/> is a constant so the check allocates nothing on the hot path.</summary>
     private static void Require(DeviceTensor t, long bytes, string what)
     {
         if (t.Offset < 0 || bytes < 0 || t.Offset > t.Buffer.Size || bytes > t.Buffer.Size - t.Offset)
@@ -294,5 +324,8 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
     }
 
     private void Launch(nint kernel, uint dims, nuint* global, nuint* local, string name)
-        => OpenCLRuntime.Check(_cl.EnqueueNdrangeKernel(_queue, kernel, dims, null, global, local, 0, null, null), $"clEnqueueNDRangeKernel({name})");
+    {
+        int err = _cl.EnqueueNdrangeKernel(_queue, kernel, dims, null, global, local, 0, null, null);
+        if (err != 0) OpenCLRuntime.Check(err, $"clEnqueueNDRangeKernel({name})"); // message built only on failure
+    }
 }

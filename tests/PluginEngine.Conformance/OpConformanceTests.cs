@@ -55,6 +55,7 @@ public sealed class OpConformanceTests
                 {
                     data.Add(backend, mode, 64, 0);   // every dimension rotated, from position 0
                     data.Add(backend, mode, 32, 17);  // partial rotation, later positions
+                    data.Add(backend, mode, 64, 1000); // long context: angle precision matters
                 }
             return data;
         }

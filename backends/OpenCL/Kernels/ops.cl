@@ -209,18 +209,25 @@ void rms_norm(__global const uchar* xb, ulong xoff, __global const uchar* wb, ul
 }
 
 // Global size (dims/2, heads, tokens). Normal pairs (2i, 2i+1); NeoX pairs (i, i + dims/2).
-__kernel void rope(__global uchar* xb, ulong xoff, int heads, int headSize, int dims, int firstPosition,
-                   float freqBase, float freqScale, int neox)
+// freqs holds freqScale * freqBase^(-2i/dims) per pair as a float pair (hi, lo) computed in double on the host; the angle
+// pos * freq is then carried as hi + lo (fma recovers the product's rounding error), so long positions keep their
+// phase like the CPU's double-precision angles instead of losing ~pos * 2^-24 radians.
+__kernel void rope(__global uchar* xb, ulong xoff, __global const float2* freqs, int heads, int headSize, int dims,
+                   int firstPosition, int neox)
 {
     int i = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
     __global float* x = (__global float*)(xb + xoff) + ((long)t * heads + h) * headSize;
-    float theta = (float)(firstPosition + t) * freqScale * pow(freqBase, -2.0f * (float)i / (float)dims);
-    float c, s = sincos(theta, &c);
+    float2 f = freqs[i];
+    float p = (float)(firstPosition + t);
+    float hi = p * f.x;
+    float lo = fma(p, f.x, -hi) + p * f.y;
+    float c, s = sincos(hi, &c);
+    float sr = s + lo * c, cr = c - lo * s;
     int a = neox ? i : 2 * i;
     int b = neox ? i + dims / 2 : 2 * i + 1;
     float x0 = x[a], x1 = x[b];
-    x[a] = x0 * c - x1 * s;
-    x[b] = x1 * c + x0 * s;
+    x[a] = x0 * cr - x1 * sr;
+    x[b] = x1 * cr + x0 * sr;
 }
 
 // One work-group per (head, token). Scores go to a scratch row of maxVisible floats per (token, head).
