@@ -15,7 +15,7 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
     private const int MatMulTile = 8;       // MM_TILE in Kernels/ops.cl
     private const int Sub = 32;             // elements decoded per work-item step
 
-    private static readonly GgmlType[] WeightTypes = [GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K];
+    private static readonly GgmlType[] WeightTypes = [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
     private readonly OpenCLDevice _device;
     private readonly CL _cl;

@@ -13,7 +13,7 @@ namespace PluginEngine.Conformance;
 /// </summary>
 public sealed class OpConformanceTests
 {
-    public static readonly GgmlType[] WeightTypes = [GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K];
+    public static readonly GgmlType[] WeightTypes = [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
     public static TheoryData<string, GgmlType, int, int, int> MatMulCases
     {
@@ -98,6 +98,7 @@ public sealed class OpConformanceTests
         using var target = new DeviceSession(Require(backend));
         RequireOp(target.Queue, ComputeOp.MatMul, type);
         using var reference = new DeviceSession(Reference);
+        RequireOp(reference.Queue, ComputeOp.MatMul, type);
         var info = new TensorInfo("w", type, [cols, rows]);
         byte[] weights = TestData.Matrix(type, cols * 31 + rows, rows, cols);
         float[] x = TestData.Random(tokens * 7 + cols, (long)tokens * cols);
@@ -111,7 +112,7 @@ public sealed class OpConformanceTests
             return s.Read(y, (long)tokens * rows);
         }
 
-        double tolerance = type switch { GgmlType.F32 => 1e-4, GgmlType.F16 => 1e-3, _ => 3e-2 };
+        double tolerance = type switch { GgmlType.F32 => 1e-4, GgmlType.F16 or GgmlType.BF16 => 1e-3, _ => 3e-2 };
         float[] actual = Run(target);
         TestData.AssertClose(Run(reference), actual, tolerance, $"{backend} MatMul {type} [{cols} x {rows}] x {tokens} tokens vs cpu");
         // Also against the exact product of the dequantized weights (double precision): a backend may round activations
@@ -145,6 +146,7 @@ public sealed class OpConformanceTests
         using var target = new DeviceSession(Require(backend));
         RequireOp(target.Queue, ComputeOp.GetRows, type);
         using var reference = new DeviceSession(Reference);
+        RequireOp(reference.Queue, ComputeOp.GetRows, type);
         int cols = GgmlTypes.Get(type).BlockSize == 256 ? 768 : 96, tableRows = 29;
         var info = new TensorInfo("table", type, [cols, tableRows]);
         byte[] table = TestData.Matrix(type, 5, tableRows, cols);

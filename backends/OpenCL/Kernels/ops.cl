@@ -5,7 +5,7 @@
 // kernels add the offset, so no sub-buffers (with their alignment rules) are ever created.
 //
 // Quantized weights are decoded in groups of 32 elements ("subs"): one Q4_0/Q8_0 block, or an eighth of a
-// Q4_K/Q6_K super-block. Matmul kernels walk every row in whole chunks of ROW_PAD (512) elements and decode the
+// Q4_K/Q5_K/Q6_K super-block. Matmul kernels walk every row in whole chunks of ROW_PAD (512) elements and decode the
 // padded tail unconditionally (a branch-free inner loop); the activations past the row end are masked to zero,
 // but 0 * NaN is still NaN, so the weight bytes read past the last row — the slide the buffer provider declares —
 // must be zero. Past any other row they are the next row's (finite) blocks.
@@ -28,6 +28,14 @@ inline void deq32_f16(__global const uchar* row, int sub, int ncols, float* out)
     __global const half* r = (__global const half*)row;
     int base = sub * SUB;
     for (int l = 0; l < SUB; l++) { int e = base + l; out[l] = e < ncols ? vload_half(e, r) : 0.0f; }
+}
+
+// BF16: the top 16 bits of an F32.
+inline void deq32_bf16(__global const uchar* row, int sub, int ncols, float* out)
+{
+    __global const ushort* r = (__global const ushort*)row;
+    int base = sub * SUB;
+    for (int l = 0; l < SUB; l++) { int e = base + l; out[l] = e < ncols ? as_float((uint)r[e] << 16) : 0.0f; }
 }
 
 // Q8_0: f16 d, 32 x int8.
@@ -67,6 +75,24 @@ inline void deq32_q4_k(__global const uchar* row, int sub, int ncols, float* out
     __global const uchar* qs = b + 16 + 32 * (j >> 1);
     int shift = (j & 1) * 4;
     for (int l = 0; l < SUB; l++) out[l] = ds * (float)((qs[l] >> shift) & 15) - dm;
+}
+
+// Q5_K super-block (176 B): like Q4_K (f16 d, f16 dmin, 12 bytes of scales/mins) plus qh[32] fifth bits, then qs[128].
+// Sub j's fifth bit for element l is bit j of qh[l].
+inline void deq32_q5_k(__global const uchar* row, int sub, int ncols, float* out)
+{
+    __global const uchar* b = row + (long)(sub >> 3) * 176;
+    int j = sub & 7;
+    float d = ld_half(b), dmin = ld_half(b + 2);
+    __global const uchar* sc = b + 4;
+    int s, m;
+    if (j < 4) { s = sc[j] & 63; m = sc[j + 4] & 63; }
+    else { s = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4); m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4); }
+    float ds = d * (float)s, dm = dmin * (float)m;
+    __global const uchar* qh = b + 16;
+    __global const uchar* qs = b + 48 + 32 * (j >> 1);
+    int shift = (j & 1) * 4;
+    for (int l = 0; l < SUB; l++) out[l] = ds * (float)(((qs[l] >> shift) & 15) | (((qh[l] >> j) & 1) << 4)) - dm;
 }
 
 // Q6_K super-block (210 B): ql[128] low nibbles, qh[64] top 2 bits, int8 scales[16], f16 d.
@@ -131,15 +157,19 @@ void NAME(__global const uchar* wb, ulong woff, ulong rowBytes, int ncols, int s
 #define MM_TILE 8
 MATMUL_KERNEL(mul_mv_f32, deq32_f32, 1)
 MATMUL_KERNEL(mul_mv_f16, deq32_f16, 1)
+MATMUL_KERNEL(mul_mv_bf16, deq32_bf16, 1)
 MATMUL_KERNEL(mul_mv_q8_0, deq32_q8_0, 1)
 MATMUL_KERNEL(mul_mv_q4_0, deq32_q4_0, 1)
 MATMUL_KERNEL(mul_mv_q4_k, deq32_q4_k, 1)
+MATMUL_KERNEL(mul_mv_q5_k, deq32_q5_k, 1)
 MATMUL_KERNEL(mul_mv_q6_k, deq32_q6_k, 1)
 MATMUL_KERNEL(mul_mm_f32, deq32_f32, MM_TILE)
 MATMUL_KERNEL(mul_mm_f16, deq32_f16, MM_TILE)
+MATMUL_KERNEL(mul_mm_bf16, deq32_bf16, MM_TILE)
 MATMUL_KERNEL(mul_mm_q8_0, deq32_q8_0, MM_TILE)
 MATMUL_KERNEL(mul_mm_q4_0, deq32_q4_0, MM_TILE)
 MATMUL_KERNEL(mul_mm_q4_k, deq32_q4_k, MM_TILE)
+MATMUL_KERNEL(mul_mm_q5_k, deq32_q5_k, MM_TILE)
 MATMUL_KERNEL(mul_mm_q6_k, deq32_q6_k, MM_TILE)
 
 // dst[:] = dequantize(table[row, :]); one work-item per group of 32 elements, never reading past the row.
@@ -157,9 +187,11 @@ __kernel void NAME(__global const uchar* tb, ulong toff, ulong rowBytes, int row
 
 GET_ROWS_KERNEL(get_rows_f32, deq32_f32)
 GET_ROWS_KERNEL(get_rows_f16, deq32_f16)
+GET_ROWS_KERNEL(get_rows_bf16, deq32_bf16)
 GET_ROWS_KERNEL(get_rows_q8_0, deq32_q8_0)
 GET_ROWS_KERNEL(get_rows_q4_0, deq32_q4_0)
 GET_ROWS_KERNEL(get_rows_q4_k, deq32_q4_k)
+GET_ROWS_KERNEL(get_rows_q5_k, deq32_q5_k)
 GET_ROWS_KERNEL(get_rows_q6_k, deq32_q6_k)
 
 inline float wg_sum(__local float* red, float v)
