@@ -97,15 +97,7 @@ public sealed class SeedRegressionTests(SeedModels models) : IClassFixture<SeedM
             var onDevice = model.Loaded.Tensors.Values.Where(b => b.Device == device).ToList();
             Assert.NotEmpty(onDevice);
             Assert.Contains(onDevice, b => b.Placement.SlideBytes > 0);
-            foreach (var binding in onDevice)
-            {
-                long slide = binding.Placement.SlideBytes;
-                if (slide <= 0) continue;
-                var bytes = new byte[slide];
-                binding.Buffer.Download(binding.BufferOffset + binding.Tensor.ByteSize, bytes);
-                int nonZero = Array.FindIndex(bytes, x => x != 0);
-                Assert.True(nonZero < 0, $"{binding.Tensor.Name}: slide byte {nonZero} of {slide} is 0x{(nonZero < 0 ? 0 : bytes[nonZero]):X2} ({binding.Buffer.Ownership} buffer '{binding.Buffer.Name}')");
-            }
+            AssertSlidesReadZero(model, device);
             var importedBuffers = model.Loaded.Buffers.Where(b => b.Ownership == BufferOwnership.Imported && onDevice.Any(t => t.Buffer == b)).ToList();
             TestContext.Current.TestOutputHelper?.WriteLine($"{backend} {type}: {onDevice.Count} tensors on device, {importedBuffers.Count} imported buffer(s), " +
                 $"{onDevice.Count(b => b.Placement.SlideBytes > 0)} with slides; {model.Loaded.Statistics}");
@@ -133,7 +125,13 @@ public sealed class SeedRegressionTests(SeedModels models) : IClassFixture<SeedM
         float[][] actual;
         try
         {
-            actual = Run(device, path, new LoadOptions(memory, new HostImportSetting(import, "test")), null);
+            actual = Run(device, path, new LoadOptions(memory, new HostImportSetting(import, "test")), model =>
+            {
+                AssertSlidesReadZero(model, device);
+                var kinds = model.Loaded.Tensors.Values.Where(b => b.Device == device).GroupBy(b => b.Buffer.Ownership)
+                    .Select(g => $"{g.Count()} {g.Key}");
+                TestContext.Current.TestOutputHelper?.WriteLine($"{backend} {memory} import {import}: tensors {string.Join(", ", kinds)}");
+            });
         }
         catch (PluginEngine.Core.Memory.HugePagesUnavailableException e) when (memory == ModelMemoryMode.HugePages)
         {
@@ -143,6 +141,21 @@ public sealed class SeedRegressionTests(SeedModels models) : IClassFixture<SeedM
         float[][] cpu = Run(Reference, path, LoadOptions.Default, null);
         for (int step = 0; step < actual.Length; step++)
             TestData.AssertClose(cpu[step], actual[step], CpuMaxTolerance, CpuRmsTolerance, $"{backend} {memory} import {import} logits step {step} vs cpu");
+    }
+
+    /// <summary>Downloads every slide of every tensor on <paramref name="device"/> (owned or imported) and asserts it is zero.</summary>
+    private static void AssertSlidesReadZero(LoadedModel model, IBackendDevice device)
+    {
+        foreach (var binding in model.Loaded.Tensors.Values.Where(b => b.Device == device))
+        {
+            long slide = binding.Placement.SlideBytes;
+            if (slide <= 0) continue;
+            var bytes = new byte[slide];
+            binding.Buffer.Download(binding.BufferOffset + binding.Tensor.ByteSize, bytes);
+            int nonZero = Array.FindIndex(bytes, x => x != 0);
+            if (nonZero >= 0)
+                Assert.Fail($"{binding.Tensor.Name}: slide byte {nonZero} of {slide} is 0x{bytes[nonZero]:X2} ({binding.Buffer.Ownership} buffer '{binding.Buffer.Name}', {binding.Placement.Kind})");
+        }
     }
 
     /// <summary>Loads the model with every layer on <paramref name="device"/>, evaluates the prompt (a batch) and one more token (batch 1).</summary>
