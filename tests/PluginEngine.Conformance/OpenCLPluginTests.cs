@@ -1,3 +1,4 @@
+using PluginEngine.Abstractions;
 using PluginEngine.Core.Plugins;
 using Xunit;
 
@@ -51,6 +52,45 @@ public sealed class OpenCLPluginTests : IDisposable
         Assert.Equal(PluginState.Rejected, candidate.State);
         Assert.Contains(expected, candidate.Reason);
         Assert.Contains("$.plugins[0].options", candidate.Reason);
+    }
+
+    /// <summary>
+    /// The OpenCL matmul decodes quantized rows in whole 512-element chunks, so the last row's chunk runs into the slide:
+    /// with the slide left as garbage (0xFF: NaN f16 scales) the last output row is NaN (and, for rows much shorter
+    /// than 512, earlier rows whose chunk also reaches it); after InitTensor zeroes the slide every row is finite.
+    /// This proves the slide is read (and must be zero).
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q4_0, 96)]
+    [InlineData(GgmlType.Q8_0, 800)]
+    [InlineData(GgmlType.Q4_K, 768)]
+    [InlineData(GgmlType.Q6_K, 256)]
+    public void Matmul_reads_the_slide_so_it_must_be_zero(GgmlType type, int cols)
+    {
+        var device = ConformanceBackends.Require("opencl");
+        const int rows = 5;
+        var info = new TensorInfo("w", type, [cols, rows]);
+        long alloc = device.Buffers.GetAllocSize(info);
+        Assert.Equal(TensorPadding.SlideBytes(info, 512), alloc - info.ByteSize);
+        Assert.True(alloc > info.ByteSize, "a row length that is not a multiple of 512 must declare a slide");
+        byte[] weights = TestData.Matrix(type, 3, rows, cols);
+        float[] x = TestData.Random(4, cols);
+
+        float[] Run(bool initTensor)
+        {
+            using var session = new DeviceSession(device);
+            using var buffer = device.Buffers.AllocateOwned("poisoned", alloc);
+            buffer.Memset(0, alloc, 0xFF);
+            if (initTensor) buffer.InitTensor(info, 0, alloc);
+            buffer.Upload(0, weights);
+            var y = session.Zeros(rows);
+            session.Queue.MatMul(new DeviceTensor(buffer, 0, type), rows, cols, session.Floats(x), y, 1);
+            return session.Read(y, rows);
+        }
+
+        float[] poisoned = Run(initTensor: false);
+        Assert.True(float.IsNaN(poisoned[^1]), $"last row with a 0xFF slide gave {poisoned[^1]}, expected NaN: the kernel no longer reads the slide (then GetAllocSize should declare none)");
+        Assert.All(Run(initTensor: true), v => Assert.True(float.IsFinite(v)));
     }
 
     public void Dispose()
