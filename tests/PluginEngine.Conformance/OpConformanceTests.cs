@@ -1,0 +1,327 @@
+using PluginEngine.Abstractions;
+using PluginEngine.Core.Quantization;
+using Xunit;
+using static PluginEngine.Conformance.ConformanceBackends;
+
+namespace PluginEngine.Conformance;
+
+/// <summary>
+/// Every <see cref="ComputeOp"/> × relevant types on the backend under test, compared with the CPU reference.
+/// Sizes are deliberately odd (rows not a multiple of 512, odd row counts, batches of 1 and more than one tile).
+/// Tolerances are relative to the reference's RMS; the CPU quantizes activations to 8 bits for quantized matmuls,
+/// which is most of the quantized-matmul tolerance.
+/// </summary>
+public sealed class OpConformanceTests
+{
+    public static readonly GgmlType[] WeightTypes = [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
+
+    public static TheoryData<string, GgmlType, int, int, int> MatMulCases
+    {
+        get
+        {
+            var data = new TheoryData<string, GgmlType, int, int, int>();
+            foreach (string backend in Candidates)
+                foreach (var type in WeightTypes)
+                {
+                    bool kQuant = GgmlTypes.Get(type).BlockSize == 256;
+                    // Row lengths: one not a multiple of 512 (slide), one just past a multiple; batch 1 (mat-vec), 3 and 11 (> one 8-token tile).
+                    int[] cols = kQuant ? [768, 1280] : [96, 544];
+                    foreach (int c in cols)
+                        foreach (int tokens in new[] { 1, 3, 11 })
+                            data.Add(backend, type, 37, c, tokens);
+                }
+            return data;
+        }
+    }
+
+    public static TheoryData<string, GgmlType> GetRowsCases
+    {
+        get
+        {
+            var data = new TheoryData<string, GgmlType>();
+            foreach (string backend in Candidates)
+                foreach (var type in WeightTypes) data.Add(backend, type);
+            return data;
+        }
+    }
+
+    public static TheoryData<string, RopeMode, int, int> RopeCases
+    {
+        get
+        {
+            var data = new TheoryData<string, RopeMode, int, int>();
+            foreach (string backend in Candidates)
+                foreach (var mode in new[] { RopeMode.Normal, RopeMode.NeoX })
+                {
+                    data.Add(backend, mode, 64, 0);   // every dimension rotated, from position 0
+                    data.Add(backend, mode, 32, 17);  // partial rotation, later positions
+                    data.Add(backend, mode, 64, 1000); // long context: angle precision matters
+                }
+            return data;
+        }
+    }
+
+    public static TheoryData<string, GgmlType, int, int> AttentionCases
+    {
+        get
+        {
+            var data = new TheoryData<string, GgmlType, int, int>();
+            foreach (string backend in Candidates)
+                foreach (var type in new[] { GgmlType.F32, GgmlType.F16 })
+                {
+                    data.Add(backend, type, 1, 0);    // first token
+                    data.Add(backend, type, 1, 70);   // decode step with a longer history (> one work-group of positions)
+                    data.Add(backend, type, 5, 9);    // batch continuing a prompt
+                }
+            return data;
+        }
+    }
+
+    public static TheoryData<string, GgmlType> ConvertCases
+    {
+        get
+        {
+            var data = new TheoryData<string, GgmlType>();
+            foreach (string backend in Candidates)
+            {
+                data.Add(backend, GgmlType.F32);
+                data.Add(backend, GgmlType.F16);
+            }
+            return data;
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(MatMulCases))]
+    public void MatMul_matches_cpu(string backend, GgmlType type, int rows, int cols, int tokens)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.MatMul, type);
+        using var reference = new DeviceSession(Reference);
+        RequireOp(reference.Queue, ComputeOp.MatMul, type);
+        var info = new TensorInfo("w", type, [cols, rows]);
+        byte[] weights = TestData.Matrix(type, cols * 31 + rows, rows, cols);
+        float[] x = TestData.Random(tokens * 7 + cols, (long)tokens * cols);
+
+        float[] Run(DeviceSession s)
+        {
+            var (w, _) = s.Weights(info, weights);
+            var xs = s.Floats(x);
+            var y = s.Zeros((long)tokens * rows);
+            s.Queue.MatMul(w, rows, cols, xs, y, tokens);
+            return s.Read(y, (long)tokens * rows);
+        }
+
+        double tolerance = type switch { GgmlType.F32 => 1e-4, GgmlType.F16 or GgmlType.BF16 => 1e-3, _ => 3e-2 };
+        float[] actual = Run(target);
+        TestData.AssertClose(Run(reference), actual, tolerance, $"{backend} MatMul {type} [{cols} x {rows}] x {tokens} tokens vs cpu");
+        // Also against the exact product of the dequantized weights (double precision): a backend may round activations
+        // (as the CPU does) but must stay within the same tolerance of the true result.
+        TestData.AssertClose(ExactMatMul(type, weights, rows, cols, x, tokens), actual, tolerance,
+            $"{backend} MatMul {type} [{cols} x {rows}] x {tokens} tokens vs exact dequantized product");
+    }
+
+    private static float[] ExactMatMul(GgmlType type, byte[] weights, int rows, int cols, float[] x, int tokens)
+    {
+        long rowBytes = GgmlTypes.RowSize(type, cols);
+        var w = new float[cols];
+        var y = new float[tokens * rows];
+        for (int r = 0; r < rows; r++)
+        {
+            Dequantizer.Dequantize(type, weights.AsSpan((int)(r * rowBytes), (int)rowBytes), w);
+            for (int t = 0; t < tokens; t++)
+            {
+                double sum = 0;
+                for (int c = 0; c < cols; c++) sum += (double)w[c] * x[t * cols + c];
+                y[t * rows + r] = (float)sum;
+            }
+        }
+        return y;
+    }
+
+    [Theory]
+    [MemberData(nameof(GetRowsCases))]
+    public void GetRows_matches_cpu(string backend, GgmlType type)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.GetRows, type);
+        using var reference = new DeviceSession(Reference);
+        RequireOp(reference.Queue, ComputeOp.GetRows, type);
+        int cols = GgmlTypes.Get(type).BlockSize == 256 ? 768 : 96, tableRows = 29;
+        var info = new TensorInfo("table", type, [cols, tableRows]);
+        byte[] table = TestData.Matrix(type, 5, tableRows, cols);
+        int[] rows = [0, 28, 13, 13, 7];
+
+        float[] Run(DeviceSession s)
+        {
+            var (t, _) = s.Weights(info, table);
+            var dst = s.Zeros((long)rows.Length * cols);
+            s.Queue.GetRows(t, cols, rows, dst);
+            return s.Read(dst, (long)rows.Length * cols);
+        }
+
+        TestData.AssertClose(Run(reference), Run(target), 1e-6, $"{backend} GetRows {type}");
+    }
+
+    [Theory]
+    [MemberData(nameof(Candidates), MemberType = typeof(ConformanceBackends))]
+    public void RmsNorm_matches_cpu(string backend)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.RmsNorm, GgmlType.F32);
+        using var reference = new DeviceSession(Reference);
+        const int rows = 3, n = 771;
+        float[] x = TestData.Random(1, rows * n, 3f), weight = TestData.Random(2, n);
+
+        float[] Run(DeviceSession s)
+        {
+            var y = s.Zeros(rows * n);
+            s.Queue.RmsNorm(s.Floats(x), s.Floats(weight), y, rows, n, 1e-5f);
+            return s.Read(y, rows * n);
+        }
+
+        TestData.AssertClose(Run(reference), Run(target), 1e-5, $"{backend} RmsNorm");
+    }
+
+    [Theory]
+    [MemberData(nameof(RopeCases))]
+    public void Rope_matches_cpu(string backend, RopeMode mode, int dims, int firstPosition)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.Rope, GgmlType.F32);
+        using var reference = new DeviceSession(Reference);
+        const int tokens = 3, heads = 5, headSize = 64;
+        float[] x = TestData.Random(3, tokens * heads * headSize);
+        var rope = new RopeParams(mode, dims, 10000f, 1f);
+
+        float[] Run(DeviceSession s)
+        {
+            var t = s.Floats(x);
+            s.Queue.Rope(t, tokens, heads, headSize, firstPosition, rope);
+            return s.Read(t, x.Length);
+        }
+
+        TestData.AssertClose(Run(reference), Run(target), 1e-4, $"{backend} Rope {mode} dims {dims} from {firstPosition}");
+    }
+
+    [Theory]
+    [MemberData(nameof(AttentionCases))]
+    public void Attention_matches_cpu(string backend, GgmlType cacheType, int tokens, int firstPosition)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.Attention, cacheType);
+        RequireOp(target.Queue, ComputeOp.Convert, cacheType);
+        using var reference = new DeviceSession(Reference);
+        const int heads = 8, kvHeads = 2, headSize = 64, capacity = 96;
+        int visible = firstPosition + tokens;
+        float[] q = TestData.Random(4, tokens * heads * headSize);
+        float[] k = TestData.Random(5, visible * kvHeads * headSize);
+        float[] v = TestData.Random(6, visible * kvHeads * headSize);
+        var p = new AttentionParams(tokens, firstPosition, heads, kvHeads, headSize, 1f / MathF.Sqrt(headSize));
+
+        float[] Run(DeviceSession s)
+        {
+            // Caches are filled through Convert on the device, as the model does.
+            var kCache = s.Zeros((long)capacity * kvHeads * headSize, cacheType);
+            var vCache = s.Zeros((long)capacity * kvHeads * headSize, cacheType);
+            s.Queue.Convert(s.Floats(k), kCache, k.Length);
+            s.Queue.Convert(s.Floats(v), vCache, v.Length);
+            var output = s.Zeros(q.Length);
+            s.Queue.Attention(s.Floats(q), kCache, vCache, output, p);
+            return s.Read(output, q.Length);
+        }
+
+        TestData.AssertClose(Run(reference), Run(target), 1e-4, $"{backend} Attention {cacheType} cache, {tokens} tokens from {firstPosition}");
+    }
+
+    [Theory]
+    [MemberData(nameof(Candidates), MemberType = typeof(ConformanceBackends))]
+    public void SiluMul_matches_cpu(string backend)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.SiluMul, GgmlType.F32);
+        using var reference = new DeviceSession(Reference);
+        const int n = 1001;
+        float[] gate = TestData.Random(7, n, 4f), up = TestData.Random(8, n);
+
+        float[] Run(DeviceSession s)
+        {
+            var y = s.Zeros(n);
+            s.Queue.SiluMul(s.Floats(gate), s.Floats(up), y, n);
+            return s.Read(y, n);
+        }
+
+        TestData.AssertClose(Run(reference), Run(target), 1e-5, $"{backend} SiluMul");
+    }
+
+    [Theory]
+    [MemberData(nameof(Candidates), MemberType = typeof(ConformanceBackends))]
+    public void Add_matches_cpu_including_in_place(string backend)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.Add, GgmlType.F32);
+        using var reference = new DeviceSession(Reference);
+        const int n = 1003;
+        float[] a = TestData.Random(9, n), b = TestData.Random(10, n);
+
+        float[] Run(DeviceSession s)
+        {
+            var x = s.Floats(a);
+            s.Queue.Add(x, s.Floats(b), x, n); // y aliases a, as the residual adds do
+            return s.Read(x, n);
+        }
+
+        TestData.AssertClose(Run(reference), Run(target), 1e-6, $"{backend} Add");
+    }
+
+    [Theory]
+    [MemberData(nameof(Candidates), MemberType = typeof(ConformanceBackends))]
+    public void AddBias_matches_cpu(string backend)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.AddBias, GgmlType.F32);
+        using var reference = new DeviceSession(Reference);
+        const int rows = 4, n = 259;
+        float[] x = TestData.Random(11, rows * n), bias = TestData.Random(12, n);
+
+        float[] Run(DeviceSession s)
+        {
+            var t = s.Floats(x);
+            s.Queue.AddBias(t, s.Floats(bias), rows, n);
+            return s.Read(t, rows * n);
+        }
+
+        TestData.AssertClose(Run(reference), Run(target), 1e-6, $"{backend} AddBias");
+    }
+
+    [Theory]
+    [MemberData(nameof(ConvertCases))]
+    public void Convert_matches_cpu_bit_for_bit(string backend, GgmlType type)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.Convert, type);
+        using var reference = new DeviceSession(Reference);
+        const int n = 517;
+        float[] x = TestData.Random(13, n, 100f);
+        x[0] = 65519f; x[1] = -1e-7f; x[2] = 0.1f; x[3] = 70000f; // rounding edges, a subnormal half, overflow to infinity
+
+        byte[] Run(DeviceSession s)
+        {
+            var dst = s.Zeros(n, type);
+            s.Queue.Convert(s.Floats(x), dst, n);
+            return s.ReadBytes(dst, GgmlTypes.RowSize(type, n));
+        }
+
+        Assert.Equal(Run(reference), Run(target));
+    }
+
+    [Theory]
+    [MemberData(nameof(Candidates), MemberType = typeof(ConformanceBackends))]
+    public void Upload_then_Download_round_trips(string backend)
+    {
+        using var target = new DeviceSession(Require(backend));
+        float[] x = TestData.Random(14, 333);
+        var t = target.Floats(x);
+        Assert.Equal(x, target.Read(t, x.Length));
+    }
+}

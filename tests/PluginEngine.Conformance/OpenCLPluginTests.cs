@@ -1,0 +1,100 @@
+using PluginEngine.Abstractions;
+using PluginEngine.Core.Plugins;
+using Xunit;
+
+namespace PluginEngine.Conformance;
+
+/// <summary>OpenCL-specific plugin behaviour: option validation and probe reasons, through the real plugin host.</summary>
+public sealed class OpenCLPluginTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("pe-opencl-plugin-").FullName;
+
+    private PluginCandidate LoadOpenCL(string optionsJson)
+    {
+        string repoConfig = PluginConfigLocator.FindUpwards(AppContext.BaseDirectory, PluginConfiguration.FileName)!;
+        string assembly = Path.Combine(Path.GetDirectoryName(repoConfig)!, "plugins", "opencl", "PluginEngine.Backends.OpenCL.dll");
+        string path = Path.Combine(_dir, PluginConfiguration.FileName);
+        File.WriteAllText(path, $$"""
+            { "plugins": [ { "name": "opencl", "assembly": "{{assembly.Replace("\\", "/")}}", "enabled": true, "options": {{optionsJson}} } ] }
+            """);
+        return PluginHost.Load(PluginConfiguration.Load(path)).Candidates.Single();
+    }
+
+    /// <summary>The default selection either loads or is rejected with one of the documented reasons, never a crash.</summary>
+    [Fact]
+    public void Probe_loads_or_names_what_is_missing()
+    {
+        var candidate = LoadOpenCL("{}");
+        if (candidate.State == PluginState.Loaded)
+        {
+            var d = Assert.Single(candidate.Devices).Description;
+            Assert.Equal("opencl", d.Backend);
+            Assert.True(d.Has(Abstractions.BackendCapabilities.HostImport | Abstractions.BackendCapabilities.Async | Abstractions.BackendCapabilities.OwnedBuffers));
+            Assert.True(d.StableId.StartsWith("pci:", StringComparison.Ordinal) || d.StableId.StartsWith("opencl:", StringComparison.Ordinal), d.StableId);
+        }
+        else
+        {
+            Assert.Equal(PluginState.Rejected, candidate.State);
+            Assert.Matches("libOpenCL.so.1 not found|no OpenCL platform|no device", candidate.Reason);
+        }
+    }
+
+    [Theory]
+    [InlineData("""{ "platform": 99 }""", "platform: index 99 is out of range")]
+    [InlineData("""{ "device": 99 }""", "device: index 99 is out of range")]
+    [InlineData("""{ "platform": "first" }""", "platform: expected an integer")]
+    public void Bad_platform_or_device_option_is_a_rejection_naming_the_option(string options, string expected)
+    {
+        var candidate = LoadOpenCL(options);
+        if (candidate.State == PluginState.Rejected && !candidate.Reason.Contains("options", StringComparison.Ordinal)
+            && candidate.Reason is var r && (r.Contains("not found") || r.Contains("no OpenCL platform") || r.StartsWith("no device")))
+            Assert.Skip($"OpenCL is not available here: {r}");
+        Assert.Equal(PluginState.Rejected, candidate.State);
+        Assert.Contains(expected, candidate.Reason);
+        Assert.Contains("$.plugins[0].options", candidate.Reason);
+    }
+
+    /// <summary>
+    /// The OpenCL matmul decodes quantized rows in whole 512-element chunks, so the last row's chunk runs into the slide:
+    /// with the slide left as garbage (0xFF: NaN f16 scales) the last output row is NaN (and, for rows much shorter
+    /// than 512, earlier rows whose chunk also reaches it); after InitTensor zeroes the slide every row is finite.
+    /// This proves the slide is read (and must be zero).
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q4_0, 96)]
+    [InlineData(GgmlType.Q8_0, 800)]
+    [InlineData(GgmlType.Q4_K, 768)]
+    [InlineData(GgmlType.Q6_K, 256)]
+    public void Matmul_reads_the_slide_so_it_must_be_zero(GgmlType type, int cols)
+    {
+        var device = ConformanceBackends.Require("opencl");
+        const int rows = 5;
+        var info = new TensorInfo("w", type, [cols, rows]);
+        long alloc = device.Buffers.GetAllocSize(info);
+        Assert.Equal(TensorPadding.SlideBytes(info, 512), alloc - info.ByteSize);
+        Assert.True(alloc > info.ByteSize, "a row length that is not a multiple of 512 must declare a slide");
+        byte[] weights = TestData.Matrix(type, 3, rows, cols);
+        float[] x = TestData.Random(4, cols);
+
+        float[] Run(bool initTensor)
+        {
+            using var session = new DeviceSession(device);
+            using var buffer = device.Buffers.AllocateOwned("poisoned", alloc);
+            buffer.Memset(0, alloc, 0xFF);
+            if (initTensor) buffer.InitTensor(info, 0, alloc);
+            buffer.Upload(0, weights);
+            var y = session.Zeros(rows);
+            session.Queue.MatMul(new DeviceTensor(buffer, 0, type), rows, cols, session.Floats(x), y, 1);
+            return session.Read(y, rows);
+        }
+
+        float[] poisoned = Run(initTensor: false);
+        Assert.True(float.IsNaN(poisoned[^1]), $"last row with a 0xFF slide gave {poisoned[^1]}, expected NaN: the kernel no longer reads the slide (then GetAllocSize should declare none)");
+        Assert.All(Run(initTensor: true), v => Assert.True(float.IsFinite(v)));
+    }
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
+    }
+}
