@@ -83,6 +83,19 @@ for f in "$M"/cmp-q4_k_m.gguf "$M"/cmp-q8_0.gguf "$M"/cmp-q4_0.gguf "$M"/cmp-f16
   python_compare "$L/$n-1-cpu.bin" "$L/$n-1-cuda.bin" 4096 "$n n=1" | tee -a "$REPORT" || say "$n n=1: FAILED"
 done
 
+say "== oracle: cuda on quantized weights vs cpu on the same weights dequantized to F32 by the core's scalar reference"
+say "   (the cpu's own quantized path quantizes activations to Q8_0/Q8_K; the cuda kernels keep them in F32)"
+for n in cmp-q8_0 cmp-q4_0 cmp-q5_k cmp-q4_k_m; do
+  run /tmp/dn/dotnet "$DEV/modelgen/modelgen.dll" --dequantize "$M/$n.gguf" "$M/deq-$n.gguf" &&
+  run "${PE[@]}" logits --plugins "$PLUGINS" -m "$M/deq-$n.gguf" --tokens "$TOKENS" --all-positions --backend cpu -o "$L/$n-deq-cpu.bin" &&
+  python_compare "$L/$n-deq-cpu.bin" "$L/$n-f16-cuda.bin" 4096 "$n batch vs f32 oracle" | tee -a "$REPORT" || say "$n oracle: FAILED"
+  if [ -f "$L/$n-1-cuda.bin" ]; then
+    run "${PE[@]}" logits --plugins "$PLUGINS" -m "$M/deq-$n.gguf" --tokens 450 --backend cpu -o "$L/$n-deq-1-cpu.bin" &&
+    python_compare "$L/$n-deq-1-cpu.bin" "$L/$n-1-cuda.bin" 4096 "$n n=1 vs f32 oracle" | tee -a "$REPORT"
+  fi
+  rm -f "$M/deq-$n.gguf"
+done
+
 say "== greedy generation (decode path with the KV cache): same text on cpu and cuda?"
 for f in "$M"/cmp-q4_k_m.gguf "$M"/cmp-q8_0.gguf "$M"/cmp-f16.gguf; do
   n=$(basename "$f" .gguf)
@@ -119,4 +132,8 @@ for f in "$M"/bench-q4_k_m.gguf "$M"/bench-q8_0.gguf; do
     grep -iE "eval time|load time|prompt|tokens per second|t/s" "$L/t.err" "$L/t.txt" | sed 's/^[^:]*://' | tee -a "$REPORT"
   done
 done
+say "-- bench-q4_k_m cuda, long prompt (batched path)"
+LONG=$(python3 -c 'print("the quick brown fox jumps over the lazy dog " * 40)')
+"${PE[@]}" run --plugins "$PLUGINS" -m "$M/bench-q4_k_m.gguf" -p "$LONG" -n 32 --temp 0 --backend cuda >"$L/t.txt" 2>"$L/t.err"; cat "$L/t.err" >>"$LOG"
+grep -iE "eval time|load time" "$L/t.err" | tee -a "$REPORT"
 say "== done"

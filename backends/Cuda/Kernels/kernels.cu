@@ -55,6 +55,28 @@ __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float* sc, floa
     }
 }
 
+// 16 bytes at p into four little-endian words, with the widest loads p's alignment allows: weight blocks are
+// only byte- or 2-byte-aligned in general (Q8_0 blocks are 34 bytes, Q6_K 210), K-quant nibbles often 16-byte aligned.
+struct alignas(16) U32x4 { u32 x, y, z, w; };
+__device__ __forceinline__ void load16(const u8* p, u32* w)
+{
+    unsigned long long a = (unsigned long long)p;
+    if ((a & 15) == 0) { U32x4 v = *(const U32x4*)p; w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w; }
+    else if ((a & 3) == 0) { const u32* q = (const u32*)p; w[0] = q[0]; w[1] = q[1]; w[2] = q[2]; w[3] = q[3]; }
+    else if ((a & 1) == 0)
+    {
+        const u16* q = (const u16*)p;
+#pragma unroll
+        for (int k = 0; k < 4; k++) w[k] = (u32)q[2 * k] | ((u32)q[2 * k + 1] << 16);
+    }
+    else
+    {
+#pragma unroll
+        for (int k = 0; k < 4; k++) w[k] = (u32)p[4 * k] | ((u32)p[4 * k + 1] << 8) | ((u32)p[4 * k + 2] << 16) | ((u32)p[4 * k + 3] << 24);
+    }
+}
+#define BYTE(w, i) ((w[(i) >> 2] >> (((i) & 3) * 8)) & 0xFFu)
+
 // Dequantizes the 16 elements e0 .. e0+15 of a row (e0 a multiple of 16). Quantized types read whole blocks
 // without looking at the row length (rows are whole blocks; past the last row lies the zeroed slide);
 // plain types have no slide, so elements at or past `cols` read as 0.
@@ -63,6 +85,24 @@ __device__ __forceinline__ void deq16(const u8* row, int e0, int cols, float* v)
 {
     if (T == T_F32 || T == T_F16 || T == T_BF16)
     {
+        if (e0 + 16 <= cols)
+        {
+            const int esize = T == T_F32 ? 4 : 2;
+            u32 w[4 * esize];
+#pragma unroll
+            for (int k = 0; k < esize; k++) load16(row + (i64)e0 * esize + 16 * k, w + 4 * k);
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+            {
+                if (T == T_F32) v[i] = __uint_as_float(w[i]);
+                else
+                {
+                    u16 h = (u16)(w[i >> 1] >> ((i & 1) * 16));
+                    v[i] = T == T_F16 ? h2f(h) : bf2f(h);
+                }
+            }
+            return;
+        }
 #pragma unroll
         for (int i = 0; i < 16; i++)
         {
@@ -81,18 +121,20 @@ __device__ __forceinline__ void deq16(const u8* row, int e0, int cols, float* v)
     {
         const u8* b = row + (i64)(e0 >> 5) * 34;
         float d = ldh(b);
-        const i8* q = (const i8*)(b + 2) + (e0 & 31);
+        u32 w[4];
+        load16(b + 2 + (e0 & 31), w);
 #pragma unroll
-        for (int i = 0; i < 16; i++) v[i] = d * (float)q[i];
+        for (int i = 0; i < 16; i++) v[i] = d * (float)(i8)BYTE(w, i);
     }
     else if (T == T_Q4_0)
     {
         const u8* b = row + (i64)(e0 >> 5) * 18;
         float d = ldh(b);
-        const u8* q = b + 2;
-        bool hi = (e0 & 31) >= 16;
+        u32 w[4];
+        load16(b + 2, w);
+        int shift = (e0 & 31) >= 16 ? 4 : 0;
 #pragma unroll
-        for (int i = 0; i < 16; i++) v[i] = d * (float)((hi ? (q[i] >> 4) : (q[i] & 15)) - 8);
+        for (int i = 0; i < 16; i++) v[i] = d * (float)((int)((BYTE(w, i) >> shift) & 15) - 8);
     }
     else if (T == T_Q4_K || T == T_Q5_K)
     {
@@ -103,36 +145,61 @@ __device__ __forceinline__ void deq16(const u8* row, int e0, int cols, float* v)
         float sc, m;
         scale_min_k4(2 * j + hi, b + 4, &sc, &m);
         float d1 = d * sc, m1 = dmin * m;
+        int shift = hi ? 4 : 0;
+        u32 q[4];
         if (T == T_Q4_K)
         {
-            const u8* q = b + 16 + 32 * j + l0;
+            load16(b + 16 + 32 * j + l0, q);
 #pragma unroll
-            for (int i = 0; i < 16; i++) v[i] = d1 * (float)(hi ? (q[i] >> 4) : (q[i] & 15)) - m1;
+            for (int i = 0; i < 16; i++) v[i] = d1 * (float)((BYTE(q, i) >> shift) & 15) - m1;
         }
         else
         {
-            const u8* qh = b + 16 + l0;
-            const u8* q = b + 48 + 32 * j + l0;
-            u8 bit = (u8)((hi ? 2 : 1) << (2 * j));
+            u32 qh[4];
+            load16(b + 16 + l0, qh);
+            load16(b + 48 + 32 * j + l0, q);
+            int bit = (hi ? 2 : 1) << (2 * j);
 #pragma unroll
             for (int i = 0; i < 16; i++)
-                v[i] = d1 * (float)((hi ? (q[i] >> 4) : (q[i] & 15)) + ((qh[i] & bit) ? 16 : 0)) - m1;
+                v[i] = d1 * (float)(((BYTE(q, i) >> shift) & 15) + ((BYTE(qh, i) & bit) ? 16 : 0)) - m1;
         }
     }
     else if (T == T_Q6_K)
     {
         const u8* b = row + (i64)(e0 >> 8) * 210;
         int e = e0 & 255, h = e >> 7, r = e & 127, g = r >> 5, l0 = r & 31;
-        const u8* ql = b + h * 64 + (g & 1) * 32 + l0;
-        const u8* qh = b + 128 + h * 32 + l0;
+        u32 ql[4], qh[4];
+        load16(b + h * 64 + (g & 1) * 32 + l0, ql);
+        load16(b + 128 + h * 32 + l0, qh);
         float s = ldh(b + 208) * (float)((const i8*)(b + 192))[h * 8 + (l0 >> 4) + 2 * g];
+        int shift = g >= 2 ? 4 : 0;
 #pragma unroll
         for (int i = 0; i < 16; i++)
         {
-            int nib = g >= 2 ? (ql[i] >> 4) : (ql[i] & 15);
-            int q = (nib | (((qh[i] >> (2 * g)) & 3) << 4)) - 32;
+            int q = (int)(((BYTE(ql, i) >> shift) & 15) | (((BYTE(qh, i) >> (2 * g)) & 3) << 4)) - 32;
             v[i] = s * (float)q;
         }
+    }
+}
+
+// x[e0 .. e0+15] of one activation row, zero past `cols`; 16-byte loads when the whole group is in the row and aligned.
+struct alignas(16) F32x4 { float x, y, z, w; };
+__device__ __forceinline__ void load_x16(const float* xt, int e0, int cols, float* xv)
+{
+    const float* p = xt + e0;
+    if (e0 + 16 <= cols && (((unsigned long long)p) & 15) == 0)
+    {
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+        {
+            F32x4 f = ((const F32x4*)p)[k];
+            xv[4 * k] = f.x; xv[4 * k + 1] = f.y; xv[4 * k + 2] = f.z; xv[4 * k + 3] = f.w;
+        }
+    }
+    else
+    {
+#pragma unroll
+        for (int i = 0; i < 16; i++) xv[i] = e0 + i < cols ? p[i] : 0.f;
     }
 }
 
@@ -159,10 +226,11 @@ __device__ __forceinline__ void matmul_rows(const u8* w, i64 rowBytes, i64 rows,
         for (int t = 0; t < NT; t++)
         {
             if (t0 + t >= tokens) break;
-            const float* xt = x + (i64)(t0 + t) * cols;
+            float xv[16];
+            load_x16(x + (i64)(t0 + t) * cols, e0, cols, xv);
             float s = 0.f;
 #pragma unroll
-            for (int i = 0; i < 16; i++) s += v[i] * (e0 + i < cols ? xt[e0 + i] : 0.f);
+            for (int i = 0; i < 16; i++) s += v[i] * xv[i];
             acc[t] += s;
         }
     }
