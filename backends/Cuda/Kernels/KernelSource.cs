@@ -29,6 +29,7 @@ internal static class KernelSource
         ("ROW_CHUNK", LaunchGeometry.RowChunkElements),
         ("MATMUL_TOKENS_PER_BLOCK", LaunchGeometry.MatMulTokensPerBlock),
         ("ATTENTION_MAX_HEAD", LaunchGeometry.AttentionMaxHeadSize),
+        ("ATTENTION_WARPS", LaunchGeometry.AttentionWarps),
     ];
 
     /// <summary>The complete translation unit handed to NVRTC.</summary>

@@ -24,6 +24,10 @@ internal static class LaunchGeometry
     /// <summary>Largest head the attention kernel holds in registers (8 elements per lane).</summary>
     public const int AttentionMaxHeadSize = 256;
 
+    /// <summary>Warps per attention block: each walks every 16th cached position of one (head, token), so a decode
+    /// step at long context still spreads over heads × 16 warps.</summary>
+    public const int AttentionWarps = 16;
+
     /// <summary>Threads per block of the row-wise and element-wise kernels.</summary>
     public const int BlockThreads = 256;
 
@@ -63,8 +67,8 @@ internal static class LaunchGeometry
     /// <summary>rms_norm: one block per row.</summary>
     public static Launch RmsNorm(int rows) => new(checked((uint)rows), 1, BlockThreads);
 
-    /// <summary>attention: one block of 4 warps per (head, token).</summary>
-    public static Launch Attention(int heads, int tokens) => new((uint)heads, (uint)tokens, 128);
+    /// <summary>attention: one block of <see cref="AttentionWarps"/> warps per (head, token).</summary>
+    public static Launch Attention(int heads, int tokens) => new((uint)heads, (uint)tokens, AttentionWarps * 32);
 
     /// <summary>Bytes the kernels may touch for <paramref name="tensor"/>: its size plus the slide of a 512-element chunked reader.</summary>
     public static long AllocSize(TensorInfo tensor) => tensor.ByteSize + TensorPadding.SlideBytes(tensor, RowChunkElements);

@@ -19,6 +19,9 @@ typedef long long i64;
 #ifndef ATTENTION_MAX_HEAD
 #error "ATTENTION_MAX_HEAD must be defined by the host"
 #endif
+#ifndef ATTENTION_WARPS
+#error "ATTENTION_WARPS must be defined by the host"
+#endif
 #define LANE_ELEMS 16
 #define ATT_PER_LANE (ATTENTION_MAX_HEAD / 32)
 
@@ -321,7 +324,7 @@ extern "C" __global__ void rope(float* x, int tokens, int heads, int headSize, i
 // Causal grouped-query attention. One block per (head, token), ATT_WARPS warps; each warp walks a strided subset
 // of the cached positions with an online softmax (running max, sum, weighted V), then the warps are merged.
 // Lane l holds elements l, l+32, ... of the head (headSize <= ATTENTION_MAX_HEAD).
-#define ATT_WARPS 4
+#define ATT_WARPS ATTENTION_WARPS
 template <bool F16>
 __device__ __forceinline__ float ldkv(const void* p, i64 i)
 {
@@ -375,8 +378,10 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
     for (int j = 0; j < ATT_PER_LANE; j++) sAcc[warp][lane + 32 * j] = acc[j];
     __syncthreads();
     float mAll = sMax[0];
+#pragma unroll
     for (int w = 1; w < ATT_WARPS; w++) mAll = fmaxf(mAll, sMax[w]);
     float denominator = 0.f, factor[ATT_WARPS];
+#pragma unroll
     for (int w = 0; w < ATT_WARPS; w++)
     {
         factor[w] = sSum[w] > 0.f ? expf(sMax[w] - mAll) : 0.f; // a warp that saw no position contributes nothing
@@ -386,6 +391,7 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
     for (int e = threadIdx.x; e < headSize; e += blockDim.x)
     {
         float num = 0.f;
+#pragma unroll
         for (int w = 0; w < ATT_WARPS; w++) num += sAcc[w][e] * factor[w];
         op[e] = num / denominator;
     }

@@ -67,7 +67,7 @@ public sealed class CudaKernelGeometryTests
         Assert.Equal(new Launch(1, 1, 256), LaunchGeometry.Elementwise(1));
         Assert.Equal(new Launch(2, 1, 256), LaunchGeometry.Elementwise(257));
         Assert.Equal(new Launch(65535, 1, 256), LaunchGeometry.Elementwise(1L << 40)); // grid-stride: capped, the kernel loops
-        Assert.Equal(new Launch(32, 7, 128), LaunchGeometry.Attention(32, 7));
+        Assert.Equal(new Launch(32, 7, 512), LaunchGeometry.Attention(32, 7));
         Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.MatMul(0, 1));
         Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.MatMul(16, 0));
     }
@@ -76,7 +76,7 @@ public sealed class CudaKernelGeometryTests
     public void Source_starts_with_the_host_constants_the_kernels_require()
     {
         string source = KernelSource.Full;
-        Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define ATTENTION_MAX_HEAD 256\n", source);
+        Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define ATTENTION_MAX_HEAD 256\n#define ATTENTION_WARPS 16\n", source);
         foreach (var (name, _) in KernelSource.Defines)
             Assert.Contains($"#ifndef {name}", source); // kernels.cu refuses to compile without each define
         Assert.DoesNotContain("#include", source);     // NVRTC compiles it alone
