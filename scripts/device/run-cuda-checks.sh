@@ -96,6 +96,10 @@ for n in cmp-q8_0 cmp-q4_0 cmp-q5_k cmp-q4_k_m; do
   rm -f "$M/deq-$n.gguf"
 done
 
+say "== partial offload: -ngl 2 (layers 0-1 on cuda, 2-3 and the output on the cpu; activations cross through Download/Upload)"
+run "${PE[@]}" logits --plugins "$PLUGINS" -m "$M/cmp-f16.gguf" --tokens "$TOKENS" --all-positions --backend cuda -ngl 2 -v -o "$L/ngl2-cuda.bin" &&
+python_compare "$L/cmp-f16-f16-cpu.bin" "$L/ngl2-cuda.bin" 4096 "cmp-f16 -ngl 2 vs cpu" | tee -a "$REPORT" || say "-ngl 2: FAILED"
+
 say "== greedy generation (decode path with the KV cache): same text on cpu and cuda?"
 for f in "$M"/cmp-q4_k_m.gguf "$M"/cmp-q8_0.gguf "$M"/cmp-f16.gguf; do
   n=$(basename "$f" .gguf)
