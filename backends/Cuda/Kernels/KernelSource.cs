@@ -1,0 +1,85 @@
+using System.Globalization;
+using System.Reflection;
+using System.Security.Cryptography;
+using System.Text;
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Backends.Cuda.Kernels;
+
+/// <summary>
+/// The CUDA C source of every kernel (the embedded kernels.cu) with the host's constants prepended as
+/// <c>#define</c>s, so the kernels and the launch arithmetic in <see cref="LaunchGeometry"/> cannot disagree.
+/// </summary>
+internal static class KernelSource
+{
+    /// <summary>Name NVRTC reports errors under.</summary>
+    public const string ProgramName = "pluginengine_kernels.cu";
+
+    private static readonly Lazy<string> Body = new(() =>
+    {
+        using var stream = typeof(KernelSource).Assembly.GetManifestResourceStream("PluginEngine.Backends.Cuda.kernels.cu")
+            ?? throw new InvalidOperationException("kernels.cu is not embedded in the CUDA plugin assembly");
+        using var reader = new StreamReader(stream, Encoding.UTF8);
+        return reader.ReadToEnd();
+    });
+
+    /// <summary>The defines the kernels require, in the order they are emitted.</summary>
+    public static IReadOnlyList<(string Name, int Value)> Defines { get; } =
+    [
+        ("ROW_CHUNK", LaunchGeometry.RowChunkElements),
+        ("MATMUL_TOKENS_PER_BLOCK", LaunchGeometry.MatMulTokensPerBlock),
+        ("ATTENTION_MAX_HEAD", LaunchGeometry.AttentionMaxHeadSize),
+        ("ATTENTION_WARPS", LaunchGeometry.AttentionWarps),
+    ];
+
+    /// <summary>The complete translation unit handed to NVRTC.</summary>
+    public static string Full { get; } = Assemble(Body.Value);
+
+    /// <summary>Prepends <see cref="Defines"/> to <paramref name="body"/>.</summary>
+    public static string Assemble(string body)
+    {
+        var sb = new StringBuilder();
+        foreach (var (name, value) in Defines) sb.Append("#define ").Append(name).Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        sb.Append("#line 1 \"kernels.cu\"\n");
+        return sb.Append(body).ToString();
+    }
+
+    /// <summary>Kernel-name suffix of a weight type (matmul_&lt;suffix&gt;_t1, get_rows_&lt;suffix&gt;), or null when no kernel reads it.</summary>
+    public static string? WeightSuffix(GgmlType type) => type switch
+    {
+        GgmlType.F32 => "f32",
+        GgmlType.F16 => "f16",
+        GgmlType.BF16 => "bf16",
+        GgmlType.Q8_0 => "q8_0",
+        GgmlType.Q4_0 => "q4_0",
+        GgmlType.Q4_K => "q4_k",
+        GgmlType.Q5_K => "q5_k",
+        GgmlType.Q6_K => "q6_k",
+        _ => null,
+    };
+
+    /// <summary>Weight types the matmul and get-rows kernels read.</summary>
+    public static IReadOnlyList<GgmlType> WeightTypes { get; } =
+        [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
+
+    /// <summary>Every extern "C" kernel the queue looks up.</summary>
+    public static IEnumerable<string> KernelNames()
+    {
+        foreach (var t in WeightTypes)
+        {
+            string s = WeightSuffix(t)!;
+            yield return $"matmul_{s}_t1";
+            yield return $"matmul_{s}_tn";
+            yield return $"get_rows_{s}";
+        }
+        foreach (var k in new[] { "rms_norm", "rope", "attention_f32", "attention_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
+            yield return k;
+    }
+
+    /// <summary>Cache key of the compiled image: source, target architecture and compiler version.</summary>
+    public static string CacheKey(string source, int major, int minor, string nvrtcVersion)
+    {
+        byte[] hash = SHA256.HashData(Encoding.UTF8.GetBytes($"{source}\n--sm_{major}{minor}\n--nvrtc {nvrtcVersion}\n--plugin {Assembly.GetExecutingAssembly().GetName().Version}"));
+        return Convert.ToHexString(hash, 0, 16).ToLowerInvariant();
+    }
+}

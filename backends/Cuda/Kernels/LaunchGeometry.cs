@@ -1,0 +1,78 @@
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Backends.Cuda.Kernels;
+
+/// <summary>A kernel launch shape: grid and block sizes in x and y.</summary>
+internal readonly record struct Launch(uint GridX, uint GridY, uint BlockX);
+
+/// <summary>
+/// Launch shapes of the kernels and the constants they share with kernels.cu (emitted as #defines by
+/// <see cref="KernelSource"/>). Pure arithmetic, testable without a GPU.
+/// </summary>
+internal static class LaunchGeometry
+{
+    /// <summary>Elements one warp reads per step of a matmul row: 32 lanes × 16 consecutive elements.
+    /// Quantized rows are read in whole chunks of this many elements, which is why tensors need slides.</summary>
+    public const int RowChunkElements = 512;
+
+    /// <summary>Warps (weight rows) per matmul block.</summary>
+    public const int MatMulWarpsPerBlock = 4;
+
+    /// <summary>Tokens one block of the batched matmul kernel applies each dequantized weight chunk to.</summary>
+    public const int MatMulTokensPerBlock = 8;
+
+    /// <summary>Largest head the attention kernel holds in registers (8 elements per lane).</summary>
+    public const int AttentionMaxHeadSize = 256;
+
+    /// <summary>Warps per attention block: each walks every 16th cached position of one (head, token), so a decode
+    /// step at long context still spreads over heads × 16 warps.</summary>
+    public const int AttentionWarps = 16;
+
+    /// <summary>Threads per block of the row-wise and element-wise kernels.</summary>
+    public const int BlockThreads = 256;
+
+    /// <summary>Elements one get-rows thread writes.</summary>
+    public const int GetRowsElementsPerThread = 16;
+
+    /// <summary>Cap on grid-stride kernels' blocks (they loop over the rest).</summary>
+    public const int MaxGridStrideBlocks = 65535;
+
+    /// <summary>Whether the batched kernel (<c>_tn</c>) is used for <paramref name="tokens"/> tokens.</summary>
+    public static bool UsesBatchedMatMul(int tokens) => tokens > 1;
+
+    /// <summary>matmul: one warp per weight row, <see cref="MatMulWarpsPerBlock"/> rows per block; y spans token groups.</summary>
+    public static Launch MatMul(long rows, int tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        int perBlock = UsesBatchedMatMul(tokens) ? MatMulTokensPerBlock : 1;
+        return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), checked((uint)CeilDiv(tokens, perBlock)), MatMulWarpsPerBlock * 32);
+    }
+
+    /// <summary>get_rows: x = requested row, y = slices of <see cref="BlockThreads"/>×16 elements of the row.</summary>
+    public static Launch GetRows(int ids, long rowLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(ids);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rowLength);
+        return new Launch((uint)ids, checked((uint)CeilDiv(rowLength, (long)BlockThreads * GetRowsElementsPerThread)), BlockThreads);
+    }
+
+    /// <summary>Grid-stride element-wise kernels: enough blocks for one element per thread, capped.</summary>
+    public static Launch Elementwise(long n)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(n);
+        return new Launch((uint)Math.Min(CeilDiv(n, BlockThreads), MaxGridStrideBlocks), 1, BlockThreads);
+    }
+
+    /// <summary>rms_norm: one block per row.</summary>
+    public static Launch RmsNorm(int rows) => new(checked((uint)rows), 1, BlockThreads);
+
+    /// <summary>attention: one block of <see cref="AttentionWarps"/> warps per (head, token).</summary>
+    public static Launch Attention(int heads, int tokens) => new((uint)heads, (uint)tokens, AttentionWarps * 32);
+
+    /// <summary>Bytes the kernels may touch for <paramref name="tensor"/>: its size plus the slide of a 512-element chunked reader.</summary>
+    public static long AllocSize(TensorInfo tensor) => tensor.ByteSize + TensorPadding.SlideBytes(tensor, RowChunkElements);
+
+    /// <summary>⌈a / b⌉ for positive numbers.</summary>
+    public static long CeilDiv(long a, long b) => (a + b - 1) / b;
+}

@@ -1,0 +1,431 @@
+// PluginEngine CUDA kernels, compiled at run time by NVRTC for the device's architecture.
+// No headers: NVRTC builds this file alone, so half/bfloat16 conversions are inline PTX.
+// Block layouts are GGUF's (see abstractions/Types/GgmlType.cs); ROW_CHUNK is why quantized tensors carry a
+// "slide": the mat-vec kernels read every row in whole chunks of ROW_CHUNK elements, so the last row of a
+// matrix whose row length is not a multiple of ROW_CHUNK is read past its end, into bytes that must be zero.
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+
+#ifndef ROW_CHUNK
+#error "ROW_CHUNK must be defined by the host (elements a warp reads per step: 32 lanes x 16)"
+#endif
+#ifndef MATMUL_TOKENS_PER_BLOCK
+#error "MATMUL_TOKENS_PER_BLOCK must be defined by the host"
+#endif
+#ifndef ATTENTION_MAX_HEAD
+#error "ATTENTION_MAX_HEAD must be defined by the host"
+#endif
+#ifndef ATTENTION_WARPS
+#error "ATTENTION_WARPS must be defined by the host"
+#endif
+#define LANE_ELEMS 16
+#define ATT_PER_LANE (ATTENTION_MAX_HEAD / 32)
+
+// ggml type ids (template arguments)
+#define T_F32 0
+#define T_F16 1
+#define T_Q4_0 2
+#define T_Q8_0 8
+#define T_Q4_K 12
+#define T_Q5_K 13
+#define T_Q6_K 14
+#define T_BF16 30
+
+__device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ float bf2f(u16 b) { return __uint_as_float(((u32)b) << 16); }
+__device__ __forceinline__ float ldh(const u8* p) { return h2f(*(const u16*)p); }
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// K-quant 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes.
+__device__ __forceinline__ void scale_min_k4(int j, const u8* q, float* sc, float* m)
+{
+    if (j < 4) { *sc = (float)(q[j] & 63); *m = (float)(q[j + 4] & 63); }
+    else
+    {
+        *sc = (float)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (float)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+// 16 bytes at p into four little-endian words, with the widest loads p's alignment allows: weight blocks are
+// only byte- or 2-byte-aligned in general (Q8_0 blocks are 34 bytes, Q6_K 210), K-quant nibbles often 16-byte aligned.
+struct alignas(16) U32x4 { u32 x, y, z, w; };
+__device__ __forceinline__ void load16(const u8* p, u32* w)
+{
+    unsigned long long a = (unsigned long long)p;
+    if ((a & 15) == 0) { U32x4 v = *(const U32x4*)p; w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w; }
+    else if ((a & 3) == 0) { const u32* q = (const u32*)p; w[0] = q[0]; w[1] = q[1]; w[2] = q[2]; w[3] = q[3]; }
+    else if ((a & 1) == 0)
+    {
+        const u16* q = (const u16*)p;
+#pragma unroll
+        for (int k = 0; k < 4; k++) w[k] = (u32)q[2 * k] | ((u32)q[2 * k + 1] << 16);
+    }
+    else
+    {
+#pragma unroll
+        for (int k = 0; k < 4; k++) w[k] = (u32)p[4 * k] | ((u32)p[4 * k + 1] << 8) | ((u32)p[4 * k + 2] << 16) | ((u32)p[4 * k + 3] << 24);
+    }
+}
+#define BYTE(w, i) ((w[(i) >> 2] >> (((i) & 3) * 8)) & 0xFFu)
+
+// Dequantizes the 16 elements e0 .. e0+15 of a row (e0 a multiple of 16). Quantized types read whole blocks
+// without looking at the row length (rows are whole blocks; past the last row lies the zeroed slide);
+// plain types have no slide, so elements at or past `cols` read as 0.
+template <int T>
+__device__ __forceinline__ void deq16(const u8* row, int e0, int cols, float* v)
+{
+    if (T == T_F32 || T == T_F16 || T == T_BF16)
+    {
+        if (e0 + 16 <= cols)
+        {
+            const int esize = T == T_F32 ? 4 : 2;
+            u32 w[4 * esize];
+#pragma unroll
+            for (int k = 0; k < esize; k++) load16(row + (i64)e0 * esize + 16 * k, w + 4 * k);
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+            {
+                if (T == T_F32) v[i] = __uint_as_float(w[i]);
+                else
+                {
+                    u16 h = (u16)(w[i >> 1] >> ((i & 1) * 16));
+                    v[i] = T == T_F16 ? h2f(h) : bf2f(h);
+                }
+            }
+            return;
+        }
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+        {
+            int e = e0 + i;
+            float x = 0.f;
+            if (e < cols)
+            {
+                if (T == T_F32) x = ((const float*)row)[e];
+                else if (T == T_F16) x = h2f(((const u16*)row)[e]);
+                else x = bf2f(((const u16*)row)[e]);
+            }
+            v[i] = x;
+        }
+    }
+    else if (T == T_Q8_0)
+    {
+        const u8* b = row + (i64)(e0 >> 5) * 34;
+        float d = ldh(b);
+        u32 w[4];
+        load16(b + 2 + (e0 & 31), w);
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] = d * (float)(i8)BYTE(w, i);
+    }
+    else if (T == T_Q4_0)
+    {
+        const u8* b = row + (i64)(e0 >> 5) * 18;
+        float d = ldh(b);
+        u32 w[4];
+        load16(b + 2, w);
+        int shift = (e0 & 31) >= 16 ? 4 : 0;
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] = d * (float)((int)((BYTE(w, i) >> shift) & 15) - 8);
+    }
+    else if (T == T_Q4_K || T == T_Q5_K)
+    {
+        const int bytes = T == T_Q4_K ? 144 : 176;
+        const u8* b = row + (i64)(e0 >> 8) * bytes;
+        float d = ldh(b), dmin = ldh(b + 2);
+        int e = e0 & 255, j = e >> 6, hi = (e >> 5) & 1, l0 = e & 31;
+        float sc, m;
+        scale_min_k4(2 * j + hi, b + 4, &sc, &m);
+        float d1 = d * sc, m1 = dmin * m;
+        int shift = hi ? 4 : 0;
+        u32 q[4];
+        if (T == T_Q4_K)
+        {
+            load16(b + 16 + 32 * j + l0, q);
+#pragma unroll
+            for (int i = 0; i < 16; i++) v[i] = d1 * (float)((BYTE(q, i) >> shift) & 15) - m1;
+        }
+        else
+        {
+            u32 qh[4];
+            load16(b + 16 + l0, qh);
+            load16(b + 48 + 32 * j + l0, q);
+            int bit = (hi ? 2 : 1) << (2 * j);
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+                v[i] = d1 * (float)(((BYTE(q, i) >> shift) & 15) + ((BYTE(qh, i) & bit) ? 16 : 0)) - m1;
+        }
+    }
+    else if (T == T_Q6_K)
+    {
+        const u8* b = row + (i64)(e0 >> 8) * 210;
+        int e = e0 & 255, h = e >> 7, r = e & 127, g = r >> 5, l0 = r & 31;
+        u32 ql[4], qh[4];
+        load16(b + h * 64 + (g & 1) * 32 + l0, ql);
+        load16(b + 128 + h * 32 + l0, qh);
+        float s = ldh(b + 208) * (float)((const i8*)(b + 192))[h * 8 + (l0 >> 4) + 2 * g];
+        int shift = g >= 2 ? 4 : 0;
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+        {
+            int q = (int)(((BYTE(ql, i) >> shift) & 15) | (((BYTE(qh, i) >> (2 * g)) & 3) << 4)) - 32;
+            v[i] = s * (float)q;
+        }
+    }
+}
+
+// x[e0 .. e0+15] of one activation row, zero past `cols`; 16-byte loads when the whole group is in the row and aligned.
+struct alignas(16) F32x4 { float x, y, z, w; };
+__device__ __forceinline__ void load_x16(const float* xt, int e0, int cols, float* xv)
+{
+    const float* p = xt + e0;
+    if (e0 + 16 <= cols && (((unsigned long long)p) & 15) == 0)
+    {
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+        {
+            F32x4 f = ((const F32x4*)p)[k];
+            xv[4 * k] = f.x; xv[4 * k + 1] = f.y; xv[4 * k + 2] = f.z; xv[4 * k + 3] = f.w;
+        }
+    }
+    else
+    {
+#pragma unroll
+        for (int i = 0; i < 16; i++) xv[i] = e0 + i < cols ? p[i] : 0.f;
+    }
+}
+
+// y[t, r] = sum_c w[r, c] * x[t, c]. One warp per weight row; each step the warp reads one ROW_CHUNK-element
+// chunk of the row (16 consecutive elements per lane) and applies it to NT tokens, so the weights are read
+// once per NT tokens. NT = 1 is the bandwidth-bound decode path.
+template <int T, int NT>
+__device__ __forceinline__ void matmul_rows(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens)
+{
+    int lane = threadIdx.x & 31;
+    i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (r >= rows) return;
+    int t0 = blockIdx.y * NT;
+    const u8* row = w + r * rowBytes;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.f;
+    for (int c0 = 0; c0 < cols; c0 += ROW_CHUNK)
+    {
+        int e0 = c0 + lane * LANE_ELEMS;
+        float v[16];
+        deq16<T>(row, e0, cols, v);
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+        {
+            if (t0 + t >= tokens) break;
+            float xv[16];
+            load_x16(x + (i64)(t0 + t) * cols, e0, cols, xv);
+            float s = 0.f;
+#pragma unroll
+            for (int i = 0; i < 16; i++) s += v[i] * xv[i];
+            acc[t] += s;
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+    {
+        float s = warp_sum(acc[t]);
+        if (lane == 0 && t0 + t < tokens) y[(i64)(t0 + t) * rows + r] = s;
+    }
+}
+
+// dst[i, :] = dequantize(table[ids[i], :]); grid (ids, ceil(rowLength / (blockDim * 16))).
+template <int T>
+__device__ __forceinline__ void get_rows(const u8* table, i64 rowBytes, const int* ids, float* dst, i64 rowLength)
+{
+    i64 e0 = ((i64)blockIdx.y * blockDim.x + threadIdx.x) * LANE_ELEMS;
+    if (e0 >= rowLength) return;
+    const u8* row = table + (i64)ids[blockIdx.x] * rowBytes;
+    float v[16];
+    deq16<T>(row, (int)e0, (int)rowLength, v);
+    float* out = dst + (i64)blockIdx.x * rowLength + e0;
+#pragma unroll
+    for (int i = 0; i < 16; i++) if (e0 + i < rowLength) out[i] = v[i];
+}
+
+#define WEIGHT_KERNELS(name, T)                                                                                        \
+    extern "C" __global__ void matmul_##name##_t1(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens) \
+    { matmul_rows<T, 1>(w, rowBytes, rows, cols, x, y, tokens); }                                                      \
+    extern "C" __global__ void matmul_##name##_tn(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens) \
+    { matmul_rows<T, MATMUL_TOKENS_PER_BLOCK>(w, rowBytes, rows, cols, x, y, tokens); }                                \
+    extern "C" __global__ void get_rows_##name(const u8* table, i64 rowBytes, const int* ids, float* dst, i64 rowLength) \
+    { get_rows<T>(table, rowBytes, ids, dst, rowLength); }
+
+WEIGHT_KERNELS(f32, T_F32)
+WEIGHT_KERNELS(f16, T_F16)
+WEIGHT_KERNELS(bf16, T_BF16)
+WEIGHT_KERNELS(q8_0, T_Q8_0)
+WEIGHT_KERNELS(q4_0, T_Q4_0)
+WEIGHT_KERNELS(q4_k, T_Q4_K)
+WEIGHT_KERNELS(q5_k, T_Q5_K)
+WEIGHT_KERNELS(q6_k, T_Q6_K)
+
+// y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w; one block of 256 threads per row.
+extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, int n, float eps)
+{
+    __shared__ float partial[32];
+    const float* xr = x + (i64)blockIdx.x * n;
+    float* yr = y + (i64)blockIdx.x * n;
+    float s = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x < 32)
+    {
+        float p = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.f;
+        p = warp_sum(p);
+        if (threadIdx.x == 0) partial[0] = p;
+    }
+    __syncthreads();
+    float scale = rsqrtf(partial[0] / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+}
+
+// In-place rotary embedding of x [tokens, heads, headSize]; one thread per rotated pair. Angles in double so
+// long positions keep their phase (the CPU reference does the same).
+extern "C" __global__ void rope(float* x, int tokens, int heads, int headSize, int dims, int firstPosition, float freqBase, float freqScale, int neox)
+{
+    int half = dims >> 1;
+    i64 total = (i64)tokens * heads * half;
+    for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (i64)gridDim.x * blockDim.x)
+    {
+        int i = (int)(idx % half);
+        i64 th = idx / half; // token * heads + head
+        int t = (int)(th / heads);
+        float* row = x + th * headSize;
+        double theta = (double)(firstPosition + t) * (double)freqScale * exp(-2.0 * i / dims * log((double)freqBase));
+        double sn, cs;
+        sincos(theta, &sn, &cs);
+        float c = (float)cs, s = (float)sn;
+        int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+        float xa = row[a], xb = row[b];
+        row[a] = xa * c - xb * s;
+        row[b] = xb * c + xa * s;
+    }
+}
+
+// Causal grouped-query attention. One block per (head, token), ATT_WARPS warps; each warp walks a strided subset
+// of the cached positions with an online softmax (running max, sum, weighted V), then the warps are merged.
+// Lane l holds elements l, l+32, ... of the head (headSize <= ATTENTION_MAX_HEAD).
+#define ATT_WARPS ATTENTION_WARPS
+template <bool F16>
+__device__ __forceinline__ float ldkv(const void* p, i64 i)
+{
+    return F16 ? h2f(((const u16*)p)[i]) : ((const float*)p)[i];
+}
+
+template <bool F16>
+__device__ __forceinline__ void attention(const float* q, const void* k, const void* v, float* out, int firstPosition,
+                                          int heads, int kvHeads, int headSize, float scale)
+{
+    __shared__ float sMax[ATT_WARPS], sSum[ATT_WARPS];
+    __shared__ float sAcc[ATT_WARPS][ATTENTION_MAX_HEAD];
+    int h = blockIdx.x, t = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int kh = h / (heads / kvHeads);
+    i64 kvStride = (i64)kvHeads * headSize;
+    const float* qp = q + ((i64)t * heads + h) * headSize;
+    float qr[ATT_PER_LANE], acc[ATT_PER_LANE];
+#pragma unroll
+    for (int j = 0; j < ATT_PER_LANE; j++)
+    {
+        int e = lane + 32 * j;
+        qr[j] = e < headSize ? qp[e] * scale : 0.f;
+        acc[j] = 0.f;
+    }
+    float m = -__int_as_float(0x7f800000), l = 0.f;
+    int positions = firstPosition + t + 1;
+    for (int p = warp; p < positions; p += ATT_WARPS)
+    {
+        i64 base = (i64)p * kvStride + (i64)kh * headSize;
+        float s = 0.f;
+#pragma unroll
+        for (int j = 0; j < ATT_PER_LANE; j++)
+        {
+            int e = lane + 32 * j;
+            if (e < headSize) s += qr[j] * ldkv<F16>(k, base + e);
+        }
+        s = warp_sum(s);
+        float mNew = fmaxf(m, s);
+        float correction = expf(m - mNew), weight = expf(s - mNew);
+        l = l * correction + weight;
+#pragma unroll
+        for (int j = 0; j < ATT_PER_LANE; j++)
+        {
+            int e = lane + 32 * j;
+            acc[j] = acc[j] * correction + (e < headSize ? weight * ldkv<F16>(v, base + e) : 0.f);
+        }
+        m = mNew;
+    }
+    if (lane == 0) { sMax[warp] = m; sSum[warp] = l; }
+#pragma unroll
+    for (int j = 0; j < ATT_PER_LANE; j++) sAcc[warp][lane + 32 * j] = acc[j];
+    __syncthreads();
+    float mAll = sMax[0];
+#pragma unroll
+    for (int w = 1; w < ATT_WARPS; w++) mAll = fmaxf(mAll, sMax[w]);
+    float denominator = 0.f, factor[ATT_WARPS];
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++)
+    {
+        factor[w] = sSum[w] > 0.f ? expf(sMax[w] - mAll) : 0.f; // a warp that saw no position contributes nothing
+        denominator += sSum[w] * factor[w];
+    }
+    float* op = out + ((i64)t * heads + h) * headSize;
+    for (int e = threadIdx.x; e < headSize; e += blockDim.x)
+    {
+        float num = 0.f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; w++) num += sAcc[w][e] * factor[w];
+        op[e] = num / denominator;
+    }
+}
+
+extern "C" __global__ void attention_f32(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, int headSize, float scale)
+{ attention<false>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale); }
+
+extern "C" __global__ void attention_f16(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, int headSize, float scale)
+{ attention<true>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale); }
+
+#define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
+
+extern "C" __global__ void silu_mul(const float* gate, const float* up, float* y, i64 n)
+{
+    GRID_STRIDE(i, n) { float g = gate[i]; y[i] = g / (1.f + expf(-g)) * up[i]; }
+}
+
+extern "C" __global__ void add(const float* a, const float* b, float* y, i64 n)
+{
+    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+
+extern "C" __global__ void add_bias(float* x, const float* bias, i64 total, int n)
+{
+    GRID_STRIDE(i, total) x[i] += bias[i % n];
+}
+
+extern "C" __global__ void copy_f32(const float* src, float* dst, i64 n)
+{
+    GRID_STRIDE(i, n) dst[i] = src[i];
+}
+
+extern "C" __global__ void convert_f32_f16(const float* src, u16* dst, i64 n)
+{
+    GRID_STRIDE(i, n) dst[i] = f2h(src[i]);
+}

@@ -1,0 +1,153 @@
+using System.Runtime.InteropServices;
+
+namespace PluginEngine.Backends.Cuda.Native;
+
+/// <summary>A CUDA driver API call failed; the message names the call and the CUresult.</summary>
+public sealed class CudaException(string call, int result, string name)
+    : Exception($"{call} failed: {name} ({result})")
+{
+    /// <summary>The driver API function that failed.</summary>
+    public string Call { get; } = call;
+
+    /// <summary>The CUresult it returned.</summary>
+    public int Result { get; } = result;
+}
+
+/// <summary>
+/// The subset of the CUDA driver API (libcuda.so.1) this backend uses, bound through function pointers
+/// resolved with <see cref="NativeLibrary"/> so that a missing library or symbol is a probe rejection,
+/// never a <see cref="DllNotFoundException"/> at the first call.
+/// </summary>
+internal sealed unsafe class CudaDriver
+{
+    // CUdevice_attribute values (cuda.h).
+    public const int AttrMultiprocessorCount = 16;
+    public const int AttrIntegrated = 18;
+    public const int AttrCanMapHostMemory = 19;
+    public const int AttrComputeCapabilityMajor = 75;
+    public const int AttrComputeCapabilityMinor = 76;
+    public const int AttrReadOnlyHostRegisterSupported = 113;
+
+    // cuMemHostRegister flags.
+    public const uint HostRegisterDeviceMap = 0x02;
+    public const uint HostRegisterReadOnly = 0x08;
+
+    public const int ErrorHostMemoryAlreadyRegistered = 712;
+
+    /// <summary>Library names tried, in order.</summary>
+    public static readonly string[] LibraryNames = ["libcuda.so.1", "libcuda.so", "nvcuda.dll"];
+
+    public delegate* unmanaged<uint, int> cuInit;
+    public delegate* unmanaged<int*, int> cuDriverGetVersion;
+    public delegate* unmanaged<int*, int> cuDeviceGetCount;
+    public delegate* unmanaged<int*, int, int> cuDeviceGet;
+    public delegate* unmanaged<byte*, int, int, int> cuDeviceGetName;
+    public delegate* unmanaged<int*, int, int, int> cuDeviceGetAttribute;
+    public delegate* unmanaged<nuint*, int, int> cuDeviceTotalMem;
+    public delegate* unmanaged<byte*, int, int, int> cuDeviceGetPCIBusId;
+    public delegate* unmanaged<nint*, int, int> cuDevicePrimaryCtxRetain;
+    public delegate* unmanaged<nint, int> cuCtxSetCurrent;
+    public delegate* unmanaged<nuint*, nuint*, int> cuMemGetInfo;
+    public delegate* unmanaged<ulong*, nuint, int> cuMemAlloc;
+    public delegate* unmanaged<ulong, int> cuMemFree;
+    public delegate* unmanaged<void**, nuint, int> cuMemAllocHost;
+    public delegate* unmanaged<void*, int> cuMemFreeHost;
+    public delegate* unmanaged<ulong, void*, nuint, int> cuMemcpyHtoD;
+    public delegate* unmanaged<void*, ulong, nuint, int> cuMemcpyDtoH;
+    public delegate* unmanaged<ulong, ulong, nuint, int> cuMemcpyDtoD;
+    public delegate* unmanaged<ulong, void*, nuint, nint, int> cuMemcpyHtoDAsync;
+    public delegate* unmanaged<void*, ulong, nuint, nint, int> cuMemcpyDtoHAsync;
+    public delegate* unmanaged<ulong, byte, nuint, nint, int> cuMemsetD8Async;
+    public delegate* unmanaged<nint*, uint, int> cuStreamCreate;
+    public delegate* unmanaged<nint, int> cuStreamSynchronize;
+    public delegate* unmanaged<nint, int> cuStreamDestroy;
+    public delegate* unmanaged<void*, nuint, uint, int> cuMemHostRegister;
+    public delegate* unmanaged<void*, int> cuMemHostUnregister;
+    public delegate* unmanaged<ulong*, void*, uint, int> cuMemHostGetDevicePointer;
+    public delegate* unmanaged<nint*, void*, int> cuModuleLoadData;
+    public delegate* unmanaged<nint*, nint, byte*, int> cuModuleGetFunction;
+    public delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, int> cuLaunchKernel;
+    public delegate* unmanaged<int, byte**, int> cuGetErrorName;
+
+    private CudaDriver() { }
+
+    /// <summary>Loads the driver library and binds every entry point; returns null with the reason when it cannot.</summary>
+    public static CudaDriver? TryLoad(out string? failure)
+    {
+        nint handle = 0;
+        foreach (string name in LibraryNames)
+            if (NativeLibrary.TryLoad(name, out handle)) break;
+        if (handle == 0)
+        {
+            failure = "libcuda.so.1 not found (the NVIDIA driver is not installed, or its folder is not on the library path)";
+            return null;
+        }
+        var d = new CudaDriver();
+        var missing = new List<string>();
+        nint Bind(string symbol)
+        {
+            if (NativeLibrary.TryGetExport(handle, symbol, out nint p)) return p;
+            missing.Add(symbol);
+            return 0;
+        }
+        d.cuInit = (delegate* unmanaged<uint, int>)Bind("cuInit");
+        d.cuDriverGetVersion = (delegate* unmanaged<int*, int>)Bind("cuDriverGetVersion");
+        d.cuDeviceGetCount = (delegate* unmanaged<int*, int>)Bind("cuDeviceGetCount");
+        d.cuDeviceGet = (delegate* unmanaged<int*, int, int>)Bind("cuDeviceGet");
+        d.cuDeviceGetName = (delegate* unmanaged<byte*, int, int, int>)Bind("cuDeviceGetName");
+        d.cuDeviceGetAttribute = (delegate* unmanaged<int*, int, int, int>)Bind("cuDeviceGetAttribute");
+        d.cuDeviceTotalMem = (delegate* unmanaged<nuint*, int, int>)Bind("cuDeviceTotalMem_v2");
+        d.cuDeviceGetPCIBusId = (delegate* unmanaged<byte*, int, int, int>)Bind("cuDeviceGetPCIBusId");
+        d.cuDevicePrimaryCtxRetain = (delegate* unmanaged<nint*, int, int>)Bind("cuDevicePrimaryCtxRetain");
+        d.cuCtxSetCurrent = (delegate* unmanaged<nint, int>)Bind("cuCtxSetCurrent");
+        d.cuMemGetInfo = (delegate* unmanaged<nuint*, nuint*, int>)Bind("cuMemGetInfo_v2");
+        d.cuMemAlloc = (delegate* unmanaged<ulong*, nuint, int>)Bind("cuMemAlloc_v2");
+        d.cuMemFree = (delegate* unmanaged<ulong, int>)Bind("cuMemFree_v2");
+        d.cuMemAllocHost = (delegate* unmanaged<void**, nuint, int>)Bind("cuMemAllocHost_v2");
+        d.cuMemFreeHost = (delegate* unmanaged<void*, int>)Bind("cuMemFreeHost");
+        d.cuMemcpyHtoD = (delegate* unmanaged<ulong, void*, nuint, int>)Bind("cuMemcpyHtoD_v2");
+        d.cuMemcpyDtoH = (delegate* unmanaged<void*, ulong, nuint, int>)Bind("cuMemcpyDtoH_v2");
+        d.cuMemcpyDtoD = (delegate* unmanaged<ulong, ulong, nuint, int>)Bind("cuMemcpyDtoD_v2");
+        d.cuMemcpyHtoDAsync = (delegate* unmanaged<ulong, void*, nuint, nint, int>)Bind("cuMemcpyHtoDAsync_v2");
+        d.cuMemcpyDtoHAsync = (delegate* unmanaged<void*, ulong, nuint, nint, int>)Bind("cuMemcpyDtoHAsync_v2");
+        d.cuMemsetD8Async = (delegate* unmanaged<ulong, byte, nuint, nint, int>)Bind("cuMemsetD8Async");
+        d.cuStreamCreate = (delegate* unmanaged<nint*, uint, int>)Bind("cuStreamCreate");
+        d.cuStreamSynchronize = (delegate* unmanaged<nint, int>)Bind("cuStreamSynchronize");
+        d.cuStreamDestroy = (delegate* unmanaged<nint, int>)Bind("cuStreamDestroy_v2");
+        d.cuMemHostRegister = (delegate* unmanaged<void*, nuint, uint, int>)Bind("cuMemHostRegister_v2");
+        d.cuMemHostUnregister = (delegate* unmanaged<void*, int>)Bind("cuMemHostUnregister");
+        d.cuMemHostGetDevicePointer = (delegate* unmanaged<ulong*, void*, uint, int>)Bind("cuMemHostGetDevicePointer_v2");
+        d.cuModuleLoadData = (delegate* unmanaged<nint*, void*, int>)Bind("cuModuleLoadData");
+        d.cuModuleGetFunction = (delegate* unmanaged<nint*, nint, byte*, int>)Bind("cuModuleGetFunction");
+        d.cuLaunchKernel = (delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, int>)Bind("cuLaunchKernel");
+        d.cuGetErrorName = (delegate* unmanaged<int, byte**, int>)Bind("cuGetErrorName");
+        if (missing.Count > 0)
+        {
+            failure = $"libcuda.so.1 lacks {string.Join(", ", missing)} (driver too old)";
+            return null;
+        }
+        failure = null;
+        return d;
+    }
+
+    /// <summary>The CUresult's name (e.g. CUDA_ERROR_OUT_OF_MEMORY).</summary>
+    public string ErrorName(int result)
+    {
+        byte* s = null;
+        return cuGetErrorName(result, &s) == 0 && s != null ? Marshal.PtrToStringUTF8((nint)s) ?? $"CUresult {result}" : $"CUresult {result}";
+    }
+
+    /// <summary>Throws <see cref="CudaException"/> when <paramref name="result"/> is not CUDA_SUCCESS.</summary>
+    public void Check(int result, string call)
+    {
+        if (result != 0) throw new CudaException(call, result, ErrorName(result));
+    }
+
+    /// <summary>An integer device attribute.</summary>
+    public int Attribute(int device, int attribute)
+    {
+        int v;
+        Check(cuDeviceGetAttribute(&v, attribute, device), "cuDeviceGetAttribute");
+        return v;
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds what run-cuda-checks.sh needs on a GPU machine that has no .NET SDK, into DEST (default: .device):
+#   DEST/rt.tgz     the .NET runtime of this machine (shared/Microsoft.NETCore.App, host/, dotnet)
+#   DEST/app/       framework-dependent Release publish of the host, with plugins/{cpu,cuda}/ and plugins.json
+#   DEST/modelgen/  the model generator
+#   DEST/run-cuda-checks.sh
+# Usage (from the repository root): scripts/device/prepare-device-bundle.sh [DEST]
+set -euo pipefail
+DEST=${1:-.device}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DOTNET_HOME=${DOTNET_HOME:-$(dirname "$(readlink -f "$(command -v dotnet)")")}
+rm -rf "$DEST/app" "$DEST/modelgen"
+mkdir -p "$DEST/app/plugins"
+dotnet publish "$ROOT/host" -c Release -o "$DEST/app" --nologo -v q
+# Building the host in Release deployed the plugins into $ROOT/plugins/<name>/; ship those beside the host.
+for p in cpu cuda; do cp -r "$ROOT/plugins/$p" "$DEST/app/plugins/"; done
+cp "$ROOT/plugins.json" "$DEST/app/plugins.json"
+dotnet build "$ROOT/scripts/device/modelgen" -c Release -o "$DEST/modelgen" --nologo -v q
+[ -f "$DEST/rt.tgz" ] || tar czf "$DEST/rt.tgz" -C "$DOTNET_HOME" shared/Microsoft.NETCore.App host dotnet
+cp "$ROOT/scripts/device/run-cuda-checks.sh" "$DEST/"
+rm -f "$DEST"/app/*.pdb "$DEST"/app/plugins/*/*.pdb "$DEST"/modelgen/*.pdb
+du -sh "$DEST"
