@@ -50,6 +50,8 @@ public sealed unsafe class MatMulScratch : IDisposable
 /// elements, as in a GGUF file). Activations are quantized once per row (Q8_0 / Q8_K as
 /// <see cref="QuantDot.ActivationType"/> says), then tiles of rows × tokens are handed out dynamically to the
 /// pool's threads; within a tile every weight row is reused for all of the tile's tokens while it is in cache.
+/// For n &gt; 1 the tokens of a tile go through <see cref="QuantDot"/>'s multi-token kernels in groups of
+/// <see cref="QuantDot.MultiTokenWidth"/>, which decode each weight block once per group (register blocking).
 /// </summary>
 public static unsafe class MatMul
 {
