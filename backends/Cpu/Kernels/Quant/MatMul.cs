@@ -50,6 +50,8 @@ public sealed unsafe class MatMulScratch : IDisposable
 /// elements, as in a GGUF file). Activations are quantized once per row (Q8_0 / Q8_K as
 /// <see cref="QuantDot.ActivationType"/> says), then tiles of rows × tokens are handed out dynamically to the
 /// pool's threads; within a tile every weight row is reused for all of the tile's tokens while it is in cache.
+/// For n &gt; 1 the tokens of a tile go through <see cref="QuantDot"/>'s multi-token kernels in groups of
+/// <see cref="QuantDot.MultiTokenWidth"/>, which decode each weight block once per group (register blocking).
 /// </summary>
 public static unsafe class MatMul
 {
@@ -103,8 +105,8 @@ public static unsafe class MatMul
         }
 
         var job = scratch.Job;
-        job.Set(QuantDot.Resolve(wType, isa), w, GgmlTypes.RowSize(wType, cols), rows, cols, act, actRowBytes, n, y,
-                n == 1 ? VectorRowTile : BatchRowTile, n == 1 ? 1 : BatchTokenTile);
+        job.Set(QuantDot.Resolve(wType, isa), n == 1 ? null : QuantDot.ResolveMultiToken(wType, isa), w, GgmlTypes.RowSize(wType, cols),
+                rows, cols, act, actRowBytes, n, y, n == 1 ? VectorRowTile : BatchRowTile, n == 1 ? 1 : BatchTokenTile);
         pool.Run(job);
     }
 
@@ -131,19 +133,23 @@ public static unsafe class MatMul
         }
     }
 
-    /// <summary>The tiled dot-product sweep; tiles are claimed through an atomic counter.</summary>
+    /// <summary>The tiled dot-product sweep; tiles are claimed through an atomic counter. Within a tile, groups of
+    /// <see cref="QuantDot.MultiTokenWidth"/> tokens go through the multi-token kernel (each weight block decoded once
+    /// for the group) and the remaining tokens through the single-token kernel.</summary>
     internal sealed class Job : CpuParallelJob
     {
         private delegate*<byte*, void*, long, float> _dot;
+        private delegate*<byte*, byte*, long, long, float*, long, void> _multiDot;
         private byte* _w, _act;
         private float* _y;
         private long _rowBytes, _rows, _cols, _actRowBytes, _n, _rowTiles, _tokenTiles, _next;
         private int _rowTile, _tokenTile;
 
-        public void Set(delegate*<byte*, void*, long, float> dot, byte* w, long rowBytes, long rows, long cols,
-                        byte* act, long actRowBytes, long n, float* y, int rowTile, int tokenTile)
+        /// <param name="multiDot">Multi-token kernel, or null to compute every row·token with <paramref name="dot"/>.</param>
+        public void Set(delegate*<byte*, void*, long, float> dot, delegate*<byte*, byte*, long, long, float*, long, void> multiDot,
+                        byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, long n, float* y, int rowTile, int tokenTile)
         {
-            _dot = dot; _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols;
+            _dot = dot; _multiDot = multiDot; _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols;
             _act = act; _actRowBytes = actRowBytes; _n = n; _y = y;
             _rowTile = rowTile; _tokenTile = tokenTile;
             _rowTiles = (rows + rowTile - 1) / rowTile;
@@ -154,15 +160,21 @@ public static unsafe class MatMul
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int worker, int workerCount)
         {
+            const int width = QuantDot.MultiTokenWidth;
             long tiles = _rowTiles * _tokenTiles, tile;
             while ((tile = Interlocked.Increment(ref _next) - 1) < tiles)
             {
                 long r0 = tile / _tokenTiles * _rowTile, r1 = Math.Min(r0 + _rowTile, _rows);
                 long t0 = tile % _tokenTiles * _tokenTile, t1 = Math.Min(t0 + _tokenTile, _n);
+                // Without a multi-token kernel every token goes down the single-token path.
+                long tGrouped = _multiDot == null ? t0 : t0 + (t1 - t0) / width * width;
                 for (long r = r0; r < r1; r++)
                 {
                     byte* wRow = _w + r * _rowBytes;
-                    for (long t = t0; t < t1; t++)
+                    long t = t0;
+                    for (; t < tGrouped; t += width)
+                        _multiDot(wRow, _act + t * _actRowBytes, _actRowBytes, _cols, _y + t * _rows + r, _rows);
+                    for (; t < t1; t++)
                         _y[t * _rows + r] = _dot(wRow, _act + t * _actRowBytes, _cols);
                 }
             }

@@ -11,6 +11,10 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 /// </summary>
 public static unsafe class RowDequantizer
 {
+    /// <summary>Initializes <see cref="HalfConversion"/> before any decoder is compiled, so optimized decoders read its table
+    /// without a class-initialization check in their loops (see QuantDot's static constructor).</summary>
+    static RowDequantizer() => RuntimeHelpers.RunClassConstructor(typeof(HalfConversion).TypeHandle);
+
     /// <summary>Types <see cref="DequantizeRow(GgmlType, byte*, float*, long)"/> decodes.</summary>
     public static bool IsSupported(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16
         or GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K;
