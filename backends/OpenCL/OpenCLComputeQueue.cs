@@ -73,6 +73,8 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
         int ncols = checked((int)rowLength);
         Require(dst, rows.Length * rowLength * sizeof(float), "GetRows dst");
         nuint global = (nuint)((ncols + Sub - 1) / Sub);
+        // One launch per row with the index as a kernel argument: the caller's span needs no device copy (which would
+        // have to be a blocking write, since the span may be reused on return) and nothing waits.
         for (int i = 0; i < rows.Length; i++)
         {
             int row = rows[i];
