@@ -9,7 +9,8 @@ namespace PluginEngine.Tests.Golden;
 
 /// <summary>
 /// Whole-model behaviour of the CPU backend that does not need an oracle: determinism of greedy and seeded
-/// generation, context overflow, and batch-size independence of the logits (which exercises KV-cache positions).
+/// generation, context overflow, and independence of the logits from batch size (which exercises KV-cache
+/// positions) and from the CPU thread count.
 /// </summary>
 [Collection(GoldenCollection.Name)]
 public sealed class InferenceBehaviourTests(GoldenModelFixture models)
