@@ -132,8 +132,11 @@ public sealed class LlamaCppReference
             throw new LlamaCppReferenceException($"{Describe()} exited with code {exitCode}: {Tail(stderr)}");
         try
         {
-            var rows = BenchOutput.ReadJsonLines(stdout, "llama.cpp reference output");
-            if (rows.Count == 0) throw new LlamaCppReferenceException($"{Describe()} printed no rows: {Tail(stderr)}");
+            // Rows are the lines that start with '{'; anything else on stdout is build chatter from the
+            // `dotnet run` fallback (restore and build messages, warnings) and is not ours to parse.
+            string rowLines = string.Join('\n', stdout.Split('\n').Where(l => l.TrimStart().StartsWith('{')));
+            var rows = BenchOutput.ReadJsonLines(rowLines, "llama.cpp reference output");
+            if (rows.Count == 0) throw new LlamaCppReferenceException($"{Describe()} printed no rows: {Tail(stderr + stdout)}");
             return rows;
         }
         catch (FormatException e)

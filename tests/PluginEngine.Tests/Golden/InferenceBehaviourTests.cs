@@ -9,7 +9,8 @@ namespace PluginEngine.Tests.Golden;
 
 /// <summary>
 /// Whole-model behaviour of the CPU backend that does not need an oracle: determinism of greedy and seeded
-/// generation, context overflow, and batch-size independence of the logits (which exercises KV-cache positions).
+/// generation, context overflow, and independence of the logits from batch size (which exercises KV-cache
+/// positions) and from the CPU thread count.
 /// </summary>
 [Collection(GoldenCollection.Name)]
 public sealed class InferenceBehaviourTests(GoldenModelFixture models)
@@ -22,7 +23,8 @@ public sealed class InferenceBehaviourTests(GoldenModelFixture models)
     private static GenerationResult Generate(LoadedModel model, SamplerSettings settings, int maxTokens = 12)
     {
         using var context = model.CreateContext(new ContextOptions(ContextSize: 64));
-        return Generator.Generate(context, model.Tokenizer, Prompt, maxTokens, new Sampler(settings));
+        return Generator.Generate(context, model.Tokenizer, Prompt, maxTokens, new Sampler(settings),
+            cancellation: TestContext.Current.CancellationToken);
     }
 
     /// <summary>Temperature 1 with every filter off: every token keeps some probability, so the seed decides a lot.</summary>
@@ -89,7 +91,8 @@ public sealed class InferenceBehaviourTests(GoldenModelFixture models)
     {
         using var model = Load();
         using var context = model.CreateContext(new ContextOptions(ContextSize: 14));
-        var result = Generator.Generate(context, model.Tokenizer, Prompt, maxTokens: 50, new Sampler(Random(7)));
+        var result = Generator.Generate(context, model.Tokenizer, Prompt, maxTokens: 50, new Sampler(Random(7)),
+            cancellation: TestContext.Current.CancellationToken);
 
         // 10 prompt tokens fill positions 0..9; tokens sampled after positions 9..13 are the 5 that fit (the last
         // sampled token is returned but never evaluated), unless EOS came first.
