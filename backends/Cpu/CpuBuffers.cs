@@ -12,7 +12,11 @@ public sealed class CpuBufferProvider(DeviceDescription device) : IBufferProvide
 {
     public DeviceDescription Device { get; } = device;
 
-    public long Alignment => 64;
+    /// <summary>
+    /// 32, GGUF's default tensor alignment: the kernels use unaligned SIMD loads, so anything GGUF lays out can be read
+    /// in place. (Asking for 64 made every tensor of a 32-aligned file an owned copy.)
+    /// </summary>
+    public long Alignment => 32;
 
     public BackendBuffer AllocateOwned(string name, long size) => new CpuOwnedBuffer(name, size);
 
