@@ -11,7 +11,7 @@ public sealed record BenchModelSource(string Label, string Path)
     public const string SyntheticPrefix = "synthetic:";
 
     /// <summary>Bump when the generator's output for a shape changes, so stale cached files are not reused.</summary>
-    private const int SyntheticVersion = 1;
+    private const int SyntheticVersion = 2;
 
     /// <summary>Shapes <c>--synthetic SHAPE:TYPE</c> knows.</summary>
     public static IReadOnlyList<string> SyntheticShapes { get; } = ["tinyllama", "demo"];
