@@ -14,7 +14,7 @@ public sealed record BenchModelSource(string Label, string Path)
     private const int SyntheticVersion = 2;
 
     /// <summary>Shapes <c>--synthetic SHAPE:TYPE</c> knows.</summary>
-    public static IReadOnlyList<string> SyntheticShapes { get; } = ["tinyllama", "demo"];
+    public static IReadOnlyList<string> SyntheticShapes { get; } = ["tinyllama", "llama7b", "demo"];
 
     /// <summary>The demo model (generated and cached on first use).</summary>
     public static BenchModelSource Demo(Action<string>? log) => new("demo", DemoModel.EnsureExists(log));
@@ -28,7 +28,7 @@ public sealed record BenchModelSource(string Label, string Path)
     }
 
     /// <summary>
-    /// A generated model from <c>SHAPE:TYPE</c> (e.g. <c>tinyllama:Q4_0</c>; shapes: tinyllama = TinyLlama-1.1B's shape, demo =
+    /// A generated model from <c>SHAPE:TYPE</c> (e.g. <c>tinyllama:Q4_0</c>; shapes: tinyllama = TinyLlama-1.1B's shape, llama7b = Llama-2-7B's, demo =
     /// the demo model's), generated into the model cache on first use (<see cref="DemoModel.EnsureExists(SyntheticModelSpec, string, Action{string}?)"/>).
     /// </summary>
     /// <exception cref="BenchParameterException">The shape or type is unknown; the message lists the known ones.</exception>
@@ -44,6 +44,7 @@ public sealed record BenchModelSource(string Label, string Path)
         var spec = shape switch
         {
             "tinyllama" => SyntheticModelSpec.TinyLlamaShape(type),
+            "llama7b" => SyntheticModelSpec.Llama2_7BShape(type),
             "demo" => SyntheticModelSpec.Demo with { Name = $"demo-shape-{type}", WeightType = type },
             _ => throw new BenchParameterException($"--synthetic {value}: unknown shape '{parts[0]}' (shapes: {string.Join(", ", SyntheticShapes)})"),
         };

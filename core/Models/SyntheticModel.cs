@@ -41,6 +41,13 @@ public sealed record SyntheticModelSpec
         KvHeadCount = 4, FeedForwardLength = 5632, ContextLength = 2048, WeightType = type,
     };
 
+    /// <summary>The Llama-2-7B shape (vocab 32000, 4096 wide, 32 layers, 32 heads, no GQA, ff 11008).</summary>
+    public static SyntheticModelSpec Llama2_7BShape(SyntheticWeightType type) => new()
+    {
+        Name = $"llama2-7b-shape-{type}", VocabularySize = 32000, EmbeddingLength = 4096, BlockCount = 32, HeadCount = 32,
+        KvHeadCount = 32, FeedForwardLength = 11008, ContextLength = 4096, WeightType = type,
+    };
+
     /// <summary>The demo model: small enough to generate in a second, big enough to exercise every op.</summary>
     public static SyntheticModelSpec Demo { get; } = new()
     {
