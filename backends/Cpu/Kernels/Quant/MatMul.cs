@@ -58,7 +58,8 @@ public static unsafe class MatMul
     /// <summary>Rows per tile for generation (n = 1): small enough to balance threads, large enough to amortize claims.</summary>
     private const int VectorRowTile = 16;
     /// <summary>Tile shape for prompts (n &gt; 1): 16 weight rows stay in L1/L2 while 8 token rows stream past.
-    /// The token tile is a multiple of every multi-token kernel's width (4 and 8), so only the last tile has leftovers.</summary>
+    /// The token tile is a multiple of every multi-token kernel's width (4 and 8), so only the last tile has leftovers
+    /// (which take the single-token kernel).</summary>
     private const int BatchRowTile = 16, BatchTokenTile = 8;
 
     /// <summary>

@@ -5,8 +5,9 @@ using PluginEngine.Abstractions;
 
 namespace PluginEngine.Backends.Cpu.Kernels;
 
-// Multi-token dots for prompts: one weight row against several activation rows at once (4 tokens; 8 for F16, whose
-// f16 → f32 conversion costs more than the FMAs it feeds). Each weight block is loaded and decoded (nibbles unpacked,
+// Multi-token dots for prompts: one weight row against several activation rows at once: 8 tokens for F16 (its f16 → f32
+// conversion costs more than the FMAs it feeds) and Q8_0/Q4_0 (measured ~15% faster than 4), 4 for the K-quants, whose
+// decoded chunk and per-token sums already fill the registers, and F32/BF16. Each weight block is loaded and decoded (nibbles unpacked,
 // scales unpacked, f16 converted) once and then used for every token while it sits in registers, so a prompt costs
 // little more than the activation side of the arithmetic per row·token.
 // Per token, every kernel performs exactly the operations of its single-token AVX2 kernel in the same order
@@ -30,14 +31,14 @@ public static unsafe partial class QuantDot
             GgmlType.F32 => &F32Avx2X4,
             GgmlType.F16 => &F16Avx2X8,
             GgmlType.BF16 => &BF16Avx2X4,
-            GgmlType.Q8_0 => &Q8_0Avx2X4,
-            GgmlType.Q4_0 => &Q4_0Avx2X4,
+            GgmlType.Q8_0 => &Q8_0Avx2X8,
+            GgmlType.Q4_0 => &Q4_0Avx2X8,
             GgmlType.Q4_K => &Q4_KAvx2X4,
             GgmlType.Q5_K => &Q5_KAvx2X4,
             GgmlType.Q6_K => &Q6_KAvx2X4,
             _ => throw new NotSupportedException($"no CPU dot kernel for weight type {weightType}"),
         };
-        width = weightType == GgmlType.F16 ? 8 : 4;
+        width = weightType is GgmlType.F16 or GgmlType.Q8_0 or GgmlType.Q4_0 ? 8 : 4;
         return kernel;
     }
 
@@ -153,11 +154,13 @@ public static unsafe partial class QuantDot
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q8_0Avx2X4(byte* w, byte* act, long actRowBytes, long n, float* y, long yStride)
+    private static void Q8_0Avx2X8(byte* w, byte* act, long actRowBytes, long n, float* y, long yStride)
     {
         byte* x0 = act, x1 = act + actRowBytes, x2 = act + 2 * actRowBytes, x3 = act + 3 * actRowBytes;
-        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
-        for (long b = 0; b < n / 32; b++, w += Q8_0Bytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes)
+        byte* x4 = act + 4 * actRowBytes, x5 = act + 5 * actRowBytes, x6 = act + 6 * actRowBytes, x7 = act + 7 * actRowBytes;
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        for (long b = 0; b < n / 32; b++, w += Q8_0Bytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes,
+                                                        x4 += Q8_0Bytes, x5 += Q8_0Bytes, x6 += Q8_0Bytes, x7 += Q8_0Bytes)
         {
             var qw = Vector256.Load((sbyte*)w + 2);
             var absW = Avx2.Abs(qw);
@@ -166,8 +169,13 @@ public static unsafe partial class QuantDot
             c1 = SignedBlockStep(absW, qw, dw, x1, c1);
             c2 = SignedBlockStep(absW, qw, dw, x2, c2);
             c3 = SignedBlockStep(absW, qw, dw, x3, c3);
+            c4 = SignedBlockStep(absW, qw, dw, x4, c4);
+            c5 = SignedBlockStep(absW, qw, dw, x5, c5);
+            c6 = SignedBlockStep(absW, qw, dw, x6, c6);
+            c7 = SignedBlockStep(absW, qw, dw, x7, c7);
         }
         y[0] = Vector256.Sum(c0); y[yStride] = Vector256.Sum(c1); y[2 * yStride] = Vector256.Sum(c2); y[3 * yStride] = Vector256.Sum(c3);
+        y[4 * yStride] = Vector256.Sum(c4); y[5 * yStride] = Vector256.Sum(c5); y[6 * yStride] = Vector256.Sum(c6); y[7 * yStride] = Vector256.Sum(c7);
     }
 
     /// <summary>
@@ -176,13 +184,15 @@ public static unsafe partial class QuantDot
     /// (no saturation either way: |pair| ≤ 2·15·127), so the int32 block sums are identical.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q4_0Avx2X4(byte* w, byte* act, long actRowBytes, long n, float* y, long yStride)
+    private static void Q4_0Avx2X8(byte* w, byte* act, long actRowBytes, long n, float* y, long yStride)
     {
         byte* x0 = act, x1 = act + actRowBytes, x2 = act + 2 * actRowBytes, x3 = act + 3 * actRowBytes;
+        byte* x4 = act + 4 * actRowBytes, x5 = act + 5 * actRowBytes, x6 = act + 6 * actRowBytes, x7 = act + 7 * actRowBytes;
         var lowMask = Vector128.Create((byte)0xF);
         var eight = Vector256.Create((sbyte)8);
-        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
-        for (long b = 0; b < n / 32; b++, w += Q4_0Bytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes)
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        for (long b = 0; b < n / 32; b++, w += Q4_0Bytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes,
+                                                        x4 += Q8_0Bytes, x5 += Q8_0Bytes, x6 += Q8_0Bytes, x7 += Q8_0Bytes)
         {
             var packed = Vector128.Load(w + 2);
             var qw = Vector256.Create(packed & lowMask, Vector128.ShiftRightLogical(packed, 4)).AsSByte() - eight;
@@ -192,8 +202,13 @@ public static unsafe partial class QuantDot
             c1 = SignedBlockStep(absW, qw, dw, x1, c1);
             c2 = SignedBlockStep(absW, qw, dw, x2, c2);
             c3 = SignedBlockStep(absW, qw, dw, x3, c3);
+            c4 = SignedBlockStep(absW, qw, dw, x4, c4);
+            c5 = SignedBlockStep(absW, qw, dw, x5, c5);
+            c6 = SignedBlockStep(absW, qw, dw, x6, c6);
+            c7 = SignedBlockStep(absW, qw, dw, x7, c7);
         }
         y[0] = Vector256.Sum(c0); y[yStride] = Vector256.Sum(c1); y[2 * yStride] = Vector256.Sum(c2); y[3 * yStride] = Vector256.Sum(c3);
+        y[4 * yStride] = Vector256.Sum(c4); y[5 * yStride] = Vector256.Sum(c5); y[6 * yStride] = Vector256.Sum(c6); y[7 * yStride] = Vector256.Sum(c7);
     }
 
     // ---------------------------------------------------------------- K-quants
