@@ -41,14 +41,14 @@ public unsafe class MultiTokenKernelTests
     public void MultiTokenDotIsBitIdenticalToSingleTokenAvx2Dot(GgmlType wType, KernelIsa isa)
     {
         TestData.SkipUnlessSupported(isa);
-        var kernel = QuantDot.ResolveMultiToken(wType, isa);
+        var kernel = QuantDot.ResolveMultiToken(wType, isa, out int width);
         if (isa == KernelIsa.Scalar)
         {
-            Assert.True(kernel == null, "the scalar level has no multi-token kernel; MatMul must fall back to per-token dots");
+            Assert.True(kernel == null && width == 0, "the scalar level has no multi-token kernel; MatMul must fall back to per-token dots");
             return;
         }
         Assert.True(kernel != null);
-        const int width = QuantDot.MultiTokenWidth;
+        Assert.InRange(width, 2, 8);
         const long yStride = 3; // results land in a strided column, as in a matmul's output
         var actType = QuantDot.ActivationType(wType);
         foreach (long cols in TestData.ColsFor(wType))

@@ -51,13 +51,15 @@ public sealed unsafe class MatMulScratch : IDisposable
 /// <see cref="QuantDot.ActivationType"/> says), then tiles of rows × tokens are handed out dynamically to the
 /// pool's threads; within a tile every weight row is reused for all of the tile's tokens while it is in cache.
 /// For n &gt; 1 the tokens of a tile go through <see cref="QuantDot"/>'s multi-token kernels in groups of
-/// <see cref="QuantDot.MultiTokenWidth"/>, which decode each weight block once per group (register blocking).
+/// 4 or 8 (the kernel's width), which decode each weight block once per group (register blocking).
 /// </summary>
 public static unsafe class MatMul
 {
     /// <summary>Rows per tile for generation (n = 1): small enough to balance threads, large enough to amortize claims.</summary>
     private const int VectorRowTile = 16;
-    /// <summary>Tile shape for prompts (n &gt; 1): 16 weight rows stay in L1/L2 while 8 token rows stream past.</summary>
+    /// <summary>Tile shape for prompts (n &gt; 1): 16 weight rows stay in L1/L2 while 8 token rows stream past.
+    /// The token tile is a multiple of every multi-token kernel's width (4 and 8), so only the last tile has leftovers
+    /// (which take the single-token kernel).</summary>
     private const int BatchRowTile = 16, BatchTokenTile = 8;
 
     /// <summary>
@@ -105,7 +107,9 @@ public static unsafe class MatMul
         }
 
         var job = scratch.Job;
-        job.Set(QuantDot.Resolve(wType, isa), n == 1 ? null : QuantDot.ResolveMultiToken(wType, isa), w, GgmlTypes.RowSize(wType, cols),
+        int width = 0;
+        var multiDot = n == 1 ? null : QuantDot.ResolveMultiToken(wType, isa, out width);
+        job.Set(QuantDot.Resolve(wType, isa), multiDot, width, w, GgmlTypes.RowSize(wType, cols),
                 rows, cols, act, actRowBytes, n, y, n == 1 ? VectorRowTile : BatchRowTile, n == 1 ? 1 : BatchTokenTile);
         pool.Run(job);
     }
@@ -133,9 +137,9 @@ public static unsafe class MatMul
         }
     }
 
-    /// <summary>The tiled dot-product sweep; tiles are claimed through an atomic counter. Within a tile, groups of
-    /// <see cref="QuantDot.MultiTokenWidth"/> tokens go through the multi-token kernel (each weight block decoded once
-    /// for the group) and the remaining tokens through the single-token kernel.</summary>
+    /// <summary>The tiled dot-product sweep; tiles are claimed through an atomic counter. Within a tile, whole groups of
+    /// the multi-token kernel's width go through it (each weight block decoded once per group) and the remaining
+    /// tokens through the single-token kernel.</summary>
     internal sealed class Job : CpuParallelJob
     {
         private delegate*<byte*, void*, long, float> _dot;
@@ -143,13 +147,13 @@ public static unsafe class MatMul
         private byte* _w, _act;
         private float* _y;
         private long _rowBytes, _rows, _cols, _actRowBytes, _n, _rowTiles, _tokenTiles, _next;
-        private int _rowTile, _tokenTile;
+        private int _rowTile, _tokenTile, _width;
 
-        /// <param name="multiDot">Multi-token kernel, or null to compute every row·token with <paramref name="dot"/>.</param>
-        public void Set(delegate*<byte*, void*, long, float> dot, delegate*<byte*, byte*, long, long, float*, long, void> multiDot,
+        /// <param name="multiDot">Multi-token kernel for <paramref name="width"/> tokens, or null to compute every row·token with <paramref name="dot"/>.</param>
+        public void Set(delegate*<byte*, void*, long, float> dot, delegate*<byte*, byte*, long, long, float*, long, void> multiDot, int width,
                         byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, long n, float* y, int rowTile, int tokenTile)
         {
-            _dot = dot; _multiDot = multiDot; _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols;
+            _dot = dot; _multiDot = multiDot; _width = width; _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols;
             _act = act; _actRowBytes = actRowBytes; _n = n; _y = y;
             _rowTile = rowTile; _tokenTile = tokenTile;
             _rowTiles = (rows + rowTile - 1) / rowTile;
@@ -160,7 +164,7 @@ public static unsafe class MatMul
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int worker, int workerCount)
         {
-            const int width = QuantDot.MultiTokenWidth;
+            int width = _width;
             long tiles = _rowTiles * _tokenTiles, tile;
             while ((tile = Interlocked.Increment(ref _next) - 1) < tiles)
             {
