@@ -67,9 +67,7 @@ public sealed class LoadedModel : IDisposable
         LoadedWeights? loaded = null;
         try
         {
-            foreach (var device in new[] { options.Primary, options.Cpu }.Distinct())
-                queues[device] = device.CreateQueue()
-                    ?? throw new InvalidOperationException($"backend '{device.Description.Backend}' ({device.Description.Name}) has no compute queue: it cannot run models");
+            CreateQueues(options, queues);
             var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
             var layout = ToLayout(file);
             var plan = PlacementPlanner.Plan(layout, schedule.AssignTensor, options.Load, FileReader(path));
@@ -97,9 +95,7 @@ public sealed class LoadedModel : IDisposable
         var queues = new Dictionary<IBackendDevice, IComputeQueue>();
         try
         {
-            foreach (var device in new[] { options.Primary, options.Cpu }.Distinct())
-                queues[device] = device.CreateQueue()
-                    ?? throw new InvalidOperationException($"backend '{device.Description.Backend}' has no compute queue: it cannot run models");
+            CreateQueues(options, queues);
             var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
             var plan = PlacementPlanner.Plan(ToLayout(file), schedule.AssignTensor, options.Load, FileReader(file.Path));
             return (schedule.Describe(), plan);
@@ -108,6 +104,14 @@ public sealed class LoadedModel : IDisposable
         {
             foreach (var q in queues.Values) q.Dispose();
         }
+    }
+
+    /// <summary>One queue per device the options use (primary and CPU); a device without a queue cannot run models.</summary>
+    private static void CreateQueues(ModelLoadOptions options, Dictionary<IBackendDevice, IComputeQueue> queues)
+    {
+        foreach (var device in new[] { options.Primary, options.Cpu }.Distinct())
+            queues[device] = device.CreateQueue()
+                ?? throw new InvalidOperationException($"backend '{device.Description.Backend}' ({device.Description.Name}) has no compute queue: it cannot run models");
     }
 
     /// <summary>Creates an inference context (KV cache and activations) on this model's devices.</summary>
