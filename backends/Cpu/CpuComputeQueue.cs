@@ -139,7 +139,7 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
                 int head;
                 while ((head = Interlocked.Increment(ref _nextHead) - 1) < _p.Heads)
                     Kernels.Attention.Compute(_q, _k, _v, _type, _out, _p.Tokens, _p.FirstPosition, _p.Heads, _p.KvHeads, _p.HeadSize,
-                        _p.KvHeads * _p.HeadSize, head, head + 1, scores);
+                        _p.KvHeads * _p.HeadSize, head, head + 1, scores, _p.Scale);
             }
         }
 

@@ -50,6 +50,32 @@ public unsafe class AttentionTests
     }
 
     [Fact]
+    public void An_explicit_scale_is_used_instead_of_one_over_sqrt_head_size()
+    {
+        // scale·(q·k) with scale = 0.3/sqrt(d) must equal the default scale applied to 0.3·q.
+        const int nTokens = 3, firstPos = 4, visible = firstPos + nTokens;
+        var q = TestData.Uniform(nTokens * NHead * HeadDim, 61);
+        var k = TestData.Uniform(visible * NKvHead * HeadDim, 62);
+        var v = TestData.Uniform(visible * NKvHead * HeadDim, 63);
+        var qScaled = q.Select(x => x * 0.3f).ToArray();
+        var explicitOut = new float[q.Length];
+        var defaultOut = new float[q.Length];
+        var scratch = new float[Attention.ScratchLength(nTokens, firstPos)];
+        fixed (float* pq = q, pqs = qScaled, pk = k, pv = v, pe = explicitOut, pd = defaultOut, ps = scratch)
+        {
+            Attention.Compute(pq, pk, pv, KvCacheType.F32, pe, nTokens, firstPos, NHead, NKvHead, HeadDim, NKvHead * HeadDim, 0, NHead, ps,
+                scale: 0.3f / MathF.Sqrt(HeadDim));
+            Attention.Compute(pqs, pk, pv, KvCacheType.F32, pd, nTokens, firstPos, NHead, NKvHead, HeadDim, NKvHead * HeadDim, 0, NHead, ps);
+        }
+        for (int i = 0; i < q.Length; i++) Assert.Equal(defaultOut[i], explicitOut[i], 1e-5f);
+        // And the scale really changes the result (a test that cannot fail would prove nothing).
+        var unscaled = new float[q.Length];
+        fixed (float* pq = q, pk = k, pv = v, pu = unscaled, ps = scratch)
+            Attention.Compute(pq, pk, pv, KvCacheType.F32, pu, nTokens, firstPos, NHead, NKvHead, HeadDim, NKvHead * HeadDim, 0, NHead, ps);
+        Assert.True(unscaled.Zip(explicitOut).Max(p => Math.Abs(p.First - p.Second)) > 1e-3f);
+    }
+
+    [Fact]
     public void Head_count_not_a_multiple_of_kv_heads_is_rejected()
     {
         var ex = Assert.Throws<ArgumentException>(() =>

@@ -32,18 +32,20 @@ public static unsafe class Attention
     /// <param name="output">Output [nTokens][nHead][headDim]; only the given heads are written.</param>
     /// <param name="kvRowStride">Elements from one cache position to the next (at least nKvHead·headDim).</param>
     /// <param name="scoresScratch">At least <see cref="ScratchLength"/> floats, private to the calling thread.</param>
+    /// <param name="scale">Score scale; 0 (the default) means 1/sqrt(headDim).</param>
     public static void Compute(float* q, void* kCache, void* vCache, KvCacheType kvType, float* output,
         int nTokens, int firstPos, int nHead, int nKvHead, int headDim, int kvRowStride,
-        int headStart, int headEnd, float* scoresScratch)
+        int headStart, int headEnd, float* scoresScratch, float scale = 0f)
     {
+        if (scale == 0f) scale = 1f / MathF.Sqrt(headDim);
         Validate(nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, headStart, headEnd);
         switch (kvType)
         {
             case KvCacheType.F32:
-                Compute<F32KvReader>(q, kCache, vCache, output, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, headStart, headEnd, scoresScratch);
+                Compute<F32KvReader>(q, kCache, vCache, output, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, headStart, headEnd, scoresScratch, scale);
                 break;
             case KvCacheType.F16:
-                Compute<F16KvReader>(q, kCache, vCache, output, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, headStart, headEnd, scoresScratch);
+                Compute<F16KvReader>(q, kCache, vCache, output, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, headStart, headEnd, scoresScratch, scale);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(kvType), kvType, "Unsupported KV cache element type.");
@@ -52,10 +54,9 @@ public static unsafe class Attention
 
     private static void Compute<TKv>(float* q, void* kCache, void* vCache, float* output,
         int nTokens, int firstPos, int nHead, int nKvHead, int headDim, int kvRowStride,
-        int headStart, int headEnd, float* scores) where TKv : struct, IKvReader
+        int headStart, int headEnd, float* scores, float scale) where TKv : struct, IKvReader
     {
         int groupSize = nHead / nKvHead;
-        float scale = 1f / MathF.Sqrt(headDim);
         long tokenStride = (long)nHead * headDim;
         for (int t = 0; t < nTokens; t++)
         {
