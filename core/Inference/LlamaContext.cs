@@ -230,7 +230,7 @@ public sealed class LlamaContext : IDisposable
             long Take(long floats) { long at = cursor; cursor = TensorPadding.AlignUp(cursor + floats * sizeof(float), align); return at; }
             long x = Take(b * hp.EmbeddingLength), xb = Take(b * hp.EmbeddingLength), q = Take(b * hp.QDim), k = Take(b * hp.KvDim),
                  v = Take(b * hp.KvDim), att = Take(b * hp.QDim), gate = Take(b * hp.FeedForwardLength), up = Take(b * hp.FeedForwardLength),
-                 logits = Take(b * hp.VocabularySize);
+                 logits = Take(Device == owner._schedule.OutputDevice ? b * hp.VocabularySize : 0); // only the output device makes logits
             _activations = Device.Buffers.AllocateOwned($"{Device.Description.Backend} activations", cursor);
             DeviceTensor At(long offset) => new(_activations, offset, GgmlType.F32);
             (X, Xb, Q, K, V, Att, Gate, Up, Logits) = (At(x), At(xb), At(q), At(k), At(v), At(att), At(gate), At(up), At(logits));

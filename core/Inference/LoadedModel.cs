@@ -70,7 +70,7 @@ public sealed class LoadedModel : IDisposable
             CreateQueues(options, queues);
             var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
             var layout = ToLayout(file);
-            var plan = PlacementPlanner.Plan(layout, schedule.AssignTensor, options.Load, FileReader(path));
+            var plan = PlacementPlanner.Plan(layout, schedule.AssignTensor, options.Load);
             logger.LogInformation("schedule:\n{Schedule}", schedule.Describe());
             logger.LogInformation("placement plan:\n{Plan}", plan.Format());
             loaded = new ModelLoader(mappings, logger).Load(plan, cancellation);
@@ -97,7 +97,7 @@ public sealed class LoadedModel : IDisposable
         {
             CreateQueues(options, queues);
             var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
-            var plan = PlacementPlanner.Plan(ToLayout(file), schedule.AssignTensor, options.Load, FileReader(file.Path));
+            var plan = PlacementPlanner.Plan(ToLayout(file), schedule.AssignTensor, options.Load);
             return (schedule.Describe(), plan);
         }
         finally
@@ -120,14 +120,6 @@ public sealed class LoadedModel : IDisposable
     /// <summary>The loader's view of a GGUF file.</summary>
     public static ModelFileLayout ToLayout(GgufFile file)
         => new(file.Path, file.FileLength, file.Tensors.Select(t => new FileTensor(t.Info, t.FileOffset)).ToArray());
-
-    /// <summary>Reads bytes of <paramref name="path"/> on demand (used by the planner to check gaps).</summary>
-    public static FileBytesReader FileReader(string path) => (offset, destination) =>
-    {
-        using var handle = System.IO.File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        int n = RandomAccess.Read(handle, destination, offset);
-        if (n != destination.Length) throw new EndOfStreamException($"{path}: short read of {destination.Length} B at offset {offset}");
-    };
 
     public void Dispose()
     {

@@ -22,6 +22,25 @@ public static class PlacementPlanner
     /// <summary>Alignment of tensors in the loader's own layouts (at least a cache line).</summary>
     private const long MinLayoutAlignment = 64;
 
+    /// <summary>Makes the plan, reading gap bytes from <see cref="ModelFileLayout.Path"/> through one handle opened on first need.</summary>
+    public static PlacementPlan Plan(ModelFileLayout file, Func<TensorInfo, IBackendDevice> assign, LoadOptions options)
+    {
+        Microsoft.Win32.SafeHandles.SafeFileHandle? handle = null;
+        try
+        {
+            return Plan(file, assign, options, (offset, destination) =>
+            {
+                handle ??= File.OpenHandle(file.Path, FileMode.Open, FileAccess.Read, FileShare.Read);
+                if (RandomAccess.Read(handle, destination, offset) != destination.Length)
+                    throw new EndOfStreamException($"{file.Path}: short read of {destination.Length} B at offset {offset}");
+            });
+        }
+        finally
+        {
+            handle?.Dispose();
+        }
+    }
+
     /// <summary>Makes the plan.</summary>
     /// <param name="file">The model file's layout.</param>
     /// <param name="assign">Which device each tensor goes to (the scheduler's decision).</param>

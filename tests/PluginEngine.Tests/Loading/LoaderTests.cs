@@ -34,7 +34,7 @@ public sealed class LoaderTests : IDisposable
     {
         var layout = LoadedModel.ToLayout(GgufReader.Read(path));
         var options = new LoadOptions(memory, new HostImportSetting(import, "test"));
-        return (PlacementPlanner.Plan(layout, _ => device, options, LoadedModel.FileReader(path)), layout);
+        return (PlacementPlanner.Plan(layout, _ => device, options), layout);
     }
 
     [Fact]
