@@ -54,11 +54,10 @@ public sealed class CliContext
 
     /// <summary>Finds plugins.json (see <see cref="PluginConfigLocator"/>) and loads every enabled plugin.</summary>
     /// <exception cref="PluginConfigException">plugins.json is missing (when named) or invalid.</exception>
-    public PluginHost LoadPlugins()
-    {
-        var configuration = PluginConfigLocator.Locate(ParseResult.GetValue(PluginsOption));
-        return PluginHost.Load(configuration, Loggers);
-    }
+    public PluginHost LoadPlugins() => PluginHost.Load(LocatePluginConfiguration(), Loggers);
+
+    /// <summary>The plugins.json this invocation uses (<c>--plugins</c>, then the search order of <see cref="PluginConfigLocator"/>).</summary>
+    public PluginConfiguration LocatePluginConfiguration() => PluginConfigLocator.Locate(ParseResult.GetValue(PluginsOption));
 
     /// <summary>
     /// A Spectre console over <see cref="Output"/>. Colours and the terminal width only when writing to a real

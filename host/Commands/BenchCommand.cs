@@ -64,7 +64,7 @@ public static class BenchCommand
             var microBatches = Lists.Int("-ub", parse.GetValue(microBatch), min: 1, defaultValue: 512);
 
             // Cheap checks first: a typo in --backend must not cost the minutes of generating a synthetic model.
-            var configuration = PluginConfigLocator.Locate(parse.GetValue(context.PluginsOption));
+            var configuration = context.LocatePluginConfiguration();
             BenchSession.CheckBackends(configuration, backendNames, context.Loggers);
             var plan = new BenchPlan
             {

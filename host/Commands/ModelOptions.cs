@@ -67,7 +67,7 @@ public sealed class ModelOptions
     /// <summary>Loads the plugins (with <c>-t</c> applied to the cpu plugin) and picks the primary and CPU devices.</summary>
     public (PluginHost Host, IBackendDevice Primary, IBackendDevice Cpu) ResolveDevices(ParseResult parse, CliContext context)
     {
-        var config = PluginConfigLocator.Locate(parse.GetValue(context.PluginsOption));
+        var config = context.LocatePluginConfiguration();
         if (parse.GetResult(Threads) is not null)
         {
             int threads = parse.GetValue(Threads);
