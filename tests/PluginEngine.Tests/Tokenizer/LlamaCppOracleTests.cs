@@ -17,8 +17,6 @@ namespace PluginEngine.Tests.TokenizerTests;
 /// </summary>
 public class LlamaCppOracleTests
 {
-    private static readonly Lazy<string?> NativeUnavailableReason = new(ProbeNative);
-
     public static readonly string[] TrickyStrings =
     [
         "", " ", "  ", "   ", "\n", "\n\n", " \n", "\n \n", "\t", "\t\t x", "\r\n", " \r\n  \r\n", "a  b", "a   b   ", "  leading", "trailing  ",
@@ -50,11 +48,10 @@ public class LlamaCppOracleTests
     [MemberData(nameof(Vocabularies))]
     public void Token_ids_match_llama_cpp(string vocabularyName, string? preTokenizer)
     {
-        string? reason = NativeUnavailableReason.Value;
-        if (reason is not null)
-        {
-            Assert.Skip($"llama.cpp (LLamaSharp.Backend.Cpu 0.30.0) could not be loaded: {reason}");
-        }
+        // One loader for every llama.cpp test in the process: LLamaSharp's native configuration can be set only
+        // once, before the first load, so two classes configuring it in parallel would race.
+        string? reason = Golden.LlamaCppOracle.UnavailableReason;
+        if (reason is not null) Assert.Skip(reason);
 
         ITokenizer tokenizer = TokenizerTestData.ByName(vocabularyName);
         if (preTokenizer is not null)
@@ -166,19 +163,5 @@ public class LlamaCppOracleTests
             builder.Append(c < 0x20 || char.IsSurrogate(c) && text.Length < 3 ? $"\\u{(int)c:X4}" : c.ToString());
         }
         return builder.Append('"').ToString();
-    }
-
-    private static string? ProbeNative()
-    {
-        try
-        {
-            NativeLibraryConfig.All.WithLogCallback((level, message) => { });
-            NativeApi.llama_empty_call();
-            return null;
-        }
-        catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or RuntimeError or EntryPointNotFoundException or BadImageFormatException)
-        {
-            return $"{e.GetType().Name}: {e.Message}";
-        }
     }
 }
