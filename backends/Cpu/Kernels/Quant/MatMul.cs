@@ -13,9 +13,14 @@ public sealed unsafe class MatMulScratch : IDisposable
 {
     private byte* _buffer;
     private long _capacity;
+    private byte* _terms;
+    private long _termsCapacity;
+    private byte*[] _workerBuffers = [];
+    private long _workerBufferBytes;
 
     internal MatMul.Job Job { get; } = new();
     internal MatMul.QuantizeJob QuantizeJob { get; } = new();
+    internal RepackedGemm.Job RepackedJob { get; } = new();
 
     /// <summary>Bytes currently reserved.</summary>
     public long Capacity => _capacity;
@@ -35,12 +40,52 @@ public sealed unsafe class MatMulScratch : IDisposable
         return _buffer;
     }
 
-    /// <summary>Frees the buffer.</summary>
+    /// <summary>A second buffer of at least <paramref name="bytes"/> bytes, 64-byte aligned (per-token activation terms).</summary>
+    internal byte* EnsureTerms(long bytes)
+    {
+        ObjectDisposedException.ThrowIf(_capacity < 0, this);
+        if (bytes > _termsCapacity)
+        {
+            NativeMemory.AlignedFree(_terms);
+            _terms = null;
+            _termsCapacity = 0;
+            _terms = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+            _termsCapacity = bytes;
+        }
+        return _terms;
+    }
+
+    /// <summary>One buffer of at least <paramref name="bytes"/> bytes per worker (repacked weight groups), 64-byte aligned.</summary>
+    internal byte*[] EnsureWorkerBuffers(int workers, long bytes)
+    {
+        ObjectDisposedException.ThrowIf(_capacity < 0, this);
+        if (_workerBuffers.Length < workers || _workerBufferBytes < bytes)
+        {
+            FreeWorkerBuffers();
+            var buffers = new byte*[workers];
+            for (int i = 0; i < workers; i++) buffers[i] = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+            _workerBuffers = buffers;
+            _workerBufferBytes = bytes;
+        }
+        return _workerBuffers;
+    }
+
+    private void FreeWorkerBuffers()
+    {
+        foreach (byte* b in _workerBuffers) NativeMemory.AlignedFree(b);
+        _workerBuffers = [];
+        _workerBufferBytes = 0;
+    }
+
+    /// <summary>Frees the buffers.</summary>
     public void Dispose()
     {
         if (_capacity < 0) return;
         NativeMemory.AlignedFree(_buffer);
+        NativeMemory.AlignedFree(_terms);
+        FreeWorkerBuffers();
         _buffer = null;
+        _terms = null;
         _capacity = -1;
     }
 }
@@ -106,10 +151,25 @@ public static unsafe class MatMul
             }
         }
 
+        if (n >= RepackedGemm.MinTokens && RepackedGemm.Supports(wType, isa))
+        {
+            // Per-token block scales (float) and offset sums, then row groups repacked per worker.
+            long blocks = cols / 32;
+            byte* terms = scratch.EnsureTerms(checked(n * blocks * (sizeof(float) + sizeof(int))));
+            float* scales = (float*)terms;
+            int* offsets = (int*)(terms + n * blocks * sizeof(float));
+            for (long t = 0; t < n; t++) RepackedGemm.PrepareActivationRow(act + t * actRowBytes, blocks, scales + t * blocks, offsets + t * blocks);
+            var buffers = scratch.EnsureWorkerBuffers(pool.ThreadCount, blocks * RepackedGemm.GroupBlockBytes);
+            scratch.RepackedJob.Set(w, GgmlTypes.RowSize(wType, cols), rows, cols, act, actRowBytes, scales, offsets, n, y, buffers, QuantDot.Resolve(wType, isa));
+            pool.Run(scratch.RepackedJob);
+            return;
+        }
+
         var job = scratch.Job;
         int width = 0;
         var multiDot = n == 1 ? null : QuantDot.ResolveMultiToken(wType, isa, out width);
-        job.Set(QuantDot.Resolve(wType, isa), multiDot, width, w, GgmlTypes.RowSize(wType, cols),
+        var multiRow = n == 1 ? QuantDot.ResolveMultiRow(wType, isa) : null;
+        job.Set(QuantDot.Resolve(wType, isa), multiDot, width, multiRow, w, GgmlTypes.RowSize(wType, cols),
                 rows, cols, act, actRowBytes, n, y, n == 1 ? VectorRowTile : BatchRowTile, n == 1 ? 1 : BatchTokenTile);
         pool.Run(job);
     }
@@ -144,16 +204,18 @@ public static unsafe class MatMul
     {
         private delegate*<byte*, void*, long, float> _dot;
         private delegate*<byte*, byte*, long, long, float*, long, void> _multiDot;
+        private delegate*<byte*, long, byte*, long, float*, void> _multiRow;
         private byte* _w, _act;
         private float* _y;
         private long _rowBytes, _rows, _cols, _actRowBytes, _n, _rowTiles, _tokenTiles, _next;
         private int _rowTile, _tokenTile, _width;
 
         /// <param name="multiDot">Multi-token kernel for <paramref name="width"/> tokens, or null to compute every row·token with <paramref name="dot"/>.</param>
+        /// <param name="multiRow">For n = 1: a kernel for <see cref="QuantDot.MultiRowWidth"/> rows at once, or null.</param>
         public void Set(delegate*<byte*, void*, long, float> dot, delegate*<byte*, byte*, long, long, float*, long, void> multiDot, int width,
-                        byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, long n, float* y, int rowTile, int tokenTile)
+                        delegate*<byte*, long, byte*, long, float*, void> multiRow, byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, long n, float* y, int rowTile, int tokenTile)
         {
-            _dot = dot; _multiDot = multiDot; _width = width; _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols;
+            _dot = dot; _multiDot = multiDot; _width = width; _multiRow = multiRow; _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols;
             _act = act; _actRowBytes = actRowBytes; _n = n; _y = y;
             _rowTile = rowTile; _tokenTile = tokenTile;
             _rowTiles = (rows + rowTile - 1) / rowTile;
@@ -166,6 +228,19 @@ public static unsafe class MatMul
         {
             int width = _width;
             long tiles = _rowTiles * _tokenTiles, tile;
+            if (_multiRow != null)
+            {
+                // Generation: one token, rows four at a time (the tile is a multiple of four; only the matrix's last tile may not be).
+                while ((tile = Interlocked.Increment(ref _next) - 1) < tiles)
+                {
+                    long r = tile * _rowTile, r1 = Math.Min(r + _rowTile, _rows);
+                    for (; r + QuantDot.MultiRowWidth <= r1; r += QuantDot.MultiRowWidth)
+                        _multiRow(_w + r * _rowBytes, _rowBytes, _act, _cols, _y + r);
+                    for (; r < r1; r++)
+                        _y[r] = _dot(_w + r * _rowBytes, _act, _cols);
+                }
+                return;
+            }
             while ((tile = Interlocked.Increment(ref _next) - 1) < tiles)
             {
                 long r0 = tile / _tokenTiles * _rowTile, r1 = Math.Min(r0 + _rowTile, _rows);

@@ -1,0 +1,163 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Backends.Cpu.Kernels;
+
+// Multi-row dots for generation (one activation row against four consecutive weight rows). A single-row dot is
+// latency-bound: its one float accumulator waits on the previous block's FMA, and every block re-reads and re-converts
+// the activation's scale. Four rows give four independent chains and share each activation block (its load, its f16
+// scale, its Σ8·x for Q4_0) across the rows, which is what lets generation run at memory speed.
+// Per row, every kernel performs exactly the operations of the single-row AVX2 kernel in the same order (same integer
+// block sums, same float accumulator updates, same final reduction), so results are bit-identical to it. (Tests assert this.)
+public static unsafe partial class QuantDot
+{
+    /// <summary>Weight rows per call of a <see cref="ResolveMultiRow"/> kernel.</summary>
+    internal const int MultiRowWidth = 4;
+
+    /// <summary>
+    /// The four-row kernel for a weight type: <c>y[r] = Dot(w + r * rowBytes, act)</c> for r &lt; <see cref="MultiRowWidth"/>,
+    /// as <c>kernel(w, rowBytes, act, cols, y)</c>; null where there is none (scalar level, or a type without one), and callers
+    /// then use <see cref="Resolve"/> per row. Only at the AVX2 level for now: the AVX-512 single-row kernels (two blocks per
+    /// register) were measured on an AVX-512 machine and these four-row AVX2 kernels have not been yet, so that level keeps them.
+    /// </summary>
+    internal static delegate*<byte*, long, byte*, long, float*, void> ResolveMultiRow(GgmlType weightType, KernelIsa isa)
+    {
+        KernelIsaSupport.Require(isa);
+        if (isa != KernelIsa.Avx2) return null;
+        return weightType switch
+        {
+            GgmlType.Q4_0 => &Q4_0Avx2R4,
+            GgmlType.Q8_0 => &Q8_0Avx2R4,
+            GgmlType.Q4_K => &Q4_KAvx2R4,
+            _ => null,
+        };
+    }
+
+    /// <summary>Variable shifts that move the high nibbles of the upper 128-bit half down (low half unshifted).</summary>
+    private static Vector256<uint> HighHalfNibbleShift => Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4);
+
+    /// <summary>One Q4_0 block as 32 unsigned nibbles 0..15: elements 0..15 (low nibbles) then 16..31 (high nibbles).
+    /// The 16 packed bytes are broadcast to both halves and the upper half shifted by 4 (one load, two ALU operations).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Q4_0Nibbles(byte* w, Vector256<uint> shift, Vector256<byte> lowMask)
+        => Avx2.ShiftRightLogicalVariable(Avx2.BroadcastVector128ToVector256(w + 2).AsUInt32(), shift).AsByte() & lowMask;
+
+    /// <summary>One row's update for a Q4_0 block: Σ(q−8)·x = Σq·x − Σ8·x with the activation's Σ8·x shared by the rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Q4_0RowStep(byte* w, Vector256<sbyte> qx, Vector256<short> eightX, float dx, Vector256<uint> shift, Vector256<byte> lowMask, Vector256<float> acc)
+    {
+        var p = Avx2.MultiplyAddAdjacent(Q4_0Nibbles(w, shift, lowMask), qx) - eightX;
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(p, Vector256<short>.One)), Vector256.Create(HalfConversion.Load(w) * dx), acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Q4_0Avx2R4(byte* w, long rowBytes, byte* x, long n, float* y)
+    {
+        byte* w0 = w, w1 = w + rowBytes, w2 = w + 2 * rowBytes, w3 = w + 3 * rowBytes;
+        var shift = HighHalfNibbleShift;
+        var lowMask = Vector256.Create((byte)0xF);
+        var eight = Vector256.Create((byte)8);
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        for (long b = 0; b < n / 32; b++, w0 += Q4_0Bytes, w1 += Q4_0Bytes, w2 += Q4_0Bytes, w3 += Q4_0Bytes, x += Q8_0Bytes)
+        {
+            var qx = Vector256.Load((sbyte*)x + 2);
+            var eightX = Avx2.MultiplyAddAdjacent(eight, qx);
+            float dx = HalfConversion.Load(x);
+            c0 = Q4_0RowStep(w0, qx, eightX, dx, shift, lowMask, c0);
+            c1 = Q4_0RowStep(w1, qx, eightX, dx, shift, lowMask, c1);
+            c2 = Q4_0RowStep(w2, qx, eightX, dx, shift, lowMask, c2);
+            c3 = Q4_0RowStep(w3, qx, eightX, dx, shift, lowMask, c3);
+        }
+        y[0] = Vector256.Sum(c0); y[1] = Vector256.Sum(c1); y[2] = Vector256.Sum(c2); y[3] = Vector256.Sum(c3);
+    }
+
+    /// <summary>One row's update for a Q8_0 block (|w| meets sign(w)·x, as in the single-row kernel).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Q8_0RowStep(byte* w, Vector256<sbyte> qx, float dx, Vector256<float> acc)
+    {
+        var qw = Vector256.Load((sbyte*)w + 2);
+        var sumi = DotU8S8(Avx2.Abs(qw), Avx2.Sign(qx, qw));
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(HalfConversion.Load(w) * dx), acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Q8_0Avx2R4(byte* w, long rowBytes, byte* x, long n, float* y)
+    {
+        byte* w0 = w, w1 = w + rowBytes, w2 = w + 2 * rowBytes, w3 = w + 3 * rowBytes;
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        for (long b = 0; b < n / 32; b++, w0 += Q8_0Bytes, w1 += Q8_0Bytes, w2 += Q8_0Bytes, w3 += Q8_0Bytes, x += Q8_0Bytes)
+        {
+            var qx = Vector256.Load((sbyte*)x + 2);
+            float dx = HalfConversion.Load(x);
+            c0 = Q8_0RowStep(w0, qx, dx, c0);
+            c1 = Q8_0RowStep(w1, qx, dx, c1);
+            c2 = Q8_0RowStep(w2, qx, dx, c2);
+            c3 = Q8_0RowStep(w3, qx, dx, c3);
+        }
+        y[0] = Vector256.Sum(c0); y[1] = Vector256.Sum(c1); y[2] = Vector256.Sum(c2); y[3] = Vector256.Sum(c3);
+    }
+
+    /// <summary>vpshufb indices that broadcast 16-bit lane <paramref name="lane"/> (0..7) of each 128-bit half to all its lanes.</summary>
+    private static Vector256<byte> BroadcastWordIndex(int lane)
+    {
+        byte lo = (byte)(2 * lane), hi = (byte)(2 * lane + 1);
+        return Vector256.Create(lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi,
+                                lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi);
+    }
+
+    private static readonly Vector256<byte> Word0 = BroadcastWordIndex(0), Word1 = BroadcastWordIndex(1), Word2 = BroadcastWordIndex(2),
+        Word3 = BroadcastWordIndex(3), Word4 = BroadcastWordIndex(4), Word5 = BroadcastWordIndex(5), Word6 = BroadcastWordIndex(6), Word7 = BroadcastWordIndex(7);
+
+    /// <summary>
+    /// One row's update for a Q4_K super-block against a Q8_K activation block: the same integer sums as <see cref="Q4_KAvx2"/>
+    /// (per 64-element chunk c, scale 2c on the low nibbles and 2c+1 on the high ones), with the 16-bit scales broadcast by
+    /// vpshufb from one register instead of being moved through general registers one by one, and the min correction as one
+    /// vpmaddwd of the activation's sums of 16 with each min repeated for its two sums.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q4_KRowStep(byte* w, sbyte* q8, Vector256<short> bsums, float dx, ref Vector256<float> acc, ref Vector256<float> accMin)
+    {
+        var m4 = Vector256.Create((byte)0xF);
+        UnpackScaleMins(w + 4, out ulong scales, out ulong mins);
+        var sc8 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
+        var sc = Vector256.Create(sc8, sc8).AsByte();
+        var q = Vector256.Load(w + 16);
+        var sumi = ScaledDot(q & m4, Vector256.Load(q8), Avx2.Shuffle(sc, Word0).AsInt16());
+        sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 32), Avx2.Shuffle(sc, Word1).AsInt16());
+        q = Vector256.Load(w + 48);
+        sumi += ScaledDot(q & m4, Vector256.Load(q8 + 64), Avx2.Shuffle(sc, Word2).AsInt16());
+        sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 96), Avx2.Shuffle(sc, Word3).AsInt16());
+        q = Vector256.Load(w + 80);
+        sumi += ScaledDot(q & m4, Vector256.Load(q8 + 128), Avx2.Shuffle(sc, Word4).AsInt16());
+        sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 160), Avx2.Shuffle(sc, Word5).AsInt16());
+        q = Vector256.Load(w + 112);
+        sumi += ScaledDot(q & m4, Vector256.Load(q8 + 192), Avx2.Shuffle(sc, Word6).AsInt16());
+        sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 224), Avx2.Shuffle(sc, Word7).AsInt16());
+        var m = Vector128.CreateScalar(mins).AsByte();
+        var minPairs = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(m, m)); // m0 m0 m1 m1 … m7 m7
+        var minProducts = Avx2.MultiplyAddAdjacent(bsums, minPairs);
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(HalfConversion.Load(w) * dx), acc);
+        accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(minProducts), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Q4_KAvx2R4(byte* w, long rowBytes, byte* x, long n, float* y)
+    {
+        byte* w0 = w, w1 = w + rowBytes, w2 = w + 2 * rowBytes, w3 = w + 3 * rowBytes;
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default, m0 = default, m1 = default, m2 = default, m3 = default;
+        for (long b = 0; b < n / 256; b++, w0 += Q4_KBytes, w1 += Q4_KBytes, w2 += Q4_KBytes, w3 += Q4_KBytes, x += Q8_KBytes)
+        {
+            float dx = Unsafe.ReadUnaligned<float>(x);
+            sbyte* q8 = (sbyte*)x + Q8KQs;
+            var bsums = Vector256.Load((short*)(x + Q8KSums));
+            Q4_KRowStep(w0, q8, bsums, dx, ref c0, ref m0);
+            Q4_KRowStep(w1, q8, bsums, dx, ref c1, ref m1);
+            Q4_KRowStep(w2, q8, bsums, dx, ref c2, ref m2);
+            Q4_KRowStep(w3, q8, bsums, dx, ref c3, ref m3);
+        }
+        y[0] = Vector256.Sum(c0) - Vector256.Sum(m0); y[1] = Vector256.Sum(c1) - Vector256.Sum(m1);
+        y[2] = Vector256.Sum(c2) - Vector256.Sum(m2); y[3] = Vector256.Sum(c3) - Vector256.Sum(m3);
+    }
+}

@@ -1,0 +1,201 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Backends.Cpu.Kernels;
+
+/// <summary>
+/// Prompt-sized matmuls (many tokens) for Q4_0 weights on AVX2, with SIMD lanes over weight rows instead of over elements.
+/// Each thread takes a group of 8 weight rows and repacks it, block by block, into its own small buffer (L1-sized:
+/// 288 bytes per 32-element block): for element chunk k (elements 4k..4k+3) the 8 rows' four nibble values lie next to
+/// each other (32 bytes), followed by the 8 row scales as floats. One vpmaddubsw of that chunk with a token's four
+/// activation bytes broadcast to every lane then advances all 8 rows' dot products by 4 elements, the int16 partial sums
+/// of a whole block stay exact (8 chunks × ≤ 3810), and each block ends with one vpmaddwd, one conversion and one FMA
+/// whose scale vector is the 8 row scales times the token's: no horizontal sums, no per-row scalar work. The repack is
+/// paid once per row group and reused for every token; the file's bytes are never modified (weights stay in place).
+/// Q4_0's −8 offset is applied as −8·Σx per (token, block), computed once per token for all rows.
+/// Results are not bit-identical to the per-row kernels (a different, equally exact integer sum feeds a per-block float
+/// accumulation in a different order); tests compare them with the scalar reference within float rounding.
+/// </summary>
+internal static unsafe class RepackedGemm
+{
+    /// <summary>Weight rows per group: one per 32-bit lane of a 256-bit register.</summary>
+    public const int GroupRows = 8;
+
+    /// <summary>Fewest tokens for which the repack pays off; fewer go through the multi-token kernels.</summary>
+    public const int MinTokens = 8;
+
+    private const int Q4_0Bytes = 18, Q8_0Bytes = 34, BlockElements = 32;
+
+    /// <summary>Bytes of one repacked 8-row block: 8 chunks × 32 bytes of values, then 8 float scales.</summary>
+    public const int GroupBlockBytes = 8 * 32 + 8 * sizeof(float);
+
+    /// <summary>Whether <paramref name="weightType"/> has a repacked kernel at <paramref name="isa"/>.</summary>
+    public static bool Supports(GgmlType weightType, KernelIsa isa) => isa != KernelIsa.Scalar && weightType == GgmlType.Q4_0;
+
+    /// <summary>
+    /// Per-token, per-block activation terms the kernel needs besides the quantized values: the block's scale as a float and
+    /// 8·Σq (Q4_0's offset correction). <paramref name="act"/> is one Q8_0 activation row of <paramref name="blocks"/> blocks.
+    /// </summary>
+    public static void PrepareActivationRow(byte* act, long blocks, float* scales, int* offsetSums)
+    {
+        for (long b = 0; b < blocks; b++, act += Q8_0Bytes)
+        {
+            scales[b] = HalfConversion.Load(act);
+            // Σq over 32 int8 as 8 int32 lanes: vpmaddubsw with 1s then vpmaddwd with 1s.
+            var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256<byte>.One, Vector256.Load((sbyte*)act + 2)), Vector256<short>.One);
+            offsetSums[b] = 8 * Vector256.Sum(sums);
+        }
+    }
+
+    /// <summary>Repacks rows <c>w, w + rowBytes, …</c> (8 Q4_0 rows of <paramref name="blocks"/> blocks) into <paramref name="dst"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RepackQ4_0(byte* w, long rowBytes, long blocks, byte* dst)
+    {
+        var lowMask = Vector256.Create((byte)0xF);
+        var shift = Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4);
+        for (long b = 0; b < blocks; b++, dst += GroupBlockBytes)
+        {
+            float* scales = (float*)(dst + 256);
+            for (int r = 0; r < GroupRows; r++)
+            {
+                byte* block = w + r * rowBytes + b * Q4_0Bytes;
+                scales[r] = HalfConversion.Load(block);
+                // Elements 0..31 in order (low nibbles are 0..15, high nibbles 16..31), as 8 dwords of 4 elements each.
+                var values = (Avx2.ShiftRightLogicalVariable(Avx2.BroadcastVector128ToVector256(block + 2).AsUInt32(), shift).AsByte() & lowMask).AsUInt32();
+                uint* lanes = (uint*)dst + r;
+                lanes[0] = values.GetElement(0); lanes[8] = values.GetElement(1); lanes[16] = values.GetElement(2); lanes[24] = values.GetElement(3);
+                lanes[32] = values.GetElement(4); lanes[40] = values.GetElement(5); lanes[48] = values.GetElement(6); lanes[56] = values.GetElement(7);
+            }
+        }
+    }
+
+    /// <summary>Chunk k of one block for one token: 8 rows × 4 elements, int16 pair sums added to <paramref name="sum"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Chunk(Vector256<byte> weights, byte* x, int k, Vector256<short> sum)
+        => sum + Avx2.MultiplyAddAdjacent(weights, Vector256.Create(Unsafe.ReadUnaligned<int>(x + 2 + 4 * k)).AsSByte());
+
+    /// <summary>Chunk k for four tokens: the weight vector is loaded once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Chunk4(byte* group, int k, byte* x0, byte* x1, byte* x2, byte* x3,
+                               ref Vector256<short> s0, ref Vector256<short> s1, ref Vector256<short> s2, ref Vector256<short> s3)
+    {
+        var wk = Vector256.Load(group + 32 * k);
+        s0 = Chunk(wk, x0, k, s0);
+        s1 = Chunk(wk, x1, k, s1);
+        s2 = Chunk(wk, x2, k, s2);
+        s3 = Chunk(wk, x3, k, s3);
+    }
+
+    /// <summary>Finishes one block for one token: exact int32 per row minus the offset, scaled and accumulated.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Finish(Vector256<short> sum, int offset, Vector256<float> rowScales, float tokenScale, Vector256<float> acc)
+    {
+        var sumi = Avx2.MultiplyAddAdjacent(sum, Vector256<short>.One) - Vector256.Create(offset);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), rowScales * Vector256.Create(tokenScale), acc);
+    }
+
+    /// <summary>
+    /// Four tokens against one repacked group: <c>y[t * yStride + r] = Σ row r · token t</c> for r &lt; 8. Token t's
+    /// activation row is at <c>act + t * actRowBytes</c>; its per-block scales and offsets at <c>scales/offsets + t * blocks</c>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Q4_0Tokens4(byte* group, long blocks, byte* act, long actRowBytes, float* scales, int* offsets, float* y, long yStride)
+    {
+        byte* x0 = act, x1 = act + actRowBytes, x2 = act + 2 * actRowBytes, x3 = act + 3 * actRowBytes;
+        float* d0 = scales, d1 = scales + blocks, d2 = scales + 2 * blocks, d3 = scales + 3 * blocks;
+        int* o0 = offsets, o1 = offsets + blocks, o2 = offsets + 2 * blocks, o3 = offsets + 3 * blocks;
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        for (long b = 0; b < blocks; b++, group += GroupBlockBytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes)
+        {
+            Vector256<short> s0 = default, s1 = default, s2 = default, s3 = default;
+            // The eight chunks written out: the JIT does not unroll the loop, and its counter costs as much as a chunk.
+            Chunk4(group, 0, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+            Chunk4(group, 1, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+            Chunk4(group, 2, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+            Chunk4(group, 3, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+            Chunk4(group, 4, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+            Chunk4(group, 5, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+            Chunk4(group, 6, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+            Chunk4(group, 7, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+            var rowScales = Vector256.Load((float*)(group + 256));
+            c0 = Finish(s0, o0[b], rowScales, d0[b], c0);
+            c1 = Finish(s1, o1[b], rowScales, d1[b], c1);
+            c2 = Finish(s2, o2[b], rowScales, d2[b], c2);
+            c3 = Finish(s3, o3[b], rowScales, d3[b], c3);
+        }
+        c0.Store(y); c1.Store(y + yStride); c2.Store(y + 2 * yStride); c3.Store(y + 3 * yStride);
+    }
+
+    /// <summary>One token against one repacked group (the tokens left over after groups of four).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Q4_0Tokens1(byte* group, long blocks, byte* act, float* scales, int* offsets, float* y)
+    {
+        Vector256<float> c = default;
+        for (long b = 0; b < blocks; b++, group += GroupBlockBytes, act += Q8_0Bytes)
+        {
+            Vector256<short> s = default;
+            s = Chunk(Vector256.Load(group), act, 0, s);
+            s = Chunk(Vector256.Load(group + 32), act, 1, s);
+            s = Chunk(Vector256.Load(group + 64), act, 2, s);
+            s = Chunk(Vector256.Load(group + 96), act, 3, s);
+            s = Chunk(Vector256.Load(group + 128), act, 4, s);
+            s = Chunk(Vector256.Load(group + 160), act, 5, s);
+            s = Chunk(Vector256.Load(group + 192), act, 6, s);
+            s = Chunk(Vector256.Load(group + 224), act, 7, s);
+            c = Finish(s, offsets[b], Vector256.Load((float*)(group + 256)), scales[b], c);
+        }
+        c.Store(y);
+    }
+
+    /// <summary>
+    /// The parallel sweep: claims are groups of 8 rows (repacked into the worker's buffer, then run against every token);
+    /// a last claim covers rows left over after whole groups with the per-row kernel.
+    /// </summary>
+    internal sealed class Job : CpuParallelJob
+    {
+        private byte* _w, _act;
+        private float* _y, _scales;
+        private int* _offsets;
+        private byte*[] _workerBuffers = [];
+        private delegate*<byte*, void*, long, float> _dot;
+        private long _rowBytes, _rows, _cols, _blocks, _actRowBytes, _n, _groups, _claims, _next;
+
+        public void Set(byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, float* scales, int* offsets,
+                        long n, float* y, byte*[] workerBuffers, delegate*<byte*, void*, long, float> dot)
+        {
+            _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols; _blocks = cols / BlockElements;
+            _act = act; _actRowBytes = actRowBytes; _scales = scales; _offsets = offsets; _n = n; _y = y;
+            _workerBuffers = workerBuffers; _dot = dot;
+            _groups = rows / GroupRows;
+            _claims = _groups + (rows % GroupRows != 0 ? 1 : 0);
+            _next = 0;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int worker, int workerCount)
+        {
+            byte* buffer = _workerBuffers[worker];
+            long claim;
+            while ((claim = Interlocked.Increment(ref _next) - 1) < _claims)
+            {
+                long r0 = claim * GroupRows;
+                if (claim == _groups)
+                {
+                    for (long r = r0; r < _rows; r++)
+                        for (long t = 0; t < _n; t++)
+                            _y[t * _rows + r] = _dot(_w + r * _rowBytes, _act + t * _actRowBytes, _cols);
+                    continue;
+                }
+                RepackQ4_0(_w + r0 * _rowBytes, _rowBytes, _blocks, buffer);
+                long t0 = 0;
+                for (; t0 + 4 <= _n; t0 += 4)
+                    Q4_0Tokens4(buffer, _blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * _blocks, _offsets + t0 * _blocks, _y + t0 * _rows + r0, _rows);
+                for (; t0 < _n; t0++)
+                    Q4_0Tokens1(buffer, _blocks, _act + t0 * _actRowBytes, _scales + t0 * _blocks, _offsets + t0 * _blocks, _y + t0 * _rows + r0);
+            }
+        }
+    }
+}
