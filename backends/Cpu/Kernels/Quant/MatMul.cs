@@ -158,9 +158,9 @@ public static unsafe class MatMul
             byte* terms = scratch.EnsureTerms(checked(n * blocks * (sizeof(float) + sizeof(int))));
             float* scales = (float*)terms;
             int* offsets = (int*)(terms + n * blocks * sizeof(float));
-            for (long t = 0; t < n; t++) RepackedGemm.PrepareActivationRow(act + t * actRowBytes, blocks, scales + t * blocks, offsets + t * blocks);
-            var buffers = scratch.EnsureWorkerBuffers(pool.ThreadCount, blocks * RepackedGemm.GroupBlockBytes);
-            scratch.RepackedJob.Set(w, GgmlTypes.RowSize(wType, cols), rows, cols, act, actRowBytes, scales, offsets, n, y, buffers, QuantDot.Resolve(wType, isa));
+            for (long t = 0; t < n; t++) RepackedGemm.PrepareActivationRow(act + t * actRowBytes, blocks, RepackedGemm.OffsetFactor(wType), scales + t * blocks, offsets + t * blocks);
+            var buffers = scratch.EnsureWorkerBuffers(pool.ThreadCount, blocks * RepackedGemm.GroupBlockBytesFor(wType));
+            scratch.RepackedJob.Set(wType, w, GgmlTypes.RowSize(wType, cols), rows, cols, act, actRowBytes, scales, offsets, n, y, buffers, QuantDot.Resolve(wType, isa));
             pool.Run(scratch.RepackedJob);
             return;
         }

@@ -32,21 +32,32 @@ internal static unsafe class RepackedGemm
     /// <summary>Bytes of one repacked 8-row block: 8 chunks × 32 bytes of values, then 8 float scales.</summary>
     public const int GroupBlockBytes = 8 * 32 + 8 * sizeof(float);
 
+    /// <summary>Bytes of one repacked 8-row Q8_0 block: the high-nibble plane, the low-nibble plane, then 8 float scales.</summary>
+    public const int Q8GroupBlockBytes = 2 * 8 * 32 + 8 * sizeof(float);
+
     /// <summary>Whether <paramref name="weightType"/> has a repacked kernel at <paramref name="isa"/>.</summary>
-    public static bool Supports(GgmlType weightType, KernelIsa isa) => isa != KernelIsa.Scalar && weightType == GgmlType.Q4_0;
+    public static bool Supports(GgmlType weightType, KernelIsa isa) => isa != KernelIsa.Scalar && weightType is GgmlType.Q4_0 or GgmlType.Q8_0;
+
+    /// <summary>Bytes of one repacked 8-row block for <paramref name="weightType"/> (Q8_0 has two nibble planes).</summary>
+    public static int GroupBlockBytesFor(GgmlType weightType) => weightType == GgmlType.Q8_0 ? Q8GroupBlockBytes : GroupBlockBytes;
+
+    /// <summary>The per-block activation offset factor: Q4_0 stores q − 8 (offset 8); Q8_0's high-nibble plane stores
+    /// (w >> 4) + 8 with weight 16, so its offset is 16 · 8 = 128.</summary>
+    public static int OffsetFactor(GgmlType weightType) => weightType == GgmlType.Q8_0 ? 128 : 8;
 
     /// <summary>
     /// Per-token, per-block activation terms the kernel needs besides the quantized values: the block's scale as a float and
-    /// 8·Σq (Q4_0's offset correction). <paramref name="act"/> is one Q8_0 activation row of <paramref name="blocks"/> blocks.
+    /// <paramref name="offsetFactor"/>·Σq (the weights' offset correction, <see cref="OffsetFactor"/>). <paramref name="act"/> is one
+    /// Q8_0 activation row of <paramref name="blocks"/> blocks.
     /// </summary>
-    public static void PrepareActivationRow(byte* act, long blocks, float* scales, int* offsetSums)
+    public static void PrepareActivationRow(byte* act, long blocks, int offsetFactor, float* scales, int* offsetSums)
     {
         for (long b = 0; b < blocks; b++, act += Q8_0Bytes)
         {
             scales[b] = HalfConversion.Load(act);
             // Σq over 32 int8 as 8 int32 lanes: vpmaddubsw with 1s then vpmaddwd with 1s.
             var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256<byte>.One, Vector256.Load((sbyte*)act + 2)), Vector256<short>.One);
-            offsetSums[b] = 8 * Vector256.Sum(sums);
+            offsetSums[b] = offsetFactor * Vector256.Sum(sums);
         }
     }
 
@@ -68,6 +79,36 @@ internal static unsafe class RepackedGemm
                 uint* lanes = (uint*)dst + r;
                 lanes[0] = values.GetElement(0); lanes[8] = values.GetElement(1); lanes[16] = values.GetElement(2); lanes[24] = values.GetElement(3);
                 lanes[32] = values.GetElement(4); lanes[40] = values.GetElement(5); lanes[48] = values.GetElement(6); lanes[56] = values.GetElement(7);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Repacks 8 Q8_0 rows. A weight w (−128..127) is split as w = 16·(h − 8) + l with h = (w &gt;&gt; 4) + 8 and l = w &amp; 15, both
+    /// 0..15, so each plane feeds vpmaddubsw like Q4_0's nibbles with exact int16 block sums:
+    /// Σw·x = 16·Σh·x + Σl·x − 128·Σx. Plane h comes first (8 chunks × 32 bytes), then plane l, then the scales.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RepackQ8_0(byte* w, long rowBytes, long blocks, byte* dst)
+    {
+        var lowMask = Vector256.Create((byte)0xF);
+        var eight = Vector256.Create((byte)8);
+        for (long b = 0; b < blocks; b++, dst += Q8GroupBlockBytes)
+        {
+            float* scales = (float*)(dst + 512);
+            for (int r = 0; r < GroupRows; r++)
+            {
+                byte* block = w + r * rowBytes + b * Q8_0Bytes;
+                scales[r] = HalfConversion.Load(block);
+                var q = Vector256.Load(block + 2);
+                // (w >> 4) + 8 per byte: a 16-bit logical shift, masked, then +8 with the sign bit folded in (xor 8 = +8 mod 16).
+                var high = ((Vector256.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & lowMask) ^ eight).AsUInt32();
+                var low = (q & lowMask).AsUInt32();
+                uint* hi = (uint*)dst + r, lo = (uint*)(dst + 256) + r;
+                hi[0] = high.GetElement(0); hi[8] = high.GetElement(1); hi[16] = high.GetElement(2); hi[24] = high.GetElement(3);
+                hi[32] = high.GetElement(4); hi[40] = high.GetElement(5); hi[48] = high.GetElement(6); hi[56] = high.GetElement(7);
+                lo[0] = low.GetElement(0); lo[8] = low.GetElement(1); lo[16] = low.GetElement(2); lo[24] = low.GetElement(3);
+                lo[32] = low.GetElement(4); lo[40] = low.GetElement(5); lo[48] = low.GetElement(6); lo[56] = low.GetElement(7);
             }
         }
     }
@@ -129,6 +170,77 @@ internal static unsafe class RepackedGemm
         c0.Store(y); c1.Store(y + yStride); c2.Store(y + 2 * yStride); c3.Store(y + 3 * yStride);
     }
 
+    /// <summary>Finishes one Q8_0 block for one token: 16·Σh·x + Σl·x − 128·Σx, scaled and accumulated.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> FinishQ8(Vector256<short> high, Vector256<short> low, int offset, Vector256<float> rowScales, float tokenScale, Vector256<float> acc)
+    {
+        var sumi = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(high, Vector256<short>.One), 4)
+                 + Avx2.MultiplyAddAdjacent(low, Vector256<short>.One) - Vector256.Create(offset);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), rowScales * Vector256.Create(tokenScale), acc);
+    }
+
+    /// <summary>Chunk k of both Q8_0 planes for two tokens (two tokens keep the four int16 sums per token in registers).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ChunkQ8x2(byte* group, int k, byte* x0, byte* x1,
+                                  ref Vector256<short> h0, ref Vector256<short> l0, ref Vector256<short> h1, ref Vector256<short> l1)
+    {
+        var wh = Vector256.Load(group + 32 * k);
+        var wl = Vector256.Load(group + 256 + 32 * k);
+        var a0 = Vector256.Create(Unsafe.ReadUnaligned<int>(x0 + 2 + 4 * k)).AsSByte();
+        var a1 = Vector256.Create(Unsafe.ReadUnaligned<int>(x1 + 2 + 4 * k)).AsSByte();
+        h0 += Avx2.MultiplyAddAdjacent(wh, a0);
+        l0 += Avx2.MultiplyAddAdjacent(wl, a0);
+        h1 += Avx2.MultiplyAddAdjacent(wh, a1);
+        l1 += Avx2.MultiplyAddAdjacent(wl, a1);
+    }
+
+    /// <summary>Two tokens against one repacked Q8_0 group (layout as <see cref="Q4_0Tokens4"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Q8_0Tokens2(byte* group, long blocks, byte* act, long actRowBytes, float* scales, int* offsets, float* y, long yStride)
+    {
+        byte* x0 = act, x1 = act + actRowBytes;
+        float* d0 = scales, d1 = scales + blocks;
+        int* o0 = offsets, o1 = offsets + blocks;
+        Vector256<float> c0 = default, c1 = default;
+        for (long b = 0; b < blocks; b++, group += Q8GroupBlockBytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes)
+        {
+            Vector256<short> h0 = default, l0 = default, h1 = default, l1 = default;
+            ChunkQ8x2(group, 0, x0, x1, ref h0, ref l0, ref h1, ref l1);
+            ChunkQ8x2(group, 1, x0, x1, ref h0, ref l0, ref h1, ref l1);
+            ChunkQ8x2(group, 2, x0, x1, ref h0, ref l0, ref h1, ref l1);
+            ChunkQ8x2(group, 3, x0, x1, ref h0, ref l0, ref h1, ref l1);
+            ChunkQ8x2(group, 4, x0, x1, ref h0, ref l0, ref h1, ref l1);
+            ChunkQ8x2(group, 5, x0, x1, ref h0, ref l0, ref h1, ref l1);
+            ChunkQ8x2(group, 6, x0, x1, ref h0, ref l0, ref h1, ref l1);
+            ChunkQ8x2(group, 7, x0, x1, ref h0, ref l0, ref h1, ref l1);
+            var rowScales = Vector256.Load((float*)(group + 512));
+            c0 = FinishQ8(h0, l0, o0[b], rowScales, d0[b], c0);
+            c1 = FinishQ8(h1, l1, o1[b], rowScales, d1[b], c1);
+        }
+        c0.Store(y); c1.Store(y + yStride);
+    }
+
+    /// <summary>One token against one repacked Q8_0 group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Q8_0Tokens1(byte* group, long blocks, byte* act, float* scales, int* offsets, float* y)
+    {
+        Vector256<float> c = default;
+        for (long b = 0; b < blocks; b++, group += Q8GroupBlockBytes, act += Q8_0Bytes)
+        {
+            Vector256<short> h = default, l = default, h1 = default, l1 = default;
+            ChunkQ8x2(group, 0, act, act, ref h, ref l, ref h1, ref l1);
+            ChunkQ8x2(group, 1, act, act, ref h, ref l, ref h1, ref l1);
+            ChunkQ8x2(group, 2, act, act, ref h, ref l, ref h1, ref l1);
+            ChunkQ8x2(group, 3, act, act, ref h, ref l, ref h1, ref l1);
+            ChunkQ8x2(group, 4, act, act, ref h, ref l, ref h1, ref l1);
+            ChunkQ8x2(group, 5, act, act, ref h, ref l, ref h1, ref l1);
+            ChunkQ8x2(group, 6, act, act, ref h, ref l, ref h1, ref l1);
+            ChunkQ8x2(group, 7, act, act, ref h, ref l, ref h1, ref l1);
+            c = FinishQ8(h, l, offsets[b], Vector256.Load((float*)(group + 512)), scales[b], c);
+        }
+        c.Store(y);
+    }
+
     /// <summary>One token against one repacked group (the tokens left over after groups of four).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Q4_0Tokens1(byte* group, long blocks, byte* act, float* scales, int* offsets, float* y)
@@ -161,14 +273,15 @@ internal static unsafe class RepackedGemm
         private int* _offsets;
         private byte*[] _workerBuffers = [];
         private delegate*<byte*, void*, long, float> _dot;
+        private bool _q8;
         private long _rowBytes, _rows, _cols, _blocks, _actRowBytes, _n, _groups, _claims, _next;
 
-        public void Set(byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, float* scales, int* offsets,
+        public void Set(GgmlType weightType, byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, float* scales, int* offsets,
                         long n, float* y, byte*[] workerBuffers, delegate*<byte*, void*, long, float> dot)
         {
             _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols; _blocks = cols / BlockElements;
             _act = act; _actRowBytes = actRowBytes; _scales = scales; _offsets = offsets; _n = n; _y = y;
-            _workerBuffers = workerBuffers; _dot = dot;
+            _workerBuffers = workerBuffers; _dot = dot; _q8 = weightType == GgmlType.Q8_0;
             _groups = rows / GroupRows;
             _claims = _groups + (rows % GroupRows != 0 ? 1 : 0);
             _next = 0;
@@ -189,8 +302,17 @@ internal static unsafe class RepackedGemm
                             _y[t * _rows + r] = _dot(_w + r * _rowBytes, _act + t * _actRowBytes, _cols);
                     continue;
                 }
-                RepackQ4_0(_w + r0 * _rowBytes, _rowBytes, _blocks, buffer);
                 long t0 = 0;
+                if (_q8)
+                {
+                    RepackQ8_0(_w + r0 * _rowBytes, _rowBytes, _blocks, buffer);
+                    for (; t0 + 2 <= _n; t0 += 2)
+                        Q8_0Tokens2(buffer, _blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * _blocks, _offsets + t0 * _blocks, _y + t0 * _rows + r0, _rows);
+                    for (; t0 < _n; t0++)
+                        Q8_0Tokens1(buffer, _blocks, _act + t0 * _actRowBytes, _scales + t0 * _blocks, _offsets + t0 * _blocks, _y + t0 * _rows + r0);
+                    continue;
+                }
+                RepackQ4_0(_w + r0 * _rowBytes, _rowBytes, _blocks, buffer);
                 for (; t0 + 4 <= _n; t0 += 4)
                     Q4_0Tokens4(buffer, _blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * _blocks, _offsets + t0 * _blocks, _y + t0 * _rows + r0, _rows);
                 for (; t0 < _n; t0++)
