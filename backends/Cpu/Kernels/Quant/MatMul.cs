@@ -153,14 +153,21 @@ public static unsafe class MatMul
 
         if (n >= RepackedGemm.MinTokens && RepackedGemm.Supports(wType, isa))
         {
-            // Per-token block scales (float) and offset sums, then row groups repacked per worker.
-            long blocks = cols / 32;
-            byte* terms = scratch.EnsureTerms(checked(n * blocks * (sizeof(float) + sizeof(int))));
+            // Per-token block terms (scale as a float; offset sums, or Q4_K's sub-block sums), then row groups repacked per worker.
+            long blocks = cols / RepackedGemm.BlockElementsFor(wType);
+            int termBytes = wType == GgmlType.Q4_K ? 8 * sizeof(short) : sizeof(int);
+            byte* terms = scratch.EnsureTerms(checked(n * blocks * (sizeof(float) + termBytes)));
             float* scales = (float*)terms;
-            int* offsets = (int*)(terms + n * blocks * sizeof(float));
-            for (long t = 0; t < n; t++) RepackedGemm.PrepareActivationRow(act + t * actRowBytes, blocks, RepackedGemm.OffsetFactor(wType), scales + t * blocks, offsets + t * blocks);
+            byte* blockTerms = terms + n * blocks * sizeof(float);
+            for (long t = 0; t < n; t++)
+            {
+                if (wType == GgmlType.Q4_K)
+                    RepackedGemm.PrepareQ8_KActivationRow(act + t * actRowBytes, blocks, scales + t * blocks, (short*)blockTerms + 8 * t * blocks);
+                else
+                    RepackedGemm.PrepareActivationRow(act + t * actRowBytes, blocks, RepackedGemm.OffsetFactor(wType), scales + t * blocks, (int*)blockTerms + t * blocks);
+            }
             var buffers = scratch.EnsureWorkerBuffers(pool.ThreadCount, blocks * RepackedGemm.GroupBlockBytesFor(wType));
-            scratch.RepackedJob.Set(wType, w, GgmlTypes.RowSize(wType, cols), rows, cols, act, actRowBytes, scales, offsets, n, y, buffers, QuantDot.Resolve(wType, isa));
+            scratch.RepackedJob.Set(wType, w, GgmlTypes.RowSize(wType, cols), rows, cols, act, actRowBytes, scales, blockTerms, n, y, buffers, QuantDot.Resolve(wType, isa));
             pool.Run(scratch.RepackedJob);
             return;
         }

@@ -14,6 +14,9 @@ public static unsafe partial class QuantDot
     private const int Q8KQs = 4, Q8KSums = 260;
 
     /// <summary>Unpacks Q4_K/Q5_K's 12 scale bytes into 8 scales (out[0..7]) and 8 mins (out[8..15]), 6 bits each.</summary>
+    internal static void UnpackScaleMinsBytes(byte* s, byte* outp) => UnpackScaleMins(s, outp);
+
+    /// <inheritdoc cref="UnpackScaleMinsBytes"/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void UnpackScaleMins(byte* s, byte* outp)
     {

@@ -36,10 +36,18 @@ internal static unsafe class RepackedGemm
     public const int Q8GroupBlockBytes = 2 * 8 * 32 + 8 * sizeof(float);
 
     /// <summary>Whether <paramref name="weightType"/> has a repacked kernel at <paramref name="isa"/>.</summary>
-    public static bool Supports(GgmlType weightType, KernelIsa isa) => isa != KernelIsa.Scalar && weightType is GgmlType.Q4_0 or GgmlType.Q8_0;
+    public static bool Supports(GgmlType weightType, KernelIsa isa) => isa != KernelIsa.Scalar && weightType is GgmlType.Q4_0 or GgmlType.Q8_0 or GgmlType.Q4_K;
 
-    /// <summary>Bytes of one repacked 8-row block for <paramref name="weightType"/> (Q8_0 has two nibble planes).</summary>
-    public static int GroupBlockBytesFor(GgmlType weightType) => weightType == GgmlType.Q8_0 ? Q8GroupBlockBytes : GroupBlockBytes;
+    /// <summary>Bytes of one repacked 8-row block (32 elements; a 256-element super-block for Q4_K) of <paramref name="weightType"/>.</summary>
+    public static int GroupBlockBytesFor(GgmlType weightType) => weightType switch
+    {
+        GgmlType.Q8_0 => Q8GroupBlockBytes,
+        GgmlType.Q4_K => Q4KGroupBlockBytes,
+        _ => GroupBlockBytes,
+    };
+
+    /// <summary>Elements per block of the repacked layout.</summary>
+    public static int BlockElementsFor(GgmlType weightType) => weightType == GgmlType.Q4_K ? 256 : BlockElements;
 
     /// <summary>The per-block activation offset factor: Q4_0 stores q − 8 (offset 8); Q8_0's high-nibble plane stores
     /// (w >> 4) + 8 with weight 16, so its offset is 16 · 8 = 128.</summary>
@@ -262,26 +270,180 @@ internal static unsafe class RepackedGemm
         c.Store(y);
     }
 
+    // ---------------------------------------------------------------- Q4_K (256-element super-blocks, Q8_K activations)
+
+    /// <summary>
+    /// Bytes of one repacked 8-row Q4_K super-block: 8 sub-blocks × 8 chunks × 32 bytes of nibble values (as for Q4_0), then per
+    /// sub-block the 8 rows' 6-bit scales as int16 pairs (s_r, s_r) — one vpmaddwd applies them to the two int16 lanes a row's
+    /// sums occupy — then the mins as int16 pairs (m_r,2p, m_r,2p+1) for p = 0..3, then d and dmin of the 8 rows as floats.
+    /// </summary>
+    public const int Q4KGroupBlockBytes = 8 * 256 + 8 * 32 + 4 * 32 + 2 * 8 * sizeof(float);
+    private const int Q4KScalesAt = 2048, Q4KMinsAt = 2048 + 256, Q4KDAt = 2048 + 256 + 128, Q4KDminAt = Q4KDAt + 32;
+    private const int Q4_KBytes = 144, Q8_KBytes = 292, Q8KSums = 260;
+
+    /// <summary>Per token and super-block: the Q8_K scale and the 8 sub-block sums Σq (int16; |Σ| ≤ 32·127) for the min correction.</summary>
+    public static void PrepareQ8_KActivationRow(byte* act, long superBlocks, float* scales, short* subSums)
+    {
+        for (long b = 0; b < superBlocks; b++, act += Q8_KBytes, subSums += 8)
+        {
+            scales[b] = Unsafe.ReadUnaligned<float>(act);
+            short* sums16 = (short*)(act + Q8KSums);
+            for (int j = 0; j < 8; j++) subSums[j] = (short)(sums16[2 * j] + sums16[2 * j + 1]);
+        }
+    }
+
+    /// <summary>Repacks 8 Q4_K rows (see <see cref="Q4KGroupBlockBytes"/> for the layout).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RepackQ4_K(byte* w, long rowBytes, long superBlocks, byte* dst)
+    {
+        var lowMask = Vector256.Create((byte)0xF);
+        byte* sm = stackalloc byte[16];
+        for (long b = 0; b < superBlocks; b++, dst += Q4KGroupBlockBytes)
+        {
+            short* scales = (short*)(dst + Q4KScalesAt);
+            short* mins = (short*)(dst + Q4KMinsAt);
+            for (int r = 0; r < GroupRows; r++)
+            {
+                byte* block = w + r * rowBytes + b * Q4_KBytes;
+                ((float*)(dst + Q4KDAt))[r] = HalfConversion.Load(block);
+                ((float*)(dst + Q4KDminAt))[r] = HalfConversion.Load(block + 2);
+                QuantDot.UnpackScaleMinsBytes(block + 4, sm);
+                for (int j = 0; j < 8; j++)
+                {
+                    scales[16 * j + 2 * r] = scales[16 * j + 2 * r + 1] = sm[j];
+                    mins[16 * (j / 2) + 2 * r + (j & 1)] = sm[8 + j];
+                }
+                for (int c = 0; c < 4; c++)
+                {
+                    var q = Vector256.Load(block + 16 + 32 * c);
+                    StoreChunks((q & lowMask).AsUInt32(), (uint*)(dst + 256 * (2 * c)) + r);
+                    StoreChunks((Vector256.ShiftRightLogical(q, 4)).AsUInt32(), (uint*)(dst + 256 * (2 * c + 1)) + r);
+                }
+            }
+        }
+    }
+
+    /// <summary>Scatters 8 dwords (4 elements each) of one row to the row's lane in 8 consecutive 32-byte chunks.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreChunks(Vector256<uint> values, uint* lane)
+    {
+        lane[0] = values.GetElement(0); lane[8] = values.GetElement(1); lane[16] = values.GetElement(2); lane[24] = values.GetElement(3);
+        lane[32] = values.GetElement(4); lane[40] = values.GetElement(5); lane[48] = values.GetElement(6); lane[56] = values.GetElement(7);
+    }
+
+    /// <summary>One sub-block (8 chunks) for four tokens: int16 sums, then scaled by the rows' sub-block scales into int32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SubBlock4(byte* sub, Vector256<short> scale, byte* x0, byte* x1, byte* x2, byte* x3,
+                                  ref Vector256<int> i0, ref Vector256<int> i1, ref Vector256<int> i2, ref Vector256<int> i3)
+    {
+        Vector256<short> s0 = default, s1 = default, s2 = default, s3 = default;
+        Chunk4(sub, 0, x0 - 2, x1 - 2, x2 - 2, x3 - 2, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(sub, 1, x0 - 2, x1 - 2, x2 - 2, x3 - 2, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(sub, 2, x0 - 2, x1 - 2, x2 - 2, x3 - 2, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(sub, 3, x0 - 2, x1 - 2, x2 - 2, x3 - 2, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(sub, 4, x0 - 2, x1 - 2, x2 - 2, x3 - 2, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(sub, 5, x0 - 2, x1 - 2, x2 - 2, x3 - 2, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(sub, 6, x0 - 2, x1 - 2, x2 - 2, x3 - 2, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(sub, 7, x0 - 2, x1 - 2, x2 - 2, x3 - 2, ref s0, ref s1, ref s2, ref s3);
+        i0 += Avx2.MultiplyAddAdjacent(s0, scale);
+        i1 += Avx2.MultiplyAddAdjacent(s1, scale);
+        i2 += Avx2.MultiplyAddAdjacent(s2, scale);
+        i3 += Avx2.MultiplyAddAdjacent(s3, scale);
+    }
+
+    /// <summary>Σ_j m_r,j · S_j for one token as int32 per row (four vpmaddwd over pairs of sub-blocks).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> MinSums(byte* group, short* subSums)
+    {
+        var m = (short*)(group + Q4KMinsAt);
+        int* pairs = (int*)subSums;
+        return Avx2.MultiplyAddAdjacent(Vector256.Load(m), Vector256.Create(pairs[0]).AsInt16())
+             + Avx2.MultiplyAddAdjacent(Vector256.Load(m + 16), Vector256.Create(pairs[1]).AsInt16())
+             + Avx2.MultiplyAddAdjacent(Vector256.Load(m + 32), Vector256.Create(pairs[2]).AsInt16())
+             + Avx2.MultiplyAddAdjacent(Vector256.Load(m + 48), Vector256.Create(pairs[3]).AsInt16());
+    }
+
+    /// <summary>Finishes one Q4_K super-block for one token: dx·(d·Σ sc·Σq·x − dmin·Σ m·S), accumulated per row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> FinishQ4K(byte* group, Vector256<int> sumi, short* subSums, float dx, Vector256<float> acc)
+    {
+        var scale = Vector256.Create(dx);
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Load((float*)(group + Q4KDAt)) * scale, acc);
+        return Fma.MultiplyAddNegated(Avx.ConvertToVector256Single(MinSums(group, subSums)), Vector256.Load((float*)(group + Q4KDminAt)) * scale, acc);
+    }
+
+    /// <summary>Four tokens against one repacked Q4_K group. Token t's Q8_K row is at <c>act + t * actRowBytes</c>; its scales at
+    /// <c>scales + t * superBlocks</c> and sub-block sums at <c>subSums + 8 * t * superBlocks</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Q4_KTokens4(byte* group, long superBlocks, byte* act, long actRowBytes, float* scales, short* subSums, float* y, long yStride)
+    {
+        byte* x0 = act + 4, x1 = act + actRowBytes + 4, x2 = act + 2 * actRowBytes + 4, x3 = act + 3 * actRowBytes + 4;
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        for (long b = 0; b < superBlocks; b++, group += Q4KGroupBlockBytes, x0 += Q8_KBytes, x1 += Q8_KBytes, x2 += Q8_KBytes, x3 += Q8_KBytes)
+        {
+            Vector256<int> i0 = default, i1 = default, i2 = default, i3 = default;
+            short* sc = (short*)(group + Q4KScalesAt);
+            for (int j = 0; j < 8; j++)
+                SubBlock4(group + 256 * j, Vector256.Load(sc + 16 * j), x0 + 32 * j, x1 + 32 * j, x2 + 32 * j, x3 + 32 * j, ref i0, ref i1, ref i2, ref i3);
+            c0 = FinishQ4K(group, i0, subSums + 8 * b, scales[b], c0);
+            c1 = FinishQ4K(group, i1, subSums + 8 * (superBlocks + b), scales[superBlocks + b], c1);
+            c2 = FinishQ4K(group, i2, subSums + 8 * (2 * superBlocks + b), scales[2 * superBlocks + b], c2);
+            c3 = FinishQ4K(group, i3, subSums + 8 * (3 * superBlocks + b), scales[3 * superBlocks + b], c3);
+        }
+        c0.Store(y); c1.Store(y + yStride); c2.Store(y + 2 * yStride); c3.Store(y + 3 * yStride);
+    }
+
+    /// <summary>One token against one repacked Q4_K group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Q4_KTokens1(byte* group, long superBlocks, byte* act, float* scales, short* subSums, float* y)
+    {
+        byte* x = act + 4;
+        Vector256<float> c = default;
+        for (long b = 0; b < superBlocks; b++, group += Q4KGroupBlockBytes, x += Q8_KBytes)
+        {
+            Vector256<int> i = default;
+            short* sc = (short*)(group + Q4KScalesAt);
+            for (int j = 0; j < 8; j++)
+            {
+                byte* sub = group + 256 * j, xs = x + 32 * j - 2;
+                Vector256<short> s = default;
+                s = Chunk(Vector256.Load(sub), xs, 0, s);
+                s = Chunk(Vector256.Load(sub + 32), xs, 1, s);
+                s = Chunk(Vector256.Load(sub + 64), xs, 2, s);
+                s = Chunk(Vector256.Load(sub + 96), xs, 3, s);
+                s = Chunk(Vector256.Load(sub + 128), xs, 4, s);
+                s = Chunk(Vector256.Load(sub + 160), xs, 5, s);
+                s = Chunk(Vector256.Load(sub + 192), xs, 6, s);
+                s = Chunk(Vector256.Load(sub + 224), xs, 7, s);
+                i += Avx2.MultiplyAddAdjacent(s, Vector256.Load(sc + 16 * j));
+            }
+            c = FinishQ4K(group, i, subSums + 8 * b, scales[b], c);
+        }
+        c.Store(y);
+    }
+
     /// <summary>
     /// The parallel sweep: claims are groups of 8 rows (repacked into the worker's buffer, then run against every token);
     /// a last claim covers rows left over after whole groups with the per-row kernel.
     /// </summary>
     internal sealed class Job : CpuParallelJob
     {
+        private GgmlType _type;
         private byte* _w, _act;
         private float* _y, _scales;
-        private int* _offsets;
+        private void* _terms;
         private byte*[] _workerBuffers = [];
         private delegate*<byte*, void*, long, float> _dot;
-        private bool _q8;
         private long _rowBytes, _rows, _cols, _blocks, _actRowBytes, _n, _groups, _claims, _next;
 
-        public void Set(GgmlType weightType, byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, float* scales, int* offsets,
+        /// <param name="scales">Per token and block: the activation scale as a float (<c>n × blocks</c>).</param>
+        /// <param name="terms">Per token and block: the offset sums (int, Q4_0/Q8_0) or the 8 sub-block sums (int16 × 8, Q4_K).</param>
+        public void Set(GgmlType weightType, byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, float* scales, void* terms,
                         long n, float* y, byte*[] workerBuffers, delegate*<byte*, void*, long, float> dot)
         {
-            _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols; _blocks = cols / BlockElements;
-            _act = act; _actRowBytes = actRowBytes; _scales = scales; _offsets = offsets; _n = n; _y = y;
-            _workerBuffers = workerBuffers; _dot = dot; _q8 = weightType == GgmlType.Q8_0;
+            _type = weightType; _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols; _blocks = cols / BlockElementsFor(weightType);
+            _act = act; _actRowBytes = actRowBytes; _scales = scales; _terms = terms; _n = n; _y = y;
+            _workerBuffers = workerBuffers; _dot = dot;
             _groups = rows / GroupRows;
             _claims = _groups + (rows % GroupRows != 0 ? 1 : 0);
             _next = 0;
@@ -302,21 +464,44 @@ internal static unsafe class RepackedGemm
                             _y[t * _rows + r] = _dot(_w + r * _rowBytes, _act + t * _actRowBytes, _cols);
                     continue;
                 }
-                long t0 = 0;
-                if (_q8)
+                byte* w = _w + r0 * _rowBytes;
+                float* y = _y + r0;
+                long t0 = 0, blocks = _blocks;
+                switch (_type)
                 {
-                    RepackQ8_0(_w + r0 * _rowBytes, _rowBytes, _blocks, buffer);
-                    for (; t0 + 2 <= _n; t0 += 2)
-                        Q8_0Tokens2(buffer, _blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * _blocks, _offsets + t0 * _blocks, _y + t0 * _rows + r0, _rows);
-                    for (; t0 < _n; t0++)
-                        Q8_0Tokens1(buffer, _blocks, _act + t0 * _actRowBytes, _scales + t0 * _blocks, _offsets + t0 * _blocks, _y + t0 * _rows + r0);
-                    continue;
+                    case GgmlType.Q4_0:
+                    {
+                        int* offsets = (int*)_terms;
+                        RepackQ4_0(w, _rowBytes, blocks, buffer);
+                        for (; t0 + 4 <= _n; t0 += 4)
+                            Q4_0Tokens4(buffer, blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * blocks, offsets + t0 * blocks, y + t0 * _rows, _rows);
+                        for (; t0 < _n; t0++)
+                            Q4_0Tokens1(buffer, blocks, _act + t0 * _actRowBytes, _scales + t0 * blocks, offsets + t0 * blocks, y + t0 * _rows);
+                        break;
+                    }
+                    case GgmlType.Q8_0:
+                    {
+                        int* offsets = (int*)_terms;
+                        RepackQ8_0(w, _rowBytes, blocks, buffer);
+                        for (; t0 + 2 <= _n; t0 += 2)
+                            Q8_0Tokens2(buffer, blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * blocks, offsets + t0 * blocks, y + t0 * _rows, _rows);
+                        for (; t0 < _n; t0++)
+                            Q8_0Tokens1(buffer, blocks, _act + t0 * _actRowBytes, _scales + t0 * blocks, offsets + t0 * blocks, y + t0 * _rows);
+                        break;
+                    }
+                    case GgmlType.Q4_K:
+                    {
+                        short* subSums = (short*)_terms;
+                        RepackQ4_K(w, _rowBytes, blocks, buffer);
+                        for (; t0 + 4 <= _n; t0 += 4)
+                            Q4_KTokens4(buffer, blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * blocks, subSums + 8 * t0 * blocks, y + t0 * _rows, _rows);
+                        for (; t0 < _n; t0++)
+                            Q4_KTokens1(buffer, blocks, _act + t0 * _actRowBytes, _scales + t0 * blocks, subSums + 8 * t0 * blocks, y + t0 * _rows);
+                        break;
+                    }
+                    default:
+                        throw new NotSupportedException($"no repacked kernel for {_type}");
                 }
-                RepackQ4_0(_w + r0 * _rowBytes, _rowBytes, _blocks, buffer);
-                for (; t0 + 4 <= _n; t0 += 4)
-                    Q4_0Tokens4(buffer, _blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * _blocks, _offsets + t0 * _blocks, _y + t0 * _rows + r0, _rows);
-                for (; t0 < _n; t0++)
-                    Q4_0Tokens1(buffer, _blocks, _act + t0 * _actRowBytes, _scales + t0 * _blocks, _offsets + t0 * _blocks, _y + t0 * _rows + r0);
             }
         }
     }
