@@ -155,12 +155,14 @@ public static unsafe class MatMul
         {
             // Per-token block terms (scale as a float; offset sums, or Q4_K's sub-block sums), then row groups repacked per worker.
             long blocks = cols / RepackedGemm.BlockElementsFor(wType);
-            int termBytes = wType == GgmlType.Q4_K ? 8 * sizeof(short) : sizeof(int);
+            int termBytes = wType switch { GgmlType.Q4_K => 8 * sizeof(short), GgmlType.Q6_K => 0, _ => sizeof(int) }; // Q6_K reads the activation's own sums
             byte* terms = scratch.EnsureTerms(checked(n * blocks * (sizeof(float) + termBytes)));
             float* scales = (float*)terms;
             byte* blockTerms = terms + n * blocks * sizeof(float);
             for (long t = 0; t < n; t++)
             {
+                if (wType == GgmlType.Q6_K)
+                    continue;
                 if (wType == GgmlType.Q4_K)
                     RepackedGemm.PrepareQ8_KActivationRow(act + t * actRowBytes, blocks, scales + t * blocks, (short*)blockTerms + 8 * t * blocks);
                 else

@@ -229,7 +229,7 @@ public static unsafe partial class QuantDot
 
     /// <summary>The four 32-element groups of one Q6_K half as unsigned 6-bit values (see the Dequantizer for the layout).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q6Half(byte* w, int h, out Vector256<byte> q0, out Vector256<byte> q1, out Vector256<byte> q2, out Vector256<byte> q3)
+    internal static void Q6Half(byte* w, int h, out Vector256<byte> q0, out Vector256<byte> q1, out Vector256<byte> q2, out Vector256<byte> q3)
     {
         var m4 = Vector256.Create((byte)0xF);
         var m2 = Vector256.Create((byte)3);

@@ -36,18 +36,19 @@ internal static unsafe class RepackedGemm
     public const int Q8GroupBlockBytes = 2 * 8 * 32 + 8 * sizeof(float);
 
     /// <summary>Whether <paramref name="weightType"/> has a repacked kernel at <paramref name="isa"/>.</summary>
-    public static bool Supports(GgmlType weightType, KernelIsa isa) => isa != KernelIsa.Scalar && weightType is GgmlType.Q4_0 or GgmlType.Q8_0 or GgmlType.Q4_K;
+    public static bool Supports(GgmlType weightType, KernelIsa isa) => isa != KernelIsa.Scalar && weightType is GgmlType.Q4_0 or GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q6_K;
 
     /// <summary>Bytes of one repacked 8-row block (32 elements; a 256-element super-block for Q4_K) of <paramref name="weightType"/>.</summary>
     public static int GroupBlockBytesFor(GgmlType weightType) => weightType switch
     {
         GgmlType.Q8_0 => Q8GroupBlockBytes,
         GgmlType.Q4_K => Q4KGroupBlockBytes,
+        GgmlType.Q6_K => Q6KGroupBlockBytes,
         _ => GroupBlockBytes,
     };
 
     /// <summary>Elements per block of the repacked layout.</summary>
-    public static int BlockElementsFor(GgmlType weightType) => weightType == GgmlType.Q4_K ? 256 : BlockElements;
+    public static int BlockElementsFor(GgmlType weightType) => weightType is GgmlType.Q4_K or GgmlType.Q6_K ? 256 : BlockElements;
 
     /// <summary>The per-block activation offset factor: Q4_0 stores q − 8 (offset 8); Q8_0's high-nibble plane stores
     /// (w >> 4) + 8 with weight 16, so its offset is 16 · 8 = 128.</summary>
@@ -422,6 +423,109 @@ internal static unsafe class RepackedGemm
         c.Store(y);
     }
 
+    // ---------------------------------------------------------------- Q6_K (256-element super-blocks, Q8_K activations)
+
+    /// <summary>
+    /// Bytes of one repacked 8-row Q6_K super-block: 16 sub-blocks × 4 chunks × 32 bytes of the unsigned 6-bit values q (0..63),
+    /// then per sub-block the rows' int8 scales as int16 pairs (s_r, s_r), then for the −32 offset the scales as pairs
+    /// (s_r,2p, s_r,2p+1) for p = 0..7, then d of the 8 rows as floats. vpmaddubsw pair sums reach 2·63·127, so a row's int16
+    /// lane holds at most two chunks (4 products ≤ 32004) before vpmaddwd applies the sub-block scale.
+    /// </summary>
+    public const int Q6KGroupBlockBytes = 16 * 128 + 16 * 32 + 8 * 32 + 8 * sizeof(float);
+    private const int Q6KScalesAt = 2048, Q6KOffsetScalesAt = 2048 + 512, Q6KDAt = 2048 + 512 + 256;
+    private const int Q6_KBytes = 210;
+
+    /// <summary>Repacks 8 Q6_K rows (see <see cref="Q6KGroupBlockBytes"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RepackQ6_K(byte* w, long rowBytes, long superBlocks, byte* dst)
+    {
+        for (long b = 0; b < superBlocks; b++, dst += Q6KGroupBlockBytes)
+        {
+            short* scales = (short*)(dst + Q6KScalesAt);
+            short* offsetScales = (short*)(dst + Q6KOffsetScalesAt);
+            for (int r = 0; r < GroupRows; r++)
+            {
+                byte* block = w + r * rowBytes + b * Q6_KBytes;
+                ((float*)(dst + Q6KDAt))[r] = HalfConversion.Load(block + 208);
+                sbyte* sc = (sbyte*)block + 192;
+                for (int i = 0; i < 16; i++)
+                {
+                    scales[16 * i + 2 * r] = scales[16 * i + 2 * r + 1] = sc[i];
+                    offsetScales[16 * (i / 2) + 2 * r + (i & 1)] = sc[i];
+                }
+                for (int h = 0; h < 2; h++)
+                {
+                    // Elements 128h + 32g .. +31 are group g of this half: 8 chunks of 4, i.e. chunks 32h + 8g .. +7.
+                    QuantDot.Q6Half(block, h, out var q0, out var q1, out var q2, out var q3);
+                    StoreChunks(q0.AsUInt32(), (uint*)(dst + 32 * (32 * h + 0)) + r);
+                    StoreChunks(q1.AsUInt32(), (uint*)(dst + 32 * (32 * h + 8)) + r);
+                    StoreChunks(q2.AsUInt32(), (uint*)(dst + 32 * (32 * h + 16)) + r);
+                    StoreChunks(q3.AsUInt32(), (uint*)(dst + 32 * (32 * h + 24)) + r);
+                }
+            }
+        }
+    }
+
+    /// <summary>Two chunks (8 elements) of one token, int16 pair sums (≤ 4 · 63 · 127 per lane).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Chunks2(byte* chunks, byte* x)
+        => Avx2.MultiplyAddAdjacent(Vector256.Load(chunks), Vector256.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte())
+         + Avx2.MultiplyAddAdjacent(Vector256.Load(chunks + 32), Vector256.Create(Unsafe.ReadUnaligned<int>(x + 4)).AsSByte());
+
+    /// <summary>Σ_i s_r,i · S_i (S_i = Σq over 16-element sub-block i, the activation's own sums) for one token, int32 per row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q6OffsetSums(byte* group, byte* act)
+    {
+        var sc = (short*)(group + Q6KOffsetScalesAt);
+        int* pairs = (int*)(act + Q8KSums);
+        var sum = Avx2.MultiplyAddAdjacent(Vector256.Load(sc), Vector256.Create(pairs[0]).AsInt16());
+        for (int p = 1; p < 8; p++) sum += Avx2.MultiplyAddAdjacent(Vector256.Load(sc + 16 * p), Vector256.Create(pairs[p]).AsInt16());
+        return sum;
+    }
+
+    /// <summary>One token against one repacked Q6_K super-block: Σ_i s_i·(Σ q·x − 32·S_i), scaled by d·dx and accumulated.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Q6KSuperBlock(byte* group, byte* act, Vector256<float> acc)
+    {
+        byte* x = act + 4;
+        var scales = (short*)(group + Q6KScalesAt);
+        Vector256<int> sumi = default;
+        for (int i = 0; i < 16; i++)
+        {
+            var scale = Vector256.Load(scales + 16 * i);
+            byte* chunks = group + 128 * i;
+            sumi += Avx2.MultiplyAddAdjacent(Chunks2(chunks, x + 16 * i), scale)
+                  + Avx2.MultiplyAddAdjacent(Chunks2(chunks + 64, x + 16 * i + 8), scale);
+        }
+        sumi -= Avx2.ShiftLeftLogical(Q6OffsetSums(group, act), 5);
+        float dx = Unsafe.ReadUnaligned<float>(act);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Load((float*)(group + Q6KDAt)) * Vector256.Create(dx), acc);
+    }
+
+    /// <summary>Two tokens against one repacked Q6_K group (the weight chunks are read from L1 once per token; two tokens
+    /// interleave two independent chains).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Q6_KTokens2(byte* group, long superBlocks, byte* act, long actRowBytes, float* y, long yStride)
+    {
+        byte* x0 = act, x1 = act + actRowBytes;
+        Vector256<float> c0 = default, c1 = default;
+        for (long b = 0; b < superBlocks; b++, group += Q6KGroupBlockBytes, x0 += Q8_KBytes, x1 += Q8_KBytes)
+        {
+            c0 = Q6KSuperBlock(group, x0, c0);
+            c1 = Q6KSuperBlock(group, x1, c1);
+        }
+        c0.Store(y); c1.Store(y + yStride);
+    }
+
+    /// <summary>One token against one repacked Q6_K group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Q6_KTokens1(byte* group, long superBlocks, byte* act, float* y)
+    {
+        Vector256<float> c = default;
+        for (long b = 0; b < superBlocks; b++, group += Q6KGroupBlockBytes, act += Q8_KBytes) c = Q6KSuperBlock(group, act, c);
+        c.Store(y);
+    }
+
     /// <summary>
     /// The parallel sweep: claims are groups of 8 rows (repacked into the worker's buffer, then run against every token);
     /// a last claim covers rows left over after whole groups with the per-row kernel.
@@ -499,6 +603,13 @@ internal static unsafe class RepackedGemm
                             Q4_KTokens1(buffer, blocks, _act + t0 * _actRowBytes, _scales + t0 * blocks, subSums + 8 * t0 * blocks, y + t0 * _rows);
                         break;
                     }
+                    case GgmlType.Q6_K:
+                        RepackQ6_K(w, _rowBytes, blocks, buffer);
+                        for (; t0 + 2 <= _n; t0 += 2)
+                            Q6_KTokens2(buffer, blocks, _act + t0 * _actRowBytes, _actRowBytes, y + t0 * _rows, _rows);
+                        for (; t0 < _n; t0++)
+                            Q6_KTokens1(buffer, blocks, _act + t0 * _actRowBytes, y + t0 * _rows);
+                        break;
                     default:
                         throw new NotSupportedException($"no repacked kernel for {_type}");
                 }
