@@ -74,7 +74,7 @@ public sealed class LoadedModel : IDisposable
             logger.LogInformation("schedule:\n{Schedule}", schedule.Describe());
             logger.LogInformation("placement plan:\n{Plan}", plan.Format());
             loaded = new ModelLoader(mappings, logger).Load(plan, cancellation);
-            var weights = ReadRopeFrequencyFactors(LlamaWeights.Bind(loaded, hp, path), queues, path);
+            var weights = ReadRopeFrequencyFactors(LlamaWeights.Bind(loaded, hp, path), queues, file);
             return new LoadedModel(file, hp, tokenizer, schedule, loaded, weights, queues, clock.Elapsed);
         }
         catch
@@ -119,15 +119,16 @@ public sealed class LoadedModel : IDisposable
     /// gets a copy) and checks each is positive and finite: a zero, negative or NaN factor would silently turn the angles,
     /// and then every logit, into garbage.
     /// </summary>
-    private static LlamaWeights ReadRopeFrequencyFactors(LlamaWeights weights, Dictionary<IBackendDevice, IComputeQueue> queues, string path)
+    private static LlamaWeights ReadRopeFrequencyFactors(LlamaWeights weights, Dictionary<IBackendDevice, IComputeQueue> queues, GgufFile file)
     {
         if (weights.RopeFrequencyFactors is not { } factors) return weights;
+        long fileOffset = file.GetTensor(LlamaTensorNames.RopeFrequencies).FileOffset;
         var values = new float[factors.Tensor.ElementCount];
         queues[factors.Device].Download(new DeviceTensor(factors.Buffer, factors.BufferOffset, GgmlType.F32), values);
         for (int i = 0; i < values.Length; i++)
             if (!(values[i] > 0) || float.IsInfinity(values[i]))
-                throw new ModelFormatException(path, LlamaTensorNames.RopeFrequencies,
-                    $"factor {i} (byte {i * sizeof(float)} of the tensor's data) is {values[i]}; RoPE frequency factors must be positive and finite");
+                throw new ModelFormatException(file.Path, LlamaTensorNames.RopeFrequencies,
+                    $"factor {i} (at byte {fileOffset + (long)i * sizeof(float)}) is {values[i]}; RoPE frequency factors must be positive and finite");
         return weights with { RopeFrequencyFactorValues = values };
     }
 

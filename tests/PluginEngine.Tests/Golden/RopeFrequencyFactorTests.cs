@@ -233,7 +233,8 @@ public sealed class RopeFrequencyFactorTests : IDisposable
         Assert.True(LlamaHyperParameters.FromGguf(GgufReader.Read(path)).HasRopeFrequencyFactors); // type and shape are fine
         var ex = Assert.Throws<ModelFormatException>(() => CpuTestBackend.LoadModel(path).Dispose());
         Assert.Equal(LlamaTensorNames.RopeFrequencies, ex.Field);
-        Assert.Contains("factor 3 (byte 12", ex.Message);
+        long at = GgufReader.Read(path).GetTensor(LlamaTensorNames.RopeFrequencies).FileOffset + 3 * sizeof(float);
+        Assert.Contains($"factor 3 (at byte {at})", ex.Message);
         Assert.Contains("positive and finite", ex.Message);
     }
 
