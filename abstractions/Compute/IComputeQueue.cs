@@ -21,6 +21,12 @@ public enum ComputeOp
     AddBias,
     /// <summary>Copy with type conversion (F32 → F32/F16), e.g. storing K/V into the cache.</summary>
     Convert,
+    /// <summary>
+    /// Rotary position embedding with per-pair frequency factors (<see cref="IComputeQueue.RopeWithFactors"/>; Llama 3.1
+    /// <c>rope_freqs.weight</c>). Added after API v1 shipped: a backend must both say so in <see cref="IComputeQueue.Supports"/>
+    /// (type F32) and override <see cref="IComputeQueue.RopeWithFactors"/>; the core runs it on the CPU otherwise.
+    /// </summary>
+    RopeFrequencyFactors,
 }
 
 /// <summary>Rotary-embedding flavour.</summary>
@@ -88,6 +94,18 @@ public interface IComputeQueue : IDisposable
 
     /// <summary>Rotates x in place: x is F32 [tokens, heads, headSize]; token t is at position firstPosition + t.</summary>
     void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope);
+
+    /// <summary>
+    /// As <see cref="Rope"/>, but rotated pair i turns by θ_i = pos · FrequencyScale · FrequencyBase^(−2i/Dims) / factors[i]:
+    /// <paramref name="factors"/> is F32 [rope.Dims / 2] on this queue's device (the model's <c>rope_freqs.weight</c>, written
+    /// for Llama 3.1-style "llama3" RoPE scaling). Pair i is (2i, 2i+1) in <see cref="RopeMode.Normal"/> and (i, i + Dims/2) in
+    /// <see cref="RopeMode.NeoX"/>, as in ggml's <c>rope_ext</c> with <c>freq_factors</c>.
+    /// The core calls it instead of <see cref="Rope"/> when a model carries frequency factors and
+    /// <see cref="Supports"/>(<see cref="ComputeOp.RopeFrequencyFactors"/>, F32) is true; otherwise it runs this op on the CPU.
+    /// Default: throws <see cref="NotSupportedException"/> (plugins built before this member existed keep working unchanged).
+    /// </summary>
+    void RopeWithFactors(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, DeviceTensor factors)
+        => throw new NotSupportedException($"{Device.Description.Backend} does not implement RoPE with frequency factors");
 
     /// <summary>
     /// out[t, h, :] = softmax(scale · q[t, h, :] · K[0..p_t, h / (Heads/KvHeads), :]) · V[…]: q and out are F32 [tokens, heads, headSize],

@@ -49,6 +49,15 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
         => Kernels.MatMul.Run(w.Type, Ptr(w), wRows, wCols, F32(x), tokens, F32(y), _pool, _matMulScratch);
 
     public void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope)
+        => Rope(x, tokens, heads, headSize, firstPosition, rope, factors: null);
+
+    public void RopeWithFactors(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, DeviceTensor factors)
+    {
+        if (factors.Type != GgmlType.F32) throw new ArgumentException($"RoPE frequency factors must be F32, not {factors.Type}", nameof(factors));
+        Rope(x, tokens, heads, headSize, firstPosition, rope, F32(factors));
+    }
+
+    private void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, float* factors)
     {
         if (_positions.Length < tokens) _positions = new int[Math.Max(tokens, 2 * _positions.Length)];
         for (int t = 0; t < tokens; t++) _positions[t] = firstPosition + t;
@@ -57,7 +66,7 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
         var mode = rope.Mode == Abstractions.RopeMode.NeoX ? Kernels.RopeMode.NeoX : Kernels.RopeMode.Normal;
         fixed (float* table = _ropeTable)
         {
-            Kernels.Rope.PrecomputeCosSin(_positions.AsSpan(0, tokens), rope.Dims, rope.FrequencyBase, rope.FrequencyScale, mode, table);
+            Kernels.Rope.PrecomputeCosSin(_positions.AsSpan(0, tokens), rope.Dims, rope.FrequencyBase, rope.FrequencyScale, mode, factors, table);
             Kernels.Rope.Apply(F32(x), heads, headSize, rope.Dims, mode, table, 0, tokens);
         }
     }

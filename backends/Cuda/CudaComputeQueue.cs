@@ -66,6 +66,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     {
         ComputeOp.MatMul or ComputeOp.GetRows => KernelSource.WeightSuffix(type) is not null,
         ComputeOp.Attention or ComputeOp.Convert => type is GgmlType.F32 or GgmlType.F16,
+        // Not implemented yet (no GPU to test a kernel on): the core runs RoPE with frequency factors on the CPU.
+        ComputeOp.RopeFrequencyFactors => false,
         _ => type == GgmlType.F32,
     };
 

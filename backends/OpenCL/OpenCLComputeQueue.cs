@@ -22,7 +22,7 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
     private readonly nint _queue;
     private readonly List<nint> _kernels = [];
     private readonly Dictionary<GgmlType, (nint Mv, nint Mm, nint GetRows)> _weightKernels = [];
-    private readonly nint _rmsNorm, _rope, _attentionF32, _attentionF16, _siluMul, _add, _addBias, _convertF16;
+    private readonly nint _rmsNorm, _rope, _ropeFactors, _attentionF32, _attentionF16, _siluMul, _add, _addBias, _convertF16;
     private nint _scratch;
     private nint _ropeTable;
     private (int Dims, float Base, float Scale) _ropeKey;
@@ -43,6 +43,7 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
             }
             _rmsNorm = Kernel("rms_norm");
             _rope = Kernel("rope");
+            _ropeFactors = Kernel("rope_factors");
             _attentionF32 = Kernel("attention_f32");
             _attentionF16 = Kernel("attention_f16");
             _siluMul = Kernel("silu_mul");
@@ -126,15 +127,32 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
 
     public void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope)
     {
-        if (rope.Dims <= 0 || rope.Dims % 2 != 0 || rope.Dims > headSize)
-            throw new ArgumentOutOfRangeException(nameof(rope), rope.Dims, $"RoPE dimension must be even, positive and at most the head size ({headSize})");
-        if (tokens == 0) return;
-        Require(x, (long)tokens * heads * headSize * sizeof(float), "Rope x");
-        nint freqs = RopeFrequencies(rope);
-        Arg(_rope, 0, Mem(x)); Arg(_rope, 1, (ulong)x.Offset); Arg(_rope, 2, freqs); Arg(_rope, 3, heads); Arg(_rope, 4, headSize);
-        Arg(_rope, 5, rope.Dims); Arg(_rope, 6, firstPosition); Arg(_rope, 7, rope.Mode == RopeMode.NeoX ? 1 : 0);
+        if (!SetRopeArgs(_rope, x, tokens, heads, headSize, firstPosition, rope)) return;
         nuint* global = stackalloc nuint[3] { (nuint)(rope.Dims / 2), (nuint)heads, (nuint)tokens };
         Launch(_rope, 3, global, null, "rope");
+    }
+
+    public void RopeWithFactors(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, DeviceTensor factors)
+    {
+        if (factors.Type != GgmlType.F32) throw new ArgumentException($"opencl: RoPE frequency factors must be F32, not {factors.Type}", nameof(factors));
+        if (!SetRopeArgs(_ropeFactors, x, tokens, heads, headSize, firstPosition, rope)) return;
+        Require(factors, (long)(rope.Dims / 2) * sizeof(float), "RopeWithFactors factors");
+        Arg(_ropeFactors, 8, Mem(factors)); Arg(_ropeFactors, 9, (ulong)factors.Offset);
+        nuint* global = stackalloc nuint[3] { (nuint)(rope.Dims / 2), (nuint)heads, (nuint)tokens };
+        Launch(_ropeFactors, 3, global, null, "rope_factors");
+    }
+
+    /// <summary>Checks the shape and sets the arguments rope and rope_factors share (0-7); false when there is nothing to rotate.</summary>
+    private bool SetRopeArgs(nint kernel, DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope)
+    {
+        if (rope.Dims <= 0 || rope.Dims % 2 != 0 || rope.Dims > headSize)
+            throw new ArgumentOutOfRangeException(nameof(rope), rope.Dims, $"RoPE dimension must be even, positive and at most the head size ({headSize})");
+        if (tokens == 0) return false;
+        Require(x, (long)tokens * heads * headSize * sizeof(float), "Rope x");
+        nint freqs = RopeFrequencies(rope);
+        Arg(kernel, 0, Mem(x)); Arg(kernel, 1, (ulong)x.Offset); Arg(kernel, 2, freqs); Arg(kernel, 3, heads); Arg(kernel, 4, headSize);
+        Arg(kernel, 5, rope.Dims); Arg(kernel, 6, firstPosition); Arg(kernel, 7, rope.Mode == RopeMode.NeoX ? 1 : 0);
+        return true;
     }
 
     /// <summary>

@@ -13,6 +13,7 @@ namespace PluginEngine.Core.Inference;
 public sealed class LayerSchedule
 {
     private readonly IReadOnlyDictionary<IBackendDevice, IComputeQueue> _queues;
+    private readonly Dictionary<IBackendDevice, bool> _ropeFactorSupport = [];
 
     private LayerSchedule(IBackendDevice[] layers, IBackendDevice output, IBackendDevice cpu, IReadOnlyDictionary<IBackendDevice, IComputeQueue> queues)
     {
@@ -58,12 +59,52 @@ public sealed class LayerSchedule
     {
         int layer = LlamaTensorNames.LayerOf(tensor.Name);
         var device = layer >= 0 && layer < LayerDevices.Count ? LayerDevices[layer] : OutputDevice;
+        if (tensor.Name == LlamaTensorNames.RopeFrequencies) return AssignRopeFrequencyFactors(device);
         if (device == Cpu || tensor.Type == GgmlType.F32 && tensor.Dims.Count == 1) return device; // norms/biases stay with their layer
         var queue = _queues[device];
         bool isEmbedding = tensor.Name == LlamaTensorNames.TokenEmbedding;
         bool ok = queue.Supports(ComputeOp.MatMul, tensor.Type) && (!isEmbedding || queue.Supports(ComputeOp.GetRows, tensor.Type));
         if (ok) return device;
         Fallbacks.Add($"{tensor.Name} ({tensor.Type}) on cpu: {device.Description.Backend} does not support {(isEmbedding ? "GetRows/MatMul" : "MatMul")} for {tensor.Type}");
+        return Cpu;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="device"/>'s queue runs <see cref="IComputeQueue.RopeWithFactors"/>: it must say so in
+    /// <see cref="IComputeQueue.Supports"/> and actually override the member. The second check matters because the op was
+    /// added after plugin API v1: a plugin compiled earlier whose Supports ends in a catch-all (<c>_ =&gt; type == F32</c>)
+    /// answers true for an op it has never heard of, and would then hit the interface's throwing default.
+    /// </summary>
+    public bool RunsRopeFrequencyFactors(IBackendDevice device)
+    {
+        if (_ropeFactorSupport.TryGetValue(device, out bool runs)) return runs;
+        var queue = _queues[device];
+        runs = queue.Supports(ComputeOp.RopeFrequencyFactors, GgmlType.F32) && Overrides(queue, nameof(IComputeQueue.RopeWithFactors));
+        _ropeFactorSupport[device] = runs;
+        return runs;
+    }
+
+    /// <summary>True when <paramref name="queue"/>'s class implements interface member <paramref name="method"/> itself (not the default body).</summary>
+    private static bool Overrides(IComputeQueue queue, string method)
+    {
+        var map = queue.GetType().GetInterfaceMap(typeof(IComputeQueue));
+        for (int i = 0; i < map.InterfaceMethods.Length; i++)
+            if (map.InterfaceMethods[i].Name == method) return map.TargetMethods[i].DeclaringType != typeof(IComputeQueue);
+        return false;
+    }
+
+    /// <summary>
+    /// rope_freqs.weight stays with the output (like the other model-level vectors) when that device rotates with it,
+    /// and goes to the CPU otherwise. Every layer device that cannot rotate with factors is listed as a fallback: the
+    /// context copies its q and k to the CPU and back for that op (see <see cref="LlamaContext"/>).
+    /// </summary>
+    private IBackendDevice AssignRopeFrequencyFactors(IBackendDevice device)
+    {
+        foreach (var d in LayerDevices.Distinct().Where(d => !RunsRopeFrequencyFactors(d)))
+            Fallbacks.Add($"{LlamaTensorNames.RopeFrequencies}: {d.Description.Backend} does not support {nameof(ComputeOp.RopeFrequencyFactors)}; " +
+                          "its layers rotate q and k on cpu (copied there and back)");
+        if (RunsRopeFrequencyFactors(device)) return device;
+        Fallbacks.Add($"{LlamaTensorNames.RopeFrequencies} (F32) on cpu: {device.Description.Backend} does not support {nameof(ComputeOp.RopeFrequencyFactors)}");
         return Cpu;
     }
 

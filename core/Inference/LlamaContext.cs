@@ -133,8 +133,8 @@ public sealed class LlamaContext : IDisposable
             if (layer.QBias is { } qb) q.AddBias(s.Q, Weight(qb), n, qd);
             if (layer.KBias is { } kb) q.AddBias(s.K, Weight(kb), n, kvd);
             if (layer.VBias is { } vb) q.AddBias(s.V, Weight(vb), n, kvd);
-            q.Rope(s.Q, n, _hp.HeadCount, _hp.HeadSize, pos, _hp.Rope);
-            q.Rope(s.K, n, _hp.KvHeadCount, _hp.HeadSize, pos, _hp.Rope);
+            Rope(s, s.Q, n, _hp.HeadCount, pos);
+            Rope(s, s.K, n, _hp.KvHeadCount, pos);
             var (kCache, vCache) = s.Cache(l);                                              // [ctx, kvd] each
             q.Convert(s.K, kCache.Skip((long)pos * kvd), (long)n * kvd);
             q.Convert(s.V, vCache.Skip((long)pos * kvd), (long)n * kvd);
@@ -179,6 +179,32 @@ public sealed class LlamaContext : IDisposable
         CopyActivations(f, f.ScratchOut, s, y, n * rows);
     }
 
+    /// <summary>
+    /// Rotates x [n, heads, headSize] in place on <paramref name="s"/>'s device; with frequency factors, on the CPU (copying
+    /// x there and back, counted) when that device cannot rotate with them.
+    /// </summary>
+    private void Rope(DeviceState s, DeviceTensor x, int n, int heads, int pos)
+    {
+        if (_w.RopeFrequencyFactors is null)
+        {
+            s.Queue.Rope(x, n, heads, _hp.HeadSize, pos, _hp.Rope);
+            return;
+        }
+        if (s.RopeFactors is { } factors)
+        {
+            s.Queue.RopeWithFactors(x, n, heads, _hp.HeadSize, pos, _hp.Rope, factors);
+            return;
+        }
+        var cpu = State(_schedule.Cpu);
+        var cpuFactors = cpu.RopeFactors
+            ?? throw new NotSupportedException($"neither {s.Device.Description.Backend} nor the CPU backend ({cpu.Device.Description.Name}) runs RoPE with frequency factors");
+        cpu.EnsureScratch();
+        long count = (long)n * heads * _hp.HeadSize;
+        CopyActivations(s, x, cpu, cpu.ScratchIn, count);
+        cpu.Queue.RopeWithFactors(cpu.ScratchIn, n, heads, _hp.HeadSize, pos, _hp.Rope, cpuFactors);
+        CopyActivations(cpu, cpu.ScratchIn, s, x, count);
+    }
+
     private void CopyActivations(DeviceState from, DeviceTensor src, DeviceState to, DeviceTensor dst, long count)
     {
         var host = _staging.AsSpan(0, checked((int)count));
@@ -210,14 +236,17 @@ public sealed class LlamaContext : IDisposable
     /// <remarks>Queues belong to whoever built the schedule; a state only uses its queue.</remarks>
     private sealed class DeviceState(LlamaContext owner, IBackendDevice device, IComputeQueue queue, int[] kvLayers) : IDisposable
     {
-        private BackendBuffer? _activations, _kv, _scratch;
+        private BackendBuffer? _activations, _kv, _scratch, _ropeFactors;
         private readonly Dictionary<int, (DeviceTensor K, DeviceTensor V)> _cache = [];
 
         public IBackendDevice Device { get; } = device;
         public IComputeQueue Queue { get; } = queue;
         public IReadOnlyList<int> KvLayers { get; } = kvLayers;
         public DeviceTensor X, Xb, Q, K, V, Att, Gate, Up, Logits, ScratchIn, ScratchOut;
-        public long AllocatedBytes => (_activations?.Size ?? 0) + (_kv?.Size ?? 0) + (_scratch?.Size ?? 0);
+        public long AllocatedBytes => (_activations?.Size ?? 0) + (_kv?.Size ?? 0) + (_scratch?.Size ?? 0) + (_ropeFactors?.Size ?? 0);
+
+        /// <summary>The model's RoPE frequency factors on this device; null when the model has none or this device cannot rotate with them.</summary>
+        public DeviceTensor? RopeFactors { get; private set; }
 
         public (DeviceTensor K, DeviceTensor V) Cache(int layer) => _cache[layer];
 
@@ -234,6 +263,7 @@ public sealed class LlamaContext : IDisposable
             _activations = Device.Buffers.AllocateOwned($"{Device.Description.Backend} activations", cursor);
             DeviceTensor At(long offset) => new(_activations, offset, GgmlType.F32);
             (X, Xb, Q, K, V, Att, Gate, Up, Logits) = (At(x), At(xb), At(q), At(k), At(v), At(att), At(gate), At(up), At(logits));
+            PlaceRopeFactors();
 
             if (KvLayers.Count == 0) return;
             var kvType = owner.Options.KvCacheType;
@@ -241,6 +271,28 @@ public sealed class LlamaContext : IDisposable
             _kv = Device.Buffers.AllocateOwned($"{Device.Description.Backend} KV cache", perTensor * 2 * KvLayers.Count);
             for (int i = 0; i < KvLayers.Count; i++)
                 _cache[KvLayers[i]] = (new DeviceTensor(_kv, perTensor * 2 * i, kvType), new DeviceTensor(_kv, perTensor * (2 * i + 1), kvType));
+        }
+
+        /// <summary>
+        /// Uses the loaded rope_freqs tensor when it lives on this device; otherwise (split layers, or the tensor fell back to
+        /// the CPU) a device that rotates with factors gets its own small copy, so no layer copies activations for RoPE.
+        /// </summary>
+        private void PlaceRopeFactors()
+        {
+            var w = owner._w;
+            if (w.RopeFrequencyFactors is not { } binding || !owner._schedule.RunsRopeFrequencyFactors(Device)) return;
+            if (binding.Device == Device)
+            {
+                RopeFactors = Weight(binding);
+                return;
+            }
+            var values = w.RopeFrequencyFactorValues.Span;
+            if (values.Length != binding.Tensor.ElementCount)
+                throw new InvalidOperationException($"{LlamaTensorNames.RopeFrequencies}: the weights carry {values.Length} host values for {binding.Tensor.ElementCount} factors (load models through LoadedModel.Load)");
+            _ropeFactors = Device.Buffers.AllocateOwned($"{Device.Description.Backend} RoPE frequency factors", (long)values.Length * sizeof(float));
+            var copy = new DeviceTensor(_ropeFactors, 0, GgmlType.F32);
+            Queue.Upload(values, copy);
+            RopeFactors = copy;
         }
 
         public void EnsureScratch()
@@ -257,6 +309,7 @@ public sealed class LlamaContext : IDisposable
         {
             Queue.Synchronize(); // queued work may still read these buffers
             _scratch?.Dispose();
+            _ropeFactors?.Dispose();
             _kv?.Dispose();
             _activations?.Dispose();
         }

@@ -74,7 +74,7 @@ public sealed class LoadedModel : IDisposable
             logger.LogInformation("schedule:\n{Schedule}", schedule.Describe());
             logger.LogInformation("placement plan:\n{Plan}", plan.Format());
             loaded = new ModelLoader(mappings, logger).Load(plan, cancellation);
-            var weights = LlamaWeights.Bind(loaded, hp, path);
+            var weights = ReadRopeFrequencyFactors(LlamaWeights.Bind(loaded, hp, path), queues, file);
             return new LoadedModel(file, hp, tokenizer, schedule, loaded, weights, queues, clock.Elapsed);
         }
         catch
@@ -112,6 +112,24 @@ public sealed class LoadedModel : IDisposable
         foreach (var device in new[] { options.Primary, options.Cpu }.Distinct())
             queues[device] = device.CreateQueue()
                 ?? throw new InvalidOperationException($"backend '{device.Description.Backend}' ({device.Description.Name}) has no compute queue: it cannot run models");
+    }
+
+    /// <summary>
+    /// Reads the RoPE frequency factors back to the host (every device that rotates with them but does not hold the tensor
+    /// gets a copy) and checks each is positive and finite: a zero, negative or NaN factor would silently turn the angles,
+    /// and then every logit, into garbage.
+    /// </summary>
+    private static LlamaWeights ReadRopeFrequencyFactors(LlamaWeights weights, Dictionary<IBackendDevice, IComputeQueue> queues, GgufFile file)
+    {
+        if (weights.RopeFrequencyFactors is not { } factors) return weights;
+        long fileOffset = file.GetTensor(LlamaTensorNames.RopeFrequencies).FileOffset;
+        var values = new float[factors.Tensor.ElementCount];
+        queues[factors.Device].Download(new DeviceTensor(factors.Buffer, factors.BufferOffset, GgmlType.F32), values);
+        for (int i = 0; i < values.Length; i++)
+            if (!(values[i] > 0) || float.IsInfinity(values[i]))
+                throw new ModelFormatException(file.Path, LlamaTensorNames.RopeFrequencies,
+                    $"factor {i} (at byte {fileOffset + (long)i * sizeof(float)}) is {values[i]}; RoPE frequency factors must be positive and finite");
+        return weights with { RopeFrequencyFactorValues = values };
     }
 
     /// <summary>Creates an inference context (KV cache and activations) on this model's devices.</summary>

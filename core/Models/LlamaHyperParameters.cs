@@ -25,6 +25,11 @@ public sealed record LlamaHyperParameters
     public required RopeParams Rope { get; init; }
     /// <summary>True when q/k/v projections carry biases (qwen2).</summary>
     public required bool HasQkvBias { get; init; }
+    /// <summary>
+    /// True when the file carries <c>rope_freqs.weight</c>: F32 [Rope.Dims / 2] factors dividing each rotated pair's angle
+    /// (llama.cpp's converter writes them for Llama 3.1/3.2's <c>rope_scaling.rope_type = llama3</c>).
+    /// </summary>
+    public bool HasRopeFrequencyFactors { get; init; }
 
     /// <summary>Elements of one token's keys (or values): KvHeadCount × HeadSize.</summary>
     public int KvDim => KvHeadCount * HeadSize;
@@ -62,6 +67,8 @@ public sealed record LlamaHyperParameters
         if (file.GetStringOrDefault($"{arch}.rope.scaling.type") is "linear" && file.TryGet($"{arch}.rope.scaling.factor", out var f))
             ropeScale = 1f / f.AsFloat32();
 
+        bool hasRopeFactors = CheckRopeFrequencyFactors(file, ropeDims);
+
         var embdTensor = file.FindTensor("token_embd.weight")
             ?? throw new ModelFormatException(file.Path, "token_embd.weight", "tensor missing");
         int vocab = checked((int)embdTensor.Info.Dims[1]);
@@ -81,7 +88,26 @@ public sealed record LlamaHyperParameters
             Rope = new RopeParams(arch == "qwen2" ? RopeMode.NeoX : RopeMode.Normal, ropeDims,
                 file.GetFloat32OrDefault($"{arch}.rope.freq_base", 10000f), ropeScale),
             HasQkvBias = file.FindTensor("blk.0.attn_q.bias") is not null,
+            HasRopeFrequencyFactors = hasRopeFactors,
         };
+    }
+
+    /// <summary>
+    /// Whether <c>rope_freqs.weight</c> is present; if it is, it must be F32 with one factor per rotated pair
+    /// (<paramref name="ropeDims"/>/2 elements), or the model would rotate with garbage or read past the tensor.
+    /// </summary>
+    private static bool CheckRopeFrequencyFactors(GgufFile file, int ropeDims)
+    {
+        const string name = LlamaTensorNames.RopeFrequencies;
+        if (file.FindTensor(name) is not { } tensor) return false;
+        var info = tensor.Info;
+        if (info.Type != GgmlType.F32)
+            throw new ModelFormatException(file.Path, name, $"type {info.Type} (data at byte {tensor.FileOffset}); RoPE frequency factors must be F32");
+        int pairs = ropeDims / 2;
+        if (info.Dims.Count == 0 || info.Dims[0] != pairs || info.Dims.Skip(1).Any(d => d != 1))
+            throw new ModelFormatException(file.Path, name,
+                $"shape [{string.Join(", ", info.Dims)}] (data at byte {tensor.FileOffset}), but rope.dimension_count {ropeDims} needs [{pairs}]: one factor per rotated pair");
+        return true;
     }
 }
 

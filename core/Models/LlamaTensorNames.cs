@@ -6,6 +6,8 @@ public static class LlamaTensorNames
     public const string TokenEmbedding = "token_embd.weight";
     public const string OutputNorm = "output_norm.weight";
     public const string Output = "output.weight";
+    /// <summary>Per-pair RoPE frequency factors, F32 [ropeDims/2] (Llama 3.1-style "llama3" RoPE scaling).</summary>
+    public const string RopeFrequencies = "rope_freqs.weight";
 
     public static string AttnNorm(int layer) => $"blk.{layer}.attn_norm.weight";
     public static string Q(int layer) => $"blk.{layer}.attn_q.weight";

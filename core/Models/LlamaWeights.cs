@@ -26,6 +26,15 @@ public sealed record LlamaWeights(
     TensorBinding Output,         // [embd, vocab] (token_embd when the embeddings are tied)
     IReadOnlyList<LlamaLayerWeights> Layers)
 {
+    /// <summary>F32 [ropeDims/2] per-pair RoPE frequency factors (<c>rope_freqs.weight</c>), or null when the model has none.</summary>
+    public TensorBinding? RopeFrequencyFactors { get; init; }
+
+    /// <summary>
+    /// The values of <see cref="RopeFrequencyFactors"/> on the host (read back once at load and checked), for the devices
+    /// that rotate with them but do not hold the tensor; empty when the model has none.
+    /// </summary>
+    public ReadOnlyMemory<float> RopeFrequencyFactorValues { get; init; }
+
     /// <summary>Binds the loaded tensors by name and checks every shape against the hyper-parameters.</summary>
     public static LlamaWeights Bind(LoadedWeights loaded, LlamaHyperParameters hp, string path)
     {
@@ -40,7 +49,7 @@ public sealed record LlamaWeights(
         TensorBinding Vector(string name, long n)
         {
             var b = Get(name, n);
-            if (b.Tensor.Type != GgmlType.F32) throw new ModelFormatException(path, name, $"type {b.Tensor.Type}; norms and biases must be F32");
+            if (b.Tensor.Type != GgmlType.F32) throw new ModelFormatException(path, name, $"type {b.Tensor.Type}; norms, biases and RoPE factors must be F32");
             return b;
         }
 
@@ -60,6 +69,9 @@ public sealed record LlamaWeights(
                 Vector(N.FfnNorm(l), d),
                 Get(N.FfnGate(l), d, ff), Get(N.FfnUp(l), d, ff), Get(N.FfnDown(l), ff, d));
         }
-        return new LlamaWeights(embd, Vector(N.OutputNorm, d), output, layers);
+        return new LlamaWeights(embd, Vector(N.OutputNorm, d), output, layers)
+        {
+            RopeFrequencyFactors = hp.HasRopeFrequencyFactors ? Vector(N.RopeFrequencies, hp.Rope.Dims / 2) : null,
+        };
     }
 }

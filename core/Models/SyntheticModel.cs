@@ -33,6 +33,13 @@ public sealed record SyntheticModelSpec
     public uint Alignment { get; init; } = 32;
     /// <summary>Byte filling alignment gaps (0 by default; tests use other values to make dirty gaps).</summary>
     public byte PaddingByte { get; init; }
+    /// <summary>
+    /// Values of a <c>rope_freqs.weight</c> tensor written after the other tensors (null, the default: none, and the file
+    /// is byte for byte what it was before this option existed). See <see cref="SyntheticModel.Llama3RopeFrequencyFactors"/>.
+    /// </summary>
+    public IReadOnlyList<float>? RopeFrequencyFactors { get; init; }
+    /// <summary>Storage type of <see cref="RopeFrequencyFactors"/>: F32 like llama.cpp writes; tests use others to make malformed files.</summary>
+    public GgmlType RopeFrequencyFactorsType { get; init; } = GgmlType.F32;
 
     /// <summary>The TinyLlama-1.1B shape (vocab 32000, 2048 wide, 22 layers, 32 heads, 4 KV heads, ff 5632) used in benchmarks.</summary>
     public static SyntheticModelSpec TinyLlamaShape(SyntheticWeightType type) => new()
@@ -126,12 +133,47 @@ public static class SyntheticModel
         Norm(OutputNorm, d);
         if (spec.SeparateOutput)
             Matrix(Output, d, spec.VocabularySize, spec.WeightType == SyntheticWeightType.Q4_K_M ? GgmlType.Q6_K : main);
+        if (spec.RopeFrequencyFactors is { } factors)
+        {
+            var info = new TensorInfo(RopeFrequencies, spec.RopeFrequencyFactorsType, [factors.Count]);
+            var bytes = new byte[info.ByteSize];
+            Quantizer.Quantize(info.Type, factors.ToArray(), bytes);
+            writer.AddTensor(info, bytes);
+        }
 
         string? dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
         string temp = path + ".tmp-" + Environment.ProcessId;
         writer.WriteTo(temp);
         File.Move(temp, path, overwrite: true); // atomic: a half-written model is never seen under its name
+    }
+
+    /// <summary>
+    /// Per-pair frequency factors of Llama 3.1's "llama3" RoPE scaling, as llama.cpp's converter derives them from
+    /// <c>rope_scaling</c>: a pair whose wavelength 2π·base^(2i/dims) is shorter than originalContext / highFreqFactor keeps
+    /// its frequency (factor 1), one longer than originalContext / lowFreqFactor is slowed by <paramref name="factor"/>, and
+    /// in between the two are blended: factor_i = 1 / ((1 - s)/factor + s), s = (originalContext/wavelength - low) / (high - low).
+    /// Llama 3.1 uses factor 8, low 1, high 4, original context 8192.
+    /// </summary>
+    public static float[] Llama3RopeFrequencyFactors(int ropeDims, float freqBase, float factor, float lowFreqFactor, float highFreqFactor, int originalContext)
+    {
+        if (ropeDims <= 0 || ropeDims % 2 != 0) throw new ArgumentOutOfRangeException(nameof(ropeDims), ropeDims, "RoPE dimensions must be positive and even");
+        if (!(factor >= 1) || !(lowFreqFactor > 0) || !(highFreqFactor > lowFreqFactor) || originalContext <= 0)
+            throw new ArgumentOutOfRangeException(nameof(factor), $"llama3 RoPE scaling needs factor >= 1, 0 < low < high and a positive original context (got {factor}, {lowFreqFactor}, {highFreqFactor}, {originalContext})");
+        double lowFreqWavelength = originalContext / lowFreqFactor, highFreqWavelength = originalContext / highFreqFactor;
+        var factors = new float[ropeDims / 2];
+        for (int i = 0; i < factors.Length; i++)
+        {
+            double wavelength = 2 * Math.PI * Math.Pow(freqBase, 2.0 * i / ropeDims);
+            if (wavelength < highFreqWavelength) factors[i] = 1f;
+            else if (wavelength > lowFreqWavelength) factors[i] = factor;
+            else
+            {
+                double smooth = (originalContext / wavelength - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+                factors[i] = (float)(1 / ((1 - smooth) / factor + smooth));
+            }
+        }
+        return factors;
     }
 
     /// <summary>A tensor's seed: the model seed mixed with an FNV-1a hash of the tensor name.</summary>

@@ -100,8 +100,54 @@ public unsafe class RopeTests
         Assert.Equal("ropeDim", ex.ParamName);
     }
 
+    [Theory]
+    [InlineData(RopeMode.Normal, 64, 64)]
+    [InlineData(RopeMode.NeoX, 64, 64)]
+    [InlineData(RopeMode.Normal, 100, 46)]
+    [InlineData(RopeMode.NeoX, 80, 32)]
+    public void Frequency_factors_divide_each_pairs_angle(RopeMode mode, int headDim, int ropeDim)
+    {
+        const int nHeads = 3;
+        int[] positions = [0, 1, 9, 500, 4095, 32767];
+        const float freqBase = 500000f, freqScale = 1f;
+        // Llama 3.1-like: fast pairs untouched, slow pairs divided by 8, a blend in between; plus one odd value.
+        var factors = new float[ropeDim / 2];
+        for (int i = 0; i < factors.Length; i++) factors[i] = i < factors.Length / 3 ? 1f : i < 2 * factors.Length / 3 ? 1f + 7f * i / factors.Length : 8f;
+        factors[1] = 0.75f;
+        var x = TestData.Uniform(positions.Length * nHeads * headDim, 33);
+        var expected = Reference(x, positions, nHeads, headDim, ropeDim, freqBase, freqScale, mode, factors);
+        var plain = Reference(x, positions, nHeads, headDim, ropeDim, freqBase, freqScale, mode);
+        var table = new float[Rope.TableLength(positions.Length, ropeDim)];
+        fixed (float* px = x, pt = table, pf = factors)
+        {
+            Rope.PrecomputeCosSin(positions, ropeDim, freqBase, freqScale, mode, pf, pt);
+            Rope.Apply(px, nHeads, headDim, ropeDim, mode, pt, 0, positions.Length);
+        }
+        TestData.AllClose(expected, x, 0, 2e-6, $"rope {mode} with factors");
+        // The factors must matter: the same rows without them are far away.
+        double largest = expected.Zip(plain, (a, b) => Math.Abs(a - b)).Max();
+        Assert.True(largest > 0.1, $"frequency factors changed no value by more than {largest}");
+    }
+
+    [Theory]
+    [InlineData(0f)]
+    [InlineData(-1f)]
+    [InlineData(float.NaN)]
+    [InlineData(float.PositiveInfinity)]
+    public void Bad_frequency_factor_is_rejected(float bad)
+    {
+        float[] factors = [1f, bad];
+        var table = new float[Rope.TableLength(1, 4)];
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() =>
+        {
+            fixed (float* pf = factors, pt = table) Rope.PrecomputeCosSin([3], 4, 10000f, 1f, RopeMode.Normal, pf, pt);
+        });
+        Assert.Equal("frequencyFactors", ex.ParamName);
+        Assert.Contains("factor 1", ex.Message);
+    }
+
     private static double[] Reference(float[] x, int[] positions, int nHeads, int headDim, int ropeDim,
-        double freqBase, double freqScale, RopeMode mode)
+        double freqBase, double freqScale, RopeMode mode, float[]? factors = null)
     {
         var y = x.Select(v => (double)v).ToArray();
         for (int t = 0; t < positions.Length; t++)
@@ -110,7 +156,7 @@ public unsafe class RopeTests
                 int row = (t * nHeads + h) * headDim;
                 for (int i = 0; i < ropeDim / 2; i++)
                 {
-                    double theta = positions[t] * freqScale * Math.Pow(freqBase, -2.0 * i / ropeDim);
+                    double theta = positions[t] * freqScale * Math.Pow(freqBase, -2.0 * i / ropeDim) / (factors?[i] ?? 1f);
                     int a = mode == RopeMode.Normal ? 2 * i : i;
                     int b = mode == RopeMode.Normal ? 2 * i + 1 : i + ropeDim / 2;
                     double x0 = x[row + a], x1 = x[row + b];

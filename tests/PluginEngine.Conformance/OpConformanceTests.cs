@@ -61,6 +61,22 @@ public sealed class OpConformanceTests
         }
     }
 
+    public static TheoryData<string, RopeMode, int, int, float> RopeWithFactorsCases
+    {
+        get
+        {
+            var data = new TheoryData<string, RopeMode, int, int, float>();
+            foreach (string backend in Candidates)
+                foreach (var mode in new[] { RopeMode.Normal, RopeMode.NeoX })
+                {
+                    data.Add(backend, mode, 64, 0, 10000f);     // every dimension rotated, from position 0
+                    data.Add(backend, mode, 32, 17, 10000f);    // partial rotation, later positions
+                    data.Add(backend, mode, 64, 1000, 500000f); // Llama 3 base, long context: angle precision matters
+                }
+            return data;
+        }
+    }
+
     public static TheoryData<string, GgmlType, int, int> AttentionCases
     {
         get
@@ -202,6 +218,40 @@ public sealed class OpConformanceTests
         }
 
         TestData.AssertClose(Run(reference), Run(target), 1e-4, $"{backend} Rope {mode} dims {dims} from {firstPosition}");
+    }
+
+    [Theory]
+    [MemberData(nameof(RopeWithFactorsCases))]
+    public void RopeWithFactors_matches_cpu(string backend, RopeMode mode, int dims, int firstPosition, float frequencyBase)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.RopeFrequencyFactors, GgmlType.F32);
+        using var reference = new DeviceSession(Reference);
+        const int tokens = 3, heads = 5, headSize = 64;
+        float[] x = TestData.Random(3, tokens * heads * headSize);
+        var rope = new RopeParams(mode, dims, frequencyBase, 1f);
+        // Llama 3.1-like factors (1 for fast pairs, 8 for slow ones, a blend between) and a few odd values, so a backend
+        // that indexes them by element instead of by pair, or ignores them, is caught.
+        var factors = new float[dims / 2];
+        for (int i = 0; i < factors.Length; i++) factors[i] = i < factors.Length / 4 ? 1f : i < factors.Length / 2 ? 1f + 14f * i / factors.Length : 8f;
+        factors[1] = 0.5f;
+        factors[^2] = 3.25f;
+
+        float[] Run(DeviceSession s, bool withFactors)
+        {
+            var t = s.Floats(x);
+            // At a non-zero offset, as the tensor sits inside a weights buffer.
+            var f = s.Floats([0f, 0f, 0f, .. factors]).Skip(3);
+            if (withFactors) s.Queue.RopeWithFactors(t, tokens, heads, headSize, firstPosition, rope, f);
+            else s.Queue.Rope(t, tokens, heads, headSize, firstPosition, rope);
+            return s.Read(t, x.Length);
+        }
+
+        float[] expected = Run(reference, withFactors: true);
+        TestData.AssertClose(expected, Run(target, withFactors: true), 1e-4, $"{backend} RopeWithFactors {mode} dims {dims} from {firstPosition}");
+        // The case is only meaningful if the factors change the result well beyond the tolerance.
+        double moved = expected.Zip(Run(reference, withFactors: false), (a, b) => Math.Abs(a - b)).Max();
+        Assert.True(moved > 0.1, $"factors moved values by only {moved} from position {firstPosition}");
     }
 
     [Theory]

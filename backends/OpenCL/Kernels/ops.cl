@@ -240,19 +240,19 @@ void rms_norm(__global const uchar* xb, ulong xoff, __global const uchar* wb, ul
     for (int i = lid; i < n; i += WG) y[i] = x[i] * scale * w[i];
 }
 
-// Global size (dims/2, heads, tokens). Normal pairs (2i, 2i+1); NeoX pairs (i, i + dims/2).
-// freqs holds freqScale * freqBase^(-2i/dims) per pair as a float pair (hi, lo) computed in double on the host; the angle
-// pos * freq is then carried as hi + lo (fma recovers the product's rounding error), so long positions keep their
-// phase like the CPU's double-precision angles instead of losing ~pos * 2^-24 radians.
-__kernel void rope(__global uchar* xb, ulong xoff, __global const float2* freqs, int heads, int headSize, int dims,
-                   int firstPosition, int neox)
+// Rotates pair i of one head by pos * freq_i / factor. freq holds freqScale * freqBase^(-2i/dims) as a float pair (hi, lo)
+// computed in double on the host; the angle pos * freq is carried as hi + lo (fma recovers the product's rounding error), so
+// long positions keep their phase like the CPU's double-precision angles instead of losing ~pos * 2^-24 radians. Dividing
+// by the factor keeps that: q = hi / factor, and fma(-q, factor, hi) is the quotient's exact remainder, folded into lo.
+// factor == 1 leaves (hi, lo) bit for bit as they were, so plain rope is unchanged.
+inline void rope_pair(__global float* x, float2 f, float factor, int position, int i, int dims, int neox)
 {
-    int i = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
-    __global float* x = (__global float*)(xb + xoff) + ((long)t * heads + h) * headSize;
-    float2 f = freqs[i];
-    float p = (float)(firstPosition + t);
+    float p = (float)position;
     float hi = p * f.x;
     float lo = fma(p, f.x, -hi) + p * f.y;
+    float q = hi / factor;
+    lo = (fma(-q, factor, hi) + lo) / factor;
+    hi = q;
     float c, s = sincos(hi, &c);
     float sr = s + lo * c, cr = c - lo * s;
     int a = neox ? i : 2 * i;
@@ -260,6 +260,25 @@ __kernel void rope(__global uchar* xb, ulong xoff, __global const float2* freqs,
     float x0 = x[a], x1 = x[b];
     x[a] = x0 * cr - x1 * sr;
     x[b] = x1 * cr + x0 * sr;
+}
+
+// Global size (dims/2, heads, tokens). Normal pairs (2i, 2i+1); NeoX pairs (i, i + dims/2).
+__kernel void rope(__global uchar* xb, ulong xoff, __global const float2* freqs, int heads, int headSize, int dims,
+                   int firstPosition, int neox)
+{
+    int i = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
+    __global float* x = (__global float*)(xb + xoff) + ((long)t * heads + h) * headSize;
+    rope_pair(x, freqs[i], 1.0f, firstPosition + t, i, dims, neox);
+}
+
+// As rope, with pair i's angle divided by factors[i] (F32 [dims/2]: a model's rope_freqs.weight, Llama 3.1-style scaling).
+__kernel void rope_factors(__global uchar* xb, ulong xoff, __global const float2* freqs, int heads, int headSize, int dims,
+                           int firstPosition, int neox, __global const uchar* factorsb, ulong factorsoff)
+{
+    int i = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
+    __global float* x = (__global float*)(xb + xoff) + ((long)t * heads + h) * headSize;
+    __global const float* factors = (__global const float*)(factorsb + factorsoff);
+    rope_pair(x, freqs[i], factors[i], firstPosition + t, i, dims, neox);
 }
 
 // One work-group per (head, token). Scores go to a scratch row of maxVisible floats per (token, head).

@@ -10,7 +10,7 @@ namespace PluginEngine.Tests.Golden;
 /// matrix to float32 with core's scalar <see cref="Dequantizer"/> (itself tested against the block definitions),
 /// and then does all arithmetic in double precision, one token at a time, with a double-precision KV cache.
 /// Semantics follow llama.cpp's llama graph: RMSNorm (x / sqrt(mean(x²) + ε) · w), RoPE "normal" mode rotating
-/// adjacent pairs (2i, 2i+1) by θ = pos · base^(-2i/d_rope), causal attention with grouped KV heads (query head h
+/// adjacent pairs (2i, 2i+1) by θ = pos · base^(-2i/d_rope) (divided by rope_freqs.weight[i] when the file has it), causal attention with grouped KV heads (query head h
 /// reads KV head h / (heads / kv_heads)) scaled by 1/√head_size, a SwiGLU feed-forward (silu(gate)·up, then down),
 /// and output.weight or, when it is absent, the tied token embeddings.
 /// </summary>
@@ -18,6 +18,7 @@ public sealed class ReferenceLlama
 {
     private readonly float[] _tokenEmbedding, _outputNorm, _output; // [V, d], [d], [V, d] (the same array when tied)
     private readonly Layer[] _layers;
+    private readonly float[]? _ropeFactors; // [d_rope/2] rope_freqs.weight, or null
 
     private sealed record Layer(float[] AttnNorm, float[] Q, float[] K, float[] V, float[] AttnOutput,
         float[] FfnNorm, float[] FfnGate, float[] FfnUp, float[] FfnDown);
@@ -43,6 +44,7 @@ public sealed class ReferenceLlama
         _outputNorm = Read("output_norm.weight", d);
         IsOutputTied = file.FindTensor("output.weight") is null;
         _output = IsOutputTied ? _tokenEmbedding : Read("output.weight", d, VocabularySize);
+        _ropeFactors = file.FindTensor("rope_freqs.weight") is null ? null : Read("rope_freqs.weight", RopeDimensions / 2);
         _layers = new Layer[BlockCount];
         for (int l = 0; l < BlockCount; l++)
         {
@@ -64,6 +66,9 @@ public sealed class ReferenceLlama
     public float RopeBase { get; }
     public float Epsilon { get; }
     public int VocabularySize { get; }
+
+    /// <summary>True when the file has per-pair RoPE frequency factors (rope_freqs.weight).</summary>
+    public bool HasRopeFactors => _ropeFactors is not null;
 
     /// <summary>True when the file has no output.weight and the logits use the token embeddings.</summary>
     public bool IsOutputTied { get; }
@@ -120,7 +125,7 @@ public sealed class ReferenceLlama
             var head = heads.Slice(h * HeadSize, HeadSize);
             for (int i = 0; i < RopeDimensions / 2; i++)
             {
-                double theta = position * Math.Pow(RopeBase, -2.0 * i / RopeDimensions);
+                double theta = position * Math.Pow(RopeBase, -2.0 * i / RopeDimensions) / (_ropeFactors?[i] ?? 1.0);
                 double cos = Math.Cos(theta), sin = Math.Sin(theta);
                 double x0 = head[2 * i], x1 = head[2 * i + 1];
                 head[2 * i] = x0 * cos - x1 * sin;

@@ -16,8 +16,9 @@ public enum RopeMode
 /// Rotary position embedding, in place on rows laid out [nTokens][nHeads][headDim]. Work is split in two so
 /// the trigonometry is done once per batch, not once per layer and head:
 /// <see cref="PrecomputeCosSin"/> fills a caller-provided table per token, and <see cref="Apply"/> rotates any
-/// token range of q or k with it. Pair i turns by θ_i = pos · freqScale · freqBase^(-2i/ropeDim); elements at
-/// or past ropeDim are left as they are.
+/// token range of q or k with it. Pair i turns by θ_i = pos · freqScale · freqBase^(-2i/ropeDim) / factor_i, where
+/// factor_i is 1 or, for Llama 3.1-style models, the model's per-pair frequency factor (<c>rope_freqs.weight</c>);
+/// elements at or past ropeDim are left as they are.
 /// </summary>
 /// <remarks>
 /// The table holds, per token, a factor row C and a factor row S of ropeDim floats each, arranged for the mode
@@ -34,11 +35,24 @@ public static unsafe class Rope
     /// Angles are computed in double precision so long contexts do not lose phase.
     /// </summary>
     public static void PrecomputeCosSin(ReadOnlySpan<int> positions, int ropeDim, float freqBase, float freqScale, RopeMode mode, float* table)
+        => PrecomputeCosSin(positions, ropeDim, freqBase, freqScale, mode, frequencyFactors: null, table);
+
+    /// <summary>
+    /// As <see cref="PrecomputeCosSin(ReadOnlySpan{int}, int, float, float, RopeMode, float*)"/>, with pair i's angle divided
+    /// by <paramref name="frequencyFactors"/>[i] (ropeDim/2 floats; null means every factor is 1). Pair i is the same
+    /// pair in both modes: (2i, 2i+1) or (i, i + ropeDim/2), matching ggml's freq_factors indexing.
+    /// </summary>
+    public static void PrecomputeCosSin(ReadOnlySpan<int> positions, int ropeDim, float freqBase, float freqScale, RopeMode mode,
+        float* frequencyFactors, float* table)
     {
         CheckRopeDim(ropeDim, ropeDim);
         if (!(freqBase > 0)) throw new ArgumentOutOfRangeException(nameof(freqBase), freqBase, "RoPE frequency base must be positive.");
         if (!(freqScale > 0)) throw new ArgumentOutOfRangeException(nameof(freqScale), freqScale, "RoPE frequency scale must be positive.");
         int half = ropeDim / 2;
+        if (frequencyFactors != null)
+            for (int i = 0; i < half; i++)
+                if (!(frequencyFactors[i] > 0) || float.IsInfinity(frequencyFactors[i]))
+                    throw new ArgumentOutOfRangeException(nameof(frequencyFactors), frequencyFactors[i], $"RoPE frequency factor {i} must be positive and finite.");
         double logBase = Math.Log(freqBase);
         for (int t = 0; t < positions.Length; t++)
         {
@@ -48,6 +62,7 @@ public static unsafe class Rope
             for (int i = 0; i < half; i++)
             {
                 double theta = scaledPos * Math.Exp(-2.0 * i / ropeDim * logBase);
+                if (frequencyFactors != null) theta /= frequencyFactors[i];
                 (double sin, double cos) = Math.SinCos(theta);
                 int first = mode == RopeMode.NeoX ? i : 2 * i;
                 int second = mode == RopeMode.NeoX ? i + half : 2 * i + 1;
