@@ -13,6 +13,7 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
     private readonly CpuWorkerPool _pool;
     private readonly MatMulScratch _matMulScratch = new();
     private readonly AttentionJob _attention;
+    private readonly CpuOpProfile? _profile = CpuOpProfile.FromEnvironment();
     private int[] _positions = new int[64];
     private float[] _ropeTable = new float[64];
 
@@ -43,10 +44,18 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
     }
 
     public void RmsNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor y, int rows, int n, float eps)
-        => RowOps.RmsNormRows(F32(x), F32(weight), F32(y), n, 0, rows, eps);
+    {
+        long start = CpuOpProfile.Start(_profile);
+        RowOps.RmsNormRows(F32(x), F32(weight), F32(y), n, 0, rows, eps);
+        _profile?.Stop(ComputeOp.RmsNorm, start);
+    }
 
     public void MatMul(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens)
-        => Kernels.MatMul.Run(w.Type, Ptr(w), wRows, wCols, F32(x), tokens, F32(y), _pool, _matMulScratch);
+    {
+        long start = CpuOpProfile.Start(_profile);
+        Kernels.MatMul.Run(w.Type, Ptr(w), wRows, wCols, F32(x), tokens, F32(y), _pool, _matMulScratch);
+        _profile?.Stop(ComputeOp.MatMul, start);
+    }
 
     public void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope)
         => Rope(x, tokens, heads, headSize, firstPosition, rope, factors: null);
@@ -59,6 +68,7 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
 
     private void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, float* factors)
     {
+        long start = CpuOpProfile.Start(_profile);
         if (_positions.Length < tokens) _positions = new int[Math.Max(tokens, 2 * _positions.Length)];
         for (int t = 0; t < tokens; t++) _positions[t] = firstPosition + t;
         long tableLength = Kernels.Rope.TableLength(tokens, rope.Dims);
@@ -69,18 +79,31 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
             Kernels.Rope.PrecomputeCosSin(_positions.AsSpan(0, tokens), rope.Dims, rope.FrequencyBase, rope.FrequencyScale, mode, factors, table);
             Kernels.Rope.Apply(F32(x), heads, headSize, rope.Dims, mode, table, 0, tokens);
         }
+        _profile?.Stop(ComputeOp.Rope, start);
     }
 
     public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
     {
         if (kCache.Type != vCache.Type) throw new ArgumentException("K and V caches must have the same type");
+        long start = CpuOpProfile.Start(_profile);
         _attention.Set(F32(q), Ptr(kCache), Ptr(vCache), kCache.Type == GgmlType.F16 ? KvCacheType.F16 : KvCacheType.F32, F32(output), p);
         _pool.Run(_attention);
+        _profile?.Stop(ComputeOp.Attention, start);
     }
 
-    public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n) => RowOps.SiluMul(F32(gate), F32(up), F32(y), checked((int)n));
+    public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n)
+    {
+        long start = CpuOpProfile.Start(_profile);
+        RowOps.SiluMul(F32(gate), F32(up), F32(y), checked((int)n));
+        _profile?.Stop(ComputeOp.SiluMul, start);
+    }
 
-    public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor y, long n) => RowOps.Add(F32(a), F32(b), F32(y), checked((int)n));
+    public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor y, long n)
+    {
+        long start = CpuOpProfile.Start(_profile);
+        RowOps.Add(F32(a), F32(b), F32(y), checked((int)n));
+        _profile?.Stop(ComputeOp.Add, start);
+    }
 
     public void AddBias(DeviceTensor x, DeviceTensor bias, int rows, int n)
     {
@@ -89,6 +112,13 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
     }
 
     public void Convert(DeviceTensor src, DeviceTensor dst, long n)
+    {
+        long start = CpuOpProfile.Start(_profile);
+        ConvertCore(src, dst, n);
+        _profile?.Stop(ComputeOp.Convert, start);
+    }
+
+    private static void ConvertCore(DeviceTensor src, DeviceTensor dst, long n)
     {
         int count = checked((int)n);
         switch (dst.Type)
@@ -107,6 +137,7 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
 
     public void Dispose()
     {
+        _profile?.Report(Console.Error);
         _pool.Dispose();
         _matMulScratch.Dispose();
         _attention.Dispose();
