@@ -242,6 +242,26 @@ public static unsafe partial class QuantDot
         q3 = Vector256.ShiftRightLogical(ql1, 4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(hb, 6), 4);
     }
 
+    /// <summary>vpshufb indices putting 16-bit lane 2g of a 128-bit half in every lane of the low half and lane 2g+1 in the high half.</summary>
+    private static Vector256<byte> Q6ScalePairIndex(int g)
+    {
+        byte a = (byte)(4 * g), b = (byte)(4 * g + 1), c = (byte)(4 * g + 2), d = (byte)(4 * g + 3);
+        return Vector256.Create(a, b, a, b, a, b, a, b, a, b, a, b, a, b, a, b, c, d, c, d, c, d, c, d, c, d, c, d, c, d, c, d);
+    }
+
+    private static readonly Vector256<byte> Q6Pair0 = Q6ScalePairIndex(0), Q6Pair1 = Q6ScalePairIndex(1), Q6Pair2 = Q6ScalePairIndex(2), Q6Pair3 = Q6ScalePairIndex(3);
+
+    /// <summary>Half <paramref name="h"/> of a Q6_K super-block (four 32-element groups) against its 128 activation quants.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q6HalfDot(byte* w, int h, Vector256<byte> halfScales, sbyte* y)
+    {
+        Q6Half(w, h, out var q0, out var q1, out var q2, out var q3);
+        return ScaledDot(q0, Vector256.Load(y), Avx2.Shuffle(halfScales, Q6Pair0).AsInt16())
+             + ScaledDot(q1, Vector256.Load(y + 32), Avx2.Shuffle(halfScales, Q6Pair1).AsInt16())
+             + ScaledDot(q2, Vector256.Load(y + 64), Avx2.Shuffle(halfScales, Q6Pair2).AsInt16())
+             + ScaledDot(q3, Vector256.Load(y + 96), Avx2.Shuffle(halfScales, Q6Pair3).AsInt16());
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q6_KAvx2(byte* w, void* a, long n)
     {
@@ -251,21 +271,13 @@ public static unsafe partial class QuantDot
         {
             float d = HalfConversion.Load(w + 208) * Unsafe.ReadUnaligned<float>(x);
             sbyte* q8 = (sbyte*)x + Q8KQs;
-            sbyte* sc = (sbyte*)w + 192;
-            Vector256<int> sumi = default;
-            for (int h = 0; h < 2; h++)
-            {
-                Q6Half(w, h, out var q0, out var q1, out var q2, out var q3);
-                sbyte* y = q8 + 128 * h;
-                sbyte* s = sc + 8 * h;
-                sumi += ScaledDot(q0, Vector256.Load(y), Vector256.Create(Vector128.Create((short)s[0]), Vector128.Create((short)s[1])));
-                sumi += ScaledDot(q1, Vector256.Load(y + 32), Vector256.Create(Vector128.Create((short)s[2]), Vector128.Create((short)s[3])));
-                sumi += ScaledDot(q2, Vector256.Load(y + 64), Vector256.Create(Vector128.Create((short)s[4]), Vector128.Create((short)s[5])));
-                sumi += ScaledDot(q3, Vector256.Load(y + 96), Vector256.Create(Vector128.Create((short)s[6]), Vector128.Create((short)s[7])));
-            }
+            // The 16 scales widened once; each group's pair (2g for its first 16 elements, 2g+1 for the next) is broadcast by vpshufb.
+            var sc16 = Avx2.ConvertToVector256Int16((sbyte*)w + 192);
+            var sumi = Q6HalfDot(w, 0, Vector256.Create(sc16.GetLower(), sc16.GetLower()).AsByte(), q8)
+                     + Q6HalfDot(w, 1, Vector256.Create(sc16.GetUpper(), sc16.GetUpper()).AsByte(), q8 + 128);
             var vd = Vector256.Create(d);
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), vd, acc);
-            accOffset = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q6OffsetProducts(Avx2.ConvertToVector256Int16(sc), x)), vd, accOffset);
+            accOffset = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q6OffsetProducts(sc16, x)), vd, accOffset);
         }
         return Vector256.Sum(acc) - 32 * Vector256.Sum(accOffset);
     }
