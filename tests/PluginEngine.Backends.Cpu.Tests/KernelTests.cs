@@ -204,3 +204,36 @@ public unsafe class KernelTests
         Assert.True(KernelIsaSupport.IsSupported(KernelIsaSupport.Best));
     }
 }
+
+/// <summary><see cref="HalfConversion.FromSingle"/> against .NET's own <c>(Half)</c> conversion.</summary>
+public class HalfConversionTests
+{
+    [Fact]
+    public void FromSingle_equals_the_runtime_conversion_everywhere()
+    {
+        // Every 251st float bit pattern (both signs, all exponents), plus the rounding boundaries around every f16 value.
+        for (long bits = 0; bits <= uint.MaxValue; bits += 251) Check(BitConverter.UInt32BitsToSingle((uint)bits));
+        for (int h = 0; h < 0x7C00; h++)
+        {
+            float v = (float)BitConverter.UInt16BitsToHalf((ushort)h);
+            uint b = BitConverter.SingleToUInt32Bits(v);
+            for (int delta = -2; delta <= 2; delta++) Check(BitConverter.UInt32BitsToSingle((uint)(b + delta)));
+            // Midpoint to the next f16 value (ties go to even) and its neighbours.
+            float next = (float)BitConverter.UInt16BitsToHalf((ushort)(h + 1));
+            uint mid = BitConverter.SingleToUInt32Bits((v + next) / 2);
+            for (int delta = -1; delta <= 1; delta++) Check(BitConverter.UInt32BitsToSingle((uint)(mid + delta)));
+        }
+        foreach (float v in new[] { 65504f, 65519.99f, 65520f, 65536f, float.PositiveInfinity, float.NegativeInfinity, float.Epsilon, -0f, 6.1035156e-05f, 5.9604645e-08f, 2.9802322e-08f, 2.9802326e-08f })
+            Check(v);
+    }
+
+    private static void Check(float v)
+    {
+        ushort expected = BitConverter.HalfToUInt16Bits((Half)v);
+        ushort actual = HalfConversion.FromSingle(v);
+        if (float.IsNaN(v))
+            Assert.True(Half.IsNaN(BitConverter.UInt16BitsToHalf(actual)) && (actual & 0x8000) == (expected & 0x8000), $"NaN {BitConverter.SingleToUInt32Bits(v):X8} → {actual:X4}");
+        else
+            Assert.True(expected == actual, $"{v:R} ({BitConverter.SingleToUInt32Bits(v):X8}): expected {expected:X4}, got {actual:X4}");
+    }
+}

@@ -5,7 +5,7 @@ using PluginEngine.Abstractions;
 using PluginEngine.Backends.Cpu.Kernels;
 using PluginEngine.Core.Quantization;
 
-// Usage: MatMulBench [reps] [types] [n list] [thread list] [cache|stream]
+// Usage: MatMulBench [reps] [types] [n list] [thread list] [cache|stream] [shapes, e.g. 2048x2048,5632x2048]
 // Prints one line per configuration: the median, min and max milliseconds of `reps` timed MatMul.Run calls
 // (after one warm-up), the median GFLOP/s equivalent (2·rows·cols·n) and the weight bytes read per second.
 // `cache` (default) times the same matrix over and over (it stays in L2/L3: kernel compute speed); `stream` cycles
@@ -16,7 +16,8 @@ var types = (args.Length > 1 ? args[1] : "Q4_0,Q8_0,Q4_K,F16").Split(',').Select
 var ns = (args.Length > 2 ? args[2] : "1,512").Split(',').Select(long.Parse).ToArray();
 var threadCounts = (args.Length > 3 ? args[3] : "1,2").Split(',').Select(int.Parse).ToArray();
 bool stream = args.Length > 4 && args[4] == "stream";
-var shapes = new (long Rows, long Cols)[] { (2048, 2048), (5632, 2048) };
+var shapes = (args.Length > 5 ? args[5] : "2048x2048,5632x2048").Split(',')
+    .Select(shape => shape.Split('x')).Select(p => (Rows: long.Parse(p[0]), Cols: long.Parse(p[1]))).ToArray();
 const long StreamBytes = 512L << 20;
 
 // Decode one Q4_0 block first: that initializes the f16 table before any dot kernel is compiled, so a build whose

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using PluginEngine.Abstractions;
 
 namespace PluginEngine.Backends.Cpu.Kernels;
@@ -41,7 +42,7 @@ public static unsafe class ActivationQuantizer
             float amax = isa == KernelIsa.Scalar ? MaxAbsScalar(x, QK) : MaxAbs256(x, QK);
             float d = amax / 127f;
             float id = d != 0 ? 1f / d : 0f;
-            Unsafe.WriteUnaligned(dst, BitConverter.HalfToUInt16Bits((Half)d));
+            Unsafe.WriteUnaligned(dst, HalfConversion.FromSingle(d));
             if (isa == KernelIsa.Scalar) RoundScalar(x, (sbyte*)dst + 2, QK, id);
             else Round256(x, (sbyte*)dst + 2, QK, id);
         }
@@ -98,10 +99,13 @@ public static unsafe class ActivationQuantizer
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float MaxAbs256(float* x, int n)
     {
+        // vmaxps directly: Vector256.Max and MathF.Max follow IEEE 754-2019 maximum (NaN and −0 rules), several instructions
+        // each, and every value here is already non-negative.
         var m = Vector256<float>.Zero;
-        for (int i = 0; i < n; i += 8) m = Vector256.Max(m, Vector256.Abs(Vector256.Load(x + i)));
-        var h = Vector128.Max(m.GetLower(), m.GetUpper());
-        return MathF.Max(MathF.Max(h[0], h[1]), MathF.Max(h[2], h[3]));
+        for (int i = 0; i < n; i += 8) m = Avx.Max(m, Vector256.Abs(Vector256.Load(x + i)));
+        var h = Sse.Max(m.GetLower(), m.GetUpper());
+        h = Sse.Max(h, Sse.MoveHighToLow(h, h));
+        return Sse.MaxScalar(h, Sse.Shuffle(h, h, 1)).ToScalar();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
