@@ -54,7 +54,7 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
     {
         long start = CpuOpProfile.Start(_profile);
         Kernels.MatMul.Run(w.Type, Ptr(w), wRows, wCols, F32(x), tokens, F32(y), _pool, _matMulScratch);
-        _profile?.Stop(ComputeOp.MatMul, start);
+        _profile?.StopMatMul(w.Type, wRows, wCols, tokens, start);
     }
 
     public void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope)

@@ -100,8 +100,13 @@ public sealed unsafe class MatMulScratch : IDisposable
 /// </summary>
 public static unsafe class MatMul
 {
-    /// <summary>Rows per tile for generation (n = 1): small enough to balance threads, large enough to amortize claims.</summary>
-    private const int VectorRowTile = 16;
+    /// <summary>
+    /// Rows per tile for generation (n = 1): a quarter of each thread's share, at least 16. Generation streams the whole matrix
+    /// from memory once, and each tile is one sequential stream that the kernels prefetch ahead within; a thread's first rows
+    /// in a new tile start cold, so tiles are large (few cold starts) but still several per thread (balance when a thread is
+    /// held up). With 16-row tiles, every fourth row group of a thread began with a cache miss.
+    /// </summary>
+    private static int VectorRowTile(long rows, int threads) => (int)Math.Max(16, rows / (4L * threads) & ~3L);
     /// <summary>Tile shape for prompts (n &gt; 1): 16 weight rows stay in L1/L2 while 8 token rows stream past.
     /// The token tile is a multiple of every multi-token kernel's width (4 and 8), so only the last tile has leftovers
     /// (which take the single-token kernel).</summary>
@@ -179,7 +184,7 @@ public static unsafe class MatMul
         var multiDot = n == 1 ? null : QuantDot.ResolveMultiToken(wType, isa, out width);
         var multiRow = n == 1 ? QuantDot.ResolveMultiRow(wType, isa) : null;
         job.Set(QuantDot.Resolve(wType, isa), multiDot, width, multiRow, w, GgmlTypes.RowSize(wType, cols),
-                rows, cols, act, actRowBytes, n, y, n == 1 ? VectorRowTile : BatchRowTile, n == 1 ? 1 : BatchTokenTile);
+                rows, cols, act, actRowBytes, n, y, n == 1 ? VectorRowTile(rows, pool.ThreadCount) : BatchRowTile, n == 1 ? 1 : BatchTokenTile);
         pool.Run(job);
     }
 
