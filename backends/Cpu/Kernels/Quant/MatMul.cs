@@ -25,34 +25,24 @@ public sealed unsafe class MatMulScratch : IDisposable
     /// <summary>Bytes currently reserved.</summary>
     public long Capacity => _capacity;
 
-    /// <summary>A buffer of at least <paramref name="bytes"/> bytes, 64-byte aligned.</summary>
-    internal byte* Ensure(long bytes)
-    {
-        ObjectDisposedException.ThrowIf(_capacity < 0, this);
-        if (bytes > _capacity)
-        {
-            NativeMemory.AlignedFree(_buffer);
-            _buffer = null;
-            _capacity = 0;
-            _buffer = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
-            _capacity = bytes;
-        }
-        return _buffer;
-    }
+    /// <summary>A buffer of at least <paramref name="bytes"/> bytes, 64-byte aligned (quantized activations).</summary>
+    internal byte* Ensure(long bytes) => Grow(ref _buffer, ref _capacity, bytes);
 
     /// <summary>A second buffer of at least <paramref name="bytes"/> bytes, 64-byte aligned (per-token activation terms).</summary>
-    internal byte* EnsureTerms(long bytes)
+    internal byte* EnsureTerms(long bytes) => Grow(ref _terms, ref _termsCapacity, bytes);
+
+    private byte* Grow(ref byte* buffer, ref long capacity, long bytes)
     {
         ObjectDisposedException.ThrowIf(_capacity < 0, this);
-        if (bytes > _termsCapacity)
+        if (bytes > capacity)
         {
-            NativeMemory.AlignedFree(_terms);
-            _terms = null;
-            _termsCapacity = 0;
-            _terms = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
-            _termsCapacity = bytes;
+            NativeMemory.AlignedFree(buffer);
+            buffer = null;
+            capacity = 0;
+            buffer = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+            capacity = bytes;
         }
-        return _terms;
+        return buffer;
     }
 
     /// <summary>One buffer of at least <paramref name="bytes"/> bytes per worker (repacked weight groups), 64-byte aligned.</summary>
@@ -158,21 +148,12 @@ public static unsafe class MatMul
 
         if (n >= RepackedGemm.MinTokens && RepackedGemm.Supports(wType, isa))
         {
-            // Per-token block terms (scale as a float; offset sums, or Q4_K's sub-block sums), then row groups repacked per worker.
+            // Per-token block terms (scale as a float, plus offset or sub-block sums), then row groups repacked per worker.
             long blocks = cols / RepackedGemm.BlockElementsFor(wType);
-            int termBytes = wType switch { GgmlType.Q4_K => 8 * sizeof(short), GgmlType.Q6_K => 0, _ => sizeof(int) }; // Q6_K reads the activation's own sums
-            byte* terms = scratch.EnsureTerms(checked(n * blocks * (sizeof(float) + termBytes)));
+            byte* terms = scratch.EnsureTerms(checked(n * blocks * (sizeof(float) + RepackedGemm.KernelsFor(wType).TermBytes)));
             float* scales = (float*)terms;
             byte* blockTerms = terms + n * blocks * sizeof(float);
-            for (long t = 0; t < n; t++)
-            {
-                if (wType == GgmlType.Q6_K)
-                    continue;
-                if (wType == GgmlType.Q4_K)
-                    RepackedGemm.PrepareQ8_KActivationRow(act + t * actRowBytes, blocks, scales + t * blocks, (short*)blockTerms + 8 * t * blocks);
-                else
-                    RepackedGemm.PrepareActivationRow(act + t * actRowBytes, blocks, RepackedGemm.OffsetFactor(wType), scales + t * blocks, (int*)blockTerms + t * blocks);
-            }
+            RepackedGemm.PrepareActivations(wType, act, actRowBytes, n, blocks, scales, blockTerms);
             var buffers = scratch.EnsureWorkerBuffers(pool.ThreadCount, blocks * RepackedGemm.GroupBlockBytesFor(wType));
             scratch.RepackedJob.Set(wType, w, GgmlTypes.RowSize(wType, cols), rows, cols, act, actRowBytes, scales, blockTerms, n, y, buffers, QuantDot.Resolve(wType, isa));
             pool.Run(scratch.RepackedJob);

@@ -35,6 +35,56 @@ internal static unsafe class RepackedGemm
     /// <summary>Bytes of one repacked 8-row Q8_0 block: the high-nibble plane, the low-nibble plane, then 8 float scales.</summary>
     public const int Q8GroupBlockBytes = 2 * 8 * 32 + 8 * sizeof(float);
 
+    /// <summary>The repack and the two token kernels of one weight type, and the per-token terms it needs.</summary>
+    internal readonly struct TypeKernels
+    {
+        /// <summary>Repacks 8 rows: (rows, rowBytes, blocks, destination).</summary>
+        public readonly delegate*<byte*, long, long, byte*, void> Repack;
+        /// <summary>Several tokens against one group: (group, blocks, act, actRowBytes, scales, terms, y, yStride).</summary>
+        public readonly delegate*<byte*, long, byte*, long, float*, void*, float*, long, void> Tokens;
+        /// <summary>Tokens per <see cref="Tokens"/> call.</summary>
+        public readonly int Width;
+        /// <summary>One token against one group: (group, blocks, act, scales, terms, y).</summary>
+        public readonly delegate*<byte*, long, byte*, float*, void*, float*, void> Token;
+        /// <summary>Bytes of per-token terms per block (0: the kernel reads the activation's own).</summary>
+        public readonly int TermBytes;
+
+        public TypeKernels(delegate*<byte*, long, long, byte*, void> repack, delegate*<byte*, long, byte*, long, float*, void*, float*, long, void> tokens,
+                           int width, delegate*<byte*, long, byte*, float*, void*, float*, void> token, int termBytes)
+        {
+            Repack = repack; Tokens = tokens; Width = width; Token = token; TermBytes = termBytes;
+        }
+    }
+
+    /// <summary>The kernels for <paramref name="weightType"/> (one of the <see cref="Supports"/> types).</summary>
+    internal static TypeKernels KernelsFor(GgmlType weightType) => weightType switch
+    {
+        GgmlType.Q4_0 => new(&RepackQ4_0, &Q4_0Tokens4, 4, &Q4_0Tokens1, sizeof(int)),
+        GgmlType.Q8_0 => new(&RepackQ8_0, &Q8_0Tokens2, 2, &Q8_0Tokens1, sizeof(int)),
+        GgmlType.Q4_K => new(&RepackQ4_K, &Q4_KTokens4, 4, &Q4_KTokens1, 8 * sizeof(short)),
+        GgmlType.Q6_K => new(&RepackQ6_K, &Q6_KTokens2, 2, &Q6_KTokens1, 0),
+        _ => throw new NotSupportedException($"no repacked kernel for {weightType}"),
+    };
+
+    /// <summary>
+    /// Fills the per-token terms for <paramref name="n"/> activation rows: <paramref name="scales"/> (n × blocks floats) and
+    /// <paramref name="terms"/> (n × blocks × <see cref="TypeKernels.TermBytes"/>).
+    /// </summary>
+    internal static void PrepareActivations(GgmlType weightType, byte* act, long actRowBytes, long n, long blocks, float* scales, byte* terms)
+    {
+        int termBytes = KernelsFor(weightType).TermBytes;
+        for (long t = 0; t < n; t++)
+        {
+            byte* row = act + t * actRowBytes;
+            switch (weightType)
+            {
+                case GgmlType.Q6_K: break; // reads the activation's own scale and sums
+                case GgmlType.Q4_K: PrepareQ8_KActivationRow(row, blocks, scales + t * blocks, (short*)(terms + t * blocks * termBytes)); break;
+                default: PrepareActivationRow(row, blocks, OffsetFactor(weightType), scales + t * blocks, (int*)(terms + t * blocks * termBytes)); break;
+            }
+        }
+    }
+
     /// <summary>Whether <paramref name="weightType"/> has a repacked kernel at <paramref name="isa"/>.</summary>
     public static bool Supports(GgmlType weightType, KernelIsa isa) => isa != KernelIsa.Scalar && weightType is GgmlType.Q4_0 or GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q6_K;
 
@@ -152,8 +202,9 @@ internal static unsafe class RepackedGemm
     /// activation row is at <c>act + t * actRowBytes</c>; its per-block scales and offsets at <c>scales/offsets + t * blocks</c>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Q4_0Tokens4(byte* group, long blocks, byte* act, long actRowBytes, float* scales, int* offsets, float* y, long yStride)
+    public static void Q4_0Tokens4(byte* group, long blocks, byte* act, long actRowBytes, float* scales, void* terms, float* y, long yStride)
     {
+        int* offsets = (int*)terms;
         byte* x0 = act, x1 = act + actRowBytes, x2 = act + 2 * actRowBytes, x3 = act + 3 * actRowBytes;
         float* d0 = scales, d1 = scales + blocks, d2 = scales + 2 * blocks, d3 = scales + 3 * blocks;
         int* o0 = offsets, o1 = offsets + blocks, o2 = offsets + 2 * blocks, o3 = offsets + 3 * blocks;
@@ -205,8 +256,9 @@ internal static unsafe class RepackedGemm
 
     /// <summary>Two tokens against one repacked Q8_0 group (layout as <see cref="Q4_0Tokens4"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Q8_0Tokens2(byte* group, long blocks, byte* act, long actRowBytes, float* scales, int* offsets, float* y, long yStride)
+    public static void Q8_0Tokens2(byte* group, long blocks, byte* act, long actRowBytes, float* scales, void* terms, float* y, long yStride)
     {
+        int* offsets = (int*)terms;
         byte* x0 = act, x1 = act + actRowBytes;
         float* d0 = scales, d1 = scales + blocks;
         int* o0 = offsets, o1 = offsets + blocks;
@@ -231,8 +283,9 @@ internal static unsafe class RepackedGemm
 
     /// <summary>One token against one repacked Q8_0 group.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Q8_0Tokens1(byte* group, long blocks, byte* act, float* scales, int* offsets, float* y)
+    public static void Q8_0Tokens1(byte* group, long blocks, byte* act, float* scales, void* terms, float* y)
     {
+        int* offsets = (int*)terms;
         Vector256<float> c = default;
         for (long b = 0; b < blocks; b++, group += Q8GroupBlockBytes, act += Q8_0Bytes)
         {
@@ -252,8 +305,9 @@ internal static unsafe class RepackedGemm
 
     /// <summary>One token against one repacked group (the tokens left over after groups of four).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Q4_0Tokens1(byte* group, long blocks, byte* act, float* scales, int* offsets, float* y)
+    public static void Q4_0Tokens1(byte* group, long blocks, byte* act, float* scales, void* terms, float* y)
     {
+        int* offsets = (int*)terms;
         Vector256<float> c = default;
         for (long b = 0; b < blocks; b++, group += GroupBlockBytes, act += Q8_0Bytes)
         {
@@ -376,8 +430,9 @@ internal static unsafe class RepackedGemm
     /// <summary>Four tokens against one repacked Q4_K group. Token t's Q8_K row is at <c>act + t * actRowBytes</c>; its scales at
     /// <c>scales + t * superBlocks</c> and sub-block sums at <c>subSums + 8 * t * superBlocks</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Q4_KTokens4(byte* group, long superBlocks, byte* act, long actRowBytes, float* scales, short* subSums, float* y, long yStride)
+    public static void Q4_KTokens4(byte* group, long superBlocks, byte* act, long actRowBytes, float* scales, void* terms, float* y, long yStride)
     {
+        short* subSums = (short*)terms;
         byte* x0 = act + 4, x1 = act + actRowBytes + 4, x2 = act + 2 * actRowBytes + 4, x3 = act + 3 * actRowBytes + 4;
         Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
         for (long b = 0; b < superBlocks; b++, group += Q4KGroupBlockBytes, x0 += Q8_KBytes, x1 += Q8_KBytes, x2 += Q8_KBytes, x3 += Q8_KBytes)
@@ -396,8 +451,9 @@ internal static unsafe class RepackedGemm
 
     /// <summary>One token against one repacked Q4_K group.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Q4_KTokens1(byte* group, long superBlocks, byte* act, float* scales, short* subSums, float* y)
+    public static void Q4_KTokens1(byte* group, long superBlocks, byte* act, float* scales, void* terms, float* y)
     {
+        short* subSums = (short*)terms;
         byte* x = act + 4;
         Vector256<float> c = default;
         for (long b = 0; b < superBlocks; b++, group += Q4KGroupBlockBytes, x += Q8_KBytes)
@@ -503,9 +559,10 @@ internal static unsafe class RepackedGemm
     }
 
     /// <summary>Two tokens against one repacked Q6_K group (the weight chunks are read from L1 once per token; two tokens
-    /// interleave two independent chains).</summary>
+    /// interleave two independent chains). Q6_K reads its activation's own scale and sums: <paramref name="scales"/> and
+    /// <paramref name="terms"/> are unused.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Q6_KTokens2(byte* group, long superBlocks, byte* act, long actRowBytes, float* y, long yStride)
+    public static void Q6_KTokens2(byte* group, long superBlocks, byte* act, long actRowBytes, float* scales, void* terms, float* y, long yStride)
     {
         byte* x0 = act, x1 = act + actRowBytes;
         Vector256<float> c0 = default, c1 = default;
@@ -519,7 +576,7 @@ internal static unsafe class RepackedGemm
 
     /// <summary>One token against one repacked Q6_K group.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Q6_KTokens1(byte* group, long superBlocks, byte* act, float* y)
+    public static void Q6_KTokens1(byte* group, long superBlocks, byte* act, float* scales, void* terms, float* y)
     {
         Vector256<float> c = default;
         for (long b = 0; b < superBlocks; b++, group += Q6KGroupBlockBytes, act += Q8_KBytes) c = Q6KSuperBlock(group, act, c);
@@ -532,20 +589,19 @@ internal static unsafe class RepackedGemm
     /// </summary>
     internal sealed class Job : CpuParallelJob
     {
-        private GgmlType _type;
-        private byte* _w, _act;
+        private TypeKernels _kernels;
+        private byte* _w, _act, _terms;
         private float* _y, _scales;
-        private void* _terms;
         private byte*[] _workerBuffers = [];
         private delegate*<byte*, void*, long, float> _dot;
         private long _rowBytes, _rows, _cols, _blocks, _actRowBytes, _n, _groups, _claims, _next;
 
         /// <param name="scales">Per token and block: the activation scale as a float (<c>n × blocks</c>).</param>
-        /// <param name="terms">Per token and block: the offset sums (int, Q4_0/Q8_0) or the 8 sub-block sums (int16 × 8, Q4_K).</param>
-        public void Set(GgmlType weightType, byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, float* scales, void* terms,
+        /// <param name="terms">Per token and block: <see cref="TypeKernels.TermBytes"/> bytes (see <see cref="PrepareActivations"/>).</param>
+        public void Set(GgmlType weightType, byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, float* scales, byte* terms,
                         long n, float* y, byte*[] workerBuffers, delegate*<byte*, void*, long, float> dot)
         {
-            _type = weightType; _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols; _blocks = cols / BlockElementsFor(weightType);
+            _kernels = KernelsFor(weightType); _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols; _blocks = cols / BlockElementsFor(weightType);
             _act = act; _actRowBytes = actRowBytes; _scales = scales; _terms = terms; _n = n; _y = y;
             _workerBuffers = workerBuffers; _dot = dot;
             _groups = rows / GroupRows;
@@ -557,7 +613,8 @@ internal static unsafe class RepackedGemm
         public override void Execute(int worker, int workerCount)
         {
             byte* buffer = _workerBuffers[worker];
-            long claim;
+            var k = _kernels;
+            long blocks = _blocks, termStride = blocks * k.TermBytes, claim;
             while ((claim = Interlocked.Increment(ref _next) - 1) < _claims)
             {
                 long r0 = claim * GroupRows;
@@ -568,51 +625,13 @@ internal static unsafe class RepackedGemm
                             _y[t * _rows + r] = _dot(_w + r * _rowBytes, _act + t * _actRowBytes, _cols);
                     continue;
                 }
-                byte* w = _w + r0 * _rowBytes;
+                k.Repack(_w + r0 * _rowBytes, _rowBytes, blocks, buffer);
                 float* y = _y + r0;
-                long t0 = 0, blocks = _blocks;
-                switch (_type)
-                {
-                    case GgmlType.Q4_0:
-                    {
-                        int* offsets = (int*)_terms;
-                        RepackQ4_0(w, _rowBytes, blocks, buffer);
-                        for (; t0 + 4 <= _n; t0 += 4)
-                            Q4_0Tokens4(buffer, blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * blocks, offsets + t0 * blocks, y + t0 * _rows, _rows);
-                        for (; t0 < _n; t0++)
-                            Q4_0Tokens1(buffer, blocks, _act + t0 * _actRowBytes, _scales + t0 * blocks, offsets + t0 * blocks, y + t0 * _rows);
-                        break;
-                    }
-                    case GgmlType.Q8_0:
-                    {
-                        int* offsets = (int*)_terms;
-                        RepackQ8_0(w, _rowBytes, blocks, buffer);
-                        for (; t0 + 2 <= _n; t0 += 2)
-                            Q8_0Tokens2(buffer, blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * blocks, offsets + t0 * blocks, y + t0 * _rows, _rows);
-                        for (; t0 < _n; t0++)
-                            Q8_0Tokens1(buffer, blocks, _act + t0 * _actRowBytes, _scales + t0 * blocks, offsets + t0 * blocks, y + t0 * _rows);
-                        break;
-                    }
-                    case GgmlType.Q4_K:
-                    {
-                        short* subSums = (short*)_terms;
-                        RepackQ4_K(w, _rowBytes, blocks, buffer);
-                        for (; t0 + 4 <= _n; t0 += 4)
-                            Q4_KTokens4(buffer, blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * blocks, subSums + 8 * t0 * blocks, y + t0 * _rows, _rows);
-                        for (; t0 < _n; t0++)
-                            Q4_KTokens1(buffer, blocks, _act + t0 * _actRowBytes, _scales + t0 * blocks, subSums + 8 * t0 * blocks, y + t0 * _rows);
-                        break;
-                    }
-                    case GgmlType.Q6_K:
-                        RepackQ6_K(w, _rowBytes, blocks, buffer);
-                        for (; t0 + 2 <= _n; t0 += 2)
-                            Q6_KTokens2(buffer, blocks, _act + t0 * _actRowBytes, _actRowBytes, y + t0 * _rows, _rows);
-                        for (; t0 < _n; t0++)
-                            Q6_KTokens1(buffer, blocks, _act + t0 * _actRowBytes, y + t0 * _rows);
-                        break;
-                    default:
-                        throw new NotSupportedException($"no repacked kernel for {_type}");
-                }
+                long t0 = 0;
+                for (; t0 + k.Width <= _n; t0 += k.Width)
+                    k.Tokens(buffer, blocks, _act + t0 * _actRowBytes, _actRowBytes, _scales + t0 * blocks, _terms + t0 * termStride, y + t0 * _rows, _rows);
+                for (; t0 < _n; t0++)
+                    k.Token(buffer, blocks, _act + t0 * _actRowBytes, _scales + t0 * blocks, _terms + t0 * termStride, y + t0 * _rows);
             }
         }
     }
