@@ -47,7 +47,7 @@ public unsafe class RepackedGemmTests
         using var scratch = new MatMulScratch();
         foreach (long cols in TestData.ColsFor(wType))
         foreach (long rows in new long[] { 8, 37, 64 }) // 37: four groups of 8 and five rows left over
-        foreach (long n in new long[] { RepackedGemm.MinTokens, 9, 13, 33 }) // token counts with 0..3 left over after groups of 4
+        foreach (long n in new long[] { RepackedGemm.MinTokens, 9, 10, 13, 33 }) // token counts with 0..3 left over after groups of 4
         {
             byte[] wq = TestData.Quantize(wType, TestData.Gaussian(seed: (int)(rows * 7 + cols + n), rows * cols));
             float[] x = TestData.Gaussian(seed: (int)(n * 13 + cols), n * cols, scale: 0.75f);

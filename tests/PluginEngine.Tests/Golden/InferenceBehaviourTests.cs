@@ -102,9 +102,14 @@ public sealed class InferenceBehaviourTests(GoldenModelFixture models)
     }
 
     /// <remarks>
-    /// Batching changes which kernels run (matrix-matrix tiles for n &gt; 1, matrix-vector for n = 1) and where the
-    /// cache is read from, not the arithmetic of any one row: today the three orders give bit-identical logits. The
-    /// bound allows only float32 reordering noise; a wrong KV position or mask moves logits by tens of percent.
+    /// Batching changes which kernels run (matrix-vector for n = 1, multi-token kernels for small n, the repacked prompt
+    /// kernels from <c>RepackedGemm.MinTokens</c> tokens on) and where the cache is read from. F16 weights meet float
+    /// activations and the three orders give bit-identical logits: the bound allows only float32 reordering noise.
+    /// Quantized weights meet activations quantized to 8 bits per layer; the repacked kernels scale and sum the same exact
+    /// integer block sums in another float order (each matmul agrees with the per-token kernels to ~1e-5), and a difference
+    /// that small can move a value across a rounding boundary of the next layer's activation quantization, which this
+    /// random-weight model amplifies to about 1% of the largest logit at some positions (0.9% measured). A wrong KV position
+    /// or mask moves logits by tens of percent, so 3% still separates the two.
     /// </remarks>
     [Theory]
     [InlineData(SyntheticWeightType.Q8_0, GgmlType.F16)]
@@ -138,7 +143,7 @@ public sealed class InferenceBehaviourTests(GoldenModelFixture models)
             {
                 var c = LogitComparison.Of(rows.AsSpan(p * vocab, vocab), expected);
                 summary.Add(c);
-                c.AssertWithin(1e-5, $"{weights}: {name}, position {p}");
+                c.AssertWithin(weights == SyntheticWeightType.F16 ? 1e-5 : 3e-2, $"{weights}: {name}, position {p}");
             }
         }
         TestContext.Current.TestOutputHelper?.WriteLine($"{weights} KV {kvCache}, split vs one batch: {summary}");
