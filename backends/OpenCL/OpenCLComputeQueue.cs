@@ -39,7 +39,8 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
             foreach (var type in WeightTypes)
             {
                 string suffix = type.ToString().ToLowerInvariant();
-                _weightKernels[type] = (Kernel($"mul_mv_{suffix}"), Kernel($"mul_mm_{suffix}"), Kernel($"get_rows_{suffix}"));
+                string shape = device.CpuShapedMatMul ? "cpu_" : "";
+                _weightKernels[type] = (Kernel($"mul_mv_{shape}{suffix}"), Kernel($"mul_mm_{shape}{suffix}"), Kernel($"get_rows_{suffix}"));
             }
             _rmsNorm = Kernel("rms_norm");
             _rope = Kernel("rope");
@@ -113,12 +114,20 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
         Require(x, (long)tokens * wCols * sizeof(float), "MatMul x");
         Require(y, (long)tokens * wRows * sizeof(float), "MatMul y");
         var kernel = tokens == 1 ? mv : mm;
-        int tile = tokens == 1 ? 1 : MatMulTile;
         Arg(kernel, 0, Mem(w)); Arg(kernel, 1, (ulong)w.Offset); Arg(kernel, 2, (ulong)rowBytes);
         Arg(kernel, 3, checked((int)wCols)); Arg(kernel, 4, checked((int)(paddedCols / Sub)));
         Arg(kernel, 5, Mem(x)); Arg(kernel, 6, (ulong)x.Offset);
         Arg(kernel, 7, Mem(y)); Arg(kernel, 8, (ulong)y.Offset);
         Arg(kernel, 9, checked((int)wRows)); Arg(kernel, 10, tokens);
+        if (_device.CpuShapedMatMul)
+        {
+            // One work-item per group of rows, each its own work-group: the driver spreads them over its threads.
+            nuint items = (nuint)((wRows + OpenCLDevice.CpuMatMulRows - 1) / OpenCLDevice.CpuMatMulRows);
+            nuint one = 1;
+            Launch(kernel, 1, &items, &one, tokens == 1 ? "mul_mv_cpu" : "mul_mm_cpu");
+            return;
+        }
+        int tile = tokens == 1 ? 1 : MatMulTile;
         nuint* global = stackalloc nuint[2] { (nuint)wRows * WorkGroup, (nuint)((tokens + tile - 1) / tile) };
         nuint* local = stackalloc nuint[2] { WorkGroup, 1 };
         Launch(kernel, 2, global, local, tokens == 1 ? "mul_mv" : "mul_mm");
