@@ -66,10 +66,10 @@ public sealed unsafe class OpenCLDevice : IBackendDevice
     internal bool CpuShapedMatMul => _info.CpuShapedMatMul;
 
     /// <summary>Weight rows per work-item of the CPU-shaped matmul kernels (CPU_ROWS in Kernels/ops.cl).</summary>
-    internal const int CpuMatMulRows = 4;
+    internal const int CpuMatMulRows = 2;
 
     /// <summary>Tokens per tile of the CPU-shaped batched matmul kernels (CPU_TOKENS in Kernels/ops.cl).</summary>
-    internal const int CpuMatMulTokens = 2;
+    internal const int CpuMatMulTokens = 4;
 
     /// <summary>Largest single allocation the device accepts.</summary>
     internal long MaxAllocation => _info.MaxAllocation;

@@ -184,10 +184,10 @@ MATMUL_KERNEL(mul_mm_q6_k, deq32_q6_k, MM_TILE)
 // needed); a row length that is not a multiple of 32 (F32/F16/BF16 only) has its tail done element by element.
 
 #ifndef CPU_ROWS
-#define CPU_ROWS 4
+#define CPU_ROWS 2
 #endif
 #ifndef CPU_TOKENS
-#define CPU_TOKENS 2
+#define CPU_TOKENS 4
 #endif
 
 inline float hsum8(float8 v)
@@ -263,56 +263,73 @@ inline float8 dec8_q6_k(__global const uchar* row, int sub, int j)
 
 // y[t, row] = sum_c x[t, c] * w[row, c]; work-item i owns rows CPU_ROWS*i .. +CPU_ROWS-1 (clamped: a partial last
 // group recomputes the last row and stores only its own). TT tokens per tile; the last tile is clamped the same way.
-#define MATMUL_CPU_KERNEL(NAME, DEC8, DEQ32, TT)                                                                      \
-__kernel void NAME(__global const uchar* wb, ulong woff, ulong rowBytes, int ncols, int subsPerRow,                   \
-                   __global const uchar* xb, ulong xoff, __global uchar* yb, ulong yoff, int nrows, int tokens)      \
-{                                                                                                                     \
-    int r0 = get_global_id(0) * CPU_ROWS;                                                                             \
-    if (r0 >= nrows) return;                                                                                          \
-    __global const uchar* w[CPU_ROWS];                                                                                \
-    for (int r = 0; r < CPU_ROWS; r++) w[r] = wb + woff + (ulong)min(r0 + r, nrows - 1) * rowBytes;                   \
-    __global const float* x = (__global const float*)(xb + xoff);                                                     \
-    __global float* y = (__global float*)(yb + yoff);                                                                 \
-    int fullSubs = ncols / SUB, tail = ncols - fullSubs * SUB;                                                        \
-    for (int t0 = 0; t0 < tokens; t0 += TT)                                                                           \
-    {                                                                                                                 \
-        __global const float* xt[TT];                                                                                 \
-        for (int t = 0; t < TT; t++) xt[t] = x + (long)min(t0 + t, tokens - 1) * ncols;                               \
-        float8 acc[CPU_ROWS][TT];                                                                                     \
-        for (int r = 0; r < CPU_ROWS; r++) for (int t = 0; t < TT; t++) acc[r][t] = (float8)0.0f;                     \
-        for (int sub = 0; sub < fullSubs; sub++)                                                                      \
-        {                                                                                                             \
-            _Pragma("unroll")                                                                                         \
-            for (int j = 0; j < 4; j++)                                                                               \
-            {                                                                                                         \
-                float8 wv[CPU_ROWS];                                                                                  \
-                for (int r = 0; r < CPU_ROWS; r++) wv[r] = DEC8(w[r], sub, j);                                        \
-                for (int t = 0; t < TT; t++)                                                                          \
-                {                                                                                                     \
-                    float8 xv = vload8(4 * sub + j, xt[t]);                                                           \
-                    for (int r = 0; r < CPU_ROWS; r++) acc[r][t] = fma(wv[r], xv, acc[r][t]);                         \
-                }                                                                                                     \
-            }                                                                                                         \
-        }                                                                                                             \
-        float sums[CPU_ROWS][TT];                                                                                     \
-        for (int r = 0; r < CPU_ROWS; r++) for (int t = 0; t < TT; t++) sums[r][t] = hsum8(acc[r][t]);                \
-        if (tail > 0)                                                                                                 \
-        {                                                                                                             \
-            float wt[SUB];                                                                                            \
-            for (int r = 0; r < CPU_ROWS; r++)                                                                        \
-            {                                                                                                         \
-                DEQ32(w[r], fullSubs, ncols, wt);                                                                     \
-                for (int t = 0; t < TT; t++)                                                                          \
-                    for (int l = 0; l < tail; l++) sums[r][t] += wt[l] * xt[t][fullSubs * SUB + l];                   \
-            }                                                                                                         \
-        }                                                                                                             \
-        for (int t = 0; t < TT; t++)                                                                                  \
-        {                                                                                                             \
-            if (t0 + t >= tokens) break;                                                                              \
-            for (int r = 0; r < CPU_ROWS; r++)                                                                        \
-                if (r0 + r < nrows) y[(long)(t0 + t) * nrows + r0 + r] = sums[r][t];                                  \
-        }                                                                                                             \
-    }                                                                                                                 \
+#define MATMUL_CPU_KERNEL(NAME, DEC8, DEQ32, TT)                                                                       \
+__kernel void NAME(__global const uchar* wb, ulong woff, ulong rowBytes, int ncols, int subsPerRow,                    \
+                   __global const uchar* xb, ulong xoff, __global uchar* yb, ulong yoff, int nrows, int tokens)        \
+{                                                                                                                      \
+    int r0 = get_global_id(0) * CPU_ROWS;                                                                              \
+    if (r0 >= nrows) return;                                                                                           \
+    __global const uchar* w[CPU_ROWS];                                                                                 \
+    _Pragma("unroll")                                                                                                  \
+    for (int r = 0; r < CPU_ROWS; r++) w[r] = wb + woff + (ulong)min(r0 + r, nrows - 1) * rowBytes;                    \
+    __global const float* x = (__global const float*)(xb + xoff);                                                      \
+    __global float* y = (__global float*)(yb + yoff);                                                                  \
+    int fullSubs = ncols / SUB, tail = ncols - fullSubs * SUB;                                                         \
+    for (int t0 = 0; t0 < tokens; t0 += TT)                                                                            \
+    {                                                                                                                  \
+        __global const float* xt[TT];                                                                                  \
+        _Pragma("unroll")                                                                                              \
+        for (int t = 0; t < TT; t++) xt[t] = x + (long)min(t0 + t, tokens - 1) * ncols;                                \
+        /* Every loop over rows and tokens is unrolled so acc, wv and xt live in registers, not on the stack. */       \
+        float8 acc[CPU_ROWS][TT];                                                                                      \
+        _Pragma("unroll")                                                                                              \
+        for (int r = 0; r < CPU_ROWS; r++)                                                                             \
+        {                                                                                                              \
+            _Pragma("unroll")                                                                                          \
+            for (int t = 0; t < TT; t++) acc[r][t] = (float8)0.0f;                                                     \
+        }                                                                                                              \
+        for (int sub = 0; sub < fullSubs; sub++)                                                                       \
+        {                                                                                                              \
+            _Pragma("unroll")                                                                                          \
+            for (int j = 0; j < 4; j++)                                                                                \
+            {                                                                                                          \
+                float8 wv[CPU_ROWS];                                                                                   \
+                _Pragma("unroll")                                                                                      \
+                for (int r = 0; r < CPU_ROWS; r++) wv[r] = DEC8(w[r], sub, j);                                         \
+                _Pragma("unroll")                                                                                      \
+                for (int t = 0; t < TT; t++)                                                                           \
+                {                                                                                                      \
+                    float8 xv = vload8(4 * sub + j, xt[t]);                                                            \
+                    _Pragma("unroll")                                                                                  \
+                    for (int r = 0; r < CPU_ROWS; r++) acc[r][t] = fma(wv[r], xv, acc[r][t]);                          \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+        float sums[CPU_ROWS][TT];                                                                                      \
+        _Pragma("unroll")                                                                                              \
+        for (int r = 0; r < CPU_ROWS; r++)                                                                             \
+        {                                                                                                              \
+            _Pragma("unroll")                                                                                          \
+            for (int t = 0; t < TT; t++) sums[r][t] = hsum8(acc[r][t]);                                                \
+        }                                                                                                              \
+        if (tail > 0)                                                                                                  \
+        {                                                                                                              \
+            float wt[SUB];                                                                                             \
+            for (int r = 0; r < CPU_ROWS; r++)                                                                         \
+            {                                                                                                          \
+                DEQ32(w[r], fullSubs, ncols, wt);                                                                      \
+                for (int t = 0; t < TT; t++)                                                                           \
+                    for (int l = 0; l < tail; l++) sums[r][t] += wt[l] * xt[t][fullSubs * SUB + l];                    \
+            }                                                                                                          \
+        }                                                                                                              \
+        _Pragma("unroll")                                                                                              \
+        for (int t = 0; t < TT; t++)                                                                                   \
+        {                                                                                                              \
+            _Pragma("unroll")                                                                                          \
+            for (int r = 0; r < CPU_ROWS; r++)                                                                         \
+                if (t0 + t < tokens && r0 + r < nrows) y[(long)(t0 + t) * nrows + r0 + r] = sums[r][t];                \
+        }                                                                                                              \
+    }                                                                                                                  \
 }
 
 MATMUL_CPU_KERNEL(mul_mv_cpu_f32, dec8_f32, deq32_f32, 1)
