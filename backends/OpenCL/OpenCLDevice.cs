@@ -44,7 +44,7 @@ public sealed unsafe class OpenCLDevice : IBackendDevice
             Capabilities: BackendCapabilities.OwnedBuffers | BackendCapabilities.HostImport | BackendCapabilities.Async,
             Details: $"{info.PlatformName}, {info.Vendor}, {type}, {info.Version}, driver {info.DriverVersion}, {info.ComputeUnits} compute units, " +
                      $"unified memory {(info.HostUnifiedMemory ? "yes" : "no")}, max allocation {info.MaxAllocation >> 20} MiB, " +
-                     $"{(info.CpuShapedMatMul ? "CPU" : "GPU")}-shaped matmul kernels");
+                     $"{(info.CpuShapedKernels ? "CPU" : "GPU")}-shaped matmul and attention kernels");
         Buffers = new OpenCLBufferProvider(this);
     }
 
@@ -60,10 +60,11 @@ public sealed unsafe class OpenCLDevice : IBackendDevice
     internal nint Program { get; }
 
     /// <summary>
-    /// True when matmuls use the CPU-shaped kernels (<c>mul_*_cpu_*</c>: a work-item per few rows, no local memory or
-    /// barriers), which CPU drivers such as PoCL run several times faster than the GPU-shaped work-group kernels.
+    /// True when matmul and attention use the CPU-shaped kernels (<c>mul_*_cpu_*</c>, <c>attention_cpu_*</c>: a work-item
+    /// per few rows or per (head, token), no local memory or barriers), which CPU drivers such as PoCL run several times
+    /// faster than the GPU-shaped work-group kernels.
     /// </summary>
-    internal bool CpuShapedMatMul => _info.CpuShapedMatMul;
+    internal bool CpuShapedKernels => _info.CpuShapedKernels;
 
     /// <summary>Weight rows per work-item of the CPU-shaped matmul kernels (CPU_ROWS in Kernels/ops.cl).</summary>
     internal const int CpuMatMulRows = 2;
@@ -92,12 +93,18 @@ public sealed unsafe class OpenCLDevice : IBackendDevice
             source = reader.ReadToEnd();
 
         int err;
-        nint program = Api.CreateProgramWithSource(Context, 1, [source], null, &err);
+        nint program;
+        fixed (byte* text = OpenCLRuntime.Utf8Z(source))
+        {
+            byte* strings = text;
+            program = Api.CreateProgramWithSource(Context, 1, &strings, null, &err);
+        }
         OpenCLRuntime.Check(err, "clCreateProgramWithSource");
         nint device = _info.Device;
         // The CPU kernels' tile sizes come from here, so the host's launch arithmetic and the kernels cannot disagree.
         string options = $"-cl-std=CL1.2 -DCPU_ROWS={CpuMatMulRows} -DCPU_TOKENS={CpuMatMulTokens}";
-        err = Api.BuildProgram(program, 1, &device, options, null, null);
+        fixed (byte* optionText = OpenCLRuntime.Utf8Z(options))
+            err = Api.BuildProgram(program, 1, &device, optionText, null, null);
         if (err != 0)
         {
             string log = BuildLog(program, device);

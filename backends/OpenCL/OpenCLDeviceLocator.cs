@@ -6,11 +6,11 @@ namespace PluginEngine.Backends.OpenCL;
 internal sealed record OpenCLDeviceInfo(
     nint Platform, nint Device, int PlatformIndex, int DeviceIndex, string PlatformName, string DeviceName, string Vendor,
     string Version, string DriverVersion, ulong Type, bool HostUnifiedMemory, long GlobalMemory, long MaxAllocation,
-    uint ComputeUnits, string? PciBusId, bool CpuShapedMatMul);
+    uint ComputeUnits, string? PciBusId, bool CpuShapedKernels);
 
 /// <summary>
-/// Finds the device the <c>platform</c>/<c>device</c> options name, or says why there is none; the <c>matmul</c> option
-/// (auto, cpu, gpu) picks the matmul kernel shape, auto meaning the CPU shape exactly for CPU devices (PoCL).
+/// Finds the device the <c>platform</c>/<c>device</c> options name, or says why there is none; the <c>kernels</c> option
+/// (auto, cpu, gpu) picks the shape of the matmul and attention kernels, auto meaning the CPU shape exactly for CPU devices (PoCL).
 /// </summary>
 internal static class OpenCLDeviceLocator
 {
@@ -18,13 +18,13 @@ internal static class OpenCLDeviceLocator
     {
         int platformIndex = options.GetInt32("platform", 0, 0, 255);
         int deviceIndex = options.GetInt32("device", 0, 0, 255);
-        string shape = options.GetString("matmul", "auto")!;
+        string shape = options.GetString("kernels", "auto")!;
         bool? cpuShape = shape.Trim().ToLowerInvariant() switch
         {
             "auto" => null,
             "cpu" => true,
             "gpu" => false,
-            _ => throw new PluginOptionException($"{options.JsonPath}.matmul: expected auto, cpu or gpu, got '{shape}'"),
+            _ => throw new PluginOptionException($"{options.JsonPath}.kernels: expected auto, cpu or gpu, got '{shape}'"),
         };
         var (cl, loadError) = OpenCLRuntime.TryGetApi();
         if (cl is null) return (null, loadError);

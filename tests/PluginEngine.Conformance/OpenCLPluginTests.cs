@@ -43,7 +43,7 @@ public sealed class OpenCLPluginTests : IDisposable
     [InlineData("""{ "platform": 99 }""", "platform: index 99 is out of range")]
     [InlineData("""{ "device": 99 }""", "device: index 99 is out of range")]
     [InlineData("""{ "platform": "first" }""", "platform: expected an integer")]
-    [InlineData("""{ "matmul": "fast" }""", "matmul: expected auto, cpu or gpu, got 'fast'")]
+    [InlineData("""{ "kernels": "fast" }""", "kernels: expected auto, cpu or gpu, got 'fast'")]
     public void Bad_platform_or_device_option_is_a_rejection_naming_the_option(string options, string expected)
     {
         var candidate = LoadOpenCL(options);
@@ -56,12 +56,12 @@ public sealed class OpenCLPluginTests : IDisposable
     }
 
     /// <summary>The OpenCL device with the <c>matmul</c> kernel shape forced; skips when OpenCL is not available here.</summary>
-    private IBackendDevice DeviceWithMatMulShape(string shape)
+    private IBackendDevice DeviceWithKernelShape(string shape)
     {
-        var candidate = LoadOpenCL($$"""{ "matmul": "{{shape}}" }""");
+        var candidate = LoadOpenCL($$"""{ "kernels": "{{shape}}" }""");
         if (candidate.State != PluginState.Loaded) Assert.Skip($"OpenCL is not available here: {candidate.Reason}");
         var device = Assert.Single(candidate.Devices);
-        Assert.Contains($"{shape.ToUpperInvariant()}-shaped matmul kernels", device.Description.Details);
+        Assert.Contains($"{shape.ToUpperInvariant()}-shaped matmul and attention kernels", device.Description.Details);
         return device;
     }
 
@@ -83,7 +83,7 @@ public sealed class OpenCLPluginTests : IDisposable
     [InlineData(GgmlType.Q6_K, 256, "cpu")]
     public void Matmul_slide_is_read_by_the_gpu_shape_and_ignored_by_the_cpu_shape(GgmlType type, int cols, string shape)
     {
-        var device = DeviceWithMatMulShape(shape);
+        var device = DeviceWithKernelShape(shape);
         const int rows = 5;
         var info = new TensorInfo("w", type, [cols, rows]);
         long alloc = device.Buffers.GetAllocSize(info);
@@ -116,8 +116,8 @@ public sealed class OpenCLPluginTests : IDisposable
 
     /// <summary>
     /// The CPU-shaped matmul kernels (the default on CPU devices such as PoCL) against the GPU-shaped ones on the same
-    /// device and data, at the edges of the CPU kernels' tiling: a row count that is not a multiple of the 4-row group,
-    /// token counts of 1 (mat-vec), a partial 2-token tile and several tiles, and (F32/F16/BF16) a row length that is
+    /// device and data, at the edges of the CPU kernels' tiling: a row count that is not a multiple of the 2-row group,
+    /// token counts of 1 (mat-vec), a partial 4-token tile and several tiles, and (F32/F16/BF16) a row length that is
     /// not a multiple of 32, which takes the element-by-element tail.
     /// </summary>
     [Theory]
@@ -132,8 +132,8 @@ public sealed class OpenCLPluginTests : IDisposable
     [InlineData(GgmlType.Q6_K, 768)]
     public void Cpu_and_gpu_shaped_matmuls_agree(GgmlType type, int cols)
     {
-        var cpuShaped = DeviceWithMatMulShape("cpu");
-        var gpuShaped = DeviceWithMatMulShape("gpu");
+        var cpuShaped = DeviceWithKernelShape("cpu");
+        var gpuShaped = DeviceWithKernelShape("gpu");
         const int rows = 7;
         var info = new TensorInfo("w", type, [cols, rows]);
         byte[] weights = TestData.Matrix(type, 11, rows, cols);

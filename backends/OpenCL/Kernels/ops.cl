@@ -484,6 +484,50 @@ void NAME(__global const uchar* qb, ulong qoff, __global const uchar* kb, ulong 
 ATTENTION_KERNEL(attention_f32, float, LOAD_F32)
 ATTENTION_KERNEL(attention_f16, half, LOAD_F16)
 
+// CPU-device attention: one work-item per (head, token) with no barrier (see the CPU matmul above for why), the
+// head's dimensions walked in float8 slices; headSize must be a multiple of 8 (the host falls back to the work-group
+// kernel otherwise). Scores use the same scratch rows as the work-group kernel.
+#define ATTENTION_CPU_KERNEL(NAME, CACHE_T, LOAD8)                                                                    \
+__kernel void NAME(__global const uchar* qb, ulong qoff, __global const uchar* kb, ulong koff, __global const uchar* vb,\
+          ulong voff, __global uchar* ob, ulong ooff, __global float* scratch, int heads, int kvHeads, int headSize,  \
+          int firstPosition, int maxVisible, float scale)                                                             \
+{                                                                                                                     \
+    int h = get_global_id(0), t = get_global_id(1);                                                                   \
+    int visible = firstPosition + t + 1;                                                                              \
+    int g = h / (heads / kvHeads);                                                                                    \
+    long kvStride = (long)kvHeads * headSize;                                                                         \
+    int slices = headSize / 8;                                                                                        \
+    __global const float* q = (__global const float*)(qb + qoff) + ((long)t * heads + h) * headSize;                  \
+    __global const CACHE_T* k = (__global const CACHE_T*)(kb + koff) + (long)g * headSize;                            \
+    __global const CACHE_T* v = (__global const CACHE_T*)(vb + voff) + (long)g * headSize;                            \
+    __global float* o = (__global float*)(ob + ooff) + ((long)t * heads + h) * headSize;                              \
+    __global float* scores = scratch + ((long)t * heads + h) * maxVisible;                                            \
+    float m = -INFINITY;                                                                                              \
+    for (int j = 0; j < visible; j++)                                                                                 \
+    {                                                                                                                 \
+        __global const CACHE_T* kj = k + j * kvStride;                                                                \
+        float8 s8 = (float8)0.0f;                                                                                     \
+        for (int d = 0; d < slices; d++) s8 = fma(vload8(d, q), LOAD8(d, kj), s8);                                    \
+        float s = hsum8(s8) * scale;                                                                                  \
+        scores[j] = s;                                                                                                \
+        m = fmax(m, s);                                                                                               \
+    }                                                                                                                 \
+    float sum = 0.0f;                                                                                                 \
+    for (int j = 0; j < visible; j++) { float e = exp(scores[j] - m); scores[j] = e; sum += e; }                      \
+    float inv = 1.0f / sum;                                                                                           \
+    for (int d = 0; d < slices; d++)                                                                                  \
+    {                                                                                                                 \
+        float8 acc = (float8)0.0f;                                                                                    \
+        for (int j = 0; j < visible; j++) acc = fma((float8)scores[j], LOAD8(d, v + j * kvStride), acc);              \
+        vstore8(acc * inv, d, o);                                                                                     \
+    }                                                                                                                 \
+}
+
+#define LOAD8_F32(i, p) vload8((i), (p))
+#define LOAD8_F16(i, p) vload_half8((i), (p))
+ATTENTION_CPU_KERNEL(attention_cpu_f32, float, LOAD8_F32)
+ATTENTION_CPU_KERNEL(attention_cpu_f16, half, LOAD8_F16)
+
 __kernel void silu_mul(__global const uchar* gb, ulong goff, __global const uchar* ub, ulong uoff,
                        __global uchar* yb, ulong yoff, long n)
 {
