@@ -316,9 +316,7 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
     private nint Kernel(string name)
     {
         int err;
-        nint k;
-        fixed (byte* utf8 = OpenCLRuntime.Utf8Z(name))
-            k = _cl.CreateKernel(_device.Program, utf8, &err);
+        nint k = _cl.CreateKernel(_device.Program, name, &err);
         OpenCLRuntime.Check(err, $"clCreateKernel({name})");
         _kernels.Add(k);
         return k;

@@ -93,18 +93,12 @@ public sealed unsafe class OpenCLDevice : IBackendDevice
             source = reader.ReadToEnd();
 
         int err;
-        nint program;
-        fixed (byte* text = OpenCLRuntime.Utf8Z(source))
-        {
-            byte* strings = text;
-            program = Api.CreateProgramWithSource(Context, 1, &strings, null, &err);
-        }
+        nint program = Api.CreateProgramWithSource(Context, 1, [source], null, &err);
         OpenCLRuntime.Check(err, "clCreateProgramWithSource");
         nint device = _info.Device;
         // The CPU kernels' tile sizes come from here, so the host's launch arithmetic and the kernels cannot disagree.
         string options = $"-cl-std=CL1.2 -DCPU_ROWS={CpuMatMulRows} -DCPU_TOKENS={CpuMatMulTokens}";
-        fixed (byte* optionText = OpenCLRuntime.Utf8Z(options))
-            err = Api.BuildProgram(program, 1, &device, optionText, null, null);
+        err = Api.BuildProgram(program, 1, &device, options, null, null);
         if (err != 0)
         {
             string log = BuildLog(program, device);

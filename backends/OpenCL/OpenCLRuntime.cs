@@ -41,18 +41,6 @@ internal static unsafe class OpenCLRuntime
     /// <summary>File name of the ICD loader on this OS.</summary>
     public static string LibraryName => OperatingSystem.IsWindows() ? "OpenCL.dll" : OperatingSystem.IsMacOS() ? "/System/Library/Frameworks/OpenCL.framework/OpenCL" : "libOpenCL.so.1";
 
-    /// <summary>
-    /// <paramref name="text"/> as null-terminated UTF-8, for the <c>char*</c> parameters of OpenCL calls. Strings are
-    /// marshalled here rather than by Silk.NET's string overloads: with devices created on several threads at once (the
-    /// conformance tests do), those overloads crashed inside libpocl (strlen on a freed string).
-    /// </summary>
-    internal static byte[] Utf8Z(string text)
-    {
-        var bytes = new byte[System.Text.Encoding.UTF8.GetByteCount(text) + 1];
-        System.Text.Encoding.UTF8.GetBytes(text, bytes);
-        return bytes;
-    }
-
     private static readonly Lazy<(CL? Api, string? Error)> Loaded = new(Load, LazyThreadSafetyMode.ExecutionAndPublication);
 
     /// <summary>The API, or null with the reason it could not be loaded.</summary>

@@ -4,7 +4,16 @@ using Xunit;
 
 namespace PluginEngine.Conformance;
 
+/// <summary>
+/// These tests create OpenCL devices of their own (a plugin host per test, building the kernel program each time). PoCL
+/// was seen to crash (SIGSEGV in libpocl) when a device is created while another test runs kernels on the shared
+/// device, so they run alone, after the parallel collections.
+/// </summary>
+[CollectionDefinition(nameof(OwnOpenCLDevices), DisableParallelization = true)]
+public sealed class OwnOpenCLDevices;
+
 /// <summary>OpenCL-specific plugin behaviour: option validation and probe reasons, through the real plugin host.</summary>
+[Collection(nameof(OwnOpenCLDevices))]
 public sealed class OpenCLPluginTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("pe-opencl-plugin-").FullName;
