@@ -162,6 +162,41 @@ public sealed class OpenCLPluginTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// The CPU-shaped attention kernel against the GPU-shaped one on the same device: F32 and F16 caches, GQA, a batch
+    /// from a later position, and a head size that is not a multiple of 8 (the CPU shape falls back to the work-group
+    /// kernel there, so both must still agree).
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.F32, 64)]
+    [InlineData(GgmlType.F16, 64)]
+    [InlineData(GgmlType.F16, 36)]
+    public void Cpu_and_gpu_shaped_attention_agree(GgmlType cacheType, int headSize)
+    {
+        var cpuShaped = DeviceWithKernelShape("cpu");
+        var gpuShaped = DeviceWithKernelShape("gpu");
+        const int heads = 6, kvHeads = 2, tokens = 5, firstPosition = 9;
+        int visible = firstPosition + tokens;
+        float[] q = TestData.Random(21, tokens * heads * headSize);
+        float[] k = TestData.Random(22, visible * kvHeads * headSize);
+        float[] v = TestData.Random(23, visible * kvHeads * headSize);
+        var p = new AttentionParams(tokens, firstPosition, heads, kvHeads, headSize, 1f / MathF.Sqrt(headSize));
+
+        float[] Run(IBackendDevice device)
+        {
+            using var s = new DeviceSession(device);
+            var kCache = s.Zeros(k.Length, cacheType);
+            var vCache = s.Zeros(v.Length, cacheType);
+            s.Queue.Convert(s.Floats(k), kCache, k.Length);
+            s.Queue.Convert(s.Floats(v), vCache, v.Length);
+            var output = s.Zeros(q.Length);
+            s.Queue.Attention(s.Floats(q), kCache, vCache, output, p);
+            return s.Read(output, q.Length);
+        }
+
+        TestData.AssertClose(Run(gpuShaped), Run(cpuShaped), 1e-5, $"opencl Attention {cacheType} cache, head size {headSize}, cpu vs gpu shape");
+    }
+
     public void Dispose()
     {
         try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
