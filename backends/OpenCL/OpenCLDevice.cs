@@ -72,6 +72,9 @@ public sealed unsafe class OpenCLDevice : IBackendDevice
     /// <summary>Tokens per tile of the CPU-shaped batched matmul kernels (CPU_TOKENS in Kernels/ops.cl).</summary>
     internal const int CpuMatMulTokens = 4;
 
+    /// <summary>CL_DEVICE_MAX_COMPUTE_UNITS (the threads of a CPU driver such as PoCL), at least 1.</summary>
+    internal int ComputeUnits => (int)Math.Clamp(_info.ComputeUnits, 1u, 4096u);
+
     /// <summary>Largest single allocation the device accepts.</summary>
     internal long MaxAllocation => _info.MaxAllocation;
 
