@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
 using PluginEngine.Core.Bench;
 using PluginEngine.Core.Loading;
 using PluginEngine.Core.Plugins;
@@ -142,6 +144,56 @@ public sealed class BenchStreamingTests(BenchModelFixture model) : IClassFixture
         Assert.True(run.Interrupted);
         Assert.Empty(run.Rows);
     }
+
+    /// <summary>
+    /// The real program, as a process: jsonl rows reach the pipe while the bench is still running, and SIGTERM (a time
+    /// limit's signal) ends it with the rows already out, a note on stderr and exit code 143. The first test (pp8) is short;
+    /// the second (tg240: 31 × 240 single-token evaluations) is thousands of times longer than reading a line and sending
+    /// the signal, so the signal lands in it; the wait afterwards only guards against a hang.
+    /// </summary>
+    [Fact]
+    public void Sigterm_stops_a_streaming_bench_and_keeps_the_rows_already_written()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Skip("sends a POSIX signal (Linux only)");
+        string program = Path.Combine(AppContext.BaseDirectory, "pluginengine.dll");
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (string arg in new[] { program, "bench", "--plugins", model.PluginsPath, "-m", model.ModelPath, "-t", "1", "-r", "30", "-p", "8", "-n", "240", "-o", "jsonl" })
+            start.ArgumentList.Add(arg);
+        using var process = Process.Start(start)!;
+        var error = process.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+        try
+        {
+            // The first row arrives only when the first test has finished: it was streamed, not printed at the end.
+            string? first = process.StandardOutput.ReadLine();
+            Assert.NotNull(first);
+            Assert.Equal("pp8", Assert.Single(BenchOutput.ReadJsonLines(first, "stdout")).Test);
+            Assert.False(process.HasExited, "the bench ended before it was signalled; lengthen its second test");
+
+            Assert.Equal(0, Kill(process.Id, SigTerm));
+            string rest = process.StandardOutput.ReadToEnd();
+            Assert.True(process.WaitForExit(TimeSpan.FromMinutes(2)), "the bench did not stop after SIGTERM");
+
+            Assert.Equal(128 + SigTerm, process.ExitCode);
+            Assert.Equal("", rest.Trim()); // the interrupted tg240 leaves no row, and nothing is printed twice
+            string stderr = error.Result;
+            Assert.Contains("SIGTERM: stopping after the current evaluation", stderr);
+            Assert.Contains("bench interrupted by SIGTERM: 1 of 2 rows measured", stderr);
+        }
+        finally
+        {
+            if (!process.HasExited) process.Kill();
+        }
+    }
+
+    private const int SigTerm = 15;
+
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
 
     private BenchSession Session(string[] prompts, int generated)
     {
