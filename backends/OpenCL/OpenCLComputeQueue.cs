@@ -22,7 +22,7 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
     private readonly nint _queue;
     private readonly List<nint> _kernels = [];
     private readonly Dictionary<GgmlType, (nint Mv, nint Mm, nint GetRows)> _weightKernels = [];
-    private readonly nint _rmsNorm, _rope, _ropeFactors, _attentionF32, _attentionF16, _siluMul, _add, _addBias, _convertF16;
+    private readonly nint _rmsNorm, _rope, _ropeFactors, _attentionF32, _attentionF16, _attentionCpuF32, _attentionCpuF16, _siluMul, _add, _addBias, _convertF16;
     private nint _scratch;
     private nint _ropeTable;
     private (int Dims, float Base, float Scale) _ropeKey;
@@ -39,13 +39,19 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
             foreach (var type in WeightTypes)
             {
                 string suffix = type.ToString().ToLowerInvariant();
-                _weightKernels[type] = (Kernel($"mul_mv_{suffix}"), Kernel($"mul_mm_{suffix}"), Kernel($"get_rows_{suffix}"));
+                string shape = device.CpuShapedKernels ? "cpu_" : "";
+                _weightKernels[type] = (Kernel($"mul_mv_{shape}{suffix}"), Kernel($"mul_mm_{shape}{suffix}"), Kernel($"get_rows_{suffix}"));
             }
             _rmsNorm = Kernel("rms_norm");
             _rope = Kernel("rope");
             _ropeFactors = Kernel("rope_factors");
             _attentionF32 = Kernel("attention_f32");
             _attentionF16 = Kernel("attention_f16");
+            if (device.CpuShapedKernels)
+            {
+                _attentionCpuF32 = Kernel("attention_cpu_f32");
+                _attentionCpuF16 = Kernel("attention_cpu_f16");
+            }
             _siluMul = Kernel("silu_mul");
             _add = Kernel("add");
             _addBias = Kernel("add_bias");
@@ -114,12 +120,24 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
         Require(x, (long)tokens * wCols * sizeof(float), "MatMul x");
         Require(y, (long)tokens * wRows * sizeof(float), "MatMul y");
         var kernel = tokens == 1 ? mv : mm;
-        int tile = tokens == 1 ? 1 : MatMulTile;
         Arg(kernel, 0, Mem(w)); Arg(kernel, 1, (ulong)w.Offset); Arg(kernel, 2, (ulong)rowBytes);
         Arg(kernel, 3, checked((int)wCols)); Arg(kernel, 4, checked((int)(paddedCols / Sub)));
         Arg(kernel, 5, Mem(x)); Arg(kernel, 6, (ulong)x.Offset);
         Arg(kernel, 7, Mem(y)); Arg(kernel, 8, (ulong)y.Offset);
         Arg(kernel, 9, checked((int)wRows)); Arg(kernel, 10, tokens);
+        if (_device.CpuShapedKernels)
+        {
+            // One work-item per group of rows. Work-groups are what a CPU driver hands to its threads, and each costs a
+            // scheduling round trip, so they are made as large as keeps ~8 per compute unit (a 32000-row output matrix in
+            // 16000 one-item groups spent more time scheduling than computing); the kernel skips the padding items.
+            long items = (wRows + OpenCLDevice.CpuMatMulRows - 1) / OpenCLDevice.CpuMatMulRows;
+            long groupSize = Math.Clamp(items / (8L * _device.ComputeUnits), 1, 64);
+            nuint globalItems = (nuint)((items + groupSize - 1) / groupSize * groupSize);
+            nuint groupItems = (nuint)groupSize;
+            Launch(kernel, 1, &globalItems, &groupItems, tokens == 1 ? "mul_mv_cpu" : "mul_mm_cpu");
+            return;
+        }
+        int tile = tokens == 1 ? 1 : MatMulTile;
         nuint* global = stackalloc nuint[2] { (nuint)wRows * WorkGroup, (nuint)((tokens + tile - 1) / tile) };
         nuint* local = stackalloc nuint[2] { WorkGroup, 1 };
         Launch(kernel, 2, global, local, tokens == 1 ? "mul_mv" : "mul_mm");
@@ -186,10 +204,12 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
         if (kCache.Type != vCache.Type) throw new ArgumentException($"opencl: K cache is {kCache.Type} but V cache is {vCache.Type}; they must match");
         if (p.Heads <= 0 || p.KvHeads <= 0 || p.Heads % p.KvHeads != 0)
             throw new ArgumentException($"opencl: {p.Heads} heads is not a positive multiple of {p.KvHeads} KV heads");
+        // The CPU-shaped kernel walks a head in 8-float slices; other head sizes take the work-group kernel.
+        bool cpuShaped = _device.CpuShapedKernels && p.HeadSize % 8 == 0;
         var kernel = kCache.Type switch
         {
-            GgmlType.F32 => _attentionF32,
-            GgmlType.F16 => _attentionF16,
+            GgmlType.F32 => cpuShaped ? _attentionCpuF32 : _attentionF32,
+            GgmlType.F16 => cpuShaped ? _attentionCpuF16 : _attentionF16,
             _ => throw new NotSupportedException($"opencl: Attention over a {kCache.Type} cache"),
         };
         if (p.Tokens == 0) return;
@@ -208,6 +228,13 @@ internal sealed unsafe class OpenCLComputeQueue : IComputeQueue
         Arg(kernel, 8, scratch);
         Arg(kernel, 9, p.Heads); Arg(kernel, 10, p.KvHeads); Arg(kernel, 11, p.HeadSize);
         Arg(kernel, 12, p.FirstPosition); Arg(kernel, 13, visible); Arg(kernel, 14, p.Scale);
+        if (cpuShaped)
+        {
+            nuint* items = stackalloc nuint[2] { (nuint)p.Heads, (nuint)p.Tokens };
+            nuint* single = stackalloc nuint[2] { 1, 1 };
+            Launch(kernel, 2, items, single, "attention_cpu");
+            return;
+        }
         nuint* global = stackalloc nuint[2] { (nuint)p.Heads * WorkGroup, (nuint)p.Tokens };
         nuint* local = stackalloc nuint[2] { WorkGroup, 1 };
         Launch(kernel, 2, global, local, "attention");

@@ -43,7 +43,8 @@ public sealed unsafe class OpenCLDevice : IBackendDevice
             FreeMemory: info.GlobalMemory,
             Capabilities: BackendCapabilities.OwnedBuffers | BackendCapabilities.HostImport | BackendCapabilities.Async,
             Details: $"{info.PlatformName}, {info.Vendor}, {type}, {info.Version}, driver {info.DriverVersion}, {info.ComputeUnits} compute units, " +
-                     $"unified memory {(info.HostUnifiedMemory ? "yes" : "no")}, max allocation {info.MaxAllocation >> 20} MiB");
+                     $"unified memory {(info.HostUnifiedMemory ? "yes" : "no")}, max allocation {info.MaxAllocation >> 20} MiB, " +
+                     $"{(info.CpuShapedKernels ? "CPU" : "GPU")}-shaped matmul and attention kernels");
         Buffers = new OpenCLBufferProvider(this);
     }
 
@@ -57,6 +58,22 @@ public sealed unsafe class OpenCLDevice : IBackendDevice
 
     /// <summary>The built kernel program (kernels are created from it per compute queue: cl_kernel arguments are not thread-safe).</summary>
     internal nint Program { get; }
+
+    /// <summary>
+    /// True when matmul and attention use the CPU-shaped kernels (<c>mul_*_cpu_*</c>, <c>attention_cpu_*</c>: a work-item
+    /// per few rows or per (head, token), no local memory or barriers), which CPU drivers such as PoCL run several times
+    /// faster than the GPU-shaped work-group kernels.
+    /// </summary>
+    internal bool CpuShapedKernels => _info.CpuShapedKernels;
+
+    /// <summary>Weight rows per work-item of the CPU-shaped matmul kernels (CPU_ROWS in Kernels/ops.cl).</summary>
+    internal const int CpuMatMulRows = 2;
+
+    /// <summary>Tokens per tile of the CPU-shaped batched matmul kernels (CPU_TOKENS in Kernels/ops.cl).</summary>
+    internal const int CpuMatMulTokens = 4;
+
+    /// <summary>CL_DEVICE_MAX_COMPUTE_UNITS (the threads of a CPU driver such as PoCL), at least 1.</summary>
+    internal int ComputeUnits => (int)Math.Clamp(_info.ComputeUnits, 1u, 4096u);
 
     /// <summary>Largest single allocation the device accepts.</summary>
     internal long MaxAllocation => _info.MaxAllocation;
@@ -82,7 +99,9 @@ public sealed unsafe class OpenCLDevice : IBackendDevice
         nint program = Api.CreateProgramWithSource(Context, 1, [source], null, &err);
         OpenCLRuntime.Check(err, "clCreateProgramWithSource");
         nint device = _info.Device;
-        err = Api.BuildProgram(program, 1, &device, "-cl-std=CL1.2", null, null);
+        // The CPU kernels' tile sizes come from here, so the host's launch arithmetic and the kernels cannot disagree.
+        string options = $"-cl-std=CL1.2 -DCPU_ROWS={CpuMatMulRows} -DCPU_TOKENS={CpuMatMulTokens}";
+        err = Api.BuildProgram(program, 1, &device, options, null, null);
         if (err != 0)
         {
             string log = BuildLog(program, device);

@@ -5,7 +5,8 @@ namespace PluginEngine.Backends.OpenCL;
 
 /// <summary>
 /// Entry type of the OpenCL backend plugin. Options (plugins.json): <c>platform</c> and <c>device</c> indexes
-/// (default 0, 0) choose the device. The probe never throws: a missing ICD loader, no platform or no device is a
+/// (default 0, 0) choose the device; <c>kernels</c> (auto, cpu, gpu) the shape of the matmul and attention kernels (auto:
+/// CPU-shaped on CPU devices such as PoCL). The probe never throws: a missing ICD loader, no platform or no device is a
 /// score of 0 with the reason.
 /// </summary>
 public sealed class OpenCLPlugin : IBackendPlugin

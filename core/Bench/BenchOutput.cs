@@ -93,20 +93,25 @@ public static class BenchOutput
     /// <summary>CSV with a header; values with commas, quotes or line breaks are quoted; sample arrays are space-separated.</summary>
     public static void WriteCsv(TextWriter output, IReadOnlyList<BenchResult> rows)
     {
-        output.WriteLine(string.Join(',', ColumnNames));
+        WriteCsvHeader(output);
+        foreach (var row in rows) WriteCsvRow(output, row);
+    }
+
+    /// <summary>The CSV header line: <see cref="ColumnNames"/>.</summary>
+    public static void WriteCsvHeader(TextWriter output) => output.WriteLine(string.Join(',', ColumnNames));
+
+    /// <summary>One row as one CSV record, in <see cref="ColumnNames"/> order.</summary>
+    public static void WriteCsvRow(TextWriter output, BenchResult row)
+    {
         var line = new StringBuilder();
-        foreach (var row in rows)
+        bool first = true;
+        foreach (var property in JsonSerializer.SerializeToElement(row, JsonOptions).EnumerateObject())
         {
-            line.Clear();
-            bool first = true;
-            foreach (var property in JsonSerializer.SerializeToElement(row, JsonOptions).EnumerateObject())
-            {
-                if (!first) line.Append(',');
-                first = false;
-                line.Append(CsvField(CsvText(property.Value)));
-            }
-            output.WriteLine(line.ToString());
+            if (!first) line.Append(',');
+            first = false;
+            line.Append(CsvField(CsvText(property.Value)));
         }
+        output.WriteLine(line.ToString());
     }
 
     private static string CsvText(JsonElement value) => value.ValueKind switch

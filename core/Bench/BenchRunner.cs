@@ -24,6 +24,8 @@ public sealed record BenchMeasurement(BenchTest Test, IReadOnlyList<long> Sample
 /// generated tokens. Each repetition resets the context, evaluates the depth prefix untimed, then times the prompt
 /// (in chunks of the logical batch size; the context splits them further into its micro-batches) and the generated
 /// tokens one by one. Every evaluation reads logits back, so asynchronous backends are synchronized inside the timing.
+/// Cancellation is observed between evaluations (an evaluation itself is not interrupted), so an interrupted bench stops
+/// within one forward pass.
 /// </summary>
 public static class BenchRunner
 {
@@ -34,8 +36,10 @@ public static class BenchRunner
     /// <param name="repetitions">Timed repetitions (at least 1).</param>
     /// <param name="bosTokenId">The model's BOS id (first token of the sequence), or negative for none.</param>
     /// <param name="afterRepetition">Called after each timed repetition with its index (progress reporting); may be null.</param>
+    /// <param name="cancellation">Checked between evaluations.</param>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> was cancelled; no partial measurement is returned.</exception>
     public static BenchMeasurement Measure(LlamaContext context, BenchTest test, int batchSize, int repetitions, int bosTokenId,
-        Action<int>? afterRepetition = null)
+        Action<int>? afterRepetition = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(context);
         ArgumentNullException.ThrowIfNull(test);
@@ -48,35 +52,42 @@ public static class BenchRunner
         int[] ids = BenchTokens.Create(test.ContextTokens, context.VocabularySize, bosTokenId);
         float[] logits = new float[context.VocabularySize];
 
-        RunOnce(context, test, ids, logits, batchSize); // warm-up: JIT tiers, first-touch of buffers, device caches
+        RunOnce(context, test, ids, logits, batchSize, cancellation); // warm-up: JIT tiers, first-touch of buffers, device caches
         var samples = new long[repetitions];
         for (int r = 0; r < repetitions; r++)
         {
-            samples[r] = RunOnce(context, test, ids, logits, batchSize);
+            samples[r] = RunOnce(context, test, ids, logits, batchSize, cancellation);
             afterRepetition?.Invoke(r);
         }
         return new BenchMeasurement(test, samples);
     }
 
     /// <summary>One repetition; returns the timed part's duration in nanoseconds.</summary>
-    private static long RunOnce(LlamaContext context, BenchTest test, int[] ids, float[] logits, int batchSize)
+    private static long RunOnce(LlamaContext context, BenchTest test, int[] ids, float[] logits, int batchSize, CancellationToken cancellation)
     {
+        cancellation.ThrowIfCancellationRequested();
         context.Reset();
         var sequence = ids.AsSpan();
-        if (test.Depth > 0) EvaluateInBatches(context, sequence[..test.Depth], logits, batchSize);
+        if (test.Depth > 0) EvaluateInBatches(context, sequence[..test.Depth], logits, batchSize, cancellation);
 
         long start = Stopwatch.GetTimestamp();
-        if (test.PromptTokens > 0) EvaluateInBatches(context, sequence.Slice(test.Depth, test.PromptTokens), logits, batchSize);
+        if (test.PromptTokens > 0) EvaluateInBatches(context, sequence.Slice(test.Depth, test.PromptTokens), logits, batchSize, cancellation);
         int firstGenerated = test.Depth + test.PromptTokens;
         for (int i = 0; i < test.GeneratedTokens; i++)
+        {
+            cancellation.ThrowIfCancellationRequested(); // one volatile read per token: negligible next to a forward pass
             context.Evaluate(sequence.Slice(firstGenerated + i, 1), logits);
+        }
         long elapsed = Stopwatch.GetTimestamp() - start;
         return (long)(elapsed * (1e9 / Stopwatch.Frequency));
     }
 
-    private static void EvaluateInBatches(LlamaContext context, ReadOnlySpan<int> tokens, float[] logits, int batchSize)
+    private static void EvaluateInBatches(LlamaContext context, ReadOnlySpan<int> tokens, float[] logits, int batchSize, CancellationToken cancellation)
     {
         for (int start = 0; start < tokens.Length; start += batchSize)
+        {
+            cancellation.ThrowIfCancellationRequested();
             context.Evaluate(tokens.Slice(start, Math.Min(batchSize, tokens.Length - start)), logits);
+        }
     }
 }

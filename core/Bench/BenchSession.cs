@@ -58,8 +58,10 @@ public interface IBenchProgress
 /// <param name="Devices">Every device a row used (backend device and the CPU), once each.</param>
 /// <param name="Warnings">Things that make the numbers unrepresentative (e.g. unoptimized Debug builds), for stderr.</param>
 /// <param name="Failures">Configurations whose model could not be loaded here (e.g. no huge page pool), with the reason; their rows are missing.</param>
+/// <param name="Interrupted">True when the run was cancelled: <paramref name="Rows"/> holds the tests that finished before, and the
+/// test in progress is dropped.</param>
 public sealed record BenchRun(IReadOnlyList<BenchResult> Rows, MachineInfo Machine, IReadOnlyList<BenchDeviceInfo> Devices,
-    IReadOnlyList<string> Warnings, IReadOnlyList<string> Failures);
+    IReadOnlyList<string> Warnings, IReadOnlyList<string> Failures, bool Interrupted = false);
 
 /// <summary>
 /// Runs a <see cref="BenchPlan"/>: validates it against the plugins and models first (unknown backends, tests that do
@@ -83,9 +85,14 @@ public sealed class BenchSession
     }
 
     /// <summary>Validates, then runs every configuration and test.</summary>
+    /// <param name="progress">Told when each load and test starts.</param>
+    /// <param name="cancellation">Stops the run between evaluations (e.g. on Ctrl+C): the rows measured so far are returned with
+    /// <see cref="BenchRun.Interrupted"/> set, instead of an exception, so an interrupted run still reports them.</param>
+    /// <param name="rowMeasured">Called with each row as soon as its test finishes (before the next starts), so output can be
+    /// streamed and survives a run that is cut off; may be null.</param>
     /// <exception cref="BackendNotAvailableException">A named backend is not loaded (the message lists the available ones).</exception>
     /// <exception cref="BenchParameterException">A test does not fit a model's context, or a list is empty.</exception>
-    public BenchRun Run(IBenchProgress progress, CancellationToken cancellation = default)
+    public BenchRun Run(IBenchProgress progress, CancellationToken cancellation = default, Action<BenchResult>? rowMeasured = null)
     {
         ArgumentNullException.ThrowIfNull(progress);
         var plan = _plan;
@@ -107,88 +114,101 @@ public sealed class BenchSession
         if (IsUnoptimized(typeof(BenchSession).Assembly)) unoptimized.Add(typeof(BenchSession).Assembly.GetName().Name!);
         int total = plan.RowCount;
         var logger = _loggers.CreateLogger("bench");
-
-        foreach (var model in plan.Models)
-        foreach (string? backendName in plan.Backends)
-        foreach (var memory in plan.MemoryModes)
-        foreach (var hostImport in plan.HostImports)
-        foreach (int gpuLayers in plan.GpuLayers)
-        foreach (int? threads in plan.Threads)
+        bool interrupted = false;
+        try
         {
-            cancellation.ThrowIfCancellationRequested();
-            var host = hosts[threads ?? 0];
-            var primary = Resolve(host, backendName).Devices[0];
-            var cpu = Resolve(host, "cpu").Devices[0];
-            AddDevice(devices, primary);
-            AddDevice(devices, cpu);
-            foreach (var device in new[] { primary, cpu })
-                if (IsUnoptimized(device.GetType().Assembly)) unoptimized.Add(device.GetType().Assembly.GetName().Name!);
-            int threadCount = threads ?? ConfiguredThreads();
-            string memoryName = MemoryModeName(memory);
-            string backendLabel = primary.Description.Backend;
-            progress.Report(rows.Count + 1, total,
-                $"loading {model.Label} on {backendLabel} ({memoryName}, {threadCount} threads{(gpuLayers >= 0 ? $", ngl {gpuLayers}" : "")})");
-
-            var before = HugePagePool.Query();
-            var options = new ModelLoadOptions(primary, cpu, gpuLayers, new LoadOptions(memory, hostImport));
-            LoadedModel loaded;
-            try
-            {
-                loaded = LoadedModel.Load(model.Path, options, _mappings, logger, cancellation);
-            }
-            catch (Exception e) when (e is HugePagesUnavailableException or LoadOptionsException)
-            {
-                // This machine cannot hold the model this way (no huge page pool, unsupported mode): the other
-                // configurations still run, and the failure is reported with the results.
-                failures.Add($"{model.Label} on {backendLabel} ({memoryName}, {threadCount} threads): {e.Message}");
-                continue;
-            }
-            using var loadedModel = loaded;
-            var after = HugePagePool.Query();
-            var facts = headers[model.Path];
-
-            var template = new BenchResult
-            {
-                ModelFilename = model.Path, ModelLabel = model.Label, ModelType = facts.ModelType,
-                ModelSize = facts.SizeBytes, ModelNParams = facts.Parameters,
-                Backends = backendLabel, Device = primary.Description.Name, DeviceDetails = primary.Description.Details,
-                NThreads = threadCount, NGpuLayers = gpuLayers, UseMmap = memory == ModelMemoryMode.FileMapping,
-                MemoryMode = memoryName, HostImport = hostImport.Mode.ToString().ToLowerInvariant(),
-                LoadMs = loaded.LoadTime.TotalMilliseconds,
-                HugepagesBefore = before.IsAvailable ? before.FreePages : null,
-                HugepagesAfter = after.IsAvailable ? after.FreePages : null,
-            };
-            template.SetMachine(machine);
-            SetWeightBytes(template, loaded.Loaded);
-            int bos = loaded.Tokenizer.BosTokenId;
-
-            foreach (int batch in plan.Batches)
-            foreach (int microBatch in plan.MicroBatches)
-            foreach (var test in plan.Tests)
-            {
-                cancellation.ThrowIfCancellationRequested();
-                int index = rows.Count + 1;
-                progress.Report(index, total, $"{model.Label} {backendLabel} {memoryName} t{threadCount} b{batch}/{microBatch} {test.Name}");
-                var row = template.Clone();
-                row.NBatch = batch;
-                row.NUbatch = microBatch;
-                row.SetTest(test);
-                row.TestTime = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
-                // llama.cpp clamps the micro-batch to the batch; the context evaluates at most this many tokens per forward pass.
-                using var context = loaded.CreateContext(new ContextOptions(test.ContextTokens, Math.Min(batch, microBatch)));
-                var measurement = BenchRunner.Measure(context, test, batch, plan.Repetitions, bos);
-                row.SetTimings(measurement);
-                row.ContextBytes = context.AllocatedBytes.Values.Sum();
-                row.DeviceCopies = context.Transfers.Copies / (plan.Repetitions + 1);
-                row.ProcessRssBytes = ProcessMemory.ResidentBytes();
-                rows.Add(row);
-            }
+            RunConfigurations();
+        }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        {
+            interrupted = true; // the loaded model and context of the test in progress were disposed on the way out
         }
         var warnings = unoptimized.Count == 0 ? [] : new List<string>
         {
             $"{string.Join(", ", unoptimized)} {(unoptimized.Count == 1 ? "is a Debug build" : "are Debug builds")} (JIT optimizations off): timings are not representative; build with -c Release",
         };
-        return new BenchRun(rows, machine, devices, warnings, failures);
+        return new BenchRun(rows, machine, devices, warnings, failures, interrupted);
+
+        void RunConfigurations()
+        {
+            foreach (var model in plan.Models)
+            foreach (string? backendName in plan.Backends)
+            foreach (var memory in plan.MemoryModes)
+            foreach (var hostImport in plan.HostImports)
+            foreach (int gpuLayers in plan.GpuLayers)
+            foreach (int? threads in plan.Threads)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                var host = hosts[threads ?? 0];
+                var primary = Resolve(host, backendName).Devices[0];
+                var cpu = Resolve(host, "cpu").Devices[0];
+                AddDevice(devices, primary);
+                AddDevice(devices, cpu);
+                foreach (var device in new[] { primary, cpu })
+                    if (IsUnoptimized(device.GetType().Assembly)) unoptimized.Add(device.GetType().Assembly.GetName().Name!);
+                int threadCount = threads ?? ConfiguredThreads();
+                string memoryName = MemoryModeName(memory);
+                string backendLabel = primary.Description.Backend;
+                progress.Report(rows.Count + 1, total,
+                    $"loading {model.Label} on {backendLabel} ({memoryName}, {threadCount} threads{(gpuLayers >= 0 ? $", ngl {gpuLayers}" : "")})");
+
+                var before = HugePagePool.Query();
+                var options = new ModelLoadOptions(primary, cpu, gpuLayers, new LoadOptions(memory, hostImport));
+                LoadedModel loaded;
+                try
+                {
+                    loaded = LoadedModel.Load(model.Path, options, _mappings, logger, cancellation);
+                }
+                catch (Exception e) when (e is HugePagesUnavailableException or LoadOptionsException)
+                {
+                    // This machine cannot hold the model this way (no huge page pool, unsupported mode): the other
+                    // configurations still run, and the failure is reported with the results.
+                    failures.Add($"{model.Label} on {backendLabel} ({memoryName}, {threadCount} threads): {e.Message}");
+                    continue;
+                }
+                using var loadedModel = loaded;
+                var after = HugePagePool.Query();
+                var facts = headers[model.Path];
+
+                var template = new BenchResult
+                {
+                    ModelFilename = model.Path, ModelLabel = model.Label, ModelType = facts.ModelType,
+                    ModelSize = facts.SizeBytes, ModelNParams = facts.Parameters,
+                    Backends = backendLabel, Device = primary.Description.Name, DeviceDetails = primary.Description.Details,
+                    NThreads = threadCount, NGpuLayers = gpuLayers, UseMmap = memory == ModelMemoryMode.FileMapping,
+                    MemoryMode = memoryName, HostImport = hostImport.Mode.ToString().ToLowerInvariant(),
+                    LoadMs = loaded.LoadTime.TotalMilliseconds,
+                    HugepagesBefore = before.IsAvailable ? before.FreePages : null,
+                    HugepagesAfter = after.IsAvailable ? after.FreePages : null,
+                };
+                template.SetMachine(machine);
+                SetWeightBytes(template, loaded.Loaded);
+                int bos = loaded.Tokenizer.BosTokenId;
+
+                foreach (int batch in plan.Batches)
+                foreach (int microBatch in plan.MicroBatches)
+                foreach (var test in plan.Tests)
+                {
+                    cancellation.ThrowIfCancellationRequested();
+                    int index = rows.Count + 1;
+                    progress.Report(index, total, $"{model.Label} {backendLabel} {memoryName} t{threadCount} b{batch}/{microBatch} {test.Name}");
+                    var row = template.Clone();
+                    row.NBatch = batch;
+                    row.NUbatch = microBatch;
+                    row.SetTest(test);
+                    row.TestTime = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
+                    // llama.cpp clamps the micro-batch to the batch; the context evaluates at most this many tokens per forward pass.
+                    using var context = loaded.CreateContext(new ContextOptions(test.ContextTokens, Math.Min(batch, microBatch)));
+                    var measurement = BenchRunner.Measure(context, test, batch, plan.Repetitions, bos, cancellation: cancellation);
+                    row.SetTimings(measurement);
+                    row.ContextBytes = context.AllocatedBytes.Values.Sum();
+                    row.DeviceCopies = context.Transfers.Copies / (plan.Repetitions + 1);
+                    row.ProcessRssBytes = ProcessMemory.ResidentBytes();
+                    rows.Add(row);
+                    rowMeasured?.Invoke(row);
+                }
+            }
+        }
     }
 
     /// <summary>

@@ -11,7 +11,9 @@ namespace PluginEngine.Host.Commands;
 /// <c>pluginengine bench</c>: a llama-bench equivalent. Every parameter takes a comma list (or repeats) and the lists run
 /// as a cartesian product; one row per configuration and test, with tokens/s as mean ± sd over <c>-r</c> repetitions,
 /// memory and load columns, and optionally llama.cpp reference rows (<c>--reference llamacpp</c>).
-/// The work is <see cref="BenchSession"/>'s; this class parses, validates and prints.
+/// The work is <see cref="BenchSession"/>'s; this class parses, validates and prints. csv and jsonl rows are written (and
+/// flushed) as each test finishes; the first SIGINT (Ctrl+C) or SIGTERM stops the run after the current evaluation, prints
+/// the rows measured so far in the chosen format and exits with 128 + the signal number (a second signal kills at once).
 /// </summary>
 public static class BenchCommand
 {
@@ -82,23 +84,38 @@ public static class BenchCommand
 
             var session = new BenchSession(plan, configuration, SystemMappingFactory.Instance, context.Loggers);
             bool interactive = format == BenchOutputFormat.Markdown && ReferenceEquals(context.Error, Console.Error) && !Console.IsErrorRedirected;
-            var run = Parse(() => interactive ? RunWithStatus(session) : session.Run(new LineProgress(context.Error)));
+            // csv/jsonl rows are written as each test finishes, except with --reference: their ratio column is known only at the end.
+            var stream = new BenchRowStream(context.Output, format, streamRows: referenceName is null);
+            BenchRun run;
+            int? signal;
+            using (var interruption = BenchInterruption.Listen(context.Error))
+            {
+                run = Parse(() => interactive
+                    ? RunWithStatus(session, interruption.Token, stream.Add)
+                    : session.Run(new LineProgress(context.Error), interruption.Token, stream.Add));
+                signal = interruption.Signal;
+            }
 
             foreach (string warning in run.Warnings) context.Error.WriteLine($"warning: {warning}");
-            var rows = run.Rows.ToList();
             var devices = run.Devices.ToList();
-            if (referenceName is not null)
+            if (referenceName is not null && !run.Interrupted)
             {
                 var referenceRows = RunReference(run, reps, parse.GetValue(referenceTool), context);
                 if (referenceRows.Count > 0)
                 {
-                    LlamaCppReference.AttachRatios(rows, referenceRows);
-                    rows.AddRange(referenceRows);
+                    LlamaCppReference.AttachRatios(stream.Rows, referenceRows);
+                    foreach (var row in referenceRows) stream.Add(row);
                     devices.Add(new BenchDeviceInfo("llama.cpp", referenceRows[0].Device, referenceRows[0].DeviceDetails));
                 }
             }
-            if (rows.Count > 0) BenchOutput.Write(context.Output, format, rows, run.Machine, devices);
+            stream.Complete(run.Machine, devices);
             foreach (string failure in run.Failures) context.Error.WriteLine($"error: {failure}");
+            if (run.Interrupted)
+            {
+                context.Error.WriteLine($"bench interrupted{(signal is { } s ? $" by {BenchInterruption.SignalName(s)}" : "")}: " +
+                    $"{run.Rows.Count} of {plan.RowCount} rows measured{(referenceName is not null ? "; llama.cpp reference skipped" : "")}");
+                return 128 + (signal ?? BenchInterruption.SigInt);
+            }
             return run.Failures.Count == 0 ? ExitCodes.Success : ExitCodes.UserError;
         });
         return command;
@@ -132,11 +149,11 @@ public static class BenchCommand
         return rows;
     }
 
-    private static BenchRun RunWithStatus(BenchSession session)
+    private static BenchRun RunWithStatus(BenchSession session, CancellationToken cancellation, Action<BenchResult> rowMeasured)
     {
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error), Interactive = InteractionSupport.Yes });
         BenchRun? run = null;
-        console.Status().Start("bench: starting", status => run = session.Run(new StatusProgress(status)));
+        console.Status().Start("bench: starting", status => run = session.Run(new StatusProgress(status), cancellation, rowMeasured));
         return run!;
     }
 

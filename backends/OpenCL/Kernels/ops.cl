@@ -172,6 +172,183 @@ MATMUL_KERNEL(mul_mm_q4_k, deq32_q4_k, MM_TILE)
 MATMUL_KERNEL(mul_mm_q5_k, deq32_q5_k, MM_TILE)
 MATMUL_KERNEL(mul_mm_q6_k, deq32_q6_k, MM_TILE)
 
+// ---- CPU-device matmul (PoCL and other CPU OpenCL drivers) ----
+// A CPU OpenCL driver runs a work-group as loops over its work-items, and a barrier splits those loops (with the
+// work-items' live values spilled between them), so the GPU-shaped kernels above — a 64-item work-group per weight
+// row, reduced through local memory — spend most of their time in that machinery. Here one work-item is one thread's
+// unit of work, with no local memory and no barrier: it computes CPU_ROWS weight rows × all tokens, CPU_TOKENS tokens
+// at a time, walking the row in 8-element slices held in float8 registers (one AVX register). Each weight slice is
+// decoded once per token tile and used for CPU_TOKENS tokens; each activation slice is loaded once and used for
+// CPU_ROWS rows. The few rows a work-item owns (a few KiB) stay in L1 while its token tiles go by.
+// Rows are read only up to their last whole 32-element group (quantized rows end there exactly, so no slide is
+// needed); a row length that is not a multiple of 32 (F32/F16/BF16 only) has its tail done element by element.
+
+#ifndef CPU_ROWS
+#define CPU_ROWS 2
+#endif
+#ifndef CPU_TOKENS
+#define CPU_TOKENS 4
+#endif
+
+inline float hsum8(float8 v)
+{
+    float4 a = v.lo + v.hi;
+    float2 b = a.lo + a.hi;
+    return b.x + b.y;
+}
+
+// dec8_T(row, sub, j): elements 32*sub + 8*j .. +7 of a row, as floats (j = 0..3, a constant after unrolling, so
+// the per-group scale arithmetic is shared by the four slices).
+inline float8 dec8_f32(__global const uchar* row, int sub, int j) { return vload8(4 * sub + j, (__global const float*)row); }
+inline float8 dec8_f16(__global const uchar* row, int sub, int j) { return vload_half8(4 * sub + j, (__global const half*)row); }
+inline float8 dec8_bf16(__global const uchar* row, int sub, int j)
+{
+    return as_float8(convert_uint8(vload8(4 * sub + j, (__global const ushort*)row)) << 16);
+}
+
+inline float8 dec8_q8_0(__global const uchar* row, int sub, int j)
+{
+    __global const uchar* b = row + (long)sub * 34;
+    return ld_half(b) * convert_float8(vload8(j, (__global const char*)(b + 2)));
+}
+
+inline float8 dec8_q4_0(__global const uchar* row, int sub, int j)
+{
+    __global const uchar* b = row + (long)sub * 18;
+    uchar8 q = vload8(j & 1, b + 2);
+    uchar8 n = j < 2 ? (q & (uchar8)15) : (q >> (uchar8)4);
+    return ld_half(b) * (convert_float8(n) - 8.0f);
+}
+
+inline float2 kquant_scale_min(__global const uchar* b, int j)
+{
+    __global const uchar* sc = b + 4;
+    int s, m;
+    if (j < 4) { s = sc[j] & 63; m = sc[j + 4] & 63; }
+    else { s = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4); m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4); }
+    return (float2)(ld_half(b) * (float)s, ld_half(b + 2) * (float)m);
+}
+
+inline float8 dec8_q4_k(__global const uchar* row, int sub, int j)
+{
+    __global const uchar* b = row + (long)(sub >> 3) * 144;
+    int g = sub & 7;
+    float2 dm = kquant_scale_min(b, g);
+    uchar8 q = vload8(j, b + 16 + 32 * (g >> 1));
+    uchar8 n = (q >> (uchar8)((g & 1) * 4)) & (uchar8)15;
+    return dm.x * convert_float8(n) - dm.y;
+}
+
+inline float8 dec8_q5_k(__global const uchar* row, int sub, int j)
+{
+    __global const uchar* b = row + (long)(sub >> 3) * 176;
+    int g = sub & 7;
+    float2 dm = kquant_scale_min(b, g);
+    uchar8 q = vload8(j, b + 48 + 32 * (g >> 1));
+    uchar8 h = vload8(j, b + 16);
+    uchar8 n = ((q >> (uchar8)((g & 1) * 4)) & (uchar8)15) | (((h >> (uchar8)g) & (uchar8)1) << (uchar8)4);
+    return dm.x * convert_float8(n) - dm.y;
+}
+
+inline float8 dec8_q6_k(__global const uchar* row, int sub, int j)
+{
+    __global const uchar* b = row + (long)(sub >> 3) * 210;
+    int g = sub & 7, h = g >> 2, q = g & 3;
+    uchar8 lo = vload8(j, b + 64 * h + 32 * (q & 1));
+    uchar8 hi = vload8(j, b + 128 + 32 * h);
+    float scale = ld_half(b + 208) * (float)((__global const char*)(b + 192))[8 * h + 2 * q + (j >> 1)];
+    int8 v = convert_int8(((lo >> (uchar8)((q >> 1) * 4)) & (uchar8)15) | (((hi >> (uchar8)(2 * q)) & (uchar8)3) << (uchar8)4)) - 32;
+    return scale * convert_float8(v);
+}
+
+// y[t, row] = sum_c x[t, c] * w[row, c]; work-item i owns rows CPU_ROWS*i .. +CPU_ROWS-1 (clamped: a partial last
+// group recomputes the last row and stores only its own). TT tokens per tile; the last tile is clamped the same way.
+#define MATMUL_CPU_KERNEL(NAME, DEC8, DEQ32, TT)                                                                       \
+__kernel void NAME(__global const uchar* wb, ulong woff, ulong rowBytes, int ncols, int subsPerRow,                    \
+                   __global const uchar* xb, ulong xoff, __global uchar* yb, ulong yoff, int nrows, int tokens)        \
+{                                                                                                                      \
+    int r0 = get_global_id(0) * CPU_ROWS;                                                                              \
+    if (r0 >= nrows) return;                                                                                           \
+    __global const uchar* w[CPU_ROWS];                                                                                 \
+    _Pragma("unroll")                                                                                                  \
+    for (int r = 0; r < CPU_ROWS; r++) w[r] = wb + woff + (ulong)min(r0 + r, nrows - 1) * rowBytes;                    \
+    __global const float* x = (__global const float*)(xb + xoff);                                                      \
+    __global float* y = (__global float*)(yb + yoff);                                                                  \
+    int fullSubs = ncols / SUB, tail = ncols - fullSubs * SUB;                                                         \
+    for (int t0 = 0; t0 < tokens; t0 += TT)                                                                            \
+    {                                                                                                                  \
+        __global const float* xt[TT];                                                                                  \
+        _Pragma("unroll")                                                                                              \
+        for (int t = 0; t < TT; t++) xt[t] = x + (long)min(t0 + t, tokens - 1) * ncols;                                \
+        /* Every loop over rows and tokens is unrolled so acc, wv and xt live in registers, not on the stack. */       \
+        float8 acc[CPU_ROWS][TT];                                                                                      \
+        _Pragma("unroll")                                                                                              \
+        for (int r = 0; r < CPU_ROWS; r++)                                                                             \
+        {                                                                                                              \
+            _Pragma("unroll")                                                                                          \
+            for (int t = 0; t < TT; t++) acc[r][t] = (float8)0.0f;                                                     \
+        }                                                                                                              \
+        for (int sub = 0; sub < fullSubs; sub++)                                                                       \
+        {                                                                                                              \
+            _Pragma("unroll")                                                                                          \
+            for (int j = 0; j < 4; j++)                                                                                \
+            {                                                                                                          \
+                float8 wv[CPU_ROWS];                                                                                   \
+                _Pragma("unroll")                                                                                      \
+                for (int r = 0; r < CPU_ROWS; r++) wv[r] = DEC8(w[r], sub, j);                                         \
+                _Pragma("unroll")                                                                                      \
+                for (int t = 0; t < TT; t++)                                                                           \
+                {                                                                                                      \
+                    float8 xv = vload8(4 * sub + j, xt[t]);                                                            \
+                    _Pragma("unroll")                                                                                  \
+                    for (int r = 0; r < CPU_ROWS; r++) acc[r][t] = fma(wv[r], xv, acc[r][t]);                          \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+        float sums[CPU_ROWS][TT];                                                                                      \
+        _Pragma("unroll")                                                                                              \
+        for (int r = 0; r < CPU_ROWS; r++)                                                                             \
+        {                                                                                                              \
+            _Pragma("unroll")                                                                                          \
+            for (int t = 0; t < TT; t++) sums[r][t] = hsum8(acc[r][t]);                                                \
+        }                                                                                                              \
+        if (tail > 0)                                                                                                  \
+        {                                                                                                              \
+            float wt[SUB];                                                                                             \
+            for (int r = 0; r < CPU_ROWS; r++)                                                                         \
+            {                                                                                                          \
+                DEQ32(w[r], fullSubs, ncols, wt);                                                                      \
+                for (int t = 0; t < TT; t++)                                                                           \
+                    for (int l = 0; l < tail; l++) sums[r][t] += wt[l] * xt[t][fullSubs * SUB + l];                    \
+            }                                                                                                          \
+        }                                                                                                              \
+        _Pragma("unroll")                                                                                              \
+        for (int t = 0; t < TT; t++)                                                                                   \
+        {                                                                                                              \
+            _Pragma("unroll")                                                                                          \
+            for (int r = 0; r < CPU_ROWS; r++)                                                                         \
+                if (t0 + t < tokens && r0 + r < nrows) y[(long)(t0 + t) * nrows + r0 + r] = sums[r][t];                \
+        }                                                                                                              \
+    }                                                                                                                  \
+}
+
+MATMUL_CPU_KERNEL(mul_mv_cpu_f32, dec8_f32, deq32_f32, 1)
+MATMUL_CPU_KERNEL(mul_mv_cpu_f16, dec8_f16, deq32_f16, 1)
+MATMUL_CPU_KERNEL(mul_mv_cpu_bf16, dec8_bf16, deq32_bf16, 1)
+MATMUL_CPU_KERNEL(mul_mv_cpu_q8_0, dec8_q8_0, deq32_q8_0, 1)
+MATMUL_CPU_KERNEL(mul_mv_cpu_q4_0, dec8_q4_0, deq32_q4_0, 1)
+MATMUL_CPU_KERNEL(mul_mv_cpu_q4_k, dec8_q4_k, deq32_q4_k, 1)
+MATMUL_CPU_KERNEL(mul_mv_cpu_q5_k, dec8_q5_k, deq32_q5_k, 1)
+MATMUL_CPU_KERNEL(mul_mv_cpu_q6_k, dec8_q6_k, deq32_q6_k, 1)
+MATMUL_CPU_KERNEL(mul_mm_cpu_f32, dec8_f32, deq32_f32, CPU_TOKENS)
+MATMUL_CPU_KERNEL(mul_mm_cpu_f16, dec8_f16, deq32_f16, CPU_TOKENS)
+MATMUL_CPU_KERNEL(mul_mm_cpu_bf16, dec8_bf16, deq32_bf16, CPU_TOKENS)
+MATMUL_CPU_KERNEL(mul_mm_cpu_q8_0, dec8_q8_0, deq32_q8_0, CPU_TOKENS)
+MATMUL_CPU_KERNEL(mul_mm_cpu_q4_0, dec8_q4_0, deq32_q4_0, CPU_TOKENS)
+MATMUL_CPU_KERNEL(mul_mm_cpu_q4_k, dec8_q4_k, deq32_q4_k, CPU_TOKENS)
+MATMUL_CPU_KERNEL(mul_mm_cpu_q5_k, dec8_q5_k, deq32_q5_k, CPU_TOKENS)
+MATMUL_CPU_KERNEL(mul_mm_cpu_q6_k, dec8_q6_k, deq32_q6_k, CPU_TOKENS)
+
 // dst[:] = dequantize(table[row, :]); one work-item per group of 32 elements, never reading past the row.
 #define GET_ROWS_KERNEL(NAME, DEQ)                                                                                    \
 __kernel void NAME(__global const uchar* tb, ulong toff, ulong rowBytes, int row, int ncols,                          \
@@ -325,6 +502,50 @@ void NAME(__global const uchar* qb, ulong qoff, __global const uchar* kb, ulong 
 #define LOAD_F16(p, i) vload_half((i), (p))
 ATTENTION_KERNEL(attention_f32, float, LOAD_F32)
 ATTENTION_KERNEL(attention_f16, half, LOAD_F16)
+
+// CPU-device attention: one work-item per (head, token) with no barrier (see the CPU matmul above for why), the
+// head's dimensions walked in float8 slices; headSize must be a multiple of 8 (the host falls back to the work-group
+// kernel otherwise). Scores use the same scratch rows as the work-group kernel.
+#define ATTENTION_CPU_KERNEL(NAME, CACHE_T, LOAD8)                                                                    \
+__kernel void NAME(__global const uchar* qb, ulong qoff, __global const uchar* kb, ulong koff, __global const uchar* vb,\
+          ulong voff, __global uchar* ob, ulong ooff, __global float* scratch, int heads, int kvHeads, int headSize,  \
+          int firstPosition, int maxVisible, float scale)                                                             \
+{                                                                                                                     \
+    int h = get_global_id(0), t = get_global_id(1);                                                                   \
+    int visible = firstPosition + t + 1;                                                                              \
+    int g = h / (heads / kvHeads);                                                                                    \
+    long kvStride = (long)kvHeads * headSize;                                                                         \
+    int slices = headSize / 8;                                                                                        \
+    __global const float* q = (__global const float*)(qb + qoff) + ((long)t * heads + h) * headSize;                  \
+    __global const CACHE_T* k = (__global const CACHE_T*)(kb + koff) + (long)g * headSize;                            \
+    __global const CACHE_T* v = (__global const CACHE_T*)(vb + voff) + (long)g * headSize;                            \
+    __global float* o = (__global float*)(ob + ooff) + ((long)t * heads + h) * headSize;                              \
+    __global float* scores = scratch + ((long)t * heads + h) * maxVisible;                                            \
+    float m = -INFINITY;                                                                                              \
+    for (int j = 0; j < visible; j++)                                                                                 \
+    {                                                                                                                 \
+        __global const CACHE_T* kj = k + j * kvStride;                                                                \
+        float8 s8 = (float8)0.0f;                                                                                     \
+        for (int d = 0; d < slices; d++) s8 = fma(vload8(d, q), LOAD8(d, kj), s8);                                    \
+        float s = hsum8(s8) * scale;                                                                                  \
+        scores[j] = s;                                                                                                \
+        m = fmax(m, s);                                                                                               \
+    }                                                                                                                 \
+    float sum = 0.0f;                                                                                                 \
+    for (int j = 0; j < visible; j++) { float e = exp(scores[j] - m); scores[j] = e; sum += e; }                      \
+    float inv = 1.0f / sum;                                                                                           \
+    for (int d = 0; d < slices; d++)                                                                                  \
+    {                                                                                                                 \
+        float8 acc = (float8)0.0f;                                                                                    \
+        for (int j = 0; j < visible; j++) acc = fma((float8)scores[j], LOAD8(d, v + j * kvStride), acc);              \
+        vstore8(acc * inv, d, o);                                                                                     \
+    }                                                                                                                 \
+}
+
+#define LOAD8_F32(i, p) vload8((i), (p))
+#define LOAD8_F16(i, p) vload_half8((i), (p))
+ATTENTION_CPU_KERNEL(attention_cpu_f32, float, LOAD8_F32)
+ATTENTION_CPU_KERNEL(attention_cpu_f16, half, LOAD8_F16)
 
 __kernel void silu_mul(__global const uchar* gb, ulong goff, __global const uchar* ub, ulong uoff,
                        __global uchar* yb, ulong yoff, long n)
