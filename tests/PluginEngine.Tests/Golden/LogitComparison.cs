@@ -109,3 +109,23 @@ public sealed class LogitErrorSummary
     public override string ToString()
         => $"rows {_rows}: worst max|diff| {_worstAbsolute:G3} ({_worstRelative:G3} of max |logit|), argmax agrees {_argmaxAgreements}/{_rows}, min top-5 overlap {_smallestOverlap}/5";
 }
+
+/// <summary>The closing checks of a comparison against llama.cpp that also measured both engines against the exact reference.</summary>
+public static class LlamaCppCalibration
+{
+    /// <summary>
+    /// Logs the three summaries, then asserts that the argmax mostly agrees with llama.cpp and that the engine is not much
+    /// less accurate than llama.cpp itself: llama.cpp's own distance from the exact reference is the yardstick (measured
+    /// ratios 0.45 .. 1.13, so 1.5× leaves room for rounding without hiding a real error).
+    /// </summary>
+    public static void AssertEngineAsAccurateAsLlamaCpp(string what, LogitErrorSummary vsLlamaCpp, LogitErrorSummary llamaCppError,
+                                                         LogitErrorSummary engineError, double relativeTolerance)
+    {
+        TestContext.Current.TestOutputHelper?.WriteLine($"{what}: {vsLlamaCpp}; tolerance {relativeTolerance:G3}");
+        TestContext.Current.TestOutputHelper?.WriteLine($"  llama.cpp vs reference: {llamaCppError}");
+        TestContext.Current.TestOutputHelper?.WriteLine($"  engine vs reference:    {engineError}");
+        vsLlamaCpp.AssertArgmaxMostlyAgrees(what);
+        Assert.True(engineError.WorstRelative <= 1.5 * llamaCppError.WorstRelative,
+            $"{what}: the engine is {engineError.WorstRelative:G3} (of max |logit|) from the exact reference, llama.cpp only {llamaCppError.WorstRelative:G3}");
+    }
+}

@@ -101,12 +101,7 @@ public sealed class RopeFrequencyFactorTests : IDisposable
             engineError.Add(LogitComparison.Of(ours, exact));
             c.AssertWithin(relativeTolerance, $"{shape} {weights} with rope_freqs vs llama.cpp, position {p}");
         }
-        TestContext.Current.TestOutputHelper?.WriteLine($"{shape} {weights} rope_freqs vs llama.cpp: {summary}; tolerance {relativeTolerance:G3}");
-        TestContext.Current.TestOutputHelper?.WriteLine($"  llama.cpp vs reference: {llamaCppError}");
-        TestContext.Current.TestOutputHelper?.WriteLine($"  engine vs reference:    {engineError}");
-        summary.AssertArgmaxMostlyAgrees($"{shape} {weights} with rope_freqs vs llama.cpp");
-        Assert.True(engineError.WorstRelative <= 1.5 * llamaCppError.WorstRelative,
-            $"{shape} {weights}: the engine is {engineError.WorstRelative:G3} (of max |logit|) from the exact reference, llama.cpp only {llamaCppError.WorstRelative:G3}");
+        LlamaCppCalibration.AssertEngineAsAccurateAsLlamaCpp($"{shape} {weights} with rope_freqs vs llama.cpp", summary, llamaCppError, engineError, relativeTolerance);
 
         // The agreement means something only if llama.cpp really rotated with the factors: on the same file without
         // the tensor it must land far from the engine's logits (beyond position 0, where every angle is 0 anyway).
