@@ -82,11 +82,16 @@ public sealed unsafe class MatMulScratch : IDisposable
 
 /// <summary>
 /// y[n, rows] = x[n, cols] · W[rows, cols]ᵀ with W stored row-major in its GGUF type (rows of <c>cols</c>
-/// elements, as in a GGUF file). Activations are quantized once per row (Q8_0 / Q8_K as
-/// <see cref="QuantDot.ActivationType"/> says), then tiles of rows × tokens are handed out dynamically to the
-/// pool's threads; within a tile every weight row is reused for all of the tile's tokens while it is in cache.
-/// For n &gt; 1 the tokens of a tile go through <see cref="QuantDot"/>'s multi-token kernels in groups of
-/// 4 or 8 (the kernel's width), which decode each weight block once per group (register blocking).
+/// elements, as in a GGUF file, read in place). Activations are quantized once per row (Q8_0 / Q8_K as
+/// <see cref="QuantDot.ActivationType"/> says); then one of three paths runs, with work claimed dynamically by the pool's threads:
+/// <list type="bullet">
+/// <item>n = 1 (generation): tiles of rows; four rows at a time through <see cref="QuantDot"/>'s multi-row kernels where the
+/// type has one (Q4_0, Q8_0, Q4_K at the AVX2 level), else one row at a time.</item>
+/// <item>n ≥ <see cref="RepackedGemm.MinTokens"/> for Q4_0, Q8_0, Q4_K, Q6_K (prompts): <see cref="RepackedGemm"/> — groups of 8
+/// rows repacked per thread with SIMD lanes over rows, every token run against each group.</item>
+/// <item>otherwise: tiles of rows × tokens; within a tile each weight row meets the tile's tokens in groups of 4 or 8 through
+/// the multi-token kernels, which decode each weight block once per group (register blocking).</item>
+/// </list>
 /// </summary>
 public static unsafe class MatMul
 {
