@@ -152,7 +152,7 @@ public sealed class BenchStreamingTests(BenchModelFixture model) : IClassFixture
     /// the signal, so the signal lands in it; the wait afterwards only guards against a hang.
     /// </summary>
     [Fact]
-    public void Sigterm_stops_a_streaming_bench_and_keeps_the_rows_already_written()
+    public async Task Sigterm_stops_a_streaming_bench_and_keeps_the_rows_already_written()
     {
         if (!OperatingSystem.IsLinux()) Assert.Skip("sends a POSIX signal (Linux only)");
         string program = Path.Combine(AppContext.BaseDirectory, "pluginengine.dll");
@@ -180,7 +180,7 @@ public sealed class BenchStreamingTests(BenchModelFixture model) : IClassFixture
 
             Assert.Equal(128 + SigTerm, process.ExitCode);
             Assert.Equal("", rest.Trim()); // the interrupted tg240 leaves no row, and nothing is printed twice
-            string stderr = error.Result;
+            string stderr = await error;
             Assert.Contains("SIGTERM: stopping after the current evaluation", stderr);
             Assert.Contains("bench interrupted by SIGTERM: 1 of 2 rows measured", stderr);
         }
