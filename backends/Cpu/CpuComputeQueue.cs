@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using PluginEngine.Abstractions;
 using PluginEngine.Backends.Cpu.Kernels;
 
@@ -87,7 +88,7 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
         if (kCache.Type != vCache.Type) throw new ArgumentException("K and V caches must have the same type");
         long start = CpuOpProfile.Start(_profile);
         _attention.Set(F32(q), Ptr(kCache), Ptr(vCache), kCache.Type == GgmlType.F16 ? KvCacheType.F16 : KvCacheType.F32, F32(output), p);
-        _pool.Run(_attention);
+        _attention.Run(_pool);
         _profile?.Stop(ComputeOp.Attention, start);
     }
 
@@ -153,36 +154,87 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
 
     private static float* F32(DeviceTensor t) => (float*)Ptr(t);
 
-    /// <summary>Attention split over heads; each worker has its own score scratch.</summary>
+    /// <summary>
+    /// Attention in two parallel passes (<see cref="StagedAttention"/>): staging converts each KV head's visible keys and values
+    /// to float once (claims are KV heads × 64-position chunks), then compute claims are query heads. Each worker has its own
+    /// score scratch; the staging buffers are shared and grow to the largest context seen.
+    /// </summary>
     private sealed class AttentionJob(int threads) : CpuParallelJob, IDisposable
     {
+        private const int StageChunk = 64;
         private readonly float[][] _scores = Enumerable.Range(0, threads).Select(_ => new float[256]).ToArray();
-        private float* _q, _out;
+        private float* _q, _out, _keysT, _values;
+        private long _stageLength;
         private byte* _k, _v;
         private KvCacheType _type;
         private AttentionParams _p;
-        private int _nextHead;
+        private int _capacity, _visible, _chunks, _next;
+        private bool _staging;
 
         public void Set(float* q, byte* k, byte* v, KvCacheType type, float* output, AttentionParams p)
         {
+            Kernels.Attention.Validate(p.Tokens, p.FirstPosition, p.Heads, p.KvHeads, p.HeadSize, p.KvHeads * p.HeadSize, 0, p.Heads);
             _q = q; _k = k; _v = v; _out = output;
-            _type = type; _p = p; _nextHead = 0;
-            int needed = Kernels.Attention.ScratchLength(p.Tokens, p.FirstPosition);
+            _type = type; _p = p;
+            _capacity = StagedAttention.Capacity(p.Tokens, p.FirstPosition);
+            _visible = p.FirstPosition + p.Tokens;
+            _chunks = (_visible + StageChunk - 1) / StageChunk;
+            long length = StagedAttention.StageLength(p.KvHeads, p.HeadSize, _capacity);
+            if (length > _stageLength)
+            {
+                NativeMemory.AlignedFree(_keysT);
+                NativeMemory.AlignedFree(_values);
+                _keysT = _values = null;
+                _stageLength = 0;
+                _keysT = (float*)NativeMemory.AlignedAlloc((nuint)(length * sizeof(float)), 64);
+                _values = (float*)NativeMemory.AlignedAlloc((nuint)(length * sizeof(float)), 64);
+                _stageLength = length;
+            }
+            int needed = StagedAttention.ScoresLength(_capacity);
             for (int i = 0; i < _scores.Length; i++)
                 if (_scores[i].Length < needed) _scores[i] = new float[Math.Max(needed, 2 * _scores[i].Length)];
         }
 
+        /// <summary>Runs both passes on <paramref name="pool"/>.</summary>
+        public void Run(CpuWorkerPool pool)
+        {
+            _staging = true;
+            _next = 0;
+            pool.Run(this);
+            _staging = false;
+            _next = 0;
+            pool.Run(this);
+        }
+
         public override void Execute(int worker, int workerCount)
         {
+            int claim;
+            if (_staging)
+            {
+                int kvRowStride = _p.KvHeads * _p.HeadSize;
+                while ((claim = Interlocked.Increment(ref _next) - 1) < _p.KvHeads * _chunks)
+                {
+                    int kvHead = claim / _chunks, start = claim % _chunks * StageChunk, end = Math.Min(start + StageChunk, _visible);
+                    StagedAttention.StageKv(_k, _v, _type, kvHead, start, end, _p.HeadSize, kvRowStride, _keysT, _values, _capacity);
+                    if (end == _visible) StagedAttention.ClearTail(kvHead, _visible, _p.HeadSize, _keysT, _capacity);
+                }
+                return;
+            }
+            float scale = _p.Scale != 0 ? _p.Scale : 1f / MathF.Sqrt(_p.HeadSize);
             fixed (float* scores = _scores[worker])
             {
-                int head;
-                while ((head = Interlocked.Increment(ref _nextHead) - 1) < _p.Heads)
-                    Kernels.Attention.Compute(_q, _k, _v, _type, _out, _p.Tokens, _p.FirstPosition, _p.Heads, _p.KvHeads, _p.HeadSize,
-                        _p.KvHeads * _p.HeadSize, head, head + 1, scores, _p.Scale);
+                while ((claim = Interlocked.Increment(ref _next) - 1) < _p.Heads)
+                    StagedAttention.ComputeHead(_q, _keysT, _values, _capacity, _out, 0, _p.Tokens, _p.FirstPosition, _p.Heads, _p.KvHeads,
+                        _p.HeadSize, claim, scores, scale);
             }
         }
 
-        public void Dispose() { }
+        public void Dispose()
+        {
+            NativeMemory.AlignedFree(_keysT);
+            NativeMemory.AlignedFree(_values);
+            _keysT = _values = null;
+            _stageLength = 0;
+        }
     }
 }

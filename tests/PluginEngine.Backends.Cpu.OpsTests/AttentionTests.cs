@@ -115,12 +115,80 @@ public unsafe class AttentionTests
             }
         }
 
+        var staged = RunStaged(type, q, k, v, NHead, NKvHead, HeadDim, nTokens, firstPos, kvRowStride, headStart, headEnd);
         for (int i = 0; i < output.Length; i++)
         {
             int head = i / HeadDim % NHead;
-            if (head >= headStart && head < headEnd) TestData.Close(expected[i], output[i], 1e-5, 2e-6, $"attention {type}", i);
-            else Assert.True(float.IsNaN(output[i]), $"element {i} of head {head} outside [{headStart}, {headEnd}) was written");
+            if (head >= headStart && head < headEnd)
+            {
+                TestData.Close(expected[i], output[i], 1e-5, 2e-6, $"attention {type}", i);
+                TestData.Close(expected[i], staged[i], 1e-5, 2e-6, $"staged attention {type}", i);
+            }
+            else
+            {
+                Assert.True(float.IsNaN(output[i]), $"element {i} of head {head} outside [{headStart}, {headEnd}) was written");
+                Assert.True(float.IsNaN(staged[i]), $"staged: element {i} of head {head} outside [{headStart}, {headEnd}) was written");
+            }
         }
+    }
+
+    /// <summary>
+    /// <see cref="StagedAttention"/> as the CPU queue runs it: keys and values staged per KV head in two position chunks (so a
+    /// chunk boundary falls inside the block of 32), the tail cleared, then heads [headStart, headEnd) computed. Returns the
+    /// output with every other element NaN. <paramref name="k"/>/<paramref name="v"/> hold the cache values (already rounded
+    /// to half for an F16 cache).
+    /// </summary>
+    internal static float[] RunStaged(KvCacheType type, float[] q, float[] k, float[] v, int nHead, int nKvHead, int headDim,
+                                      int nTokens, int firstPos, int kvRowStride, int headStart, int headEnd)
+    {
+        int visible = firstPos + nTokens, capacity = StagedAttention.Capacity(nTokens, firstPos);
+        long length = StagedAttention.StageLength(nKvHead, headDim, capacity);
+        var keysT = Enumerable.Repeat(float.NaN, (int)length).ToArray(); // anything not staged or cleared would poison scores
+        var values = new float[length];
+        var scores = new float[StagedAttention.ScoresLength(capacity)];
+        var output = Enumerable.Repeat(float.NaN, q.Length).ToArray();
+        var kHalf = k.Select(x => (Half)x).ToArray();
+        var vHalf = v.Select(x => (Half)x).ToArray();
+        fixed (float* pq = q, pk = k, pv = v, pkt = keysT, pvals = values, ps = scores, po = output)
+        fixed (Half* pkh = kHalf, pvh = vHalf)
+        {
+            void* kCache = type == KvCacheType.F16 ? pkh : pk, vCache = type == KvCacheType.F16 ? pvh : pv;
+            int split = visible / 2;
+            for (int g = 0; g < nKvHead; g++)
+            {
+                StagedAttention.StageKv(kCache, vCache, type, g, split, visible, headDim, kvRowStride, pkt, pvals, capacity);
+                StagedAttention.StageKv(kCache, vCache, type, g, 0, split, headDim, kvRowStride, pkt, pvals, capacity);
+                StagedAttention.ClearTail(g, visible, headDim, pkt, capacity);
+            }
+            for (int h = headStart; h < headEnd; h++)
+                StagedAttention.ComputeHead(pq, pkt, pvals, capacity, po, 0, nTokens, firstPos, nHead, nKvHead, headDim, h, ps, 1f / MathF.Sqrt(headDim));
+        }
+        return output;
+    }
+
+    [Theory]
+    [InlineData(KvCacheType.F32, 12, 1, 44)]  // head size not a multiple of 8, visible positions cross a block of 32
+    [InlineData(KvCacheType.F16, 12, 3, 30)]
+    [InlineData(KvCacheType.F16, 5, 9, 0)]
+    public void Staged_attention_matches_the_per_head_kernel_for_odd_shapes(KvCacheType type, int headDim, int nTokens, int firstPos)
+    {
+        const int nHead = 6, nKvHead = 3;
+        int kvRowStride = nKvHead * headDim, nPositions = firstPos + nTokens;
+        var q = TestData.Uniform(nTokens * nHead * headDim, 51, -2, 2);
+        var k = TestData.Uniform(nPositions * kvRowStride, 52, -2, 2).Select(x => type == KvCacheType.F16 ? (float)(Half)x : x).ToArray();
+        var v = TestData.Uniform(nPositions * kvRowStride, 53, -1, 1).Select(x => type == KvCacheType.F16 ? (float)(Half)x : x).ToArray();
+        var expected = new float[q.Length];
+        var scratch = new float[Attention.ScratchLength(nTokens, firstPos)];
+        var kHalf = k.Select(x => (Half)x).ToArray();
+        var vHalf = v.Select(x => (Half)x).ToArray();
+        fixed (float* pq = q, pk = k, pv = v, pe = expected, ps = scratch)
+        fixed (Half* pkh = kHalf, pvh = vHalf)
+        {
+            if (type == KvCacheType.F16) Attention.Compute(pq, pkh, pvh, type, pe, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, 0, nHead, ps);
+            else Attention.Compute(pq, pk, pv, type, pe, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, 0, nHead, ps);
+        }
+        var staged = RunStaged(type, q, k, v, nHead, nKvHead, headDim, nTokens, firstPos, kvRowStride, 0, nHead);
+        for (int i = 0; i < q.Length; i++) TestData.Close(expected[i], staged[i], 1e-5, 2e-6, $"staged attention {type} head size {headDim}", i);
     }
 
     private static double[] Reference(float[] q, float[] k, float[] v, int nTokens, int firstPos, int kvRowStride)

@@ -137,7 +137,7 @@ public static unsafe class Attention
             acc[i] += weight * TKv.Load(v, offset + i);
     }
 
-    private static void Validate(int nTokens, int firstPos, int nHead, int nKvHead, int headDim, int kvRowStride, int headStart, int headEnd)
+    internal static void Validate(int nTokens, int firstPos, int nHead, int nKvHead, int headDim, int kvRowStride, int headStart, int headEnd)
     {
         if (nTokens < 0) throw new ArgumentOutOfRangeException(nameof(nTokens), nTokens, "Token count must not be negative.");
         if (firstPos < 0) throw new ArgumentOutOfRangeException(nameof(firstPos), firstPos, "First position must not be negative.");
