@@ -129,8 +129,12 @@ public static unsafe class MatMul
         if (rows == 0 || n == 0) return;
         if (w == null || x == null || y == null) throw new ArgumentNullException(w == null ? nameof(w) : x == null ? nameof(x) : nameof(y));
 
+        bool repacked = n >= RepackedGemm.MinTokens && RepackedGemm.Supports(wType, isa);
+        long blocks = repacked ? cols / RepackedGemm.BlockElementsFor(wType) : 0;
         byte* act;
         long actRowBytes;
+        float* scales = null;
+        byte* blockTerms = null;
         if (actType == GgmlType.F32)
         {
             act = (byte*)x;
@@ -140,25 +144,24 @@ public static unsafe class MatMul
         {
             actRowBytes = GgmlTypes.RowSize(actType, cols);
             act = scratch.Ensure(checked(actRowBytes * n));
+            if (repacked)
+            {
+                // Per-token block terms for the repacked kernels (scale as a float, plus offset or sub-block sums), filled
+                // together with the quantization of each row.
+                byte* terms = scratch.EnsureTerms(checked(n * blocks * (sizeof(float) + RepackedGemm.KernelsFor(wType).TermBytes)));
+                scales = (float*)terms;
+                blockTerms = terms + n * blocks * sizeof(float);
+            }
+            var quantize = scratch.QuantizeJob;
+            quantize.Set(actType, x, act, cols, actRowBytes, n, isa, repacked, wType, scales, blockTerms);
             if (n == 1 || pool.ThreadCount == 1)
-            {
-                for (long t = 0; t < n; t++) ActivationQuantizer.Quantize(actType, x + t * cols, act + t * actRowBytes, cols, isa);
-            }
+                for (long t = 0; t < n; t++) quantize.Row(t);
             else
-            {
-                scratch.QuantizeJob.Set(actType, x, act, cols, actRowBytes, n, isa);
-                pool.Run(scratch.QuantizeJob);
-            }
+                pool.Run(quantize);
         }
 
-        if (n >= RepackedGemm.MinTokens && RepackedGemm.Supports(wType, isa))
+        if (repacked)
         {
-            // Per-token block terms (scale as a float, plus offset or sub-block sums), then row groups repacked per worker.
-            long blocks = cols / RepackedGemm.BlockElementsFor(wType);
-            byte* terms = scratch.EnsureTerms(checked(n * blocks * (sizeof(float) + RepackedGemm.KernelsFor(wType).TermBytes)));
-            float* scales = (float*)terms;
-            byte* blockTerms = terms + n * blocks * sizeof(float);
-            RepackedGemm.PrepareActivations(wType, act, actRowBytes, n, blocks, scales, blockTerms);
             var buffers = scratch.EnsureWorkerBuffers(pool.ThreadCount, blocks * RepackedGemm.GroupBlockBytesFor(wType));
             scratch.RepackedJob.Set(wType, w, GgmlTypes.RowSize(wType, cols), rows, cols, act, actRowBytes, scales, blockTerms, n, y, buffers, QuantDot.Resolve(wType, isa));
             pool.Run(scratch.RepackedJob);
@@ -177,23 +180,38 @@ public static unsafe class MatMul
     /// <summary>Quantizes activation rows in parallel, one row per claim.</summary>
     internal sealed class QuantizeJob : CpuParallelJob
     {
-        private GgmlType _type;
-        private float* _x;
-        private byte* _dst;
-        private long _cols, _rowBytes, _n, _next;
+        private GgmlType _type, _weightType;
+        private float* _x, _scales;
+        private byte* _dst, _terms;
+        private long _cols, _rowBytes, _n, _next, _blocks;
+        private int _termBytes;
+        private bool _prepare;
         private KernelIsa _isa;
 
-        public void Set(GgmlType type, float* x, byte* dst, long cols, long rowBytes, long n, KernelIsa isa)
+        /// <summary>Quantizes <paramref name="n"/> rows; with <paramref name="repacked"/> each row's <see cref="RepackedGemm"/> terms are
+        /// prepared right after it (<paramref name="scales"/>: n × blocks floats; <paramref name="terms"/>: n × blocks × TermBytes).</summary>
+        public void Set(GgmlType type, float* x, byte* dst, long cols, long rowBytes, long n, KernelIsa isa,
+                        bool repacked = false, GgmlType weightType = default, float* scales = null, byte* terms = null)
         {
             _type = type; _x = x; _dst = dst; _cols = cols; _rowBytes = rowBytes; _n = n; _isa = isa;
+            _prepare = repacked; _weightType = weightType; _scales = scales; _terms = terms;
+            _blocks = repacked ? cols / RepackedGemm.BlockElementsFor(weightType) : 0;
+            _termBytes = repacked ? RepackedGemm.KernelsFor(weightType).TermBytes : 0;
             _next = 0;
+        }
+
+        /// <summary>Row <paramref name="t"/>: quantized, then its repacked-kernel terms when asked for.</summary>
+        public void Row(long t)
+        {
+            byte* row = _dst + t * _rowBytes;
+            ActivationQuantizer.Quantize(_type, _x + t * _cols, row, _cols, _isa);
+            if (_prepare) RepackedGemm.PrepareActivation(_weightType, row, _blocks, _scales + t * _blocks, _terms + t * _blocks * _termBytes);
         }
 
         public override void Execute(int worker, int workerCount)
         {
             long t;
-            while ((t = Interlocked.Increment(ref _next) - 1) < _n)
-                ActivationQuantizer.Quantize(_type, _x + t * _cols, _dst + t * _rowBytes, _cols, _isa);
+            while ((t = Interlocked.Increment(ref _next) - 1) < _n) Row(t);
         }
     }
 

@@ -67,21 +67,16 @@ internal static unsafe class RepackedGemm
     };
 
     /// <summary>
-    /// Fills the per-token terms for <paramref name="n"/> activation rows: <paramref name="scales"/> (n × blocks floats) and
-    /// <paramref name="terms"/> (n × blocks × <see cref="TypeKernels.TermBytes"/>).
+    /// Fills one activation row's terms: <paramref name="scales"/> (blocks floats) and <paramref name="terms"/>
+    /// (blocks × <see cref="TypeKernels.TermBytes"/>). Called for each row right after it is quantized.
     /// </summary>
-    internal static void PrepareActivations(GgmlType weightType, byte* act, long actRowBytes, long n, long blocks, float* scales, byte* terms)
+    internal static void PrepareActivation(GgmlType weightType, byte* row, long blocks, float* scales, byte* terms)
     {
-        int termBytes = KernelsFor(weightType).TermBytes;
-        for (long t = 0; t < n; t++)
+        switch (weightType)
         {
-            byte* row = act + t * actRowBytes;
-            switch (weightType)
-            {
-                case GgmlType.Q6_K: break; // reads the activation's own scale and sums
-                case GgmlType.Q4_K: PrepareQ8_KActivationRow(row, blocks, scales + t * blocks, (short*)(terms + t * blocks * termBytes)); break;
-                default: PrepareActivationRow(row, blocks, OffsetFactor(weightType), scales + t * blocks, (int*)(terms + t * blocks * termBytes)); break;
-            }
+            case GgmlType.Q6_K: break; // reads the activation's own scale and sums
+            case GgmlType.Q4_K: PrepareQ8_KActivationRow(row, blocks, scales, (short*)terms); break;
+            default: PrepareActivationRow(row, blocks, OffsetFactor(weightType), scales, (int*)terms); break;
         }
     }
 
@@ -176,6 +171,20 @@ internal static unsafe class RepackedGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<short> Chunk(Vector256<byte> weights, byte* x, int k, Vector256<short> sum)
         => sum + Avx2.MultiplyAddAdjacent(weights, Vector256.Create(Unsafe.ReadUnaligned<int>(x + 2 + 4 * k)).AsSByte());
+
+    /// <summary>Eight consecutive chunks (32 elements of 8 rows) for one token: the int16 sums of a whole block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Chunks8(byte* chunks, byte* x)
+    {
+        var s = Chunk(Vector256.Load(chunks), x, 0, default);
+        s = Chunk(Vector256.Load(chunks + 32), x, 1, s);
+        s = Chunk(Vector256.Load(chunks + 64), x, 2, s);
+        s = Chunk(Vector256.Load(chunks + 96), x, 3, s);
+        s = Chunk(Vector256.Load(chunks + 128), x, 4, s);
+        s = Chunk(Vector256.Load(chunks + 160), x, 5, s);
+        s = Chunk(Vector256.Load(chunks + 192), x, 6, s);
+        return Chunk(Vector256.Load(chunks + 224), x, 7, s);
+    }
 
     /// <summary>Chunk k for four tokens: the weight vector is loaded once.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -289,16 +298,8 @@ internal static unsafe class RepackedGemm
         Vector256<float> c = default;
         for (long b = 0; b < blocks; b++, group += Q8GroupBlockBytes, act += Q8_0Bytes)
         {
-            Vector256<short> h = default, l = default, h1 = default, l1 = default;
-            ChunkQ8x2(group, 0, act, act, ref h, ref l, ref h1, ref l1);
-            ChunkQ8x2(group, 1, act, act, ref h, ref l, ref h1, ref l1);
-            ChunkQ8x2(group, 2, act, act, ref h, ref l, ref h1, ref l1);
-            ChunkQ8x2(group, 3, act, act, ref h, ref l, ref h1, ref l1);
-            ChunkQ8x2(group, 4, act, act, ref h, ref l, ref h1, ref l1);
-            ChunkQ8x2(group, 5, act, act, ref h, ref l, ref h1, ref l1);
-            ChunkQ8x2(group, 6, act, act, ref h, ref l, ref h1, ref l1);
-            ChunkQ8x2(group, 7, act, act, ref h, ref l, ref h1, ref l1);
-            c = FinishQ8(h, l, offsets[b], Vector256.Load((float*)(group + 512)), scales[b], c);
+            // The high plane's chunks, then the low plane's (the two-token form interleaves them; one token needs neither twice).
+            c = FinishQ8(Chunks8(group, act), Chunks8(group + 256, act), offsets[b], Vector256.Load((float*)(group + 512)), scales[b], c);
         }
         c.Store(y);
     }
@@ -311,16 +312,7 @@ internal static unsafe class RepackedGemm
         Vector256<float> c = default;
         for (long b = 0; b < blocks; b++, group += GroupBlockBytes, act += Q8_0Bytes)
         {
-            Vector256<short> s = default;
-            s = Chunk(Vector256.Load(group), act, 0, s);
-            s = Chunk(Vector256.Load(group + 32), act, 1, s);
-            s = Chunk(Vector256.Load(group + 64), act, 2, s);
-            s = Chunk(Vector256.Load(group + 96), act, 3, s);
-            s = Chunk(Vector256.Load(group + 128), act, 4, s);
-            s = Chunk(Vector256.Load(group + 160), act, 5, s);
-            s = Chunk(Vector256.Load(group + 192), act, 6, s);
-            s = Chunk(Vector256.Load(group + 224), act, 7, s);
-            c = Finish(s, offsets[b], Vector256.Load((float*)(group + 256)), scales[b], c);
+            c = Finish(Chunks8(group, act), offsets[b], Vector256.Load((float*)(group + 256)), scales[b], c);
         }
         c.Store(y);
     }
@@ -462,17 +454,7 @@ internal static unsafe class RepackedGemm
             short* sc = (short*)(group + Q4KScalesAt);
             for (int j = 0; j < 8; j++)
             {
-                byte* sub = group + 256 * j, xs = x + 32 * j - 2;
-                Vector256<short> s = default;
-                s = Chunk(Vector256.Load(sub), xs, 0, s);
-                s = Chunk(Vector256.Load(sub + 32), xs, 1, s);
-                s = Chunk(Vector256.Load(sub + 64), xs, 2, s);
-                s = Chunk(Vector256.Load(sub + 96), xs, 3, s);
-                s = Chunk(Vector256.Load(sub + 128), xs, 4, s);
-                s = Chunk(Vector256.Load(sub + 160), xs, 5, s);
-                s = Chunk(Vector256.Load(sub + 192), xs, 6, s);
-                s = Chunk(Vector256.Load(sub + 224), xs, 7, s);
-                i += Avx2.MultiplyAddAdjacent(s, Vector256.Load(sc + 16 * j));
+                i += Avx2.MultiplyAddAdjacent(Chunks8(group + 256 * j, x + 32 * j - 2), Vector256.Load(sc + 16 * j));
             }
             c = FinishQ4K(group, i, subSums + 8 * b, scales[b], c);
         }
@@ -597,7 +579,7 @@ internal static unsafe class RepackedGemm
         private long _rowBytes, _rows, _cols, _blocks, _actRowBytes, _n, _groups, _claims, _next;
 
         /// <param name="scales">Per token and block: the activation scale as a float (<c>n × blocks</c>).</param>
-        /// <param name="terms">Per token and block: <see cref="TypeKernels.TermBytes"/> bytes (see <see cref="PrepareActivations"/>).</param>
+        /// <param name="terms">Per token and block: <see cref="TypeKernels.TermBytes"/> bytes (see <see cref="PrepareActivation"/>).</param>
         public void Set(GgmlType weightType, byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, float* scales, byte* terms,
                         long n, float* y, byte*[] workerBuffers, delegate*<byte*, void*, long, float> dot)
         {
