@@ -17,6 +17,8 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
     private readonly CpuOpProfile? _profile = CpuOpProfile.FromEnvironment();
     private int[] _positions = new int[64];
     private float[] _ropeTable = new float[64];
+    /// <summary>What <see cref="_ropeTable"/> was built for: first position, tokens, parameters, frequency factors.</summary>
+    private (int, int, RopeParams, nint)? _ropeKey;
 
     public CpuComputeQueue(CpuDevice device, int threads)
     {
@@ -70,16 +72,22 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
     private void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, float* factors)
     {
         long start = CpuOpProfile.Start(_profile);
-        if (_positions.Length < tokens) _positions = new int[Math.Max(tokens, 2 * _positions.Length)];
-        for (int t = 0; t < tokens; t++) _positions[t] = firstPosition + t;
-        long tableLength = Kernels.Rope.TableLength(tokens, rope.Dims);
-        if (_ropeTable.Length < tableLength) _ropeTable = new float[Math.Max(tableLength, 2L * _ropeTable.Length)];
         var mode = rope.Mode == Abstractions.RopeMode.NeoX ? Kernels.RopeMode.NeoX : Kernels.RopeMode.Normal;
-        fixed (float* table = _ropeTable)
+        // q and k of every layer rotate the same positions with the same parameters: the table is built once per batch.
+        var key = (firstPosition, tokens, rope, (nint)factors);
+        if (key != _ropeKey)
         {
-            Kernels.Rope.PrecomputeCosSin(_positions.AsSpan(0, tokens), rope.Dims, rope.FrequencyBase, rope.FrequencyScale, mode, factors, table);
-            Kernels.Rope.Apply(F32(x), heads, headSize, rope.Dims, mode, table, 0, tokens);
+            if (_positions.Length < tokens) _positions = new int[Math.Max(tokens, 2 * _positions.Length)];
+            for (int t = 0; t < tokens; t++) _positions[t] = firstPosition + t;
+            long tableLength = Kernels.Rope.TableLength(tokens, rope.Dims);
+            if (_ropeTable.Length < tableLength) _ropeTable = new float[Math.Max(tableLength, 2L * _ropeTable.Length)];
+            _ropeKey = null; // not valid until the table is complete (PrecomputeCosSin may throw on bad parameters)
+            fixed (float* table = _ropeTable)
+                Kernels.Rope.PrecomputeCosSin(_positions.AsSpan(0, tokens), rope.Dims, rope.FrequencyBase, rope.FrequencyScale, mode, factors, table);
+            _ropeKey = key;
         }
+        fixed (float* table = _ropeTable)
+            Kernels.Rope.Apply(F32(x), heads, headSize, rope.Dims, mode, table, 0, tokens);
         _profile?.Stop(ComputeOp.Rope, start);
     }
 
