@@ -7,14 +7,14 @@ namespace PluginEngine.Backends.Cuda.Native;
 public sealed class KernelCompileException(string message) : Exception(message);
 
 /// <summary>
-/// The NVRTC runtime compiler (libnvrtc.so.13 / .12 / libnvrtc.so), bound through function pointers like
+/// The NVRTC runtime compiler (libnvrtc.so.13 / .12 / libnvrtc.so; 11.2 is Debian's CUDA 11.8 package, enough to compile for sm_90 with no GPU), bound through function pointers like
 /// <see cref="CudaDriver"/>. Compiles CUDA C to a CUBIN for sm_XY, or to PTX for compute_XY when this NVRTC
 /// does not know the device's architecture (the driver then JIT-compiles the PTX).
 /// </summary>
 internal sealed unsafe class Nvrtc
 {
     /// <summary>Library names tried, in order (newest first).</summary>
-    public static readonly string[] LibraryNames = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so", "nvrtc64_130_0.dll", "nvrtc64_120_0.dll"];
+    public static readonly string[] LibraryNames = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so", "libnvrtc.so.11.2", "nvrtc64_130_0.dll", "nvrtc64_120_0.dll"];
 
     private delegate* unmanaged<int*, int*, int> _version;
     private delegate* unmanaged<nint*, byte*, byte*, int, byte**, byte**, int> _createProgram;

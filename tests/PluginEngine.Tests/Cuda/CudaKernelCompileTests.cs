@@ -1,0 +1,29 @@
+using PluginEngine.Backends.Cuda.Kernels;
+using PluginEngine.Backends.Cuda.Native;
+using Xunit;
+
+namespace PluginEngine.Tests.Cuda;
+
+/// <summary>
+/// The kernels compile with NVRTC for the GPUs the plugin targets, with no GPU: NVRTC is a plain library. CI installs
+/// Debian's NVRTC (CUDA 11.8, package libnvrtc11.2); without any NVRTC the test is skipped with the probe's reason.
+/// A compile error here is the same one the plugin's probe would report on a GPU machine.
+/// </summary>
+public sealed class CudaKernelCompileTests
+{
+    [Theory]
+    [InlineData(9, 0)] // H100 / H200
+    [InlineData(8, 0)] // A100
+    [InlineData(7, 5)] // T4: the oldest the kernels claim
+    public void Every_kernel_compiles_and_is_in_the_image(int major, int minor)
+    {
+        var nvrtc = Nvrtc.TryLoad([], out string? why);
+        if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
+        var (image, isCubin) = nvrtc.Compile(KernelSource.Full, KernelSource.ProgramName, major, minor, ["--std=c++17"]);
+        Assert.NotEmpty(image);
+        // A CUBIN or PTX keeps extern "C" names verbatim: every kernel the queue looks up must be there.
+        string text = System.Text.Encoding.Latin1.GetString(image);
+        foreach (string kernel in KernelSource.KernelNames())
+            Assert.True(text.Contains(kernel, StringComparison.Ordinal), $"{kernel} missing from the sm_{major}{minor} {(isCubin ? "CUBIN" : "PTX")}");
+    }
+}
