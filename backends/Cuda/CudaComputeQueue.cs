@@ -22,6 +22,22 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly nint _stream;
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
     private readonly nint _rmsNorm, _rope, _attentionF32, _attentionF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
+    private readonly nint[] _matVecQ8 = new nint[8], _dequantizeF16 = new nint[8];
+    private readonly nint _quantizeX;
+    private readonly CudaKernelOptions _options;
+    private readonly Cublas? _blas;
+    private nint _blasHandle;
+
+    // Scratch (device memory, grown on demand): the 8-bit activation row of the int8 mat-vec [cols int8, then one
+    // XScale {d, s} per 32 elements at an aligned offset], and the F16 weights [rows, cols] and activations
+    // [tokens, cols] of the cuBLAS prompt path.
+    private ulong _xq8, _weightsF16, _activationsF16;
+    private long _xq8Capacity, _weightsF16Capacity, _activationsF16Capacity;
+
+    // Which activation row _xq8 holds (device address and length), or 0: q, k and v (and gate and up) read the same
+    // row, so it is quantized once for them. Every op other than a matmul may write memory, so each one forgets it.
+    private ulong _xq8Source;
+    private long _xq8Elements;
 
     private byte* _staging;
     private long _stagingCapacity, _stagingUsed;
@@ -57,6 +73,11 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _addBias = _rt.Function("add_bias");
         _copyF32 = _rt.Function("copy_f32");
         _convertF16 = _rt.Function("convert_f32_f16");
+        _quantizeX = _rt.Function("quantize_x_q8");
+        foreach (var type in KernelSource.Int8MatVecTypes) _matVecQ8[KernelSlot(type)] = _rt.Function($"matvec_q8_{KernelSource.WeightSuffix(type)}");
+        foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
+        _options = _rt.Options;
+        _blas = _options.CublasPrompt ? _rt.Blas : null;
         GrowStaging(InitialStagingBytes);
     }
 
@@ -66,13 +87,12 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     {
         ComputeOp.MatMul or ComputeOp.GetRows => KernelSource.WeightSuffix(type) is not null,
         ComputeOp.Attention or ComputeOp.Convert => type is GgmlType.F32 or GgmlType.F16,
-        // Not implemented yet (no GPU to test a kernel on): the core runs RoPE with frequency factors on the CPU.
-        ComputeOp.RopeFrequencyFactors => false,
         _ => type == GgmlType.F32,
     };
 
     public void GetRows(DeviceTensor table, long rowLength, ReadOnlySpan<int> rows, DeviceTensor dst)
     {
+        ForgetQuantizedX();
         if (rows.IsEmpty) return;
         int slot = KernelSlot(table.Type);
         _rt.MakeCurrent();
@@ -88,6 +108,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
 
     public void RmsNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor y, int rows, int n, float eps)
     {
+        ForgetQuantizedX();
         if (rows <= 0) return;
         _rt.MakeCurrent();
         ulong px = Ptr(x), pw = Ptr(weight), py = Ptr(y);
@@ -103,13 +124,102 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         ulong pw = Ptr(w), px = Ptr(x), py = Ptr(y);
         long rowBytes = GgmlTypes.RowSize(w.Type, wCols), rows = wRows;
         int cols = checked((int)wCols);
-        void** args = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &px, &py, &tokens };
-        var kernel = LaunchGeometry.UsesBatchedMatMul(tokens) ? _matmulN[slot] : _matmul1[slot];
-        LaunchKernel(kernel, LaunchGeometry.MatMul(wRows, tokens), args, "matmul");
+        if (tokens == 1 && _options.Int8MatVec && _matVecQ8[slot] != 0)
+            MatVecQ8(slot, pw, rowBytes, rows, cols, px, py);
+        else if (_blas is not null && LaunchGeometry.UsesCublas(tokens))
+            CublasMatMul(w.Type, slot, pw, rowBytes, rows, cols, px, py, tokens);
+        else
+        {
+            void** args = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &px, &py, &tokens };
+            var kernel = LaunchGeometry.UsesBatchedMatMul(tokens) ? _matmulN[slot] : _matmul1[slot];
+            LaunchKernel(kernel, LaunchGeometry.MatMul(wRows, tokens), args, "matmul");
+        }
+        // y was written: if it overlaps the row _xq8 was made from, that quantization is stale.
+        if (_xq8Source != 0 && py < _xq8Source + (ulong)(_xq8Elements * sizeof(float)) && _xq8Source < py + (ulong)(tokens * rows * sizeof(float)))
+            ForgetQuantizedX();
+    }
+
+    /// <summary>One token on Q8_0/Q4_0/Q4_K/Q6_K weights: x quantized to 8 bits (once for consecutive matmuls on the same row), then dp4a dots.</summary>
+    private void MatVecQ8(int slot, ulong pw, long rowBytes, long rows, int cols, ulong px, ulong py)
+    {
+        if (cols % 32 != 0) throw new ArgumentException($"cuda: a {cols}-element row is not whole 32-element blocks");
+        long blocks = cols / 32, scalesAt = TensorPadding.AlignUp(cols, StagingAlignment);
+        if (_xq8Source != px || _xq8Elements != cols)
+        {
+            EnsureScratch(ref _xq8, ref _xq8Capacity, scalesAt + blocks * 8, "8-bit activations");
+            ulong q = _xq8, s = _xq8 + (ulong)scalesAt;
+            void** qa = stackalloc void*[] { &px, &q, &s, &blocks };
+            LaunchKernel(_quantizeX, LaunchGeometry.QuantizeX(blocks), qa, "quantize_x_q8");
+            _xq8Source = px;
+            _xq8Elements = cols;
+        }
+        ulong xq = _xq8, xs = _xq8 + (ulong)scalesAt;
+        void** args = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &xq, &xs, &py };
+        LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, "matvec_q8");
+    }
+
+    /// <summary>
+    /// A prompt-sized matmul on cuBLAS: F32 weights in F32; F16 weights as they are; other types dequantized to F16 into
+    /// scratch first. Activations are converted to F16 (tensor cores, F32 accumulation).
+    /// </summary>
+    private void CublasMatMul(GgmlType type, int slot, ulong pw, long rowBytes, long rows, int cols, ulong px, ulong py, int tokens)
+    {
+        if (_blasHandle == 0) _blasHandle = _blas!.CreateHandle(_stream);
+        int r = checked((int)rows);
+        if (type == GgmlType.F32)
+        {
+            _blas!.RowMajorMatMul(_blasHandle, pw, px, py, r, cols, tokens, Cublas.DataF32);
+            return;
+        }
+        ulong a = pw;
+        if (type != GgmlType.F16)
+        {
+            EnsureScratch(ref _weightsF16, ref _weightsF16Capacity, rows * cols * 2, "F16 weights");
+            a = _weightsF16;
+            void** da = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &a };
+            LaunchKernel(_dequantizeF16[slot], LaunchGeometry.Dequantize(rows, cols), da, "dequantize_f16");
+        }
+        long n = (long)tokens * cols;
+        EnsureScratch(ref _activationsF16, ref _activationsF16Capacity, n * 2, "F16 activations");
+        ulong xh = _activationsF16;
+        void** ca = stackalloc void*[] { &px, &xh, &n };
+        LaunchKernel(_convertF16, LaunchGeometry.Elementwise(n), ca, "convert_f32_f16");
+        _blas!.RowMajorMatMul(_blasHandle, a, xh, py, r, cols, tokens, Cublas.DataF16);
+    }
+
+    private void ForgetQuantizedX() => _xq8Source = 0;
+
+    /// <summary>Makes <paramref name="ptr"/> hold at least <paramref name="bytes"/>; waits for the stream before freeing an old buffer that queued work may read.</summary>
+    private void EnsureScratch(ref ulong ptr, ref long capacity, long bytes, string what)
+    {
+        if (capacity >= bytes) return;
+        if (ptr != 0)
+        {
+            Synchronize();
+            _d.Check(_d.cuMemFree(ptr), $"cuMemFree ({what} scratch)");
+            ptr = 0;
+            capacity = 0;
+        }
+        long size = TensorPadding.AlignUp(bytes, 1 << 20);
+        ulong p;
+        _d.Check(_d.cuMemAlloc(&p, (nuint)size), $"cuMemAlloc ({size} B of {what} scratch)");
+        ptr = p;
+        capacity = size;
     }
 
     public void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope)
+        => LaunchRope(x, tokens, heads, headSize, firstPosition, rope, 0);
+
+    public void RopeWithFactors(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, DeviceTensor factors)
     {
+        if (factors.Type != GgmlType.F32) throw new ArgumentException($"cuda: RoPE frequency factors must be F32, not {factors.Type}", nameof(factors));
+        LaunchRope(x, tokens, heads, headSize, firstPosition, rope, Ptr(factors));
+    }
+
+    /// <summary>The rope kernel; <paramref name="factors"/> = 0 for plain RoPE, else the device address of F32 [dims/2] divisors of the angles.</summary>
+    private void LaunchRope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, ulong factors)
+    {
+        ForgetQuantizedX();
         if (rope.Dims <= 0 || rope.Dims > headSize || rope.Dims % 2 != 0)
             throw new ArgumentOutOfRangeException(nameof(rope), $"cuda: RoPE dims {rope.Dims} must be even and in 1..{headSize}");
         long pairs = (long)tokens * heads * (rope.Dims / 2);
@@ -118,12 +228,13 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         ulong px = Ptr(x);
         int dims = rope.Dims, neox = rope.Mode == RopeMode.NeoX ? 1 : 0;
         float freqBase = rope.FrequencyBase, freqScale = rope.FrequencyScale;
-        void** args = stackalloc void*[] { &px, &tokens, &heads, &headSize, &dims, &firstPosition, &freqBase, &freqScale, &neox };
+        void** args = stackalloc void*[] { &px, &tokens, &heads, &headSize, &dims, &firstPosition, &freqBase, &freqScale, &neox, &factors };
         LaunchKernel(_rope, LaunchGeometry.Elementwise(pairs), args, "rope");
     }
 
     public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
     {
+        ForgetQuantizedX();
         if (kCache.Type != vCache.Type) throw new ArgumentException($"cuda: K cache is {kCache.Type}, V cache is {vCache.Type}; they must match");
         if (kCache.Type is not (GgmlType.F32 or GgmlType.F16)) throw new NotSupportedException($"cuda: attention over a {kCache.Type} cache");
         if (p.HeadSize <= 0 || p.HeadSize > LaunchGeometry.AttentionMaxHeadSize)
@@ -140,6 +251,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
 
     public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n)
     {
+        ForgetQuantizedX();
         if (n <= 0) return;
         _rt.MakeCurrent();
         ulong pg = Ptr(gate), pu = Ptr(up), py = Ptr(y);
@@ -149,6 +261,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
 
     public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor y, long n)
     {
+        ForgetQuantizedX();
         if (n <= 0) return;
         _rt.MakeCurrent();
         ulong pa = Ptr(a), pb = Ptr(b), py = Ptr(y);
@@ -158,6 +271,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
 
     public void AddBias(DeviceTensor x, DeviceTensor bias, int rows, int n)
     {
+        ForgetQuantizedX();
         long total = (long)rows * n;
         if (total <= 0) return;
         _rt.MakeCurrent();
@@ -168,6 +282,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
 
     public void Convert(DeviceTensor src, DeviceTensor dst, long n)
     {
+        ForgetQuantizedX();
         if (n <= 0) return;
         var kernel = dst.Type switch
         {
@@ -183,6 +298,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
 
     public void Upload(ReadOnlySpan<float> source, DeviceTensor dst)
     {
+        ForgetQuantizedX();
         if (source.IsEmpty) return;
         _rt.MakeCurrent();
         ulong pd = Ptr(dst);
@@ -220,6 +336,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _rt.MakeCurrent();
         _d.cuStreamSynchronize(_stream);
         if (_rowIds != 0) _d.cuMemFree(_rowIds);
+        foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16 }) if (scratch != 0) _d.cuMemFree(scratch);
+        if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
         if (_staging != null) _d.cuMemFreeHost(_staging);
         _d.cuStreamDestroy(_stream);
     }

@@ -42,6 +42,15 @@ internal sealed unsafe class CudaRuntime
     public int DriverVersion { get; private set; }
     public string NvrtcVersion { get; private set; } = "";
 
+    /// <summary>Which matmul implementations queues use.</summary>
+    public CudaKernelOptions Options { get; private set; } = CudaKernelOptions.Default;
+
+    /// <summary>cuBLAS for the prompt path, or null (not wanted, or not found: <see cref="BlasStatus"/> says which).</summary>
+    public Cublas? Blas { get; private set; }
+
+    /// <summary>What the prompt path runs on, for the probe description.</summary>
+    public string BlasStatus { get; private set; } = "";
+
     /// <summary>"compiled" or "cached" (+ cubin/ptx), for the probe description.</summary>
     public string KernelOrigin { get; private set; } = "";
 
@@ -49,7 +58,7 @@ internal sealed unsafe class CudaRuntime
     /// Loads libcuda, initialises the driver, opens device <paramref name="ordinal"/>, loads NVRTC and gets the
     /// kernels (from the disk cache, else compiled). Returns null and the reason when any step fails.
     /// </summary>
-    public static CudaRuntime? TryCreate(int ordinal, string pluginDirectory, string? cacheDirectory, out string reason)
+    public static CudaRuntime? TryCreate(int ordinal, string pluginDirectory, string? cacheDirectory, CudaKernelOptions kernels, out string reason)
     {
         var driver = CudaDriver.TryLoad(out string? failure);
         if (driver is null) { reason = failure!; return null; }
@@ -73,7 +82,15 @@ internal sealed unsafe class CudaRuntime
             if (nvrtc is null) { reason = failure!; return null; }
             rt.NvrtcVersion = nvrtc.Version;
             rt.LoadKernels(nvrtc, cacheDirectory ?? DefaultCacheDirectory());
-            reason = $"{rt.Name} (sm_{rt.Major}{rt.Minor}, {rt.TotalMemory >> 20} MiB), driver {rt.DriverVersion / 1000}.{rt.DriverVersion % 1000 / 10}, NVRTC {rt.NvrtcVersion}, kernels {rt.KernelOrigin}";
+            rt.Options = kernels;
+            if (kernels.CublasPrompt)
+            {
+                rt.Blas = Cublas.TryLoad(NvrtcFolders(pluginDirectory), out failure);
+                rt.BlasStatus = rt.Blas is null ? $"no cuBLAS ({failure}): prompt matmuls on the plugin's kernels" : $"prompt GEMM: {rt.Blas.LibraryName}";
+            }
+            else rt.BlasStatus = "prompt GEMM: the plugin's kernels (gemm option)";
+            reason = $"{rt.Name} (sm_{rt.Major}{rt.Minor}, {rt.TotalMemory >> 20} MiB), driver {rt.DriverVersion / 1000}.{rt.DriverVersion % 1000 / 10}, NVRTC {rt.NvrtcVersion}, kernels {rt.KernelOrigin}; " +
+                     $"{rt.BlasStatus}; decode mat-vec: {(kernels.Int8MatVec ? "8-bit activations (dp4a)" : "F32 activations")}";
             return rt;
         }
         catch (KernelCompileException e) { reason = $"kernel compile failure: {e.Message}"; return null; }

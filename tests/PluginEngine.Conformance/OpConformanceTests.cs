@@ -24,10 +24,11 @@ public sealed class OpConformanceTests
                 foreach (var type in WeightTypes)
                 {
                     bool kQuant = GgmlTypes.Get(type).BlockSize == 256;
-                    // Row lengths: one not a multiple of 512 (slide), one just past a multiple; batch 1 (mat-vec), 3 and 11 (> one 8-token tile).
+                    // Row lengths: one not a multiple of 512 (slide), one just past a multiple; batch 1 (mat-vec), 3 and 11 (> one 8-token
+                    // tile), and 40: a prompt-sized batch (GPU backends switch to a GEMM library there, e.g. CUDA's cuBLAS from 32 tokens).
                     int[] cols = kQuant ? [768, 1280] : [96, 544];
                     foreach (int c in cols)
-                        foreach (int tokens in new[] { 1, 3, 11 })
+                        foreach (int tokens in new[] { 1, 3, 11, 40 })
                             data.Add(backend, type, 37, c, tokens);
                 }
             return data;

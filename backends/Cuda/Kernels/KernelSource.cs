@@ -62,6 +62,12 @@ internal static class KernelSource
     public static IReadOnlyList<GgmlType> WeightTypes { get; } =
         [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
+    /// <summary>Weight types with an 8-bit-activation decode kernel (matvec_q8_&lt;suffix&gt;); their rows are whole 32-element blocks.</summary>
+    public static IReadOnlyList<GgmlType> Int8MatVecTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K];
+
+    /// <summary>Weight types the prompt path dequantizes to F16 for cuBLAS (dequantize_f16_&lt;suffix&gt;); F16 is used as it is, F32 in F32.</summary>
+    public static IReadOnlyList<GgmlType> DequantizeF16Types { get; } = [GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
+
     /// <summary>Every extern "C" kernel the queue looks up.</summary>
     public static IEnumerable<string> KernelNames()
     {
@@ -72,7 +78,9 @@ internal static class KernelSource
             yield return $"matmul_{s}_tn";
             yield return $"get_rows_{s}";
         }
-        foreach (var k in new[] { "rms_norm", "rope", "attention_f32", "attention_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
+        foreach (var t in Int8MatVecTypes) yield return $"matvec_q8_{WeightSuffix(t)}";
+        foreach (var t in DequantizeF16Types) yield return $"dequantize_f16_{WeightSuffix(t)}";
+        foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rope", "attention_f32", "attention_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
             yield return k;
     }
 

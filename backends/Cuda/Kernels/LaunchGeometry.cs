@@ -37,6 +37,31 @@ internal static class LaunchGeometry
     /// <summary>Cap on grid-stride kernels' blocks (they loop over the rest).</summary>
     public const int MaxGridStrideBlocks = 65535;
 
+    /// <summary>Fewest tokens for which a matmul goes to cuBLAS (weights dequantized to F16 first): below this the
+    /// dequantization pass costs more than the tensor cores save.</summary>
+    public const int CublasMinTokens = 32;
+
+    /// <summary>Whether a matmul of <paramref name="tokens"/> tokens goes to cuBLAS when it is available.</summary>
+    public static bool UsesCublas(int tokens) => tokens >= CublasMinTokens;
+
+    /// <summary>quantize_x_q8: one warp per 32-element block, <see cref="BlockThreads"/> threads per block.</summary>
+    public static Launch QuantizeX(long blocks)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blocks);
+        return new Launch(checked((uint)CeilDiv(blocks, BlockThreads / 32)), 1, BlockThreads);
+    }
+
+    /// <summary>matvec_q8_*: a warp per weight row as <see cref="MatMul"/>, grid y = token.</summary>
+    public static Launch MatVecQ8(long rows, int tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), (uint)tokens, MatMulWarpsPerBlock * 32);
+    }
+
+    /// <summary>dequantize_f16_*: grid-stride, one thread per 16 elements of a row.</summary>
+    public static Launch Dequantize(long rows, long cols) => Elementwise(rows * CeilDiv(cols, 16));
+
     /// <summary>Whether the batched kernel (<c>_tn</c>) is used for <paramref name="tokens"/> tokens.</summary>
     public static bool UsesBatchedMatMul(int tokens) => tokens > 1;
 

@@ -299,8 +299,10 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, in
 }
 
 // In-place rotary embedding of x [tokens, heads, headSize]; one thread per rotated pair. Angles in double so
-// long positions keep their phase (the CPU reference does the same).
-extern "C" __global__ void rope(float* x, int tokens, int heads, int headSize, int dims, int firstPosition, float freqBase, float freqScale, int neox)
+// long positions keep their phase (the CPU reference does the same). `factors` (F32 [dims/2], a model's
+// rope_freqs.weight for Llama 3.1-style scaling) divides pair i's angle by factors[i]; null when the model has none.
+extern "C" __global__ void rope(float* x, int tokens, int heads, int headSize, int dims, int firstPosition, float freqBase, float freqScale, int neox,
+                                const float* factors)
 {
     int half = dims >> 1;
     i64 total = (i64)tokens * heads * half;
@@ -311,6 +313,7 @@ extern "C" __global__ void rope(float* x, int tokens, int heads, int headSize, i
         int t = (int)(th / heads);
         float* row = x + th * headSize;
         double theta = (double)(firstPosition + t) * (double)freqScale * exp(-2.0 * i / dims * log((double)freqBase));
+        if (factors) theta /= (double)factors[i];
         double sn, cs;
         sincos(theta, &sn, &cs);
         float c = (float)cs, s = (float)sn;
@@ -429,3 +432,213 @@ extern "C" __global__ void convert_f32_f16(const float* src, u16* dst, i64 n)
 {
     GRID_STRIDE(i, n) dst[i] = f2h(src[i]);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decode mat-vec with 8-bit activations (dp4a). The F32 mat-vec above is compute-bound on the H100 (every lane
+// dequantizes 16 weights to float and reads 64 bytes of activations per 8-16 bytes of weights); here the activation
+// row is quantized once to blocks of 32 int8 (scale d, and s = d * sum(q) for the zero-point terms), and each
+// weight block is multiplied with 4-byte integer dot products.
+// ---------------------------------------------------------------------------------------------------------------
+
+struct XScale { float d, s; };
+
+__device__ __forceinline__ int dp4a(int a, int b, int c)
+{
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+
+// xq[b*32 + i] = round(x[b*32 + i] / d_b), xs[b] = { d_b, d_b * sum_i xq[b*32 + i] } with d_b = max|x| / 127 over
+// block b; one warp per block of 32, `blocks` = tokens * cols / 32 (rows of x are whole blocks: quantized weight rows are).
+extern "C" __global__ void quantize_x_q8(const float* x, i8* xq, XScale* xs, i64 blocks)
+{
+    i64 b = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    if (b >= blocks) return;
+    float v = x[b * 32 + lane];
+    float amax = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    float d = amax / 127.f;
+    int q = amax == 0.f ? 0 : __float2int_rn(v / d);
+    xq[b * 32 + lane] = (i8)q;
+    int sum = q;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) { XScale s; s.d = d; s.s = d * (float)sum; xs[b] = s; }
+}
+
+// The 32 int8 activations of block `blk` as 8 words (16-byte aligned: blocks are 32 bytes from an aligned base).
+__device__ __forceinline__ void load_xq32(const i8* xq, int blk, int* w)
+{
+    const U32x4* p = (const U32x4*)(xq + (i64)blk * 32);
+    U32x4 a = p[0], b = p[1];
+    w[0] = (int)a.x; w[1] = (int)a.y; w[2] = (int)a.z; w[3] = (int)a.w;
+    w[4] = (int)b.x; w[5] = (int)b.y; w[6] = (int)b.z; w[7] = (int)b.w;
+}
+
+// Elements one lane handles per step ("unit") for each weight type: a Q4_0/Q8_0 block, half of a Q4_K
+// 64-element pair of sub-blocks... see dot_unit.
+template <int T> struct Unit { static const int Elems = 32; };
+template <> struct Unit<T_Q4_K> { static const int Elems = 64; };
+
+// Dot product of unit u of a weight row with the quantized activations of one token.
+template <int T>
+__device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, const XScale* xs)
+{
+    int x[8];
+    if (T == T_Q4_0)
+    {
+        // 18-byte block: f16 d, 16 bytes of nibbles (low nibbles = elements 0..15, high = 16..31); value = d * (q - 8)
+        const u8* b = row + (i64)u * 18;
+        u32 q[4];
+        load16(b + 2, q);
+        load_xq32(xq, u, x);
+        int s = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+        {
+            s = dp4a((int)(q[k] & 0x0F0F0F0Fu), x[k], s);
+            s = dp4a((int)((q[k] >> 4) & 0x0F0F0F0Fu), x[k + 4], s);
+        }
+        XScale a = xs[u];
+        return ldh(b) * (a.d * (float)s - 8.f * a.s);
+    }
+    else if (T == T_Q8_0)
+    {
+        // 34-byte block: f16 d, 32 int8
+        const u8* b = row + (i64)u * 34;
+        u32 q[8];
+        load16(b + 2, q);
+        load16(b + 18, q + 4);
+        load_xq32(xq, u, x);
+        int s = 0;
+#pragma unroll
+        for (int k = 0; k < 8; k++) s = dp4a((int)q[k], x[k], s);
+        return ldh(b) * xs[u].d * (float)s;
+    }
+    else if (T == T_Q4_K)
+    {
+        // unit = pair p of a 144-byte super-block: 32 bytes of nibbles, low = sub-block 2p, high = sub-block 2p + 1;
+        // value = d * sc_j * q - dmin * m_j
+        int sb = u >> 2, p = u & 3;
+        const u8* b = row + (i64)sb * 144;
+        float sc0, m0, sc1, m1;
+        scale_min_k4(2 * p, b + 4, &sc0, &m0);
+        scale_min_k4(2 * p + 1, b + 4, &sc1, &m1);
+        u32 q[8];
+        load16(b + 16 + 32 * p, q);
+        load16(b + 32 + 32 * p, q + 4);
+        int xa = sb * 8 + 2 * p;
+        int y[8];
+        load_xq32(xq, xa, x);
+        load_xq32(xq, xa + 1, y);
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+        {
+            s0 = dp4a((int)(q[k] & 0x0F0F0F0Fu), x[k], s0);
+            s1 = dp4a((int)((q[k] >> 4) & 0x0F0F0F0Fu), y[k], s1);
+        }
+        XScale a0 = xs[xa], a1 = xs[xa + 1];
+        return ldh(b) * (sc0 * a0.d * (float)s0 + sc1 * a1.d * (float)s1) - ldh(b + 2) * (m0 * a0.s + m1 * a1.s);
+    }
+    else // T_Q6_K
+    {
+        // unit = 32-element group k of a 210-byte super-block: half h = k / 4, group g = k % 4 within the half;
+        // q = (4 bits of ql) | (2 bits of qh) << 4 in 0..63, value = d * scale16 * (q - 32), one int8 scale per 16
+        int sb = u >> 3, k = u & 7, h = k >> 2, g = k & 3;
+        const u8* b = row + (i64)sb * 210;
+        u32 ql[8], qh[8];
+        load16(b + h * 64 + (g & 1) * 32, ql);
+        load16(b + h * 64 + (g & 1) * 32 + 16, ql + 4);
+        load16(b + 128 + h * 32, qh);
+        load16(b + 128 + h * 32 + 16, qh + 4);
+        load_xq32(xq, u, x);
+        int shift = g >= 2 ? 4 : 0, hs = 2 * g;
+        int sA = 0, sB = 0, oA = 0, oB = 0;
+#pragma unroll
+        for (int w = 0; w < 8; w++)
+        {
+            int qv = (int)(((ql[w] >> shift) & 0x0F0F0F0Fu) | (((qh[w] >> hs) & 0x03030303u) << 4));
+            if (w < 4) { sA = dp4a(qv, x[w], sA); oA = dp4a(0x01010101, x[w], oA); }
+            else { sB = dp4a(qv, x[w], sB); oB = dp4a(0x01010101, x[w], oB); }
+        }
+        const i8* sc = (const i8*)(b + 192) + h * 8 + 2 * g;
+        return ldh(b + 208) * xs[u].d * ((float)sc[0] * (float)(sA - 32 * oA) + (float)sc[1] * (float)(sB - 32 * oB));
+    }
+}
+
+// y[t, r] = sum_c w[r, c] * x[t, c] with x quantized by quantize_x_q8: one warp per weight row (4 per block), lanes
+// over units, blockIdx.y = token. Rows are whole units, so nothing is read past a row: no slide needed here.
+template <int T>
+__device__ __forceinline__ void matvec_q8(const u8* w, i64 rowBytes, i64 rows, int cols, const i8* xq, const XScale* xs, float* y)
+{
+    int lane = threadIdx.x & 31;
+    i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (r >= rows) return;
+    int t = blockIdx.y;
+    const u8* row = w + r * rowBytes;
+    const i8* xt = xq + (i64)t * cols;
+    const XScale* st = xs + (i64)t * (cols >> 5);
+    int units = cols / Unit<T>::Elems;
+    float acc = 0.f;
+#pragma unroll 4
+    for (int u = lane; u < units; u += 32) acc += dot_unit<T>(row, u, xt, st);
+    acc = warp_sum(acc);
+    if (lane == 0) y[(i64)t * rows + r] = acc;
+}
+
+#define MATVEC_Q8_KERNEL(name, T)                                                                                      \
+    extern "C" __global__ void matvec_q8_##name(const u8* w, i64 rowBytes, i64 rows, int cols, const i8* xq, const XScale* xs, float* y) \
+    { matvec_q8<T>(w, rowBytes, rows, cols, xq, xs, y); }
+
+MATVEC_Q8_KERNEL(q4_0, T_Q4_0)
+MATVEC_Q8_KERNEL(q8_0, T_Q8_0)
+MATVEC_Q8_KERNEL(q4_k, T_Q4_K)
+MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prompt path: weights dequantized to F16 for a cuBLAS GEMM on the tensor cores.
+// out[r * cols + c] = dequantize(w)[r, c] as f16; one thread per 16 elements, grid-stride.
+// ---------------------------------------------------------------------------------------------------------------
+template <int T>
+__device__ __forceinline__ void dequantize_f16(const u8* w, i64 rowBytes, i64 rows, int cols, u16* out)
+{
+    i64 groupsPerRow = (cols + 15) >> 4;
+    for (i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x; g < rows * groupsPerRow; g += (i64)gridDim.x * blockDim.x)
+    {
+        i64 r = g / groupsPerRow;
+        int e0 = (int)(g - r * groupsPerRow) << 4;
+        float v[16];
+        deq16<T>(w + r * rowBytes, e0, cols, v);
+        u16* o = out + r * cols + e0;
+        if (e0 + 16 <= cols && (((unsigned long long)o) & 15) == 0)
+        {
+            U32x4 a, b;
+            a.x = f2h(v[0]) | ((u32)f2h(v[1]) << 16);   a.y = f2h(v[2]) | ((u32)f2h(v[3]) << 16);
+            a.z = f2h(v[4]) | ((u32)f2h(v[5]) << 16);   a.w = f2h(v[6]) | ((u32)f2h(v[7]) << 16);
+            b.x = f2h(v[8]) | ((u32)f2h(v[9]) << 16);   b.y = f2h(v[10]) | ((u32)f2h(v[11]) << 16);
+            b.z = f2h(v[12]) | ((u32)f2h(v[13]) << 16); b.w = f2h(v[14]) | ((u32)f2h(v[15]) << 16);
+            ((U32x4*)o)[0] = a;
+            ((U32x4*)o)[1] = b;
+        }
+        else
+        {
+#pragma unroll
+            for (int i = 0; i < 16; i++) if (e0 + i < cols) o[i] = f2h(v[i]);
+        }
+    }
+}
+
+#define DEQUANTIZE_F16_KERNEL(name, T)                                                                                 \
+    extern "C" __global__ void dequantize_f16_##name(const u8* w, i64 rowBytes, i64 rows, int cols, u16* out)        \
+    { dequantize_f16<T>(w, rowBytes, rows, cols, out); }
+
+DEQUANTIZE_F16_KERNEL(bf16, T_BF16)
+DEQUANTIZE_F16_KERNEL(q8_0, T_Q8_0)
+DEQUANTIZE_F16_KERNEL(q4_0, T_Q4_0)
+DEQUANTIZE_F16_KERNEL(q4_k, T_Q4_K)
+DEQUANTIZE_F16_KERNEL(q5_k, T_Q5_K)
+DEQUANTIZE_F16_KERNEL(q6_k, T_Q6_K)

@@ -1,0 +1,44 @@
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Backends.Cuda.Kernels;
+
+/// <summary>
+/// Which matmul implementations the queue uses; both exist so that each can be measured against the other.
+/// plugins.json options <c>matvec</c> and <c>gemm</c>; the environment variables PLUGINENGINE_CUDA_MATVEC and
+/// PLUGINENGINE_CUDA_GEMM override them (handy for A/B runs of <c>bench</c>).
+/// </summary>
+/// <param name="Int8MatVec">
+/// <c>matvec: int8</c> (default): single-token matmuls on Q8_0/Q4_0/Q4_K/Q6_K weights quantize the activation row to
+/// 8 bits once and use integer dot products (dp4a). <c>f32</c>: the F32 mat-vec kernel (activations stay in F32).
+/// </param>
+/// <param name="CublasPrompt">
+/// <c>gemm: cublas</c> (default, when cuBLAS loads): matmuls of at least <see cref="LaunchGeometry.CublasMinTokens"/>
+/// tokens dequantize the weights to F16 into a scratch buffer and run cublasGemmEx on the tensor cores (F32 weights:
+/// an F32 GEMM). <c>kernels</c>: the plugin's own batched kernel.
+/// </param>
+internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt)
+{
+    public static CudaKernelOptions Default { get; } = new(true, true);
+
+    /// <summary>Reads the options; a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
+    public static CudaKernelOptions From(PluginOptions options, Func<string, string?> environment)
+    {
+        bool int8 = Choice(options, environment, "matvec", "PLUGINENGINE_CUDA_MATVEC", "int8", "f32");
+        bool cublas = Choice(options, environment, "gemm", "PLUGINENGINE_CUDA_GEMM", "cublas", "kernels");
+        return new CudaKernelOptions(int8, cublas);
+    }
+
+    /// <summary>True for <paramref name="first"/>, false for <paramref name="second"/>; the environment wins over plugins.json.</summary>
+    private static bool Choice(PluginOptions options, Func<string, string?> environment, string key, string variable, string first, string second)
+    {
+        string? fromEnv = environment(variable);
+        string value = string.IsNullOrWhiteSpace(fromEnv) ? options.GetString(key, first)! : fromEnv;
+        string where = string.IsNullOrWhiteSpace(fromEnv) ? $"{options.JsonPath}.{key}" : $"environment variable {variable}";
+        return value.Trim().ToLowerInvariant() switch
+        {
+            var v when v == first => true,
+            var v when v == second => false,
+            _ => throw new PluginOptionException($"{where}: expected '{first}' or '{second}', got '{value}'"),
+        };
+    }
+}

@@ -1,0 +1,123 @@
+using System.Runtime.InteropServices;
+
+namespace PluginEngine.Backends.Cuda.Native;
+
+/// <summary>
+/// The part of cuBLAS (libcublas.so.13 / .12) the prompt path uses: one handle per queue, bound to the queue's stream,
+/// and <c>cublasGemmEx</c>. Optional: without it the batched matmul runs on the plugin's own kernels, and the probe
+/// description says so. Bound through function pointers like <see cref="CudaDriver"/>.
+/// </summary>
+internal sealed unsafe class Cublas
+{
+    /// <summary>Library names tried, in order (newest first).</summary>
+    public static readonly string[] LibraryNames = ["libcublas.so.13", "libcublas.so.12", "libcublas.so", "cublas64_13.dll", "cublas64_12.dll"];
+
+    // cublasOperation_t, cudaDataType_t, cublasComputeType_t, cublasGemmAlgo_t values (cublas_api.h, library_types.h).
+    public const int OpN = 0, OpT = 1;
+    public const int DataF32 = 0, DataF16 = 2;
+    public const int Compute32F = 68;
+    public const int GemmDefault = -1;
+
+    private delegate* unmanaged<nint*, int> _create;
+    private delegate* unmanaged<nint, int> _destroy;
+    private delegate* unmanaged<nint, nint, int> _setStream;
+    private delegate* unmanaged<nint, int*, int> _getVersion;
+    private delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int> _gemmEx;
+
+    private Cublas() { }
+
+    /// <summary>Which library file was loaded.</summary>
+    public string LibraryName { get; private set; } = "";
+
+    /// <summary>Loads cuBLAS from the usual names, then from <paramref name="extraFolders"/>; null with the reason when absent.</summary>
+    public static Cublas? TryLoad(IEnumerable<string> extraFolders, out string? failure)
+    {
+        nint handle = 0;
+        string loaded = "";
+        foreach (string name in LibraryNames)
+            if (NativeLibrary.TryLoad(name, out handle)) { loaded = name; break; }
+        if (handle == 0)
+            foreach (string folder in extraFolders)
+            {
+                foreach (string name in LibraryNames)
+                    if (NativeLibrary.TryLoad(Path.Combine(folder, name), out handle)) { loaded = Path.Combine(folder, name); break; }
+                if (handle != 0) break;
+            }
+        if (handle == 0)
+        {
+            failure = "libcublas.so.13 / libcublas.so.12 not found";
+            return null;
+        }
+        var c = new Cublas { LibraryName = loaded };
+        var missing = new List<string>();
+        nint Bind(string symbol)
+        {
+            if (NativeLibrary.TryGetExport(handle, symbol, out nint p)) return p;
+            missing.Add(symbol);
+            return 0;
+        }
+        c._create = (delegate* unmanaged<nint*, int>)Bind("cublasCreate_v2");
+        c._destroy = (delegate* unmanaged<nint, int>)Bind("cublasDestroy_v2");
+        c._setStream = (delegate* unmanaged<nint, nint, int>)Bind("cublasSetStream_v2");
+        c._getVersion = (delegate* unmanaged<nint, int*, int>)Bind("cublasGetVersion_v2");
+        c._gemmEx = (delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int>)Bind("cublasGemmEx");
+        if (missing.Count > 0)
+        {
+            failure = $"{loaded} lacks {string.Join(", ", missing)}";
+            return null;
+        }
+        failure = null;
+        return c;
+    }
+
+    /// <summary>A handle whose work goes to <paramref name="stream"/>; the calling thread's current context must be the device's.</summary>
+    public nint CreateHandle(nint stream)
+    {
+        nint h;
+        Check(_create(&h), "cublasCreate");
+        int r = _setStream(h, stream);
+        if (r != 0) { _destroy(h); Check(r, "cublasSetStream"); }
+        return h;
+    }
+
+    public void DestroyHandle(nint handle) => _destroy(handle);
+
+    /// <summary>cuBLAS version as major.minor.patch (needs a handle).</summary>
+    public string Version(nint handle)
+    {
+        int v;
+        return _getVersion(handle, &v) == 0 ? $"{v / 10000}.{v / 100 % 100}.{v % 100}" : "?";
+    }
+
+    /// <summary>
+    /// y[t, r] = Σ_c w[r, c] · x[t, c] for row-major w [rows, cols] and x [tokens, cols], y [tokens, rows] in F32: in
+    /// cuBLAS's column-major terms y (rows × tokens) = wᵀ (w seen as cols × rows) · x (cols × tokens).
+    /// <paramref name="dataType"/> is the type of both w and x (F16 → tensor cores, F32 accumulation; F32 → FP32).
+    /// </summary>
+    public void RowMajorMatMul(nint handle, ulong w, ulong x, ulong y, int rows, int cols, int tokens, int dataType)
+    {
+        float alpha = 1f, beta = 0f;
+        Check(_gemmEx(handle, OpT, OpN, rows, tokens, cols, &alpha, w, dataType, cols, x, dataType, cols, &beta, y, DataF32, rows, Compute32F, GemmDefault),
+            $"cublasGemmEx({rows} x {cols} x {tokens})");
+    }
+
+    private static void Check(int status, string call)
+    {
+        if (status != 0) throw new CudaException(call, status, StatusName(status));
+    }
+
+    /// <summary>cublasStatus_t names (cublas_api.h).</summary>
+    public static string StatusName(int status) => status switch
+    {
+        1 => "CUBLAS_STATUS_NOT_INITIALIZED",
+        3 => "CUBLAS_STATUS_ALLOC_FAILED",
+        7 => "CUBLAS_STATUS_INVALID_VALUE",
+        8 => "CUBLAS_STATUS_ARCH_MISMATCH",
+        11 => "CUBLAS_STATUS_MAPPING_ERROR",
+        13 => "CUBLAS_STATUS_EXECUTION_FAILED",
+        14 => "CUBLAS_STATUS_INTERNAL_ERROR",
+        15 => "CUBLAS_STATUS_NOT_SUPPORTED",
+        16 => "CUBLAS_STATUS_LICENSE_ERROR",
+        _ => $"cublasStatus {status}",
+    };
+}

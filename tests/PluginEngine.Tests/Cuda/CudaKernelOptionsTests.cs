@@ -1,0 +1,67 @@
+using PluginEngine.Abstractions;
+using PluginEngine.Backends.Cuda.Kernels;
+using Xunit;
+
+namespace PluginEngine.Tests.Cuda;
+
+/// <summary>The matmul choices of the CUDA queue (plugins.json options, environment overrides) and their launch shapes.</summary>
+public sealed class CudaKernelOptionsTests
+{
+    private static PluginOptions Options(params (string Key, string Value)[] values)
+        => new(values.ToDictionary(v => v.Key, v => v.Value), "$.plugins[1].options");
+
+    [Fact]
+    public void Defaults_are_int8_matvec_and_cublas_prompts()
+    {
+        var o = CudaKernelOptions.From(Options(), _ => null);
+        Assert.Equal(CudaKernelOptions.Default, o);
+        Assert.True(o.Int8MatVec);
+        Assert.True(o.CublasPrompt);
+    }
+
+    [Fact]
+    public void Plugins_json_selects_and_the_environment_overrides()
+    {
+        var fromJson = CudaKernelOptions.From(Options(("matvec", "f32"), ("gemm", "Kernels")), _ => null);
+        Assert.Equal(new CudaKernelOptions(false, false), fromJson);
+        var env = new Dictionary<string, string> { ["PLUGINENGINE_CUDA_MATVEC"] = "int8", ["PLUGINENGINE_CUDA_GEMM"] = "cublas" };
+        var overridden = CudaKernelOptions.From(Options(("matvec", "f32"), ("gemm", "kernels")), k => env.GetValueOrDefault(k));
+        Assert.Equal(CudaKernelOptions.Default, overridden);
+    }
+
+    [Fact]
+    public void A_bad_value_names_where_it_came_from()
+    {
+        var e = Assert.Throws<PluginOptionException>(() => CudaKernelOptions.From(Options(("matvec", "int4")), _ => null));
+        Assert.Contains("$.plugins[1].options.matvec", e.Message);
+        Assert.Contains("'int4'", e.Message);
+        e = Assert.Throws<PluginOptionException>(() => CudaKernelOptions.From(Options(), k => k == "PLUGINENGINE_CUDA_GEMM" ? "tensor" : null));
+        Assert.Contains("environment variable PLUGINENGINE_CUDA_GEMM", e.Message);
+    }
+
+    [Fact]
+    public void Int8_and_prompt_launches_cover_their_work()
+    {
+        Assert.Equal(new Launch(1, 1, 256), LaunchGeometry.QuantizeX(8));        // 8 warps, one per 32-element block
+        Assert.Equal(new Launch(2, 1, 256), LaunchGeometry.QuantizeX(9));
+        Assert.Equal(new Launch(1024, 1, 128), LaunchGeometry.MatVecQ8(4096, 1)); // a warp per row, as the F32 mat-vec
+        Assert.Equal(new Launch(1025, 3, 128), LaunchGeometry.MatVecQ8(4097, 3));
+        Assert.Equal(LaunchGeometry.Elementwise(4096L * 256), LaunchGeometry.Dequantize(4096, 4096)); // a thread per 16 elements
+        Assert.Equal(LaunchGeometry.Elementwise(3L * 7), LaunchGeometry.Dequantize(3, 97));            // partial last group
+        Assert.False(LaunchGeometry.UsesCublas(LaunchGeometry.CublasMinTokens - 1));
+        Assert.True(LaunchGeometry.UsesCublas(LaunchGeometry.CublasMinTokens));
+    }
+
+    [Fact]
+    public void Every_int8_and_dequantize_type_has_a_kernel_name_and_whole_32_element_blocks()
+    {
+        var names = KernelSource.KernelNames().ToHashSet();
+        foreach (var t in KernelSource.Int8MatVecTypes)
+        {
+            Assert.Contains($"matvec_q8_{KernelSource.WeightSuffix(t)}", names);
+            Assert.Equal(0, GgmlTypes.Get(t).BlockSize % 32); // quantize_x_q8 makes 32-element blocks; rows must be whole ones
+        }
+        foreach (var t in KernelSource.DequantizeF16Types) Assert.Contains($"dequantize_f16_{KernelSource.WeightSuffix(t)}", names);
+        Assert.Contains("quantize_x_q8", names);
+    }
+}
