@@ -27,6 +27,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly CudaKernelOptions _options;
     private readonly Cublas? _blas;
     private nint _blasHandle;
+    private readonly CudaStepGraph? _graph; // null unless the graphs option is on (and the driver has graphs)
 
     // Scratch (device memory, grown on demand): the 8-bit activation row of the int8 mat-vec [cols int8, then one
     // XScale {d, s} per 32 elements at an aligned offset], and the F16 weights [rows, cols] and activations
@@ -78,6 +79,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
         _options = _rt.Options;
         _blas = _options.CublasPrompt ? _rt.Blas : null;
+        if (_options.Graphs && _d.HasGraphs) _graph = new CudaStepGraph(_d, _stream);
         GrowStaging(InitialStagingBytes);
     }
 
@@ -99,6 +101,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         long bytes = (long)rows.Length * sizeof(int);
         if (_rowIdsCapacity < bytes) GrowRowIds(bytes);
         byte* staged = Stage(MemoryMarshal.AsBytes(rows));
+        _graph?.BeforeWork();
         _d.Check(_d.cuMemcpyHtoDAsync(_rowIds, staged, (nuint)bytes, _stream), "cuMemcpyHtoDAsync (row ids)");
         ulong t = Ptr(table), ids = _rowIds, y = Ptr(dst);
         long rowBytes = GgmlTypes.RowSize(table.Type, rowLength), length = rowLength;
@@ -164,6 +167,11 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     /// </summary>
     private void CublasMatMul(GgmlType type, int slot, ulong pw, long rowBytes, long rows, int cols, ulong px, ulong py, int tokens)
     {
+        if (_graph is not null)
+        {
+            _graph.Flush(); // cuBLAS runs live: capture stops until the step ends
+            _graph.Suspended = true;
+        }
         if (_blasHandle == 0) _blasHandle = _blas!.CreateHandle(_stream);
         int r = checked((int)rows);
         if (type == GgmlType.F32)
@@ -303,6 +311,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _rt.MakeCurrent();
         ulong pd = Ptr(dst);
         byte* staged = Stage(MemoryMarshal.AsBytes(source));
+        _graph?.BeforeWork();
         _d.Check(_d.cuMemcpyHtoDAsync(pd, staged, (nuint)(source.Length * sizeof(float)), _stream), "cuMemcpyHtoDAsync");
     }
 
@@ -316,6 +325,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
             Synchronize();
             GrowStaging(bytes);
         }
+        _graph?.Flush(); // the step's recorded work runs first; the copy below is not captured
         // Stream order puts this copy after every queued upload that still reads the arena, so the arena's start can be reused.
         if (bytes > 0) _d.Check(_d.cuMemcpyDtoHAsync(_staging, ps, (nuint)bytes, _stream), "cuMemcpyDtoHAsync");
         Synchronize();
@@ -325,6 +335,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     public void Synchronize()
     {
         _rt.MakeCurrent();
+        _graph?.Flush();
+        if (_graph is not null) _graph.Suspended = false; // the step is over: the next one may be captured
         _d.Check(_d.cuStreamSynchronize(_stream), "cuStreamSynchronize");
         _stagingUsed = 0; // the stream is idle: nothing reads the arena any more
     }
@@ -334,7 +346,9 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         if (_disposed) return;
         _disposed = true;
         _rt.MakeCurrent();
+        try { _graph?.Flush(); } catch (CudaException) { /* disposing: the work is abandoned */ }
         _d.cuStreamSynchronize(_stream);
+        _graph?.Dispose();
         if (_rowIds != 0) _d.cuMemFree(_rowIds);
         foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16 }) if (scratch != 0) _d.cuMemFree(scratch);
         if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
@@ -367,6 +381,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
 
     private void LaunchKernel(nint function, Launch launch, void** args, string what)
     {
+        _graph?.BeforeWork();
         int r = _d.cuLaunchKernel(function, launch.GridX, launch.GridY, 1, launch.BlockX, 1, 1, 0, _stream, args, null);
         if (r != 0) throw new CudaException($"cuLaunchKernel({what}, grid {launch.GridX}x{launch.GridY}, block {launch.BlockX})", r, _d.ErrorName(r));
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds what run-cuda-checks.sh needs on a GPU machine that has no .NET SDK, into DEST (default: .device):
 #   DEST/rt.tgz     the .NET runtime of this machine (shared/Microsoft.NETCore.App, host/, dotnet)
-#   DEST/app/       framework-dependent Release publish of the host, with plugins/{cpu,cuda}/ and plugins.json
+#   DEST/app/       framework-dependent Release publish of the host, with plugins/{cpu,cuda,opencl}/ and plugins.json
+#   DEST/app/conf/  the conformance kit (an xunit v3 executable); it finds DEST/app/plugins.json above itself
 #   DEST/modelgen/  the model generator
 #   DEST/run-cuda-checks.sh
 # Usage (from the repository root): scripts/device/prepare-device-bundle.sh [DEST]
@@ -13,10 +14,12 @@ rm -rf "$DEST/app" "$DEST/modelgen"
 mkdir -p "$DEST/app/plugins"
 dotnet publish "$ROOT/host" -c Release -o "$DEST/app" --nologo -v q
 # Building the host in Release deployed the plugins into $ROOT/plugins/<name>/; ship those beside the host.
-for p in cpu cuda; do cp -r "$ROOT/plugins/$p" "$DEST/app/plugins/"; done
+for p in cpu cuda opencl; do cp -r "$ROOT/plugins/$p" "$DEST/app/plugins/"; done
 cp "$ROOT/plugins.json" "$DEST/app/plugins.json"
 dotnet build "$ROOT/scripts/device/modelgen" -c Release -o "$DEST/modelgen" --nologo -v q
+dotnet build "$ROOT/tests/PluginEngine.Conformance" -c Release -o "$DEST/app/conf" --nologo -v q
 [ -f "$DEST/rt.tgz" ] || tar czf "$DEST/rt.tgz" -C "$DOTNET_HOME" shared/Microsoft.NETCore.App host dotnet
-cp "$ROOT/scripts/device/run-cuda-checks.sh" "$DEST/"
-rm -f "$DEST"/app/*.pdb "$DEST"/app/plugins/*/*.pdb "$DEST"/modelgen/*.pdb
+cp "$ROOT/scripts/device/run-cuda-checks.sh" "$ROOT/scripts/device/run-gpu-session.sh" "$DEST/"
+rm -f "$DEST"/app/*.pdb "$DEST"/app/plugins/*/*.pdb "$DEST"/modelgen/*.pdb "$DEST"/app/conf/*.pdb
+rm -rf "$DEST"/app/conf/plugins "$DEST"/app/conf/plugins.json   # the kit must use the bundle's plugins.json, one level up
 du -sh "$DEST"

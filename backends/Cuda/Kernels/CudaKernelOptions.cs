@@ -16,23 +16,29 @@ namespace PluginEngine.Backends.Cuda.Kernels;
 /// tokens dequantize the weights to F16 into a scratch buffer and run cublasGemmEx on the tensor cores (F32 weights:
 /// an F32 GEMM). <c>kernels</c>: the plugin's own batched kernel.
 /// </param>
-internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt)
+/// <param name="Graphs">
+/// <c>graphs: on</c>: each step's work between host synchronizations is captured as a CUDA graph and launched as one
+/// (see <see cref="CudaStepGraph"/>); <c>off</c> (default): every kernel is launched directly.
+/// </param>
+internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = false)
 {
-    public static CudaKernelOptions Default { get; } = new(true, true);
+    public static CudaKernelOptions Default { get; } = new(true, true, false);
 
     /// <summary>Reads the options; a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
     public static CudaKernelOptions From(PluginOptions options, Func<string, string?> environment)
     {
         bool int8 = Choice(options, environment, "matvec", "PLUGINENGINE_CUDA_MATVEC", "int8", "f32");
         bool cublas = Choice(options, environment, "gemm", "PLUGINENGINE_CUDA_GEMM", "cublas", "kernels");
-        return new CudaKernelOptions(int8, cublas);
+        bool graphs = Choice(options, environment, "graphs", "PLUGINENGINE_CUDA_GRAPHS", "on", "off", defaultFirst: false);
+        return new CudaKernelOptions(int8, cublas, graphs);
     }
 
     /// <summary>True for <paramref name="first"/>, false for <paramref name="second"/>; the environment wins over plugins.json.</summary>
-    private static bool Choice(PluginOptions options, Func<string, string?> environment, string key, string variable, string first, string second)
+    private static bool Choice(PluginOptions options, Func<string, string?> environment, string key, string variable, string first, string second,
+                               bool defaultFirst = true)
     {
         string? fromEnv = environment(variable);
-        string value = string.IsNullOrWhiteSpace(fromEnv) ? options.GetString(key, first)! : fromEnv;
+        string value = string.IsNullOrWhiteSpace(fromEnv) ? options.GetString(key, defaultFirst ? first : second)! : fromEnv;
         string where = string.IsNullOrWhiteSpace(fromEnv) ? $"{options.JsonPath}.{key}" : $"environment variable {variable}";
         return value.Trim().ToLowerInvariant() switch
         {

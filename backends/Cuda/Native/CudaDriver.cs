@@ -69,6 +69,32 @@ internal sealed unsafe class CudaDriver
     public delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, int> cuLaunchKernel;
     public delegate* unmanaged<int, byte**, int> cuGetErrorName;
 
+    // Stream capture and graphs (optional: null when the driver lacks them; see HasGraphs).
+    public delegate* unmanaged<nint, int, int> cuStreamBeginCapture;
+    public delegate* unmanaged<nint, nint*, int> cuStreamEndCapture;
+    public delegate* unmanaged<nint*, nint, ulong, int> cuGraphInstantiateWithFlags;
+    public delegate* unmanaged<nint, nint, GraphExecUpdateResultInfo*, int> cuGraphExecUpdate;
+    public delegate* unmanaged<nint, nint, int> cuGraphLaunch;
+    public delegate* unmanaged<nint, int> cuGraphDestroy;
+    public delegate* unmanaged<nint, int> cuGraphExecDestroy;
+    public delegate* unmanaged<nint, nint*, nuint*, int> cuGraphGetNodes;
+
+    /// <summary>CU_STREAM_CAPTURE_MODE_RELAXED: the capturing thread may still call allocation APIs.</summary>
+    public const int StreamCaptureModeRelaxed = 2;
+
+    /// <summary>CUgraphExecUpdateResultInfo (cuda.h).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct GraphExecUpdateResultInfo
+    {
+        public int Result;
+        public nint ErrorNode;
+        public nint ErrorFromNode;
+    }
+
+    /// <summary>Whether every graph entry point resolved (CUDA 12 drivers and later).</summary>
+    public bool HasGraphs => cuStreamBeginCapture != null && cuStreamEndCapture != null && cuGraphInstantiateWithFlags != null &&
+                             cuGraphExecUpdate != null && cuGraphLaunch != null && cuGraphDestroy != null && cuGraphExecDestroy != null && cuGraphGetNodes != null;
+
     private CudaDriver() { }
 
     /// <summary>Loads the driver library and binds every entry point; returns null with the reason when it cannot.</summary>
@@ -121,6 +147,15 @@ internal sealed unsafe class CudaDriver
         d.cuModuleGetFunction = (delegate* unmanaged<nint*, nint, byte*, int>)Bind("cuModuleGetFunction");
         d.cuLaunchKernel = (delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, int>)Bind("cuLaunchKernel");
         d.cuGetErrorName = (delegate* unmanaged<int, byte**, int>)Bind("cuGetErrorName");
+        nint Optional(string symbol) => NativeLibrary.TryGetExport(handle, symbol, out nint p) ? p : 0;
+        d.cuStreamBeginCapture = (delegate* unmanaged<nint, int, int>)Optional("cuStreamBeginCapture_v2");
+        d.cuStreamEndCapture = (delegate* unmanaged<nint, nint*, int>)Optional("cuStreamEndCapture");
+        d.cuGraphInstantiateWithFlags = (delegate* unmanaged<nint*, nint, ulong, int>)Optional("cuGraphInstantiateWithFlags");
+        d.cuGraphExecUpdate = (delegate* unmanaged<nint, nint, GraphExecUpdateResultInfo*, int>)Optional("cuGraphExecUpdate_v2");
+        d.cuGraphLaunch = (delegate* unmanaged<nint, nint, int>)Optional("cuGraphLaunch");
+        d.cuGraphDestroy = (delegate* unmanaged<nint, int>)Optional("cuGraphDestroy");
+        d.cuGraphExecDestroy = (delegate* unmanaged<nint, int>)Optional("cuGraphExecDestroy");
+        d.cuGraphGetNodes = (delegate* unmanaged<nint, nint*, nuint*, int>)Optional("cuGraphGetNodes");
         if (missing.Count > 0)
         {
             failure = $"libcuda.so.1 lacks {string.Join(", ", missing)} (driver too old)";

@@ -1,0 +1,87 @@
+using PluginEngine.Backends.Cuda.Native;
+
+namespace PluginEngine.Backends.Cuda;
+
+/// <summary>
+/// Records a queue's work between two host synchronization points (one decode step: from the token's embedding to the
+/// logits download) as a CUDA graph by stream capture, and launches it as one unit, so the GPU runs the step's ~500
+/// kernels back to back instead of waiting on each launch from the host. Kernel arguments change from step to step
+/// (positions, KV-cache offsets), so every step is captured again; a step with the same topology as an earlier one
+/// updates that executable graph in place (<c>cuGraphExecUpdate</c>) instead of instantiating a new one.
+/// </summary>
+/// <remarks>
+/// Work that must not be captured ends the capture first (<see cref="Flush"/> launches what was recorded): host
+/// synchronization, and cuBLAS calls, after which capture stays <see cref="Suspended"/> until the step ends (a prompt
+/// step is a few large GEMMs: launch overhead does not matter there, and re-instantiating graphs would).
+/// </remarks>
+internal sealed unsafe class CudaStepGraph(CudaDriver driver, nint stream) : IDisposable
+{
+    private readonly Dictionary<ulong, nint> _executables = new(); // by node count: one per step shape seen
+    private bool _capturing;
+
+    /// <summary>True between a cuBLAS call and the end of the step: work runs live, nothing is captured.</summary>
+    public bool Suspended { get; set; }
+
+    /// <summary>Graphs launched, executables instantiated, and launches that reused one after an in-place update.</summary>
+    public long Launched { get; private set; }
+    public long Instantiated { get; private set; }
+    public long Updated { get; private set; }
+
+    /// <summary>Call before queueing work on the stream: starts a capture unless one is running or capture is suspended.</summary>
+    public void BeforeWork()
+    {
+        if (_capturing || Suspended) return;
+        driver.Check(driver.cuStreamBeginCapture(stream, CudaDriver.StreamCaptureModeRelaxed), "cuStreamBeginCapture");
+        _capturing = true;
+    }
+
+    /// <summary>Ends a running capture and launches what it recorded on the stream (asynchronously).</summary>
+    public void Flush()
+    {
+        if (!_capturing) return;
+        _capturing = false;
+        nint graph;
+        driver.Check(driver.cuStreamEndCapture(stream, &graph), "cuStreamEndCapture");
+        try
+        {
+            nuint nodes = 0;
+            driver.Check(driver.cuGraphGetNodes(graph, null, &nodes), "cuGraphGetNodes");
+            if (nodes == 0) return;
+            if (_executables.TryGetValue(nodes, out nint exec))
+            {
+                CudaDriver.GraphExecUpdateResultInfo info;
+                if (driver.cuGraphExecUpdate(exec, graph, &info) == 0) Updated++;
+                else
+                {
+                    driver.cuGraphExecDestroy(exec); // a different topology with the same node count: start again
+                    _executables.Remove(nodes);
+                    exec = 0;
+                }
+            }
+            if (exec == 0)
+            {
+                driver.Check(driver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+                _executables[nodes] = exec;
+                Instantiated++;
+            }
+            driver.Check(driver.cuGraphLaunch(exec, stream), "cuGraphLaunch");
+            Launched++;
+        }
+        finally
+        {
+            driver.cuGraphDestroy(graph);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_capturing)
+        {
+            _capturing = false;
+            nint graph;
+            if (driver.cuStreamEndCapture(stream, &graph) == 0 && graph != 0) driver.cuGraphDestroy(graph);
+        }
+        foreach (nint exec in _executables.Values) driver.cuGraphExecDestroy(exec);
+        _executables.Clear();
+    }
+}
