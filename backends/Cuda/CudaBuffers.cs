@@ -18,8 +18,13 @@ public sealed class CudaBufferProvider : IBufferProvider
 
     public DeviceDescription Device => _device.Description;
 
-    /// <summary>cuMemAlloc returns 256-byte aligned memory; tensors inside owned buffers keep that alignment.</summary>
-    public long Alignment => 256;
+    /// <summary>
+    /// 32 B, GGUF's default alignment: what the kernels need is less (16-byte vector loads where the address allows,
+    /// narrower loads otherwise; 2-byte block scales), and cuBLAS's fastest paths want 16 B. Asking for more (cuMemAlloc's
+    /// 256 B) would make every tensor of an ordinary GGUF file fail the in-place test, so host import could never
+    /// read weights from a file mapping.
+    /// </summary>
+    public long Alignment => 32;
 
     public long GetAllocSize(TensorInfo tensor) => LaunchGeometry.AllocSize(tensor);
 

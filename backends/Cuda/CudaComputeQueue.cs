@@ -28,6 +28,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly Cublas? _blas;
     private nint _blasHandle;
     private readonly CudaStepGraph? _graph; // null unless the graphs option is on (and the driver has graphs)
+    private readonly CudaOpProfile? _profile; // PLUGINENGINE_CUDA_PROFILE=1 (without graphs)
 
     // Scratch (device memory, grown on demand): the 8-bit activation row of the int8 mat-vec [cols int8, then one
     // XScale {d, s} per 32 elements at an aligned offset], and the F16 weights [rows, cols] and activations
@@ -80,6 +81,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _options = _rt.Options;
         _blas = _options.CublasPrompt ? _rt.Blas : null;
         if (_options.Graphs && _d.HasGraphs) _graph = new CudaStepGraph(_d, _stream);
+        else if (CudaOpProfile.Requested) _profile = new CudaOpProfile(_d);
         GrowStaging(InitialStagingBytes);
     }
 
@@ -158,7 +160,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         }
         ulong xq = _xq8, xs = _xq8 + (ulong)scalesAt;
         void** args = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &xq, &xs, &py };
-        LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, "matvec_q8");
+        LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot}");
     }
 
     /// <summary>
@@ -192,7 +194,9 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         ulong xh = _activationsF16;
         void** ca = stackalloc void*[] { &px, &xh, &n };
         LaunchKernel(_convertF16, LaunchGeometry.Elementwise(n), ca, "convert_f32_f16");
+        var events = _profile?.Begin(_stream);
         _blas!.RowMajorMatMul(_blasHandle, a, xh, py, r, cols, tokens, Cublas.DataF16);
+        if (events is { } e) _profile!.End("cublas gemm f16", e, _stream);
     }
 
     private void ForgetQuantizedX() => _xq8Source = 0;
@@ -338,6 +342,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _graph?.Flush();
         if (_graph is not null) _graph.Suspended = false; // the step is over: the next one may be captured
         _d.Check(_d.cuStreamSynchronize(_stream), "cuStreamSynchronize");
+        _profile?.Collect();
         _stagingUsed = 0; // the stream is idle: nothing reads the arena any more
     }
 
@@ -349,6 +354,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         try { _graph?.Flush(); } catch (CudaException) { /* disposing: the work is abandoned */ }
         _d.cuStreamSynchronize(_stream);
         _graph?.Dispose();
+        _profile?.Collect();
+        _profile?.Dispose();
         if (_rowIds != 0) _d.cuMemFree(_rowIds);
         foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16 }) if (scratch != 0) _d.cuMemFree(scratch);
         if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
@@ -382,8 +389,10 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private void LaunchKernel(nint function, Launch launch, void** args, string what)
     {
         _graph?.BeforeWork();
+        var events = _profile?.Begin(_stream);
         int r = _d.cuLaunchKernel(function, launch.GridX, launch.GridY, 1, launch.BlockX, 1, 1, 0, _stream, args, null);
         if (r != 0) throw new CudaException($"cuLaunchKernel({what}, grid {launch.GridX}x{launch.GridY}, block {launch.BlockX})", r, _d.ErrorName(r));
+        if (events is { } e) _profile!.End(what, e, _stream);
     }
 
     /// <summary>Copies <paramref name="data"/> into the pinned arena and returns where; waits for the stream only when the arena is full.</summary>

@@ -68,6 +68,10 @@ internal sealed unsafe class CudaDriver
     public delegate* unmanaged<nint*, nint, byte*, int> cuModuleGetFunction;
     public delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, int> cuLaunchKernel;
     public delegate* unmanaged<int, byte**, int> cuGetErrorName;
+    public delegate* unmanaged<nint*, uint, int> cuEventCreate;
+    public delegate* unmanaged<nint, nint, int> cuEventRecord;
+    public delegate* unmanaged<float*, nint, nint, int> cuEventElapsedTime;
+    public delegate* unmanaged<nint, int> cuEventDestroy;
 
     // Stream capture and graphs (optional: null when the driver lacks them; see HasGraphs).
     public delegate* unmanaged<nint, int, int> cuStreamBeginCapture;
@@ -147,6 +151,10 @@ internal sealed unsafe class CudaDriver
         d.cuModuleGetFunction = (delegate* unmanaged<nint*, nint, byte*, int>)Bind("cuModuleGetFunction");
         d.cuLaunchKernel = (delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, int>)Bind("cuLaunchKernel");
         d.cuGetErrorName = (delegate* unmanaged<int, byte**, int>)Bind("cuGetErrorName");
+        d.cuEventCreate = (delegate* unmanaged<nint*, uint, int>)Bind("cuEventCreate");
+        d.cuEventRecord = (delegate* unmanaged<nint, nint, int>)Bind("cuEventRecord");
+        d.cuEventElapsedTime = (delegate* unmanaged<float*, nint, nint, int>)Bind("cuEventElapsedTime");
+        d.cuEventDestroy = (delegate* unmanaged<nint, int>)Bind("cuEventDestroy_v2");
         nint Optional(string symbol) => NativeLibrary.TryGetExport(handle, symbol, out nint p) ? p : 0;
         d.cuStreamBeginCapture = (delegate* unmanaged<nint, int, int>)Optional("cuStreamBeginCapture_v2");
         d.cuStreamEndCapture = (delegate* unmanaged<nint, nint*, int>)Optional("cuStreamEndCapture");
