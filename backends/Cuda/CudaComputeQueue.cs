@@ -117,8 +117,31 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         if (rows <= 0) return;
         _rt.MakeCurrent();
         ulong px = Ptr(x), pw = Ptr(weight), py = Ptr(y);
-        void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps };
+        // One row (a decode step) is what the int8 mat-vecs read next: quantize it in the same kernel.
+        bool quantize = rows == 1 && FusesQuantization(n);
+        var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
+        void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps, &xq, &xs };
         LaunchKernel(_rmsNorm, LaunchGeometry.RmsNorm(rows), args, "rms_norm");
+        if (quantize) RememberQuantizedX(py, n);
+    }
+
+    /// <summary>Whether an op that writes an n-element activation row also quantizes it for the int8 mat-vec.</summary>
+    private bool FusesQuantization(long n) => _options.Int8MatVec && n % 32 == 0 && n <= LaunchGeometry.MaxFusedQuantizeElements;
+
+    /// <summary>Device addresses of the int8 values and the block scales of an n-element row in the 8-bit activation scratch.</summary>
+    private (ulong Values, ulong Scales) QuantizedXScratch(long n)
+    {
+        long scalesAt = TensorPadding.AlignUp(n, StagingAlignment);
+        ulong before = _xq8;
+        EnsureScratch(ref _xq8, ref _xq8Capacity, scalesAt + n / 32 * 8, "8-bit activations");
+        if (_xq8 != before) ForgetQuantizedX(); // a new buffer holds nothing yet
+        return (_xq8, _xq8 + (ulong)scalesAt);
+    }
+
+    private void RememberQuantizedX(ulong source, long elements)
+    {
+        _xq8Source = source;
+        _xq8Elements = elements;
     }
 
     public void MatMul(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens)
@@ -148,17 +171,14 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private void MatVecQ8(int slot, ulong pw, long rowBytes, long rows, int cols, ulong px, ulong py)
     {
         if (cols % 32 != 0) throw new ArgumentException($"cuda: a {cols}-element row is not whole 32-element blocks");
-        long blocks = cols / 32, scalesAt = TensorPadding.AlignUp(cols, StagingAlignment);
+        long blocks = cols / 32;
+        var (xq, xs) = QuantizedXScratch(cols);
         if (_xq8Source != px || _xq8Elements != cols)
         {
-            EnsureScratch(ref _xq8, ref _xq8Capacity, scalesAt + blocks * 8, "8-bit activations");
-            ulong q = _xq8, s = _xq8 + (ulong)scalesAt;
-            void** qa = stackalloc void*[] { &px, &q, &s, &blocks };
+            void** qa = stackalloc void*[] { &px, &xq, &xs, &blocks };
             LaunchKernel(_quantizeX, LaunchGeometry.QuantizeX(blocks), qa, "quantize_x_q8");
-            _xq8Source = px;
-            _xq8Elements = cols;
+            RememberQuantizedX(px, cols);
         }
-        ulong xq = _xq8, xs = _xq8 + (ulong)scalesAt;
         void** args = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &xq, &xs, &py };
         LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot}");
     }
@@ -267,8 +287,12 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         if (n <= 0) return;
         _rt.MakeCurrent();
         ulong pg = Ptr(gate), pu = Ptr(up), py = Ptr(y);
-        void** args = stackalloc void*[] { &pg, &pu, &py, &n };
+        // A decode step's gate row goes to the down projection's int8 mat-vec next: quantize it here.
+        bool quantize = FusesQuantization(n);
+        var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
+        void** args = stackalloc void*[] { &pg, &pu, &py, &n, &xq, &xs };
         LaunchKernel(_siluMul, LaunchGeometry.Elementwise(n), args, "silu_mul");
+        if (quantize) RememberQuantizedX(py, n);
     }
 
     public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor y, long n)

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# One batch of GPU work for a lent machine with little time: conformance kit, CUDA benches (new kernels against the old
-# ones, graphs on/off), the NVIDIA OpenCL rows, then run-cuda-checks.sh. Every part has its own time limit and writes
-# into $OUT as it goes, so a call that runs out of time still returns what finished.
+# One batch of GPU work for a lent machine with little time: the conformance kit, a kernel profile and CUDA benches
+# (default kernels against the old ones, graphs on/off), the NVIDIA OpenCL rows, then run-cuda-checks.sh. Every part
+# has its own time limit and appends to a few files under $OUT as it goes (a device call may return only a handful of
+# files, and one that runs out of time still returns what finished):
+#   summary.txt      machine, backends, conformance totals and failures, kernel profile, bench tables, checks report
+#   bench.jsonl      every bench row (each row's "label" says which run it came from)
+#   errors.txt       bench progress lines and errors
+#   conformance.txt  the kit's full output
+#   checks/          run-cuda-checks.sh's report.txt, log.txt, plans.txt
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
-# parts (default all): conformance profile bench7b benchtiny opencl checks
+# parts (default all but smoke): smoke (demo model on the CPU) conformance profile bench7b benchtiny opencl checks
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
 PARTS=${*:-conformance profile bench7b benchtiny opencl checks}
 mkdir -p "$OUT"
+S=$OUT/summary.txt
 if [ ! -x /tmp/dn/dotnet ]; then mkdir -p /tmp/dn && tar xzf "$DEV/rt.tgz" -C /tmp/dn; fi
 export DOTNET_ROOT=/tmp/dn DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_TieredPGO=1
 export LD_LIBRARY_PATH=/usr/local/nvidia/lib64:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -18,11 +25,9 @@ export PLUGINENGINE_CACHE=/tmp/pe-cache
 PE=(/tmp/dn/dotnet "$DEV/app/pluginengine.dll")
 PLUGINS=(--plugins "$DEV/app/plugins.json")
 has() { [[ " $PARTS " == *" $1 "* ]]; }
-{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; lscpu | grep -m1 'Model name'; } >"$OUT/machine.txt" 2>&1
+{ echo "== machine"; date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; lscpu | grep -m1 'Model name'; git -C "$DEV/.." rev-parse --short HEAD 2>/dev/null; } >>"$S" 2>&1
 
-# Which OpenCL platform is NVIDIA's: `backends` lists platforms in the opencl probe line when the chosen one is not found.
-"${PE[@]}" backends "${PLUGINS[@]}" >"$OUT/backends-before.txt" 2>&1
-python3 - "$DEV/app/plugins.json" <<'PY'
+python3 - "$DEV/app/plugins.json" >>"$S" <<'PY'
 import json, sys, ctypes
 p = sys.argv[1]
 cfg = json.load(open(p))
@@ -44,37 +49,54 @@ for e in cfg["plugins"]:
 json.dump(cfg, open(p, "w"), indent=2)
 print("opencl platform", platform)
 PY
-"${PE[@]}" backends "${PLUGINS[@]}" >"$OUT/backends.txt" 2>&1
+{ echo "== backends"; "${PE[@]}" backends "${PLUGINS[@]}" 2>&1 | grep -E "│ (cuda|opencl|cpu) " ; } >>"$S"
 
 if has conformance; then
   # The kit runs every op and type on cuda and opencl against the CPU reference (plus the seed regression).
-  timeout 240 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none >"$OUT/conformance.txt" 2>&1
-  echo "exit $?" >>"$OUT/conformance.txt"
-  grep -E "Total:|FAIL|\[FAIL\]" "$OUT/conformance.txt" | head -60 >"$OUT/conformance-summary.txt"
+  timeout 150 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none >"$OUT/conformance.txt" 2>&1
+  { echo "== conformance (exit $?)"; grep -E "Total:" "$OUT/conformance.txt"; grep -A6 "\[FAIL\]" "$OUT/conformance.txt" | head -80; } >>"$S"
 fi
 
-bench() { # bench LABEL TIMEOUT ARGS... → $OUT/bench-LABEL.jsonl (+ .err)
+BENCH_ROWS_PY=$(cat <<'PY'
+import json, sys
+label, out, summary = sys.argv[1], open(sys.argv[2], "a"), open(sys.argv[3], "a")
+summary.write(f"== bench {label}\n")
+for line in sys.stdin:
+    try: r = json.loads(line)
+    except ValueError: continue
+    r["label"] = label
+    out.write(json.dumps(r) + "\n")
+    test = f"pp{r.get('n_prompt')}" if r.get("n_prompt") else f"tg{r.get('n_gen')}"
+    summary.write(f"  {r.get('model_type')} | {r.get('backends')} | {r.get('memory_mode', '')} import={r.get('host_import', '')} owned={r.get('weights_owned_bytes', 0) // 1000000}MB imported={r.get('weights_imported_bytes', 0) // 1000000}MB | {test} | "
+                  f"{r.get('avg_ts', 0):.1f} ± {r.get('stddev_ts', 0):.1f} t/s | load {r.get('load_ms', 0):.0f} ms\n")
+PY
+)
+bench() { # bench LABEL TIMEOUT ARGS...: rows appended to bench.jsonl with "label", a table to summary.txt
   local label=$1 limit=$2; shift 2
-  timeout "$limit" "${PE[@]}" bench "${PLUGINS[@]}" "$@" -o jsonl >"$OUT/bench-$label.jsonl" 2>"$OUT/bench-$label.err"
-  echo "exit $?" >>"$OUT/bench-$label.err"
+  echo "== bench $label: $*" >>"$OUT/errors.txt"
+  timeout "$limit" "${PE[@]}" bench "${PLUGINS[@]}" "$@" -o jsonl 2>>"$OUT/errors.txt" | python3 -c "$BENCH_ROWS_PY" "$label" "$OUT/bench.jsonl" "$S"
+  echo "exit ${PIPESTATUS[0]}" >>"$OUT/errors.txt"
 }
+if has smoke; then
+  bench demo-smoke 60 --backend cpu -p 16 -n 4 -r 1
+fi
 if has profile; then
-  # GPU time per kernel (CUDA events around every launch) over one pp512 + tg128 of the 7B shape.
-  PLUGINENGINE_CUDA_PROFILE=1 bench profile-7b-q4_0 120 -m synthetic:llama7b:Q4_0 --backend cuda -r 1
+  # GPU time per kernel (CUDA events around every launch; graphs off) over one pp512 + tg128 of the 7B shape.
+  PLUGINENGINE_CUDA_GRAPHS=off PLUGINENGINE_CUDA_PROFILE=1 bench profile-7b-q4_0 150 -m synthetic:llama7b:Q4_0 --backend cuda -r 1
+  { echo "== profile"; sed -n '/cuda kernel profile/,/^exit/p' "$OUT/errors.txt" | head -30; } >>"$S"
 fi
 if has bench7b; then
-  bench 7b-q4_0-default 150 -m synthetic:llama7b:Q4_0 --backend cuda -r 3
-  PLUGINENGINE_CUDA_GRAPHS=on bench 7b-q4_0-graphs 80 -m synthetic:llama7b:Q4_0 --backend cuda -r 3
-  PLUGINENGINE_CUDA_MATVEC=f32 PLUGINENGINE_CUDA_GEMM=kernels bench 7b-q4_0-oldkernels 90 -m synthetic:llama7b:Q4_0 --backend cuda -r 2 -p 128
+  bench 7b-q4_0-default 120 -m synthetic:llama7b:Q4_0 --backend cuda -r 3
+  PLUGINENGINE_CUDA_GRAPHS=off bench 7b-q4_0-nographs 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128
 fi
 if has benchtiny; then
-  bench tiny-cuda 120 -m synthetic:tinyllama:Q4_0,synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_K_M,synthetic:tinyllama:F16 --backend cuda -r 3
-  PLUGINENGINE_CUDA_GRAPHS=on bench tiny-cuda-graphs 50 -m synthetic:tinyllama:Q4_0,synthetic:tinyllama:Q4_K_M --backend cuda -r 3
+  bench tiny-cuda 150 -m synthetic:tinyllama:Q4_0,synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_K_M,synthetic:tinyllama:F16 --backend cuda -r 3
 fi
 if has opencl; then
-  bench tiny-opencl-nvidia 160 -m synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_0 --backend opencl,cuda,cpu --gpu-host-import off,on -t 16 -r 2
+  bench tiny-opencl-nvidia 200 -m synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_0 --backend opencl,cuda,cpu --gpu-host-import off,on -t 16 -r 2
 fi
 if has checks; then
-  timeout 300 env OUT="$OUT/checks" DEV="$DEV" bash "$DEV/run-cuda-checks.sh" >"$OUT/checks.log" 2>&1
+  timeout 280 env OUT="$OUT/checks" DEV="$DEV" bash "$DEV/run-cuda-checks.sh" >/dev/null 2>&1
+  { echo "== checks (exit $?)"; cat "$OUT/checks/report.txt"; } >>"$S"
 fi
-echo done >"$OUT/done.txt"
+echo "== done $(date -u)" >>"$S"

@@ -17,19 +17,20 @@ namespace PluginEngine.Backends.Cuda.Kernels;
 /// an F32 GEMM). <c>kernels</c>: the plugin's own batched kernel.
 /// </param>
 /// <param name="Graphs">
-/// <c>graphs: on</c>: each step's work between host synchronizations is captured as a CUDA graph and launched as one
-/// (see <see cref="CudaStepGraph"/>); <c>off</c> (default): every kernel is launched directly.
+/// <c>graphs: on</c> (default, where the driver has the graph API): each step's work between host synchronizations is
+/// captured as a CUDA graph and launched as one (see <see cref="CudaStepGraph"/>); <c>off</c>: every kernel is launched
+/// directly (needed for PLUGINENGINE_CUDA_PROFILE=1).
 /// </param>
-internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = false)
+internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = true)
 {
-    public static CudaKernelOptions Default { get; } = new(true, true, false);
+    public static CudaKernelOptions Default { get; } = new(true, true, true);
 
     /// <summary>Reads the options; a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
     public static CudaKernelOptions From(PluginOptions options, Func<string, string?> environment)
     {
         bool int8 = Choice(options, environment, "matvec", "PLUGINENGINE_CUDA_MATVEC", "int8", "f32");
         bool cublas = Choice(options, environment, "gemm", "PLUGINENGINE_CUDA_GEMM", "cublas", "kernels");
-        bool graphs = Choice(options, environment, "graphs", "PLUGINENGINE_CUDA_GRAPHS", "on", "off", defaultFirst: false);
+        bool graphs = Choice(options, environment, "graphs", "PLUGINENGINE_CUDA_GRAPHS", "on", "off");
         return new CudaKernelOptions(int8, cublas, graphs);
     }
 

@@ -89,8 +89,15 @@ internal static class LaunchGeometry
         return new Launch((uint)Math.Min(CeilDiv(n, BlockThreads), MaxGridStrideBlocks), 1, BlockThreads);
     }
 
-    /// <summary>rms_norm: one block per row.</summary>
-    public static Launch RmsNorm(int rows) => new(checked((uint)rows), 1, BlockThreads);
+    /// <summary>Threads of an rms_norm block: a decode step normalizes one row, so one block does all of it.</summary>
+    public const int NormThreads = 1024;
+
+    /// <summary>Longest activation row that rms_norm and silu_mul also quantize for the int8 mat-vec (a decode row;
+    /// a prompt batch would be quantized for nothing, since prompts do not use the int8 mat-vec).</summary>
+    public const int MaxFusedQuantizeElements = 65536;
+
+    /// <summary>rms_norm: one block of <see cref="NormThreads"/> per row.</summary>
+    public static Launch RmsNorm(int rows) => new(checked((uint)rows), 1, NormThreads);
 
     /// <summary>attention: one block of <see cref="AttentionWarps"/> warps per (head, token).</summary>
     public static Launch Attention(int heads, int tokens) => new((uint)heads, (uint)tokens, AttentionWarps * 32);

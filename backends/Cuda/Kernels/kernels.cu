@@ -47,6 +47,25 @@ __device__ __forceinline__ float warp_sum(float v)
     return v;
 }
 
+// 8-bit activation blocks of the decode mat-vec (see quantize_x_q8): d = max|x| / 127 over 32 elements, s = d * sum(q).
+struct XScale { float d, s; };
+
+// Quantizes v (element `lane` of one 32-element block) into q[lane] and, from lane 0, the block's XScale.
+// The whole warp must call it (warp shuffles).
+__device__ __forceinline__ void quantize_block32(float v, int lane, signed char* q, XScale* scale)
+{
+    float amax = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    float d = amax / 127.f;
+    int qi = amax == 0.f ? 0 : __float2int_rn(v / d);
+    q[lane] = (signed char)qi;
+    int sum = qi;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) { XScale x; x.d = d; x.s = d * (float)sum; *scale = x; }
+}
+
 // K-quant 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes.
 __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float* sc, float* m)
 {
@@ -276,8 +295,10 @@ WEIGHT_KERNELS(q4_k, T_Q4_K)
 WEIGHT_KERNELS(q5_k, T_Q5_K)
 WEIGHT_KERNELS(q6_k, T_Q6_K)
 
-// y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w; one block of 256 threads per row.
-extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, int n, float eps)
+// y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w; one block per row. When xq is not null (n a multiple of 32),
+// y is also quantized to 8-bit blocks for the decode mat-vec that reads it next (xq [rows, n], xs [rows, n / 32]),
+// which saves a quantize_x_q8 launch for q/k/v and for gate/up.
+extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, int n, float eps, i8* xq, XScale* xs)
 {
     __shared__ float partial[32];
     const float* xr = x + (i64)blockIdx.x * n;
@@ -295,7 +316,21 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, in
     }
     __syncthreads();
     float scale = rsqrtf(partial[0] / (float)n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+    if (xq == 0)
+    {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+        return;
+    }
+    // Warp k takes the 32-element blocks k, k + warps, ...: every lane of a warp stays in the loop together.
+    int lane = threadIdx.x & 31;
+    i8* qr = xq + (i64)blockIdx.x * n;
+    XScale* sr = xs + (i64)blockIdx.x * (n >> 5);
+    for (int b0 = threadIdx.x & ~31; b0 < n; b0 += blockDim.x)
+    {
+        float v = xr[b0 + lane] * scale * w[b0 + lane];
+        yr[b0 + lane] = v;
+        quantize_block32(v, lane, qr + b0, sr + (b0 >> 5));
+    }
 }
 
 // In-place rotary embedding of x [tokens, heads, headSize]; one thread per rotated pair. Angles in double so
@@ -408,9 +443,17 @@ extern "C" __global__ void attention_f16(const float* q, const void* k, const vo
 
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
-extern "C" __global__ void silu_mul(const float* gate, const float* up, float* y, i64 n)
+// y = silu(gate) * up. When xq is not null (n a multiple of 32), y is also quantized to 8-bit blocks for the down
+// projection's mat-vec; blocks of 256 threads and a stride that is a multiple of 32 keep each warp on one whole block.
+extern "C" __global__ void silu_mul(const float* gate, const float* up, float* y, i64 n, i8* xq, XScale* xs)
 {
-    GRID_STRIDE(i, n) { float g = gate[i]; y[i] = g / (1.f + expf(-g)) * up[i]; }
+    GRID_STRIDE(i, n)
+    {
+        float g = gate[i];
+        float v = g / (1.f + expf(-g)) * up[i];
+        y[i] = v;
+        if (xq != 0) quantize_block32(v, threadIdx.x & 31, xq + (i & ~(i64)31), xs + (i >> 5));
+    }
 }
 
 extern "C" __global__ void add(const float* a, const float* b, float* y, i64 n)
@@ -440,8 +483,6 @@ extern "C" __global__ void convert_f32_f16(const float* src, u16* dst, i64 n)
 // weight block is multiplied with 4-byte integer dot products.
 // ---------------------------------------------------------------------------------------------------------------
 
-struct XScale { float d, s; };
-
 __device__ __forceinline__ int dp4a(int a, int b, int c)
 {
     int r;
@@ -456,17 +497,7 @@ extern "C" __global__ void quantize_x_q8(const float* x, i8* xq, XScale* xs, i64
     i64 b = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
     if (b >= blocks) return;
-    float v = x[b * 32 + lane];
-    float amax = fabsf(v);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    float d = amax / 127.f;
-    int q = amax == 0.f ? 0 : __float2int_rn(v / d);
-    xq[b * 32 + lane] = (i8)q;
-    int sum = q;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if (lane == 0) { XScale s; s.d = d; s.s = d * (float)sum; xs[b] = s; }
+    quantize_block32(x[b * 32 + lane], lane, xq + b * 32, xs + b);
 }
 
 // The 32 int8 activations of block `blk` as 8 words (16-byte aligned: blocks are 32 bytes from an aligned base).

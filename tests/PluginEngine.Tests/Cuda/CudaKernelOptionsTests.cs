@@ -17,24 +17,24 @@ public sealed class CudaKernelOptionsTests
         Assert.Equal(CudaKernelOptions.Default, o);
         Assert.True(o.Int8MatVec);
         Assert.True(o.CublasPrompt);
-        Assert.False(o.Graphs);
+        Assert.True(o.Graphs);
     }
 
     [Fact]
-    public void Step_graphs_are_opt_in()
+    public void Step_graphs_can_be_turned_off()
     {
-        Assert.True(CudaKernelOptions.From(Options(("graphs", "on")), _ => null).Graphs);
+        Assert.False(CudaKernelOptions.From(Options(("graphs", "off")), _ => null).Graphs);
         Assert.False(CudaKernelOptions.From(Options(("graphs", "on")), k => k == "PLUGINENGINE_CUDA_GRAPHS" ? "off" : null).Graphs);
-        Assert.True(CudaKernelOptions.From(Options(), k => k == "PLUGINENGINE_CUDA_GRAPHS" ? "ON" : null).Graphs);
+        Assert.True(CudaKernelOptions.From(Options(("graphs", "off")), k => k == "PLUGINENGINE_CUDA_GRAPHS" ? "ON" : null).Graphs);
     }
 
     [Fact]
     public void Plugins_json_selects_and_the_environment_overrides()
     {
-        var fromJson = CudaKernelOptions.From(Options(("matvec", "f32"), ("gemm", "Kernels")), _ => null);
+        var fromJson = CudaKernelOptions.From(Options(("matvec", "f32"), ("gemm", "Kernels"), ("graphs", "off")), _ => null);
         Assert.Equal(new CudaKernelOptions(false, false, false), fromJson);
-        var env = new Dictionary<string, string> { ["PLUGINENGINE_CUDA_MATVEC"] = "int8", ["PLUGINENGINE_CUDA_GEMM"] = "cublas" };
-        var overridden = CudaKernelOptions.From(Options(("matvec", "f32"), ("gemm", "kernels")), k => env.GetValueOrDefault(k));
+        var env = new Dictionary<string, string> { ["PLUGINENGINE_CUDA_MATVEC"] = "int8", ["PLUGINENGINE_CUDA_GEMM"] = "cublas", ["PLUGINENGINE_CUDA_GRAPHS"] = "on" };
+        var overridden = CudaKernelOptions.From(Options(("matvec", "f32"), ("gemm", "kernels"), ("graphs", "off")), k => env.GetValueOrDefault(k));
         Assert.Equal(CudaKernelOptions.Default, overridden);
     }
 
