@@ -100,25 +100,51 @@ internal sealed unsafe class CudaOwnedBuffer : CudaBuffer
     {
         long slide = allocSize - tensor.ByteSize;
         if (slide <= 0) return;
-        Runtime.MakeCurrent();
+        Runtime.EnterBufferWork();
         Runtime.Driver.Check(Runtime.Driver.cuMemsetD8Async(_pointer + (ulong)(offset + tensor.ByteSize), 0, (nuint)slide, 0), "cuMemsetD8Async (slide)");
     }
 
     protected override void UploadCore(long offset, ReadOnlySpan<byte> source)
     {
-        Runtime.MakeCurrent();
-        fixed (byte* p = source) Runtime.Driver.Check(Runtime.Driver.cuMemcpyHtoD(_pointer + (ulong)offset, p, (nuint)source.Length), "cuMemcpyHtoD");
+        Runtime.EnterBufferWork();
+        int r;
+        fixed (byte* p = source) r = Runtime.Driver.cuMemcpyHtoD(_pointer + (ulong)offset, p, (nuint)source.Length);
+        // The driver refuses a source that lies partly in host pages registered for import (a copied tensor that shares a
+        // page with an imported one, in the same file mapping): copy such a source through pinned memory instead.
+        if (r == CudaDriver.ErrorInvalidValue && source.Length > 0) UploadThroughPinned(offset, source);
+        else Runtime.Driver.Check(r, "cuMemcpyHtoD");
+    }
+
+    private void UploadThroughPinned(long offset, ReadOnlySpan<byte> source)
+    {
+        const int Chunk = 8 << 20;
+        int size = Math.Min(Chunk, source.Length);
+        void* bounce;
+        Runtime.Driver.Check(Runtime.Driver.cuMemAllocHost(&bounce, (nuint)size), $"cuMemAllocHost ({size} B upload bounce buffer)");
+        try
+        {
+            for (int done = 0; done < source.Length; done += size)
+            {
+                int n = Math.Min(size, source.Length - done);
+                source.Slice(done, n).CopyTo(new Span<byte>(bounce, n));
+                Runtime.Driver.Check(Runtime.Driver.cuMemcpyHtoD(_pointer + (ulong)(offset + done), bounce, (nuint)n), "cuMemcpyHtoD (through pinned memory)");
+            }
+        }
+        finally
+        {
+            Runtime.Driver.cuMemFreeHost(bounce);
+        }
     }
 
     protected override void MemsetCore(long offset, long length, byte value)
     {
-        Runtime.MakeCurrent();
+        Runtime.EnterBufferWork();
         Runtime.Driver.Check(Runtime.Driver.cuMemsetD8Async(_pointer + (ulong)offset, value, (nuint)length, 0), "cuMemsetD8Async");
     }
 
     protected override void DownloadCore(long offset, Span<byte> destination)
     {
-        Runtime.MakeCurrent();
+        Runtime.EnterBufferWork();
         fixed (byte* p = destination) Runtime.Driver.Check(Runtime.Driver.cuMemcpyDtoH(p, _pointer + (ulong)offset, (nuint)destination.Length), "cuMemcpyDtoH");
     }
 
@@ -126,7 +152,7 @@ internal sealed unsafe class CudaOwnedBuffer : CudaBuffer
     {
         if (source is CudaBuffer cuda && cuda.Runtime == Runtime)
         {
-            Runtime.MakeCurrent();
+            Runtime.EnterBufferWork();
             Runtime.Driver.Check(Runtime.Driver.cuMemcpyDtoD(_pointer + (ulong)destinationOffset, cuda.DevicePointer + (ulong)sourceOffset, (nuint)length), "cuMemcpyDtoD");
         }
         else base.CopyFromCore(source, sourceOffset, destinationOffset, length);
@@ -134,7 +160,7 @@ internal sealed unsafe class CudaOwnedBuffer : CudaBuffer
 
     protected override void ReleaseCore()
     {
-        Runtime.MakeCurrent();
+        Runtime.EnterBufferWork();
         Runtime.Driver.Check(Runtime.Driver.cuMemFree(_pointer), "cuMemFree");
     }
 }
@@ -168,7 +194,7 @@ internal sealed unsafe class CudaImportedBuffer : CudaBuffer
 
     protected override void ReleaseCore()
     {
-        Runtime.MakeCurrent();
+        Runtime.EnterBufferWork();
         Runtime.Driver.Check(Runtime.Driver.cuMemHostUnregister((void*)ImportLease!.HostAddress), "cuMemHostUnregister");
     }
 }

@@ -80,7 +80,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
         _options = _rt.Options;
         _blas = _options.CublasPrompt ? _rt.Blas : null;
-        if (_options.Graphs && _d.HasGraphs) _graph = new CudaStepGraph(_d, _stream);
+        if (_options.Graphs && _d.HasGraphs) _graph = new CudaStepGraph(_rt, _stream);
         else if (CudaOpProfile.Requested) _profile = new CudaOpProfile(_d);
         GrowStaging(InitialStagingBytes);
     }

@@ -125,6 +125,25 @@ internal sealed unsafe class CudaRuntime
         t_currentContext = Context;
     }
 
+    private readonly List<CudaStepGraph> _captures = new();
+
+    /// <summary>A queue's step graph announces itself, so buffer work can end its capture first (see <see cref="EnterBufferWork"/>).</summary>
+    internal void AddCapture(CudaStepGraph graph) { lock (_captures) _captures.Add(graph); }
+
+    internal void RemoveCapture(CudaStepGraph graph) { lock (_captures) _captures.Remove(graph); }
+
+    /// <summary>
+    /// Call before buffer work (uploads, memsets, downloads, frees), which runs on the legacy default stream: queues'
+    /// streams synchronize with that stream, and work there while one of them is being captured would invalidate the
+    /// capture. So every running capture on this device is ended first, and what it recorded is launched.
+    /// </summary>
+    internal void EnterBufferWork()
+    {
+        MakeCurrent();
+        lock (_captures)
+            foreach (var graph in _captures) graph.Flush();
+    }
+
     /// <summary>A kernel of the loaded module.</summary>
     public nint Function(string name)
         => _functions.TryGetValue(name, out nint f) ? f : throw new InvalidOperationException($"cuda: kernel '{name}' is not in the module");

@@ -14,10 +14,22 @@ namespace PluginEngine.Backends.Cuda;
 /// synchronization, and cuBLAS calls, after which capture stays <see cref="Suspended"/> until the step ends (a prompt
 /// step is a few large GEMMs: launch overhead does not matter there, and re-instantiating graphs would).
 /// </remarks>
-internal sealed unsafe class CudaStepGraph(CudaDriver driver, nint stream) : IDisposable
+internal sealed unsafe class CudaStepGraph : IDisposable
 {
+    private readonly CudaRuntime _runtime;
+    private readonly CudaDriver _driver;
+    private readonly nint _stream;
+
     private readonly Dictionary<ulong, nint> _executables = new(); // by node count: one per step shape seen
     private bool _capturing;
+
+    public CudaStepGraph(CudaRuntime runtime, nint stream)
+    {
+        _runtime = runtime;
+        _driver = runtime.Driver;
+        _stream = stream;
+        runtime.AddCapture(this);
+    }
 
     /// <summary>True between a cuBLAS call and the end of the step: work runs live, nothing is captured.</summary>
     public bool Suspended { get; set; }
@@ -31,7 +43,7 @@ internal sealed unsafe class CudaStepGraph(CudaDriver driver, nint stream) : IDi
     public void BeforeWork()
     {
         if (_capturing || Suspended) return;
-        driver.Check(driver.cuStreamBeginCapture(stream, CudaDriver.StreamCaptureModeRelaxed), "cuStreamBeginCapture");
+        _driver.Check(_driver.cuStreamBeginCapture(_stream, CudaDriver.StreamCaptureModeRelaxed), "cuStreamBeginCapture");
         _capturing = true;
     }
 
@@ -41,47 +53,48 @@ internal sealed unsafe class CudaStepGraph(CudaDriver driver, nint stream) : IDi
         if (!_capturing) return;
         _capturing = false;
         nint graph;
-        driver.Check(driver.cuStreamEndCapture(stream, &graph), "cuStreamEndCapture");
+        _driver.Check(_driver.cuStreamEndCapture(_stream, &graph), "cuStreamEndCapture");
         try
         {
             nuint nodes = 0;
-            driver.Check(driver.cuGraphGetNodes(graph, null, &nodes), "cuGraphGetNodes");
+            _driver.Check(_driver.cuGraphGetNodes(graph, null, &nodes), "cuGraphGetNodes");
             if (nodes == 0) return;
             if (_executables.TryGetValue(nodes, out nint exec))
             {
                 CudaDriver.GraphExecUpdateResultInfo info;
-                if (driver.cuGraphExecUpdate(exec, graph, &info) == 0) Updated++;
+                if (_driver.cuGraphExecUpdate(exec, graph, &info) == 0) Updated++;
                 else
                 {
-                    driver.cuGraphExecDestroy(exec); // a different topology with the same node count: start again
+                    _driver.cuGraphExecDestroy(exec); // a different topology with the same node count: start again
                     _executables.Remove(nodes);
                     exec = 0;
                 }
             }
             if (exec == 0)
             {
-                driver.Check(driver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+                _driver.Check(_driver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiateWithFlags");
                 _executables[nodes] = exec;
                 Instantiated++;
             }
-            driver.Check(driver.cuGraphLaunch(exec, stream), "cuGraphLaunch");
+            _driver.Check(_driver.cuGraphLaunch(exec, _stream), "cuGraphLaunch");
             Launched++;
         }
         finally
         {
-            driver.cuGraphDestroy(graph);
+            _driver.cuGraphDestroy(graph);
         }
     }
 
     public void Dispose()
     {
+        _runtime.RemoveCapture(this);
         if (_capturing)
         {
             _capturing = false;
             nint graph;
-            if (driver.cuStreamEndCapture(stream, &graph) == 0 && graph != 0) driver.cuGraphDestroy(graph);
+            if (_driver.cuStreamEndCapture(_stream, &graph) == 0 && graph != 0) _driver.cuGraphDestroy(graph);
         }
-        foreach (nint exec in _executables.Values) driver.cuGraphExecDestroy(exec);
+        foreach (nint exec in _executables.Values) _driver.cuGraphExecDestroy(exec);
         _executables.Clear();
     }
 }

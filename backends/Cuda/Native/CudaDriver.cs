@@ -32,6 +32,7 @@ internal sealed unsafe class CudaDriver
     public const uint HostRegisterDeviceMap = 0x02;
     public const uint HostRegisterReadOnly = 0x08;
 
+    public const int ErrorInvalidValue = 1;
     public const int ErrorHostMemoryAlreadyRegistered = 712;
 
     /// <summary>Library names tried, in order.</summary>
