@@ -86,7 +86,7 @@ public sealed unsafe class MatMulScratch : IDisposable
 /// <see cref="QuantDot.ActivationType"/> says); then one of three paths runs, with work claimed dynamically by the pool's threads:
 /// <list type="bullet">
 /// <item>n = 1 (generation): tiles of rows; four rows at a time through <see cref="QuantDot"/>'s multi-row kernels where the
-/// type has one (Q4_0, Q8_0, Q4_K at the AVX2 level), else one row at a time.</item>
+/// type has one (Q4_0, Q8_0, Q4_K, Q6_K at the AVX2 level), else one row at a time.</item>
 /// <item>n ≥ <see cref="RepackedGemm.MinTokens"/> for Q4_0, Q8_0, Q4_K, Q6_K (prompts): <see cref="RepackedGemm"/> — groups of 8
 /// rows repacked per thread with SIMD lanes over rows, every token run against each group.</item>
 /// <item>otherwise: tiles of rows × tokens; within a tile each weight row meets the tile's tokens in groups of 4 or 8 through

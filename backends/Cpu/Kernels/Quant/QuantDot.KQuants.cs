@@ -169,25 +169,53 @@ public static unsafe partial class QuantDot
         => Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, s), scale);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Q4_KAvx2(byte* w, void* a, long n)
+    private static float Q4_KAvx2(byte* w, void* a, long n) => Q4_KRowAvx2(w, (byte*)a, n / 256, null, prefetch: false);
+
+    /// <summary>
+    /// One Q4_K row against a Q8_K activation row (<paramref name="blocks"/> super-blocks); with <paramref name="prefetch"/>,
+    /// also prefetches the same number of bytes from <paramref name="ahead"/> on, one super-block's worth per super-block (the
+    /// four-row kernel passes the row four rows further on). Shared by the single-row and four-row kernels, so both give the
+    /// same bits. Per super-block: the 6-bit scales are unpacked in general registers, zero-extended to words in both 128-bit
+    /// halves, doubled into dwords (s_k, s_k) and each broadcast by vpshufd with an immediate (no index constants: the loop
+    /// keeps every value in registers); the min correction is one vpmaddwd of the activation's sums of 16 against the mins
+    /// repeated for their two sums. The integer lanes and the float updates are those of the multi-token kernel.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Q4_KRowAvx2(byte* w, byte* x, long blocks, byte* ahead, bool prefetch)
     {
-        byte* x = (byte*)a;
         var m4 = Vector256.Create((byte)0xF);
         Vector256<float> acc = default, accMin = default;
-        for (long b = 0; b < n / 256; b++, w += Q4_KBytes, x += Q8_KBytes)
+        for (long b = 0; b < blocks; b++, w += Q4_KBytes, x += Q8_KBytes, ahead += Q4_KBytes)
         {
+            if (prefetch)
+            {
+                Sse.Prefetch0(ahead);
+                Sse.Prefetch0(ahead + 64);
+                Sse.Prefetch0(ahead + 128);
+            }
             float dx = Unsafe.ReadUnaligned<float>(x);
             UnpackScaleMins(w + 4, out ulong scales, out ulong mins);
+            var sc = Avx2.UnpackLow(Avx2.BroadcastScalarToVector256(Vector128.CreateScalar(scales)).AsByte(), Vector256<byte>.Zero).AsInt16();
+            var s03 = Avx2.UnpackLow(sc, sc).AsInt32();  // (s0,s0) (s1,s1) (s2,s2) (s3,s3) in each half
+            var s47 = Avx2.UnpackHigh(sc, sc).AsInt32(); // (s4,s4) … (s7,s7)
             sbyte* q8 = (sbyte*)x + Q8KQs;
-            Vector256<int> sumi = default;
-            for (int c = 0; c < 4; c++)
-            {
-                var q = Vector256.Load(w + 16 + 32 * c);
-                sumi += ScaledDot(q & m4, Vector256.Load(q8 + 64 * c), Vector256.Create((short)(byte)(scales >> (16 * c))));
-                sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 64 * c + 32), Vector256.Create((short)(byte)(scales >> (16 * c + 8))));
-            }
+            var q = Vector256.Load(w + 16);
+            var sum01 = ScaledDot(q & m4, Vector256.Load(q8), Avx2.Shuffle(s03, 0x00).AsInt16())
+                      + ScaledDot(Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & m4, Vector256.Load(q8 + 32), Avx2.Shuffle(s03, 0x55).AsInt16());
+            q = Vector256.Load(w + 48);
+            var sum23 = ScaledDot(q & m4, Vector256.Load(q8 + 64), Avx2.Shuffle(s03, 0xAA).AsInt16())
+                      + ScaledDot(Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & m4, Vector256.Load(q8 + 96), Avx2.Shuffle(s03, 0xFF).AsInt16());
+            q = Vector256.Load(w + 80);
+            var sum45 = ScaledDot(q & m4, Vector256.Load(q8 + 128), Avx2.Shuffle(s47, 0x00).AsInt16())
+                      + ScaledDot(Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & m4, Vector256.Load(q8 + 160), Avx2.Shuffle(s47, 0x55).AsInt16());
+            q = Vector256.Load(w + 112);
+            var sum67 = ScaledDot(q & m4, Vector256.Load(q8 + 192), Avx2.Shuffle(s47, 0xAA).AsInt16())
+                      + ScaledDot(Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & m4, Vector256.Load(q8 + 224), Avx2.Shuffle(s47, 0xFF).AsInt16());
+            var sumi = (sum01 + sum23) + (sum45 + sum67);
+            var m = Vector128.CreateScalar(mins).AsByte();
+            var minProducts = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8KSums)), Avx2.ConvertToVector256Int16(Sse2.UnpackLow(m, m)));
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(HalfConversion.Load(w) * dx), acc);
-            accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(MinProducts(mins, x)), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
+            accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(minProducts), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
         }
         return Vector256.Sum(acc) - Vector256.Sum(accMin);
     }
@@ -227,19 +255,21 @@ public static unsafe partial class QuantDot
     private static Vector256<int> Q6OffsetProducts(Vector256<short> scales16, byte* x)
         => Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8KSums)), scales16);
 
-    /// <summary>The four 32-element groups of one Q6_K half as unsigned 6-bit values (see the Dequantizer for the layout).</summary>
+    /// <summary>The four 32-element groups of one Q6_K half as unsigned 6-bit values (see the Dequantizer for the layout).
+    /// Shifts are 16-bit (AVX2 has no byte shifts; a byte-vector shift costs a shift and a mask): every shifted value is masked
+    /// to the bits it contributes (0x0F for the low four, 0x30 for the top two), which also drops what crossed a byte boundary.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Q6Half(byte* w, int h, out Vector256<byte> q0, out Vector256<byte> q1, out Vector256<byte> q2, out Vector256<byte> q3)
     {
         var m4 = Vector256.Create((byte)0xF);
-        var m2 = Vector256.Create((byte)3);
+        var m30 = Vector256.Create((byte)0x30);
         var ql0 = Vector256.Load(w + 64 * h);
         var ql1 = Vector256.Load(w + 64 * h + 32);
         var hb = Vector256.Load(w + 128 + 32 * h);
-        q0 = (ql0 & m4) | Vector256.ShiftLeft(hb & m2, 4);
-        q1 = (ql1 & m4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(hb, 2) & m2, 4);
-        q2 = Vector256.ShiftRightLogical(ql0, 4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(hb, 4) & m2, 4);
-        q3 = Vector256.ShiftRightLogical(ql1, 4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(hb, 6), 4);
+        q0 = (ql0 & m4) | (Avx2.ShiftLeftLogical(hb.AsUInt16(), 4).AsByte() & m30);
+        q1 = (ql1 & m4) | (Avx2.ShiftLeftLogical(hb.AsUInt16(), 2).AsByte() & m30);
+        q2 = (Avx2.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (hb & m30);
+        q3 = (Avx2.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Avx2.ShiftRightLogical(hb.AsUInt16(), 2).AsByte() & m30);
     }
 
     /// <summary>vpshufb indices putting 16-bit lane 2g of a 128-bit half in every lane of the low half and lane 2g+1 in the high half.</summary>
@@ -263,18 +293,29 @@ public static unsafe partial class QuantDot
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Q6_KAvx2(byte* w, void* a, long n)
+    private static float Q6_KAvx2(byte* w, void* a, long n) => Q6_KRowAvx2(w, (byte*)a, n / 256, null, prefetch: false);
+
+    /// <summary>One Q6_K row against a Q8_K activation row, shared by the single-row and four-row kernels (same bits); with
+    /// <paramref name="prefetch"/>, also prefetches from <paramref name="ahead"/> on, one super-block's worth per super-block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Q6_KRowAvx2(byte* w, byte* x, long blocks, byte* ahead, bool prefetch)
     {
-        byte* x = (byte*)a;
         Vector256<float> acc = default, accOffset = default;
-        for (long b = 0; b < n / 256; b++, w += Q6_KBytes, x += Q8_KBytes)
+        for (long b = 0; b < blocks; b++, w += Q6_KBytes, x += Q8_KBytes, ahead += Q6_KBytes)
         {
+            if (prefetch)
+            {
+                Sse.Prefetch0(ahead);
+                Sse.Prefetch0(ahead + 64);
+                Sse.Prefetch0(ahead + 128);
+                Sse.Prefetch0(ahead + 192);
+            }
             float d = HalfConversion.Load(w + 208) * Unsafe.ReadUnaligned<float>(x);
             sbyte* q8 = (sbyte*)x + Q8KQs;
             // The 16 scales widened once; each group's pair (2g for its first 16 elements, 2g+1 for the next) is broadcast by vpshufb.
             var sc16 = Avx2.ConvertToVector256Int16((sbyte*)w + 192);
-            var sumi = Q6HalfDot(w, 0, Vector256.Create(sc16.GetLower(), sc16.GetLower()).AsByte(), q8)
-                     + Q6HalfDot(w, 1, Vector256.Create(sc16.GetUpper(), sc16.GetUpper()).AsByte(), q8 + 128);
+            var sumi = Q6HalfDot(w, 0, Avx2.Permute4x64(sc16.AsInt64(), 0x44).AsByte(), q8)
+                     + Q6HalfDot(w, 1, Avx2.Permute4x64(sc16.AsInt64(), 0xEE).AsByte(), q8 + 128);
             var vd = Vector256.Create(d);
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), vd, acc);
             accOffset = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q6OffsetProducts(sc16, x)), vd, accOffset);

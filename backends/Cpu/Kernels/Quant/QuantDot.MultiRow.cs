@@ -15,6 +15,11 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 // that the hardware prefetcher never gets to track, and on a model that does not fit in the caches the four-row kernels ran
 // slower than one row at a time. Each kernel therefore prefetches the next four rows as it goes (a 1/blocks share of them per
 // block), which turns the matrix back into one sequential stream read ahead of use.
+// K-quants (Q4_K, Q6_K) are the exception to the interleaving: a 256-element super-block is long enough that a single row's
+// loop has no latency problem, and interleaving four rows' super-block work (scales, mins, two accumulators each) ran out of
+// the 16 AVX2 registers: the JIT spilled to the stack inside the loop. Their four-row kernels run the rows one after another,
+// each prefetching the row four rows on, which keeps the single sequential stream. (Q4_K generation in the cache went from
+// 40 to 56 GFLOP/s and, streamed with 2 threads, from about 55 to 75–88 GFLOP/s, tools/MatMulBench on the 2-core EPYC.)
 public static unsafe partial class QuantDot
 {
     /// <summary>Prefetches <paramref name="bytes"/> bytes from <paramref name="p"/> into the caches (a hint: never faults).</summary>
@@ -42,6 +47,7 @@ public static unsafe partial class QuantDot
             GgmlType.Q4_0 => &Q4_0Avx2R4,
             GgmlType.Q8_0 => &Q8_0Avx2R4,
             GgmlType.Q4_K => &Q4_KAvx2R4,
+            GgmlType.Q6_K => &Q6_KAvx2R4,
             _ => null,
         };
     }
@@ -114,67 +120,30 @@ public static unsafe partial class QuantDot
         y[0] = Vector256.Sum(c0); y[1] = Vector256.Sum(c1); y[2] = Vector256.Sum(c2); y[3] = Vector256.Sum(c3);
     }
 
-    /// <summary>vpshufb indices that broadcast 16-bit lane <paramref name="lane"/> (0..7) of each 128-bit half to all its lanes.</summary>
-    private static Vector256<byte> BroadcastWordIndex(int lane)
-    {
-        byte lo = (byte)(2 * lane), hi = (byte)(2 * lane + 1);
-        return Vector256.Create(lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi,
-                                lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi);
-    }
-
-    private static readonly Vector256<byte> Word0 = BroadcastWordIndex(0), Word1 = BroadcastWordIndex(1), Word2 = BroadcastWordIndex(2),
-        Word3 = BroadcastWordIndex(3), Word4 = BroadcastWordIndex(4), Word5 = BroadcastWordIndex(5), Word6 = BroadcastWordIndex(6), Word7 = BroadcastWordIndex(7);
-
     /// <summary>
-    /// One row's update for a Q4_K super-block against a Q8_K activation block: the same integer sums as <see cref="Q4_KAvx2"/>
-    /// (per 64-element chunk c, scale 2c on the low nibbles and 2c+1 on the high ones), with the 16-bit scales broadcast by
-    /// vpshufb from one register instead of being moved through general registers one by one, and the min correction as one
-    /// vpmaddwd of the activation's sums of 16 with each min repeated for its two sums.
+    /// Q4_K: the four rows one after another through the single-row loop (<see cref="Q4_KRowAvx2"/>), each prefetching the row
+    /// four rows further on. Interleaving the rows super-block by super-block, as the Q4_0/Q8_0 kernels do, shares little here
+    /// (the activation's loads are memory operands either way) and needed more than the 16 vector registers: the JIT spilled
+    /// accumulators and constants to the stack inside the loop.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q4_KRowStep(byte* w, sbyte* q8, Vector256<short> bsums, float dx, ref Vector256<float> acc, ref Vector256<float> accMin)
-    {
-        var m4 = Vector256.Create((byte)0xF);
-        UnpackScaleMins(w + 4, out ulong scales, out ulong mins);
-        var sc8 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
-        var sc = Vector256.Create(sc8, sc8).AsByte();
-        var q = Vector256.Load(w + 16);
-        var sumi = ScaledDot(q & m4, Vector256.Load(q8), Avx2.Shuffle(sc, Word0).AsInt16());
-        sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 32), Avx2.Shuffle(sc, Word1).AsInt16());
-        q = Vector256.Load(w + 48);
-        sumi += ScaledDot(q & m4, Vector256.Load(q8 + 64), Avx2.Shuffle(sc, Word2).AsInt16());
-        sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 96), Avx2.Shuffle(sc, Word3).AsInt16());
-        q = Vector256.Load(w + 80);
-        sumi += ScaledDot(q & m4, Vector256.Load(q8 + 128), Avx2.Shuffle(sc, Word4).AsInt16());
-        sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 160), Avx2.Shuffle(sc, Word5).AsInt16());
-        q = Vector256.Load(w + 112);
-        sumi += ScaledDot(q & m4, Vector256.Load(q8 + 192), Avx2.Shuffle(sc, Word6).AsInt16());
-        sumi += ScaledDot(Vector256.ShiftRightLogical(q, 4), Vector256.Load(q8 + 224), Avx2.Shuffle(sc, Word7).AsInt16());
-        var m = Vector128.CreateScalar(mins).AsByte();
-        var minPairs = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(m, m)); // m0 m0 m1 m1 … m7 m7
-        var minProducts = Avx2.MultiplyAddAdjacent(bsums, minPairs);
-        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(HalfConversion.Load(w) * dx), acc);
-        accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(minProducts), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Q4_KAvx2R4(byte* w, long rowBytes, byte* x, long n, float* y)
     {
-        byte* w0 = w, w1 = w + rowBytes, w2 = w + 2 * rowBytes, w3 = w + 3 * rowBytes;
-        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default, m0 = default, m1 = default, m2 = default, m3 = default;
-        byte* next = w + 4 * rowBytes;
-        for (long b = 0; b < n / 256; b++, w0 += Q4_KBytes, w1 += Q4_KBytes, w2 += Q4_KBytes, w3 += Q4_KBytes, x += Q8_KBytes, next += 4 * Q4_KBytes)
-        {
-            PrefetchSpan(next, 4 * Q4_KBytes);
-            float dx = Unsafe.ReadUnaligned<float>(x);
-            sbyte* q8 = (sbyte*)x + Q8KQs;
-            var bsums = Vector256.Load((short*)(x + Q8KSums));
-            Q4_KRowStep(w0, q8, bsums, dx, ref c0, ref m0);
-            Q4_KRowStep(w1, q8, bsums, dx, ref c1, ref m1);
-            Q4_KRowStep(w2, q8, bsums, dx, ref c2, ref m2);
-            Q4_KRowStep(w3, q8, bsums, dx, ref c3, ref m3);
-        }
-        y[0] = Vector256.Sum(c0) - Vector256.Sum(m0); y[1] = Vector256.Sum(c1) - Vector256.Sum(m1);
-        y[2] = Vector256.Sum(c2) - Vector256.Sum(m2); y[3] = Vector256.Sum(c3) - Vector256.Sum(m3);
+        long blocks = n / 256;
+        y[0] = Q4_KRowAvx2(w, x, blocks, w + 4 * rowBytes, prefetch: true);
+        y[1] = Q4_KRowAvx2(w + rowBytes, x, blocks, w + 5 * rowBytes, prefetch: true);
+        y[2] = Q4_KRowAvx2(w + 2 * rowBytes, x, blocks, w + 6 * rowBytes, prefetch: true);
+        y[3] = Q4_KRowAvx2(w + 3 * rowBytes, x, blocks, w + 7 * rowBytes, prefetch: true);
+    }
+
+    /// <summary>Q6_K: as <see cref="Q4_KAvx2R4"/>, the rows in turn through the single-row loop, each prefetching four rows on.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Q6_KAvx2R4(byte* w, long rowBytes, byte* x, long n, float* y)
+    {
+        long blocks = n / 256;
+        y[0] = Q6_KRowAvx2(w, x, blocks, w + 4 * rowBytes, prefetch: true);
+        y[1] = Q6_KRowAvx2(w + rowBytes, x, blocks, w + 5 * rowBytes, prefetch: true);
+        y[2] = Q6_KRowAvx2(w + 2 * rowBytes, x, blocks, w + 6 * rowBytes, prefetch: true);
+        y[3] = Q6_KRowAvx2(w + 3 * rowBytes, x, blocks, w + 7 * rowBytes, prefetch: true);
     }
 }
