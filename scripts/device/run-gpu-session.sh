@@ -53,7 +53,7 @@ PY
 
 if has conformance; then
   # The kit runs every op and type on cuda and opencl against the CPU reference (plus the seed regression).
-  timeout 150 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none >"$OUT/conformance.txt" 2>&1
+  timeout -k 10 150 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none >"$OUT/conformance.txt" 2>&1
   { echo "== conformance (exit $?)"; grep -E "Total:" "$OUT/conformance.txt"; grep -A6 "\[FAIL\]" "$OUT/conformance.txt" | head -80; } >>"$S"
 fi
 
@@ -74,7 +74,7 @@ PY
 bench() { # bench LABEL TIMEOUT ARGS...: rows appended to bench.jsonl with "label", a table to summary.txt
   local label=$1 limit=$2; shift 2
   echo "== bench $label: $*" >>"$OUT/errors.txt"
-  timeout "$limit" "${PE[@]}" bench "${PLUGINS[@]}" "$@" -o jsonl 2>>"$OUT/errors.txt" | python3 -c "$BENCH_ROWS_PY" "$label" "$OUT/bench.jsonl" "$S"
+  timeout -k 10 "$limit" "${PE[@]}" bench "${PLUGINS[@]}" "$@" -o jsonl 2>>"$OUT/errors.txt" | python3 -c "$BENCH_ROWS_PY" "$label" "$OUT/bench.jsonl" "$S"
   echo "exit ${PIPESTATUS[0]}" >>"$OUT/errors.txt"
 }
 if has smoke; then
@@ -92,11 +92,13 @@ fi
 if has benchtiny; then
   bench tiny-cuda 150 -m synthetic:tinyllama:Q4_0,synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_K_M,synthetic:tinyllama:F16 --backend cuda -r 3
 fi
-if has opencl; then
-  bench tiny-opencl-nvidia 200 -m synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_0 --backend opencl,cuda,cpu --gpu-host-import off,on -t 16 -r 2
-fi
 if has checks; then
-  timeout 280 env OUT="$OUT/checks" DEV="$DEV" bash "$DEV/run-cuda-checks.sh" >/dev/null 2>&1
+  timeout -k 10 240 env OUT="$OUT/checks" DEV="$DEV" bash "$DEV/run-cuda-checks.sh" >/dev/null 2>&1
   { echo "== checks (exit $?)"; cat "$OUT/checks/report.txt"; } >>"$S"
+fi
+if has opencl; then
+  # OpenCL owned vs imported (import on a discrete GPU reads weights over PCIe), then the CPU row beside it.
+  bench tiny-opencl-nvidia 200 -m synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_0 --backend opencl --gpu-host-import off,on -r 2
+  bench tiny-cpu 100 -m synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_0 --backend cpu -t 16 -r 2
 fi
 echo "== done $(date -u)" >>"$S"
