@@ -32,17 +32,7 @@ internal sealed unsafe class Cublas
     /// <summary>Loads cuBLAS from the usual names, then from <paramref name="extraFolders"/>; null with the reason when absent.</summary>
     public static Cublas? TryLoad(IEnumerable<string> extraFolders, out string? failure)
     {
-        nint handle = 0;
-        string loaded = "";
-        foreach (string name in LibraryNames)
-            if (NativeLibrary.TryLoad(name, out handle)) { loaded = name; break; }
-        if (handle == 0)
-            foreach (string folder in extraFolders)
-            {
-                foreach (string name in LibraryNames)
-                    if (NativeLibrary.TryLoad(Path.Combine(folder, name), out handle)) { loaded = Path.Combine(folder, name); break; }
-                if (handle != 0) break;
-            }
+        var (handle, loaded) = NativeLibraryLoader.TryLoadFirst(LibraryNames, extraFolders);
         if (handle == 0)
         {
             failure = "libcublas.so.13 / libcublas.so.12 not found";

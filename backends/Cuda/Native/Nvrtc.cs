@@ -38,17 +38,7 @@ internal sealed unsafe class Nvrtc
     /// <summary>Loads NVRTC from the usual names, then from <paramref name="extraFolders"/>; null with the reason when absent.</summary>
     public static Nvrtc? TryLoad(IEnumerable<string> extraFolders, out string? failure)
     {
-        nint handle = 0;
-        string loaded = "";
-        foreach (string name in LibraryNames)
-            if (NativeLibrary.TryLoad(name, out handle)) { loaded = name; break; }
-        if (handle == 0)
-            foreach (string folder in extraFolders)
-            {
-                foreach (string name in LibraryNames)
-                    if (NativeLibrary.TryLoad(Path.Combine(folder, name), out handle)) { loaded = Path.Combine(folder, name); break; }
-                if (handle != 0) break;
-            }
+        var (handle, loaded) = NativeLibraryLoader.TryLoadFirst(LibraryNames, extraFolders);
         if (handle == 0)
         {
             failure = "libnvrtc.so.13 / libnvrtc.so.12 not found (install the CUDA toolkit's NVRTC, or put its lib64 folder on LD_LIBRARY_PATH)";
