@@ -189,11 +189,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     /// </summary>
     private void CublasMatMul(GgmlType type, int slot, ulong pw, long rowBytes, long rows, int cols, ulong px, ulong py, int tokens)
     {
-        if (_graph is not null)
-        {
-            _graph.Flush(); // cuBLAS runs live: capture stops until the step ends
-            _graph.Suspended = true;
-        }
+        _graph?.SuspendUntilStepEnd(); // cuBLAS runs live
         if (_blasHandle == 0) _blasHandle = _blas!.CreateHandle(_stream);
         int r = checked((int)rows);
         if (type == GgmlType.F32)
@@ -363,8 +359,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     public void Synchronize()
     {
         _rt.MakeCurrent();
-        _graph?.Flush();
-        if (_graph is not null) _graph.Suspended = false; // the step is over: the next one may be captured
+        _graph?.EndStep();
         _d.Check(_d.cuStreamSynchronize(_stream), "cuStreamSynchronize");
         _profile?.Collect();
         _stagingUsed = 0; // the stream is idle: nothing reads the arena any more

@@ -11,7 +11,7 @@ namespace PluginEngine.Backends.Cuda;
 /// </summary>
 /// <remarks>
 /// Work that must not be captured ends the capture first (<see cref="Flush"/> launches what was recorded): host
-/// synchronization, and cuBLAS calls, after which capture stays <see cref="Suspended"/> until the step ends (a prompt
+/// synchronization, and cuBLAS calls, after which capture stays suspended until the step ends (a prompt
 /// step is a few large GEMMs: launch overhead does not matter there, and re-instantiating graphs would).
 /// </remarks>
 internal sealed unsafe class CudaStepGraph : IDisposable
@@ -31,18 +31,27 @@ internal sealed unsafe class CudaStepGraph : IDisposable
         runtime.AddCapture(this);
     }
 
-    /// <summary>True between a cuBLAS call and the end of the step: work runs live, nothing is captured.</summary>
-    public bool Suspended { get; set; }
+    // True between a cuBLAS call and the end of the step: work runs live, nothing is captured.
+    private bool _suspended;
 
-    /// <summary>Graphs launched, executables instantiated, and launches that reused one after an in-place update.</summary>
-    public long Launched { get; private set; }
-    public long Instantiated { get; private set; }
-    public long Updated { get; private set; }
+    /// <summary>Launches what was recorded and captures nothing more until <see cref="EndStep"/> (before work that runs live, e.g. cuBLAS).</summary>
+    public void SuspendUntilStepEnd()
+    {
+        Flush();
+        _suspended = true;
+    }
+
+    /// <summary>The host is about to wait for the stream: launches what was recorded; the next step may be captured again.</summary>
+    public void EndStep()
+    {
+        Flush();
+        _suspended = false;
+    }
 
     /// <summary>Call before queueing work on the stream: starts a capture unless one is running or capture is suspended.</summary>
     public void BeforeWork()
     {
-        if (_capturing || Suspended) return;
+        if (_capturing || _suspended) return;
         _driver.Check(_driver.cuStreamBeginCapture(_stream, CudaDriver.StreamCaptureModeRelaxed), "cuStreamBeginCapture");
         _capturing = true;
     }
@@ -62,8 +71,7 @@ internal sealed unsafe class CudaStepGraph : IDisposable
             if (_executables.TryGetValue(nodes, out nint exec))
             {
                 CudaDriver.GraphExecUpdateResultInfo info;
-                if (_driver.cuGraphExecUpdate(exec, graph, &info) == 0) Updated++;
-                else
+                if (_driver.cuGraphExecUpdate(exec, graph, &info) != 0)
                 {
                     _driver.cuGraphExecDestroy(exec); // a different topology with the same node count: start again
                     _executables.Remove(nodes);
@@ -74,10 +82,8 @@ internal sealed unsafe class CudaStepGraph : IDisposable
             {
                 _driver.Check(_driver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiateWithFlags");
                 _executables[nodes] = exec;
-                Instantiated++;
             }
             _driver.Check(_driver.cuGraphLaunch(exec, _stream), "cuGraphLaunch");
-            Launched++;
         }
         finally
         {

@@ -21,7 +21,6 @@ internal sealed unsafe class Cublas
     private delegate* unmanaged<nint*, int> _create;
     private delegate* unmanaged<nint, int> _destroy;
     private delegate* unmanaged<nint, nint, int> _setStream;
-    private delegate* unmanaged<nint, int*, int> _getVersion;
     private delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int> _gemmEx;
 
     private Cublas() { }
@@ -49,7 +48,6 @@ internal sealed unsafe class Cublas
         c._create = (delegate* unmanaged<nint*, int>)Bind("cublasCreate_v2");
         c._destroy = (delegate* unmanaged<nint, int>)Bind("cublasDestroy_v2");
         c._setStream = (delegate* unmanaged<nint, nint, int>)Bind("cublasSetStream_v2");
-        c._getVersion = (delegate* unmanaged<nint, int*, int>)Bind("cublasGetVersion_v2");
         c._gemmEx = (delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int>)Bind("cublasGemmEx");
         if (missing.Count > 0)
         {
@@ -71,13 +69,6 @@ internal sealed unsafe class Cublas
     }
 
     public void DestroyHandle(nint handle) => _destroy(handle);
-
-    /// <summary>cuBLAS version as major.minor.patch (needs a handle).</summary>
-    public string Version(nint handle)
-    {
-        int v;
-        return _getVersion(handle, &v) == 0 ? $"{v / 10000}.{v / 100 % 100}.{v % 100}" : "?";
-    }
 
     /// <summary>
     /// y[t, r] = Σ_c w[r, c] · x[t, c] for row-major w [rows, cols] and x [tokens, cols], y [tokens, rows] in F32: in
