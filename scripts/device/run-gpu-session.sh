@@ -25,7 +25,7 @@ export PLUGINENGINE_CACHE=/tmp/pe-cache
 PE=(/tmp/dn/dotnet "$DEV/app/pluginengine.dll")
 PLUGINS=(--plugins "$DEV/app/plugins.json")
 has() { [[ " $PARTS " == *" $1 "* ]]; }
-{ echo "== machine"; date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; lscpu | grep -m1 'Model name'; git -C "$DEV/.." rev-parse --short HEAD 2>/dev/null; } >>"$S" 2>&1
+{ echo "== machine"; date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; lscpu | grep -m1 'Model name'; } >>"$S" 2>&1
 
 python3 - "$DEV/app/plugins.json" >>"$S" <<'PY'
 import json, sys, ctypes
