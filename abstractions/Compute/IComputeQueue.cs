@@ -67,6 +67,12 @@ public readonly record struct RopeParams(RopeMode Mode, int Dims, float Frequenc
 /// <param name="Scale">Score scale, usually 1/sqrt(HeadSize).</param>
 public readonly record struct AttentionParams(int Tokens, int FirstPosition, int Heads, int KvHeads, int HeadSize, float Scale);
 
+/// <summary>One weight of <see cref="IComputeQueue.MatMulShared"/>: Output[t, :] = x[t, :]·Weightᵀ.</summary>
+/// <param name="Weight">[Rows × cols] in its type, on the queue's device.</param>
+/// <param name="Rows">Rows of the weight (elements of each output row).</param>
+/// <param name="Output">F32 [tokens, Rows].</param>
+public readonly record struct MatMulTarget(DeviceTensor Weight, long Rows, DeviceTensor Output);
+
 /// <summary>
 /// An in-order queue of ops on one device (a CUDA stream, an OpenCL command queue, the CPU's worker pool).
 /// Ops may run asynchronously: the host synchronizes only through <see cref="Download"/> and <see cref="Synchronize"/>.
@@ -124,6 +130,66 @@ public interface IComputeQueue : IDisposable
 
     /// <summary>Copies <paramref name="n"/> F32 elements into dst converting to dst's type (F32 or F16).</summary>
     void Convert(DeviceTensor src, DeviceTensor dst, long n);
+
+    // ---- Fused ops. Each is defined by the primitive ops its default runs, so every backend has it; a backend overrides
+    // ---- one to do the same work in fewer passes (a decode step on a GPU is mostly launch latency otherwise). Results
+    // ---- may differ from the default only by rounding; the conformance kit compares the two on every backend.
+
+    /// <summary>
+    /// Several weights applied to the same activations (q, k and v; gate and up): for each target,
+    /// Output[t, :] = x[t, :]·Weightᵀ with x F32 [tokens, cols]. Outputs must not overlap x.
+    /// Default: one <see cref="MatMul"/> per target, in order.
+    /// </summary>
+    void MatMulShared(DeviceTensor x, long cols, int tokens, ReadOnlySpan<MatMulTarget> targets)
+    {
+        foreach (var t in targets) MatMul(t.Weight, t.Rows, cols, x, t.Output, tokens);
+    }
+
+    /// <summary>
+    /// y[t, :] += x[t, :]·wᵀ (a projection added into the residual stream); y is F32 [tokens, wRows] and must not overlap x.
+    /// <paramref name="scratch"/> is F32 [tokens, wRows] that the op may overwrite.
+    /// Default: <see cref="MatMul"/> into scratch, then <see cref="Add"/>(y, scratch, y).
+    /// </summary>
+    void MatMulAdd(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens, DeviceTensor scratch)
+    {
+        MatMul(w, wRows, wCols, x, scratch, tokens);
+        Add(y, scratch, y, (long)tokens * wRows);
+    }
+
+    /// <summary>
+    /// The SwiGLU feed-forward input: gate[t, :] = silu(x[t, :]·wGateᵀ) · (x[t, :]·wUpᵀ), both weights [rows × cols];
+    /// <paramref name="up"/> is F32 [tokens, rows] that the op may overwrite.
+    /// Default: <see cref="MatMulShared"/> into gate and up, then <see cref="SiluMul"/>(gate, up, gate).
+    /// </summary>
+    void MatMulSwiGlu(DeviceTensor wGate, DeviceTensor wUp, long rows, long cols, DeviceTensor x, DeviceTensor gate, DeviceTensor up, int tokens)
+    {
+        MatMulShared(x, cols, tokens, [new MatMulTarget(wGate, rows, gate), new MatMulTarget(wUp, rows, up)]);
+        SiluMul(gate, up, gate, (long)tokens * rows);
+    }
+
+    /// <summary>
+    /// Rotates q [Tokens, Heads, HeadSize] and k [Tokens, KvHeads, HeadSize] in place, then stores k and v (F32
+    /// [Tokens, KvHeads, HeadSize]) into the caches at rows FirstPosition .. FirstPosition + Tokens − 1, converted to the
+    /// cache type. <paramref name="factors"/> is null for plain RoPE, else the frequency factors of <see cref="RopeWithFactors"/>.
+    /// Default: <see cref="Rope"/> (or <see cref="RopeWithFactors"/>) on q and on k, then <see cref="Convert"/> of k and of v.
+    /// </summary>
+    void RopeAndStoreKv(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
+                        RopeParams rope, DeviceTensor? factors)
+    {
+        if (factors is { } f)
+        {
+            RopeWithFactors(q, p.Tokens, p.Heads, p.HeadSize, p.FirstPosition, rope, f);
+            RopeWithFactors(k, p.Tokens, p.KvHeads, p.HeadSize, p.FirstPosition, rope, f);
+        }
+        else
+        {
+            Rope(q, p.Tokens, p.Heads, p.HeadSize, p.FirstPosition, rope);
+            Rope(k, p.Tokens, p.KvHeads, p.HeadSize, p.FirstPosition, rope);
+        }
+        long kvd = (long)p.KvHeads * p.HeadSize, count = p.Tokens * kvd;
+        Convert(k, kCache.Skip(p.FirstPosition * kvd), count);
+        Convert(v, vCache.Skip(p.FirstPosition * kvd), count);
+    }
 
     /// <summary>Enqueues a host → device copy of F32 values (the span may be reused as soon as this returns).</summary>
     void Upload(ReadOnlySpan<float> source, DeviceTensor dst);

@@ -33,6 +33,7 @@ public sealed class LlamaContext : IDisposable
     private readonly LlamaWeights _w;
     private readonly LayerSchedule _schedule;
     private readonly Dictionary<IBackendDevice, DeviceState> _states = [];
+    private readonly MatMulTarget[] _sharedTargets = new MatMulTarget[3]; // MatMulShared's argument, reused by every layer
     private readonly float[] _staging; // host staging for cross-device copies: [BatchSize, max(d, qd, ff, V)]
 
     public LlamaContext(LlamaHyperParameters hp, LlamaWeights weights, LayerSchedule schedule, ContextOptions options)
@@ -127,28 +128,26 @@ public sealed class LlamaContext : IDisposable
 
             // Attention block: xb = norm(x); q,k,v = xb·W; rope; cache k,v; att = attention(q, K, V); x += att·Wo
             q.RmsNorm(s.X, Weight(layer.AttnNorm), s.Xb, n, d, _hp.RmsNormEpsilon);       // xb[n, d]
-            MatMul(s, layer.Q, s.Xb, s.Q, n);                                              // q[n, qd]
-            MatMul(s, layer.K, s.Xb, s.K, n);                                              // k[n, kvd]
-            MatMul(s, layer.V, s.Xb, s.V, n);                                              // v[n, kvd]
+            MatMulShared(s, s.Xb, n, (layer.Q, s.Q), (layer.K, s.K), (layer.V, s.V));      // q[n, qd], k[n, kvd], v[n, kvd]
             if (layer.QBias is { } qb) q.AddBias(s.Q, Weight(qb), n, qd);
             if (layer.KBias is { } kb) q.AddBias(s.K, Weight(kb), n, kvd);
             if (layer.VBias is { } vb) q.AddBias(s.V, Weight(vb), n, kvd);
-            Rope(s, s.Q, n, _hp.HeadCount, pos);
-            Rope(s, s.K, n, _hp.KvHeadCount, pos);
             var (kCache, vCache) = s.Cache(l);                                              // [ctx, kvd] each
-            q.Convert(s.K, kCache.Skip((long)pos * kvd), (long)n * kvd);
-            q.Convert(s.V, vCache.Skip((long)pos * kvd), (long)n * kvd);
+            RopeAndStoreKv(s, kCache, vCache, attention);                                  // q, k rotated; K[pos..], V[pos..] = k, v
             q.Attention(s.Q, kCache, vCache, s.Att, attention);                            // att[n, qd]
-            MatMul(s, layer.AttnOutput, s.Att, s.Xb, n);                                   // xb[n, d]
-            q.Add(s.X, s.Xb, s.X, (long)n * d);                                            // x += xb
+            MatMulAdd(s, layer.AttnOutput, s.Att, s.X, n);                                 // x += att·Wo
 
             // Feed-forward block: x += (silu(xb·Wgate) · (xb·Wup))·Wdown with xb = norm(x)
             q.RmsNorm(s.X, Weight(layer.FfnNorm), s.Xb, n, d, _hp.RmsNormEpsilon);
-            MatMul(s, layer.FfnGate, s.Xb, s.Gate, n);                                     // gate[n, ff]
-            MatMul(s, layer.FfnUp, s.Xb, s.Up, n);                                         // up[n, ff]
-            q.SiluMul(s.Gate, s.Up, s.Gate, (long)n * ff);                                 // gate = silu(gate)·up
-            MatMul(s, layer.FfnDown, s.Gate, s.Xb, n);                                     // xb[n, d]
-            q.Add(s.X, s.Xb, s.X, (long)n * d);
+            if (layer.FfnGate.Device == s.Device && layer.FfnUp.Device == s.Device && layer.FfnGate.Tensor.RowCount == layer.FfnUp.Tensor.RowCount)
+                q.MatMulSwiGlu(Weight(layer.FfnGate), Weight(layer.FfnUp), ff, d, s.Xb, s.Gate, s.Up, n); // gate[n, ff] = silu(xb·Wgate)·(xb·Wup)
+            else
+            {
+                MatMul(s, layer.FfnGate, s.Xb, s.Gate, n);                                 // gate[n, ff]
+                MatMul(s, layer.FfnUp, s.Xb, s.Up, n);                                     // up[n, ff]
+                q.SiluMul(s.Gate, s.Up, s.Gate, (long)n * ff);                             // gate = silu(gate)·up
+            }
+            MatMulAdd(s, layer.FfnDown, s.Gate, s.X, n);                                   // x += gate·Wdown
         }
         Position += n;
         if (logits.IsEmpty) return;
@@ -177,6 +176,54 @@ public sealed class LlamaContext : IDisposable
         CopyActivations(s, x, f, f.ScratchIn, n * cols);
         f.Queue.MatMul(Weight(w), rows, cols, f.ScratchIn, f.ScratchOut, n);
         CopyActivations(f, f.ScratchOut, s, y, n * rows);
+    }
+
+    /// <summary>
+    /// Several weights on the same activations x [n, cols] (q/k/v): one <see cref="IComputeQueue.MatMulShared"/> for those on
+    /// <paramref name="s"/>'s device, the others one by one through <see cref="MatMul(DeviceState, TensorBinding, DeviceTensor, DeviceTensor, int)"/>.
+    /// </summary>
+    private void MatMulShared(DeviceState s, DeviceTensor x, int n, params ReadOnlySpan<(TensorBinding W, DeviceTensor Y)> targets)
+    {
+        var local = _sharedTargets.AsSpan(0, targets.Length);
+        int count = 0;
+        long cols = targets[0].W.Tensor.Dims[0];
+        foreach (var (w, y) in targets)
+        {
+            if (w.Device == s.Device && w.Tensor.Dims[0] == cols) local[count++] = new MatMulTarget(Weight(w), w.Tensor.RowCount, y);
+            else MatMul(s, w, x, y, n);
+        }
+        if (count > 0) s.Queue.MatMulShared(x, cols, n, local[..count]);
+    }
+
+    /// <summary>y[n, rows(w)] += x[n, cols(w)]·wᵀ; through Xb as scratch when the weight is on another device.</summary>
+    private void MatMulAdd(DeviceState s, TensorBinding w, DeviceTensor x, DeviceTensor y, int n)
+    {
+        long cols = w.Tensor.Dims[0], rows = w.Tensor.RowCount;
+        if (w.Device == s.Device)
+        {
+            s.Queue.MatMulAdd(Weight(w), rows, cols, x, y, n, s.Xb);
+            return;
+        }
+        MatMul(s, w, x, s.Xb, n);
+        s.Queue.Add(y, s.Xb, y, n * rows);
+    }
+
+    /// <summary>
+    /// Rotates q and k of this batch and stores k and v into the layer's cache at the batch's positions: one fused op on
+    /// <paramref name="s"/>'s device unless the model's frequency factors must be applied elsewhere (then the steps one by one).
+    /// </summary>
+    private void RopeAndStoreKv(DeviceState s, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p)
+    {
+        if (_w.RopeFrequencyFactors is null || s.RopeFactors is not null)
+        {
+            s.Queue.RopeAndStoreKv(s.Q, s.K, s.V, kCache, vCache, p, _hp.Rope, s.RopeFactors);
+            return;
+        }
+        int n = p.Tokens, kvd = _hp.KvDim;
+        Rope(s, s.Q, n, _hp.HeadCount, p.FirstPosition);
+        Rope(s, s.K, n, _hp.KvHeadCount, p.FirstPosition);
+        s.Queue.Convert(s.K, kCache.Skip((long)p.FirstPosition * kvd), (long)n * kvd);
+        s.Queue.Convert(s.V, vCache.Skip((long)p.FirstPosition * kvd), (long)n * kvd);
     }
 
     /// <summary>
