@@ -21,8 +21,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly CudaDriver _d;
     private readonly nint _stream;
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
-    private readonly nint _rmsNorm, _rope, _attentionF32, _attentionF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
-    private readonly nint[] _matVecQ8 = new nint[8], _dequantizeF16 = new nint[8];
+    private readonly nint _rmsNorm, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
+    private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly CudaKernelOptions _options;
     private readonly Cublas? _blas;
@@ -30,14 +30,18 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly CudaStepGraph? _graph; // null unless the graphs option is on (and the driver has graphs)
     private readonly CudaOpProfile? _profile; // PLUGINENGINE_CUDA_PROFILE=1 (without graphs)
 
-    // Scratch (device memory, grown on demand): the 8-bit activation row of the int8 mat-vec [cols int8, then one
-    // XScale {d, s} per 32 elements at an aligned offset], and the F16 weights [rows, cols] and activations
-    // [tokens, cols] of the cuBLAS prompt path.
-    private ulong _xq8, _weightsF16, _activationsF16;
-    private long _xq8Capacity, _weightsF16Capacity, _activationsF16Capacity;
+    // Scratch (device memory, grown on demand): two 8-bit activation rows of the int8 mat-vec [cols int8, then one
+    // XScale {d, s} per 32 elements at an aligned offset] — the current one, and the one swiglu_q8 writes while it
+    // reads the current — and the F16 weights [rows, cols] and activations [tokens, cols] of the cuBLAS prompt path.
+    private readonly ulong[] _xq8 = new ulong[2];
+    private readonly long[] _xq8Capacity = new long[2];
+    private int _xq8Current;
+    private ulong _weightsF16, _activationsF16;
+    private long _weightsF16Capacity, _activationsF16Capacity;
 
-    // Which activation row _xq8 holds (device address and length), or 0: q, k and v (and gate and up) read the same
-    // row, so it is quantized once for them. Every op other than a matmul may write memory, so each one forgets it.
+    // Which activation row the current 8-bit scratch holds (device address and length), or 0: q, k and v (and gate and
+    // up) read the same row, so it is quantized once for them. Every op other than a matmul may write memory, so each
+    // one forgets it.
     private ulong _xq8Source;
     private long _xq8Elements;
 
@@ -68,6 +72,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         }
         _rmsNorm = _rt.Function("rms_norm");
         _rope = _rt.Function("rope");
+        _ropeStoreKv = _rt.Function("rope_store_kv");
         _attentionF32 = _rt.Function("attention_f32");
         _attentionF16 = _rt.Function("attention_f16");
         _siluMul = _rt.Function("silu_mul");
@@ -76,7 +81,11 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _copyF32 = _rt.Function("copy_f32");
         _convertF16 = _rt.Function("convert_f32_f16");
         _quantizeX = _rt.Function("quantize_x_q8");
-        foreach (var type in KernelSource.Int8MatVecTypes) _matVecQ8[KernelSlot(type)] = _rt.Function($"matvec_q8_{KernelSource.WeightSuffix(type)}");
+        foreach (var type in KernelSource.Int8MatVecTypes)
+        {
+            _matVecQ8[KernelSlot(type)] = _rt.Function($"matvec_q8_{KernelSource.WeightSuffix(type)}");
+            _swiGluQ8[KernelSlot(type)] = _rt.Function($"swiglu_q8_{KernelSource.WeightSuffix(type)}");
+        }
         foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
         _options = _rt.Options;
         _blas = _options.CublasPrompt ? _rt.Blas : null;
@@ -128,14 +137,26 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     /// <summary>Whether an op that writes an n-element activation row also quantizes it for the int8 mat-vec.</summary>
     private bool FusesQuantization(long n) => _options.Int8MatVec && n % 32 == 0 && n <= LaunchGeometry.MaxFusedQuantizeElements;
 
-    /// <summary>Device addresses of the int8 values and the block scales of an n-element row in the 8-bit activation scratch.</summary>
-    private (ulong Values, ulong Scales) QuantizedXScratch(long n)
+    /// <summary>Device addresses of the int8 values and the block scales of an n-element row in the current 8-bit activation scratch.</summary>
+    private (ulong Values, ulong Scales) QuantizedXScratch(long n) => QuantizedScratch(_xq8Current, n);
+
+    /// <summary>The other 8-bit scratch row: an op that reads the current one writes its quantized output there, then <see cref="SwapQuantizedScratch"/>.</summary>
+    private (ulong Values, ulong Scales) QuantizedOutputScratch(long n) => QuantizedScratch(1 - _xq8Current, n);
+
+    private (ulong Values, ulong Scales) QuantizedScratch(int which, long n)
     {
         long scalesAt = TensorPadding.AlignUp(n, StagingAlignment);
-        ulong before = _xq8;
-        EnsureScratch(ref _xq8, ref _xq8Capacity, scalesAt + n / 32 * 8, "8-bit activations");
-        if (_xq8 != before) ForgetQuantizedX(); // a new buffer holds nothing yet
-        return (_xq8, _xq8 + (ulong)scalesAt);
+        ulong before = _xq8[which];
+        EnsureScratch(ref _xq8[which], ref _xq8Capacity[which], scalesAt + n / 32 * 8, "8-bit activations");
+        if (_xq8[which] != before && which == _xq8Current) ForgetQuantizedX(); // a new buffer holds nothing yet
+        return (_xq8[which], _xq8[which] + (ulong)scalesAt);
+    }
+
+    /// <summary>The output scratch becomes the current one, holding <paramref name="elements"/> quantized from <paramref name="source"/>.</summary>
+    private void SwapQuantizedScratch(ulong source, long elements)
+    {
+        _xq8Current = 1 - _xq8Current;
+        RememberQuantizedX(source, elements);
     }
 
     private void RememberQuantizedX(ulong source, long elements)
@@ -145,6 +166,10 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     }
 
     public void MatMul(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens)
+        => MatMulInto(w, wRows, wCols, x, y, tokens, accumulate: false);
+
+    /// <summary>y = x·wᵀ, or y += x·wᵀ when <paramref name="accumulate"/> (decode mat-vec and cuBLAS only: callers check <see cref="Accumulates"/>).</summary>
+    private void MatMulInto(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens, bool accumulate)
     {
         if (tokens <= 0 || wRows <= 0) return;
         int slot = KernelSlot(w.Type);
@@ -152,49 +177,177 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         ulong pw = Ptr(w), px = Ptr(x), py = Ptr(y);
         long rowBytes = GgmlTypes.RowSize(w.Type, wCols), rows = wRows;
         int cols = checked((int)wCols);
-        if (tokens == 1 && _options.Int8MatVec && _matVecQ8[slot] != 0)
-            MatVecQ8(slot, pw, rowBytes, rows, cols, px, py);
+        if (UsesInt8MatVec(w.Type, tokens))
+        {
+            var targets = new CudaMatVecTargets { Count = 1, Accumulate = accumulate ? 1 : 0 };
+            targets.Set(0, pw, rowBytes, py, rows);
+            MatVecQ8(slot, px, cols, ref targets);
+        }
         else if (_blas is not null && LaunchGeometry.UsesCublas(tokens))
-            CublasMatMul(w.Type, slot, pw, rowBytes, rows, cols, px, py, tokens);
+            CublasMatMul(w.Type, slot, pw, rowBytes, rows, cols, px, py, tokens, accumulate);
         else
         {
+            if (accumulate) throw new InvalidOperationException("cuda: the batched matmul kernels do not accumulate");
             void** args = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &px, &py, &tokens };
             var kernel = LaunchGeometry.UsesBatchedMatMul(tokens) ? _matmulN[slot] : _matmul1[slot];
             LaunchKernel(kernel, LaunchGeometry.MatMul(wRows, tokens), args, "matmul");
         }
-        // y was written: if it overlaps the row _xq8 was made from, that quantization is stale.
-        if (_xq8Source != 0 && py < _xq8Source + (ulong)(_xq8Elements * sizeof(float)) && _xq8Source < py + (ulong)(tokens * rows * sizeof(float)))
+        ForgetQuantizedXIfWritten(py, (long)tokens * rows);
+    }
+
+    /// <summary>Whether one token on <paramref name="type"/> weights goes to the int8 mat-vec (matvec_q8_*).</summary>
+    private bool UsesInt8MatVec(GgmlType type, int tokens) => tokens == 1 && _options.Int8MatVec && _matVecQ8[KernelSlot(type)] != 0;
+
+    /// <summary>Whether a matmul of this shape can add into its output in the same pass (int8 mat-vec or cuBLAS with β = 1).</summary>
+    private bool Accumulates(GgmlType type, int tokens) => UsesInt8MatVec(type, tokens) || (_blas is not null && LaunchGeometry.UsesCublas(tokens));
+
+    /// <summary>Forgets the quantized row when [y, y + floats) overlaps the row it was made from.</summary>
+    private void ForgetQuantizedXIfWritten(ulong y, long floats)
+    {
+        if (_xq8Source != 0 && y < _xq8Source + (ulong)(_xq8Elements * sizeof(float)) && _xq8Source < y + (ulong)(floats * sizeof(float)))
             ForgetQuantizedX();
     }
 
-    /// <summary>One token on Q8_0/Q4_0/Q4_K/Q6_K weights: x quantized to 8 bits (once for consecutive matmuls on the same row), then dp4a dots.</summary>
-    private void MatVecQ8(int slot, ulong pw, long rowBytes, long rows, int cols, ulong px, ulong py)
+    public void MatMulShared(DeviceTensor x, long cols, int tokens, ReadOnlySpan<MatMulTarget> targets)
+    {
+        // One token: consecutive targets of one int8 type share a launch (q, k and v of a Q4_0 model: one; Q4_K_M's Q6_K v: two).
+        int i = 0;
+        if (!_options.FusedOps) i = targets.Length; // the default: one MatMul each
+        foreach (var t in targets[i..]) MatMul(t.Weight, t.Rows, cols, x, t.Output, tokens);
+        while (i < targets.Length)
+        {
+            var type = targets[i].Weight.Type;
+            if (!UsesInt8MatVec(type, tokens) || targets[i].Rows <= 0)
+            {
+                MatMul(targets[i].Weight, targets[i].Rows, cols, x, targets[i].Output, tokens);
+                i++;
+                continue;
+            }
+            _rt.MakeCurrent();
+            long rowBytes = GgmlTypes.RowSize(type, cols);
+            var batch = new CudaMatVecTargets();
+            while (i < targets.Length && batch.Count < CudaMatVecTargets.Capacity && targets[i].Weight.Type == type && targets[i].Rows > 0)
+            {
+                batch.Set(batch.Count, Ptr(targets[i].Weight), rowBytes, Ptr(targets[i].Output), targets[i].Rows);
+                batch.Count++;
+                i++;
+            }
+            MatVecQ8(KernelSlot(type), Ptr(x), checked((int)cols), ref batch);
+            for (int k = 0; k < batch.Count; k++) ForgetQuantizedXIfWritten(batch.Output(k), batch.Rows(k));
+        }
+    }
+
+    public void MatMulAdd(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens, DeviceTensor scratch)
+    {
+        if (_options.FusedOps && Accumulates(w.Type, tokens))
+        {
+            MatMulInto(w, wRows, wCols, x, y, tokens, accumulate: true);
+            return;
+        }
+        MatMul(w, wRows, wCols, x, scratch, tokens);
+        Add(y, scratch, y, (long)tokens * wRows);
+    }
+
+    public void MatMulSwiGlu(DeviceTensor wGate, DeviceTensor wUp, long rows, long cols, DeviceTensor x, DeviceTensor gate, DeviceTensor up, int tokens)
+    {
+        if (!_options.FusedOps || wGate.Type != wUp.Type || !UsesInt8MatVec(wGate.Type, tokens) || rows <= 0)
+        {
+            MatMulShared(x, cols, tokens, [new MatMulTarget(wGate, rows, gate), new MatMulTarget(wUp, rows, up)]);
+            SiluMul(gate, up, gate, (long)tokens * rows);
+            return;
+        }
+        int slot = KernelSlot(wGate.Type);
+        _rt.MakeCurrent();
+        ulong pg = Ptr(wGate), pu = Ptr(wUp), px = Ptr(x), py = Ptr(gate);
+        long rowBytes = GgmlTypes.RowSize(wGate.Type, cols);
+        int r = checked((int)rows), c = checked((int)cols);
+        var (xq, xs) = EnsureQuantizedX(px, c);
+        // The output is the down projection's input: quantized in the same kernel when its rows are whole 32-element blocks.
+        // It goes to a second scratch row, because this kernel still reads the first.
+        bool quantize = FusesQuantization(rows) && rows % LaunchGeometry.SwiGluRowsPerBlock == 0;
+        var (yq, ys) = quantize ? QuantizedOutputScratch(rows) : (0UL, 0UL);
+        void** args = stackalloc void*[] { &pg, &pu, &rowBytes, &r, &c, &xq, &xs, &py, &yq, &ys };
+        LaunchKernel(_swiGluQ8[slot], LaunchGeometry.SwiGlu(rows), args, "swiglu_q8");
+        ForgetQuantizedX();
+        if (quantize) SwapQuantizedScratch(py, rows);
+    }
+
+    public void RopeAndStoreKv(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
+                               RopeParams rope, DeviceTensor? factors)
+    {
+        if (!_options.FusedOps)
+        {
+            RopeAndStoreKvUnfused(q, k, v, kCache, vCache, p, rope, factors);
+            return;
+        }
+        ForgetQuantizedX();
+        if (kCache.Type != vCache.Type || kCache.Type is not (GgmlType.F32 or GgmlType.F16))
+            throw new NotSupportedException($"cuda: K/V caches of {kCache.Type}/{vCache.Type} (F32 or F16, both the same)");
+        if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"cuda: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
+        CheckRope(rope, p.HeadSize);
+        if (p.Tokens <= 0) return;
+        _rt.MakeCurrent();
+        ulong pq = Ptr(q), pk = Ptr(k), pv = Ptr(v), kc = Ptr(kCache), vc = Ptr(vCache), pf = factors is { } ft ? Ptr(ft) : 0;
+        int f16 = kCache.Type == GgmlType.F16 ? 1 : 0, tokens = p.Tokens, heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
+        int dims = rope.Dims, first = p.FirstPosition, neox = rope.Mode == RopeMode.NeoX ? 1 : 0;
+        float freqBase = rope.FrequencyBase, freqScale = rope.FrequencyScale;
+        void** args = stackalloc void*[] { &pq, &pk, &pv, &kc, &vc, &f16, &tokens, &heads, &kvHeads, &headSize, &dims, &first, &freqBase, &freqScale, &neox, &pf };
+        long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims);
+        LaunchKernel(_ropeStoreKv, LaunchGeometry.Elementwise(items), args, "rope_store_kv");
+    }
+
+    /// <summary>The default of <see cref="IComputeQueue.RopeAndStoreKv"/>: rope q, rope k, convert k and v into the caches.</summary>
+    private void RopeAndStoreKvUnfused(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
+                                       RopeParams rope, DeviceTensor? factors)
+    {
+        ulong pf = factors is { } f ? Ptr(f) : 0;
+        LaunchRope(q, p.Tokens, p.Heads, p.HeadSize, p.FirstPosition, rope, pf);
+        LaunchRope(k, p.Tokens, p.KvHeads, p.HeadSize, p.FirstPosition, rope, pf);
+        long kvd = (long)p.KvHeads * p.HeadSize, count = p.Tokens * kvd;
+        Convert(k, kCache.Skip(p.FirstPosition * kvd), count);
+        Convert(v, vCache.Skip(p.FirstPosition * kvd), count);
+    }
+
+    /// <summary>One int8 mat-vec launch over <paramref name="targets"/>, quantizing x first unless the scratch already holds it.</summary>
+    private void MatVecQ8(int slot, ulong px, int cols, ref CudaMatVecTargets targets)
+    {
+        var (xq, xs) = EnsureQuantizedX(px, cols);
+        long rows = 0;
+        for (int k = 0; k < targets.Count; k++) rows += targets.Rows(k);
+        fixed (CudaMatVecTargets* t = &targets)
+        {
+            void** args = stackalloc void*[] { t, &cols, &xq, &xs };
+            LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
+        }
+    }
+
+    /// <summary>The 8-bit scratch row holding x [cols] quantized: launches quantize_x_q8 unless it already holds exactly that row.</summary>
+    private (ulong Values, ulong Scales) EnsureQuantizedX(ulong px, int cols)
     {
         if (cols % 32 != 0) throw new ArgumentException($"cuda: a {cols}-element row is not whole 32-element blocks");
-        long blocks = cols / 32;
         var (xq, xs) = QuantizedXScratch(cols);
         if (_xq8Source != px || _xq8Elements != cols)
         {
+            long blocks = cols / 32;
             void** qa = stackalloc void*[] { &px, &xq, &xs, &blocks };
             LaunchKernel(_quantizeX, LaunchGeometry.QuantizeX(blocks), qa, "quantize_x_q8");
             RememberQuantizedX(px, cols);
         }
-        void** args = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &xq, &xs, &py };
-        LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot}");
+        return (xq, xs);
     }
 
     /// <summary>
     /// A prompt-sized matmul on cuBLAS: F32 weights in F32; F16 weights as they are; other types dequantized to F16 into
     /// scratch first. Activations are converted to F16 (tensor cores, F32 accumulation).
     /// </summary>
-    private void CublasMatMul(GgmlType type, int slot, ulong pw, long rowBytes, long rows, int cols, ulong px, ulong py, int tokens)
+    private void CublasMatMul(GgmlType type, int slot, ulong pw, long rowBytes, long rows, int cols, ulong px, ulong py, int tokens, bool accumulate)
     {
         _graph?.SuspendUntilStepEnd(); // cuBLAS runs live
         if (_blasHandle == 0) _blasHandle = _blas!.CreateHandle(_stream);
         int r = checked((int)rows);
         if (type == GgmlType.F32)
         {
-            _blas!.RowMajorMatMul(_blasHandle, pw, px, py, r, cols, tokens, Cublas.DataF32);
+            _blas!.RowMajorMatMul(_blasHandle, pw, px, py, r, cols, tokens, Cublas.DataF32, accumulate);
             return;
         }
         ulong a = pw;
@@ -211,7 +364,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         void** ca = stackalloc void*[] { &px, &xh, &n };
         LaunchKernel(_convertF16, LaunchGeometry.Elementwise(n), ca, "convert_f32_f16");
         var events = _profile?.Begin(_stream);
-        _blas!.RowMajorMatMul(_blasHandle, a, xh, py, r, cols, tokens, Cublas.DataF16);
+        _blas!.RowMajorMatMul(_blasHandle, a, xh, py, r, cols, tokens, Cublas.DataF16, accumulate);
         if (events is { } e) _profile!.End("cublas gemm f16", e, _stream);
     }
 
@@ -248,8 +401,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private void LaunchRope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, ulong factors)
     {
         ForgetQuantizedX();
-        if (rope.Dims <= 0 || rope.Dims > headSize || rope.Dims % 2 != 0)
-            throw new ArgumentOutOfRangeException(nameof(rope), $"cuda: RoPE dims {rope.Dims} must be even and in 1..{headSize}");
+        CheckRope(rope, headSize);
         long pairs = (long)tokens * heads * (rope.Dims / 2);
         if (pairs == 0) return;
         _rt.MakeCurrent();
@@ -258,6 +410,12 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         float freqBase = rope.FrequencyBase, freqScale = rope.FrequencyScale;
         void** args = stackalloc void*[] { &px, &tokens, &heads, &headSize, &dims, &firstPosition, &freqBase, &freqScale, &neox, &factors };
         LaunchKernel(_rope, LaunchGeometry.Elementwise(pairs), args, "rope");
+    }
+
+    private static void CheckRope(RopeParams rope, int headSize)
+    {
+        if (rope.Dims <= 0 || rope.Dims > headSize || rope.Dims % 2 != 0)
+            throw new ArgumentOutOfRangeException(nameof(rope), $"cuda: RoPE dims {rope.Dims} must be even and in 1..{headSize}");
     }
 
     public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
@@ -273,8 +431,13 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         ulong pq = Ptr(q), pk = Ptr(kCache), pv = Ptr(vCache), po = Ptr(output);
         int first = p.FirstPosition, heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
         float scale = p.Scale;
-        void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale };
+        // A decode step's output goes to the output projection's int8 mat-vec next: each block quantizes its head.
+        long n = (long)heads * headSize;
+        bool quantize = p.Tokens == 1 && headSize % 32 == 0 && FusesQuantization(n);
+        var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
+        void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs };
         LaunchKernel(kCache.Type == GgmlType.F16 ? _attentionF16 : _attentionF32, LaunchGeometry.Attention(p.Heads, p.Tokens), args, "attention");
+        if (quantize) RememberQuantizedX(po, n);
     }
 
     public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n)
@@ -376,7 +539,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _profile?.Collect();
         _profile?.Dispose();
         if (_rowIds != 0) _d.cuMemFree(_rowIds);
-        foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16 }) if (scratch != 0) _d.cuMemFree(scratch);
+        foreach (ulong scratch in new[] { _xq8[0], _xq8[1], _weightsF16, _activationsF16 }) if (scratch != 0) _d.cuMemFree(scratch);
         if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
         if (_staging != null) _d.cuMemFreeHost(_staging);
         _d.cuStreamDestroy(_stream);

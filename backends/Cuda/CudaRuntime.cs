@@ -91,7 +91,7 @@ internal sealed unsafe class CudaRuntime
             else rt.BlasStatus = "prompt GEMM: the plugin's kernels (gemm option)";
             reason = $"{rt.Name} (sm_{rt.Major}{rt.Minor}, {rt.TotalMemory >> 20} MiB), driver {rt.DriverVersion / 1000}.{rt.DriverVersion % 1000 / 10}, NVRTC {rt.NvrtcVersion}, kernels {rt.KernelOrigin}; " +
                      $"{rt.BlasStatus}; decode mat-vec: {(kernels.Int8MatVec ? "8-bit activations (dp4a)" : "F32 activations")}; " +
-                     $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver has no graph API)" : "off")}";
+                     $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver has no graph API)" : "off")}; fused ops: {(kernels.FusedOps ? "on" : "off")}";
             return rt;
         }
         catch (KernelCompileException e) { reason = $"kernel compile failure: {e.Message}"; return null; }

@@ -9,11 +9,12 @@
 #   conformance.txt  the kit's full output
 #   checks/          run-cuda-checks.sh's report.txt, log.txt, plans.txt
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
-# parts (default all but smoke): smoke (demo model on the CPU) conformance profile bench7b benchtiny opencl checks
+# parts (default all but smoke and importprobe): smoke (demo model on the CPU) conformance profile bench7b fusion bench7bk
+#   benchtiny opencl checks importprobe
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
-PARTS=${*:-conformance profile bench7b benchtiny opencl checks}
+PARTS=${*:-conformance profile bench7b fusion bench7bk benchtiny opencl checks}
 mkdir -p "$OUT"
 S=$OUT/summary.txt
 if [ ! -x /tmp/dn/dotnet ]; then mkdir -p /tmp/dn && tar xzf "$DEV/rt.tgz" -C /tmp/dn; fi
@@ -88,6 +89,20 @@ fi
 if has bench7b; then
   bench 7b-q4_0-default 120 -m synthetic:llama7b:Q4_0 --backend cuda -r 3
   PLUGINENGINE_CUDA_GRAPHS=off bench 7b-q4_0-nographs 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128
+fi
+if has fusion; then
+  # The queue's fused ops (one launch for q/k/v, gate/up+SiLU, rope+KV store; projections added into the residual) against their defaults.
+  PLUGINENGINE_CUDA_FUSION=off bench 7b-q4_0-unfused 90 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128
+fi
+if has bench7bk; then
+  bench 7b-q4km-q8 200 -m synthetic:llama7b:Q4_K_M,synthetic:llama7b:Q8_0 --backend cuda -r 3
+fi
+if has importprobe; then
+  # cuMemHostRegister of a read-only file mapping (what --gpu-host-import on does), timed in 64 MiB chunks, then the engine itself.
+  F=$PLUGINENGINE_CACHE/synthetic-tinyllama-Q4_0-v2.gguf
+  [ -f "$F" ] || timeout -k 10 120 "${PE[@]}" bench "${PLUGINS[@]}" -m synthetic:tinyllama:Q4_0 --backend cpu -p 8 -n 1 -r 1 >/dev/null 2>&1
+  { echo "== importprobe"; timeout -k 5 45 python3 "$DEV/probe-host-register.py" "$F" 64 30 private 2>&1 | tail -20; echo "exit $?";
+    timeout -k 5 45 python3 "$DEV/probe-host-register.py" "$F" 619 30 shared 2>&1 | tail -5; echo "exit $?"; } >>"$S"
 fi
 if has benchtiny; then
   bench tiny-cuda 150 -m synthetic:tinyllama:Q4_0,synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_K_M,synthetic:tinyllama:F16 --backend cuda -r 3

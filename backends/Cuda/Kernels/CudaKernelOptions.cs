@@ -21,9 +21,14 @@ namespace PluginEngine.Backends.Cuda.Kernels;
 /// captured as a CUDA graph and launched as one (see <see cref="CudaStepGraph"/>); <c>off</c>: every kernel is launched
 /// directly (needed for PLUGINENGINE_CUDA_PROFILE=1).
 /// </param>
-internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = true)
+/// <param name="FusedOps">
+/// <c>fusion: on</c> (default): the queue's fused ops (MatMulShared, MatMulAdd, MatMulSwiGlu, RopeAndStoreKv) run as
+/// single kernels where a kernel exists (a decode step: 8 launches per layer instead of 18); <c>off</c>: they run as
+/// the primitive ops of their defaults. Environment: PLUGINENGINE_CUDA_FUSION.
+/// </param>
+internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = true, bool FusedOps = true)
 {
-    public static CudaKernelOptions Default { get; } = new(true, true, true);
+    public static CudaKernelOptions Default { get; } = new(true, true, true, true);
 
     /// <summary>Reads the options; a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
     public static CudaKernelOptions From(PluginOptions options, Func<string, string?> environment)
@@ -31,7 +36,8 @@ internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, boo
         bool int8 = Choice(options, environment, "matvec", "PLUGINENGINE_CUDA_MATVEC", "int8", "f32");
         bool cublas = Choice(options, environment, "gemm", "PLUGINENGINE_CUDA_GEMM", "cublas", "kernels");
         bool graphs = Choice(options, environment, "graphs", "PLUGINENGINE_CUDA_GRAPHS", "on", "off");
-        return new CudaKernelOptions(int8, cublas, graphs);
+        bool fusion = Choice(options, environment, "fusion", "PLUGINENGINE_CUDA_FUSION", "on", "off");
+        return new CudaKernelOptions(int8, cublas, graphs, fusion);
     }
 
     /// <summary>True for <paramref name="first"/>, false for <paramref name="second"/>; the environment wins over plugins.json.</summary>

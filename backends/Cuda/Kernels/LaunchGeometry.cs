@@ -59,6 +59,25 @@ internal static class LaunchGeometry
         return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), (uint)tokens, MatMulWarpsPerBlock * 32);
     }
 
+    /// <summary>Rows (warps) per swiglu_q8 block: one 32-element block of the output, which the block quantizes.</summary>
+    public const int SwiGluRowsPerBlock = 32;
+
+    /// <summary>swiglu_q8_*: one warp per row, <see cref="SwiGluRowsPerBlock"/> rows per block.</summary>
+    public static Launch SwiGlu(long rows)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
+        return new Launch(checked((uint)CeilDiv(rows, SwiGluRowsPerBlock)), 1, SwiGluRowsPerBlock * 32);
+    }
+
+    /// <summary>
+    /// Work items of rope_store_kv: q's rotated pairs, then per (token, kv head) k's rotated pairs and unrotated tail, then v's elements.
+    /// </summary>
+    public static long RopeStoreKvItems(int tokens, int heads, int kvHeads, int headSize, int dims)
+    {
+        int half = dims / 2;
+        return (long)tokens * heads * half + (long)tokens * kvHeads * (half + headSize - dims) + (long)tokens * kvHeads * headSize;
+    }
+
     /// <summary>dequantize_f16_*: grid-stride, one thread per 16 elements of a row.</summary>
     public static Launch Dequantize(long rows, long cols) => Elementwise(rows * CeilDiv(cols, 16));
 

@@ -99,6 +99,38 @@ __device__ __forceinline__ void load16(const u8* p, u32* w)
 }
 #define BYTE(w, i) ((w[(i) >> 2] >> (((i) & 3) * 8)) & 0xFFu)
 
+// 4*N bytes at a 2-byte-aligned p as N words, read as N+1 aligned words and funnel-shifted: the same instructions on
+// every lane whatever its own alignment (load16's per-address branch splits a warp whose lanes read 18- or 34-byte
+// blocks). The extra word is read only when p is not 4-aligned, so nothing outside the words that hold p's bytes is touched.
+template <int N>
+__device__ __forceinline__ void load_a2(const u8* p, u32* w)
+{
+    const u32* a = (const u32*)((unsigned long long)p & ~3ull);
+    u32 sh = ((u32)(unsigned long long)p & 2u) * 8u; // 0 or 16
+    u32 x[N + 1];
+#pragma unroll
+    for (int i = 0; i < N; i++) x[i] = a[i];
+    x[N] = sh ? a[N] : 0u;
+#pragma unroll
+    for (int i = 0; i < N; i++) w[i] = __funnelshift_r(x[i], x[i + 1], sh);
+}
+
+// A block that starts with an f16 scale and then N words of quants (Q4_0: N = 4, 18 bytes; Q8_0: N = 8, 34 bytes), at a
+// 2-byte-aligned b: N + 1 aligned words hold all of it (each of them holds at least one of the block's bytes), then
+// the scale and the quants are shifted out. Uniform across lanes, as load_a2.
+template <int N>
+__device__ __forceinline__ float load_scaled_block(const u8* b, u32* q)
+{
+    const u32* a = (const u32*)((unsigned long long)b & ~3ull);
+    u32 sh = ((u32)(unsigned long long)b & 2u) * 8u; // 0 or 16
+    u32 x[N + 1];
+#pragma unroll
+    for (int i = 0; i <= N; i++) x[i] = a[i];
+#pragma unroll
+    for (int i = 0; i < N; i++) q[i] = __funnelshift_rc(x[i], x[i + 1], 16u + sh); // shift 32 (clamped) = the next word
+    return h2f((u16)(x[0] >> sh));
+}
+
 // Dequantizes the 16 elements e0 .. e0+15 of a row (e0 a multiple of 16). Quantized types read whole blocks
 // without looking at the row length (rows are whole blocks; past the last row lies the zeroed slide);
 // plain types have no slide, so elements at or past `cols` read as 0.
@@ -333,9 +365,27 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, in
     }
 }
 
-// In-place rotary embedding of x [tokens, heads, headSize]; one thread per rotated pair. Angles in double so
-// long positions keep their phase (the CPU reference does the same). `factors` (F32 [dims/2], a model's
-// rope_freqs.weight for Llama 3.1-style scaling) divides pair i's angle by factors[i]; null when the model has none.
+// Angle of rotated pair i (0 .. dims/2 - 1) at `position`. Double precision so long positions keep their phase (the
+// CPU reference does the same). `factors` (F32 [dims/2], a model's rope_freqs.weight for Llama 3.1-style scaling)
+// divides pair i's angle by factors[i]; null when the model has none.
+__device__ __forceinline__ void rope_cos_sin(int position, int i, int dims, float freqBase, float freqScale, const float* factors, float* c, float* s)
+{
+    double theta = (double)position * (double)freqScale * exp(-2.0 * i / dims * log((double)freqBase));
+    if (factors) theta /= (double)factors[i];
+    double sn, cs;
+    sincos(theta, &sn, &cs);
+    *c = (float)cs;
+    *s = (float)sn;
+}
+
+// Element indices of rotated pair i in a head: (2i, 2i+1) normally, (i, i + dims/2) in NeoX mode.
+__device__ __forceinline__ void rope_pair(int i, int dims, int neox, int* a, int* b)
+{
+    *a = neox ? i : 2 * i;
+    *b = neox ? i + (dims >> 1) : 2 * i + 1;
+}
+
+// In-place rotary embedding of x [tokens, heads, headSize]; one thread per rotated pair.
 extern "C" __global__ void rope(float* x, int tokens, int heads, int headSize, int dims, int firstPosition, float freqBase, float freqScale, int neox,
                                 const float* factors)
 {
@@ -347,15 +397,79 @@ extern "C" __global__ void rope(float* x, int tokens, int heads, int headSize, i
         i64 th = idx / half; // token * heads + head
         int t = (int)(th / heads);
         float* row = x + th * headSize;
-        double theta = (double)(firstPosition + t) * (double)freqScale * exp(-2.0 * i / dims * log((double)freqBase));
-        if (factors) theta /= (double)factors[i];
-        double sn, cs;
-        sincos(theta, &sn, &cs);
-        float c = (float)cs, s = (float)sn;
-        int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+        float c, s;
+        rope_cos_sin(firstPosition + t, i, dims, freqBase, freqScale, factors, &c, &s);
+        int a, b;
+        rope_pair(i, dims, neox, &a, &b);
         float xa = row[a], xb = row[b];
         row[a] = xa * c - xb * s;
         row[b] = xb * c + xa * s;
+    }
+}
+
+__device__ __forceinline__ void store_cache(void* cache, int f16, i64 i, float v)
+{
+    if (f16) ((u16*)cache)[i] = f2h(v);
+    else ((float*)cache)[i] = v;
+}
+
+// The attention prologue of a batch in one launch: q [tokens, heads, headSize] and k [tokens, kvHeads, headSize] rotated
+// in place as `rope` does, and k and v stored into the caches (F16 when f16, else F32) at rows firstPosition + t.
+// Work items, grid-stride: q's rotated pairs; per (token, kv head) k's rotated pairs and then its unrotated tail
+// (dims .. headSize); v's elements.
+extern "C" __global__ void rope_store_kv(float* q, float* k, const float* v, void* kCache, void* vCache, int f16, int tokens, int heads, int kvHeads,
+                                         int headSize, int dims, int firstPosition, float freqBase, float freqScale, int neox, const float* factors)
+{
+    int half = dims >> 1, kItems = half + (headSize - dims);
+    i64 qTotal = (i64)tokens * heads * half, kTotal = (i64)tokens * kvHeads * kItems, kvd = (i64)kvHeads * headSize;
+    i64 vTotal = (i64)tokens * kvd;
+    for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < qTotal + kTotal + vTotal; idx += (i64)gridDim.x * blockDim.x)
+    {
+        if (idx < qTotal)
+        {
+            int i = (int)(idx % half);
+            i64 th = idx / half;
+            float* row = q + th * headSize;
+            float c, s;
+            rope_cos_sin(firstPosition + (int)(th / heads), i, dims, freqBase, freqScale, factors, &c, &s);
+            int a, b;
+            rope_pair(i, dims, neox, &a, &b);
+            float xa = row[a], xb = row[b];
+            row[a] = xa * c - xb * s;
+            row[b] = xb * c + xa * s;
+        }
+        else if (idx < qTotal + kTotal)
+        {
+            i64 j = idx - qTotal;
+            int i = (int)(j % kItems);
+            i64 th = j / kItems; // token * kvHeads + kv head
+            int t = (int)(th / kvHeads);
+            float* row = k + th * headSize;
+            i64 cacheRow = ((i64)firstPosition + t) * kvd + (th - (i64)t * kvHeads) * headSize;
+            if (i < half)
+            {
+                float c, s;
+                rope_cos_sin(firstPosition + t, i, dims, freqBase, freqScale, factors, &c, &s);
+                int a, b;
+                rope_pair(i, dims, neox, &a, &b);
+                float xa = row[a], xb = row[b];
+                float ra = xa * c - xb * s, rb = xb * c + xa * s;
+                row[a] = ra;
+                row[b] = rb;
+                store_cache(kCache, f16, cacheRow + a, ra);
+                store_cache(kCache, f16, cacheRow + b, rb);
+            }
+            else
+            {
+                int e = dims + (i - half);
+                store_cache(kCache, f16, cacheRow + e, row[e]);
+            }
+        }
+        else
+        {
+            i64 j = idx - qTotal - kTotal;
+            store_cache(vCache, f16, (i64)firstPosition * kvd + j, v[j]);
+        }
     }
 }
 
@@ -369,9 +483,13 @@ __device__ __forceinline__ float ldkv(const void* p, i64 i)
     return F16 ? h2f(((const u16*)p)[i]) : ((const float*)p)[i];
 }
 
+// Positions a warp scores per step: their K and V rows are all loaded before the first warp sum, so one step waits for
+// memory once instead of once per position (a decode step walks a short context with few blocks in flight).
+#define ATT_POSITIONS 4
+
 template <bool F16>
 __device__ __forceinline__ void attention(const float* q, const void* k, const void* v, float* out, int firstPosition,
-                                          int heads, int kvHeads, int headSize, float scale)
+                                          int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
 {
     __shared__ float sMax[ATT_WARPS], sSum[ATT_WARPS];
     __shared__ float sAcc[ATT_WARPS][ATTENTION_MAX_HEAD];
@@ -387,27 +505,48 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
         qr[j] = e < headSize ? qp[e] * scale : 0.f;
         acc[j] = 0.f;
     }
-    float m = -__int_as_float(0x7f800000), l = 0.f;
+    const float negInf = -__int_as_float(0x7f800000);
+    float m = negInf, l = 0.f;
     int positions = firstPosition + t + 1;
-    for (int p = warp; p < positions; p += ATT_WARPS)
+    for (int p0 = warp; p0 < positions; p0 += ATT_WARPS * ATT_POSITIONS)
     {
-        i64 base = (i64)p * kvStride + (i64)kh * headSize;
-        float s = 0.f;
+        float kv[ATT_POSITIONS][ATT_PER_LANE], vv[ATT_POSITIONS][ATT_PER_LANE], sc[ATT_POSITIONS];
 #pragma unroll
-        for (int j = 0; j < ATT_PER_LANE; j++)
+        for (int i = 0; i < ATT_POSITIONS; i++)
         {
-            int e = lane + 32 * j;
-            if (e < headSize) s += qr[j] * ldkv<F16>(k, base + e);
+            int p = p0 + i * ATT_WARPS;
+            i64 base = (i64)p * kvStride + (i64)kh * headSize;
+#pragma unroll
+            for (int j = 0; j < ATT_PER_LANE; j++)
+            {
+                int e = lane + 32 * j;
+                bool in = p < positions && e < headSize;
+                kv[i][j] = in ? ldkv<F16>(k, base + e) : 0.f;
+                vv[i][j] = in ? ldkv<F16>(v, base + e) : 0.f;
+            }
         }
-        s = warp_sum(s);
-        float mNew = fmaxf(m, s);
-        float correction = expf(m - mNew), weight = expf(s - mNew);
-        l = l * correction + weight;
+        float mNew = m;
 #pragma unroll
-        for (int j = 0; j < ATT_PER_LANE; j++)
+        for (int i = 0; i < ATT_POSITIONS; i++)
         {
-            int e = lane + 32 * j;
-            acc[j] = acc[j] * correction + (e < headSize ? weight * ldkv<F16>(v, base + e) : 0.f);
+            float s = 0.f;
+#pragma unroll
+            for (int j = 0; j < ATT_PER_LANE; j++) s += qr[j] * kv[i][j];
+            s = warp_sum(s);
+            sc[i] = p0 + i * ATT_WARPS < positions ? s : negInf;
+            mNew = fmaxf(mNew, sc[i]);
+        }
+        float correction = expf(m - mNew);
+        l *= correction;
+#pragma unroll
+        for (int j = 0; j < ATT_PER_LANE; j++) acc[j] *= correction;
+#pragma unroll
+        for (int i = 0; i < ATT_POSITIONS; i++)
+        {
+            float weight = expf(sc[i] - mNew); // 0 for positions past the end
+            l += weight;
+#pragma unroll
+            for (int j = 0; j < ATT_PER_LANE; j++) acc[j] += weight * vv[i][j];
         }
         m = mNew;
     }
@@ -425,21 +564,39 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
         factor[w] = sSum[w] > 0.f ? expf(sMax[w] - mAll) : 0.f; // a warp that saw no position contributes nothing
         denominator += sSum[w] * factor[w];
     }
-    float* op = out + ((i64)t * heads + h) * headSize;
-    for (int e = threadIdx.x; e < headSize; e += blockDim.x)
+    i64 o0 = ((i64)t * heads + h) * headSize;
+    float* op = out + o0;
+    if (xq == 0)
     {
+        for (int e = threadIdx.x; e < headSize; e += blockDim.x)
+        {
+            float num = 0.f;
+#pragma unroll
+            for (int w = 0; w < ATT_WARPS; w++) num += sAcc[w][e] * factor[w];
+            op[e] = num / denominator;
+        }
+        return;
+    }
+    // headSize a multiple of 32: warp w writes (and quantizes, for the output projection's mat-vec) elements 32w .. 32w + 31.
+    for (int e0 = warp * 32; e0 < headSize; e0 += blockDim.x)
+    {
+        int e = e0 + lane;
         float num = 0.f;
 #pragma unroll
         for (int w = 0; w < ATT_WARPS; w++) num += sAcc[w][e] * factor[w];
-        op[e] = num / denominator;
+        float o = num / denominator;
+        op[e] = o;
+        quantize_block32(o, lane, xq + o0 + e0, xs + ((o0 + e0) >> 5));
     }
 }
 
-extern "C" __global__ void attention_f32(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, int headSize, float scale)
-{ attention<false>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale); }
+extern "C" __global__ void attention_f32(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, int headSize, float scale,
+                                         i8* xq, XScale* xs)
+{ attention<false>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
 
-extern "C" __global__ void attention_f16(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, int headSize, float scale)
-{ attention<true>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale); }
+extern "C" __global__ void attention_f16(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, int headSize, float scale,
+                                         i8* xq, XScale* xs)
+{ attention<true>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
 
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
@@ -522,9 +679,8 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
     if (T == T_Q4_0)
     {
         // 18-byte block: f16 d, 16 bytes of nibbles (low nibbles = elements 0..15, high = 16..31); value = d * (q - 8)
-        const u8* b = row + (i64)u * 18;
         u32 q[4];
-        load16(b + 2, q);
+        float d = load_scaled_block<4>(row + (i64)u * 18, q);
         load_xq32(xq, u, x);
         int s = 0;
 #pragma unroll
@@ -534,20 +690,18 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
             s = dp4a((int)((q[k] >> 4) & 0x0F0F0F0Fu), x[k + 4], s);
         }
         XScale a = xs[u];
-        return ldh(b) * (a.d * (float)s - 8.f * a.s);
+        return d * (a.d * (float)s - 8.f * a.s);
     }
     else if (T == T_Q8_0)
     {
         // 34-byte block: f16 d, 32 int8
-        const u8* b = row + (i64)u * 34;
         u32 q[8];
-        load16(b + 2, q);
-        load16(b + 18, q + 4);
+        float d = load_scaled_block<8>(row + (i64)u * 34, q);
         load_xq32(xq, u, x);
         int s = 0;
 #pragma unroll
         for (int k = 0; k < 8; k++) s = dp4a((int)q[k], x[k], s);
-        return ldh(b) * xs[u].d * (float)s;
+        return d * xs[u].d * (float)s;
     }
     else if (T == T_Q4_K)
     {
@@ -582,10 +736,8 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
         int sb = u >> 3, k = u & 7, h = k >> 2, g = k & 3;
         const u8* b = row + (i64)sb * 210;
         u32 ql[8], qh[8];
-        load16(b + h * 64 + (g & 1) * 32, ql);
-        load16(b + h * 64 + (g & 1) * 32 + 16, ql + 4);
-        load16(b + 128 + h * 32, qh);
-        load16(b + 128 + h * 32 + 16, qh + 4);
+        load_a2<8>(b + h * 64 + (g & 1) * 32, ql); // super-blocks are 210 bytes: every other one is only 2-byte aligned
+        load_a2<8>(b + 128 + h * 32, qh);
         load_xq32(xq, u, x);
         int shift = g >= 2 ? 4 : 0, hs = 2 * g;
         int sA = 0, sB = 0, oA = 0, oB = 0;
@@ -601,29 +753,86 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
     }
 }
 
-// y[t, r] = sum_c w[r, c] * x[t, c] with x quantized by quantize_x_q8: one warp per weight row (4 per block), lanes
-// over units, blockIdx.y = token. Rows are whole units, so nothing is read past a row: no slide needed here.
+// Up to three weights read by one decode mat-vec launch (q, k and v share their input row): rows of target 0 first,
+// then 1, then 2. The host's CudaMatVecTargets has the same layout.
+struct MatVecTarget { const u8* w; i64 rowBytes; float* y; int rows; int pad; };
+struct MatVecTargets { MatVecTarget t[3]; int count; int accumulate; };
+
+// Dot product of one weight row with the quantized activation row: lanes over units, then a warp sum (every lane gets it).
 template <int T>
-__device__ __forceinline__ void matvec_q8(const u8* w, i64 rowBytes, i64 rows, int cols, const i8* xq, const XScale* xs, float* y)
+__device__ __forceinline__ float row_dot_q8(const u8* __restrict__ row, int cols, const i8* __restrict__ xq, const XScale* __restrict__ xs)
 {
-    int lane = threadIdx.x & 31;
-    i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (r >= rows) return;
-    int t = blockIdx.y;
-    const u8* row = w + r * rowBytes;
-    const i8* xt = xq + (i64)t * cols;
-    const XScale* st = xs + (i64)t * (cols >> 5);
-    int units = cols / Unit<T>::Elems;
+    int lane = threadIdx.x & 31, units = cols / Unit<T>::Elems;
     float acc = 0.f;
 #pragma unroll 4
-    for (int u = lane; u < units; u += 32) acc += dot_unit<T>(row, u, xt, st);
-    acc = warp_sum(acc);
-    if (lane == 0) y[(i64)t * rows + r] = acc;
+    for (int u = lane; u < units; u += 32) acc += dot_unit<T>(row, u, xq, xs);
+    return warp_sum(acc);
+}
+
+// y_i[r] (+)= sum_c w_i[r, c] * x[c] for the targets of `a`, x quantized by quantize_x_q8 (or by the op that wrote
+// it): one warp per weight row (4 per block) over the targets' rows in order. accumulate = 1 adds into y (the
+// residual stream), else y is overwritten. Rows are whole units, so nothing is read past a row: no slide needed here.
+template <int T>
+__device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, const i8* xq, const XScale* xs)
+{
+    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const u8* w = a.t[0].w; i64 rowBytes = a.t[0].rowBytes; float* y = a.t[0].y;
+    if (r >= a.t[0].rows)
+    {
+        r -= a.t[0].rows;
+        if (a.count < 2) return;
+        w = a.t[1].w; rowBytes = a.t[1].rowBytes; y = a.t[1].y;
+        if (r >= a.t[1].rows)
+        {
+            r -= a.t[1].rows;
+            if (a.count < 3 || r >= a.t[2].rows) return;
+            w = a.t[2].w; rowBytes = a.t[2].rowBytes; y = a.t[2].y;
+        }
+    }
+    float acc = row_dot_q8<T>(w + (i64)r * rowBytes, cols, xq, xs);
+    if ((threadIdx.x & 31) == 0) y[r] = a.accumulate ? y[r] + acc : acc;
+}
+
+// gate[r] = silu(wg[r, :] . x) * (wu[r, :] . x) for one token, the SwiGLU input of the down projection. One warp per
+// row, 32 rows per block: when yq is not null (rows a multiple of 32) the block also quantizes its 32 outputs as one
+// 8-bit block for the down projection's mat-vec, which saves a launch.
+template <int T>
+__device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, const i8* xq, const XScale* xs,
+                                          float* y, i8* yq, XScale* ys)
+{
+    __shared__ float outputs[32];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int r = blockIdx.x * 32 + warp;
+    float v = 0.f;
+    if (r < rows)
+    {
+        int units = cols / Unit<T>::Elems;
+        const u8* gRow = wg + (i64)r * rowBytes;
+        const u8* uRow = wu + (i64)r * rowBytes;
+        float g = 0.f, u = 0.f;
+#pragma unroll 2
+        for (int k = lane; k < units; k += 32)
+        {
+            g += dot_unit<T>(gRow, k, xq, xs);
+            u += dot_unit<T>(uRow, k, xq, xs);
+        }
+        g = warp_sum(g);
+        u = warp_sum(u);
+        v = g / (1.f + expf(-g)) * u;
+        if (lane == 0) y[r] = v;
+    }
+    if (yq == 0) return;
+    if (lane == 0) outputs[warp] = v;
+    __syncthreads();
+    if (warp == 0) quantize_block32(outputs[lane], lane, yq + (i64)blockIdx.x * 32, ys + blockIdx.x);
 }
 
 #define MATVEC_Q8_KERNEL(name, T)                                                                                      \
-    extern "C" __global__ void matvec_q8_##name(const u8* w, i64 rowBytes, i64 rows, int cols, const i8* xq, const XScale* xs, float* y) \
-    { matvec_q8<T>(w, rowBytes, rows, cols, xq, xs, y); }
+    extern "C" __global__ void __launch_bounds__(128) matvec_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs) \
+    { matvec_q8<T>(a, cols, xq, xs); }                                                                                 \
+    extern "C" __global__ void __launch_bounds__(1024) swiglu_q8_##name(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, \
+                                                                        const i8* xq, const XScale* xs, float* y, i8* yq, XScale* ys) \
+    { swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y, yq, ys); }
 
 MATVEC_Q8_KERNEL(q4_0, T_Q4_0)
 MATVEC_Q8_KERNEL(q8_0, T_Q8_0)

@@ -75,9 +75,9 @@ internal sealed unsafe class Cublas
     /// cuBLAS's column-major terms y (rows × tokens) = wᵀ (w seen as cols × rows) · x (cols × tokens).
     /// <paramref name="dataType"/> is the type of both w and x (F16 → tensor cores, F32 accumulation; F32 → FP32).
     /// </summary>
-    public void RowMajorMatMul(nint handle, ulong w, ulong x, ulong y, int rows, int cols, int tokens, int dataType)
+    public void RowMajorMatMul(nint handle, ulong w, ulong x, ulong y, int rows, int cols, int tokens, int dataType, bool accumulate = false)
     {
-        float alpha = 1f, beta = 0f;
+        float alpha = 1f, beta = accumulate ? 1f : 0f;
         Check(_gemmEx(handle, OpT, OpN, rows, tokens, cols, &alpha, w, dataType, cols, x, dataType, cols, &beta, y, DataF32, rows, Compute32F, GemmDefault),
             $"cublasGemmEx({rows} x {cols} x {tokens})");
     }

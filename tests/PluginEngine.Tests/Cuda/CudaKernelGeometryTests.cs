@@ -88,16 +88,50 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.Full;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        Assert.Equal(3 * 8 + KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 10, names.Count);
+        Assert.Equal(3 * 8 + 2 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 11, names.Count);
         foreach (var type in KernelSource.WeightTypes)
             Assert.Contains($"WEIGHT_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.Int8MatVecTypes)
             Assert.Contains($"MATVEC_Q8_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.DequantizeF16Types)
             Assert.Contains($"DEQUANTIZE_F16_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
-        string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "dequantize_f16_"];
+        string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "swiglu_q8_", "dequantize_f16_"];
         foreach (string name in names.Where(n => !macroMade.Any(p => n.StartsWith(p, StringComparison.Ordinal))))
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);
+    }
+
+    [Fact]
+    public void SwiGlu_blocks_are_one_quantization_block_of_rows_each()
+    {
+        // 11008 = 344 × 32 (Llama 2 7B's n_ff): whole blocks, each quantizing its 32 outputs; 37 rows need a partial block.
+        Assert.Equal(new Launch(344, 1, 1024), LaunchGeometry.SwiGlu(11008));
+        Assert.Equal(new Launch(2, 1, 1024), LaunchGeometry.SwiGlu(37));
+        Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.SwiGlu(0));
+    }
+
+    [Theory]
+    [InlineData(1, 32, 32, 128, 128, 32 * 64 + 32 * 64 + 32 * 128)]   // Llama 2 7B decode: q pairs, k pairs, v elements
+    [InlineData(5, 4, 2, 64, 32, 5 * 4 * 16 + 5 * 2 * (16 + 32) + 5 * 2 * 64)] // partial rotation: k's unrotated tail is stored too
+    public void Rope_store_kv_items_cover_q_pairs_k_pairs_and_tail_and_v(int tokens, int heads, int kvHeads, int headSize, int dims, long expected)
+        => Assert.Equal(expected, LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims));
+
+    [Fact]
+    public unsafe void MatVec_targets_match_the_kernel_struct_layout()
+    {
+        // kernels.cu: struct MatVecTarget { const u8* w; i64 rowBytes; float* y; int rows; int pad; } x 3, then int count, accumulate.
+        Assert.Equal(3 * 32 + 8, sizeof(CudaMatVecTargets));
+        var t = new CudaMatVecTargets { Count = 2, Accumulate = 1 };
+        t.Set(1, 0x1000, 2304, 0x2000, 4096);
+        ulong* words = (ulong*)&t;
+        Assert.Equal(0x1000UL, words[4]);
+        Assert.Equal(2304UL, words[5]);
+        Assert.Equal(0x2000UL, words[6]);
+        Assert.Equal(4096UL, words[7]); // rows in the low 32 bits, pad 0
+        Assert.Equal(2, ((int*)&t)[24]);
+        Assert.Equal(1, ((int*)&t)[25]);
+        Assert.Equal(0x2000UL, t.Output(1));
+        Assert.Equal(4096, t.Rows(1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new CudaMatVecTargets().Set(3, 0, 0, 0, 1));
     }
 
     [Theory]

@@ -26,6 +26,9 @@ public sealed class CudaKernelOptionsTests
         Assert.False(CudaKernelOptions.From(Options(("graphs", "off")), _ => null).Graphs);
         Assert.False(CudaKernelOptions.From(Options(("graphs", "on")), k => k == "PLUGINENGINE_CUDA_GRAPHS" ? "off" : null).Graphs);
         Assert.True(CudaKernelOptions.From(Options(("graphs", "off")), k => k == "PLUGINENGINE_CUDA_GRAPHS" ? "ON" : null).Graphs);
+        Assert.True(CudaKernelOptions.From(Options(), _ => null).FusedOps);
+        Assert.False(CudaKernelOptions.From(Options(("fusion", "off")), _ => null).FusedOps);
+        Assert.False(CudaKernelOptions.From(Options(("fusion", "on")), k => k == "PLUGINENGINE_CUDA_FUSION" ? "off" : null).FusedOps);
     }
 
     [Fact]

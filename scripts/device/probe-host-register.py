@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Times cuMemHostRegister on a read-only file mapping, the registration `--gpu-host-import on` does, in chunks.
+
+A whole-file registration of a 619 MB GGUF did not return within 70 s on an H200 (docs/bench-data/2026-11-26-h200/
+import-on-file-mapping-hang.txt). This isolates the driver call from the engine: it maps FILE read-only as the loader
+does (PROT_READ, MAP_PRIVATE; or MAP_SHARED with MODE=shared), registers CHUNK_MB at a time with DEVICEMAP|READ_ONLY, and prints the time of each call
+and whether the device pointer equals the host pointer (then chunks registered one by one form one device range).
+Usage: probe-host-register.py FILE [CHUNK_MB] [MAX_SECONDS] [private|shared]
+"""
+import ctypes, os, sys, time
+
+path = sys.argv[1]
+chunk = int(sys.argv[2]) * (1 << 20) if len(sys.argv) > 2 else 64 << 20
+budget = float(sys.argv[3]) if len(sys.argv) > 3 else 40.0
+mode = sys.argv[4] if len(sys.argv) > 4 else "private"
+cuda = ctypes.CDLL("libcuda.so.1")
+def check(r, what):
+    if r != 0:
+        name = ctypes.c_char_p()
+        cuda.cuGetErrorName(r, ctypes.byref(name))
+        raise SystemExit(f"{what}: {name.value.decode() if name.value else r}")
+check(cuda.cuInit(0), "cuInit")
+dev = ctypes.c_int()
+check(cuda.cuDeviceGet(ctypes.byref(dev), 0), "cuDeviceGet")
+ctx = ctypes.c_void_p()
+check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), "cuDevicePrimaryCtxRetain")
+check(cuda.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+fd = os.open(path, os.O_RDONLY)
+size = os.fstat(fd).st_size
+
+# Map with libc so the address is known (Python's mmap object does not expose it for a read-only mapping).
+libc = ctypes.CDLL(None)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+addr = libc.mmap(None, size, 1, 2 if mode == "private" else 1, fd, 0)  # PROT_READ, MAP_PRIVATE (2) or MAP_SHARED (1)
+print(f"file {path}: {size} B mapped ({mode}) at {addr:#x}; chunks of {chunk >> 20} MiB; flags DEVICEMAP|READ_ONLY", flush=True)
+cuda.cuMemHostRegister_v2.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
+cuda.cuMemHostGetDevicePointer_v2.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_void_p, ctypes.c_uint]
+start = time.time()
+done = 0
+page = 4096
+while done < size and time.time() - start < budget:
+    n = min(chunk, (size - done + page - 1) // page * page)
+    t = time.time()
+    r = cuda.cuMemHostRegister_v2(addr + done, n, 0x2 | 0x8)
+    dt = time.time() - t
+    dp = ctypes.c_uint64()
+    same = None
+    if r == 0:
+        cuda.cuMemHostGetDevicePointer_v2(ctypes.byref(dp), addr + done, 0)
+        same = dp.value == addr + done
+    print(f"  [{done >> 20:5d} MiB +{n >> 20} MiB] result {r} in {dt * 1000:8.1f} ms ({n / max(dt, 1e-9) / 1e9:.2f} GB/s); device pointer == host pointer: {same}", flush=True)
+    if r != 0: break
+    done += n
+print(f"registered {done >> 20} MiB of {size >> 20} MiB in {time.time() - start:.1f} s", flush=True)
