@@ -21,7 +21,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly CudaDriver _d;
     private readonly nint _stream;
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
-    private readonly nint _rmsNorm, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
+    private readonly nint _rmsNorm, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly CudaKernelOptions _options;
@@ -75,6 +75,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _ropeStoreKv = _rt.Function("rope_store_kv");
         _attentionF32 = _rt.Function("attention_f32");
         _attentionF16 = _rt.Function("attention_f16");
+        _attentionDecodeF32 = _rt.Function("attention_decode_f32");
+        _attentionDecodeF16 = _rt.Function("attention_decode_f16");
         _siluMul = _rt.Function("silu_mul");
         _add = _rt.Function("add");
         _addBias = _rt.Function("add_bias");
@@ -211,9 +213,12 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     public void MatMulShared(DeviceTensor x, long cols, int tokens, ReadOnlySpan<MatMulTarget> targets)
     {
         // One token: consecutive targets of one int8 type share a launch (q, k and v of a Q4_0 model: one; Q4_K_M's Q6_K v: two).
+        if (!_options.FusedOps)
+        {
+            foreach (var t in targets) MatMul(t.Weight, t.Rows, cols, x, t.Output, tokens); // the default: one MatMul each
+            return;
+        }
         int i = 0;
-        if (!_options.FusedOps) i = targets.Length; // the default: one MatMul each
-        foreach (var t in targets[i..]) MatMul(t.Weight, t.Rows, cols, x, t.Output, tokens);
         while (i < targets.Length)
         {
             var type = targets[i].Weight.Type;
@@ -264,13 +269,17 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         var (xq, xs) = EnsureQuantizedX(px, c);
         // The output is the down projection's input: quantized in the same kernel when its rows are whole 32-element blocks.
         // It goes to a second scratch row, because this kernel still reads the first.
-        bool quantize = FusesQuantization(rows) && rows % LaunchGeometry.SwiGluRowsPerBlock == 0;
+        bool quantize = SwiGluQuantizes && FusesQuantization(rows) && rows % LaunchGeometry.SwiGluQuantizingRowsPerBlock == 0;
         var (yq, ys) = quantize ? QuantizedOutputScratch(rows) : (0UL, 0UL);
         void** args = stackalloc void*[] { &pg, &pu, &rowBytes, &r, &c, &xq, &xs, &py, &yq, &ys };
-        LaunchKernel(_swiGluQ8[slot], LaunchGeometry.SwiGlu(rows), args, "swiglu_q8");
+        LaunchKernel(_swiGluQ8[slot], LaunchGeometry.SwiGlu(rows, quantize), args, "swiglu_q8");
         ForgetQuantizedX();
         if (quantize) SwapQuantizedScratch(py, rows);
     }
+
+    // Experiment (2026-11-26): whether swiglu_q8 quantizes its output in 1024-thread blocks or runs 128-thread blocks and
+    // leaves quantization to quantize_x_q8. PLUGINENGINE_CUDA_SWIGLU_QUANTIZE=1 selects the first.
+    private static readonly bool SwiGluQuantizes = Environment.GetEnvironmentVariable("PLUGINENGINE_CUDA_SWIGLU_QUANTIZE") == "1";
 
     public void RopeAndStoreKv(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
                                RopeParams rope, DeviceTensor? factors)
@@ -436,7 +445,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         bool quantize = p.Tokens == 1 && headSize % 32 == 0 && FusesQuantization(n);
         var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
         void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs };
-        LaunchKernel(kCache.Type == GgmlType.F16 ? _attentionF16 : _attentionF32, LaunchGeometry.Attention(p.Heads, p.Tokens), args, "attention");
+        var kernel = p.Tokens == 1 ? (kCache.Type == GgmlType.F16 ? _attentionDecodeF16 : _attentionDecodeF32) : kCache.Type == GgmlType.F16 ? _attentionF16 : _attentionF32;
+        LaunchKernel(kernel, LaunchGeometry.Attention(p.Heads, p.Tokens), args, p.Tokens == 1 ? "attention (decode)" : "attention");
         if (quantize) RememberQuantizedX(po, n);
     }
 

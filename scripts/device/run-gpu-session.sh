@@ -9,12 +9,12 @@
 #   conformance.txt  the kit's full output
 #   checks/          run-cuda-checks.sh's report.txt, log.txt, plans.txt
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
-# parts (default all but smoke and importprobe): smoke (demo model on the CPU) conformance profile bench7b fusion bench7bk
-#   benchtiny opencl checks importprobe
+# parts (default all but smoke, profiletg and importprobe): smoke (demo model on the CPU) conformance profile profiletg bench7b
+#   nographs fusion bench7bk benchtiny opencl checks importprobe
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
-PARTS=${*:-conformance profile bench7b fusion bench7bk benchtiny opencl checks}
+PARTS=${*:-conformance profile bench7b nographs fusion bench7bk benchtiny opencl checks}
 mkdir -p "$OUT"
 S=$OUT/summary.txt
 if [ ! -x /tmp/dn/dotnet ]; then mkdir -p /tmp/dn && tar xzf "$DEV/rt.tgz" -C /tmp/dn; fi
@@ -81,18 +81,31 @@ bench() { # bench LABEL TIMEOUT ARGS...: rows appended to bench.jsonl with "labe
 if has smoke; then
   bench demo-smoke 60 --backend cpu -p 16 -n 4 -r 1
 fi
+profile() { # profile LABEL TIMEOUT ARGS...: GPU time per kernel (CUDA events around every launch; graphs off) into summary.txt
+  local label=$1; shift
+  local from; from=$(wc -l <"$OUT/errors.txt" 2>/dev/null || echo 0)
+  PLUGINENGINE_CUDA_GRAPHS=off PLUGINENGINE_CUDA_PROFILE=1 bench "$label" "$@"
+  { echo "== profile $label"; tail -n +"$((from + 1))" "$OUT/errors.txt" | sed -n '/cuda kernel profile/,/^exit/p' | head -32; } >>"$S"
+}
 if has profile; then
-  # GPU time per kernel (CUDA events around every launch; graphs off) over one pp512 + tg128 of the 7B shape.
-  PLUGINENGINE_CUDA_GRAPHS=off PLUGINENGINE_CUDA_PROFILE=1 bench profile-7b-q4_0 150 -m synthetic:llama7b:Q4_0 --backend cuda -r 1
-  { echo "== profile"; sed -n '/cuda kernel profile/,/^exit/p' "$OUT/errors.txt" | head -30; } >>"$S"
+  # One pp512 + tg128 of the 7B shape.
+  profile profile-7b-q4_0 150 -m synthetic:llama7b:Q4_0 --backend cuda -r 1
+fi
+if has profiletg; then
+  # Decode only (tg128), fused ops on and off: which kernels a decode step spends its time in.
+  profile profile-7b-q4_0-tg 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 1 -p 1
+  PLUGINENGINE_CUDA_FUSION=off profile profile-7b-q4_0-tg-unfused 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 1 -p 1
 fi
 if has bench7b; then
   bench 7b-q4_0-default 120 -m synthetic:llama7b:Q4_0 --backend cuda -r 3
+fi
+if has nographs; then
   PLUGINENGINE_CUDA_GRAPHS=off bench 7b-q4_0-nographs 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128
 fi
 if has fusion; then
   # The queue's fused ops (one launch for q/k/v, gate/up+SiLU, rope+KV store; projections added into the residual) against their defaults.
   PLUGINENGINE_CUDA_FUSION=off bench 7b-q4_0-unfused 90 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128
+  PLUGINENGINE_CUDA_SWIGLU_QUANTIZE=1 bench 7b-q4_0-swiglu-quantizing 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 1
 fi
 if has bench7bk; then
   bench 7b-q4km-q8 200 -m synthetic:llama7b:Q4_K_M,synthetic:llama7b:Q8_0 --backend cuda -r 3

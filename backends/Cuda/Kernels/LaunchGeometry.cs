@@ -59,14 +59,16 @@ internal static class LaunchGeometry
         return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), (uint)tokens, MatMulWarpsPerBlock * 32);
     }
 
-    /// <summary>Rows (warps) per swiglu_q8 block: one 32-element block of the output, which the block quantizes.</summary>
-    public const int SwiGluRowsPerBlock = 32;
+    /// <summary>Rows (warps) per swiglu_q8 block when the block also quantizes its outputs: one 32-element block of them.</summary>
+    public const int SwiGluQuantizingRowsPerBlock = 32;
 
-    /// <summary>swiglu_q8_*: one warp per row, <see cref="SwiGluRowsPerBlock"/> rows per block.</summary>
-    public static Launch SwiGlu(long rows)
+    /// <summary>swiglu_q8_*: one warp per row; <see cref="SwiGluQuantizingRowsPerBlock"/> rows per block when the kernel
+    /// quantizes its output, else <see cref="MatMulWarpsPerBlock"/> as the mat-vec.</summary>
+    public static Launch SwiGlu(long rows, bool quantize)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
-        return new Launch(checked((uint)CeilDiv(rows, SwiGluRowsPerBlock)), 1, SwiGluRowsPerBlock * 32);
+        int warps = quantize ? SwiGluQuantizingRowsPerBlock : MatMulWarpsPerBlock;
+        return new Launch(checked((uint)CeilDiv(rows, warps)), 1, (uint)warps * 32);
     }
 
     /// <summary>

@@ -483,11 +483,10 @@ __device__ __forceinline__ float ldkv(const void* p, i64 i)
     return F16 ? h2f(((const u16*)p)[i]) : ((const float*)p)[i];
 }
 
-// Positions a warp scores per step: their K and V rows are all loaded before the first warp sum, so one step waits for
-// memory once instead of once per position (a decode step walks a short context with few blocks in flight).
-#define ATT_POSITIONS 4
-
-template <bool F16>
+// P = positions a warp scores per step: their K and V rows are all loaded before the first warp sum, so a step waits
+// for memory once instead of once per position. A decode step (one token: heads blocks in flight) uses 4; a prompt has
+// heads x tokens blocks to hide latency with, and there the registers of 4 positions would cost more in occupancy.
+template <bool F16, int P>
 __device__ __forceinline__ void attention(const float* q, const void* k, const void* v, float* out, int firstPosition,
                                           int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
 {
@@ -508,11 +507,11 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
     const float negInf = -__int_as_float(0x7f800000);
     float m = negInf, l = 0.f;
     int positions = firstPosition + t + 1;
-    for (int p0 = warp; p0 < positions; p0 += ATT_WARPS * ATT_POSITIONS)
+    for (int p0 = warp; p0 < positions; p0 += ATT_WARPS * P)
     {
-        float kv[ATT_POSITIONS][ATT_PER_LANE], vv[ATT_POSITIONS][ATT_PER_LANE], sc[ATT_POSITIONS];
+        float kv[P][ATT_PER_LANE], vv[P][ATT_PER_LANE], sc[P];
 #pragma unroll
-        for (int i = 0; i < ATT_POSITIONS; i++)
+        for (int i = 0; i < P; i++)
         {
             int p = p0 + i * ATT_WARPS;
             i64 base = (i64)p * kvStride + (i64)kh * headSize;
@@ -527,7 +526,7 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
         }
         float mNew = m;
 #pragma unroll
-        for (int i = 0; i < ATT_POSITIONS; i++)
+        for (int i = 0; i < P; i++)
         {
             float s = 0.f;
 #pragma unroll
@@ -541,7 +540,7 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
 #pragma unroll
         for (int j = 0; j < ATT_PER_LANE; j++) acc[j] *= correction;
 #pragma unroll
-        for (int i = 0; i < ATT_POSITIONS; i++)
+        for (int i = 0; i < P; i++)
         {
             float weight = expf(sc[i] - mNew); // 0 for positions past the end
             l += weight;
@@ -590,13 +589,15 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
     }
 }
 
-extern "C" __global__ void attention_f32(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, int headSize, float scale,
-                                         i8* xq, XScale* xs)
-{ attention<false>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
+#define ATTENTION_KERNEL(name, F16, P)                                                                                 \
+    extern "C" __global__ void name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
+                                    int headSize, float scale, i8* xq, XScale* xs)                                     \
+    { attention<F16, P>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
 
-extern "C" __global__ void attention_f16(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, int headSize, float scale,
-                                         i8* xq, XScale* xs)
-{ attention<true>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
+ATTENTION_KERNEL(attention_f32, false, 1)
+ATTENTION_KERNEL(attention_f16, true, 1)
+ATTENTION_KERNEL(attention_decode_f32, false, 4)
+ATTENTION_KERNEL(attention_decode_f16, true, 4)
 
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
@@ -802,7 +803,7 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
 {
     __shared__ float outputs[32];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int r = blockIdx.x * 32 + warp;
+    int r = blockIdx.x * (blockDim.x >> 5) + warp; // yq != 0 only with 32 warps per block
     float v = 0.f;
     if (r < rows)
     {

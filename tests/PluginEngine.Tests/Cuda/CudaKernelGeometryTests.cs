@@ -88,14 +88,14 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.Full;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        Assert.Equal(3 * 8 + 2 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 11, names.Count);
+        Assert.Equal(3 * 8 + 2 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 13, names.Count);
         foreach (var type in KernelSource.WeightTypes)
             Assert.Contains($"WEIGHT_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.Int8MatVecTypes)
             Assert.Contains($"MATVEC_Q8_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.DequantizeF16Types)
             Assert.Contains($"DEQUANTIZE_F16_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
-        string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "swiglu_q8_", "dequantize_f16_"];
+        string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "swiglu_q8_", "dequantize_f16_", "attention_"];
         foreach (string name in names.Where(n => !macroMade.Any(p => n.StartsWith(p, StringComparison.Ordinal))))
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);
     }
@@ -104,9 +104,10 @@ public sealed class CudaKernelGeometryTests
     public void SwiGlu_blocks_are_one_quantization_block_of_rows_each()
     {
         // 11008 = 344 × 32 (Llama 2 7B's n_ff): whole blocks, each quantizing its 32 outputs; 37 rows need a partial block.
-        Assert.Equal(new Launch(344, 1, 1024), LaunchGeometry.SwiGlu(11008));
-        Assert.Equal(new Launch(2, 1, 1024), LaunchGeometry.SwiGlu(37));
-        Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.SwiGlu(0));
+        Assert.Equal(new Launch(344, 1, 1024), LaunchGeometry.SwiGlu(11008, quantize: true));
+        Assert.Equal(new Launch(2752, 1, 128), LaunchGeometry.SwiGlu(11008, quantize: false));
+        Assert.Equal(new Launch(10, 1, 128), LaunchGeometry.SwiGlu(37, quantize: false));
+        Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.SwiGlu(0, quantize: false));
     }
 
     [Theory]
