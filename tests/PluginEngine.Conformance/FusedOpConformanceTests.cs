@@ -63,17 +63,21 @@ public sealed class FusedOpConformanceTests
         }
     }
 
-    public static TheoryData<string, GgmlType, RopeMode, int, int> RopeAndStoreKvCases
+    /// <summary>Cache type, mode, rotated dims of the 64-element heads, tokens, first position.</summary>
+    public static TheoryData<string, GgmlType, RopeMode, int, int, int> RopeAndStoreKvCases
     {
         get
         {
-            var data = new TheoryData<string, GgmlType, RopeMode, int, int>();
+            var data = new TheoryData<string, GgmlType, RopeMode, int, int, int>();
             foreach (string backend in Backends())
                 foreach (var cacheType in new[] { GgmlType.F32, GgmlType.F16 })
                     foreach (var mode in new[] { RopeMode.Normal, RopeMode.NeoX })
+                    {
                         foreach (int tokens in new[] { 1, 5 })
                             foreach (int firstPosition in new[] { 0, 17 })
-                                data.Add(backend, cacheType, mode, tokens, firstPosition);
+                                data.Add(backend, cacheType, mode, 64, tokens, firstPosition);
+                        data.Add(backend, cacheType, mode, 32, 5, 17); // partial rotation: the other half of k is stored as it is
+                    }
             return data;
         }
     }
@@ -262,15 +266,15 @@ public sealed class FusedOpConformanceTests
 
     [Theory]
     [MemberData(nameof(RopeAndStoreKvCases))]
-    public void RopeAndStoreKv_matches_cpu(string backend, GgmlType cacheType, RopeMode mode, int tokens, int firstPosition)
-        => RopeAndStoreKv(backend, cacheType, mode, tokens, firstPosition, withFactors: false);
+    public void RopeAndStoreKv_matches_cpu(string backend, GgmlType cacheType, RopeMode mode, int dims, int tokens, int firstPosition)
+        => RopeAndStoreKv(backend, cacheType, mode, dims, tokens, firstPosition, withFactors: false);
 
     [Theory]
     [MemberData(nameof(RopeAndStoreKvWithFactorsCases))]
     public void RopeAndStoreKv_with_factors_matches_cpu(string backend, GgmlType cacheType, RopeMode mode, int tokens)
-        => RopeAndStoreKv(backend, cacheType, mode, tokens, 17, withFactors: true);
+        => RopeAndStoreKv(backend, cacheType, mode, 64, tokens, 17, withFactors: true);
 
-    private static void RopeAndStoreKv(string backend, GgmlType cacheType, RopeMode mode, int tokens, int firstPosition, bool withFactors)
+    private static void RopeAndStoreKv(string backend, GgmlType cacheType, RopeMode mode, int dims, int tokens, int firstPosition, bool withFactors)
     {
         using var target = new DeviceSession(Require(backend));
         RequireOp(target.Queue, withFactors ? ComputeOp.RopeFrequencyFactors : ComputeOp.Rope, GgmlType.F32);
@@ -282,8 +286,8 @@ public sealed class FusedOpConformanceTests
         float[] k = TestData.Random(22, tokens * kvd);
         float[] v = TestData.Random(23, tokens * kvd);
         var p = new AttentionParams(tokens, firstPosition, heads, kvHeads, headSize, 1f / MathF.Sqrt(headSize));
-        var rope = new RopeParams(mode, headSize, 10000f, 1f);
-        float[] factors = FrequencyFactors(headSize / 2);
+        var rope = new RopeParams(mode, dims, 10000f, 1f);
+        float[] factors = FrequencyFactors(dims / 2);
         // Each cache is one row longer than its capacity and starts one row in (a non-zero offset, as a layer's cache in a
         // shared buffer); every byte outside the batch's rows is a finite sentinel that must survive.
         byte[] kSentinel = Encode(cacheType, TestData.Random(24, (capacity + 1) * kvd, 50f));
@@ -314,7 +318,7 @@ public sealed class FusedOpConformanceTests
             return (s.Read(qt, q.Length), s.Read(kt, k.Length), s.ReadBytes(kc, kSentinel.Length), s.ReadBytes(vc, vSentinel.Length));
         }
 
-        string what = $"{backend} RopeAndStoreKv {mode} {cacheType} cache, {tokens} tokens from {firstPosition}{(withFactors ? " with factors" : "")}";
+        string what = $"{backend} RopeAndStoreKv {mode} dims {dims} {cacheType} cache, {tokens} tokens from {firstPosition}{(withFactors ? " with factors" : "")}";
         var expected = Run(reference, fused: false, withFactors);
         var actual = Run(target, fused: true, withFactors);
         TestData.AssertClose(expected.Q, actual.Q, 1e-4, $"{what}: q");
