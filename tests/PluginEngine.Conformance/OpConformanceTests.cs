@@ -129,7 +129,7 @@ public sealed class OpConformanceTests
             return s.Read(y, (long)tokens * rows);
         }
 
-        double tolerance = type switch { GgmlType.F32 => 1e-4, GgmlType.F16 or GgmlType.BF16 => 1e-3, _ => 3e-2 };
+        double tolerance = MatMulTolerance(type);
         float[] actual = Run(target);
         TestData.AssertClose(Run(reference), actual, tolerance, $"{backend} MatMul {type} [{cols} x {rows}] x {tokens} tokens vs cpu");
         // Also against the exact product of the dequantized weights (double precision): a backend may round activations
@@ -138,7 +138,11 @@ public sealed class OpConformanceTests
             $"{backend} MatMul {type} [{cols} x {rows}] x {tokens} tokens vs exact dequantized product");
     }
 
-    private static float[] ExactMatMul(GgmlType type, byte[] weights, int rows, int cols, float[] x, int tokens)
+    /// <summary>MatMul tolerance (relative to the reference's RMS) for weights of <paramref name="type"/>; the fused ops' tests use it too.</summary>
+    internal static double MatMulTolerance(GgmlType type) => type switch { GgmlType.F32 => 1e-4, GgmlType.F16 or GgmlType.BF16 => 1e-3, _ => 3e-2 };
+
+    /// <summary>y[t, r] = Σ_c x[t, c] · w[r, c] in double precision over the dequantized weights.</summary>
+    internal static float[] ExactMatMul(GgmlType type, byte[] weights, int rows, int cols, float[] x, int tokens)
     {
         long rowBytes = GgmlTypes.RowSize(type, cols);
         var w = new float[cols];
