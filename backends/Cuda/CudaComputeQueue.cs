@@ -30,18 +30,14 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly CudaStepGraph? _graph; // null unless the graphs option is on (and the driver has graphs)
     private readonly CudaOpProfile? _profile; // PLUGINENGINE_CUDA_PROFILE=1 (without graphs)
 
-    // Scratch (device memory, grown on demand): two 8-bit activation rows of the int8 mat-vec [cols int8, then one
-    // XScale {d, s} per 32 elements at an aligned offset] — the current one, and the one swiglu_q8 writes while it
-    // reads the current — and the F16 weights [rows, cols] and activations [tokens, cols] of the cuBLAS prompt path.
-    private readonly ulong[] _xq8 = new ulong[2];
-    private readonly long[] _xq8Capacity = new long[2];
-    private int _xq8Current;
-    private ulong _weightsF16, _activationsF16;
-    private long _weightsF16Capacity, _activationsF16Capacity;
+    // Scratch (device memory, grown on demand): the 8-bit activation row of the int8 mat-vec [cols int8, then one
+    // XScale {d, s} per 32 elements at an aligned offset], and the F16 weights [rows, cols] and activations
+    // [tokens, cols] of the cuBLAS prompt path.
+    private ulong _xq8, _weightsF16, _activationsF16;
+    private long _xq8Capacity, _weightsF16Capacity, _activationsF16Capacity;
 
-    // Which activation row the current 8-bit scratch holds (device address and length), or 0: q, k and v (and gate and
-    // up) read the same row, so it is quantized once for them. Every op other than a matmul may write memory, so each
-    // one forgets it.
+    // Which activation row _xq8 holds (device address and length), or 0: q, k and v (and gate and up) read the same
+    // row, so it is quantized once for them. Every op other than a matmul may write memory, so each one forgets it.
     private ulong _xq8Source;
     private long _xq8Elements;
 
@@ -139,26 +135,14 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     /// <summary>Whether an op that writes an n-element activation row also quantizes it for the int8 mat-vec.</summary>
     private bool FusesQuantization(long n) => _options.Int8MatVec && n % 32 == 0 && n <= LaunchGeometry.MaxFusedQuantizeElements;
 
-    /// <summary>Device addresses of the int8 values and the block scales of an n-element row in the current 8-bit activation scratch.</summary>
-    private (ulong Values, ulong Scales) QuantizedXScratch(long n) => QuantizedScratch(_xq8Current, n);
-
-    /// <summary>The other 8-bit scratch row: an op that reads the current one writes its quantized output there, then <see cref="SwapQuantizedScratch"/>.</summary>
-    private (ulong Values, ulong Scales) QuantizedOutputScratch(long n) => QuantizedScratch(1 - _xq8Current, n);
-
-    private (ulong Values, ulong Scales) QuantizedScratch(int which, long n)
+    /// <summary>Device addresses of the int8 values and the block scales of an n-element row in the 8-bit activation scratch.</summary>
+    private (ulong Values, ulong Scales) QuantizedXScratch(long n)
     {
         long scalesAt = TensorPadding.AlignUp(n, StagingAlignment);
-        ulong before = _xq8[which];
-        EnsureScratch(ref _xq8[which], ref _xq8Capacity[which], scalesAt + n / 32 * 8, "8-bit activations");
-        if (_xq8[which] != before && which == _xq8Current) ForgetQuantizedX(); // a new buffer holds nothing yet
-        return (_xq8[which], _xq8[which] + (ulong)scalesAt);
-    }
-
-    /// <summary>The output scratch becomes the current one, holding <paramref name="elements"/> quantized from <paramref name="source"/>.</summary>
-    private void SwapQuantizedScratch(ulong source, long elements)
-    {
-        _xq8Current = 1 - _xq8Current;
-        RememberQuantizedX(source, elements);
+        ulong before = _xq8;
+        EnsureScratch(ref _xq8, ref _xq8Capacity, scalesAt + n / 32 * 8, "8-bit activations");
+        if (_xq8 != before) ForgetQuantizedX(); // a new buffer holds nothing yet
+        return (_xq8, _xq8 + (ulong)scalesAt);
     }
 
     private void RememberQuantizedX(ulong source, long elements)
@@ -267,19 +251,10 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         long rowBytes = GgmlTypes.RowSize(wGate.Type, cols);
         int r = checked((int)rows), c = checked((int)cols);
         var (xq, xs) = EnsureQuantizedX(px, c);
-        // The output is the down projection's input: quantized in the same kernel when its rows are whole 32-element blocks.
-        // It goes to a second scratch row, because this kernel still reads the first.
-        bool quantize = SwiGluQuantizes && FusesQuantization(rows) && rows % LaunchGeometry.SwiGluQuantizingRowsPerBlock == 0;
-        var (yq, ys) = quantize ? QuantizedOutputScratch(rows) : (0UL, 0UL);
-        void** args = stackalloc void*[] { &pg, &pu, &rowBytes, &r, &c, &xq, &xs, &py, &yq, &ys };
-        LaunchKernel(_swiGluQ8[slot], LaunchGeometry.SwiGlu(rows, quantize), args, "swiglu_q8");
-        ForgetQuantizedX();
-        if (quantize) SwapQuantizedScratch(py, rows);
+        void** args = stackalloc void*[] { &pg, &pu, &rowBytes, &r, &c, &xq, &xs, &py };
+        LaunchKernel(_swiGluQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, "swiglu_q8");
+        ForgetQuantizedXIfWritten(py, rows);
     }
-
-    // Experiment (2026-11-26): whether swiglu_q8 quantizes its output in 1024-thread blocks or runs 128-thread blocks and
-    // leaves quantization to quantize_x_q8. PLUGINENGINE_CUDA_SWIGLU_QUANTIZE=1 selects the first.
-    private static readonly bool SwiGluQuantizes = Environment.GetEnvironmentVariable("PLUGINENGINE_CUDA_SWIGLU_QUANTIZE") == "1";
 
     public void RopeAndStoreKv(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
                                RopeParams rope, DeviceTensor? factors)
@@ -549,7 +524,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _profile?.Collect();
         _profile?.Dispose();
         if (_rowIds != 0) _d.cuMemFree(_rowIds);
-        foreach (ulong scratch in new[] { _xq8[0], _xq8[1], _weightsF16, _activationsF16 }) if (scratch != 0) _d.cuMemFree(scratch);
+        foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16 }) if (scratch != 0) _d.cuMemFree(scratch);
         if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
         if (_staging != null) _d.cuMemFreeHost(_staging);
         _d.cuStreamDestroy(_stream);

@@ -56,6 +56,10 @@ if has conformance; then
   # The kit runs every op and type on cuda and opencl against the CPU reference (plus the seed regression).
   timeout -k 10 150 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none >"$OUT/conformance.txt" 2>&1
   { echo "== conformance (exit $?)"; grep -E "Total:" "$OUT/conformance.txt"; grep -A6 "\[FAIL\]" "$OUT/conformance.txt" | head -80; } >>"$S"
+  # The fused ops again with CUDA's fusion off: their unfused form (the defaults' sequence of primitive ops) must pass too.
+  PLUGINENGINE_CUDA_FUSION=off timeout -k 10 90 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none \
+    -class PluginEngine.Conformance.FusedOpConformanceTests >"$OUT/conformance-unfused.txt" 2>&1
+  { echo "== conformance, fused ops with fusion off (exit $?)"; grep -E "Total:" "$OUT/conformance-unfused.txt"; grep -A6 "\[FAIL\]" "$OUT/conformance-unfused.txt" | head -40; } >>"$S"
 fi
 
 BENCH_ROWS_PY=$(cat <<'PY'
@@ -105,7 +109,6 @@ fi
 if has fusion; then
   # The queue's fused ops (one launch for q/k/v, gate/up+SiLU, rope+KV store; projections added into the residual) against their defaults.
   PLUGINENGINE_CUDA_FUSION=off bench 7b-q4_0-unfused 90 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128
-  PLUGINENGINE_CUDA_SWIGLU_QUANTIZE=1 bench 7b-q4_0-swiglu-quantizing 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 1
 fi
 if has bench7bk; then
   bench 7b-q4km-q8 200 -m synthetic:llama7b:Q4_K_M,synthetic:llama7b:Q8_0 --backend cuda -r 3

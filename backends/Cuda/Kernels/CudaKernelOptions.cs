@@ -23,7 +23,7 @@ namespace PluginEngine.Backends.Cuda.Kernels;
 /// </param>
 /// <param name="FusedOps">
 /// <c>fusion: on</c> (default): the queue's fused ops (MatMulShared, MatMulAdd, MatMulSwiGlu, RopeAndStoreKv) run as
-/// single kernels where a kernel exists (a decode step: 8 launches per layer instead of 18); <c>off</c>: they run as
+/// single kernels where a kernel exists (a decode step: 9 launches per layer instead of 18); <c>off</c>: they run as
 /// the primitive ops of their defaults. Environment: PLUGINENGINE_CUDA_FUSION.
 /// </param>
 internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = true, bool FusedOps = true)

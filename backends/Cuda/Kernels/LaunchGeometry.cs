@@ -51,24 +51,12 @@ internal static class LaunchGeometry
         return new Launch(checked((uint)CeilDiv(blocks, BlockThreads / 32)), 1, BlockThreads);
     }
 
-    /// <summary>matvec_q8_*: a warp per weight row as <see cref="MatMul"/>, grid y = token.</summary>
+    /// <summary>matvec_q8_* and swiglu_q8_*: a warp per weight row as <see cref="MatMul"/>, grid y = token.</summary>
     public static Launch MatVecQ8(long rows, int tokens)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
         return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), (uint)tokens, MatMulWarpsPerBlock * 32);
-    }
-
-    /// <summary>Rows (warps) per swiglu_q8 block when the block also quantizes its outputs: one 32-element block of them.</summary>
-    public const int SwiGluQuantizingRowsPerBlock = 32;
-
-    /// <summary>swiglu_q8_*: one warp per row; <see cref="SwiGluQuantizingRowsPerBlock"/> rows per block when the kernel
-    /// quantizes its output, else <see cref="MatMulWarpsPerBlock"/> as the mat-vec.</summary>
-    public static Launch SwiGlu(long rows, bool quantize)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
-        int warps = quantize ? SwiGluQuantizingRowsPerBlock : MatMulWarpsPerBlock;
-        return new Launch(checked((uint)CeilDiv(rows, warps)), 1, (uint)warps * 32);
     }
 
     /// <summary>

@@ -100,16 +100,6 @@ public sealed class CudaKernelGeometryTests
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);
     }
 
-    [Fact]
-    public void SwiGlu_blocks_are_one_quantization_block_of_rows_each()
-    {
-        // 11008 = 344 × 32 (Llama 2 7B's n_ff): whole blocks, each quantizing its 32 outputs; 37 rows need a partial block.
-        Assert.Equal(new Launch(344, 1, 1024), LaunchGeometry.SwiGlu(11008, quantize: true));
-        Assert.Equal(new Launch(2752, 1, 128), LaunchGeometry.SwiGlu(11008, quantize: false));
-        Assert.Equal(new Launch(10, 1, 128), LaunchGeometry.SwiGlu(37, quantize: false));
-        Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.SwiGlu(0, quantize: false));
-    }
-
     [Theory]
     [InlineData(1, 32, 32, 128, 128, 32 * 64 + 32 * 64 + 32 * 128)]   // Llama 2 7B decode: q pairs, k pairs, v elements
     [InlineData(5, 4, 2, 64, 32, 5 * 4 * 16 + 5 * 2 * (16 + 32) + 5 * 2 * 64)] // partial rotation: k's unrotated tail is stored too
