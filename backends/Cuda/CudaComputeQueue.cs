@@ -25,6 +25,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly CudaKernelOptions _options;
+    private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (CudaRuntime.ProgrammaticLaunch)
     private readonly Cublas? _blas;
     private nint _blasHandle;
     private readonly CudaStepGraph? _graph; // null unless the graphs option is on (and the driver has graphs)
@@ -86,6 +87,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         }
         foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
         _options = _rt.Options;
+        _programmaticLaunch = _rt.ProgrammaticLaunch;
         _blas = _options.CublasPrompt ? _rt.Blas : null;
         if (_options.Graphs && _d.HasGraphs) _graph = new CudaStepGraph(_rt, _stream);
         else if (CudaOpProfile.Requested) _profile = new CudaOpProfile(_d);
@@ -557,7 +559,18 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     {
         _graph?.BeforeWork();
         var events = _profile?.Begin(_stream);
-        int r = _d.cuLaunchKernel(function, launch.GridX, launch.GridY, 1, launch.BlockX, 1, 1, 0, _stream, args, null);
+        int r;
+        if (_programmaticLaunch)
+        {
+            var attribute = new CudaDriver.LaunchAttribute { Id = CudaDriver.LaunchAttributeProgrammaticStreamSerialization, Value = 1 };
+            var config = new CudaDriver.LaunchConfig
+            {
+                GridX = launch.GridX, GridY = launch.GridY, GridZ = 1, BlockX = launch.BlockX, BlockY = 1, BlockZ = 1,
+                Stream = _stream, Attributes = &attribute, AttributeCount = 1,
+            };
+            r = _d.cuLaunchKernelEx(&config, function, args, null);
+        }
+        else r = _d.cuLaunchKernel(function, launch.GridX, launch.GridY, 1, launch.BlockX, 1, 1, 0, _stream, args, null);
         if (r != 0) throw new CudaException($"cuLaunchKernel({what}, grid {launch.GridX}x{launch.GridY}, block {launch.BlockX})", r, _d.ErrorName(r));
         if (events is { } e) _profile!.End(what, e, _stream);
     }

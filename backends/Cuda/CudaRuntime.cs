@@ -45,6 +45,10 @@ internal sealed unsafe class CudaRuntime
     /// <summary>Which matmul implementations queues use.</summary>
     public CudaKernelOptions Options { get; private set; } = CudaKernelOptions.Default;
 
+    /// <summary>Whether kernels are launched with programmatic stream serialization: the option is on, the device is sm_90 or
+    /// later (the kernels' griddepcontrol instructions exist there) and the driver has cuLaunchKernelEx.</summary>
+    public bool ProgrammaticLaunch => Options.ProgrammaticLaunch && Major >= 9 && Driver.cuLaunchKernelEx != null;
+
     /// <summary>cuBLAS for the prompt path, or null (not wanted, or not found: <see cref="BlasStatus"/> says which).</summary>
     public Cublas? Blas { get; private set; }
 
@@ -91,7 +95,8 @@ internal sealed unsafe class CudaRuntime
             else rt.BlasStatus = "prompt GEMM: the plugin's kernels (gemm option)";
             reason = $"{rt.Name} (sm_{rt.Major}{rt.Minor}, {rt.TotalMemory >> 20} MiB), driver {rt.DriverVersion / 1000}.{rt.DriverVersion % 1000 / 10}, NVRTC {rt.NvrtcVersion}, kernels {rt.KernelOrigin}; " +
                      $"{rt.BlasStatus}; decode mat-vec: {(kernels.Int8MatVec ? "8-bit activations (dp4a)" : "F32 activations")}; " +
-                     $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver has no graph API)" : "off")}; fused ops: {(kernels.FusedOps ? "on" : "off")}";
+                     $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver has no graph API)" : "off")}; fused ops: {(kernels.FusedOps ? "on" : "off")}; " +
+                     $"programmatic launch: {(rt.ProgrammaticLaunch ? "on" : kernels.ProgrammaticLaunch ? "off (needs sm_90 and cuLaunchKernelEx)" : "off")}";
             return rt;
         }
         catch (KernelCompileException e) { reason = $"kernel compile failure: {e.Message}"; return null; }

@@ -10,11 +10,11 @@
 #   checks/          run-cuda-checks.sh's report.txt, log.txt, plans.txt
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
 # parts (default all but smoke, profiletg and importprobe): smoke (demo model on the CPU) conformance profile profiletg bench7b
-#   nographs fusion bench7bk benchtiny opencl checks importprobe
+#   nographs fusion pdl bench7bk benchtiny opencl checks importprobe
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
-PARTS=${*:-conformance profile bench7b nographs fusion bench7bk benchtiny opencl checks}
+PARTS=${*:-conformance profile bench7b nographs fusion pdl bench7bk benchtiny opencl checks}
 mkdir -p "$OUT"
 S=$OUT/summary.txt
 if [ ! -x /tmp/dn/dotnet ]; then mkdir -p /tmp/dn && tar xzf "$DEV/rt.tgz" -C /tmp/dn; fi
@@ -26,7 +26,8 @@ export PLUGINENGINE_CACHE=/tmp/pe-cache
 PE=(/tmp/dn/dotnet "$DEV/app/pluginengine.dll")
 PLUGINS=(--plugins "$DEV/app/plugins.json")
 has() { [[ " $PARTS " == *" $1 "* ]]; }
-{ echo "== machine"; date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; lscpu | grep -m1 'Model name'; } >>"$S" 2>&1
+{ echo "== machine"; date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.memory --format=csv,noheader; lscpu | grep -m1 'Model name';
+  echo "profilers: $(ls /usr/local/cuda/bin 2>/dev/null | grep -E '^(ncu|nsys)$' | tr '\n' ' ')"; } >>"$S" 2>&1
 
 python3 - "$DEV/app/plugins.json" >>"$S" <<'PY'
 import json, sys, ctypes
@@ -109,6 +110,10 @@ fi
 if has fusion; then
   # The queue's fused ops (one launch for q/k/v, gate/up+SiLU, rope+KV store; projections added into the residual) against their defaults.
   PLUGINENGINE_CUDA_FUSION=off bench 7b-q4_0-unfused 90 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128
+fi
+if has pdl; then
+  # Programmatic dependent launch (sm_90+) off: every kernel waits for the previous one to finish before it is scheduled.
+  PLUGINENGINE_CUDA_PDL=off bench 7b-q4_0-nopdl 90 -m synthetic:llama7b:Q4_0 --backend cuda -r 3
 fi
 if has bench7bk; then
   bench 7b-q4km-q8 200 -m synthetic:llama7b:Q4_K_M,synthetic:llama7b:Q8_0 --backend cuda -r 3

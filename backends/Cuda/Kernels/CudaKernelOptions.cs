@@ -26,9 +26,14 @@ namespace PluginEngine.Backends.Cuda.Kernels;
 /// single kernels where a kernel exists (a decode step: 9 launches per layer instead of 18); <c>off</c>: they run as
 /// the primitive ops of their defaults. Environment: PLUGINENGINE_CUDA_FUSION.
 /// </param>
-internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = true, bool FusedOps = true)
+/// <param name="ProgrammaticLaunch">
+/// <c>pdl: on</c> (default; used on sm_90 and later where the driver has cuLaunchKernelEx): kernels are launched with
+/// programmatic stream serialization, so each is scheduled while its predecessor still runs and waits for it on the
+/// device (kernels.cu's PDL_ENTRY); <c>off</c>: plain launches. Environment: PLUGINENGINE_CUDA_PDL.
+/// </param>
+internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = true, bool FusedOps = true, bool ProgrammaticLaunch = true)
 {
-    public static CudaKernelOptions Default { get; } = new(true, true, true, true);
+    public static CudaKernelOptions Default { get; } = new(true, true, true, true, true);
 
     /// <summary>Reads the options; a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
     public static CudaKernelOptions From(PluginOptions options, Func<string, string?> environment)
@@ -37,7 +42,8 @@ internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, boo
         bool cublas = Choice(options, environment, "gemm", "PLUGINENGINE_CUDA_GEMM", "cublas", "kernels");
         bool graphs = Choice(options, environment, "graphs", "PLUGINENGINE_CUDA_GRAPHS", "on", "off");
         bool fusion = Choice(options, environment, "fusion", "PLUGINENGINE_CUDA_FUSION", "on", "off");
-        return new CudaKernelOptions(int8, cublas, graphs, fusion);
+        bool pdl = Choice(options, environment, "pdl", "PLUGINENGINE_CUDA_PDL", "on", "off");
+        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl);
     }
 
     /// <summary>True for <paramref name="first"/>, false for <paramref name="second"/>; the environment wins over plugins.json.</summary>

@@ -40,6 +40,17 @@ __device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;
 __device__ __forceinline__ float bf2f(u16 b) { return __uint_as_float(((u32)b) << 16); }
 __device__ __forceinline__ float ldh(const u8* p) { return h2f(*(const u16*)p); }
 
+// Programmatic dependent launch (sm_90+, when the host launches with the programmatic-serialization attribute): a
+// kernel may be scheduled while the previous kernel of its stream is still running. Every kernel therefore starts by
+// waiting for its predecessor's completion and memory (griddepcontrol.wait: a no-op when launched normally), after
+// first letting its own successor be scheduled (launch_dependents), so that the successor's launch latency overlaps
+// this kernel's run instead of following it. Before sm_90 both are omitted.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define PDL_ENTRY() do { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); asm volatile("griddepcontrol.wait;" ::: "memory"); } while (0)
+#else
+#define PDL_ENTRY() do { } while (0)
+#endif
+
 __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll
@@ -312,11 +323,11 @@ __device__ __forceinline__ void get_rows(const u8* table, i64 rowBytes, const in
 
 #define WEIGHT_KERNELS(name, T)                                                                                        \
     extern "C" __global__ void matmul_##name##_t1(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens) \
-    { matmul_rows<T, 1>(w, rowBytes, rows, cols, x, y, tokens); }                                                      \
+    { PDL_ENTRY(); matmul_rows<T, 1>(w, rowBytes, rows, cols, x, y, tokens); }                                                      \
     extern "C" __global__ void matmul_##name##_tn(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens) \
-    { matmul_rows<T, MATMUL_TOKENS_PER_BLOCK>(w, rowBytes, rows, cols, x, y, tokens); }                                \
+    { PDL_ENTRY(); matmul_rows<T, MATMUL_TOKENS_PER_BLOCK>(w, rowBytes, rows, cols, x, y, tokens); }                                \
     extern "C" __global__ void get_rows_##name(const u8* table, i64 rowBytes, const int* ids, float* dst, i64 rowLength) \
-    { get_rows<T>(table, rowBytes, ids, dst, rowLength); }
+    { PDL_ENTRY(); get_rows<T>(table, rowBytes, ids, dst, rowLength); }
 
 WEIGHT_KERNELS(f32, T_F32)
 WEIGHT_KERNELS(f16, T_F16)
@@ -327,37 +338,74 @@ WEIGHT_KERNELS(q4_k, T_Q4_K)
 WEIGHT_KERNELS(q5_k, T_Q5_K)
 WEIGHT_KERNELS(q6_k, T_Q6_K)
 
+// Elements of a row one rms_norm thread keeps in registers (rows up to NORM_REGS x blockDim, 8192 with 1024 threads).
+#define NORM_REGS 8
+
 // y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w; one block per row. When xq is not null (n a multiple of 32),
 // y is also quantized to 8-bit blocks for the decode mat-vec that reads it next (xq [rows, n], xs [rows, n / 32]),
-// which saves a quantize_x_q8 launch for q/k/v and for gate/up.
+// which saves a quantize_x_q8 launch for q/k/v and for gate/up. A decode step normalizes one row with one block, so
+// the kernel is all latency: every x and w load is issued before the first reduction, and the row stays in registers.
+// Thread t holds elements k * blockDim + t (k < NORM_REGS): for each k a warp holds 32 consecutive elements, one
+// quantization block.
 extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, int n, float eps, i8* xq, XScale* xs)
 {
+    PDL_ENTRY();
     __shared__ float partial[32];
     const float* xr = x + (i64)blockIdx.x * n;
     float* yr = y + (i64)blockIdx.x * n;
+    int tid = threadIdx.x, lane = tid & 31;
+    bool inRegs = n <= NORM_REGS * (int)blockDim.x;
+    float xv[NORM_REGS], wv[NORM_REGS];
     float s = 0.f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
-    s = warp_sum(s);
-    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
-    __syncthreads();
-    if (threadIdx.x < 32)
+    if (inRegs)
     {
-        float p = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.f;
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++)
+        {
+            int i = k * blockDim.x + tid;
+            xv[k] = i < n ? xr[i] : 0.f;
+            wv[k] = i < n ? w[i] : 0.f;
+        }
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++) s += xv[k] * xv[k];
+    }
+    else
+        for (int i = tid; i < n; i += blockDim.x) s += xr[i] * xr[i];
+    s = warp_sum(s);
+    if (lane == 0) partial[tid >> 5] = s;
+    __syncthreads();
+    if (tid < 32)
+    {
+        float p = tid < (blockDim.x >> 5) ? partial[tid] : 0.f;
         p = warp_sum(p);
-        if (threadIdx.x == 0) partial[0] = p;
+        if (tid == 0) partial[0] = p;
     }
     __syncthreads();
     float scale = rsqrtf(partial[0] / (float)n + eps);
-    if (xq == 0)
-    {
-        for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
-        return;
-    }
-    // Warp k takes the 32-element blocks k, k + warps, ...: every lane of a warp stays in the loop together.
-    int lane = threadIdx.x & 31;
     i8* qr = xq + (i64)blockIdx.x * n;
     XScale* sr = xs + (i64)blockIdx.x * (n >> 5);
-    for (int b0 = threadIdx.x & ~31; b0 < n; b0 += blockDim.x)
+    if (inRegs)
+    {
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++)
+        {
+            int i0 = k * blockDim.x + (tid & ~31), i = i0 + lane;
+            if (xq == 0) { if (i < n) yr[i] = xv[k] * scale * wv[k]; }
+            else if (i0 < n) // n is a multiple of 32 here: the whole warp is in or out
+            {
+                float v = xv[k] * scale * wv[k];
+                yr[i] = v;
+                quantize_block32(v, lane, qr + i0, sr + (i0 >> 5));
+            }
+        }
+        return;
+    }
+    if (xq == 0)
+    {
+        for (int i = tid; i < n; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+        return;
+    }
+    for (int b0 = tid & ~31; b0 < n; b0 += blockDim.x)
     {
         float v = xr[b0 + lane] * scale * w[b0 + lane];
         yr[b0 + lane] = v;
@@ -389,6 +437,7 @@ __device__ __forceinline__ void rope_pair(int i, int dims, int neox, int* a, int
 extern "C" __global__ void rope(float* x, int tokens, int heads, int headSize, int dims, int firstPosition, float freqBase, float freqScale, int neox,
                                 const float* factors)
 {
+    PDL_ENTRY();
     int half = dims >> 1;
     i64 total = (i64)tokens * heads * half;
     for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (i64)gridDim.x * blockDim.x)
@@ -420,6 +469,7 @@ __device__ __forceinline__ void store_cache(void* cache, int f16, i64 i, float v
 extern "C" __global__ void rope_store_kv(float* q, float* k, const float* v, void* kCache, void* vCache, int f16, int tokens, int heads, int kvHeads,
                                          int headSize, int dims, int firstPosition, float freqBase, float freqScale, int neox, const float* factors)
 {
+    PDL_ENTRY();
     int half = dims >> 1, kItems = half + (headSize - dims);
     i64 qTotal = (i64)tokens * heads * half, kTotal = (i64)tokens * kvHeads * kItems, kvd = (i64)kvHeads * headSize;
     i64 vTotal = (i64)tokens * kvd;
@@ -592,7 +642,7 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
 #define ATTENTION_KERNEL(name, F16, P)                                                                                 \
     extern "C" __global__ void name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
                                     int headSize, float scale, i8* xq, XScale* xs)                                     \
-    { attention<F16, P>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
+    { PDL_ENTRY(); attention<F16, P>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
 
 ATTENTION_KERNEL(attention_f32, false, 1)
 ATTENTION_KERNEL(attention_f16, true, 1)
@@ -605,6 +655,7 @@ ATTENTION_KERNEL(attention_decode_f16, true, 4)
 // projection's mat-vec; blocks of 256 threads and a stride that is a multiple of 32 keep each warp on one whole block.
 extern "C" __global__ void silu_mul(const float* gate, const float* up, float* y, i64 n, i8* xq, XScale* xs)
 {
+    PDL_ENTRY();
     GRID_STRIDE(i, n)
     {
         float g = gate[i];
@@ -616,21 +667,25 @@ extern "C" __global__ void silu_mul(const float* gate, const float* up, float* y
 
 extern "C" __global__ void add(const float* a, const float* b, float* y, i64 n)
 {
+    PDL_ENTRY();
     GRID_STRIDE(i, n) y[i] = a[i] + b[i];
 }
 
 extern "C" __global__ void add_bias(float* x, const float* bias, i64 total, int n)
 {
+    PDL_ENTRY();
     GRID_STRIDE(i, total) x[i] += bias[i % n];
 }
 
 extern "C" __global__ void copy_f32(const float* src, float* dst, i64 n)
 {
+    PDL_ENTRY();
     GRID_STRIDE(i, n) dst[i] = src[i];
 }
 
 extern "C" __global__ void convert_f32_f16(const float* src, u16* dst, i64 n)
 {
+    PDL_ENTRY();
     GRID_STRIDE(i, n) dst[i] = f2h(src[i]);
 }
 
@@ -652,6 +707,7 @@ __device__ __forceinline__ int dp4a(int a, int b, int c)
 // block b; one warp per block of 32, `blocks` = tokens * cols / 32 (rows of x are whole blocks: quantized weight rows are).
 extern "C" __global__ void quantize_x_q8(const float* x, i8* xq, XScale* xs, i64 blocks)
 {
+    PDL_ENTRY();
     i64 b = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
     if (b >= blocks) return;
@@ -821,10 +877,10 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
 
 #define MATVEC_Q8_KERNEL(name, T)                                                                                      \
     extern "C" __global__ void __launch_bounds__(128) matvec_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs) \
-    { matvec_q8<T>(a, cols, xq, xs); }                                                                                 \
+    { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                                                 \
     extern "C" __global__ void __launch_bounds__(128) swiglu_q8_##name(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, \
                                                                        const i8* xq, const XScale* xs, float* y)          \
-    { swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y); }
+    { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y); }
 
 MATVEC_Q8_KERNEL(q4_0, T_Q4_0)
 MATVEC_Q8_KERNEL(q8_0, T_Q8_0)
@@ -866,7 +922,7 @@ __device__ __forceinline__ void dequantize_f16(const u8* w, i64 rowBytes, i64 ro
 
 #define DEQUANTIZE_F16_KERNEL(name, T)                                                                                 \
     extern "C" __global__ void dequantize_f16_##name(const u8* w, i64 rowBytes, i64 rows, int cols, u16* out)        \
-    { dequantize_f16<T>(w, rowBytes, rows, cols, out); }
+    { PDL_ENTRY(); dequantize_f16<T>(w, rowBytes, rows, cols, out); }
 
 DEQUANTIZE_F16_KERNEL(bf16, T_BF16)
 DEQUANTIZE_F16_KERNEL(q8_0, T_Q8_0)

@@ -84,6 +84,31 @@ internal sealed unsafe class CudaDriver
     public delegate* unmanaged<nint, int> cuGraphExecDestroy;
     public delegate* unmanaged<nint, nint*, nuint*, int> cuGraphGetNodes;
 
+    // Launch with attributes (optional: CUDA 12 drivers and later), for programmatic dependent launch.
+    public delegate* unmanaged<LaunchConfig*, nint, void**, void**, int> cuLaunchKernelEx;
+
+    /// <summary>CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION: the kernel may start before the previous kernel in the
+    /// stream has finished; it waits for it with griddepcontrol.wait (kernels.cu's PDL_ENTRY).</summary>
+    public const int LaunchAttributeProgrammaticStreamSerialization = 6;
+
+    /// <summary>CUlaunchConfig (cuda.h): grid, block, shared memory, stream, attributes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct LaunchConfig
+    {
+        public uint GridX, GridY, GridZ, BlockX, BlockY, BlockZ, SharedMemBytes;
+        public nint Stream;
+        public LaunchAttribute* Attributes;
+        public uint AttributeCount;
+    }
+
+    /// <summary>CUlaunchAttribute (cuda.h): an id, padding to 8 bytes, then a 64-byte value union (only its first int used here).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 72)]
+    public struct LaunchAttribute
+    {
+        [FieldOffset(0)] public int Id;
+        [FieldOffset(8)] public int Value;
+    }
+
     /// <summary>CU_STREAM_CAPTURE_MODE_RELAXED: the capturing thread may still call allocation APIs.</summary>
     public const int StreamCaptureModeRelaxed = 2;
 
@@ -165,6 +190,7 @@ internal sealed unsafe class CudaDriver
         d.cuGraphDestroy = (delegate* unmanaged<nint, int>)Optional("cuGraphDestroy");
         d.cuGraphExecDestroy = (delegate* unmanaged<nint, int>)Optional("cuGraphExecDestroy");
         d.cuGraphGetNodes = (delegate* unmanaged<nint, nint*, nuint*, int>)Optional("cuGraphGetNodes");
+        d.cuLaunchKernelEx = (delegate* unmanaged<LaunchConfig*, nint, void**, void**, int>)Optional("cuLaunchKernelEx");
         if (missing.Count > 0)
         {
             failure = $"libcuda.so.1 lacks {string.Join(", ", missing)} (driver too old)";

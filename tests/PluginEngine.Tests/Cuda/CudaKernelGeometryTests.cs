@@ -100,6 +100,27 @@ public sealed class CudaKernelGeometryTests
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);
     }
 
+    [Fact]
+    public unsafe void Launch_config_structs_match_cuda_h()
+    {
+        // CUlaunchConfig: 7 uints, stream at 32, attributes at 40, count at 48; CUlaunchAttribute: id, pad, 64-byte value.
+        Assert.Equal(56, sizeof(PluginEngine.Backends.Cuda.Native.CudaDriver.LaunchConfig));
+        Assert.Equal(72, sizeof(PluginEngine.Backends.Cuda.Native.CudaDriver.LaunchAttribute));
+        Assert.Equal(32, (int)System.Runtime.InteropServices.Marshal.OffsetOf<PluginEngine.Backends.Cuda.Native.CudaDriver.LaunchConfig>("Stream"));
+        Assert.Equal(48, (int)System.Runtime.InteropServices.Marshal.OffsetOf<PluginEngine.Backends.Cuda.Native.CudaDriver.LaunchConfig>("AttributeCount"));
+    }
+
+    [Fact]
+    public void Every_kernel_waits_for_its_predecessor_before_touching_memory()
+    {
+        // With programmatic dependent launch a kernel may start while the previous one runs: one without PDL_ENTRY would race.
+        string body = KernelSource.Full;
+        int kernels = System.Text.RegularExpressions.Regex.Matches(body, @"extern ""C"" __global__ void").Count;
+        int entries = System.Text.RegularExpressions.Regex.Matches(body, @"PDL_ENTRY\(\);").Count;
+        Assert.True(kernels >= 16, $"{kernels} kernel definitions");
+        Assert.Equal(kernels, entries);
+    }
+
     [Theory]
     [InlineData(1, 32, 32, 128, 128, 32 * 64 + 32 * 64 + 32 * 128)]   // Llama 2 7B decode: q pairs, k pairs, v elements
     [InlineData(5, 4, 2, 64, 32, 5 * 4 * 16 + 5 * 2 * (16 + 32) + 5 * 2 * 64)] // partial rotation: k's unrotated tail is stored too

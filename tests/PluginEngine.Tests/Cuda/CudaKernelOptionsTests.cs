@@ -29,6 +29,9 @@ public sealed class CudaKernelOptionsTests
         Assert.True(CudaKernelOptions.From(Options(), _ => null).FusedOps);
         Assert.False(CudaKernelOptions.From(Options(("fusion", "off")), _ => null).FusedOps);
         Assert.False(CudaKernelOptions.From(Options(("fusion", "on")), k => k == "PLUGINENGINE_CUDA_FUSION" ? "off" : null).FusedOps);
+        Assert.True(CudaKernelOptions.From(Options(), _ => null).ProgrammaticLaunch);
+        Assert.False(CudaKernelOptions.From(Options(("pdl", "off")), _ => null).ProgrammaticLaunch);
+        Assert.False(CudaKernelOptions.From(Options(), k => k == "PLUGINENGINE_CUDA_PDL" ? "off" : null).ProgrammaticLaunch);
     }
 
     [Fact]
