@@ -10,7 +10,7 @@
 #   checks/          run-cuda-checks.sh's report.txt, log.txt, plans.txt
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
 # parts (default all but smoke, profiletg and importprobe): smoke (demo model on the CPU) conformance profile profiletg bench7b
-#   nographs fusion pdl bench7bk benchtiny opencl checks importprobe
+#   nographs fusion pdl bench7bk benchtiny opencl checks importprobe importbench ncu
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
@@ -118,12 +118,29 @@ fi
 if has bench7bk; then
   bench 7b-q4km-q8 200 -m synthetic:llama7b:Q4_K_M,synthetic:llama7b:Q8_0 --backend cuda -r 3
 fi
+if has ncu && [ -x /usr/local/cuda/bin/ncu ]; then
+  # Nsight Compute on one decode layer's kernels (rms, q/k/v, rope+store, attention, o+=, rms, swiglu, quantize, down+=).
+  PLUGINENGINE_CUDA_GRAPHS=off PLUGINENGINE_CUDA_PDL=off timeout -k 10 240 /usr/local/cuda/bin/ncu --target-processes all \
+    -k regex:'matvec_q8|swiglu_q8|attention_decode|rms_norm|rope_store_kv|quantize_x_q8' --launch-skip 400 --launch-count 9 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
+    "${PE[@]}" bench "${PLUGINS[@]}" -m synthetic:llama7b:Q4_0 --backend cuda -p 1 -n 16 -r 1 >"$OUT/ncu.txt" 2>&1
+  echo "== ncu (exit $?): ncu.txt, $(grep -c 'Section: GPU Speed Of Light' "$OUT/ncu.txt") kernels" >>"$S"
+fi
 if has importprobe; then
-  # cuMemHostRegister of a read-only file mapping (what --gpu-host-import on does), timed in 64 MiB chunks, then the engine itself.
+  # cuMemHostRegister of a read-only file mapping (what --gpu-host-import on does), timed in chunks: MAP_PRIVATE (what the
+  # loader used to map) in 4 MiB chunks, then MAP_SHARED (what it maps now) in one call.
   F=$PLUGINENGINE_CACHE/synthetic-tinyllama-Q4_0-v2.gguf
   [ -f "$F" ] || timeout -k 10 120 "${PE[@]}" bench "${PLUGINS[@]}" -m synthetic:tinyllama:Q4_0 --backend cpu -p 8 -n 1 -r 1 >/dev/null 2>&1
-  { echo "== importprobe"; timeout -k 5 45 python3 "$DEV/probe-host-register.py" "$F" 64 30 private 2>&1 | tail -20; echo "exit $?";
+  { echo "== importprobe"; timeout -k 5 30 python3 "$DEV/probe-host-register.py" "$F" 4 20 private 2>&1 | tail -12; echo "exit $?";
     timeout -k 5 45 python3 "$DEV/probe-host-register.py" "$F" 619 30 shared 2>&1 | tail -5; echo "exit $?"; } >>"$S"
+fi
+if has importbench; then
+  # Owned against imported weights (file mapping and 2 MiB huge pages): imported weights are read over the bus by every step.
+  echo 2100 >/proc/sys/vm/nr_hugepages 2>/dev/null
+  echo "== huge pages reserved: $(cat /proc/sys/vm/nr_hugepages)" >>"$S"
+  bench import-tiny 120 -m synthetic:tinyllama:Q4_0 --backend cuda --memory file,hugepages --gpu-host-import off,on -p 512 -n 32 -r 2
+  bench import-7b 200 -m synthetic:llama7b:Q4_0 --backend cuda --memory file,hugepages --gpu-host-import off,on -p 512 -n 16 -r 1
+  echo 0 >/proc/sys/vm/nr_hugepages 2>/dev/null
 fi
 if has benchtiny; then
   bench tiny-cuda 150 -m synthetic:tinyllama:Q4_0,synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_K_M,synthetic:tinyllama:F16 --backend cuda -r 3

@@ -34,7 +34,22 @@ public partial class FileMappingTests
         using var file = new TempModelFile(TempModelFile.Pattern(10_000));
         using var mapping = FileMapping.Open(file.Path);
 
-        Assert.All(ProcSelfMaps.PermissionsOf(mapping.BaseAddress, mapping.Length), perms => Assert.Equal("r--p", perms));
+        Assert.All(ProcSelfMaps.PermissionsOf(mapping.BaseAddress, mapping.Length), perms => Assert.Equal("r--s", perms));
+    }
+
+    [Fact]
+    public void The_kernel_refuses_to_make_the_pages_writable()
+    {
+        // A shared mapping of a read-only descriptor cannot gain PROT_WRITE (EACCES): no code path, however wrong, can write it.
+        Platform.RequireLinux();
+        using var file = new TempModelFile(TempModelFile.Pattern(10_000));
+        using var mapping = FileMapping.Open(file.Path);
+
+        int result = LibC.MProtect(mapping.BaseAddress, (nuint)mapping.PageSize, LibC.PROT_READ | LibC.PROT_WRITE);
+        int errno = Marshal.GetLastPInvokeError();
+        Assert.Equal(-1, result);
+        Assert.Equal(13, errno); // EACCES
+        Assert.All(ProcSelfMaps.PermissionsOf(mapping.BaseAddress, mapping.Length), perms => Assert.Equal("r--s", perms));
     }
 
     [Fact]
