@@ -21,7 +21,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly CudaDriver _d;
     private readonly nint _stream;
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
-    private readonly nint _rmsNorm, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
+    private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly CudaKernelOptions _options;
@@ -68,6 +68,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
             _matmulN[slot] = _rt.Function($"matmul_{s}_tn");
         }
         _rmsNorm = _rt.Function("rms_norm");
+        _rmsNormRow = _rt.Function("rms_norm_q8_row");
         _rope = _rt.Function("rope");
         _ropeStoreKv = _rt.Function("rope_store_kv");
         _attentionF32 = _rt.Function("attention_f32");
@@ -130,7 +131,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         bool quantize = rows == 1 && FusesQuantization(n);
         var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
         void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps, &xq, &xs };
-        LaunchKernel(_rmsNorm, LaunchGeometry.RmsNorm(rows), args, "rms_norm");
+        if (quantize) LaunchKernel(_rmsNormRow, LaunchGeometry.RmsNormRow(n), args, "rms_norm (decode row)");
+        else LaunchKernel(_rmsNorm, LaunchGeometry.RmsNorm(rows), args, "rms_norm");
         if (quantize) RememberQuantizedX(py, n);
     }
 
@@ -300,10 +302,11 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         var (xq, xs) = EnsureQuantizedX(px, cols);
         long rows = 0;
         for (int k = 0; k < targets.Count; k++) rows += targets.Rows(k);
+        int warpsPerRow = LaunchGeometry.MatVecWarpsPerRow(rows);
         fixed (CudaMatVecTargets* t = &targets)
         {
-            void** args = stackalloc void*[] { t, &cols, &xq, &xs };
-            LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
+            void** args = stackalloc void*[] { t, &cols, &xq, &xs, &warpsPerRow };
+            LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1, warpsPerRow), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
         }
     }
 

@@ -414,6 +414,33 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, in
     }
 }
 
+// One decode row normalized and quantized by n / blockDim blocks instead of one: a single block is issue-bound on its
+// SM (an H200 spent 6 us on 4096 elements). Every block sums the squares of the whole row (16 KB from L2 for n = 4096,
+// 16-byte loads), then writes and quantizes its own slice; n is a multiple of 32 (and of 4) and blockDim of 32.
+extern "C" __global__ void rms_norm_q8_row(const float* x, const float* w, float* y, int n, float eps, i8* xq, XScale* xs)
+{
+    PDL_ENTRY();
+    __shared__ float partial[32];
+    int tid = threadIdx.x, lane = tid & 31;
+    float s = 0.f;
+    for (int i = 4 * tid; i < n; i += 4 * blockDim.x)
+    {
+        F32x4 v = *(const F32x4*)(x + i);
+        s += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    s = warp_sum(s);
+    if (lane == 0) partial[tid >> 5] = s;
+    __syncthreads();
+    float total = 0.f;
+    for (int k = 0; k < (int)(blockDim.x >> 5); k++) total += partial[k]; // the same order in every block
+    float scale = rsqrtf(total / (float)n + eps);
+    int e = blockIdx.x * blockDim.x + tid;
+    if (e - lane >= n) return; // whole warps in or out
+    float v = x[e] * scale * w[e];
+    y[e] = v;
+    quantize_block32(v, lane, xq + (e - lane), xs + (e >> 5));
+}
+
 // Angle of rotated pair i (0 .. dims/2 - 1) at `position`. Double precision so long positions keep their phase (the
 // CPU reference does the same). `factors` (F32 [dims/2], a model's rope_freqs.weight for Llama 3.1-style scaling)
 // divides pair i's angle by factors[i]; null when the model has none.
@@ -828,27 +855,48 @@ __device__ __forceinline__ float row_dot_q8(const u8* __restrict__ row, int cols
 }
 
 // y_i[r] (+)= sum_c w_i[r, c] * x[c] for the targets of `a`, x quantized by quantize_x_q8 (or by the op that wrote
-// it): one warp per weight row (4 per block) over the targets' rows in order. accumulate = 1 adds into y (the
-// residual stream), else y is overwritten. Rows are whole units, so nothing is read past a row: no slide needed here.
+// it): `warpsPerRow` warps (1, 2 or 4) per weight row, 4 warps per block, over the targets' rows in order; a row's
+// warps take interleaved units and their sums are added in a fixed order (deterministic, unlike atomics). Several
+// warps per row keep the SMs full on matrices of few rows (4096: the output and down projections of a 7B model).
+// accumulate = 1 adds into y (the residual stream), else y is overwritten. Rows are whole units, so nothing is read
+// past a row: no slide needed here.
 template <int T>
-__device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, const i8* xq, const XScale* xs)
+__device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, const i8* xq, const XScale* xs, int warpsPerRow)
 {
-    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    __shared__ float partial[32];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int r = blockIdx.x * ((blockDim.x >> 5) / warpsPerRow) + warp / warpsPerRow, part = warp % warpsPerRow;
     const u8* w = a.t[0].w; i64 rowBytes = a.t[0].rowBytes; float* y = a.t[0].y;
+    bool valid = true;
     if (r >= a.t[0].rows)
     {
         r -= a.t[0].rows;
-        if (a.count < 2) return;
         w = a.t[1].w; rowBytes = a.t[1].rowBytes; y = a.t[1].y;
-        if (r >= a.t[1].rows)
+        if (a.count < 2) valid = false;
+        else if (r >= a.t[1].rows)
         {
             r -= a.t[1].rows;
-            if (a.count < 3 || r >= a.t[2].rows) return;
             w = a.t[2].w; rowBytes = a.t[2].rowBytes; y = a.t[2].y;
+            valid = a.count >= 3 && r < a.t[2].rows;
         }
     }
-    float acc = row_dot_q8<T>(w + (i64)r * rowBytes, cols, xq, xs);
-    if ((threadIdx.x & 31) == 0) y[r] = a.accumulate ? y[r] + acc : acc;
+    float acc = 0.f;
+    if (valid)
+    {
+        const u8* row = w + (i64)r * rowBytes;
+        int units = cols / Unit<T>::Elems, stride = 32 * warpsPerRow;
+#pragma unroll 4
+        for (int u = part * 32 + lane; u < units; u += stride) acc += dot_unit<T>(row, u, xq, xs);
+        acc = warp_sum(acc);
+    }
+    if (warpsPerRow > 1)
+    {
+        if (lane == 0) partial[warp] = acc;
+        __syncthreads();
+        if (part != 0) return;
+        for (int k = 1; k < warpsPerRow; k++) acc += partial[warp + k];
+    }
+    if (valid && lane == 0) y[r] = a.accumulate ? y[r] + acc : acc;
 }
 
 // gate[r] = silu(wg[r, :] . x) * (wu[r, :] . x) for one token, the SwiGLU input of the down projection: one warp per
@@ -877,8 +925,9 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
 }
 
 #define MATVEC_Q8_KERNEL(name, T)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(128) matvec_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs) \
-    { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                                                 \
+    extern "C" __global__ void __launch_bounds__(128) matvec_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs, \
+                                                                       int warpsPerRow)                                   \
+    { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs, warpsPerRow); }                                                                                 \
     extern "C" __global__ void __launch_bounds__(128) swiglu_q8_##name(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, \
                                                                        const i8* xq, const XScale* xs, float* y)          \
     { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y); }
