@@ -51,22 +51,13 @@ internal static class LaunchGeometry
         return new Launch(checked((uint)CeilDiv(blocks, BlockThreads / 32)), 1, BlockThreads);
     }
 
-    /// <summary>matvec_q8_* and swiglu_q8_*: <paramref name="warpsPerRow"/> warps per weight row, <see cref="MatMulWarpsPerBlock"/>
-    /// warps per block, grid y = token.</summary>
-    public static Launch MatVecQ8(long rows, int tokens, int warpsPerRow = 1)
+    /// <summary>matvec_q8_* and swiglu_q8_*: a warp per weight row as <see cref="MatMul"/>, grid y = token.</summary>
+    public static Launch MatVecQ8(long rows, int tokens)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
-        if (warpsPerRow is not (1 or 2 or 4)) throw new ArgumentOutOfRangeException(nameof(warpsPerRow), $"{warpsPerRow} warps per row: 1, 2 or 4");
-        return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock / warpsPerRow)), (uint)tokens, MatMulWarpsPerBlock * 32);
+        return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), (uint)tokens, MatMulWarpsPerBlock * 32);
     }
-
-    /// <summary>
-    /// Warps per row of a decode mat-vec over <paramref name="rows"/> rows: enough warps to fill the GPU (an H200 holds
-    /// 132 × 48 warps of this kernel at once) without splitting rows that need no help. 4096-row matrices (the output and
-    /// down projections of a 7B model) get 2; q/k/v together (12288) and gate/up (11008) get 1.
-    /// </summary>
-    public static int MatVecWarpsPerRow(long rows) => rows >= 8192 ? 1 : rows >= 2048 ? 2 : 4;
 
     /// <summary>Threads per block of rms_norm_q8_row: each block writes and quantizes this many elements of the row.</summary>
     public const int NormRowSliceThreads = 256;

@@ -100,17 +100,6 @@ public sealed class CudaKernelGeometryTests
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);
     }
 
-    [Theory]
-    [InlineData(12288, 1, 3072)] // q, k and v of a 7B model in one launch
-    [InlineData(4096, 2, 2048)]  // output / down projection: two warps per row
-    [InlineData(1000, 4, 1000)]  // a small matrix: a block per row
-    public void Decode_mat_vec_splits_short_matrices_over_more_warps(long rows, int warpsPerRow, uint blocks)
-    {
-        Assert.Equal(warpsPerRow, LaunchGeometry.MatVecWarpsPerRow(rows));
-        Assert.Equal(new Launch(blocks, 1, 128), LaunchGeometry.MatVecQ8(rows, 1, warpsPerRow));
-        Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.MatVecQ8(rows, 1, 3));
-    }
-
     [Fact]
     public void Decode_norm_spreads_one_row_over_blocks_of_256()
         => Assert.Equal(new Launch(16, 1, 256), LaunchGeometry.RmsNormRow(4096));
