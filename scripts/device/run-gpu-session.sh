@@ -119,9 +119,9 @@ if has bench7bk; then
   bench 7b-q4km-q8 200 -m synthetic:llama7b:Q4_K_M,synthetic:llama7b:Q8_0 --backend cuda -r 3
 fi
 if has ncu && [ -x /usr/local/cuda/bin/ncu ]; then
-  # Nsight Compute on one decode layer's kernels (rms, q/k/v, rope+store, attention, o+=, rms, swiglu, quantize, down+=).
+  # Nsight Compute on one decode layer's kernels (rms, q/k/v, rope+store+attention, o+=, rms, swiglu, quantize, down+=).
   PLUGINENGINE_CUDA_GRAPHS=off PLUGINENGINE_CUDA_PDL=off timeout -k 10 240 /usr/local/cuda/bin/ncu --target-processes all \
-    -k regex:'matvec_q8|swiglu_q8|attention_decode|rms_norm|rope_store_kv|quantize_x_q8' --launch-skip 400 --launch-count 9 \
+    -k regex:'matvec_q8|swiglu_q8|attention_|rms_norm|rope_store_kv|quantize_x_q8' --launch-skip 400 --launch-count 8 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
     "${PE[@]}" bench "${PLUGINS[@]}" -m synthetic:llama7b:Q4_0 --backend cuda -p 1 -n 16 -r 1 >"$OUT/ncu.txt" 2>&1
   echo "== ncu (exit $?): ncu.txt, $(grep -c 'Section: GPU Speed Of Light' "$OUT/ncu.txt") kernels" >>"$S"
