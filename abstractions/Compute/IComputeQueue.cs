@@ -191,18 +191,6 @@ public interface IComputeQueue : IDisposable
         Convert(v, vCache.Skip(p.FirstPosition * kvd), count);
     }
 
-    /// <summary>
-    /// <see cref="RopeAndStoreKv"/>, then <see cref="Attention"/>(q, kCache, vCache, output, p): a layer's whole attention
-    /// step up to its output projection, which a backend may run as one pass for a decode token.
-    /// Default: those two ops.
-    /// </summary>
-    void RopeStoreKvAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output,
-                              AttentionParams p, RopeParams rope, DeviceTensor? factors)
-    {
-        RopeAndStoreKv(q, k, v, kCache, vCache, p, rope, factors);
-        Attention(q, kCache, vCache, output, p);
-    }
-
     /// <summary>Enqueues a host → device copy of F32 values (the span may be reused as soon as this returns).</summary>
     void Upload(ReadOnlySpan<float> source, DeviceTensor dst);
 

@@ -21,7 +21,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly CudaDriver _d;
     private readonly nint _stream;
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
-    private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _attentionRopeF32, _attentionRopeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
+    private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly CudaKernelOptions _options;
@@ -75,8 +75,6 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _attentionF16 = _rt.Function("attention_f16");
         _attentionDecodeF32 = _rt.Function("attention_decode_f32");
         _attentionDecodeF16 = _rt.Function("attention_decode_f16");
-        _attentionRopeF32 = _rt.Function("attention_rope_decode_f32");
-        _attentionRopeF16 = _rt.Function("attention_rope_decode_f16");
         _siluMul = _rt.Function("silu_mul");
         _add = _rt.Function("add");
         _addBias = _rt.Function("add_bias");
@@ -408,45 +406,14 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
             throw new ArgumentOutOfRangeException(nameof(rope), $"cuda: RoPE dims {rope.Dims} must be even and in 1..{headSize}");
     }
 
-    private static void CheckAttention(DeviceTensor kCache, DeviceTensor vCache, AttentionParams p)
+    public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
     {
+        ForgetQuantizedX();
         if (kCache.Type != vCache.Type) throw new ArgumentException($"cuda: K cache is {kCache.Type}, V cache is {vCache.Type}; they must match");
         if (kCache.Type is not (GgmlType.F32 or GgmlType.F16)) throw new NotSupportedException($"cuda: attention over a {kCache.Type} cache");
         if (p.HeadSize <= 0 || p.HeadSize > LaunchGeometry.AttentionMaxHeadSize)
             throw new NotSupportedException($"cuda: attention head size {p.HeadSize} (1..{LaunchGeometry.AttentionMaxHeadSize} supported)");
         if (p.KvHeads <= 0 || p.Heads % p.KvHeads != 0) throw new ArgumentException($"cuda: {p.Heads} heads are not a multiple of {p.KvHeads} KV heads");
-    }
-
-    public void RopeStoreKvAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output,
-                                     AttentionParams p, RopeParams rope, DeviceTensor? factors)
-    {
-        if (!_options.FusedOps || p.Tokens != 1)
-        {
-            RopeAndStoreKv(q, k, v, kCache, vCache, p, rope, factors);
-            Attention(q, kCache, vCache, output, p);
-            return;
-        }
-        ForgetQuantizedX();
-        CheckAttention(kCache, vCache, p);
-        CheckRope(rope, p.HeadSize);
-        if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"cuda: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
-        _rt.MakeCurrent();
-        ulong pq = Ptr(q), pk = Ptr(k), pv = Ptr(v), kc = Ptr(kCache), vc = Ptr(vCache), po = Ptr(output), pf = factors is { } ft ? Ptr(ft) : 0;
-        int position = p.FirstPosition, heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
-        int dims = rope.Dims, neox = rope.Mode == RopeMode.NeoX ? 1 : 0;
-        float scale = p.Scale, freqBase = rope.FrequencyBase, freqScale = rope.FrequencyScale;
-        long n = (long)heads * headSize;
-        bool quantize = headSize % 32 == 0 && FusesQuantization(n);
-        var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
-        void** args = stackalloc void*[] { &pq, &pk, &pv, &kc, &vc, &po, &position, &heads, &kvHeads, &headSize, &scale, &dims, &freqBase, &freqScale, &neox, &pf, &xq, &xs };
-        LaunchKernel(kCache.Type == GgmlType.F16 ? _attentionRopeF16 : _attentionRopeF32, LaunchGeometry.Attention(heads, 1), args, "attention + rope + kv store (decode)");
-        if (quantize) RememberQuantizedX(po, n);
-    }
-
-    public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
-    {
-        ForgetQuantizedX();
-        CheckAttention(kCache, vCache, p);
         if (p.Tokens <= 0) return;
         _rt.MakeCurrent();
         ulong pq = Ptr(q), pk = Ptr(kCache), pv = Ptr(vCache), po = Ptr(output);

@@ -133,7 +133,8 @@ public sealed class LlamaContext : IDisposable
             if (layer.KBias is { } kb) q.AddBias(s.K, Weight(kb), n, kvd);
             if (layer.VBias is { } vb) q.AddBias(s.V, Weight(vb), n, kvd);
             var (kCache, vCache) = s.Cache(l);                                              // [ctx, kvd] each
-            RopeStoreKvAttention(s, kCache, vCache, attention);                            // q, k rotated; K[pos..], V[pos..] = k, v; att[n, qd]
+            RopeAndStoreKv(s, kCache, vCache, attention);                                  // q, k rotated; K[pos..], V[pos..] = k, v
+            q.Attention(s.Q, kCache, vCache, s.Att, attention);                            // att[n, qd]
             MatMulAdd(s, layer.AttnOutput, s.Att, s.X, n);                                 // x += att·Wo
 
             // Feed-forward block: x += (silu(xb·Wgate) · (xb·Wup))·Wdown with xb = norm(x)
@@ -208,15 +209,14 @@ public sealed class LlamaContext : IDisposable
     }
 
     /// <summary>
-    /// Rotates q and k of this batch, stores k and v into the layer's cache at the batch's positions and attends (att = s.Att):
-    /// one fused op on <paramref name="s"/>'s device unless the model's frequency factors must be applied elsewhere (then
-    /// the steps one by one).
+    /// Rotates q and k of this batch and stores k and v into the layer's cache at the batch's positions: one fused op on
+    /// <paramref name="s"/>'s device unless the model's frequency factors must be applied elsewhere (then the steps one by one).
     /// </summary>
-    private void RopeStoreKvAttention(DeviceState s, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p)
+    private void RopeAndStoreKv(DeviceState s, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p)
     {
         if (_w.RopeFrequencyFactors is null || s.RopeFactors is not null)
         {
-            s.Queue.RopeStoreKvAttention(s.Q, s.K, s.V, kCache, vCache, s.Att, p, _hp.Rope, s.RopeFactors);
+            s.Queue.RopeAndStoreKv(s.Q, s.K, s.V, kCache, vCache, p, _hp.Rope, s.RopeFactors);
             return;
         }
         int n = p.Tokens, kvd = _hp.KvDim;
@@ -224,7 +224,6 @@ public sealed class LlamaContext : IDisposable
         Rope(s, s.K, n, _hp.KvHeadCount, p.FirstPosition);
         s.Queue.Convert(s.K, kCache.Skip((long)p.FirstPosition * kvd), (long)n * kvd);
         s.Queue.Convert(s.V, vCache.Skip((long)p.FirstPosition * kvd), (long)n * kvd);
-        s.Queue.Attention(s.Q, kCache, vCache, s.Att, p);
     }
 
     /// <summary>

@@ -6,7 +6,7 @@ using static PluginEngine.Conformance.ConformanceBackends;
 namespace PluginEngine.Conformance;
 
 /// <summary>
-/// The fused ops of <see cref="IComputeQueue"/> (MatMulShared, MatMulAdd, MatMulSwiGlu, RopeAndStoreKv, RopeStoreKvAttention) on every backend,
+/// The fused ops of <see cref="IComputeQueue"/> (MatMulShared, MatMulAdd, MatMulSwiGlu, RopeAndStoreKv) on every backend,
 /// the CPU included (its defaults are what the forward pass runs there), compared with the CPU reference running the
 /// primitive ops one by one and, for the matmuls, with the exact product of the dequantized weights. Tolerances are the
 /// primitive ops' (relative to the reference's RMS): a fused GPU path may round activations differently from the
@@ -340,81 +340,6 @@ public sealed class FusedOpConformanceTests
             AssertBytesEqual(sentinel.AsSpan(0, from), cache.AsSpan(0, from), $"{what}: {name} cache before row {firstPosition}");
             AssertBytesEqual(sentinel.AsSpan(from + length), cache.AsSpan(from + length), $"{what}: {name} cache from row {firstPosition + tokens}");
         }
-    }
-
-    /// <summary>Cache type, heads, KV heads, head size, tokens, first position.</summary>
-    public static TheoryData<string, GgmlType, int, int, int, int, int> RopeStoreKvAttentionCases
-    {
-        get
-        {
-            var data = new TheoryData<string, GgmlType, int, int, int, int, int>();
-            foreach (string backend in Backends())
-                foreach (var cacheType in new[] { GgmlType.F16, GgmlType.F32 })
-                    foreach (var (heads, kvHeads, headSize) in new[] { (4, 2, 64), (4, 4, 128), (8, 2, 32) }) // GQA groups of 2, 1 and 4
-                        foreach (var (tokens, first) in new[] { (1, 0), (1, 17), (1, 70), (3, 17) }) // decode steps (70: past one 64-position step of a GPU's warps), a batch
-                            data.Add(backend, cacheType, heads, kvHeads, headSize, tokens, first);
-            return data;
-        }
-    }
-
-    [Theory]
-    [MemberData(nameof(RopeStoreKvAttentionCases))]
-    public void RopeStoreKvAttention_matches_cpu(string backend, GgmlType cacheType, int heads, int kvHeads, int headSize, int tokens, int firstPosition)
-    {
-        using var target = new DeviceSession(Require(backend));
-        RequireOp(target.Queue, ComputeOp.Attention, cacheType);
-        RequireOp(target.Queue, ComputeOp.Convert, cacheType);
-        using var reference = new DeviceSession(Reference);
-        const int capacity = 80;
-        int kvd = kvHeads * headSize, qd = heads * headSize;
-        float[] q = TestData.Random(31, tokens * qd);
-        float[] k = TestData.Random(32, tokens * kvd);
-        float[] v = TestData.Random(33, tokens * kvd);
-        var p = new AttentionParams(tokens, firstPosition, heads, kvHeads, headSize, 1f / MathF.Sqrt(headSize));
-        var rope = new RopeParams(RopeMode.Normal, headSize, 10000f, 1f);
-        // The cache holds earlier positions (random history) below firstPosition; the rest is a sentinel that must survive
-        // except the batch's rows.
-        byte[] kHistory = Encode(cacheType, TestData.Random(34, capacity * kvd));
-        byte[] vHistory = Encode(cacheType, TestData.Random(35, capacity * kvd));
-        var next = NextMatVec.For(qd);
-
-        (float[] Q, float[] Att, byte[] KCache, byte[] VCache, float[] Next) Run(DeviceSession s, bool fused)
-        {
-            var qt = s.Floats(q);
-            var kt = s.Floats(k);
-            var vt = s.Floats(v);
-            var kc = Bytes(s, cacheType, kHistory);
-            var vc = Bytes(s, cacheType, vHistory);
-            var att = Poisoned(s, (long)tokens * qd);
-            var nw = next.Place(s);
-            next.Run(s, nw, qt, tokens); // the op's output is read next: no quantized copy of another row may be reused
-            if (fused) s.Queue.RopeStoreKvAttention(qt, kt, vt, kc, vc, att, p, rope, null);
-            else
-            {
-                s.Queue.RopeAndStoreKv(qt, kt, vt, kc, vc, p, rope, null);
-                s.Queue.Attention(qt, kc, vc, att, p);
-            }
-            var after = next.Run(s, nw, att, tokens);
-            return (s.Read(qt, q.Length), s.Read(att, (long)tokens * qd), s.ReadBytes(kc, kHistory.Length), s.ReadBytes(vc, vHistory.Length),
-                    s.Read(after, (long)tokens * next.Rows));
-        }
-
-        string what = $"{backend} RopeStoreKvAttention {cacheType} cache, {heads}/{kvHeads} heads of {headSize}, {tokens} tokens from {firstPosition}";
-        var expected = Run(reference, fused: false);
-        var actual = Run(target, fused: true);
-        TestData.AssertClose(expected.Q, actual.Q, 1e-4, $"{what}: q");
-        // F16 caches: the new positions' k and v are rounded to F16 in the cache, but a fused kernel may attend to the new
-        // position with its F32 values, so the output may differ by the F16 rounding of one position's share.
-        TestData.AssertClose(expected.Att, actual.Att, cacheType == GgmlType.F16 ? 3e-3 : 1e-4, $"{what}: output");
-        int rowBytes = (int)GgmlTypes.RowSize(cacheType, kvd), from = firstPosition * rowBytes, length = tokens * rowBytes;
-        foreach (var (name, cache, history, exp) in new[] { ("K", actual.KCache, kHistory, expected.KCache), ("V", actual.VCache, vHistory, expected.VCache) })
-        {
-            TestData.AssertClose(Decode(cacheType, exp.AsSpan(from, length)), Decode(cacheType, cache.AsSpan(from, length)), cacheType == GgmlType.F16 ? 3e-3 : 1e-4,
-                $"{what}: {name} cache rows {firstPosition}..{firstPosition + tokens - 1}");
-            AssertBytesEqual(history.AsSpan(0, from), cache.AsSpan(0, from), $"{what}: {name} cache before row {firstPosition}");
-            AssertBytesEqual(history.AsSpan(from + length), cache.AsSpan(from + length), $"{what}: {name} cache from row {firstPosition + tokens}");
-        }
-        next.AssertReads(actual.Att, actual.Next, tokens, $"{what}, then");
     }
 
     /// <summary>Llama 3.1-like frequency factors with a few odd values (as <see cref="OpConformanceTests.RopeWithFactors_matches_cpu"/>).</summary>

@@ -566,17 +566,14 @@ __device__ __forceinline__ float ldkv(const void* p, i64 i)
 // heads x tokens blocks to hide latency with, and there the registers of 4 positions would cost more in occupancy.
 template <bool F16, int P>
 __device__ __forceinline__ void attention(const float* q, const void* k, const void* v, float* out, int firstPosition,
-                                          int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs,
-                                          const float* qRow = 0, const float* kLast = 0, const float* vLast = 0)
+                                          int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
 {
-    // qRow, kLast, vLast (attention_rope_decode): this head's query, and the K and V rows of the last position, from
-    // shared memory instead of q and the caches.
     __shared__ float sMax[ATT_WARPS], sSum[ATT_WARPS];
     __shared__ float sAcc[ATT_WARPS][ATTENTION_MAX_HEAD];
     int h = blockIdx.x, t = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int kh = h / (heads / kvHeads);
     i64 kvStride = (i64)kvHeads * headSize;
-    const float* qp = qRow ? qRow : q + ((i64)t * heads + h) * headSize;
+    const float* qp = q + ((i64)t * heads + h) * headSize;
     float qr[ATT_PER_LANE], acc[ATT_PER_LANE];
 #pragma unroll
     for (int j = 0; j < ATT_PER_LANE; j++)
@@ -600,9 +597,9 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
             for (int j = 0; j < ATT_PER_LANE; j++)
             {
                 int e = lane + 32 * j;
-                bool in = p < positions && e < headSize, last = kLast != 0 && p == positions - 1;
-                kv[i][j] = in ? (last ? kLast[e] : ldkv<F16>(k, base + e)) : 0.f;
-                vv[i][j] = in ? (last ? vLast[e] : ldkv<F16>(v, base + e)) : 0.f;
+                bool in = p < positions && e < headSize;
+                kv[i][j] = in ? ldkv<F16>(k, base + e) : 0.f;
+                vv[i][j] = in ? ldkv<F16>(v, base + e) : 0.f;
             }
         }
         float mNew = m;
@@ -679,58 +676,6 @@ ATTENTION_KERNEL(attention_f32, false, 1)
 ATTENTION_KERNEL(attention_f16, true, 1)
 ATTENTION_KERNEL(attention_decode_f32, false, 4)
 ATTENTION_KERNEL(attention_decode_f16, true, 4)
-
-// One decode token's rope, KV-cache store and attention in one launch (rope_store_kv + attention_decode_*): block h
-// rotates its query head and its KV head's key in shared memory, attends over the cached positions plus the new one
-// (read from shared memory, so no block waits for another's cache write), and the first query head of each KV group
-// writes the rotated k and v into the caches (and k back in place; every block writes its rotated q back).
-template <bool F16>
-__device__ __forceinline__ void attention_rope_decode(float* q, float* k, const float* v, void* kCache, void* vCache, float* out, int position,
-                                                      int heads, int kvHeads, int headSize, float scale, int dims, float freqBase,
-                                                      float freqScale, int neox, const float* factors, i8* xq, XScale* xs)
-{
-    __shared__ float qS[ATTENTION_MAX_HEAD], kS[ATTENTION_MAX_HEAD], vS[ATTENTION_MAX_HEAD];
-    int h = blockIdx.x, group = heads / kvHeads, kh = h / group, tid = threadIdx.x;
-    float* qh = q + (i64)h * headSize;
-    float* kr = k + (i64)kh * headSize;
-    const float* vr = v + (i64)kh * headSize;
-    for (int e = tid; e < headSize; e += blockDim.x) { qS[e] = qh[e]; kS[e] = kr[e]; vS[e] = vr[e]; }
-    __syncthreads();
-    if (tid < (dims >> 1))
-    {
-        float c, sn;
-        rope_cos_sin(position, tid, dims, freqBase, freqScale, factors, &c, &sn);
-        int a, b;
-        rope_pair(tid, dims, neox, &a, &b);
-        float qa = qS[a], qb = qS[b], ka = kS[a], kb = kS[b];
-        qS[a] = qa * c - qb * sn; qS[b] = qb * c + qa * sn;
-        kS[a] = ka * c - kb * sn; kS[b] = kb * c + ka * sn;
-    }
-    __syncthreads();
-    bool writer = h % group == 0;
-    i64 row = (i64)position * kvHeads * headSize + (i64)kh * headSize;
-    for (int e = tid; e < headSize; e += blockDim.x)
-    {
-        qh[e] = qS[e];
-        if (writer)
-        {
-            kr[e] = kS[e];
-            store_cache(kCache, F16, row + e, kS[e]);
-            store_cache(vCache, F16, row + e, vS[e]);
-        }
-    }
-    attention<F16, 4>(q, kCache, vCache, out, position, heads, kvHeads, headSize, scale, xq, xs, qS, kS, vS);
-}
-
-#define ATTENTION_ROPE_KERNEL(name, F16)                                                                               \
-    extern "C" __global__ void name(float* q, float* k, const float* v, void* kCache, void* vCache, float* out, int position, int heads, \
-                                    int kvHeads, int headSize, float scale, int dims, float freqBase, float freqScale, int neox,         \
-                                    const float* factors, i8* xq, XScale* xs)                                          \
-    { PDL_ENTRY(); attention_rope_decode<F16>(q, k, v, kCache, vCache, out, position, heads, kvHeads, headSize, scale, dims, freqBase, \
-                                              freqScale, neox, factors, xq, xs); }
-
-ATTENTION_ROPE_KERNEL(attention_rope_decode_f32, false)
-ATTENTION_ROPE_KERNEL(attention_rope_decode_f16, true)
 
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
