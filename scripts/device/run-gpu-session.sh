@@ -9,8 +9,8 @@
 #   conformance.txt  the kit's full output
 #   checks/          run-cuda-checks.sh's report.txt, log.txt, plans.txt
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
-# parts (default all but smoke, profiletg and importprobe): smoke (demo model on the CPU) conformance profile profiletg bench7b
-#   nographs fusion pdl bench7bk benchtiny opencl checks importprobe importbench ncu
+# parts (default all but smoke, profiletg, ab, importprobe, importbench and ncu): smoke (demo model on the CPU) conformance profile profiletg bench7b
+#   nographs (graphs on, against the default off) fusion pdl ab bench7bk benchtiny opencl checks importprobe importbench ncu
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
@@ -105,7 +105,7 @@ if has bench7b; then
   bench 7b-q4_0-default 120 -m synthetic:llama7b:Q4_0 --backend cuda -r 3
 fi
 if has nographs; then
-  PLUGINENGINE_CUDA_GRAPHS=off bench 7b-q4_0-nographs 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128
+  PLUGINENGINE_CUDA_GRAPHS=on bench 7b-q4_0-graphs 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128
 fi
 if has fusion; then
   # The queue's fused ops (one launch for q/k/v, gate/up+SiLU, rope+KV store; projections added into the residual) against their defaults.
@@ -114,6 +114,14 @@ fi
 if has pdl; then
   # Programmatic dependent launch (sm_90+) off: every kernel waits for the previous one to finish before it is scheduled.
   PLUGINENGINE_CUDA_PDL=off bench 7b-q4_0-nopdl 90 -m synthetic:llama7b:Q4_0 --backend cuda -r 3
+fi
+if has ab; then
+  # A/B of the decode step's switches on one machine (tg128 of the 7B shape): step graphs x programmatic launch x fused ops,
+  # the default configuration again at the end to show drift.
+  for cfg in "off on on" "on on on" "off off on" "on off on" "off on off" "off on on"; do
+    set -- $cfg
+    PLUGINENGINE_CUDA_GRAPHS=$1 PLUGINENGINE_CUDA_PDL=$2 PLUGINENGINE_CUDA_FUSION=$3 bench "ab-graphs-$1-pdl-$2-fusion-$3" 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 5 -p 1
+  done
 fi
 if has bench7bk; then
   bench 7b-q4km-q8 200 -m synthetic:llama7b:Q4_K_M,synthetic:llama7b:Q8_0 --backend cuda -r 3
