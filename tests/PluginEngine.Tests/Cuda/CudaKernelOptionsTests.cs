@@ -40,8 +40,8 @@ public sealed class CudaKernelOptionsTests
     {
         var fromJson = CudaKernelOptions.From(Options(("matvec", "f32"), ("gemm", "Kernels"), ("graphs", "off")), _ => null);
         Assert.Equal(new CudaKernelOptions(false, false, false), fromJson);
-        var env = new Dictionary<string, string> { ["PLUGINENGINE_CUDA_MATVEC"] = "int8", ["PLUGINENGINE_CUDA_GEMM"] = "cublas", ["PLUGINENGINE_CUDA_GRAPHS"] = "on" };
-        var overridden = CudaKernelOptions.From(Options(("matvec", "f32"), ("gemm", "kernels"), ("graphs", "off")), k => env.GetValueOrDefault(k));
+        var env = new Dictionary<string, string> { ["PLUGINENGINE_CUDA_MATVEC"] = "int8", ["PLUGINENGINE_CUDA_GEMM"] = "cublas", ["PLUGINENGINE_CUDA_GRAPHS"] = "off" };
+        var overridden = CudaKernelOptions.From(Options(("matvec", "f32"), ("gemm", "kernels"), ("graphs", "on")), k => env.GetValueOrDefault(k));
         Assert.Equal(CudaKernelOptions.Default, overridden);
     }
 
