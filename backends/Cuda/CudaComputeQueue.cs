@@ -301,12 +301,11 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     {
         var (xq, xs) = EnsureQuantizedX(px, cols);
         long rows = 0;
-        Span<long> targetRows = stackalloc long[targets.Count];
-        for (int k = 0; k < targets.Count; k++) rows += targetRows[k] = targets.Rows(k);
+        for (int k = 0; k < targets.Count; k++) rows += targets.Rows(k);
         fixed (CudaMatVecTargets* t = &targets)
         {
             void** args = stackalloc void*[] { t, &cols, &xq, &xs };
-            LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8Pairs(targetRows), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
+            LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
         }
     }
 

@@ -51,25 +51,12 @@ internal static class LaunchGeometry
         return new Launch(checked((uint)CeilDiv(blocks, BlockThreads / 32)), 1, BlockThreads);
     }
 
-    /// <summary>swiglu_q8_*: a warp per weight row as <see cref="MatMul"/>, grid y = token.</summary>
+    /// <summary>matvec_q8_* and swiglu_q8_*: a warp per weight row as <see cref="MatMul"/>, grid y = token.</summary>
     public static Launch MatVecQ8(long rows, int tokens)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
         return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), (uint)tokens, MatMulWarpsPerBlock * 32);
-    }
-
-    /// <summary>matvec_q8_*: a warp per pair of rows of each target (a target of odd rows ends with a single row), <see cref="MatMulWarpsPerBlock"/> warps per block.</summary>
-    public static Launch MatVecQ8Pairs(ReadOnlySpan<long> targetRows)
-    {
-        long pairs = 0;
-        foreach (long rows in targetRows)
-        {
-            ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
-            pairs += CeilDiv(rows, 2);
-        }
-        if (pairs == 0) throw new ArgumentException("no targets", nameof(targetRows));
-        return new Launch(checked((uint)CeilDiv(pairs, MatMulWarpsPerBlock)), 1, MatMulWarpsPerBlock * 32);
     }
 
     /// <summary>Threads per block of rms_norm_q8_row: each block writes and quantizes this many elements of the row.</summary>

@@ -855,50 +855,29 @@ __device__ __forceinline__ float row_dot_q8(const u8* __restrict__ row, int cols
 }
 
 // y_i[r] (+)= sum_c w_i[r, c] * x[c] for the targets of `a`, x quantized by quantize_x_q8 (or by the op that wrote
-// it): one warp per pair of weight rows (4 warps per block) over the targets' rows in order, a target of odd rows ending
-// with a single row. Both rows of a pair are read in one loop, so each unit of activations is loaded once for two
-// rows (swiglu_q8, which reads gate and up rows together, reached 61% of DRAM bandwidth against 42% for one row per
-// warp under Nsight Compute). accumulate = 1 adds into y (the residual stream), else y is overwritten. Rows are whole
-// units, so nothing is read past a row: no slide needed here. (Two warps per row instead, their sums added in the
-// block, measured slower: 8.9 and 16.4 us against 6.9 and 12.5 us for the 7B output and down projections.)
+// it): one warp per weight row (4 per block) over the targets' rows in order. accumulate = 1 adds into y (the residual
+// stream), else y is overwritten. Rows are whole units, so nothing is read past a row: no slide needed here.
+// (Two warps per row for the 4096-row output and down projections, their sums added in the block, measured slower on
+// an H200 under Nsight Compute: 8.9 and 16.4 us against 6.9 and 12.5 us.)
 template <int T>
 __device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, const i8* xq, const XScale* xs)
 {
-    int pair = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    const u8* w = a.t[0].w; i64 rowBytes = a.t[0].rowBytes; float* y = a.t[0].y; int rows = a.t[0].rows;
-    int pairs = (rows + 1) >> 1;
-    if (pair >= pairs)
+    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const u8* w = a.t[0].w; i64 rowBytes = a.t[0].rowBytes; float* y = a.t[0].y;
+    if (r >= a.t[0].rows)
     {
-        pair -= pairs;
+        r -= a.t[0].rows;
         if (a.count < 2) return;
-        w = a.t[1].w; rowBytes = a.t[1].rowBytes; y = a.t[1].y; rows = a.t[1].rows;
-        pairs = (rows + 1) >> 1;
-        if (pair >= pairs)
+        w = a.t[1].w; rowBytes = a.t[1].rowBytes; y = a.t[1].y;
+        if (r >= a.t[1].rows)
         {
-            pair -= pairs;
-            w = a.t[2].w; rowBytes = a.t[2].rowBytes; y = a.t[2].y; rows = a.t[2].rows;
-            if (a.count < 3 || pair >= ((rows + 1) >> 1)) return;
+            r -= a.t[1].rows;
+            if (a.count < 3 || r >= a.t[2].rows) return;
+            w = a.t[2].w; rowBytes = a.t[2].rowBytes; y = a.t[2].y;
         }
     }
-    int r = 2 * pair;
-    bool second = r + 1 < rows;
-    const u8* row0 = w + (i64)r * rowBytes;
-    const u8* row1 = second ? row0 + rowBytes : row0; // a lone last row is read twice and its second sum dropped: no branch in the loop
-    int units = cols / Unit<T>::Elems;
-    float acc0 = 0.f, acc1 = 0.f;
-#pragma unroll 2
-    for (int u = lane; u < units; u += 32)
-    {
-        acc0 += dot_unit<T>(row0, u, xq, xs);
-        acc1 += dot_unit<T>(row1, u, xq, xs);
-    }
-    acc0 = warp_sum(acc0);
-    acc1 = warp_sum(acc1);
-    if (lane == 0)
-    {
-        y[r] = a.accumulate ? y[r] + acc0 : acc0;
-        if (second) y[r + 1] = a.accumulate ? y[r + 1] + acc1 : acc1;
-    }
+    float acc = row_dot_q8<T>(w + (i64)r * rowBytes, cols, xq, xs);
+    if ((threadIdx.x & 31) == 0) y[r] = a.accumulate ? y[r] + acc : acc;
 }
 
 // gate[r] = silu(wg[r, :] . x) * (wu[r, :] . x) for one token, the SwiGLU input of the down projection: one warp per

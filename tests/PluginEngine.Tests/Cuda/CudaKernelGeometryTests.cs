@@ -101,15 +101,6 @@ public sealed class CudaKernelGeometryTests
     }
 
     [Fact]
-    public void Decode_mat_vec_takes_rows_in_pairs_per_target()
-    {
-        Assert.Equal(new Launch(1536, 1, 128), LaunchGeometry.MatVecQ8Pairs([4096, 4096, 4096])); // q, k, v of a 7B model: 6144 pairs
-        Assert.Equal(new Launch(5, 1, 128), LaunchGeometry.MatVecQ8Pairs([37])); // 19 pairs, the last one a single row
-        Assert.Equal(new Launch(2, 1, 128), LaunchGeometry.MatVecQ8Pairs([3, 3, 3])); // odd targets do not share a pair: 2 + 2 + 2 warps
-        Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.MatVecQ8Pairs([0]));
-    }
-
-    [Fact]
     public void Decode_norm_spreads_one_row_over_blocks_of_256()
         => Assert.Equal(new Launch(16, 1, 256), LaunchGeometry.RmsNormRow(4096));
 
