@@ -137,7 +137,7 @@ public interface IComputeQueue : IDisposable
 
     /// <summary>
     /// Several weights applied to the same activations (q, k and v; gate and up): for each target,
-    /// Output[t, :] = x[t, :]·Weightᵀ with x F32 [tokens, cols]. Outputs must not overlap x.
+    /// Output[t, :] = x[t, :]·Weightᵀ with x F32 [tokens, cols]. Outputs must not overlap x or each other.
     /// Default: one <see cref="MatMul"/> per target, in order.
     /// </summary>
     void MatMulShared(DeviceTensor x, long cols, int tokens, ReadOnlySpan<MatMulTarget> targets)
@@ -147,7 +147,7 @@ public interface IComputeQueue : IDisposable
 
     /// <summary>
     /// y[t, :] += x[t, :]·wᵀ (a projection added into the residual stream); y is F32 [tokens, wRows] and must not overlap x.
-    /// <paramref name="scratch"/> is F32 [tokens, wRows] that the op may overwrite.
+    /// <paramref name="scratch"/> is F32 [tokens, wRows] that the op may overwrite; it must not overlap x or y.
     /// Default: <see cref="MatMul"/> into scratch, then <see cref="Add"/>(y, scratch, y).
     /// </summary>
     void MatMulAdd(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens, DeviceTensor scratch)
@@ -158,7 +158,7 @@ public interface IComputeQueue : IDisposable
 
     /// <summary>
     /// The SwiGLU feed-forward input: gate[t, :] = silu(x[t, :]·wGateᵀ) · (x[t, :]·wUpᵀ), both weights [rows × cols];
-    /// <paramref name="up"/> is F32 [tokens, rows] that the op may overwrite.
+    /// <paramref name="up"/> is F32 [tokens, rows] that the op may overwrite; gate and up must not overlap x or each other.
     /// Default: <see cref="MatMulShared"/> into gate and up, then <see cref="SiluMul"/>(gate, up, gate).
     /// </summary>
     void MatMulSwiGlu(DeviceTensor wGate, DeviceTensor wUp, long rows, long cols, DeviceTensor x, DeviceTensor gate, DeviceTensor up, int tokens)
@@ -170,7 +170,9 @@ public interface IComputeQueue : IDisposable
     /// <summary>
     /// Rotates q [Tokens, Heads, HeadSize] and k [Tokens, KvHeads, HeadSize] in place, then stores k and v (F32
     /// [Tokens, KvHeads, HeadSize]) into the caches at rows FirstPosition .. FirstPosition + Tokens − 1, converted to the
-    /// cache type. <paramref name="factors"/> is null for plain RoPE, else the frequency factors of <see cref="RopeWithFactors"/>.
+    /// cache type. Both caches have one type (F32 or F16) and at least FirstPosition + Tokens rows of KvHeads × HeadSize;
+    /// rows outside the batch's are not touched. <paramref name="factors"/> is null for plain RoPE, else the frequency
+    /// factors of <see cref="RopeWithFactors"/>.
     /// Default: <see cref="Rope"/> (or <see cref="RopeWithFactors"/>) on q and on k, then <see cref="Convert"/> of k and of v.
     /// </summary>
     void RopeAndStoreKv(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
