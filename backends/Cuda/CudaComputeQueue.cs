@@ -127,13 +127,18 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         if (rows <= 0) return;
         _rt.MakeCurrent();
         ulong px = Ptr(x), pw = Ptr(weight), py = Ptr(y);
-        // One row (a decode step) is what the int8 mat-vecs read next: quantize it in the same kernel.
-        bool quantize = rows == 1 && FusesQuantization(n);
-        var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
-        void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps, &xq, &xs };
-        if (quantize) LaunchKernel(_rmsNormRow, LaunchGeometry.RmsNormRow(n), args, "rms_norm (decode row)");
-        else LaunchKernel(_rmsNorm, LaunchGeometry.RmsNorm(rows), args, "rms_norm");
-        if (quantize) RememberQuantizedX(py, n);
+        // One row (a decode step) is what the int8 mat-vecs read next: normalize it over several blocks and quantize it in
+        // the same kernel (which reads x in 16-byte loads).
+        if (rows == 1 && FusesQuantization(n) && px % 16 == 0)
+        {
+            var (xq, xs) = QuantizedXScratch(n);
+            void** rowArgs = stackalloc void*[] { &px, &pw, &py, &n, &eps, &xq, &xs };
+            LaunchKernel(_rmsNormRow, LaunchGeometry.RmsNormRow(n), rowArgs, "rms_norm (decode row)");
+            RememberQuantizedX(py, n);
+            return;
+        }
+        void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps };
+        LaunchKernel(_rmsNorm, LaunchGeometry.RmsNorm(rows), args, "rms_norm");
     }
 
     /// <summary>Whether an op that writes an n-element activation row also quantizes it for the int8 mat-vec.</summary>

@@ -108,10 +108,10 @@ internal static class LaunchGeometry
         return new Launch((uint)Math.Min(CeilDiv(n, BlockThreads), MaxGridStrideBlocks), 1, BlockThreads);
     }
 
-    /// <summary>Threads of an rms_norm block: a decode step normalizes one row, so one block does all of it.</summary>
+    /// <summary>Threads of an rms_norm block (one block per row; rows of up to 8 × this many elements stay in registers).</summary>
     public const int NormThreads = 1024;
 
-    /// <summary>Longest activation row that rms_norm and silu_mul also quantize for the int8 mat-vec (a decode row;
+    /// <summary>Longest activation row that rms_norm_q8_row, attention and silu_mul also quantize for the int8 mat-vec (a decode row;
     /// a prompt batch would be quantized for nothing, since prompts do not use the int8 mat-vec).</summary>
     public const int MaxFusedQuantizeElements = 65536;
 

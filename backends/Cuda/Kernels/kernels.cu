@@ -342,19 +342,16 @@ WEIGHT_KERNELS(q6_k, T_Q6_K)
 // Elements of a row one rms_norm thread keeps in registers (rows up to NORM_REGS x blockDim, 8192 with 1024 threads).
 #define NORM_REGS 8
 
-// y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w; one block per row. When xq is not null (n a multiple of 32),
-// y is also quantized to 8-bit blocks for the decode mat-vec that reads it next (xq [rows, n], xs [rows, n / 32]),
-// which saves a quantize_x_q8 launch for q/k/v and for gate/up. A decode step normalizes one row with one block, so
-// the kernel is all latency: every x and w load is issued before the first reduction, and the row stays in registers.
-// Thread t holds elements k * blockDim + t (k < NORM_REGS): for each k a warp holds 32 consecutive elements, one
-// quantization block.
-extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, int n, float eps, i8* xq, XScale* xs)
+// y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w; one block per row (a decode row that the int8 mat-vec reads
+// next goes to rms_norm_q8_row instead). Rows up to NORM_REGS x blockDim stay in registers, every x and w load issued
+// before the first reduction: thread t holds elements k * blockDim + t (k < NORM_REGS).
+extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, int n, float eps)
 {
     PDL_ENTRY();
     __shared__ float partial[32];
     const float* xr = x + (i64)blockIdx.x * n;
     float* yr = y + (i64)blockIdx.x * n;
-    int tid = threadIdx.x, lane = tid & 31;
+    int tid = threadIdx.x;
     bool inRegs = n <= NORM_REGS * (int)blockDim.x;
     float xv[NORM_REGS], wv[NORM_REGS];
     float s = 0.f;
@@ -373,7 +370,7 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, in
     else
         for (int i = tid; i < n; i += blockDim.x) s += xr[i] * xr[i];
     s = warp_sum(s);
-    if (lane == 0) partial[tid >> 5] = s;
+    if ((tid & 31) == 0) partial[tid >> 5] = s;
     __syncthreads();
     if (tid < 32)
     {
@@ -383,35 +380,17 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, in
     }
     __syncthreads();
     float scale = rsqrtf(partial[0] / (float)n + eps);
-    i8* qr = xq + (i64)blockIdx.x * n;
-    XScale* sr = xs + (i64)blockIdx.x * (n >> 5);
     if (inRegs)
     {
 #pragma unroll
         for (int k = 0; k < NORM_REGS; k++)
         {
-            int i0 = k * blockDim.x + (tid & ~31), i = i0 + lane;
-            if (xq == 0) { if (i < n) yr[i] = xv[k] * scale * wv[k]; }
-            else if (i0 < n) // n is a multiple of 32 here: the whole warp is in or out
-            {
-                float v = xv[k] * scale * wv[k];
-                yr[i] = v;
-                quantize_block32(v, lane, qr + i0, sr + (i0 >> 5));
-            }
+            int i = k * blockDim.x + tid;
+            if (i < n) yr[i] = xv[k] * scale * wv[k];
         }
-        return;
     }
-    if (xq == 0)
-    {
+    else
         for (int i = tid; i < n; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
-        return;
-    }
-    for (int b0 = tid & ~31; b0 < n; b0 += blockDim.x)
-    {
-        float v = xr[b0 + lane] * scale * w[b0 + lane];
-        yr[b0 + lane] = v;
-        quantize_block32(v, lane, qr + b0, sr + (b0 >> 5));
-    }
 }
 
 // One decode row normalized and quantized by n / blockDim blocks instead of one: a single block is issue-bound on its
