@@ -38,20 +38,14 @@ internal sealed unsafe class Cublas
             return null;
         }
         var c = new Cublas { LibraryName = loaded };
-        var missing = new List<string>();
-        nint Bind(string symbol)
+        var symbols = new NativeSymbols(handle);
+        c._create = (delegate* unmanaged<nint*, int>)symbols.Required("cublasCreate_v2");
+        c._destroy = (delegate* unmanaged<nint, int>)symbols.Required("cublasDestroy_v2");
+        c._setStream = (delegate* unmanaged<nint, nint, int>)symbols.Required("cublasSetStream_v2");
+        c._gemmEx = (delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int>)symbols.Required("cublasGemmEx");
+        if (symbols.Missing is { } missing)
         {
-            if (NativeLibrary.TryGetExport(handle, symbol, out nint p)) return p;
-            missing.Add(symbol);
-            return 0;
-        }
-        c._create = (delegate* unmanaged<nint*, int>)Bind("cublasCreate_v2");
-        c._destroy = (delegate* unmanaged<nint, int>)Bind("cublasDestroy_v2");
-        c._setStream = (delegate* unmanaged<nint, nint, int>)Bind("cublasSetStream_v2");
-        c._gemmEx = (delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int>)Bind("cublasGemmEx");
-        if (missing.Count > 0)
-        {
-            failure = $"{loaded} lacks {string.Join(", ", missing)}";
+            failure = $"{loaded} {missing}";
             return null;
         }
         failure = null;

@@ -45,26 +45,20 @@ internal sealed unsafe class Nvrtc
             return null;
         }
         var n = new Nvrtc { LibraryName = loaded };
-        var missing = new List<string>();
-        nint Bind(string symbol)
+        var symbols = new NativeSymbols(handle);
+        n._version = (delegate* unmanaged<int*, int*, int>)symbols.Required("nvrtcVersion");
+        n._createProgram = (delegate* unmanaged<nint*, byte*, byte*, int, byte**, byte**, int>)symbols.Required("nvrtcCreateProgram");
+        n._compileProgram = (delegate* unmanaged<nint, int, byte**, int>)symbols.Required("nvrtcCompileProgram");
+        n._destroyProgram = (delegate* unmanaged<nint*, int>)symbols.Required("nvrtcDestroyProgram");
+        n._getLogSize = (delegate* unmanaged<nint, nuint*, int>)symbols.Required("nvrtcGetProgramLogSize");
+        n._getLog = (delegate* unmanaged<nint, byte*, int>)symbols.Required("nvrtcGetProgramLog");
+        n._getCubinSize = (delegate* unmanaged<nint, nuint*, int>)symbols.Required("nvrtcGetCUBINSize");
+        n._getCubin = (delegate* unmanaged<nint, byte*, int>)symbols.Required("nvrtcGetCUBIN");
+        n._getPtxSize = (delegate* unmanaged<nint, nuint*, int>)symbols.Required("nvrtcGetPTXSize");
+        n._getPtx = (delegate* unmanaged<nint, byte*, int>)symbols.Required("nvrtcGetPTX");
+        if (symbols.Missing is { } missing)
         {
-            if (NativeLibrary.TryGetExport(handle, symbol, out nint p)) return p;
-            missing.Add(symbol);
-            return 0;
-        }
-        n._version = (delegate* unmanaged<int*, int*, int>)Bind("nvrtcVersion");
-        n._createProgram = (delegate* unmanaged<nint*, byte*, byte*, int, byte**, byte**, int>)Bind("nvrtcCreateProgram");
-        n._compileProgram = (delegate* unmanaged<nint, int, byte**, int>)Bind("nvrtcCompileProgram");
-        n._destroyProgram = (delegate* unmanaged<nint*, int>)Bind("nvrtcDestroyProgram");
-        n._getLogSize = (delegate* unmanaged<nint, nuint*, int>)Bind("nvrtcGetProgramLogSize");
-        n._getLog = (delegate* unmanaged<nint, byte*, int>)Bind("nvrtcGetProgramLog");
-        n._getCubinSize = (delegate* unmanaged<nint, nuint*, int>)Bind("nvrtcGetCUBINSize");
-        n._getCubin = (delegate* unmanaged<nint, byte*, int>)Bind("nvrtcGetCUBIN");
-        n._getPtxSize = (delegate* unmanaged<nint, nuint*, int>)Bind("nvrtcGetPTXSize");
-        n._getPtx = (delegate* unmanaged<nint, byte*, int>)Bind("nvrtcGetPTX");
-        if (missing.Count > 0)
-        {
-            failure = $"{loaded} lacks {string.Join(", ", missing)}";
+            failure = $"{loaded} {missing}";
             return null;
         }
         int major, minor;
