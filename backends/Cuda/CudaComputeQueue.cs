@@ -205,12 +205,12 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
 
     public void MatMulShared(DeviceTensor x, long cols, int tokens, ReadOnlySpan<MatMulTarget> targets)
     {
-        // One token: consecutive targets of one int8 type share a launch (q, k and v of a Q4_0 model: one; Q4_K_M's Q6_K v: two).
         if (!_options.FusedOps)
         {
             foreach (var t in targets) MatMul(t.Weight, t.Rows, cols, x, t.Output, tokens); // the default: one MatMul each
             return;
         }
+        // One token: consecutive targets of one int8 type share a launch (q, k and v of a Q4_0 model: one; Q4_K_M's Q6_K v: two).
         int i = 0;
         while (i < targets.Length)
         {
@@ -268,16 +268,16 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     public void RopeAndStoreKv(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
                                RopeParams rope, DeviceTensor? factors)
     {
+        if (kCache.Type != vCache.Type || kCache.Type is not (GgmlType.F32 or GgmlType.F16))
+            throw new NotSupportedException($"cuda: K/V caches of {kCache.Type}/{vCache.Type} (F32 or F16, both the same)");
+        if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"cuda: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
+        CheckRope(rope, p.HeadSize);
         if (!_options.FusedOps)
         {
             RopeAndStoreKvUnfused(q, k, v, kCache, vCache, p, rope, factors);
             return;
         }
         ForgetQuantizedX();
-        if (kCache.Type != vCache.Type || kCache.Type is not (GgmlType.F32 or GgmlType.F16))
-            throw new NotSupportedException($"cuda: K/V caches of {kCache.Type}/{vCache.Type} (F32 or F16, both the same)");
-        if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"cuda: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
-        CheckRope(rope, p.HeadSize);
         if (p.Tokens <= 0) return;
         _rt.MakeCurrent();
         ulong pq = Ptr(q), pk = Ptr(k), pv = Ptr(v), kc = Ptr(kCache), vc = Ptr(vCache), pf = factors is { } ft ? Ptr(ft) : 0;

@@ -111,7 +111,7 @@ public sealed class LlamaContext : IDisposable
     /// <summary>One batch of n tokens through the whole network. Writes logits to <paramref name="logits"/> unless it is empty.</summary>
     private void Forward(ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions)
     {
-        int n = tokens.Length, d = _hp.EmbeddingLength, qd = _hp.QDim, kvd = _hp.KvDim, ff = _hp.FeedForwardLength;
+        int n = tokens.Length, d = _hp.EmbeddingLength, qd = _hp.QDim, kvd = _hp.KvDim;
         int pos = Position;
         var attention = new AttentionParams(n, pos, _hp.HeadCount, _hp.KvHeadCount, _hp.HeadSize, 1f / MathF.Sqrt(_hp.HeadSize));
 
@@ -139,14 +139,7 @@ public sealed class LlamaContext : IDisposable
 
             // Feed-forward block: x += (silu(xb·Wgate) · (xb·Wup))·Wdown with xb = norm(x)
             q.RmsNorm(s.X, Weight(layer.FfnNorm), s.Xb, n, d, _hp.RmsNormEpsilon);
-            if (layer.FfnGate.Device == s.Device && layer.FfnUp.Device == s.Device && layer.FfnGate.Tensor.RowCount == layer.FfnUp.Tensor.RowCount)
-                q.MatMulSwiGlu(Weight(layer.FfnGate), Weight(layer.FfnUp), ff, d, s.Xb, s.Gate, s.Up, n); // gate[n, ff] = silu(xb·Wgate)·(xb·Wup)
-            else
-            {
-                MatMul(s, layer.FfnGate, s.Xb, s.Gate, n);                                 // gate[n, ff]
-                MatMul(s, layer.FfnUp, s.Xb, s.Up, n);                                     // up[n, ff]
-                q.SiluMul(s.Gate, s.Up, s.Gate, (long)n * ff);                             // gate = silu(gate)·up
-            }
+            MatMulSwiGlu(s, layer.FfnGate, layer.FfnUp, n);                                // gate[n, ff] = silu(xb·Wgate)·(xb·Wup)
             MatMulAdd(s, layer.FfnDown, s.Gate, s.X, n);                                   // x += gate·Wdown
         }
         Position += n;
@@ -193,6 +186,23 @@ public sealed class LlamaContext : IDisposable
             else MatMul(s, w, x, y, n);
         }
         if (count > 0) s.Queue.MatMulShared(x, cols, n, local[..count]);
+    }
+
+    /// <summary>
+    /// gate[n, ff] = silu(xb·Wgateᵀ)·(xb·Wupᵀ), with up[n, ff] as scratch: one fused op when both weights are on
+    /// <paramref name="s"/>'s device, else the two matmuls (each where its weight is) and SiluMul.
+    /// </summary>
+    private void MatMulSwiGlu(DeviceState s, TensorBinding gate, TensorBinding up, int n)
+    {
+        long rows = gate.Tensor.RowCount, cols = gate.Tensor.Dims[0];
+        if (gate.Device == s.Device && up.Device == s.Device && up.Tensor.RowCount == rows)
+        {
+            s.Queue.MatMulSwiGlu(Weight(gate), Weight(up), rows, cols, s.Xb, s.Gate, s.Up, n);
+            return;
+        }
+        MatMul(s, gate, s.Xb, s.Gate, n);
+        MatMul(s, up, s.Xb, s.Up, n);
+        s.Queue.SiluMul(s.Gate, s.Up, s.Gate, n * rows);
     }
 
     /// <summary>y[n, rows(w)] += x[n, cols(w)]·wᵀ; through Xb as scratch when the weight is on another device.</summary>

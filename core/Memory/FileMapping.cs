@@ -12,9 +12,9 @@ namespace PluginEngine.Core.Memory;
 /// Shared rather than private (DESIGN §3 said private) because pinning a private read-only file mapping for a GPU does
 /// not work: on an H200 (driver 580), cuMemHostRegister(READ_ONLY) of a 64 MiB private range did not return in 45 s,
 /// while the same 620 MB file mapped shared registered in 22 ms (scripts/device/probe-host-register.py). Pages that are
-/// never written are the page cache's pages either way, so nothing else changes. Bytes past the end of the file inside the last page read zero. As with any mmap,
-/// truncating the file while it is mapped makes reads of the lost pages fault (SIGBUS); model files must
-/// not be rewritten in place while loaded.
+/// never written are the page cache's pages either way, so nothing else changes. Bytes past the end of the file inside
+/// the last page read zero. As with any mmap, truncating the file while it is mapped makes reads of the lost pages fault
+/// (SIGBUS); model files must not be rewritten in place while loaded.
 /// </summary>
 public sealed class FileMapping : ModelMapping
 {
