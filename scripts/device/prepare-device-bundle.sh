@@ -19,7 +19,8 @@ cp "$ROOT/plugins.json" "$DEST/app/plugins.json"
 dotnet build "$ROOT/scripts/device/modelgen" -c Release -o "$DEST/modelgen" --nologo -v q
 dotnet build "$ROOT/tests/PluginEngine.Conformance" -c Release -o "$DEST/app/conf" --nologo -v q
 [ -f "$DEST/rt.tgz" ] || tar czf "$DEST/rt.tgz" -C "$DOTNET_HOME" shared/Microsoft.NETCore.App host dotnet
-cp "$ROOT/scripts/device/run-cuda-checks.sh" "$ROOT/scripts/device/run-gpu-session.sh" "$ROOT/scripts/device/probe-host-register.py" "$DEST/"
+cp "$ROOT/scripts/device/run-cuda-checks.sh" "$ROOT/scripts/device/run-gpu-session.sh" "$ROOT/scripts/device/probe-host-register.py" \
+   "$ROOT/scripts/device/measure-read-bandwidth.py" "$DEST/"
 rm -f "$DEST"/app/*.pdb "$DEST"/app/plugins/*/*.pdb "$DEST"/modelgen/*.pdb "$DEST"/app/conf/*.pdb
 rm -rf "$DEST"/app/conf/plugins "$DEST"/app/conf/plugins.json   # the kit must use the bundle's plugins.json, one level up
 du -sh "$DEST"

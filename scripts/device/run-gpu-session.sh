@@ -9,12 +9,13 @@
 #   conformance.txt  the kit's full output
 #   checks/          run-cuda-checks.sh's report.txt, log.txt, plans.txt
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
-# parts (default all but smoke, profiletg, ab, importprobe, importbench and ncu): smoke (demo model on the CPU) conformance profile profiletg bench7b
-#   nographs (graphs on, against the default off) fusion pdl ab bench7bk benchtiny opencl checks importprobe importbench ncu
+# parts (default all but smoke, profiletg, ab, importprobe, importbench and ncu): membw (measured read bandwidth) smoke (demo model
+#   on the CPU) conformance profile profiletg bench7b layout (GGUF layout against the device row layout) nographs (graphs on, against
+#   the default off) fusion pdl ab bench7bk bench7bf16 benchtiny opencl checks importprobe importbench ncu nculayout
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
-PARTS=${*:-conformance profile bench7b nographs fusion pdl bench7bk benchtiny opencl checks}
+PARTS=${*:-membw conformance profile bench7b layout nographs fusion pdl bench7bk bench7bf16 benchtiny opencl checks}
 mkdir -p "$OUT"
 S=$OUT/summary.txt
 if [ ! -x /tmp/dn/dotnet ]; then mkdir -p /tmp/dn && tar xzf "$DEV/rt.tgz" -C /tmp/dn; fi
@@ -52,6 +53,11 @@ json.dump(cfg, open(p, "w"), indent=2)
 print("opencl platform", platform)
 PY
 { echo "== backends"; "${PE[@]}" backends "${PLUGINS[@]}" 2>&1 | grep -E "│ (cuda|opencl|cpu) " ; } >>"$S"
+
+if has membw; then
+  # The denominator of the decode bound (issue 5: model bytes / measured HBM read bandwidth).
+  { echo "== membw"; timeout -k 5 60 python3 "$DEV/measure-read-bandwidth.py" 4096 20 2>&1 | tail -6; } >>"$S"
+fi
 
 if has conformance; then
   # The kit runs every op and type on cuda and opencl against the CPU reference (plus the seed regression).
@@ -104,6 +110,21 @@ fi
 if has bench7b; then
   bench 7b-q4_0-default 120 -m synthetic:llama7b:Q4_0 --backend cuda -r 3
 fi
+if has layout; then
+  # Q4_0/Q8_0 weights in the device row layout (layout packed) against GGUF's block layout (the default: bench7b, bench7bk).
+  PLUGINENGINE_CUDA_LAYOUT=packed bench 7b-q4_0-packed-layout 120 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128
+  PLUGINENGINE_CUDA_LAYOUT=packed bench 7b-q8_0-packed-layout 120 -m synthetic:llama7b:Q8_0 --backend cuda -r 3 -p 128
+fi
+if has nculayout && [ -x /usr/local/cuda/bin/ncu ]; then
+  # Nsight Compute on the decode mat-vecs (q/k/v, o+=, gate/up+SiLU, down+=) in each weight layout.
+  for L in gguf packed; do
+    PLUGINENGINE_CUDA_LAYOUT=$L PLUGINENGINE_CUDA_PDL=off timeout -k 10 120 /usr/local/cuda/bin/ncu --target-processes all \
+      -k regex:'matvec_q8|swiglu_q8' --launch-skip 200 --launch-count 4 \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
+      "${PE[@]}" bench "${PLUGINS[@]}" -m synthetic:llama7b:Q4_0 --backend cuda -p 1 -n 16 -r 1 >"$OUT/ncu-$L.txt" 2>&1
+    echo "== ncu layout $L (exit $?): ncu-$L.txt; $(grep -E '^\s+(matvec|swiglu)|Duration|DRAM Throughput' "$OUT/ncu-$L.txt" | tr -s ' ' | tr '\n' ';')" >>"$S"
+  done
+fi
 if has nographs; then
   PLUGINENGINE_CUDA_GRAPHS=on bench 7b-q4_0-graphs 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128
 fi
@@ -125,6 +146,9 @@ if has ab; then
 fi
 if has bench7bk; then
   bench 7b-q4km-q8 200 -m synthetic:llama7b:Q4_K_M,synthetic:llama7b:Q8_0 --backend cuda -r 3
+fi
+if has bench7bf16; then
+  bench 7b-f16 200 -m synthetic:llama7b:F16 --backend cuda -r 3
 fi
 if has ncu && [ -x /usr/local/cuda/bin/ncu ]; then
   # Nsight Compute on one decode layer's kernels (rms, q/k/v, rope+store+attention, o+=, rms, swiglu, quantize, down+=).

@@ -86,4 +86,86 @@ public sealed class BufferContractTests
         Assert.All(back[..101], x => Assert.Equal(7, x));
         Assert.Throws<ArgumentOutOfRangeException>(() => a.Upload(900, data));
     }
+
+    public static TheoryData<string, GgmlType> LoaderWrittenCases
+    {
+        get
+        {
+            var data = new TheoryData<string, GgmlType>();
+            foreach (string backend in Candidates)
+                foreach (var type in new[] { GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q4_K })
+                    data.Add(backend, type);
+            return data;
+        }
+    }
+
+    /// <summary>
+    /// Weights written the way the loader writes them (InitTensor, then uploads in order from the tensor's start, here in
+    /// chunks that split rows) may be kept by a backend in a layout of its own (CUDA packs Q4_0/Q8_0 rows of a multiple
+    /// of 256). Whatever it keeps, the buffer's bytes read back as written, whole or from any offset; a rewrite of some rows,
+    /// a copy into the tensor and a copy out of it see GGUF bytes; and matmuls over the rewritten tensor match the exact product.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(LoaderWrittenCases))]
+    public void Weights_written_like_the_loader_read_back_and_rewrite_as_written(string backend, GgmlType type)
+    {
+        var device = Require(backend);
+        const int rows = 24, cols = 768;
+        const long offset = 64;
+        var info = new TensorInfo("w", type, [cols, rows]);
+        long rowBytes = info.RowBytes, bytes = info.ByteSize, alloc = device.Buffers.GetAllocSize(info);
+        byte[] expected = TestData.Matrix(type, 9, rows, cols);
+        using var buffer = device.Buffers.AllocateOwned("loader-written", offset + alloc + 32);
+        buffer.Memset(0, buffer.Size, 0xFF);
+        buffer.InitTensor(info, offset, alloc);
+        for (int done = 0; done < bytes; done += 1000)
+            buffer.Upload(offset + done, expected.AsSpan(done, (int)Math.Min(1000, bytes - done)));
+
+        void AssertReads(string what)
+        {
+            var whole = new byte[bytes];
+            buffer.Download(offset, whole);
+            Assert.True(expected.AsSpan().SequenceEqual(whole), $"{backend} {type}: {what}: the tensor does not read back as written");
+            var part = new byte[777];
+            buffer.Download(offset + 555, part); // from the middle of a row, over several rows
+            Assert.True(expected.AsSpan(555, 777).SequenceEqual(part), $"{backend} {type}: {what}: bytes [555, 1332) do not read back as written");
+            var tail = new byte[alloc - bytes + 100];
+            buffer.Download(offset + bytes - 100, tail); // the last row's end and the zeroed slide
+            Assert.True(expected.AsSpan((int)bytes - 100).SequenceEqual(tail.AsSpan(0, 100)), $"{backend} {type}: {what}: the last 100 bytes");
+            Assert.All(tail[100..], b => Assert.Equal(0, b));
+        }
+
+        void AssertMultiplies(string what)
+        {
+            using var s = new DeviceSession(device);
+            var w = new DeviceTensor(buffer, offset, type);
+            foreach (int tokens in new[] { 1, 40 })
+            {
+                float[] x = TestData.Random(tokens + 3, (long)tokens * cols);
+                var y = s.Zeros((long)tokens * rows);
+                s.Queue.MatMul(w, rows, cols, s.Floats(x), y, tokens);
+                TestData.AssertClose(OpConformanceTests.ExactMatMul(type, expected, rows, cols, x, tokens), s.Read(y, (long)tokens * rows),
+                    OpConformanceTests.MatMulTolerance(type), $"{backend} {type} {what}: MatMul x {tokens} tokens vs exact");
+            }
+        }
+
+        AssertReads("uploaded in 1000-byte chunks");
+        AssertMultiplies("uploaded in 1000-byte chunks");
+
+        byte[] rewrite = TestData.Matrix(type, 10, 5, cols); // rows 5..9
+        buffer.Upload(offset + 5 * rowBytes, rewrite);
+        rewrite.CopyTo(expected, 5 * rowBytes);
+        AssertReads("rows 5-9 rewritten");
+
+        using var copy = device.Buffers.AllocateOwned("copy", bytes);
+        copy.CopyFrom(buffer, offset, 0, bytes);
+        var copied = new byte[bytes];
+        copy.Download(0, copied);
+        Assert.True(expected.AsSpan().SequenceEqual(copied), $"{backend} {type}: a copy out of the tensor differs from what was written");
+
+        buffer.CopyFrom(copy, 0, offset + 20 * rowBytes, 3 * rowBytes); // rows 0..2 over rows 20..22
+        Array.Copy(expected, 0, expected, 20 * rowBytes, 3 * rowBytes);
+        AssertReads("rows 20-22 copied in");
+        AssertMultiplies("rewritten and copied into");
+    }
 }

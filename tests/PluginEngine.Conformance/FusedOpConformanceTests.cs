@@ -40,7 +40,10 @@ public sealed class FusedOpConformanceTests
                     foreach (int tokens in tokenCounts)
                         data.Add(backend, type, type, type, IsKQuant(type) ? 1280 : 544, tokens);
                 // Mixed sets: Q4_K_M and Q5_K_M (v in Q6_K), and one mixing types a GPU decodes with 8-bit activations and one it does not.
-                foreach (var (q, k, v) in new[] { (GgmlType.Q4_K, GgmlType.Q4_K, GgmlType.Q6_K), (GgmlType.Q5_K, GgmlType.Q5_K, GgmlType.Q6_K), (GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.F16) })
+                // Q4_0/Q8_0 rows of 768 (a multiple of 256) are ones a GPU may hold in a layout of its own (CUDA's device row layout),
+                // and may group by layout rather than type.
+                foreach (var (q, k, v) in new[] { (GgmlType.Q4_K, GgmlType.Q4_K, GgmlType.Q6_K), (GgmlType.Q5_K, GgmlType.Q5_K, GgmlType.Q6_K), (GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.F16),
+                                                  (GgmlType.Q4_0, GgmlType.Q4_0, GgmlType.Q4_0), (GgmlType.Q4_0, GgmlType.Q4_0, GgmlType.Q8_0) })
                     foreach (int tokens in tokenCounts)
                         data.Add(backend, q, k, v, 768, tokens);
             }
@@ -165,7 +168,7 @@ public sealed class FusedOpConformanceTests
         RequireOp(target.Queue, ComputeOp.Add, GgmlType.F32);
         using var reference = new DeviceSession(Reference);
         RequireOp(reference.Queue, ComputeOp.MatMul, type);
-        int cols = IsKQuant(type) ? 768 : 544;
+        int cols = FusedCols(type, rows);
         var info = new TensorInfo("w", type, [cols, rows]);
         byte[] weights = TestData.Matrix(type, cols * 17 + rows, rows, cols);
         float[] x = TestData.Random(tokens * 5 + cols, (long)tokens * cols);
@@ -211,7 +214,7 @@ public sealed class FusedOpConformanceTests
         RequireOp(target.Queue, ComputeOp.SiluMul, GgmlType.F32);
         using var reference = new DeviceSession(Reference);
         RequireOp(reference.Queue, ComputeOp.MatMul, type);
-        int cols = IsKQuant(type) ? 768 : 544;
+        int cols = FusedCols(type, rows);
         var gateInfo = new TensorInfo("gate", type, [cols, rows]);
         var upInfo = new TensorInfo("up", type, [cols, rows]);
         byte[] gateWeights = TestData.Matrix(type, cols * 13 + rows, rows, cols);
@@ -381,6 +384,13 @@ public sealed class FusedOpConformanceTests
     }
 
     private static bool IsKQuant(GgmlType type) => GgmlTypes.Get(type).BlockSize == 256;
+
+    /// <summary>
+    /// Row length of the MatMulAdd and MatMulSwiGlu cases: 768 for K-quants; for Q4_0 and Q8_0 768 with 64 rows (a multiple of
+    /// 256, which a GPU may hold in a layout of its own) and 544 with 37 (not a multiple of 512: the slide); 544 for the rest.
+    /// </summary>
+    private static int FusedCols(GgmlType type, int rows)
+        => IsKQuant(type) || (type is GgmlType.Q4_0 or GgmlType.Q8_0 && rows == 64) ? 768 : 544;
 
     /// <summary>An F32 tensor of <paramref name="count"/> elements whose every byte is <see cref="Poison"/>.</summary>
     private static DeviceTensor Poisoned(DeviceSession s, long count)

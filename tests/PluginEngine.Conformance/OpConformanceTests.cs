@@ -26,7 +26,8 @@ public sealed class OpConformanceTests
                     bool kQuant = GgmlTypes.Get(type).BlockSize == 256;
                     // Row lengths: one not a multiple of 512 (slide), one just past a multiple; batch 1 (mat-vec), 3 and 11 (> one 8-token
                     // tile), and 40: a prompt-sized batch (GPU backends switch to a GEMM library there, e.g. CUDA's cuBLAS from 32 tokens).
-                    int[] cols = kQuant ? [768, 1280] : [96, 544];
+                    // Q4_0/Q8_0 also 768, a multiple of 256 (not of 512): rows a GPU may hold in a layout of its own (CUDA's device row layout).
+                    int[] cols = kQuant ? [768, 1280] : type is GgmlType.Q4_0 or GgmlType.Q8_0 ? [96, 544, 768] : [96, 544];
                     foreach (int c in cols)
                         foreach (int tokens in new[] { 1, 3, 11, 40 })
                             data.Add(backend, type, 37, c, tokens);
@@ -35,13 +36,17 @@ public sealed class OpConformanceTests
         }
     }
 
-    public static TheoryData<string, GgmlType> GetRowsCases
+    public static TheoryData<string, GgmlType, int> GetRowsCases
     {
         get
         {
-            var data = new TheoryData<string, GgmlType>();
+            var data = new TheoryData<string, GgmlType, int>();
             foreach (string backend in Candidates)
-                foreach (var type in WeightTypes) data.Add(backend, type);
+                foreach (var type in WeightTypes)
+                {
+                    data.Add(backend, type, GgmlTypes.Get(type).BlockSize == 256 ? 768 : 96);
+                    if (type is GgmlType.Q4_0 or GgmlType.Q8_0) data.Add(backend, type, 768); // a GPU's own row layout (see MatMulCases)
+                }
             return data;
         }
     }
@@ -162,13 +167,13 @@ public sealed class OpConformanceTests
 
     [Theory]
     [MemberData(nameof(GetRowsCases))]
-    public void GetRows_matches_cpu(string backend, GgmlType type)
+    public void GetRows_matches_cpu(string backend, GgmlType type, int cols)
     {
         using var target = new DeviceSession(Require(backend));
         RequireOp(target.Queue, ComputeOp.GetRows, type);
         using var reference = new DeviceSession(Reference);
         RequireOp(reference.Queue, ComputeOp.GetRows, type);
-        int cols = GgmlTypes.Get(type).BlockSize == 256 ? 768 : 96, tableRows = 29;
+        const int tableRows = 29;
         var info = new TensorInfo("table", type, [cols, tableRows]);
         byte[] table = TestData.Matrix(type, 5, tableRows, cols);
         int[] rows = [0, 28, 13, 13, 7];
