@@ -80,10 +80,8 @@ internal abstract class CudaBuffer : BackendBuffer
 /// <summary>
 /// Device memory from cuMemAlloc. Writes go through the legacy default stream (stream 0), which every queue's
 /// stream (created blocking) waits for, so uploaded weights and zeroed slides are in place before any kernel reads them.
-/// Q4_0/Q8_0 tensors placed with InitTensor are held in the device row layout once written whole (<see cref="Packing"/>);
-/// downloads and writes see GGUF's bytes all the same.
 /// </summary>
-internal sealed unsafe class CudaOwnedBuffer : CudaBuffer, PackedRegions.IConverter
+internal sealed unsafe class CudaOwnedBuffer : CudaBuffer
 {
     private readonly ulong _pointer;
 
@@ -94,17 +92,12 @@ internal sealed unsafe class CudaOwnedBuffer : CudaBuffer, PackedRegions.IConver
         int r = runtime.Driver.cuMemAlloc(&p, (nuint)Math.Max(size, 1));
         if (r != 0) throw new CudaException($"cuMemAlloc({size} B for '{name}')", r, runtime.Driver.ErrorName(r));
         _pointer = p;
-        Packing = runtime.Options.PackRows ? new PackedRegions(this) : null;
     }
 
     public override ulong DevicePointer => _pointer;
 
-    /// <summary>The tensors held in the device row layout; null when the <c>layout</c> option is <c>gguf</c>.</summary>
-    public PackedRegions? Packing { get; }
-
     protected override void InitTensorCore(TensorInfo tensor, long offset, long allocSize)
     {
-        Packing?.Register(tensor, offset);
         long slide = allocSize - tensor.ByteSize;
         if (slide <= 0) return;
         Runtime.EnterBufferWork();
@@ -112,13 +105,6 @@ internal sealed unsafe class CudaOwnedBuffer : CudaBuffer, PackedRegions.IConver
     }
 
     protected override void UploadCore(long offset, ReadOnlySpan<byte> source)
-    {
-        Packing?.BeforeWrite(offset, source.Length);
-        UploadBytes(offset, source);
-        Packing?.AfterWrite(offset, source.Length);
-    }
-
-    private void UploadBytes(long offset, ReadOnlySpan<byte> source)
     {
         Runtime.EnterBufferWork();
         int r;
@@ -152,69 +138,19 @@ internal sealed unsafe class CudaOwnedBuffer : CudaBuffer, PackedRegions.IConver
 
     protected override void MemsetCore(long offset, long length, byte value)
     {
-        Packing?.BeforeWrite(offset, length);
         Runtime.EnterBufferWork();
         Runtime.Driver.Check(Runtime.Driver.cuMemsetD8Async(_pointer + (ulong)offset, value, (nuint)length, 0), "cuMemsetD8Async");
-        Packing?.AfterWrite(offset, length);
     }
 
     protected override void DownloadCore(long offset, Span<byte> destination)
-    {
-        DownloadBytes(offset, destination);
-        if (Packing is null) return;
-        // Packed tensors in the range: convert their rows that the range touches back to GGUF's layout.
-        foreach (var region in Packing.PackedOverlapping(offset, destination.Length))
-        {
-            long from = Math.Max(offset, region.Start), to = Math.Min(offset + destination.Length, region.End);
-            long firstRow = (from - region.Start) / region.RowBytes, endRow = (to - region.Start + region.RowBytes - 1) / region.RowBytes;
-            long rowsAt = region.Start + firstRow * region.RowBytes;
-            var packed = new byte[(endRow - firstRow) * region.RowBytes];
-            var gguf = new byte[packed.Length];
-            DownloadBytes(rowsAt, packed);
-            PackedRows.Convert(packed, gguf, region.BlocksPerRow, region.QuantBytes, toDevice: false);
-            gguf.AsSpan((int)(from - rowsAt), (int)(to - from)).CopyTo(destination.Slice((int)(from - offset)));
-        }
-    }
-
-    private void DownloadBytes(long offset, Span<byte> destination)
     {
         Runtime.EnterBufferWork();
         fixed (byte* p = destination) Runtime.Driver.Check(Runtime.Driver.cuMemcpyDtoH(p, _pointer + (ulong)offset, (nuint)destination.Length), "cuMemcpyDtoH");
     }
 
-    /// <summary>Rewrites a packed region's rows in place with the pack_rows kernel, through a temporary device copy.</summary>
-    void PackedRegions.IConverter.ConvertInPlace(PackedRegions.Region region, bool toDevice)
-    {
-        var d = Runtime.Driver;
-        Runtime.EnterBufferWork();
-        ulong temp;
-        d.Check(d.cuMemAlloc(&temp, (nuint)region.Bytes), $"cuMemAlloc ({region.Bytes} B to repack a tensor of '{Name}')");
-        try
-        {
-            ulong src = _pointer + (ulong)region.Start;
-            long rows = region.Rows;
-            int blocks = region.BlocksPerRow, quantBytes = region.QuantBytes, direction = toDevice ? 1 : 0;
-            void** args = stackalloc void*[] { &src, &temp, &rows, &blocks, &quantBytes, &direction };
-            long threads = rows * blocks;
-            const int Block = 256;
-            uint grid = checked((uint)((threads + Block - 1) / Block));
-            int r = d.cuLaunchKernel(Runtime.Function("pack_rows"), grid, 1, 1, Block, 1, 1, 0, 0, args, null);
-            if (r != 0) throw new CudaException($"cuLaunchKernel(pack_rows, {rows} rows of '{Name}')", r, d.ErrorName(r));
-            d.Check(d.cuMemcpyDtoD(src, temp, (nuint)region.Bytes), "cuMemcpyDtoD (repacked rows)");
-            d.Check(d.cuStreamSynchronize(0), "cuStreamSynchronize (repack)");
-        }
-        finally
-        {
-            d.cuMemFree(temp);
-        }
-    }
-
     protected override void CopyFromCore(BackendBuffer source, long sourceOffset, long destinationOffset, long length)
     {
-        // Packed tensors on either side: through the host, where downloads and uploads see GGUF's bytes.
-        bool packedSource = source is CudaOwnedBuffer { Packing: { } p } && p.PackedOverlapping(sourceOffset, length).Count > 0;
-        bool trackedDestination = Packing is not null && Packing.Tracks(destinationOffset, length);
-        if (source is CudaBuffer cuda && cuda.Runtime == Runtime && !packedSource && !trackedDestination)
+        if (source is CudaBuffer cuda && cuda.Runtime == Runtime)
         {
             Runtime.EnterBufferWork();
             Runtime.Driver.Check(Runtime.Driver.cuMemcpyDtoD(_pointer + (ulong)destinationOffset, cuda.DevicePointer + (ulong)sourceOffset, (nuint)length), "cuMemcpyDtoD");

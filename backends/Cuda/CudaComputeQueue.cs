@@ -20,10 +20,9 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly CudaRuntime _rt;
     private readonly CudaDriver _d;
     private readonly nint _stream;
-    // Kernel tables indexed by KernelSlot (GGUF layouts) or PackedSlot (device row layouts).
-    private readonly nint[] _getRows = new nint[Slots], _matmul1 = new nint[Slots], _matmulN = new nint[Slots];
+    private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
     private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
-    private readonly nint[] _matVecQ8 = new nint[Slots], _swiGluQ8 = new nint[Slots], _dequantizeF16 = new nint[Slots];
+    private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly CudaKernelOptions _options;
     private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (CudaRuntime.ProgrammaticLaunch)
@@ -88,17 +87,6 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
             _swiGluQ8[KernelSlot(type)] = _rt.Function($"swiglu_q8_{KernelSource.WeightSuffix(type)}");
         }
         foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
-        foreach (var type in KernelSource.PackedTypes)
-        {
-            int slot = PackedSlot(type);
-            string s = KernelSource.PackedSuffix(type);
-            _getRows[slot] = _rt.Function($"get_rows_{s}");
-            _matmul1[slot] = _rt.Function($"matmul_{s}_t1");
-            _matmulN[slot] = _rt.Function($"matmul_{s}_tn");
-            _matVecQ8[slot] = _rt.Function($"matvec_q8_{s}");
-            _swiGluQ8[slot] = _rt.Function($"swiglu_q8_{s}");
-            _dequantizeF16[slot] = _rt.Function($"dequantize_f16_{s}");
-        }
         _options = _rt.Options;
         _programmaticLaunch = _rt.ProgrammaticLaunch;
         _blas = _options.CublasPrompt ? _rt.Blas : null;
@@ -120,8 +108,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     {
         ForgetQuantizedX();
         if (rows.IsEmpty) return;
-        long rowBytes = GgmlTypes.RowSize(table.Type, rowLength), length = rowLength;
-        int slot = WeightSlot(table, rowBytes);
+        int slot = KernelSlot(table.Type);
         _rt.MakeCurrent();
         long bytes = (long)rows.Length * sizeof(int);
         if (_rowIdsCapacity < bytes) GrowRowIds(bytes);
@@ -129,6 +116,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _graph?.BeforeWork();
         _d.Check(_d.cuMemcpyHtoDAsync(_rowIds, staged, (nuint)bytes, _stream), "cuMemcpyHtoDAsync (row ids)");
         ulong t = Ptr(table), ids = _rowIds, y = Ptr(dst);
+        long rowBytes = GgmlTypes.RowSize(table.Type, rowLength), length = rowLength;
         void** args = stackalloc void*[] { &t, &rowBytes, &ids, &y, &length };
         LaunchKernel(_getRows[slot], LaunchGeometry.GetRows(rows.Length, rowLength), args, "get_rows");
     }
@@ -179,10 +167,10 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private void MatMulInto(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens, bool accumulate)
     {
         if (tokens <= 0 || wRows <= 0) return;
-        long rowBytes = GgmlTypes.RowSize(w.Type, wCols), rows = wRows;
-        int slot = WeightSlot(w, rowBytes);
+        int slot = KernelSlot(w.Type);
         _rt.MakeCurrent();
         ulong pw = Ptr(w), px = Ptr(x), py = Ptr(y);
+        long rowBytes = GgmlTypes.RowSize(w.Type, wCols), rows = wRows;
         int cols = checked((int)wCols);
         if (UsesInt8MatVec(w.Type, tokens))
         {
@@ -235,16 +223,14 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
             }
             _rt.MakeCurrent();
             long rowBytes = GgmlTypes.RowSize(type, cols);
-            int slot = WeightSlot(targets[i].Weight, rowBytes);
             var batch = new CudaMatVecTargets();
-            while (i < targets.Length && batch.Count < CudaMatVecTargets.Capacity && targets[i].Weight.Type == type && targets[i].Rows > 0
-                   && WeightSlot(targets[i].Weight, rowBytes) == slot)
+            while (i < targets.Length && batch.Count < CudaMatVecTargets.Capacity && targets[i].Weight.Type == type && targets[i].Rows > 0)
             {
                 batch.Set(batch.Count, Ptr(targets[i].Weight), rowBytes, Ptr(targets[i].Output), targets[i].Rows);
                 batch.Count++;
                 i++;
             }
-            MatVecQ8(slot, Ptr(x), checked((int)cols), ref batch);
+            MatVecQ8(KernelSlot(type), Ptr(x), checked((int)cols), ref batch);
             for (int k = 0; k < batch.Count; k++) ForgetQuantizedXIfWritten(batch.Output(k), batch.Rows(k));
         }
     }
@@ -262,17 +248,16 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
 
     public void MatMulSwiGlu(DeviceTensor wGate, DeviceTensor wUp, long rows, long cols, DeviceTensor x, DeviceTensor gate, DeviceTensor up, int tokens)
     {
-        long rowBytes = GgmlTypes.RowSize(wGate.Type, cols);
-        if (!_options.FusedOps || wGate.Type != wUp.Type || !UsesInt8MatVec(wGate.Type, tokens) || rows <= 0
-            || WeightSlot(wGate, rowBytes) != WeightSlot(wUp, rowBytes))
+        if (!_options.FusedOps || wGate.Type != wUp.Type || !UsesInt8MatVec(wGate.Type, tokens) || rows <= 0)
         {
             MatMulShared(x, cols, tokens, [new MatMulTarget(wGate, rows, gate), new MatMulTarget(wUp, rows, up)]);
             SiluMul(gate, up, gate, (long)tokens * rows);
             return;
         }
-        int slot = WeightSlot(wGate, rowBytes);
+        int slot = KernelSlot(wGate.Type);
         _rt.MakeCurrent();
         ulong pg = Ptr(wGate), pu = Ptr(wUp), px = Ptr(x), py = Ptr(gate);
+        long rowBytes = GgmlTypes.RowSize(wGate.Type, cols);
         int r = checked((int)rows), c = checked((int)cols);
         var (xq, xs) = EnsureQuantizedX(px, c);
         void** args = stackalloc void*[] { &pg, &pu, &rowBytes, &r, &c, &xq, &xs, &py };
@@ -553,26 +538,6 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         if (_staging != null) _d.cuMemFreeHost(_staging);
         _d.cuStreamDestroy(_stream);
     }
-
-    /// <summary>Entries of the kernel tables: <see cref="KernelSlot"/>'s 8 GGUF layouts, then <see cref="PackedSlot"/>'s 2 device row layouts.</summary>
-    private const int Slots = 10;
-
-    /// <summary>Where a device row layout's kernels are in the lookup tables.</summary>
-    private static int PackedSlot(GgmlType type) => type switch
-    {
-        GgmlType.Q8_0 => 8,
-        GgmlType.Q4_0 => 9,
-        _ => throw new ArgumentException($"cuda: {type} has no device row layout"),
-    };
-
-    /// <summary>
-    /// The kernels for weight <paramref name="w"/> (rows of <paramref name="rowBytes"/>): those of its device row layout when
-    /// its owned buffer holds it packed, else those of its GGUF type.
-    /// </summary>
-    private static int WeightSlot(DeviceTensor w, long rowBytes)
-        => PackedRows.QuantBytes(w.Type) > 0 && w.Buffer is CudaOwnedBuffer { Packing: { } packing } && packing.IsPackedAt(w.Offset, rowBytes)
-            ? PackedSlot(w.Type)
-            : KernelSlot(w.Type);
 
     /// <summary>Index of a weight type's kernels in the lookup tables; throws for types without kernels.</summary>
     private static int KernelSlot(GgmlType type) => type switch

@@ -96,7 +96,6 @@ internal sealed unsafe class CudaRuntime
             reason = $"{rt.Name} (sm_{rt.Major}{rt.Minor}, {rt.TotalMemory >> 20} MiB), driver {rt.DriverVersion / 1000}.{rt.DriverVersion % 1000 / 10}, NVRTC {rt.NvrtcVersion}, kernels {rt.KernelOrigin}; " +
                      $"{rt.BlasStatus}; decode mat-vec: {(kernels.Int8MatVec ? "8-bit activations (dp4a)" : "F32 activations")}; " +
                      $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver has no graph API)" : "off")}; fused ops: {(kernels.FusedOps ? "on" : "off")}; " +
-                     $"Q4_0/Q8_0 weights: {(kernels.PackRows ? "device row layout" : "GGUF layout")}; " +
                      $"programmatic launch: {(rt.ProgrammaticLaunch ? "on" : kernels.ProgrammaticLaunch ? "off (needs sm_90 and cuLaunchKernelEx)" : "off")}";
             return rt;
         }

@@ -101,8 +101,8 @@ public sealed class BufferContractTests
 
     /// <summary>
     /// Weights written the way the loader writes them (InitTensor, then uploads in order from the tensor's start, here in
-    /// chunks that split rows) may be kept by a backend in a layout of its own (CUDA packs Q4_0/Q8_0 rows of a multiple
-    /// of 256). Whatever it keeps, the buffer's bytes read back as written, whole or from any offset; a rewrite of some rows,
+    /// chunks that split rows) may be kept by a backend in a layout of its own (CUDA had one for Q4_0/Q8_0 rows of a
+    /// multiple of 256 in commit e6d07ee; docs/benchmarks.md says why it went). Whatever it keeps, the buffer's bytes read back as written, whole or from any offset; a rewrite of some rows,
     /// a copy into the tensor and a copy out of it see GGUF bytes; and matmuls over the rewritten tensor match the exact product.
     /// </summary>
     [Theory]

@@ -40,8 +40,8 @@ public sealed class FusedOpConformanceTests
                     foreach (int tokens in tokenCounts)
                         data.Add(backend, type, type, type, IsKQuant(type) ? 1280 : 544, tokens);
                 // Mixed sets: Q4_K_M and Q5_K_M (v in Q6_K), and one mixing types a GPU decodes with 8-bit activations and one it does not.
-                // Q4_0/Q8_0 rows of 768 (a multiple of 256) are ones a GPU may hold in a layout of its own (CUDA's device row layout),
-                // and may group by layout rather than type.
+                // Q4_0/Q8_0 rows of 768 (a multiple of 256, with 16-byte aligned rows) are ones a GPU may hold in a layout of its
+                // own, and then group by layout rather than type.
                 foreach (var (q, k, v) in new[] { (GgmlType.Q4_K, GgmlType.Q4_K, GgmlType.Q6_K), (GgmlType.Q5_K, GgmlType.Q5_K, GgmlType.Q6_K), (GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.F16),
                                                   (GgmlType.Q4_0, GgmlType.Q4_0, GgmlType.Q4_0), (GgmlType.Q4_0, GgmlType.Q4_0, GgmlType.Q8_0) })
                     foreach (int tokens in tokenCounts)

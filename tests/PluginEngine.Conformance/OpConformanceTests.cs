@@ -26,7 +26,7 @@ public sealed class OpConformanceTests
                     bool kQuant = GgmlTypes.Get(type).BlockSize == 256;
                     // Row lengths: one not a multiple of 512 (slide), one just past a multiple; batch 1 (mat-vec), 3 and 11 (> one 8-token
                     // tile), and 40: a prompt-sized batch (GPU backends switch to a GEMM library there, e.g. CUDA's cuBLAS from 32 tokens).
-                    // Q4_0/Q8_0 also 768, a multiple of 256 (not of 512): rows a GPU may hold in a layout of its own (CUDA's device row layout).
+                    // Q4_0/Q8_0 also 768, a multiple of 256 (not of 512): 16-byte aligned rows, which a GPU may hold in a layout of its own.
                     int[] cols = kQuant ? [768, 1280] : type is GgmlType.Q4_0 or GgmlType.Q8_0 ? [96, 544, 768] : [96, 544];
                     foreach (int c in cols)
                         foreach (int tokens in new[] { 1, 3, 11, 40 })
@@ -45,7 +45,7 @@ public sealed class OpConformanceTests
                 foreach (var type in WeightTypes)
                 {
                     data.Add(backend, type, GgmlTypes.Get(type).BlockSize == 256 ? 768 : 96);
-                    if (type is GgmlType.Q4_0 or GgmlType.Q8_0) data.Add(backend, type, 768); // a GPU's own row layout (see MatMulCases)
+                    if (type is GgmlType.Q4_0 or GgmlType.Q8_0) data.Add(backend, type, 768); // rows a GPU may hold in its own layout (see MatMulCases)
                 }
             return data;
         }

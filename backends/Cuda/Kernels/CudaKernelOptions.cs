@@ -33,16 +33,9 @@ namespace PluginEngine.Backends.Cuda.Kernels;
 /// programmatic stream serialization, so each is scheduled while its predecessor still runs and waits for it on the
 /// device (kernels.cu's PDL_ENTRY); <c>off</c>: plain launches. Environment: PLUGINENGINE_CUDA_PDL.
 /// </param>
-/// <param name="PackRows">
-/// <c>layout: gguf</c> (default): every tensor keeps GGUF's block layout. <c>packed</c>: owned buffers hold Q4_0 and Q8_0
-/// tensors whose rows are a multiple of 256 elements in the device row layout (quants 16-byte aligned, scales apart;
-/// kernels.cu "Device row layout", <see cref="PackedRegions"/>), which the mat-vec reads with one aligned 16-byte load per
-/// block. Imported buffers always keep GGUF's layout. Environment: PLUGINENGINE_CUDA_LAYOUT.
-/// </param>
-internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
-                                         bool PackRows = false)
+internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true)
 {
-    public static CudaKernelOptions Default { get; } = new(true, true, false, true, true, false);
+    public static CudaKernelOptions Default { get; } = new(true, true, false, true, true);
 
     /// <summary>Reads the options; a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
     public static CudaKernelOptions From(PluginOptions options, Func<string, string?> environment)
@@ -52,8 +45,7 @@ internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, boo
         bool graphs = Choice(options, environment, "graphs", "PLUGINENGINE_CUDA_GRAPHS", "on", "off", defaultFirst: false);
         bool fusion = Choice(options, environment, "fusion", "PLUGINENGINE_CUDA_FUSION", "on", "off");
         bool pdl = Choice(options, environment, "pdl", "PLUGINENGINE_CUDA_PDL", "on", "off");
-        bool packed = Choice(options, environment, "layout", "PLUGINENGINE_CUDA_LAYOUT", "packed", "gguf", defaultFirst: false);
-        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl, packed);
+        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl);
     }
 
     /// <summary>True for <paramref name="first"/>, false for <paramref name="second"/>; the environment wins over plugins.json.</summary>

@@ -58,12 +58,6 @@ internal static class KernelSource
         _ => null,
     };
 
-    /// <summary>Kernel-name suffix of a type's device row layout (<see cref="PackedRows"/>): q4_0r, q8_0r.</summary>
-    public static string PackedSuffix(GgmlType type) => WeightSuffix(type) + "r";
-
-    /// <summary>Weight types with a device row layout; every weight kernel (matmul, get_rows, matvec_q8, swiglu_q8, dequantize_f16) reads it.</summary>
-    public static IReadOnlyList<GgmlType> PackedTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0];
-
     /// <summary>Weight types the matmul and get-rows kernels read.</summary>
     public static IReadOnlyList<GgmlType> WeightTypes { get; } =
         [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
@@ -90,13 +84,7 @@ internal static class KernelSource
             yield return $"swiglu_q8_{WeightSuffix(t)}";
         }
         foreach (var t in DequantizeF16Types) yield return $"dequantize_f16_{WeightSuffix(t)}";
-        foreach (var t in PackedTypes)
-        {
-            string s = PackedSuffix(t);
-            foreach (string kernel in new[] { "matmul_{0}_t1", "matmul_{0}_tn", "get_rows_{0}", "matvec_q8_{0}", "swiglu_q8_{0}", "dequantize_f16_{0}" })
-                yield return string.Format(System.Globalization.CultureInfo.InvariantCulture, kernel, s);
-        }
-        foreach (var k in new[] { "pack_rows", "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "attention_f32", "attention_f16", "attention_decode_f32", "attention_decode_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
+        foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "attention_f32", "attention_f16", "attention_decode_f32", "attention_decode_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
             yield return k;
     }
 

@@ -34,9 +34,6 @@ typedef long long i64;
 #define T_Q5_K 13
 #define T_Q6_K 14
 #define T_BF16 30
-// Q4_0 and Q8_0 rows in the device row layout of owned buffers (see "Device row layout" below)
-#define T_Q4_0R 102
-#define T_Q8_0R 108
 
 __device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 __device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
@@ -146,45 +143,6 @@ __device__ __forceinline__ float load_scaled_block(const u8* b, u32* q)
     return h2f((u16)(x[0] >> sh));
 }
 
-// Device row layout (T_Q4_0R, T_Q8_0R). GGUF's Q4_0 and Q8_0 blocks are 18 and 34 bytes, a 2-byte f16 scale
-// followed by the quants, so a lane's block is never 16-byte aligned and a warp reading 32 consecutive blocks issues
-// five or nine 4-byte loads at an 18- or 34-byte stride: the decode mat-vec was measured bound by those L1 wavefronts,
-// not by DRAM. Owned buffers (CudaOwnedBuffer) therefore hold such tensors with each row rearranged in place:
-//     [ quants of block 0 | quants of block 1 | ... | quants of block nb-1 | f16 d of block 0 | ... | d of block nb-1 ]
-// The row keeps its size (nb * 18 or nb * 34 bytes), so row offsets, views and slides are the same as in GGUF. Only
-// rows of a multiple of 256 elements in tensors that start 16-byte aligned are packed (nb % 8 == 0 makes every row
-// start, and so every block's quants, 16-byte aligned); imported buffers keep GGUF's layout (they are never written).
-#define PACKED_QUANT_BYTES(T) ((T) == T_Q4_0R ? 16 : 32)
-
-// Converts rows between GGUF's block layout and the device row layout, src to dst (different memory): one thread per
-// block. to_device = 1 packs, 0 unpacks. rows * blocks threads; rows are blocks * (quant_bytes + 2) bytes.
-extern "C" __global__ void pack_rows(const u8* src, u8* dst, i64 rows, int blocks, int quantBytes, int toDevice)
-{
-    PDL_ENTRY();
-    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= rows * blocks) return;
-    i64 r = i / blocks;
-    int b = (int)(i - r * blocks);
-    i64 rowBytes = (i64)blocks * (quantBytes + 2);
-    const u8* s = src + r * rowBytes;
-    u8* d = dst + r * rowBytes;
-    const u8* ggufBlock = (toDevice ? s : d) + (i64)b * (quantBytes + 2);
-    i64 quantsAt = (i64)b * quantBytes, scaleAt = (i64)blocks * quantBytes + 2 * b;
-    if (toDevice)
-    {
-        d[scaleAt] = ggufBlock[0];
-        d[scaleAt + 1] = ggufBlock[1];
-        for (int k = 0; k < quantBytes; k++) d[quantsAt + k] = ggufBlock[2 + k];
-    }
-    else
-    {
-        u8* g = d + (i64)b * (quantBytes + 2);
-        g[0] = s[scaleAt];
-        g[1] = s[scaleAt + 1];
-        for (int k = 0; k < quantBytes; k++) g[2 + k] = s[quantsAt + k];
-    }
-}
-
 // Dequantizes the 16 elements e0 .. e0+15 of a row (e0 a multiple of 16). Quantized types read whole blocks
 // without looking at the row length (rows are whole blocks; past the last row lies the zeroed slide);
 // plain types have no slide, so elements at or past `cols` read as 0.
@@ -243,33 +201,6 @@ __device__ __forceinline__ void deq16(const u8* row, int e0, int cols, float* v)
         int shift = (e0 & 31) >= 16 ? 4 : 0;
 #pragma unroll
         for (int i = 0; i < 16; i++) v[i] = d * (float)((int)((BYTE(w, i) >> shift) & 15) - 8);
-    }
-    else if (T == T_Q4_0R || T == T_Q8_0R)
-    {
-        // Device row layout: the 16 elements' quants are 16 aligned bytes. matmul_rows reads whole ROW_CHUNKs, past the row's
-        // end, where this layout has the next row's bytes rather than a zero slide: those groups read as 0.
-        if (e0 >= cols)
-        {
-#pragma unroll
-            for (int i = 0; i < 16; i++) v[i] = 0.f;
-            return;
-        }
-        const int qb = PACKED_QUANT_BYTES(T);
-        int b = e0 >> 5;
-        float d = ldh(row + (i64)(cols >> 5) * qb + 2 * b);
-        U32x4 q4 = *(const U32x4*)(row + (i64)b * qb + (T == T_Q8_0R ? (e0 & 16) : 0));
-        u32 w[4] = { q4.x, q4.y, q4.z, q4.w };
-        if (T == T_Q8_0R)
-        {
-#pragma unroll
-            for (int i = 0; i < 16; i++) v[i] = d * (float)(i8)BYTE(w, i);
-        }
-        else
-        {
-            int shift = (e0 & 31) >= 16 ? 4 : 0;
-#pragma unroll
-            for (int i = 0; i < 16; i++) v[i] = d * (float)((int)((BYTE(w, i) >> shift) & 15) - 8);
-        }
     }
     else if (T == T_Q4_K || T == T_Q5_K)
     {
@@ -407,8 +338,6 @@ WEIGHT_KERNELS(q4_0, T_Q4_0)
 WEIGHT_KERNELS(q4_k, T_Q4_K)
 WEIGHT_KERNELS(q5_k, T_Q5_K)
 WEIGHT_KERNELS(q6_k, T_Q6_K)
-WEIGHT_KERNELS(q4_0r, T_Q4_0R)
-WEIGHT_KERNELS(q8_0r, T_Q8_0R)
 
 // Elements of a row one rms_norm thread keeps in registers (rows up to NORM_REGS x blockDim, 8192 with 1024 threads).
 #define NORM_REGS 8
@@ -805,46 +734,13 @@ __device__ __forceinline__ void load_xq32(const i8* xq, int blk, int* w)
 // 64-element pair of sub-blocks... see dot_unit.
 template <int T> struct Unit { static const int Elems = 32; };
 template <> struct Unit<T_Q4_K> { static const int Elems = 64; };
-template <> struct Unit<T_Q8_0R> { static const int Elems = 16; }; // 16 quant bytes per lane, as Q4_0R: half a block
 
 // Dot product of unit u of a weight row with the quantized activations of one token.
 template <int T>
-__device__ __forceinline__ float dot_unit(const u8* row, int u, int cols, const i8* xq, const XScale* xs)
+__device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, const XScale* xs)
 {
     int x[8];
-    if (T == T_Q4_0R)
-    {
-        // device row layout: block u's 16 quant bytes in one aligned load (a warp reads 512 consecutive bytes), its scale
-        // from the row's scale array (64 consecutive bytes)
-        U32x4 q = ((const U32x4*)row)[u];
-        float d = ldh(row + (i64)(cols >> 5) * 16 + 2 * u);
-        load_xq32(xq, u, x);
-        u32 qw[4] = { q.x, q.y, q.z, q.w };
-        int s = 0;
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-        {
-            s = dp4a((int)(qw[k] & 0x0F0F0F0Fu), x[k], s);
-            s = dp4a((int)((qw[k] >> 4) & 0x0F0F0F0Fu), x[k + 4], s);
-        }
-        XScale a = xs[u];
-        return d * (a.d * (float)s - 8.f * a.s);
-    }
-    else if (T == T_Q8_0R)
-    {
-        // device row layout, unit = half block u / 2: its 16 quant bytes and the 16 matching int8 activations in one
-        // aligned load each (a warp reads 512 consecutive bytes of each)
-        U32x4 q = ((const U32x4*)row)[u];
-        U32x4 a = ((const U32x4*)xq)[u];
-        int blk = u >> 1;
-        float d = ldh(row + (i64)(cols >> 5) * 32 + 2 * blk);
-        int s = dp4a((int)q.x, (int)a.x, 0);
-        s = dp4a((int)q.y, (int)a.y, s);
-        s = dp4a((int)q.z, (int)a.z, s);
-        s = dp4a((int)q.w, (int)a.w, s);
-        return d * xs[blk].d * (float)s;
-    }
-    else if (T == T_Q4_0)
+    if (T == T_Q4_0)
     {
         // 18-byte block: f16 d, 16 bytes of nibbles (low nibbles = elements 0..15, high = 16..31); value = d * (q - 8)
         u32 q[4];
@@ -933,7 +829,7 @@ __device__ __forceinline__ float row_dot_q8(const u8* __restrict__ row, int cols
     int lane = threadIdx.x & 31, units = cols / Unit<T>::Elems;
     float acc = 0.f;
 #pragma unroll 4
-    for (int u = lane; u < units; u += 32) acc += dot_unit<T>(row, u, cols, xq, xs);
+    for (int u = lane; u < units; u += 32) acc += dot_unit<T>(row, u, xq, xs);
     return warp_sum(acc);
 }
 
@@ -981,8 +877,8 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
 #pragma unroll 2
     for (int k = lane; k < units; k += 32)
     {
-        g += dot_unit<T>(gRow, k, cols, xq, xs);
-        u += dot_unit<T>(uRow, k, cols, xq, xs);
+        g += dot_unit<T>(gRow, k, xq, xs);
+        u += dot_unit<T>(uRow, k, xq, xs);
     }
     g = warp_sum(g);
     u = warp_sum(u);
@@ -1000,8 +896,6 @@ MATVEC_Q8_KERNEL(q4_0, T_Q4_0)
 MATVEC_Q8_KERNEL(q8_0, T_Q8_0)
 MATVEC_Q8_KERNEL(q4_k, T_Q4_K)
 MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
-MATVEC_Q8_KERNEL(q4_0r, T_Q4_0R)
-MATVEC_Q8_KERNEL(q8_0r, T_Q8_0R)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Prompt path: weights dequantized to F16 for a cuBLAS GEMM on the tensor cores.
@@ -1046,5 +940,3 @@ DEQUANTIZE_F16_KERNEL(q4_0, T_Q4_0)
 DEQUANTIZE_F16_KERNEL(q4_k, T_Q4_K)
 DEQUANTIZE_F16_KERNEL(q5_k, T_Q5_K)
 DEQUANTIZE_F16_KERNEL(q6_k, T_Q6_K)
-DEQUANTIZE_F16_KERNEL(q4_0r, T_Q4_0R)
-DEQUANTIZE_F16_KERNEL(q8_0r, T_Q8_0R)

@@ -88,17 +88,13 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.Full;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        // per type: matmul t1/tn + get_rows; int8 mat-vec + swiglu; dequantize; the 6 of each device row layout; 15 others
-        Assert.Equal(3 * 8 + 2 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 6 * KernelSource.PackedTypes.Count + 15, names.Count);
+        Assert.Equal(3 * 8 + 2 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 14, names.Count);
         foreach (var type in KernelSource.WeightTypes)
             Assert.Contains($"WEIGHT_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.Int8MatVecTypes)
             Assert.Contains($"MATVEC_Q8_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.DequantizeF16Types)
             Assert.Contains($"DEQUANTIZE_F16_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
-        foreach (var type in KernelSource.PackedTypes)
-            foreach (string macro in new[] { "WEIGHT_KERNELS", "MATVEC_Q8_KERNEL", "DEQUANTIZE_F16_KERNEL" })
-                Assert.Contains($"{macro}({KernelSource.PackedSuffix(type)}, ", source);
         string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "swiglu_q8_", "dequantize_f16_", "attention_"];
         foreach (string name in names.Where(n => !macroMade.Any(p => n.StartsWith(p, StringComparison.Ordinal))))
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);

@@ -33,9 +33,6 @@ public sealed class CudaKernelOptionsTests
         Assert.True(CudaKernelOptions.From(Options(), _ => null).ProgrammaticLaunch);
         Assert.False(CudaKernelOptions.From(Options(("pdl", "off")), _ => null).ProgrammaticLaunch);
         Assert.False(CudaKernelOptions.From(Options(), k => k == "PLUGINENGINE_CUDA_PDL" ? "off" : null).ProgrammaticLaunch);
-        Assert.False(CudaKernelOptions.From(Options(), _ => null).PackRows);
-        Assert.True(CudaKernelOptions.From(Options(("layout", "packed")), _ => null).PackRows);
-        Assert.True(CudaKernelOptions.From(Options(("layout", "gguf")), k => k == "PLUGINENGINE_CUDA_LAYOUT" ? "packed" : null).PackRows);
     }
 
     [Fact]
