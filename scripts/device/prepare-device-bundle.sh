@@ -20,7 +20,7 @@ dotnet build "$ROOT/scripts/device/modelgen" -c Release -o "$DEST/modelgen" --no
 dotnet build "$ROOT/tests/PluginEngine.Conformance" -c Release -o "$DEST/app/conf" --nologo -v q
 [ -f "$DEST/rt.tgz" ] || tar czf "$DEST/rt.tgz" -C "$DOTNET_HOME" shared/Microsoft.NETCore.App host dotnet
 cp "$ROOT/scripts/device/run-cuda-checks.sh" "$ROOT/scripts/device/run-gpu-session.sh" "$ROOT/scripts/device/probe-host-register.py" \
-   "$ROOT/scripts/device/measure-read-bandwidth.py" "$DEST/"
+   "$ROOT/scripts/device/measure-read-bandwidth.py" "$ROOT/scripts/device/compare-host-register.py" "$ROOT/scripts/device/cuda_ctypes.py" "$DEST/"
 rm -f "$DEST"/app/*.pdb "$DEST"/app/plugins/*/*.pdb "$DEST"/modelgen/*.pdb "$DEST"/app/conf/*.pdb
 rm -rf "$DEST"/app/conf/plugins "$DEST"/app/conf/plugins.json   # the kit must use the bundle's plugins.json, one level up
 du -sh "$DEST"

@@ -11,7 +11,7 @@
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
 # parts (default all but smoke, profiletg, ab, importprobe, importbench and ncu): membw (measured read bandwidth) smoke (demo model
 #   on the CPU) conformance profile profiletg bench7b nographs (graphs on, against the default off) fusion pdl ab bench7bk bench7bf16
-#   benchtiny opencl checks importprobe importbench (= importtiny import7b) ncu
+#   benchtiny opencl checks importprobe regflags importbench (= importtiny import7b) ncu
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
@@ -154,6 +154,15 @@ if has importprobe; then
   [ -f "$F" ] || timeout -k 10 120 "${PE[@]}" bench "${PLUGINS[@]}" -m synthetic:tinyllama:Q4_0 --backend cpu -p 8 -n 1 -r 1 >/dev/null 2>&1
   { echo "== importprobe"; timeout -k 5 30 python3 "$DEV/probe-host-register.py" "$F" 4 20 private 2>&1 | tail -12; echo "exit $?";
     timeout -k 5 45 python3 "$DEV/probe-host-register.py" "$F" 619 30 shared 2>&1 | tail -5; echo "exit $?"; } >>"$S"
+fi
+if has regflags; then
+  # cuMemHostRegister with DEVICEMAP|READ_ONLY against plain DEVICEMAP, on a file mapping, sealed huge pages and anonymous
+  # pages: whether each is accepted, how long it takes, how fast the GPU then reads the pages.
+  F=$PLUGINENGINE_CACHE/synthetic-tinyllama-Q4_0-v2.gguf
+  [ -f "$F" ] || timeout -k 10 120 "${PE[@]}" bench "${PLUGINS[@]}" -m synthetic:tinyllama:Q4_0 --backend cpu -p 8 -n 1 -r 1 >/dev/null 2>&1
+  echo 300 >/proc/sys/vm/nr_hugepages 2>/dev/null
+  { echo "== regflags"; timeout -k 5 90 python3 "$DEV/compare-host-register.py" "$F" 512 5 2>&1 | tail -12; echo "exit $?"; } >>"$S"
+  echo 0 >/proc/sys/vm/nr_hugepages 2>/dev/null
 fi
 if has importbench || has importtiny || has import7b; then
   # Owned against imported weights (file mapping and 2 MiB huge pages; 7,000 pages hold the 7B F16 file): imported weights
