@@ -11,7 +11,7 @@
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
 # parts (default all but smoke, profiletg, ab, importprobe, importbench and ncu): membw (measured read bandwidth) smoke (demo model
 #   on the CPU) conformance profile profiletg bench7b nographs (graphs on, against the default off) fusion pdl ab bench7bk bench7bf16
-#   benchtiny opencl checks importprobe regflags importbench (= importtiny import7b) ncu
+#   benchtiny cudacpu opencl checks importprobe regflags importbench (= importtiny import7b) ncu
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
@@ -185,6 +185,10 @@ fi
 if has checks; then
   timeout -k 10 240 env OUT="$OUT/checks" DEV="$DEV" bash "$DEV/run-cuda-checks.sh" >/dev/null 2>&1
   { echo "== checks (exit $?)"; cat "$OUT/checks/report.txt"; } >>"$S"
+fi
+if has cudacpu; then
+  # The "bench --backend cuda,cpu": both backends in one command, one table.
+  bench tiny-cuda-cpu 200 -m synthetic:tinyllama:Q4_0 --backend cuda,cpu -t 16 -r 2
 fi
 if has opencl; then
   # OpenCL owned vs imported (import on a discrete GPU reads weights over PCIe), then the CPU row beside it.

@@ -12,9 +12,10 @@ public class CpuOpProfileTests
         var profile = new CpuOpProfile();
         long oneMs = Stopwatch.Frequency / 1000;
         long now = Stopwatch.GetTimestamp();
-        // Start timestamps in the past stand for ops that took that long (Stop measures up to now).
-        profile.StopMatMul(GgmlType.Q4_K, rows: 1000, cols: 1000, tokens: 1, start: now - 2 * oneMs);
-        profile.StopMatMul(GgmlType.Q4_K, rows: 1000, cols: 1000, tokens: 1, start: now - 2 * oneMs);
+        // Start timestamps in the past stand for ops that took that long (Stop measures up to now, so each also includes the
+        // time until its own call: on a loaded machine that can be milliseconds, hence Q4_K's 200 ms against Q6_K's 1 ms).
+        profile.StopMatMul(GgmlType.Q4_K, rows: 1000, cols: 1000, tokens: 1, start: now - 200 * oneMs);
+        profile.StopMatMul(GgmlType.Q4_K, rows: 1000, cols: 1000, tokens: 1, start: now - 200 * oneMs);
         profile.StopMatMul(GgmlType.Q6_K, rows: 1000, cols: 1000, tokens: 1, start: now - oneMs);
         profile.Stop(ComputeOp.Attention, now - oneMs);
 
