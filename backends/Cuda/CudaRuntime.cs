@@ -85,8 +85,8 @@ internal sealed unsafe class CudaRuntime
             var nvrtc = Nvrtc.TryLoad(NvrtcFolders(pluginDirectory), out failure);
             if (nvrtc is null) { reason = failure!; return null; }
             rt.NvrtcVersion = nvrtc.Version;
-            rt.LoadKernels(nvrtc, cacheDirectory ?? DefaultCacheDirectory());
             rt.Options = kernels;
+            rt.LoadKernels(nvrtc, cacheDirectory ?? DefaultCacheDirectory());
             if (kernels.CublasPrompt)
             {
                 rt.Blas = Cublas.TryLoad(NvrtcFolders(pluginDirectory), out failure);
@@ -96,7 +96,8 @@ internal sealed unsafe class CudaRuntime
             reason = $"{rt.Name} (sm_{rt.Major}{rt.Minor}, {rt.TotalMemory >> 20} MiB), driver {rt.DriverVersion / 1000}.{rt.DriverVersion % 1000 / 10}, NVRTC {rt.NvrtcVersion}, kernels {rt.KernelOrigin}; " +
                      $"{rt.BlasStatus}; decode mat-vec: {(kernels.Int8MatVec ? "8-bit activations (dp4a)" : "F32 activations")}; " +
                      $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver has no graph API)" : "off")}; fused ops: {(kernels.FusedOps ? "on" : "off")}; " +
-                     $"programmatic launch: {(rt.ProgrammaticLaunch ? "on" : kernels.ProgrammaticLaunch ? "off (needs sm_90 and cuLaunchKernelEx)" : "off")}";
+                     $"programmatic launch: {(rt.ProgrammaticLaunch ? "on" : kernels.ProgrammaticLaunch ? "off (needs sm_90 and cuLaunchKernelEx)" : "off")}" +
+                     (kernels.KernelDefines.Length > 0 ? $"; kernel tuning defines: {kernels.KernelDefines}" : "");
             return rt;
         }
         catch (KernelCompileException e) { reason = $"kernel compile failure: {e.Message}"; return null; }
@@ -187,7 +188,7 @@ internal sealed unsafe class CudaRuntime
 
     private void LoadKernels(Nvrtc nvrtc, string cacheDirectory)
     {
-        string source = KernelSource.Full;
+        string source = KernelSource.WithTuning(Options.KernelDefines);
         string key = KernelSource.CacheKey(source, Major, Minor, nvrtc.Version);
         string cubinPath = Path.Combine(cacheDirectory, key + ".cubin"), ptxPath = Path.Combine(cacheDirectory, key + ".ptx");
         byte[] image;

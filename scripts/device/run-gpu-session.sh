@@ -11,7 +11,7 @@
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
 # parts (default all but smoke, profiletg, ab, importprobe, importbench and ncu): membw (measured read bandwidth) smoke (demo model
 #   on the CPU) conformance profile profiletg bench7b nographs (graphs on, against the default off) fusion pdl ab bench7bk bench7bf16
-#   benchtiny cudacpu opencl checks importprobe regflags importbench (= importtiny import7b) ncu
+#   benchtiny cudacpu tune opencl checks importprobe regflags importbench (= importtiny import7b) ncu
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
@@ -113,6 +113,14 @@ if has profiletg; then
 fi
 if has bench7b; then
   bench 7b-q4_0-default 120 -m synthetic:llama7b:Q4_0 --backend cuda -r 3
+fi
+if has tune; then
+  # Kernel tuning macros (kernels.cu, option `defines`) on the decode of the 7B shape, the default first and last. TUNE
+  # replaces the list: sets separated by '|', e.g. TUNE='MATVEC_UNROLL=8|MATVEC_MIN_BLOCKS=16'.
+  IFS='|' read -r -a SETS <<<"${TUNE:-MATVEC_MIN_BLOCKS=16|MATVEC_UNROLL=8|MATVEC_UNROLL=2|SWIGLU_UNROLL=4|SWIGLU_UNROLL=1}"
+  for d in "" "${SETS[@]}" ""; do
+    PLUGINENGINE_CUDA_DEFINES="$d" bench "tune-${d:-default}" 90 -m synthetic:llama7b:Q4_0,synthetic:llama7b:Q4_K_M --backend cuda -r 3 -p 1
+  done
 fi
 if has nographs; then
   PLUGINENGINE_CUDA_GRAPHS=on bench 7b-q4_0-graphs 60 -m synthetic:llama7b:Q4_0 --backend cuda -r 3 -p 128

@@ -33,9 +33,15 @@ namespace PluginEngine.Backends.Cuda.Kernels;
 /// programmatic stream serialization, so each is scheduled while its predecessor still runs and waits for it on the
 /// device (kernels.cu's PDL_ENTRY); <c>off</c>: plain launches. Environment: PLUGINENGINE_CUDA_PDL.
 /// </param>
-internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true)
+/// <param name="KernelDefines">
+/// <c>defines</c> (default empty): kernel tuning macros for experiments, "NAME=INT;NAME=INT" (kernels.cu's MATVEC_UNROLL,
+/// SWIGLU_UNROLL, MATVEC_MIN_BLOCKS), defined before the source is compiled (and cached under their own key). Environment:
+/// PLUGINENGINE_CUDA_DEFINES. Normalized to "NAME=INT;…" in the order given.
+/// </param>
+internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
+                                         string KernelDefines = "")
 {
-    public static CudaKernelOptions Default { get; } = new(true, true, false, true, true);
+    public static CudaKernelOptions Default { get; } = new(true, true, false, true, true, "");
 
     /// <summary>Reads the options; a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
     public static CudaKernelOptions From(PluginOptions options, Func<string, string?> environment)
@@ -45,7 +51,12 @@ internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, boo
         bool graphs = Choice(options, environment, "graphs", "PLUGINENGINE_CUDA_GRAPHS", "on", "off", defaultFirst: false);
         bool fusion = Choice(options, environment, "fusion", "PLUGINENGINE_CUDA_FUSION", "on", "off");
         bool pdl = Choice(options, environment, "pdl", "PLUGINENGINE_CUDA_PDL", "on", "off");
-        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl);
+        string? definesEnv = environment("PLUGINENGINE_CUDA_DEFINES");
+        bool fromEnv = !string.IsNullOrWhiteSpace(definesEnv);
+        string spec = fromEnv ? definesEnv! : options.GetString("defines", "")!;
+        var defines = KernelSource.ParseTuningDefines(spec, fromEnv ? "environment variable PLUGINENGINE_CUDA_DEFINES" : $"{options.JsonPath}.defines");
+        string normalized = string.Join(';', defines.Select(d => $"{d.Name}={d.Value.ToString(System.Globalization.CultureInfo.InvariantCulture)}"));
+        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl, normalized);
     }
 
     /// <summary>True for <paramref name="first"/>, false for <paramref name="second"/>; the environment wins over plugins.json.</summary>

@@ -35,13 +35,41 @@ internal static class KernelSource
     /// <summary>The complete translation unit handed to NVRTC.</summary>
     public static string Full { get; } = Assemble(Body.Value);
 
-    /// <summary>Prepends <see cref="Defines"/> to <paramref name="body"/>.</summary>
-    public static string Assemble(string body)
+    /// <summary>The translation unit with tuning defines (see <see cref="ParseTuningDefines"/>) after the host's; <see cref="Full"/> when there are none.</summary>
+    public static string WithTuning(string tuningDefines)
+        => string.IsNullOrEmpty(tuningDefines) ? Full : Assemble(Body.Value, ParseTuningDefines(tuningDefines, "defines"));
+
+    /// <summary>Prepends <see cref="Defines"/> and then <paramref name="tuning"/> to <paramref name="body"/>.</summary>
+    public static string Assemble(string body, IReadOnlyList<(string Name, int Value)>? tuning = null)
     {
         var sb = new StringBuilder();
-        foreach (var (name, value) in Defines) sb.Append("#define ").Append(name).Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        foreach (var (name, value) in Defines.Concat(tuning ?? []))
+            sb.Append("#define ").Append(name).Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
         sb.Append("#line 1 \"kernels.cu\"\n");
         return sb.Append(body).ToString();
+    }
+
+    /// <summary>
+    /// "NAME=INT;NAME=INT": kernel tuning macros for experiments (kernels.cu's MATVEC_UNROLL, SWIGLU_UNROLL, MATVEC_MIN_BLOCKS; any
+    /// name the source tests with #ifndef). Throws <see cref="PluginOptionException"/> naming <paramref name="where"/> for a
+    /// malformed entry or one of the host's own <see cref="Defines"/>, which must stay what the launch arithmetic assumes.
+    /// </summary>
+    public static IReadOnlyList<(string Name, int Value)> ParseTuningDefines(string spec, string where)
+    {
+        var result = new List<(string, int)>();
+        foreach (string entry in spec.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int eq = entry.IndexOf('=');
+            string name = eq > 0 ? entry[..eq].Trim() : "";
+            if (eq <= 0 || !System.Text.RegularExpressions.Regex.IsMatch(name, "^[A-Z_][A-Z0-9_]*$")
+                || !int.TryParse(entry[(eq + 1)..].Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
+                throw new PluginOptionException($"{where}: '{entry}' is not NAME=INTEGER (upper-case macro name)");
+            if (Defines.Any(d => d.Name == name))
+                throw new PluginOptionException($"{where}: {name} is set by the host (launch geometry) and cannot be overridden");
+            if (result.Exists(d => d.Item1 == name)) throw new PluginOptionException($"{where}: {name} is given twice");
+            result.Add((name, value));
+        }
+        return result;
     }
 
     /// <summary>Kernel-name suffix of a weight type (matmul_&lt;suffix&gt;_t1, get_rows_&lt;suffix&gt;), or null when no kernel reads it.</summary>

@@ -822,13 +822,34 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
 struct MatVecTarget { const u8* w; i64 rowBytes; float* y; int rows; int pad; };
 struct MatVecTargets { MatVecTarget t[3]; int count; int accumulate; };
 
+// Tuning knobs of the decode mat-vecs. Their defaults are the measured best; the `defines` option (environment
+// PLUGINENGINE_CUDA_DEFINES, e.g. "MATVEC_UNROLL=8;MATVEC_MIN_BLOCKS=16") overrides them, so variants can be compared in
+// one device session without a rebuild. MATVEC_MIN_BLOCKS > 0 asks the compiler for that many resident 128-thread blocks
+// per SM (it then caps registers), 0 leaves it free.
+#ifndef MATVEC_UNROLL
+#define MATVEC_UNROLL 4
+#endif
+#ifndef SWIGLU_UNROLL
+#define SWIGLU_UNROLL 2
+#endif
+#ifndef MATVEC_MIN_BLOCKS
+#define MATVEC_MIN_BLOCKS 0
+#endif
+#define PRAGMA(x) _Pragma(#x)
+#define UNROLL(n) PRAGMA(unroll n)
+#if MATVEC_MIN_BLOCKS > 0
+#define MATVEC_BOUNDS __launch_bounds__(128, MATVEC_MIN_BLOCKS)
+#else
+#define MATVEC_BOUNDS __launch_bounds__(128)
+#endif
+
 // Dot product of one weight row with the quantized activation row: lanes over units, then a warp sum (every lane gets it).
 template <int T>
 __device__ __forceinline__ float row_dot_q8(const u8* __restrict__ row, int cols, const i8* __restrict__ xq, const XScale* __restrict__ xs)
 {
     int lane = threadIdx.x & 31, units = cols / Unit<T>::Elems;
     float acc = 0.f;
-#pragma unroll 4
+    UNROLL(MATVEC_UNROLL)
     for (int u = lane; u < units; u += 32) acc += dot_unit<T>(row, u, xq, xs);
     return warp_sum(acc);
 }
@@ -874,7 +895,7 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
     const u8* gRow = wg + (i64)r * rowBytes;
     const u8* uRow = wu + (i64)r * rowBytes;
     float g = 0.f, u = 0.f;
-#pragma unroll 2
+    UNROLL(SWIGLU_UNROLL)
     for (int k = lane; k < units; k += 32)
     {
         g += dot_unit<T>(gRow, k, xq, xs);
@@ -886,9 +907,9 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
 }
 
 #define MATVEC_Q8_KERNEL(name, T)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(128) matvec_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs) \
+    extern "C" __global__ void MATVEC_BOUNDS matvec_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs) \
     { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                                                 \
-    extern "C" __global__ void __launch_bounds__(128) swiglu_q8_##name(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, \
+    extern "C" __global__ void MATVEC_BOUNDS swiglu_q8_##name(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, \
                                                                        const i8* xq, const XScale* xs, float* y)          \
     { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y); }
 

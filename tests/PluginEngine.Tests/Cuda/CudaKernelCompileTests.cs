@@ -26,4 +26,18 @@ public sealed class CudaKernelCompileTests
         foreach (string kernel in KernelSource.KernelNames())
             Assert.True(text.Contains(kernel, StringComparison.Ordinal), $"{kernel} missing from the sm_{major}{minor} {(isCubin ? "CUBIN" : "PTX")}");
     }
+
+    /// <summary>The tuning macros reach the code they tune: a non-default set compiles, and differs from the default image.</summary>
+    [Fact]
+    public void Tuning_defines_compile_and_change_the_image()
+    {
+        var nvrtc = Nvrtc.TryLoad([], out string? why);
+        if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
+        string tuned = KernelSource.WithTuning("MATVEC_UNROLL=8;SWIGLU_UNROLL=4;MATVEC_MIN_BLOCKS=16");
+        Assert.Contains("#define MATVEC_MIN_BLOCKS 16\n", tuned);
+        Assert.Same(KernelSource.Full, KernelSource.WithTuning(""));
+        var (image, _) = nvrtc.Compile(tuned, KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
+        var (plain, _) = nvrtc.Compile(KernelSource.Full, KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
+        Assert.NotEqual(plain, image);
+    }
 }

@@ -80,4 +80,23 @@ public sealed class CudaKernelOptionsTests
         foreach (var t in KernelSource.DequantizeF16Types) Assert.Contains($"dequantize_f16_{KernelSource.WeightSuffix(t)}", names);
         Assert.Contains("quantize_x_q8", names);
     }
+
+    [Fact]
+    public void Kernel_tuning_defines_are_normalized_and_bad_ones_name_where_they_came_from()
+    {
+        Assert.Equal("", CudaKernelOptions.From(Options(), _ => null).KernelDefines);
+        Assert.Equal("MATVEC_UNROLL=8;MATVEC_MIN_BLOCKS=16",
+            CudaKernelOptions.From(Options(("defines", " MATVEC_UNROLL = 8 ; MATVEC_MIN_BLOCKS=16;")), _ => null).KernelDefines);
+        Assert.Equal("SWIGLU_UNROLL=4",
+            CudaKernelOptions.From(Options(("defines", "MATVEC_UNROLL=8")), k => k == "PLUGINENGINE_CUDA_DEFINES" ? "SWIGLU_UNROLL=4" : null).KernelDefines);
+        var bad = Assert.Throws<PluginOptionException>(() => CudaKernelOptions.From(Options(("defines", "MATVEC_UNROLL")), _ => null));
+        Assert.Contains("$.plugins[1].options.defines", bad.Message);
+        Assert.Contains("'MATVEC_UNROLL'", bad.Message);
+        Assert.Throws<PluginOptionException>(() => CudaKernelOptions.From(Options(("defines", "matvec_unroll=8")), _ => null));
+        Assert.Throws<PluginOptionException>(() => CudaKernelOptions.From(Options(("defines", "MATVEC_UNROLL=x")), _ => null));
+        Assert.Throws<PluginOptionException>(() => CudaKernelOptions.From(Options(("defines", "A=1;A=2")), _ => null));
+        var host = Assert.Throws<PluginOptionException>(() => CudaKernelOptions.From(Options(), k => k == "PLUGINENGINE_CUDA_DEFINES" ? "ROW_CHUNK=256" : null));
+        Assert.Contains("environment variable PLUGINENGINE_CUDA_DEFINES", host.Message);
+        Assert.Contains("ROW_CHUNK", host.Message);
+    }
 }
