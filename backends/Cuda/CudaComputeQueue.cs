@@ -22,7 +22,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly nint _stream;
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
     private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
-    private readonly nint[] _matVecQ8 = new nint[8], _matVec2Q8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
+    private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly CudaKernelOptions _options;
     private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (CudaRuntime.ProgrammaticLaunch)
@@ -84,7 +84,6 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         foreach (var type in KernelSource.Int8MatVecTypes)
         {
             _matVecQ8[KernelSlot(type)] = _rt.Function($"matvec_q8_{KernelSource.WeightSuffix(type)}");
-            _matVec2Q8[KernelSlot(type)] = _rt.Function($"matvec2_q8_{KernelSource.WeightSuffix(type)}");
             _swiGluQ8[KernelSlot(type)] = _rt.Function($"swiglu_q8_{KernelSource.WeightSuffix(type)}");
         }
         foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
@@ -307,18 +306,11 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     {
         var (xq, xs) = EnsureQuantizedX(px, cols);
         long rows = 0;
-        bool evenTargets = true;
-        for (int k = 0; k < targets.Count; k++)
-        {
-            rows += targets.Rows(k);
-            evenTargets &= targets.Rows(k) % 2 == 0;
-        }
-        bool pairs = evenTargets && (_options.RowPairs == MatVecRowPairs.Always || (_options.RowPairs == MatVecRowPairs.On && rows >= LaunchGeometry.MatVecPairMinRows));
+        for (int k = 0; k < targets.Count; k++) rows += targets.Rows(k);
         fixed (CudaMatVecTargets* t = &targets)
         {
             void** args = stackalloc void*[] { t, &cols, &xq, &xs };
-            LaunchKernel(pairs ? _matVec2Q8[slot] : _matVecQ8[slot], LaunchGeometry.MatVecQ8(pairs ? rows / 2 : rows, 1), args,
-                _profile is null ? "matvec_q8" : $"matvec{(pairs ? "2" : "")}_q8 {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
+            LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
         }
     }
 

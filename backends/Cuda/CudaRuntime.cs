@@ -97,7 +97,6 @@ internal sealed unsafe class CudaRuntime
                      $"{rt.BlasStatus}; decode mat-vec: {(kernels.Int8MatVec ? "8-bit activations (dp4a)" : "F32 activations")}; " +
                      $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver has no graph API)" : "off")}; fused ops: {(kernels.FusedOps ? "on" : "off")}; " +
                      $"programmatic launch: {(rt.ProgrammaticLaunch ? "on" : kernels.ProgrammaticLaunch ? "off (needs sm_90 and cuLaunchKernelEx)" : "off")}" +
-                     $"; decode mat-vec row pairs: {kernels.RowPairs.ToString().ToLowerInvariant()}" +
                      (kernels.KernelDefines.Length > 0 ? $"; kernel tuning defines: {kernels.KernelDefines}" : "");
             return rt;
         }

@@ -11,7 +11,7 @@
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
 # parts (default all but smoke, profiletg, ab, importprobe, importbench and ncu): membw (measured read bandwidth) smoke (demo model
 #   on the CPU) conformance profile profiletg bench7b nographs (graphs on, against the default off) fusion pdl ab bench7bk bench7bf16
-#   benchtiny cudacpu tune pairs opencl checks importprobe regflags importbench (= importtiny import7b) ncu
+#   benchtiny cudacpu tune opencl checks importprobe regflags importbench (= importtiny import7b) ncu
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
@@ -71,10 +71,6 @@ if has conformance; then
   PLUGINENGINE_CUDA_FUSION=off timeout -k 10 90 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none \
     -class PluginEngine.Conformance.FusedOpConformanceTests >"$OUT/conformance-unfused.txt" 2>&1
   { echo "== conformance, fused ops with fusion off (exit $?)"; grep -E "Total:" "$OUT/conformance-unfused.txt"; grep -A6 "\[FAIL\]" "$OUT/conformance-unfused.txt" | head -40; } >>"$S"
-  # The ops again with the two-rows-per-warp mat-vec on every even-row shape (by default only from 8,192 rows: none of the kit's).
-  PLUGINENGINE_CUDA_PAIRS=always timeout -k 10 90 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none \
-    -class PluginEngine.Conformance.OpConformanceTests -class PluginEngine.Conformance.FusedOpConformanceTests >"$OUT/conformance-pairs.txt" 2>&1
-  { echo "== conformance, ops with row pairs always (exit $?)"; grep -E "Total:" "$OUT/conformance-pairs.txt"; grep -A6 "\[FAIL\]" "$OUT/conformance-pairs.txt" | head -40; } >>"$S"
 fi
 
 BENCH_ROWS_PY=$(cat <<'PY'
@@ -124,12 +120,6 @@ if has tune; then
   IFS='|' read -r -a SETS <<<"${TUNE:-MATVEC_MIN_BLOCKS=16|MATVEC_UNROLL=8|MATVEC_UNROLL=2|SWIGLU_UNROLL=4|SWIGLU_UNROLL=1}"
   for d in "" "${SETS[@]}" ""; do
     PLUGINENGINE_CUDA_DEFINES="$d" bench "tune-${d:-default}" 90 -m synthetic:llama7b:Q4_0,synthetic:llama7b:Q4_K_M --backend cuda -r 3 -p 1
-  done
-fi
-if has pairs; then
-  # Two rows per warp in the big decode mat-vecs (default on) against one (off), same machine, default first and last.
-  for p in on off on; do
-    PLUGINENGINE_CUDA_PAIRS=$p bench "pairs-$p" 120 -m synthetic:llama7b:Q4_0,synthetic:llama7b:Q4_K_M,synthetic:llama7b:Q8_0 --backend cuda -r 3 -p 1
   done
 fi
 if has nographs; then

@@ -38,15 +38,10 @@ namespace PluginEngine.Backends.Cuda.Kernels;
 /// SWIGLU_UNROLL, MATVEC_MIN_BLOCKS), defined before the source is compiled (and cached under their own key). Environment:
 /// PLUGINENGINE_CUDA_DEFINES. Normalized to "NAME=INT;…" in the order given.
 /// </param>
-/// <param name="RowPairs">
-/// <c>pairs: on</c> (default): a decode mat-vec of at least <see cref="LaunchGeometry.MatVecPairMinRows"/> rows, every target an
-/// even number of rows, runs matvec2_q8_* (one warp per two rows); <c>off</c>: always one warp per row; <c>always</c>: pairs
-/// whatever the row count (for tests: the conformance shapes are small). Environment: PLUGINENGINE_CUDA_PAIRS.
-/// </param>
 internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
-                                         string KernelDefines = "", MatVecRowPairs RowPairs = MatVecRowPairs.On)
+                                         string KernelDefines = "")
 {
-    public static CudaKernelOptions Default { get; } = new(true, true, false, true, true, "", MatVecRowPairs.On);
+    public static CudaKernelOptions Default { get; } = new(true, true, false, true, true, "");
 
     /// <summary>Reads the options; a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
     public static CudaKernelOptions From(PluginOptions options, Func<string, string?> environment)
@@ -61,20 +56,7 @@ internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, boo
         string spec = fromEnv ? definesEnv! : options.GetString("defines", "")!;
         var defines = KernelSource.ParseTuningDefines(spec, fromEnv ? "environment variable PLUGINENGINE_CUDA_DEFINES" : $"{options.JsonPath}.defines");
         string normalized = string.Join(';', defines.Select(d => $"{d.Name}={d.Value.ToString(System.Globalization.CultureInfo.InvariantCulture)}"));
-        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl, normalized, ReadRowPairs(options, environment));
-    }
-
-    private static MatVecRowPairs ReadRowPairs(PluginOptions options, Func<string, string?> environment)
-    {
-        string? fromEnv = environment("PLUGINENGINE_CUDA_PAIRS");
-        string value = string.IsNullOrWhiteSpace(fromEnv) ? options.GetString("pairs", "on")! : fromEnv;
-        return value.Trim().ToLowerInvariant() switch
-        {
-            "on" => MatVecRowPairs.On,
-            "off" => MatVecRowPairs.Off,
-            "always" => MatVecRowPairs.Always,
-            _ => throw new PluginOptionException($"{(string.IsNullOrWhiteSpace(fromEnv) ? $"{options.JsonPath}.pairs" : "environment variable PLUGINENGINE_CUDA_PAIRS")}: expected 'on', 'off' or 'always', got '{value}'"),
-        };
+        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl, normalized);
     }
 
     /// <summary>True for <paramref name="first"/>, false for <paramref name="second"/>; the environment wins over plugins.json.</summary>
@@ -91,12 +73,4 @@ internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, boo
             _ => throw new PluginOptionException($"{where}: expected '{first}' or '{second}', got '{value}'"),
         };
     }
-}
-
-/// <summary>When the decode mat-vec reads two rows per warp (<see cref="CudaKernelOptions.RowPairs"/>).</summary>
-internal enum MatVecRowPairs
-{
-    Off,
-    On,
-    Always,
 }

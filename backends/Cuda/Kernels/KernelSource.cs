@@ -109,7 +109,6 @@ internal static class KernelSource
         foreach (var t in Int8MatVecTypes)
         {
             yield return $"matvec_q8_{WeightSuffix(t)}";
-            yield return $"matvec2_q8_{WeightSuffix(t)}";
             yield return $"swiglu_q8_{WeightSuffix(t)}";
         }
         foreach (var t in DequantizeF16Types) yield return $"dequantize_f16_{WeightSuffix(t)}";

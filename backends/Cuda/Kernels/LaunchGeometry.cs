@@ -51,12 +51,6 @@ internal static class LaunchGeometry
         return new Launch(checked((uint)CeilDiv(blocks, BlockThreads / 32)), 1, BlockThreads);
     }
 
-    /// <summary>
-    /// Rows from which a decode mat-vec reads two rows per warp (matvec2_q8_*): with fewer, half as many warps would not fill
-    /// the GPU (a 7B model's q/k/v, 12,288 rows, and its output, 32,000, pair; its 4,096-row projections do not).
-    /// </summary>
-    public const long MatVecPairMinRows = 8192;
-
     /// <summary>matvec_q8_* and swiglu_q8_*: a warp per weight row as <see cref="MatMul"/>, grid y = token.</summary>
     public static Launch MatVecQ8(long rows, int tokens)
     {

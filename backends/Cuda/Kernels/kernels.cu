@@ -860,14 +860,10 @@ __device__ __forceinline__ float row_dot_q8(const u8* __restrict__ row, int cols
 // Measured slower on an H200 under Nsight Compute (7B output and down projections, 6.9 and 12.5 us this way): two warps
 // per row, their sums added in the block (8.9 and 16.4 us); one warp reading two rows per unit of activations, which
 // shares the activation loads (8.0 and 15.3 us; tg128 462 against 513 t/s).
-//
-// R = 2 (matvec2_q8_*): one warp reads rows 2w and 2w + 1 of the same target in one loop, two independent load streams per
-// warp as swiglu_q8 has (which reaches a higher share of DRAM bandwidth than the one-row kernel); the host uses it only
-// when every target has an even number of rows, so a pair never straddles two targets.
-template <int T, int R>
+template <int T>
 __device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, const i8* xq, const XScale* xs)
 {
-    int r = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R;
+    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const u8* w = a.t[0].w; i64 rowBytes = a.t[0].rowBytes; float* y = a.t[0].y;
     if (r >= a.t[0].rows)
     {
@@ -881,30 +877,8 @@ __device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, cons
             w = a.t[2].w; rowBytes = a.t[2].rowBytes; y = a.t[2].y;
         }
     }
-    int lane = threadIdx.x & 31;
-    if (R == 1)
-    {
-        float acc = row_dot_q8<T>(w + (i64)r * rowBytes, cols, xq, xs);
-        if (lane == 0) y[r] = a.accumulate ? y[r] + acc : acc;
-        return;
-    }
-    const u8* row0 = w + (i64)r * rowBytes;
-    const u8* row1 = row0 + rowBytes;
-    int units = cols / Unit<T>::Elems;
-    float acc0 = 0.f, acc1 = 0.f;
-    UNROLL(SWIGLU_UNROLL)
-    for (int u = lane; u < units; u += 32)
-    {
-        acc0 += dot_unit<T>(row0, u, xq, xs);
-        acc1 += dot_unit<T>(row1, u, xq, xs);
-    }
-    acc0 = warp_sum(acc0);
-    acc1 = warp_sum(acc1);
-    if (lane == 0)
-    {
-        y[r] = a.accumulate ? y[r] + acc0 : acc0;
-        y[r + 1] = a.accumulate ? y[r + 1] + acc1 : acc1;
-    }
+    float acc = row_dot_q8<T>(w + (i64)r * rowBytes, cols, xq, xs);
+    if ((threadIdx.x & 31) == 0) y[r] = a.accumulate ? y[r] + acc : acc;
 }
 
 // gate[r] = silu(wg[r, :] . x) * (wu[r, :] . x) for one token, the SwiGLU input of the down projection: one warp per
@@ -934,9 +908,7 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
 
 #define MATVEC_Q8_KERNEL(name, T)                                                                                      \
     extern "C" __global__ void MATVEC_BOUNDS matvec_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs) \
-    { PDL_ENTRY(); matvec_q8<T, 1>(a, cols, xq, xs); }                                                                              \
-    extern "C" __global__ void MATVEC_BOUNDS matvec2_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs) \
-    { PDL_ENTRY(); matvec_q8<T, 2>(a, cols, xq, xs); }                                                                              \
+    { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                                                 \
     extern "C" __global__ void MATVEC_BOUNDS swiglu_q8_##name(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, \
                                                                        const i8* xq, const XScale* xs, float* y)          \
     { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y); }

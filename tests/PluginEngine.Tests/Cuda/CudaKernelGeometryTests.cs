@@ -88,14 +88,14 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.Full;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        Assert.Equal(3 * 8 + 3 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 14, names.Count);
+        Assert.Equal(3 * 8 + 2 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 14, names.Count);
         foreach (var type in KernelSource.WeightTypes)
             Assert.Contains($"WEIGHT_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.Int8MatVecTypes)
             Assert.Contains($"MATVEC_Q8_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.DequantizeF16Types)
             Assert.Contains($"DEQUANTIZE_F16_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
-        string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "matvec2_q8_", "swiglu_q8_", "dequantize_f16_", "attention_"];
+        string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "swiglu_q8_", "dequantize_f16_", "attention_"];
         foreach (string name in names.Where(n => !macroMade.Any(p => n.StartsWith(p, StringComparison.Ordinal))))
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);
     }

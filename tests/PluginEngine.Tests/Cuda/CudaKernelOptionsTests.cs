@@ -99,14 +99,4 @@ public sealed class CudaKernelOptionsTests
         Assert.Contains("environment variable PLUGINENGINE_CUDA_DEFINES", host.Message);
         Assert.Contains("ROW_CHUNK", host.Message);
     }
-
-    [Fact]
-    public void Row_pairs_are_on_off_or_always()
-    {
-        Assert.Equal(MatVecRowPairs.On, CudaKernelOptions.From(Options(), _ => null).RowPairs);
-        Assert.Equal(MatVecRowPairs.Off, CudaKernelOptions.From(Options(("pairs", "off")), _ => null).RowPairs);
-        Assert.Equal(MatVecRowPairs.Always, CudaKernelOptions.From(Options(("pairs", "off")), k => k == "PLUGINENGINE_CUDA_PAIRS" ? "Always" : null).RowPairs);
-        var e = Assert.Throws<PluginOptionException>(() => CudaKernelOptions.From(Options(("pairs", "2")), _ => null));
-        Assert.Contains("$.plugins[1].options.pairs", e.Message);
-    }
 }
