@@ -22,6 +22,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private readonly nint _stream;
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
     private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
+    private readonly nint _attentionSplitF32, _attentionSplitF16;
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly CudaKernelOptions _options;
@@ -36,6 +37,11 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     // [tokens, cols] of the cuBLAS prompt path.
     private ulong _xq8, _weightsF16, _activationsF16;
     private long _xq8Capacity, _weightsF16Capacity, _activationsF16Capacity;
+
+    // Split decode attention: per (head, split) partial results [max, sum, headSize unnormalized outputs] as F32, and one
+    // int ticket per head (all zero between launches: the combining block resets its head's).
+    private ulong _attentionPartials, _attentionTickets;
+    private long _attentionPartialsCapacity, _attentionTicketsCapacity;
 
     // Which activation row _xq8 holds (device address and length), or 0: q, k and v (and gate and up) read the same
     // row, so it is quantized once for them. Every op other than a matmul may write memory, so each one forgets it.
@@ -75,6 +81,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _attentionF16 = _rt.Function("attention_f16");
         _attentionDecodeF32 = _rt.Function("attention_decode_f32");
         _attentionDecodeF16 = _rt.Function("attention_decode_f16");
+        _attentionSplitF32 = _rt.Function("attention_split_f32");
+        _attentionSplitF16 = _rt.Function("attention_split_f16");
         _siluMul = _rt.Function("silu_mul");
         _add = _rt.Function("add");
         _addBias = _rt.Function("add_bias");
@@ -428,9 +436,28 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         long n = (long)heads * headSize;
         bool quantize = p.Tokens == 1 && headSize % 32 == 0 && FusesQuantization(n);
         var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
-        void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs };
-        var kernel = p.Tokens == 1 ? (kCache.Type == GgmlType.F16 ? _attentionDecodeF16 : _attentionDecodeF32) : kCache.Type == GgmlType.F16 ? _attentionF16 : _attentionF32;
-        LaunchKernel(kernel, LaunchGeometry.Attention(p.Heads, p.Tokens), args, p.Tokens == 1 ? "attention (decode)" : "attention");
+        int chunk = _options.AttentionChunk;
+        if (p.Tokens == 1 && chunk > 0 && first + 1 > chunk)
+        {
+            // A long history: heads x splits blocks, each over `chunk` positions; the last one of a head combines them.
+            int splits = LaunchGeometry.AttentionSplits(first + 1, chunk);
+            EnsureScratch(ref _attentionPartials, ref _attentionPartialsCapacity, (long)heads * splits * (headSize + 2) * sizeof(float), "attention partials");
+            if (_attentionTicketsCapacity < (long)heads * sizeof(int))
+            {
+                EnsureScratch(ref _attentionTickets, ref _attentionTicketsCapacity, (long)heads * sizeof(int), "attention tickets");
+                _d.Check(_d.cuMemsetD8Async(_attentionTickets, 0, (nuint)_attentionTicketsCapacity, _stream), "cuMemsetD8Async (attention tickets)");
+            }
+            ulong partials = _attentionPartials, tickets = _attentionTickets;
+            void** splitArgs = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs, &partials, &tickets, &chunk };
+            LaunchKernel(kCache.Type == GgmlType.F16 ? _attentionSplitF16 : _attentionSplitF32, LaunchGeometry.AttentionSplit(heads, splits), splitArgs,
+                "attention (decode, split)");
+        }
+        else
+        {
+            void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs };
+            var kernel = p.Tokens == 1 ? (kCache.Type == GgmlType.F16 ? _attentionDecodeF16 : _attentionDecodeF32) : kCache.Type == GgmlType.F16 ? _attentionF16 : _attentionF32;
+            LaunchKernel(kernel, LaunchGeometry.Attention(p.Heads, p.Tokens), args, p.Tokens == 1 ? "attention (decode)" : "attention");
+        }
         if (quantize) RememberQuantizedX(po, n);
     }
 
@@ -533,7 +560,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         _profile?.Collect();
         _profile?.Dispose();
         if (_rowIds != 0) _d.cuMemFree(_rowIds);
-        foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16 }) if (scratch != 0) _d.cuMemFree(scratch);
+        foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets }) if (scratch != 0) _d.cuMemFree(scratch);
         if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
         if (_staging != null) _d.cuMemFreeHost(_staging);
         _d.cuStreamDestroy(_stream);

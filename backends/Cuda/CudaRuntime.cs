@@ -96,7 +96,8 @@ internal sealed unsafe class CudaRuntime
             reason = $"{rt.Name} (sm_{rt.Major}{rt.Minor}, {rt.TotalMemory >> 20} MiB), driver {rt.DriverVersion / 1000}.{rt.DriverVersion % 1000 / 10}, NVRTC {rt.NvrtcVersion}, kernels {rt.KernelOrigin}; " +
                      $"{rt.BlasStatus}; decode mat-vec: {(kernels.Int8MatVec ? "8-bit activations (dp4a)" : "F32 activations")}; " +
                      $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver has no graph API)" : "off")}; fused ops: {(kernels.FusedOps ? "on" : "off")}; " +
-                     $"programmatic launch: {(rt.ProgrammaticLaunch ? "on" : kernels.ProgrammaticLaunch ? "off (needs sm_90 and cuLaunchKernelEx)" : "off")}" +
+                     $"programmatic launch: {(rt.ProgrammaticLaunch ? "on" : kernels.ProgrammaticLaunch ? "off (needs sm_90 and cuLaunchKernelEx)" : "off")}; " +
+                     $"decode attention split: {(kernels.AttentionChunk > 0 ? $"over {kernels.AttentionChunk} positions per block" : "off")}" +
                      (kernels.KernelDefines.Length > 0 ? $"; kernel tuning defines: {kernels.KernelDefines}" : "");
             return rt;
         }

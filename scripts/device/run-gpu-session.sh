@@ -11,7 +11,7 @@
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
 # parts (default all but smoke, profiletg, ab, importprobe, importbench and ncu): membw (measured read bandwidth) smoke (demo model
 #   on the CPU) conformance profile profiletg bench7b nographs (graphs on, against the default off) fusion pdl ab bench7bk bench7bf16
-#   benchtiny cudacpu tune opencl checks importprobe regflags importbench (= importtiny import7b) ncu
+#   benchtiny cudacpu tune depth opencl checks importprobe regflags importbench (= importtiny import7b) ncu
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
@@ -71,6 +71,10 @@ if has conformance; then
   PLUGINENGINE_CUDA_FUSION=off timeout -k 10 90 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none \
     -class PluginEngine.Conformance.FusedOpConformanceTests >"$OUT/conformance-unfused.txt" 2>&1
   { echo "== conformance, fused ops with fusion off (exit $?)"; grep -E "Total:" "$OUT/conformance-unfused.txt"; grep -A6 "\[FAIL\]" "$OUT/conformance-unfused.txt" | head -40; } >>"$S"
+  # The op cases again with decode attention split every 16 positions (by default from 512: only the longest cases split).
+  PLUGINENGINE_CUDA_ATTENTION_CHUNK=16 timeout -k 10 90 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none \
+    -class PluginEngine.Conformance.OpConformanceTests >"$OUT/conformance-split.txt" 2>&1
+  { echo "== conformance, ops with attention split every 16 positions (exit $?)"; grep -E "Total:" "$OUT/conformance-split.txt"; grep -A6 "\[FAIL\]" "$OUT/conformance-split.txt" | head -40; } >>"$S"
 fi
 
 BENCH_ROWS_PY=$(cat <<'PY'
@@ -120,6 +124,13 @@ if has tune; then
   IFS='|' read -r -a SETS <<<"${TUNE:-MATVEC_MIN_BLOCKS=16|MATVEC_UNROLL=8|MATVEC_UNROLL=2|SWIGLU_UNROLL=4|SWIGLU_UNROLL=1}"
   for d in "" "${SETS[@]}" ""; do
     PLUGINENGINE_CUDA_DEFINES="$d" bench "tune-${d:-default}" 90 -m synthetic:llama7b:Q4_0,synthetic:llama7b:Q4_K_M --backend cuda -r 3 -p 1
+  done
+fi
+if has depth; then
+  # Decode over a long history (3,840 positions in the KV cache; the 7B shape has a 4,096-token context): attention split over blocks of 512 positions (default),
+  # 256 and 1024, against one block per head (0); and at depth 0 the same path either way.
+  for c in 512 0 256 1024; do
+    PLUGINENGINE_CUDA_ATTENTION_CHUNK=$c bench "depth-chunk-$c" 150 -m synthetic:llama7b:Q4_0 --backend cuda -r 2 -p 1 -n 128 -d 0,3840
   done
 fi
 if has nographs; then

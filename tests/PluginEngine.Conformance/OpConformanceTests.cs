@@ -93,6 +93,8 @@ public sealed class OpConformanceTests
                 {
                     data.Add(backend, type, 1, 0);    // first token
                     data.Add(backend, type, 1, 70);   // decode step with a longer history (> one work-group of positions)
+                    data.Add(backend, type, 1, 512);  // 513 positions: one past a GPU's split (CUDA: 512 per block), the last part 1 long
+                    data.Add(backend, type, 1, 1300); // a long history, split by a GPU over several blocks per head
                     data.Add(backend, type, 5, 9);    // batch continuing a prompt
                 }
             return data;
@@ -272,8 +274,8 @@ public sealed class OpConformanceTests
         RequireOp(target.Queue, ComputeOp.Attention, cacheType);
         RequireOp(target.Queue, ComputeOp.Convert, cacheType);
         using var reference = new DeviceSession(Reference);
-        const int heads = 8, kvHeads = 2, headSize = 64, capacity = 96;
-        int visible = firstPosition + tokens;
+        const int heads = 8, kvHeads = 2, headSize = 64;
+        int visible = firstPosition + tokens, capacity = Math.Max(96, visible + 8);
         float[] q = TestData.Random(4, tokens * heads * headSize);
         float[] k = TestData.Random(5, visible * kvHeads * headSize);
         float[] v = TestData.Random(6, visible * kvHeads * headSize);

@@ -38,10 +38,21 @@ namespace PluginEngine.Backends.Cuda.Kernels;
 /// SWIGLU_UNROLL, MATVEC_MIN_BLOCKS), defined before the source is compiled (and cached under their own key). Environment:
 /// PLUGINENGINE_CUDA_DEFINES. Normalized to "NAME=INT;…" in the order given.
 /// </param>
+/// <param name="AttentionChunk">
+/// <c>attention_chunk</c> (default <see cref="DefaultAttentionChunk"/>): a decode step whose history is longer than this many
+/// positions splits attention over blocks of that many positions per head (kernels.cu attention_split_*, combined by the
+/// last block); 0 never splits (one block per head walks the whole history). Environment: PLUGINENGINE_CUDA_ATTENTION_CHUNK.
+/// </param>
 internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
-                                         string KernelDefines = "")
+                                         string KernelDefines = "", int AttentionChunk = CudaKernelOptions.DefaultAttentionChunk)
 {
-    public static CudaKernelOptions Default { get; } = new(true, true, false, true, true, "");
+    /// <summary>
+    /// Positions per attention block in a split decode step: 8 steps of the block's 16 warps x 4 positions. Measured on an H100
+    /// (7B Q4_0, tg128 after 3,840 positions): 512 189.9 t/s, 256 182.7, 128 168.6, no split 75.4; at depth 0 all the same.
+    /// </summary>
+    public const int DefaultAttentionChunk = 512;
+
+    public static CudaKernelOptions Default { get; } = new(true, true, false, true, true, "", DefaultAttentionChunk);
 
     /// <summary>Reads the options; a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
     public static CudaKernelOptions From(PluginOptions options, Func<string, string?> environment)
@@ -56,7 +67,16 @@ internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, boo
         string spec = fromEnv ? definesEnv! : options.GetString("defines", "")!;
         var defines = KernelSource.ParseTuningDefines(spec, fromEnv ? "environment variable PLUGINENGINE_CUDA_DEFINES" : $"{options.JsonPath}.defines");
         string normalized = string.Join(';', defines.Select(d => $"{d.Name}={d.Value.ToString(System.Globalization.CultureInfo.InvariantCulture)}"));
-        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl, normalized);
+        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl, normalized, ReadAttentionChunk(options, environment));
+    }
+
+    private static int ReadAttentionChunk(PluginOptions options, Func<string, string?> environment)
+    {
+        string? fromEnv = environment("PLUGINENGINE_CUDA_ATTENTION_CHUNK");
+        if (string.IsNullOrWhiteSpace(fromEnv)) return options.GetInt32("attention_chunk", DefaultAttentionChunk, min: 0);
+        if (int.TryParse(fromEnv.Trim(), System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int chunk) && chunk >= 0)
+            return chunk;
+        throw new PluginOptionException($"environment variable PLUGINENGINE_CUDA_ATTENTION_CHUNK: expected a number of positions >= 0 (0 = never split), got '{fromEnv}'");
     }
 
     /// <summary>True for <paramref name="first"/>, false for <paramref name="second"/>; the environment wins over plugins.json.</summary>

@@ -121,6 +121,12 @@ internal static class LaunchGeometry
     /// <summary>attention: one block of <see cref="AttentionWarps"/> warps per (head, token).</summary>
     public static Launch Attention(int heads, int tokens) => new((uint)heads, (uint)tokens, AttentionWarps * 32);
 
+    /// <summary>Blocks per head of a split decode attention over <paramref name="positions"/> positions, <paramref name="chunk"/> per block.</summary>
+    public static int AttentionSplits(int positions, int chunk) => (int)CeilDiv(positions, chunk);
+
+    /// <summary>attention_split_*: one block of <see cref="AttentionWarps"/> warps per (head, chunk of positions).</summary>
+    public static Launch AttentionSplit(int heads, int splits) => new((uint)heads, (uint)splits, AttentionWarps * 32);
+
     /// <summary>Bytes the kernels may touch for <paramref name="tensor"/>: its size plus the slide of a 512-element chunked reader.</summary>
     public static long AllocSize(TensorInfo tensor) => tensor.ByteSize + TensorPadding.SlideBytes(tensor, RowChunkElements);
 

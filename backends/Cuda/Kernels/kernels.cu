@@ -540,19 +540,24 @@ __device__ __forceinline__ float ldkv(const void* p, i64 i)
     return F16 ? h2f(((const u16*)p)[i]) : ((const float*)p)[i];
 }
 
+// Shared state of one attention block: each warp's running max, sum and weighted V accumulator.
+struct AttentionShared
+{
+    float max[ATT_WARPS], sum[ATT_WARPS];
+    float acc[ATT_WARPS][ATTENTION_MAX_HEAD];
+};
+
+// The warps of one block score positions [begin, end) of (head h, token t) against q (warp w takes begin + w, then every
+// ATT_WARPS * P-th), each with an online softmax, and publish their partial results in sh; then every thread derives
+// the block's max (mAll), the rescaling factor of each warp and the block's softmax denominator (0 when no position).
 // P = positions a warp scores per step: their K and V rows are all loaded before the first warp sum, so a step waits
 // for memory once instead of once per position. A decode step (one token: heads blocks in flight) uses 4; a prompt has
 // heads x tokens blocks to hide latency with, and there the registers of 4 positions would cost more in occupancy.
 template <bool F16, int P>
-__device__ __forceinline__ void attention(const float* q, const void* k, const void* v, float* out, int firstPosition,
-                                          int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
+__device__ __forceinline__ void attend(const float* qp, const void* k, const void* v, int kh, i64 kvStride, int headSize, float scale,
+                                       int begin, int end, AttentionShared& sh, float* mAll, float* factor, float* denominator)
 {
-    __shared__ float sMax[ATT_WARPS], sSum[ATT_WARPS];
-    __shared__ float sAcc[ATT_WARPS][ATTENTION_MAX_HEAD];
-    int h = blockIdx.x, t = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int kh = h / (heads / kvHeads);
-    i64 kvStride = (i64)kvHeads * headSize;
-    const float* qp = q + ((i64)t * heads + h) * headSize;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float qr[ATT_PER_LANE], acc[ATT_PER_LANE];
 #pragma unroll
     for (int j = 0; j < ATT_PER_LANE; j++)
@@ -563,8 +568,7 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
     }
     const float negInf = -__int_as_float(0x7f800000);
     float m = negInf, l = 0.f;
-    int positions = firstPosition + t + 1;
-    for (int p0 = warp; p0 < positions; p0 += ATT_WARPS * P)
+    for (int p0 = begin + warp; p0 < end; p0 += ATT_WARPS * P)
     {
         float kv[P][ATT_PER_LANE], vv[P][ATT_PER_LANE], sc[P];
 #pragma unroll
@@ -576,7 +580,7 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
             for (int j = 0; j < ATT_PER_LANE; j++)
             {
                 int e = lane + 32 * j;
-                bool in = p < positions && e < headSize;
+                bool in = p < end && e < headSize;
                 kv[i][j] = in ? ldkv<F16>(k, base + e) : 0.f;
                 vv[i][j] = in ? ldkv<F16>(v, base + e) : 0.f;
             }
@@ -589,7 +593,7 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
 #pragma unroll
             for (int j = 0; j < ATT_PER_LANE; j++) s += qr[j] * kv[i][j];
             s = warp_sum(s);
-            sc[i] = p0 + i * ATT_WARPS < positions ? s : negInf;
+            sc[i] = p0 + i * ATT_WARPS < end ? s : negInf;
             mNew = fmaxf(mNew, sc[i]);
         }
         float correction = expf(m - mNew);
@@ -606,44 +610,103 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
         }
         m = mNew;
     }
-    if (lane == 0) { sMax[warp] = m; sSum[warp] = l; }
+    if (lane == 0) { sh.max[warp] = m; sh.sum[warp] = l; }
 #pragma unroll
-    for (int j = 0; j < ATT_PER_LANE; j++) sAcc[warp][lane + 32 * j] = acc[j];
+    for (int j = 0; j < ATT_PER_LANE; j++) sh.acc[warp][lane + 32 * j] = acc[j];
     __syncthreads();
-    float mAll = sMax[0];
+    float mBlock = sh.max[0];
 #pragma unroll
-    for (int w = 1; w < ATT_WARPS; w++) mAll = fmaxf(mAll, sMax[w]);
-    float denominator = 0.f, factor[ATT_WARPS];
+    for (int w = 1; w < ATT_WARPS; w++) mBlock = fmaxf(mBlock, sh.max[w]);
+    float d = 0.f;
 #pragma unroll
     for (int w = 0; w < ATT_WARPS; w++)
     {
-        factor[w] = sSum[w] > 0.f ? expf(sMax[w] - mAll) : 0.f; // a warp that saw no position contributes nothing
-        denominator += sSum[w] * factor[w];
+        factor[w] = sh.sum[w] > 0.f ? expf(sh.max[w] - mBlock) : 0.f; // a warp that saw no position contributes nothing
+        d += sh.sum[w] * factor[w];
     }
-    i64 o0 = ((i64)t * heads + h) * headSize;
-    float* op = out + o0;
+    *mAll = mBlock;
+    *denominator = d;
+}
+
+// Element e of the block's unnormalized output: the warps' accumulators rescaled to the block's max.
+__device__ __forceinline__ float block_numerator(const AttentionShared& sh, const float* factor, int e)
+{
+    float num = 0.f;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) num += sh.acc[w][e] * factor[w];
+    return num;
+}
+
+// Writes out[0 .. headSize) = value(e); with xq (headSize a multiple of 32) warp w also quantizes elements 32w .. 32w + 31
+// into the 8-bit activation row at element offset o0, for the output projection's mat-vec.
+template <typename Value>
+__device__ __forceinline__ void write_head(float* op, int headSize, i64 o0, i8* xq, XScale* xs, Value value)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (xq == 0)
     {
-        for (int e = threadIdx.x; e < headSize; e += blockDim.x)
-        {
-            float num = 0.f;
-#pragma unroll
-            for (int w = 0; w < ATT_WARPS; w++) num += sAcc[w][e] * factor[w];
-            op[e] = num / denominator;
-        }
+        for (int e = threadIdx.x; e < headSize; e += blockDim.x) op[e] = value(e);
         return;
     }
-    // headSize a multiple of 32: warp w writes (and quantizes, for the output projection's mat-vec) elements 32w .. 32w + 31.
     for (int e0 = warp * 32; e0 < headSize; e0 += blockDim.x)
     {
-        int e = e0 + lane;
-        float num = 0.f;
-#pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++) num += sAcc[w][e] * factor[w];
-        float o = num / denominator;
-        op[e] = o;
+        float o = value(e0 + lane);
+        op[e0 + lane] = o;
         quantize_block32(o, lane, xq + o0 + e0, xs + ((o0 + e0) >> 5));
     }
+}
+
+// out[t, h, :] = softmax(q[t, h] . K[0 .. firstPosition + t]) V for every head h and token t: one block per (head, token).
+template <bool F16, int P>
+__device__ __forceinline__ void attention(const float* q, const void* k, const void* v, float* out, int firstPosition,
+                                          int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
+{
+    __shared__ AttentionShared sh;
+    int h = blockIdx.x, t = blockIdx.y;
+    i64 o0 = ((i64)t * heads + h) * headSize;
+    float mAll, factor[ATT_WARPS], denominator;
+    attend<F16, P>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, 0, firstPosition + t + 1, sh,
+                   &mAll, factor, &denominator);
+    write_head(out + o0, headSize, o0, xq, xs, [&](int e) { return block_numerator(sh, factor, e) / denominator; });
+}
+
+// One decode token over a long history, split over the positions ("flash decoding"): block (h, s) scores positions
+// [s * chunk, (s + 1) * chunk) and writes its max, softmax sum and unnormalized output to partial[h, s, :] (headSize + 2
+// floats); the last block of head h to finish (tickets[h] counts them, then is reset to 0 for the next launch) combines
+// the gridDim.y partials and writes the head's output. A single block per head walks the whole history serially; here
+// heads x splits blocks share it.
+template <bool F16>
+__device__ __forceinline__ void attention_split(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads,
+                                                int kvHeads, int headSize, float scale, i8* xq, XScale* xs, float* partial, int* tickets, int chunk)
+{
+    __shared__ AttentionShared sh;
+    __shared__ int isLast;
+    int h = blockIdx.x, s = blockIdx.y, splits = gridDim.y;
+    int positions = firstPosition + 1, begin = s * chunk, end = min(positions, begin + chunk);
+    i64 o0 = (i64)h * headSize;
+    float mAll, factor[ATT_WARPS], denominator;
+    attend<F16, 4>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, begin, end, sh, &mAll, factor, &denominator);
+    i64 stride = headSize + 2;
+    float* mine = partial + ((i64)h * splits + s) * stride;
+    for (int e = threadIdx.x; e < headSize; e += blockDim.x) mine[2 + e] = block_numerator(sh, factor, e);
+    if (threadIdx.x == 0) { mine[0] = mAll; mine[1] = denominator; }
+    __threadfence();   // this block's partial is visible device-wide before its ticket is taken
+    __syncthreads();
+    if (threadIdx.x == 0) isLast = atomicAdd(tickets + h, 1) == splits - 1;
+    __syncthreads();
+    if (!isLast) return;
+    __threadfence();
+    const float* all = partial + (i64)h * splits * stride;
+    float mMax = -__int_as_float(0x7f800000), sum = 0.f;
+    for (int i = 0; i < splits; i++) mMax = fmaxf(mMax, __ldcg(all + i * stride));
+    for (int i = 0; i < splits; i++) sum += __ldcg(all + i * stride + 1) * expf(__ldcg(all + i * stride) - mMax);
+    write_head(out + o0, headSize, o0, xq, xs, [&](int e)
+    {
+        float num = 0.f;
+        for (int i = 0; i < splits; i++) num += __ldcg(all + i * stride + 2 + e) * expf(__ldcg(all + i * stride) - mMax);
+        return num / sum;
+    });
+    if (threadIdx.x == 0) tickets[h] = 0;
 }
 
 #define ATTENTION_KERNEL(name, F16, P)                                                                                 \
@@ -655,6 +718,14 @@ ATTENTION_KERNEL(attention_f32, false, 1)
 ATTENTION_KERNEL(attention_f16, true, 1)
 ATTENTION_KERNEL(attention_decode_f32, false, 4)
 ATTENTION_KERNEL(attention_decode_f16, true, 4)
+
+#define ATTENTION_SPLIT_KERNEL(name, F16)                                                                               \
+    extern "C" __global__ void name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
+                                    int headSize, float scale, i8* xq, XScale* xs, float* partial, int* tickets, int chunk) \
+    { PDL_ENTRY(); attention_split<F16>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs, partial, tickets, chunk); }
+
+ATTENTION_SPLIT_KERNEL(attention_split_f32, false)
+ATTENTION_SPLIT_KERNEL(attention_split_f16, true)
 
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 

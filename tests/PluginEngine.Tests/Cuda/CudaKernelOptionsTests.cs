@@ -99,4 +99,16 @@ public sealed class CudaKernelOptionsTests
         Assert.Contains("environment variable PLUGINENGINE_CUDA_DEFINES", host.Message);
         Assert.Contains("ROW_CHUNK", host.Message);
     }
+
+    [Fact]
+    public void Attention_chunk_is_a_non_negative_position_count()
+    {
+        Assert.Equal(CudaKernelOptions.DefaultAttentionChunk, CudaKernelOptions.From(Options(), _ => null).AttentionChunk);
+        Assert.Equal(0, CudaKernelOptions.From(Options(("attention_chunk", "0")), _ => null).AttentionChunk);
+        Assert.Equal(16, CudaKernelOptions.From(Options(("attention_chunk", "0")), k => k == "PLUGINENGINE_CUDA_ATTENTION_CHUNK" ? "16" : null).AttentionChunk);
+        Assert.Contains("$.plugins[1].options.attention_chunk", Assert.Throws<PluginOptionException>(() => CudaKernelOptions.From(Options(("attention_chunk", "-1")), _ => null)).Message);
+        Assert.Contains("PLUGINENGINE_CUDA_ATTENTION_CHUNK", Assert.Throws<PluginOptionException>(() => CudaKernelOptions.From(Options(), k => k == "PLUGINENGINE_CUDA_ATTENTION_CHUNK" ? "many" : null)).Message);
+        Assert.Equal(3, LaunchGeometry.AttentionSplits(700, 256));
+        Assert.Equal(2, LaunchGeometry.AttentionSplits(257, 256));
+    }
 }
