@@ -83,19 +83,21 @@ public sealed class OpConformanceTests
         }
     }
 
-    public static TheoryData<string, GgmlType, int, int> AttentionCases
+    public static TheoryData<string, GgmlType, int, int, int> AttentionCases
     {
         get
         {
-            var data = new TheoryData<string, GgmlType, int, int>();
+            var data = new TheoryData<string, GgmlType, int, int, int>();
             foreach (string backend in Candidates)
                 foreach (var type in new[] { GgmlType.F32, GgmlType.F16 })
                 {
-                    data.Add(backend, type, 1, 0);    // first token
-                    data.Add(backend, type, 1, 70);   // decode step with a longer history (> one work-group of positions)
-                    data.Add(backend, type, 1, 512);  // 513 positions: one past a GPU's split (CUDA: 512 per block), the last part 1 long
-                    data.Add(backend, type, 1, 1300); // a long history, split by a GPU over several blocks per head
-                    data.Add(backend, type, 5, 9);    // batch continuing a prompt
+                    data.Add(backend, type, 1, 0, 64);    // first token
+                    data.Add(backend, type, 1, 70, 64);   // decode step with a longer history (> one work-group of positions)
+                    data.Add(backend, type, 1, 512, 64);  // 513 positions: one past a GPU's split (CUDA: 512 per block), the last part 1 long
+                    data.Add(backend, type, 1, 1300, 64); // a long history, split by a GPU over several blocks per head
+                    data.Add(backend, type, 5, 9, 64);    // batch continuing a prompt
+                    data.Add(backend, type, 1, 70, 34);   // a head size that is no multiple of 4 (no vector loads of K/V rows)
+                    data.Add(backend, type, 5, 9, 34);
                 }
             return data;
         }
@@ -268,13 +270,13 @@ public sealed class OpConformanceTests
 
     [Theory]
     [MemberData(nameof(AttentionCases))]
-    public void Attention_matches_cpu(string backend, GgmlType cacheType, int tokens, int firstPosition)
+    public void Attention_matches_cpu(string backend, GgmlType cacheType, int tokens, int firstPosition, int headSize)
     {
         using var target = new DeviceSession(Require(backend));
         RequireOp(target.Queue, ComputeOp.Attention, cacheType);
         RequireOp(target.Queue, ComputeOp.Convert, cacheType);
         using var reference = new DeviceSession(Reference);
-        const int heads = 8, kvHeads = 2, headSize = 64;
+        const int heads = 8, kvHeads = 2;
         int visible = firstPosition + tokens, capacity = Math.Max(96, visible + 8);
         float[] q = TestData.Random(4, tokens * heads * headSize);
         float[] k = TestData.Random(5, visible * kvHeads * headSize);
@@ -293,7 +295,7 @@ public sealed class OpConformanceTests
             return s.Read(output, q.Length);
         }
 
-        TestData.AssertClose(Run(reference), Run(target), 1e-4, $"{backend} Attention {cacheType} cache, {tokens} tokens from {firstPosition}");
+        TestData.AssertClose(Run(reference), Run(target), 1e-4, $"{backend} Attention {cacheType} cache, head size {headSize}, {tokens} tokens from {firstPosition}");
     }
 
     [Theory]

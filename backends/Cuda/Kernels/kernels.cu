@@ -540,6 +540,30 @@ __device__ __forceinline__ float ldkv(const void* p, i64 i)
     return F16 ? h2f(((const u16*)p)[i]) : ((const float*)p)[i];
 }
 
+// Element of the head that register j of a lane holds: 4 consecutive elements per lane (lane 0: 0-3, lane 1: 4-7, ...),
+// then the next 128; so a lane reads its part of a K or V row with one 8-byte (F16) or 16-byte (F32) load per group of 4.
+#if ATT_PER_LANE % 4 != 0
+#error "attention registers come in groups of 4 elements per lane"
+#endif
+__device__ __forceinline__ int att_elem(int lane, int j) { return (j >> 2) * 128 + lane * 4 + (j & 3); }
+
+// Elements i .. i+3 of a K/V cache row with one aligned load (i a multiple of 4; the caller checked the alignment).
+template <bool F16>
+__device__ __forceinline__ void ldkv4(const void* p, i64 i, float* out)
+{
+    if (F16)
+    {
+        uint2 w = *(const uint2*)((const u16*)p + i);
+        out[0] = h2f((u16)(w.x & 0xFFFFu)); out[1] = h2f((u16)(w.x >> 16));
+        out[2] = h2f((u16)(w.y & 0xFFFFu)); out[3] = h2f((u16)(w.y >> 16));
+    }
+    else
+    {
+        float4 f = *(const float4*)((const float*)p + i);
+        out[0] = f.x; out[1] = f.y; out[2] = f.z; out[3] = f.w;
+    }
+}
+
 // Shared state of one attention block: each warp's running max, sum and weighted V accumulator.
 struct AttentionShared
 {
@@ -562,10 +586,12 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
 #pragma unroll
     for (int j = 0; j < ATT_PER_LANE; j++)
     {
-        int e = lane + 32 * j;
+        int e = att_elem(lane, j);
         qr[j] = e < headSize ? qp[e] * scale : 0.f;
         acc[j] = 0.f;
     }
+    // Whole groups of 4 can be read with one load when rows and the caches are aligned (the same for every lane).
+    bool vector = headSize % 4 == 0 && kvStride % 4 == 0 && (((unsigned long long)k | (unsigned long long)v) & (F16 ? 7 : 15)) == 0;
     const float negInf = -__int_as_float(0x7f800000);
     float m = negInf, l = 0.f;
     for (int p0 = begin + warp; p0 < end; p0 += ATT_WARPS * P)
@@ -577,12 +603,22 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
             int p = p0 + i * ATT_WARPS;
             i64 base = (i64)p * kvStride + (i64)kh * headSize;
 #pragma unroll
-            for (int j = 0; j < ATT_PER_LANE; j++)
+            for (int g = 0; g < ATT_PER_LANE / 4; g++)
             {
-                int e = lane + 32 * j;
-                bool in = p < end && e < headSize;
-                kv[i][j] = in ? ldkv<F16>(k, base + e) : 0.f;
-                vv[i][j] = in ? ldkv<F16>(v, base + e) : 0.f;
+                int e0 = att_elem(lane, 4 * g);
+                if (vector && p < end && e0 < headSize)
+                {
+                    ldkv4<F16>(k, base + e0, &kv[i][4 * g]);
+                    ldkv4<F16>(v, base + e0, &vv[i][4 * g]);
+                    continue;
+                }
+#pragma unroll
+                for (int t = 0; t < 4; t++)
+                {
+                    bool in = p < end && e0 + t < headSize;
+                    kv[i][4 * g + t] = in ? ldkv<F16>(k, base + e0 + t) : 0.f;
+                    vv[i][4 * g + t] = in ? ldkv<F16>(v, base + e0 + t) : 0.f;
+                }
             }
         }
         float mNew = m;
@@ -612,7 +648,7 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
     }
     if (lane == 0) { sh.max[warp] = m; sh.sum[warp] = l; }
 #pragma unroll
-    for (int j = 0; j < ATT_PER_LANE; j++) sh.acc[warp][lane + 32 * j] = acc[j];
+    for (int j = 0; j < ATT_PER_LANE; j++) sh.acc[warp][att_elem(lane, j)] = acc[j];
     __syncthreads();
     float mBlock = sh.max[0];
 #pragma unroll
@@ -709,8 +745,10 @@ __device__ __forceinline__ void attention_split(const float* q, const void* k, c
     if (threadIdx.x == 0) tickets[h] = 0;
 }
 
+// __launch_bounds__: a block is ATTENTION_WARPS warps (512 threads), so a thread may use at most 128 registers; without
+// the bound the compiler may take more and the launch fails with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (seen on an H100).
 #define ATTENTION_KERNEL(name, F16, P)                                                                                 \
-    extern "C" __global__ void name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
+    extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
                                     int headSize, float scale, i8* xq, XScale* xs)                                     \
     { PDL_ENTRY(); attention<F16, P>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
 
@@ -720,7 +758,7 @@ ATTENTION_KERNEL(attention_decode_f32, false, 4)
 ATTENTION_KERNEL(attention_decode_f16, true, 4)
 
 #define ATTENTION_SPLIT_KERNEL(name, F16)                                                                               \
-    extern "C" __global__ void name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
+    extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
                                     int headSize, float scale, i8* xq, XScale* xs, float* partial, int* tickets, int chunk) \
     { PDL_ENTRY(); attention_split<F16>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs, partial, tickets, chunk); }
 

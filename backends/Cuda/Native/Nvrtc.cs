@@ -74,6 +74,13 @@ internal sealed unsafe class Nvrtc
     /// </summary>
     public (byte[] Image, bool IsCubin) Compile(string source, string programName, int major, int minor, IReadOnlyList<string> extraOptions)
     {
+        var (image, isCubin, _) = CompileWithLog(source, programName, major, minor, extraOptions);
+        return (image, isCubin);
+    }
+
+    /// <summary><see cref="Compile"/>, also returning the compiler's log (with <c>--ptxas-options=-v</c>: registers per kernel).</summary>
+    public (byte[] Image, bool IsCubin, string Log) CompileWithLog(string source, string programName, int major, int minor, IReadOnlyList<string> extraOptions)
+    {
         string arch = $"{major}{minor}";
         var logs = new StringBuilder();
         // A real architecture gives a CUBIN (no JIT at load); an NVRTC older than the GPU only knows compute_XY of an older chip.
@@ -81,7 +88,7 @@ internal sealed unsafe class Nvrtc
         {
             var options = new List<string>(extraOptions) { option };
             var (image, log) = CompileOnce(source, programName, options, cubin);
-            if (image is not null) return (image, cubin);
+            if (image is not null) return (image, cubin, log);
             logs.Append(option).Append(": ").AppendLine(log.Trim());
         }
         throw new KernelCompileException($"NVRTC {Version} could not compile {programName} for sm_{arch}:\n{logs}");

@@ -40,4 +40,36 @@ public sealed class CudaKernelCompileTests
         var (plain, _) = nvrtc.Compile(KernelSource.Full, KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
         Assert.NotEqual(plain, image);
     }
+
+    /// <summary>
+    /// Every kernel fits its block on the SM's 65,536 registers (ptxas's count, in units of 8 per thread): a kernel that does
+    /// not compiles fine and then fails every launch with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (the attention kernels did on
+    /// an H100 before they got __launch_bounds__).
+    /// </summary>
+    [Fact]
+    public void Every_kernel_fits_its_block_in_the_register_file()
+    {
+        var nvrtc = Nvrtc.TryLoad([], out string? why);
+        if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
+        var (_, isCubin, log) = nvrtc.CompileWithLog(KernelSource.Full, KernelSource.ProgramName, 9, 0, ["--std=c++17", "--ptxas-options=-v"]);
+        if (!isCubin) Assert.Skip($"NVRTC {nvrtc.Version} compiles sm_90 only to PTX: no register counts");
+        var registers = new Dictionary<string, int>();
+        string? kernel = null;
+        foreach (string line in log.Split('\n'))
+        {
+            var entry = System.Text.RegularExpressions.Regex.Match(line, @"Compiling entry function '(\w+)'");
+            if (entry.Success) kernel = entry.Groups[1].Value;
+            var used = System.Text.RegularExpressions.Regex.Match(line, @"Used (\d+) registers");
+            if (used.Success && kernel is not null) registers[kernel] = int.Parse(used.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        }
+        foreach (string name in KernelSource.KernelNames())
+        {
+            Assert.True(registers.TryGetValue(name, out int regs), $"no register count for {name} in the ptxas log");
+            int threads = name.StartsWith("attention_", StringComparison.Ordinal) ? LaunchGeometry.AttentionWarps * 32
+                : name == "rms_norm" ? LaunchGeometry.NormThreads
+                : Math.Max(LaunchGeometry.BlockThreads, LaunchGeometry.MatMulWarpsPerBlock * 32);
+            int allocated = (regs + 7) / 8 * 8 * threads;
+            Assert.True(allocated <= 65536, $"{name}: {regs} registers x {threads} threads = {allocated} > 65,536");
+        }
+    }
 }
