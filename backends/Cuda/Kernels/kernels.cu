@@ -532,7 +532,8 @@ extern "C" __global__ void rope_store_kv(float* q, float* k, const float* v, voi
 
 // Causal grouped-query attention. One block per (head, token), ATT_WARPS warps; each warp walks a strided subset
 // of the cached positions with an online softmax (running max, sum, weighted V), then the warps are merged.
-// Lane l holds elements l, l+32, ... of the head (headSize <= ATTENTION_MAX_HEAD).
+// Lane l holds elements 4l .. 4l+3 and 128 + 4l .. 128 + 4l+3 of the head (att_elem; headSize <= ATTENTION_MAX_HEAD).
+// A long decode history is split over several blocks per head (attention_split).
 #define ATT_WARPS ATTENTION_WARPS
 template <bool F16>
 __device__ __forceinline__ float ldkv(const void* p, i64 i)
