@@ -1,6 +1,6 @@
 """The few CUDA driver and NVRTC calls the device probes need, through ctypes (the GPU machine has python3, no numpy, no SDK).
 
-Used by measure-read-bandwidth.py and compare-host-register.py: a context on GPU 0, a kernel compiled for its
+Used by measure-read-bandwidth.py, compare-host-register.py and probe-host-register.py: a context on GPU 0, a kernel compiled for its
 architecture, a timed launch loop, and the read kernel both of them time.
 """
 import ctypes

@@ -8,23 +8,13 @@ and whether the device pointer equals the host pointer (then chunks registered o
 Usage: probe-host-register.py FILE [CHUNK_MB] [MAX_SECONDS] [private|shared]
 """
 import ctypes, os, sys, time
+from cuda_ctypes import Gpu, HOST_REGISTER_DEVICEMAP, HOST_REGISTER_READ_ONLY, cuda
 
 path = sys.argv[1]
 chunk = int(sys.argv[2]) * (1 << 20) if len(sys.argv) > 2 else 64 << 20
 budget = float(sys.argv[3]) if len(sys.argv) > 3 else 40.0
 mode = sys.argv[4] if len(sys.argv) > 4 else "private"
-cuda = ctypes.CDLL("libcuda.so.1")
-def check(r, what):
-    if r != 0:
-        name = ctypes.c_char_p()
-        cuda.cuGetErrorName(r, ctypes.byref(name))
-        raise SystemExit(f"{what}: {name.value.decode() if name.value else r}")
-check(cuda.cuInit(0), "cuInit")
-dev = ctypes.c_int()
-check(cuda.cuDeviceGet(ctypes.byref(dev), 0), "cuDeviceGet")
-ctx = ctypes.c_void_p()
-check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), "cuDevicePrimaryCtxRetain")
-check(cuda.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+Gpu()  # GPU 0's primary context, current on this thread
 fd = os.open(path, os.O_RDONLY)
 size = os.fstat(fd).st_size
 
@@ -34,15 +24,13 @@ libc.mmap.restype = ctypes.c_void_p
 libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
 addr = libc.mmap(None, size, 1, 2 if mode == "private" else 1, fd, 0)  # PROT_READ, MAP_PRIVATE (2) or MAP_SHARED (1)
 print(f"file {path}: {size} B mapped ({mode}) at {addr:#x}; chunks of {chunk >> 20} MiB; flags DEVICEMAP|READ_ONLY", flush=True)
-cuda.cuMemHostRegister_v2.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
-cuda.cuMemHostGetDevicePointer_v2.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_void_p, ctypes.c_uint]
 start = time.time()
 done = 0
 page = 4096
 while done < size and time.time() - start < budget:
     n = min(chunk, (size - done + page - 1) // page * page)
     t = time.time()
-    r = cuda.cuMemHostRegister_v2(addr + done, n, 0x2 | 0x8)
+    r = cuda.cuMemHostRegister_v2(addr + done, n, HOST_REGISTER_DEVICEMAP | HOST_REGISTER_READ_ONLY)
     dt = time.time() - t
     dp = ctypes.c_uint64()
     same = None

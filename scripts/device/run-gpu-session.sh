@@ -166,19 +166,22 @@ if has ncu && [ -x /usr/local/cuda/bin/ncu ]; then
     "${PE[@]}" bench "${PLUGINS[@]}" -m synthetic:llama7b:Q4_0 --backend cuda -p 1 -n 16 -r 1 >"$OUT/ncu.txt" 2>&1
   echo "== ncu (exit $?): ncu.txt, $(grep -c 'Section: GPU Speed Of Light' "$OUT/ncu.txt") kernels" >>"$S"
 fi
+tiny_model_file() { # the TinyLlama-shaped Q4_0 file the host-registration probes map (generated on first use)
+  local f=$PLUGINENGINE_CACHE/synthetic-tinyllama-Q4_0-v2.gguf
+  [ -f "$f" ] || timeout -k 10 120 "${PE[@]}" bench "${PLUGINS[@]}" -m synthetic:tinyllama:Q4_0 --backend cpu -p 8 -n 1 -r 1 >/dev/null 2>&1
+  echo "$f"
+}
 if has importprobe; then
   # cuMemHostRegister of a read-only file mapping (what --gpu-host-import on does), timed in chunks: MAP_PRIVATE (what the
   # loader used to map) in 4 MiB chunks, then MAP_SHARED (what it maps now) in one call.
-  F=$PLUGINENGINE_CACHE/synthetic-tinyllama-Q4_0-v2.gguf
-  [ -f "$F" ] || timeout -k 10 120 "${PE[@]}" bench "${PLUGINS[@]}" -m synthetic:tinyllama:Q4_0 --backend cpu -p 8 -n 1 -r 1 >/dev/null 2>&1
+  F=$(tiny_model_file)
   { echo "== importprobe"; timeout -k 5 30 python3 "$DEV/probe-host-register.py" "$F" 4 20 private 2>&1 | tail -12; echo "exit $?";
     timeout -k 5 45 python3 "$DEV/probe-host-register.py" "$F" 619 30 shared 2>&1 | tail -5; echo "exit $?"; } >>"$S"
 fi
 if has regflags; then
   # cuMemHostRegister with DEVICEMAP|READ_ONLY against plain DEVICEMAP, on a file mapping, sealed huge pages and anonymous
   # pages: whether each is accepted, how long it takes, how fast the GPU then reads the pages.
-  F=$PLUGINENGINE_CACHE/synthetic-tinyllama-Q4_0-v2.gguf
-  [ -f "$F" ] || timeout -k 10 120 "${PE[@]}" bench "${PLUGINS[@]}" -m synthetic:tinyllama:Q4_0 --backend cpu -p 8 -n 1 -r 1 >/dev/null 2>&1
+  F=$(tiny_model_file)
   echo 300 >/proc/sys/vm/nr_hugepages 2>/dev/null
   { echo "== regflags"; timeout -k 5 90 python3 "$DEV/compare-host-register.py" "$F" 512 5 2>&1 | tail -12; echo "exit $?"; } >>"$S"
   echo 0 >/proc/sys/vm/nr_hugepages 2>/dev/null

@@ -63,12 +63,17 @@ internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, boo
         bool graphs = Choice(options, environment, "graphs", "PLUGINENGINE_CUDA_GRAPHS", "on", "off", defaultFirst: false);
         bool fusion = Choice(options, environment, "fusion", "PLUGINENGINE_CUDA_FUSION", "on", "off");
         bool pdl = Choice(options, environment, "pdl", "PLUGINENGINE_CUDA_PDL", "on", "off");
-        string? definesEnv = environment("PLUGINENGINE_CUDA_DEFINES");
-        bool fromEnv = !string.IsNullOrWhiteSpace(definesEnv);
-        string spec = fromEnv ? definesEnv! : options.GetString("defines", "")!;
-        var defines = KernelSource.ParseTuningDefines(spec, fromEnv ? "environment variable PLUGINENGINE_CUDA_DEFINES" : $"{options.JsonPath}.defines");
-        string normalized = string.Join(';', defines.Select(d => $"{d.Name}={d.Value.ToString(System.Globalization.CultureInfo.InvariantCulture)}"));
-        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl, normalized, ReadAttentionChunk(options, environment));
+        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment), ReadAttentionChunk(options, environment));
+    }
+
+    /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>
+    private static string ReadKernelDefines(PluginOptions options, Func<string, string?> environment)
+    {
+        string? fromEnv = environment("PLUGINENGINE_CUDA_DEFINES");
+        bool useEnv = !string.IsNullOrWhiteSpace(fromEnv);
+        string spec = useEnv ? fromEnv! : options.GetString("defines", "")!;
+        var defines = KernelSource.ParseTuningDefines(spec, useEnv ? "environment variable PLUGINENGINE_CUDA_DEFINES" : $"{options.JsonPath}.defines");
+        return string.Join(';', defines.Select(d => $"{d.Name}={d.Value.ToString(System.Globalization.CultureInfo.InvariantCulture)}"));
     }
 
     private static int ReadAttentionChunk(PluginOptions options, Func<string, string?> environment)
