@@ -83,7 +83,7 @@ public sealed record LoadOptions(ModelMemoryMode Memory, HostImportSetting HostI
 public sealed class LoadOptionsException(string message) : Exception(message);
 
 /// <summary>
-/// The host-import policy (DESIGN §3.4): whether a device uses a mapping's pages in place.
+/// The host-import policy (docs/architecture.md#host-import-policy): whether a device uses a mapping's pages in place.
 /// </summary>
 public static class HostImportPolicy
 {

@@ -6,7 +6,7 @@ namespace PluginEngine.Core.Loading;
 public delegate void FileBytesReader(long offset, Span<byte> destination);
 
 /// <summary>
-/// Decides, before any byte moves, where every tensor lives and how its bytes get there (DESIGN §3.3).
+/// Decides, before any byte moves, where every tensor lives and how its bytes get there (docs/architecture.md#placement).
 /// This is the only place that reasons about slides: backends declare them through
 /// <see cref="IBufferProvider.GetAllocSize"/>, and the plan guarantees that every byte a kernel may read
 /// past a tensor is zero, without ever writing to a file mapping.
