@@ -1,6 +1,7 @@
 using System.CommandLine;
 using PluginEngine.Core.Gguf;
 using PluginEngine.Core.Inference;
+using PluginEngine.Core.Loading;
 using Spectre.Console;
 
 namespace PluginEngine.Host.Commands;

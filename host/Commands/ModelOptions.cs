@@ -20,8 +20,8 @@ public sealed class ModelOptions
     public Option<int> Threads { get; } = new("--threads", "-t") { Description = "CPU threads (default: plugins.json's cpu option, else all cores)" };
     public Option<bool> HugePages { get; } = new("--hugepages") { Description = "Hold the model in 2 MiB huge pages (Linux; needs a reserved pool)" };
     public Option<bool> NoMmap { get; } = new("--no-mmap") { Description = "Read the model into heap memory instead of mapping the file" };
-    public Option<string?> HostImport { get; } = new("--gpu-host-import") { Description = "GPU host import: auto (default), on, off; overrides PLUGINENGINE_GPU_HOST_IMPORT", HelpName = "auto|on|off" };
-    public Option<bool> NoHostImport { get; } = new("--no-gpu-host-import") { Description = "Same as --gpu-host-import off" };
+    public Option<string?> HostImport { get; } = new("--host-import", "--gpu-host-import") { Description = $"Host import (devices use the mapped model pages in place): auto (default), on, off; overrides {HostImportSetting.EnvironmentVariable}", HelpName = "auto|on|off" };
+    public Option<bool> NoHostImport { get; } = new("--no-host-import", "--no-gpu-host-import") { Description = "Same as --host-import off" };
 
     public void AddTo(Command command)
     {
@@ -44,16 +44,12 @@ public sealed class ModelOptions
     {
         string? flag = parse.GetValue(HostImport);
         bool off = parse.GetValue(NoHostImport);
-        if (flag is not null && off) throw new UserErrorException("--gpu-host-import and --no-gpu-host-import contradict each other; give one");
-        HostImportMode? mode = off ? HostImportMode.Off : flag?.ToLowerInvariant() switch
+        if (flag is not null && off) throw new UserErrorException("--host-import and --no-host-import contradict each other; give one");
+        try
         {
-            null => null,
-            "auto" => HostImportMode.Auto,
-            "on" => HostImportMode.On,
-            "off" => HostImportMode.Off,
-            _ => throw new UserErrorException($"--gpu-host-import {flag}: expected auto, on or off"),
-        };
-        try { return HostImportSetting.Resolve(mode, Environment.GetEnvironmentVariable(HostImportSetting.EnvironmentVariable)); }
+            HostImportMode? mode = off ? HostImportMode.Off : flag is null ? null : HostImportSetting.Parse(flag, "--host-import");
+            return HostImportSetting.Resolve(mode);
+        }
         catch (ArgumentException e) { throw new UserErrorException(e.Message); }
     }
 

@@ -218,7 +218,7 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
     [InlineData(new[] { "-p", "8,abc" }, "-p: 'abc' is not an integer")]
     [InlineData(new[] { "-pg", "512" }, "-pg 512: expected P,N")]
     [InlineData(new[] { "--mmap", "2" }, "--mmap: '2' is not 0 or 1")]
-    [InlineData(new[] { "--gpu-host-import", "sometimes" }, "--gpu-host-import: unknown value 'sometimes'")]
+    [InlineData(new[] { "--gpu-host-import", "sometimes" }, "--host-import: unknown value 'sometimes'")]
     [InlineData(new[] { "--memory", "file,swap" }, "--memory: unknown mode 'swap'")]
     [InlineData(new[] { "-o", "xml" }, "-o xml: expected md, csv, json or jsonl")]
     [InlineData(new[] { "--synthetic", "tinyllama:Q9_9" }, "unknown weight type 'Q9_9'")]

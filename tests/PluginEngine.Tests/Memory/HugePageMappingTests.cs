@@ -13,7 +13,7 @@ public sealed class HugePagePoolCollection
 }
 
 [Collection(HugePagePoolCollection.Name)]
-public class HugeTlbMappingTests
+public class HugePageMappingTests
 {
     private const long TwoMiB = 2L * 1024 * 1024;
     private const string Source = "/models/hugetlb-test.gguf";
@@ -75,7 +75,7 @@ public class HugeTlbMappingTests
         long needed = before.FreePages + 3;
 
         var error = Assert.Throws<HugePagesUnavailableException>(
-            () => AnonymousMapping.Create(Source, needed * TwoMiB - 100, hugeTlb: true));
+            () => AnonymousMapping.Create(Source, needed * TwoMiB - 100, hugePages: true));
 
         Assert.Equal(needed, error.NeededPages);
         Assert.Contains($"needs {needed} huge pages", error.Message);
@@ -121,9 +121,9 @@ public class HugeTlbMappingTests
                 Assert.Skip($"The kernel could not reserve {neededPages} huge pages (fragmented memory?): {reserved}.");
             }
 
-            using (var mapping = AnonymousMapping.Create(Source, 2 * TwoMiB + 1, hugeTlb: true))
+            using (var mapping = AnonymousMapping.Create(Source, 2 * TwoMiB + 1, hugePages: true))
             {
-                Assert.Equal(MappingBacking.HugeTlb, mapping.Backing);
+                Assert.Equal(MappingBacking.HugePages, mapping.Backing);
                 Assert.Equal(MappingWritability.WritableDuringLoad, mapping.Writability);
                 Assert.Equal(TwoMiB, mapping.PageSize);
                 Assert.Equal(neededPages * TwoMiB, mapping.Length);
