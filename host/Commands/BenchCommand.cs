@@ -1,6 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
-using PluginEngine.Core.Bench;
+using PluginEngine.Bench;
 using PluginEngine.Core.Loading;
 using PluginEngine.Core.Plugins;
 using Spectre.Console;

@@ -68,11 +68,11 @@ public sealed class ModelOptions
         {
             int threads = parse.GetValue(Threads);
             if (threads <= 0) throw new UserErrorException($"--threads {threads}: must be at least 1");
-            config = config.WithOption("cpu", "threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            config = config.WithCpuThreads(threads);
         }
         var host = PluginHost.Load(config, context.Loggers);
         var backend = parse.GetValue(Backend) is { } name ? host.GetBackend(name) : host.SelectDefault();
-        var cpu = host.GetBackend("cpu");
+        var cpu = host.GetCpu();
         return (host, backend.Devices[0], cpu.Devices[0]);
     }
 

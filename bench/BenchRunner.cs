@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using PluginEngine.Core.Inference;
 
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>Durations of a test's timed repetitions, in nanoseconds, and the rates they give.</summary>
 /// <param name="Test">The test measured.</param>

@@ -2,7 +2,7 @@ using System.Globalization;
 using PluginEngine.Abstractions;
 using PluginEngine.Core.Gguf;
 
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>The model columns of a bench row, read from a GGUF file's header (no tensor data is touched).</summary>
 /// <param name="Architecture">general.architecture.</param>

@@ -1,4 +1,4 @@
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>Mean and sample standard deviation (n − 1 denominator, like llama-bench; 0 for a single sample).</summary>
 public readonly record struct SampleStatistics(double Mean, double StandardDeviation)

@@ -9,7 +9,7 @@ using PluginEngine.Core.Memory;
 using PluginEngine.Core.Models;
 using PluginEngine.Core.Plugins;
 
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>
 /// What to benchmark: every list is one dimension of a cartesian product. A model is loaded once per
@@ -141,7 +141,7 @@ public sealed class BenchSession
                 cancellation.ThrowIfCancellationRequested();
                 var host = hosts[threads ?? 0];
                 var primary = Resolve(host, backendName).Devices[0];
-                var cpu = Resolve(host, "cpu").Devices[0];
+                var cpu = host.GetCpu().Devices[0];
                 AddDevice(devices, primary);
                 AddDevice(devices, cpu);
                 foreach (var device in new[] { primary, cpu })
@@ -182,7 +182,7 @@ public sealed class BenchSession
                     HugepagesAfter = after.IsAvailable ? after.FreePages : null,
                 };
                 template.SetMachine(machine);
-                SetWeightBytes(template, loaded.Loaded);
+                var weightsPerDevice = SetWeightBytes(template, loaded.Loaded);
                 int bos = loaded.Tokenizer.BosTokenId;
 
                 foreach (int batch in plan.Batches)
@@ -201,7 +201,9 @@ public sealed class BenchSession
                     using var context = loaded.CreateContext(new ContextOptions(test.ContextTokens, Math.Min(batch, microBatch)));
                     var measurement = BenchRunner.Measure(context, test, batch, plan.Repetitions, bos, cancellation: cancellation);
                     row.SetTimings(measurement);
-                    row.ContextBytes = context.AllocatedBytes.Values.Sum();
+                    var contextBytes = context.AllocatedBytes;
+                    row.ContextBytes = contextBytes.Values.Sum();
+                    row.DeviceMemory = DeviceMemoryOf(weightsPerDevice, contextBytes);
                     row.DeviceCopies = context.Transfers.Copies / (plan.Repetitions + 1);
                     row.ProcessRssBytes = ProcessMemory.ResidentBytes();
                     rows.Add(row);
@@ -232,31 +234,60 @@ public sealed class BenchSession
         _ => mode.ToString().ToLowerInvariant(),
     };
 
-    /// <summary>Owned and imported weight bytes, the host mapping kept, and the imported bytes that non-CPU devices pinned.</summary>
-    private static void SetWeightBytes(BenchResult row, LoadedWeights weights)
+    /// <summary>
+    /// Owned and imported weight bytes in total and per device, the host mapping kept, and the imported bytes that devices
+    /// which do not read host memory in place registered.
+    /// </summary>
+    private static Dictionary<IBackendDevice, BenchDeviceMemory> SetWeightBytes(BenchResult row, LoadedWeights weights)
     {
         // A buffer's device is the device of any tensor bound in it.
-        long owned = 0, imported = 0, pinned = 0;
         var deviceOf = new Dictionary<BackendBuffer, IBackendDevice>(ReferenceEqualityComparer.Instance);
         foreach (var binding in weights.Tensors.Values) deviceOf.TryAdd(binding.Buffer, binding.Device);
+        var perDevice = new Dictionary<IBackendDevice, BenchDeviceMemory>();
+        long owned = 0, imported = 0, registered = 0;
         foreach (var buffer in weights.Buffers)
         {
-            if (buffer.Ownership == BufferOwnership.Owned) { owned += buffer.Size; continue; }
+            var memory = deviceOf.TryGetValue(buffer, out var device) ? DeviceMemory(perDevice, device) : null;
+            if (buffer.Ownership == BufferOwnership.Owned)
+            {
+                owned += buffer.Size;
+                if (memory is not null) memory.WeightsOwnedBytes += buffer.Size;
+                continue;
+            }
             imported += buffer.Size;
-            if (deviceOf.TryGetValue(buffer, out var device) && device.Description.Kind != DeviceKind.Cpu) pinned += buffer.Size;
+            if (memory is not null) memory.WeightsImportedBytes += buffer.Size;
+            if (device is not null && !device.Description.Has(BackendCapabilities.HostMemoryInPlace)) registered += buffer.Size;
         }
-        (row.WeightsOwnedBytes, row.WeightsImportedBytes, row.HostPinnedBytes) = (owned, imported, pinned);
+        (row.WeightsOwnedBytes, row.WeightsImportedBytes, row.HostRegisteredBytes) = (owned, imported, registered);
         row.HostMappedBytes = weights.Mapping?.Length ?? 0;
+        return perDevice;
+    }
+
+    /// <summary>One row's per-device memory: the model's weights per device plus what the test's context allocated there.</summary>
+    private static BenchDeviceMemory[] DeviceMemoryOf(Dictionary<IBackendDevice, BenchDeviceMemory> weights, IReadOnlyDictionary<IBackendDevice, long> context)
+    {
+        var perDevice = weights.ToDictionary(kv => kv.Key, kv => new BenchDeviceMemory
+        {
+            Device = kv.Value.Device, WeightsOwnedBytes = kv.Value.WeightsOwnedBytes, WeightsImportedBytes = kv.Value.WeightsImportedBytes,
+        });
+        foreach (var (device, bytes) in context) DeviceMemory(perDevice, device).ContextBytes += bytes;
+        return perDevice.Values.ToArray();
+    }
+
+    private static BenchDeviceMemory DeviceMemory(Dictionary<IBackendDevice, BenchDeviceMemory> perDevice, IBackendDevice device)
+    {
+        if (!perDevice.TryGetValue(device, out var memory))
+            perDevice[device] = memory = new BenchDeviceMemory { Device = device.Description.Backend };
+        return memory;
     }
 
     private PluginConfiguration ConfigurationFor(int? threads)
-        => threads is { } t ? _plugins.WithOption("cpu", "threads", t.ToString(CultureInfo.InvariantCulture)) : _plugins;
+        => threads is { } t ? _plugins.WithCpuThreads(t) : _plugins;
 
     /// <summary>The cpu plugin's thread count when -t is not given: its plugins.json option, 0 or absent meaning every core.</summary>
     private int ConfiguredThreads()
     {
-        var entry = _plugins.Plugins.FirstOrDefault(p => p.Name == "cpu");
-        int configured = entry?.Options.GetInt32("threads", 0, 0, 4096) ?? 0;
+        int configured = _plugins.ConfiguredCpuThreads();
         return configured > 0 ? configured : Environment.ProcessorCount;
     }
 

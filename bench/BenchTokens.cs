@@ -1,4 +1,4 @@
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>
 /// The token ids bench tests evaluate: like llama-bench, no tokenizer is involved. The first id is the model's BOS

@@ -1,4 +1,4 @@
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>
 /// Bench output written as the rows arrive. The line formats (csv, jsonl) write each row the moment it is added and flush,

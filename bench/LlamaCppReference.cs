@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>What the reference program measures: one model at one thread count and batch setting, several tests.</summary>
 /// <param name="ModelPath">The GGUF file.</param>
@@ -40,6 +40,9 @@ public sealed class LlamaCppReferenceException(string message, Exception? inner 
 /// </summary>
 public sealed class LlamaCppReference
 {
+    /// <summary>The <c>backends</c> column of the reference rows.</summary>
+    public const string Backend = "llama.cpp";
+
     /// <summary>The program's project, relative to the repository root.</summary>
     public const string ProjectPath = "tools/LlamaCppReference/LlamaCppReference.csproj";
 
@@ -155,7 +158,7 @@ public sealed class LlamaCppReference
         foreach (var r in referenceRows) byKey.TryAdd(Key(r), r);
         foreach (var row in rows)
         {
-            if (row.Backends == "llama.cpp") continue;
+            if (row.Backends == Backend) continue;
             if (byKey.TryGetValue(Key(row), out var reference) && reference.AvgTs > 0) row.RatioVsLlamacpp = row.AvgTs / reference.AvgTs;
         }
 

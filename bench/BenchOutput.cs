@@ -2,8 +2,9 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using PluginEngine.Core.Plugins;
 
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>Output formats of <c>pluginengine bench</c>.</summary>
 public enum BenchOutputFormat
@@ -119,6 +120,7 @@ public static class BenchOutput
         JsonValueKind.Null => "",
         JsonValueKind.String => value.GetString() ?? "",
         JsonValueKind.Array => string.Join(' ', value.EnumerateArray().Select(CsvText)),
+        JsonValueKind.Object => string.Join(';', value.EnumerateObject().Select(p => $"{p.Name}={CsvText(p.Value)}")),
         _ => value.GetRawText(),
     };
 
@@ -132,7 +134,8 @@ public static class BenchOutput
         foreach (var d in devices) output.WriteLine($"device {d.Backend}: {d.Name}{(d.Details.Length > 0 ? " — " + d.Details : "")}");
         output.WriteLine();
 
-        bool gpu = rows.Any(r => r.Backends is not ("cpu" or "llama.cpp"));
+        // The offload columns (ngl, host import, host registered) matter only when some row ran on another backend than the CPU.
+        bool offload = rows.Any(r => r.Backends != PluginConfiguration.CpuBackend && r.Backends != LlamaCppReference.Backend);
         bool batches = rows.Select(r => (r.NBatch, r.NUbatch)).Distinct().Count() > 1;
         bool depth = rows.Any(r => r.NDepth > 0);
         bool ratio = rows.Any(r => r.RatioVsLlamacpp is not null);
@@ -144,9 +147,9 @@ public static class BenchOutput
             ("params", true, r => BenchModelFacts.FormatParameters(r.ModelNParams)),
             ("backend", false, r => r.Backends),
         };
-        if (gpu) columns.Add(("ngl", true, r => r.NGpuLayers < 0 ? "all" : Invariant(r.NGpuLayers)));
+        if (offload) columns.Add(("ngl", true, r => r.NGpuLayers < 0 ? "all" : Invariant(r.NGpuLayers)));
         columns.Add(("memory", false, r => r.MemoryMode));
-        if (gpu) columns.Add(("host import", false, r => r.HostImport));
+        if (offload) columns.Add(("host import", false, r => r.HostImport));
         columns.Add(("threads", true, r => Invariant(r.NThreads)));
         if (batches)
         {
@@ -157,10 +160,10 @@ public static class BenchOutput
         columns.Add(("t/s", true, r => $"{Invariant(r.AvgTs, "F2")} ± {Invariant(r.StddevTs, "F2")}"));
         if (ratio) columns.Add(("vs llama.cpp", true, r => r.RatioVsLlamacpp is { } x ? Invariant(x, "F2") + "×" : ""));
         columns.Add(("load ms", true, r => Invariant(r.LoadMs, "F0")));
-        columns.Add(("weights owned", true, r => Bytes(r.WeightsOwnedBytes)));
-        columns.Add(("weights imported", true, r => Bytes(r.WeightsImportedBytes)));
-        if (gpu) columns.Add(("host pinned", true, r => Bytes(r.HostPinnedBytes)));
-        if (depth) columns.Add(("context", true, r => Bytes(r.ContextBytes)));
+        columns.Add(("weights owned", true, r => PerDevice(r, d => d.WeightsOwnedBytes, r.WeightsOwnedBytes)));
+        columns.Add(("weights imported", true, r => PerDevice(r, d => d.WeightsImportedBytes, r.WeightsImportedBytes)));
+        if (offload) columns.Add(("host registered", true, r => Bytes(r.HostRegisteredBytes)));
+        if (depth) columns.Add(("context", true, r => PerDevice(r, d => d.ContextBytes, r.ContextBytes)));
         columns.Add(("RSS", true, r => FormatBytes(r.ProcessRssBytes)));
 
         var cells = rows.Select(r => columns.Select(c => c.Value(r)).ToArray()).ToList();
@@ -186,6 +189,15 @@ public static class BenchOutput
         >= 1L << 10 => Invariant(bytes / (double)(1L << 10), "F2") + " KiB",
         _ => Invariant(bytes) + " B",
     };
+
+    /// <summary>
+    /// A memory cell: the total when one device holds it all, else each device's non-zero share ("cuda 3.50 GiB + cpu 250.00 MiB").
+    /// </summary>
+    private static string PerDevice(BenchResult row, Func<BenchDeviceMemory, long> bytes, long? total)
+    {
+        var shares = row.DeviceMemory?.Where(d => bytes(d) != 0).ToArray();
+        return shares is { Length: > 1 } ? string.Join(" + ", shares.Select(d => $"{d.Device} {FormatBytes(bytes(d))}")) : Bytes(total);
+    }
 
     /// <summary>A byte count, or empty when it was not measured.</summary>
     private static string Bytes(long? bytes) => bytes is { } b ? FormatBytes(b) : "";

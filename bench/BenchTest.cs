@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>
 /// One bench test, with llama-bench's semantics: <c>pp</c> evaluates <see cref="PromptTokens"/> in batches,

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics.Arm;
 using System.Runtime.Intrinsics.X86;
 
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>The machine a bench ran on: CPU model, SIMD support, cores, OS and runtime.</summary>
 /// <param name="CpuModel">CPU model name (/proc/cpuinfo on Linux; the architecture elsewhere).</param>

@@ -1,6 +1,6 @@
 using PluginEngine.Core.Models;
 
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>A bench model: what the user named (<see cref="Label"/>) and the GGUF file it resolved to.</summary>
 /// <param name="Label">The file name, "synthetic:tinyllama:Q4_0", or "demo".</param>

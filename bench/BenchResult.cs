@@ -1,4 +1,4 @@
-namespace PluginEngine.Core.Bench;
+namespace PluginEngine.Bench;
 
 /// <summary>
 /// One row of bench output: one test on one configuration. Property names map to the output columns in snake case
@@ -91,14 +91,19 @@ public sealed class BenchResult
     public long? WeightsImportedBytes { get; set; }
     /// <summary>Bytes of the host mapping kept after loading (0 when every tensor was copied out and it was released).</summary>
     public long? HostMappedBytes { get; set; }
-    /// <summary>Imported bytes on non-CPU devices: host memory registered (pinned) for a GPU.</summary>
-    public long? HostPinnedBytes { get; set; }
+    /// <summary>
+    /// Imported bytes on devices that do not read host memory in place: host pages a device registered (pinned) to read
+    /// them over the bus. 0 when only in-place readers (the CPU) import.
+    /// </summary>
+    public long? HostRegisteredBytes { get; set; }
     /// <summary>Free 2 MiB huge pages before the model was loaded (null: no pool on this system).</summary>
     public long? HugepagesBefore { get; set; }
     /// <summary>Free 2 MiB huge pages with the model loaded (null: no pool on this system).</summary>
     public long? HugepagesAfter { get; set; }
     /// <summary>Bytes the test's context allocated on its devices (KV cache + activations).</summary>
     public long? ContextBytes { get; set; }
+    /// <summary>The memory columns per device, one entry per device in use (null where not measured: reference rows).</summary>
+    public BenchDeviceMemory[]? DeviceMemory { get; set; }
     /// <summary>Resident set size of the process after the test.</summary>
     public long ProcessRssBytes { get; set; }
     /// <summary>Activation copies between devices during the test (partial offload, op fallback).</summary>
@@ -146,4 +151,17 @@ public sealed class BenchResult
 
     /// <summary>A shallow copy (the sample arrays are shared).</summary>
     public BenchResult Clone() => (BenchResult)MemberwiseClone();
+}
+
+/// <summary>One device's share of a row's memory (the <c>device_memory</c> column).</summary>
+public sealed class BenchDeviceMemory
+{
+    /// <summary>The device's backend name ("cuda", "cpu", …).</summary>
+    public string Device { get; set; } = "";
+    /// <summary>Weight buffers this device allocated (owned).</summary>
+    public long WeightsOwnedBytes { get; set; }
+    /// <summary>Weight buffers of this device that use the host mapping in place (imported).</summary>
+    public long WeightsImportedBytes { get; set; }
+    /// <summary>Activations and KV cache the test's context allocated on this device.</summary>
+    public long ContextBytes { get; set; }
 }
