@@ -1,7 +1,7 @@
 using PluginEngine.Backends.Cpu.Kernels;
 using Xunit;
 
-namespace PluginEngine.Backends.Cpu.OpsTests;
+namespace PluginEngine.Backends.Cpu.Tests;
 
 /// <summary>
 /// RoPE against a double-precision reference written from the definition (θ_i = pos·scale·base^(-2i/dim)).

@@ -6,7 +6,7 @@ namespace PluginEngine.Backends.Cpu.Tests;
 /// <summary>
 /// The multi-row (generation) kernels against the single-row kernels: per row they perform the single-row AVX2 kernel's
 /// operations in the same order, so the results must be bit-identical. The single-row kernels are checked against the
-/// scalar reference in <see cref="KernelTests"/>; <see cref="MultiTokenKernelTests.MatMulOverManyTokensEqualsPerTokenDots"/>
+/// scalar reference in <see cref="KernelTests"/>; <see cref="MultiTokenKernelTests.MatMul_over_many_tokens_equals_per_token_dots"/>
 /// covers the n = 1 matmul that dispatches to these kernels (row counts that are not multiples of four included).
 /// </summary>
 public unsafe class MultiRowKernelTests
@@ -15,7 +15,7 @@ public unsafe class MultiRowKernelTests
 
     [Theory]
     [MemberData(nameof(TypesByIsa))]
-    public void MultiRowDotIsBitIdenticalToSingleRowAvx2Dot(GgmlType wType, KernelIsa isa)
+    public void The_multi_row_dot_is_bit_identical_to_the_single_row_Avx2_dot(GgmlType wType, KernelIsa isa)
     {
         TestData.SkipUnlessSupported(isa);
         var kernel = QuantDot.ResolveMultiRow(wType, isa);
@@ -62,7 +62,7 @@ public unsafe class MultiRowKernelTests
     /// </summary>
     [Theory]
     [MemberData(nameof(TypesByIsa))]
-    public void GenerationMatMulMatchesReferenceForManyRowCounts(GgmlType wType, KernelIsa isa)
+    public void Generation_MatMul_matches_the_reference_for_many_row_counts(GgmlType wType, KernelIsa isa)
     {
         TestData.SkipUnlessSupported(isa);
         var actType = QuantDot.ActivationType(wType);

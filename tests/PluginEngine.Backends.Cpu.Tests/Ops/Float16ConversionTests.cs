@@ -1,7 +1,7 @@
 using PluginEngine.Backends.Cpu.Kernels;
 using Xunit;
 
-namespace PluginEngine.Backends.Cpu.OpsTests;
+namespace PluginEngine.Backends.Cpu.Tests;
 
 /// <summary>F16 ↔ F32 conversions must equal .NET's own (Half) casts bit for bit (exact, round to nearest even).</summary>
 public unsafe class Float16ConversionTests

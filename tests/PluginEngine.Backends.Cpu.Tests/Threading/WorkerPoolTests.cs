@@ -43,7 +43,7 @@ public class WorkerPoolTests
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
-    public void EveryItemIsProcessedExactlyOnceAcrossRepeatedRuns(int threads)
+    public void Every_item_is_processed_exactly_once_across_repeated_runs(int threads)
     {
         using var pool = new CpuWorkerPool(threads);
         var job = new CountingJob(1000);
@@ -64,7 +64,7 @@ public class WorkerPoolTests
     }
 
     [Fact]
-    public void WorkersWakeUpAfterSleeping()
+    public void Workers_wake_up_after_sleeping()
     {
         using var pool = new CpuWorkerPool(2);
         var job = new CountingJob(10, rendezvous: true);
@@ -79,7 +79,7 @@ public class WorkerPoolTests
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
-    public void AnExceptionInAnyParticipantIsRethrownToTheCaller(int threads)
+    public void An_exception_in_any_participant_is_rethrown_to_the_caller(int threads)
     {
         using var pool = new CpuWorkerPool(threads);
         var ex = Assert.Throws<InvalidOperationException>(() => pool.Run(new ThrowingJob()));
@@ -90,7 +90,7 @@ public class WorkerPoolTests
     }
 
     [Fact]
-    public void RejectsNonPositiveThreadCountsAndUseAfterDispose()
+    public void Non_positive_thread_counts_and_use_after_dispose_are_rejected()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => new CpuWorkerPool(0));
         var pool = new CpuWorkerPool(2);

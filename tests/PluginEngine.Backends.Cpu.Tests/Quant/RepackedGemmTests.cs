@@ -38,7 +38,7 @@ public unsafe class RepackedGemmTests
 
     [Theory]
     [MemberData(nameof(RepackedTypes))]
-    public void RepackedMatMulMatchesDoubleReference(GgmlType wType)
+    public void Repacked_MatMul_matches_a_double_reference(GgmlType wType)
     {
         TestData.SkipUnlessSupported(KernelIsa.Avx2);
         var actType = QuantDot.ActivationType(wType);

@@ -1,7 +1,7 @@
 using PluginEngine.Backends.Cpu.Kernels;
 using Xunit;
 
-namespace PluginEngine.Backends.Cpu.OpsTests;
+namespace PluginEngine.Backends.Cpu.Tests;
 
 /// <summary>
 /// Causal GQA attention against a naive double-precision reference (nHead 8, nKvHead 2, headDim 64).

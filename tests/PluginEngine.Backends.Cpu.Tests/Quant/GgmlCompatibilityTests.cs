@@ -69,7 +69,7 @@ public unsafe class GgmlCompatibilityTests
     [MemberData(nameof(QuantTypes))]
     [InlineData(GgmlType.F16)]
     [InlineData(GgmlType.BF16)]
-    public void GgmlDecodesOurBlocksExactlyAsWeDo(GgmlType type)
+    public void Ggml_decodes_our_blocks_exactly_as_we_do(GgmlType type)
     {
         float[] x = TestData.Gaussian(seed: 77, 1024, scale: 0.7f);
         byte[] ours = TestData.Quantize(type, x);
@@ -79,7 +79,7 @@ public unsafe class GgmlCompatibilityTests
     [Theory]
     [MemberData(nameof(QuantTypes))]
     [InlineData(GgmlType.BF16)]
-    public void WeDecodeGgmlBlocksExactlyAsGgmlDoes(GgmlType type)
+    public void We_decode_ggml_blocks_exactly_as_ggml_does(GgmlType type)
     {
         float[] x = TestData.Gaussian(seed: 78, 1024, scale: 1.3f);
         byte[] theirs = GgmlQuantize(type, x);
@@ -87,7 +87,7 @@ public unsafe class GgmlCompatibilityTests
     }
 
     [Fact]
-    public void Bf16RoundingMatchesGgml()
+    public void Bf16_rounding_matches_ggml()
     {
         float[] x = [1f + MathF.Pow(2, -8), 1f + 3 * MathF.Pow(2, -8), -0f, float.NegativeInfinity, 3.0e38f, 1e-40f, float.NaN];
         x = [.. x, .. TestData.Gaussian(seed: 79, 57)];

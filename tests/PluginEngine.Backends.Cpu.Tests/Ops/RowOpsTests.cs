@@ -1,7 +1,7 @@
 using PluginEngine.Backends.Cpu.Kernels;
 using Xunit;
 
-namespace PluginEngine.Backends.Cpu.OpsTests;
+namespace PluginEngine.Backends.Cpu.Tests;
 
 /// <summary>
 /// Row ops against double-precision scalar references. Tolerances: add/multiply/scale round once, so they must

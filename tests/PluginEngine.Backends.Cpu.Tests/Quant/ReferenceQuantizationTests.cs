@@ -19,7 +19,7 @@ public class ReferenceQuantizationTests
     /// </summary>
     [Theory]
     [MemberData(nameof(AllReferenceTypes))]
-    public void RoundTripStaysWithinTypeBound(GgmlType type)
+    public void A_round_trip_stays_within_the_types_bound(GgmlType type)
     {
         const int n = 4096;
         float[] x = TestData.Gaussian(seed: 11 + (int)type, n);
@@ -54,7 +54,7 @@ public class ReferenceQuantizationTests
     }
 
     [Fact]
-    public void KQuantsRoundTripBeatsTheNextCoarserType()
+    public void K_quants_round_trip_beats_the_next_coarser_type()
     {
         // Sanity on the fitted scales: more bits must give a smaller error.
         float[] x = TestData.Gaussian(seed: 5, 2048);
@@ -68,7 +68,7 @@ public class ReferenceQuantizationTests
     }
 
     [Fact]
-    public void ZeroRowsEncodeToZeroScalesAndDecodeToZero()
+    public void Zero_rows_encode_to_zero_scales_and_decode_to_zero()
     {
         foreach (var type in TestData.ReferenceTypes)
         {
@@ -80,7 +80,7 @@ public class ReferenceQuantizationTests
     }
 
     [Fact]
-    public void Q4_0KnownAnswer()
+    public void Q4_0_known_answer()
     {
         // d = 0.5 (f16 0x3800); qs[j] = j | (15 - j) << 4: element j = 0.5 (j - 8), element 16 + j = 0.5 (7 - j).
         var block = new byte[18];
@@ -97,7 +97,7 @@ public class ReferenceQuantizationTests
     }
 
     [Fact]
-    public void Q8_0KnownAnswer()
+    public void Q8_0_known_answer()
     {
         var block = new byte[34];
         BinaryPrimitives.WriteUInt16LittleEndian(block, 0x3400); // 0.25
@@ -107,7 +107,7 @@ public class ReferenceQuantizationTests
     }
 
     [Fact]
-    public void FloatTypesKnownAnswers()
+    public void Float_types_known_answers()
     {
         // F32 is stored verbatim, little-endian: 0x3FC00000 = 1.5.
         Assert.Equal(new byte[] { 0x00, 0x00, 0xC0, 0x3F }, TestData.Quantize(GgmlType.F32, [1.5f]));
@@ -134,7 +134,7 @@ public class ReferenceQuantizationTests
     private static readonly int[] KMin = [5, 6, 7, 8, 33, 33, 33, 33];
 
     [Fact]
-    public void KScalePackingMatchesHandComputedBytes()
+    public void K_scale_packing_matches_hand_computed_bytes()
     {
         var packed = new byte[12];
         BlockLayouts.PackScaleMins(KSc.Select(v => (byte)v).ToArray(), KMin.Select(v => (byte)v).ToArray(), packed);
@@ -147,7 +147,7 @@ public class ReferenceQuantizationTests
     }
 
     [Fact]
-    public void Q4_KKnownAnswer()
+    public void Q4_K_known_answer()
     {
         // d = 1, dmin = 0.5; every qs byte 0x3A: even sub-blocks (low nibbles) hold 10, odd ones (high nibbles) 3.
         var block = new byte[144];
@@ -161,7 +161,7 @@ public class ReferenceQuantizationTests
     }
 
     [Fact]
-    public void Q5_KKnownAnswer()
+    public void Q5_K_known_answer()
     {
         // As Q4_K, plus qh bytes 0x55: bits 0,2,4,6 set = fifth bit (16) on every even sub-block only.
         var block = new byte[176];
@@ -176,7 +176,7 @@ public class ReferenceQuantizationTests
     }
 
     [Fact]
-    public void Q6_KKnownAnswer()
+    public void Q6_K_known_answer()
     {
         // ql bytes 0x21 (low 1, high 2), qh bytes 0xE4 (2-bit fields 0,1,2,3), scales i − 8, d = 0.5.
         // Per 128-element half: elements 0..31 = 1|0<<4 = 1, 32..63 = 1|1<<4 = 17, 64..95 = 2|2<<4 = 34, 96..127 = 2|3<<4 = 50; minus 32.
@@ -191,7 +191,7 @@ public class ReferenceQuantizationTests
     }
 
     [Fact]
-    public void Q8_KKnownAnswerAndBlockSums()
+    public void Q8_K_known_answer_and_block_sums()
     {
         var block = new byte[292];
         BinaryPrimitives.WriteSingleLittleEndian(block, 0.125f);
@@ -211,7 +211,7 @@ public class ReferenceQuantizationTests
     }
 
     [Fact]
-    public void BadLengthsAndTypesAreRejectedWithClearMessages()
+    public void Bad_lengths_and_types_are_rejected_with_clear_messages()
     {
         var ex = Assert.Throws<ArgumentException>(() => Quantizer.Quantize(GgmlType.Q4_0, new float[33], new byte[36]));
         Assert.Contains("Q4_0", ex.Message);

@@ -38,7 +38,7 @@ public unsafe class MultiTokenKernelTests
 
     [Theory]
     [MemberData(nameof(TypesByIsa))]
-    public void MultiTokenDotIsBitIdenticalToSingleTokenAvx2Dot(GgmlType wType, KernelIsa isa)
+    public void The_multi_token_dot_is_bit_identical_to_the_single_token_Avx2_dot(GgmlType wType, KernelIsa isa)
     {
         TestData.SkipUnlessSupported(isa);
         var kernel = QuantDot.ResolveMultiToken(wType, isa, out int width);
@@ -77,7 +77,7 @@ public unsafe class MultiTokenKernelTests
 
     [Theory]
     [MemberData(nameof(TypesByIsa))]
-    public void MatMulOverManyTokensEqualsPerTokenDots(GgmlType wType, KernelIsa isa)
+    public void MatMul_over_many_tokens_equals_per_token_dots(GgmlType wType, KernelIsa isa)
     {
         TestData.SkipUnlessSupported(isa);
         var actType = QuantDot.ActivationType(wType);

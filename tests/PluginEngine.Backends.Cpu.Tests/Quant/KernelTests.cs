@@ -63,7 +63,7 @@ public unsafe class KernelTests
 
     [Theory]
     [MemberData(nameof(AllIsas))]
-    public void ActivationQuantizerMatchesReferenceQuantizerByteForByte(KernelIsa isa)
+    public void The_activation_quantizer_matches_the_reference_quantizer_byte_for_byte(KernelIsa isa)
     {
         TestData.SkipUnlessSupported(isa);
         foreach (var type in new[] { GgmlType.Q8_0, GgmlType.Q8_K })
@@ -82,7 +82,7 @@ public unsafe class KernelTests
 
     [Theory]
     [MemberData(nameof(TypesByIsa))]
-    public void DotMatchesScalarReference(GgmlType wType, KernelIsa isa)
+    public void Dot_matches_the_scalar_reference(GgmlType wType, KernelIsa isa)
     {
         TestData.SkipUnlessSupported(isa);
         foreach (long cols in TestData.ColsFor(wType))
@@ -108,7 +108,7 @@ public unsafe class KernelTests
 
     [Theory]
     [MemberData(nameof(TypesByIsa))]
-    public void MatMulMatchesNaiveDoubleReference(GgmlType wType, KernelIsa isa)
+    public void MatMul_matches_a_naive_double_reference(GgmlType wType, KernelIsa isa)
     {
         TestData.SkipUnlessSupported(isa);
         var actType = QuantDot.ActivationType(wType);
@@ -157,7 +157,7 @@ public unsafe class KernelTests
 
     [Theory]
     [MemberData(nameof(TypesByIsa))]
-    public void DequantizeRowIsBitIdenticalToReference(GgmlType type, KernelIsa isa)
+    public void Dequantizing_a_row_is_bit_identical_to_the_reference(GgmlType type, KernelIsa isa)
     {
         TestData.SkipUnlessSupported(isa);
         foreach (long n in TestData.ColsFor(type))
@@ -173,7 +173,7 @@ public unsafe class KernelTests
     }
 
     [Fact]
-    public void MatMulAndDotRejectRowsThatAreNotWholeBlocks()
+    public void MatMul_and_Dot_reject_rows_that_are_not_whole_blocks()
     {
         using var pool = new CpuWorkerPool(1);
         using var scratch = new MatMulScratch();
@@ -194,7 +194,7 @@ public unsafe class KernelTests
     }
 
     [Fact]
-    public void ForcingAnUnsupportedIsaThrowsInsteadOfFaulting()
+    public void Forcing_an_unsupported_isa_throws_instead_of_faulting()
     {
         foreach (var isa in TestData.Isas)
         {
