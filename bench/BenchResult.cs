@@ -51,7 +51,7 @@ public sealed class BenchResult
     public bool UseMmap { get; set; }
     /// <summary>Where the file's bytes live in host memory: file, hugepages, anonymous or heap.</summary>
     public string MemoryMode { get; set; } = "";
-    /// <summary>GPU host-import switch: auto, on or off.</summary>
+    /// <summary>The host-import switch: auto, on or off.</summary>
     public string HostImport { get; set; } = "";
 
     // --- test ---
