@@ -7,4 +7,8 @@ namespace PluginEngine.Core.Loading;
 /// <param name="Cpu">The CPU device (the rest of the layers and op fallbacks).</param>
 /// <param name="GpuLayers">Layers on <paramref name="Primary"/> counted from the first; negative = all.</param>
 /// <param name="Load">Memory mode and host-import switch.</param>
-public sealed record ModelLoadOptions(IBackendDevice Primary, IBackendDevice Cpu, int GpuLayers, LoadOptions Load);
+public sealed record ModelLoadOptions(IBackendDevice Primary, IBackendDevice Cpu, int GpuLayers, LoadOptions Load)
+{
+    /// <summary>Decode every weight before loading and reject NaN/Inf, naming the tensor (<c>--check-tensors</c>; reads the whole file once).</summary>
+    public bool CheckTensors { get; init; }
+}

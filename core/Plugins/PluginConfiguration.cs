@@ -117,6 +117,8 @@ public sealed partial class PluginConfiguration
     public static PluginConfiguration Load(string filePath, PluginConfigSource source = PluginConfigSource.Explicit)
     {
         string full = Path.GetFullPath(filePath);
+        if (Directory.Exists(full))
+            throw new PluginConfigException(full, "$", $"is a directory, not a file; give the {FileName} inside it");
         string text;
         try
         {
@@ -151,8 +153,12 @@ public sealed partial class PluginConfiguration
             // LineNumber and BytePositionInLine are zero-based; editors count from one.
             string where = e.LineNumber is long line ? $"line {line + 1}, position {(e.BytePositionInLine ?? 0) + 1}" : "unknown position";
             string detail = e.Message;
-            int cut = detail.IndexOf(" Path:", StringComparison.Ordinal); // the parser appends its own location
-            if (cut > 0) detail = detail[..cut];
+            // The parser appends its own location, zero-based ("LineNumber: 2 | BytePositionInLine: 2.") and a JSON path: cut both.
+            foreach (string tail in (string[])[" LineNumber:", " Path:"])
+            {
+                int cut = detail.IndexOf(tail, StringComparison.Ordinal);
+                if (cut > 0) detail = detail[..cut];
+            }
             throw new PluginConfigException(fullPath, e.Path ?? "$", $"malformed JSON at {where}: {detail}", e);
         }
 

@@ -22,10 +22,11 @@ public sealed class ModelOptions
     public Option<bool> NoMmap { get; } = new("--no-mmap") { Description = "Read the model into heap memory instead of mapping the file" };
     public Option<string?> HostImport { get; } = new("--host-import", "--gpu-host-import") { Description = $"Host import (devices use the mapped model pages in place): auto (default), on, off; overrides {HostImportSetting.EnvironmentVariable}", HelpName = "auto|on|off" };
     public Option<bool> NoHostImport { get; } = new("--no-host-import", "--no-gpu-host-import") { Description = "Same as --host-import off" };
+    public Option<bool> CheckTensors { get; } = new("--check-tensors") { Description = "Decode every weight at load and reject NaN/Inf, naming the tensor (reads the whole file once)" };
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Model, Backend, GpuLayers, Threads, HugePages, NoMmap, HostImport, NoHostImport }) command.Options.Add(o);
+        foreach (var o in new Option[] { Model, Backend, GpuLayers, Threads, HugePages, NoMmap, HostImport, NoHostImport, CheckTensors }) command.Options.Add(o);
     }
 
     /// <summary>The model path: the given file (must exist), or the demo model.</summary>
@@ -33,7 +34,7 @@ public sealed class ModelOptions
     {
         if (parse.GetValue(Model) is { } path)
         {
-            if (!File.Exists(path)) throw new UserErrorException($"model file not found: {path}");
+            ModelFileCheck.RequireFile(path);
             return path;
         }
         return DemoModel.EnsureExists(m => context.Error.WriteLine(m));
@@ -73,6 +74,7 @@ public sealed class ModelOptions
         var host = PluginHost.Load(config, context.Loggers);
         var backend = parse.GetValue(Backend) is { } name ? host.GetBackend(name) : host.SelectDefault();
         var cpu = host.GetCpu();
+        PluginDiagnostics.Report(host, context.Error, used: [backend, cpu]);
         return (host, backend.Devices[0], cpu.Devices[0]);
     }
 
@@ -82,7 +84,7 @@ public sealed class ModelOptions
         path = ResolveModelPath(parse, context);
         var loadOptions = ResolveLoadOptions(parse);
         var (_, primary, cpu) = ResolveDevices(parse, context);
-        var options = new ModelLoadOptions(primary, cpu, parse.GetValue(GpuLayers), loadOptions);
+        var options = new ModelLoadOptions(primary, cpu, parse.GetValue(GpuLayers), loadOptions) { CheckTensors = parse.GetValue(CheckTensors) };
         var model = LoadedModel.Load(path, options, SystemMappingFactory.Instance, context.Loggers.CreateLogger("loader"));
         if (context.Verbose)
         {
@@ -93,5 +95,12 @@ public sealed class ModelOptions
     }
 }
 
-/// <summary>A mistake in what the user asked for: printed as one line, exit code 2.</summary>
-public sealed class UserErrorException(string message) : Exception(message);
+/// <summary>
+/// A mistake in what the user asked for: printed as one line, exit code 2. <see cref="IsUsage"/>: the mistake is in a
+/// flag's value, so the command's --help is named after the message.
+/// </summary>
+public sealed class UserErrorException(string message, bool isUsage = false) : Exception(message)
+{
+    /// <summary>True when a flag's value is wrong (the CLI adds "Run 'pluginengine CMD --help' for usage.").</summary>
+    public bool IsUsage { get; } = isUsage;
+}
