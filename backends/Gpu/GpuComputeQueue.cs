@@ -1,40 +1,41 @@
 using System.Runtime.InteropServices;
 using PluginEngine.Abstractions;
-using PluginEngine.Backends.Cuda.Kernels;
-using PluginEngine.Backends.Cuda.Native;
+using PluginEngine.Backends.Gpu.Kernels;
+using PluginEngine.Backends.Gpu.Native;
 
-namespace PluginEngine.Backends.Cuda;
+namespace PluginEngine.Backends.Gpu;
 
 /// <summary>
-/// The op queue of one CUDA stream. Every op is a kernel launch (or an async copy) on the stream; the host waits
+/// The op queue of one GPU stream (CUDA or HIP, through <see cref="IGpuNative"/>). Every op is a kernel launch (or an async copy) on the stream; the host waits
 /// only in <see cref="Download"/> and <see cref="Synchronize"/>. Host data the ops need (uploads, row ids) is
 /// copied into a pinned staging arena first, so the caller's span can be reused at once; the arena is recycled
 /// whenever the stream is known idle, and the queue waits for the stream only when the arena runs out.
 /// </summary>
-internal sealed unsafe class CudaComputeQueue : IComputeQueue
+internal sealed unsafe class GpuComputeQueue : IComputeQueue
 {
     private const long InitialStagingBytes = 1 << 20;
     private const long StagingAlignment = 256;
 
-    private readonly CudaDevice _device;
-    private readonly CudaRuntime _rt;
-    private readonly CudaDriver _d;
+    private readonly GpuDevice _device;
+    private readonly GpuRuntime _rt;
+    private readonly IGpuNative _d;
+    private readonly string _backend; // "cuda" / "hip", for messages
     private readonly nint _stream;
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
     private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
     private readonly nint _attentionSplitF32, _attentionSplitF16;
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
-    private readonly CudaKernelOptions _options;
-    private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (CudaRuntime.ProgrammaticLaunch)
-    private readonly Cublas? _blas;
+    private readonly GpuKernelOptions _options;
+    private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (GpuRuntime.ProgrammaticLaunch)
+    private readonly IGpuBlas? _blas;
     private nint _blasHandle;
-    private readonly CudaStepGraph? _graph; // null unless the graphs option is on (and the driver has graphs)
-    private readonly CudaOpProfile? _profile; // PLUGINENGINE_CUDA_PROFILE=1 (without graphs)
+    private readonly IGpuStepGraph? _graph; // null unless the graphs option is on (and the binding has graphs: CUDA)
+    private readonly GpuOpProfile? _profile; // PLUGINENGINE_<BACKEND>_PROFILE=1 (without graphs)
 
     // Scratch (device memory, grown on demand): the 8-bit activation row of the int8 mat-vec [cols int8, then one
     // XScale {d, s} per 32 elements at an aligned offset], and the F16 weights [rows, cols] and activations
-    // [tokens, cols] of the cuBLAS prompt path.
+    // [tokens, cols] of the BLAS prompt path.
     private ulong _xq8, _weightsF16, _activationsF16;
     private long _xq8Capacity, _weightsF16Capacity, _activationsF16Capacity;
 
@@ -54,17 +55,15 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     private long _rowIdsCapacity;
     private bool _disposed;
 
-    public CudaComputeQueue(CudaDevice device)
+    public GpuComputeQueue(GpuDevice device)
     {
         _device = device;
         _rt = device.Runtime;
-        _d = _rt.Driver;
+        _d = _rt.Native;
+        _backend = _rt.Backend;
         _rt.MakeCurrent();
-        nint stream;
-        // Flags 0 = a blocking stream: it waits for work on the legacy default stream, where buffer uploads and
-        // slide memsets are issued.
-        _d.Check(_d.cuStreamCreate(&stream, 0), "cuStreamCreate");
-        _stream = stream;
+        // A blocking stream: it waits for work on the default stream, where buffer uploads and slide memsets are issued.
+        _stream = _d.CreateStream();
         foreach (var type in KernelSource.WeightTypes)
         {
             int slot = KernelSlot(type);
@@ -97,9 +96,9 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
         _options = _rt.Options;
         _programmaticLaunch = _rt.ProgrammaticLaunch;
-        _blas = _options.CublasPrompt ? _rt.Blas : null;
-        if (_options.Graphs && _d.HasGraphs) _graph = new CudaStepGraph(_rt, _stream);
-        else if (CudaOpProfile.Requested) _profile = new CudaOpProfile(_d);
+        _blas = _options.BlasPrompt ? _rt.Blas : null;
+        if (_options.Graphs) _graph = _d.CreateStepGraph(_rt, _stream);
+        if (_graph is null && _rt.ProfileRequested) _profile = new GpuOpProfile(_d);
         GrowStaging(InitialStagingBytes);
     }
 
@@ -122,7 +121,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         if (_rowIdsCapacity < bytes) GrowRowIds(bytes);
         byte* staged = Stage(MemoryMarshal.AsBytes(rows));
         _graph?.BeforeWork();
-        _d.Check(_d.cuMemcpyHtoDAsync(_rowIds, staged, (nuint)bytes, _stream), "cuMemcpyHtoDAsync (row ids)");
+        _d.CopyHostToDeviceAsync(_rowIds, staged, bytes, _stream, "row ids");
         ulong t = Ptr(table), ids = _rowIds, y = Ptr(dst);
         long rowBytes = GgmlTypes.RowSize(table.Type, rowLength), length = rowLength;
         void** args = stackalloc void*[] { &t, &rowBytes, &ids, &y, &length };
@@ -171,7 +170,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     public void MatMul(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens)
         => MatMulInto(w, wRows, wCols, x, y, tokens, accumulate: false);
 
-    /// <summary>y = x·wᵀ, or y += x·wᵀ when <paramref name="accumulate"/> (decode mat-vec and cuBLAS only: callers check <see cref="Accumulates"/>).</summary>
+    /// <summary>y = x·wᵀ, or y += x·wᵀ when <paramref name="accumulate"/> (decode mat-vec and BLAS only: callers check <see cref="Accumulates"/>).</summary>
     private void MatMulInto(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens, bool accumulate)
     {
         if (tokens <= 0 || wRows <= 0) return;
@@ -182,15 +181,15 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         int cols = checked((int)wCols);
         if (UsesInt8MatVec(w.Type, tokens))
         {
-            var targets = new CudaMatVecTargets { Count = 1, Accumulate = accumulate ? 1 : 0 };
+            var targets = new MatVecTargets { Count = 1, Accumulate = accumulate ? 1 : 0 };
             targets.Set(0, pw, rowBytes, py, rows);
             MatVecQ8(slot, px, cols, ref targets);
         }
-        else if (_blas is not null && LaunchGeometry.UsesCublas(tokens))
-            CublasMatMul(w.Type, slot, pw, rowBytes, rows, cols, px, py, tokens, accumulate);
+        else if (_blas is not null && LaunchGeometry.UsesBlas(tokens))
+            BlasMatMul(w.Type, slot, pw, rowBytes, rows, cols, px, py, tokens, accumulate);
         else
         {
-            if (accumulate) throw new InvalidOperationException("cuda: the batched matmul kernels do not accumulate");
+            if (accumulate) throw new InvalidOperationException($"{_backend}: the batched matmul kernels do not accumulate");
             void** args = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &px, &py, &tokens };
             var kernel = LaunchGeometry.UsesBatchedMatMul(tokens) ? _matmulN[slot] : _matmul1[slot];
             LaunchKernel(kernel, LaunchGeometry.MatMul(wRows, tokens), args, "matmul");
@@ -201,8 +200,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     /// <summary>Whether one token on <paramref name="type"/> weights goes to the int8 mat-vec (matvec_q8_*).</summary>
     private bool UsesInt8MatVec(GgmlType type, int tokens) => tokens == 1 && _options.Int8MatVec && _matVecQ8[KernelSlot(type)] != 0;
 
-    /// <summary>Whether a matmul of this shape can add into its output in the same pass (int8 mat-vec or cuBLAS with β = 1).</summary>
-    private bool Accumulates(GgmlType type, int tokens) => UsesInt8MatVec(type, tokens) || (_blas is not null && LaunchGeometry.UsesCublas(tokens));
+    /// <summary>Whether a matmul of this shape can add into its output in the same pass (int8 mat-vec or BLAS with β = 1).</summary>
+    private bool Accumulates(GgmlType type, int tokens) => UsesInt8MatVec(type, tokens) || (_blas is not null && LaunchGeometry.UsesBlas(tokens));
 
     /// <summary>Forgets the quantized row when [y, y + floats) overlaps the row it was made from.</summary>
     private void ForgetQuantizedXIfWritten(ulong y, long floats)
@@ -231,8 +230,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
             }
             _rt.MakeCurrent();
             long rowBytes = GgmlTypes.RowSize(type, cols);
-            var batch = new CudaMatVecTargets();
-            while (i < targets.Length && batch.Count < CudaMatVecTargets.Capacity && targets[i].Weight.Type == type && targets[i].Rows > 0)
+            var batch = new MatVecTargets();
+            while (i < targets.Length && batch.Count < MatVecTargets.Capacity && targets[i].Weight.Type == type && targets[i].Rows > 0)
             {
                 batch.Set(batch.Count, Ptr(targets[i].Weight), rowBytes, Ptr(targets[i].Output), targets[i].Rows);
                 batch.Count++;
@@ -277,8 +276,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
                                RopeParams rope, DeviceTensor? factors)
     {
         if (kCache.Type != vCache.Type || kCache.Type is not (GgmlType.F32 or GgmlType.F16))
-            throw new NotSupportedException($"cuda: K/V caches of {kCache.Type}/{vCache.Type} (F32 or F16, both the same)");
-        if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"cuda: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
+            throw new NotSupportedException($"{_backend}: K/V caches of {kCache.Type}/{vCache.Type} (F32 or F16, both the same)");
+        if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"{_backend}: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
         CheckRope(rope, p.HeadSize);
         if (!_options.FusedOps)
         {
@@ -310,12 +309,12 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     }
 
     /// <summary>One int8 mat-vec launch over <paramref name="targets"/>, quantizing x first unless the scratch already holds it.</summary>
-    private void MatVecQ8(int slot, ulong px, int cols, ref CudaMatVecTargets targets)
+    private void MatVecQ8(int slot, ulong px, int cols, ref MatVecTargets targets)
     {
         var (xq, xs) = EnsureQuantizedX(px, cols);
         long rows = 0;
         for (int k = 0; k < targets.Count; k++) rows += targets.Rows(k);
-        fixed (CudaMatVecTargets* t = &targets)
+        fixed (MatVecTargets* t = &targets)
         {
             void** args = stackalloc void*[] { t, &cols, &xq, &xs };
             LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
@@ -325,7 +324,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     /// <summary>The 8-bit scratch row holding x [cols] quantized: launches quantize_x_q8 unless it already holds exactly that row.</summary>
     private (ulong Values, ulong Scales) EnsureQuantizedX(ulong px, int cols)
     {
-        if (cols % 32 != 0) throw new ArgumentException($"cuda: a {cols}-element row is not whole 32-element blocks");
+        if (cols % 32 != 0) throw new ArgumentException($"{_backend}: a {cols}-element row is not whole 32-element blocks");
         var (xq, xs) = QuantizedXScratch(cols);
         if (_xq8Source != px || _xq8Elements != cols)
         {
@@ -338,17 +337,17 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     }
 
     /// <summary>
-    /// A prompt-sized matmul on cuBLAS: F32 weights in F32; F16 weights as they are; other types dequantized to F16 into
+    /// A prompt-sized matmul on the vendor BLAS (cuBLAS): F32 weights in F32; F16 weights as they are; other types dequantized to F16 into
     /// scratch first. Activations are converted to F16 (tensor cores, F32 accumulation).
     /// </summary>
-    private void CublasMatMul(GgmlType type, int slot, ulong pw, long rowBytes, long rows, int cols, ulong px, ulong py, int tokens, bool accumulate)
+    private void BlasMatMul(GgmlType type, int slot, ulong pw, long rowBytes, long rows, int cols, ulong px, ulong py, int tokens, bool accumulate)
     {
-        _graph?.SuspendUntilStepEnd(); // cuBLAS runs live
+        _graph?.SuspendUntilStepEnd(); // BLAS runs live
         if (_blasHandle == 0) _blasHandle = _blas!.CreateHandle(_stream);
         int r = checked((int)rows);
         if (type == GgmlType.F32)
         {
-            _blas!.RowMajorMatMul(_blasHandle, pw, px, py, r, cols, tokens, Cublas.DataF32, accumulate);
+            _blas!.RowMajorMatMul(_blasHandle, pw, px, py, r, cols, tokens, f16: false, accumulate);
             return;
         }
         ulong a = pw;
@@ -365,8 +364,8 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         void** ca = stackalloc void*[] { &px, &xh, &n };
         LaunchKernel(_convertF16, LaunchGeometry.Elementwise(n), ca, "convert_f32_f16");
         var events = _profile?.Begin(_stream);
-        _blas!.RowMajorMatMul(_blasHandle, a, xh, py, r, cols, tokens, Cublas.DataF16, accumulate);
-        if (events is { } e) _profile!.End("cublas gemm f16", e, _stream);
+        _blas!.RowMajorMatMul(_blasHandle, a, xh, py, r, cols, tokens, f16: true, accumulate);
+        if (events is { } e) _profile!.End("blas gemm f16", e, _stream);
     }
 
     private void ForgetQuantizedX() => _xq8Source = 0;
@@ -378,14 +377,12 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         if (ptr != 0)
         {
             Synchronize();
-            _d.Check(_d.cuMemFree(ptr), $"cuMemFree ({what} scratch)");
+            _d.Free(ptr, $"{what} scratch");
             ptr = 0;
             capacity = 0;
         }
         long size = TensorPadding.AlignUp(bytes, 1 << 20);
-        ulong p;
-        _d.Check(_d.cuMemAlloc(&p, (nuint)size), $"cuMemAlloc ({size} B of {what} scratch)");
-        ptr = p;
+        ptr = _d.Allocate(size, $"{what} scratch");
         capacity = size;
     }
 
@@ -394,7 +391,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
 
     public void RopeWithFactors(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, DeviceTensor factors)
     {
-        if (factors.Type != GgmlType.F32) throw new ArgumentException($"cuda: RoPE frequency factors must be F32, not {factors.Type}", nameof(factors));
+        if (factors.Type != GgmlType.F32) throw new ArgumentException($"{_backend}: RoPE frequency factors must be F32, not {factors.Type}", nameof(factors));
         LaunchRope(x, tokens, heads, headSize, firstPosition, rope, Ptr(factors));
     }
 
@@ -413,20 +410,20 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         LaunchKernel(_rope, LaunchGeometry.Elementwise(pairs), args, "rope");
     }
 
-    private static void CheckRope(RopeParams rope, int headSize)
+    private void CheckRope(RopeParams rope, int headSize)
     {
         if (rope.Dims <= 0 || rope.Dims > headSize || rope.Dims % 2 != 0)
-            throw new ArgumentOutOfRangeException(nameof(rope), $"cuda: RoPE dims {rope.Dims} must be even and in 1..{headSize}");
+            throw new ArgumentOutOfRangeException(nameof(rope), $"{_backend}: RoPE dims {rope.Dims} must be even and in 1..{headSize}");
     }
 
     public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
     {
         ForgetQuantizedX();
-        if (kCache.Type != vCache.Type) throw new ArgumentException($"cuda: K cache is {kCache.Type}, V cache is {vCache.Type}; they must match");
-        if (kCache.Type is not (GgmlType.F32 or GgmlType.F16)) throw new NotSupportedException($"cuda: attention over a {kCache.Type} cache");
+        if (kCache.Type != vCache.Type) throw new ArgumentException($"{_backend}: K cache is {kCache.Type}, V cache is {vCache.Type}; they must match");
+        if (kCache.Type is not (GgmlType.F32 or GgmlType.F16)) throw new NotSupportedException($"{_backend}: attention over a {kCache.Type} cache");
         if (p.HeadSize <= 0 || p.HeadSize > LaunchGeometry.AttentionMaxHeadSize)
-            throw new NotSupportedException($"cuda: attention head size {p.HeadSize} (1..{LaunchGeometry.AttentionMaxHeadSize} supported)");
-        if (p.KvHeads <= 0 || p.Heads % p.KvHeads != 0) throw new ArgumentException($"cuda: {p.Heads} heads are not a multiple of {p.KvHeads} KV heads");
+            throw new NotSupportedException($"{_backend}: attention head size {p.HeadSize} (1..{LaunchGeometry.AttentionMaxHeadSize} supported)");
+        if (p.KvHeads <= 0 || p.Heads % p.KvHeads != 0) throw new ArgumentException($"{_backend}: {p.Heads} heads are not a multiple of {p.KvHeads} KV heads");
         if (p.Tokens <= 0) return;
         _rt.MakeCurrent();
         ulong pq = Ptr(q), pk = Ptr(kCache), pv = Ptr(vCache), po = Ptr(output);
@@ -445,7 +442,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
             if (_attentionTicketsCapacity < (long)heads * sizeof(int))
             {
                 EnsureScratch(ref _attentionTickets, ref _attentionTicketsCapacity, (long)heads * sizeof(int), "attention tickets");
-                _d.Check(_d.cuMemsetD8Async(_attentionTickets, 0, (nuint)_attentionTicketsCapacity, _stream), "cuMemsetD8Async (attention tickets)");
+                _d.MemsetAsync(_attentionTickets, 0, _attentionTicketsCapacity, _stream, "attention tickets");
             }
             ulong partials = _attentionPartials, tickets = _attentionTickets;
             void** splitArgs = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs, &partials, &tickets, &chunk };
@@ -504,7 +501,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         {
             GgmlType.F32 => _copyF32,
             GgmlType.F16 => _convertF16,
-            _ => throw new NotSupportedException($"cuda: Convert to {dst.Type}"),
+            _ => throw new NotSupportedException($"{_backend}: Convert to {dst.Type}"),
         };
         _rt.MakeCurrent();
         ulong ps = Ptr(src), pd = Ptr(dst);
@@ -520,7 +517,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         ulong pd = Ptr(dst);
         byte* staged = Stage(MemoryMarshal.AsBytes(source));
         _graph?.BeforeWork();
-        _d.Check(_d.cuMemcpyHtoDAsync(pd, staged, (nuint)(source.Length * sizeof(float)), _stream), "cuMemcpyHtoDAsync");
+        _d.CopyHostToDeviceAsync(pd, staged, (long)source.Length * sizeof(float), _stream, "upload");
     }
 
     public void Download(DeviceTensor src, Span<float> destination)
@@ -535,7 +532,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         }
         _graph?.Flush(); // the step's recorded work runs first; the copy below is not captured
         // Stream order puts this copy after every queued upload that still reads the arena, so the arena's start can be reused.
-        if (bytes > 0) _d.Check(_d.cuMemcpyDtoHAsync(_staging, ps, (nuint)bytes, _stream), "cuMemcpyDtoHAsync");
+        if (bytes > 0) _d.CopyDeviceToHostAsync(_staging, ps, bytes, _stream);
         Synchronize();
         new ReadOnlySpan<byte>(_staging, (int)bytes).CopyTo(MemoryMarshal.AsBytes(destination));
     }
@@ -544,7 +541,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     {
         _rt.MakeCurrent();
         _graph?.EndStep();
-        _d.Check(_d.cuStreamSynchronize(_stream), "cuStreamSynchronize");
+        _d.SynchronizeStream(_stream);
         _profile?.Collect();
         _stagingUsed = 0; // the stream is idle: nothing reads the arena any more
     }
@@ -554,20 +551,20 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         if (_disposed) return;
         _disposed = true;
         _rt.MakeCurrent();
-        try { _graph?.Flush(); } catch (CudaException) { /* disposing: the work is abandoned */ }
-        _d.cuStreamSynchronize(_stream);
+        try { _graph?.Flush(); } catch (GpuException) { /* disposing: the work is abandoned */ }
+        try { _d.SynchronizeStream(_stream); } catch (GpuException) { /* disposing */ }
         _graph?.Dispose();
         _profile?.Collect();
         _profile?.Dispose();
-        if (_rowIds != 0) _d.cuMemFree(_rowIds);
-        foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets }) if (scratch != 0) _d.cuMemFree(scratch);
+        if (_rowIds != 0) _d.FreeQuietly(_rowIds);
+        foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets }) if (scratch != 0) _d.FreeQuietly(scratch);
         if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
-        if (_staging != null) _d.cuMemFreeHost(_staging);
-        _d.cuStreamDestroy(_stream);
+        if (_staging != null) _d.FreePinned(_staging);
+        _d.DestroyStreamQuietly(_stream);
     }
 
     /// <summary>Index of a weight type's kernels in the lookup tables; throws for types without kernels.</summary>
-    private static int KernelSlot(GgmlType type) => type switch
+    private int KernelSlot(GgmlType type) => type switch
     {
         GgmlType.F32 => 0,
         GgmlType.F16 => 1,
@@ -577,15 +574,15 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         GgmlType.Q4_K => 5,
         GgmlType.Q5_K => 6,
         GgmlType.Q6_K => 7,
-        _ => throw new NotSupportedException($"cuda: no kernel reads {type} weights (Supports() says so)"),
+        _ => throw new NotSupportedException($"{_backend}: no kernel reads {type} weights (Supports() says so)"),
     };
 
     /// <summary>Device address of a tensor; the buffer must belong to this device.</summary>
     private ulong Ptr(DeviceTensor t)
     {
-        if (t.Buffer is not CudaBuffer b || b.Runtime != _rt)
-            throw new ArgumentException($"cuda: buffer '{t.Buffer.Name}' does not belong to {_rt.Name} ({_rt.PciBusId})");
-        if (t.Offset < 0 || t.Offset > b.Size) throw new ArgumentOutOfRangeException(nameof(t), $"cuda: offset {t.Offset} is outside buffer '{b.Name}' ({b.Size} B)");
+        if (t.Buffer is not GpuBuffer b || b.Runtime != _rt)
+            throw new ArgumentException($"{_backend}: buffer '{t.Buffer.Name}' does not belong to {_rt.Name} ({_rt.Facts.StableId})");
+        if (t.Offset < 0 || t.Offset > b.Size) throw new ArgumentOutOfRangeException(nameof(t), $"{_backend}: offset {t.Offset} is outside buffer '{b.Name}' ({b.Size} B)");
         return b.DevicePointer + (ulong)t.Offset;
     }
 
@@ -593,19 +590,7 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     {
         _graph?.BeforeWork();
         var events = _profile?.Begin(_stream);
-        int r;
-        if (_programmaticLaunch)
-        {
-            var attribute = new CudaDriver.LaunchAttribute { Id = CudaDriver.LaunchAttributeProgrammaticStreamSerialization, Value = 1 };
-            var config = new CudaDriver.LaunchConfig
-            {
-                GridX = launch.GridX, GridY = launch.GridY, GridZ = 1, BlockX = launch.BlockX, BlockY = 1, BlockZ = 1,
-                Stream = _stream, Attributes = &attribute, AttributeCount = 1,
-            };
-            r = _d.cuLaunchKernelEx(&config, function, args, null);
-        }
-        else r = _d.cuLaunchKernel(function, launch.GridX, launch.GridY, 1, launch.BlockX, 1, 1, 0, _stream, args, null);
-        if (r != 0) throw new CudaException($"cuLaunchKernel({what}, grid {launch.GridX}x{launch.GridY}, block {launch.BlockX})", r, _d.ErrorName(r));
+        _d.Launch(function, launch, _stream, args, _programmaticLaunch, what);
         if (events is { } e) _profile!.End(what, e, _stream);
     }
 
@@ -627,11 +612,9 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
     /// <summary>Replaces the arena with a larger one; callers ensure the stream is idle.</summary>
     private void GrowStaging(long bytes)
     {
-        if (_staging != null) _d.Check(_d.cuMemFreeHost(_staging), "cuMemFreeHost");
+        if (_staging != null) _d.FreePinned(_staging);
         _staging = null;
-        void* p;
-        _d.Check(_d.cuMemAllocHost(&p, (nuint)bytes), $"cuMemAllocHost({bytes} B staging)");
-        _staging = (byte*)p;
+        _staging = (byte*)_d.AllocatePinned(bytes, "staging");
         _stagingCapacity = bytes;
         _stagingUsed = 0;
     }
@@ -641,13 +624,11 @@ internal sealed unsafe class CudaComputeQueue : IComputeQueue
         if (_rowIds != 0)
         {
             Synchronize(); // a queued get_rows may still read the old ids
-            _d.Check(_d.cuMemFree(_rowIds), "cuMemFree");
+            _d.Free(_rowIds, "row ids");
             _rowIds = 0;
         }
         long capacity = Math.Max(bytes, 4096);
-        ulong p;
-        _d.Check(_d.cuMemAlloc(&p, (nuint)capacity), "cuMemAlloc (row ids)");
-        _rowIds = p;
+        _rowIds = _d.Allocate(capacity, "row ids");
         _rowIdsCapacity = capacity;
     }
 }

@@ -1,25 +1,27 @@
 using PluginEngine.Abstractions;
 
-namespace PluginEngine.Backends.Cuda.Kernels;
+namespace PluginEngine.Backends.Gpu.Kernels;
 
 /// <summary>
-/// Which matmul implementations the queue uses; both exist so that each can be measured against the other.
-/// plugins.json options <c>matvec</c> and <c>gemm</c>; the environment variables PLUGINENGINE_CUDA_MATVEC and
-/// PLUGINENGINE_CUDA_GEMM override them (handy for A/B runs of <c>bench</c>).
+/// Which kernels and paths the GPU queue uses; alternatives exist so that each can be measured against the other.
+/// plugins.json options (<c>matvec</c>, <c>gemm</c>, ...); an environment variable PLUGINENGINE_CUDA_&lt;OPTION&gt; (CUDA) or
+/// PLUGINENGINE_HIP_&lt;OPTION&gt; (HIP) overrides each (handy for A/B runs of <c>bench</c>). Read by <see cref="FromCuda"/> and
+/// <see cref="FromHip"/>: HIP has no <c>gemm</c> (no vendor BLAS bound yet), <c>graphs</c> or <c>pdl</c> option, and adds
+/// <c>readonly_register</c>.
 /// </summary>
 /// <param name="Int8MatVec">
 /// <c>matvec: int8</c> (default): single-token matmuls on Q8_0/Q4_0/Q4_K/Q6_K weights quantize the activation row to
 /// 8 bits once and use integer dot products (dp4a). <c>f32</c>: the F32 mat-vec kernel (activations stay in F32).
 /// </param>
 /// <param name="CublasPrompt">
-/// <c>gemm: cublas</c> (default, when cuBLAS loads): matmuls of at least <see cref="LaunchGeometry.CublasMinTokens"/>
+/// <c>gemm: cublas</c> (default, when cuBLAS loads): matmuls of at least <see cref="LaunchGeometry.BlasMinTokens"/>
 /// tokens dequantize the weights to F16 into a scratch buffer and run cublasGemmEx on the tensor cores (F32 weights:
 /// an F32 GEMM). <c>kernels</c>: the plugin's own batched kernel.
 /// </param>
 /// <param name="Graphs">
 /// <c>graphs: off</c> (default): every kernel is launched directly, and the GPU starts on a step's first kernel while
 /// the host still issues the rest. <c>on</c> (where the driver has the graph API): each step's work between host
-/// synchronizations is captured as a CUDA graph and launched as one (see <see cref="CudaStepGraph"/>), which waits for the
+/// synchronizations is captured as a CUDA graph and launched as one (CUDA's CudaStepGraph), which waits for the
 /// whole step to be captured first. With 18 launches per layer graphs were faster (250 against 234 t/s, 7B Q4_0 on an
 /// H200); with the fused ops' 9 and programmatic launch, direct launches are (511 against 458 t/s on one H200, 2026-11-26).
 /// </param>
@@ -43,8 +45,15 @@ namespace PluginEngine.Backends.Cuda.Kernels;
 /// positions splits attention over blocks of that many positions per head (kernels.cu attention_split_*, combined by the
 /// last block); 0 never splits (one block per head walks the whole history). Environment: PLUGINENGINE_CUDA_ATTENTION_CHUNK.
 /// </param>
-internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
-                                         string KernelDefines = "", int AttentionChunk = CudaKernelOptions.DefaultAttentionChunk)
+/// <param name="ReadOnlyHostRegister">
+/// HIP only, <c>readonly_register: off</c> (default): imported host pages are registered mapped, read-write;
+/// <c>on</c> adds hipHostRegisterReadOnly (measured 14 % slower on gfx1151 in the system this project comes from). CUDA
+/// always asks for READ_ONLY where the device supports it (needed to register a read-only file mapping). Environment:
+/// PLUGINENGINE_HIP_READONLY_REGISTER.
+/// </param>
+internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
+                                        string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
+                                        bool ReadOnlyHostRegister = false)
 {
     /// <summary>
     /// Positions per attention block in a split decode step: 8 steps of the block's 16 warps x 4 positions. Measured on an H100
@@ -53,36 +62,48 @@ internal sealed record CudaKernelOptions(bool Int8MatVec, bool CublasPrompt, boo
     /// </summary>
     public const int DefaultAttentionChunk = 512;
 
-    public static CudaKernelOptions Default { get; } = new(true, true, false, true, true, "", DefaultAttentionChunk);
+    public static GpuKernelOptions Default { get; } = new(true, true, false, true, true, "", DefaultAttentionChunk);
 
-    /// <summary>Reads the options; a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
-    public static CudaKernelOptions From(PluginOptions options, Func<string, string?> environment)
+    /// <summary>The CUDA plugin's options (environment prefix PLUGINENGINE_CUDA_); a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
+    public static GpuKernelOptions FromCuda(PluginOptions options, Func<string, string?> environment)
     {
-        bool int8 = Choice(options, environment, "matvec", "PLUGINENGINE_CUDA_MATVEC", "int8", "f32");
-        bool cublas = Choice(options, environment, "gemm", "PLUGINENGINE_CUDA_GEMM", "cublas", "kernels");
-        bool graphs = Choice(options, environment, "graphs", "PLUGINENGINE_CUDA_GRAPHS", "on", "off", defaultFirst: false);
-        bool fusion = Choice(options, environment, "fusion", "PLUGINENGINE_CUDA_FUSION", "on", "off");
-        bool pdl = Choice(options, environment, "pdl", "PLUGINENGINE_CUDA_PDL", "on", "off");
-        return new CudaKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment), ReadAttentionChunk(options, environment));
+        const string P = "PLUGINENGINE_CUDA_";
+        bool int8 = Choice(options, environment, "matvec", P + "MATVEC", "int8", "f32");
+        bool cublas = Choice(options, environment, "gemm", P + "GEMM", "cublas", "kernels");
+        bool graphs = Choice(options, environment, "graphs", P + "GRAPHS", "on", "off", defaultFirst: false);
+        bool fusion = Choice(options, environment, "fusion", P + "FUSION", "on", "off");
+        bool pdl = Choice(options, environment, "pdl", P + "PDL", "on", "off");
+        return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P));
+    }
+
+    /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
+    public static GpuKernelOptions FromHip(PluginOptions options, Func<string, string?> environment)
+    {
+        const string P = "PLUGINENGINE_HIP_";
+        bool int8 = Choice(options, environment, "matvec", P + "MATVEC", "int8", "f32");
+        bool fusion = Choice(options, environment, "fusion", P + "FUSION", "on", "off");
+        bool readOnly = Choice(options, environment, "readonly_register", P + "READONLY_REGISTER", "on", "off", defaultFirst: false);
+        return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
+                                    ReadAttentionChunk(options, environment, P), readOnly);
     }
 
     /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>
-    private static string ReadKernelDefines(PluginOptions options, Func<string, string?> environment)
+    private static string ReadKernelDefines(PluginOptions options, Func<string, string?> environment, string prefix)
     {
-        string? fromEnv = environment("PLUGINENGINE_CUDA_DEFINES");
+        string? fromEnv = environment(prefix + "DEFINES");
         bool useEnv = !string.IsNullOrWhiteSpace(fromEnv);
         string spec = useEnv ? fromEnv! : options.GetString("defines", "")!;
-        var defines = KernelSource.ParseTuningDefines(spec, useEnv ? "environment variable PLUGINENGINE_CUDA_DEFINES" : $"{options.JsonPath}.defines");
+        var defines = KernelSource.ParseTuningDefines(spec, useEnv ? $"environment variable {prefix}DEFINES" : $"{options.JsonPath}.defines");
         return string.Join(';', defines.Select(d => $"{d.Name}={d.Value.ToString(System.Globalization.CultureInfo.InvariantCulture)}"));
     }
 
-    private static int ReadAttentionChunk(PluginOptions options, Func<string, string?> environment)
+    private static int ReadAttentionChunk(PluginOptions options, Func<string, string?> environment, string prefix)
     {
-        string? fromEnv = environment("PLUGINENGINE_CUDA_ATTENTION_CHUNK");
+        string? fromEnv = environment(prefix + "ATTENTION_CHUNK");
         if (string.IsNullOrWhiteSpace(fromEnv)) return options.GetInt32("attention_chunk", DefaultAttentionChunk, min: 0);
         if (int.TryParse(fromEnv.Trim(), System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int chunk) && chunk >= 0)
             return chunk;
-        throw new PluginOptionException($"environment variable PLUGINENGINE_CUDA_ATTENTION_CHUNK: expected a number of positions >= 0 (0 = never split), got '{fromEnv}'");
+        throw new PluginOptionException($"environment variable {prefix}ATTENTION_CHUNK: expected a number of positions >= 0 (0 = never split), got '{fromEnv}'");
     }
 
     /// <summary>True for <paramref name="first"/>, false for <paramref name="second"/>; the environment wins over plugins.json.</summary>

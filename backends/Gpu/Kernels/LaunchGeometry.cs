@@ -1,6 +1,6 @@
 using PluginEngine.Abstractions;
 
-namespace PluginEngine.Backends.Cuda.Kernels;
+namespace PluginEngine.Backends.Gpu.Kernels;
 
 /// <summary>A kernel launch shape: grid and block sizes in x and y.</summary>
 internal readonly record struct Launch(uint GridX, uint GridY, uint BlockX);
@@ -28,6 +28,10 @@ internal static class LaunchGeometry
     /// step at long context still spreads over heads × 16 warps.</summary>
     public const int AttentionWarps = 16;
 
+    /// <summary>Every block size below is a multiple of this: a whole number of wave64 wavefronts (gfx9/CDNA), and so of
+    /// 32-wide warps, so no hardware warp is partly filled (see gpu_portability.h).</summary>
+    public const int BlockMultiple = 64;
+
     /// <summary>Threads per block of the row-wise and element-wise kernels.</summary>
     public const int BlockThreads = 256;
 
@@ -37,12 +41,12 @@ internal static class LaunchGeometry
     /// <summary>Cap on grid-stride kernels' blocks (they loop over the rest).</summary>
     public const int MaxGridStrideBlocks = 65535;
 
-    /// <summary>Fewest tokens for which a matmul goes to cuBLAS (weights dequantized to F16 first): below this the
-    /// dequantization pass costs more than the tensor cores save.</summary>
-    public const int CublasMinTokens = 32;
+    /// <summary>Fewest tokens for which a matmul goes to the vendor BLAS (cuBLAS; weights dequantized to F16 first): below this
+    /// the dequantization pass costs more than the tensor cores save.</summary>
+    public const int BlasMinTokens = 32;
 
-    /// <summary>Whether a matmul of <paramref name="tokens"/> tokens goes to cuBLAS when it is available.</summary>
-    public static bool UsesCublas(int tokens) => tokens >= CublasMinTokens;
+    /// <summary>Whether a matmul of <paramref name="tokens"/> tokens goes to the vendor BLAS when it is available.</summary>
+    public static bool UsesBlas(int tokens) => tokens >= BlasMinTokens;
 
     /// <summary>quantize_x_q8: one warp per 32-element block, <see cref="BlockThreads"/> threads per block.</summary>
     public static Launch QuantizeX(long blocks)

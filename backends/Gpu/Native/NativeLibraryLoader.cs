@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace PluginEngine.Backends.Cuda.Native;
+namespace PluginEngine.Backends.Gpu.Native;
 
 /// <summary>Finds an optional native library (NVRTC, cuBLAS): each name on the loader's default path first, then in each extra folder.</summary>
 internal static class NativeLibraryLoader

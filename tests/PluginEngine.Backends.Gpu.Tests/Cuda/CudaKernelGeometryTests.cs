@@ -1,8 +1,8 @@
 using PluginEngine.Abstractions;
-using PluginEngine.Backends.Cuda.Kernels;
+using PluginEngine.Backends.Gpu.Kernels;
 using Xunit;
 
-namespace PluginEngine.Tests.Cuda;
+namespace PluginEngine.Backends.Gpu.Tests.Cuda;
 
 /// <summary>Slide and alloc-size arithmetic, launch shapes and the assembled kernel source: everything checkable without a GPU.</summary>
 public sealed class CudaKernelGeometryTests
@@ -75,7 +75,7 @@ public sealed class CudaKernelGeometryTests
     [Fact]
     public void Source_starts_with_the_host_constants_the_kernels_require()
     {
-        string source = KernelSource.Full;
+        string source = KernelSource.CudaDefault;
         Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define ATTENTION_MAX_HEAD 256\n#define ATTENTION_WARPS 16\n", source);
         foreach (var (name, _) in KernelSource.Defines)
             Assert.Contains($"#ifndef {name}", source); // kernels.cu refuses to compile without each define
@@ -85,7 +85,7 @@ public sealed class CudaKernelGeometryTests
     [Fact]
     public void Every_kernel_the_queue_looks_up_is_defined_in_the_source()
     {
-        string source = KernelSource.Full;
+        string source = KernelSource.CudaDefault;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
         Assert.Equal(3 * 8 + 2 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 16, names.Count);
@@ -118,7 +118,7 @@ public sealed class CudaKernelGeometryTests
     public void Every_kernel_waits_for_its_predecessor_before_touching_memory()
     {
         // With programmatic dependent launch a kernel may start while the previous one runs: one without PDL_ENTRY would race.
-        string body = KernelSource.Full;
+        string body = KernelSource.CudaDefault;
         int kernels = System.Text.RegularExpressions.Regex.Matches(body, @"extern ""C"" __global__ void").Count;
         int entries = System.Text.RegularExpressions.Regex.Matches(body, @"PDL_ENTRY\(\);").Count;
         Assert.True(kernels >= 16, $"{kernels} kernel definitions");
@@ -135,8 +135,8 @@ public sealed class CudaKernelGeometryTests
     public unsafe void MatVec_targets_match_the_kernel_struct_layout()
     {
         // kernels.cu: struct MatVecTarget { const u8* w; i64 rowBytes; float* y; int rows; int pad; } x 3, then int count, accumulate.
-        Assert.Equal(3 * 32 + 8, sizeof(CudaMatVecTargets));
-        var t = new CudaMatVecTargets { Count = 2, Accumulate = 1 };
+        Assert.Equal(3 * 32 + 8, sizeof(MatVecTargets));
+        var t = new MatVecTargets { Count = 2, Accumulate = 1 };
         t.Set(1, 0x1000, 2304, 0x2000, 4096);
         ulong* words = (ulong*)&t;
         Assert.Equal(0x1000UL, words[4]);
@@ -147,7 +147,7 @@ public sealed class CudaKernelGeometryTests
         Assert.Equal(1, ((int*)&t)[25]);
         Assert.Equal(0x2000UL, t.Output(1));
         Assert.Equal(4096, t.Rows(1));
-        Assert.Throws<ArgumentOutOfRangeException>(() => new CudaMatVecTargets().Set(3, 0, 0, 0, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new MatVecTargets().Set(3, 0, 0, 0, 1));
     }
 
     [Theory]
@@ -159,11 +159,11 @@ public sealed class CudaKernelGeometryTests
     [Fact]
     public void Cache_key_changes_with_source_architecture_and_compiler()
     {
-        string k = KernelSource.CacheKey("src", 9, 0, "13.0");
+        string k = KernelSource.CacheKey("src", "sm_90", "13.0");
         Assert.Matches("^[0-9a-f]{32}$", k);
-        Assert.Equal(k, KernelSource.CacheKey("src", 9, 0, "13.0"));
-        Assert.NotEqual(k, KernelSource.CacheKey("src2", 9, 0, "13.0"));
-        Assert.NotEqual(k, KernelSource.CacheKey("src", 8, 9, "13.0"));
-        Assert.NotEqual(k, KernelSource.CacheKey("src", 9, 0, "12.8"));
+        Assert.Equal(k, KernelSource.CacheKey("src", "sm_90", "13.0"));
+        Assert.NotEqual(k, KernelSource.CacheKey("src2", "sm_90", "13.0"));
+        Assert.NotEqual(k, KernelSource.CacheKey("src", "sm_89", "13.0"));
+        Assert.NotEqual(k, KernelSource.CacheKey("src", "sm_90", "12.8"));
     }
 }

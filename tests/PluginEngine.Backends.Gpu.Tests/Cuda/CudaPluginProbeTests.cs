@@ -1,10 +1,10 @@
 using System.Runtime.InteropServices;
 using PluginEngine.Abstractions;
 using PluginEngine.Core.Plugins;
-using PluginEngine.Tests.Plugins;
+
 using Xunit;
 
-namespace PluginEngine.Tests.Cuda;
+namespace PluginEngine.Backends.Gpu.Tests.Cuda;
 
 /// <summary>The CUDA plugin as the host loads it from plugins/cuda, on a machine without the NVIDIA driver.</summary>
 public sealed class CudaPluginProbeTests : IDisposable
@@ -13,7 +13,7 @@ public sealed class CudaPluginProbeTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private static string CudaPluginPath => Path.Combine(PluginTestFiles.RepoRoot, "plugins", "cuda", "PluginEngine.Backends.Cuda.dll");
+    private static string CudaPluginPath => Path.Combine(TestFiles.RepoRoot, "plugins", "cuda", "PluginEngine.Backends.Cuda.dll");
 
     private static void SkipWhereTheDriverExists()
     {
@@ -32,7 +32,7 @@ public sealed class CudaPluginProbeTests : IDisposable
     public void Without_libcuda_the_plugin_loads_but_is_rejected_naming_the_library()
     {
         SkipWhereTheDriverExists();
-        var host = PluginHost.Load(PluginConfiguration.Load(_dir.WritePlugins(("cuda", CudaPluginPath, """{ "device": 0 }""", true))));
+        var host = PluginHost.Load(PluginConfiguration.Load(_dir.WritePlugin("cuda", CudaPluginPath, """{ "device": 0 }""")));
 
         var candidate = Assert.Single(host.Candidates);
         Assert.Equal(PluginState.Rejected, candidate.State);
@@ -49,7 +49,7 @@ public sealed class CudaPluginProbeTests : IDisposable
     public void Repository_plugins_json_lists_cuda_enabled_and_the_default_falls_back_to_the_cpu()
     {
         SkipWhereTheDriverExists();
-        var config = PluginConfiguration.Load(Path.Combine(PluginTestFiles.RepoRoot, "plugins.json"));
+        var config = PluginConfiguration.Load(Path.Combine(TestFiles.RepoRoot, "plugins.json"));
         var entry = Assert.Single(config.Plugins, p => p.Name == "cuda");
         Assert.True(entry.Enabled);
         Assert.Equal(Path.GetFullPath(CudaPluginPath), Path.GetFullPath(entry.AssemblyPath));
@@ -62,7 +62,7 @@ public sealed class CudaPluginProbeTests : IDisposable
     [Fact]
     public void A_bad_device_option_is_a_rejection_naming_the_option_path()
     {
-        var host = PluginHost.Load(PluginConfiguration.Load(_dir.WritePlugins(("cuda", CudaPluginPath, """{ "device": "first" }""", true))));
+        var host = PluginHost.Load(PluginConfiguration.Load(_dir.WritePlugin("cuda", CudaPluginPath, """{ "device": "first" }""")));
         var candidate = Assert.Single(host.Candidates);
         Assert.Equal(PluginState.Rejected, candidate.State);
         Assert.Contains("$.plugins[0].options.device: expected an integer, got 'first'", candidate.Reason);

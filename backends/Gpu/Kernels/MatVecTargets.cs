@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace PluginEngine.Backends.Cuda.Kernels;
+namespace PluginEngine.Backends.Gpu.Kernels;
 
 /// <summary>
 /// The <c>MatVecTargets</c> kernel argument of matvec_q8_* (kernels.cu), passed by value: up to three weights that one
@@ -8,7 +8,7 @@ namespace PluginEngine.Backends.Cuda.Kernels;
 /// Layout: three { weight pointer, row bytes, output pointer, rows, pad } of 32 bytes, then count and accumulate.
 /// </summary>
 [StructLayout(LayoutKind.Sequential)]
-internal unsafe struct CudaMatVecTargets
+internal unsafe struct MatVecTargets
 {
     /// <summary>Targets one launch takes.</summary>
     public const int Capacity = 3;

@@ -1,8 +1,8 @@
-using PluginEngine.Backends.Cuda.Kernels;
+using PluginEngine.Backends.Gpu.Kernels;
 using PluginEngine.Backends.Cuda.Native;
 using Xunit;
 
-namespace PluginEngine.Tests.Cuda;
+namespace PluginEngine.Backends.Gpu.Tests.Cuda;
 
 /// <summary>
 /// The kernels compile with NVRTC for the GPUs the plugin targets, with no GPU: NVRTC is a plain library. CI installs
@@ -19,7 +19,7 @@ public sealed class CudaKernelCompileTests
     {
         var nvrtc = Nvrtc.TryLoad([], out string? why);
         if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
-        var (image, isCubin) = nvrtc.Compile(KernelSource.Full, KernelSource.ProgramName, major, minor, ["--std=c++17"]);
+        var (image, isCubin) = nvrtc.Compile(KernelSource.CudaDefault, KernelSource.ProgramName, major, minor, ["--std=c++17"]);
         Assert.NotEmpty(image);
         // A CUBIN or PTX keeps extern "C" names verbatim: every kernel the queue looks up must be there.
         string text = System.Text.Encoding.Latin1.GetString(image);
@@ -33,11 +33,11 @@ public sealed class CudaKernelCompileTests
     {
         var nvrtc = Nvrtc.TryLoad([], out string? why);
         if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
-        string tuned = KernelSource.WithTuning("MATVEC_UNROLL=8;SWIGLU_UNROLL=4;MATVEC_MIN_BLOCKS=16");
+        string tuned = KernelSource.For(KernelDialect.Cuda, 32, "MATVEC_UNROLL=8;SWIGLU_UNROLL=4;MATVEC_MIN_BLOCKS=16");
         Assert.Contains("#define MATVEC_MIN_BLOCKS 16\n", tuned);
-        Assert.Same(KernelSource.Full, KernelSource.WithTuning(""));
+        Assert.Same(KernelSource.CudaDefault, KernelSource.For(KernelDialect.Cuda, 32, ""));
         var (image, _) = nvrtc.Compile(tuned, KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
-        var (plain, _) = nvrtc.Compile(KernelSource.Full, KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
+        var (plain, _) = nvrtc.Compile(KernelSource.CudaDefault, KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
         Assert.NotEqual(plain, image);
     }
 
@@ -51,7 +51,7 @@ public sealed class CudaKernelCompileTests
     {
         var nvrtc = Nvrtc.TryLoad([], out string? why);
         if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
-        var (_, isCubin, log) = nvrtc.CompileWithLog(KernelSource.Full, KernelSource.ProgramName, 9, 0, ["--std=c++17", "--ptxas-options=-v"]);
+        var (_, isCubin, log) = nvrtc.CompileWithLog(KernelSource.CudaDefault, KernelSource.ProgramName, 9, 0, ["--std=c++17", "--ptxas-options=-v"]);
         if (!isCubin) Assert.Skip($"NVRTC {nvrtc.Version} compiles sm_90 only to PTX: no register counts");
         var registers = new Dictionary<string, int>();
         string? kernel = null;

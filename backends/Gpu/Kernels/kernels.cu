@@ -1,5 +1,6 @@
-// PluginEngine CUDA kernels, compiled at run time by NVRTC for the device's architecture.
-// No headers: NVRTC builds this file alone, so half/bfloat16 conversions are inline PTX.
+// PluginEngine GPU kernels, compiled at run time for the device's architecture by NVRTC (CUDA) or hiprtc (HIP).
+// One source for both: what the vendors spell differently (lane shuffles, half conversions, the int8 dot product,
+// programmatic launch) comes from gpu_portability.h, which the host puts in front of this file (KernelSource).
 // Block layouts are GGUF's (see abstractions/Types/GgmlType.cs); ROW_CHUNK is why quantized tensors carry a
 // "slide": the mat-vec kernels read every row in whole chunks of ROW_CHUNK elements, so the last row of a
 // matrix whose row length is not a multiple of ROW_CHUNK is read past its end, into bytes that must be zero.
@@ -35,27 +36,13 @@ typedef long long i64;
 #define T_Q6_K 14
 #define T_BF16 30
 
-__device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
-__device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
 __device__ __forceinline__ float bf2f(u16 b) { return __uint_as_float(((u32)b) << 16); }
 __device__ __forceinline__ float ldh(const u8* p) { return h2f(*(const u16*)p); }
-
-// Programmatic dependent launch (sm_90+, when the host launches with the programmatic-serialization attribute): a
-// kernel may be scheduled before the previous kernel of its stream has completed (once all of that kernel's blocks have
-// exited, as none triggers earlier: an explicit griddepcontrol.launch_dependents at kernel entry was measured slower,
-// 405 against 433 t/s for the 7B shape on an H200, its waiting blocks taking SM slots from the running kernel). Every
-// kernel therefore starts by waiting for its predecessor's completion and memory (griddepcontrol.wait: a no-op when
-// launched normally). Before sm_90 it is omitted.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define PDL_ENTRY() asm volatile("griddepcontrol.wait;" ::: "memory")
-#else
-#define PDL_ENTRY() do { } while (0)
-#endif
 
 __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = 16; o > 0; o >>= 1) v += lane_xor(v, o);
     return v;
 }
 
@@ -68,13 +55,13 @@ __device__ __forceinline__ void quantize_block32(float v, int lane, signed char*
 {
     float amax = fabsf(v);
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, lane_xor(amax, o));
     float d = amax / 127.f;
     int qi = amax == 0.f ? 0 : __float2int_rn(v / d);
     q[lane] = (signed char)qi;
     int sum = qi;
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    for (int o = 16; o > 0; o >>= 1) sum += lane_xor(sum, o);
     if (lane == 0) { XScale x; x.d = d; x.s = d * (float)sum; *scale = x; }
 }
 
@@ -735,12 +722,12 @@ __device__ __forceinline__ void attention_split(const float* q, const void* k, c
     __threadfence();
     const float* all = partial + (i64)h * splits * stride;
     float mMax = -__int_as_float(0x7f800000), sum = 0.f;
-    for (int i = 0; i < splits; i++) mMax = fmaxf(mMax, __ldcg(all + i * stride));
-    for (int i = 0; i < splits; i++) sum += __ldcg(all + i * stride + 1) * expf(__ldcg(all + i * stride) - mMax);
+    for (int i = 0; i < splits; i++) mMax = fmaxf(mMax, load_cg(all + i * stride));
+    for (int i = 0; i < splits; i++) sum += load_cg(all + i * stride + 1) * expf(load_cg(all + i * stride) - mMax);
     write_head(out + o0, headSize, o0, xq, xs, [&](int e)
     {
         float num = 0.f;
-        for (int i = 0; i < splits; i++) num += __ldcg(all + i * stride + 2 + e) * expf(__ldcg(all + i * stride) - mMax);
+        for (int i = 0; i < splits; i++) num += load_cg(all + i * stride + 2 + e) * expf(load_cg(all + i * stride) - mMax);
         return num / sum;
     });
     if (threadIdx.x == 0) tickets[h] = 0;
@@ -812,13 +799,6 @@ extern "C" __global__ void convert_f32_f16(const float* src, u16* dst, i64 n)
 // row is quantized once to blocks of 32 int8 (scale d, and s = d * sum(q) for the zero-point terms), and each
 // weight block is multiplied with 4-byte integer dot products.
 // ---------------------------------------------------------------------------------------------------------------
-
-__device__ __forceinline__ int dp4a(int a, int b, int c)
-{
-    int r;
-    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-    return r;
-}
 
 // xq[b*32 + i] = round(x[b*32 + i] / d_b), xs[b] = { d_b, d_b * sum_i xq[b*32 + i] } with d_b = max|x| / 127 over
 // block b; one warp per block of 32, `blocks` = tokens * cols / 32 (rows of x are whole blocks: quantized weight rows are).

@@ -4,24 +4,39 @@ using System.Security.Cryptography;
 using System.Text;
 using PluginEngine.Abstractions;
 
-namespace PluginEngine.Backends.Cuda.Kernels;
+namespace PluginEngine.Backends.Gpu.Kernels;
+
+/// <summary>Which run-time compiler a translation unit is for: the portability header picks its branch from this.</summary>
+internal enum KernelDialect
+{
+    /// <summary>NVRTC: PE_CUDA, warp 32.</summary>
+    Cuda,
+
+    /// <summary>hiprtc: PE_HIP, warp 32 or 64 from the device.</summary>
+    Hip,
+}
 
 /// <summary>
-/// The CUDA C source of every kernel (the embedded kernels.cu) with the host's constants prepended as
-/// <c>#define</c>s, so the kernels and the launch arithmetic in <see cref="LaunchGeometry"/> cannot disagree.
+/// The one kernel source (the embedded kernels.cu) with the host's constants prepended as <c>#define</c>s, so the
+/// kernels and the launch arithmetic in <see cref="LaunchGeometry"/> cannot disagree, then the vendor's defines and
+/// gpu_portability.h, which maps what NVRTC and hiprtc spell differently.
 /// </summary>
 internal static class KernelSource
 {
-    /// <summary>Name NVRTC reports errors under.</summary>
+    /// <summary>Name the compilers report errors under.</summary>
     public const string ProgramName = "pluginengine_kernels.cu";
 
-    private static readonly Lazy<string> Body = new(() =>
+    private static readonly Lazy<string> Body = new(() => Resource("PluginEngine.Backends.Gpu.kernels.cu"));
+
+    private static readonly Lazy<string> PortabilityHeader = new(() => Resource("PluginEngine.Backends.Gpu.gpu_portability.h"));
+
+    private static string Resource(string name)
     {
-        using var stream = typeof(KernelSource).Assembly.GetManifestResourceStream("PluginEngine.Backends.Cuda.kernels.cu")
-            ?? throw new InvalidOperationException("kernels.cu is not embedded in the CUDA plugin assembly");
+        using var stream = typeof(KernelSource).Assembly.GetManifestResourceStream(name)
+            ?? throw new InvalidOperationException($"{name} is not embedded in the shared GPU assembly");
         using var reader = new StreamReader(stream, Encoding.UTF8);
         return reader.ReadToEnd();
-    });
+    }
 
     /// <summary>The defines the kernels require, in the order they are emitted.</summary>
     public static IReadOnlyList<(string Name, int Value)> Defines { get; } =
@@ -32,21 +47,33 @@ internal static class KernelSource
         ("ATTENTION_WARPS", LaunchGeometry.AttentionWarps),
     ];
 
-    /// <summary>The complete translation unit handed to NVRTC.</summary>
-    public static string Full { get; } = Assemble(Body.Value);
+    /// <summary>The complete CUDA translation unit handed to NVRTC (no tuning defines).</summary>
+    public static string CudaDefault { get; } = Assemble(KernelDialect.Cuda, 32);
 
-    /// <summary>The translation unit with tuning defines (see <see cref="ParseTuningDefines"/>) after the host's; <see cref="Full"/> when there are none.</summary>
-    public static string WithTuning(string tuningDefines)
-        => string.IsNullOrEmpty(tuningDefines) ? Full : Assemble(Body.Value, ParseTuningDefines(tuningDefines, "defines"));
+    /// <summary>The vendor's defines: PE_CUDA or PE_HIP, and the device's warp.</summary>
+    public static IReadOnlyList<(string Name, int Value)> DialectDefines(KernelDialect dialect, int deviceWarp)
+    {
+        if (deviceWarp is not (32 or 64)) throw new ArgumentOutOfRangeException(nameof(deviceWarp), $"a warp of {deviceWarp} lanes (32 or 64 supported)");
+        if (dialect == KernelDialect.Cuda && deviceWarp != 32) throw new ArgumentOutOfRangeException(nameof(deviceWarp), "CUDA warps are 32 wide");
+        return [(dialect == KernelDialect.Cuda ? "PE_CUDA" : "PE_HIP", 1), ("PE_DEVICE_WARP", deviceWarp)];
+    }
 
-    /// <summary>Prepends <see cref="Defines"/> and then <paramref name="tuning"/> to <paramref name="body"/>.</summary>
-    public static string Assemble(string body, IReadOnlyList<(string Name, int Value)>? tuning = null)
+    /// <summary>The translation unit for <paramref name="dialect"/> with tuning defines (see <see cref="ParseTuningDefines"/>) after the host's.</summary>
+    public static string For(KernelDialect dialect, int deviceWarp, string tuningDefines)
+        => dialect == KernelDialect.Cuda && deviceWarp == 32 && string.IsNullOrEmpty(tuningDefines)
+            ? CudaDefault
+            : Assemble(dialect, deviceWarp, ParseTuningDefines(tuningDefines ?? "", "defines"));
+
+    /// <summary>Host defines, tuning defines, vendor defines, then the portability header and the kernels.</summary>
+    public static string Assemble(KernelDialect dialect, int deviceWarp, IReadOnlyList<(string Name, int Value)>? tuning = null)
     {
         var sb = new StringBuilder();
-        foreach (var (name, value) in Defines.Concat(tuning ?? []))
+        foreach (var (name, value) in Defines.Concat(tuning ?? []).Concat(DialectDefines(dialect, deviceWarp)))
             sb.Append("#define ").Append(name).Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        sb.Append("#line 1 \"gpu_portability.h\"\n").Append(PortabilityHeader.Value);
+        if (!PortabilityHeader.Value.EndsWith('\n')) sb.Append('\n');
         sb.Append("#line 1 \"kernels.cu\"\n");
-        return sb.Append(body).ToString();
+        return sb.Append(Body.Value).ToString();
     }
 
     /// <summary>
@@ -93,7 +120,7 @@ internal static class KernelSource
     /// <summary>Weight types with an 8-bit-activation decode kernel (matvec_q8_&lt;suffix&gt;); their rows are whole 32-element blocks.</summary>
     public static IReadOnlyList<GgmlType> Int8MatVecTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K];
 
-    /// <summary>Weight types the prompt path dequantizes to F16 for cuBLAS (dequantize_f16_&lt;suffix&gt;); F16 is used as it is, F32 in F32.</summary>
+    /// <summary>Weight types the prompt path dequantizes to F16 for the vendor BLAS (dequantize_f16_&lt;suffix&gt;); F16 is used as it is, F32 in F32.</summary>
     public static IReadOnlyList<GgmlType> DequantizeF16Types { get; } = [GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
     /// <summary>Every extern "C" kernel the queue looks up.</summary>
@@ -116,10 +143,10 @@ internal static class KernelSource
             yield return k;
     }
 
-    /// <summary>Cache key of the compiled image: source, target architecture and compiler version.</summary>
-    public static string CacheKey(string source, int major, int minor, string nvrtcVersion)
+    /// <summary>Cache key of the compiled image: source, target architecture (sm_90, gfx90a) and compiler version.</summary>
+    public static string CacheKey(string source, string target, string compilerVersion)
     {
-        byte[] hash = SHA256.HashData(Encoding.UTF8.GetBytes($"{source}\n--sm_{major}{minor}\n--nvrtc {nvrtcVersion}\n--plugin {Assembly.GetExecutingAssembly().GetName().Version}"));
+        byte[] hash = SHA256.HashData(Encoding.UTF8.GetBytes($"{source}\n--{target}\n--compiler {compilerVersion}\n--plugin {Assembly.GetExecutingAssembly().GetName().Version}"));
         return Convert.ToHexString(hash, 0, 16).ToLowerInvariant();
     }
 }
