@@ -104,6 +104,8 @@ public sealed class CommandLineErrorTests(BadInputFixture files) : IClassFixture
     [InlineData("--temp abc", "error: Cannot parse argument 'abc' for option '--temp' as a number.")]
     [InlineData("-n x", "error: Cannot parse argument 'x' for option '--n-predict' as a whole number.")]
     [InlineData("-n -3", "error: --n-predict -3: must be 0 or more")]
+    [InlineData("-c -1", "error: --ctx-size -1: must be positive (or 0 for the default)")]
+    [InlineData("-b 0", "error: --batch-size 0: must be at least 1")]
     public void Item9_flag_errors_are_in_a_users_words_and_name_the_subcommands_help(string flags, string expected)
     {
         var (code, _, err) = files.Run(["run", "-m", files.Model, .. flags.Split(' ')]);
@@ -164,6 +166,10 @@ public sealed class CommandLineErrorTests(BadInputFixture files) : IClassFixture
         var twice = files.Run("inspect", files.Model, "-m", files.Model);
         Assert.Equal(2, twice.Code);
         Assert.StartsWith($"error: the model is given twice ('{files.Model}' and -m '{files.Model}'); give it once, as MODEL or with -m", twice.Err);
+        var backendWithoutPlan = files.Run("inspect", files.Model, "--backend", "cpu");
+        Assert.Equal(2, backendWithoutPlan.Code);
+        Assert.Equal("error: --backend takes effect only with --plan (add --plan to see where the tensors would go)\nRun 'pluginengine inspect --help' for usage.",
+            backendWithoutPlan.Err.Trim().ReplaceLineEndings("\n"));
         var all = files.Run("inspect", files.Model, "--all");
         Assert.Equal(0, all.Code);
         Assert.DoesNotContain("more tensors", all.Out);
@@ -186,6 +192,14 @@ public sealed class CommandLineErrorTests(BadInputFixture files) : IClassFixture
         var (code, _, err) = files.Run("run", "-m", files.Model, "-n", "3", "--temp", "0");
         Assert.True(code == 0, err);
         return err.ReplaceLineEndings("\n").Split('\n').Where(l => l.Contains(" time ") || l.StartsWith("warm-up", StringComparison.Ordinal)).ToArray();
+    }
+
+    [Fact]
+    public void Item12_logits_refuses_a_negative_top()
+    {
+        var (code, _, err) = files.Run("logits", "-m", files.Model, "--tokens", "1,2", "--top", "-1");
+        Assert.Equal(2, code);
+        Assert.StartsWith("error: --top -1: must be 0 or more", err);
     }
 
     [Theory]
