@@ -9,6 +9,9 @@ using PluginEngine.Core.Tokenizer;
 
 namespace PluginEngine.Core.Inference;
 
+/// <summary>A parsed model file that <see cref="LoadedModel.Validate"/> accepted, with what validation built.</summary>
+public sealed record ValidatedModel(GgufFile File, LlamaHyperParameters HyperParameters, ITokenizer Tokenizer);
+
 /// <summary>
 /// A model ready to run: parsed file, tokenizer, schedule, weights on their devices and one queue per device.
 /// Create contexts (KV caches) from it with <see cref="CreateContext"/>. Disposal releases queues, then weights
@@ -51,10 +54,25 @@ public sealed class LoadedModel : IDisposable
     /// <summary>Reads, plans and loads <paramref name="path"/>.</summary>
     public static LoadedModel Load(string path, ModelLoadOptions options, IMappingFactory mappings, ILogger? logger = null, CancellationToken cancellation = default)
     {
-        logger ??= NullLogger.Instance;
         var clock = Stopwatch.StartNew();
-        var file = GgufReader.Read(path);
-        var (hp, tokenizer) = Validate(file);
+        return Load(GgufReader.Read(path), options, mappings, logger, cancellation, clock);
+    }
+
+    /// <summary>
+    /// Plans and loads a model <see cref="Validate"/> accepted (a caller that checks the file first, e.g. to report a bad
+    /// file before loading any plugin).
+    /// </summary>
+    public static LoadedModel Load(ValidatedModel model, ModelLoadOptions options, IMappingFactory mappings, ILogger? logger = null, CancellationToken cancellation = default)
+        => Load(model, options, mappings, logger, cancellation, Stopwatch.StartNew());
+
+    private static LoadedModel Load(GgufFile file, ModelLoadOptions options, IMappingFactory mappings, ILogger? logger, CancellationToken cancellation, Stopwatch clock)
+        => Load(Validate(file), options, mappings, logger, cancellation, clock);
+
+    private static LoadedModel Load(ValidatedModel model, ModelLoadOptions options, IMappingFactory mappings, ILogger? logger, CancellationToken cancellation, Stopwatch clock)
+    {
+        logger ??= NullLogger.Instance;
+        var (file, hp, tokenizer) = model;
+        string path = file.Path;
         if (options.CheckTensors) TensorValueCheck.CheckFinite(file, cancellation);
 
         var queues = new Dictionary<IBackendDevice, IComputeQueue>();
@@ -88,7 +106,7 @@ public sealed class LoadedModel : IDisposable
     /// </summary>
     public static (string Schedule, PlacementPlan Plan) PlanOnly(GgufFile file, ModelLoadOptions options)
     {
-        var (hp, _) = Validate(file);
+        var hp = Validate(file).HyperParameters;
         if (options.CheckTensors) TensorValueCheck.CheckFinite(file);
         var queues = new Dictionary<IBackendDevice, IComputeQueue>();
         try
@@ -110,14 +128,14 @@ public sealed class LoadedModel : IDisposable
     /// finite positive floats), the tokenizer (every key), the vocabulary against token_embd, and every tensor the graph
     /// reads (present, shape, F32 vectors). Each failure is a <see cref="ModelFormatException"/> naming the file and key or tensor.
     /// </summary>
-    public static (LlamaHyperParameters HyperParameters, ITokenizer Tokenizer) Validate(GgufFile file)
+    public static ValidatedModel Validate(GgufFile file)
     {
         var hp = LlamaHyperParameters.FromGguf(file);
         var tokenizer = TokenizerFactory.FromGguf(file);
         if (tokenizer.VocabularySize != hp.VocabularySize)
             throw new ModelFormatException(file.Path, "tokenizer.ggml.tokens", $"{tokenizer.VocabularySize} tokens, but token_embd.weight has {hp.VocabularySize} rows");
         LlamaWeights.CheckShapes(name => file.FindTensor(name)?.Info, hp, file.Path);
-        return (hp, tokenizer);
+        return new ValidatedModel(file, hp, tokenizer);
     }
 
     /// <summary>

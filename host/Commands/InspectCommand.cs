@@ -27,6 +27,13 @@ public static class InspectCommand
         {
             if (parse.GetValue(file) is not null && parse.GetValue(model.Model) is { } other)
                 throw new UserErrorException($"the model is given twice ('{parse.GetValue(file)}' and -m '{other}'); give it once, as MODEL or with -m", isUsage: true);
+            if (!parse.GetValue(plan))
+            {
+                // These flags only shape the placement plan: given without --plan they would be silently ignored.
+                var planOnly = new Option[] { model.Backend, model.GpuLayers, model.Threads, model.HugePages, model.NoMmap, model.HostImport, model.NoHostImport, model.CheckTensors };
+                if (planOnly.FirstOrDefault(o => parse.GetResult(o) is { Implicit: false }) is { } given)
+                    throw new UserErrorException($"{given.Name} takes effect only with --plan (add --plan to see where the tensors would go)", isUsage: true);
+            }
             string path = parse.GetValue(file) ?? model.ResolveModelPath(parse, context);
             ModelFileCheck.RequireFile(path);
             var gguf = GgufReader.Read(path);

@@ -28,6 +28,7 @@ public static class LogitsCommand
         {
             string? ids = parse.GetValue(tokens), text = parse.GetValue(prompt);
             if ((ids is null) == (text is null)) throw new UserErrorException("give exactly one of --tokens and --prompt", isUsage: true);
+            if (parse.GetValue(top) < 0) throw new UserErrorException($"--top {parse.GetValue(top)}: must be 0 or more", isUsage: true);
             using var loaded = model.LoadModel(parse, context, out _);
             int vocab = loaded.HyperParameters.VocabularySize;
             int[] sequence = ids is not null ? ParseIds(ids, vocab) : loaded.Tokenizer.Encode(text!, addBos: true, parseSpecial: true);

@@ -83,9 +83,11 @@ public sealed class ModelOptions
     {
         path = ResolveModelPath(parse, context);
         var loadOptions = ResolveLoadOptions(parse);
+        // A file that is not a usable model is reported before any plugin (and GPU runtime) is loaded.
+        var validated = LoadedModel.Validate(Core.Gguf.GgufReader.Read(path));
         var (_, primary, cpu) = ResolveDevices(parse, context);
         var options = new ModelLoadOptions(primary, cpu, parse.GetValue(GpuLayers), loadOptions) { CheckTensors = parse.GetValue(CheckTensors) };
-        var model = LoadedModel.Load(path, options, SystemMappingFactory.Instance, context.Loggers.CreateLogger("loader"));
+        var model = LoadedModel.Load(validated, options, SystemMappingFactory.Instance, context.Loggers.CreateLogger("loader"));
         if (context.Verbose)
         {
             context.Error.WriteLine(model.Schedule.Describe());

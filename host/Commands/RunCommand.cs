@@ -45,12 +45,14 @@ public static class RunCommand
             int n = parse.GetValue(count);
             if (n < 0) throw new UserErrorException($"--n-predict {n}: must be 0 or more", isUsage: true);
             string promptText = PromptText(parse.GetValue(prompt), parse.GetValue(promptFile));
+            if (parse.GetValue(ctx) < 0) throw new UserErrorException($"--ctx-size {parse.GetValue(ctx)}: must be positive (or 0 for the default)", isUsage: true);
+            if (parse.GetValue(batch) <= 0) throw new UserErrorException($"--batch-size {parse.GetValue(batch)}: must be at least 1", isUsage: true);
 
             using var loaded = model.LoadModel(parse, context, out string path);
             var hp = loaded.HyperParameters;
             int ctxSize = parse.GetValue(ctx) is > 0 and var c ? c : Math.Min(hp.ContextLength, 4096);
             if (ctxSize > hp.ContextLength) throw new UserErrorException($"--ctx-size {ctxSize} exceeds the model's context length {hp.ContextLength}", isUsage: true);
-            using var llama = loaded.CreateContext(new ContextOptions(ctxSize, Math.Max(1, parse.GetValue(batch)),
+            using var llama = loaded.CreateContext(new ContextOptions(ctxSize, parse.GetValue(batch),
                 parse.GetValue(kvF32) ? Abstractions.GgmlType.F32 : Abstractions.GgmlType.F16));
 
             var err = context.Error;
