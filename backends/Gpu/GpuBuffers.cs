@@ -39,8 +39,10 @@ internal sealed class GpuBufferProvider : IBufferProvider
         var n = rt.Native;
         rt.MakeCurrent();
         void* host = (void*)lease.HostAddress;
-        // CUDA: READ_ONLY lets the driver register pages mapped PROT_READ (a file mapping); without it registration of such
-        // pages fails. HIP: read-only only when the option asks. Fall back to a plain registration where it is refused.
+        // Read-only registration is what lets the runtime register pages mapped PROT_READ (a file mapping); a plain one of
+        // such pages fails. CUDA asks for it first wherever the device supports it and falls back to a plain registration
+        // where it is refused. HIP asks for a plain one first (read-only was measured slower on gfx1151; the option
+        // readonly_register turns it on) and retries read-only only where the plain one is refused: a read-only mapping.
         bool readOnly = rt.Facts.ReadOnlyHostRegister;
         int r = n.TryRegisterHost(host, lease.Length, readOnly);
         string how = n.RegistrationFlags(readOnly);
@@ -49,6 +51,12 @@ internal sealed class GpuBufferProvider : IBufferProvider
             int first = r;
             r = n.TryRegisterHost(host, lease.Length, readOnly: false);
             how = $"{n.RegistrationFlags(false)} (read-only refused: {n.ErrorName(first)})";
+        }
+        else if (r != 0 && rt.Facts.ReadOnlyHostRegisterFallback)
+        {
+            int first = r;
+            r = n.TryRegisterHost(host, lease.Length, readOnly: true);
+            how = $"{n.RegistrationFlags(true)} (plain registration refused: {n.ErrorName(first)}; read-only pages)";
         }
         if (r != 0)
             return HostImportResult.Refused($"{n.HostRegisterCall}({lease.Length} B at offset {lease.Offset} of {lease.Mapping.SourcePath}): {n.ErrorName(r)}");

@@ -13,8 +13,9 @@ namespace PluginEngine.Backends.Gpu;
 /// <param name="Multiprocessors">SMs or compute units.</param>
 /// <param name="TotalMemory">Device memory in bytes (on an integrated device, what the runtime reports).</param>
 /// <param name="WarpSize">Hardware warp (32; 64 on gfx9/CDNA): the kernels' portability header gets it.</param>
+/// <param name="ReadOnlyHostRegisterFallback">Where a plain registration is refused (pages mapped read-only), retry read-only (HIP).</param>
 internal sealed record GpuDeviceFacts(string Name, string StableId, string Target, bool Integrated, bool CanMapHostMemory, bool ReadOnlyHostRegister,
-                                      int Multiprocessors, long TotalMemory, int WarpSize);
+                                      int Multiprocessors, long TotalMemory, int WarpSize, bool ReadOnlyHostRegisterFallback = false);
 
 /// <summary>A vendor's run-time compiler (NVRTC, hiprtc) bound to one device's target.</summary>
 internal interface IGpuKernelCompiler

@@ -97,6 +97,7 @@ internal static unsafe class HipRuntime
             ReadOnlyHostRegister: readOnlyRegister,
             Multiprocessors: api.Attribute(device, HipApi.AttrMultiprocessorCount, "multiProcessorCount"),
             TotalMemory: (long)total,
-            WarpSize: warp);
+            WarpSize: warp,
+            ReadOnlyHostRegisterFallback: true);
     }
 }

@@ -6,7 +6,7 @@
 #   3. the conformance kit (every non-CPU backend of plugins.json: cuda and hip) against the CPU backend;
 #   4. logits of hip against cuda (same kernels from the HIP and CUDA dialects of the one source; CUDA's prompt GEMM
 #      set to the plugin's kernels, as HIP has no BLAS): expected bit-identical, batched and one token;
-#   5. the seed regression on hip: read-only file mapping, --gpu-host-import on (discrete: forced, logged), import
+#   5. the seed regression on hip: read-only file mapping, --host-import on (discrete: forced, logged), import
 #      against owned logits (expected bit-identical), on a Q4_K_M model with ne0 % 512 != 0;
 #   6. a short bench of both (tokens/s on the shim say nothing about an AMD GPU; they show the binding adds no stall).
 # Usage (from the folder holding DEV): OUT=/results DEV=.device bash .device/hip-shim/run-hip-on-cuda.sh [part ...]
@@ -68,12 +68,12 @@ if has logits; then
   done
 fi
 if has seed; then
-  echo "== seed regression on hip: read-only file mapping, --gpu-host-import on" >>"$S"
+  echo "== seed regression on hip: read-only file mapping, --host-import on" >>"$S"
   for n in seed-q4_k_m-a4096 seed-q4_k_m-dirty; do
     f=$M/$n.gguf
-    run "${PE[@]}" logits "${PLUGINS[@]}" -m "$f" --tokens "$TOKENS" --all-positions --backend hip --gpu-host-import on -v -o "$L/$n-import.bin"
+    run "${PE[@]}" logits "${PLUGINS[@]}" -m "$f" --tokens "$TOKENS" --all-positions --backend hip --host-import on -v -o "$L/$n-import.bin"
     grep -iE "import" "$LOG" | grep -i hip | tail -3 >>"$S"
-    run "${PE[@]}" logits "${PLUGINS[@]}" -m "$f" --tokens "$TOKENS" --all-positions --backend hip --gpu-host-import off -o "$L/$n-owned.bin"
+    run "${PE[@]}" logits "${PLUGINS[@]}" -m "$f" --tokens "$TOKENS" --all-positions --backend hip --host-import off -o "$L/$n-owned.bin"
     same "$n: import vs owned" "$L/$n-import.bin" "$L/$n-owned.bin" >>"$S"
   done
 fi

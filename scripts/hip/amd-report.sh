@@ -5,8 +5,8 @@
 #   2. the conformance kit (every non-CPU backend of plugins.json, hip included, against the CPU backend), which holds
 #      the seed regression cases;
 #   3. the seed regression on hip by hand: a Q4_K_M model with ne0 % 512 != 0 from a read-only file mapping with
-#      --gpu-host-import on, against owned buffers and against the CPU backend (max |logit diff|);
-#   4. bench --backend hip,cpu --memory file,hugepages --gpu-host-import off,on on MODEL (default: a synthetic
+#      --host-import on, against owned buffers and against the CPU backend (max |logit diff|);
+#   4. bench --backend hip,cpu --memory file,hugepages --host-import off,on on MODEL (default: a synthetic
 #      TinyLlama-shaped Q4_0 model).
 # Usage, from the repository root with the .NET 10 SDK: scripts/hip/amd-report.sh [MODEL.gguf] [RESULTS_FILE]
 # Huge pages: reserve a pool first (as root: echo 4096 > /proc/sys/vm/nr_hugepages for 8 GiB of 2 MiB pages), else
@@ -39,13 +39,13 @@ run "${PE[@]}" backends -v
 say "== conformance kit (hip against the CPU backend; cuda and opencl too where present)"
 run dotnet test tests/PluginEngine.Conformance/PluginEngine.Conformance.csproj -c Release --no-build --logger "console;verbosity=normal"
 
-say "== seed regression on hip: read-only file mapping, --gpu-host-import on, ne0 % 512 != 0"
+say "== seed regression on hip: read-only file mapping, --host-import on, ne0 % 512 != 0"
 run dotnet run --project scripts/device/modelgen -c Release -- "$WORK" compare >/dev/null
 TOKENS=1,450,300,20,99,1000,7,8,2048,4000,13,77,512,600,3100,42,5,900,1234,2222,31,64,128,256,1024,3,999,4095,17,18,19,20
 for n in seed-q4_k_m-a4096 seed-q4_k_m-dirty; do
   f=$WORK/$n.gguf
-  run "${PE[@]}" logits -m "$f" --tokens "$TOKENS" --all-positions --backend hip --gpu-host-import on -v -o "$WORK/$n-import.bin" | grep -iE "import|slide|hip" | head -20
-  run "${PE[@]}" logits -m "$f" --tokens "$TOKENS" --all-positions --backend hip --gpu-host-import off -o "$WORK/$n-owned.bin" >/dev/null
+  run "${PE[@]}" logits -m "$f" --tokens "$TOKENS" --all-positions --backend hip --host-import on -v -o "$WORK/$n-import.bin" | grep -iE "import|slide|hip" | head -20
+  run "${PE[@]}" logits -m "$f" --tokens "$TOKENS" --all-positions --backend hip --host-import off -o "$WORK/$n-owned.bin" >/dev/null
   run "${PE[@]}" logits -m "$f" --tokens "$TOKENS" --all-positions --backend cpu -o "$WORK/$n-cpu.bin" >/dev/null
   python3 - "$n" "$WORK/$n-import.bin" "$WORK/$n-owned.bin" "$WORK/$n-cpu.bin" <<'PY' | tee -a "$RESULTS"
 import array, sys
@@ -61,6 +61,6 @@ PY
 done
 
 say "== bench $MODEL"
-run "${PE[@]}" bench -m "$MODEL" --backend hip,cpu --memory file,hugepages --gpu-host-import off,on -r 3
+run "${PE[@]}" bench -m "$MODEL" --backend hip,cpu --memory file,hugepages --host-import off,on -r 3
 
 say "== done $(date -u): attach $RESULTS to your report"

@@ -22,10 +22,8 @@ internal sealed unsafe class HipApi
     public const uint HostRegisterMapped = 0x2;
     public const uint HostRegisterReadOnly = 0x8;
 
-    // hipError_t values the probe names.
+    /// <summary>hipErrorInvalidValue.</summary>
     public const int ErrorInvalidValue = 1;
-    public const int ErrorNoDevice = 100;
-    public const int ErrorInvalidDevice = 101;
 
     /// <summary>Offset of gcnArchName[256] in hipDeviceProp_tR0600 (ROCm 6 and later).</summary>
     public const int GcnArchNameOffsetR0600 = 1160;
