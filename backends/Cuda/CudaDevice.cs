@@ -9,7 +9,7 @@ public sealed class CudaDevice : IBackendDevice
     {
         Runtime = runtime;
         var (free, total) = runtime.QueryMemory();
-        var caps = BackendCapabilities.OwnedBuffers | BackendCapabilities.Async;
+        var caps = BackendCapabilities.None;
         if (runtime.CanMapHostMemory) caps |= BackendCapabilities.HostImport;
         Description = new DeviceDescription(
             Backend: "cuda",

@@ -1,6 +1,7 @@
 using System.Text;
 using PluginEngine.Abstractions;
 using PluginEngine.Core.Models;
+using PluginEngine.Core.Plugins;
 
 namespace PluginEngine.Core.Inference;
 
@@ -70,27 +71,18 @@ public sealed class LayerSchedule
     }
 
     /// <summary>
-    /// Whether <paramref name="device"/>'s queue runs <see cref="IComputeQueue.RopeWithFactors"/>: it must say so in
-    /// <see cref="IComputeQueue.Supports"/> and actually override the member. The second check matters because the op was
-    /// added after plugin API v1: a plugin compiled earlier whose Supports ends in a catch-all (<c>_ =&gt; type == F32</c>)
-    /// answers true for an op it has never heard of, and would then hit the interface's throwing default.
+    /// Whether <paramref name="device"/>'s queue runs <see cref="IComputeQueue.RopeWithFactors"/>: its plugin must have been
+    /// compiled against API 1.1 or later (where the member exists) and say so in <see cref="IComputeQueue.Supports"/>. The
+    /// version check matters because a 1.0 plugin whose Supports ends in a catch-all (<c>_ =&gt; type == F32</c>) answers
+    /// true for an op it has never heard of, and would then hit the interface's throwing default.
     /// </summary>
     public bool RunsRopeFrequencyFactors(IBackendDevice device)
     {
         if (_ropeFactorSupport.TryGetValue(device, out bool runs)) return runs;
-        var queue = _queues[device];
-        runs = queue.Supports(ComputeOp.RopeFrequencyFactors, GgmlType.F32) && Overrides(queue, nameof(IComputeQueue.RopeWithFactors));
+        runs = PluginApiVersions.MinorOf(device) >= PluginApiVersions.RopeWithFactorsSince
+               && _queues[device].Supports(ComputeOp.RopeFrequencyFactors, GgmlType.F32);
         _ropeFactorSupport[device] = runs;
         return runs;
-    }
-
-    /// <summary>True when <paramref name="queue"/>'s class implements interface member <paramref name="method"/> itself (not the default body).</summary>
-    private static bool Overrides(IComputeQueue queue, string method)
-    {
-        var map = queue.GetType().GetInterfaceMap(typeof(IComputeQueue));
-        for (int i = 0; i < map.InterfaceMethods.Length; i++)
-            if (map.InterfaceMethods[i].Name == method) return map.TargetMethods[i].DeclaringType != typeof(IComputeQueue);
-        return false;
     }
 
     /// <summary>

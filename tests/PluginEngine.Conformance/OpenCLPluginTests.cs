@@ -38,7 +38,7 @@ public sealed class OpenCLPluginTests : IDisposable
         {
             var d = Assert.Single(candidate.Devices).Description;
             Assert.Equal("opencl", d.Backend);
-            Assert.True(d.Has(Abstractions.BackendCapabilities.HostImport | Abstractions.BackendCapabilities.Async | Abstractions.BackendCapabilities.OwnedBuffers));
+            Assert.True(d.Has(Abstractions.BackendCapabilities.HostImport));
             Assert.True(d.StableId.StartsWith("pci:", StringComparison.Ordinal) || d.StableId.StartsWith("opencl:", StringComparison.Ordinal), d.StableId);
         }
         else
