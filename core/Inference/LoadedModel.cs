@@ -11,10 +11,11 @@ namespace PluginEngine.Core.Inference;
 
 /// <summary>How to load a model: devices, layer split and memory mode.</summary>
 /// <param name="Primary">Device for the offloaded layers (the CPU itself for CPU-only runs).</param>
-/// <param name="Cpu">The CPU device (the rest of the layers and op fallbacks).</param>
+/// <param name="Cpu">The CPU device (the rest of the layers and op fallbacks); null when no CPU backend is loaded (then every
+/// layer runs on <paramref name="Primary"/>, which must support every op the model needs).</param>
 /// <param name="GpuLayers">Layers on <paramref name="Primary"/> counted from the first; negative = all.</param>
 /// <param name="Load">Memory mode and host-import switch.</param>
-public sealed record ModelLoadOptions(IBackendDevice Primary, IBackendDevice Cpu, int GpuLayers, LoadOptions Load);
+public sealed record ModelLoadOptions(IBackendDevice Primary, IBackendDevice? Cpu, int GpuLayers, LoadOptions Load);
 
 /// <summary>
 /// A model ready to run: parsed file, tokenizer, schedule, weights on their devices and one queue per device.
@@ -109,7 +110,7 @@ public sealed class LoadedModel : IDisposable
     /// <summary>One queue per device the options use (primary and CPU); a device without a queue cannot run models.</summary>
     private static void CreateQueues(ModelLoadOptions options, Dictionary<IBackendDevice, IComputeQueue> queues)
     {
-        foreach (var device in new[] { options.Primary, options.Cpu }.Distinct())
+        foreach (var device in new[] { options.Primary, options.Cpu }.OfType<IBackendDevice>().Distinct())
             queues[device] = device.CreateQueue()
                 ?? throw new InvalidOperationException($"backend '{device.Description.Backend}' ({device.Description.Name}) has no compute queue: it cannot run models");
     }

@@ -64,8 +64,12 @@ public sealed class ModelOptions
         catch (LoadOptionsException e) { throw new UserErrorException(e.Message); }
     }
 
-    /// <summary>Loads the plugins (with <c>-t</c> applied to the cpu plugin) and picks the primary and CPU devices.</summary>
-    public (PluginHost Host, IBackendDevice Primary, IBackendDevice Cpu) ResolveDevices(ParseResult parse, CliContext context)
+    /// <summary>
+    /// Loads the plugins (with <c>-t</c> applied to the cpu plugin) and picks the primary and CPU devices. The CPU device is
+    /// null when no cpu backend loaded: a backend that supports every op the model needs runs without it, any other is
+    /// refused at load with the list of missing ops.
+    /// </summary>
+    public (PluginHost Host, IBackendDevice Primary, IBackendDevice? Cpu) ResolveDevices(ParseResult parse, CliContext context)
     {
         var config = context.LocatePluginConfiguration();
         if (parse.GetResult(Threads) is not null)
@@ -76,8 +80,8 @@ public sealed class ModelOptions
         }
         var host = PluginHost.Load(config, context.Loggers);
         var backend = parse.GetValue(Backend) is { } name ? host.GetBackend(name) : host.SelectDefault();
-        var cpu = host.GetBackend("cpu");
-        return (host, backend.Devices[0], cpu.Devices[0]);
+        var cpu = host.Backends.TryGetValue("cpu", out var cpuBackend) ? cpuBackend.Devices[0] : null;
+        return (host, backend.Devices[0], cpu);
     }
 
     /// <summary>Loads the model onto the devices the options select.</summary>
@@ -87,7 +91,9 @@ public sealed class ModelOptions
         var loadOptions = ResolveLoadOptions(parse);
         var (_, primary, cpu) = ResolveDevices(parse, context);
         var options = new ModelLoadOptions(primary, cpu, parse.GetValue(GpuLayers), loadOptions);
-        var model = LoadedModel.Load(path, options, SystemMappingFactory.Instance, context.Loggers.CreateLogger("loader"));
+        LoadedModel model;
+        try { model = LoadedModel.Load(path, options, SystemMappingFactory.Instance, context.Loggers.CreateLogger("loader")); }
+        catch (MissingOpsException e) { throw new UserErrorException(e.Message); }
         if (context.Verbose)
         {
             context.Error.WriteLine(model.Schedule.Describe());
