@@ -17,7 +17,7 @@ dotnet publish "$ROOT/host" -c Release -o "$DEST/app" --nologo -v q
 for p in cpu cuda opencl; do cp -r "$ROOT/plugins/$p" "$DEST/app/plugins/"; done
 cp "$ROOT/plugins.json" "$DEST/app/plugins.json"
 dotnet build "$ROOT/scripts/device/modelgen" -c Release -o "$DEST/modelgen" --nologo -v q
-dotnet build "$ROOT/tests/PluginEngine.Conformance" -c Release -o "$DEST/app/conf" --nologo -v q
+dotnet build "$ROOT/tests/PluginEngine.Conformance.Tests" -c Release -o "$DEST/app/conf" --nologo -v q
 [ -f "$DEST/rt.tgz" ] || tar czf "$DEST/rt.tgz" -C "$DOTNET_HOME" shared/Microsoft.NETCore.App host dotnet
 cp "$ROOT/scripts/device/run-cuda-checks.sh" "$ROOT/scripts/device/run-gpu-session.sh" "$ROOT/scripts/device/probe-host-register.py" \
    "$ROOT/scripts/device/measure-read-bandwidth.py" "$ROOT/scripts/device/compare-host-register.py" "$ROOT/scripts/device/cuda_ctypes.py" "$DEST/"

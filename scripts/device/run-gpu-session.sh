@@ -63,17 +63,17 @@ if has conformance; then
   # The kit runs every op and type on cuda and opencl against the CPU reference (plus the seed regression, whose huge-page
   # cases need a few reserved pages).
   echo 64 >/proc/sys/vm/nr_hugepages 2>/dev/null
-  timeout -k 10 150 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none >"$OUT/conformance.txt" 2>&1
+  timeout -k 10 150 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.Tests.dll" -noColor -parallel none >"$OUT/conformance.txt" 2>&1
   { echo "== conformance (exit $?)"; grep -E "Total:" "$OUT/conformance.txt"; grep -A6 "\[FAIL\]" "$OUT/conformance.txt" | head -80;
     grep -A1 "\[SKIP\]" "$OUT/conformance.txt" | head -20; } >>"$S"
   echo 0 >/proc/sys/vm/nr_hugepages 2>/dev/null
   # The fused ops again with CUDA's fusion off: their unfused form (the defaults' sequence of primitive ops) must pass too.
-  PLUGINENGINE_CUDA_FUSION=off timeout -k 10 90 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none \
-    -class PluginEngine.Conformance.FusedOpConformanceTests >"$OUT/conformance-unfused.txt" 2>&1
+  PLUGINENGINE_CUDA_FUSION=off timeout -k 10 90 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.Tests.dll" -noColor -parallel none \
+    -class PluginEngine.Conformance.Tests.FusedOps >"$OUT/conformance-unfused.txt" 2>&1
   { echo "== conformance, fused ops with fusion off (exit $?)"; grep -E "Total:" "$OUT/conformance-unfused.txt"; grep -A6 "\[FAIL\]" "$OUT/conformance-unfused.txt" | head -40; } >>"$S"
   # The op cases again with decode attention split every 16 positions (by default from 512: only the longest cases split).
-  PLUGINENGINE_CUDA_ATTENTION_CHUNK=16 timeout -k 10 90 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none \
-    -class PluginEngine.Conformance.OpConformanceTests >"$OUT/conformance-split.txt" 2>&1
+  PLUGINENGINE_CUDA_ATTENTION_CHUNK=16 timeout -k 10 90 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.Tests.dll" -noColor -parallel none \
+    -class PluginEngine.Conformance.Tests.Ops >"$OUT/conformance-split.txt" 2>&1
   { echo "== conformance, ops with attention split every 16 positions (exit $?)"; grep -E "Total:" "$OUT/conformance-split.txt"; grep -A6 "\[FAIL\]" "$OUT/conformance-split.txt" | head -40; } >>"$S"
 fi
 

@@ -5,7 +5,7 @@ using static PluginEngine.Conformance.ConformanceBackends;
 namespace PluginEngine.Conformance;
 
 /// <summary>What every backend's device description and owned buffers must do, whatever their kernels.</summary>
-public sealed class BufferContractTests
+public abstract class BufferContractTests
 {
     [Theory]
     [MemberData(nameof(Candidates), MemberType = typeof(ConformanceBackends))]

@@ -15,7 +15,7 @@ namespace PluginEngine.Conformance;
 /// what a fused op wrote is read back by a following mat-vec, as the forward pass does: a backend that keeps quantized
 /// activations between ops must not reuse a copy made before the fused op overwrote that buffer.
 /// </summary>
-public sealed class FusedOpConformanceTests
+public abstract class FusedOpConformanceTests
 {
     /// <summary>Bytes of poison (all 0xFF: NaN as F32) in outputs, scratch and the gaps between outputs.</summary>
     private const byte Poison = 0xFF;

@@ -2,7 +2,7 @@ using PluginEngine.Abstractions;
 using PluginEngine.Core.Plugins;
 using Xunit;
 
-namespace PluginEngine.Conformance;
+namespace PluginEngine.Conformance.Tests.OpenCL;
 
 /// <summary>
 /// These tests create OpenCL devices of their own (a plugin host per test, building the kernel program each time). PoCL
@@ -20,6 +20,9 @@ public sealed class OpenCLPluginTests : IDisposable
 
     private PluginCandidate LoadOpenCL(string optionsJson)
     {
+        // OpenCL-specific: only when the plugin list in use configures an OpenCL backend.
+        if (!ConformanceBackends.IsConfigured("opencl"))
+            Assert.Skip($"no enabled 'opencl' entry in {ConformanceBackends.ConfigurationFile}: the OpenCL plugin tests need it");
         string repoConfig = PluginConfigLocator.FindUpwards(AppContext.BaseDirectory, PluginConfiguration.FileName)!;
         string assembly = Path.Combine(Path.GetDirectoryName(repoConfig)!, "plugins", "opencl", "PluginEngine.Backends.OpenCL.dll");
         string path = Path.Combine(_dir, PluginConfiguration.FileName);
