@@ -59,6 +59,7 @@ public static class Cli
         root.Subcommands.Add(InspectCommand.Create(context));
         root.Subcommands.Add(LogitsCommand.Create(context));
         root.Subcommands.Add(BenchCommand.Create(context));
+        root.Subcommands.Add(ConformanceCommand.Create(context));
         return root;
     }
 

@@ -137,6 +137,12 @@ public abstract class BufferContractTests
         void AssertMultiplies(string what)
         {
             using var s = new DeviceSession(device);
+            if (!s.Queue.Supports(ComputeOp.MatMul, type))
+            {
+                // Buffers hold any type; multiplying is asked only of the types the backend says it multiplies.
+                TestContext.Current.TestOutputHelper?.WriteLine($"{backend} does not support MatMul for {type}: the read-back checks only");
+                return;
+            }
             var w = new DeviceTensor(buffer, offset, type);
             foreach (int tokens in new[] { 1, 40 })
             {
