@@ -3,7 +3,7 @@
 # artifacts/packages/, then in a temporary folder OUTSIDE the repository (no project references, a fresh NuGet cache so only
 # the just-packed PluginEngine packages are used) creates a backend with `dotnet new pluginengine-backend`, builds it, runs
 # its generated tests (the conformance kit against the new plugin), installs the PluginEngine.Cli tool from the feed and
-# runs `pluginengine backends` and `pluginengine run --backend <new>` with it.
+# runs `pluginengine backends`, `pluginengine run --backend <new>` and `pluginengine conformance --backend <new>` with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -64,4 +64,6 @@ grep -E 'acme .*loaded' "$work/backends.txt" >/dev/null
 "$work/tools/pluginengine" run --backend acme --plugins "$plugins" -p "Hello" -n 8 --seed 1 2>&1 | tee "$work/run.txt"
 grep -q 'op fallback: acme runs on cpu' "$work/run.txt"
 grep -q 'cpu fallback ops = ' "$work/run.txt"
+step "pluginengine conformance --backend acme (whole models vs cpu: F32 runs acme's own matmuls, Q8_0 falls back)"
+"$work/tools/pluginengine" conformance --backend acme --plugins "$plugins" --types f32,q8_0
 step "ok"

@@ -66,5 +66,5 @@ public static class Cli
     private static bool IsUserError(Exception e)
         => e is PluginConfigException or BackendNotAvailableException or PluginOptionException or UserErrorException
             or Core.Gguf.GgufFormatException or Core.Models.ModelFormatException or Core.Loading.LoadOptionsException
-            or Core.Inference.ContextOverflowException or Core.Memory.HugePagesUnavailableException or FileNotFoundException;
+            or Core.Inference.ContextOverflowException or Core.Inference.MissingOpsException or Core.Memory.HugePagesUnavailableException or FileNotFoundException;
 }
