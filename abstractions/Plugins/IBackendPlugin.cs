@@ -8,7 +8,7 @@ namespace PluginEngine.Abstractions;
 /// A plugin reports the version it was compiled against (<c>ApiVersion =&gt; PluginApi.Major</c> and
 /// <c>ApiMinorVersion =&gt; PluginApi.Minor</c>: both constants are inlined into the plugin at compile time).
 /// The host accepts the same major with a minor up to its own, and refuses any other major (and a newer minor,
-/// whose members the host would not have) with a message naming both versions. See docs/backend-sdk.md#versioning.
+/// whose members the host would not have) with a message naming both versions. See plugins/README.md (API versions).
 /// </summary>
 /// <remarks>
 /// <para>Rule for changing the contracts: adding a member is a minor bump, and the member must be a default interface

@@ -178,7 +178,14 @@ public sealed class LayerSchedule
             start = l;
         }
         sb.AppendLine($"output + embeddings: {Name(OutputDevice)}");
-        foreach (var f in Fallbacks) sb.AppendLine($"fallback: {f}");
+        // Tensors that fell back for the same reason share one line ("30 tensors (Q8_0) on cpu: …"), naming the first and last.
+        foreach (var group in Fallbacks.GroupBy(f => f.IndexOf(" (", StringComparison.Ordinal) is > 0 and var at ? f[at..] : f))
+        {
+            var names = group.Select(f => f.IndexOf(" (", StringComparison.Ordinal) is > 0 and var at ? f[..at] : "").ToList();
+            sb.AppendLine(names.Count == 1 || names.Any(n => n.Length == 0)
+                ? string.Join(Environment.NewLine, group.Select(f => $"fallback: {f}"))
+                : $"fallback: {names.Count} tensors{group.Key} ({names[0]} … {names[^1]})");
+        }
         foreach (var f in OpFallbacks(kvCacheType)) sb.AppendLine($"op fallback: {f}");
         return sb.ToString();
     }

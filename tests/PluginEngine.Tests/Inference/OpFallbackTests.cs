@@ -86,6 +86,8 @@ public sealed class OpFallbackTests : IDisposable
                 Assert.True(context.OpFallbackCounts.GetValueOrDefault(op) > 0, $"{op} never ran on the CPU: {string.Join(", ", context.OpFallbackCounts)}");
             }
             Assert.Contains(context.OpFallbackPlan, l => l.StartsWith("partial runs on cpu: ", StringComparison.Ordinal));
+            if (!supported.Contains(ComputeOp.MatMul)) // the weights too, one plan line for all those of one reason
+                Assert.Matches(@"fallback: 15 tensors \(Q8_0\) on cpu: partial does not support MatMul for Q8_0 \(\S+ … \S+\)", plan);
             Assert.True(context.Transfers.Copies > 0);
             foreach (var op in context.OpFallbackCounts.Keys) Assert.DoesNotContain(op, supported);
         }
