@@ -14,6 +14,7 @@ public sealed class NonFiniteLogitsException(string message) : Exception(message
     /// </summary>
     public static void ThrowIfAny(ReadOnlySpan<float> logits, int vocab, int firstPosition)
     {
+        if (AllFinite(logits)) return;
         int bad = -1, count = 0;
         for (int i = 0; i < logits.Length; i++)
         {
@@ -21,9 +22,24 @@ public sealed class NonFiniteLogitsException(string message) : Exception(message
             if (bad < 0) bad = i;
             count++;
         }
-        if (bad < 0) return;
         throw new NonFiniteLogitsException(
             $"the model produced non-finite logits: logit of token {bad % vocab} at position {firstPosition + bad / vocab} is {logits[bad]} " +
             $"({count} of {logits.Length} logits are NaN or infinite); its weights probably hold NaN/Inf values — run with --check-tensors to find the tensor");
+    }
+
+    /// <summary>x − x is 0 for every finite x and NaN for NaN and ±∞: one SIMD subtract and compare per vector.</summary>
+    private static bool AllFinite(ReadOnlySpan<float> values)
+    {
+        int i = 0;
+        if (System.Numerics.Vector.IsHardwareAccelerated)
+        {
+            var vectors = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(values);
+            foreach (var v in vectors)
+                if (!System.Numerics.Vector.EqualsAll(v - v, System.Numerics.Vector<float>.Zero)) return false;
+            i = vectors.Length * System.Numerics.Vector<float>.Count;
+        }
+        for (; i < values.Length; i++)
+            if (!float.IsFinite(values[i])) return false;
+        return true;
     }
 }

@@ -28,7 +28,7 @@ public static class PluginConfigLocator
         if (!string.IsNullOrWhiteSpace(environmentValue))
         {
             string path = Path.GetFullPath(environmentValue, currentDirectory);
-            if (!File.Exists(path))
+            if (!File.Exists(path) && !Directory.Exists(path)) // a directory gets Load's "is a directory" message
                 throw new PluginConfigException(path, "$", $"file not found (named by the {PluginConfiguration.EnvironmentVariable} environment variable)");
             return PluginConfiguration.Load(path, PluginConfigSource.EnvironmentVariable);
         }

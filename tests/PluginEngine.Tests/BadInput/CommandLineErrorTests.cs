@@ -34,6 +34,14 @@ public sealed class CommandLineErrorTests(BadInputFixture files) : IClassFixture
     }
 
     [Fact]
+    public void Item7_a_directory_named_by_the_environment_variable_says_so()
+    {
+        var error = Assert.Throws<PluginEngine.Core.Plugins.PluginConfigException>(
+            () => PluginEngine.Core.Plugins.PluginConfigLocator.Locate(null, files.Directory, files.Directory, files.Directory));
+        Assert.Equal($"{files.Directory}: $: is a directory, not a file; give the plugins.json inside it", error.Message);
+    }
+
+    [Fact]
     public void Item7_malformed_json_gives_its_position_once_counted_from_one()
     {
         string path = Path.Combine(files.Directory, "malformed.json");
