@@ -34,7 +34,7 @@ if has backends; then
   { echo "== backends"; timeout -k 5 120 "${PE[@]}" backends "${PLUGINS[@]}" -v 2>&1 | tee -a "$LOG" | grep -E "(cuda|hip|cpu) " | head -12; } >>"$S"
 fi
 if has conformance; then
-  timeout -k 10 330 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.dll" -noColor -parallel none >"$OUT/hip-conformance.txt" 2>&1
+  timeout -k 10 330 /tmp/dn/dotnet "$DEV/app/conf/PluginEngine.Conformance.Tests.dll" -noColor -parallel none >"$OUT/hip-conformance.txt" 2>&1
   { echo "== conformance, cuda and hip (exit $?)"; grep -E "Total:" "$OUT/hip-conformance.txt";
     grep -A8 "\[FAIL\]" "$OUT/hip-conformance.txt" | head -120; grep -A1 "\[SKIP\]" "$OUT/hip-conformance.txt" | grep -i hip | head -20; } >>"$S"
 fi

@@ -37,7 +37,7 @@ say "== backends"
 run "${PE[@]}" backends -v
 
 say "== conformance kit (hip against the CPU backend; cuda and opencl too where present)"
-run dotnet test tests/PluginEngine.Conformance/PluginEngine.Conformance.csproj -c Release --no-build --logger "console;verbosity=normal"
+run dotnet test tests/PluginEngine.Conformance.Tests/PluginEngine.Conformance.Tests.csproj -c Release --no-build --logger "console;verbosity=normal"
 
 say "== seed regression on hip: read-only file mapping, --host-import on, ne0 % 512 != 0"
 run dotnet run --project scripts/device/modelgen -c Release -- "$WORK" compare >/dev/null
