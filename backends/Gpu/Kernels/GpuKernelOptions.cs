@@ -90,17 +90,20 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
     /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>
     private static string ReadKernelDefines(PluginOptions options, Func<string, string?> environment, string prefix)
     {
+        // plugins.json's value is read even when the environment wins, so the host never reports the key as unknown.
+        string fromFile = options.GetString("defines", "")!;
         string? fromEnv = environment(prefix + "DEFINES");
         bool useEnv = !string.IsNullOrWhiteSpace(fromEnv);
-        string spec = useEnv ? fromEnv! : options.GetString("defines", "")!;
+        string spec = useEnv ? fromEnv! : fromFile;
         var defines = KernelSource.ParseTuningDefines(spec, useEnv ? $"environment variable {prefix}DEFINES" : $"{options.JsonPath}.defines");
         return string.Join(';', defines.Select(d => $"{d.Name}={d.Value.ToString(System.Globalization.CultureInfo.InvariantCulture)}"));
     }
 
     private static int ReadAttentionChunk(PluginOptions options, Func<string, string?> environment, string prefix)
     {
+        int fromFile = options.GetInt32("attention_chunk", DefaultAttentionChunk, min: 0);
         string? fromEnv = environment(prefix + "ATTENTION_CHUNK");
-        if (string.IsNullOrWhiteSpace(fromEnv)) return options.GetInt32("attention_chunk", DefaultAttentionChunk, min: 0);
+        if (string.IsNullOrWhiteSpace(fromEnv)) return fromFile;
         if (int.TryParse(fromEnv.Trim(), System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int chunk) && chunk >= 0)
             return chunk;
         throw new PluginOptionException($"environment variable {prefix}ATTENTION_CHUNK: expected a number of positions >= 0 (0 = never split), got '{fromEnv}'");
@@ -110,8 +113,9 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
     private static bool Choice(PluginOptions options, Func<string, string?> environment, string key, string variable, string first, string second,
                                bool defaultFirst = true)
     {
+        string fromFile = options.GetString(key, defaultFirst ? first : second)!;   // read always: the key is known either way
         string? fromEnv = environment(variable);
-        string value = string.IsNullOrWhiteSpace(fromEnv) ? options.GetString(key, defaultFirst ? first : second)! : fromEnv;
+        string value = string.IsNullOrWhiteSpace(fromEnv) ? fromFile : fromEnv;
         string where = string.IsNullOrWhiteSpace(fromEnv) ? $"{options.JsonPath}.{key}" : $"environment variable {variable}";
         return value.Trim().ToLowerInvariant() switch
         {

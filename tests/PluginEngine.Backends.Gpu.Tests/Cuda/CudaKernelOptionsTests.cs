@@ -46,6 +46,23 @@ public sealed class GpuKernelOptionsTests
     }
 
     [Fact]
+    public void Every_plugins_json_key_counts_as_read_when_the_environment_overrides_it()
+    {
+        // The host reports keys a plugin never read as unknown options; a key the environment overrides is still known.
+        var options = Options(("matvec", "f32"), ("gemm", "kernels"), ("graphs", "on"), ("fusion", "off"), ("pdl", "off"),
+                              ("defines", "MATVEC_UNROLL=4"), ("attention_chunk", "256"));
+        var env = new Dictionary<string, string>
+        {
+            ["PLUGINENGINE_CUDA_MATVEC"] = "int8", ["PLUGINENGINE_CUDA_GEMM"] = "cublas", ["PLUGINENGINE_CUDA_GRAPHS"] = "off",
+            ["PLUGINENGINE_CUDA_FUSION"] = "on", ["PLUGINENGINE_CUDA_PDL"] = "on", ["PLUGINENGINE_CUDA_DEFINES"] = "MATVEC_UNROLL=8",
+            ["PLUGINENGINE_CUDA_ATTENTION_CHUNK"] = "64",
+        };
+        var o = GpuKernelOptions.FromCuda(options, k => env.GetValueOrDefault(k));
+        Assert.Equal(64, o.AttentionChunk);
+        Assert.Empty(options.UnreadKeys());
+    }
+
+    [Fact]
     public void A_bad_value_names_where_it_came_from()
     {
         var e = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("matvec", "int4")), _ => null));
