@@ -325,7 +325,7 @@ public sealed class JinjaTemplate
                     return u.Op switch
                     {
                         "not" => !IsTruthy(operand),
-                        "-" => operand switch { long l => -l, double d => -d, _ => throw Error(u, $"cannot negate a {TypeName(operand)}") },
+                        "-" => operand switch { long l => (object)(-l), double d => -d, _ => throw Error(u, $"cannot negate a {TypeName(operand)}") },
                         _ => operand,
                     };
                 }
@@ -385,10 +385,10 @@ public sealed class JinjaTemplate
             if (c == 0 && op is "//" or "%") throw Error(at, "division by zero");
             return op switch
             {
-                "+" => a + c, "-" => a - c, "*" => a * c,
+                "+" => (object)(a + c), "-" => a - c, "*" => a * c,
                 "//" => (long)Math.Floor((double)a / c),
                 "%" => ((a % c) + c) % c,
-                _ => c >= 0 ? (long)Math.Pow(a, c) : Math.Pow(a, c),
+                _ => c >= 0 ? (object)(long)Math.Pow(a, c) : Math.Pow(a, c),
             };
         }
 
