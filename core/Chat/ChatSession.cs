@@ -38,8 +38,9 @@ public sealed record ChatGenerationOptions
 /// <param name="PromptTokens">Tokens of the whole formatted conversation.</param>
 /// <param name="EvaluatedPromptTokens">Those actually evaluated for this answer (the rest came from the KV cache).</param>
 /// <param name="GeneratedTokens">Tokens sampled (including the end-of-turn token).</param>
+/// <param name="Tokens">The sampled token ids, in order (including the end-of-turn token).</param>
 public sealed record ChatReply(string Text, ChatStopReason StopReason, int PromptTokens, int EvaluatedPromptTokens, int GeneratedTokens,
-    TimeSpan PromptTime, TimeSpan GenerationTime)
+    TimeSpan PromptTime, TimeSpan GenerationTime, IReadOnlyList<int> Tokens)
 {
     public double PromptTokensPerSecond => EvaluatedPromptTokens / Math.Max(PromptTime.TotalSeconds, 1e-9);
     public double GenerationTokensPerSecond => GeneratedTokens / Math.Max(GenerationTime.TotalSeconds, 1e-9);
@@ -136,21 +137,23 @@ public sealed class ChatSession
 
         var clock = Stopwatch.StartNew();
         var (evaluate, promptTokens) = PlanPrompt(text, breaks);
+        _cachedText = null; // until this answer is complete: an exception leaves the cache described by tokens only
         if (_cached.Count + evaluate.Count > _context.ContextSize)
             throw new ContextOverflowException($"the conversation needs {_cached.Count + evaluate.Count} tokens but the context holds {_context.ContextSize}; start over (/reset) or raise the context size (-c)");
         Evaluate(evaluate);
         var promptTime = clock.Elapsed;
-        _cachedText = text;
 
         clock.Restart();
         var answer = new StringBuilder();
         var decoder = _tokenizer.CreateStreamingDecoder();
         int emitted = 0, generated = 0;
+        var sampled = new List<int>();
         ChatStopReason reason;
         while (true)
         {
             if (_pending is { } last)
             {
+                if (_cached.Count >= _context.ContextSize) { reason = ChatStopReason.ContextFull; break; }
                 _pending = null;
                 Evaluate([last]);
             }
@@ -161,6 +164,7 @@ public sealed class ChatSession
             int recent = Math.Min(_cached.Count, sampler.Settings.RepeatLastN);
             int next = sampler.Sample(_logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_cached)[^recent..]);
             generated++;
+            sampled.Add(next);
             if (EndOfTurn.Contains(next)) { reason = ChatStopReason.EndOfTurn; break; }
             _pending = next;
             answer.Append(decoder.Append(next));
@@ -171,7 +175,21 @@ public sealed class ChatSession
         _cachedText = text + answer.ToString();
         string reply = answer.ToString(0, emitted);
         if (reason == ChatStopReason.StopSequence) _cachedText = null; // the cache holds the stop text the reply lacks
-        return new ChatReply(reply, reason, promptTokens, evaluate.Count, generated, promptTime, clock.Elapsed);
+        return new ChatReply(reply, reason, promptTokens, evaluate.Count, generated, promptTime, clock.Elapsed, sampled);
+    }
+
+    /// <summary>The prompt tokens of <paramref name="messages"/> as a fresh session would evaluate them (for tests and tools).</summary>
+    public int[] Encode(IReadOnlyList<ChatTurn> messages, bool parseSpecialInMessages = false)
+    {
+        var (text, breaks) = RenderPrompt(messages, parseSpecialInMessages);
+        return EncodeWhole(text, breaks);
+    }
+
+    /// <summary>The whole prompt's tokens: BOS as the vocabulary asks, unless the template already wrote it.</summary>
+    private int[] EncodeWhole(string text, int[] breaks)
+    {
+        bool addBos = _tokenizer.Vocabulary.AddBos && !(_bosText.Length > 0 && text.StartsWith(_bosText, StringComparison.Ordinal));
+        return _tokenizer.Encode(text, addBos, breaks);
     }
 
     /// <summary>
@@ -258,8 +276,7 @@ public sealed class ChatSession
             }
         }
 
-        bool addBos = _tokenizer.Vocabulary.AddBos && !(_bosText.Length > 0 && text.StartsWith(_bosText, StringComparison.Ordinal));
-        var full = _tokenizer.Encode(text, addBos, breaks);
+        var full = EncodeWhole(text, breaks);
         if (full.Length == 0) throw new ChatFormatException("the formatted conversation encodes to no tokens");
         _pending = null;
         int common = 0;
