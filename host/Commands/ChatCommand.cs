@@ -110,6 +110,11 @@ public static class ChatCommand
                 using var cts = new CancellationTokenSource();
                 Volatile.Write(ref answering, cts);
                 try { Answer(context, session, sampler, options, message, cts.Token); }
+                catch (ContextOverflowException e)
+                {
+                    // The session can go on after /reset: say so instead of ending it.
+                    context.Error.WriteLine($"error: {e.Message}");
+                }
                 finally { Volatile.Write(ref answering, null); }
             }
         }

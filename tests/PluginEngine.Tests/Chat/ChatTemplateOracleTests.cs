@@ -54,6 +54,36 @@ public class ChatTemplateOracleTests
         Assert.Equal(8, compared);
     }
 
+    /// <summary>
+    /// llama.cpp's own detection, given our template's text instead of a name, picks the same family: the templates carry
+    /// the markers real templates of that family carry. (Zephyr and Phi-3 build the role marker from the role name, so
+    /// their text has no literal "&lt;|user|&gt;" to detect; they are covered by name above.)
+    /// </summary>
+    [Theory]
+    [InlineData("chatml", "chatml")]
+    [InlineData("llama3", "llama3")]
+    [InlineData("gemma", "gemma")]
+    [InlineData("llama2", "llama2-sys")]
+    [InlineData("mistral", "llama2")]
+    public void Llama_cpp_detects_the_family_from_our_template_text(string ours, string llamaCppName)
+    {
+        if (Golden.LlamaCppOracle.UnavailableReason is { } reason) Assert.Skip(reason);
+        Assert.True(ChatTemplate.TryGetBuiltIn(ours, out var template));
+        foreach (var conversation in Conversations())
+            Assert.Equal(LlamaCpp(llamaCppName, conversation, true), LlamaCpp(template.Source, conversation, true));
+    }
+
+    /// <summary>The comparison can fail: different families render differently (guards against a vacuous oracle).</summary>
+    [Fact]
+    public void Different_families_render_differently()
+    {
+        if (Golden.LlamaCppOracle.UnavailableReason is { } reason) Assert.Skip(reason);
+        Assert.True(ChatTemplate.TryGetBuiltIn("chatml", out var chatml));
+        var conversation = Conversations().First();
+        Assert.NotEqual(LlamaCpp("llama3", conversation, true), chatml.Render(conversation.Select(m => new ChatTurn(m.Role, m.Content)).ToList(), true, "<s>", "</s>"));
+        Assert.Equal(LlamaCpp("chatml", conversation, true), chatml.Render(conversation.Select(m => new ChatTurn(m.Role, m.Content)).ToList(), true, "<s>", "</s>"));
+    }
+
     internal static string LlamaCpp(string templateOrName, IEnumerable<(string Role, string Content)> messages, bool addAssistant)
     {
         var template = new LLamaTemplate(templateOrName) { AddAssistant = addAssistant };
