@@ -154,6 +154,18 @@ public sealed class ChatClientTests
     }
 
     [Fact]
+    public async Task The_readme_three_lines_work()
+    {
+        var services = new ServiceCollection();
+        services.AddPluginEngineChatClient(o => { Demo(o); o.DefaultMaxOutputTokens = 3; });
+        var chat = services.BuildServiceProvider().GetRequiredService<IChatClient>();
+        var response = await chat.GetResponseAsync("Why is the sky blue?", cancellationToken: TestContext.Current.CancellationToken);
+        Assert.Equal(response.Text, response.ToString());
+        Assert.True(response.Usage!.OutputTokenCount <= 3);
+        (chat as IDisposable)?.Dispose();
+    }
+
+    [Fact]
     public async Task Concurrent_callers_are_queued_and_each_gets_its_own_answer()
     {
         using var client = NewClient();
