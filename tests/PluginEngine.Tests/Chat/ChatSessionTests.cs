@@ -117,6 +117,23 @@ public sealed class ChatSessionTests : IDisposable
     }
 
     [Fact]
+    public void A_template_that_writes_bos_gets_no_second_one()
+    {
+        string path = Write("bos.gguf", ChatTestModels.Spec(template: "{{ bos_token }}" + ChatTestModels.Template));
+        using var model = CpuTestBackend.LoadModel(path);
+        using var context = model.CreateContext(new ContextOptions(128));
+        var tokens = ChatSession.ForModel(model, context).Encode([ChatTurn.User("hi")]);
+        Assert.Equal(model.Tokenizer.BosTokenId, tokens[0]);
+        Assert.Equal(1, tokens.Count(t => t == model.Tokenizer.BosTokenId));
+
+        // Without it in the template, the vocabulary's add_bos_token adds it: the same tokens either way.
+        string plain = Write("plain.gguf", ChatTestModels.Spec());
+        using var plainModel = CpuTestBackend.LoadModel(plain);
+        using var plainContext = plainModel.CreateContext(new ContextOptions(128));
+        Assert.Equal(tokens, ChatSession.ForModel(plainModel, plainContext).Encode([ChatTurn.User("hi")]));
+    }
+
+    [Fact]
     public void Bad_conversations_and_templates_are_clear_errors()
     {
         string path = Write("m.gguf", ChatTestModels.Spec());
