@@ -88,6 +88,48 @@ public class JinjaTemplateTests
     }
 
     [Fact]
+    public void A_template_with_tools_dates_and_tool_results_renders()
+    {
+        // The constructs of tool-aware templates (written here, not copied): defaults for undefined variables, a date,
+        // JSON of tool definitions, tool calls from assistant messages, a renamed role and selectattr over messages.
+        const string template = """
+            {%- if not date_string is defined -%}{%- set date_string = '26 Jul 2024' -%}{%- endif -%}
+            {%- set system = (messages | selectattr('role', 'equalto', 'system') | first) -%}
+            {{- bos_token ~ '<sys>Date: ' ~ date_string -}}
+            {%- if system is defined -%}{{ '\n' ~ system.content | trim }}{%- endif -%}
+            {%- if tools is defined and tools -%}
+                {%- for t in tools -%}{{ '\n' ~ (t | tojson(indent=None)) }}{%- endfor -%}
+            {%- endif -%}
+            {{- '</sys>' -}}
+            {%- for m in messages | rejectattr('role', 'equalto', 'system') -%}
+                {%- set role = 'ipython' if m.role == 'tool' else m.role -%}
+                {%- if m.tool_calls is defined and m.tool_calls -%}
+                    {%- for call in m.tool_calls -%}<call>{{ call.name }}({% for k, v in call.arguments | items %}{{ k }}={{ v | tojson }}{{ ', ' if not loop.last }}{% endfor %})</call>{%- endfor -%}
+                {%- else -%}
+                    <{{ role }}>{{ m.content }}</{{ role }}>
+                {%- endif -%}
+            {%- endfor -%}
+            """;
+        var messages = new List<object?>
+        {
+            new Dictionary<string, object?> { ["role"] = "system", ["content"] = " Use tools. " },
+            new Dictionary<string, object?> { ["role"] = "user", ["content"] = "Weather in Paris?" },
+            new Dictionary<string, object?>
+            {
+                ["role"] = "assistant", ["content"] = "",
+                ["tool_calls"] = new List<object?> { new Dictionary<string, object?> { ["name"] = "weather", ["arguments"] = new Dictionary<string, object?> { ["city"] = "Paris", ["days"] = 2L } } },
+            },
+            new Dictionary<string, object?> { ["role"] = "tool", ["content"] = "sunny" },
+        };
+        var tools = new List<object?> { new Dictionary<string, object?> { ["name"] = "weather", ["parameters"] = new Dictionary<string, object?> { ["city"] = "string" } } };
+        Assert.Equal("<s><sys>Date: 26 Jul 2024\nUse tools.\n{\"name\": \"weather\", \"parameters\": {\"city\": \"string\"}}</sys>"
+            + "<user>Weather in Paris?</user><call>weather(city=\"Paris\", days=2)</call><ipython>sunny</ipython>",
+            Render(template, ("messages", messages), ("tools", tools), ("bos_token", "<s>")));
+        Assert.Equal("<s><sys>Date: 1 Jan</sys><user>x</user>",
+            Render(template, ("messages", new List<object?> { new Dictionary<string, object?> { ["role"] = "user", ["content"] = "x" } }), ("bos_token", "<s>"), ("date_string", "1 Jan")));
+    }
+
+    [Fact]
     public void A_typical_system_message_extraction_template_renders()
     {
         // The pattern many real templates use: pull the system message out first, then loop over the rest.
