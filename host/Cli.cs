@@ -23,8 +23,8 @@ public static class Cli
 
         if (parseResult.Errors.Count > 0)
         {
-            foreach (var parseError in parseResult.Errors) error.WriteLine($"error: {parseError.Message}");
-            error.WriteLine("Run 'pluginengine --help' for usage.");
+            foreach (var parseError in parseResult.Errors) error.WriteLine($"error: {UserWords(parseError.Message)}");
+            error.WriteLine(HelpHint(parseResult));
             return ExitCodes.UserError;
         }
 
@@ -36,6 +36,8 @@ public static class Cli
         {
             // One clear line; the message already names the file, JSON path or backend.
             error.WriteLine($"error: {e.Message}");
+            // A flag's value was wrong: point at the flags of the command that was run.
+            if (e is UserErrorException { IsUsage: true }) error.WriteLine(HelpHint(parseResult));
             if (context.Verbose) error.WriteLine(e);
             return ExitCodes.UserError;
         }
@@ -63,8 +65,30 @@ public static class Cli
         return root;
     }
 
-    private static bool IsUserError(Exception e)
+    /// <summary>
+    /// Bad input — the command line, plugins.json, a plugin option, a model file that is not a usable model (its GGUF
+    /// structure, metadata types and ranges, tokenizer keys, tensor shapes, non-finite weights or logits) — as opposed
+    /// to a bug. Every one of these messages names what is wrong (flag, JSON path, file and key or tensor).
+    /// </summary>
+    internal static bool IsUserError(Exception e)
         => e is PluginConfigException or BackendNotAvailableException or PluginOptionException or UserErrorException
-            or Core.Gguf.GgufFormatException or Core.Models.ModelFormatException or Core.Loading.LoadOptionsException
-            or Core.Inference.ContextOverflowException or Core.Memory.HugePagesUnavailableException or FileNotFoundException;
+            or Core.Gguf.GgufFormatException or Core.Gguf.GgufMetadataTypeException or Core.Gguf.GgufMetadataRangeException
+            or Core.Models.ModelFormatException or Core.Tokenizer.TokenizerDataException or Core.Inference.NonFiniteLogitsException
+            or Core.Loading.LoadOptionsException or Core.Inference.ContextOverflowException or Core.Memory.HugePagesUnavailableException
+            or FileNotFoundException;
+
+    /// <summary>"Run 'pluginengine run --help' for usage." naming the (sub)command that was parsed.</summary>
+    internal static string HelpHint(ParseResult parse)
+    {
+        var names = new List<string>();
+        for (var r = parse.CommandResult; r is not null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+            if (r.Command is not RootCommand) names.Insert(0, r.Command.Name);
+        return $"Run '{string.Join(' ', ["pluginengine", .. names])} --help' for usage.";
+    }
+
+    /// <summary>System.CommandLine's parse errors in a user's words: "a number" instead of 'System.Single'.</summary>
+    private static string UserWords(string message) => message
+        .Replace("'System.Single'", "a number").Replace("'System.Double'", "a number")
+        .Replace("'System.Int32'", "a whole number").Replace("'System.Int64'", "a whole number")
+        .Replace("'System.Boolean'", "true or false").Replace("as expected type a", "as a");
 }

@@ -1,6 +1,6 @@
 namespace PluginEngine.Abstractions;
 
-/// <summary>The ops the core's model graphs are written in (DESIGN §5).</summary>
+/// <summary>The ops the core's model graphs are written in (docs/architecture.md#compute-queue-and-fused-ops).</summary>
 public enum ComputeOp
 {
     /// <summary>Embedding rows of a (possibly quantized) table, dequantized to F32.</summary>

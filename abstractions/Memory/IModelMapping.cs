@@ -3,10 +3,10 @@ namespace PluginEngine.Abstractions;
 /// <summary>What holds a model file's bytes in host memory.</summary>
 public enum MappingBacking
 {
-    /// <summary>mmap of the GGUF file itself (MAP_PRIVATE, PROT_READ, read-only descriptor).</summary>
+    /// <summary>mmap of the GGUF file itself (MAP_SHARED, PROT_READ, read-only descriptor; shared so a GPU can register the pages: docs/architecture.md#memory-model).</summary>
     File,
     /// <summary>Anonymous 2 MiB huge pages (MAP_HUGETLB | MAP_POPULATE), filled by reading the file.</summary>
-    HugeTlb,
+    HugePages,
     /// <summary>Anonymous normal pages (transparent huge pages requested with madvise), filled by reading the file.</summary>
     Anonymous,
     /// <summary>Process heap (no mmap at all), filled by reading the file.</summary>

@@ -80,10 +80,14 @@ public interface IBackendDevice
 /// <summary>
 /// A plugin's options from plugins.json (<c>plugins[i].options</c>), as scalar strings. Typed getters
 /// throw <see cref="PluginOptionException"/> naming the JSON path and the expected type.
+/// Every getter records the key it was asked for, so the host can report keys the plugin never read (a misspelled
+/// option) with <see cref="UnreadKeys"/> once the plugin has probed, configured its services and created its devices.
 /// </summary>
 public sealed class PluginOptions
 {
     private readonly IReadOnlyDictionary<string, string> _values;
+    private readonly HashSet<string> _keysRead = new(StringComparer.Ordinal);
+    private bool _enumerated;
 
     /// <summary>Creates options; <paramref name="jsonPath"/> is where they came from (e.g. <c>$.plugins[0].options</c>).</summary>
     public PluginOptions(IReadOnlyDictionary<string, string>? values = null, string jsonPath = "$.options")
@@ -95,15 +99,48 @@ public sealed class PluginOptions
     /// <summary>JSON path of the options object.</summary>
     public string JsonPath { get; }
 
-    /// <summary>Every option, as given.</summary>
-    public IReadOnlyDictionary<string, string> Values => _values;
+    /// <summary>Every option, as given. A plugin that reads this has seen every key, so none is reported as unread.</summary>
+    public IReadOnlyDictionary<string, string> Values
+    {
+        get
+        {
+            lock (_keysRead) _enumerated = true;
+            return _values;
+        }
+    }
+
+    /// <summary>The keys a getter was asked for so far (present or not), in sorted order.</summary>
+    public IReadOnlyList<string> KeysRead
+    {
+        get { lock (_keysRead) return _keysRead.Order(StringComparer.Ordinal).ToArray(); }
+    }
+
+    /// <summary>
+    /// Keys given in plugins.json that no getter asked for (and <see cref="Values"/> was never read): options this plugin
+    /// does not know, usually a misspelling. Meaningful once the plugin has configured its services and devices.
+    /// </summary>
+    public IReadOnlyList<string> UnreadKeys()
+    {
+        lock (_keysRead)
+            return _enumerated ? [] : _values.Keys.Where(k => !_keysRead.Contains(k)).Order(StringComparer.Ordinal).ToArray();
+    }
+
+    private void MarkRead(string key)
+    {
+        lock (_keysRead) _keysRead.Add(key);
+    }
 
     /// <summary>String option or <paramref name="defaultValue"/>.</summary>
-    public string? GetString(string key, string? defaultValue = null) => _values.TryGetValue(key, out var v) ? v : defaultValue;
+    public string? GetString(string key, string? defaultValue = null)
+    {
+        MarkRead(key);
+        return _values.TryGetValue(key, out var v) ? v : defaultValue;
+    }
 
     /// <summary>Integer option in [min, max] or <paramref name="defaultValue"/>.</summary>
     public int GetInt32(string key, int defaultValue, int min = int.MinValue, int max = int.MaxValue)
     {
+        MarkRead(key);
         if (!_values.TryGetValue(key, out var v)) return defaultValue;
         if (!int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int i))
             throw new PluginOptionException($"{JsonPath}.{key}: expected an integer, got '{v}'");
@@ -114,6 +151,7 @@ public sealed class PluginOptions
     /// <summary>Boolean option or <paramref name="defaultValue"/>.</summary>
     public bool GetBoolean(string key, bool defaultValue)
     {
+        MarkRead(key);
         if (!_values.TryGetValue(key, out var v)) return defaultValue;
         return v.ToLowerInvariant() switch
         {

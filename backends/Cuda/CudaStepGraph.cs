@@ -1,4 +1,6 @@
 using PluginEngine.Backends.Cuda.Native;
+using PluginEngine.Backends.Gpu;
+using PluginEngine.Backends.Gpu.Native;
 
 namespace PluginEngine.Backends.Cuda;
 
@@ -14,19 +16,19 @@ namespace PluginEngine.Backends.Cuda;
 /// synchronization, and cuBLAS calls, after which capture stays suspended until the step ends (a prompt
 /// step is a few large GEMMs: launch overhead does not matter there, and re-instantiating graphs would).
 /// </remarks>
-internal sealed unsafe class CudaStepGraph : IDisposable
+internal sealed unsafe class CudaStepGraph : IGpuStepGraph
 {
-    private readonly CudaRuntime _runtime;
+    private readonly GpuRuntime _runtime;
     private readonly CudaDriver _driver;
     private readonly nint _stream;
 
     private readonly Dictionary<ulong, nint> _executables = new(); // by node count: one per step shape seen
     private bool _capturing;
 
-    public CudaStepGraph(CudaRuntime runtime, nint stream)
+    public CudaStepGraph(GpuRuntime runtime, CudaDriver driver, nint stream)
     {
         _runtime = runtime;
-        _driver = runtime.Driver;
+        _driver = driver;
         _stream = stream;
         runtime.AddCapture(this);
     }

@@ -9,8 +9,8 @@ namespace PluginEngine.Core.Gguf;
 /// One immutable GGUF metadata value: a scalar, a string, or an array (arrays may nest).
 /// Arrays of scalars and strings are stored as one typed .NET array (<c>float[]</c>, <c>string[]</c>, …),
 /// never as one object per element, because vocabularies hold 100k+ entries.
-/// Typed accessors throw <see cref="InvalidCastException"/> naming the key and the actual type when the
-/// value is not of the requested kind, and <see cref="OverflowException"/> when an integer does not fit.
+/// Typed accessors throw <see cref="GgufMetadataTypeException"/> naming the key and the actual type when the
+/// value is not of the requested kind, and <see cref="GgufMetadataRangeException"/> when an integer does not fit.
 /// </summary>
 public sealed class GgufValue : IEquatable<GgufValue>
 {
@@ -266,7 +266,7 @@ public sealed class GgufValue : IEquatable<GgufValue>
                 _ => ((ulong[])source)[i] > long.MaxValue ? long.MaxValue : (long)((ulong[])source)[i],
             };
             if (v is < int.MinValue or > int.MaxValue)
-                throw new OverflowException($"metadata '{KeyForMessage}' element {i} = {v} ({_elementType}) does not fit in Int32");
+                throw new GgufMetadataRangeException(Key is null ? null : $"{Key}[{i}]", $"metadata '{KeyForMessage}' element {i} = {v} ({_elementType}) does not fit in Int32");
             result[i] = (int)v;
         }
         return result;
@@ -288,11 +288,11 @@ public sealed class GgufValue : IEquatable<GgufValue>
 
     private string TypeDescription => Type == GgufValueType.Array ? $"an array of {_elementType}" : Type.ToString();
 
-    private InvalidCastException WrongType(string expected)
-        => new($"metadata '{KeyForMessage}' is {TypeDescription}, not {expected}");
+    private GgufMetadataTypeException WrongType(string expected)
+        => new(Key, $"metadata '{KeyForMessage}' is {TypeDescription}, not {expected}");
 
-    private OverflowException DoesNotFit(string target)
-        => new($"metadata '{KeyForMessage}' = {ScalarText()} ({Type}) does not fit in {target}");
+    private GgufMetadataRangeException DoesNotFit(string target)
+        => new(Key, $"metadata '{KeyForMessage}' = {ScalarText()} ({Type}) does not fit in {target}");
 
     // ---- equality and display ----
 

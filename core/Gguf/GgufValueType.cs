@@ -32,7 +32,7 @@ public enum GgufValueType : uint
 }
 
 /// <summary>Facts about <see cref="GgufValueType"/> values that the reader and writer share.</summary>
-internal static class GgufValueTypes
+public static class GgufValueTypes
 {
     /// <summary>True for tags the format defines.</summary>
     public static bool IsKnown(uint raw) => raw <= (uint)GgufValueType.Float64;

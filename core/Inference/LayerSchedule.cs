@@ -5,7 +5,7 @@ using PluginEngine.Core.Models;
 namespace PluginEngine.Core.Inference;
 
 /// <summary>
-/// Which device runs each layer, and where each tensor lives (DESIGN §5). All layers on one backend, or the first
+/// Which device runs each layer, and where each tensor lives (docs/architecture.md#placement). All layers on one backend, or the first
 /// N layers on the primary (GPU) device and the rest on the CPU (<c>-ngl N</c>). A weight whose op the layer's device
 /// does not support for its type is placed on the CPU instead; the context then runs that op there and copies the
 /// activations both ways, counting the transfers.

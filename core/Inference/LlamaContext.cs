@@ -110,6 +110,7 @@ public sealed class LlamaContext : IDisposable
         foreach (int t in tokens)
             if ((uint)t >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {t} is outside the vocabulary (0..{vocab - 1})");
 
+        int firstPosition = Position;
         for (int start = 0; start < tokens.Length; start += BatchSize)
         {
             int n = Math.Min(BatchSize, tokens.Length - start);
@@ -117,6 +118,8 @@ public sealed class LlamaContext : IDisposable
             Span<float> dst = allPositions ? logits.Slice(start * vocab, n * vocab) : last ? logits[..vocab] : default;
             Forward(tokens.Slice(start, n), dst, allPositions);
         }
+        // Never hand NaN/Inf to a sampler or a logits file as if it were output.
+        NonFiniteLogitsException.ThrowIfAny(logits[..(int)needed], vocab, allPositions ? firstPosition : firstPosition + tokens.Length - 1);
     }
 
     /// <summary>One batch of n tokens through the whole network. Writes logits to <paramref name="logits"/> unless it is empty.</summary>

@@ -9,12 +9,8 @@ using PluginEngine.Core.Tokenizer;
 
 namespace PluginEngine.Core.Inference;
 
-/// <summary>How to load a model: devices, layer split and memory mode.</summary>
-/// <param name="Primary">Device for the offloaded layers (the CPU itself for CPU-only runs).</param>
-/// <param name="Cpu">The CPU device (the rest of the layers and op fallbacks).</param>
-/// <param name="GpuLayers">Layers on <paramref name="Primary"/> counted from the first; negative = all.</param>
-/// <param name="Load">Memory mode and host-import switch.</param>
-public sealed record ModelLoadOptions(IBackendDevice Primary, IBackendDevice Cpu, int GpuLayers, LoadOptions Load);
+/// <summary>A parsed model file that <see cref="LoadedModel.Validate"/> accepted, with what validation built.</summary>
+public sealed record ValidatedModel(GgufFile File, LlamaHyperParameters HyperParameters, ITokenizer Tokenizer);
 
 /// <summary>
 /// A model ready to run: parsed file, tokenizer, schedule, weights on their devices and one queue per device.
@@ -47,27 +43,44 @@ public sealed class LoadedModel : IDisposable
     public TimeSpan LoadTime { get; }
 
     /// <summary>Name from general.name, or the file name.</summary>
-    public string Name => File.GetStringOrDefault("general.name") ?? Path.GetFileNameWithoutExtension(File.Path);
+    public string Name => OptionalText("general.name") ?? Path.GetFileNameWithoutExtension(File.Path);
 
     /// <summary>True for models generated with random weights (their text is noise).</summary>
-    public bool HasRandomWeights => File.GetStringOrDefault("general.description")?.Contains("RANDOM WEIGHTS", StringComparison.Ordinal) == true;
+    public bool HasRandomWeights => OptionalText("general.description")?.Contains("RANDOM WEIGHTS", StringComparison.Ordinal) == true;
+
+    /// <summary>A descriptive string key, or null when absent or not a string (labels are informational: a wrong type is not worth failing a run).</summary>
+    private string? OptionalText(string key) => File.TryGet(key, out var v) && v.Type == GgufValueType.String ? v.AsString() : null;
 
     /// <summary>Reads, plans and loads <paramref name="path"/>.</summary>
     public static LoadedModel Load(string path, ModelLoadOptions options, IMappingFactory mappings, ILogger? logger = null, CancellationToken cancellation = default)
     {
-        logger ??= NullLogger.Instance;
         var clock = Stopwatch.StartNew();
-        var file = GgufReader.Read(path);
-        var hp = LlamaHyperParameters.FromGguf(file);
-        var tokenizer = TokenizerFactory.FromGguf(file);
-        if (tokenizer.VocabularySize != hp.VocabularySize)
-            throw new ModelFormatException(path, "tokenizer.ggml.tokens", $"{tokenizer.VocabularySize} tokens, but token_embd.weight has {hp.VocabularySize} rows");
+        return Load(GgufReader.Read(path), options, mappings, logger, cancellation, clock);
+    }
+
+    /// <summary>
+    /// Plans and loads a model <see cref="Validate"/> accepted (a caller that checks the file first, e.g. to report a bad
+    /// file before loading any plugin).
+    /// </summary>
+    public static LoadedModel Load(ValidatedModel model, ModelLoadOptions options, IMappingFactory mappings, ILogger? logger = null, CancellationToken cancellation = default)
+        => Load(model, options, mappings, logger, cancellation, Stopwatch.StartNew());
+
+    private static LoadedModel Load(GgufFile file, ModelLoadOptions options, IMappingFactory mappings, ILogger? logger, CancellationToken cancellation, Stopwatch clock)
+        => Load(Validate(file), options, mappings, logger, cancellation, clock);
+
+    private static LoadedModel Load(ValidatedModel model, ModelLoadOptions options, IMappingFactory mappings, ILogger? logger, CancellationToken cancellation, Stopwatch clock)
+    {
+        logger ??= NullLogger.Instance;
+        var (file, hp, tokenizer) = model;
+        string path = file.Path;
+        if (options.CheckTensors) TensorValueCheck.CheckFinite(file, cancellation);
 
         var queues = new Dictionary<IBackendDevice, IComputeQueue>();
         LoadedWeights? loaded = null;
         try
         {
             CreateQueues(options, queues);
+            CheckWeightTypes(file, hp, queues[options.Cpu]);
             var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
             var layout = ToLayout(file);
             var plan = PlacementPlanner.Plan(layout, schedule.AssignTensor, options.Load);
@@ -87,15 +100,19 @@ public sealed class LoadedModel : IDisposable
 
     /// <summary>
     /// The schedule and placement plan loading <paramref name="file"/> with <paramref name="options"/> would use, without
-    /// loading anything (for <c>inspect --plan</c>). Queues are created only to ask what each device supports.
+    /// loading anything (for <c>inspect --plan</c>). Queues are created only to ask what each device supports. The file is
+    /// validated exactly as <see cref="Load"/> validates it (metadata, tokenizer, every tensor's shape and type), so the
+    /// plan never accepts a model a load rejects.
     /// </summary>
     public static (string Schedule, PlacementPlan Plan) PlanOnly(GgufFile file, ModelLoadOptions options)
     {
-        var hp = LlamaHyperParameters.FromGguf(file);
+        var hp = Validate(file).HyperParameters;
+        if (options.CheckTensors) TensorValueCheck.CheckFinite(file);
         var queues = new Dictionary<IBackendDevice, IComputeQueue>();
         try
         {
             CreateQueues(options, queues);
+            CheckWeightTypes(file, hp, queues[options.Cpu]);
             var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
             var plan = PlacementPlanner.Plan(ToLayout(file), schedule.AssignTensor, options.Load);
             return (schedule.Describe(), plan);
@@ -103,6 +120,39 @@ public sealed class LoadedModel : IDisposable
         finally
         {
             foreach (var q in queues.Values) q.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Everything a load checks before it sizes or maps anything: hyper-parameters (counts against the tensors present,
+    /// finite positive floats), the tokenizer (every key), the vocabulary against token_embd, and every tensor the graph
+    /// reads (present, shape, F32 vectors). Each failure is a <see cref="ModelFormatException"/> naming the file and key or tensor.
+    /// </summary>
+    public static ValidatedModel Validate(GgufFile file)
+    {
+        var hp = LlamaHyperParameters.FromGguf(file);
+        var tokenizer = TokenizerFactory.FromGguf(file);
+        if (tokenizer.VocabularySize != hp.VocabularySize)
+            throw new ModelFormatException(file.Path, "tokenizer.ggml.tokens", $"{tokenizer.VocabularySize} tokens, but token_embd.weight has {hp.VocabularySize} rows");
+        LlamaWeights.CheckShapes(name => file.FindTensor(name)?.Info, hp, file.Path);
+        return new ValidatedModel(file, hp, tokenizer);
+    }
+
+    /// <summary>
+    /// Every matrix must be of a type the CPU (the device every op can fall back to) multiplies, and token_embd one it
+    /// reads rows of; otherwise a kernel would meet a type it cannot decode. The error names the tensor and its role.
+    /// </summary>
+    private static void CheckWeightTypes(GgufFile file, LlamaHyperParameters hp, IComputeQueue cpu)
+    {
+        foreach (var expected in LlamaWeights.Expected(hp))
+        {
+            if (expected.F32Vector || file.FindTensor(expected.Name) is not { } tensor) continue;
+            var type = tensor.Info.Type;
+            bool embedding = expected.Name == LlamaTensorNames.TokenEmbedding;
+            if (!cpu.Supports(ComputeOp.MatMul, type) && !(embedding && file.FindTensor(LlamaTensorNames.Output) is not null))
+                throw new ModelFormatException(file.Path, expected.Name, $"type {type} cannot be used as a weight matrix (no matrix multiplication kernel for it)");
+            if (embedding && !cpu.Supports(ComputeOp.GetRows, type))
+                throw new ModelFormatException(file.Path, expected.Name, $"type {type} cannot be used as the token embedding table (no row lookup for it)");
         }
     }
 

@@ -151,8 +151,8 @@ public sealed class ModelLoader(IMappingFactory mappings, ILogger? logger = null
         IModelMapping m = plan.Options.Memory switch
         {
             ModelMemoryMode.FileMapping => mappings.MapFile(path),
-            ModelMemoryMode.HugePages => mappings.CreateAnonymous(path, plan.MappingLength, hugeTlb: true),
-            ModelMemoryMode.Anonymous => mappings.CreateAnonymous(path, plan.MappingLength, hugeTlb: false),
+            ModelMemoryMode.HugePages => mappings.CreateAnonymous(path, plan.MappingLength, hugePages: true),
+            ModelMemoryMode.Anonymous => mappings.CreateAnonymous(path, plan.MappingLength, hugePages: false),
             ModelMemoryMode.Heap => mappings.CreateHeap(path, plan.MappingLength),
             _ => throw new ArgumentOutOfRangeException(nameof(plan)),
         };

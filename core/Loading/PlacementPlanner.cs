@@ -1,4 +1,5 @@
 using PluginEngine.Abstractions;
+using PluginEngine.Core.Memory;
 
 namespace PluginEngine.Core.Loading;
 
@@ -6,7 +7,7 @@ namespace PluginEngine.Core.Loading;
 public delegate void FileBytesReader(long offset, Span<byte> destination);
 
 /// <summary>
-/// Decides, before any byte moves, where every tensor lives and how its bytes get there (DESIGN §3.3).
+/// Decides, before any byte moves, where every tensor lives and how its bytes get there (docs/architecture.md#placement).
 /// This is the only place that reasons about slides: backends declare them through
 /// <see cref="IBufferProvider.GetAllocSize"/>, and the plan guarantees that every byte a kernel may read
 /// past a tensor is zero, without ever writing to a file mapping.
@@ -15,9 +16,6 @@ public static class PlacementPlanner
 {
     /// <summary>Largest host range imported as one buffer; larger spans are split at tensor boundaries so a refusal costs less.</summary>
     public const long MaxImportRangeBytes = 1L << 30;
-
-    /// <summary>Page size of 2 MiB huge pages.</summary>
-    public const long HugePageSize = 2L << 20;
 
     /// <summary>Alignment of tensors in the loader's own layouts (at least a cache line).</summary>
     private const long MinLayoutAlignment = 64;
@@ -50,7 +48,7 @@ public static class PlacementPlanner
     {
         ArgumentNullException.ThrowIfNull(file);
         ArgumentNullException.ThrowIfNull(assign);
-        long pageSize = options.Memory == ModelMemoryMode.HugePages ? HugePageSize : Environment.SystemPageSize;
+        long pageSize = options.Memory == ModelMemoryMode.HugePages ? HugePagePool.HugePageSize : Environment.SystemPageSize;
         var decisions = new Dictionary<IBackendDevice, (bool Import, string Reason)>();
         var placements = new List<TensorPlacement>(file.Tensors.Count);
         bool loaderLayout = options.Memory != ModelMemoryMode.FileMapping;

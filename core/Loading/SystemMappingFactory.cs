@@ -11,7 +11,7 @@ public sealed class SystemMappingFactory : IMappingFactory
 
     public IModelMapping MapFile(string path) => FileMapping.Open(path);
 
-    public IModelMapping CreateAnonymous(string sourcePath, long length, bool hugeTlb) => AnonymousMapping.Create(sourcePath, length, hugeTlb);
+    public IModelMapping CreateAnonymous(string sourcePath, long length, bool hugePages) => AnonymousMapping.Create(sourcePath, length, hugePages);
 
     public IModelMapping CreateHeap(string sourcePath, long length) => HeapMapping.Create(sourcePath, length);
 

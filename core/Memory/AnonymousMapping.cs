@@ -17,11 +17,11 @@ public sealed class AnonymousMapping : ModelMapping
 
     /// <summary>
     /// Maps at least <paramref name="length"/> bytes (rounded up to the page size: 2 MiB with
-    /// <paramref name="hugeTlb"/>, the system page otherwise) of zeroed, writable, private anonymous memory for
-    /// the model file at <paramref name="sourcePath"/>. With <paramref name="hugeTlb"/>, a pool too small
+    /// <paramref name="hugePages"/>, the system page otherwise) of zeroed, writable, private anonymous memory for
+    /// the model file at <paramref name="sourcePath"/>. With <paramref name="hugePages"/>, a pool too small
     /// throws <see cref="HugePagesUnavailableException"/> with the needed and free page counts.
     /// </summary>
-    public static AnonymousMapping Create(string sourcePath, long length, bool hugeTlb)
+    public static AnonymousMapping Create(string sourcePath, long length, bool hugePages)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(sourcePath);
         if (length <= 0)
@@ -30,12 +30,12 @@ public sealed class AnonymousMapping : ModelMapping
                 nameof(length), $"An anonymous mapping for '{sourcePath}' needs a positive length; got {length}.");
         }
 
-        LibC.EnsureSupported(hugeTlb ? "A hugetlb mapping" : "An anonymous mapping");
+        LibC.EnsureSupported(hugePages ? "A hugetlb mapping" : "An anonymous mapping");
 
-        long pageSize = hugeTlb ? HugePagePool.HugePageSize : Environment.SystemPageSize;
+        long pageSize = hugePages ? HugePagePool.HugePageSize : Environment.SystemPageSize;
         long mappedLength = RoundUp(length, pageSize);
         int flags = LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS;
-        if (hugeTlb)
+        if (hugePages)
         {
             flags |= LibC.MAP_HUGETLB | LibC.MAP_POPULATE;
         }
@@ -44,7 +44,7 @@ public sealed class AnonymousMapping : ModelMapping
         if (address == LibC.MapFailed)
         {
             int errno = Marshal.GetLastPInvokeError();
-            if (hugeTlb)
+            if (hugePages)
             {
                 throw new HugePagesUnavailableException(sourcePath, mappedLength / pageSize, HugePagePool.Query(), errno);
             }
@@ -54,14 +54,14 @@ public sealed class AnonymousMapping : ModelMapping
                 $"failed with {LibC.DescribeErrno(errno)}.");
         }
 
-        if (!hugeTlb)
+        if (!hugePages)
         {
             // Transparent huge pages cut TLB misses on multi-GB weights; a kernel that refuses still gives normal pages.
             _ = LibC.MAdvise(address, (nuint)mappedLength, LibC.MADV_HUGEPAGE);
         }
 
         return new AnonymousMapping(
-            sourcePath, hugeTlb ? MappingBacking.HugeTlb : MappingBacking.Anonymous, address, mappedLength, pageSize);
+            sourcePath, hugePages ? MappingBacking.HugePages : MappingBacking.Anonymous, address, mappedLength, pageSize);
     }
 
     /// <inheritdoc />

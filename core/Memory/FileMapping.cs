@@ -9,7 +9,7 @@ namespace PluginEngine.Core.Memory;
 /// ever: <see cref="ModelMapping.OpenWrite"/> always refuses, so the SIGSEGV of writing a read-only page
 /// cannot be expressed, and the kernel refuses to make the pages writable at all (mprotect(PROT_WRITE) of a shared
 /// mapping of an O_RDONLY descriptor fails with EACCES; a private mapping would allow it, as copy-on-write).
-/// Shared rather than private (DESIGN §3 said private) because pinning a private read-only file mapping for a GPU does
+/// Shared rather than private (docs/architecture.md#memory-model) because pinning a private read-only file mapping for a GPU does
 /// not work: on an H200 (driver 580), cuMemHostRegister(READ_ONLY) of a 64 MiB private range did not return in 45 s,
 /// while the same 620 MB file mapped shared registered in 22 ms (scripts/device/probe-host-register.py). Pages that are
 /// never written are the page cache's pages either way, so nothing else changes. Bytes past the end of the file inside

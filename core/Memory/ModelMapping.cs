@@ -130,7 +130,7 @@ public abstract class ModelMapping : IModelMapping
             }
             else if (_sealed)
             {
-                refusal = Backing is MappingBacking.HugeTlb or MappingBacking.Anonymous
+                refusal = Backing is MappingBacking.HugePages or MappingBacking.Anonymous
                     ? "the mapping was sealed read-only (mprotect PROT_READ) when loading ended"
                     : "the mapping was sealed when loading ended";
             }

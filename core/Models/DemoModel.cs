@@ -30,7 +30,15 @@ public static class DemoModel
         string path = Path.Combine(CacheDirectory, fileName);
         if (File.Exists(path)) return path;
         log?.Invoke($"generating {spec.Name} → {path} (first use; random weights)");
-        SyntheticModel.Write(spec, path);
+        // A progress line at most every 2 s (and the last one), so a long generation is never silent and a short one quiet.
+        var last = System.Diagnostics.Stopwatch.StartNew();
+        SyntheticModel.Write(spec, path, p =>
+        {
+            bool finished = p.TensorsDone == p.Tensors;
+            if (log is null || (!finished && last.Elapsed < TimeSpan.FromSeconds(2))) return;
+            last.Restart();
+            log(finished ? $"generated {spec.Name}: {p.Tensors} tensors, {p.Bytes:N0} B in {p.Elapsed.TotalSeconds:F1} s; writing the file" : $"generating {spec.Name}: {p}");
+        });
         return path;
     }
 }

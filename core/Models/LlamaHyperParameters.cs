@@ -37,60 +37,126 @@ public sealed record LlamaHyperParameters
     /// <summary>Elements of one token's queries: HeadCount × HeadSize.</summary>
     public int QDim => HeadCount * HeadSize;
 
-    /// <summary>Reads the parameters; every missing or inconsistent key is an error naming the key and file.</summary>
+    /// <summary>Tensors every transformer block holds (attention and FFN norms, q, k, v, output, gate, up, down).</summary>
+    public const int TensorsPerBlock = 9;
+
+    /// <summary>
+    /// Reads the parameters; every missing, mistyped or inconsistent key is a <see cref="ModelFormatException"/> naming
+    /// the key and file. Counts are checked against what the file holds (tensors present) before anything is sized by
+    /// them, and the float parameters must be finite and positive, so a bad file fails here and not in a kernel.
+    /// </summary>
     public static LlamaHyperParameters FromGguf(GgufFile file)
+    {
+        try
+        {
+            return Read(file);
+        }
+        catch (GgufMetadataTypeException e)
+        {
+            throw new ModelFormatException(file.Path, e.Key ?? "metadata", e.Message);
+        }
+        catch (GgufMetadataRangeException e)
+        {
+            throw new ModelFormatException(file.Path, e.Key ?? "metadata", e.Message);
+        }
+    }
+
+    private static LlamaHyperParameters Read(GgufFile file)
     {
         string arch = file.GetStringOrDefault("general.architecture")
             ?? throw new ModelFormatException(file.Path, "general.architecture", "missing: cannot tell which model graph to use");
         if (!SupportedArchitectures.Contains(arch))
             throw new ModelFormatException(file.Path, "general.architecture", $"'{arch}' is not supported (supported: {string.Join(", ", SupportedArchitectures)})");
 
-        int Required(string key)
+        // A positive count that fits in Int32; absent keys take the fallback (null: required).
+        int Count(string key, int? fallback = null)
         {
             string full = $"{arch}.{key}";
-            if (!file.TryGet(full, out var v)) throw new ModelFormatException(file.Path, full, "missing");
-            long value = v.AsInt64();
-            if (value <= 0 || value > int.MaxValue) throw new ModelFormatException(file.Path, full, $"{value} is out of range");
+            if (!file.TryGet(full, out var v))
+                return fallback ?? throw new ModelFormatException(file.Path, full, "missing");
+            if (v.IsArray || !GgufValueTypes.IsInteger(v.Type))
+                throw new ModelFormatException(file.Path, full, $"is {Describe(v)}, expected a positive integer");
+            long value = v.Type == GgufValueType.UInt64 && v.AsUInt64() > long.MaxValue ? long.MaxValue : v.AsInt64();
+            if (value <= 0 || value > int.MaxValue) throw new ModelFormatException(file.Path, full, $"{v} is out of range (1..{int.MaxValue})");
             return (int)value;
         }
+        // A finite, positive float; absent keys take the fallback.
+        float Positive(string key, float fallback)
+        {
+            string full = $"{arch}.{key}";
+            if (!file.TryGet(full, out var v)) return fallback;
+            if (v.Type is not (GgufValueType.Float32 or GgufValueType.Float64))
+                throw new ModelFormatException(file.Path, full, $"is {Describe(v)}, expected a float");
+            float value = v.AsFloat32();
+            if (!(value > 0) || !float.IsFinite(value)) throw new ModelFormatException(file.Path, full, $"{v} must be finite and positive");
+            return value;
+        }
 
-        int embd = Required("embedding_length");
-        int heads = Required("attention.head_count");
-        int kvHeads = file.TryGet($"{arch}.attention.head_count_kv", out var kv) ? (int)kv.AsInt64() : heads;
+        // The block count sizes per-layer tables (schedule, weights, KV cache): check it against the tensors present first.
+        int blocks = Count("block_count");
+        if (blocks > file.Tensors.Count / TensorsPerBlock)
+            throw new ModelFormatException(file.Path, $"{arch}.block_count",
+                $"{blocks} blocks, but the file holds only {file.Tensors.Count} tensors ({TensorsPerBlock} per block)");
+        if (file.FindTensor(LlamaTensorNames.AttnNorm(blocks - 1)) is null)
+            throw new ModelFormatException(file.Path, $"{arch}.block_count", $"{blocks} blocks, but tensor '{LlamaTensorNames.AttnNorm(blocks - 1)}' of the last block is missing");
+
+        var embdTensor = file.FindTensor(LlamaTensorNames.TokenEmbedding)
+            ?? throw new ModelFormatException(file.Path, LlamaTensorNames.TokenEmbedding, "tensor missing");
+        if (embdTensor.Info.Dims.Count < 2 || embdTensor.Info.Dims[1] > int.MaxValue)
+            throw new ModelFormatException(file.Path, LlamaTensorNames.TokenEmbedding, $"shape [{string.Join(", ", embdTensor.Info.Dims)}] is not [embedding_length, vocabulary]");
+        int vocab = (int)embdTensor.Info.Dims[1];
+
+        int embd = Count("embedding_length");
+        if (embd != embdTensor.Info.Dims[0])
+            throw new ModelFormatException(file.Path, $"{arch}.embedding_length", $"{embd}, but {LlamaTensorNames.TokenEmbedding} has {embdTensor.Info.Dims[0]} elements per row");
+        int heads = Count("attention.head_count");
+        int kvHeads = Count("attention.head_count_kv", heads);
         if (embd % heads != 0) throw new ModelFormatException(file.Path, $"{arch}.attention.head_count", $"{heads} does not divide embedding_length {embd}");
-        if (kvHeads <= 0 || heads % kvHeads != 0) throw new ModelFormatException(file.Path, $"{arch}.attention.head_count_kv", $"{kvHeads} must divide head_count {heads}");
-        int headSize = file.TryGet($"{arch}.attention.key_length", out var kl) ? (int)kl.AsInt64() : embd / heads;
-        int ropeDims = file.TryGet($"{arch}.rope.dimension_count", out var rd) ? (int)rd.AsInt64() : headSize;
-        if (ropeDims <= 0 || ropeDims > headSize || ropeDims % 2 != 0)
+        if (heads % kvHeads != 0) throw new ModelFormatException(file.Path, $"{arch}.attention.head_count_kv", $"{kvHeads} must divide head_count {heads}");
+        int headSize = Count("attention.key_length", embd / heads);
+        if ((long)headSize * heads > embd * 16L)
+            throw new ModelFormatException(file.Path, $"{arch}.attention.key_length", $"{headSize} × head_count {heads} is implausibly large for embedding_length {embd}");
+        int ropeDims = Count("rope.dimension_count", headSize);
+        if (ropeDims > headSize || ropeDims % 2 != 0)
             throw new ModelFormatException(file.Path, $"{arch}.rope.dimension_count", $"{ropeDims} must be even and at most the head size {headSize}");
+        int feedForward = Count("feed_forward_length");
+        if (feedForward > embd * 64L)
+            throw new ModelFormatException(file.Path, $"{arch}.feed_forward_length", $"{feedForward} is implausibly large for embedding_length {embd}");
+
         float ropeScale = 1f;
-        if (file.GetStringOrDefault($"{arch}.rope.scaling.type") is "linear" && file.TryGet($"{arch}.rope.scaling.factor", out var f))
-            ropeScale = 1f / f.AsFloat32();
+        string scalingKey = $"{arch}.rope.scaling.type";
+        switch (file.GetStringOrDefault(scalingKey))
+        {
+            case null or "none":
+                break;
+            case "linear":
+                ropeScale = 1f / Positive("rope.scaling.factor", 1f);
+                break;
+            case var other:
+                throw new ModelFormatException(file.Path, scalingKey, $"'{other}' is not supported (supported: none, linear; Llama 3.1-style scaling comes as rope_freqs.weight)");
+        }
 
         bool hasRopeFactors = CheckRopeFrequencyFactors(file, ropeDims);
-
-        var embdTensor = file.FindTensor("token_embd.weight")
-            ?? throw new ModelFormatException(file.Path, "token_embd.weight", "tensor missing");
-        int vocab = checked((int)embdTensor.Info.Dims[1]);
 
         return new LlamaHyperParameters
         {
             Architecture = arch,
-            ContextLength = Required("context_length"),
+            ContextLength = Count("context_length"),
             EmbeddingLength = embd,
-            BlockCount = Required("block_count"),
-            FeedForwardLength = Required("feed_forward_length"),
+            BlockCount = blocks,
+            FeedForwardLength = feedForward,
             HeadCount = heads,
             KvHeadCount = kvHeads,
             HeadSize = headSize,
             VocabularySize = vocab,
-            RmsNormEpsilon = file.GetFloat32OrDefault($"{arch}.attention.layer_norm_rms_epsilon", 1e-5f),
-            Rope = new RopeParams(arch == "qwen2" ? RopeMode.NeoX : RopeMode.Normal, ropeDims,
-                file.GetFloat32OrDefault($"{arch}.rope.freq_base", 10000f), ropeScale),
+            RmsNormEpsilon = Positive("attention.layer_norm_rms_epsilon", 1e-5f),
+            Rope = new RopeParams(arch == "qwen2" ? RopeMode.NeoX : RopeMode.Normal, ropeDims, Positive("rope.freq_base", 10000f), ropeScale),
             HasQkvBias = file.FindTensor("blk.0.attn_q.bias") is not null,
             HasRopeFrequencyFactors = hasRopeFactors,
         };
     }
+
+    private static string Describe(GgufValue v) => v.IsArray ? $"an array of {v.ElementType}" : $"a {v.Type}";
 
     /// <summary>
     /// Whether <c>rope_freqs.weight</c> is present; if it is, it must be F32 with one factor per rotated pair

@@ -35,43 +35,84 @@ public sealed record LlamaWeights(
     /// </summary>
     public ReadOnlyMemory<float> RopeFrequencyFactorValues { get; init; }
 
-    /// <summary>Binds the loaded tensors by name and checks every shape against the hyper-parameters.</summary>
+    /// <summary>One tensor the graph reads: its name, the shape the metadata implies, and whether it is an F32 vector.</summary>
+    public readonly record struct ExpectedTensor(string Name, long[] Dims, bool F32Vector, bool Optional = false);
+
+    /// <summary>Every tensor the llama graph reads for <paramref name="hp"/>, in file order of a typical converter.</summary>
+    public static IEnumerable<ExpectedTensor> Expected(LlamaHyperParameters hp)
+    {
+        int d = hp.EmbeddingLength, qd = hp.QDim, kvd = hp.KvDim, ff = hp.FeedForwardLength, vocab = hp.VocabularySize;
+        yield return new(N.TokenEmbedding, [d, vocab], false);
+        yield return new(N.Output, [d, vocab], false, Optional: true); // absent: tied to token_embd
+        yield return new(N.OutputNorm, [d], true);
+        if (hp.HasRopeFrequencyFactors) yield return new(N.RopeFrequencies, [hp.Rope.Dims / 2], true);
+        for (int l = 0; l < hp.BlockCount; l++)
+        {
+            yield return new(N.AttnNorm(l), [d], true);
+            yield return new(N.Q(l), [d, qd], false);
+            yield return new(N.K(l), [d, kvd], false);
+            yield return new(N.V(l), [d, kvd], false);
+            if (hp.HasQkvBias)
+            {
+                yield return new(N.QBias(l), [qd], true);
+                yield return new(N.KBias(l), [kvd], true);
+                yield return new(N.VBias(l), [kvd], true);
+            }
+            yield return new(N.AttnOutput(l), [qd, d], false);
+            yield return new(N.FfnNorm(l), [d], true);
+            yield return new(N.FfnGate(l), [d, ff], false);
+            yield return new(N.FfnUp(l), [d, ff], false);
+            yield return new(N.FfnDown(l), [ff, d], false);
+        }
+    }
+
+    /// <summary>
+    /// Checks that every tensor the graph reads is present with the shape the metadata implies (norms, biases and RoPE
+    /// factors F32). <paramref name="find"/> looks a tensor up by name. Used on the file's tensor table before anything
+    /// is loaded (so <c>inspect --plan</c> and a load reject the same files) and again on the loaded bindings.
+    /// </summary>
+    public static void CheckShapes(Func<string, TensorInfo?> find, LlamaHyperParameters hp, string path)
+    {
+        foreach (var expected in Expected(hp))
+        {
+            var actual = find(expected.Name);
+            if (actual is null)
+            {
+                if (expected.Optional) continue;
+                throw new ModelFormatException(path, expected.Name, "tensor missing");
+            }
+            var dims = expected.Dims;
+            var have = actual.Dims;
+            bool matches = have.Count >= dims.Length && !have.Skip(dims.Length).Any(x => x != 1);
+            for (int i = 0; matches && i < dims.Length; i++) matches = have[i] == dims[i];
+            if (!matches)
+                throw new ModelFormatException(path, expected.Name, $"shape [{string.Join(", ", have)}] but the model's metadata needs [{string.Join(", ", dims)}]");
+            if (expected.F32Vector && actual.Type != GgmlType.F32)
+                throw new ModelFormatException(path, expected.Name, $"type {actual.Type}; norms, biases and RoPE factors must be F32");
+        }
+    }
+
+    /// <summary>Binds the loaded tensors by name after checking every shape against the hyper-parameters.</summary>
     public static LlamaWeights Bind(LoadedWeights loaded, LlamaHyperParameters hp, string path)
     {
-        TensorBinding Get(string name, params long[] dims)
-        {
-            if (!loaded.Tensors.TryGetValue(name, out var b)) throw new ModelFormatException(path, name, "tensor missing");
-            var actual = b.Tensor.Dims;
-            if (actual.Count < dims.Length || !dims.Select((d, i) => actual[i] == d).All(x => x) || actual.Skip(dims.Length).Any(d => d != 1))
-                throw new ModelFormatException(path, name, $"shape [{string.Join(", ", actual)}] but the model's metadata needs [{string.Join(", ", dims)}]");
-            return b;
-        }
-        TensorBinding Vector(string name, long n)
-        {
-            var b = Get(name, n);
-            if (b.Tensor.Type != GgmlType.F32) throw new ModelFormatException(path, name, $"type {b.Tensor.Type}; norms, biases and RoPE factors must be F32");
-            return b;
-        }
+        CheckShapes(name => loaded.Tensors.TryGetValue(name, out var b) ? b.Tensor : null, hp, path);
+        TensorBinding Get(string name) => loaded.Tensors[name];
+        TensorBinding? Optional(string name) => loaded.Tensors.TryGetValue(name, out var b) ? b : null;
 
-        int d = hp.EmbeddingLength, qd = hp.QDim, kvd = hp.KvDim, ff = hp.FeedForwardLength, vocab = hp.VocabularySize;
-        var embd = Get(N.TokenEmbedding, d, vocab);
-        var output = loaded.Tensors.ContainsKey(N.Output) ? Get(N.Output, d, vocab) : embd;
+        var embd = Get(N.TokenEmbedding);
         var layers = new LlamaLayerWeights[hp.BlockCount];
         for (int l = 0; l < layers.Length; l++)
         {
             layers[l] = new LlamaLayerWeights(
-                Vector(N.AttnNorm(l), d),
-                Get(N.Q(l), d, qd), Get(N.K(l), d, kvd), Get(N.V(l), d, kvd),
-                hp.HasQkvBias ? Vector(N.QBias(l), qd) : null,
-                hp.HasQkvBias ? Vector(N.KBias(l), kvd) : null,
-                hp.HasQkvBias ? Vector(N.VBias(l), kvd) : null,
-                Get(N.AttnOutput(l), qd, d),
-                Vector(N.FfnNorm(l), d),
-                Get(N.FfnGate(l), d, ff), Get(N.FfnUp(l), d, ff), Get(N.FfnDown(l), ff, d));
+                Get(N.AttnNorm(l)), Get(N.Q(l)), Get(N.K(l)), Get(N.V(l)),
+                hp.HasQkvBias ? Get(N.QBias(l)) : null,
+                hp.HasQkvBias ? Get(N.KBias(l)) : null,
+                hp.HasQkvBias ? Get(N.VBias(l)) : null,
+                Get(N.AttnOutput(l)), Get(N.FfnNorm(l)), Get(N.FfnGate(l)), Get(N.FfnUp(l)), Get(N.FfnDown(l)));
         }
-        return new LlamaWeights(embd, Vector(N.OutputNorm, d), output, layers)
+        return new LlamaWeights(embd, Get(N.OutputNorm), Optional(N.Output) ?? embd, layers)
         {
-            RopeFrequencyFactors = hp.HasRopeFrequencyFactors ? Vector(N.RopeFrequencies, hp.Rope.Dims / 2) : null,
+            RopeFrequencyFactors = hp.HasRopeFrequencyFactors ? Get(N.RopeFrequencies) : null,
         };
     }
 }

@@ -73,10 +73,28 @@ public sealed record SyntheticModelSpec
 /// Used for the demo model, tests and benchmarks. The weights are scaled so activations stay in a sane range
 /// (≈ N(0, 1/fan_in)), which keeps logits finite and comparable across backends — the text they produce is noise.
 /// </summary>
+/// <summary>How far <see cref="SyntheticModel.Write"/> is: tensors and bytes generated so far, and the time taken.</summary>
+public sealed record SyntheticModelProgress(int TensorsDone, int Tensors, long BytesDone, long Bytes, TimeSpan Elapsed)
+{
+    /// <summary>Time left at the rate so far (bytes per second), or null before any byte is done.</summary>
+    public TimeSpan? Remaining => BytesDone <= 0 ? null : Elapsed * ((double)(Bytes - BytesDone) / BytesDone);
+
+    /// <summary>e.g. <c>tensors 45/201, 1.20/3.80 GiB, 12 s left</c>.</summary>
+    public override string ToString()
+    {
+        static string Size(long b) => b >= 1L << 30 ? $"{b / (double)(1L << 30):F2} GiB" : $"{b / (double)(1L << 20):F1} MiB";
+        string left = Remaining is { } r ? $", {Math.Ceiling(r.TotalSeconds):F0} s left" : "";
+        return string.Create(System.Globalization.CultureInfo.InvariantCulture, $"tensors {TensorsDone}/{Tensors}, {Size(BytesDone)} of {Size(Bytes)}{left}");
+    }
+}
+
 public static class SyntheticModel
 {
-    /// <summary>Writes the model described by <paramref name="spec"/> to <paramref name="path"/>.</summary>
-    public static void Write(SyntheticModelSpec spec, string path)
+    /// <summary>
+    /// Writes the model described by <paramref name="spec"/> to <paramref name="path"/>; <paramref name="progress"/> hears
+    /// after every tensor generated (tensors and bytes so far, elapsed time).
+    /// </summary>
+    public static void Write(SyntheticModelSpec spec, string path, Action<SyntheticModelProgress>? progress = null)
     {
         var writer = new GgufWriter(new GgufWriterOptions { Alignment = spec.Alignment, PaddingByte = spec.PaddingByte });
         int d = spec.EmbeddingLength, ff = spec.FeedForwardLength, headSize = d / spec.HeadCount, kvd = spec.KvHeadCount * headSize;
@@ -98,11 +116,11 @@ public static class SyntheticModel
 
         // Every tensor has its own seed and every row its own stream, so rows are generated in parallel and the
         // file is still identical on every machine, whatever the thread count.
-        void Matrix(string name, int cols, int rows, GgmlType type)
+        var pending = new List<(TensorInfo Info, Func<TensorInfo, byte[]> Generate)>();
+        void Matrix(string name, int cols, int rows, GgmlType type) => pending.Add((new TensorInfo(name, type, [cols, rows]), info =>
         {
             ulong tensorSeed = SeedFor(spec.Seed, name);
             float scale = 1f / MathF.Sqrt(cols);
-            var info = new TensorInfo(name, type, [cols, rows]);
             var bytes = new byte[info.ByteSize];
             Parallel.For(0, rows, () => new float[cols], (r, _, values) =>
             {
@@ -111,15 +129,15 @@ public static class SyntheticModel
                 Quantizer.Quantize(type, values, bytes.AsSpan((int)(r * info.RowBytes), (int)info.RowBytes));
                 return values;
             }, _ => { });
-            writer.AddTensor(info, bytes);
-        }
-        void Norm(string name, int n)
+            return bytes;
+        }));
+        void Norm(string name, int n) => pending.Add((new TensorInfo(name, GgmlType.F32, [n]), _ =>
         {
             var rng = new SplitMix(SeedFor(spec.Seed, name));
             var values = new float[n];
             for (int i = 0; i < n; i++) values[i] = 1f + 0.1f * rng.NextGaussian();
-            writer.AddTensor(name, GgmlType.F32, [n], System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
-        }
+            return System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+        }));
 
         var main = MainType(spec.WeightType);
         GgmlType Mixed(int layer) => spec.WeightType == SyntheticWeightType.Q4_K_M && layer % 2 == 0 ? GgmlType.Q6_K : main;
@@ -141,11 +159,25 @@ public static class SyntheticModel
             Matrix(Output, d, spec.VocabularySize, spec.WeightType == SyntheticWeightType.Q4_K_M ? GgmlType.Q6_K : main);
         if (spec.RopeFrequencyFactors is { } factors)
         {
-            var info = new TensorInfo(RopeFrequencies, spec.RopeFrequencyFactorsType, [factors.Count]);
-            var bytes = new byte[info.ByteSize];
-            Quantizer.Quantize(info.Type, factors.ToArray(), bytes);
-            writer.AddTensor(info, bytes);
+            pending.Add((new TensorInfo(RopeFrequencies, spec.RopeFrequencyFactorsType, [factors.Count]), info =>
+            {
+                var bytes = new byte[info.ByteSize];
+                Quantizer.Quantize(info.Type, factors.ToArray(), bytes);
+                return bytes;
+            }));
         }
+
+        // Generating the weights is the long part (seconds for TinyLlama, minutes for 7B): report each tensor.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        long total = pending.Sum(p => p.Info.ByteSize), done = 0;
+        for (int i = 0; i < pending.Count; i++)
+        {
+            var (info, generate) = pending[i];
+            writer.AddTensor(info, generate(info));
+            done += info.ByteSize;
+            progress?.Invoke(new SyntheticModelProgress(i + 1, pending.Count, done, total, clock.Elapsed));
+        }
+
 
         string? dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);

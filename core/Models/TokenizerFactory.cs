@@ -1,5 +1,6 @@
 using PluginEngine.Core.Gguf;
 using PluginEngine.Core.Tokenizer;
+using TokenizerDataException = PluginEngine.Core.Tokenizer.TokenizerDataException;
 
 namespace PluginEngine.Core.Models;
 
@@ -9,9 +10,25 @@ public static class TokenizerFactory
     /// <summary>Creates the tokenizer; errors name the file and the key.</summary>
     public static ITokenizer FromGguf(GgufFile file) => Tokenizer.Tokenizer.Create(VocabularyFromGguf(file));
 
-    /// <summary>The vocabulary stored in the file's tokenizer.ggml.* keys.</summary>
+    /// <summary>
+    /// The vocabulary stored in the file's tokenizer.ggml.* keys. Every problem is a <see cref="TokenizerDataException"/>
+    /// naming the file and the key (a value of the wrong type or range included).
+    /// </summary>
     public static TokenizerVocabulary VocabularyFromGguf(GgufFile file)
-        => TokenizerVocabulary.FromMetadata(key => file.TryGet(key, out var v) ? ToObject(v) : null, file.Path);
+    {
+        try
+        {
+            return TokenizerVocabulary.FromMetadata(key => file.TryGet(key, out var v) ? ToObject(v) : null, file.Path);
+        }
+        catch (GgufMetadataTypeException e)
+        {
+            throw new TokenizerDataException(file.Path, e.Key ?? "tokenizer.ggml", $"{file.Path}: {e.Message}");
+        }
+        catch (GgufMetadataRangeException e)
+        {
+            throw new TokenizerDataException(file.Path, e.Key ?? "tokenizer.ggml", $"{file.Path}: {e.Message}");
+        }
+    }
 
     /// <summary>A metadata value as the plain CLR object the vocabulary factory reads (string, number, bool, typed array).</summary>
     private static object? ToObject(GgufValue v) => v.Type switch

@@ -45,6 +45,13 @@ public sealed partial class PluginConfiguration
     /// <summary>Environment variable naming a plugins.json file.</summary>
     public const string EnvironmentVariable = "PLUGINENGINE_PLUGINS";
 
+    /// <summary>
+    /// Backend name of the CPU plugin: the built-in default backend, the device that runs the layers not offloaded and the
+    /// ops another device lacks, and the plugin that <c>-t</c> configures (<see cref="WithCpuThreads"/>). The one place the
+    /// host and the bench name a backend.
+    /// </summary>
+    public const string CpuBackend = "cpu";
+
     /// <summary>Path of the CPU plugin in the built-in default configuration, relative to its base directory.</summary>
     public const string DefaultCpuAssembly = "plugins/cpu/PluginEngine.Backends.Cpu.dll";
 
@@ -86,15 +93,23 @@ public sealed partial class PluginConfiguration
         return new PluginConfiguration(FilePath, Source, plugins, Preference);
     }
 
+    /// <summary>This configuration with the CPU plugin's <c>threads</c> option set to <paramref name="threads"/> (the <c>-t</c> switch).</summary>
+    public PluginConfiguration WithCpuThreads(int threads)
+        => WithOption(CpuBackend, "threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>The CPU plugin's configured <c>threads</c> option; 0 when absent or 0 (meaning every core).</summary>
+    public int ConfiguredCpuThreads()
+        => Plugins.FirstOrDefault(p => p.Name == CpuBackend)?.Options.GetInt32("threads", 0, 0, 4096) ?? 0;
+
     /// <summary>
     /// The configuration used when no plugins.json exists: the CPU plugin at <see cref="DefaultCpuAssembly"/>
-    /// relative to <paramref name="baseDirectory"/>, preference "cpu".
+    /// relative to <paramref name="baseDirectory"/>, preference <see cref="CpuBackend"/>.
     /// </summary>
     public static PluginConfiguration CreateDefault(string baseDirectory)
     {
         string full = Path.GetFullPath(Path.Combine(baseDirectory, DefaultCpuAssembly));
-        var cpu = new PluginEntry("cpu", DefaultCpuAssembly, full, true, new PluginOptions(null, "$.plugins[0].options"), "$.plugins[0]");
-        return new PluginConfiguration(BuiltInFilePath, PluginConfigSource.BuiltInDefault, [cpu], ["cpu"]);
+        var cpu = new PluginEntry(CpuBackend, DefaultCpuAssembly, full, true, new PluginOptions(null, "$.plugins[0].options"), "$.plugins[0]");
+        return new PluginConfiguration(BuiltInFilePath, PluginConfigSource.BuiltInDefault, [cpu], [CpuBackend]);
     }
 
     /// <summary>Reads and validates <paramref name="filePath"/>.</summary>
@@ -102,6 +117,8 @@ public sealed partial class PluginConfiguration
     public static PluginConfiguration Load(string filePath, PluginConfigSource source = PluginConfigSource.Explicit)
     {
         string full = Path.GetFullPath(filePath);
+        if (Directory.Exists(full))
+            throw new PluginConfigException(full, "$", $"is a directory, not a file; give the {FileName} inside it");
         string text;
         try
         {
@@ -136,8 +153,12 @@ public sealed partial class PluginConfiguration
             // LineNumber and BytePositionInLine are zero-based; editors count from one.
             string where = e.LineNumber is long line ? $"line {line + 1}, position {(e.BytePositionInLine ?? 0) + 1}" : "unknown position";
             string detail = e.Message;
-            int cut = detail.IndexOf(" Path:", StringComparison.Ordinal); // the parser appends its own location
-            if (cut > 0) detail = detail[..cut];
+            // The parser appends its own location, zero-based ("LineNumber: 2 | BytePositionInLine: 2.") and a JSON path: cut both.
+            foreach (string tail in (string[])[" LineNumber:", " Path:"])
+            {
+                int cut = detail.IndexOf(tail, StringComparison.Ordinal);
+                if (cut > 0) detail = detail[..cut];
+            }
             throw new PluginConfigException(fullPath, e.Path ?? "$", $"malformed JSON at {where}: {detail}", e);
         }
 

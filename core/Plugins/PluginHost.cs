@@ -97,6 +97,9 @@ public sealed class PluginHost
         throw new BackendNotAvailableException(name, $"backend '{name}' is not available ({why}); available backends: {available}");
     }
 
+    /// <summary>The CPU backend (<see cref="PluginConfiguration.CpuBackend"/>): non-offloaded layers and op fallbacks run there.</summary>
+    public LoadedBackend GetCpu() => GetBackend(PluginConfiguration.CpuBackend);
+
     /// <summary>
     /// The backend to use when none is named: the first loaded backend in the configuration's preference order;
     /// if none of those loaded, the loaded backend with the highest probe score.

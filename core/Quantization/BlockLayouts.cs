@@ -103,13 +103,15 @@ public static class BlockLayouts
     }
 
     /// <summary>Throws unless <paramref name="type"/> is one of the types this reference code handles.</summary>
+    /// <summary>True for the types the reference quantizer and dequantizer handle.</summary>
+    internal static bool IsReferenceType(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16
+        or GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K;
+
     internal static GgmlTypeInfo RequireSupported(GgmlType type, string operation)
     {
         switch (type)
         {
-            case GgmlType.F32: case GgmlType.F16: case GgmlType.BF16:
-            case GgmlType.Q8_0: case GgmlType.Q4_0:
-            case GgmlType.Q4_K: case GgmlType.Q5_K: case GgmlType.Q6_K: case GgmlType.Q8_K:
+            case var t when IsReferenceType(t):
                 return GgmlTypes.Get(type);
             default:
                 throw new NotSupportedException($"{operation}: type {type} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q8_K)");

@@ -10,6 +10,9 @@ namespace PluginEngine.Core.Quantization;
 /// </summary>
 public static class Dequantizer
 {
+    /// <summary>True when <see cref="Dequantize"/> can decode <paramref name="type"/>.</summary>
+    public static bool IsSupported(GgmlType type) => IsReferenceType(type);
+
     /// <summary>
     /// Decodes <paramref name="src"/> (a whole number of blocks of <paramref name="type"/>) into
     /// <paramref name="dst"/>, whose length is the element count. Throws when the lengths disagree.

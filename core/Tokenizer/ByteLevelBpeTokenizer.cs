@@ -78,7 +78,7 @@ internal sealed class ByteLevelBpeTokenizer : TokenizerBase
             int space = entry.Length > 1 ? entry.IndexOf(' ', 1) : -1;
             if (space < 0 || space == entry.Length - 1)
             {
-                throw new InvalidDataException($"'{TokenizerMetadataKeys.Merges}'[{rank}] = \"{entry}\" is not two pieces separated by a space");
+                throw new TokenizerDataException(vocabulary.Source, TokenizerMetadataKeys.Merges, $"{vocabulary.Source}: '{TokenizerMetadataKeys.Merges}'[{rank}] = \"{entry}\" is not two pieces separated by a space");
             }
             ReadOnlySpan<char> left = entry.AsSpan(0, space);
             ReadOnlySpan<char> right = entry.AsSpan(space + 1);
@@ -196,8 +196,8 @@ internal sealed class ByteLevelBpeTokenizer : TokenizerBase
                 token = Vocabulary.UnknownTokenId;
                 if (token < 0)
                 {
-                    throw new InvalidOperationException(
-                        $"byte 0x{work.Bytes[i]:X2} has no token ('{mapped[i]}') in this byte-level vocabulary and there is no unknown token");
+                    throw new TokenizerDataException(Vocabulary.Source, TokenizerMetadataKeys.UnknownTokenId,
+                        $"{Vocabulary.Source}: byte 0x{work.Bytes[i]:X2} has no token ('{mapped[i]}') in this byte-level vocabulary and there is no unknown token");
                 }
             }
             output.Add(token);

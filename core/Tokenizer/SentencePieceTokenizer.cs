@@ -172,8 +172,8 @@ internal sealed class SentencePieceTokenizer : TokenizerBase
                 id = Vocabulary.UnknownTokenId;
                 if (id < 0)
                 {
-                    throw new InvalidOperationException(
-                        $"character U+{char.ConvertToUtf32(character.ToString(), 0):X4} is not in the vocabulary, which has neither a byte token <0x{utf8[b]:X2}> nor an unknown token");
+                    throw new TokenizerDataException(Vocabulary.Source, TokenizerMetadataKeys.UnknownTokenId,
+                        $"{Vocabulary.Source}: character U+{char.ConvertToUtf32(character.ToString(), 0):X4} is not in the vocabulary, which has neither a byte token <0x{utf8[b]:X2}> nor an unknown token");
                 }
                 output.Add(id);
                 return; // one unknown token stands for the whole character

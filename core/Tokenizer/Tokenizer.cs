@@ -4,13 +4,14 @@ namespace PluginEngine.Core.Tokenizer;
 public static class Tokenizer
 {
     /// <summary>
-    /// Builds a tokenizer. Throws <see cref="InvalidDataException"/> for inconsistent vocabularies (naming the field)
-    /// and <see cref="NotSupportedException"/> for an unknown pre-tokenizer name.
+    /// Builds a tokenizer. Throws <see cref="TokenizerDataException"/> for inconsistent vocabularies (naming the key)
+    /// and <see cref="NotSupportedException"/> for an unknown pre-tokenizer name in a vocabulary built in code
+    /// (<see cref="TokenizerVocabulary.FromMetadata"/> reports that one as a <see cref="TokenizerDataException"/> too).
     /// </summary>
     public static ITokenizer Create(TokenizerVocabulary vocabulary)
     {
         ArgumentNullException.ThrowIfNull(vocabulary);
-        vocabulary.Validate();
+        vocabulary.Validate(vocabulary.Source);
         return vocabulary.Model switch
         {
             TokenizerModelKind.SentencePiece => new SentencePieceTokenizer(vocabulary),

@@ -61,6 +61,9 @@ public sealed record TokenizerVocabulary
     /// <summary>The tokenization algorithm.</summary>
     public required TokenizerModelKind Model { get; init; }
 
+    /// <summary>Where the vocabulary came from (a model file path), named in errors found while encoding.</summary>
+    public string Source { get; init; } = "vocabulary";
+
     /// <summary>Pre-tokenizer name (GGUF <c>tokenizer.ggml.pre</c>): "llama-bpe", "qwen2", "default", …</summary>
     public string PreTokenizer { get; init; } = "default";
 
@@ -121,30 +124,30 @@ public sealed record TokenizerVocabulary
     }
 
     /// <summary>
-    /// Checks internal consistency (array lengths, id ranges, types) and throws <see cref="InvalidDataException"/>
+    /// Checks internal consistency (array lengths, id ranges, types) and throws <see cref="TokenizerDataException"/>
     /// naming the offending GGUF key. <paramref name="source"/> names where the data came from (a file path).
     /// </summary>
     public void Validate(string source = "vocabulary")
     {
         if (Tokens.Length == 0)
         {
-            throw new InvalidDataException($"{source}: '{TokenizerMetadataKeys.Tokens}' is empty");
+            throw new TokenizerDataException(source, TokenizerMetadataKeys.Tokens, $"{source}: '{TokenizerMetadataKeys.Tokens}' is empty");
         }
         if (Scores is not null && Scores.Length != Tokens.Length)
         {
-            throw new InvalidDataException($"{source}: '{TokenizerMetadataKeys.Scores}' has {Scores.Length} entries but '{TokenizerMetadataKeys.Tokens}' has {Tokens.Length}");
+            throw new TokenizerDataException(source, TokenizerMetadataKeys.Scores, $"{source}: '{TokenizerMetadataKeys.Scores}' has {Scores.Length} entries but '{TokenizerMetadataKeys.Tokens}' has {Tokens.Length}");
         }
         if (TokenTypes is not null)
         {
             if (TokenTypes.Length != Tokens.Length)
             {
-                throw new InvalidDataException($"{source}: '{TokenizerMetadataKeys.TokenTypes}' has {TokenTypes.Length} entries but '{TokenizerMetadataKeys.Tokens}' has {Tokens.Length}");
+                throw new TokenizerDataException(source, TokenizerMetadataKeys.TokenTypes, $"{source}: '{TokenizerMetadataKeys.TokenTypes}' has {TokenTypes.Length} entries but '{TokenizerMetadataKeys.Tokens}' has {Tokens.Length}");
             }
             for (int i = 0; i < TokenTypes.Length; i++)
             {
                 if (TokenTypes[i] is < 0 or > 6)
                 {
-                    throw new InvalidDataException($"{source}: '{TokenizerMetadataKeys.TokenTypes}'[{i}] = {TokenTypes[i]} is not a token type (0..6)");
+                    throw new TokenizerDataException(source, TokenizerMetadataKeys.TokenTypes, $"{source}: '{TokenizerMetadataKeys.TokenTypes}'[{i}] = {TokenTypes[i]} is not a token type (0..6)");
                 }
             }
         }
@@ -152,16 +155,16 @@ public sealed record TokenizerVocabulary
         {
             if (Tokens[i] is null)
             {
-                throw new InvalidDataException($"{source}: '{TokenizerMetadataKeys.Tokens}'[{i}] is null");
+                throw new TokenizerDataException(source, TokenizerMetadataKeys.Tokens, $"{source}: '{TokenizerMetadataKeys.Tokens}'[{i}] is null");
             }
         }
         if (Model == TokenizerModelKind.SentencePiece && Scores is null)
         {
-            throw new InvalidDataException($"{source}: '{TokenizerMetadataKeys.Scores}' is required for a SentencePiece (\"llama\") vocabulary");
+            throw new TokenizerDataException(source, TokenizerMetadataKeys.Scores, $"{source}: '{TokenizerMetadataKeys.Scores}' is required for a SentencePiece (\"llama\") vocabulary");
         }
         if (Model == TokenizerModelKind.ByteLevelBpe && Merges is null)
         {
-            throw new InvalidDataException($"{source}: '{TokenizerMetadataKeys.Merges}' is required for a byte-level BPE (\"gpt2\") vocabulary");
+            throw new TokenizerDataException(source, TokenizerMetadataKeys.Merges, $"{source}: '{TokenizerMetadataKeys.Merges}' is required for a byte-level BPE (\"gpt2\") vocabulary");
         }
         CheckId(BosTokenId, TokenizerMetadataKeys.BosTokenId, source);
         CheckId(EosTokenId, TokenizerMetadataKeys.EosTokenId, source);
@@ -169,11 +172,11 @@ public sealed record TokenizerVocabulary
         CheckId(PaddingTokenId, TokenizerMetadataKeys.PaddingTokenId, source);
         if (AddBos && BosTokenId < 0)
         {
-            throw new InvalidDataException($"{source}: '{TokenizerMetadataKeys.AddBosToken}' is true but there is no '{TokenizerMetadataKeys.BosTokenId}'");
+            throw new TokenizerDataException(source, TokenizerMetadataKeys.AddBosToken, $"{source}: '{TokenizerMetadataKeys.AddBosToken}' is true but there is no '{TokenizerMetadataKeys.BosTokenId}'");
         }
         if (AddEos && EosTokenId < 0)
         {
-            throw new InvalidDataException($"{source}: '{TokenizerMetadataKeys.AddEosToken}' is true but there is no '{TokenizerMetadataKeys.EosTokenId}'");
+            throw new TokenizerDataException(source, TokenizerMetadataKeys.AddEosToken, $"{source}: '{TokenizerMetadataKeys.AddEosToken}' is true but there is no '{TokenizerMetadataKeys.EosTokenId}'");
         }
     }
 
@@ -181,7 +184,7 @@ public sealed record TokenizerVocabulary
     {
         if (id < -1 || id >= Tokens.Length)
         {
-            throw new InvalidDataException($"{source}: '{key}' = {id} is outside the vocabulary (0..{Tokens.Length - 1})");
+            throw new TokenizerDataException(source, key, $"{source}: '{key}' = {id} is outside the vocabulary (0..{Tokens.Length - 1})");
         }
     }
 
@@ -196,23 +199,34 @@ public sealed record TokenizerVocabulary
     {
         ArgumentNullException.ThrowIfNull(lookup);
         string modelName = ReadString(lookup, TokenizerMetadataKeys.Model, source)
-            ?? throw new InvalidDataException($"{source}: metadata key '{TokenizerMetadataKeys.Model}' is missing");
+            ?? throw new TokenizerDataException(source, TokenizerMetadataKeys.Model, $"{source}: metadata key '{TokenizerMetadataKeys.Model}' is missing");
         TokenizerModelKind model = modelName switch
         {
             "llama" => TokenizerModelKind.SentencePiece,
             "gpt2" => TokenizerModelKind.ByteLevelBpe,
-            _ => throw new NotSupportedException($"{source}: '{TokenizerMetadataKeys.Model}' = '{modelName}' is not supported (supported: llama, gpt2)"),
+            _ => throw new TokenizerDataException(source, TokenizerMetadataKeys.Model, $"{source}: '{TokenizerMetadataKeys.Model}' = '{modelName}' is not supported (supported: llama, gpt2)"),
         };
         string pre = ReadString(lookup, TokenizerMetadataKeys.PreTokenizer, source) ?? "default";
+        if (model == TokenizerModelKind.ByteLevelBpe)
+        {
+            try
+            {
+                PreTokenizerRules.ForName(pre);
+            }
+            catch (NotSupportedException e)
+            {
+                throw new TokenizerDataException(source, TokenizerMetadataKeys.PreTokenizer, $"{source}: {e.Message}");
+            }
+        }
         string[] tokens = ReadArray(lookup, TokenizerMetadataKeys.Tokens, source, (o, i) => o as string
-            ?? throw new InvalidDataException($"{source}: '{TokenizerMetadataKeys.Tokens}'[{i}] is {Describe(o)}, expected a string"))
-            ?? throw new InvalidDataException($"{source}: metadata key '{TokenizerMetadataKeys.Tokens}' is missing");
+            ?? throw new TokenizerDataException(source, TokenizerMetadataKeys.Tokens, $"{source}: '{TokenizerMetadataKeys.Tokens}'[{i}] is {Describe(o)}, expected a string"))
+            ?? throw new TokenizerDataException(source, TokenizerMetadataKeys.Tokens, $"{source}: metadata key '{TokenizerMetadataKeys.Tokens}' is missing");
         float[]? scores = ReadArray(lookup, TokenizerMetadataKeys.Scores, source,
-            (o, i) => ToFloat(o, $"'{TokenizerMetadataKeys.Scores}'[{i}]", source));
+            (o, i) => ToFloat(o, TokenizerMetadataKeys.Scores, $"'{TokenizerMetadataKeys.Scores}'[{i}]", source));
         int[]? types = ReadArray(lookup, TokenizerMetadataKeys.TokenTypes, source,
-            (o, i) => (int)ToInteger(o, $"'{TokenizerMetadataKeys.TokenTypes}'[{i}]", source));
+            (o, i) => (int)ToInteger(o, TokenizerMetadataKeys.TokenTypes, $"'{TokenizerMetadataKeys.TokenTypes}'[{i}]", source));
         string[]? merges = ReadArray(lookup, TokenizerMetadataKeys.Merges, source, (o, i) => o as string
-            ?? throw new InvalidDataException($"{source}: '{TokenizerMetadataKeys.Merges}'[{i}] is {Describe(o)}, expected a string"));
+            ?? throw new TokenizerDataException(source, TokenizerMetadataKeys.Merges, $"{source}: '{TokenizerMetadataKeys.Merges}'[{i}] is {Describe(o)}, expected a string"));
 
         bool sentencePiece = model == TokenizerModelKind.SentencePiece;
         bool llama3Family = !sentencePiece && PreTokenizerRules.ForName(pre) == PreTokenizerKind.Llama3;
@@ -223,6 +237,7 @@ public sealed record TokenizerVocabulary
         var vocabulary = new TokenizerVocabulary
         {
             Model = model,
+            Source = source,
             PreTokenizer = pre,
             Tokens = tokens,
             Scores = scores,
@@ -244,14 +259,14 @@ public sealed record TokenizerVocabulary
     {
         null => null,
         string s => s,
-        var other => throw new InvalidDataException($"{source}: '{key}' is {Describe(other)}, expected a string"),
+        var other => throw new TokenizerDataException(source, key, $"{source}: '{key}' is {Describe(other)}, expected a string"),
     };
 
     private static bool ReadBool(Func<string, object?> lookup, string key, string source, bool fallback) => lookup(key) switch
     {
         null => fallback,
         bool b => b,
-        var other => throw new InvalidDataException($"{source}: '{key}' is {Describe(other)}, expected a bool"),
+        var other => throw new TokenizerDataException(source, key, $"{source}: '{key}' is {Describe(other)}, expected a bool"),
     };
 
     private static int ReadId(Func<string, object?> lookup, string key, string source, int fallback)
@@ -261,7 +276,7 @@ public sealed record TokenizerVocabulary
         {
             return fallback;
         }
-        long id = ToInteger(value, $"'{key}'", source);
+        long id = ToInteger(value, key, $"'{key}'", source);
         // GGUF stores ids as uint32; 0xFFFFFFFF (and -1) are used for "none".
         if (id == uint.MaxValue || id == -1)
         {
@@ -269,7 +284,7 @@ public sealed record TokenizerVocabulary
         }
         if (id < 0 || id > int.MaxValue)
         {
-            throw new InvalidDataException($"{source}: '{key}' = {id} is not a token id");
+            throw new TokenizerDataException(source, key, $"{source}: '{key}' = {id} is not a token id");
         }
         return (int)id;
     }
@@ -284,7 +299,7 @@ public sealed record TokenizerVocabulary
             case T[] typed:
                 return typed;
             case string:
-                throw new InvalidDataException($"{source}: '{key}' is a string, expected an array");
+                throw new TokenizerDataException(source, key, $"{source}: '{key}' is a string, expected an array");
             case IEnumerable items:
                 var list = new List<T>();
                 int index = 0;
@@ -294,11 +309,11 @@ public sealed record TokenizerVocabulary
                 }
                 return list.ToArray();
             default:
-                throw new InvalidDataException($"{source}: '{key}' is {Describe(value)}, expected an array");
+                throw new TokenizerDataException(source, key, $"{source}: '{key}' is {Describe(value)}, expected an array");
         }
     }
 
-    private static long ToInteger(object? value, string what, string source) => value switch
+    private static long ToInteger(object? value, string key, string what, string source) => value switch
     {
         sbyte v => v,
         byte v => v,
@@ -308,16 +323,16 @@ public sealed record TokenizerVocabulary
         uint v => v,
         long v => v,
         ulong v when v <= long.MaxValue => (long)v,
-        _ => throw new InvalidDataException($"{source}: {what} is {Describe(value)}, expected an integer"),
+        _ => throw new TokenizerDataException(source, key, $"{source}: {what} is {Describe(value)}, expected an integer"),
     };
 
-    private static float ToFloat(object? value, string what, string source) => value switch
+    private static float ToFloat(object? value, string key, string what, string source) => value switch
     {
         float v => v,
         double v => (float)v,
         int v => v,
         long v => v,
-        _ => throw new InvalidDataException($"{source}: {what} is {Describe(value)}, expected a number"),
+        _ => throw new TokenizerDataException(source, key, $"{source}: {what} is {Describe(value)}, expected a number"),
     };
 
     private static string Describe(object? value) => value is null ? "null" : $"a {value.GetType().Name}";

@@ -29,8 +29,11 @@ public sealed class PluginEngineChatClientOptions
     /// <summary><c>--no-mmap</c>: read the model into heap memory instead of mapping the file.</summary>
     public bool NoMmap { get; set; }
 
-    /// <summary><c>--gpu-host-import</c>: null leaves it to the environment variable, then auto.</summary>
+    /// <summary><c>--host-import</c>: null leaves it to PLUGINENGINE_HOST_IMPORT, then auto.</summary>
     public HostImportMode? HostImport { get; set; }
+
+    /// <summary><c>--check-tensors</c>: decode every weight at load and reject NaN/Inf, naming the tensor.</summary>
+    public bool CheckTensors { get; set; }
 
     /// <summary><c>-c</c>: positions of the KV cache; null: min(model's context length, 4096).</summary>
     public int? ContextSize { get; set; }

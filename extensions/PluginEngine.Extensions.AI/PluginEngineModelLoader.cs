@@ -24,18 +24,20 @@ internal static class PluginEngineModelLoader
         }
         else path = DemoModel.EnsureExists(m => loggers.CreateLogger<PluginEngineChatClient>().LogInformation("{Message}", m));
 
+        // A file that is not a usable model is reported before any plugin (and GPU runtime) is loaded, as the CLI does.
+        var validated = LoadedModel.Validate(Core.Gguf.GgufReader.Read(path));
         var config = PluginConfigLocator.Locate(options.PluginsPath);
         if (options.Threads is { } threads)
         {
             if (threads <= 0) throw new ArgumentOutOfRangeException(nameof(options), threads, "Threads must be at least 1");
-            config = config.WithOption("cpu", "threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            config = config.WithCpuThreads(threads);
         }
         host = PluginHost.Load(config, loggers);
         var backend = options.Backend is { } name ? host.GetBackend(name) : host.SelectDefault();
-        IBackendDevice primary = backend.Devices[0], cpu = host.GetBackend("cpu").Devices[0];
+        IBackendDevice primary = backend.Devices[0], cpu = host.GetCpu().Devices[0];
 
-        var hostImport = HostImportSetting.Resolve(options.HostImport, Environment.GetEnvironmentVariable(HostImportSetting.EnvironmentVariable));
-        var load = LoadOptions.FromSwitches(!options.NoMmap, options.HugePages, hostImport, OperatingSystem.IsLinux());
-        return LoadedModel.Load(path, new ModelLoadOptions(primary, cpu, options.GpuLayers, load), SystemMappingFactory.Instance, loggers.CreateLogger("loader"));
+        var load = LoadOptions.FromSwitches(!options.NoMmap, options.HugePages, HostImportSetting.Resolve(options.HostImport), OperatingSystem.IsLinux());
+        var loadOptions = new ModelLoadOptions(primary, cpu, options.GpuLayers, load) { CheckTensors = options.CheckTensors };
+        return LoadedModel.Load(validated, loadOptions, SystemMappingFactory.Instance, loggers.CreateLogger("loader"));
     }
 }

@@ -23,7 +23,9 @@ public static class BackendsCommand
         command.Options.Add(json);
         command.SetAction(parseResult =>
         {
-            var report = BackendsReport.From(context.LoadPlugins());
+            var host = context.LoadPlugins();
+            var report = BackendsReport.From(host);
+            PluginDiagnostics.WarnUnknownOptions(host, context.Error);
             if (parseResult.GetValue(json)) WriteJson(report, context.Output);
             else WriteTables(report, context.CreateConsole());
             return ExitCodes.Success;

@@ -1,6 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
-using PluginEngine.Core.Bench;
+using PluginEngine.Bench;
 using PluginEngine.Core.Loading;
 using PluginEngine.Core.Plugins;
 using Spectre.Console;
@@ -27,7 +27,7 @@ public static class BenchCommand
         var mmap = new Option<string[]>("--mmap") { Description = "1 = map the file (default), 0 = read it into heap memory", HelpName = "0|1[,…]" };
         var hugePages = new Option<string[]>("--hugepages") { Description = "1 = hold the model in 2 MiB huge pages (Linux, needs a reserved pool); default 0", HelpName = "0|1[,…]" };
         var memory = new Option<string[]>("--memory") { Description = "Memory modes directly: file, hugepages, anonymous, heap (instead of --mmap/--hugepages)", HelpName = "MODE[,MODE]" };
-        var hostImport = new Option<string[]>("--gpu-host-import") { Description = "GPU host import: auto, on, off (default: PLUGINENGINE_GPU_HOST_IMPORT, else auto)", HelpName = "auto|on|off[,…]" };
+        var hostImport = new Option<string[]>("--host-import", "--gpu-host-import") { Description = $"Host import: auto, on, off (default: {HostImportSetting.EnvironmentVariable}, else auto)", HelpName = "auto|on|off[,…]" };
         var prompt = new Option<string[]>("--n-prompt", "-p") { Description = "Prompt-processing tests: tokens evaluated in one batch (default 512)", HelpName = "N[,N]" };
         var generate = new Option<string[]>("--n-gen", "-n") { Description = "Generation tests: tokens evaluated one at a time (default 128)", HelpName = "N[,N]" };
         var promptGenerate = new Option<string[]>("--prompt-gen", "-pg") { Description = "Prompt then generation, timed together (repeat for more)", HelpName = "P,N" };
@@ -221,21 +221,15 @@ public static class BenchCommand
 
     private static HostImportSetting[] HostImports(string[]? values)
     {
-        string? environment = Environment.GetEnvironmentVariable(HostImportSetting.EnvironmentVariable);
         try
         {
-            if (values is not { Length: > 0 }) return [HostImportSetting.Resolve(null, environment)];
-            return Lists.Split("--gpu-host-import", values).Select(v => v.ToLowerInvariant() switch
-            {
-                "auto" => HostImportMode.Auto,
-                "on" => HostImportMode.On,
-                "off" => HostImportMode.Off,
-                _ => throw new UserErrorException($"--gpu-host-import: unknown value '{v}' (expected auto, on or off)"),
-            }).Distinct().Select(mode => HostImportSetting.Resolve(mode, environment)).ToArray();
+            if (values is not { Length: > 0 }) return [HostImportSetting.Resolve(null)];
+            return Lists.Split("--host-import", values).Select(v => HostImportSetting.Parse(v, "--host-import"))
+                .Distinct().Select(mode => HostImportSetting.Resolve(mode)).ToArray();
         }
         catch (ArgumentException e)
         {
-            throw new UserErrorException(e.Message); // a bad PLUGINENGINE_GPU_HOST_IMPORT value; the message names it
+            throw new UserErrorException(e.Message); // a bad flag or environment value; the message names which
         }
     }
 

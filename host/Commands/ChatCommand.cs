@@ -17,7 +17,7 @@ public static class ChatCommand
     public static Command Create(CliContext context)
     {
         var model = new ModelOptions();
-        var sampling = new ChatSamplingOptions();
+        var sampling = new SamplingOptions();
         var prompts = new Option<string[]>("--prompt", "-p") { Description = "Answer this message and exit (repeat -p for several turns; \"/reset\" starts over)", AllowMultipleArgumentsPerToken = false };
         var system = new Option<string?>("--system-prompt", "-sys") { Description = "System message the conversation starts with" };
         var template = new Option<string?>("--chat-template") { Description = $"Override the model's chat template: a built-in ({BuiltInChatTemplates.Names}) or a file holding a Jinja template", HelpName = "NAME|FILE" };
@@ -35,12 +35,12 @@ public static class ChatCommand
         {
             var settings = sampling.Resolve(parse);
             int n = parse.GetValue(count);
-            if (n < -1) throw new UserErrorException($"--n-predict {n}: must be -1 (no limit) or 0 or more");
+            if (n < -1) throw new UserErrorException($"--n-predict {n}: must be -1 (no limit) or 0 or more", isUsage: true);
 
             using var loaded = model.LoadModel(parse, context, out string path);
             var hp = loaded.HyperParameters;
             int ctxSize = parse.GetValue(ctx) is > 0 and var c ? c : Math.Min(hp.ContextLength, 4096);
-            if (ctxSize > hp.ContextLength) throw new UserErrorException($"--ctx-size {ctxSize} exceeds the model's context length {hp.ContextLength}");
+            if (ctxSize > hp.ContextLength) throw new UserErrorException($"--ctx-size {ctxSize} exceeds the model's context length {hp.ContextLength}", isUsage: true);
             using var llama = loaded.CreateContext(new ContextOptions(ctxSize, Math.Max(1, parse.GetValue(batch)),
                 parse.GetValue(kvF32) ? Abstractions.GgmlType.F32 : Abstractions.GgmlType.F16));
 

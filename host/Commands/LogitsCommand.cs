@@ -27,7 +27,8 @@ public static class LogitsCommand
         command.SetAction(parse =>
         {
             string? ids = parse.GetValue(tokens), text = parse.GetValue(prompt);
-            if ((ids is null) == (text is null)) throw new UserErrorException("give exactly one of --tokens and --prompt");
+            if ((ids is null) == (text is null)) throw new UserErrorException("give exactly one of --tokens and --prompt", isUsage: true);
+            if (parse.GetValue(top) < 0) throw new UserErrorException($"--top {parse.GetValue(top)}: must be 0 or more", isUsage: true);
             using var loaded = model.LoadModel(parse, context, out _);
             int vocab = loaded.HyperParameters.VocabularySize;
             int[] sequence = ids is not null ? ParseIds(ids, vocab) : loaded.Tokenizer.Encode(text!, addBos: true, parseSpecial: true);
@@ -44,22 +45,65 @@ public static class LogitsCommand
             context.Error.WriteLine($"evaluated {sequence.Length} tokens: {string.Join(",", sequence)}");
             if (parse.GetValue(output) is { } file)
             {
-                using var stream = File.Create(file);
                 if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("big-endian hosts are not supported");
-                stream.Write(MemoryMarshal.AsBytes(logits.AsSpan()));
+                try
+                {
+                    using var stream = File.Create(file);
+                    stream.Write(MemoryMarshal.AsBytes(logits.AsSpan()));
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    throw new UserErrorException($"-o {file}: cannot write the logits ({e.Message})");
+                }
                 context.Error.WriteLine($"wrote {logits.Length} float32 ({(allPositions ? $"{sequence.Length} × {vocab}" : $"{vocab}")}) to {file}");
             }
             var last = new ArraySegment<float>(logits, logits.Length - vocab, vocab);
             int n = Math.Clamp(parse.GetValue(top), 0, vocab);
             var order = Enumerable.Range(0, vocab).OrderByDescending(i => last[i]).Take(n);
             foreach (int id in order)
-            {
-                string piece = System.Text.Encoding.UTF8.GetString(loaded.Tokenizer.TokenPiece(id, renderSpecial: true));
-                context.Output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{id,8} {last[id],12:F6}  {System.Text.Json.JsonSerializer.Serialize(piece)}"));
-            }
+                context.Output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{id,8} {last[id],12:F6}  {ReadablePiece(loaded.Tokenizer.TokenPiece(id, renderSpecial: true))}"));
             return ExitCodes.Success;
         });
         return command;
+    }
+
+    private static readonly System.Text.UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>
+    /// A token's text as a reader wants it: in quotes (so spaces show), letters of every script as themselves, control
+    /// characters and quotes escaped (\n, \t, \", \u0001), and a piece that is not whole UTF-8 (one byte of a multi-byte
+    /// character) as its bytes, &lt;0xE2&gt;.
+    /// </summary>
+    internal static string ReadablePiece(ReadOnlySpan<byte> piece)
+    {
+        string text;
+        try
+        {
+            text = StrictUtf8.GetString(piece);
+        }
+        catch (System.Text.DecoderFallbackException)
+        {
+            var bytes = new System.Text.StringBuilder();
+            foreach (byte b in piece) bytes.Append(CultureInfo.InvariantCulture, $"<0x{b:X2}>");
+            return bytes.ToString();
+        }
+        var sb = new System.Text.StringBuilder(text.Length + 2).Append('"');
+        foreach (char c in text)
+        {
+            switch (c)
+            {
+                case '"': sb.Append("\\\""); break;
+                case '\\': sb.Append("\\\\"); break;
+                case '\n': sb.Append("\\n"); break;
+                case '\r': sb.Append("\\r"); break;
+                case '\t': sb.Append("\\t"); break;
+                default:
+                    if (char.IsControl(c)) sb.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:X4}");
+                    else sb.Append(c);
+                    break;
+            }
+        }
+        return sb.Append('"').ToString();
     }
 
     private static int[] ParseIds(string text, int vocab)

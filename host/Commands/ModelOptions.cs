@@ -20,12 +20,13 @@ public sealed class ModelOptions
     public Option<int> Threads { get; } = new("--threads", "-t") { Description = "CPU threads (default: plugins.json's cpu option, else all cores)" };
     public Option<bool> HugePages { get; } = new("--hugepages") { Description = "Hold the model in 2 MiB huge pages (Linux; needs a reserved pool)" };
     public Option<bool> NoMmap { get; } = new("--no-mmap") { Description = "Read the model into heap memory instead of mapping the file" };
-    public Option<string?> HostImport { get; } = new("--gpu-host-import") { Description = "GPU host import: auto (default), on, off; overrides PLUGINENGINE_GPU_HOST_IMPORT", HelpName = "auto|on|off" };
-    public Option<bool> NoHostImport { get; } = new("--no-gpu-host-import") { Description = "Same as --gpu-host-import off" };
+    public Option<string?> HostImport { get; } = new("--host-import", "--gpu-host-import") { Description = $"Host import (devices use the mapped model pages in place): auto (default), on, off; overrides {HostImportSetting.EnvironmentVariable}", HelpName = "auto|on|off" };
+    public Option<bool> NoHostImport { get; } = new("--no-host-import", "--no-gpu-host-import") { Description = "Same as --host-import off" };
+    public Option<bool> CheckTensors { get; } = new("--check-tensors") { Description = "Decode every weight at load and reject NaN/Inf, naming the tensor (reads the whole file once)" };
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Model, Backend, GpuLayers, Threads, HugePages, NoMmap, HostImport, NoHostImport }) command.Options.Add(o);
+        foreach (var o in new Option[] { Model, Backend, GpuLayers, Threads, HugePages, NoMmap, HostImport, NoHostImport, CheckTensors }) command.Options.Add(o);
     }
 
     /// <summary>The model path: the given file (must exist), or the demo model.</summary>
@@ -33,7 +34,7 @@ public sealed class ModelOptions
     {
         if (parse.GetValue(Model) is { } path)
         {
-            if (!File.Exists(path)) throw new UserErrorException($"model file not found: {path}");
+            ModelFileCheck.RequireFile(path);
             return path;
         }
         return DemoModel.EnsureExists(m => context.Error.WriteLine(m));
@@ -44,16 +45,12 @@ public sealed class ModelOptions
     {
         string? flag = parse.GetValue(HostImport);
         bool off = parse.GetValue(NoHostImport);
-        if (flag is not null && off) throw new UserErrorException("--gpu-host-import and --no-gpu-host-import contradict each other; give one");
-        HostImportMode? mode = off ? HostImportMode.Off : flag?.ToLowerInvariant() switch
+        if (flag is not null && off) throw new UserErrorException("--host-import and --no-host-import contradict each other; give one");
+        try
         {
-            null => null,
-            "auto" => HostImportMode.Auto,
-            "on" => HostImportMode.On,
-            "off" => HostImportMode.Off,
-            _ => throw new UserErrorException($"--gpu-host-import {flag}: expected auto, on or off"),
-        };
-        try { return HostImportSetting.Resolve(mode, Environment.GetEnvironmentVariable(HostImportSetting.EnvironmentVariable)); }
+            HostImportMode? mode = off ? HostImportMode.Off : flag is null ? null : HostImportSetting.Parse(flag, "--host-import");
+            return HostImportSetting.Resolve(mode);
+        }
         catch (ArgumentException e) { throw new UserErrorException(e.Message); }
     }
 
@@ -72,11 +69,12 @@ public sealed class ModelOptions
         {
             int threads = parse.GetValue(Threads);
             if (threads <= 0) throw new UserErrorException($"--threads {threads}: must be at least 1");
-            config = config.WithOption("cpu", "threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            config = config.WithCpuThreads(threads);
         }
         var host = PluginHost.Load(config, context.Loggers);
         var backend = parse.GetValue(Backend) is { } name ? host.GetBackend(name) : host.SelectDefault();
-        var cpu = host.GetBackend("cpu");
+        var cpu = host.GetCpu();
+        PluginDiagnostics.Report(host, context.Error, used: [backend, cpu]);
         return (host, backend.Devices[0], cpu.Devices[0]);
     }
 
@@ -85,9 +83,11 @@ public sealed class ModelOptions
     {
         path = ResolveModelPath(parse, context);
         var loadOptions = ResolveLoadOptions(parse);
+        // A file that is not a usable model is reported before any plugin (and GPU runtime) is loaded.
+        var validated = LoadedModel.Validate(Core.Gguf.GgufReader.Read(path));
         var (_, primary, cpu) = ResolveDevices(parse, context);
-        var options = new ModelLoadOptions(primary, cpu, parse.GetValue(GpuLayers), loadOptions);
-        var model = LoadedModel.Load(path, options, SystemMappingFactory.Instance, context.Loggers.CreateLogger("loader"));
+        var options = new ModelLoadOptions(primary, cpu, parse.GetValue(GpuLayers), loadOptions) { CheckTensors = parse.GetValue(CheckTensors) };
+        var model = LoadedModel.Load(validated, options, SystemMappingFactory.Instance, context.Loggers.CreateLogger("loader"));
         if (context.Verbose)
         {
             context.Error.WriteLine(model.Schedule.Describe());
@@ -97,5 +97,12 @@ public sealed class ModelOptions
     }
 }
 
-/// <summary>A mistake in what the user asked for: printed as one line, exit code 2.</summary>
-public sealed class UserErrorException(string message) : Exception(message);
+/// <summary>
+/// A mistake in what the user asked for: printed as one line, exit code 2. <see cref="IsUsage"/>: the mistake is in a
+/// flag's value, so the command's --help is named after the message.
+/// </summary>
+public sealed class UserErrorException(string message, bool isUsage = false) : Exception(message)
+{
+    /// <summary>True when a flag's value is wrong (the CLI adds "Run 'pluginengine CMD --help' for usage.").</summary>
+    public bool IsUsage { get; } = isUsage;
+}

@@ -14,40 +14,33 @@ public static class RunCommand
     public static Command Create(CliContext context)
     {
         var model = new ModelOptions();
-        var prompt = new Option<string>("--prompt", "-p") { Description = "Prompt text", DefaultValueFactory = _ => "Once upon a time" };
+        var prompt = new Option<string?>("--prompt", "-p") { Description = "Prompt text (default: \"Once upon a time\")" };
+        var promptFile = new Option<string?>("--file", "-f") { Description = "Read the prompt from this file (UTF-8)", HelpName = "FILE" };
+        var noWarmup = new Option<bool>("--no-warmup") { Description = "Skip the warm-up step (one token evaluated and discarded before the prompt, timed on its own line)" };
         var count = new Option<int>("--n-predict", "-n") { Description = "Tokens to generate", DefaultValueFactory = _ => 64 };
         var ctx = new Option<int>("--ctx-size", "-c") { Description = "Context size (default: min(model's, 4096))" };
         var batch = new Option<int>("--batch-size", "-b") { Description = "Prompt tokens per forward pass", DefaultValueFactory = _ => 512 };
-        var temp = new Option<float>("--temp") { Description = "Temperature (0 = greedy)", DefaultValueFactory = _ => 0.8f };
-        var topK = new Option<int>("--top-k") { Description = "Keep the K most likely tokens (0 = off)", DefaultValueFactory = _ => 40 };
-        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold (1 = off)", DefaultValueFactory = _ => 0.95f };
-        var minP = new Option<float>("--min-p") { Description = "Drop tokens below min-p × the best probability (0 = off)", DefaultValueFactory = _ => 0.05f };
-        var repeatPenalty = new Option<float>("--repeat-penalty") { Description = "Penalty for recently seen tokens (1 = off)", DefaultValueFactory = _ => 1.0f };
-        var repeatLastN = new Option<int>("--repeat-last-n") { Description = "How many recent tokens the penalty looks at", DefaultValueFactory = _ => 64 };
-        var seed = new Option<long>("--seed", "-s") { Description = "Sampling seed (default: random; same seed → same text)", DefaultValueFactory = _ => -1 };
+        var sampling = new SamplingOptions();
         var kvF32 = new Option<bool>("--kv-f32") { Description = "Keep the KV cache in F32 instead of F16" };
 
         var command = new Command("run", "Generate text from a prompt (streams tokens; prints timings)");
         model.AddTo(command);
-        foreach (var o in new Option[] { prompt, count, ctx, batch, temp, topK, topP, minP, repeatPenalty, repeatLastN, seed, kvF32 }) command.Options.Add(o);
+        sampling.AddTo(command);
+        foreach (var o in new Option[] { prompt, promptFile, count, ctx, batch, kvF32, noWarmup }) command.Options.Add(o);
         command.SetAction(parse =>
         {
-            long seedValue = parse.GetValue(seed);
-            var settings = new SamplerSettings
-            {
-                Temperature = parse.GetValue(temp), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP), MinP = parse.GetValue(minP),
-                RepeatPenalty = parse.GetValue(repeatPenalty), RepeatLastN = parse.GetValue(repeatLastN),
-                Seed = seedValue < 0 ? (ulong)Random.Shared.NextInt64() : (ulong)seedValue,
-            };
-            try { settings.Validate(); } catch (ArgumentException e) { throw new UserErrorException(e.Message); }
+            var settings = sampling.Resolve(parse);
             int n = parse.GetValue(count);
-            if (n < 0) throw new UserErrorException($"--n-predict {n}: must be ≥ 0");
+            if (n < 0) throw new UserErrorException($"--n-predict {n}: must be 0 or more", isUsage: true);
+            string promptText = PromptText(parse.GetValue(prompt), parse.GetValue(promptFile));
+            if (parse.GetValue(ctx) < 0) throw new UserErrorException($"--ctx-size {parse.GetValue(ctx)}: must be positive (or 0 for the default)", isUsage: true);
+            if (parse.GetValue(batch) <= 0) throw new UserErrorException($"--batch-size {parse.GetValue(batch)}: must be at least 1", isUsage: true);
 
             using var loaded = model.LoadModel(parse, context, out string path);
             var hp = loaded.HyperParameters;
             int ctxSize = parse.GetValue(ctx) is > 0 and var c ? c : Math.Min(hp.ContextLength, 4096);
-            if (ctxSize > hp.ContextLength) throw new UserErrorException($"--ctx-size {ctxSize} exceeds the model's context length {hp.ContextLength}");
-            using var llama = loaded.CreateContext(new ContextOptions(ctxSize, Math.Max(1, parse.GetValue(batch)),
+            if (ctxSize > hp.ContextLength) throw new UserErrorException($"--ctx-size {ctxSize} exceeds the model's context length {hp.ContextLength}", isUsage: true);
+            using var llama = loaded.CreateContext(new ContextOptions(ctxSize, parse.GetValue(batch),
                 parse.GetValue(kvF32) ? Abstractions.GgmlType.F32 : Abstractions.GgmlType.F16));
 
             var err = context.Error;
@@ -56,27 +49,63 @@ public static class RunCommand
             err.WriteLine($"backend: {loaded.Schedule.Describe().TrimEnd().Replace("\n", "; ")}");
             err.WriteLine($"sampling: temp {settings.Temperature}, top-k {settings.TopK}, top-p {settings.TopP}, min-p {settings.MinP}, repeat-penalty {settings.RepeatPenalty} (last {settings.RepeatLastN}), seed {settings.Seed}");
 
-            string promptText = parse.GetValue(prompt) ?? "";
             var tokens = loaded.Tokenizer.Encode(promptText, addBos: true, parseSpecial: true);
             if (tokens.Length == 0) throw new UserErrorException("the prompt encodes to no tokens");
             if (tokens.Length + n > ctxSize) throw new UserErrorException($"prompt ({tokens.Length} tokens) + {n} to generate exceed the context size {ctxSize}; raise -c or lower -n");
+
+            // The first step pays one-time costs (kernel compilation on GPU backends, page faults of a mapped model):
+            // time it on its own line so the prompt timing measures the prompt.
+            TimeSpan? warmup = parse.GetValue(noWarmup) ? null : Warmup(llama, tokens[0]);
 
             context.Output.Write(promptText);
             var result = Generator.Generate(llama, loaded.Tokenizer, tokens, n, new Sampler(settings), text => { context.Output.Write(text); context.Output.Flush(); });
             context.Output.WriteLine();
 
-            static string Ms(TimeSpan t) => t.TotalMilliseconds.ToString("F2", CultureInfo.InvariantCulture);
-            string Line(string what, TimeSpan t, int count) => count == 0
-                ? $"{what} = {Ms(t)} ms / 0 tokens"
-                : $"{what} = {Ms(t)} ms / {count} tokens ({(t.TotalMilliseconds / count).ToString("F2", CultureInfo.InvariantCulture)} ms per token, {(count / t.TotalSeconds).ToString("F2", CultureInfo.InvariantCulture)} tokens per second)";
             err.WriteLine();
-            err.WriteLine($"load time        = {Ms(loaded.LoadTime)} ms");
-            err.WriteLine(Line("prompt eval time", result.PromptTime, result.PromptTokens));
-            err.WriteLine(Line("eval time        ", result.GenerationTime, Math.Max(0, result.GeneratedTokens - 1)));
+            err.WriteLine(TimingLine("load time", loaded.LoadTime));
+            if (warmup is { } w) err.WriteLine(TimingLine("warm-up (1st step)", w) + " (one-time costs: kernel compilation, first page faults)");
+            err.WriteLine(TimingLine("prompt eval time", result.PromptTime, result.PromptTokens));
+            err.WriteLine(TimingLine("eval time", result.GenerationTime, Math.Max(0, result.GeneratedTokens - 1)));
             if (llama.Transfers.Copies > 0) err.WriteLine($"device transfers = {llama.Transfers}");
             if (result.StoppedAtEndOfSequence) err.WriteLine("stopped at end-of-sequence token");
             return ExitCodes.Success;
         });
         return command;
+    }
+
+    /// <summary>The prompt from <c>-p</c> or <c>-f FILE</c> (not both); the default when neither is given.</summary>
+    private static string PromptText(string? text, string? file)
+    {
+        if (text is not null && file is not null) throw new UserErrorException("give the prompt with -p or -f, not both", isUsage: true);
+        if (file is null) return text ?? "Once upon a time";
+        if (Directory.Exists(file)) throw new UserErrorException($"-f {file}: is a directory, not a prompt file");
+        try
+        {
+            return File.ReadAllText(file);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UserErrorException($"-f {file}: cannot read the prompt file ({(e is FileNotFoundException or DirectoryNotFoundException ? "not found" : e.Message)})");
+        }
+    }
+
+    /// <summary>Evaluates one token and forgets it (llama.cpp does the same before the prompt); returns how long it took.</summary>
+    private static TimeSpan Warmup(LlamaContext llama, int token)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var logits = new float[llama.VocabularySize];
+        llama.Evaluate([token], logits);
+        llama.Reset();
+        return clock.Elapsed;
+    }
+
+    /// <summary>One llama.cpp-style timing line, names and numbers aligned in columns.</summary>
+    internal static string TimingLine(string what, TimeSpan time, int? tokens = null)
+    {
+        var c = CultureInfo.InvariantCulture;
+        string head = string.Format(c, "{0,-18} = {1,10:F2} ms", what, time.TotalMilliseconds);
+        if (tokens is not { } n) return head;
+        if (n == 0) return string.Format(c, "{0} / {1,5} tokens", head, 0);
+        return string.Format(c, "{0} / {1,5} tokens ({2,8:F2} ms per token, {3,8:F2} tokens per second)", head, n, time.TotalMilliseconds / n, n / time.TotalSeconds);
     }
 }

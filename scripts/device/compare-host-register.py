@@ -9,6 +9,7 @@ Memory kinds: `file` = FILE mapped PROT_READ, MAP_SHARED (the loader's file mapp
 filled, then sealed with mprotect(PROT_READ) (the loader's huge-page mode; needs a reserved pool, skipped without one);
 `anonymous` = private read-write anonymous pages (populated), which plain registration can pin writable.
 Usage: compare-host-register.py FILE [SIZE_MB] [REPEATS]
+Conclusions (READ_ONLY is needed for read-only pages and costs nothing): docs/benchmarks.md#host-registration-probes.
 """
 import ctypes, os, sys, time
 from cuda_ctypes import (Gpu, READ_KERNEL, HOST_REGISTER_DEVICEMAP, HOST_REGISTER_READ_ONLY, cuda, error_name)

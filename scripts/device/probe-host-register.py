@@ -6,6 +6,7 @@ import-on-file-mapping-hang.txt). This isolates the driver call from the engine:
 does (PROT_READ, MAP_PRIVATE; or MAP_SHARED with MODE=shared), registers CHUNK_MB at a time with DEVICEMAP|READ_ONLY, and prints the time of each call
 and whether the device pointer equals the host pointer (then chunks registered one by one form one device range).
 Usage: probe-host-register.py FILE [CHUNK_MB] [MAX_SECONDS] [private|shared]
+Conclusions (why file mappings are MAP_SHARED): docs/benchmarks.md#host-registration-probes.
 """
 import ctypes, os, sys, time
 from cuda_ctypes import Gpu, HOST_REGISTER_DEVICEMAP, HOST_REGISTER_READ_ONLY, cuda

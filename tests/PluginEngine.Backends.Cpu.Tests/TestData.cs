@@ -5,9 +5,12 @@ using PluginEngine.Core.Quantization;
 
 namespace PluginEngine.Backends.Cpu.Tests;
 
-/// <summary>Deterministic inputs and helpers shared by the kernel tests.</summary>
+/// <summary>Deterministic inputs, tolerance checks and helpers shared by the CPU backend's tests.</summary>
 internal static class TestData
 {
+    /// <summary>Row lengths that exercise every vector width and every scalar tail (1 .. 4096+3).</summary>
+    public static readonly TheoryData<int> OddLengths = new(1, 7, 33, 100, 4096 + 3);
+
     public static readonly GgmlType[] WeightTypes =
         [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
@@ -45,6 +48,30 @@ internal static class TestData
             x[i] = (float)(g * blockScale);
         }
         return x;
+    }
+
+    /// <summary>Values drawn uniformly from [<paramref name="low"/>, <paramref name="high"/>).</summary>
+    public static float[] Uniform(int n, int seed, float low = -1f, float high = 1f)
+    {
+        var random = new Random(seed);
+        var a = new float[n];
+        for (int i = 0; i < n; i++) a[i] = low + (float)random.NextDouble() * (high - low);
+        return a;
+    }
+
+    /// <summary>Fails unless |expected - actual| ≤ abs + rel·|expected|, naming the element.</summary>
+    public static void Close(double expected, float actual, double rel, double abs, string what, int index)
+    {
+        double error = Math.Abs(expected - actual);
+        if (!(error <= abs + rel * Math.Abs(expected)))
+            Assert.Fail($"{what}[{index}]: expected {expected:R}, got {actual:R} (error {error:E3}, allowed {abs + rel * Math.Abs(expected):E3})");
+    }
+
+    /// <summary><see cref="Close"/> for every element.</summary>
+    public static void AllClose(double[] expected, float[] actual, double rel, double abs, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++) Close(expected[i], actual[i], rel, abs, what, i);
     }
 
     public static byte[] Quantize(GgmlType type, float[] x)

@@ -3,7 +3,7 @@ using System.Globalization;
 using LLama;
 using LLama.Common;
 using LLama.Native;
-using PluginEngine.Core.Bench;
+using PluginEngine.Bench;
 using PluginEngine.Core.Gguf;
 
 namespace PluginEngine.Tools.LlamaCppReference;
@@ -82,7 +82,7 @@ public static class Program
             {
                 ModelFilename = Path.GetFullPath(a.ModelPath), ModelLabel = a.Label ?? Path.GetFileName(a.ModelPath),
                 ModelType = facts.ModelType, ModelSize = facts.SizeBytes, ModelNParams = facts.Parameters,
-                Backends = "llama.cpp", Device = "llama.cpp CPU", DeviceDetails = $"LLamaSharp {LlamaSharpVersion()}, ggml CPU backend",
+                Backends = PluginEngine.Bench.LlamaCppReference.Backend, Device = "llama.cpp CPU", DeviceDetails = $"LLamaSharp {LlamaSharpVersion()}, ggml CPU backend",
                 NThreads = a.Threads, NBatch = a.Batch, NUbatch = a.MicroBatch, NGpuLayers = 0,
                 UseMmap = true, MemoryMode = "file", HostImport = "off", TestTime = started, LoadMs = loadMs,
                 ProcessRssBytes = ProcessMemory.ResidentBytes(),

@@ -1,4 +1,5 @@
-using System.Runtime.InteropServices;
+using PluginEngine.Backends.Gpu;
+using PluginEngine.Backends.Gpu.Native;
 
 namespace PluginEngine.Backends.Cuda.Native;
 
@@ -7,7 +8,7 @@ namespace PluginEngine.Backends.Cuda.Native;
 /// and <c>cublasGemmEx</c>. Optional: without it the batched matmul runs on the plugin's own kernels, and the probe
 /// description says so. Bound through function pointers like <see cref="CudaDriver"/>.
 /// </summary>
-internal sealed unsafe class Cublas
+internal sealed unsafe class Cublas : IGpuBlas
 {
     /// <summary>Library names tried, in order (newest first).</summary>
     public static readonly string[] LibraryNames = ["libcublas.so.13", "libcublas.so.12", "libcublas.so", "cublas64_13.dll", "cublas64_12.dll"];
@@ -67,10 +68,11 @@ internal sealed unsafe class Cublas
     /// <summary>
     /// y[t, r] = Σ_c w[r, c] · x[t, c] for row-major w [rows, cols] and x [tokens, cols], y [tokens, rows] in F32: in
     /// cuBLAS's column-major terms y (rows × tokens) = wᵀ (w seen as cols × rows) · x (cols × tokens).
-    /// <paramref name="dataType"/> is the type of both w and x (F16 → tensor cores, F32 accumulation; F32 → FP32).
+    /// <paramref name="f16"/>: w and x are both F16 (tensor cores, F32 accumulation); else both F32 (FP32).
     /// </summary>
-    public void RowMajorMatMul(nint handle, ulong w, ulong x, ulong y, int rows, int cols, int tokens, int dataType, bool accumulate = false)
+    public void RowMajorMatMul(nint handle, ulong w, ulong x, ulong y, int rows, int cols, int tokens, bool f16, bool accumulate)
     {
+        int dataType = f16 ? DataF16 : DataF32;
         float alpha = 1f, beta = accumulate ? 1f : 0f;
         Check(_gemmEx(handle, OpT, OpN, rows, tokens, cols, &alpha, w, dataType, cols, x, dataType, cols, &beta, y, DataF32, rows, Compute32F, GemmDefault),
             $"cublasGemmEx({rows} x {cols} x {tokens})");
@@ -78,7 +80,7 @@ internal sealed unsafe class Cublas
 
     private static void Check(int status, string call)
     {
-        if (status != 0) throw new CudaException(call, status, StatusName(status));
+        if (status != 0) throw new GpuException(call, status, StatusName(status));
     }
 
     /// <summary>cublasStatus_t names (cublas_api.h).</summary>

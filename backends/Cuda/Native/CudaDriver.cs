@@ -1,17 +1,7 @@
 using System.Runtime.InteropServices;
+using PluginEngine.Backends.Gpu.Native;
 
 namespace PluginEngine.Backends.Cuda.Native;
-
-/// <summary>A CUDA driver API call failed; the message names the call and the CUresult.</summary>
-public sealed class CudaException(string call, int result, string name)
-    : Exception($"{call} failed: {name} ({result})")
-{
-    /// <summary>The driver API function that failed.</summary>
-    public string Call { get; } = call;
-
-    /// <summary>The CUresult it returned.</summary>
-    public int Result { get; } = result;
-}
 
 /// <summary>
 /// The subset of the CUDA driver API (libcuda.so.1) this backend uses, bound through function pointers
@@ -200,10 +190,10 @@ internal sealed unsafe class CudaDriver
         return cuGetErrorName(result, &s) == 0 && s != null ? Marshal.PtrToStringUTF8((nint)s) ?? $"CUresult {result}" : $"CUresult {result}";
     }
 
-    /// <summary>Throws <see cref="CudaException"/> when <paramref name="result"/> is not CUDA_SUCCESS.</summary>
+    /// <summary>Throws <see cref="GpuException"/> when <paramref name="result"/> is not CUDA_SUCCESS.</summary>
     public void Check(int result, string call)
     {
-        if (result != 0) throw new CudaException(call, result, ErrorName(result));
+        if (result != 0) throw new GpuException(call, result, ErrorName(result));
     }
 
     /// <summary>An integer device attribute.</summary>

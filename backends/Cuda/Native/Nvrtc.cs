@@ -1,10 +1,8 @@
 using System.Runtime.InteropServices;
 using System.Text;
+using PluginEngine.Backends.Gpu.Native;
 
 namespace PluginEngine.Backends.Cuda.Native;
-
-/// <summary>NVRTC could not compile the kernels; the message carries the compiler log.</summary>
-public sealed class KernelCompileException(string message) : Exception(message);
 
 /// <summary>
 /// The NVRTC runtime compiler (libnvrtc.so.13 / .12 / libnvrtc.so; 11.2 is Debian's CUDA 11.8 package, enough to compile for sm_90 with no GPU), bound through function pointers like

@@ -1,5 +1,5 @@
 using System.Text.Json;
-using PluginEngine.Core.Bench;
+using PluginEngine.Bench;
 using PluginEngine.Core.Models;
 using PluginEngine.Host;
 using PluginEngine.Tests.Plugins;
@@ -36,8 +36,8 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
         "backends", "device", "device_details", "n_threads", "n_batch", "n_ubatch", "n_gpu_layers", "use_mmap", "memory_mode", "host_import",
         "test", "n_prompt", "n_gen", "n_depth", "test_time", "repetitions",
         "avg_ns", "stddev_ns", "avg_ts", "stddev_ts", "samples_ns", "samples_ts",
-        "load_ms", "weights_owned_bytes", "weights_imported_bytes", "host_mapped_bytes", "host_pinned_bytes",
-        "hugepages_before", "hugepages_after", "context_bytes", "process_rss_bytes", "device_copies", "ratio_vs_llamacpp",
+        "load_ms", "weights_owned_bytes", "weights_imported_bytes", "host_mapped_bytes", "host_registered_bytes",
+        "hugepages_before", "hugepages_after", "context_bytes", "device_memory", "process_rss_bytes", "device_copies", "ratio_vs_llamacpp",
     ];
 
     private (int ExitCode, string Out, string Err) Bench(params string[] args)
@@ -78,12 +78,18 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
             Assert.Equal("file", row.GetProperty("memory_mode").GetString());
             Assert.True(row.GetProperty("use_mmap").GetBoolean());
             // Every tensor is somewhere: read in place from the mapping (imported) or copied (owned; the planner copies
-            // tensors whose file offsets miss the device's alignment). Only a GPU pins host memory.
+            // tensors whose file offsets miss the device's alignment). Only a device that does not read host memory in place registers it.
             long owned = row.GetProperty("weights_owned_bytes").GetInt64(), imported = row.GetProperty("weights_imported_bytes").GetInt64();
             Assert.True(owned + imported >= row.GetProperty("model_size").GetInt64());
-            Assert.Equal(0, row.GetProperty("host_pinned_bytes").GetInt64());
+            Assert.Equal(0, row.GetProperty("host_registered_bytes").GetInt64());
             if (imported > 0) Assert.True(row.GetProperty("host_mapped_bytes").GetInt64() >= imported); // an import keeps the mapping
             Assert.True(row.GetProperty("context_bytes").GetInt64() > 0);
+            // Memory per device: one device here (the CPU), holding all of it.
+            var perDevice = Assert.Single(row.GetProperty("device_memory").EnumerateArray());
+            Assert.Equal("cpu", perDevice.GetProperty("device").GetString());
+            Assert.Equal(owned, perDevice.GetProperty("weights_owned_bytes").GetInt64());
+            Assert.Equal(imported, perDevice.GetProperty("weights_imported_bytes").GetInt64());
+            Assert.Equal(row.GetProperty("context_bytes").GetInt64(), perDevice.GetProperty("context_bytes").GetInt64());
             Assert.True(row.GetProperty("process_rss_bytes").GetInt64() > 0);
             Assert.True(row.GetProperty("load_ms").GetDouble() > 0);
             Assert.Equal(JsonValueKind.Null, row.GetProperty("ratio_vs_llamacpp").ValueKind);
@@ -218,7 +224,7 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
     [InlineData(new[] { "-p", "8,abc" }, "-p: 'abc' is not an integer")]
     [InlineData(new[] { "-pg", "512" }, "-pg 512: expected P,N")]
     [InlineData(new[] { "--mmap", "2" }, "--mmap: '2' is not 0 or 1")]
-    [InlineData(new[] { "--gpu-host-import", "sometimes" }, "--gpu-host-import: unknown value 'sometimes'")]
+    [InlineData(new[] { "--gpu-host-import", "sometimes" }, "--host-import: unknown value 'sometimes'")]
     [InlineData(new[] { "--memory", "file,swap" }, "--memory: unknown mode 'swap'")]
     [InlineData(new[] { "-o", "xml" }, "-o xml: expected md, csv, json or jsonl")]
     [InlineData(new[] { "--synthetic", "tinyllama:Q9_9" }, "unknown weight type 'Q9_9'")]

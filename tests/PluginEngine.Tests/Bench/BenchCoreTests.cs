@@ -1,4 +1,4 @@
-using PluginEngine.Core.Bench;
+using PluginEngine.Bench;
 using Xunit;
 
 namespace PluginEngine.Tests.Bench;
@@ -88,6 +88,37 @@ public sealed class BenchCoreTests
 
         var e = Assert.Throws<FormatException>(() => BenchOutput.ReadJsonLines(writer + "loading model...\n", "reference output"));
         Assert.Contains("reference output: line 2", e.Message);
+    }
+
+    [Fact]
+    public void Memory_is_shown_per_device_when_several_devices_hold_it_and_as_a_total_otherwise()
+    {
+        BenchDeviceMemory Device(string name, long owned, long imported, long context)
+            => new() { Device = name, WeightsOwnedBytes = owned, WeightsImportedBytes = imported, ContextBytes = context };
+        var split = new BenchResult
+        {
+            Backends = "cuda", Test = "tg4", NDepth = 8, WeightsOwnedBytes = 3L << 30, WeightsImportedBytes = 1L << 20, ContextBytes = 3L << 20,
+            HostRegisteredBytes = 0, DeviceMemory = [Device("cuda", 3L << 30, 0, 2L << 20), Device("cpu", 0, 1L << 20, 1L << 20)],
+        };
+        var single = new BenchResult
+        {
+            Backends = "cpu", Test = "tg4", NDepth = 8, WeightsOwnedBytes = 0, WeightsImportedBytes = 1L << 20, ContextBytes = 1L << 20,
+            DeviceMemory = [Device("cpu", 0, 1L << 20, 1L << 20)],
+        };
+        var output = new StringWriter();
+        BenchOutput.WriteMarkdown(output, [split, single], new MachineInfo("cpu model", "AVX2", 2, "linux", ".NET"), []);
+        string[][] table = output.ToString().Split('\n').Where(l => l.StartsWith('|'))
+            .Select(l => l.Split('|').Select(c => c.Trim()).ToArray()).ToArray();
+        Assert.Contains("host registered", table[0]);
+        string[] splitRow = table.Single(r => r.Contains("cuda"));
+        Assert.Contains("cuda 2.00 MiB + cpu 1.00 MiB", splitRow); // context, per device
+        Assert.Contains("3.00 GiB", splitRow);                     // weights owned: only the GPU owns any
+        string[] cpuRow = table.Single(r => r.Contains("cpu"));
+        Assert.DoesNotContain(cpuRow, c => c.Contains(" + ", StringComparison.Ordinal));
+
+        var csv = new StringWriter();
+        BenchOutput.WriteCsv(csv, [split]);
+        Assert.Contains("device=cuda;weights_owned_bytes=3221225472;weights_imported_bytes=0;context_bytes=2097152 device=cpu;", csv.ToString());
     }
 
     [Fact]

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using PluginEngine.Core.Bench;
+using PluginEngine.Bench;
 using PluginEngine.Core.Loading;
 using PluginEngine.Core.Plugins;
 using Xunit;

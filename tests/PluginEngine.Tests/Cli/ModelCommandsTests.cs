@@ -55,6 +55,8 @@ public sealed class ModelCommandsTests : IDisposable
     [InlineData("run --hugepages --no-mmap", "--no-mmap")]
     [InlineData("run -n 100 -c 16", "context size")]
     [InlineData("run --gpu-host-import sometimes", "auto, on or off")]
+    [InlineData("run --host-import sometimes", "--host-import: unknown value 'sometimes' (expected auto, on or off)")]
+    [InlineData("run --host-import on --no-gpu-host-import", "contradict")]
     [InlineData("run --backend nosuch", "nosuch")]
     [InlineData("logits --tokens 1,x", "not an integer")]
     [InlineData("logits --tokens 1,99999", "outside the vocabulary")]
@@ -63,6 +65,18 @@ public sealed class ModelCommandsTests : IDisposable
         var (code, _, err) = Run([.. command.Split(' '), "-m", _model]);
         Assert.Equal(2, code);
         Assert.Contains(expected, err);
+    }
+
+    [Fact]
+    public void The_host_import_flag_is_also_accepted_under_its_older_names()
+    {
+        // Which values mean what is HostImportSetting.Parse's (HostImportPolicyTests); this checks the aliases reach it.
+        var now = Run("inspect", _model, "--plan", "--all", "--host-import", "off");
+        var older = Run("inspect", _model, "--plan", "--all", "--gpu-host-import", "0");
+        var negated = Run("inspect", _model, "--plan", "--all", "--no-gpu-host-import");
+        foreach (var r in new[] { now, older, negated }) Assert.True(r.Code == 0, r.Err);
+        Assert.Equal(now.Out, older.Out);
+        Assert.Equal(now.Out, negated.Out);
     }
 
     [Fact]

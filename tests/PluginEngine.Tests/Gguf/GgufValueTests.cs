@@ -13,23 +13,23 @@ public class GgufValueTests
     [Fact]
     public void Wrong_type_access_names_the_key_and_the_actual_type()
     {
-        var ex = Assert.Throws<InvalidCastException>(() => File.GetUInt32("general.architecture"));
+        var ex = Assert.Throws<GgufMetadataTypeException>(() => File.GetUInt32("general.architecture"));
         Assert.Contains("'general.architecture'", ex.Message);
         Assert.Contains("String", ex.Message);
 
-        ex = Assert.Throws<InvalidCastException>(() => File.GetStringArray("test.scores"));
+        ex = Assert.Throws<GgufMetadataTypeException>(() => File.GetStringArray("test.scores"));
         Assert.Contains("'test.scores'", ex.Message);
         Assert.Contains("array of Float32", ex.Message);
 
-        ex = Assert.Throws<InvalidCastException>(() => File.Metadata["test.tokens"].AsArray()[1].AsFloat32());
+        ex = Assert.Throws<GgufMetadataTypeException>(() => File.Metadata["test.tokens"].AsArray()[1].AsFloat32());
         Assert.Contains("'test.tokens[1]'", ex.Message);
 
-        Assert.Throws<InvalidCastException>(() => File.GetString("test.u32"));
-        Assert.Throws<InvalidCastException>(() => File.GetBool("test.u32"));
-        Assert.Throws<InvalidCastException>(() => File.GetFloat32("test.u32"));
-        Assert.Throws<InvalidCastException>(() => File.Metadata["test.u32"].AsArray());
-        Assert.Throws<InvalidCastException>(() => File.Metadata["test.u32"].ElementType);
-        Assert.Throws<InvalidCastException>(() => File.Metadata["test.scores"].AsSpan<int>());
+        Assert.Throws<GgufMetadataTypeException>(() => File.GetString("test.u32"));
+        Assert.Throws<GgufMetadataTypeException>(() => File.GetBool("test.u32"));
+        Assert.Throws<GgufMetadataTypeException>(() => File.GetFloat32("test.u32"));
+        Assert.Throws<GgufMetadataTypeException>(() => File.Metadata["test.u32"].AsArray());
+        Assert.Throws<GgufMetadataTypeException>(() => File.Metadata["test.u32"].ElementType);
+        Assert.Throws<GgufMetadataTypeException>(() => File.Metadata["test.scores"].AsSpan<int>());
     }
 
     [Fact]
@@ -53,7 +53,7 @@ public class GgufValueTests
         Assert.Equal("llama", File.GetStringOrDefault("general.architecture", "x"));
         Assert.False(File.GetBoolOrDefault("missing", false));
         // Present but of the wrong type is still an error, not the default.
-        Assert.Throws<InvalidCastException>(() => File.GetUInt32OrDefault("general.architecture", 1));
+        Assert.Throws<GgufMetadataTypeException>(() => File.GetUInt32OrDefault("general.architecture", 1));
     }
 
     [Fact]
@@ -73,21 +73,21 @@ public class GgufValueTests
         Assert.Equal(ulong.MaxValue, GgufValue.UInt64(ulong.MaxValue).AsUInt64());
         Assert.Equal(2.5f, GgufValue.Float64(2.5).AsFloat32());
         Assert.Equal(0.25, GgufValue.Float32(0.25f).AsFloat64());
-        Assert.Throws<InvalidCastException>(() => GgufValue.Float32(1).AsInt64());
-        Assert.Throws<InvalidCastException>(() => GgufValue.Bool(true).AsUInt32());
+        Assert.Throws<GgufMetadataTypeException>(() => GgufValue.Float32(1).AsInt64());
+        Assert.Throws<GgufMetadataTypeException>(() => GgufValue.Bool(true).AsUInt32());
     }
 
     [Fact]
     public void Integers_that_do_not_fit_are_rejected_with_the_key()
     {
         var negative = Parse(new GgufWriter().AddMetadata("n.ctx", GgufValue.Int32(-1)).ToBytes()).Metadata["n.ctx"];
-        var ex = Assert.Throws<OverflowException>(() => negative.AsUInt32());
+        var ex = Assert.Throws<GgufMetadataRangeException>(() => negative.AsUInt32());
         Assert.Contains("'n.ctx'", ex.Message);
         Assert.Contains("-1", ex.Message);
-        Assert.Throws<OverflowException>(() => negative.AsUInt64());
-        Assert.Throws<OverflowException>(() => GgufValue.UInt64(ulong.MaxValue).AsInt64());
-        Assert.Throws<OverflowException>(() => GgufValue.UInt64(1UL << 32).AsUInt32());
-        Assert.Throws<OverflowException>(() => GgufValue.Int64(1L << 31).AsInt32());
+        Assert.Throws<GgufMetadataRangeException>(() => negative.AsUInt64());
+        Assert.Throws<GgufMetadataRangeException>(() => GgufValue.UInt64(ulong.MaxValue).AsInt64());
+        Assert.Throws<GgufMetadataRangeException>(() => GgufValue.UInt64(1UL << 32).AsUInt32());
+        Assert.Throws<GgufMetadataRangeException>(() => GgufValue.Int64(1L << 31).AsInt32());
     }
 
     [Fact]
@@ -96,9 +96,9 @@ public class GgufValueTests
         Assert.Equal([1, 2, 3], GgufValue.UInt32Array([1, 2, 3]).AsInt32Array());
         Assert.Equal([-1, 5], GgufValue.Int8Array([-1, 5]).AsInt32Array());
         Assert.Equal([7], GgufValue.UInt64Array([7]).AsInt32Array());
-        var ex = Assert.Throws<OverflowException>(() => GgufValue.UInt32Array([1, uint.MaxValue]).AsInt32Array());
+        var ex = Assert.Throws<GgufMetadataRangeException>(() => GgufValue.UInt32Array([1, uint.MaxValue]).AsInt32Array());
         Assert.Contains("element 1", ex.Message);
-        Assert.Throws<InvalidCastException>(() => GgufValue.Float32Array([1]).AsInt32Array());
+        Assert.Throws<GgufMetadataTypeException>(() => GgufValue.Float32Array([1]).AsInt32Array());
     }
 
     [Fact]

@@ -62,6 +62,37 @@ public sealed class HostImportPolicyTests
         Assert.Contains(HostImportSetting.EnvironmentVariable, bad.Message);
     }
 
+    [Theory]
+    [InlineData("auto", HostImportMode.Auto)]
+    [InlineData("ON", HostImportMode.On)]
+    [InlineData("1", HostImportMode.On)]
+    [InlineData("true", HostImportMode.On)]
+    [InlineData(" off ", HostImportMode.Off)]
+    [InlineData("0", HostImportMode.Off)]
+    [InlineData("false", HostImportMode.Off)]
+    public void The_flag_and_the_environment_accept_the_same_values(string value, HostImportMode expected)
+    {
+        Assert.Equal(expected, HostImportSetting.Parse(value, "--host-import"));
+        Assert.Equal(expected, HostImportSetting.Resolve(null, value).Mode);
+    }
+
+    [Fact]
+    public void A_bad_value_names_where_it_came_from_and_what_is_expected()
+    {
+        var e = Assert.Throws<ArgumentException>(() => HostImportSetting.Parse("sometimes", "--host-import"));
+        Assert.Equal("--host-import: unknown value 'sometimes' (expected auto, on or off)", e.Message);
+        var legacy = Assert.Throws<ArgumentException>(() => HostImportSetting.Resolve(null, "maybe", HostImportSetting.LegacyEnvironmentVariable));
+        Assert.Contains(HostImportSetting.LegacyEnvironmentVariable, legacy.Message);
+    }
+
+    [Fact]
+    public void The_earlier_environment_variable_is_still_read_and_named_as_the_source()
+    {
+        var s = HostImportSetting.Resolve(null, "off", HostImportSetting.LegacyEnvironmentVariable);
+        Assert.Equal(HostImportMode.Off, s.Mode);
+        Assert.Equal($"environment {HostImportSetting.LegacyEnvironmentVariable}", s.Source);
+    }
+
     [Fact]
     public void Hugepages_with_no_mmap_or_off_linux_is_rejected_with_a_reason()
     {

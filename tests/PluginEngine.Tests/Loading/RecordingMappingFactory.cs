@@ -11,7 +11,7 @@ internal sealed class RecordingMappingFactory(List<string> events) : IMappingFac
 
     public IModelMapping MapFile(string path) => Track(SystemMappingFactory.Instance.MapFile(path));
 
-    public IModelMapping CreateAnonymous(string sourcePath, long length, bool hugeTlb) => Track(SystemMappingFactory.Instance.CreateAnonymous(sourcePath, length, hugeTlb));
+    public IModelMapping CreateAnonymous(string sourcePath, long length, bool hugePages) => Track(SystemMappingFactory.Instance.CreateAnonymous(sourcePath, length, hugePages));
 
     public IModelMapping CreateHeap(string sourcePath, long length) => Track(SystemMappingFactory.Instance.CreateHeap(sourcePath, length));
 

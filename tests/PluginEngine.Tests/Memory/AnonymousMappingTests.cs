@@ -12,7 +12,7 @@ public class AnonymousMappingTests
     public void Fresh_pages_are_known_zero_writable_and_page_rounded()
     {
         Platform.RequireLinux();
-        using var mapping = AnonymousMapping.Create(Source, 3 * 4096 + 5, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create(Source, 3 * 4096 + 5, hugePages: false);
 
         Assert.Equal(MappingBacking.Anonymous, mapping.Backing);
         Assert.Equal(MappingWritability.WritableDuringLoad, mapping.Writability);
@@ -29,7 +29,7 @@ public class AnonymousMappingTests
     public void Writes_then_seal_refuses_writes_keeps_bytes_and_protects_pages()
     {
         Platform.RequireLinux();
-        using var mapping = AnonymousMapping.Create(Source, 2 * 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create(Source, 2 * 4096, hugePages: false);
         byte[] payload = TempModelFile.Pattern(300);
         using (var window = mapping.OpenWrite(4000, payload.Length))
         {
@@ -57,7 +57,7 @@ public class AnonymousMappingTests
     public void Seal_while_a_window_is_open_throws_and_the_mapping_stays_writable()
     {
         Platform.RequireLinux();
-        using var mapping = AnonymousMapping.Create(Source, 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create(Source, 4096, hugePages: false);
         var window = mapping.OpenWrite(0, 16);
 
         var error = Assert.Throws<InvalidOperationException>(mapping.Seal);
@@ -76,7 +76,7 @@ public class AnonymousMappingTests
     public void Dispose_while_a_window_is_open_throws_and_keeps_the_pages()
     {
         Platform.RequireLinux();
-        var mapping = AnonymousMapping.Create(Source, 4096, hugeTlb: false);
+        var mapping = AnonymousMapping.Create(Source, 4096, hugePages: false);
         var window = mapping.OpenWrite(8, 4);
 
         var error = Assert.Throws<InvalidOperationException>(mapping.Dispose);
@@ -100,7 +100,7 @@ public class AnonymousMappingTests
     public void Out_of_range_windows_are_refused(long offset, int length)
     {
         Platform.RequireLinux();
-        using var mapping = AnonymousMapping.Create(Source, 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create(Source, 4096, hugePages: false);
 
         var refused = Assert.Throws<MappingWriteRefusedException>(() => mapping.OpenWrite(offset, length));
 
@@ -113,6 +113,6 @@ public class AnonymousMappingTests
     public void Non_positive_length_is_refused()
     {
         Platform.RequireLinux();
-        Assert.Throws<ArgumentOutOfRangeException>(() => AnonymousMapping.Create(Source, 0, hugeTlb: false));
+        Assert.Throws<ArgumentOutOfRangeException>(() => AnonymousMapping.Create(Source, 0, hugePages: false));
     }
 }

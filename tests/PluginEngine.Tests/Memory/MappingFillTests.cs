@@ -11,7 +11,7 @@ public class MappingFillTests
     {
         Platform.RequireLinux();
         using var file = new TempModelFile(TempModelFile.Pattern(5 * 4096 + 77));
-        using var mapping = AnonymousMapping.Create(file.Path, 6 * 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create(file.Path, 6 * 4096, hugePages: false);
         using var handle = File.OpenHandle(file.Path);
         const long fileOffset = 4097;
         const long mappingOffset = 64;

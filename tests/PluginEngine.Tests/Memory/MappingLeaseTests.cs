@@ -68,7 +68,7 @@ public class MappingLeaseTests
     public void Misaligned_leases_are_refused()
     {
         Platform.RequireLinux();
-        using var mapping = AnonymousMapping.Create("/models/lease.gguf", 4 * 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create("/models/lease.gguf", 4 * 4096, hugePages: false);
 
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => mapping.AcquireLease(100, 4096, "cuda:0"));
 
@@ -88,7 +88,7 @@ public class MappingLeaseTests
     public void Out_of_range_leases_are_refused(long offset, long length)
     {
         Platform.RequireLinux();
-        using var mapping = AnonymousMapping.Create("/models/lease.gguf", 4 * 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create("/models/lease.gguf", 4 * 4096, hugePages: false);
 
         Assert.Throws<ArgumentOutOfRangeException>(() => mapping.AcquireLease(offset, length, "cuda:0"));
 
@@ -115,7 +115,7 @@ public class MappingLeaseTests
     public void A_lease_needs_a_holder_name()
     {
         Platform.RequireLinux();
-        using var mapping = AnonymousMapping.Create("/models/lease.gguf", 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create("/models/lease.gguf", 4096, hugePages: false);
 
         Assert.Throws<ArgumentException>(() => mapping.AcquireLease(0, 4096, " "));
     }

@@ -62,7 +62,7 @@ public class TokenizerVocabularyTests
             _ => throw new ArgumentException(variant),
         };
         var error = Assert.ThrowsAny<Exception>(() => From(metadata));
-        Assert.True(error is InvalidDataException, error.ToString());
+        Assert.True(error is TokenizerDataException, error.ToString());
         Assert.Contains("model.gguf", error.Message);
         Assert.Contains(key, error.Message);
         Assert.Contains(detail, error.Message);
@@ -73,8 +73,9 @@ public class TokenizerVocabularyTests
     {
         var metadata = SentencePieceMetadata();
         metadata[TokenizerMetadataKeys.Model] = "bert";
-        var unsupported = Assert.Throws<NotSupportedException>(() => From(metadata));
+        var unsupported = Assert.Throws<TokenizerDataException>(() => From(metadata));
         Assert.Contains("'bert'", unsupported.Message);
+        Assert.Equal(TokenizerMetadataKeys.Model, unsupported.Key);
 
         var bpe = new TokenizerVocabulary
         {
@@ -83,7 +84,8 @@ public class TokenizerVocabularyTests
             Tokens = ["a", "b", "ab"],
             Merges = ["a b", "ab"],
         };
-        var malformed = Assert.Throws<InvalidDataException>(() => Tokenizer.Create(bpe));
+        var malformed = Assert.Throws<TokenizerDataException>(() => Tokenizer.Create(bpe));
+        Assert.Equal(TokenizerMetadataKeys.Merges, malformed.Key);
         Assert.Contains($"'{TokenizerMetadataKeys.Merges}'[1]", malformed.Message);
     }
 

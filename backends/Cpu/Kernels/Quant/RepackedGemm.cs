@@ -7,15 +7,25 @@ using PluginEngine.Abstractions;
 namespace PluginEngine.Backends.Cpu.Kernels;
 
 /// <summary>
-/// Prompt-sized matmuls (many tokens) for Q4_0 weights on AVX2, with SIMD lanes over weight rows instead of over elements.
-/// Each thread takes a group of 8 weight rows and repacks it, block by block, into its own small buffer (L1-sized:
-/// 288 bytes per 32-element block): for element chunk k (elements 4k..4k+3) the 8 rows' four nibble values lie next to
-/// each other (32 bytes), followed by the 8 row scales as floats. One vpmaddubsw of that chunk with a token's four
-/// activation bytes broadcast to every lane then advances all 8 rows' dot products by 4 elements, the int16 partial sums
-/// of a whole block stay exact (8 chunks × ≤ 3810), and each block ends with one vpmaddwd, one conversion and one FMA
-/// whose scale vector is the 8 row scales times the token's: no horizontal sums, no per-row scalar work. The repack is
-/// paid once per row group and reused for every token; the file's bytes are never modified (weights stay in place).
-/// Q4_0's −8 offset is applied as −8·Σx per (token, block), computed once per token for all rows.
+/// Prompt-sized matmuls (many tokens) on AVX2 for four weight types — Q4_0, Q8_0, Q4_K and Q6_K (<see cref="Supports"/>;
+/// <see cref="KernelsFor"/> picks each type's repack and token kernels) — with SIMD lanes over weight rows instead of over
+/// elements. Each thread takes a group of 8 weight rows and repacks it, block by block, into its own small L1-sized buffer,
+/// so that one vector instruction advances all 8 rows' dot products at once: no horizontal sums, no per-row scalar work.
+/// The repack is paid once per row group and reused for every token; the file's bytes are never modified (weights stay
+/// in place).
+/// <list type="bullet">
+/// <item>Q4_0 (the base layout, 288 bytes per 32-element block): for element chunk k (elements 4k..4k+3) the 8 rows' four
+/// nibble values lie next to each other (32 bytes), followed by the 8 row scales as floats. One vpmaddubsw of a chunk
+/// with a token's four activation bytes broadcast to every lane advances the 8 rows by 4 elements; the int16 partial sums
+/// of a block stay exact (8 chunks × ≤ 3810), and each block ends with one vpmaddwd, one conversion and one FMA whose scale
+/// vector is the 8 row scales times the token's. The −8 offset is applied as −8·Σx per (token, block), once per token.</item>
+/// <item>Q8_0: each weight is split into a high and a low nibble plane (w = 16·(h − 8) + l) laid out as Q4_0's values, so
+/// the same unsigned × signed products apply; the offset becomes −128·Σx.</item>
+/// <item>Q4_K and Q6_K (256-element super-blocks against Q8_K activations): the same 8-row interleave of the values, with
+/// the 8 rows' sub-block scales unpacked beside them as int16 pairs that one vpmaddwd applies; Q4_K's mins and Q6_K's −32
+/// offset are applied through the activations' per-sub-block sums (<see cref="Q4KGroupBlockBytes"/>,
+/// <see cref="Q6KGroupBlockBytes"/>).</item>
+/// </list>
 /// Results are not bit-identical to the per-row kernels (a different, equally exact integer sum feeds a per-block float
 /// accumulation in a different order); tests compare them with the scalar reference within float rounding.
 /// </summary>

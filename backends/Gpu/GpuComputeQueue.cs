@@ -1,0 +1,634 @@
+using System.Runtime.InteropServices;
+using PluginEngine.Abstractions;
+using PluginEngine.Backends.Gpu.Kernels;
+using PluginEngine.Backends.Gpu.Native;
+
+namespace PluginEngine.Backends.Gpu;
+
+/// <summary>
+/// The op queue of one GPU stream (CUDA or HIP, through <see cref="IGpuNative"/>). Every op is a kernel launch (or an async copy) on the stream; the host waits
+/// only in <see cref="Download"/> and <see cref="Synchronize"/>. Host data the ops need (uploads, row ids) is
+/// copied into a pinned staging arena first, so the caller's span can be reused at once; the arena is recycled
+/// whenever the stream is known idle, and the queue waits for the stream only when the arena runs out.
+/// </summary>
+internal sealed unsafe class GpuComputeQueue : IComputeQueue
+{
+    private const long InitialStagingBytes = 1 << 20;
+    private const long StagingAlignment = 256;
+
+    private readonly GpuDevice _device;
+    private readonly GpuRuntime _rt;
+    private readonly IGpuNative _d;
+    private readonly string _backend; // "cuda" / "hip", for messages
+    private readonly nint _stream;
+    private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
+    private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
+    private readonly nint _attentionSplitF32, _attentionSplitF16;
+    private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
+    private readonly nint _quantizeX;
+    private readonly GpuKernelOptions _options;
+    private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (GpuRuntime.ProgrammaticLaunch)
+    private readonly IGpuBlas? _blas;
+    private nint _blasHandle;
+    private readonly IGpuStepGraph? _graph; // null unless the graphs option is on (and the binding has graphs: CUDA)
+    private readonly GpuOpProfile? _profile; // PLUGINENGINE_<BACKEND>_PROFILE=1 (without graphs)
+
+    // Scratch (device memory, grown on demand): the 8-bit activation row of the int8 mat-vec [cols int8, then one
+    // XScale {d, s} per 32 elements at an aligned offset], and the F16 weights [rows, cols] and activations
+    // [tokens, cols] of the BLAS prompt path.
+    private ulong _xq8, _weightsF16, _activationsF16;
+    private long _xq8Capacity, _weightsF16Capacity, _activationsF16Capacity;
+
+    // Split decode attention: per (head, split) partial results [max, sum, headSize unnormalized outputs] as F32, and one
+    // int ticket per head (all zero between launches: the combining block resets its head's).
+    private ulong _attentionPartials, _attentionTickets;
+    private long _attentionPartialsCapacity, _attentionTicketsCapacity;
+
+    // Which activation row _xq8 holds (device address and length), or 0: q, k and v (and gate and up) read the same
+    // row, so it is quantized once for them. Every op other than a matmul may write memory, so each one forgets it.
+    private ulong _xq8Source;
+    private long _xq8Elements;
+
+    private byte* _staging;
+    private long _stagingCapacity, _stagingUsed;
+    private ulong _rowIds;
+    private long _rowIdsCapacity;
+    private bool _disposed;
+
+    public GpuComputeQueue(GpuDevice device)
+    {
+        _device = device;
+        _rt = device.Runtime;
+        _d = _rt.Native;
+        _backend = _rt.Backend;
+        _rt.MakeCurrent();
+        // A blocking stream: it waits for work on the default stream, where buffer uploads and slide memsets are issued.
+        _stream = _d.CreateStream();
+        foreach (var type in KernelSource.WeightTypes)
+        {
+            int slot = KernelSlot(type);
+            string s = KernelSource.WeightSuffix(type)!;
+            _getRows[slot] = _rt.Function($"get_rows_{s}");
+            _matmul1[slot] = _rt.Function($"matmul_{s}_t1");
+            _matmulN[slot] = _rt.Function($"matmul_{s}_tn");
+        }
+        _rmsNorm = _rt.Function("rms_norm");
+        _rmsNormRow = _rt.Function("rms_norm_q8_row");
+        _rope = _rt.Function("rope");
+        _ropeStoreKv = _rt.Function("rope_store_kv");
+        _attentionF32 = _rt.Function("attention_f32");
+        _attentionF16 = _rt.Function("attention_f16");
+        _attentionDecodeF32 = _rt.Function("attention_decode_f32");
+        _attentionDecodeF16 = _rt.Function("attention_decode_f16");
+        _attentionSplitF32 = _rt.Function("attention_split_f32");
+        _attentionSplitF16 = _rt.Function("attention_split_f16");
+        _siluMul = _rt.Function("silu_mul");
+        _add = _rt.Function("add");
+        _addBias = _rt.Function("add_bias");
+        _copyF32 = _rt.Function("copy_f32");
+        _convertF16 = _rt.Function("convert_f32_f16");
+        _quantizeX = _rt.Function("quantize_x_q8");
+        foreach (var type in KernelSource.Int8MatVecTypes)
+        {
+            _matVecQ8[KernelSlot(type)] = _rt.Function($"matvec_q8_{KernelSource.WeightSuffix(type)}");
+            _swiGluQ8[KernelSlot(type)] = _rt.Function($"swiglu_q8_{KernelSource.WeightSuffix(type)}");
+        }
+        foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
+        _options = _rt.Options;
+        _programmaticLaunch = _rt.ProgrammaticLaunch;
+        _blas = _options.BlasPrompt ? _rt.Blas : null;
+        if (_options.Graphs) _graph = _d.CreateStepGraph(_rt, _stream);
+        if (_graph is null && _rt.ProfileRequested) _profile = new GpuOpProfile(_d);
+        GrowStaging(InitialStagingBytes);
+    }
+
+    public IBackendDevice Device => _device;
+
+    public bool Supports(ComputeOp op, GgmlType type) => op switch
+    {
+        ComputeOp.MatMul or ComputeOp.GetRows => KernelSource.WeightSuffix(type) is not null,
+        ComputeOp.Attention or ComputeOp.Convert => type is GgmlType.F32 or GgmlType.F16,
+        _ => type == GgmlType.F32,
+    };
+
+    public void GetRows(DeviceTensor table, long rowLength, ReadOnlySpan<int> rows, DeviceTensor dst)
+    {
+        ForgetQuantizedX();
+        if (rows.IsEmpty) return;
+        int slot = KernelSlot(table.Type);
+        _rt.MakeCurrent();
+        long bytes = (long)rows.Length * sizeof(int);
+        if (_rowIdsCapacity < bytes) GrowRowIds(bytes);
+        byte* staged = Stage(MemoryMarshal.AsBytes(rows));
+        _graph?.BeforeWork();
+        _d.CopyHostToDeviceAsync(_rowIds, staged, bytes, _stream, "row ids");
+        ulong t = Ptr(table), ids = _rowIds, y = Ptr(dst);
+        long rowBytes = GgmlTypes.RowSize(table.Type, rowLength), length = rowLength;
+        void** args = stackalloc void*[] { &t, &rowBytes, &ids, &y, &length };
+        LaunchKernel(_getRows[slot], LaunchGeometry.GetRows(rows.Length, rowLength), args, "get_rows");
+    }
+
+    public void RmsNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor y, int rows, int n, float eps)
+    {
+        ForgetQuantizedX();
+        if (rows <= 0) return;
+        _rt.MakeCurrent();
+        ulong px = Ptr(x), pw = Ptr(weight), py = Ptr(y);
+        // One row (a decode step) is what the int8 mat-vecs read next: normalize it over several blocks and quantize it in
+        // the same kernel (which reads x in 16-byte loads).
+        if (rows == 1 && FusesQuantization(n) && px % 16 == 0)
+        {
+            var (xq, xs) = QuantizedXScratch(n);
+            void** rowArgs = stackalloc void*[] { &px, &pw, &py, &n, &eps, &xq, &xs };
+            LaunchKernel(_rmsNormRow, LaunchGeometry.RmsNormRow(n), rowArgs, "rms_norm (decode row)");
+            RememberQuantizedX(py, n);
+            return;
+        }
+        void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps };
+        LaunchKernel(_rmsNorm, LaunchGeometry.RmsNorm(rows), args, "rms_norm");
+    }
+
+    /// <summary>Whether an op that writes an n-element activation row also quantizes it for the int8 mat-vec.</summary>
+    private bool FusesQuantization(long n) => _options.Int8MatVec && n % 32 == 0 && n <= LaunchGeometry.MaxFusedQuantizeElements;
+
+    /// <summary>Device addresses of the int8 values and the block scales of an n-element row in the 8-bit activation scratch.</summary>
+    private (ulong Values, ulong Scales) QuantizedXScratch(long n)
+    {
+        long scalesAt = TensorPadding.AlignUp(n, StagingAlignment);
+        ulong before = _xq8;
+        EnsureScratch(ref _xq8, ref _xq8Capacity, scalesAt + n / 32 * 8, "8-bit activations");
+        if (_xq8 != before) ForgetQuantizedX(); // a new buffer holds nothing yet
+        return (_xq8, _xq8 + (ulong)scalesAt);
+    }
+
+    private void RememberQuantizedX(ulong source, long elements)
+    {
+        _xq8Source = source;
+        _xq8Elements = elements;
+    }
+
+    public void MatMul(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens)
+        => MatMulInto(w, wRows, wCols, x, y, tokens, accumulate: false);
+
+    /// <summary>y = x·wᵀ, or y += x·wᵀ when <paramref name="accumulate"/> (decode mat-vec and BLAS only: callers check <see cref="Accumulates"/>).</summary>
+    private void MatMulInto(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens, bool accumulate)
+    {
+        if (tokens <= 0 || wRows <= 0) return;
+        int slot = KernelSlot(w.Type);
+        _rt.MakeCurrent();
+        ulong pw = Ptr(w), px = Ptr(x), py = Ptr(y);
+        long rowBytes = GgmlTypes.RowSize(w.Type, wCols), rows = wRows;
+        int cols = checked((int)wCols);
+        if (UsesInt8MatVec(w.Type, tokens))
+        {
+            var targets = new MatVecTargets { Count = 1, Accumulate = accumulate ? 1 : 0 };
+            targets.Set(0, pw, rowBytes, py, rows);
+            MatVecQ8(slot, px, cols, ref targets);
+        }
+        else if (_blas is not null && LaunchGeometry.UsesBlas(tokens))
+            BlasMatMul(w.Type, slot, pw, rowBytes, rows, cols, px, py, tokens, accumulate);
+        else
+        {
+            if (accumulate) throw new InvalidOperationException($"{_backend}: the batched matmul kernels do not accumulate");
+            void** args = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &px, &py, &tokens };
+            var kernel = LaunchGeometry.UsesBatchedMatMul(tokens) ? _matmulN[slot] : _matmul1[slot];
+            LaunchKernel(kernel, LaunchGeometry.MatMul(wRows, tokens), args, "matmul");
+        }
+        ForgetQuantizedXIfWritten(py, (long)tokens * rows);
+    }
+
+    /// <summary>Whether one token on <paramref name="type"/> weights goes to the int8 mat-vec (matvec_q8_*).</summary>
+    private bool UsesInt8MatVec(GgmlType type, int tokens) => tokens == 1 && _options.Int8MatVec && _matVecQ8[KernelSlot(type)] != 0;
+
+    /// <summary>Whether a matmul of this shape can add into its output in the same pass (int8 mat-vec or BLAS with β = 1).</summary>
+    private bool Accumulates(GgmlType type, int tokens) => UsesInt8MatVec(type, tokens) || (_blas is not null && LaunchGeometry.UsesBlas(tokens));
+
+    /// <summary>Forgets the quantized row when [y, y + floats) overlaps the row it was made from.</summary>
+    private void ForgetQuantizedXIfWritten(ulong y, long floats)
+    {
+        if (_xq8Source != 0 && y < _xq8Source + (ulong)(_xq8Elements * sizeof(float)) && _xq8Source < y + (ulong)(floats * sizeof(float)))
+            ForgetQuantizedX();
+    }
+
+    public void MatMulShared(DeviceTensor x, long cols, int tokens, ReadOnlySpan<MatMulTarget> targets)
+    {
+        if (!_options.FusedOps)
+        {
+            foreach (var t in targets) MatMul(t.Weight, t.Rows, cols, x, t.Output, tokens); // the default: one MatMul each
+            return;
+        }
+        // One token: consecutive targets of one int8 type share a launch (q, k and v of a Q4_0 model: one; Q4_K_M's Q6_K v: two).
+        int i = 0;
+        while (i < targets.Length)
+        {
+            var type = targets[i].Weight.Type;
+            if (!UsesInt8MatVec(type, tokens) || targets[i].Rows <= 0)
+            {
+                MatMul(targets[i].Weight, targets[i].Rows, cols, x, targets[i].Output, tokens);
+                i++;
+                continue;
+            }
+            _rt.MakeCurrent();
+            long rowBytes = GgmlTypes.RowSize(type, cols);
+            var batch = new MatVecTargets();
+            while (i < targets.Length && batch.Count < MatVecTargets.Capacity && targets[i].Weight.Type == type && targets[i].Rows > 0)
+            {
+                batch.Set(batch.Count, Ptr(targets[i].Weight), rowBytes, Ptr(targets[i].Output), targets[i].Rows);
+                batch.Count++;
+                i++;
+            }
+            MatVecQ8(KernelSlot(type), Ptr(x), checked((int)cols), ref batch);
+            for (int k = 0; k < batch.Count; k++) ForgetQuantizedXIfWritten(batch.Output(k), batch.Rows(k));
+        }
+    }
+
+    public void MatMulAdd(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens, DeviceTensor scratch)
+    {
+        if (_options.FusedOps && Accumulates(w.Type, tokens))
+        {
+            MatMulInto(w, wRows, wCols, x, y, tokens, accumulate: true);
+            return;
+        }
+        MatMul(w, wRows, wCols, x, scratch, tokens);
+        Add(y, scratch, y, (long)tokens * wRows);
+    }
+
+    public void MatMulSwiGlu(DeviceTensor wGate, DeviceTensor wUp, long rows, long cols, DeviceTensor x, DeviceTensor gate, DeviceTensor up, int tokens)
+    {
+        if (!_options.FusedOps || wGate.Type != wUp.Type || !UsesInt8MatVec(wGate.Type, tokens) || rows <= 0)
+        {
+            MatMulShared(x, cols, tokens, [new MatMulTarget(wGate, rows, gate), new MatMulTarget(wUp, rows, up)]);
+            SiluMul(gate, up, gate, (long)tokens * rows);
+            return;
+        }
+        int slot = KernelSlot(wGate.Type);
+        _rt.MakeCurrent();
+        ulong pg = Ptr(wGate), pu = Ptr(wUp), px = Ptr(x), py = Ptr(gate);
+        long rowBytes = GgmlTypes.RowSize(wGate.Type, cols);
+        int r = checked((int)rows), c = checked((int)cols);
+        var (xq, xs) = EnsureQuantizedX(px, c);
+        void** args = stackalloc void*[] { &pg, &pu, &rowBytes, &r, &c, &xq, &xs, &py };
+        LaunchKernel(_swiGluQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, "swiglu_q8");
+        ForgetQuantizedXIfWritten(py, rows);
+    }
+
+    public void RopeAndStoreKv(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
+                               RopeParams rope, DeviceTensor? factors)
+    {
+        if (kCache.Type != vCache.Type || kCache.Type is not (GgmlType.F32 or GgmlType.F16))
+            throw new NotSupportedException($"{_backend}: K/V caches of {kCache.Type}/{vCache.Type} (F32 or F16, both the same)");
+        if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"{_backend}: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
+        CheckRope(rope, p.HeadSize);
+        if (!_options.FusedOps)
+        {
+            RopeAndStoreKvUnfused(q, k, v, kCache, vCache, p, rope, factors);
+            return;
+        }
+        ForgetQuantizedX();
+        if (p.Tokens <= 0) return;
+        _rt.MakeCurrent();
+        ulong pq = Ptr(q), pk = Ptr(k), pv = Ptr(v), kc = Ptr(kCache), vc = Ptr(vCache), pf = factors is { } ft ? Ptr(ft) : 0;
+        int f16 = kCache.Type == GgmlType.F16 ? 1 : 0, tokens = p.Tokens, heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
+        int dims = rope.Dims, first = p.FirstPosition, neox = rope.Mode == RopeMode.NeoX ? 1 : 0;
+        float freqBase = rope.FrequencyBase, freqScale = rope.FrequencyScale;
+        void** args = stackalloc void*[] { &pq, &pk, &pv, &kc, &vc, &f16, &tokens, &heads, &kvHeads, &headSize, &dims, &first, &freqBase, &freqScale, &neox, &pf };
+        long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims);
+        LaunchKernel(_ropeStoreKv, LaunchGeometry.Elementwise(items), args, "rope_store_kv");
+    }
+
+    /// <summary>The default of <see cref="IComputeQueue.RopeAndStoreKv"/>: rope q, rope k, convert k and v into the caches.</summary>
+    private void RopeAndStoreKvUnfused(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
+                                       RopeParams rope, DeviceTensor? factors)
+    {
+        ulong pf = factors is { } f ? Ptr(f) : 0;
+        LaunchRope(q, p.Tokens, p.Heads, p.HeadSize, p.FirstPosition, rope, pf);
+        LaunchRope(k, p.Tokens, p.KvHeads, p.HeadSize, p.FirstPosition, rope, pf);
+        long kvd = (long)p.KvHeads * p.HeadSize, count = p.Tokens * kvd;
+        Convert(k, kCache.Skip(p.FirstPosition * kvd), count);
+        Convert(v, vCache.Skip(p.FirstPosition * kvd), count);
+    }
+
+    /// <summary>One int8 mat-vec launch over <paramref name="targets"/>, quantizing x first unless the scratch already holds it.</summary>
+    private void MatVecQ8(int slot, ulong px, int cols, ref MatVecTargets targets)
+    {
+        var (xq, xs) = EnsureQuantizedX(px, cols);
+        long rows = 0;
+        for (int k = 0; k < targets.Count; k++) rows += targets.Rows(k);
+        fixed (MatVecTargets* t = &targets)
+        {
+            void** args = stackalloc void*[] { t, &cols, &xq, &xs };
+            LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
+        }
+    }
+
+    /// <summary>The 8-bit scratch row holding x [cols] quantized: launches quantize_x_q8 unless it already holds exactly that row.</summary>
+    private (ulong Values, ulong Scales) EnsureQuantizedX(ulong px, int cols)
+    {
+        if (cols % 32 != 0) throw new ArgumentException($"{_backend}: a {cols}-element row is not whole 32-element blocks");
+        var (xq, xs) = QuantizedXScratch(cols);
+        if (_xq8Source != px || _xq8Elements != cols)
+        {
+            long blocks = cols / 32;
+            void** qa = stackalloc void*[] { &px, &xq, &xs, &blocks };
+            LaunchKernel(_quantizeX, LaunchGeometry.QuantizeX(blocks), qa, "quantize_x_q8");
+            RememberQuantizedX(px, cols);
+        }
+        return (xq, xs);
+    }
+
+    /// <summary>
+    /// A prompt-sized matmul on the vendor BLAS (cuBLAS): F32 weights in F32; F16 weights as they are; other types dequantized to F16 into
+    /// scratch first. Activations are converted to F16 (tensor cores, F32 accumulation).
+    /// </summary>
+    private void BlasMatMul(GgmlType type, int slot, ulong pw, long rowBytes, long rows, int cols, ulong px, ulong py, int tokens, bool accumulate)
+    {
+        _graph?.SuspendUntilStepEnd(); // BLAS runs live
+        if (_blasHandle == 0) _blasHandle = _blas!.CreateHandle(_stream);
+        int r = checked((int)rows);
+        if (type == GgmlType.F32)
+        {
+            _blas!.RowMajorMatMul(_blasHandle, pw, px, py, r, cols, tokens, f16: false, accumulate);
+            return;
+        }
+        ulong a = pw;
+        if (type != GgmlType.F16)
+        {
+            EnsureScratch(ref _weightsF16, ref _weightsF16Capacity, rows * cols * 2, "F16 weights");
+            a = _weightsF16;
+            void** da = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &a };
+            LaunchKernel(_dequantizeF16[slot], LaunchGeometry.Dequantize(rows, cols), da, "dequantize_f16");
+        }
+        long n = (long)tokens * cols;
+        EnsureScratch(ref _activationsF16, ref _activationsF16Capacity, n * 2, "F16 activations");
+        ulong xh = _activationsF16;
+        void** ca = stackalloc void*[] { &px, &xh, &n };
+        LaunchKernel(_convertF16, LaunchGeometry.Elementwise(n), ca, "convert_f32_f16");
+        var events = _profile?.Begin(_stream);
+        _blas!.RowMajorMatMul(_blasHandle, a, xh, py, r, cols, tokens, f16: true, accumulate);
+        if (events is { } e) _profile!.End("blas gemm f16", e, _stream);
+    }
+
+    private void ForgetQuantizedX() => _xq8Source = 0;
+
+    /// <summary>Makes <paramref name="ptr"/> hold at least <paramref name="bytes"/>; waits for the stream before freeing an old buffer that queued work may read.</summary>
+    private void EnsureScratch(ref ulong ptr, ref long capacity, long bytes, string what)
+    {
+        if (capacity >= bytes) return;
+        if (ptr != 0)
+        {
+            Synchronize();
+            _d.Free(ptr, $"{what} scratch");
+            ptr = 0;
+            capacity = 0;
+        }
+        long size = TensorPadding.AlignUp(bytes, 1 << 20);
+        ptr = _d.Allocate(size, $"{what} scratch");
+        capacity = size;
+    }
+
+    public void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope)
+        => LaunchRope(x, tokens, heads, headSize, firstPosition, rope, 0);
+
+    public void RopeWithFactors(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, DeviceTensor factors)
+    {
+        if (factors.Type != GgmlType.F32) throw new ArgumentException($"{_backend}: RoPE frequency factors must be F32, not {factors.Type}", nameof(factors));
+        LaunchRope(x, tokens, heads, headSize, firstPosition, rope, Ptr(factors));
+    }
+
+    /// <summary>The rope kernel; <paramref name="factors"/> = 0 for plain RoPE, else the device address of F32 [dims/2] divisors of the angles.</summary>
+    private void LaunchRope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, ulong factors)
+    {
+        ForgetQuantizedX();
+        CheckRope(rope, headSize);
+        long pairs = (long)tokens * heads * (rope.Dims / 2);
+        if (pairs == 0) return;
+        _rt.MakeCurrent();
+        ulong px = Ptr(x);
+        int dims = rope.Dims, neox = rope.Mode == RopeMode.NeoX ? 1 : 0;
+        float freqBase = rope.FrequencyBase, freqScale = rope.FrequencyScale;
+        void** args = stackalloc void*[] { &px, &tokens, &heads, &headSize, &dims, &firstPosition, &freqBase, &freqScale, &neox, &factors };
+        LaunchKernel(_rope, LaunchGeometry.Elementwise(pairs), args, "rope");
+    }
+
+    private void CheckRope(RopeParams rope, int headSize)
+    {
+        if (rope.Dims <= 0 || rope.Dims > headSize || rope.Dims % 2 != 0)
+            throw new ArgumentOutOfRangeException(nameof(rope), $"{_backend}: RoPE dims {rope.Dims} must be even and in 1..{headSize}");
+    }
+
+    public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
+    {
+        ForgetQuantizedX();
+        if (kCache.Type != vCache.Type) throw new ArgumentException($"{_backend}: K cache is {kCache.Type}, V cache is {vCache.Type}; they must match");
+        if (kCache.Type is not (GgmlType.F32 or GgmlType.F16)) throw new NotSupportedException($"{_backend}: attention over a {kCache.Type} cache");
+        if (p.HeadSize <= 0 || p.HeadSize > LaunchGeometry.AttentionMaxHeadSize)
+            throw new NotSupportedException($"{_backend}: attention head size {p.HeadSize} (1..{LaunchGeometry.AttentionMaxHeadSize} supported)");
+        if (p.KvHeads <= 0 || p.Heads % p.KvHeads != 0) throw new ArgumentException($"{_backend}: {p.Heads} heads are not a multiple of {p.KvHeads} KV heads");
+        if (p.Tokens <= 0) return;
+        _rt.MakeCurrent();
+        ulong pq = Ptr(q), pk = Ptr(kCache), pv = Ptr(vCache), po = Ptr(output);
+        int first = p.FirstPosition, heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
+        float scale = p.Scale;
+        // A decode step's output goes to the output projection's int8 mat-vec next: each block quantizes its head.
+        long n = (long)heads * headSize;
+        bool quantize = p.Tokens == 1 && headSize % 32 == 0 && FusesQuantization(n);
+        var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
+        int chunk = _options.AttentionChunk;
+        if (p.Tokens == 1 && chunk > 0 && first + 1 > chunk)
+        {
+            // A long history: heads x splits blocks, each over `chunk` positions; the last one of a head combines them.
+            int splits = LaunchGeometry.AttentionSplits(first + 1, chunk);
+            EnsureScratch(ref _attentionPartials, ref _attentionPartialsCapacity, (long)heads * splits * (headSize + 2) * sizeof(float), "attention partials");
+            if (_attentionTicketsCapacity < (long)heads * sizeof(int))
+            {
+                EnsureScratch(ref _attentionTickets, ref _attentionTicketsCapacity, (long)heads * sizeof(int), "attention tickets");
+                _d.MemsetAsync(_attentionTickets, 0, _attentionTicketsCapacity, _stream, "attention tickets");
+            }
+            ulong partials = _attentionPartials, tickets = _attentionTickets;
+            void** splitArgs = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs, &partials, &tickets, &chunk };
+            LaunchKernel(kCache.Type == GgmlType.F16 ? _attentionSplitF16 : _attentionSplitF32, LaunchGeometry.AttentionSplit(heads, splits), splitArgs,
+                "attention (decode, split)");
+        }
+        else
+        {
+            void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs };
+            var kernel = p.Tokens == 1 ? (kCache.Type == GgmlType.F16 ? _attentionDecodeF16 : _attentionDecodeF32) : kCache.Type == GgmlType.F16 ? _attentionF16 : _attentionF32;
+            LaunchKernel(kernel, LaunchGeometry.Attention(p.Heads, p.Tokens), args, p.Tokens == 1 ? "attention (decode)" : "attention");
+        }
+        if (quantize) RememberQuantizedX(po, n);
+    }
+
+    public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n)
+    {
+        ForgetQuantizedX();
+        if (n <= 0) return;
+        _rt.MakeCurrent();
+        ulong pg = Ptr(gate), pu = Ptr(up), py = Ptr(y);
+        // A decode step's gate row goes to the down projection's int8 mat-vec next: quantize it here.
+        bool quantize = FusesQuantization(n);
+        var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
+        void** args = stackalloc void*[] { &pg, &pu, &py, &n, &xq, &xs };
+        LaunchKernel(_siluMul, LaunchGeometry.Elementwise(n), args, "silu_mul");
+        if (quantize) RememberQuantizedX(py, n);
+    }
+
+    public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor y, long n)
+    {
+        ForgetQuantizedX();
+        if (n <= 0) return;
+        _rt.MakeCurrent();
+        ulong pa = Ptr(a), pb = Ptr(b), py = Ptr(y);
+        void** args = stackalloc void*[] { &pa, &pb, &py, &n };
+        LaunchKernel(_add, LaunchGeometry.Elementwise(n), args, "add");
+    }
+
+    public void AddBias(DeviceTensor x, DeviceTensor bias, int rows, int n)
+    {
+        ForgetQuantizedX();
+        long total = (long)rows * n;
+        if (total <= 0) return;
+        _rt.MakeCurrent();
+        ulong px = Ptr(x), pb = Ptr(bias);
+        void** args = stackalloc void*[] { &px, &pb, &total, &n };
+        LaunchKernel(_addBias, LaunchGeometry.Elementwise(total), args, "add_bias");
+    }
+
+    public void Convert(DeviceTensor src, DeviceTensor dst, long n)
+    {
+        ForgetQuantizedX();
+        if (n <= 0) return;
+        var kernel = dst.Type switch
+        {
+            GgmlType.F32 => _copyF32,
+            GgmlType.F16 => _convertF16,
+            _ => throw new NotSupportedException($"{_backend}: Convert to {dst.Type}"),
+        };
+        _rt.MakeCurrent();
+        ulong ps = Ptr(src), pd = Ptr(dst);
+        void** args = stackalloc void*[] { &ps, &pd, &n };
+        LaunchKernel(kernel, LaunchGeometry.Elementwise(n), args, "convert");
+    }
+
+    public void Upload(ReadOnlySpan<float> source, DeviceTensor dst)
+    {
+        ForgetQuantizedX();
+        if (source.IsEmpty) return;
+        _rt.MakeCurrent();
+        ulong pd = Ptr(dst);
+        byte* staged = Stage(MemoryMarshal.AsBytes(source));
+        _graph?.BeforeWork();
+        _d.CopyHostToDeviceAsync(pd, staged, (long)source.Length * sizeof(float), _stream, "upload");
+    }
+
+    public void Download(DeviceTensor src, Span<float> destination)
+    {
+        _rt.MakeCurrent();
+        long bytes = (long)destination.Length * sizeof(float);
+        ulong ps = Ptr(src);
+        if (bytes > _stagingCapacity)
+        {
+            Synchronize();
+            GrowStaging(bytes);
+        }
+        _graph?.Flush(); // the step's recorded work runs first; the copy below is not captured
+        // Stream order puts this copy after every queued upload that still reads the arena, so the arena's start can be reused.
+        if (bytes > 0) _d.CopyDeviceToHostAsync(_staging, ps, bytes, _stream);
+        Synchronize();
+        new ReadOnlySpan<byte>(_staging, (int)bytes).CopyTo(MemoryMarshal.AsBytes(destination));
+    }
+
+    public void Synchronize()
+    {
+        _rt.MakeCurrent();
+        _graph?.EndStep();
+        _d.SynchronizeStream(_stream);
+        _profile?.Collect();
+        _stagingUsed = 0; // the stream is idle: nothing reads the arena any more
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _rt.MakeCurrent();
+        try { _graph?.Flush(); } catch (GpuException) { /* disposing: the work is abandoned */ }
+        try { _d.SynchronizeStream(_stream); } catch (GpuException) { /* disposing */ }
+        _graph?.Dispose();
+        _profile?.Collect();
+        _profile?.Dispose();
+        if (_rowIds != 0) _d.FreeQuietly(_rowIds);
+        foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets }) if (scratch != 0) _d.FreeQuietly(scratch);
+        if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
+        if (_staging != null) _d.FreePinned(_staging);
+        _d.DestroyStreamQuietly(_stream);
+    }
+
+    /// <summary>Index of a weight type's kernels in the lookup tables; throws for types without kernels.</summary>
+    private int KernelSlot(GgmlType type) => type switch
+    {
+        GgmlType.F32 => 0,
+        GgmlType.F16 => 1,
+        GgmlType.BF16 => 2,
+        GgmlType.Q8_0 => 3,
+        GgmlType.Q4_0 => 4,
+        GgmlType.Q4_K => 5,
+        GgmlType.Q5_K => 6,
+        GgmlType.Q6_K => 7,
+        _ => throw new NotSupportedException($"{_backend}: no kernel reads {type} weights (Supports() says so)"),
+    };
+
+    /// <summary>Device address of a tensor; the buffer must belong to this device.</summary>
+    private ulong Ptr(DeviceTensor t)
+    {
+        if (t.Buffer is not GpuBuffer b || b.Runtime != _rt)
+            throw new ArgumentException($"{_backend}: buffer '{t.Buffer.Name}' does not belong to {_rt.Name} ({_rt.Facts.StableId})");
+        if (t.Offset < 0 || t.Offset > b.Size) throw new ArgumentOutOfRangeException(nameof(t), $"{_backend}: offset {t.Offset} is outside buffer '{b.Name}' ({b.Size} B)");
+        return b.DevicePointer + (ulong)t.Offset;
+    }
+
+    private void LaunchKernel(nint function, Launch launch, void** args, string what)
+    {
+        _graph?.BeforeWork();
+        var events = _profile?.Begin(_stream);
+        _d.Launch(function, launch, _stream, args, _programmaticLaunch, what);
+        if (events is { } e) _profile!.End(what, e, _stream);
+    }
+
+    /// <summary>Copies <paramref name="data"/> into the pinned arena and returns where; waits for the stream only when the arena is full.</summary>
+    private byte* Stage(ReadOnlySpan<byte> data)
+    {
+        long need = TensorPadding.AlignUp(data.Length, StagingAlignment);
+        if (_stagingUsed + need > _stagingCapacity)
+        {
+            Synchronize(); // queued copies may still read the arena
+            if (need > _stagingCapacity) GrowStaging(Math.Max(need, 2 * _stagingCapacity));
+        }
+        byte* at = _staging + _stagingUsed;
+        data.CopyTo(new Span<byte>(at, data.Length));
+        _stagingUsed += need;
+        return at;
+    }
+
+    /// <summary>Replaces the arena with a larger one; callers ensure the stream is idle.</summary>
+    private void GrowStaging(long bytes)
+    {
+        if (_staging != null) _d.FreePinned(_staging);
+        _staging = null;
+        _staging = (byte*)_d.AllocatePinned(bytes, "staging");
+        _stagingCapacity = bytes;
+        _stagingUsed = 0;
+    }
+
+    private void GrowRowIds(long bytes)
+    {
+        if (_rowIds != 0)
+        {
+            Synchronize(); // a queued get_rows may still read the old ids
+            _d.Free(_rowIds, "row ids");
+            _rowIds = 0;
+        }
+        long capacity = Math.Max(bytes, 4096);
+        _rowIds = _d.Allocate(capacity, "row ids");
+        _rowIdsCapacity = capacity;
+    }
+}

@@ -1,0 +1,38 @@
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Backends.Gpu;
+
+/// <summary>
+/// One GPU (CUDA or HIP) as a backend device: owned device memory, host-page import where the device can map host
+/// memory, and an asynchronous op queue per stream. Integrated or discrete comes from the runtime (CUDA's and HIP's
+/// "integrated" attribute); the core's host-import policy acts on it (docs/architecture.md#host-import-policy).
+/// </summary>
+internal sealed class GpuDevice : IBackendDevice
+{
+    internal GpuDevice(GpuRuntime runtime, string details)
+    {
+        Runtime = runtime;
+        var (free, total) = runtime.QueryMemory();
+        var caps = BackendCapabilities.OwnedBuffers | BackendCapabilities.Async;
+        if (runtime.Facts.CanMapHostMemory) caps |= BackendCapabilities.HostImport;
+        Description = new DeviceDescription(
+            Backend: runtime.Backend,
+            Name: runtime.Name,
+            Kind: runtime.Facts.Integrated ? DeviceKind.IntegratedGpu : DeviceKind.DiscreteGpu,
+            StableId: runtime.Facts.StableId,
+            TotalMemory: total,
+            FreeMemory: free,
+            Capabilities: caps,
+            Details: details);
+        Buffers = new GpuBufferProvider(this);
+    }
+
+    internal GpuRuntime Runtime { get; }
+
+    public DeviceDescription Description { get; }
+
+    public IBufferProvider Buffers { get; }
+
+    /// <summary>A queue on a new stream of this device.</summary>
+    public IComputeQueue CreateQueue() => new GpuComputeQueue(this);
+}

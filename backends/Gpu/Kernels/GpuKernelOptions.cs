@@ -1,0 +1,123 @@
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Backends.Gpu.Kernels;
+
+/// <summary>
+/// Which kernels and paths the GPU queue uses; alternatives exist so that each can be measured against the other.
+/// plugins.json options (<c>matvec</c>, <c>gemm</c>, ...); an environment variable PLUGINENGINE_CUDA_&lt;OPTION&gt; (CUDA) or
+/// PLUGINENGINE_HIP_&lt;OPTION&gt; (HIP) overrides each (handy for A/B runs of <c>bench</c>). Read by <see cref="FromCuda"/> and
+/// <see cref="FromHip"/>: HIP has no <c>gemm</c> (no vendor BLAS bound yet), <c>graphs</c> or <c>pdl</c> option, and adds
+/// <c>readonly_register</c>.
+/// </summary>
+/// <param name="Int8MatVec">
+/// <c>matvec: int8</c> (default): single-token matmuls on Q8_0/Q4_0/Q4_K/Q6_K weights quantize the activation row to
+/// 8 bits once and use integer dot products (dp4a). <c>f32</c>: the F32 mat-vec kernel (activations stay in F32).
+/// </param>
+/// <param name="CublasPrompt">
+/// <c>gemm: cublas</c> (default, when cuBLAS loads): matmuls of at least <see cref="LaunchGeometry.BlasMinTokens"/>
+/// tokens dequantize the weights to F16 into a scratch buffer and run cublasGemmEx on the tensor cores (F32 weights:
+/// an F32 GEMM). <c>kernels</c>: the plugin's own batched kernel.
+/// </param>
+/// <param name="Graphs">
+/// <c>graphs: off</c> (default): every kernel is launched directly, and the GPU starts on a step's first kernel while
+/// the host still issues the rest. <c>on</c> (where the driver has the graph API): each step's work between host
+/// synchronizations is captured as a CUDA graph and launched as one (CUDA's CudaStepGraph), which waits for the
+/// whole step to be captured first. With 18 launches per layer graphs were faster (250 against 234 t/s, 7B Q4_0 on an
+/// H200); with the fused ops' 9 and programmatic launch, direct launches are (511 against 458 t/s on one H200, 2026-11-26).
+/// </param>
+/// <param name="FusedOps">
+/// <c>fusion: on</c> (default): the queue's fused ops (MatMulShared, MatMulAdd, MatMulSwiGlu, RopeAndStoreKv) run as
+/// single kernels where a kernel exists (a decode step: 9 launches per layer instead of 18); <c>off</c>: they run as
+/// the primitive ops of their defaults. Environment: PLUGINENGINE_CUDA_FUSION.
+/// </param>
+/// <param name="ProgrammaticLaunch">
+/// <c>pdl: on</c> (default; used on sm_90 and later where the driver has cuLaunchKernelEx): kernels are launched with
+/// programmatic stream serialization, so each is scheduled while its predecessor still runs and waits for it on the
+/// device (kernels.cu's PDL_ENTRY); <c>off</c>: plain launches. Environment: PLUGINENGINE_CUDA_PDL.
+/// </param>
+/// <param name="KernelDefines">
+/// <c>defines</c> (default empty): kernel tuning macros for experiments, "NAME=INT;NAME=INT" (kernels.cu's MATVEC_UNROLL,
+/// SWIGLU_UNROLL, MATVEC_MIN_BLOCKS), defined before the source is compiled (and cached under their own key). Environment:
+/// PLUGINENGINE_CUDA_DEFINES. Normalized to "NAME=INT;…" in the order given.
+/// </param>
+/// <param name="AttentionChunk">
+/// <c>attention_chunk</c> (default <see cref="DefaultAttentionChunk"/>): a decode step whose history is longer than this many
+/// positions splits attention over blocks of that many positions per head (kernels.cu attention_split_*, combined by the
+/// last block); 0 never splits (one block per head walks the whole history). Environment: PLUGINENGINE_CUDA_ATTENTION_CHUNK.
+/// </param>
+/// <param name="ReadOnlyHostRegister">
+/// HIP only, <c>readonly_register: off</c> (default): imported host pages are registered mapped, read-write;
+/// <c>on</c> adds hipHostRegisterReadOnly (measured 14 % slower on gfx1151 in the system this project comes from). CUDA
+/// always asks for READ_ONLY where the device supports it (needed to register a read-only file mapping). Environment:
+/// PLUGINENGINE_HIP_READONLY_REGISTER.
+/// </param>
+internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
+                                        string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
+                                        bool ReadOnlyHostRegister = false)
+{
+    /// <summary>
+    /// Positions per attention block in a split decode step: 8 steps of the block's 16 warps x 4 positions. Measured on an H100
+    /// (7B Q4_0, tg128 after 3,840 positions, vector K/V loads): 1024 289.0 t/s, 512 280.3, 256 262.8, no split 143.8; at depth
+    /// 0 all the same. 512 rather than 1024 keeps more blocks per head at middling depths (1,000-2,000 positions).
+    /// </summary>
+    public const int DefaultAttentionChunk = 512;
+
+    public static GpuKernelOptions Default { get; } = new(true, true, false, true, true, "", DefaultAttentionChunk);
+
+    /// <summary>The CUDA plugin's options (environment prefix PLUGINENGINE_CUDA_); a bad value throws <see cref="PluginOptionException"/> naming where it came from.</summary>
+    public static GpuKernelOptions FromCuda(PluginOptions options, Func<string, string?> environment)
+    {
+        const string P = "PLUGINENGINE_CUDA_";
+        bool int8 = Choice(options, environment, "matvec", P + "MATVEC", "int8", "f32");
+        bool cublas = Choice(options, environment, "gemm", P + "GEMM", "cublas", "kernels");
+        bool graphs = Choice(options, environment, "graphs", P + "GRAPHS", "on", "off", defaultFirst: false);
+        bool fusion = Choice(options, environment, "fusion", P + "FUSION", "on", "off");
+        bool pdl = Choice(options, environment, "pdl", P + "PDL", "on", "off");
+        return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P));
+    }
+
+    /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
+    public static GpuKernelOptions FromHip(PluginOptions options, Func<string, string?> environment)
+    {
+        const string P = "PLUGINENGINE_HIP_";
+        bool int8 = Choice(options, environment, "matvec", P + "MATVEC", "int8", "f32");
+        bool fusion = Choice(options, environment, "fusion", P + "FUSION", "on", "off");
+        bool readOnly = Choice(options, environment, "readonly_register", P + "READONLY_REGISTER", "on", "off", defaultFirst: false);
+        return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
+                                    ReadAttentionChunk(options, environment, P), readOnly);
+    }
+
+    /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>
+    private static string ReadKernelDefines(PluginOptions options, Func<string, string?> environment, string prefix)
+    {
+        string? fromEnv = environment(prefix + "DEFINES");
+        bool useEnv = !string.IsNullOrWhiteSpace(fromEnv);
+        string spec = useEnv ? fromEnv! : options.GetString("defines", "")!;
+        var defines = KernelSource.ParseTuningDefines(spec, useEnv ? $"environment variable {prefix}DEFINES" : $"{options.JsonPath}.defines");
+        return string.Join(';', defines.Select(d => $"{d.Name}={d.Value.ToString(System.Globalization.CultureInfo.InvariantCulture)}"));
+    }
+
+    private static int ReadAttentionChunk(PluginOptions options, Func<string, string?> environment, string prefix)
+    {
+        string? fromEnv = environment(prefix + "ATTENTION_CHUNK");
+        if (string.IsNullOrWhiteSpace(fromEnv)) return options.GetInt32("attention_chunk", DefaultAttentionChunk, min: 0);
+        if (int.TryParse(fromEnv.Trim(), System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int chunk) && chunk >= 0)
+            return chunk;
+        throw new PluginOptionException($"environment variable {prefix}ATTENTION_CHUNK: expected a number of positions >= 0 (0 = never split), got '{fromEnv}'");
+    }
+
+    /// <summary>True for <paramref name="first"/>, false for <paramref name="second"/>; the environment wins over plugins.json.</summary>
+    private static bool Choice(PluginOptions options, Func<string, string?> environment, string key, string variable, string first, string second,
+                               bool defaultFirst = true)
+    {
+        string? fromEnv = environment(variable);
+        string value = string.IsNullOrWhiteSpace(fromEnv) ? options.GetString(key, defaultFirst ? first : second)! : fromEnv;
+        string where = string.IsNullOrWhiteSpace(fromEnv) ? $"{options.JsonPath}.{key}" : $"environment variable {variable}";
+        return value.Trim().ToLowerInvariant() switch
+        {
+            var v when v == first => true,
+            var v when v == second => false,
+            _ => throw new PluginOptionException($"{where}: expected '{first}' or '{second}', got '{value}'"),
+        };
+    }
+}

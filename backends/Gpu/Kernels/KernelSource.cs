@@ -1,0 +1,152 @@
+using System.Globalization;
+using System.Reflection;
+using System.Security.Cryptography;
+using System.Text;
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Backends.Gpu.Kernels;
+
+/// <summary>Which run-time compiler a translation unit is for: the portability header picks its branch from this.</summary>
+internal enum KernelDialect
+{
+    /// <summary>NVRTC: PE_CUDA, warp 32.</summary>
+    Cuda,
+
+    /// <summary>hiprtc: PE_HIP, warp 32 or 64 from the device.</summary>
+    Hip,
+}
+
+/// <summary>
+/// The one kernel source (the embedded kernels.cu) with the host's constants prepended as <c>#define</c>s, so the
+/// kernels and the launch arithmetic in <see cref="LaunchGeometry"/> cannot disagree, then the vendor's defines and
+/// gpu_portability.h, which maps what NVRTC and hiprtc spell differently.
+/// </summary>
+internal static class KernelSource
+{
+    /// <summary>Name the compilers report errors under.</summary>
+    public const string ProgramName = "pluginengine_kernels.cu";
+
+    private static readonly Lazy<string> Body = new(() => Resource("PluginEngine.Backends.Gpu.kernels.cu"));
+
+    private static readonly Lazy<string> PortabilityHeader = new(() => Resource("PluginEngine.Backends.Gpu.gpu_portability.h"));
+
+    private static string Resource(string name)
+    {
+        using var stream = typeof(KernelSource).Assembly.GetManifestResourceStream(name)
+            ?? throw new InvalidOperationException($"{name} is not embedded in the shared GPU assembly");
+        using var reader = new StreamReader(stream, Encoding.UTF8);
+        return reader.ReadToEnd();
+    }
+
+    /// <summary>The defines the kernels require, in the order they are emitted.</summary>
+    public static IReadOnlyList<(string Name, int Value)> Defines { get; } =
+    [
+        ("ROW_CHUNK", LaunchGeometry.RowChunkElements),
+        ("MATMUL_TOKENS_PER_BLOCK", LaunchGeometry.MatMulTokensPerBlock),
+        ("ATTENTION_MAX_HEAD", LaunchGeometry.AttentionMaxHeadSize),
+        ("ATTENTION_WARPS", LaunchGeometry.AttentionWarps),
+    ];
+
+    /// <summary>The complete CUDA translation unit handed to NVRTC (no tuning defines).</summary>
+    public static string CudaDefault { get; } = Assemble(KernelDialect.Cuda, 32);
+
+    /// <summary>The vendor's defines: PE_CUDA or PE_HIP, and the device's warp.</summary>
+    public static IReadOnlyList<(string Name, int Value)> DialectDefines(KernelDialect dialect, int deviceWarp)
+    {
+        if (deviceWarp is not (32 or 64)) throw new ArgumentOutOfRangeException(nameof(deviceWarp), $"a warp of {deviceWarp} lanes (32 or 64 supported)");
+        if (dialect == KernelDialect.Cuda && deviceWarp != 32) throw new ArgumentOutOfRangeException(nameof(deviceWarp), "CUDA warps are 32 wide");
+        return [(dialect == KernelDialect.Cuda ? "PE_CUDA" : "PE_HIP", 1), ("PE_DEVICE_WARP", deviceWarp)];
+    }
+
+    /// <summary>The translation unit for <paramref name="dialect"/> with tuning defines (see <see cref="ParseTuningDefines"/>) after the host's.</summary>
+    public static string For(KernelDialect dialect, int deviceWarp, string tuningDefines)
+        => dialect == KernelDialect.Cuda && deviceWarp == 32 && string.IsNullOrEmpty(tuningDefines)
+            ? CudaDefault
+            : Assemble(dialect, deviceWarp, ParseTuningDefines(tuningDefines ?? "", "defines"));
+
+    /// <summary>Host defines, tuning defines, vendor defines, then the portability header and the kernels.</summary>
+    public static string Assemble(KernelDialect dialect, int deviceWarp, IReadOnlyList<(string Name, int Value)>? tuning = null)
+    {
+        var sb = new StringBuilder();
+        foreach (var (name, value) in Defines.Concat(tuning ?? []).Concat(DialectDefines(dialect, deviceWarp)))
+            sb.Append("#define ").Append(name).Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        sb.Append("#line 1 \"gpu_portability.h\"\n").Append(PortabilityHeader.Value);
+        if (!PortabilityHeader.Value.EndsWith('\n')) sb.Append('\n');
+        sb.Append("#line 1 \"kernels.cu\"\n");
+        return sb.Append(Body.Value).ToString();
+    }
+
+    /// <summary>
+    /// "NAME=INT;NAME=INT": kernel tuning macros for experiments (kernels.cu's MATVEC_UNROLL, SWIGLU_UNROLL, MATVEC_MIN_BLOCKS; any
+    /// name the source tests with #ifndef). Throws <see cref="PluginOptionException"/> naming <paramref name="where"/> for a
+    /// malformed entry or one of the host's own <see cref="Defines"/>, which must stay what the launch arithmetic assumes.
+    /// </summary>
+    public static IReadOnlyList<(string Name, int Value)> ParseTuningDefines(string spec, string where)
+    {
+        var result = new List<(string, int)>();
+        foreach (string entry in spec.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int eq = entry.IndexOf('=');
+            string name = eq > 0 ? entry[..eq].Trim() : "";
+            if (eq <= 0 || !System.Text.RegularExpressions.Regex.IsMatch(name, "^[A-Z_][A-Z0-9_]*$")
+                || !int.TryParse(entry[(eq + 1)..].Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
+                throw new PluginOptionException($"{where}: '{entry}' is not NAME=INTEGER (upper-case macro name)");
+            if (Defines.Any(d => d.Name == name))
+                throw new PluginOptionException($"{where}: {name} is set by the host (launch geometry) and cannot be overridden");
+            if (result.Exists(d => d.Item1 == name)) throw new PluginOptionException($"{where}: {name} is given twice");
+            result.Add((name, value));
+        }
+        return result;
+    }
+
+    /// <summary>Kernel-name suffix of a weight type (matmul_&lt;suffix&gt;_t1, get_rows_&lt;suffix&gt;), or null when no kernel reads it.</summary>
+    public static string? WeightSuffix(GgmlType type) => type switch
+    {
+        GgmlType.F32 => "f32",
+        GgmlType.F16 => "f16",
+        GgmlType.BF16 => "bf16",
+        GgmlType.Q8_0 => "q8_0",
+        GgmlType.Q4_0 => "q4_0",
+        GgmlType.Q4_K => "q4_k",
+        GgmlType.Q5_K => "q5_k",
+        GgmlType.Q6_K => "q6_k",
+        _ => null,
+    };
+
+    /// <summary>Weight types the matmul and get-rows kernels read.</summary>
+    public static IReadOnlyList<GgmlType> WeightTypes { get; } =
+        [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
+
+    /// <summary>Weight types with an 8-bit-activation decode kernel (matvec_q8_&lt;suffix&gt;); their rows are whole 32-element blocks.</summary>
+    public static IReadOnlyList<GgmlType> Int8MatVecTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K];
+
+    /// <summary>Weight types the prompt path dequantizes to F16 for the vendor BLAS (dequantize_f16_&lt;suffix&gt;); F16 is used as it is, F32 in F32.</summary>
+    public static IReadOnlyList<GgmlType> DequantizeF16Types { get; } = [GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
+
+    /// <summary>Every extern "C" kernel the queue looks up.</summary>
+    public static IEnumerable<string> KernelNames()
+    {
+        foreach (var t in WeightTypes)
+        {
+            string s = WeightSuffix(t)!;
+            yield return $"matmul_{s}_t1";
+            yield return $"matmul_{s}_tn";
+            yield return $"get_rows_{s}";
+        }
+        foreach (var t in Int8MatVecTypes)
+        {
+            yield return $"matvec_q8_{WeightSuffix(t)}";
+            yield return $"swiglu_q8_{WeightSuffix(t)}";
+        }
+        foreach (var t in DequantizeF16Types) yield return $"dequantize_f16_{WeightSuffix(t)}";
+        foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "attention_f32", "attention_f16", "attention_decode_f32", "attention_decode_f16", "attention_split_f32", "attention_split_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
+            yield return k;
+    }
+
+    /// <summary>Cache key of the compiled image: source, target architecture (sm_90, gfx90a) and compiler version.</summary>
+    public static string CacheKey(string source, string target, string compilerVersion)
+    {
+        byte[] hash = SHA256.HashData(Encoding.UTF8.GetBytes($"{source}\n--{target}\n--compiler {compilerVersion}\n--plugin {Assembly.GetExecutingAssembly().GetName().Version}"));
+        return Convert.ToHexString(hash, 0, 16).ToLowerInvariant();
+    }
+}

@@ -1,0 +1,139 @@
+using PluginEngine.Abstractions;
+
+namespace PluginEngine.Backends.Gpu.Kernels;
+
+/// <summary>A kernel launch shape: grid and block sizes in x and y.</summary>
+internal readonly record struct Launch(uint GridX, uint GridY, uint BlockX);
+
+/// <summary>
+/// Launch shapes of the kernels and the constants they share with kernels.cu (emitted as #defines by
+/// <see cref="KernelSource"/>). Pure arithmetic, testable without a GPU.
+/// </summary>
+internal static class LaunchGeometry
+{
+    /// <summary>Elements one warp reads per step of a matmul row: 32 lanes × 16 consecutive elements.
+    /// Quantized rows are read in whole chunks of this many elements, which is why tensors need slides.</summary>
+    public const int RowChunkElements = 512;
+
+    /// <summary>Warps (weight rows) per matmul block.</summary>
+    public const int MatMulWarpsPerBlock = 4;
+
+    /// <summary>Tokens one block of the batched matmul kernel applies each dequantized weight chunk to.</summary>
+    public const int MatMulTokensPerBlock = 8;
+
+    /// <summary>Largest head the attention kernel holds in registers (8 elements per lane).</summary>
+    public const int AttentionMaxHeadSize = 256;
+
+    /// <summary>Warps per attention block: each walks every 16th cached position of one (head, token), so a decode
+    /// step at long context still spreads over heads × 16 warps.</summary>
+    public const int AttentionWarps = 16;
+
+    /// <summary>Every block size below is a multiple of this: a whole number of wave64 wavefronts (gfx9/CDNA), and so of
+    /// 32-wide warps, so no hardware warp is partly filled (see gpu_portability.h).</summary>
+    public const int BlockMultiple = 64;
+
+    /// <summary>Threads per block of the row-wise and element-wise kernels.</summary>
+    public const int BlockThreads = 256;
+
+    /// <summary>Elements one get-rows thread writes.</summary>
+    public const int GetRowsElementsPerThread = 16;
+
+    /// <summary>Cap on grid-stride kernels' blocks (they loop over the rest).</summary>
+    public const int MaxGridStrideBlocks = 65535;
+
+    /// <summary>Fewest tokens for which a matmul goes to the vendor BLAS (cuBLAS; weights dequantized to F16 first): below this
+    /// the dequantization pass costs more than the tensor cores save.</summary>
+    public const int BlasMinTokens = 32;
+
+    /// <summary>Whether a matmul of <paramref name="tokens"/> tokens goes to the vendor BLAS when it is available.</summary>
+    public static bool UsesBlas(int tokens) => tokens >= BlasMinTokens;
+
+    /// <summary>quantize_x_q8: one warp per 32-element block, <see cref="BlockThreads"/> threads per block.</summary>
+    public static Launch QuantizeX(long blocks)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blocks);
+        return new Launch(checked((uint)CeilDiv(blocks, BlockThreads / 32)), 1, BlockThreads);
+    }
+
+    /// <summary>matvec_q8_* and swiglu_q8_*: a warp per weight row as <see cref="MatMul"/>, grid y = token.</summary>
+    public static Launch MatVecQ8(long rows, int tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), (uint)tokens, MatMulWarpsPerBlock * 32);
+    }
+
+    /// <summary>Threads per block of rms_norm_q8_row: each block writes and quantizes this many elements of the row.</summary>
+    public const int NormRowSliceThreads = 256;
+
+    /// <summary>rms_norm_q8_row: one block per <see cref="NormRowSliceThreads"/> elements of one row.</summary>
+    public static Launch RmsNormRow(long n)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(n);
+        return new Launch(checked((uint)CeilDiv(n, NormRowSliceThreads)), 1, NormRowSliceThreads);
+    }
+
+    /// <summary>
+    /// Work items of rope_store_kv: q's rotated pairs, then per (token, kv head) k's rotated pairs and unrotated tail, then v's elements.
+    /// </summary>
+    public static long RopeStoreKvItems(int tokens, int heads, int kvHeads, int headSize, int dims)
+    {
+        int half = dims / 2;
+        return (long)tokens * heads * half + (long)tokens * kvHeads * (half + headSize - dims) + (long)tokens * kvHeads * headSize;
+    }
+
+    /// <summary>dequantize_f16_*: grid-stride, one thread per 16 elements of a row.</summary>
+    public static Launch Dequantize(long rows, long cols) => Elementwise(rows * CeilDiv(cols, 16));
+
+    /// <summary>Whether the batched kernel (<c>_tn</c>) is used for <paramref name="tokens"/> tokens.</summary>
+    public static bool UsesBatchedMatMul(int tokens) => tokens > 1;
+
+    /// <summary>matmul: one warp per weight row, <see cref="MatMulWarpsPerBlock"/> rows per block; y spans token groups.</summary>
+    public static Launch MatMul(long rows, int tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        int perBlock = UsesBatchedMatMul(tokens) ? MatMulTokensPerBlock : 1;
+        return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), checked((uint)CeilDiv(tokens, perBlock)), MatMulWarpsPerBlock * 32);
+    }
+
+    /// <summary>get_rows: x = requested row, y = slices of <see cref="BlockThreads"/>×16 elements of the row.</summary>
+    public static Launch GetRows(int ids, long rowLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(ids);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rowLength);
+        return new Launch((uint)ids, checked((uint)CeilDiv(rowLength, (long)BlockThreads * GetRowsElementsPerThread)), BlockThreads);
+    }
+
+    /// <summary>Grid-stride element-wise kernels: enough blocks for one element per thread, capped.</summary>
+    public static Launch Elementwise(long n)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(n);
+        return new Launch((uint)Math.Min(CeilDiv(n, BlockThreads), MaxGridStrideBlocks), 1, BlockThreads);
+    }
+
+    /// <summary>Threads of an rms_norm block (one block per row; rows of up to 8 × this many elements stay in registers).</summary>
+    public const int NormThreads = 1024;
+
+    /// <summary>Longest activation row that rms_norm_q8_row, attention and silu_mul also quantize for the int8 mat-vec (a decode row;
+    /// a prompt batch would be quantized for nothing, since prompts do not use the int8 mat-vec).</summary>
+    public const int MaxFusedQuantizeElements = 65536;
+
+    /// <summary>rms_norm: one block of <see cref="NormThreads"/> per row.</summary>
+    public static Launch RmsNorm(int rows) => new(checked((uint)rows), 1, NormThreads);
+
+    /// <summary>attention: one block of <see cref="AttentionWarps"/> warps per (head, token).</summary>
+    public static Launch Attention(int heads, int tokens) => new((uint)heads, (uint)tokens, AttentionWarps * 32);
+
+    /// <summary>Blocks per head of a split decode attention over <paramref name="positions"/> positions, <paramref name="chunk"/> per block.</summary>
+    public static int AttentionSplits(int positions, int chunk) => (int)CeilDiv(positions, chunk);
+
+    /// <summary>attention_split_*: one block of <see cref="AttentionWarps"/> warps per (head, chunk of positions).</summary>
+    public static Launch AttentionSplit(int heads, int splits) => new((uint)heads, (uint)splits, AttentionWarps * 32);
+
+    /// <summary>Bytes the kernels may touch for <paramref name="tensor"/>: its size plus the slide of a 512-element chunked reader.</summary>
+    public static long AllocSize(TensorInfo tensor) => tensor.ByteSize + TensorPadding.SlideBytes(tensor, RowChunkElements);
+
+    /// <summary>⌈a / b⌉ for positive numbers.</summary>
+    public static long CeilDiv(long a, long b) => (a + b - 1) / b;
+}

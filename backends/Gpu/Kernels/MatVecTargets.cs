@@ -1,0 +1,36 @@
+using System.Runtime.InteropServices;
+
+namespace PluginEngine.Backends.Gpu.Kernels;
+
+/// <summary>
+/// The <c>MatVecTargets</c> kernel argument of matvec_q8_* (kernels.cu), passed by value: up to three weights that one
+/// decode mat-vec launch reads with the same quantized input row (q, k and v), rows of target 0 first.
+/// Layout: three { weight pointer, row bytes, output pointer, rows, pad } of 32 bytes, then count and accumulate.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct MatVecTargets
+{
+    /// <summary>Targets one launch takes.</summary>
+    public const int Capacity = 3;
+
+    private fixed ulong _slots[Capacity * 4]; // per target: weight, row bytes, output, rows (low 32 bits; high = pad)
+
+    /// <summary>Targets in use (1..3).</summary>
+    public int Count;
+
+    /// <summary>1: y += W·x (the residual stream); 0: y = W·x.</summary>
+    public int Accumulate;
+
+    public void Set(int i, ulong weight, long rowBytes, ulong output, long rows)
+    {
+        if ((uint)i >= Capacity) throw new ArgumentOutOfRangeException(nameof(i));
+        _slots[4 * i] = weight;
+        _slots[4 * i + 1] = (ulong)rowBytes;
+        _slots[4 * i + 2] = output;
+        _slots[4 * i + 3] = (uint)checked((int)rows);
+    }
+
+    public readonly ulong Output(int i) => _slots[4 * i + 2];
+
+    public readonly long Rows(int i) => (long)(uint)_slots[4 * i + 3];
+}

@@ -1,0 +1,1053 @@
+// PluginEngine GPU kernels, compiled at run time for the device's architecture by NVRTC (CUDA) or hiprtc (HIP).
+// One source for both: what the vendors spell differently (lane shuffles, half conversions, the int8 dot product,
+// programmatic launch) comes from gpu_portability.h, which the host puts in front of this file (KernelSource).
+// Block layouts are GGUF's (see abstractions/Types/GgmlType.cs); ROW_CHUNK is why quantized tensors carry a
+// "slide": the mat-vec kernels read every row in whole chunks of ROW_CHUNK elements, so the last row of a
+// matrix whose row length is not a multiple of ROW_CHUNK is read past its end, into bytes that must be zero.
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+
+#ifndef ROW_CHUNK
+#error "ROW_CHUNK must be defined by the host (elements a warp reads per step: 32 lanes x 16)"
+#endif
+#ifndef MATMUL_TOKENS_PER_BLOCK
+#error "MATMUL_TOKENS_PER_BLOCK must be defined by the host"
+#endif
+#ifndef ATTENTION_MAX_HEAD
+#error "ATTENTION_MAX_HEAD must be defined by the host"
+#endif
+#ifndef ATTENTION_WARPS
+#error "ATTENTION_WARPS must be defined by the host"
+#endif
+#define LANE_ELEMS 16
+#define ATT_PER_LANE (ATTENTION_MAX_HEAD / 32)
+
+// ggml type ids (template arguments)
+#define T_F32 0
+#define T_F16 1
+#define T_Q4_0 2
+#define T_Q8_0 8
+#define T_Q4_K 12
+#define T_Q5_K 13
+#define T_Q6_K 14
+#define T_BF16 30
+
+__device__ __forceinline__ float bf2f(u16 b) { return __uint_as_float(((u32)b) << 16); }
+__device__ __forceinline__ float ldh(const u8* p) { return h2f(*(const u16*)p); }
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += lane_xor(v, o);
+    return v;
+}
+
+// 8-bit activation blocks of the decode mat-vec (see quantize_x_q8): d = max|x| / 127 over 32 elements, s = d * sum(q).
+struct XScale { float d, s; };
+
+// Quantizes v (element `lane` of one 32-element block) into q[lane] and, from lane 0, the block's XScale.
+// The whole warp must call it (warp shuffles).
+__device__ __forceinline__ void quantize_block32(float v, int lane, signed char* q, XScale* scale)
+{
+    float amax = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, lane_xor(amax, o));
+    float d = amax / 127.f;
+    int qi = amax == 0.f ? 0 : __float2int_rn(v / d);
+    q[lane] = (signed char)qi;
+    int sum = qi;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += lane_xor(sum, o);
+    if (lane == 0) { XScale x; x.d = d; x.s = d * (float)sum; *scale = x; }
+}
+
+// K-quant 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes.
+__device__ __forceinline__ void scale_min_k4(int j, const u8* q, float* sc, float* m)
+{
+    if (j < 4) { *sc = (float)(q[j] & 63); *m = (float)(q[j + 4] & 63); }
+    else
+    {
+        *sc = (float)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (float)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+// 16 bytes at p into four little-endian words, with the widest loads p's alignment allows: weight blocks are
+// only byte- or 2-byte-aligned in general (Q8_0 blocks are 34 bytes, Q6_K 210), K-quant nibbles often 16-byte aligned.
+struct alignas(16) U32x4 { u32 x, y, z, w; };
+__device__ __forceinline__ void load16(const u8* p, u32* w)
+{
+    unsigned long long a = (unsigned long long)p;
+    if ((a & 15) == 0) { U32x4 v = *(const U32x4*)p; w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w; }
+    else if ((a & 3) == 0) { const u32* q = (const u32*)p; w[0] = q[0]; w[1] = q[1]; w[2] = q[2]; w[3] = q[3]; }
+    else if ((a & 1) == 0)
+    {
+        const u16* q = (const u16*)p;
+#pragma unroll
+        for (int k = 0; k < 4; k++) w[k] = (u32)q[2 * k] | ((u32)q[2 * k + 1] << 16);
+    }
+    else
+    {
+#pragma unroll
+        for (int k = 0; k < 4; k++) w[k] = (u32)p[4 * k] | ((u32)p[4 * k + 1] << 8) | ((u32)p[4 * k + 2] << 16) | ((u32)p[4 * k + 3] << 24);
+    }
+}
+#define BYTE(w, i) ((w[(i) >> 2] >> (((i) & 3) * 8)) & 0xFFu)
+
+// 4*N bytes at a 2-byte-aligned p as N words, read as N+1 aligned words and funnel-shifted: the same instructions on
+// every lane whatever its own alignment (load16's per-address branch splits a warp whose lanes read 18- or 34-byte
+// blocks). The extra word is read only when p is not 4-aligned, so nothing outside the words that hold p's bytes is touched.
+template <int N>
+__device__ __forceinline__ void load_a2(const u8* p, u32* w)
+{
+    const u32* a = (const u32*)((unsigned long long)p & ~3ull);
+    u32 sh = ((u32)(unsigned long long)p & 2u) * 8u; // 0 or 16
+    u32 x[N + 1];
+#pragma unroll
+    for (int i = 0; i < N; i++) x[i] = a[i];
+    x[N] = sh ? a[N] : 0u;
+#pragma unroll
+    for (int i = 0; i < N; i++) w[i] = __funnelshift_r(x[i], x[i + 1], sh);
+}
+
+// A block that starts with an f16 scale and then N words of quants (Q4_0: N = 4, 18 bytes; Q8_0: N = 8, 34 bytes), at a
+// 2-byte-aligned b: N + 1 aligned words hold all of it (each of them holds at least one of the block's bytes), then
+// the scale and the quants are shifted out. Uniform across lanes, as load_a2.
+template <int N>
+__device__ __forceinline__ float load_scaled_block(const u8* b, u32* q)
+{
+    const u32* a = (const u32*)((unsigned long long)b & ~3ull);
+    u32 sh = ((u32)(unsigned long long)b & 2u) * 8u; // 0 or 16
+    u32 x[N + 1];
+#pragma unroll
+    for (int i = 0; i <= N; i++) x[i] = a[i];
+#pragma unroll
+    for (int i = 0; i < N; i++) q[i] = __funnelshift_rc(x[i], x[i + 1], 16u + sh); // shift 32 (clamped) = the next word
+    return h2f((u16)(x[0] >> sh));
+}
+
+// Dequantizes the 16 elements e0 .. e0+15 of a row (e0 a multiple of 16). Quantized types read whole blocks
+// without looking at the row length (rows are whole blocks; past the last row lies the zeroed slide);
+// plain types have no slide, so elements at or past `cols` read as 0.
+template <int T>
+__device__ __forceinline__ void deq16(const u8* row, int e0, int cols, float* v)
+{
+    if (T == T_F32 || T == T_F16 || T == T_BF16)
+    {
+        if (e0 + 16 <= cols)
+        {
+            const int esize = T == T_F32 ? 4 : 2;
+            u32 w[4 * esize];
+#pragma unroll
+            for (int k = 0; k < esize; k++) load16(row + (i64)e0 * esize + 16 * k, w + 4 * k);
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+            {
+                if (T == T_F32) v[i] = __uint_as_float(w[i]);
+                else
+                {
+                    u16 h = (u16)(w[i >> 1] >> ((i & 1) * 16));
+                    v[i] = T == T_F16 ? h2f(h) : bf2f(h);
+                }
+            }
+            return;
+        }
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+        {
+            int e = e0 + i;
+            float x = 0.f;
+            if (e < cols)
+            {
+                if (T == T_F32) x = ((const float*)row)[e];
+                else if (T == T_F16) x = h2f(((const u16*)row)[e]);
+                else x = bf2f(((const u16*)row)[e]);
+            }
+            v[i] = x;
+        }
+    }
+    else if (T == T_Q8_0)
+    {
+        const u8* b = row + (i64)(e0 >> 5) * 34;
+        float d = ldh(b);
+        u32 w[4];
+        load16(b + 2 + (e0 & 31), w);
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] = d * (float)(i8)BYTE(w, i);
+    }
+    else if (T == T_Q4_0)
+    {
+        const u8* b = row + (i64)(e0 >> 5) * 18;
+        float d = ldh(b);
+        u32 w[4];
+        load16(b + 2, w);
+        int shift = (e0 & 31) >= 16 ? 4 : 0;
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] = d * (float)((int)((BYTE(w, i) >> shift) & 15) - 8);
+    }
+    else if (T == T_Q4_K || T == T_Q5_K)
+    {
+        const int bytes = T == T_Q4_K ? 144 : 176;
+        const u8* b = row + (i64)(e0 >> 8) * bytes;
+        float d = ldh(b), dmin = ldh(b + 2);
+        int e = e0 & 255, j = e >> 6, hi = (e >> 5) & 1, l0 = e & 31;
+        float sc, m;
+        scale_min_k4(2 * j + hi, b + 4, &sc, &m);
+        float d1 = d * sc, m1 = dmin * m;
+        int shift = hi ? 4 : 0;
+        u32 q[4];
+        if (T == T_Q4_K)
+        {
+            load16(b + 16 + 32 * j + l0, q);
+#pragma unroll
+            for (int i = 0; i < 16; i++) v[i] = d1 * (float)((BYTE(q, i) >> shift) & 15) - m1;
+        }
+        else
+        {
+            u32 qh[4];
+            load16(b + 16 + l0, qh);
+            load16(b + 48 + 32 * j + l0, q);
+            int bit = (hi ? 2 : 1) << (2 * j);
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+                v[i] = d1 * (float)(((BYTE(q, i) >> shift) & 15) + ((BYTE(qh, i) & bit) ? 16 : 0)) - m1;
+        }
+    }
+    else if (T == T_Q6_K)
+    {
+        const u8* b = row + (i64)(e0 >> 8) * 210;
+        int e = e0 & 255, h = e >> 7, r = e & 127, g = r >> 5, l0 = r & 31;
+        u32 ql[4], qh[4];
+        load16(b + h * 64 + (g & 1) * 32 + l0, ql);
+        load16(b + 128 + h * 32 + l0, qh);
+        float s = ldh(b + 208) * (float)((const i8*)(b + 192))[h * 8 + (l0 >> 4) + 2 * g];
+        int shift = g >= 2 ? 4 : 0;
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+        {
+            int q = (int)(((BYTE(ql, i) >> shift) & 15) | (((BYTE(qh, i) >> (2 * g)) & 3) << 4)) - 32;
+            v[i] = s * (float)q;
+        }
+    }
+}
+
+// x[e0 .. e0+15] of one activation row, zero past `cols`; 16-byte loads when the whole group is in the row and aligned.
+struct alignas(16) F32x4 { float x, y, z, w; };
+__device__ __forceinline__ void load_x16(const float* xt, int e0, int cols, float* xv)
+{
+    const float* p = xt + e0;
+    if (e0 + 16 <= cols && (((unsigned long long)p) & 15) == 0)
+    {
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+        {
+            F32x4 f = ((const F32x4*)p)[k];
+            xv[4 * k] = f.x; xv[4 * k + 1] = f.y; xv[4 * k + 2] = f.z; xv[4 * k + 3] = f.w;
+        }
+    }
+    else
+    {
+#pragma unroll
+        for (int i = 0; i < 16; i++) xv[i] = e0 + i < cols ? p[i] : 0.f;
+    }
+}
+
+// y[t, r] = sum_c w[r, c] * x[t, c]. One warp per weight row; each step the warp reads one ROW_CHUNK-element
+// chunk of the row (16 consecutive elements per lane) and applies it to NT tokens, so the weights are read
+// once per NT tokens. NT = 1 is the bandwidth-bound decode path.
+template <int T, int NT>
+__device__ __forceinline__ void matmul_rows(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens)
+{
+    int lane = threadIdx.x & 31;
+    i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (r >= rows) return;
+    int t0 = blockIdx.y * NT;
+    const u8* row = w + r * rowBytes;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.f;
+    for (int c0 = 0; c0 < cols; c0 += ROW_CHUNK)
+    {
+        int e0 = c0 + lane * LANE_ELEMS;
+        float v[16];
+        deq16<T>(row, e0, cols, v);
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+        {
+            if (t0 + t >= tokens) break;
+            float xv[16];
+            load_x16(x + (i64)(t0 + t) * cols, e0, cols, xv);
+            float s = 0.f;
+#pragma unroll
+            for (int i = 0; i < 16; i++) s += v[i] * xv[i];
+            acc[t] += s;
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+    {
+        float s = warp_sum(acc[t]);
+        if (lane == 0 && t0 + t < tokens) y[(i64)(t0 + t) * rows + r] = s;
+    }
+}
+
+// dst[i, :] = dequantize(table[ids[i], :]); grid (ids, ceil(rowLength / (blockDim * 16))).
+template <int T>
+__device__ __forceinline__ void get_rows(const u8* table, i64 rowBytes, const int* ids, float* dst, i64 rowLength)
+{
+    i64 e0 = ((i64)blockIdx.y * blockDim.x + threadIdx.x) * LANE_ELEMS;
+    if (e0 >= rowLength) return;
+    const u8* row = table + (i64)ids[blockIdx.x] * rowBytes;
+    float v[16];
+    deq16<T>(row, (int)e0, (int)rowLength, v);
+    float* out = dst + (i64)blockIdx.x * rowLength + e0;
+#pragma unroll
+    for (int i = 0; i < 16; i++) if (e0 + i < rowLength) out[i] = v[i];
+}
+
+#define WEIGHT_KERNELS(name, T)                                                                                        \
+    extern "C" __global__ void matmul_##name##_t1(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens) \
+    { PDL_ENTRY(); matmul_rows<T, 1>(w, rowBytes, rows, cols, x, y, tokens); }                                                      \
+    extern "C" __global__ void matmul_##name##_tn(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens) \
+    { PDL_ENTRY(); matmul_rows<T, MATMUL_TOKENS_PER_BLOCK>(w, rowBytes, rows, cols, x, y, tokens); }                                \
+    extern "C" __global__ void get_rows_##name(const u8* table, i64 rowBytes, const int* ids, float* dst, i64 rowLength) \
+    { PDL_ENTRY(); get_rows<T>(table, rowBytes, ids, dst, rowLength); }
+
+WEIGHT_KERNELS(f32, T_F32)
+WEIGHT_KERNELS(f16, T_F16)
+WEIGHT_KERNELS(bf16, T_BF16)
+WEIGHT_KERNELS(q8_0, T_Q8_0)
+WEIGHT_KERNELS(q4_0, T_Q4_0)
+WEIGHT_KERNELS(q4_k, T_Q4_K)
+WEIGHT_KERNELS(q5_k, T_Q5_K)
+WEIGHT_KERNELS(q6_k, T_Q6_K)
+
+// Elements of a row one rms_norm thread keeps in registers (rows up to NORM_REGS x blockDim, 8192 with 1024 threads).
+#define NORM_REGS 8
+
+// y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w; one block per row (a decode row that the int8 mat-vec reads
+// next goes to rms_norm_q8_row instead). Rows up to NORM_REGS x blockDim stay in registers, every x and w load issued
+// before the first reduction: thread t holds elements k * blockDim + t (k < NORM_REGS).
+extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, int n, float eps)
+{
+    PDL_ENTRY();
+    __shared__ float partial[32];
+    const float* xr = x + (i64)blockIdx.x * n;
+    float* yr = y + (i64)blockIdx.x * n;
+    int tid = threadIdx.x;
+    bool inRegs = n <= NORM_REGS * (int)blockDim.x;
+    float xv[NORM_REGS], wv[NORM_REGS];
+    float s = 0.f;
+    if (inRegs)
+    {
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++)
+        {
+            int i = k * blockDim.x + tid;
+            xv[k] = i < n ? xr[i] : 0.f;
+            wv[k] = i < n ? w[i] : 0.f;
+        }
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++) s += xv[k] * xv[k];
+    }
+    else
+        for (int i = tid; i < n; i += blockDim.x) s += xr[i] * xr[i];
+    s = warp_sum(s);
+    if ((tid & 31) == 0) partial[tid >> 5] = s;
+    __syncthreads();
+    if (tid < 32)
+    {
+        float p = tid < (blockDim.x >> 5) ? partial[tid] : 0.f;
+        p = warp_sum(p);
+        if (tid == 0) partial[0] = p;
+    }
+    __syncthreads();
+    float scale = rsqrtf(partial[0] / (float)n + eps);
+    if (inRegs)
+    {
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++)
+        {
+            int i = k * blockDim.x + tid;
+            if (i < n) yr[i] = xv[k] * scale * wv[k];
+        }
+    }
+    else
+        for (int i = tid; i < n; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+}
+
+// One decode row normalized and quantized by n / blockDim blocks instead of one: a single block is issue-bound on its
+// SM (an H200 spent 6 us on 4096 elements). Every block sums the squares of the whole row (16 KB from L2 for n = 4096,
+// 16-byte loads), then writes and quantizes its own slice; n is a multiple of 32 (and of 4) and blockDim of 32.
+extern "C" __global__ void rms_norm_q8_row(const float* x, const float* w, float* y, int n, float eps, i8* xq, XScale* xs)
+{
+    PDL_ENTRY();
+    __shared__ float partial[32];
+    int tid = threadIdx.x, lane = tid & 31;
+    float s = 0.f;
+    for (int i = 4 * tid; i < n; i += 4 * blockDim.x)
+    {
+        F32x4 v = *(const F32x4*)(x + i);
+        s += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    s = warp_sum(s);
+    if (lane == 0) partial[tid >> 5] = s;
+    __syncthreads();
+    float total = 0.f;
+    for (int k = 0; k < (int)(blockDim.x >> 5); k++) total += partial[k]; // the same order in every block
+    float scale = rsqrtf(total / (float)n + eps);
+    int e = blockIdx.x * blockDim.x + tid;
+    if (e - lane >= n) return; // whole warps in or out
+    float v = x[e] * scale * w[e];
+    y[e] = v;
+    quantize_block32(v, lane, xq + (e - lane), xs + (e >> 5));
+}
+
+// Angle of rotated pair i (0 .. dims/2 - 1) at `position`. Double precision so long positions keep their phase (the
+// CPU reference does the same). `factors` (F32 [dims/2], a model's rope_freqs.weight for Llama 3.1-style scaling)
+// divides pair i's angle by factors[i]; null when the model has none.
+__device__ __forceinline__ void rope_cos_sin(int position, int i, int dims, float freqBase, float freqScale, const float* factors, float* c, float* s)
+{
+    double theta = (double)position * (double)freqScale * exp(-2.0 * i / dims * log((double)freqBase));
+    if (factors) theta /= (double)factors[i];
+    double sn, cs;
+    sincos(theta, &sn, &cs);
+    *c = (float)cs;
+    *s = (float)sn;
+}
+
+// Element indices of rotated pair i in a head: (2i, 2i+1) normally, (i, i + dims/2) in NeoX mode.
+__device__ __forceinline__ void rope_pair(int i, int dims, int neox, int* a, int* b)
+{
+    *a = neox ? i : 2 * i;
+    *b = neox ? i + (dims >> 1) : 2 * i + 1;
+}
+
+// In-place rotary embedding of x [tokens, heads, headSize]; one thread per rotated pair.
+extern "C" __global__ void rope(float* x, int tokens, int heads, int headSize, int dims, int firstPosition, float freqBase, float freqScale, int neox,
+                                const float* factors)
+{
+    PDL_ENTRY();
+    int half = dims >> 1;
+    i64 total = (i64)tokens * heads * half;
+    for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (i64)gridDim.x * blockDim.x)
+    {
+        int i = (int)(idx % half);
+        i64 th = idx / half; // token * heads + head
+        int t = (int)(th / heads);
+        float* row = x + th * headSize;
+        float c, s;
+        rope_cos_sin(firstPosition + t, i, dims, freqBase, freqScale, factors, &c, &s);
+        int a, b;
+        rope_pair(i, dims, neox, &a, &b);
+        float xa = row[a], xb = row[b];
+        row[a] = xa * c - xb * s;
+        row[b] = xb * c + xa * s;
+    }
+}
+
+__device__ __forceinline__ void store_cache(void* cache, int f16, i64 i, float v)
+{
+    if (f16) ((u16*)cache)[i] = f2h(v);
+    else ((float*)cache)[i] = v;
+}
+
+// The attention prologue of a batch in one launch: q [tokens, heads, headSize] and k [tokens, kvHeads, headSize] rotated
+// in place as `rope` does, and k and v stored into the caches (F16 when f16, else F32) at rows firstPosition + t.
+// Work items, grid-stride: q's rotated pairs; per (token, kv head) k's rotated pairs and then its unrotated tail
+// (dims .. headSize); v's elements.
+extern "C" __global__ void rope_store_kv(float* q, float* k, const float* v, void* kCache, void* vCache, int f16, int tokens, int heads, int kvHeads,
+                                         int headSize, int dims, int firstPosition, float freqBase, float freqScale, int neox, const float* factors)
+{
+    PDL_ENTRY();
+    int half = dims >> 1, kItems = half + (headSize - dims);
+    i64 qTotal = (i64)tokens * heads * half, kTotal = (i64)tokens * kvHeads * kItems, kvd = (i64)kvHeads * headSize;
+    i64 vTotal = (i64)tokens * kvd;
+    for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < qTotal + kTotal + vTotal; idx += (i64)gridDim.x * blockDim.x)
+    {
+        if (idx < qTotal)
+        {
+            int i = (int)(idx % half);
+            i64 th = idx / half;
+            float* row = q + th * headSize;
+            float c, s;
+            rope_cos_sin(firstPosition + (int)(th / heads), i, dims, freqBase, freqScale, factors, &c, &s);
+            int a, b;
+            rope_pair(i, dims, neox, &a, &b);
+            float xa = row[a], xb = row[b];
+            row[a] = xa * c - xb * s;
+            row[b] = xb * c + xa * s;
+        }
+        else if (idx < qTotal + kTotal)
+        {
+            i64 j = idx - qTotal;
+            int i = (int)(j % kItems);
+            i64 th = j / kItems; // token * kvHeads + kv head
+            int t = (int)(th / kvHeads);
+            float* row = k + th * headSize;
+            i64 cacheRow = ((i64)firstPosition + t) * kvd + (th - (i64)t * kvHeads) * headSize;
+            if (i < half)
+            {
+                float c, s;
+                rope_cos_sin(firstPosition + t, i, dims, freqBase, freqScale, factors, &c, &s);
+                int a, b;
+                rope_pair(i, dims, neox, &a, &b);
+                float xa = row[a], xb = row[b];
+                float ra = xa * c - xb * s, rb = xb * c + xa * s;
+                row[a] = ra;
+                row[b] = rb;
+                store_cache(kCache, f16, cacheRow + a, ra);
+                store_cache(kCache, f16, cacheRow + b, rb);
+            }
+            else
+            {
+                int e = dims + (i - half);
+                store_cache(kCache, f16, cacheRow + e, row[e]);
+            }
+        }
+        else
+        {
+            i64 j = idx - qTotal - kTotal;
+            store_cache(vCache, f16, (i64)firstPosition * kvd + j, v[j]);
+        }
+    }
+}
+
+// Causal grouped-query attention. One block per (head, token), ATT_WARPS warps; each warp walks a strided subset
+// of the cached positions with an online softmax (running max, sum, weighted V), then the warps are merged.
+// Lane l holds elements 4l .. 4l+3 and 128 + 4l .. 128 + 4l+3 of the head (att_elem; headSize <= ATTENTION_MAX_HEAD).
+// A long decode history is split over several blocks per head (attention_split).
+#define ATT_WARPS ATTENTION_WARPS
+template <bool F16>
+__device__ __forceinline__ float ldkv(const void* p, i64 i)
+{
+    return F16 ? h2f(((const u16*)p)[i]) : ((const float*)p)[i];
+}
+
+// Element of the head that register j of a lane holds: 4 consecutive elements per lane (lane 0: 0-3, lane 1: 4-7, ...),
+// then the next 128; so a lane reads its part of a K or V row with one 8-byte (F16) or 16-byte (F32) load per group of 4.
+#if ATT_PER_LANE % 4 != 0
+#error "attention registers come in groups of 4 elements per lane"
+#endif
+__device__ __forceinline__ int att_elem(int lane, int j) { return (j >> 2) * 128 + lane * 4 + (j & 3); }
+
+// Elements i .. i+3 of a K/V cache row with one aligned load (i a multiple of 4; the caller checked the alignment).
+template <bool F16>
+__device__ __forceinline__ void ldkv4(const void* p, i64 i, float* out)
+{
+    if (F16)
+    {
+        uint2 w = *(const uint2*)((const u16*)p + i);
+        out[0] = h2f((u16)(w.x & 0xFFFFu)); out[1] = h2f((u16)(w.x >> 16));
+        out[2] = h2f((u16)(w.y & 0xFFFFu)); out[3] = h2f((u16)(w.y >> 16));
+    }
+    else
+    {
+        float4 f = *(const float4*)((const float*)p + i);
+        out[0] = f.x; out[1] = f.y; out[2] = f.z; out[3] = f.w;
+    }
+}
+
+// Shared state of one attention block: each warp's running max, sum and weighted V accumulator.
+struct AttentionShared
+{
+    float max[ATT_WARPS], sum[ATT_WARPS];
+    float acc[ATT_WARPS][ATTENTION_MAX_HEAD];
+};
+
+// The warps of one block score positions [begin, end) of (head h, token t) against q (warp w takes begin + w, then every
+// ATT_WARPS * P-th), each with an online softmax, and publish their partial results in sh; then every thread derives
+// the block's max (mAll), the rescaling factor of each warp and the block's softmax denominator (0 when no position).
+// P = positions a warp scores per step: their K and V rows are all loaded before the first warp sum, so a step waits
+// for memory once instead of once per position. A decode step (one token: heads blocks in flight) uses 4; a prompt has
+// heads x tokens blocks to hide latency with, and there the registers of 4 positions would cost more in occupancy.
+template <bool F16, int P>
+__device__ __forceinline__ void attend(const float* qp, const void* k, const void* v, int kh, i64 kvStride, int headSize, float scale,
+                                       int begin, int end, AttentionShared& sh, float* mAll, float* factor, float* denominator)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float qr[ATT_PER_LANE], acc[ATT_PER_LANE];
+#pragma unroll
+    for (int j = 0; j < ATT_PER_LANE; j++)
+    {
+        int e = att_elem(lane, j);
+        qr[j] = e < headSize ? qp[e] * scale : 0.f;
+        acc[j] = 0.f;
+    }
+    // Whole groups of 4 can be read with one load when rows and the caches are aligned (the same for every lane).
+    bool vector = headSize % 4 == 0 && kvStride % 4 == 0 && (((unsigned long long)k | (unsigned long long)v) & (F16 ? 7 : 15)) == 0;
+    const float negInf = -__int_as_float(0x7f800000);
+    float m = negInf, l = 0.f;
+    for (int p0 = begin + warp; p0 < end; p0 += ATT_WARPS * P)
+    {
+        float kv[P][ATT_PER_LANE], vv[P][ATT_PER_LANE], sc[P];
+#pragma unroll
+        for (int i = 0; i < P; i++)
+        {
+            int p = p0 + i * ATT_WARPS;
+            i64 base = (i64)p * kvStride + (i64)kh * headSize;
+#pragma unroll
+            for (int g = 0; g < ATT_PER_LANE / 4; g++)
+            {
+                int e0 = att_elem(lane, 4 * g);
+                if (vector && p < end && e0 < headSize)
+                {
+                    ldkv4<F16>(k, base + e0, &kv[i][4 * g]);
+                    ldkv4<F16>(v, base + e0, &vv[i][4 * g]);
+                    continue;
+                }
+#pragma unroll
+                for (int t = 0; t < 4; t++)
+                {
+                    bool in = p < end && e0 + t < headSize;
+                    kv[i][4 * g + t] = in ? ldkv<F16>(k, base + e0 + t) : 0.f;
+                    vv[i][4 * g + t] = in ? ldkv<F16>(v, base + e0 + t) : 0.f;
+                }
+            }
+        }
+        float mNew = m;
+#pragma unroll
+        for (int i = 0; i < P; i++)
+        {
+            float s = 0.f;
+#pragma unroll
+            for (int j = 0; j < ATT_PER_LANE; j++) s += qr[j] * kv[i][j];
+            s = warp_sum(s);
+            sc[i] = p0 + i * ATT_WARPS < end ? s : negInf;
+            mNew = fmaxf(mNew, sc[i]);
+        }
+        float correction = expf(m - mNew);
+        l *= correction;
+#pragma unroll
+        for (int j = 0; j < ATT_PER_LANE; j++) acc[j] *= correction;
+#pragma unroll
+        for (int i = 0; i < P; i++)
+        {
+            float weight = expf(sc[i] - mNew); // 0 for positions past the end
+            l += weight;
+#pragma unroll
+            for (int j = 0; j < ATT_PER_LANE; j++) acc[j] += weight * vv[i][j];
+        }
+        m = mNew;
+    }
+    if (lane == 0) { sh.max[warp] = m; sh.sum[warp] = l; }
+#pragma unroll
+    for (int j = 0; j < ATT_PER_LANE; j++) sh.acc[warp][att_elem(lane, j)] = acc[j];
+    __syncthreads();
+    float mBlock = sh.max[0];
+#pragma unroll
+    for (int w = 1; w < ATT_WARPS; w++) mBlock = fmaxf(mBlock, sh.max[w]);
+    float d = 0.f;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++)
+    {
+        factor[w] = sh.sum[w] > 0.f ? expf(sh.max[w] - mBlock) : 0.f; // a warp that saw no position contributes nothing
+        d += sh.sum[w] * factor[w];
+    }
+    *mAll = mBlock;
+    *denominator = d;
+}
+
+// Element e of the block's unnormalized output: the warps' accumulators rescaled to the block's max.
+__device__ __forceinline__ float block_numerator(const AttentionShared& sh, const float* factor, int e)
+{
+    float num = 0.f;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) num += sh.acc[w][e] * factor[w];
+    return num;
+}
+
+// Writes out[0 .. headSize) = value(e); with xq (headSize a multiple of 32) warp w also quantizes elements 32w .. 32w + 31
+// into the 8-bit activation row at element offset o0, for the output projection's mat-vec.
+template <typename Value>
+__device__ __forceinline__ void write_head(float* op, int headSize, i64 o0, i8* xq, XScale* xs, Value value)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (xq == 0)
+    {
+        for (int e = threadIdx.x; e < headSize; e += blockDim.x) op[e] = value(e);
+        return;
+    }
+    for (int e0 = warp * 32; e0 < headSize; e0 += blockDim.x)
+    {
+        float o = value(e0 + lane);
+        op[e0 + lane] = o;
+        quantize_block32(o, lane, xq + o0 + e0, xs + ((o0 + e0) >> 5));
+    }
+}
+
+// out[t, h, :] = softmax(q[t, h] . K[0 .. firstPosition + t]) V for every head h and token t: one block per (head, token).
+template <bool F16, int P>
+__device__ __forceinline__ void attention(const float* q, const void* k, const void* v, float* out, int firstPosition,
+                                          int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
+{
+    __shared__ AttentionShared sh;
+    int h = blockIdx.x, t = blockIdx.y;
+    i64 o0 = ((i64)t * heads + h) * headSize;
+    float mAll, factor[ATT_WARPS], denominator;
+    attend<F16, P>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, 0, firstPosition + t + 1, sh,
+                   &mAll, factor, &denominator);
+    write_head(out + o0, headSize, o0, xq, xs, [&](int e) { return block_numerator(sh, factor, e) / denominator; });
+}
+
+// One decode token over a long history, split over the positions ("flash decoding"): block (h, s) scores positions
+// [s * chunk, (s + 1) * chunk) and writes its max, softmax sum and unnormalized output to partial[h, s, :] (headSize + 2
+// floats); the last block of head h to finish (tickets[h] counts them, then is reset to 0 for the next launch) combines
+// the gridDim.y partials and writes the head's output. A single block per head walks the whole history serially; here
+// heads x splits blocks share it.
+template <bool F16>
+__device__ __forceinline__ void attention_split(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads,
+                                                int kvHeads, int headSize, float scale, i8* xq, XScale* xs, float* partial, int* tickets, int chunk)
+{
+    __shared__ AttentionShared sh;
+    __shared__ int isLast;
+    int h = blockIdx.x, s = blockIdx.y, splits = gridDim.y;
+    int positions = firstPosition + 1, begin = s * chunk, end = min(positions, begin + chunk);
+    i64 o0 = (i64)h * headSize;
+    float mAll, factor[ATT_WARPS], denominator;
+    attend<F16, 4>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, begin, end, sh, &mAll, factor, &denominator);
+    i64 stride = headSize + 2;
+    float* mine = partial + ((i64)h * splits + s) * stride;
+    for (int e = threadIdx.x; e < headSize; e += blockDim.x) mine[2 + e] = block_numerator(sh, factor, e);
+    if (threadIdx.x == 0) { mine[0] = mAll; mine[1] = denominator; }
+    __threadfence();   // this block's partial is visible device-wide before its ticket is taken
+    __syncthreads();
+    if (threadIdx.x == 0) isLast = atomicAdd(tickets + h, 1) == splits - 1;
+    __syncthreads();
+    if (!isLast) return;
+    __threadfence();
+    const float* all = partial + (i64)h * splits * stride;
+    float mMax = -__int_as_float(0x7f800000), sum = 0.f;
+    for (int i = 0; i < splits; i++) mMax = fmaxf(mMax, load_cg(all + i * stride));
+    for (int i = 0; i < splits; i++) sum += load_cg(all + i * stride + 1) * expf(load_cg(all + i * stride) - mMax);
+    write_head(out + o0, headSize, o0, xq, xs, [&](int e)
+    {
+        float num = 0.f;
+        for (int i = 0; i < splits; i++) num += load_cg(all + i * stride + 2 + e) * expf(load_cg(all + i * stride) - mMax);
+        return num / sum;
+    });
+    if (threadIdx.x == 0) tickets[h] = 0;
+}
+
+// __launch_bounds__: a block is ATTENTION_WARPS warps (512 threads), so a thread may use at most 128 registers; without
+// the bound the compiler may take more and the launch fails with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (seen on an H100).
+#define ATTENTION_KERNEL(name, F16, P)                                                                                 \
+    extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
+                                    int headSize, float scale, i8* xq, XScale* xs)                                     \
+    { PDL_ENTRY(); attention<F16, P>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
+
+ATTENTION_KERNEL(attention_f32, false, 1)
+ATTENTION_KERNEL(attention_f16, true, 1)
+ATTENTION_KERNEL(attention_decode_f32, false, 4)
+ATTENTION_KERNEL(attention_decode_f16, true, 4)
+
+#define ATTENTION_SPLIT_KERNEL(name, F16)                                                                               \
+    extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
+                                    int headSize, float scale, i8* xq, XScale* xs, float* partial, int* tickets, int chunk) \
+    { PDL_ENTRY(); attention_split<F16>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs, partial, tickets, chunk); }
+
+ATTENTION_SPLIT_KERNEL(attention_split_f32, false)
+ATTENTION_SPLIT_KERNEL(attention_split_f16, true)
+
+#define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
+
+// y = silu(gate) * up. When xq is not null (n a multiple of 32), y is also quantized to 8-bit blocks for the down
+// projection's mat-vec; blocks of 256 threads and a stride that is a multiple of 32 keep each warp on one whole block.
+extern "C" __global__ void silu_mul(const float* gate, const float* up, float* y, i64 n, i8* xq, XScale* xs)
+{
+    PDL_ENTRY();
+    GRID_STRIDE(i, n)
+    {
+        float g = gate[i];
+        float v = g / (1.f + expf(-g)) * up[i];
+        y[i] = v;
+        if (xq != 0) quantize_block32(v, threadIdx.x & 31, xq + (i & ~(i64)31), xs + (i >> 5));
+    }
+}
+
+extern "C" __global__ void add(const float* a, const float* b, float* y, i64 n)
+{
+    PDL_ENTRY();
+    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+
+extern "C" __global__ void add_bias(float* x, const float* bias, i64 total, int n)
+{
+    PDL_ENTRY();
+    GRID_STRIDE(i, total) x[i] += bias[i % n];
+}
+
+extern "C" __global__ void copy_f32(const float* src, float* dst, i64 n)
+{
+    PDL_ENTRY();
+    GRID_STRIDE(i, n) dst[i] = src[i];
+}
+
+extern "C" __global__ void convert_f32_f16(const float* src, u16* dst, i64 n)
+{
+    PDL_ENTRY();
+    GRID_STRIDE(i, n) dst[i] = f2h(src[i]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decode mat-vec with 8-bit activations (dp4a). The F32 mat-vec above is compute-bound on the H100 (every lane
+// dequantizes 16 weights to float and reads 64 bytes of activations per 8-16 bytes of weights); here the activation
+// row is quantized once to blocks of 32 int8 (scale d, and s = d * sum(q) for the zero-point terms), and each
+// weight block is multiplied with 4-byte integer dot products.
+// ---------------------------------------------------------------------------------------------------------------
+
+// xq[b*32 + i] = round(x[b*32 + i] / d_b), xs[b] = { d_b, d_b * sum_i xq[b*32 + i] } with d_b = max|x| / 127 over
+// block b; one warp per block of 32, `blocks` = tokens * cols / 32 (rows of x are whole blocks: quantized weight rows are).
+extern "C" __global__ void quantize_x_q8(const float* x, i8* xq, XScale* xs, i64 blocks)
+{
+    PDL_ENTRY();
+    i64 b = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    if (b >= blocks) return;
+    quantize_block32(x[b * 32 + lane], lane, xq + b * 32, xs + b);
+}
+
+// The 32 int8 activations of block `blk` as 8 words (16-byte aligned: blocks are 32 bytes from an aligned base).
+__device__ __forceinline__ void load_xq32(const i8* xq, int blk, int* w)
+{
+    const U32x4* p = (const U32x4*)(xq + (i64)blk * 32);
+    U32x4 a = p[0], b = p[1];
+    w[0] = (int)a.x; w[1] = (int)a.y; w[2] = (int)a.z; w[3] = (int)a.w;
+    w[4] = (int)b.x; w[5] = (int)b.y; w[6] = (int)b.z; w[7] = (int)b.w;
+}
+
+// Elements one lane handles per step ("unit") for each weight type: a Q4_0/Q8_0 block, half of a Q4_K
+// 64-element pair of sub-blocks... see dot_unit.
+template <int T> struct Unit { static const int Elems = 32; };
+template <> struct Unit<T_Q4_K> { static const int Elems = 64; };
+
+// Dot product of unit u of a weight row with the quantized activations of one token.
+template <int T>
+__device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, const XScale* xs)
+{
+    int x[8];
+    if (T == T_Q4_0)
+    {
+        // 18-byte block: f16 d, 16 bytes of nibbles (low nibbles = elements 0..15, high = 16..31); value = d * (q - 8)
+        u32 q[4];
+        float d = load_scaled_block<4>(row + (i64)u * 18, q);
+        load_xq32(xq, u, x);
+        int s = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+        {
+            s = dp4a((int)(q[k] & 0x0F0F0F0Fu), x[k], s);
+            s = dp4a((int)((q[k] >> 4) & 0x0F0F0F0Fu), x[k + 4], s);
+        }
+        XScale a = xs[u];
+        return d * (a.d * (float)s - 8.f * a.s);
+    }
+    else if (T == T_Q8_0)
+    {
+        // 34-byte block: f16 d, 32 int8
+        u32 q[8];
+        float d = load_scaled_block<8>(row + (i64)u * 34, q);
+        load_xq32(xq, u, x);
+        int s = 0;
+#pragma unroll
+        for (int k = 0; k < 8; k++) s = dp4a((int)q[k], x[k], s);
+        return d * xs[u].d * (float)s;
+    }
+    else if (T == T_Q4_K)
+    {
+        // unit = pair p of a 144-byte super-block: 32 bytes of nibbles, low = sub-block 2p, high = sub-block 2p + 1;
+        // value = d * sc_j * q - dmin * m_j
+        int sb = u >> 2, p = u & 3;
+        const u8* b = row + (i64)sb * 144;
+        float sc0, m0, sc1, m1;
+        scale_min_k4(2 * p, b + 4, &sc0, &m0);
+        scale_min_k4(2 * p + 1, b + 4, &sc1, &m1);
+        u32 q[8];
+        load16(b + 16 + 32 * p, q);
+        load16(b + 32 + 32 * p, q + 4);
+        int xa = sb * 8 + 2 * p;
+        int y[8];
+        load_xq32(xq, xa, x);
+        load_xq32(xq, xa + 1, y);
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+        {
+            s0 = dp4a((int)(q[k] & 0x0F0F0F0Fu), x[k], s0);
+            s1 = dp4a((int)((q[k] >> 4) & 0x0F0F0F0Fu), y[k], s1);
+        }
+        XScale a0 = xs[xa], a1 = xs[xa + 1];
+        return ldh(b) * (sc0 * a0.d * (float)s0 + sc1 * a1.d * (float)s1) - ldh(b + 2) * (m0 * a0.s + m1 * a1.s);
+    }
+    else // T_Q6_K
+    {
+        // unit = 32-element group k of a 210-byte super-block: half h = k / 4, group g = k % 4 within the half;
+        // q = (4 bits of ql) | (2 bits of qh) << 4 in 0..63, value = d * scale16 * (q - 32), one int8 scale per 16
+        int sb = u >> 3, k = u & 7, h = k >> 2, g = k & 3;
+        const u8* b = row + (i64)sb * 210;
+        u32 ql[8], qh[8];
+        load_a2<8>(b + h * 64 + (g & 1) * 32, ql); // super-blocks are 210 bytes: every other one is only 2-byte aligned
+        load_a2<8>(b + 128 + h * 32, qh);
+        load_xq32(xq, u, x);
+        int shift = g >= 2 ? 4 : 0, hs = 2 * g;
+        int sA = 0, sB = 0, oA = 0, oB = 0;
+#pragma unroll
+        for (int w = 0; w < 8; w++)
+        {
+            int qv = (int)(((ql[w] >> shift) & 0x0F0F0F0Fu) | (((qh[w] >> hs) & 0x03030303u) << 4));
+            if (w < 4) { sA = dp4a(qv, x[w], sA); oA = dp4a(0x01010101, x[w], oA); }
+            else { sB = dp4a(qv, x[w], sB); oB = dp4a(0x01010101, x[w], oB); }
+        }
+        const i8* sc = (const i8*)(b + 192) + h * 8 + 2 * g;
+        return ldh(b + 208) * xs[u].d * ((float)sc[0] * (float)(sA - 32 * oA) + (float)sc[1] * (float)(sB - 32 * oB));
+    }
+}
+
+// Up to three weights read by one decode mat-vec launch (q, k and v share their input row): rows of target 0 first,
+// then 1, then 2. The host's CudaMatVecTargets has the same layout.
+struct MatVecTarget { const u8* w; i64 rowBytes; float* y; int rows; int pad; };
+struct MatVecTargets { MatVecTarget t[3]; int count; int accumulate; };
+
+// Tuning knobs of the decode mat-vecs. Their defaults are the measured best; the `defines` option (environment
+// PLUGINENGINE_CUDA_DEFINES, e.g. "MATVEC_UNROLL=8;MATVEC_MIN_BLOCKS=16") overrides them, so variants can be compared in
+// one device session without a rebuild. MATVEC_MIN_BLOCKS > 0 asks the compiler for that many resident 128-thread blocks
+// per SM (it then caps registers), 0 leaves it free.
+#ifndef MATVEC_UNROLL
+#define MATVEC_UNROLL 4
+#endif
+#ifndef SWIGLU_UNROLL
+#define SWIGLU_UNROLL 2
+#endif
+#ifndef MATVEC_MIN_BLOCKS
+#define MATVEC_MIN_BLOCKS 0
+#endif
+#define PRAGMA(x) _Pragma(#x)
+#define UNROLL(n) PRAGMA(unroll n)
+#if MATVEC_MIN_BLOCKS > 0
+#define MATVEC_BOUNDS __launch_bounds__(128, MATVEC_MIN_BLOCKS)
+#else
+#define MATVEC_BOUNDS __launch_bounds__(128)
+#endif
+
+// Dot product of one weight row with the quantized activation row: lanes over units, then a warp sum (every lane gets it).
+template <int T>
+__device__ __forceinline__ float row_dot_q8(const u8* __restrict__ row, int cols, const i8* __restrict__ xq, const XScale* __restrict__ xs)
+{
+    int lane = threadIdx.x & 31, units = cols / Unit<T>::Elems;
+    float acc = 0.f;
+    UNROLL(MATVEC_UNROLL)
+    for (int u = lane; u < units; u += 32) acc += dot_unit<T>(row, u, xq, xs);
+    return warp_sum(acc);
+}
+
+// y_i[r] (+)= sum_c w_i[r, c] * x[c] for the targets of `a`, x quantized by quantize_x_q8 (or by the op that wrote
+// it): one warp per weight row (4 per block) over the targets' rows in order. accumulate = 1 adds into y (the residual
+// stream), else y is overwritten. Rows are whole units, so nothing is read past a row: no slide needed here.
+// Measured slower on an H200 under Nsight Compute (7B output and down projections, 6.9 and 12.5 us this way): two warps
+// per row, their sums added in the block (8.9 and 16.4 us); one warp reading two rows per unit of activations, which
+// shares the activation loads (8.0 and 15.3 us; tg128 462 against 513 t/s).
+template <int T>
+__device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, const i8* xq, const XScale* xs)
+{
+    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const u8* w = a.t[0].w; i64 rowBytes = a.t[0].rowBytes; float* y = a.t[0].y;
+    if (r >= a.t[0].rows)
+    {
+        r -= a.t[0].rows;
+        if (a.count < 2) return;
+        w = a.t[1].w; rowBytes = a.t[1].rowBytes; y = a.t[1].y;
+        if (r >= a.t[1].rows)
+        {
+            r -= a.t[1].rows;
+            if (a.count < 3 || r >= a.t[2].rows) return;
+            w = a.t[2].w; rowBytes = a.t[2].rowBytes; y = a.t[2].y;
+        }
+    }
+    float acc = row_dot_q8<T>(w + (i64)r * rowBytes, cols, xq, xs);
+    if ((threadIdx.x & 31) == 0) y[r] = a.accumulate ? y[r] + acc : acc;
+}
+
+// gate[r] = silu(wg[r, :] . x) * (wu[r, :] . x) for one token, the SwiGLU input of the down projection: one warp per
+// row as matvec_q8, both rows' units in one loop. (Quantizing the 32 outputs of a 32-warp block in the same kernel
+// was measured slower on an H200, 385 against 403 t/s for the 7B shape: 1024-thread blocks fill the SMs worse than a
+// separate quantize_x_q8 launch costs.)
+template <int T>
+__device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, const i8* xq, const XScale* xs, float* y)
+{
+    int lane = threadIdx.x & 31;
+    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (r >= rows) return;
+    int units = cols / Unit<T>::Elems;
+    const u8* gRow = wg + (i64)r * rowBytes;
+    const u8* uRow = wu + (i64)r * rowBytes;
+    float g = 0.f, u = 0.f;
+    UNROLL(SWIGLU_UNROLL)
+    for (int k = lane; k < units; k += 32)
+    {
+        g += dot_unit<T>(gRow, k, xq, xs);
+        u += dot_unit<T>(uRow, k, xq, xs);
+    }
+    g = warp_sum(g);
+    u = warp_sum(u);
+    if (lane == 0) y[r] = g / (1.f + expf(-g)) * u;
+}
+
+#define MATVEC_Q8_KERNEL(name, T)                                                                                      \
+    extern "C" __global__ void MATVEC_BOUNDS matvec_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs) \
+    { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                                                 \
+    extern "C" __global__ void MATVEC_BOUNDS swiglu_q8_##name(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, \
+                                                                       const i8* xq, const XScale* xs, float* y)          \
+    { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y); }
+
+MATVEC_Q8_KERNEL(q4_0, T_Q4_0)
+MATVEC_Q8_KERNEL(q8_0, T_Q8_0)
+MATVEC_Q8_KERNEL(q4_k, T_Q4_K)
+MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prompt path: weights dequantized to F16 for a cuBLAS GEMM on the tensor cores.
+// out[r * cols + c] = dequantize(w)[r, c] as f16; one thread per 16 elements, grid-stride.
+// ---------------------------------------------------------------------------------------------------------------
+template <int T>
+__device__ __forceinline__ void dequantize_f16(const u8* w, i64 rowBytes, i64 rows, int cols, u16* out)
+{
+    i64 groupsPerRow = (cols + 15) >> 4;
+    for (i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x; g < rows * groupsPerRow; g += (i64)gridDim.x * blockDim.x)
+    {
+        i64 r = g / groupsPerRow;
+        int e0 = (int)(g - r * groupsPerRow) << 4;
+        float v[16];
+        deq16<T>(w + r * rowBytes, e0, cols, v);
+        u16* o = out + r * cols + e0;
+        if (e0 + 16 <= cols && (((unsigned long long)o) & 15) == 0)
+        {
+            U32x4 a, b;
+            a.x = f2h(v[0]) | ((u32)f2h(v[1]) << 16);   a.y = f2h(v[2]) | ((u32)f2h(v[3]) << 16);
+            a.z = f2h(v[4]) | ((u32)f2h(v[5]) << 16);   a.w = f2h(v[6]) | ((u32)f2h(v[7]) << 16);
+            b.x = f2h(v[8]) | ((u32)f2h(v[9]) << 16);   b.y = f2h(v[10]) | ((u32)f2h(v[11]) << 16);
+            b.z = f2h(v[12]) | ((u32)f2h(v[13]) << 16); b.w = f2h(v[14]) | ((u32)f2h(v[15]) << 16);
+            ((U32x4*)o)[0] = a;
+            ((U32x4*)o)[1] = b;
+        }
+        else
+        {
+#pragma unroll
+            for (int i = 0; i < 16; i++) if (e0 + i < cols) o[i] = f2h(v[i]);
+        }
+    }
+}
+
+#define DEQUANTIZE_F16_KERNEL(name, T)                                                                                 \
+    extern "C" __global__ void dequantize_f16_##name(const u8* w, i64 rowBytes, i64 rows, int cols, u16* out)        \
+    { PDL_ENTRY(); dequantize_f16<T>(w, rowBytes, rows, cols, out); }
+
+DEQUANTIZE_F16_KERNEL(bf16, T_BF16)
+DEQUANTIZE_F16_KERNEL(q8_0, T_Q8_0)
+DEQUANTIZE_F16_KERNEL(q4_0, T_Q4_0)
+DEQUANTIZE_F16_KERNEL(q4_k, T_Q4_K)
+DEQUANTIZE_F16_KERNEL(q5_k, T_Q5_K)
+DEQUANTIZE_F16_KERNEL(q6_k, T_Q6_K)

@@ -1,0 +1,75 @@
+using PluginEngine.Backends.Gpu.Kernels;
+using PluginEngine.Backends.Cuda.Native;
+using Xunit;
+
+namespace PluginEngine.Backends.Gpu.Tests.Cuda;
+
+/// <summary>
+/// The kernels compile with NVRTC for the GPUs the plugin targets, with no GPU: NVRTC is a plain library. CI installs
+/// Debian's NVRTC (CUDA 11.8, package libnvrtc11.2); without any NVRTC the test is skipped with the probe's reason.
+/// A compile error here is the same one the plugin's probe would report on a GPU machine.
+/// </summary>
+public sealed class CudaKernelCompileTests
+{
+    [Theory]
+    [InlineData(9, 0)] // H100 / H200
+    [InlineData(8, 0)] // A100
+    [InlineData(7, 5)] // T4: the oldest the kernels claim
+    public void Every_kernel_compiles_and_is_in_the_image(int major, int minor)
+    {
+        var nvrtc = Nvrtc.TryLoad([], out string? why);
+        if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
+        var (image, isCubin) = nvrtc.Compile(KernelSource.CudaDefault, KernelSource.ProgramName, major, minor, ["--std=c++17"]);
+        Assert.NotEmpty(image);
+        // A CUBIN or PTX keeps extern "C" names verbatim: every kernel the queue looks up must be there.
+        string text = System.Text.Encoding.Latin1.GetString(image);
+        foreach (string kernel in KernelSource.KernelNames())
+            Assert.True(text.Contains(kernel, StringComparison.Ordinal), $"{kernel} missing from the sm_{major}{minor} {(isCubin ? "CUBIN" : "PTX")}");
+    }
+
+    /// <summary>The tuning macros reach the code they tune: a non-default set compiles, and differs from the default image.</summary>
+    [Fact]
+    public void Tuning_defines_compile_and_change_the_image()
+    {
+        var nvrtc = Nvrtc.TryLoad([], out string? why);
+        if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
+        string tuned = KernelSource.For(KernelDialect.Cuda, 32, "MATVEC_UNROLL=8;SWIGLU_UNROLL=4;MATVEC_MIN_BLOCKS=16");
+        Assert.Contains("#define MATVEC_MIN_BLOCKS 16\n", tuned);
+        Assert.Same(KernelSource.CudaDefault, KernelSource.For(KernelDialect.Cuda, 32, ""));
+        var (image, _) = nvrtc.Compile(tuned, KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
+        var (plain, _) = nvrtc.Compile(KernelSource.CudaDefault, KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
+        Assert.NotEqual(plain, image);
+    }
+
+    /// <summary>
+    /// Every kernel fits its block on the SM's 65,536 registers (ptxas's count, in units of 8 per thread): a kernel that does
+    /// not compiles fine and then fails every launch with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (the attention kernels did on
+    /// an H100 before they got __launch_bounds__).
+    /// </summary>
+    [Fact]
+    public void Every_kernel_fits_its_block_in_the_register_file()
+    {
+        var nvrtc = Nvrtc.TryLoad([], out string? why);
+        if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
+        var (_, isCubin, log) = nvrtc.CompileWithLog(KernelSource.CudaDefault, KernelSource.ProgramName, 9, 0, ["--std=c++17", "--ptxas-options=-v"]);
+        if (!isCubin) Assert.Skip($"NVRTC {nvrtc.Version} compiles sm_90 only to PTX: no register counts");
+        var registers = new Dictionary<string, int>();
+        string? kernel = null;
+        foreach (string line in log.Split('\n'))
+        {
+            var entry = System.Text.RegularExpressions.Regex.Match(line, @"Compiling entry function '(\w+)'");
+            if (entry.Success) kernel = entry.Groups[1].Value;
+            var used = System.Text.RegularExpressions.Regex.Match(line, @"Used (\d+) registers");
+            if (used.Success && kernel is not null) registers[kernel] = int.Parse(used.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        }
+        foreach (string name in KernelSource.KernelNames())
+        {
+            Assert.True(registers.TryGetValue(name, out int regs), $"no register count for {name} in the ptxas log");
+            int threads = name.StartsWith("attention_", StringComparison.Ordinal) ? LaunchGeometry.AttentionWarps * 32
+                : name == "rms_norm" ? LaunchGeometry.NormThreads
+                : Math.Max(LaunchGeometry.BlockThreads, LaunchGeometry.MatMulWarpsPerBlock * 32);
+            int allocated = (regs + 7) / 8 * 8 * threads;
+            Assert.True(allocated <= 65536, $"{name}: {regs} registers x {threads} threads = {allocated} > 65,536");
+        }
+    }
+}

@@ -1,0 +1,169 @@
+using PluginEngine.Abstractions;
+using PluginEngine.Backends.Gpu.Kernels;
+using Xunit;
+
+namespace PluginEngine.Backends.Gpu.Tests.Cuda;
+
+/// <summary>Slide and alloc-size arithmetic, launch shapes and the assembled kernel source: everything checkable without a GPU.</summary>
+public sealed class CudaKernelGeometryTests
+{
+    [Theory]
+    [InlineData(GgmlType.Q4_0, 800, 4, 126)]   // 800 % 512 = 288 → 224 more elements = 7 blocks × 18 B
+    [InlineData(GgmlType.Q8_0, 288, 3, 238)]   // 224 elements = 7 blocks × 34 B
+    [InlineData(GgmlType.Q4_K, 768, 2, 144)]   // 256 elements = 1 super-block × 144 B
+    [InlineData(GgmlType.Q5_K, 1792, 5, 176)]
+    [InlineData(GgmlType.Q6_K, 256, 7, 210)]   // 256 elements = 1 super-block × 210 B
+    [InlineData(GgmlType.Q4_0, 4096, 3, 0)]    // a multiple of the chunk: no slide
+    [InlineData(GgmlType.F16, 800, 3, 0)]      // plain types are read element by element: never a slide
+    [InlineData(GgmlType.F32, 300, 3, 0)]
+    public void Alloc_size_is_the_tensor_plus_the_512_element_slide_of_quantized_rows(GgmlType type, long ne0, long rows, long slide)
+    {
+        var tensor = new TensorInfo("w", type, [ne0, rows]);
+        Assert.Equal(tensor.ByteSize + slide, LaunchGeometry.AllocSize(tensor));
+        Assert.Equal(TensorPadding.SlideBytes(tensor, 512), LaunchGeometry.AllocSize(tensor) - tensor.ByteSize);
+    }
+
+    [Fact]
+    public void The_slide_covers_exactly_what_the_last_chunk_of_the_last_row_reads()
+    {
+        // The matmul kernel reads chunk c of a row as bytes [rowSize(c·512), rowSize((c+1)·512)) from the row start.
+        foreach (var type in new[] { GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K })
+        {
+            int block = GgmlTypes.Get(type).BlockSize;
+            for (long ne0 = block; ne0 <= 2048; ne0 += block)
+            {
+                var tensor = new TensorInfo("w", type, [ne0, 3]);
+                long chunks = LaunchGeometry.CeilDiv(ne0, LaunchGeometry.RowChunkElements);
+                long lastRowStart = tensor.RowBytes * (tensor.RowCount - 1);
+                long readEnd = lastRowStart + GgmlTypes.RowSize(type, chunks * LaunchGeometry.RowChunkElements);
+                Assert.Equal(readEnd, LaunchGeometry.AllocSize(tensor));
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(4096L, 1, 1024u, 1u)]
+    [InlineData(4097L, 1, 1025u, 1u)]
+    [InlineData(32000L, 7, 8000u, 1u)]
+    [InlineData(256L, 8, 64u, 1u)]
+    [InlineData(256L, 9, 64u, 2u)]
+    [InlineData(5632L, 512, 1408u, 64u)]
+    public void Matmul_launch_is_a_warp_per_row_and_a_block_row_per_token_group(long rows, int tokens, uint gridX, uint gridY)
+    {
+        var launch = LaunchGeometry.MatMul(rows, tokens);
+        Assert.Equal(new Launch(gridX, gridY, 128), launch);
+        Assert.Equal(tokens > 1, LaunchGeometry.UsesBatchedMatMul(tokens));
+        // every row and token is covered, and no block is wholly idle
+        Assert.True(launch.GridX * (launch.BlockX / 32) >= rows && (launch.GridX - 1) * (launch.BlockX / 32) < rows);
+        int perBlock = tokens > 1 ? LaunchGeometry.MatMulTokensPerBlock : 1;
+        Assert.True(launch.GridY * perBlock >= tokens && (launch.GridY - 1) * perBlock < tokens);
+    }
+
+    [Fact]
+    public void Other_launch_shapes_cover_their_work()
+    {
+        Assert.Equal(new Launch(5, 1, 256), LaunchGeometry.GetRows(5, 4096));
+        Assert.Equal(new Launch(5, 2, 256), LaunchGeometry.GetRows(5, 4097));
+        Assert.Equal(new Launch(1, 1, 256), LaunchGeometry.Elementwise(1));
+        Assert.Equal(new Launch(2, 1, 256), LaunchGeometry.Elementwise(257));
+        Assert.Equal(new Launch(65535, 1, 256), LaunchGeometry.Elementwise(1L << 40)); // grid-stride: capped, the kernel loops
+        Assert.Equal(new Launch(32, 7, 512), LaunchGeometry.Attention(32, 7));
+        Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.MatMul(0, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.MatMul(16, 0));
+    }
+
+    [Fact]
+    public void Source_starts_with_the_host_constants_the_kernels_require()
+    {
+        string source = KernelSource.CudaDefault;
+        Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define ATTENTION_MAX_HEAD 256\n#define ATTENTION_WARPS 16\n", source);
+        foreach (var (name, _) in KernelSource.Defines)
+            Assert.Contains($"#ifndef {name}", source); // kernels.cu refuses to compile without each define
+        Assert.DoesNotContain("#include", source);     // NVRTC compiles it alone
+    }
+
+    [Fact]
+    public void Every_kernel_the_queue_looks_up_is_defined_in_the_source()
+    {
+        string source = KernelSource.CudaDefault;
+        var names = KernelSource.KernelNames().ToList();
+        Assert.Equal(names.Count, names.Distinct().Count());
+        Assert.Equal(3 * 8 + 2 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 16, names.Count);
+        foreach (var type in KernelSource.WeightTypes)
+            Assert.Contains($"WEIGHT_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
+        foreach (var type in KernelSource.Int8MatVecTypes)
+            Assert.Contains($"MATVEC_Q8_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
+        foreach (var type in KernelSource.DequantizeF16Types)
+            Assert.Contains($"DEQUANTIZE_F16_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
+        string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "swiglu_q8_", "dequantize_f16_", "attention_"];
+        foreach (string name in names.Where(n => !macroMade.Any(p => n.StartsWith(p, StringComparison.Ordinal))))
+            Assert.Contains($"extern \"C\" __global__ void {name}(", source);
+    }
+
+    [Fact]
+    public void Decode_norm_spreads_one_row_over_blocks_of_256()
+        => Assert.Equal(new Launch(16, 1, 256), LaunchGeometry.RmsNormRow(4096));
+
+    [Fact]
+    public unsafe void Launch_config_structs_match_cuda_h()
+    {
+        // CUlaunchConfig: 7 uints, stream at 32, attributes at 40, count at 48; CUlaunchAttribute: id, pad, 64-byte value.
+        Assert.Equal(56, sizeof(PluginEngine.Backends.Cuda.Native.CudaDriver.LaunchConfig));
+        Assert.Equal(72, sizeof(PluginEngine.Backends.Cuda.Native.CudaDriver.LaunchAttribute));
+        Assert.Equal(32, (int)System.Runtime.InteropServices.Marshal.OffsetOf<PluginEngine.Backends.Cuda.Native.CudaDriver.LaunchConfig>("Stream"));
+        Assert.Equal(48, (int)System.Runtime.InteropServices.Marshal.OffsetOf<PluginEngine.Backends.Cuda.Native.CudaDriver.LaunchConfig>("AttributeCount"));
+    }
+
+    [Fact]
+    public void Every_kernel_waits_for_its_predecessor_before_touching_memory()
+    {
+        // With programmatic dependent launch a kernel may start while the previous one runs: one without PDL_ENTRY would race.
+        string body = KernelSource.CudaDefault;
+        int kernels = System.Text.RegularExpressions.Regex.Matches(body, @"extern ""C"" __global__ void").Count;
+        int entries = System.Text.RegularExpressions.Regex.Matches(body, @"PDL_ENTRY\(\);").Count;
+        Assert.True(kernels >= 16, $"{kernels} kernel definitions");
+        Assert.Equal(kernels, entries);
+    }
+
+    [Theory]
+    [InlineData(1, 32, 32, 128, 128, 32 * 64 + 32 * 64 + 32 * 128)]   // Llama 2 7B decode: q pairs, k pairs, v elements
+    [InlineData(5, 4, 2, 64, 32, 5 * 4 * 16 + 5 * 2 * (16 + 32) + 5 * 2 * 64)] // partial rotation: k's unrotated tail is stored too
+    public void Rope_store_kv_items_cover_q_pairs_k_pairs_and_tail_and_v(int tokens, int heads, int kvHeads, int headSize, int dims, long expected)
+        => Assert.Equal(expected, LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims));
+
+    [Fact]
+    public unsafe void MatVec_targets_match_the_kernel_struct_layout()
+    {
+        // kernels.cu: struct MatVecTarget { const u8* w; i64 rowBytes; float* y; int rows; int pad; } x 3, then int count, accumulate.
+        Assert.Equal(3 * 32 + 8, sizeof(MatVecTargets));
+        var t = new MatVecTargets { Count = 2, Accumulate = 1 };
+        t.Set(1, 0x1000, 2304, 0x2000, 4096);
+        ulong* words = (ulong*)&t;
+        Assert.Equal(0x1000UL, words[4]);
+        Assert.Equal(2304UL, words[5]);
+        Assert.Equal(0x2000UL, words[6]);
+        Assert.Equal(4096UL, words[7]); // rows in the low 32 bits, pad 0
+        Assert.Equal(2, ((int*)&t)[24]);
+        Assert.Equal(1, ((int*)&t)[25]);
+        Assert.Equal(0x2000UL, t.Output(1));
+        Assert.Equal(4096, t.Rows(1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new MatVecTargets().Set(3, 0, 0, 0, 1));
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q5_0)]
+    [InlineData(GgmlType.Q2_K)]
+    [InlineData(GgmlType.IQ4_NL)]
+    public void Types_without_kernels_have_no_kernel_suffix(GgmlType type) => Assert.Null(KernelSource.WeightSuffix(type));
+
+    [Fact]
+    public void Cache_key_changes_with_source_architecture_and_compiler()
+    {
+        string k = KernelSource.CacheKey("src", "sm_90", "13.0");
+        Assert.Matches("^[0-9a-f]{32}$", k);
+        Assert.Equal(k, KernelSource.CacheKey("src", "sm_90", "13.0"));
+        Assert.NotEqual(k, KernelSource.CacheKey("src2", "sm_90", "13.0"));
+        Assert.NotEqual(k, KernelSource.CacheKey("src", "sm_89", "13.0"));
+        Assert.NotEqual(k, KernelSource.CacheKey("src", "sm_90", "12.8"));
+    }
+}

@@ -1,0 +1,114 @@
+using PluginEngine.Abstractions;
+using PluginEngine.Backends.Gpu.Kernels;
+using Xunit;
+
+namespace PluginEngine.Backends.Gpu.Tests.Cuda;
+
+/// <summary>The matmul choices of the CUDA queue (plugins.json options, environment overrides) and their launch shapes.</summary>
+public sealed class GpuKernelOptionsTests
+{
+    private static PluginOptions Options(params (string Key, string Value)[] values)
+        => new(values.ToDictionary(v => v.Key, v => v.Value), "$.plugins[1].options");
+
+    [Fact]
+    public void Defaults_are_int8_matvec_and_cublas_prompts()
+    {
+        var o = GpuKernelOptions.FromCuda(Options(), _ => null);
+        Assert.Equal(GpuKernelOptions.Default, o);
+        Assert.True(o.Int8MatVec);
+        Assert.True(o.BlasPrompt);
+        Assert.False(o.Graphs); // direct launches with programmatic launch measured faster than per-step graphs
+    }
+
+    [Fact]
+    public void Step_graphs_can_be_turned_on_and_off()
+    {
+        Assert.True(GpuKernelOptions.FromCuda(Options(("graphs", "on")), _ => null).Graphs);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("graphs", "off")), _ => null).Graphs);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("graphs", "on")), k => k == "PLUGINENGINE_CUDA_GRAPHS" ? "off" : null).Graphs);
+        Assert.True(GpuKernelOptions.FromCuda(Options(("graphs", "off")), k => k == "PLUGINENGINE_CUDA_GRAPHS" ? "ON" : null).Graphs);
+        Assert.True(GpuKernelOptions.FromCuda(Options(), _ => null).FusedOps);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("fusion", "off")), _ => null).FusedOps);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("fusion", "on")), k => k == "PLUGINENGINE_CUDA_FUSION" ? "off" : null).FusedOps);
+        Assert.True(GpuKernelOptions.FromCuda(Options(), _ => null).ProgrammaticLaunch);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("pdl", "off")), _ => null).ProgrammaticLaunch);
+        Assert.False(GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_PDL" ? "off" : null).ProgrammaticLaunch);
+    }
+
+    [Fact]
+    public void Plugins_json_selects_and_the_environment_overrides()
+    {
+        var fromJson = GpuKernelOptions.FromCuda(Options(("matvec", "f32"), ("gemm", "Kernels"), ("graphs", "off")), _ => null);
+        Assert.Equal(new GpuKernelOptions(false, false, false), fromJson);
+        var env = new Dictionary<string, string> { ["PLUGINENGINE_CUDA_MATVEC"] = "int8", ["PLUGINENGINE_CUDA_GEMM"] = "cublas", ["PLUGINENGINE_CUDA_GRAPHS"] = "off" };
+        var overridden = GpuKernelOptions.FromCuda(Options(("matvec", "f32"), ("gemm", "kernels"), ("graphs", "on")), k => env.GetValueOrDefault(k));
+        Assert.Equal(GpuKernelOptions.Default, overridden);
+    }
+
+    [Fact]
+    public void A_bad_value_names_where_it_came_from()
+    {
+        var e = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("matvec", "int4")), _ => null));
+        Assert.Contains("$.plugins[1].options.matvec", e.Message);
+        Assert.Contains("'int4'", e.Message);
+        e = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_GEMM" ? "tensor" : null));
+        Assert.Contains("environment variable PLUGINENGINE_CUDA_GEMM", e.Message);
+    }
+
+    [Fact]
+    public void Int8_and_prompt_launches_cover_their_work()
+    {
+        Assert.Equal(new Launch(1, 1, 256), LaunchGeometry.QuantizeX(8));        // 8 warps, one per 32-element block
+        Assert.Equal(new Launch(2, 1, 256), LaunchGeometry.QuantizeX(9));
+        Assert.Equal(new Launch(1024, 1, 128), LaunchGeometry.MatVecQ8(4096, 1)); // a warp per row, as the F32 mat-vec
+        Assert.Equal(new Launch(1025, 3, 128), LaunchGeometry.MatVecQ8(4097, 3));
+        Assert.Equal(LaunchGeometry.Elementwise(4096L * 256), LaunchGeometry.Dequantize(4096, 4096)); // a thread per 16 elements
+        Assert.Equal(LaunchGeometry.Elementwise(3L * 7), LaunchGeometry.Dequantize(3, 97));            // partial last group
+        Assert.False(LaunchGeometry.UsesBlas(LaunchGeometry.BlasMinTokens - 1));
+        Assert.True(LaunchGeometry.UsesBlas(LaunchGeometry.BlasMinTokens));
+    }
+
+    [Fact]
+    public void Every_int8_and_dequantize_type_has_a_kernel_name_and_whole_32_element_blocks()
+    {
+        var names = KernelSource.KernelNames().ToHashSet();
+        foreach (var t in KernelSource.Int8MatVecTypes)
+        {
+            Assert.Contains($"matvec_q8_{KernelSource.WeightSuffix(t)}", names);
+            Assert.Equal(0, GgmlTypes.Get(t).BlockSize % 32); // quantize_x_q8 makes 32-element blocks; rows must be whole ones
+        }
+        foreach (var t in KernelSource.DequantizeF16Types) Assert.Contains($"dequantize_f16_{KernelSource.WeightSuffix(t)}", names);
+        Assert.Contains("quantize_x_q8", names);
+    }
+
+    [Fact]
+    public void Kernel_tuning_defines_are_normalized_and_bad_ones_name_where_they_came_from()
+    {
+        Assert.Equal("", GpuKernelOptions.FromCuda(Options(), _ => null).KernelDefines);
+        Assert.Equal("MATVEC_UNROLL=8;MATVEC_MIN_BLOCKS=16",
+            GpuKernelOptions.FromCuda(Options(("defines", " MATVEC_UNROLL = 8 ; MATVEC_MIN_BLOCKS=16;")), _ => null).KernelDefines);
+        Assert.Equal("SWIGLU_UNROLL=4",
+            GpuKernelOptions.FromCuda(Options(("defines", "MATVEC_UNROLL=8")), k => k == "PLUGINENGINE_CUDA_DEFINES" ? "SWIGLU_UNROLL=4" : null).KernelDefines);
+        var bad = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("defines", "MATVEC_UNROLL")), _ => null));
+        Assert.Contains("$.plugins[1].options.defines", bad.Message);
+        Assert.Contains("'MATVEC_UNROLL'", bad.Message);
+        Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("defines", "matvec_unroll=8")), _ => null));
+        Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("defines", "MATVEC_UNROLL=x")), _ => null));
+        Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("defines", "A=1;A=2")), _ => null));
+        var host = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_DEFINES" ? "ROW_CHUNK=256" : null));
+        Assert.Contains("environment variable PLUGINENGINE_CUDA_DEFINES", host.Message);
+        Assert.Contains("ROW_CHUNK", host.Message);
+    }
+
+    [Fact]
+    public void Attention_chunk_is_a_non_negative_position_count()
+    {
+        Assert.Equal(GpuKernelOptions.DefaultAttentionChunk, GpuKernelOptions.FromCuda(Options(), _ => null).AttentionChunk);
+        Assert.Equal(0, GpuKernelOptions.FromCuda(Options(("attention_chunk", "0")), _ => null).AttentionChunk);
+        Assert.Equal(16, GpuKernelOptions.FromCuda(Options(("attention_chunk", "0")), k => k == "PLUGINENGINE_CUDA_ATTENTION_CHUNK" ? "16" : null).AttentionChunk);
+        Assert.Contains("$.plugins[1].options.attention_chunk", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("attention_chunk", "-1")), _ => null)).Message);
+        Assert.Contains("PLUGINENGINE_CUDA_ATTENTION_CHUNK", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_ATTENTION_CHUNK" ? "many" : null)).Message);
+        Assert.Equal(3, LaunchGeometry.AttentionSplits(700, 256));
+        Assert.Equal(2, LaunchGeometry.AttentionSplits(257, 256));
+    }
+}
