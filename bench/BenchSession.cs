@@ -238,7 +238,7 @@ public sealed class BenchSession
     /// Owned and imported weight bytes in total and per device, the host mapping kept, and the imported bytes that devices
     /// which do not read host memory in place registered.
     /// </summary>
-    private static Dictionary<IBackendDevice, BenchDeviceMemory> SetWeightBytes(BenchResult row, LoadedWeights weights)
+    internal static Dictionary<IBackendDevice, BenchDeviceMemory> SetWeightBytes(BenchResult row, LoadedWeights weights)
     {
         // A buffer's device is the device of any tensor bound in it.
         var deviceOf = new Dictionary<BackendBuffer, IBackendDevice>(ReferenceEqualityComparer.Instance);
@@ -264,7 +264,7 @@ public sealed class BenchSession
     }
 
     /// <summary>One row's per-device memory: the model's weights per device plus what the test's context allocated there.</summary>
-    private static BenchDeviceMemory[] DeviceMemoryOf(Dictionary<IBackendDevice, BenchDeviceMemory> weights, IReadOnlyDictionary<IBackendDevice, long> context)
+    internal static BenchDeviceMemory[] DeviceMemoryOf(Dictionary<IBackendDevice, BenchDeviceMemory> weights, IReadOnlyDictionary<IBackendDevice, long> context)
     {
         var perDevice = weights.ToDictionary(kv => kv.Key, kv => new BenchDeviceMemory
         {

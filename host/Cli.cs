@@ -62,6 +62,7 @@ public static class Cli
         root.Subcommands.Add(InspectCommand.Create(context));
         root.Subcommands.Add(LogitsCommand.Create(context));
         root.Subcommands.Add(BenchCommand.Create(context));
+        root.Subcommands.Add(ConformanceCommand.Create(context));
         return root;
     }
 
@@ -74,7 +75,7 @@ public static class Cli
         => e is PluginConfigException or BackendNotAvailableException or PluginOptionException or UserErrorException
             or Core.Gguf.GgufFormatException or Core.Gguf.GgufMetadataTypeException or Core.Gguf.GgufMetadataRangeException
             or Core.Models.ModelFormatException or Core.Tokenizer.TokenizerDataException or Core.Inference.NonFiniteLogitsException
-            or Core.Loading.LoadOptionsException or Core.Inference.ContextOverflowException or Core.Memory.HugePagesUnavailableException
+            or Core.Loading.LoadOptionsException or Core.Inference.ContextOverflowException or Core.Inference.MissingOpsException or Core.Memory.HugePagesUnavailableException
             or FileNotFoundException;
 
     /// <summary>"Run 'pluginengine run --help' for usage." naming the (sub)command that was parsed.</summary>

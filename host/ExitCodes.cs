@@ -11,4 +11,7 @@ public static class ExitCodes
 
     /// <summary>Bad input: command-line usage, plugins.json, an unknown backend, a plugin option of the wrong type.</summary>
     public const int UserError = 2;
+
+    /// <summary>Checks ran and at least one failed (<c>conformance</c>).</summary>
+    public const int ChecksFailed = 3;
 }

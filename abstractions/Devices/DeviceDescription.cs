@@ -17,18 +17,14 @@ public enum DeviceKind
 [Flags]
 public enum BackendCapabilities
 {
-    /// <summary>Nothing beyond the required members.</summary>
+    /// <summary>Nothing beyond the required members (every device allocates owned buffers).</summary>
     None = 0,
-    /// <summary>Can allocate buffers it owns (<see cref="IBufferProvider.AllocateOwned"/>). Default for every device.</summary>
-    OwnedBuffers = 1 << 0,
-    /// <summary>Can import host pages of a mapping (<see cref="IBufferProvider.TryImportHost"/>). Default: off.</summary>
+    // 1 << 0 (OwnedBuffers), 1 << 2 (Async) and 1 << 4 (Graphs) were API 1.0 flags nothing read; removed in 1.1. Those bits
+    // stay reserved: a 1.0 plugin may still set them, and they are ignored.
+    /// <summary>Can import host pages of a mapping (<see cref="IBufferProvider.TryImportHost"/>); read by the loader's host-import policy. Default: off.</summary>
     HostImport = 1 << 1,
-    /// <summary>Work is queued asynchronously and synchronized only when results are read. Default: off.</summary>
-    Async = 1 << 2,
-    /// <summary>Reads weights in place from host memory without any registration (the CPU). Default: off.</summary>
+    /// <summary>Reads weights in place from host memory without any registration (the CPU); the loader then maps instead of copying. Default: off.</summary>
     HostMemoryInPlace = 1 << 3,
-    /// <summary>Can record a decode step and replay it (CUDA graphs). Default: off.</summary>
-    Graphs = 1 << 4,
 }
 
 /// <summary>Static facts about one device.</summary>

@@ -3,15 +3,40 @@ using Microsoft.Extensions.Logging;
 
 namespace PluginEngine.Abstractions;
 
-/// <summary>The plugin API version this contracts assembly defines.</summary>
+/// <summary>
+/// The plugin API version this contracts assembly defines: <see cref="Major"/>.<see cref="Minor"/>.
+/// A plugin reports the version it was compiled against (<c>ApiVersion =&gt; PluginApi.Major</c> and
+/// <c>ApiMinorVersion =&gt; PluginApi.Minor</c>: both constants are inlined into the plugin at compile time).
+/// The host accepts the same major with a minor up to its own, and refuses any other major (and a newer minor,
+/// whose members the host would not have) with a message naming both versions. See plugins/README.md (API versions).
+/// </summary>
+/// <remarks>
+/// <para>Rule for changing the contracts: adding a member is a minor bump, and the member must be a default interface
+/// member (or a virtual with a default body) whose default is what a plugin of the previous minor means; the core decides
+/// whether to call it from the plugin's negotiated minor, never by reflection. Removing or changing a member is a major bump.</para>
+/// <para>History:</para>
+/// <list type="bullet">
+/// <item>1.0: the first API.</item>
+/// <item>1.1: <see cref="IComputeQueue.RopeWithFactors"/> and <see cref="ComputeOp.RopeFrequencyFactors"/> (a 1.0 plugin's RoPE with
+/// frequency factors runs on the CPU, whatever its <see cref="IComputeQueue.Supports"/> says); <see cref="IBackendPlugin.ApiMinorVersion"/>;
+/// <see cref="PluginContext.CacheDirectory"/>; <see cref="PluginOptions.GetInt64"/> and <see cref="PluginOptions.GetDouble"/>;
+/// <see cref="HostMemoryBuffer"/> and <see cref="BufferProviderBase"/>; the capability flags nothing read (Async = 4,
+/// Graphs = 16, OwnedBuffers = 1) removed: every device must allocate owned buffers, and those bits are ignored.</item>
+/// </list>
+/// </remarks>
 public static class PluginApi
 {
-    /// <summary>
-    /// Bumped whenever a change here breaks plugins compiled against an older contracts assembly.
-    /// A plugin reports the value it was compiled with (<c>ApiVersion => PluginApi.Version</c>; the
-    /// constant is inlined at compile time) and the host rejects any other value with a clear message.
-    /// </summary>
-    public const int Version = 1;
+    /// <summary>Changes only when plugins compiled against an older contracts assembly can no longer work.</summary>
+    public const int Major = 1;
+
+    /// <summary>Grows by one with each release of the contracts that adds members (see the history above).</summary>
+    public const int Minor = 1;
+
+    /// <summary>The major version (what <see cref="IBackendPlugin.ApiVersion"/> has always returned).</summary>
+    public const int Version = Major;
+
+    /// <summary>"major.minor".</summary>
+    public static string Format(int major, int minor) => $"{major}.{minor}";
 }
 
 /// <summary>
@@ -25,8 +50,14 @@ public interface IBackendPlugin
     /// <summary>Backend name users select with <c>--backend</c> (lowercase, e.g. "cpu", "cuda", "opencl").</summary>
     string Name { get; }
 
-    /// <summary>The <see cref="PluginApi.Version"/> this plugin was compiled against. Implement as <c>=&gt; PluginApi.Version</c>.</summary>
+    /// <summary>The <see cref="PluginApi.Major"/> version this plugin was compiled against. Implement as <c>=&gt; PluginApi.Major</c>.</summary>
     int ApiVersion { get; }
+
+    /// <summary>
+    /// The <see cref="PluginApi.Minor"/> version this plugin was compiled against. Implement as <c>=&gt; PluginApi.Minor</c>.
+    /// Default: 0 — a plugin compiled before this member existed (API 1.0) does not have it, and is a 1.0 plugin.
+    /// </summary>
+    int ApiMinorVersion => 0;
 
     /// <summary>
     /// Can this backend run here? Resolve native libraries and enumerate devices; never throw for a
@@ -59,7 +90,30 @@ public sealed record ProbeResult(int Score, string Reason)
 /// <param name="PluginDirectory">Folder the plugin assembly was loaded from (for native libraries shipped beside it).</param>
 /// <param name="Options">Options from plugins.json.</param>
 /// <param name="Loggers">Host logging.</param>
-public sealed record PluginContext(string PluginName, string PluginDirectory, PluginOptions Options, ILoggerFactory Loggers);
+public sealed record PluginContext(string PluginName, string PluginDirectory, PluginOptions Options, ILoggerFactory Loggers)
+{
+    /// <summary>
+    /// A folder this plugin may keep files in between runs (compiled kernels, tuning results), one per plugins.json entry:
+    /// <c>$PLUGINENGINE_CACHE/&lt;entry&gt;</c>, else <c>$XDG_CACHE_HOME/pluginengine/&lt;entry&gt;</c>, else
+    /// <c>~/.cache/pluginengine/&lt;entry&gt;</c>. The host does not create it: a plugin creates it on first write
+    /// (<see cref="Directory.CreateDirectory(string)"/>) and treats a failure as "no cache". Since API 1.1; default (a context
+    /// built without it): the same rule for <see cref="PluginName"/>.
+    /// </summary>
+    public string CacheDirectory { get; init; } = DefaultCacheDirectory(PluginName);
+
+    /// <summary>The cache folder rule of <see cref="CacheDirectory"/> for an entry called <paramref name="pluginName"/>.</summary>
+    public static string DefaultCacheDirectory(string pluginName)
+    {
+        string? root = Environment.GetEnvironmentVariable("PLUGINENGINE_CACHE");
+        if (string.IsNullOrWhiteSpace(root))
+        {
+            string? xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+            string home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
+            root = Path.Combine(string.IsNullOrWhiteSpace(xdg) ? Path.Combine(string.IsNullOrEmpty(home) ? Path.GetTempPath() : home, ".cache") : xdg, "pluginengine");
+        }
+        return Path.Combine(root, string.IsNullOrWhiteSpace(pluginName) ? "plugin" : pluginName);
+    }
+}
 
 /// <summary>One backend device, as registered by a plugin.</summary>
 public interface IBackendDevice
@@ -146,6 +200,26 @@ public sealed class PluginOptions
             throw new PluginOptionException($"{JsonPath}.{key}: expected an integer, got '{v}'");
         if (i < min || i > max) throw new PluginOptionException($"{JsonPath}.{key}: {i} is outside [{min}, {max}]");
         return i;
+    }
+
+    /// <summary>64-bit integer option in [min, max] or <paramref name="defaultValue"/> (e.g. a byte count). Since API 1.1.</summary>
+    public long GetInt64(string key, long defaultValue, long min = long.MinValue, long max = long.MaxValue)
+    {
+        if (!_values.TryGetValue(key, out var v)) return defaultValue;
+        if (!long.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out long i))
+            throw new PluginOptionException($"{JsonPath}.{key}: expected an integer, got '{v}'");
+        if (i < min || i > max) throw new PluginOptionException($"{JsonPath}.{key}: {i} is outside [{min}, {max}]");
+        return i;
+    }
+
+    /// <summary>Finite number option in [min, max] or <paramref name="defaultValue"/>. Since API 1.1.</summary>
+    public double GetDouble(string key, double defaultValue, double min = double.MinValue, double max = double.MaxValue)
+    {
+        if (!_values.TryGetValue(key, out var v)) return defaultValue;
+        if (!double.TryParse(v, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double d) || !double.IsFinite(d))
+            throw new PluginOptionException($"{JsonPath}.{key}: expected a number, got '{v}'");
+        if (d < min || d > max) throw new PluginOptionException($"{JsonPath}.{key}: {d.ToString(System.Globalization.CultureInfo.InvariantCulture)} is outside [{min.ToString(System.Globalization.CultureInfo.InvariantCulture)}, {max.ToString(System.Globalization.CultureInfo.InvariantCulture)}]");
+        return d;
     }
 
     /// <summary>Boolean option or <paramref name="defaultValue"/>.</summary>

@@ -18,7 +18,7 @@ public sealed class CpuDevice : IBackendDevice
             StableId: "cpu:0",
             TotalMemory: total,
             FreeMemory: total - GC.GetTotalMemory(false),
-            Capabilities: BackendCapabilities.OwnedBuffers | BackendCapabilities.HostImport | BackendCapabilities.HostMemoryInPlace,
+            Capabilities: BackendCapabilities.HostImport | BackendCapabilities.HostMemoryInPlace,
             Details: $"{DescribeIsa()}, {Threads} threads");
         Buffers = new CpuBufferProvider(Description);
     }

@@ -8,7 +8,8 @@ public sealed class CpuPlugin : IBackendPlugin
 {
     public string Name => "cpu";
 
-    public int ApiVersion => PluginApi.Version;
+    public int ApiVersion => PluginApi.Major;
+    public int ApiMinorVersion => PluginApi.Minor;
 
     public ProbeResult Probe(PluginContext context)
     {

@@ -20,7 +20,8 @@ public sealed class CudaPlugin : IBackendPlugin
 
     public string Name => "cuda";
 
-    public int ApiVersion => PluginApi.Version;
+    public int ApiVersion => PluginApi.Major;
+    public int ApiMinorVersion => PluginApi.Minor;
 
     public ProbeResult Probe(PluginContext context)
     {

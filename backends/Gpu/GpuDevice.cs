@@ -13,7 +13,7 @@ internal sealed class GpuDevice : IBackendDevice
     {
         Runtime = runtime;
         var (free, total) = runtime.QueryMemory();
-        var caps = BackendCapabilities.OwnedBuffers | BackendCapabilities.Async;
+        var caps = BackendCapabilities.None;
         if (runtime.Facts.CanMapHostMemory) caps |= BackendCapabilities.HostImport;
         Description = new DeviceDescription(
             Backend: runtime.Backend,

@@ -41,7 +41,7 @@ public sealed unsafe class OpenCLDevice : IBackendDevice
             StableId: stableId,
             TotalMemory: info.GlobalMemory,
             FreeMemory: info.GlobalMemory,
-            Capabilities: BackendCapabilities.OwnedBuffers | BackendCapabilities.HostImport | BackendCapabilities.Async,
+            Capabilities: BackendCapabilities.HostImport,
             Details: $"{info.PlatformName}, {info.Vendor}, {type}, {info.Version}, driver {info.DriverVersion}, {info.ComputeUnits} compute units, " +
                      $"unified memory {(info.HostUnifiedMemory ? "yes" : "no")}, max allocation {info.MaxAllocation >> 20} MiB, " +
                      $"{(info.CpuShapedKernels ? "CPU" : "GPU")}-shaped matmul and attention kernels");

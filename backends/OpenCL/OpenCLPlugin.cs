@@ -13,7 +13,8 @@ public sealed class OpenCLPlugin : IBackendPlugin
 {
     public string Name => "opencl";
 
-    public int ApiVersion => PluginApi.Version;
+    public int ApiVersion => PluginApi.Major;
+    public int ApiMinorVersion => PluginApi.Minor;
 
     public ProbeResult Probe(PluginContext context)
     {

@@ -48,10 +48,14 @@ public sealed class LlamaContext : IDisposable
         Options = options;
         BatchSize = Math.Min(options.BatchSize, options.ContextSize);
         _staging = new float[(long)BatchSize * MaxRowWidth];
+        schedule.RequireOps(options.KvCacheType); // no CPU backend: refuse now, listing the missing ops, rather than fail mid-run
+        OpFallbackPlan = schedule.OpFallbacks(options.KvCacheType);
         try
         {
             for (int l = 0; l < hp.BlockCount; l++) State(schedule.LayerDevices[l]);
             State(schedule.OutputDevice);
+            // Op fallbacks run on the CPU: allocate its activations, scratch and the KV cache it keeps for other devices now.
+            if (OpFallbackPlan.Count > 0 && schedule.Cpu is { } cpu) State(cpu).EnsureScratch();
         }
         catch
         {
@@ -75,6 +79,14 @@ public sealed class LlamaContext : IDisposable
 
     /// <summary>Activation copies between devices so far.</summary>
     public TransferCounters Transfers { get; } = new();
+
+    /// <summary>What runs on the CPU because a device lacks the op (one line per device; empty when nothing does).</summary>
+    public IReadOnlyList<string> OpFallbackPlan { get; }
+
+    /// <summary>How many times each op ran on the CPU instead of its layer's device so far.</summary>
+    public IReadOnlyDictionary<ComputeOp, long> OpFallbackCounts => _opFallbackCounts;
+
+    private readonly Dictionary<ComputeOp, long> _opFallbackCounts = [];
 
     /// <summary>Bytes of device memory this context allocated (activations + KV cache), per device.</summary>
     public IReadOnlyDictionary<IBackendDevice, long> AllocatedBytes => _states.ToDictionary(kv => kv.Key, kv => kv.Value.AllocatedBytes);
@@ -138,21 +150,18 @@ public sealed class LlamaContext : IDisposable
             var layer = _w.Layers[l];
             var s = State(_schedule.LayerDevices[l]);
             if (s != cur) { CopyActivations(cur, cur.X, s, s.X, (long)n * d); cur = s; }
-            var q = s.Queue;
 
             // Attention block: xb = norm(x); q,k,v = xb·W; rope; cache k,v; att = attention(q, K, V); x += att·Wo
-            q.RmsNorm(s.X, Weight(layer.AttnNorm), s.Xb, n, d, _hp.RmsNormEpsilon);       // xb[n, d]
+            RmsNorm(s, s.X, layer.AttnNorm, s.Xb, n);                                      // xb[n, d]
             MatMulShared(s, s.Xb, n, (layer.Q, s.Q), (layer.K, s.K), (layer.V, s.V));      // q[n, qd], k[n, kvd], v[n, kvd]
-            if (layer.QBias is { } qb) q.AddBias(s.Q, Weight(qb), n, qd);
-            if (layer.KBias is { } kb) q.AddBias(s.K, Weight(kb), n, kvd);
-            if (layer.VBias is { } vb) q.AddBias(s.V, Weight(vb), n, kvd);
-            var (kCache, vCache) = s.Cache(l);                                              // [ctx, kvd] each
-            RopeAndStoreKv(s, kCache, vCache, attention);                                  // q, k rotated; K[pos..], V[pos..] = k, v
-            q.Attention(s.Q, kCache, vCache, s.Att, attention);                            // att[n, qd]
+            if (layer.QBias is { } qb) AddBias(s, s.Q, qb, n, qd);
+            if (layer.KBias is { } kb) AddBias(s, s.K, kb, n, kvd);
+            if (layer.VBias is { } vb) AddBias(s, s.V, vb, n, kvd);
+            AttentionWithCache(s, l, attention);                                           // q, k rotated; K[pos..], V[pos..] = k, v; att[n, qd]
             MatMulAdd(s, layer.AttnOutput, s.Att, s.X, n);                                 // x += att·Wo
 
             // Feed-forward block: x += (silu(xb·Wgate) · (xb·Wup))·Wdown with xb = norm(x)
-            q.RmsNorm(s.X, Weight(layer.FfnNorm), s.Xb, n, d, _hp.RmsNormEpsilon);
+            RmsNorm(s, s.X, layer.FfnNorm, s.Xb, n);
             MatMulSwiGlu(s, layer.FfnGate, layer.FfnUp, n);                                // gate[n, ff] = silu(xb·Wgate)·(xb·Wup)
             MatMulAdd(s, layer.FfnDown, s.Gate, s.X, n);                                   // x += gate·Wdown
         }
@@ -164,7 +173,7 @@ public sealed class LlamaContext : IDisposable
         if (o != cur) { CopyActivations(cur, cur.X, o, o.X, (long)n * d); cur = o; }
         int rows = allPositions ? n : 1;
         var xRows = allPositions ? o.X : o.X.Skip((long)(n - 1) * d);
-        o.Queue.RmsNorm(xRows, Weight(_w.OutputNorm), o.Xb, rows, d, _hp.RmsNormEpsilon);
+        RmsNorm(o, xRows, _w.OutputNorm, o.Xb, rows);
         MatMul(o, _w.Output, o.Xb, o.Logits, rows);
         o.Queue.Download(o.Logits, logits[..(rows * _hp.VocabularySize)]);
     }
@@ -209,27 +218,27 @@ public sealed class LlamaContext : IDisposable
     private void MatMulSwiGlu(DeviceState s, TensorBinding gate, TensorBinding up, int n)
     {
         long rows = gate.Tensor.RowCount, cols = gate.Tensor.Dims[0];
-        if (gate.Device == s.Device && up.Device == s.Device && up.Tensor.RowCount == rows)
+        if (gate.Device == s.Device && up.Device == s.Device && up.Tensor.RowCount == rows && s.Runs(ComputeOp.SiluMul))
         {
             s.Queue.MatMulSwiGlu(Weight(gate), Weight(up), rows, cols, s.Xb, s.Gate, s.Up, n);
             return;
         }
         MatMul(s, gate, s.Xb, s.Gate, n);
         MatMul(s, up, s.Xb, s.Up, n);
-        s.Queue.SiluMul(s.Gate, s.Up, s.Gate, n * rows);
+        SiluMul(s, s.Gate, s.Up, n * rows);
     }
 
     /// <summary>y[n, rows(w)] += x[n, cols(w)]·wᵀ; through Xb as scratch when the weight is on another device.</summary>
     private void MatMulAdd(DeviceState s, TensorBinding w, DeviceTensor x, DeviceTensor y, int n)
     {
         long cols = w.Tensor.Dims[0], rows = w.Tensor.RowCount;
-        if (w.Device == s.Device)
+        if (w.Device == s.Device && s.Runs(ComputeOp.Add))
         {
             s.Queue.MatMulAdd(Weight(w), rows, cols, x, y, n, s.Xb);
             return;
         }
         MatMul(s, w, x, s.Xb, n);
-        s.Queue.Add(y, s.Xb, y, n * rows);
+        Add(s, y, s.Xb, n * rows);
     }
 
     /// <summary>
@@ -238,7 +247,7 @@ public sealed class LlamaContext : IDisposable
     /// </summary>
     private void RopeAndStoreKv(DeviceState s, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p)
     {
-        if (_w.RopeFrequencyFactors is null || s.RopeFactors is not null)
+        if ((_w.RopeFrequencyFactors is null || s.RopeFactors is not null) && s.Runs(ComputeOp.Rope))
         {
             s.Queue.RopeAndStoreKv(s.Q, s.K, s.V, kCache, vCache, p, _hp.Rope, s.RopeFactors);
             return;
@@ -256,24 +265,123 @@ public sealed class LlamaContext : IDisposable
     /// </summary>
     private void Rope(DeviceState s, DeviceTensor x, int n, int heads, int pos)
     {
-        if (_w.RopeFrequencyFactors is null)
+        if (_w.RopeFrequencyFactors is null && s.Runs(ComputeOp.Rope))
         {
             s.Queue.Rope(x, n, heads, _hp.HeadSize, pos, _hp.Rope);
             return;
         }
-        if (s.RopeFactors is { } factors)
+        if (_w.RopeFrequencyFactors is not null && s.RopeFactors is { } factors)
         {
             s.Queue.RopeWithFactors(x, n, heads, _hp.HeadSize, pos, _hp.Rope, factors);
             return;
         }
-        var cpu = State(_schedule.Cpu);
-        var cpuFactors = cpu.RopeFactors
-            ?? throw new NotSupportedException($"neither {s.Device.Description.Backend} nor the CPU backend ({cpu.Device.Description.Name}) runs RoPE with frequency factors");
-        cpu.EnsureScratch();
+        var cpu = OnCpu(s, _w.RopeFrequencyFactors is null ? ComputeOp.Rope : ComputeOp.RopeFrequencyFactors);
         long count = (long)n * heads * _hp.HeadSize;
         CopyActivations(s, x, cpu, cpu.ScratchIn, count);
-        cpu.Queue.RopeWithFactors(cpu.ScratchIn, n, heads, _hp.HeadSize, pos, _hp.Rope, cpuFactors);
+        if (_w.RopeFrequencyFactors is null) cpu.Queue.Rope(cpu.ScratchIn, n, heads, _hp.HeadSize, pos, _hp.Rope);
+        else
+        {
+            var cpuFactors = cpu.RopeFactors
+                ?? throw new NotSupportedException($"neither {s.Device.Description.Backend} nor the CPU backend ({cpu.Device.Description.Name}) runs RoPE with frequency factors");
+            cpu.Queue.RopeWithFactors(cpu.ScratchIn, n, heads, _hp.HeadSize, pos, _hp.Rope, cpuFactors);
+        }
         CopyActivations(cpu, cpu.ScratchIn, s, x, count);
+    }
+
+    /// <summary>
+    /// The attention block between the q/k/v projections and the output projection: rotate q and k, store k and v in layer
+    /// <paramref name="layer"/>'s cache, att = attention(q, K, V). Where <paramref name="s"/>'s device cannot attend over or
+    /// store into a cache of the context's type, that layer's cache lives on the CPU: q, k and v are copied there, the whole
+    /// block runs there, and att is copied back.
+    /// </summary>
+    private void AttentionWithCache(DeviceState s, int layer, AttentionParams p)
+    {
+        if (!s.KvOnCpu)
+        {
+            var (kCache, vCache) = s.Cache(layer);                                         // [ctx, kvd] each
+            RopeAndStoreKv(s, kCache, vCache, p);
+            s.Queue.Attention(s.Q, kCache, vCache, s.Att, p);
+            return;
+        }
+        var cpu = OnCpu(s, ComputeOp.Attention);
+        long q = (long)p.Tokens * _hp.QDim, kv = (long)p.Tokens * _hp.KvDim;
+        CopyActivations(s, s.Q, cpu, cpu.Q, q);
+        CopyActivations(s, s.K, cpu, cpu.K, kv);
+        CopyActivations(s, s.V, cpu, cpu.V, kv);
+        var (k, v) = cpu.Cache(layer);
+        RopeAndStoreKv(cpu, k, v, p);
+        cpu.Queue.Attention(cpu.Q, k, v, cpu.Att, p);
+        CopyActivations(cpu, cpu.Att, s, s.Att, q);
+    }
+
+    /// <summary>y[rows, d] = RmsNorm(x) · w, on the weight's device (the CPU when <paramref name="s"/>'s device lacks the op: the loader put w there).</summary>
+    private void RmsNorm(DeviceState s, DeviceTensor x, TensorBinding w, DeviceTensor y, int rows)
+    {
+        int d = _hp.EmbeddingLength;
+        if (w.Device == s.Device)
+        {
+            s.Queue.RmsNorm(x, Weight(w), y, rows, d, _hp.RmsNormEpsilon);
+            return;
+        }
+        var cpu = OnCpu(s, ComputeOp.RmsNorm);
+        CopyActivations(s, x, cpu, cpu.ScratchIn, (long)rows * d);
+        cpu.Queue.RmsNorm(cpu.ScratchIn, Weight(w), cpu.ScratchOut, rows, d, _hp.RmsNormEpsilon);
+        CopyActivations(cpu, cpu.ScratchOut, s, y, (long)rows * d);
+    }
+
+    /// <summary>x[rows, n] += bias, on the bias's device.</summary>
+    private void AddBias(DeviceState s, DeviceTensor x, TensorBinding bias, int rows, int n)
+    {
+        if (bias.Device == s.Device)
+        {
+            s.Queue.AddBias(x, Weight(bias), rows, n);
+            return;
+        }
+        var cpu = OnCpu(s, ComputeOp.AddBias);
+        CopyActivations(s, x, cpu, cpu.ScratchIn, (long)rows * n);
+        cpu.Queue.AddBias(cpu.ScratchIn, Weight(bias), rows, n);
+        CopyActivations(cpu, cpu.ScratchIn, s, x, (long)rows * n);
+    }
+
+    /// <summary>gate = silu(gate) · up over <paramref name="count"/> elements.</summary>
+    private void SiluMul(DeviceState s, DeviceTensor gate, DeviceTensor up, long count)
+    {
+        if (s.Runs(ComputeOp.SiluMul))
+        {
+            s.Queue.SiluMul(gate, up, gate, count);
+            return;
+        }
+        var cpu = OnCpu(s, ComputeOp.SiluMul);
+        CopyActivations(s, gate, cpu, cpu.ScratchIn, count);
+        CopyActivations(s, up, cpu, cpu.ScratchOut, count);
+        cpu.Queue.SiluMul(cpu.ScratchIn, cpu.ScratchOut, cpu.ScratchIn, count);
+        CopyActivations(cpu, cpu.ScratchIn, s, gate, count);
+    }
+
+    /// <summary>y += b over <paramref name="count"/> elements.</summary>
+    private void Add(DeviceState s, DeviceTensor y, DeviceTensor b, long count)
+    {
+        if (s.Runs(ComputeOp.Add))
+        {
+            s.Queue.Add(y, b, y, count);
+            return;
+        }
+        var cpu = OnCpu(s, ComputeOp.Add);
+        CopyActivations(s, y, cpu, cpu.ScratchIn, count);
+        CopyActivations(s, b, cpu, cpu.ScratchOut, count);
+        cpu.Queue.Add(cpu.ScratchIn, cpu.ScratchOut, cpu.ScratchIn, count);
+        CopyActivations(cpu, cpu.ScratchIn, s, y, count);
+    }
+
+    /// <summary>The CPU's state, to run <paramref name="op"/> that <paramref name="s"/>'s device lacks (counted).</summary>
+    private DeviceState OnCpu(DeviceState s, ComputeOp op)
+    {
+        var cpu = _schedule.Cpu is { } device ? State(device)
+            : throw new MissingOpsException($"backend '{s.Device.Description.Backend}' does not support {op} and no cpu backend is loaded to run it");
+        if (cpu == s) throw new NotSupportedException($"the cpu backend ({cpu.Device.Description.Name}) does not support {op}");
+        cpu.EnsureScratch();
+        _opFallbackCounts[op] = _opFallbackCounts.GetValueOrDefault(op) + 1;
+        return cpu;
     }
 
     private void CopyActivations(DeviceState from, DeviceTensor src, DeviceState to, DeviceTensor dst, long count)
@@ -290,11 +398,21 @@ public sealed class LlamaContext : IDisposable
     private DeviceState State(IBackendDevice device)
     {
         if (_states.TryGetValue(device, out var s)) return s;
-        var layers = Enumerable.Range(0, _hp.BlockCount).Where(l => _schedule.LayerDevices[l] == device).ToArray();
-        s = new DeviceState(this, device, _schedule.Queue(device), layers);
+        // KV layers: its own layers, unless it cannot attend over the context's cache type (then the CPU keeps them).
+        var layers = Enumerable.Range(0, _hp.BlockCount).Where(l => _schedule.LayerDevices[l] is var owner && owner == device
+            ? !KvOnCpu(owner) : device == _schedule.Cpu && KvOnCpu(owner)).ToArray();
+        s = new DeviceState(this, device, _schedule.Queue(device), layers) { KvOnCpu = KvOnCpu(device) };
         _states[device] = s;
         s.Allocate();
         return s;
+    }
+
+    /// <summary>True when <paramref name="device"/>'s layers keep their KV cache (and attend) on the CPU.</summary>
+    private bool KvOnCpu(IBackendDevice device)
+    {
+        if (device == _schedule.Cpu || _schedule.Cpu is null) return false;
+        var queue = _schedule.Queue(device);
+        return !(queue.Supports(ComputeOp.Attention, Options.KvCacheType) && queue.Supports(ComputeOp.Convert, Options.KvCacheType));
     }
 
     public void Dispose()
@@ -313,6 +431,11 @@ public sealed class LlamaContext : IDisposable
         public IBackendDevice Device { get; } = device;
         public IComputeQueue Queue { get; } = queue;
         public IReadOnlyList<int> KvLayers { get; } = kvLayers;
+        public bool KvOnCpu { get; init; }
+        private readonly bool[] _runs = Enum.GetValues<ComputeOp>().Select(op => queue.Supports(op, op is ComputeOp.Attention or ComputeOp.Convert ? owner.Options.KvCacheType : GgmlType.F32)).ToArray();
+
+        /// <summary>Whether this device runs <paramref name="op"/> (F32 activations; the context's cache type for Attention and Convert).</summary>
+        public bool Runs(ComputeOp op) => Device == owner._schedule.Cpu || _runs[(int)op];
         public DeviceTensor X, Xb, Q, K, V, Att, Gate, Up, Logits, ScratchIn, ScratchOut;
         public long AllocatedBytes => (_activations?.Size ?? 0) + (_kv?.Size ?? 0) + (_scratch?.Size ?? 0) + (_ropeFactors?.Size ?? 0);
 

@@ -159,7 +159,7 @@ public sealed class LoadedModel : IDisposable
     /// <summary>One queue per device the options use (primary and CPU); a device without a queue cannot run models.</summary>
     private static void CreateQueues(ModelLoadOptions options, Dictionary<IBackendDevice, IComputeQueue> queues)
     {
-        foreach (var device in new[] { options.Primary, options.Cpu }.Distinct())
+        foreach (var device in new[] { options.Primary, options.Cpu }.OfType<IBackendDevice>().Distinct())
             queues[device] = device.CreateQueue()
                 ?? throw new InvalidOperationException($"backend '{device.Description.Backend}' ({device.Description.Name}) has no compute queue: it cannot run models");
     }

@@ -23,8 +23,9 @@ public enum PluginState
 /// <param name="Reason">Why it was rejected or disabled; for loaded plugins, what the probe found.</param>
 /// <param name="Backend">Backend name the plugin reports (null when it never got that far).</param>
 /// <param name="Score">Probe score (null when the probe never ran or threw).</param>
-/// <param name="ApiVersion">Plugin API version the plugin reports (null when it could not be loaded).</param>
+/// <param name="ApiVersion">Plugin API major version the plugin reports (null when it could not be loaded).</param>
 /// <param name="Devices">Devices of a loaded plugin; empty otherwise.</param>
+/// <param name="ApiMinorVersion">Plugin API minor version the plugin reports (null when it could not be loaded).</param>
 public sealed record PluginCandidate(
     string Name,
     string AssemblyPath,
@@ -33,7 +34,12 @@ public sealed record PluginCandidate(
     string? Backend,
     int? Score,
     int? ApiVersion,
-    IReadOnlyList<IBackendDevice> Devices);
+    IReadOnlyList<IBackendDevice> Devices,
+    int? ApiMinorVersion = null)
+{
+    /// <summary>"major.minor" as reported, or null when the plugin never got that far.</summary>
+    public string? ApiVersionText => ApiVersion is { } major ? PluginApi.Format(major, ApiMinorVersion ?? 0) : null;
+}
 
 /// <summary>A loaded backend: the winning candidate for its name, its plugin entry object, services and devices.</summary>
 /// <param name="Name">Backend name (e.g. "cpu").</param>

@@ -142,14 +142,15 @@ public sealed class PluginHost
         try
         {
             attempt.ApiVersion = attempt.Plugin.ApiVersion;
+            attempt.ApiMinorVersion = attempt.Plugin.ApiMinorVersion; // a 1.0 plugin lacks the member: the contracts' default says 0
             attempt.Backend = attempt.Plugin.Name;
         }
         catch (Exception e)
         {
             return attempt.Reject($"incompatible with host contracts: {Describe(e)}");
         }
-        if (attempt.ApiVersion != PluginApi.Version)
-            return attempt.Reject($"plugin API version {attempt.ApiVersion}, host expects {PluginApi.Version}");
+        if (Negotiate(attempt.ApiVersion.Value, attempt.ApiMinorVersion.Value) is { } refusal)
+            return attempt.Reject(refusal);
         if (string.IsNullOrWhiteSpace(attempt.Backend))
             return attempt.Reject("the plugin reports an empty backend name");
 
@@ -171,6 +172,24 @@ public sealed class PluginHost
         if (!probe.IsAvailable)
             return attempt.Reject(string.IsNullOrWhiteSpace(probe.Reason) ? "probe: unavailable (no reason given)" : $"probe: {probe.Reason}");
         return attempt; // Candidate stays null: still in the running for its backend name.
+    }
+
+    /// <summary>
+    /// Null when a plugin compiled against API <paramref name="major"/>.<paramref name="minor"/> can run in this host; else why
+    /// not, naming both versions. Same major, minor up to the host's: accepted (the core calls only the members that minor
+    /// has; see <see cref="PluginApiVersions"/>). Another major, or a newer minor (members this host does not have): refused.
+    /// </summary>
+    public static string? Negotiate(int major, int minor)
+    {
+        string plugin = PluginApi.Format(major, minor), host = PluginApi.Format(PluginApi.Major, PluginApi.Minor);
+        if (major > PluginApi.Major)
+            return $"plugin API version {plugin} is newer than the host's {host}: a different major version is incompatible; use a host (pluginengine) with API {major}.x";
+        if (major < PluginApi.Major)
+            return $"plugin API version {plugin} is older than the host's {host}: a different major version is incompatible; rebuild the plugin against PluginEngine.Abstractions {PluginApi.Major}.x";
+        if (minor > PluginApi.Minor)
+            return $"plugin API version {plugin} is newer than the host's {host}: the plugin may use members this host does not have; use a host with API {plugin} or later";
+        if (minor < 0) return $"plugin API version {plugin} is not a valid version (negative minor); host {host}";
+        return null;
     }
 
     private static LoadedBackend? Configure(Attempt attempt, ILogger log)
@@ -226,7 +245,8 @@ public sealed class PluginHost
         }
 
         attempt.Candidate = new PluginCandidate(attempt.Entry.Name, attempt.Entry.AssemblyPath, PluginState.Loaded, attempt.ProbeReason,
-                                                attempt.Backend, attempt.Score, attempt.ApiVersion, devices);
+                                                attempt.Backend, attempt.Score, attempt.ApiVersion, devices, attempt.ApiMinorVersion);
+        foreach (var device in devices) PluginApiVersions.Record(device, attempt.ApiMinorVersion!.Value);
         log.LogDebug("Plugin '{Name}': {Count} device(s)", attempt.Entry.Name, devices.Count);
         return new LoadedBackend(attempt.Backend!, attempt.Candidate, attempt.Plugin, provider, devices);
     }
@@ -245,13 +265,14 @@ public sealed class PluginHost
         public PluginContext? Context { get; set; }
         public string? Backend { get; set; }
         public int? ApiVersion { get; set; }
+        public int? ApiMinorVersion { get; set; }
         public int? Score { get; set; }
         public string ProbeReason { get; set; } = "";
         public PluginCandidate? Candidate { get; set; }
 
         public Attempt Reject(string reason)
         {
-            Candidate = new PluginCandidate(Entry.Name, Entry.AssemblyPath, PluginState.Rejected, reason, Backend, Score, ApiVersion, []);
+            Candidate = new PluginCandidate(Entry.Name, Entry.AssemblyPath, PluginState.Rejected, reason, Backend, Score, ApiVersion, [], ApiMinorVersion);
             return this;
         }
     }

@@ -43,7 +43,7 @@ public static class BackendsCommand
             string state = c.State.ToString().ToLowerInvariant();
             string color = c.State switch { PluginState.Loaded => "green", PluginState.Rejected => "red", _ => "grey" };
             candidates.AddRow(Plain(c.Name), new Markup($"[{color}]{state}[/]"), Plain(c.Backend ?? "-"), Plain(Format(c.Score)),
-                              Plain(Format(c.ApiVersion)), Plain(c.Reason), Plain(c.Assembly));
+                              Plain(c.ApiVersionText ?? "-"), Plain(c.Reason), Plain(c.Assembly));
         }
         console.Write(candidates);
 
@@ -85,6 +85,7 @@ public static class BackendsCommand
                 WriteNullable(w, "backend", c.Backend);
                 WriteNullable(w, "score", c.Score);
                 WriteNullable(w, "apiVersion", c.ApiVersion);
+                WriteNullable(w, "apiMinorVersion", c.ApiMinorVersion);
                 w.WriteString("reason", c.Reason);
                 w.WriteString("assembly", c.AssemblyPath);
                 w.WriteStartArray("devices");
@@ -146,7 +147,7 @@ public static class BackendsCommand
             var config = host.Configuration;
             string baseDir = config.Source == PluginConfigSource.BuiltInDefault ? Directory.GetCurrentDirectory() : Path.GetDirectoryName(config.FilePath)!;
             var candidates = host.Candidates.Select(c => new CandidateRow(
-                c.Name, c.State, c.Backend, c.Score, c.ApiVersion, c.Reason, c.AssemblyPath, DisplayPath(baseDir, c.AssemblyPath))).ToList();
+                c.Name, c.State, c.Backend, c.Score, c.ApiVersion, c.ApiMinorVersion, c.ApiVersionText, c.Reason, c.AssemblyPath, DisplayPath(baseDir, c.AssemblyPath))).ToList();
             var devices = host.Candidates.Where(c => c.State == PluginState.Loaded)
                 .SelectMany(c => c.Devices.Select(d => DeviceRow.From(c.Name, d))).ToList();
             string? defaultBackend = host.Backends.Count == 0 ? null : host.SelectDefault().Name;
@@ -161,7 +162,7 @@ public static class BackendsCommand
         return relative.StartsWith("..", StringComparison.Ordinal) || Path.IsPathRooted(relative) ? assemblyPath : relative;
     }
 
-    private sealed record CandidateRow(string Name, PluginState State, string? Backend, int? Score, int? ApiVersion, string Reason, string AssemblyPath, string Assembly);
+    private sealed record CandidateRow(string Name, PluginState State, string? Backend, int? Score, int? ApiVersion, int? ApiMinorVersion, string? ApiVersionText, string Reason, string AssemblyPath, string Assembly);
 
     private sealed record DeviceRow(string CandidateName, string Backend, string Name, DeviceKind Kind, string StableId,
                                     long FreeMemory, long TotalMemory, BackendCapabilities Capabilities, string Details)

@@ -61,8 +61,12 @@ public sealed class ModelOptions
         catch (LoadOptionsException e) { throw new UserErrorException(e.Message); }
     }
 
-    /// <summary>Loads the plugins (with <c>-t</c> applied to the cpu plugin) and picks the primary and CPU devices.</summary>
-    public (PluginHost Host, IBackendDevice Primary, IBackendDevice Cpu) ResolveDevices(ParseResult parse, CliContext context)
+    /// <summary>
+    /// Loads the plugins (with <c>-t</c> applied to the cpu plugin) and picks the primary and CPU devices. The CPU device is
+    /// null when no cpu backend loaded: a backend that supports every op the model needs runs without it, any other is
+    /// refused at load with the list of missing ops.
+    /// </summary>
+    public (PluginHost Host, IBackendDevice Primary, IBackendDevice? Cpu) ResolveDevices(ParseResult parse, CliContext context)
     {
         var config = context.LocatePluginConfiguration();
         if (parse.GetResult(Threads) is not null)
@@ -73,9 +77,9 @@ public sealed class ModelOptions
         }
         var host = PluginHost.Load(config, context.Loggers);
         var backend = parse.GetValue(Backend) is { } name ? host.GetBackend(name) : host.SelectDefault();
-        var cpu = host.GetCpu();
-        PluginDiagnostics.Report(host, context.Error, used: [backend, cpu]);
-        return (host, backend.Devices[0], cpu.Devices[0]);
+        var cpu = host.Backends.TryGetValue(PluginConfiguration.CpuBackend, out var cpuBackend) ? cpuBackend : null;
+        PluginDiagnostics.Report(host, context.Error, used: cpu is null ? [backend] : [backend, cpu]);
+        return (host, backend.Devices[0], cpu?.Devices[0]);
     }
 
     /// <summary>Loads the model onto the devices the options select.</summary>

@@ -46,7 +46,7 @@ public static class RunCommand
             var err = context.Error;
             err.WriteLine($"model: {loaded.Name} ({path}), {hp.Architecture}, {hp.BlockCount} layers, vocab {hp.VocabularySize}");
             if (loaded.HasRandomWeights) err.WriteLine("note: this model has RANDOM weights (the demo model); its text is meaningless but every op ran for real");
-            err.WriteLine($"backend: {loaded.Schedule.Describe().TrimEnd().Replace("\n", "; ")}");
+            err.WriteLine($"backend: {loaded.Schedule.Describe(llama.Options.KvCacheType).TrimEnd().Replace("\n", "; ")}");
             err.WriteLine($"sampling: temp {settings.Temperature}, top-k {settings.TopK}, top-p {settings.TopP}, min-p {settings.MinP}, repeat-penalty {settings.RepeatPenalty} (last {settings.RepeatLastN}), seed {settings.Seed}");
 
             var tokens = loaded.Tokenizer.Encode(promptText, addBos: true, parseSpecial: true);
@@ -67,6 +67,8 @@ public static class RunCommand
             err.WriteLine(TimingLine("prompt eval time", result.PromptTime, result.PromptTokens));
             err.WriteLine(TimingLine("eval time", result.GenerationTime, Math.Max(0, result.GeneratedTokens - 1)));
             if (llama.Transfers.Copies > 0) err.WriteLine($"device transfers = {llama.Transfers}");
+            if (llama.OpFallbackCounts.Count > 0)
+                err.WriteLine($"cpu fallback ops = {string.Join(", ", llama.OpFallbackCounts.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key} ×{kv.Value}"))}");
             if (result.StoppedAtEndOfSequence) err.WriteLine("stopped at end-of-sequence token");
             return ExitCodes.Success;
         });

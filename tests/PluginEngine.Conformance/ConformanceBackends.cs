@@ -5,21 +5,45 @@ using Xunit;
 namespace PluginEngine.Conformance;
 
 /// <summary>
-/// The backends under test: every enabled entry of the repository's plugins.json other than the CPU reference.
-/// Names come from the file alone (cheap, for test discovery); the plugins themselves are loaded once, on first use,
-/// by one <see cref="PluginHost"/> shared by every test.
+/// The backends under test: every enabled entry of the plugin list other than the CPU reference (or only those named in
+/// <c>PLUGINENGINE_CONFORMANCE_BACKENDS</c>, comma-separated). The plugin list is the file named by
+/// <c>PLUGINENGINE_PLUGINS</c> (what <c>pluginengine conformance --plugins FILE</c> sets), else the first plugins.json
+/// in or above the test binary's folder; it must have a <c>cpu</c> entry, the reference. Names come from the file alone
+/// (cheap, for test discovery); the plugins themselves are loaded once, on first use, by one <see cref="PluginHost"/>
+/// shared by every test.
 /// </summary>
 public static class ConformanceBackends
 {
     /// <summary>Backend name of the reference every other backend is compared with.</summary>
     public const string ReferenceBackend = "cpu";
 
-    private static readonly Lazy<PluginConfiguration> Configuration = new(() =>
+    /// <summary>Environment variable restricting the candidates to these plugins.json entry names (comma-separated).</summary>
+    public const string BackendsVariable = "PLUGINENGINE_CONFORMANCE_BACKENDS";
+
+    private static readonly Lazy<PluginConfiguration> Configuration = new(() => LocateConfiguration(
+        Environment.GetEnvironmentVariable(PluginConfiguration.EnvironmentVariable), AppContext.BaseDirectory));
+
+    /// <summary>The plugin list the kit uses: <paramref name="environmentValue"/> (PLUGINENGINE_PLUGINS) when set, else the first plugins.json at or above <paramref name="binaryDirectory"/>.</summary>
+    public static PluginConfiguration LocateConfiguration(string? environmentValue, string binaryDirectory)
     {
-        string? path = PluginConfigLocator.FindUpwards(AppContext.BaseDirectory, PluginConfiguration.FileName)
-            ?? throw new InvalidOperationException($"no {PluginConfiguration.FileName} above {AppContext.BaseDirectory}: the conformance kit runs against the repository's plugin list");
+        if (!string.IsNullOrWhiteSpace(environmentValue))
+        {
+            string named = Path.GetFullPath(environmentValue);
+            if (!File.Exists(named))
+                throw new InvalidOperationException($"{named}: file not found (named by the {PluginConfiguration.EnvironmentVariable} environment variable)");
+            return PluginConfiguration.Load(named, PluginConfigSource.EnvironmentVariable);
+        }
+        string? path = PluginConfigLocator.FindUpwards(binaryDirectory, PluginConfiguration.FileName)
+            ?? throw new InvalidOperationException($"no {PluginConfiguration.FileName} above {binaryDirectory} and {PluginConfiguration.EnvironmentVariable} is not set: " +
+                                                   "the conformance kit needs a plugin list with your backend and the cpu reference");
         return PluginConfiguration.Load(path);
-    });
+    }
+
+    /// <summary>The plugin list in use (for messages).</summary>
+    public static string ConfigurationFile => Configuration.Value.FilePath;
+
+    /// <summary>Whether the plugin list has an enabled entry called <paramref name="entryName"/> (per-backend tests skip otherwise).</summary>
+    public static bool IsConfigured(string entryName) => Configuration.Value.Plugins.Any(p => p.Enabled && p.Name == entryName);
 
     private static readonly Lazy<PluginHost> Host = new(() => PluginHost.Load(Configuration.Value));
 
@@ -29,14 +53,17 @@ public static class ConformanceBackends
         get
         {
             var data = new TheoryData<string>();
+            var only = Environment.GetEnvironmentVariable(BackendsVariable)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             foreach (var entry in Configuration.Value.Plugins)
-                if (entry.Enabled && entry.Name != ReferenceBackend) data.Add(entry.Name);
+                if (entry.Enabled && entry.Name != ReferenceBackend && (only is null || only.Length == 0 || only.Contains(entry.Name))) data.Add(entry.Name);
             return data;
         }
     }
 
     /// <summary>The CPU reference device.</summary>
-    public static IBackendDevice Reference => Host.Value.GetBackend(ReferenceBackend).Devices[0];
+    public static IBackendDevice Reference => Host.Value.Backends.TryGetValue(ReferenceBackend, out var cpu) ? cpu.Devices[0]
+        : throw new InvalidOperationException($"{Configuration.Value.FilePath}: the conformance kit compares every backend with the '{ReferenceBackend}' reference, which is not loaded " +
+                                              $"({string.Join("; ", Host.Value.Candidates.Where(c => c.Name == ReferenceBackend).Select(c => c.Reason).DefaultIfEmpty("no entry named cpu"))})");
 
     /// <summary>
     /// The first device of the candidate named <paramref name="entryName"/>; skips the calling test with the probe's

@@ -15,7 +15,7 @@ namespace PluginEngine.Conformance;
 /// what a fused op wrote is read back by a following mat-vec, as the forward pass does: a backend that keeps quantized
 /// activations between ops must not reuse a copy made before the fused op overwrote that buffer.
 /// </summary>
-public sealed class FusedOpConformanceTests
+public abstract class FusedOpConformanceTests
 {
     /// <summary>Bytes of poison (all 0xFF: NaN as F32) in outputs, scratch and the gaps between outputs.</summary>
     private const byte Poison = 0xFF;
@@ -175,7 +175,7 @@ public sealed class FusedOpConformanceTests
         // The residual stream: the product's rms is ~sqrt(cols / 3) ≈ 13-16, so y's own values weigh as much as the product.
         float[] y0 = TestData.Random(tokens * 3 + rows, (long)tokens * rows, 10f);
         long n = (long)tokens * rows;
-        var next = NextMatVec.For(rows);
+        var next = NextMatVec.For(rows, target.Queue);
 
         (float[] Y, float[] Next) Run(DeviceSession s, bool fused)
         {
@@ -223,7 +223,7 @@ public sealed class FusedOpConformanceTests
         float[] x = TestData.Random(tokens * 9 + cols, (long)tokens * cols, 0.1f);
         float[] gate0 = TestData.Random(tokens + rows, (long)tokens * rows);
         long n = (long)tokens * rows;
-        var next = NextMatVec.For(rows);
+        var next = NextMatVec.For(rows, target.Queue);
 
         (float[] Gate, float[] Next) Run(DeviceSession s, bool fused)
         {
@@ -361,9 +361,11 @@ public sealed class FusedOpConformanceTests
     /// </summary>
     private sealed record NextMatVec(GgmlType Type, int Rows, int Cols, byte[] Weights)
     {
-        public static NextMatVec For(int cols)
+        /// <summary>A Q8_0 (or F16, or F32: the first <paramref name="target"/> supports) mat-vec reading <paramref name="cols"/> values.</summary>
+        public static NextMatVec For(int cols, IComputeQueue target)
         {
-            var type = cols % 32 == 0 ? GgmlType.Q8_0 : GgmlType.F16;
+            var type = cols % 32 == 0 && target.Supports(ComputeOp.MatMul, GgmlType.Q8_0) ? GgmlType.Q8_0
+                : target.Supports(ComputeOp.MatMul, GgmlType.F16) ? GgmlType.F16 : GgmlType.F32;
             return new NextMatVec(type, 48, cols, TestData.Matrix(type, 99 + cols, 48, cols));
         }
 

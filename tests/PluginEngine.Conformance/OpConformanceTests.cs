@@ -11,7 +11,7 @@ namespace PluginEngine.Conformance;
 /// Tolerances are relative to the reference's RMS; the CPU quantizes activations to 8 bits for quantized matmuls,
 /// which is most of the quantized-matmul tolerance.
 /// </summary>
-public sealed class OpConformanceTests
+public abstract class OpConformanceTests
 {
     public static readonly GgmlType[] WeightTypes = [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 

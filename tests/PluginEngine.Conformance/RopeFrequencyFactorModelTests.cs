@@ -13,7 +13,7 @@ namespace PluginEngine.Conformance;
 /// implements <see cref="ComputeOp.RopeFrequencyFactors"/> rotates on its own device with no copies; one that does not
 /// (CUDA today) must still give the same logits, with q and k copied to the CPU and back for that op.
 /// </summary>
-public sealed class RopeFrequencyFactorModelTests : IDisposable
+public abstract class RopeFrequencyFactorModelTests : IDisposable
 {
     private static readonly int[] Prompt = [1, 17, 300, 42, 5, 99, 256, 3, 120];
     private const int NextToken = 77;

@@ -83,7 +83,7 @@ public sealed unsafe class GpuHostImportTests
     {
         var (device, native) = Device("hip", readOnlyFirst: false, readOnlyFallback: true, integrated: true);
         native.Refuse = readOnly => readOnly ? 0 : 1; // a read-only file mapping: only a read-only registration takes it
-        using var mapping = AnonymousMapping.Create("/models/import.gguf", 4 * 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create("/models/import.gguf", 4 * 4096, hugePages: false);
         var result = device.Buffers.TryImportHost("blk.0", mapping.AcquireLease(4096, 8192, "hip:0 import blk.0"));
 
         Assert.True(result.Succeeded, result.RefusalReason);
@@ -99,7 +99,7 @@ public sealed unsafe class GpuHostImportTests
     public void Hip_with_writable_pages_registers_once_without_the_read_only_flag()
     {
         var (device, native) = Device("hip", readOnlyFirst: false, readOnlyFallback: true, integrated: true);
-        using var mapping = AnonymousMapping.Create("/models/import.gguf", 2 * 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create("/models/import.gguf", 2 * 4096, hugePages: false);
         using var buffer = device.Buffers.TryImportHost("blk.0", mapping.AcquireLease(0, 8192, "hip:0 import blk.0")).Buffer!;
         Assert.Equal(["register RW 8192", "device pointer"], native.Calls);
     }
@@ -109,7 +109,7 @@ public sealed unsafe class GpuHostImportTests
     {
         var (device, native) = Device("cuda", readOnlyFirst: true, readOnlyFallback: false, integrated: false);
         native.Refuse = readOnly => readOnly ? 801 : 0;
-        using var mapping = AnonymousMapping.Create("/models/import.gguf", 2 * 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create("/models/import.gguf", 2 * 4096, hugePages: false);
         using var buffer = device.Buffers.TryImportHost("blk.0", mapping.AcquireLease(0, 4096, "cuda:0 import blk.0")).Buffer!;
         Assert.Equal(["register RO 4096", "register RW 4096", "device pointer"], native.Calls);
         Assert.Equal(DeviceKind.DiscreteGpu, device.Description.Kind);
@@ -120,7 +120,7 @@ public sealed unsafe class GpuHostImportTests
     {
         var (device, native) = Device("hip", readOnlyFirst: false, readOnlyFallback: true, integrated: true);
         native.Refuse = _ => 1;
-        using var mapping = AnonymousMapping.Create("/models/import.gguf", 2 * 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create("/models/import.gguf", 2 * 4096, hugePages: false);
         using var lease = mapping.AcquireLease(4096, 4096, "hip:0 import blk.0"); // a refused lease stays the caller's to release
         var result = device.Buffers.TryImportHost("blk.0", lease);
         Assert.False(result.Succeeded);
@@ -131,7 +131,7 @@ public sealed unsafe class GpuHostImportTests
     public void An_imported_range_is_never_written_and_unregisters_on_release()
     {
         var (device, native) = Device("hip", readOnlyFirst: false, readOnlyFallback: true, integrated: true);
-        using var mapping = AnonymousMapping.Create("/models/import.gguf", 2 * 4096, hugeTlb: false);
+        using var mapping = AnonymousMapping.Create("/models/import.gguf", 2 * 4096, hugePages: false);
         var buffer = device.Buffers.TryImportHost("blk.0", mapping.AcquireLease(0, 8192, "hip:0 import blk.0")).Buffer!;
         var tensor = new TensorInfo("blk.0.attn_q.weight", GgmlType.Q4_0, [768, 4]);
         // The slide lies in the mapping's own zeros (the loader checked): InitTensor must not touch the device (the

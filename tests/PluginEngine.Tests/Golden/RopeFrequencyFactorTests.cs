@@ -4,6 +4,7 @@ using PluginEngine.Core.Gguf;
 using PluginEngine.Core.Inference;
 using PluginEngine.Core.Loading;
 using PluginEngine.Core.Models;
+using PluginEngine.Core.Plugins;
 using PluginEngine.Tests.Support;
 using Xunit;
 
@@ -158,6 +159,7 @@ public sealed class RopeFrequencyFactorTests : IDisposable
         int[] prompt = ReferenceForwardTests.Prompt;
         var cpu = CpuTestBackend.Device;
         var v1 = new ApiV1Device(cpu);
+        PluginApiVersions.Record(v1, 0); // what the plugin host records for a plugin built against API 1.0
 
         float[] Run(IBackendDevice primary, out LoadedModel loaded, out long copies)
         {

@@ -7,7 +7,7 @@ namespace PluginEngine.Tests.Loading;
 public sealed class HostImportPolicyTests
 {
     private static DeviceDescription Device(DeviceKind kind, BackendCapabilities caps)
-        => new("x", "x", kind, "x:0", 1, 1, BackendCapabilities.OwnedBuffers | caps);
+        => new("x", "x", kind, "x:0", 1, 1, caps);
 
     private static HostImportSetting Mode(HostImportMode m) => new(m, "test");
 

@@ -13,7 +13,7 @@ internal sealed class RecordingDevice : IBackendDevice
     {
         Events = events ?? [];
         Description = new DeviceDescription(name, $"recording {kind}", kind, $"{name}:0", 1L << 34, 1L << 34,
-            BackendCapabilities.OwnedBuffers | (hostImport ? BackendCapabilities.HostImport : 0));
+            hostImport ? BackendCapabilities.HostImport : BackendCapabilities.None);
         Provider = new RecordingProvider(this);
     }
 

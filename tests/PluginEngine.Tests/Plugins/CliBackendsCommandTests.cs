@@ -34,9 +34,9 @@ public sealed class CliBackendsCommandTests : IDisposable
         string[] lines = output.Split('\n');
         Assert.Contains(lines, l => l.Contains("cpu") && l.Contains("loaded") && l.Contains("PluginEngine.Backends.Cpu.dll"));
         Assert.Contains(lines, l => l.Contains("absent") && l.Contains("rejected") && l.Contains("probe: fake device not present"));
-        Assert.Contains(lines, l => l.Contains("wrong-api") && l.Contains("rejected") && l.Contains("plugin API version 999, host expects 1"));
+        Assert.Contains(lines, l => l.Contains("wrong-api") && l.Contains("rejected") && l.Contains("plugin API version 999.0 is newer"));
         Assert.Contains(lines, l => l.Contains("off") && l.Contains("disabled"));
-        Assert.Contains(lines, l => l.Contains("cpu:0") && l.Contains("Cpu") && l.Contains("OwnedBuffers")); // device row
+        Assert.Contains(lines, l => l.Contains("cpu:0") && l.Contains("Cpu") && l.Contains("HostImport")); // device row
         Assert.Contains("Default backend: cpu", output);
     }
 
@@ -52,7 +52,7 @@ public sealed class CliBackendsCommandTests : IDisposable
         Assert.Equal("loaded", candidates["cpu"].GetProperty("state").GetString());
         var device = Assert.Single(candidates["cpu"].GetProperty("devices").EnumerateArray());
         Assert.Equal("cpu:0", device.GetProperty("stableId").GetString());
-        Assert.Contains("OwnedBuffers", device.GetProperty("capabilities").EnumerateArray().Select(c => c.GetString()));
+        Assert.Contains("HostImport", device.GetProperty("capabilities").EnumerateArray().Select(c => c.GetString()));
         Assert.True(device.GetProperty("totalMemory").GetInt64() > 0);
         Assert.Equal("rejected", candidates["absent"].GetProperty("state").GetString());
         Assert.Equal("probe: fake device not present", candidates["absent"].GetProperty("reason").GetString());

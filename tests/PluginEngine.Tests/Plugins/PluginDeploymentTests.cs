@@ -5,8 +5,8 @@ namespace PluginEngine.Tests.Plugins;
 
 /// <summary>
 /// build/Plugin.targets deploys only a plugin's own files: its assembly, .pdb, .deps.json and .runtimeconfig.json,
-/// and the private dependencies its .deps.json names (runtime assemblies by file name, native files by their
-/// runtimes/ path). The host's copies (the contracts, the core) never land in a plugin's folder.
+/// and the private dependencies its .deps.json names (runtime assemblies by file name, with their .pdb, native files by
+/// their runtimes/ path). The host's copies (the contracts, the core) never land in a plugin's folder.
 /// </summary>
 public sealed class PluginDeploymentTests
 {
@@ -39,7 +39,12 @@ public sealed class PluginDeploymentTests
             foreach (var library in target.Value.EnumerateObject())
             {
                 if (library.Value.TryGetProperty("runtime", out var runtime))
-                    foreach (var asset in runtime.EnumerateObject()) allowed.Add(Path.GetFileName(asset.Name));
+                    foreach (var asset in runtime.EnumerateObject())
+                    {
+                        allowed.Add(Path.GetFileName(asset.Name));
+                        // A private project dependency comes with its symbols (the CUDA and HIP plugins' shared GPU assembly).
+                        allowed.Add(Path.ChangeExtension(Path.GetFileName(asset.Name), ".pdb"));
+                    }
                 if (library.Value.TryGetProperty("runtimeTargets", out var native))
                     foreach (var asset in native.EnumerateObject()) allowed.Add(asset.Name);
             }

@@ -30,7 +30,8 @@ public sealed class PluginHostTests : IDisposable
         var device = Assert.Single(backend.Devices);
         Assert.Equal(DeviceKind.Cpu, device.Description.Kind);
         Assert.Equal("cpu", device.Description.Backend);
-        Assert.True(device.Description.Has(BackendCapabilities.OwnedBuffers));
+        Assert.Equal(PluginApi.Minor, candidate.ApiMinorVersion); // first-party plugins speak the host's own minor
+        Assert.Equal(PluginApi.Minor, PluginApiVersions.MinorOf(device));
         Assert.Contains("3 threads", device.Description.Details); // the entry's options reached the plugin
         Assert.Same(device, Assert.Single(candidate.Devices));
         // The device came through the shared contracts: its buffers are usable from the host.
@@ -58,9 +59,61 @@ public sealed class PluginHostTests : IDisposable
     {
         var c = LoadSingle(PluginTestFiles.WrongApiVersion);
         Assert.Equal(PluginState.Rejected, c.State);
-        Assert.Equal($"plugin API version 999, host expects {PluginApi.Version}", c.Reason);
+        string host = $"{PluginApi.Major}.{PluginApi.Minor}";
+        Assert.Equal($"plugin API version 999.0 is newer than the host's {host}: a different major version is incompatible; use a host (pluginengine) with API 999.x", c.Reason);
         Assert.Equal(999, c.ApiVersion);
         Assert.Null(c.Score); // the probe (which throws) never ran
+    }
+
+    [Fact]
+    public void Older_major_is_refused_naming_both_versions()
+    {
+        var c = LoadSingle(PluginTestFiles.OlderMajor);
+        Assert.Equal(PluginState.Rejected, c.State);
+        Assert.Contains("plugin API version 0.0 is older than the host's " + $"{PluginApi.Major}.{PluginApi.Minor}", c.Reason);
+        Assert.Contains("rebuild the plugin against PluginEngine.Abstractions", c.Reason);
+        Assert.Equal("0.0", c.ApiVersionText);
+        Assert.Null(c.Score);
+    }
+
+    [Fact]
+    public void Newer_minor_is_refused_naming_both_versions()
+    {
+        var c = LoadSingle(PluginTestFiles.NewerMinor);
+        Assert.Equal(PluginState.Rejected, c.State);
+        Assert.Contains($"plugin API version 1.99 is newer than the host's {PluginApi.Major}.{PluginApi.Minor}", c.Reason);
+        Assert.Null(c.Score);
+    }
+
+    [Fact]
+    public void Older_minor_loads_and_is_recorded_for_its_devices()
+    {
+        // FakeDevicePlugin does not implement ApiMinorVersion: the contracts' default makes it an API 1.0 plugin.
+        var c = LoadSingle(PluginTestFiles.FakeDevice);
+        Assert.Equal(PluginState.Loaded, c.State);
+        Assert.Equal(0, c.ApiMinorVersion);
+        Assert.Equal("1.0", c.ApiVersionText);
+        Assert.Equal(0, PluginApiVersions.MinorOf(Assert.Single(c.Devices)));
+    }
+
+    [Theory]
+    [InlineData(1, 0, true)]
+    [InlineData(1, 1, true)]
+    [InlineData(1, 2, false)]
+    [InlineData(2, 0, false)]
+    [InlineData(0, 9, false)]
+    [InlineData(1, -1, false)]
+    public void Negotiation_accepts_the_same_major_up_to_the_hosts_minor(int major, int minor, bool accepted)
+    {
+        Assert.Equal(1, PluginApi.Major); // the cases above are written for host API 1.1
+        Assert.Equal(1, PluginApi.Minor);
+        string? refusal = PluginHost.Negotiate(major, minor);
+        Assert.Equal(accepted, refusal is null);
+        if (refusal is not null)
+        {
+            Assert.Contains($"{major}.{minor}", refusal);
+            Assert.Contains("1.1", refusal);
+        }
     }
 
     [Fact]

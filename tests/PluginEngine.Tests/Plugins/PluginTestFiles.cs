@@ -14,6 +14,8 @@ internal static class PluginTestFiles
 
     public static string FakeDevice => TestPlugin("fake-device", "FakeDevicePlugin");
     public static string WrongApiVersion => TestPlugin("wrong-api-version", "WrongApiVersionPlugin");
+    public static string OlderMajor => TestPlugin("older-major", "OlderMajorPlugin");
+    public static string NewerMinor => TestPlugin("newer-minor", "NewerMinorPlugin");
     public static string ProbeSaysNo => TestPlugin("probe-says-no", "ProbeSaysNoPlugin");
     public static string ProbeThrows => TestPlugin("probe-throws", "ProbeThrowsPlugin");
     public static string Incompatible => TestPlugin("incompatible", "IncompatiblePlugin");

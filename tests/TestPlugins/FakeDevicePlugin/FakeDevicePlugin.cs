@@ -6,7 +6,8 @@ namespace PluginEngine.TestPlugins;
 /// <summary>
 /// A well-behaved test backend named "fake". Options: <c>score</c> (probe score, default 50) and
 /// <c>devices</c> (how many devices to register, default 1; 0 exercises the host's zero-device rejection).
-/// Each device's details name the plugins.json entry, so tests can tell which entry won.
+/// Each device's details name the plugins.json entry, so tests can tell which entry won. It does not implement
+/// <see cref="IBackendPlugin.ApiMinorVersion"/>, so it loads as a plugin built for API 1.0 (an older minor).
 /// </summary>
 public sealed class FakeDevicePlugin : IBackendPlugin
 {
@@ -34,7 +35,7 @@ public sealed class FakeDevice : IBackendDevice
     public FakeDevice(int index, string entryName)
     {
         Description = new DeviceDescription("fake", $"Fake Device {index}", DeviceKind.Accelerator, $"fake:{index}",
-                                             1L << 30, 1L << 29, BackendCapabilities.OwnedBuffers, $"entry={entryName}");
+                                             1L << 30, 1L << 29, BackendCapabilities.None, $"entry={entryName}");
         Buffers = new FakeBufferProvider(Description);
     }
 

@@ -2,7 +2,7 @@ using PluginEngine.Abstractions;
 using PluginEngine.Core.Plugins;
 using Xunit;
 
-namespace PluginEngine.Conformance;
+namespace PluginEngine.Conformance.Tests.OpenCL;
 
 /// <summary>
 /// These tests create OpenCL devices of their own (a plugin host per test, building the kernel program each time). PoCL
@@ -20,6 +20,9 @@ public sealed class OpenCLPluginTests : IDisposable
 
     private PluginCandidate LoadOpenCL(string optionsJson)
     {
+        // OpenCL-specific: only when the plugin list in use configures an OpenCL backend.
+        if (!ConformanceBackends.IsConfigured("opencl"))
+            Assert.Skip($"no enabled 'opencl' entry in {ConformanceBackends.ConfigurationFile}: the OpenCL plugin tests need it");
         string repoConfig = PluginConfigLocator.FindUpwards(AppContext.BaseDirectory, PluginConfiguration.FileName)!;
         string assembly = Path.Combine(Path.GetDirectoryName(repoConfig)!, "plugins", "opencl", "PluginEngine.Backends.OpenCL.dll");
         string path = Path.Combine(_dir, PluginConfiguration.FileName);
@@ -38,7 +41,7 @@ public sealed class OpenCLPluginTests : IDisposable
         {
             var d = Assert.Single(candidate.Devices).Description;
             Assert.Equal("opencl", d.Backend);
-            Assert.True(d.Has(Abstractions.BackendCapabilities.HostImport | Abstractions.BackendCapabilities.Async | Abstractions.BackendCapabilities.OwnedBuffers));
+            Assert.True(d.Has(Abstractions.BackendCapabilities.HostImport));
             Assert.True(d.StableId.StartsWith("pci:", StringComparison.Ordinal) || d.StableId.StartsWith("opencl:", StringComparison.Ordinal), d.StableId);
         }
         else

@@ -1,0 +1,78 @@
+using PluginEngine.Abstractions;
+using PluginEngine.Core.Conformance;
+using PluginEngine.Core.Models;
+using PluginEngine.Host;
+using PluginEngine.Tests.Plugins;
+using PluginEngine.Tests.Support;
+using Xunit;
+
+namespace PluginEngine.Tests.Inference;
+
+/// <summary>
+/// The model-level checks of <c>pluginengine conformance</c>: a backend running the CPU's kernels (with most ops falling
+/// back) passes every one; a backend with one wrong op fails them; the command reports and exits accordingly.
+/// </summary>
+public sealed class ModelChecksTests : IDisposable
+{
+    private readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    [Fact]
+    public void Correct_backend_passes_every_check_including_ngl_1_and_both_seed_gaps()
+    {
+        var cpu = CpuTestBackend.Device;
+        var partial = new PartialDevice(cpu, [ComputeOp.GetRows, ComputeOp.MatMul, ComputeOp.RmsNorm, ComputeOp.Add, ComputeOp.SiluMul]);
+        var results = new ModelChecks(partial, cpu, _dir.Path).Run([SyntheticWeightType.Q8_0]);
+        Assert.Equal(["logits Q8_0 all layers", "logits Q8_0 -ngl 1", "seed regression Q8_0, clean gaps, read-only mapping + forced import",
+                      "seed regression Q8_0, dirty gaps, read-only mapping + forced import"], results.Select(r => r.Name));
+        Assert.All(results, r => Assert.True(r.Passed == true, $"{r.Name}: {r.Detail}"));
+    }
+
+    [Fact]
+    public void Backend_with_a_wrong_op_fails_the_logit_checks()
+    {
+        var cpu = CpuTestBackend.Device;
+        var broken = new PartialDevice(cpu, [ComputeOp.GetRows, ComputeOp.MatMul, ComputeOp.RmsNorm, ComputeOp.Add, ComputeOp.SiluMul], brokenAdd: true);
+        var results = new ModelChecks(broken, cpu, _dir.Path).Run([SyntheticWeightType.Q8_0]);
+        var all = Assert.Single(results, r => r.Name == "logits Q8_0 all layers");
+        Assert.False(all.Passed, all.Detail);
+        Assert.Contains("of the cpu logits' rms", all.Detail);
+    }
+
+    [Fact]
+    public void Command_checks_a_backend_against_cpu_and_reports_each_check()
+    {
+        string plugins = _dir.WritePlugins(("cpu", PluginTestFiles.CpuPlugin, """{ "threads": 1 }""", true));
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int code = Cli.Run(["conformance", "--backend", "cpu", "--plugins", plugins, "--types", "q4_0", "--models", Path.Combine(_dir.Path, "models")], output, error);
+        Assert.True(code == ExitCodes.Success, error.ToString() + output);
+        Assert.Contains("PASS  logits Q4_0 all layers", output.ToString());
+        Assert.Contains("PASS  seed regression Q4_0, dirty gaps", output.ToString());
+        Assert.Contains("conformance cpu: 4 passed, 0 failed, 0 skipped", output.ToString());
+    }
+
+    [Theory]
+    [InlineData("--types q9_9", "--types: 'q9_9' is not a weight type")]
+    [InlineData("", "Option '--backend' is required")]
+    public void Command_bad_input_is_a_user_error(string args, string message)
+    {
+        string plugins = _dir.WritePlugins(("cpu", PluginTestFiles.CpuPlugin, null, true));
+        var error = new StringWriter();
+        string[] extra = args.Length == 0 ? [] : ["--backend", "cpu", .. args.Split(' ')];
+        int code = Cli.Run(["conformance", "--plugins", plugins, .. extra], new StringWriter(), error);
+        Assert.Equal(ExitCodes.UserError, code);
+        Assert.Contains(message, error.ToString());
+    }
+
+    [Fact]
+    public void Command_without_a_cpu_backend_says_it_needs_one()
+    {
+        string plugins = _dir.WritePlugins(("fake", PluginTestFiles.FakeDevice, null, true));
+        var error = new StringWriter();
+        int code = Cli.Run(["conformance", "--backend", "fake", "--plugins", plugins], new StringWriter(), error);
+        Assert.Equal(ExitCodes.UserError, code);
+        Assert.Contains("conformance compares with the cpu backend, which is not loaded", error.ToString());
+    }
+}
