@@ -97,6 +97,17 @@ public sealed class LlamaContext : IDisposable
     public void Reset() => Position = 0;
 
     /// <summary>
+    /// Keeps the first <paramref name="position"/> cached positions and forgets the rest (the next tokens overwrite them):
+    /// how a conversation reuses the part of the cache its new prompt shares with the previous one.
+    /// </summary>
+    public void Rewind(int position)
+    {
+        if (position < 0 || position > Position)
+            throw new ArgumentOutOfRangeException(nameof(position), position, $"can rewind only to 0..{Position} (the cached positions)");
+        Position = position;
+    }
+
+    /// <summary>
     /// Evaluates <paramref name="tokens"/> at the next positions and writes logits: the last token's [V] into
     /// <paramref name="logits"/>, or every token's [tokens, V] when <paramref name="allPositions"/>.
     /// </summary>

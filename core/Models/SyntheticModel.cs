@@ -38,6 +38,11 @@ public sealed record SyntheticModelSpec
     /// is byte for byte what it was before this option existed). See <see cref="SyntheticModel.Llama3RopeFrequencyFactors"/>.
     /// </summary>
     public IReadOnlyList<float>? RopeFrequencyFactors { get; init; }
+    /// <summary>
+    /// More metadata written after the vocabulary (null, the default: none), e.g. <c>tokenizer.chat_template</c> or
+    /// <c>tokenizer.ggml.eot_token_id</c> for a chat model; a key the generator already writes is rejected.
+    /// </summary>
+    public IReadOnlyDictionary<string, GgufValue>? ExtraMetadata { get; init; }
     /// <summary>Storage type of <see cref="RopeFrequencyFactors"/>: F32 like llama.cpp writes; tests use others to make malformed files.</summary>
     public GgmlType RopeFrequencyFactorsType { get; init; } = GgmlType.F32;
 
@@ -107,6 +112,7 @@ public static class SyntheticModel
         writer.AddMetadata("llama.rope.freq_base", GgufValue.Float32(spec.RopeFrequencyBase));
         writer.AddMetadata("general.file_type", GgufValue.UInt32(FileType(spec.WeightType)));
         AddVocabulary(writer, spec.VocabularySize);
+        foreach (var (key, value) in spec.ExtraMetadata ?? new Dictionary<string, GgufValue>()) writer.AddMetadata(key, value);
 
         // Every tensor has its own seed and every row its own stream, so rows are generated in parallel and the
         // file is still identical on every machine, whatever the thread count.

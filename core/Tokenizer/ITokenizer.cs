@@ -28,6 +28,14 @@ public interface ITokenizer
     int[] Encode(string text, bool addBos, bool parseSpecial);
 
     /// <summary>
+    /// Encodes <paramref name="text"/> with special tokens parsed, except that no special token is matched across any
+    /// position in <paramref name="literalBreaks"/> (sorted; a break at p lies between characters p-1 and p). A chat
+    /// prompt uses this to keep control-token text that came from a user's message as plain text, while the template's
+    /// own markers become special tokens (see docs/chat.md).
+    /// </summary>
+    int[] Encode(string text, bool addBos, ReadOnlySpan<int> literalBreaks);
+
+    /// <summary>
     /// Decodes ids to text. Control tokens produce nothing unless <paramref name="renderSpecial"/>. A SentencePiece
     /// vocabulary with a space prefix drops one leading space from the text at the start and after each special
     /// token, undoing the space <see cref="Encode"/> put there.

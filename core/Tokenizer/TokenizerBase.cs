@@ -105,7 +105,11 @@ internal abstract class TokenizerBase : ITokenizer
     /// <param name="atStartOrAfterSpecial">The run begins the input or directly follows a special token.</param>
     protected abstract void EncodeText(ReadOnlySpan<char> text, bool atStartOrAfterSpecial, List<int> output);
 
-    public int[] Encode(string text, bool addBos, bool parseSpecial)
+    public int[] Encode(string text, bool addBos, bool parseSpecial) => Encode(text, addBos, parseSpecial, []);
+
+    public int[] Encode(string text, bool addBos, ReadOnlySpan<int> literalBreaks) => Encode(text, addBos, parseSpecial: true, literalBreaks);
+
+    private int[] Encode(string text, bool addBos, bool parseSpecial, ReadOnlySpan<int> literalBreaks)
     {
         ArgumentNullException.ThrowIfNull(text);
         string clean = ReplaceLoneSurrogates(text);
@@ -115,7 +119,7 @@ internal abstract class TokenizerBase : ITokenizer
             output.Add(Vocabulary.BosTokenId);
         }
         bool atStartOrAfterSpecial = true;
-        foreach (Fragment fragment in SplitSpecial(clean, parseSpecial))
+        foreach (Fragment fragment in SplitSpecial(clean, parseSpecial, literalBreaks))
         {
             if (fragment.Token >= 0)
             {
@@ -138,8 +142,9 @@ internal abstract class TokenizerBase : ITokenizer
     /// <summary>
     /// Cuts the text at special tokens, longest token first over the whole text (llama.cpp's partition order).
     /// Control and unknown tokens are matched only with <paramref name="parseSpecial"/>; user-defined ones always.
+    /// No match may cross one of <paramref name="literalBreaks"/> (sorted positions); the next occurrence is tried instead.
     /// </summary>
-    private List<Fragment> SplitSpecial(string text, bool parseSpecial)
+    private List<Fragment> SplitSpecial(string text, bool parseSpecial, ReadOnlySpan<int> literalBreaks)
     {
         var fragments = new List<Fragment> { new(0, text.Length, -1) };
         if (text.Length == 0)
@@ -160,7 +165,7 @@ internal abstract class TokenizerBase : ITokenizer
                 {
                     continue;
                 }
-                int found = text.AsSpan(fragment.Start, fragment.Length).IndexOf(special.Text, StringComparison.Ordinal);
+                int found = FindUnbroken(text.AsSpan(fragment.Start, fragment.Length), special.Text, fragment.Start, literalBreaks);
                 if (found < 0)
                 {
                     continue;
@@ -184,6 +189,32 @@ internal abstract class TokenizerBase : ITokenizer
             }
         }
         return fragments;
+    }
+
+    /// <summary>First occurrence of <paramref name="token"/> in <paramref name="span"/> (which starts at <paramref name="offset"/> of the text) that crosses no literal break.</summary>
+    private static int FindUnbroken(ReadOnlySpan<char> span, string token, int offset, ReadOnlySpan<int> literalBreaks)
+    {
+        int from = 0;
+        while (true)
+        {
+            int found = span[from..].IndexOf(token, StringComparison.Ordinal);
+            if (found < 0)
+            {
+                return -1;
+            }
+            found += from;
+            int start = offset + found;
+            int next = literalBreaks.BinarySearch(start + 1);
+            if (next < 0)
+            {
+                next = ~next; // first break after start + 1
+            }
+            if (next >= literalBreaks.Length || literalBreaks[next] >= start + token.Length)
+            {
+                return found;
+            }
+            from = found + 1;
+        }
     }
 
     public ReadOnlySpan<byte> TokenPiece(int id, bool renderSpecial = false)

@@ -20,28 +20,16 @@ public static class RunCommand
         var count = new Option<int>("--n-predict", "-n") { Description = "Tokens to generate", DefaultValueFactory = _ => 64 };
         var ctx = new Option<int>("--ctx-size", "-c") { Description = "Context size (default: min(model's, 4096))" };
         var batch = new Option<int>("--batch-size", "-b") { Description = "Prompt tokens per forward pass", DefaultValueFactory = _ => 512 };
-        var temp = new Option<float>("--temp") { Description = "Temperature (0 = greedy)", DefaultValueFactory = _ => 0.8f };
-        var topK = new Option<int>("--top-k") { Description = "Keep the K most likely tokens (0 = off)", DefaultValueFactory = _ => 40 };
-        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold (1 = off)", DefaultValueFactory = _ => 0.95f };
-        var minP = new Option<float>("--min-p") { Description = "Drop tokens below min-p × the best probability (0 = off)", DefaultValueFactory = _ => 0.05f };
-        var repeatPenalty = new Option<float>("--repeat-penalty") { Description = "Penalty for recently seen tokens (1 = off)", DefaultValueFactory = _ => 1.0f };
-        var repeatLastN = new Option<int>("--repeat-last-n") { Description = "How many recent tokens the penalty looks at", DefaultValueFactory = _ => 64 };
-        var seed = new Option<long>("--seed", "-s") { Description = "Sampling seed (default: random; same seed → same text)", DefaultValueFactory = _ => -1 };
+        var sampling = new SamplingOptions();
         var kvF32 = new Option<bool>("--kv-f32") { Description = "Keep the KV cache in F32 instead of F16" };
 
         var command = new Command("run", "Generate text from a prompt (streams tokens; prints timings)");
         model.AddTo(command);
-        foreach (var o in new Option[] { prompt, promptFile, count, ctx, batch, temp, topK, topP, minP, repeatPenalty, repeatLastN, seed, kvF32, noWarmup }) command.Options.Add(o);
+        sampling.AddTo(command);
+        foreach (var o in new Option[] { prompt, promptFile, count, ctx, batch, kvF32, noWarmup }) command.Options.Add(o);
         command.SetAction(parse =>
         {
-            long seedValue = parse.GetValue(seed);
-            var settings = new SamplerSettings
-            {
-                Temperature = parse.GetValue(temp), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP), MinP = parse.GetValue(minP),
-                RepeatPenalty = parse.GetValue(repeatPenalty), RepeatLastN = parse.GetValue(repeatLastN),
-                Seed = seedValue < 0 ? (ulong)Random.Shared.NextInt64() : (ulong)seedValue,
-            };
-            SamplingFlags.Validate(settings);
+            var settings = sampling.Resolve(parse);
             int n = parse.GetValue(count);
             if (n < 0) throw new UserErrorException($"--n-predict {n}: must be 0 or more", isUsage: true);
             string promptText = PromptText(parse.GetValue(prompt), parse.GetValue(promptFile));
