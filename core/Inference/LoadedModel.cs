@@ -80,7 +80,8 @@ public sealed class LoadedModel : IDisposable
         try
         {
             CreateQueues(options, queues);
-            CheckWeightTypes(file, hp, queues[options.Cpu]);
+            // Without a CPU backend the schedule itself refuses every op the primary device lacks (MissingOpsException).
+            if (options.Cpu is { } cpu) CheckWeightTypes(file, hp, queues[cpu]);
             var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
             var layout = ToLayout(file);
             var plan = PlacementPlanner.Plan(layout, schedule.AssignTensor, options.Load);
@@ -112,7 +113,7 @@ public sealed class LoadedModel : IDisposable
         try
         {
             CreateQueues(options, queues);
-            CheckWeightTypes(file, hp, queues[options.Cpu]);
+            if (options.Cpu is { } cpu) CheckWeightTypes(file, hp, queues[cpu]);
             var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
             var plan = PlacementPlanner.Plan(ToLayout(file), schedule.AssignTensor, options.Load);
             return (schedule.Describe(), plan);
