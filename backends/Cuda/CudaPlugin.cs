@@ -1,4 +1,3 @@
-using Microsoft.Extensions.DependencyInjection;
 using PluginEngine.Abstractions;
 using PluginEngine.Backends.Gpu;
 using PluginEngine.Backends.Gpu.Kernels;
@@ -13,34 +12,14 @@ namespace PluginEngine.Backends.Cuda;
 /// Options: <c>device</c> (index), <c>kernelCache</c> (folder for compiled kernels), <c>matvec</c> (int8 | f32),
 /// <c>gemm</c> (cublas | kernels) and the rest of <see cref="GpuKernelOptions.FromCuda"/>.
 /// </summary>
-public sealed class CudaPlugin : IBackendPlugin
+public sealed class CudaPlugin : GpuPlugin
 {
-    private GpuRuntime? _runtime;
-    private string _details = "";
+    public override string Name => "cuda";
 
-    public string Name => "cuda";
+    private protected override GpuKernelOptions ReadKernelOptions(PluginOptions options)
+        => GpuKernelOptions.FromCuda(options, Environment.GetEnvironmentVariable);
 
-    public int ApiVersion => PluginApi.Major;
-    public int ApiMinorVersion => PluginApi.Minor;
-
-    public ProbeResult Probe(PluginContext context)
-    {
-        int ordinal;
-        GpuKernelOptions kernels;
-        try
-        {
-            ordinal = context.Options.GetInt32("device", 0, 0, 1023);
-            kernels = GpuKernelOptions.FromCuda(context.Options, Environment.GetEnvironmentVariable);
-        }
-        catch (PluginOptionException e) { return ProbeResult.Unavailable(e.Message); }
-        _runtime = CudaRuntime.TryCreate(ordinal, context.PluginDirectory, context.Options.GetString("kernelCache"), kernels, out string reason, out _details);
-        return _runtime is null ? ProbeResult.Unavailable(reason) : ProbeResult.Available(100, reason);
-    }
-
-    public void ConfigureServices(IServiceCollection services, PluginContext context)
-    {
-        var runtime = _runtime ?? throw new InvalidOperationException("cuda: ConfigureServices called without a successful probe");
-        string details = _details;
-        services.AddSingleton<IBackendDevice>(_ => new GpuDevice(runtime, details));
-    }
+    private protected override GpuRuntime? TryCreateRuntime(int ordinal, string pluginDirectory, string? cacheDirectory, GpuKernelOptions kernels,
+                                                            out string reason, out string details)
+        => CudaRuntime.TryCreate(ordinal, pluginDirectory, cacheDirectory, kernels, out reason, out details);
 }

@@ -1,4 +1,3 @@
-using Microsoft.Extensions.DependencyInjection;
 using PluginEngine.Abstractions;
 using PluginEngine.Backends.Gpu;
 using PluginEngine.Backends.Gpu.Kernels;
@@ -13,34 +12,14 @@ namespace PluginEngine.Backends.Hip;
 /// Options: <c>device</c>, <c>kernelCache</c>, <c>matvec</c> (int8 | f32), <c>fusion</c>, <c>defines</c>,
 /// <c>attention_chunk</c> and <c>readonly_register</c> (off | on): see <see cref="GpuKernelOptions.FromHip"/> and docs/hip.md.
 /// </summary>
-public sealed class HipPlugin : IBackendPlugin
+public sealed class HipPlugin : GpuPlugin
 {
-    private GpuRuntime? _runtime;
-    private string _details = "";
+    public override string Name => "hip";
 
-    public string Name => "hip";
+    private protected override GpuKernelOptions ReadKernelOptions(PluginOptions options)
+        => GpuKernelOptions.FromHip(options, Environment.GetEnvironmentVariable);
 
-    public int ApiVersion => PluginApi.Major;
-    public int ApiMinorVersion => PluginApi.Minor;
-
-    public ProbeResult Probe(PluginContext context)
-    {
-        int ordinal;
-        GpuKernelOptions kernels;
-        try
-        {
-            ordinal = context.Options.GetInt32("device", 0, 0, 1023);
-            kernels = GpuKernelOptions.FromHip(context.Options, Environment.GetEnvironmentVariable);
-        }
-        catch (PluginOptionException e) { return ProbeResult.Unavailable(e.Message); }
-        _runtime = HipRuntime.TryCreate(ordinal, context.PluginDirectory, context.Options.GetString("kernelCache"), kernels, out string reason, out _details);
-        return _runtime is null ? ProbeResult.Unavailable(reason) : ProbeResult.Available(100, reason);
-    }
-
-    public void ConfigureServices(IServiceCollection services, PluginContext context)
-    {
-        var runtime = _runtime ?? throw new InvalidOperationException("hip: ConfigureServices called without a successful probe");
-        string details = _details;
-        services.AddSingleton<IBackendDevice>(_ => new GpuDevice(runtime, details));
-    }
+    private protected override GpuRuntime? TryCreateRuntime(int ordinal, string pluginDirectory, string? cacheDirectory, GpuKernelOptions kernels,
+                                                            out string reason, out string details)
+        => HipRuntime.TryCreate(ordinal, pluginDirectory, cacheDirectory, kernels, out reason, out details);
 }
