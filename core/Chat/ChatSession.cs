@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using PluginEngine.Core.Inference;
 using PluginEngine.Core.Sampling;
+using PluginEngine.Core.Serving;
 using PluginEngine.Core.Tokenizer;
 
 namespace PluginEngine.Core.Chat;
@@ -144,9 +145,10 @@ public sealed class ChatSession
         var promptTime = clock.Elapsed;
 
         clock.Restart();
-        var answer = new StringBuilder();
+        var answer = new StringBuilder();          // everything decoded (the cache holds it all)
+        var filter = new StopSequenceFilter(options.StopSequences); // what the caller sees
         var decoder = _tokenizer.CreateStreamingDecoder();
-        int emitted = 0, generated = 0;
+        int generated = 0;
         var sampled = new List<int>();
         ChatStopReason reason;
         while (true)
@@ -167,13 +169,18 @@ public sealed class ChatSession
             sampled.Add(next);
             if (EndOfTurn.Contains(next)) { reason = ChatStopReason.EndOfTurn; break; }
             _pending = next;
-            answer.Append(decoder.Append(next));
-            if (Emit(answer, ref emitted, options.StopSequences, onText, final: false)) { reason = ChatStopReason.StopSequence; break; }
+            string piece = decoder.Append(next);
+            answer.Append(piece);
+            Hand(filter.Append(piece), onText);
+            if (filter.Stopped) { reason = ChatStopReason.StopSequence; break; }
         }
-        answer.Append(decoder.Flush());
-        if (reason != ChatStopReason.StopSequence && Emit(answer, ref emitted, options.StopSequences, onText, final: true)) reason = ChatStopReason.StopSequence;
+        string rest = decoder.Flush();
+        answer.Append(rest);
+        Hand(filter.Append(rest), onText);
+        Hand(filter.Flush(), onText);
+        if (filter.Stopped) reason = ChatStopReason.StopSequence;
         _cachedText = text + answer.ToString();
-        string reply = answer.ToString(0, emitted);
+        string reply = filter.Text;
         if (reason == ChatStopReason.StopSequence) _cachedText = null; // the cache holds the stop text the reply lacks
         return new ChatReply(reply, reason, promptTokens, evaluate.Count, generated, promptTime, clock.Elapsed, sampled);
     }
@@ -192,33 +199,9 @@ public sealed class ChatSession
         return _tokenizer.Encode(text, addBos, breaks);
     }
 
-    /// <summary>
-    /// Hands new answer text to <paramref name="onText"/>, holding back a tail that may still become a stop sequence.
-    /// Returns true (and truncates <paramref name="answer"/>'s emitted part at it) when a stop sequence appeared.
-    /// </summary>
-    private static bool Emit(StringBuilder answer, ref int emitted, IReadOnlyList<string> stops, Action<string>? onText, bool final)
+    private static void Hand(string piece, Action<string>? onText)
     {
-        string all = answer.ToString();
-        int end = all.Length;
-        bool stopped = false;
-        foreach (var stop in stops)
-        {
-            if (string.IsNullOrEmpty(stop)) continue;
-            int at = all.IndexOf(stop, Math.Max(0, emitted - stop.Length + 1), StringComparison.Ordinal);
-            if (at >= 0 && at < end) { end = at; stopped = true; }
-        }
-        if (!stopped && !final)
-        {
-            foreach (var stop in stops)
-                for (int k = Math.Min(stop.Length - 1, all.Length - emitted); k > 0; k--)
-                    if (all.AsSpan(all.Length - k).SequenceEqual(stop.AsSpan(0, k))) { end = Math.Min(end, all.Length - k); break; }
-        }
-        if (end > emitted)
-        {
-            onText?.Invoke(all[emitted..end]);
-            emitted = end;
-        }
-        return stopped;
+        if (piece.Length > 0) onText?.Invoke(piece);
     }
 
     /// <summary>
