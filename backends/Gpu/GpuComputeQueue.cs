@@ -24,7 +24,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
     private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
     private readonly nint _attentionSplitF32, _attentionSplitF16;
-    private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _dequantizeF16 = new nint[8];
+    private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _matMulQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly GpuKernelOptions _options;
     private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (GpuRuntime.ProgrammaticLaunch)
@@ -92,6 +92,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         {
             _matVecQ8[KernelSlot(type)] = _rt.Function($"matvec_q8_{KernelSource.WeightSuffix(type)}");
             _swiGluQ8[KernelSlot(type)] = _rt.Function($"swiglu_q8_{KernelSource.WeightSuffix(type)}");
+            _matMulQ8[KernelSlot(type)] = _rt.Function($"matmul_q8_{KernelSource.WeightSuffix(type)}");
         }
         foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
         _options = _rt.Options;
@@ -185,6 +186,13 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             targets.Set(0, pw, rowBytes, py, rows);
             MatVecQ8(slot, px, cols, ref targets);
         }
+        else if (UsesInt8SmallBatch(w.Type, tokens))
+        {
+            var (xq, xs) = EnsureQuantizedX(px, cols, tokens);
+            int r = checked((int)rows), acc = accumulate ? 1 : 0;
+            void** args = stackalloc void*[] { &pw, &rowBytes, &r, &cols, &xq, &xs, &py, &tokens, &acc };
+            LaunchKernel(_matMulQ8[slot], LaunchGeometry.MatMulQ8(rows, tokens), args, _profile is null ? "matmul_q8" : $"matmul_q8 {rows}x{cols} x{tokens}{(accumulate ? " +=" : "")}");
+        }
         else if (_blas is not null && LaunchGeometry.UsesBlas(tokens))
             BlasMatMul(w.Type, slot, pw, rowBytes, rows, cols, px, py, tokens, accumulate);
         else
@@ -200,8 +208,16 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     /// <summary>Whether one token on <paramref name="type"/> weights goes to the int8 mat-vec (matvec_q8_*).</summary>
     private bool UsesInt8MatVec(GgmlType type, int tokens) => tokens == 1 && _options.Int8MatVec && _matVecQ8[KernelSlot(type)] != 0;
 
-    /// <summary>Whether a matmul of this shape can add into its output in the same pass (int8 mat-vec or BLAS with β = 1).</summary>
-    private bool Accumulates(GgmlType type, int tokens) => UsesInt8MatVec(type, tokens) || (_blas is not null && LaunchGeometry.UsesBlas(tokens));
+    /// <summary>
+    /// Whether a small batch (2 .. BlasMinTokens − 1 tokens: sequences decoding together, short prompt chunks) on
+    /// <paramref name="type"/> weights goes to the int8 multi-token kernel (matmul_q8_*; docs/batching.md).
+    /// </summary>
+    private bool UsesInt8SmallBatch(GgmlType type, int tokens)
+        => tokens > 1 && tokens < LaunchGeometry.BlasMinTokens && _options.Int8MatVec && _options.Int8SmallBatch && _matMulQ8[KernelSlot(type)] != 0;
+
+    /// <summary>Whether a matmul of this shape can add into its output in the same pass (int8 kernels or BLAS with β = 1).</summary>
+    private bool Accumulates(GgmlType type, int tokens)
+        => UsesInt8MatVec(type, tokens) || UsesInt8SmallBatch(type, tokens) || (_blas is not null && LaunchGeometry.UsesBlas(tokens));
 
     /// <summary>Forgets the quantized row when [y, y + floats) overlaps the row it was made from.</summary>
     private void ForgetQuantizedXIfWritten(ulong y, long floats)
@@ -321,17 +337,21 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         }
     }
 
-    /// <summary>The 8-bit scratch row holding x [cols] quantized: launches quantize_x_q8 unless it already holds exactly that row.</summary>
-    private (ulong Values, ulong Scales) EnsureQuantizedX(ulong px, int cols)
+    /// <summary>
+    /// The 8-bit scratch holding x [tokens, cols] quantized (each token's row whole 32-element blocks, rows back to back):
+    /// launches quantize_x_q8 unless it already holds exactly those rows.
+    /// </summary>
+    private (ulong Values, ulong Scales) EnsureQuantizedX(ulong px, int cols, int tokens = 1)
     {
         if (cols % 32 != 0) throw new ArgumentException($"{_backend}: a {cols}-element row is not whole 32-element blocks");
-        var (xq, xs) = QuantizedXScratch(cols);
-        if (_xq8Source != px || _xq8Elements != cols)
+        long elements = (long)cols * tokens;
+        var (xq, xs) = QuantizedXScratch(elements);
+        if (_xq8Source != px || _xq8Elements != elements)
         {
-            long blocks = cols / 32;
+            long blocks = elements / 32;
             void** qa = stackalloc void*[] { &px, &xq, &xs, &blocks };
             LaunchKernel(_quantizeX, LaunchGeometry.QuantizeX(blocks), qa, "quantize_x_q8");
-            RememberQuantizedX(px, cols);
+            RememberQuantizedX(px, elements);
         }
         return (xq, xs);
     }

@@ -45,6 +45,13 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// positions splits attention over blocks of that many positions per head (kernels.cu attention_split_*, combined by the
 /// last block); 0 never splits (one block per head walks the whole history). Environment: PLUGINENGINE_CUDA_ATTENTION_CHUNK.
 /// </param>
+/// <param name="Int8SmallBatch">
+/// <c>batch_matvec: int8</c> (default): matmuls of 2 to <see cref="LaunchGeometry.BlasMinTokens"/> − 1 tokens on the int8 mat-vec's
+/// weight types (several sequences decoding in one step, short prompt chunks; docs/batching.md) quantize every token's
+/// activation row once and use the integer dot products, <see cref="LaunchGeometry.MatMulQ8Tokens"/> tokens per pass over
+/// the weights (kernels.cu matmul_q8_*). <c>f32</c>: the F32 batched kernel (matmul_*_tn). Needs <c>matvec: int8</c>.
+/// Environment: PLUGINENGINE_CUDA_BATCH_MATVEC / PLUGINENGINE_HIP_BATCH_MATVEC.
+/// </param>
 /// <param name="ReadOnlyHostRegister">
 /// HIP only, <c>readonly_register: off</c> (default): imported host pages are registered mapped, read-write;
 /// <c>on</c> adds hipHostRegisterReadOnly (measured 14 % slower on gfx1151 in the system this project comes from). CUDA
@@ -53,7 +60,7 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
-                                        bool ReadOnlyHostRegister = false)
+                                        bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true)
 {
     /// <summary>
     /// Positions per attention block in a split decode step: 8 steps of the block's 16 warps x 4 positions. Measured on an H100
@@ -73,7 +80,9 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool graphs = Choice(options, environment, "graphs", P + "GRAPHS", "on", "off", defaultFirst: false);
         bool fusion = Choice(options, environment, "fusion", P + "FUSION", "on", "off");
         bool pdl = Choice(options, environment, "pdl", P + "PDL", "on", "off");
-        return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P));
+        bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
+        return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
+                                    Int8SmallBatch: smallBatch);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
@@ -83,8 +92,9 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool int8 = Choice(options, environment, "matvec", P + "MATVEC", "int8", "f32");
         bool fusion = Choice(options, environment, "fusion", P + "FUSION", "on", "off");
         bool readOnly = Choice(options, environment, "readonly_register", P + "READONLY_REGISTER", "on", "off", defaultFirst: false);
+        bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
         return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
-                                    ReadAttentionChunk(options, environment, P), readOnly);
+                                    ReadAttentionChunk(options, environment, P), readOnly, smallBatch);
     }
 
     /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>

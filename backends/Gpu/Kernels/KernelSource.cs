@@ -43,6 +43,7 @@ internal static class KernelSource
     [
         ("ROW_CHUNK", LaunchGeometry.RowChunkElements),
         ("MATMUL_TOKENS_PER_BLOCK", LaunchGeometry.MatMulTokensPerBlock),
+        ("MATMUL_Q8_TOKENS", LaunchGeometry.MatMulQ8Tokens),
         ("ATTENTION_MAX_HEAD", LaunchGeometry.AttentionMaxHeadSize),
         ("ATTENTION_WARPS", LaunchGeometry.AttentionWarps),
     ];
@@ -137,6 +138,7 @@ internal static class KernelSource
         {
             yield return $"matvec_q8_{WeightSuffix(t)}";
             yield return $"swiglu_q8_{WeightSuffix(t)}";
+            yield return $"matmul_q8_{WeightSuffix(t)}";
         }
         foreach (var t in DequantizeF16Types) yield return $"dequantize_f16_{WeightSuffix(t)}";
         foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "attention_f32", "attention_f16", "attention_decode_f32", "attention_decode_f16", "attention_split_f32", "attention_split_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })

@@ -63,6 +63,17 @@ internal static class LaunchGeometry
         return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), (uint)tokens, MatMulWarpsPerBlock * 32);
     }
 
+    /// <summary>Tokens one block of matmul_q8_* multiplies per pass over its weight rows (kernels.cu MATMUL_Q8_TOKENS).</summary>
+    public const int MatMulQ8Tokens = 8;
+
+    /// <summary>matmul_q8_*: a warp per weight row as <see cref="MatVecQ8"/>, grid y = groups of <see cref="MatMulQ8Tokens"/> tokens.</summary>
+    public static Launch MatMulQ8(long rows, int tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), checked((uint)CeilDiv(tokens, MatMulQ8Tokens)), MatMulWarpsPerBlock * 32);
+    }
+
     /// <summary>Threads per block of rms_norm_q8_row: each block writes and quantizes this many elements of the row.</summary>
     public const int NormRowSliceThreads = 256;
 

@@ -996,12 +996,59 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
     if (lane == 0) y[r] = g / (1.f + expf(-g)) * u;
 }
 
+// Small batches (2 .. 31 tokens: several sequences decoding together, a short prompt chunk; docs/batching.md):
+// y[t, r] (+)= sum_c w[r, c] * x[t, c] with every token's row of x quantized by quantize_x_q8 (xq/xs hold `tokens` rows of
+// cols/32 blocks each). One warp per weight row as matvec_q8; each block's warps take MATMUL_Q8_TOKENS tokens (grid y =
+// token groups), so a weight unit is read from memory once per group and its products with the group's tokens use the
+// integer dot products. accumulate = 1 adds into y. Rows are whole units: nothing is read past a row.
+#ifndef MATMUL_Q8_TOKENS
+#error "MATMUL_Q8_TOKENS must be defined by the host"
+#endif
+template <int T>
+__device__ __forceinline__ void matmul_q8(const u8* __restrict__ w, i64 rowBytes, int rows, int cols, const i8* __restrict__ xq,
+                                          const XScale* __restrict__ xs, float* y, int tokens, int accumulate)
+{
+    int lane = threadIdx.x & 31;
+    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (r >= rows) return;
+    int t0 = blockIdx.y * MATMUL_Q8_TOKENS, units = cols / Unit<T>::Elems, blocksPerRow = cols >> 5;
+    int nt = min(MATMUL_Q8_TOKENS, tokens - t0);
+    const u8* row = w + (i64)r * rowBytes;
+    float acc[MATMUL_Q8_TOKENS];
+#pragma unroll
+    for (int t = 0; t < MATMUL_Q8_TOKENS; t++) acc[t] = 0.f;
+    for (int u = lane; u < units; u += 32)
+    {
+#pragma unroll
+        for (int t = 0; t < MATMUL_Q8_TOKENS; t++)
+        {
+            if (t >= nt) break;
+            i64 tb = (i64)(t0 + t) * blocksPerRow;
+            acc[t] += dot_unit<T>(row, u, xq + tb * 32, xs + tb);
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < MATMUL_Q8_TOKENS; t++)
+    {
+        if (t >= nt) break;
+        float sum = warp_sum(acc[t]);
+        if (lane == 0)
+        {
+            float* out = y + (i64)(t0 + t) * rows + r;
+            *out = accumulate ? *out + sum : sum;
+        }
+    }
+}
+
 #define MATVEC_Q8_KERNEL(name, T)                                                                                      \
     extern "C" __global__ void MATVEC_BOUNDS matvec_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs) \
     { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                                                 \
     extern "C" __global__ void MATVEC_BOUNDS swiglu_q8_##name(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, \
                                                                        const i8* xq, const XScale* xs, float* y)          \
-    { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y); }
+    { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y); }                                           \
+    extern "C" __global__ void MATVEC_BOUNDS matmul_q8_##name(const u8* w, i64 rowBytes, int rows, int cols, const i8* xq, \
+                                                                       const XScale* xs, float* y, int tokens, int accumulate) \
+    { PDL_ENTRY(); matmul_q8<T>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate); }
 
 MATVEC_Q8_KERNEL(q4_0, T_Q4_0)
 MATVEC_Q8_KERNEL(q8_0, T_Q8_0)

@@ -76,7 +76,7 @@ public sealed class CudaKernelGeometryTests
     public void Source_starts_with_the_host_constants_the_kernels_require()
     {
         string source = KernelSource.CudaDefault;
-        Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define ATTENTION_MAX_HEAD 256\n#define ATTENTION_WARPS 16\n", source);
+        Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define MATMUL_Q8_TOKENS 8\n#define ATTENTION_MAX_HEAD 256\n#define ATTENTION_WARPS 16\n", source);
         foreach (var (name, _) in KernelSource.Defines)
             Assert.Contains($"#ifndef {name}", source); // kernels.cu refuses to compile without each define
         Assert.DoesNotContain("#include", source);     // NVRTC compiles it alone
@@ -88,7 +88,7 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.CudaDefault;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        Assert.Equal(3 * 8 + 2 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 16, names.Count);
+        Assert.Equal(3 * 8 + 3 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 16, names.Count);
         foreach (var type in KernelSource.WeightTypes)
             Assert.Contains($"WEIGHT_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.Int8MatVecTypes)

@@ -21,6 +21,18 @@ public sealed class GpuKernelOptionsTests
     }
 
     [Fact]
+    public void The_small_batch_int8_kernel_is_on_by_default_and_can_be_turned_off_for_both_vendors()
+    {
+        Assert.True(GpuKernelOptions.FromCuda(Options(), _ => null).Int8SmallBatch);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("batch_matvec", "f32")), _ => null).Int8SmallBatch);
+        Assert.False(GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_BATCH_MATVEC" ? "f32" : null).Int8SmallBatch);
+        Assert.True(GpuKernelOptions.FromHip(Options(), _ => null).Int8SmallBatch);
+        Assert.False(GpuKernelOptions.FromHip(Options(), k => k == "PLUGINENGINE_HIP_BATCH_MATVEC" ? "f32" : null).Int8SmallBatch);
+        var bad = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("batch_matvec", "fast")), _ => null));
+        Assert.Contains("batch_matvec", bad.Message);
+    }
+
+    [Fact]
     public void Step_graphs_can_be_turned_on_and_off()
     {
         Assert.True(GpuKernelOptions.FromCuda(Options(("graphs", "on")), _ => null).Graphs);
