@@ -82,8 +82,8 @@ public sealed class LoadedModel : IDisposable
             CreateQueues(options, queues);
             // Without a CPU backend the schedule itself refuses every op the primary device lacks (MissingOpsException).
             if (options.Cpu is { } cpu) CheckWeightTypes(file, hp, queues[cpu]);
-            var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
             var layout = ToLayout(file);
+            var schedule = CreateSchedule(hp, layout, options, queues);
             var plan = PlacementPlanner.Plan(layout, schedule.AssignTensor, options.Load);
             logger.LogInformation("schedule:\n{Schedule}", schedule.Describe());
             logger.LogInformation("placement plan:\n{Plan}", plan.Format());
@@ -114,8 +114,9 @@ public sealed class LoadedModel : IDisposable
         {
             CreateQueues(options, queues);
             if (options.Cpu is { } cpu) CheckWeightTypes(file, hp, queues[cpu]);
-            var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
-            var plan = PlacementPlanner.Plan(ToLayout(file), schedule.AssignTensor, options.Load);
+            var layout = ToLayout(file);
+            var schedule = CreateSchedule(hp, layout, options, queues);
+            var plan = PlacementPlanner.Plan(layout, schedule.AssignTensor, options.Load);
             return (schedule.Describe(), plan);
         }
         finally
@@ -157,10 +158,17 @@ public sealed class LoadedModel : IDisposable
         }
     }
 
-    /// <summary>One queue per device the options use (primary and CPU); a device without a queue cannot run models.</summary>
+    /// <summary>The split of the layers over the options' devices (docs/multi-gpu.md#how-a-split-is-planned), as a schedule.</summary>
+    private static LayerSchedule CreateSchedule(LlamaHyperParameters hp, ModelFileLayout layout, ModelLoadOptions options, Dictionary<IBackendDevice, IComputeQueue> queues)
+    {
+        var split = LayerSplitPlanner.Plan(layout, hp, options.SplitDevices, options.Cpu, options.GpuLayers, options.Split);
+        return LayerSchedule.Create(hp, split, options.Cpu, queues);
+    }
+
+    /// <summary>One queue per device the options use (the split's devices and the CPU); a device without a queue cannot run models.</summary>
     private static void CreateQueues(ModelLoadOptions options, Dictionary<IBackendDevice, IComputeQueue> queues)
     {
-        foreach (var device in new[] { options.Primary, options.Cpu }.OfType<IBackendDevice>().Distinct())
+        foreach (var device in options.SplitDevices.Append(options.Primary).Append(options.Cpu).OfType<IBackendDevice>().Distinct())
             queues[device] = device.CreateQueue()
                 ?? throw new InvalidOperationException($"backend '{device.Description.Backend}' ({device.Description.Name}) has no compute queue: it cannot run models");
     }
