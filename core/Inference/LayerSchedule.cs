@@ -194,8 +194,7 @@ public sealed class LayerSchedule
             start = l;
         }
         sb.AppendLine($"output + embeddings: {Name(OutputDevice)}");
-        if (Split is { } split && split.Shares.Count > 1) sb.Append(split.Describe());
-        else if (Split is { Notes.Count: > 0 } alone) foreach (var n in alone.Notes) sb.AppendLine($"split: {n}");
+        if (Split is { } split) sb.Append(split.Describe());
         // Tensors that fell back for the same reason share one line ("30 tensors (Q8_0) on cpu: …"), naming the first and last.
         foreach (var group in Fallbacks.GroupBy(f => f.IndexOf(" (", StringComparison.Ordinal) is > 0 and var at ? f[at..] : f))
         {
