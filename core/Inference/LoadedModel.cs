@@ -14,8 +14,8 @@ public sealed record ValidatedModel(GgufFile File, LlamaHyperParameters HyperPar
 
 /// <summary>
 /// A model ready to run: parsed file, tokenizer, schedule, weights on their devices and one queue per device.
-/// Create contexts (KV caches) from it with <see cref="CreateContext"/>. Disposal releases queues, then weights
-/// (device buffers, then the mapping).
+/// Create contexts (KV caches) from it with <see cref="CreateContext"/>. Disposal waits for the queues, releases the weights
+/// (device buffers, then the mapping), then the queues.
 /// </summary>
 public sealed class LoadedModel : IDisposable
 {
@@ -198,10 +198,16 @@ public sealed class LoadedModel : IDisposable
     public static ModelFileLayout ToLayout(GgufFile file)
         => new(file.Path, file.FileLength, file.Tensors.Select(t => new FileTensor(t.Info, t.FileOffset)).ToArray());
 
+    /// <summary>
+    /// Teardown in the order every device needs (docs/multi-gpu.md#two-devices-on-one-gpu): wait for every queue, release
+    /// the weights' buffers (each in its own device's context), then the queues (their streams). Contexts belong to the
+    /// plugins and outlive the model.
+    /// </summary>
     public void Dispose()
     {
-        foreach (var q in _queues.Values) { q.Synchronize(); q.Dispose(); }
-        _queues.Clear();
+        foreach (var q in _queues.Values) q.Synchronize();
         Loaded.Dispose();
+        foreach (var q in _queues.Values) q.Dispose();
+        _queues.Clear();
     }
 }
