@@ -546,7 +546,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     /// </summary>
     public bool CopyTo(DeviceTensor src, IComputeQueue destination, DeviceTensor dst, long bytes)
     {
-        if (destination is not GpuComputeQueue other || other._rt == _rt || other._d.GetType() != _d.GetType() || bytes <= 0) return false;
+        if (destination is not GpuComputeQueue other || other._rt == _rt || !_d.CanCopyToPeer(other._d) || bytes <= 0) return false;
         other._rt.MakeCurrent();
         other._graph?.Flush();
         other._transferEvent = other._transferEvent != 0 ? other._transferEvent : other._d.CreateEvent();
@@ -556,7 +556,8 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _graph?.Flush();
         _transferEvent = _transferEvent != 0 ? _transferEvent : _d.CreateEvent();
         _d.StreamWaitEvent(_stream, other._transferEvent);
-        if (!_d.TryCopyToPeerAsync(Ptr(dst), other._d, Ptr(src), bytes, _stream)) return false; // nothing enqueued but a wait: harmless
+        if (!_d.TryCopyToPeerAsync(Ptr(dst), other._d, Ptr(src), bytes, _stream))
+            throw new InvalidOperationException($"{_backend}: the peer copy was refused after CanCopyToPeer said yes");
         _d.RecordEvent(_transferEvent, _stream);
 
         other._rt.MakeCurrent();

@@ -133,13 +133,16 @@ public sealed class LayerSplit
     /// <summary>Bytes of activations copied between devices per token: boundaries × d × 4.</summary>
     public long TransferBytesPerToken => (long)BoundariesPerToken * EmbeddingLength * sizeof(float);
 
-    /// <summary>One line per device (layers, weights, KV cache, activations, free), then the transfers per token and the notes.</summary>
+    /// <summary>
+    /// One line per device (layers, weights, KV cache, activations), then the transfers per token and the notes. Free memory
+    /// is left out (it changes from run to run, and plans are compared); a note names it where a device is short.
+    /// </summary>
     public string Describe()
     {
         var sb = new StringBuilder();
         foreach (var s in Shares)
             sb.AppendLine($"device {LayerSplitPlanner.Label(s.Device)}: {s.Layers}{(s.Device == OutputDevice ? " + output + embeddings" : "")}; " +
-                          $"weights {Bytes(s.WeightBytes)}, KV cache {Bytes(s.KvBytes)}, activations {Bytes(s.ActivationBytes)} (free {Bytes(s.FreeBytes)})");
+                          $"weights {Bytes(s.WeightBytes)}, KV cache {Bytes(s.KvBytes)}, activations {Bytes(s.ActivationBytes)}");
         sb.AppendLine($"activation transfers per token: {BoundariesPerToken} device boundaries × {EmbeddingLength} floats = {TransferBytesPerToken:N0} B");
         foreach (var n in Notes) sb.AppendLine($"split: {n}");
         return sb.ToString();

@@ -77,6 +77,7 @@ internal sealed unsafe class CudaDriver
     // Extra contexts (virtual devices, docs/multi-gpu.md#two-devices-on-one-gpu) and copies between contexts (optional:
     // a driver without them offers no virtual devices, and the core copies between devices through host memory).
     public delegate* unmanaged<nint*, uint, int, int> cuCtxCreate;
+    public delegate* unmanaged<nint*, void*, uint, int, int> cuCtxCreateV4; // a driver without _v2 (none known): null parameters
     public delegate* unmanaged<nint*, int> cuCtxPopCurrent;
     public delegate* unmanaged<ulong, nint, ulong, nint, nuint, nint, int> cuMemcpyPeerAsync;
     public delegate* unmanaged<nint, nint, uint, int> cuStreamWaitEvent;
@@ -190,6 +191,7 @@ internal sealed unsafe class CudaDriver
         d.cuGraphGetNodes = (delegate* unmanaged<nint, nint*, nuint*, int>)symbols.Optional("cuGraphGetNodes");
         d.cuLaunchKernelEx = (delegate* unmanaged<LaunchConfig*, nint, void**, void**, int>)symbols.Optional("cuLaunchKernelEx");
         d.cuCtxCreate = (delegate* unmanaged<nint*, uint, int, int>)symbols.Optional("cuCtxCreate_v2");
+        d.cuCtxCreateV4 = (delegate* unmanaged<nint*, void*, uint, int, int>)symbols.Optional("cuCtxCreate_v4");
         d.cuCtxPopCurrent = (delegate* unmanaged<nint*, int>)symbols.Optional("cuCtxPopCurrent_v2");
         d.cuMemcpyPeerAsync = (delegate* unmanaged<ulong, nint, ulong, nint, nuint, nint, int>)symbols.Optional("cuMemcpyPeerAsync");
         d.cuStreamWaitEvent = (delegate* unmanaged<nint, nint, uint, int>)symbols.Optional("cuStreamWaitEvent");

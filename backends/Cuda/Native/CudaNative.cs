@@ -175,6 +175,8 @@ internal sealed unsafe class CudaNative(CudaDriver driver, int device, nint cont
     /// of one GPU (virtual devices) copy within the device. Peer access is enabled once per peer where cuDeviceCanAccessPeer
     /// allows (docs/multi-gpu.md#transfers). The caller has made this context current.
     /// </summary>
+    public bool CanCopyToPeer(IGpuNative peer) => peer is CudaNative && Driver.HasPeerCopies;
+
     public bool TryCopyToPeerAsync(ulong destination, IGpuNative peer, ulong source, long bytes, nint stream)
     {
         if (peer is not CudaNative other || !Driver.HasPeerCopies) return false;
@@ -200,10 +202,11 @@ internal sealed unsafe class CudaNative(CudaDriver driver, int device, nint cont
     /// </summary>
     public static nint CreateContext(CudaDriver driver, int device)
     {
-        if (driver.cuCtxCreate == null || driver.cuCtxPopCurrent == null)
+        if ((driver.cuCtxCreate == null && driver.cuCtxCreateV4 == null) || driver.cuCtxPopCurrent == null)
             throw new GpuException("cuCtxCreate_v2/cuCtxPopCurrent_v2 (virtual devices)", 500, "CUDA_ERROR_NOT_FOUND");
         nint context, popped;
-        driver.Check(driver.cuCtxCreate(&context, 0, device), "cuCtxCreate");
+        if (driver.cuCtxCreate != null) driver.Check(driver.cuCtxCreate(&context, 0, device), "cuCtxCreate_v2");
+        else driver.Check(driver.cuCtxCreateV4(&context, null, 0, device), "cuCtxCreate_v4"); // no creation parameters: as _v2
         driver.Check(driver.cuCtxPopCurrent(&popped), "cuCtxPopCurrent");
         t_currentContext = 0; // the thread's current context changed behind MakeCurrent's back: set it again next time
         return context;

@@ -100,6 +100,9 @@ internal unsafe interface IGpuNative
     /// </summary>
     bool TryCopyToPeerAsync(ulong destination, IGpuNative peer, ulong source, long bytes, nint stream) => false;
 
+    /// <summary>Whether <see cref="TryCopyToPeerAsync"/> and <see cref="StreamWaitEvent"/> work towards <paramref name="peer"/> (same vendor, entry points bound).</summary>
+    bool CanCopyToPeer(IGpuNative peer) => false;
+
     /// <summary>Makes later work on <paramref name="stream"/> wait for <paramref name="gpuEvent"/> (which may belong to another context or device).</summary>
     void StreamWaitEvent(nint stream, nint gpuEvent) => throw new NotSupportedException($"{Backend}: waiting for another stream's event is not bound");
 }

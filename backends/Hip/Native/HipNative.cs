@@ -157,6 +157,8 @@ internal sealed unsafe class HipNative(HipApi api, int device) : IGpuNative
     /// hipMemcpyPeerAsync to <paramref name="peer"/>'s device (direct where the devices have peer access, staged by the
     /// runtime where not; within the device for two virtual devices of one GPU). See docs/multi-gpu.md#transfers.
     /// </summary>
+    public bool CanCopyToPeer(IGpuNative peer) => peer is HipNative && Api.hipMemcpyPeerAsync != null && Api.hipStreamWaitEvent != null;
+
     public bool TryCopyToPeerAsync(ulong destination, IGpuNative peer, ulong source, long bytes, nint stream)
     {
         if (peer is not HipNative other || Api.hipMemcpyPeerAsync == null || Api.hipStreamWaitEvent == null) return false;
