@@ -94,7 +94,7 @@ public sealed class ModelOptions
 
     /// <summary>
     /// Loads the plugins (with <c>-t</c> applied to the cpu plugin) and picks the devices: every device of the selected
-    /// backend(s) (<c>--backend cuda</c>, or several: <c>--backend cuda,opencl</c>), in order, as placement targets
+    /// backend(s) (<c>--backend cuda</c>, or several: <c>--backend cuda,opencl</c> or <c>opencl,cpu</c>), in order, as placement targets
     /// (docs/multi-gpu.md#flags); the primary is the first. The CPU device is null when no cpu backend loaded: a backend
     /// that supports every op the model needs runs without it, any other is refused at load with the list of missing ops.
     /// </summary>
@@ -121,8 +121,9 @@ public sealed class ModelOptions
         var backends = names is null ? [host.SelectDefault()] : names.Select(host.GetBackend).ToList();
         var cpu = host.Backends.TryGetValue(PluginConfiguration.CpuBackend, out var cpuBackend) ? cpuBackend : null;
         PluginDiagnostics.Report(host, context.Error, used: cpu is null ? backends : [.. backends, cpu]);
-        // The CPU is a placement target only when it is the sole backend named: with a GPU it holds the layers beyond -ngl.
-        var devices = backends.Count > 1 ? backends.Where(b => b != cpu).SelectMany(b => b.Devices).ToList() : backends[0].Devices.ToList();
+        // Every device of every backend named, in order: the CPU too when it is named (--backend opencl,cpu splits the layers
+        // between them by --tensor-split); not named, it holds the layers beyond -ngl and the op fallbacks.
+        var devices = backends.SelectMany(b => b.Devices).ToList();
         return (host, devices, cpu?.Devices[0]);
     }
 

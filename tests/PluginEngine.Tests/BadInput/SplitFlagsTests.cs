@@ -1,3 +1,4 @@
+using PluginEngine.Tests.Plugins;
 using Xunit;
 
 namespace PluginEngine.Tests.BadInput;
@@ -32,6 +33,38 @@ public sealed class SplitFlagsTests(BadInputFixture files) : IClassFixture<BadIn
         Assert.Contains("layers 0-1: cpu (", output);
         Assert.Matches(@"device cpu:0 \(.*\): layers 0-1 \+ output \+ embeddings; weights [0-9.,]+ (KiB|MiB|B), KV cache", output);
         Assert.Contains("activation transfers per token: 0 device boundaries × 64 floats = 0 B", output);
+    }
+
+    /// <summary>
+    /// Two backends as two placement targets (PoCL's OpenCL on this CPU, and the CPU): the 2-layer model split 1:1 puts layer 0
+    /// on OpenCL and layer 1, the output and the embeddings on the CPU — the placement of <c>--backend opencl -ngl 1</c> —
+    /// so the logits are the same bit for bit, and the copies are counted per device pair.
+    /// </summary>
+    [Fact]
+    public void A_split_over_two_backends_gives_the_logits_of_the_same_placement_by_ngl()
+    {
+        string cpu = PluginTestFiles.CpuPlugin.Replace("\\", "/");
+        string opencl = Path.Combine(PluginTestFiles.RepoRoot, "plugins", "opencl", "PluginEngine.Backends.OpenCL.dll").Replace("\\", "/");
+        string plugins = Path.Combine(files.Directory, "opencl-cpu.json");
+        File.WriteAllText(plugins, $$"""{ "preference": ["cpu"], "plugins": [ { "name": "cpu", "assembly": "{{cpu}}", "options": { "threads": 1 } }, { "name": "opencl", "assembly": "{{opencl}}" } ] }""");
+        var probe = BadInputFixture.Run(plugins, "backends");
+        if (!probe.Out.Contains("opencl", StringComparison.Ordinal) || probe.Err.Contains("plugin 'opencl'", StringComparison.Ordinal))
+            Assert.Skip($"the OpenCL backend does not load here: {probe.Err.Trim()}");
+
+        string[] logits = ["logits", "-m", files.Model, "--tokens", "1,17,250,3", "--top", "5", "-o"];
+        var byNgl = BadInputFixture.Run(plugins, [.. logits, Path.Combine(files.Directory, "ngl.bin"), "--backend", "opencl", "-ngl", "1"]);
+        var bySplit = BadInputFixture.Run(plugins, [.. logits, Path.Combine(files.Directory, "split.bin"), "--backend", "opencl,cpu", "--tensor-split", "1,1", "-v"]);
+        Assert.True(byNgl.Code == 0, byNgl.Err);
+        Assert.True(bySplit.Code == 0, bySplit.Err);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(files.Directory, "ngl.bin")), File.ReadAllBytes(Path.Combine(files.Directory, "split.bin")));
+        Assert.Equal(byNgl.Out, bySplit.Out);
+        Assert.Matches(@"device opencl:[^
+]*: layer 0; weights", bySplit.Err);
+        Assert.Matches(@"device cpu:0 \([^
+]*\): layer 1 \+ output \+ embeddings; weights", bySplit.Err);
+        Assert.Contains("activation transfers per token: 2 device boundaries × 64 floats = 512 B", bySplit.Err);
+        // One forward pass of 4 tokens: cpu → opencl before layer 0, opencl → cpu after it.
+        Assert.Matches(@"device transfers = 2 copies, 2,048 B \(cpu:0→opencl:.+? 1 copies, 1,024 B; opencl:.+?→cpu:0 1 copies, 1,024 B\)", bySplit.Err);
     }
 
     [Fact]
