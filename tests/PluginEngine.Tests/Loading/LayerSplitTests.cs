@@ -209,6 +209,67 @@ public sealed class LayerSplitTests : IDisposable
         public IComputeQueue CreateQueue() => new PartialQueue(this, cpu.CreateQueue()!, Enum.GetValues<ComputeOp>().ToHashSet(), brokenAdd: false);
     }
 
+    /// <summary>A twin whose queue copies into another twin's itself (<see cref="IComputeQueue.CopyTo"/>), counting the calls.</summary>
+    private sealed class CopyingTwin(IBackendDevice cpu, int index) : IBackendDevice
+    {
+        public DeviceDescription Description { get; } = cpu.Description with { Backend = "copier", StableId = $"copier:{index}", Kind = DeviceKind.Accelerator };
+        public IBufferProvider Buffers => cpu.Buffers;
+        public int CopyCalls;
+        public IComputeQueue CreateQueue() => new CopyingQueue(this, cpu.CreateQueue()!);
+    }
+
+    private sealed class CopyingQueue(CopyingTwin device, IComputeQueue inner) : IComputeQueue
+    {
+        public IBackendDevice Device => device;
+        public bool Supports(ComputeOp op, GgmlType type) => inner.Supports(op, type);
+        public void GetRows(DeviceTensor table, long rowLength, ReadOnlySpan<int> rows, DeviceTensor dst) => inner.GetRows(table, rowLength, rows, dst);
+        public void RmsNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor y, int rows, int n, float eps) => inner.RmsNorm(x, weight, y, rows, n, eps);
+        public void MatMul(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens) => inner.MatMul(w, wRows, wCols, x, y, tokens);
+        public void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope) => inner.Rope(x, tokens, heads, headSize, firstPosition, rope);
+        public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p) => inner.Attention(q, kCache, vCache, output, p);
+        public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n) => inner.SiluMul(gate, up, y, n);
+        public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor y, long n) => inner.Add(a, b, y, n);
+        public void AddBias(DeviceTensor x, DeviceTensor bias, int rows, int n) => inner.AddBias(x, bias, rows, n);
+        public void Convert(DeviceTensor src, DeviceTensor dst, long n) => inner.Convert(src, dst, n);
+        public void Upload(ReadOnlySpan<float> source, DeviceTensor dst) => inner.Upload(source, dst);
+        public void Download(DeviceTensor src, Span<float> destination) => inner.Download(src, destination);
+        public void Synchronize() => inner.Synchronize();
+        public void Dispose() => inner.Dispose();
+
+        public bool CopyTo(DeviceTensor src, IComputeQueue destination, DeviceTensor dst, long bytes)
+        {
+            if (destination is not CopyingQueue) return false;
+            Interlocked.Increment(ref device.CopyCalls);
+            var values = new float[bytes / sizeof(float)];
+            inner.Download(src, values);
+            destination.Upload(values, dst);
+            return true;
+        }
+    }
+
+    [Theory]
+    [InlineData(2, true)]   // an API 1.2 plugin: its copy is used, and counted as device to device
+    [InlineData(1, false)]  // a 1.1 plugin: CopyTo is never called (it did not exist), the core stages through host memory
+    public void A_plugins_own_copy_is_used_from_api_1_2_and_counted_as_direct(int minor, bool direct)
+    {
+        var cpu = CpuTestBackend.Device;
+        _ = Model(7);
+        string path = Path.Combine(_folder, "m7-Q8_0-64.gguf");
+        var a = new CopyingTwin(cpu, 0);
+        var b = new CopyingTwin(cpu, 1);
+        PluginEngine.Core.Plugins.PluginApiVersions.Record(a, minor);
+        PluginEngine.Core.Plugins.PluginApiVersions.Record(b, minor);
+        float[] expected = Logits(path, new ModelLoadOptions(cpu, cpu, -1, LoadOptions.Default), out _, out _);
+        float[] actual = Logits(path, new ModelLoadOptions(a, cpu, -1, LoadOptions.Default) { Devices = [a, b], Split = new LayerSplitRequest { Proportions = [1, 1] } },
+                                out var transfers, out _);
+
+        Assert.Equal(expected, actual);
+        Assert.Equal(6, transfers.Copies);
+        Assert.Equal(direct ? 6 : 0, transfers.DirectCopies);
+        Assert.Equal(direct ? 6 : 0, a.CopyCalls + b.CopyCalls);
+        Assert.Equal(direct ? 3 : 0, transfers.Pairs[(a, b)].DirectCopies);
+    }
+
     private static readonly int[] Prompt = [1, 17, 250, 3, 99, 42, 7];
 
     private static float[] Logits(string path, ModelLoadOptions options, out TransferCounters transfers, out string schedule)
