@@ -102,7 +102,7 @@ if has benchtiny; then
   bench tiny-cuda 150 -m synthetic:tinyllama:Q4_0,synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_K_M,synthetic:tinyllama:F16 --backend cuda -r 3
 fi
 if has split; then
-  # Issue 19 (docs/multi-gpu.md#what-was-run): the GPU as two virtual CUDA devices (own contexts and streams), so placement,
+  # Issue 19 (docs/multi-gpu.md#what-was-run-and-what-is-left): the GPU as two virtual CUDA devices (own contexts and streams), so placement,
   # copies between devices (cuMemcpyPeerAsync) and teardown run for real on one GPU. Each command gets its own limit.
   export PLUGINENGINE_CUDA_VIRTUAL_DEVICES=2
   { echo "== split: backends with virtual_devices 2"; "${PE[@]}" backends "${PLUGINS[@]}" 2>&1 | grep -E "│ cuda " ; } >>"$S"
