@@ -547,6 +547,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     public bool CopyTo(DeviceTensor src, IComputeQueue destination, DeviceTensor dst, long bytes)
     {
         if (destination is not GpuComputeQueue other || other._rt == _rt || !_d.CanCopyToPeer(other._d) || bytes <= 0) return false;
+        ulong source = Ptr(src), target = other.Ptr(dst); // each checked against its own device, before anything is enqueued
         other._rt.MakeCurrent();
         other._graph?.Flush();
         other._transferEvent = other._transferEvent != 0 ? other._transferEvent : other._d.CreateEvent();
@@ -556,7 +557,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _graph?.Flush();
         _transferEvent = _transferEvent != 0 ? _transferEvent : _d.CreateEvent();
         _d.StreamWaitEvent(_stream, other._transferEvent);
-        if (!_d.TryCopyToPeerAsync(Ptr(dst), other._d, Ptr(src), bytes, _stream))
+        if (!_d.TryCopyToPeerAsync(target, other._d, source, bytes, _stream))
             throw new InvalidOperationException($"{_backend}: the peer copy was refused after CanCopyToPeer said yes");
         _d.RecordEvent(_transferEvent, _stream);
 
