@@ -148,6 +148,20 @@ public sealed unsafe class GpuPeerCopyTests : IDisposable
         Assert.Empty(log);
     }
 
+    [Fact]
+    public void A_virtual_device_reports_its_share_of_memory_and_a_name_and_id_of_its_own()
+    {
+        var log = new List<string>();
+        var native = new RecordingNative("v1", log, peers: true, baseAddress: 0x1000_0000);
+        var facts = new GpuDeviceFacts("Test GPU", "0000:03:00.0", "sm_90", false, false, false, 40, 2L << 30, 32);
+        var runtime = new GpuRuntime(native, facts, GpuKernelOptions.Default, programmaticLaunch: false) { Virtual = (1, 2) };
+        var device = new GpuDevice(runtime, "details");
+        Assert.Equal("Test GPU (virtual 1 of 2)", device.Description.Name);
+        Assert.Equal("0000:03:00.0/v1", device.Description.StableId);
+        Assert.Equal((1L << 29, 1L << 30), device.Buffers.QueryMemory()); // half of the native layer's 1 GiB free, 2 GiB total
+        Assert.Equal(1L << 29, device.Description.FreeMemory);
+    }
+
     private static string EventOf(List<string> log, string device)
         => log.First(l => l.StartsWith($"{device}: create event ", StringComparison.Ordinal))[$"{device}: create event ".Length..];
 
