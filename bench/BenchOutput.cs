@@ -139,6 +139,8 @@ public static class BenchOutput
         bool batches = rows.Select(r => (r.NBatch, r.NUbatch)).Distinct().Count() > 1;
         bool depth = rows.Any(r => r.NDepth > 0);
         bool ratio = rows.Any(r => r.RatioVsLlamacpp is not null);
+        // The split column matters once a row ran over several devices or with split flags (docs/multi-gpu.md).
+        bool split = rows.Any(r => r.SplitDevices > 1 || r.SplitMode != "layer" || r.TensorSplit.Length > 0);
 
         var columns = new List<(string Header, bool Right, Func<BenchResult, string> Value)>
         {
@@ -148,6 +150,8 @@ public static class BenchOutput
             ("backend", false, r => r.Backends),
         };
         if (offload) columns.Add(("ngl", true, r => r.NGpuLayers < 0 ? "all" : Invariant(r.NGpuLayers)));
+        if (split) columns.Add(("split", false, r => $"{(r.SplitMode == "none" ? "none" : r.TensorSplit.Length > 0 ? $"layer {r.TensorSplit}" : "layer")}, " +
+                                                     $"{Invariant(r.SplitDevices)} dev, {Invariant(r.DeviceCopies ?? 0)} copies"));
         columns.Add(("memory", false, r => r.MemoryMode));
         if (offload) columns.Add(("host import", false, r => r.HostImport));
         columns.Add(("threads", true, r => Invariant(r.NThreads)));

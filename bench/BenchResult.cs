@@ -108,6 +108,14 @@ public sealed class BenchResult
     public long ProcessRssBytes { get; set; }
     /// <summary>Activation copies between devices during the test (partial offload, op fallback).</summary>
     public long? DeviceCopies { get; set; }
+    /// <summary>none or layer (docs/multi-gpu.md#flags).</summary>
+    public string SplitMode { get; set; } = "layer";
+    /// <summary>Proportions as llama-bench writes them ("3/1"); "" for the default (by free memory).</summary>
+    public string TensorSplit { get; set; } = "";
+    /// <summary>Devices other than the CPU that ran layers or the output (the CPU itself in a CPU-only run).</summary>
+    public int SplitDevices { get; set; } = 1;
+    /// <summary>Activation copies per repetition per device pair, "from>to=N" separated by spaces, "(direct N)" for device-to-device copies; "" when none.</summary>
+    public string DeviceTransfers { get; set; } = "";
 
     // --- comparison ---
     /// <summary>avg_ts divided by the matching llama.cpp reference row's avg_ts (null when there is none).</summary>

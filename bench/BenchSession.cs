@@ -38,11 +38,27 @@ public sealed record BenchPlan
     /// <summary>Timed repetitions per test (after one warm-up).</summary>
     public required int Repetitions { get; init; }
 
+    /// <summary>Layer splits over the backend's devices (<c>-sm</c>, <c>-ts</c>); default: one, the load's default split (docs/multi-gpu.md).</summary>
+    public IReadOnlyList<BenchSplit> Splits { get; init; } = [BenchSplit.Default];
+
     /// <summary>Model loads the plan makes.</summary>
-    public int LoadCount => Models.Count * Backends.Count * MemoryModes.Count * HostImports.Count * GpuLayers.Count * Threads.Count;
+    public int LoadCount => Models.Count * Backends.Count * MemoryModes.Count * HostImports.Count * GpuLayers.Count * Threads.Count * Splits.Count;
 
     /// <summary>Result rows the plan produces.</summary>
     public int RowCount => LoadCount * Batches.Count * MicroBatches.Count * Tests.Count;
+}
+
+/// <summary>One split configuration of a bench: mode and proportions (null: by free memory), as <c>-sm</c> and <c>-ts</c> give them.</summary>
+public sealed record BenchSplit(SplitMode Mode, IReadOnlyList<double>? Proportions)
+{
+    /// <summary>Split mode layer, proportions by free memory: what a load does without split flags.</summary>
+    public static BenchSplit Default { get; } = new(SplitMode.Layer, null);
+
+    /// <summary>"layer", "layer 3/1", "none" (the split_mode and tensor_split columns' values joined).</summary>
+    public string Label => Mode == SplitMode.None ? "none" : Proportions is null ? "layer" : $"layer {TensorSplit}";
+
+    /// <summary>"3/1" as llama-bench writes proportions; "" by free memory.</summary>
+    public string TensorSplit => Proportions is null ? "" : string.Join("/", Proportions.Select(p => p.ToString(CultureInfo.InvariantCulture)));
 }
 
 /// <summary>Where a bench reports what it is doing (a status line, or "[i/n] …" lines).</summary>
@@ -137,10 +153,12 @@ public sealed class BenchSession
             foreach (var hostImport in plan.HostImports)
             foreach (int gpuLayers in plan.GpuLayers)
             foreach (int? threads in plan.Threads)
+            foreach (var split in plan.Splits)
             {
                 cancellation.ThrowIfCancellationRequested();
                 var host = hosts[threads ?? 0];
-                var primary = Resolve(host, backendName).Devices[0];
+                var backendDevices = Resolve(host, backendName).Devices;
+                var primary = backendDevices[0];
                 var cpu = host.GetCpu().Devices[0];
                 AddDevice(devices, primary);
                 AddDevice(devices, cpu);
@@ -153,13 +171,17 @@ public sealed class BenchSession
                     $"loading {model.Label} on {backendLabel} ({memoryName}, {threadCount} threads{(gpuLayers >= 0 ? $", ngl {gpuLayers}" : "")})");
 
                 var before = HugePagePool.Query();
-                var options = new ModelLoadOptions(primary, cpu, gpuLayers, new LoadOptions(memory, hostImport));
+                var options = new ModelLoadOptions(primary, cpu, gpuLayers, new LoadOptions(memory, hostImport))
+                {
+                    Devices = backendDevices,
+                    Split = new LayerSplitRequest { Mode = split.Mode, Proportions = split.Proportions, ContextSize = plan.Tests.Max(t => t.ContextTokens), BatchSize = plan.MicroBatches.Max() },
+                };
                 LoadedModel loaded;
                 try
                 {
                     loaded = LoadedModel.Load(model.Path, options, _mappings, logger, cancellation);
                 }
-                catch (Exception e) when (e is HugePagesUnavailableException or LoadOptionsException)
+                catch (Exception e) when (e is HugePagesUnavailableException or LoadOptionsException or SplitConfigException or ModelDoesNotFitException)
                 {
                     // This machine cannot hold the model this way (no huge page pool, unsupported mode): the other
                     // configurations still run, and the failure is reported with the results.
@@ -176,6 +198,8 @@ public sealed class BenchSession
                     ModelSize = facts.SizeBytes, ModelNParams = facts.Parameters,
                     Backends = backendLabel, Device = primary.Description.Name, DeviceDetails = primary.Description.Details,
                     NThreads = threadCount, NGpuLayers = gpuLayers, UseMmap = memory == ModelMemoryMode.FileMapping,
+                    SplitMode = split.Mode.ToString().ToLowerInvariant(), TensorSplit = split.TensorSplit,
+                    SplitDevices = loaded.Schedule.LayerDevices.Append(loaded.Schedule.OutputDevice).Distinct().Count(d => d != cpu || primary == cpu),
                     MemoryMode = memoryName, HostImport = hostImport.Mode.ToString().ToLowerInvariant(),
                     LoadMs = loaded.LoadTime.TotalMilliseconds,
                     HugepagesBefore = before.IsAvailable ? before.FreePages : null,
@@ -205,6 +229,9 @@ public sealed class BenchSession
                     row.ContextBytes = contextBytes.Values.Sum();
                     row.DeviceMemory = DeviceMemoryOf(weightsPerDevice, contextBytes);
                     row.DeviceCopies = context.Transfers.Copies / (plan.Repetitions + 1);
+                    row.DeviceTransfers = string.Join(" ", context.Transfers.Pairs.Select(p =>
+                        $"{LayerSplitPlanner.Id(p.Key.From)}>{LayerSplitPlanner.Id(p.Key.To)}={p.Value.Copies / (plan.Repetitions + 1)}" +
+                        (p.Value.DirectCopies > 0 ? $"(direct {p.Value.DirectCopies / (plan.Repetitions + 1)})" : "")));
                     row.ProcessRssBytes = ProcessMemory.ResidentBytes();
                     rows.Add(row);
                     rowMeasured?.Invoke(row);

@@ -201,4 +201,16 @@ public interface IComputeQueue : IDisposable
 
     /// <summary>Waits until every queued op has finished.</summary>
     void Synchronize();
+
+    /// <summary>
+    /// Copies <paramref name="bytes"/> bytes of <paramref name="src"/> (on this queue's device) into <paramref name="dst"/> on
+    /// <paramref name="destination"/>'s device without passing through the core's host staging (a peer copy between two GPUs
+    /// of one plugin, or a copy through the plugin's own pinned memory). When it returns true the copy is ordered after this
+    /// queue's earlier work and before <paramref name="destination"/>'s later work, exactly as a <see cref="Download"/>
+    /// followed by an <see cref="Upload"/> would be. Returns false, having done nothing, when this plugin cannot copy into
+    /// that queue (another backend, another plugin instance): the core then copies through host memory.
+    /// Since API 1.2. Default: false (the core's staging copy, which is what a 1.0 or 1.1 plugin gets); the core calls it only
+    /// on plugins compiled against 1.2 or later. See docs/multi-gpu.md#transfers.
+    /// </summary>
+    bool CopyTo(DeviceTensor src, IComputeQueue destination, DeviceTensor dst, long bytes) => false;
 }

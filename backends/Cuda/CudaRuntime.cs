@@ -14,7 +14,25 @@ namespace PluginEngine.Backends.Cuda;
 internal static unsafe class CudaRuntime
 {
     /// <summary>The runtime and the probe's description ("H100 (sm_90, ...), driver ..., NVRTC ...; ..."), or null and the reason.</summary>
-    public static GpuRuntime? TryCreate(int ordinal, string pluginDirectory, string? cacheDirectory, GpuKernelOptions kernels, out string reason, out string details)
+    /// <summary>The number of CUDA devices, or 0 and the reason (no driver, cuInit failed, none present).</summary>
+    public static int CountDevices(out string reason)
+    {
+        var driver = CudaDriver.TryLoad(out string? failure);
+        if (driver is null) { reason = failure!; return 0; }
+        int r = driver.cuInit(0);
+        if (r != 0) { reason = $"cuInit failed: {driver.ErrorName(r)} ({r})"; return 0; }
+        int count;
+        r = driver.cuDeviceGetCount(&count);
+        if (r != 0) { reason = $"cuDeviceGetCount failed: {driver.ErrorName(r)} ({r})"; return 0; }
+        reason = count == 0 ? "no CUDA device" : $"{count} CUDA device(s)";
+        return count;
+    }
+
+    /// <summary>
+    /// As above; <paramref name="virtualIndex"/> above 0 opens the device again in a context of its own (cuCtxCreate) rather
+    /// than the primary one, with its own copy of the kernel module (docs/multi-gpu.md#two-devices-on-one-gpu).
+    /// </summary>
+    public static GpuRuntime? TryCreate(int ordinal, int virtualIndex, string pluginDirectory, string? cacheDirectory, GpuKernelOptions kernels, out string reason, out string details)
     {
         details = "";
         var driver = CudaDriver.TryLoad(out string? failure);
@@ -31,7 +49,8 @@ internal static unsafe class CudaRuntime
             int device;
             driver.Check(driver.cuDeviceGet(&device, ordinal), "cuDeviceGet");
             nint context;
-            driver.Check(driver.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain");
+            if (virtualIndex == 0) driver.Check(driver.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain");
+            else context = CudaNative.CreateContext(driver, device);
             var native = new CudaNative(driver, device, context);
             var (facts, major, minor, driverVersion) = ReadFacts(driver, device);
             bool programmatic = kernels.ProgrammaticLaunch && major >= 9 && driver.cuLaunchKernelEx != null;

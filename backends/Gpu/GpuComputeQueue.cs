@@ -54,6 +54,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private ulong _rowIds;
     private long _rowIdsCapacity;
     private bool _disposed;
+    private nint _transferEvent; // recorded after copies out of this queue, and before copies into it (CopyTo); 0 until the first
 
     public GpuComputeQueue(GpuDevice device)
     {
@@ -557,6 +558,35 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         new ReadOnlySpan<byte>(_staging, (int)bytes).CopyTo(MemoryMarshal.AsBytes(destination));
     }
 
+    /// <summary>
+    /// A copy into another GPU queue of the same vendor (another device, or another virtual device of this GPU) through the
+    /// binding's peer copy (docs/multi-gpu.md#transfers). Both ways ordered with events: the copy waits for the destination
+    /// stream's earlier work (which may still read <paramref name="dst"/>), and the destination's later work waits for the copy.
+    /// Step graphs of both queues are flushed first so the copy and the waits are never captured. False for any other queue.
+    /// </summary>
+    public bool CopyTo(DeviceTensor src, IComputeQueue destination, DeviceTensor dst, long bytes)
+    {
+        if (destination is not GpuComputeQueue other || other._rt == _rt || !_d.CanCopyToPeer(other._d) || bytes <= 0) return false;
+        ulong source = Ptr(src), target = other.Ptr(dst); // each checked against its own device, before anything is enqueued
+        other._rt.MakeCurrent();
+        other._graph?.Flush();
+        other._transferEvent = other._transferEvent != 0 ? other._transferEvent : other._d.CreateEvent();
+        other._d.RecordEvent(other._transferEvent, other._stream);
+
+        _rt.MakeCurrent();
+        _graph?.Flush();
+        _transferEvent = _transferEvent != 0 ? _transferEvent : _d.CreateEvent();
+        _d.StreamWaitEvent(_stream, other._transferEvent);
+        if (!_d.TryCopyToPeerAsync(target, other._d, source, bytes, _stream))
+            throw new InvalidOperationException($"{_backend}: the peer copy was refused after CanCopyToPeer said yes");
+        _d.RecordEvent(_transferEvent, _stream);
+
+        other._rt.MakeCurrent();
+        other._d.StreamWaitEvent(other._stream, _transferEvent);
+        other.ForgetQuantizedX(); // dst changed behind the destination's back
+        return true;
+    }
+
     public void Synchronize()
     {
         _rt.MakeCurrent();
@@ -580,6 +610,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets }) if (scratch != 0) _d.FreeQuietly(scratch);
         if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
         if (_staging != null) _d.FreePinned(_staging);
+        if (_transferEvent != 0) _d.DestroyEvent(_transferEvent);
         _d.DestroyStreamQuietly(_stream);
     }
 

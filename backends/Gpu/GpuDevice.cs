@@ -15,11 +15,14 @@ internal sealed class GpuDevice : IBackendDevice
         var (free, total) = runtime.QueryMemory();
         var caps = BackendCapabilities.None;
         if (runtime.Facts.CanMapHostMemory) caps |= BackendCapabilities.HostImport;
+        // Virtual devices of one GPU (docs/multi-gpu.md#two-devices-on-one-gpu) differ by a suffix, so placement, plans and
+        // transfer counts tell them apart.
+        var v = runtime.Virtual;
         Description = new DeviceDescription(
             Backend: runtime.Backend,
-            Name: runtime.Name,
+            Name: v is { } vn ? $"{runtime.Name} (virtual {vn.Index} of {vn.Count})" : runtime.Name,
             Kind: runtime.Facts.Integrated ? DeviceKind.IntegratedGpu : DeviceKind.DiscreteGpu,
-            StableId: runtime.Facts.StableId,
+            StableId: v is { } vi ? $"{runtime.Facts.StableId}/v{vi.Index}" : runtime.Facts.StableId,
             TotalMemory: total,
             FreeMemory: free,
             Capabilities: caps,

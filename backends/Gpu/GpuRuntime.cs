@@ -83,11 +83,27 @@ internal sealed class GpuRuntime
     /// <summary>PLUGINENGINE_CUDA_PROFILE=1 / PLUGINENGINE_HIP_PROFILE=1: per-kernel GPU time (see <see cref="GpuOpProfile"/>).</summary>
     public bool ProfileRequested => Environment.GetEnvironmentVariable($"PLUGINENGINE_{Backend.ToUpperInvariant()}_PROFILE") == "1";
 
+    /// <summary>
+    /// (index, count) when this runtime is one of several virtual devices of one GPU (docs/multi-gpu.md#two-devices-on-one-gpu);
+    /// null for a plain GPU.
+    /// </summary>
+    public (int Index, int Count)? Virtual { get; set; }
+
     public void MakeCurrent() => Native.MakeCurrent();
 
+    /// <summary>
+    /// Free and total memory; a virtual device reports its share (1/N of the GPU's), so a split planned by free memory
+    /// does not count the GPU's memory once per virtual device.
+    /// </summary>
     public (long Free, long Total) QueryMemory()
     {
-        if (MemoryReport is { } report) return report();
+        (long free, long total) = MemoryReport is { } report ? report() : QueryNative();
+        int share = Virtual?.Count ?? 1;
+        return (free / share, total / share);
+    }
+
+    private (long Free, long Total) QueryNative()
+    {
         MakeCurrent();
         return Native.QueryMemory();
     }

@@ -19,7 +19,10 @@ public sealed class HipPlugin : GpuPlugin
     private protected override GpuKernelOptions ReadKernelOptions(PluginOptions options)
         => GpuKernelOptions.FromHip(options, Environment.GetEnvironmentVariable);
 
-    private protected override GpuRuntime? TryCreateRuntime(int ordinal, string pluginDirectory, string? cacheDirectory, GpuKernelOptions kernels,
+    private protected override int CountDevices(string pluginDirectory, out string reason) => HipRuntime.CountDevices(pluginDirectory, out reason);
+
+    // HIP has no separate contexts per device any more: a virtual device shares the GPU's and has its own streams and module.
+    private protected override GpuRuntime? TryCreateRuntime(int ordinal, int virtualIndex, string pluginDirectory, string? cacheDirectory, GpuKernelOptions kernels,
                                                             out string reason, out string details)
         => HipRuntime.TryCreate(ordinal, pluginDirectory, cacheDirectory, kernels, out reason, out details);
 }

@@ -13,6 +13,20 @@ namespace PluginEngine.Backends.Hip;
 /// </summary>
 internal static unsafe class HipRuntime
 {
+    /// <summary>The number of HIP devices, or 0 and the reason (no runtime, hipInit failed, none present).</summary>
+    public static int CountDevices(string pluginDirectory, out string reason)
+    {
+        var api = HipApi.TryLoad(RocmFolders(pluginDirectory), out string? failure);
+        if (api is null) { reason = failure!; return 0; }
+        int r = api.hipInit(0);
+        if (r != 0) { reason = $"no AMD GPU: hipInit failed: {api.ErrorName(r)} ({r}) [{api.LibraryName}]"; return 0; }
+        int count;
+        r = api.hipGetDeviceCount(&count);
+        if (r != 0) { reason = $"no AMD GPU: hipGetDeviceCount failed: {api.ErrorName(r)} ({r}) [{api.LibraryName}]"; return 0; }
+        reason = count == 0 ? $"no AMD GPU: hipGetDeviceCount found 0 devices [{api.LibraryName}]" : $"{count} HIP device(s)";
+        return count;
+    }
+
     /// <summary>The runtime and the probe's description, or null and the reason.</summary>
     public static GpuRuntime? TryCreate(int ordinal, string pluginDirectory, string? cacheDirectory, GpuKernelOptions kernels, out string reason, out string details)
     {

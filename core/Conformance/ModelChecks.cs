@@ -26,6 +26,13 @@ public sealed class ModelChecks(IBackendDevice device, IBackendDevice cpu, strin
     private static readonly int[] Prompt = [1, 17, 300, 42, 5, 99, 256, 3, 411, 12];
     private const int NextToken = 77;
 
+    /// <summary>
+    /// Every device of the backend under test, in order: with two or more, each weight type also runs split 1:1 over the first
+    /// two (<c>--split-mode layer --tensor-split 1,1</c>) against the same backend on one device (docs/multi-gpu.md). Empty or
+    /// one device: that check is skipped, saying how to get two (virtual_devices).
+    /// </summary>
+    public IReadOnlyList<IBackendDevice> SplitDevices { get; init; } = [];
+
     /// <summary>Weight types checked by default.</summary>
     public static readonly IReadOnlyList<SyntheticWeightType> DefaultTypes =
         [SyntheticWeightType.F32, SyntheticWeightType.F16, SyntheticWeightType.Q8_0, SyntheticWeightType.Q4_0, SyntheticWeightType.Q4_K_M];
@@ -41,11 +48,40 @@ public sealed class ModelChecks(IBackendDevice device, IBackendDevice cpu, strin
             float[][] reference = Evaluate(cpu, path, -1, LoadOptions.Default, out _);
             foreach (int layers in new[] { -1, 1 })
                 Add(Compare($"logits {type} {(layers < 0 ? "all layers" : "-ngl 1")}", reference, () => Evaluate(device, path, layers, LoadOptions.Default, out _), device));
+            Add(Split(type, path));
         }
         var seedType = types.Contains(SyntheticWeightType.Q4_0) ? SyntheticWeightType.Q4_0 : types[0];
         foreach (var (gaps, padding) in new[] { ("clean", (byte)0), ("dirty", (byte)0xA5) })
             Add(SeedRegression(seedType, gaps, padding));
         return results;
+    }
+
+    /// <summary>
+    /// The model split 1:1 over the first two devices against the same backend on the first alone, within the CPU tolerances
+    /// (the same kernels on the same values give equal logits; the detail says whether they were bit for bit), with the
+    /// activation copies per device pair. Loading, running and disposing both models also exercises the teardown order.
+    /// </summary>
+    private ModelCheckResult Split(SyntheticWeightType type, string path)
+    {
+        string name = $"logits {type} split 1:1 over two devices";
+        if (SplitDevices.Count < 2)
+            return new(name, null, $"{device.Description.Backend} has {SplitDevices.Count} device(s); a split needs two (two GPUs, or the plugin option virtual_devices: 2)");
+        var pair = SplitDevices.Take(2).ToArray();
+        try
+        {
+            float[][] single = Evaluate(pair[0], path, -1, LoadOptions.Default, out _);
+            string transfers = "";
+            bool identical = false;
+            var compared = Compare(name, single, () =>
+            {
+                var split = Evaluate(pair[0], path, -1, LoadOptions.Default, out _, pair, new LayerSplitRequest { Proportions = [1, 1] }, out transfers);
+                identical = split.Zip(single).All(s => s.First.AsSpan().SequenceEqual(s.Second));
+                return split;
+            }, device);
+            return compared with { Detail = $"{compared.Detail.Replace("the cpu logits' rms", "the one-device logits' rms", StringComparison.Ordinal)}; " +
+                                            $"{(identical ? "bit for bit equal" : "not bit for bit")}; transfers: {transfers}" };
+        }
+        catch (Exception e) { return new(name, false, $"{e.GetType().Name}: {e.Message}"); }
     }
 
     private ModelCheckResult SeedRegression(SyntheticWeightType type, string gaps, byte padding)
@@ -107,8 +143,13 @@ public sealed class ModelChecks(IBackendDevice device, IBackendDevice cpu, strin
 
     /// <summary>Every position of the prompt (one batch) and one decode step, with <paramref name="gpuLayers"/> on <paramref name="primary"/>.</summary>
     private float[][] Evaluate(IBackendDevice primary, string path, int gpuLayers, LoadOptions load, out string plan)
+        => Evaluate(primary, path, gpuLayers, load, out plan, null, null, out _);
+
+    /// <summary>As above, over <paramref name="devices"/> with <paramref name="split"/> when given; <paramref name="transfers"/>: the copies per device pair.</summary>
+    private float[][] Evaluate(IBackendDevice primary, string path, int gpuLayers, LoadOptions load, out string plan,
+        IReadOnlyList<IBackendDevice>? devices, LayerSplitRequest? split, out string transfers)
     {
-        var options = new ModelLoadOptions(primary, cpu, gpuLayers, load);
+        var options = new ModelLoadOptions(primary, cpu, gpuLayers, load) { Devices = devices, Split = split ?? new LayerSplitRequest() };
         using var model = LoadedModel.Load(path, options, SystemMappingFactory.Instance);
         using var context = model.CreateContext(new ContextOptions(ContextSize: 64, BatchSize: 16));
         int vocab = context.VocabularySize;
@@ -118,6 +159,7 @@ public sealed class ModelChecks(IBackendDevice device, IBackendDevice cpu, strin
         context.Evaluate([NextToken], next);
         var kinds = model.Loaded.Tensors.Values.Where(b => b.Device == primary).GroupBy(b => b.Placement.Kind).Select(g => $"{g.Count()} {g.Key.ToString().ToLowerInvariant()}");
         plan = $"tensors on {primary.Description.Backend}: {string.Join(", ", kinds.DefaultIfEmpty("none"))}";
+        transfers = context.Transfers.Copies == 0 ? "none" : $"{context.Transfers} ({context.Transfers.DescribePairs()})";
         return [prompt, next];
     }
 

@@ -1,5 +1,6 @@
 using System.Text;
 using PluginEngine.Abstractions;
+using PluginEngine.Core.Loading;
 using PluginEngine.Core.Models;
 using PluginEngine.Core.Plugins;
 
@@ -56,6 +57,21 @@ public sealed class LayerSchedule
         for (int l = 0; l < layers.Length; l++) layers[l] = l < onPrimary ? primary : cpu!;
         return new LayerSchedule(layers, layers.Length > 0 ? layers[^1] : primary, cpu, queues, hp.HasQkvBias);
     }
+
+    /// <summary>
+    /// Builds the schedule of a split (docs/multi-gpu.md#how-a-split-is-planned): each layer on the device the split gives it
+    /// (contiguous ranges over several devices, the rest on the CPU), the output and embeddings on the split's output device.
+    /// </summary>
+    public static LayerSchedule Create(LlamaHyperParameters hp, LayerSplit split, IBackendDevice? cpu, IReadOnlyDictionary<IBackendDevice, IComputeQueue> queues)
+    {
+        if (split.LayerDevices.Count != hp.BlockCount) throw new ArgumentException($"the split places {split.LayerDevices.Count} layers; the model has {hp.BlockCount}", nameof(split));
+        foreach (var d in split.LayerDevices.Append(split.OutputDevice).Distinct())
+            if (!queues.ContainsKey(d)) throw new ArgumentException($"no queue for {LayerSplitPlanner.Label(d)}", nameof(queues));
+        return new LayerSchedule(split.LayerDevices.ToArray(), split.OutputDevice, cpu, queues, hp.HasQkvBias) { Split = split };
+    }
+
+    /// <summary>The split this schedule was built from (per-device bytes, transfers per token); null for schedules made with <c>-ngl</c> alone.</summary>
+    public LayerSplit? Split { get; private init; }
 
     /// <summary>The queue of <paramref name="device"/>.</summary>
     public IComputeQueue Queue(IBackendDevice device) => _queues[device];
@@ -178,6 +194,7 @@ public sealed class LayerSchedule
             start = l;
         }
         sb.AppendLine($"output + embeddings: {Name(OutputDevice)}");
+        if (Split is { } split) sb.Append(split.Describe());
         // Tensors that fell back for the same reason share one line ("30 tensors (Q8_0) on cpu: …"), naming the first and last.
         foreach (var group in Fallbacks.GroupBy(f => f.IndexOf(" (", StringComparison.Ordinal) is > 0 and var at ? f[at..] : f))
         {

@@ -11,7 +11,7 @@ namespace PluginEngine.Core.Inference;
 public sealed record ContextOptions(int ContextSize = 2048, int BatchSize = 512, GgmlType KvCacheType = GgmlType.F16);
 
 /// <summary>Counters of activation copies between devices (the price of partial offload and op fallback).</summary>
-public sealed class TransferCounters
+public sealed partial class TransferCounters
 {
     public long Copies { get; internal set; }
     public long Bytes { get; internal set; }
@@ -384,14 +384,9 @@ public sealed class LlamaContext : IDisposable
         return cpu;
     }
 
+    // Device to device where the plugin can (docs/multi-gpu.md#transfers), else through _staging; counted per device pair.
     private void CopyActivations(DeviceState from, DeviceTensor src, DeviceState to, DeviceTensor dst, long count)
-    {
-        var host = _staging.AsSpan(0, checked((int)count));
-        from.Queue.Download(src, host);
-        to.Queue.Upload(host, dst);
-        Transfers.Copies++;
-        Transfers.Bytes += count * sizeof(float);
-    }
+        => ActivationTransfer.Copy(from.Queue, src, to.Queue, dst, count, _staging, Transfers);
 
     private static DeviceTensor Weight(TensorBinding b) => new(b.Buffer, b.BufferOffset, b.Tensor.Type);
 

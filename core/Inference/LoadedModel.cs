@@ -14,8 +14,8 @@ public sealed record ValidatedModel(GgufFile File, LlamaHyperParameters HyperPar
 
 /// <summary>
 /// A model ready to run: parsed file, tokenizer, schedule, weights on their devices and one queue per device.
-/// Create contexts (KV caches) from it with <see cref="CreateContext"/>. Disposal releases queues, then weights
-/// (device buffers, then the mapping).
+/// Create contexts (KV caches) from it with <see cref="CreateContext"/>. Disposal waits for the queues, releases the weights
+/// (device buffers, then the mapping), then the queues.
 /// </summary>
 public sealed class LoadedModel : IDisposable
 {
@@ -82,8 +82,8 @@ public sealed class LoadedModel : IDisposable
             CreateQueues(options, queues);
             // Without a CPU backend the schedule itself refuses every op the primary device lacks (MissingOpsException).
             if (options.Cpu is { } cpu) CheckWeightTypes(file, hp, queues[cpu]);
-            var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
             var layout = ToLayout(file);
+            var schedule = CreateSchedule(hp, layout, options, queues);
             var plan = PlacementPlanner.Plan(layout, schedule.AssignTensor, options.Load);
             logger.LogInformation("schedule:\n{Schedule}", schedule.Describe());
             logger.LogInformation("placement plan:\n{Plan}", plan.Format());
@@ -114,8 +114,9 @@ public sealed class LoadedModel : IDisposable
         {
             CreateQueues(options, queues);
             if (options.Cpu is { } cpu) CheckWeightTypes(file, hp, queues[cpu]);
-            var schedule = LayerSchedule.Create(hp, options.Primary, options.Cpu, options.GpuLayers, queues);
-            var plan = PlacementPlanner.Plan(ToLayout(file), schedule.AssignTensor, options.Load);
+            var layout = ToLayout(file);
+            var schedule = CreateSchedule(hp, layout, options, queues);
+            var plan = PlacementPlanner.Plan(layout, schedule.AssignTensor, options.Load);
             return (schedule.Describe(), plan);
         }
         finally
@@ -157,10 +158,17 @@ public sealed class LoadedModel : IDisposable
         }
     }
 
-    /// <summary>One queue per device the options use (primary and CPU); a device without a queue cannot run models.</summary>
+    /// <summary>The split of the layers over the options' devices (docs/multi-gpu.md#how-a-split-is-planned), as a schedule.</summary>
+    private static LayerSchedule CreateSchedule(LlamaHyperParameters hp, ModelFileLayout layout, ModelLoadOptions options, Dictionary<IBackendDevice, IComputeQueue> queues)
+    {
+        var split = LayerSplitPlanner.Plan(layout, hp, options.SplitDevices, options.Cpu, options.GpuLayers, options.Split);
+        return LayerSchedule.Create(hp, split, options.Cpu, queues);
+    }
+
+    /// <summary>One queue per device the options use (the split's devices and the CPU); a device without a queue cannot run models.</summary>
     private static void CreateQueues(ModelLoadOptions options, Dictionary<IBackendDevice, IComputeQueue> queues)
     {
-        foreach (var device in new[] { options.Primary, options.Cpu }.OfType<IBackendDevice>().Distinct())
+        foreach (var device in options.SplitDevices.Append(options.Primary).Append(options.Cpu).OfType<IBackendDevice>().Distinct())
             queues[device] = device.CreateQueue()
                 ?? throw new InvalidOperationException($"backend '{device.Description.Backend}' ({device.Description.Name}) has no compute queue: it cannot run models");
     }
@@ -190,10 +198,16 @@ public sealed class LoadedModel : IDisposable
     public static ModelFileLayout ToLayout(GgufFile file)
         => new(file.Path, file.FileLength, file.Tensors.Select(t => new FileTensor(t.Info, t.FileOffset)).ToArray());
 
+    /// <summary>
+    /// Teardown in the order every device needs (docs/multi-gpu.md#two-devices-on-one-gpu): wait for every queue, release
+    /// the weights' buffers (each in its own device's context), then the queues (their streams). Contexts belong to the
+    /// plugins and outlive the model.
+    /// </summary>
     public void Dispose()
     {
-        foreach (var q in _queues.Values) { q.Synchronize(); q.Dispose(); }
-        _queues.Clear();
+        foreach (var q in _queues.Values) q.Synchronize();
         Loaded.Dispose();
+        foreach (var q in _queues.Values) q.Dispose();
+        _queues.Clear();
     }
 }

@@ -12,4 +12,16 @@ public sealed record ModelLoadOptions(IBackendDevice Primary, IBackendDevice? Cp
 {
     /// <summary>Decode every weight before loading and reject NaN/Inf, naming the tensor (<c>--check-tensors</c>; reads the whole file once).</summary>
     public bool CheckTensors { get; init; }
+
+    /// <summary>
+    /// The placement targets the offloaded layers are split over, in order (docs/multi-gpu.md): the devices of the selected
+    /// backend(s). Null: <see cref="Primary"/> alone, as before splits existed.
+    /// </summary>
+    public IReadOnlyList<IBackendDevice>? Devices { get; init; }
+
+    /// <summary>Split mode, proportions, main device and the context the memory estimate is for (<c>--split-mode</c>, <c>--tensor-split</c>, <c>--main-gpu</c>).</summary>
+    public LayerSplitRequest Split { get; init; } = new();
+
+    /// <summary>The split's placement targets: <see cref="Devices"/>, or <see cref="Primary"/> alone.</summary>
+    public IReadOnlyList<IBackendDevice> SplitDevices => Devices is { Count: > 0 } d ? d : [Primary];
 }

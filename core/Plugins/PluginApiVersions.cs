@@ -20,4 +20,7 @@ public static class PluginApiVersions
 
     /// <summary>First minor version with <see cref="IComputeQueue.RopeWithFactors"/>.</summary>
     public const int RopeWithFactorsSince = 1;
+
+    /// <summary>First minor version with <see cref="IComputeQueue.CopyTo"/>.</summary>
+    public const int CopyToSince = 2;
 }

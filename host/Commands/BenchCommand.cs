@@ -23,6 +23,8 @@ public static class BenchCommand
         var synthetic = new Option<string[]>("--synthetic") { Description = "Generated models, SHAPE:TYPE with SHAPE tinyllama|demo and TYPE Q4_0, Q8_0, Q4_K_M, F16, … (cached after the first run)", HelpName = "SHAPE:TYPE[,…]" };
         var backends = new Option<string[]>("--backend") { Description = "Backends (default: the first available in plugins.json's preference order)", HelpName = "NAME[,NAME]" };
         var gpuLayers = new Option<string[]>("--gpu-layers", "-ngl") { Description = "Layers on the backend, counted from the first (default: all; negative = all)", HelpName = "N[,N]" };
+        var splitModes = new Option<string[]>("--split-mode", "-sm") { Description = "Layer split over the backend's devices: layer (default) or none (docs/multi-gpu.md)", HelpName = "none|layer[,…]" };
+        var tensorSplits = new Option<string[]>("--tensor-split", "-ts") { Description = "Proportions per device, / between devices, a comma between configurations, e.g. 1/1,3/1 (default: by free memory)", HelpName = "P/P[,…]" };
         var threads = new Option<string[]>("--threads", "-t") { Description = "CPU threads (default: plugins.json's cpu option, else all cores)", HelpName = "N[,N]" };
         var mmap = new Option<string[]>("--mmap") { Description = "1 = map the file (default), 0 = read it into heap memory", HelpName = "0|1[,…]" };
         var hugePages = new Option<string[]>("--hugepages") { Description = "1 = hold the model in 2 MiB huge pages (Linux, needs a reserved pool); default 0", HelpName = "0|1[,…]" };
@@ -40,7 +42,7 @@ public static class BenchCommand
         var referenceTool = new Option<string?>("--reference-tool") { Description = "The reference program to run: LlamaCppReference.dll or an executable (default: found next to pluginengine or in the repository)", HelpName = "PATH" };
 
         var command = new Command("bench", "Benchmark backends and memory modes (llama-bench style: pp/tg tests, mean ± sd)");
-        foreach (var o in new Option[] { models, synthetic, backends, gpuLayers, threads, mmap, hugePages, memory, hostImport, prompt, generate, promptGenerate, depth, repetitions, batch, microBatch, output, reference, referenceTool })
+        foreach (var o in new Option[] { models, synthetic, backends, gpuLayers, splitModes, tensorSplits, threads, mmap, hugePages, memory, hostImport, prompt, generate, promptGenerate, depth, repetitions, batch, microBatch, output, reference, referenceTool })
             command.Options.Add(o);
 
         command.SetAction(parse =>
@@ -62,6 +64,7 @@ public static class BenchCommand
             var backendNames = parse.GetValue(backends) is { Length: > 0 } b ? Lists.Split("--backend", b).Select(x => (string?)x).ToArray() : [null];
 
             var layerCounts = Lists.Int("-ngl", parse.GetValue(gpuLayers), min: int.MinValue, defaultValue: -1).Select(x => x < 0 ? -1 : x).Distinct().ToArray();
+            var splits = Splits(parse.GetValue(splitModes), parse.GetValue(tensorSplits));
             var batches = Lists.Int("-b", parse.GetValue(batch), min: 1, defaultValue: 2048);
             var microBatches = Lists.Int("-ub", parse.GetValue(microBatch), min: 1, defaultValue: 512);
 
@@ -75,6 +78,7 @@ public static class BenchCommand
                 MemoryModes = memoryModes,
                 HostImports = hostImports,
                 GpuLayers = layerCounts,
+                Splits = splits,
                 Threads = threadCounts,
                 Batches = batches,
                 MicroBatches = microBatches,
@@ -248,6 +252,40 @@ public static class BenchCommand
     {
         try { return action(); }
         catch (BenchParameterException e) { throw new UserErrorException(e.Message); }
+    }
+
+    /// <summary>
+    /// The split configurations: each -sm mode, and for layer each -ts proportion list ("1/1"; checked like the run
+    /// command's --tensor-split). none ignores the proportions. Default: layer by free memory.
+    /// </summary>
+    internal static IReadOnlyList<BenchSplit> Splits(string[]? modes, string[]? proportions)
+    {
+        var modeList = modes is { Length: > 0 } ? Lists.Split("-sm", modes) : ["layer"];
+        var shares = new List<IReadOnlyList<double>?>();
+        if (proportions is { Length: > 0 })
+            foreach (string item in Lists.Split("-ts", proportions))
+            {
+                var values = new double[item.Split('/').Length];
+                var parts = item.Split('/');
+                for (int i = 0; i < parts.Length; i++)
+                    if (!double.TryParse(parts[i].Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out values[i]))
+                        throw new UserErrorException($"-ts {item}: '{parts[i]}' is not a number (write proportions separated by /, e.g. 3/1)");
+                try { new LayerSplitRequest { Proportions = values }.Validate(); }
+                catch (SplitConfigException e) { throw new UserErrorException(e.Message.Replace("--tensor-split " + string.Join(",", values.Select(v => v.ToString(CultureInfo.InvariantCulture))), "-ts " + item, StringComparison.Ordinal)); }
+                shares.Add(values);
+            }
+        else shares.Add(null);
+        var result = new List<BenchSplit>();
+        foreach (string mode in modeList)
+        {
+            switch (mode.ToLowerInvariant())
+            {
+                case "none": result.Add(new BenchSplit(SplitMode.None, null)); break;
+                case "layer": result.AddRange(shares.Select(p => new BenchSplit(SplitMode.Layer, p))); break;
+                default: throw new UserErrorException($"-sm {mode}: expected none or layer");
+            }
+        }
+        return result.Distinct().ToArray();
     }
 
     /// <summary>Comma lists: every option value may hold several items, and options may repeat.</summary>

@@ -7,7 +7,8 @@ namespace PluginEngine.Host.Commands;
 /// <summary>
 /// <c>pluginengine conformance --backend X [--plugins FILE] [--types f32,q4_0,…] [--models DIR]</c>: the model-level
 /// correctness checks of <see cref="ModelChecks"/> for backend X against the cpu backend of the same plugin list — logits of
-/// every generated weight type with all layers and with <c>-ngl 1</c>, and the seed regression with clean and dirty gaps.
+/// every generated weight type with all layers, with <c>-ngl 1</c> and split 1:1 over the backend's first two devices (skipped
+/// with one device; docs/multi-gpu.md), and the seed regression with clean and dirty gaps.
 /// One line per check (PASS, FAIL or SKIP with its numbers or reason); exit code 3 when any fails. The op-level cases are
 /// the conformance kit's (the PluginEngine.Conformance package; see plugins/README.md).
 /// </summary>
@@ -34,7 +35,7 @@ public static class ConformanceCommand
             err.WriteLine($"conformance: {target.Name} ({target.Devices[0].Description.Name}) vs cpu ({cpu.Devices[0].Description.Name}), plugins from {host.Configuration.FilePath}");
             try
             {
-                var results = new ModelChecks(target.Devices[0], cpu.Devices[0], folder).Run(selected, r =>
+                var results = new ModelChecks(target.Devices[0], cpu.Devices[0], folder) { SplitDevices = target.Devices }.Run(selected, r =>
                     context.Output.WriteLine($"{(r.Passed is null ? "SKIP" : r.Passed.Value ? "PASS" : "FAIL")}  {r.Name}: {r.Detail}"));
                 int failed = results.Count(r => r.Passed == false), passed = results.Count(r => r.Passed == true), skipped = results.Count(r => r.Passed is null);
                 context.Output.WriteLine($"conformance {target.Name}: {passed} passed, {failed} failed, {skipped} skipped");

@@ -30,7 +30,7 @@ public static class InspectCommand
             if (!parse.GetValue(plan))
             {
                 // These flags only shape the placement plan: given without --plan they would be silently ignored.
-                var planOnly = new Option[] { model.Backend, model.GpuLayers, model.Threads, model.HugePages, model.NoMmap, model.HostImport, model.NoHostImport, model.CheckTensors };
+                var planOnly = new Option[] { model.Backend, model.GpuLayers, model.Threads, model.HugePages, model.NoMmap, model.HostImport, model.NoHostImport, model.CheckTensors, model.SplitMode, model.TensorSplit, model.MainGpu };
                 if (planOnly.FirstOrDefault(o => parse.GetResult(o) is { Implicit: false }) is { } given)
                     throw new UserErrorException($"{given.Name} takes effect only with --plan (add --plan to see where the tensors would go)", isUsage: true);
             }
@@ -60,9 +60,12 @@ public static class InspectCommand
 
             if (parse.GetValue(plan))
             {
-                var (_, primary, cpu) = model.ResolveDevices(parse, context);
-                var options = new ModelLoadOptions(primary, cpu, parse.GetValue(model.GpuLayers), model.ResolveLoadOptions(parse)) { CheckTensors = parse.GetValue(model.CheckTensors) };
-                var (schedule, placement) = LoadedModel.PlanOnly(gguf, options);
+                var options = model.ResolveLoadOptions(parse, context, model.ResolveSplit(parse));
+                string schedule;
+                PlacementPlan placement;
+                try { (schedule, placement) = LoadedModel.PlanOnly(gguf, options); }
+                catch (SplitConfigException e) { throw new UserErrorException(e.Message, isUsage: true); }
+                catch (ModelDoesNotFitException e) { throw new UserErrorException(e.Message); }
                 context.Output.WriteLine();
                 context.Output.WriteLine("Schedule:");
                 context.Output.Write(schedule);

@@ -43,6 +43,7 @@ public static class LogitsCommand
 
             if (loaded.HasRandomWeights) context.Error.WriteLine("note: RANDOM weights (demo model)");
             context.Error.WriteLine($"evaluated {sequence.Length} tokens: {string.Join(",", sequence)}");
+            if (llama.Transfers.Copies > 0) context.Error.WriteLine($"device transfers = {llama.Transfers} ({llama.Transfers.DescribePairs()})");
             if (parse.GetValue(output) is { } file)
             {
                 if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("big-endian hosts are not supported");

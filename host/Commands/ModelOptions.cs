@@ -23,10 +23,41 @@ public sealed class ModelOptions
     public Option<string?> HostImport { get; } = new("--host-import", "--gpu-host-import") { Description = $"Host import (devices use the mapped model pages in place): auto (default), on, off; overrides {HostImportSetting.EnvironmentVariable}", HelpName = "auto|on|off" };
     public Option<bool> NoHostImport { get; } = new("--no-host-import", "--no-gpu-host-import") { Description = "Same as --host-import off" };
     public Option<bool> CheckTensors { get; } = new("--check-tensors") { Description = "Decode every weight at load and reject NaN/Inf, naming the tensor (reads the whole file once)" };
+    public Option<string?> SplitMode { get; } = new("--split-mode", "-sm") { Description = "How the offloaded layers use several devices: layer (default: contiguous layer ranges, one per device) or none (the main device only)", HelpName = "none|layer" };
+    public Option<string?> TensorSplit { get; } = new("--tensor-split", "-ts") { Description = "Share of the offloaded layers per device, e.g. 3,1 (default: by free memory)", HelpName = "P[,P…]" };
+    public Option<int?> MainGpu { get; } = new("--main-gpu", "-mg") { Description = "Device index for the output layer and embeddings, and the device of --split-mode none (default: 0; the output stays with the last layer)", HelpName = "I" };
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Model, Backend, GpuLayers, Threads, HugePages, NoMmap, HostImport, NoHostImport, CheckTensors }) command.Options.Add(o);
+        foreach (var o in new Option[] { Model, Backend, GpuLayers, Threads, HugePages, NoMmap, HostImport, NoHostImport, CheckTensors, SplitMode, TensorSplit, MainGpu }) command.Options.Add(o);
+    }
+
+    /// <summary>The split flags (docs/multi-gpu.md#flags), checked alone; the context fields size the memory estimate.</summary>
+    public LayerSplitRequest ResolveSplit(ParseResult parse, int contextSize = 0, int batchSize = 512, GgmlType kvCacheType = GgmlType.F16)
+    {
+        var mode = parse.GetValue(SplitMode) switch
+        {
+            null or "layer" => Core.Loading.SplitMode.Layer,
+            "none" => Core.Loading.SplitMode.None,
+            var other => throw new UserErrorException($"--split-mode {other}: expected none or layer", isUsage: true),
+        };
+        double[]? proportions = null;
+        if (parse.GetValue(TensorSplit) is { } text)
+        {
+            var items = text.Split(',');
+            proportions = new double[items.Length];
+            for (int i = 0; i < items.Length; i++)
+                if (!double.TryParse(items[i].Trim(), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out proportions[i]))
+                    throw new UserErrorException($"--tensor-split {text}: '{items[i]}' is not a number (write proportions separated by commas, e.g. 3,1)", isUsage: true);
+        }
+        var request = new LayerSplitRequest
+        {
+            Mode = mode, Proportions = proportions, MainDevice = parse.GetValue(MainGpu),
+            ContextSize = contextSize, BatchSize = batchSize, KvCacheType = kvCacheType,
+        };
+        try { request.Validate(); }
+        catch (SplitConfigException e) { throw new UserErrorException(e.Message, isUsage: true); }
+        return request;
     }
 
     /// <summary>The model path: the given file (must exist), or the demo model.</summary>
@@ -62,11 +93,19 @@ public sealed class ModelOptions
     }
 
     /// <summary>
-    /// Loads the plugins (with <c>-t</c> applied to the cpu plugin) and picks the primary and CPU devices. The CPU device is
-    /// null when no cpu backend loaded: a backend that supports every op the model needs runs without it, any other is
-    /// refused at load with the list of missing ops.
+    /// Loads the plugins (with <c>-t</c> applied to the cpu plugin) and picks the devices: every device of the selected
+    /// backend(s) (<c>--backend cuda</c>, or several: <c>--backend cuda,opencl</c> or <c>opencl,cpu</c>), in order, as placement targets
+    /// (docs/multi-gpu.md#flags); the primary is the first. The CPU device is null when no cpu backend loaded: a backend
+    /// that supports every op the model needs runs without it, any other is refused at load with the list of missing ops.
     /// </summary>
     public (PluginHost Host, IBackendDevice Primary, IBackendDevice? Cpu) ResolveDevices(ParseResult parse, CliContext context)
+    {
+        var (host, devices, cpu) = ResolveSplitDevices(parse, context);
+        return (host, devices[0], cpu);
+    }
+
+    /// <summary>As <see cref="ResolveDevices"/>, with every placement target.</summary>
+    public (PluginHost Host, IReadOnlyList<IBackendDevice> Devices, IBackendDevice? Cpu) ResolveSplitDevices(ParseResult parse, CliContext context)
     {
         var config = context.LocatePluginConfiguration();
         if (parse.GetResult(Threads) is not null)
@@ -76,22 +115,39 @@ public sealed class ModelOptions
             config = config.WithCpuThreads(threads);
         }
         var host = PluginHost.Load(config, context.Loggers);
-        var backend = parse.GetValue(Backend) is { } name ? host.GetBackend(name) : host.SelectDefault();
+        var names = parse.GetValue(Backend) is { } given ? given.Split(',', StringSplitOptions.TrimEntries) : null;
+        if (names is not null && (names.Any(n => n.Length == 0) || names.Distinct().Count() != names.Length))
+            throw new UserErrorException($"--backend {parse.GetValue(Backend)}: name each backend once, separated by commas", isUsage: true);
+        var backends = names is null ? [host.SelectDefault()] : names.Select(host.GetBackend).ToList();
         var cpu = host.Backends.TryGetValue(PluginConfiguration.CpuBackend, out var cpuBackend) ? cpuBackend : null;
-        PluginDiagnostics.Report(host, context.Error, used: cpu is null ? [backend] : [backend, cpu]);
-        return (host, backend.Devices[0], cpu?.Devices[0]);
+        PluginDiagnostics.Report(host, context.Error, used: cpu is null ? backends : [.. backends, cpu]);
+        // Every device of every backend named, in order: the CPU too when it is named (--backend opencl,cpu splits the layers
+        // between them by --tensor-split); not named, it holds the layers beyond -ngl and the op fallbacks.
+        var devices = backends.SelectMany(b => b.Devices).ToList();
+        return (host, devices, cpu?.Devices[0]);
     }
 
-    /// <summary>Loads the model onto the devices the options select.</summary>
-    public LoadedModel LoadModel(ParseResult parse, CliContext context, out string path)
+    /// <summary>The load options of a model: devices, -ngl, the split, memory mode.</summary>
+    public ModelLoadOptions ResolveLoadOptions(ParseResult parse, CliContext context, LayerSplitRequest split)
+    {
+        var loadOptions = ResolveLoadOptions(parse);
+        var (_, devices, cpu) = ResolveSplitDevices(parse, context);
+        var primary = split.MainDevice is int main && main < devices.Count ? devices[main] : devices[0];
+        return new ModelLoadOptions(primary, cpu, parse.GetValue(GpuLayers), loadOptions) { CheckTensors = parse.GetValue(CheckTensors), Devices = devices, Split = split };
+    }
+
+    /// <summary>Loads the model onto the devices the options select; <paramref name="split"/> carries the context the memory estimate is for.</summary>
+    public LoadedModel LoadModel(ParseResult parse, CliContext context, out string path, LayerSplitRequest? split = null)
     {
         path = ResolveModelPath(parse, context);
-        var loadOptions = ResolveLoadOptions(parse);
+        split ??= ResolveSplit(parse);
         // A file that is not a usable model is reported before any plugin (and GPU runtime) is loaded.
         var validated = LoadedModel.Validate(Core.Gguf.GgufReader.Read(path));
-        var (_, primary, cpu) = ResolveDevices(parse, context);
-        var options = new ModelLoadOptions(primary, cpu, parse.GetValue(GpuLayers), loadOptions) { CheckTensors = parse.GetValue(CheckTensors) };
-        var model = LoadedModel.Load(validated, options, SystemMappingFactory.Instance, context.Loggers.CreateLogger("loader"));
+        var options = ResolveLoadOptions(parse, context, split);
+        LoadedModel model;
+        try { model = LoadedModel.Load(validated, options, SystemMappingFactory.Instance, context.Loggers.CreateLogger("loader")); }
+        catch (SplitConfigException e) { throw new UserErrorException(e.Message, isUsage: true); }
+        catch (ModelDoesNotFitException e) { throw new UserErrorException(e.Message); }
         if (context.Verbose)
         {
             context.Error.WriteLine(model.Schedule.Describe());

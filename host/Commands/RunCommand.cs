@@ -36,7 +36,8 @@ public static class RunCommand
             if (parse.GetValue(ctx) < 0) throw new UserErrorException($"--ctx-size {parse.GetValue(ctx)}: must be positive (or 0 for the default)", isUsage: true);
             if (parse.GetValue(batch) <= 0) throw new UserErrorException($"--batch-size {parse.GetValue(batch)}: must be at least 1", isUsage: true);
 
-            using var loaded = model.LoadModel(parse, context, out string path);
+            var kvType = parse.GetValue(kvF32) ? Abstractions.GgmlType.F32 : Abstractions.GgmlType.F16;
+            using var loaded = model.LoadModel(parse, context, out string path, model.ResolveSplit(parse, parse.GetValue(ctx), parse.GetValue(batch), kvType));
             var hp = loaded.HyperParameters;
             int ctxSize = parse.GetValue(ctx) is > 0 and var c ? c : Math.Min(hp.ContextLength, 4096);
             if (ctxSize > hp.ContextLength) throw new UserErrorException($"--ctx-size {ctxSize} exceeds the model's context length {hp.ContextLength}", isUsage: true);
@@ -66,7 +67,7 @@ public static class RunCommand
             if (warmup is { } w) err.WriteLine(TimingLine("warm-up (1st step)", w) + " (one-time costs: kernel compilation, first page faults)");
             err.WriteLine(TimingLine("prompt eval time", result.PromptTime, result.PromptTokens));
             err.WriteLine(TimingLine("eval time", result.GenerationTime, Math.Max(0, result.GeneratedTokens - 1)));
-            if (llama.Transfers.Copies > 0) err.WriteLine($"device transfers = {llama.Transfers}");
+            if (llama.Transfers.Copies > 0) err.WriteLine($"device transfers = {llama.Transfers} ({llama.Transfers.DescribePairs()})");
             if (llama.OpFallbackCounts.Count > 0)
                 err.WriteLine($"cpu fallback ops = {string.Join(", ", llama.OpFallbackCounts.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key} ×{kv.Value}"))}");
             if (result.StoppedAtEndOfSequence) err.WriteLine("stopped at end-of-sequence token");

@@ -7,7 +7,7 @@
 #   errors.txt       bench progress lines and errors
 #   conformance.txt  the kit's full output
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
-# parts (default: all): conformance bench7b bench7bk benchtiny. Profiling, tuning and host-registration probes of earlier
+# parts (default: all but split): conformance bench7b bench7bk benchtiny split. Profiling, tuning and host-registration probes of earlier
 # sessions are in git history (before issue 15); their results are in docs/benchmarks.md.
 set -uo pipefail
 DEV=${DEV:-.device}
@@ -80,7 +80,10 @@ for line in sys.stdin:
     out.write(json.dumps(r) + "\n")
     test = f"pp{r.get('n_prompt')}" if r.get("n_prompt") else f"tg{r.get('n_gen')}"
     summary.write(f"  {r.get('model_type')} | {r.get('backends')} | {r.get('memory_mode', '')} import={r.get('host_import', '')} owned={r.get('weights_owned_bytes', 0) // 1000000}MB imported={r.get('weights_imported_bytes', 0) // 1000000}MB | {test} | "
-                  f"{r.get('avg_ts', 0):.1f} ± {r.get('stddev_ts', 0):.1f} t/s | load {r.get('load_ms', 0):.0f} ms\n")
+                  f"{r.get('avg_ts', 0):.1f} ± {r.get('stddev_ts', 0):.1f} t/s | load {r.get('load_ms', 0):.0f} ms"
+                  + (f" | split {r.get('split_mode')} {r.get('tensor_split') or 'free-memory'} on {r.get('split_devices')} devices, "
+                     f"{r.get('device_copies')} copies/rep {r.get('device_transfers', '')}" if r.get('split_devices', 1) > 1 or r.get('split_mode') == 'none' else "")
+                  + "\n")
 PY
 )
 bench() { # bench LABEL TIMEOUT ARGS...: rows appended to bench.jsonl with "label", a table to summary.txt
@@ -97,5 +100,21 @@ if has bench7bk; then
 fi
 if has benchtiny; then
   bench tiny-cuda 150 -m synthetic:tinyllama:Q4_0,synthetic:tinyllama:Q8_0,synthetic:tinyllama:Q4_K_M,synthetic:tinyllama:F16 --backend cuda -r 3
+fi
+if has split; then
+  # Issue 19 (docs/multi-gpu.md#what-was-run-and-what-is-left): the GPU as two virtual CUDA devices (own contexts and streams), so placement,
+  # copies between devices (cuMemcpyPeerAsync) and teardown run for real on one GPU. Each command gets its own limit.
+  export PLUGINENGINE_CUDA_VIRTUAL_DEVICES=2
+  { echo "== split: backends with virtual_devices 2"; "${PE[@]}" backends "${PLUGINS[@]}" 2>&1 | grep -E "│ cuda " ; } >>"$S"
+  # Logits split 1:1 over the two devices against one device, per weight type (the conformance command's split check),
+  # next to the usual checks against the CPU.
+  { echo "== split: pluginengine conformance --backend cuda (virtual_devices 2)"; timeout -k 10 200 "${PE[@]}" conformance "${PLUGINS[@]}" \
+      --backend cuda --types f16,q8_0,q4_0,q4_k_m 2>&1; echo "exit $?"; } >>"$S"
+  # One generation split 1:1: the header shows each device's layers and bytes, the summary the copies per device pair.
+  { echo "== split: run --split-mode layer --tensor-split 1,1"; timeout -k 10 60 "${PE[@]}" run "${PLUGINS[@]}" --backend cuda \
+      --split-mode layer --tensor-split 1,1 -n 32 -p "Once upon a time" 2>&1 | grep -vE "^note: (this model|preferred)"; echo "exit $?"; } >>"$S"
+  # 7B-shaped Q4_0: one device (split mode none) against the split 1:1, one repetition each.
+  bench 7b-q4_0-split 150 -m synthetic:llama7b:Q4_0 --backend cuda -sm none,layer -ts 1/1 -r 1 -p 512 -n 128
+  unset PLUGINENGINE_CUDA_VIRTUAL_DEVICES
 fi
 echo "== done $(date -u)" >>"$S"

@@ -74,6 +74,22 @@ internal sealed unsafe class CudaDriver
     public delegate* unmanaged<nint, int> cuGraphExecDestroy;
     public delegate* unmanaged<nint, nint*, nuint*, int> cuGraphGetNodes;
 
+    // Extra contexts (virtual devices, docs/multi-gpu.md#two-devices-on-one-gpu) and copies between contexts (optional:
+    // a driver without them offers no virtual devices, and the core copies between devices through host memory).
+    public delegate* unmanaged<nint*, uint, int, int> cuCtxCreate;
+    public delegate* unmanaged<nint*, void*, uint, int, int> cuCtxCreateV4; // a driver without _v2 (none known): null parameters
+    public delegate* unmanaged<nint*, int> cuCtxPopCurrent;
+    public delegate* unmanaged<ulong, nint, ulong, nint, nuint, nint, int> cuMemcpyPeerAsync;
+    public delegate* unmanaged<nint, nint, uint, int> cuStreamWaitEvent;
+    public delegate* unmanaged<int*, int, int, int> cuDeviceCanAccessPeer;
+    public delegate* unmanaged<nint, uint, int> cuCtxEnablePeerAccess;
+
+    /// <summary>CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED: another copy enabled it first; not a failure.</summary>
+    public const int ErrorPeerAccessAlreadyEnabled = 704;
+
+    /// <summary>Whether copies between contexts can be issued (cuMemcpyPeerAsync and cuStreamWaitEvent resolved).</summary>
+    public bool HasPeerCopies => cuMemcpyPeerAsync != null && cuStreamWaitEvent != null;
+
     // Launch with attributes (optional: CUDA 12 drivers and later), for programmatic dependent launch.
     public delegate* unmanaged<LaunchConfig*, nint, void**, void**, int> cuLaunchKernelEx;
 
@@ -174,6 +190,13 @@ internal sealed unsafe class CudaDriver
         d.cuGraphExecDestroy = (delegate* unmanaged<nint, int>)symbols.Optional("cuGraphExecDestroy");
         d.cuGraphGetNodes = (delegate* unmanaged<nint, nint*, nuint*, int>)symbols.Optional("cuGraphGetNodes");
         d.cuLaunchKernelEx = (delegate* unmanaged<LaunchConfig*, nint, void**, void**, int>)symbols.Optional("cuLaunchKernelEx");
+        d.cuCtxCreate = (delegate* unmanaged<nint*, uint, int, int>)symbols.Optional("cuCtxCreate_v2");
+        d.cuCtxCreateV4 = (delegate* unmanaged<nint*, void*, uint, int, int>)symbols.Optional("cuCtxCreate_v4");
+        d.cuCtxPopCurrent = (delegate* unmanaged<nint*, int>)symbols.Optional("cuCtxPopCurrent_v2");
+        d.cuMemcpyPeerAsync = (delegate* unmanaged<ulong, nint, ulong, nint, nuint, nint, int>)symbols.Optional("cuMemcpyPeerAsync");
+        d.cuStreamWaitEvent = (delegate* unmanaged<nint, nint, uint, int>)symbols.Optional("cuStreamWaitEvent");
+        d.cuDeviceCanAccessPeer = (delegate* unmanaged<int*, int, int, int>)symbols.Optional("cuDeviceCanAccessPeer");
+        d.cuCtxEnablePeerAccess = (delegate* unmanaged<nint, uint, int>)symbols.Optional("cuCtxEnablePeerAccess");
         if (symbols.Missing is { } missing)
         {
             failure = $"libcuda.so.1 {missing} (driver too old)";

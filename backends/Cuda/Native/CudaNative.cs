@@ -165,6 +165,52 @@ internal sealed unsafe class CudaNative(CudaDriver driver, int device, nint cont
     public void DestroyEvent(nint gpuEvent) => Driver.cuEventDestroy(gpuEvent);
 
     public IGpuStepGraph? CreateStepGraph(GpuRuntime runtime, nint stream) => Driver.HasGraphs ? new CudaStepGraph(runtime, Driver, stream) : null;
+
+    /// <summary>Peers this context has asked for access to (once per peer context).</summary>
+    private readonly HashSet<nint> _peersTried = [];
+
+    /// <summary>
+    /// cuMemcpyPeerAsync between this context and <paramref name="peer"/>'s: the driver copies directly over the bus (NVLink,
+    /// PCIe peer-to-peer) where peer access is enabled, and stages through host memory itself where it is not; two contexts
+    /// of one GPU (virtual devices) copy within the device. Peer access is enabled once per peer where cuDeviceCanAccessPeer
+    /// allows (docs/multi-gpu.md#transfers). The caller has made this context current.
+    /// </summary>
+    public bool CanCopyToPeer(IGpuNative peer) => peer is CudaNative && Driver.HasPeerCopies;
+
+    public bool TryCopyToPeerAsync(ulong destination, IGpuNative peer, ulong source, long bytes, nint stream)
+    {
+        if (peer is not CudaNative other || !Driver.HasPeerCopies) return false;
+        if (other.Device != Device && _peersTried.Add(other.Context) && Driver.cuDeviceCanAccessPeer != null && Driver.cuCtxEnablePeerAccess != null)
+        {
+            int can = 0;
+            if (Driver.cuDeviceCanAccessPeer(&can, Device, other.Device) == 0 && can != 0)
+            {
+                int r = Driver.cuCtxEnablePeerAccess(other.Context, 0);
+                if (r != 0 && r != CudaDriver.ErrorPeerAccessAlreadyEnabled) Driver.Check(r, "cuCtxEnablePeerAccess");
+            }
+        }
+        Driver.Check(Driver.cuMemcpyPeerAsync(destination, other.Context, source, Context, (nuint)bytes, stream), $"cuMemcpyPeerAsync ({bytes} B)");
+        return true;
+    }
+
+    public void StreamWaitEvent(nint stream, nint gpuEvent) => Driver.Check(Driver.cuStreamWaitEvent(stream, gpuEvent, 0), "cuStreamWaitEvent");
+
+    /// <summary>
+    /// A new context on <paramref name="device"/> (a virtual device's own, docs/multi-gpu.md#two-devices-on-one-gpu), taken
+    /// off this thread's context stack again (cuCtxCreate pushes it): queues make it current where they run. It lives as
+    /// long as the process, like the primary context: the buffers and streams in it are released first, by their owners.
+    /// </summary>
+    public static nint CreateContext(CudaDriver driver, int device)
+    {
+        if ((driver.cuCtxCreate == null && driver.cuCtxCreateV4 == null) || driver.cuCtxPopCurrent == null)
+            throw new GpuException("cuCtxCreate_v2/cuCtxPopCurrent_v2 (virtual devices)", 500, "CUDA_ERROR_NOT_FOUND");
+        nint context, popped;
+        if (driver.cuCtxCreate != null) driver.Check(driver.cuCtxCreate(&context, 0, device), "cuCtxCreate_v2");
+        else driver.Check(driver.cuCtxCreateV4(&context, null, 0, device), "cuCtxCreate_v4"); // no creation parameters: as _v2
+        driver.Check(driver.cuCtxPopCurrent(&popped), "cuCtxPopCurrent");
+        t_currentContext = 0; // the thread's current context changed behind MakeCurrent's back: set it again next time
+        return context;
+    }
 }
 
 /// <summary>NVRTC bound to one compute capability, for <see cref="GpuRuntime.LoadKernels"/>.</summary>

@@ -90,6 +90,21 @@ internal unsafe interface IGpuNative
 
     /// <summary>A step graph recorder for <paramref name="stream"/>, or null where the binding has none (HIP).</summary>
     IGpuStepGraph? CreateStepGraph(GpuRuntime runtime, nint stream);
+
+    /// <summary>
+    /// Enqueues on <paramref name="stream"/> (this binding's) a copy of <paramref name="bytes"/> from <paramref name="source"/>
+    /// (this binding's device memory) to <paramref name="destination"/> in <paramref name="peer"/>'s device memory (another
+    /// context or device of the same vendor), directly where the devices allow peer access and through the driver's own
+    /// staging where not. False, having enqueued nothing, when the binding cannot (another vendor, entry points missing).
+    /// See docs/multi-gpu.md#transfers.
+    /// </summary>
+    bool TryCopyToPeerAsync(ulong destination, IGpuNative peer, ulong source, long bytes, nint stream) => false;
+
+    /// <summary>Whether <see cref="TryCopyToPeerAsync"/> and <see cref="StreamWaitEvent"/> work towards <paramref name="peer"/> (same vendor, entry points bound).</summary>
+    bool CanCopyToPeer(IGpuNative peer) => false;
+
+    /// <summary>Makes later work on <paramref name="stream"/> wait for <paramref name="gpuEvent"/> (which may belong to another context or device).</summary>
+    void StreamWaitEvent(nint stream, nint gpuEvent) => throw new NotSupportedException($"{Backend}: waiting for another stream's event is not bound");
 }
 
 /// <summary>Records a queue's work between host synchronizations and launches it as one graph (CUDA's CudaStepGraph).</summary>

@@ -67,6 +67,10 @@ internal sealed unsafe class HipApi
     public delegate* unmanaged<float*, nint, nint, int> hipEventElapsedTime;
     public delegate* unmanaged<nint, int> hipEventDestroy;
 
+    // Copies between devices (optional: without them the core copies between devices through host memory).
+    public delegate* unmanaged<ulong, int, ulong, int, nuint, nint, int> hipMemcpyPeerAsync;
+    public delegate* unmanaged<nint, nint, uint, int> hipStreamWaitEvent;
+
     private HipApi() { }
 
     /// <summary>The loaded library's handle (hiprtc lives in it on ROCm 5).</summary>
@@ -122,6 +126,8 @@ internal sealed unsafe class HipApi
         h.hipEventRecord = (delegate* unmanaged<nint, nint, int>)s.Required("hipEventRecord");
         h.hipEventElapsedTime = (delegate* unmanaged<float*, nint, nint, int>)s.Required("hipEventElapsedTime");
         h.hipEventDestroy = (delegate* unmanaged<nint, int>)s.Required("hipEventDestroy");
+        h.hipMemcpyPeerAsync = (delegate* unmanaged<ulong, int, ulong, int, nuint, nint, int>)s.Optional("hipMemcpyPeerAsync");
+        h.hipStreamWaitEvent = (delegate* unmanaged<nint, nint, uint, int>)s.Optional("hipStreamWaitEvent");
         if (s.Missing is { } missing)
         {
             failure = $"{loaded} {missing} (HIP runtime too old)";

@@ -152,4 +152,19 @@ internal sealed unsafe class HipNative(HipApi api, int device) : IGpuNative
 
     /// <summary>HIP has graphs, but the queue's per-step capture was measured slower than direct launches on CUDA and is not offered here.</summary>
     public IGpuStepGraph? CreateStepGraph(GpuRuntime runtime, nint stream) => null;
+
+    /// <summary>
+    /// hipMemcpyPeerAsync to <paramref name="peer"/>'s device (direct where the devices have peer access, staged by the
+    /// runtime where not; within the device for two virtual devices of one GPU). See docs/multi-gpu.md#transfers.
+    /// </summary>
+    public bool CanCopyToPeer(IGpuNative peer) => peer is HipNative && Api.hipMemcpyPeerAsync != null && Api.hipStreamWaitEvent != null;
+
+    public bool TryCopyToPeerAsync(ulong destination, IGpuNative peer, ulong source, long bytes, nint stream)
+    {
+        if (peer is not HipNative other || Api.hipMemcpyPeerAsync == null || Api.hipStreamWaitEvent == null) return false;
+        Api.Check(Api.hipMemcpyPeerAsync(destination, other.Device, source, Device, (nuint)bytes, stream), $"hipMemcpyPeerAsync ({bytes} B)");
+        return true;
+    }
+
+    public void StreamWaitEvent(nint stream, nint gpuEvent) => Api.Check(Api.hipStreamWaitEvent(stream, gpuEvent, 0), "hipStreamWaitEvent");
 }

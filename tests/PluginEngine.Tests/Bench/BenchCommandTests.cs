@@ -37,7 +37,8 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
         "test", "n_prompt", "n_gen", "n_depth", "test_time", "repetitions",
         "avg_ns", "stddev_ns", "avg_ts", "stddev_ts", "samples_ns", "samples_ts",
         "load_ms", "weights_owned_bytes", "weights_imported_bytes", "host_mapped_bytes", "host_registered_bytes",
-        "hugepages_before", "hugepages_after", "context_bytes", "device_memory", "process_rss_bytes", "device_copies", "ratio_vs_llamacpp",
+        "hugepages_before", "hugepages_after", "context_bytes", "device_memory", "process_rss_bytes", "device_copies",
+        "split_mode", "tensor_split", "split_devices", "device_transfers", "ratio_vs_llamacpp",
     ];
 
     private (int ExitCode, string Out, string Err) Bench(params string[] args)
@@ -201,6 +202,20 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
     }
 
     [Fact]
+    public void Split_configurations_are_rows_with_a_split_column_and_one_too_many_for_the_devices_is_reported()
+    {
+        var (code, output, error) = Bench(Tiny("-sm", "none,layer", "-ts", "1,1/1", "-p", "4", "-n", "2"));
+
+        Assert.Equal(ExitCodes.UserError, code); // -ts 1/1 needs two devices; the cpu backend has one
+        Assert.Contains("error: tiny.gguf on cpu (file, 1 threads): --tensor-split 1,1: 2 proportions for 1 device(s)", error);
+        var header = output.Split('\n').First(l => l.StartsWith('|')).Split('|').Select(c => c.Trim()).ToArray();
+        int column = Array.IndexOf(header, "split");
+        Assert.True(column > 0, output);
+        var rows = output.Split('\n').Where(l => l.StartsWith('|')).Skip(2).Select(r => r.Split('|')[column].Trim()).ToArray();
+        Assert.Equal(["none, 1 dev, 0 copies", "none, 1 dev, 0 copies", "layer 1, 1 dev, 0 copies", "layer 1, 1 dev, 0 copies"], rows);
+    }
+
+    [Fact]
     public void A_configuration_this_machine_cannot_load_is_reported_while_the_others_run()
     {
         var pool = PluginEngine.Core.Memory.HugePagePool.Query();
@@ -229,6 +244,9 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
     [InlineData(new[] { "-o", "xml" }, "-o xml: expected md, csv, json or jsonl")]
     [InlineData(new[] { "--synthetic", "tinyllama:Q9_9" }, "unknown weight type 'Q9_9'")]
     [InlineData(new[] { "-p", "300" }, "pp300 needs 300 context positions")]
+    [InlineData(new[] { "-sm", "row" }, "-sm row: expected none or layer")]
+    [InlineData(new[] { "-ts", "1/x" }, "-ts 1/x: 'x' is not a number (write proportions separated by /, e.g. 3/1)")]
+    [InlineData(new[] { "-ts", "1/-1" }, "-ts 1/-1: proportion 2 (-1) must be a finite number ≥ 0")]
     public void Bad_parameters_exit_2_naming_the_problem(string[] args, string expected)
     {
         var (code, output, error) = Bench(["-m", model.ModelPath, .. args]);

@@ -24,9 +24,30 @@ public sealed class ModelChecksTests : IDisposable
         var cpu = CpuTestBackend.Device;
         var partial = new PartialDevice(cpu, [ComputeOp.GetRows, ComputeOp.MatMul, ComputeOp.RmsNorm, ComputeOp.Add, ComputeOp.SiluMul]);
         var results = new ModelChecks(partial, cpu, _dir.Path).Run([SyntheticWeightType.Q8_0]);
-        Assert.Equal(["logits Q8_0 all layers", "logits Q8_0 -ngl 1", "seed regression Q8_0, clean gaps, read-only mapping + forced import",
+        Assert.Equal(["logits Q8_0 all layers", "logits Q8_0 -ngl 1", "logits Q8_0 split 1:1 over two devices",
+                      "seed regression Q8_0, clean gaps, read-only mapping + forced import",
                       "seed regression Q8_0, dirty gaps, read-only mapping + forced import"], results.Select(r => r.Name));
-        Assert.All(results, r => Assert.True(r.Passed == true, $"{r.Name}: {r.Detail}"));
+        var split = results[2];
+        Assert.Null(split.Passed); // one device: skipped, saying how to get two
+        Assert.Equal("partial has 0 device(s); a split needs two (two GPUs, or the plugin option virtual_devices: 2)", split.Detail);
+        Assert.All(results.Where(r => r != split), r => Assert.True(r.Passed == true, $"{r.Name}: {r.Detail}"));
+    }
+
+    [Fact]
+    public void Split_check_runs_the_model_over_two_devices_against_one()
+    {
+        var cpu = CpuTestBackend.Device;
+        HashSet<ComputeOp> all = [.. Enum.GetValues<ComputeOp>()];
+        var first = new PartialDevice(cpu, all, index: 0);
+        var second = new PartialDevice(cpu, all, index: 1);
+        var results = new ModelChecks(first, cpu, _dir.Path) { SplitDevices = [first, second] }.Run([SyntheticWeightType.Q8_0]);
+        var split = Assert.Single(results, r => r.Name == "logits Q8_0 split 1:1 over two devices");
+        Assert.True(split.Passed == true, split.Detail);
+        Assert.Contains("bit for bit equal", split.Detail);
+        Assert.Contains("of the one-device logits' rms", split.Detail);
+        // Two passes (the prompt, one decode step), each crossing first → second and back (embeddings and output on the second).
+        Assert.Contains("transfers: 4 copies", split.Detail);
+        Assert.Contains($"partial:{cpu.Description.StableId}/0→partial:{cpu.Description.StableId}/1 2 copies", split.Detail);
     }
 
     [Fact]
@@ -50,7 +71,8 @@ public sealed class ModelChecksTests : IDisposable
         Assert.True(code == ExitCodes.Success, error.ToString() + output);
         Assert.Contains("PASS  logits Q4_0 all layers", output.ToString());
         Assert.Contains("PASS  seed regression Q4_0, dirty gaps", output.ToString());
-        Assert.Contains("conformance cpu: 4 passed, 0 failed, 0 skipped", output.ToString());
+        Assert.Contains("conformance cpu: 4 passed, 0 failed, 1 skipped", output.ToString());
+        Assert.Contains("SKIP  logits Q4_0 split 1:1 over two devices: cpu has 1 device(s); a split needs two", output.ToString());
     }
 
     [Theory]

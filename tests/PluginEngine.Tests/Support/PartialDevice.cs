@@ -7,9 +7,13 @@ namespace PluginEngine.Tests.Support;
 /// call the core should have sent to the CPU fails the test instead of silently running here.
 /// </summary>
 /// <param name="brokenAdd">Adds 0.5 to every sum: a backend with a wrong op, which the checks must catch.</param>
-internal sealed class PartialDevice(IBackendDevice cpu, HashSet<ComputeOp> ops, bool brokenAdd = false) : IBackendDevice
+/// <param name="index">Tells several partial devices apart (a split over two of them); null: the one partial device.</param>
+internal sealed class PartialDevice(IBackendDevice cpu, HashSet<ComputeOp> ops, bool brokenAdd = false, int? index = null) : IBackendDevice
 {
-    public DeviceDescription Description { get; } = cpu.Description with { Backend = "partial", StableId = "partial:" + cpu.Description.StableId, Kind = DeviceKind.Accelerator };
+    public DeviceDescription Description { get; } = cpu.Description with
+    {
+        Backend = "partial", StableId = "partial:" + cpu.Description.StableId + (index is { } i ? $"/{i}" : ""), Kind = DeviceKind.Accelerator,
+    };
     public IBufferProvider Buffers => cpu.Buffers;
     public IComputeQueue CreateQueue() => new PartialQueue(this, cpu.CreateQueue()!, ops, brokenAdd);
 }
