@@ -298,7 +298,12 @@ public sealed class OpenAiServer : IAsyncDisposable
     {
         var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         var task = Submit(completion, piece => pieces.Writer.TryWrite(piece), context.RequestAborted);
-        _ = task.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
+        // Counted when the scheduler is done, also when the client has gone and nothing more can be written.
+        _ = task.ContinueWith(t =>
+        {
+            if (t.IsCompletedSuccessfully) Record(t.Result);
+            pieces.Writer.TryComplete();
+        }, TaskScheduler.Default);
 
         var response = context.Response;
         response.ContentType = "text/event-stream";
@@ -331,7 +336,6 @@ public sealed class OpenAiServer : IAsyncDisposable
         await foreach (var piece in pieces.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
             await Send(chat ? Chunk(new JsonObject { ["content"] = piece }, null, null) : Chunk(null, piece, null)).ConfigureAwait(false);
         var result = await task.ConfigureAwait(false);
-        Record(result);
         await Send(Chunk(null, null, ServerMetrics.FinishReason(result.StopReason))).ConfigureAwait(false);
         if (request.IncludeUsage)
             await Send(new JsonObject
