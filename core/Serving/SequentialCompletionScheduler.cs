@@ -83,7 +83,8 @@ public sealed class SequentialCompletionScheduler : ICompletionScheduler
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_closed, this);
-            if (_queue.Count >= _queueCapacity)
+            // The queue also briefly holds a request the idle worker is about to take: that one is not waiting.
+            if (_queue.Count >= _queueCapacity + (Slots - Volatile.Read(ref _busy)))
                 throw new SchedulerQueueFullException($"the queue is full ({_queueCapacity} requests waiting for {Slots} slot); retry later");
             job.Node = _queue.AddLast(job);
         }
