@@ -70,7 +70,9 @@ public sealed class ServerFixture : IAsyncLifetime
 
     public static HttpClient NewHttp(Uri baseAddress, string? key = ApiKey)
     {
-        var http = new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromMinutes(5) };
+        // No draining of an abandoned response: a client that stops reading closes its connection, as a browser tab or a
+        // killed process does (HttpClient would otherwise read the rest of the answer to reuse the connection).
+        var http = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = baseAddress, Timeout = TimeSpan.FromMinutes(5) };
         if (key is not null) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
         return http;
     }
