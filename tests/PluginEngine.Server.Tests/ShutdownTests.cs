@@ -9,6 +9,15 @@ namespace PluginEngine.Server.Tests;
 /// <summary>The real <c>pluginengine serve</c> process, stopped with SIGTERM while a stream is running (docs/deploy.md#graceful-shutdown).</summary>
 public sealed class ShutdownTests
 {
+    /// <summary>Kills the server if the test ends (fails) before it exited, so no process outlives the test run.</summary>
+    private sealed class KillOnFailure(Process process) : IDisposable
+    {
+        public void Dispose()
+        {
+            try { if (!process.HasExited) process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+        }
+    }
+
     [DllImport("libc", SetLastError = true)]
     private static extern int kill(int pid, int signal);
 
@@ -68,6 +77,7 @@ public sealed class ShutdownTests
         var ct = TestContext.Current.CancellationToken;
         var (process, address, log) = await StartServe("60s", ct);
         using (process)
+        using (new KillOnFailure(process))
         {
             using var http = ServerFixture.NewHttp(address, key: null);
             // What the answer is when nothing interrupts it (greedy, same seed).
@@ -96,6 +106,7 @@ public sealed class ShutdownTests
         var ct = TestContext.Current.CancellationToken;
         var (process, address, log) = await StartServe("200ms", ct);
         using (process)
+        using (new KillOnFailure(process))
         {
             using var http = ServerFixture.NewHttp(address, key: null);
             // 100000 tokens is clamped to what the 2048-position context leaves: far longer than the grace period.
