@@ -59,6 +59,7 @@ public static class Cli
         root.Subcommands.Add(BackendsCommand.Create(context));
         root.Subcommands.Add(RunCommand.Create(context));
         root.Subcommands.Add(ChatCommand.Create(context));
+        root.Subcommands.Add(ServeCommand.Create(context));
         root.Subcommands.Add(InspectCommand.Create(context));
         root.Subcommands.Add(LogitsCommand.Create(context));
         root.Subcommands.Add(BenchCommand.Create(context));

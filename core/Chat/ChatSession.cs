@@ -56,13 +56,9 @@ public sealed record ChatReply(string Text, ChatStopReason StopReason, int Promp
 /// </summary>
 public sealed class ChatSession
 {
-    /// <summary>Inserted into control-token text of messages before rendering; marks positions no special token may cross.</summary>
-    private const char LiteralMark = '\uFDD0';
-
     private readonly LlamaContext _context;
     private readonly ITokenizer _tokenizer;
-    private readonly string _bosText, _eosText;
-    private readonly string[] _specialTexts; // control/unknown token texts, longest first
+    private readonly ChatPromptFormatter _formatter;
     private readonly List<int> _cached = []; // tokens in the KV cache, in order (Count == _context.Position)
     private readonly List<ChatTurn> _history = [];
     private readonly float[] _logits;
@@ -73,15 +69,9 @@ public sealed class ChatSession
     {
         _context = context;
         _tokenizer = tokenizer;
-        Template = template;
+        _formatter = new ChatPromptFormatter(tokenizer, template);
         EndOfTurn = endOfTurnTokens;
         SystemPrompt = systemPrompt;
-        var vocab = tokenizer.Vocabulary;
-        _bosText = vocab.BosTokenId >= 0 ? vocab.Tokens[vocab.BosTokenId] : "";
-        _eosText = vocab.EosTokenId >= 0 ? vocab.Tokens[vocab.EosTokenId] : "";
-        _specialTexts = Enumerable.Range(0, tokenizer.VocabularySize)
-            .Where(i => tokenizer.GetTokenType(i) is TokenType.Control or TokenType.Unknown && vocab.Tokens[i].Length > 1)
-            .Select(i => vocab.Tokens[i]).Distinct().OrderByDescending(t => t.Length).ToArray();
         _logits = new float[context.VocabularySize];
         Reset();
     }
@@ -90,7 +80,10 @@ public sealed class ChatSession
     public static ChatSession ForModel(LoadedModel model, LlamaContext context, string? templateOverride = null, string? systemPrompt = null)
         => new(context, model.Tokenizer, ChatTemplate.Resolve(model.File, templateOverride), EndOfTurnTokens.FromModel(model.File, model.Tokenizer), systemPrompt);
 
-    public ChatTemplate Template { get; }
+    public ChatTemplate Template => _formatter.Template;
+
+    /// <summary>What turns this session's messages into prompt tokens (template, BOS, special-token protection).</summary>
+    public ChatPromptFormatter Formatter => _formatter;
 
     /// <summary>Token ids that end an answer.</summary>
     public IReadOnlySet<int> EndOfTurn { get; }
@@ -134,7 +127,7 @@ public sealed class ChatSession
         ArgumentNullException.ThrowIfNull(sampler);
         ArgumentNullException.ThrowIfNull(options);
         if (options.MaxTokens < 0) throw new ArgumentOutOfRangeException(nameof(options), options.MaxTokens, "MaxTokens must be 0 or more");
-        var (text, breaks) = RenderPrompt(messages, options.ParseSpecialInMessages);
+        var (text, breaks) = _formatter.Render(messages, options.ParseSpecialInMessages);
 
         var clock = Stopwatch.StartNew();
         var (evaluate, promptTokens) = PlanPrompt(text, breaks);
@@ -186,54 +179,11 @@ public sealed class ChatSession
     }
 
     /// <summary>The prompt tokens of <paramref name="messages"/> as a fresh session would evaluate them (for tests and tools).</summary>
-    public int[] Encode(IReadOnlyList<ChatTurn> messages, bool parseSpecialInMessages = false)
-    {
-        var (text, breaks) = RenderPrompt(messages, parseSpecialInMessages);
-        return EncodeWhole(text, breaks);
-    }
-
-    /// <summary>The whole prompt's tokens: BOS as the vocabulary asks, unless the template already wrote it.</summary>
-    private int[] EncodeWhole(string text, int[] breaks)
-    {
-        bool addBos = _tokenizer.Vocabulary.AddBos && !(_bosText.Length > 0 && text.StartsWith(_bosText, StringComparison.Ordinal));
-        return _tokenizer.Encode(text, addBos, breaks);
-    }
+    public int[] Encode(IReadOnlyList<ChatTurn> messages, bool parseSpecialInMessages = false) => _formatter.Encode(messages, parseSpecialInMessages);
 
     private static void Hand(string piece, Action<string>? onText)
     {
         if (piece.Length > 0) onText?.Invoke(piece);
-    }
-
-    /// <summary>
-    /// Renders the conversation with the generation prompt. Unless special tokens in messages are wanted, control-token
-    /// text inside a message gets a mark after its first character before rendering; the marks are removed afterwards
-    /// and their positions become literal breaks, so the tokenizer cannot turn that text into special tokens.
-    /// </summary>
-    private (string Text, int[] Breaks) RenderPrompt(IReadOnlyList<ChatTurn> messages, bool parseSpecial)
-    {
-        ArgumentNullException.ThrowIfNull(messages);
-        var turns = parseSpecial ? messages : messages.Select(m => m is null ? m! : m with { Content = MarkSpecialText(m.Content ?? "") }).ToList();
-        string rendered = Template.Render(turns, addGenerationPrompt: true, _bosText, _eosText);
-        if (parseSpecial || rendered.IndexOf(LiteralMark) < 0) return (rendered, []);
-        var breaks = new List<int>();
-        var clean = new StringBuilder(rendered.Length);
-        foreach (char c in rendered)
-        {
-            if (c == LiteralMark) breaks.Add(clean.Length);
-            else clean.Append(c);
-        }
-        return (clean.ToString(), breaks.ToArray());
-    }
-
-    private string MarkSpecialText(string content)
-    {
-        if (content.Contains(LiteralMark)) content = content.Replace(LiteralMark, '\uFFFD'); // a noncharacter; never meaningful text
-        foreach (var special in _specialTexts)
-        {
-            if (!content.Contains(special, StringComparison.Ordinal)) continue;
-            content = content.Replace(special, special[0] + LiteralMark.ToString() + special[1..], StringComparison.Ordinal);
-        }
-        return content;
     }
 
     /// <summary>
@@ -259,7 +209,7 @@ public sealed class ChatSession
             }
         }
 
-        var full = EncodeWhole(text, breaks);
+        var full = _formatter.Encode(new ChatPrompt(text, breaks));
         if (full.Length == 0) throw new ChatFormatException("the formatted conversation encodes to no tokens");
         _pending = null;
         int common = 0;

@@ -19,7 +19,7 @@ for p in cpu cuda hip opencl; do cp -r "$ROOT/plugins/$p" "$DEST/app/plugins/"; 
 cp "$ROOT/plugins.json" "$DEST/app/plugins.json"
 dotnet build "$ROOT/scripts/device/modelgen" -c Release -o "$DEST/modelgen" --nologo -v q
 dotnet build "$ROOT/tests/PluginEngine.Conformance.Tests" -c Release -o "$DEST/app/conf" --nologo -v q
-[ -f "$DEST/rt.tgz" ] || tar czf "$DEST/rt.tgz" -C "$DOTNET_HOME" shared/Microsoft.NETCore.App host dotnet
+[ -f "$DEST/rt.tgz" ] || tar czf "$DEST/rt.tgz" -C "$DOTNET_HOME" shared/Microsoft.NETCore.App shared/Microsoft.AspNetCore.App host dotnet
 cp "$ROOT/scripts/device/run-gpu-session.sh" "$ROOT/scripts/device/probe-host-register.py" \
    "$ROOT/scripts/device/measure-read-bandwidth.py" "$ROOT/scripts/device/compare-host-register.py" "$ROOT/scripts/device/cuda_ctypes.py" "$DEST/"
 rm -rf "$DEST/hip-shim" && mkdir -p "$DEST/hip-shim" && cp "$ROOT"/scripts/hip-shim/*.c "$ROOT"/scripts/hip-shim/*.sh "$DEST/hip-shim/"
