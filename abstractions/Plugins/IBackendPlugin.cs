@@ -22,6 +22,9 @@ namespace PluginEngine.Abstractions;
 /// <see cref="PluginContext.CacheDirectory"/>; <see cref="PluginOptions.GetInt64"/> and <see cref="PluginOptions.GetDouble"/>;
 /// <see cref="HostMemoryBuffer"/> and <see cref="BufferProviderBase"/>; the capability flags nothing read (Async = 4,
 /// Graphs = 16, OwnedBuffers = 1) removed: every device must allocate owned buffers, and those bits are ignored.</item>
+/// <item>1.2: multi-sequence batches: <see cref="SequenceSegment"/>, <see cref="IComputeQueue.RopeAndStoreKvSegments"/> and
+/// <see cref="IComputeQueue.AttentionSegments"/>, whose defaults loop over the segments with the per-sequence ops (so a 1.0 or
+/// 1.1 plugin runs batches unchanged).</item>
 /// </list>
 /// </remarks>
 public static class PluginApi
@@ -30,7 +33,7 @@ public static class PluginApi
     public const int Major = 1;
 
     /// <summary>Grows by one with each release of the contracts that adds members (see the history above).</summary>
-    public const int Minor = 1;
+    public const int Minor = 2;
 
     /// <summary>The major version (what <see cref="IBackendPlugin.ApiVersion"/> has always returned).</summary>
     public const int Version = Major;
