@@ -139,6 +139,7 @@ public static class BenchOutput
         bool batches = rows.Select(r => (r.NBatch, r.NUbatch)).Distinct().Count() > 1;
         bool depth = rows.Any(r => r.NDepth > 0);
         bool ratio = rows.Any(r => r.RatioVsLlamacpp is not null);
+        bool parallel = rows.Any(r => r.NSequences > 0);
 
         var columns = new List<(string Header, bool Right, Func<BenchResult, string> Value)>
         {
@@ -158,6 +159,7 @@ public static class BenchOutput
         }
         columns.Add(("test", false, r => r.Test));
         columns.Add(("t/s", true, r => $"{Invariant(r.AvgTs, "F2")} ± {Invariant(r.StddevTs, "F2")}"));
+        if (parallel) columns.Add(("t/s per seq", true, r => Invariant(r.AvgTsPerSequence, "F2")));
         if (ratio) columns.Add(("vs llama.cpp", true, r => r.RatioVsLlamacpp is { } x ? Invariant(x, "F2") + "×" : ""));
         columns.Add(("load ms", true, r => Invariant(r.LoadMs, "F0")));
         columns.Add(("weights owned", true, r => PerDevice(r, d => d.WeightsOwnedBytes, r.WeightsOwnedBytes)));

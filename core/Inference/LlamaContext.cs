@@ -66,7 +66,7 @@ public sealed class LlamaContext : IDisposable
         _w = weights;
         _schedule = schedule;
         Options = options;
-        BatchSize = Math.Min(options.BatchSize, options.ContextSize);
+        BatchSize = Math.Min(options.BatchSize, options.ContextSize * sequences); // one sequence cannot use more than its context
         Sequences = sequences;
         _positions = new int[sequences];
         _segments = new SequenceSegment[sequences];
