@@ -50,7 +50,8 @@ public sealed class ModelChecksTests : IDisposable
         Assert.True(code == ExitCodes.Success, error.ToString() + output);
         Assert.Contains("PASS  logits Q4_0 all layers", output.ToString());
         Assert.Contains("PASS  seed regression Q4_0, dirty gaps", output.ToString());
-        Assert.Contains("conformance cpu: 4 passed, 0 failed, 0 skipped", output.ToString());
+        Assert.Contains("PASS  batching: 8 concurrent greedy requests equal each alone (cpu)", output.ToString());
+        Assert.Contains("conformance cpu: 5 passed, 0 failed, 0 skipped", output.ToString());
     }
 
     [Theory]
