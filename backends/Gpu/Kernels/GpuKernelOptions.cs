@@ -51,9 +51,15 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// always asks for READ_ONLY where the device supports it (needed to register a read-only file mapping). Environment:
 /// PLUGINENGINE_HIP_READONLY_REGISTER.
 /// </param>
+/// <param name="SegmentKernels">
+/// <c>segment_kernels: on</c> (default): a multi-sequence batch's RopeAndStoreKvSegments and AttentionSegments run as one
+/// launch each over every segment (kernels.cu rope_store_kv_rows, attention_rows_*; docs/batching.md#backends); <c>off</c>:
+/// the interface's default loop, one RopeAndStoreKv and one Attention launch per segment. Environment:
+/// PLUGINENGINE_CUDA_SEGMENT_KERNELS / PLUGINENGINE_HIP_SEGMENT_KERNELS.
+/// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
-                                        bool ReadOnlyHostRegister = false)
+                                        bool ReadOnlyHostRegister = false, bool SegmentKernels = true)
 {
     /// <summary>
     /// Positions per attention block in a split decode step: 8 steps of the block's 16 warps x 4 positions. Measured on an H100
@@ -73,7 +79,9 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool graphs = Choice(options, environment, "graphs", P + "GRAPHS", "on", "off", defaultFirst: false);
         bool fusion = Choice(options, environment, "fusion", P + "FUSION", "on", "off");
         bool pdl = Choice(options, environment, "pdl", P + "PDL", "on", "off");
-        return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P));
+        bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
+        return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
+                                    SegmentKernels: segments);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
@@ -83,8 +91,9 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool int8 = Choice(options, environment, "matvec", P + "MATVEC", "int8", "f32");
         bool fusion = Choice(options, environment, "fusion", P + "FUSION", "on", "off");
         bool readOnly = Choice(options, environment, "readonly_register", P + "READONLY_REGISTER", "on", "off", defaultFirst: false);
+        bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
         return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
-                                    ReadAttentionChunk(options, environment, P), readOnly);
+                                    ReadAttentionChunk(options, environment, P), readOnly, segments);
     }
 
     /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>
