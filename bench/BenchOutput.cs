@@ -141,6 +141,7 @@ public static class BenchOutput
         bool ratio = rows.Any(r => r.RatioVsLlamacpp is not null);
         // The split column matters once a row ran over several devices or with split flags (docs/multi-gpu.md).
         bool split = rows.Any(r => r.SplitDevices > 1 || r.SplitMode != "layer" || r.TensorSplit.Length > 0);
+        bool parallel = rows.Any(r => r.NSequences > 0);
 
         var columns = new List<(string Header, bool Right, Func<BenchResult, string> Value)>
         {
@@ -162,6 +163,7 @@ public static class BenchOutput
         }
         columns.Add(("test", false, r => r.Test));
         columns.Add(("t/s", true, r => $"{Invariant(r.AvgTs, "F2")} ± {Invariant(r.StddevTs, "F2")}"));
+        if (parallel) columns.Add(("t/s per seq", true, r => Invariant(r.AvgTsPerSequence, "F2")));
         if (ratio) columns.Add(("vs llama.cpp", true, r => r.RatioVsLlamacpp is { } x ? Invariant(x, "F2") + "×" : ""));
         columns.Add(("load ms", true, r => Invariant(r.LoadMs, "F0")));
         columns.Add(("weights owned", true, r => PerDevice(r, d => d.WeightsOwnedBytes, r.WeightsOwnedBytes)));

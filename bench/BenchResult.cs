@@ -121,6 +121,11 @@ public sealed class BenchResult
     /// <summary>avg_ts divided by the matching llama.cpp reference row's avg_ts (null when there is none).</summary>
     public double? RatioVsLlamacpp { get; set; }
 
+    /// <summary>Sequences decoded together (concurrent-decode tests; 0 for the single-sequence tests).</summary>
+    public int NSequences { get; set; }
+    /// <summary>avg_ts divided by the sequences (the rate each sequence sees; equals avg_ts for single-sequence tests).</summary>
+    public double AvgTsPerSequence { get; set; }
+
     /// <summary>Copies the timing columns from <paramref name="measurement"/>.</summary>
     public void SetTimings(BenchMeasurement measurement)
     {
@@ -134,6 +139,7 @@ public sealed class BenchResult
         StddevTs = ts.StandardDeviation;
         SamplesNs = measurement.SamplesNs.ToArray();
         SamplesTs = measurement.SamplesTokensPerSecond.ToArray();
+        AvgTsPerSequence = AvgTs / Math.Max(measurement.Test.Sequences, 1);
     }
 
     /// <summary>Sets the test columns from <paramref name="test"/>.</summary>
@@ -144,6 +150,7 @@ public sealed class BenchResult
         NPrompt = test.PromptTokens;
         NGen = test.GeneratedTokens;
         NDepth = test.Depth;
+        NSequences = test.Sequences;
     }
 
     /// <summary>Sets the machine columns from <paramref name="machine"/>.</summary>

@@ -62,6 +62,72 @@ public static class BenchRunner
         return new BenchMeasurement(test, samples);
     }
 
+    /// <summary>
+    /// A concurrent-decode test (<see cref="BenchTest.IsParallel"/>) on a context of at least <see cref="BenchTest.Sequences"/>
+    /// slots: per repetition every slot is cleared, each sequence's prompt (<see cref="BenchTest.Depth"/> tokens, its own ids)
+    /// is evaluated untimed, then <see cref="BenchTest.GeneratedTokens"/> timed steps each evaluate one token of every sequence
+    /// in one <see cref="LlamaContext.EvaluateBatch"/> with every sequence's logits read back.
+    /// </summary>
+    public static BenchMeasurement MeasureParallel(LlamaContext context, BenchTest test, int repetitions, int bosTokenId,
+        Action<int>? afterRepetition = null, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(test);
+        test.Validate();
+        if (!test.IsParallel) throw new ArgumentException($"{test.Name} is not a concurrent-decode test", nameof(test));
+        ArgumentOutOfRangeException.ThrowIfLessThan(repetitions, 1);
+        int n = test.Sequences;
+        if (context.Sequences < n || context.BatchSize < n)
+            throw new ArgumentException($"{test.Name} needs {n} slots and a batch of {n}; the context has {context.Sequences} and {context.BatchSize}", nameof(test));
+        if (test.ContextTokens > context.ContextSize)
+            throw new ArgumentException($"{test.Name} needs {test.ContextTokens} positions per slot; the context has {context.ContextSize}", nameof(test));
+
+        // One id sequence per slot (the same generator, shifted by the slot, so no two sequences are alike).
+        var ids = new int[n][];
+        for (int s = 0; s < n; s++)
+        {
+            ids[s] = BenchTokens.Create(test.ContextTokens + s, context.VocabularySize, bosTokenId)[s..];
+            if (bosTokenId >= 0) ids[s][0] = bosTokenId;
+        }
+        var logits = new float[(long)n * context.VocabularySize];
+        var step = new int[n];
+        var sequences = new BatchSequence[n];
+        for (int s = 0; s < n; s++) sequences[s] = new BatchSequence(s, 1, WantsLogits: true);
+
+        RunParallelOnce(context, test, ids, step, sequences, logits, cancellation); // warm-up
+        var samples = new long[repetitions];
+        for (int r = 0; r < repetitions; r++)
+        {
+            samples[r] = RunParallelOnce(context, test, ids, step, sequences, logits, cancellation);
+            afterRepetition?.Invoke(r);
+        }
+        return new BenchMeasurement(test, samples);
+    }
+
+    private static long RunParallelOnce(LlamaContext context, BenchTest test, int[][] ids, int[] step, BatchSequence[] sequences, float[] logits,
+        CancellationToken cancellation)
+    {
+        cancellation.ThrowIfCancellationRequested();
+        context.Reset();
+        int n = sequences.Length, vocab = context.VocabularySize;
+        for (int s = 0; s < n && test.Depth > 0; s++)
+            for (int start = 0; start < test.Depth; start += context.BatchSize)
+            {
+                int count = Math.Min(context.BatchSize, test.Depth - start);
+                context.EvaluateBatch(ids[s].AsSpan(start, count), [new BatchSequence(s, count, WantsLogits: start + count == test.Depth)], logits.AsSpan(0, vocab));
+            }
+
+        long begin = Stopwatch.GetTimestamp();
+        for (int i = 0; i < test.GeneratedTokens; i++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            for (int s = 0; s < n; s++) step[s] = ids[s][test.Depth + i];
+            context.EvaluateBatch(step, sequences, logits);
+        }
+        long elapsed = Stopwatch.GetTimestamp() - begin;
+        return (long)(elapsed * (1e9 / Stopwatch.Frequency));
+    }
+
     /// <summary>One repetition; returns the timed part's duration in nanoseconds.</summary>
     private static long RunOnce(LlamaContext context, BenchTest test, int[] ids, float[] logits, int batchSize, CancellationToken cancellation)
     {

@@ -222,8 +222,13 @@ public sealed class BenchSession
                     row.SetTest(test);
                     row.TestTime = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
                     // llama.cpp clamps the micro-batch to the batch; the context evaluates at most this many tokens per forward pass.
-                    using var context = loaded.CreateContext(new ContextOptions(test.ContextTokens, Math.Min(batch, microBatch)));
-                    var measurement = BenchRunner.Measure(context, test, batch, plan.Repetitions, bos, cancellation: cancellation);
+                    // A concurrent-decode test: one slot per sequence, and a forward pass that holds one token of each.
+                    using var context = test.IsParallel
+                        ? loaded.CreateContext(new ContextOptions(test.ContextTokens, Math.Max(Math.Min(batch, microBatch), test.Sequences)), test.Sequences)
+                        : loaded.CreateContext(new ContextOptions(test.ContextTokens, Math.Min(batch, microBatch)));
+                    var measurement = test.IsParallel
+                        ? BenchRunner.MeasureParallel(context, test, plan.Repetitions, bos, cancellation: cancellation)
+                        : BenchRunner.Measure(context, test, batch, plan.Repetitions, bos, cancellation: cancellation);
                     row.SetTimings(measurement);
                     var contextBytes = context.AllocatedBytes;
                     row.ContextBytes = contextBytes.Values.Sum();

@@ -67,6 +67,16 @@ public readonly record struct RopeParams(RopeMode Mode, int Dims, float Frequenc
 /// <param name="Scale">Score scale, usually 1/sqrt(HeadSize).</param>
 public readonly record struct AttentionParams(int Tokens, int FirstPosition, int Heads, int KvHeads, int HeadSize, float Scale);
 
+/// <summary>
+/// One sequence's rows in a multi-sequence batch (<see cref="IComputeQueue.RopeAndStoreKvSegments"/>,
+/// <see cref="IComputeQueue.AttentionSegments"/>; docs/batching.md#the-forward-pass).
+/// </summary>
+/// <param name="FirstRow">The segment's first token row in the batch's q/k/v/output tensors.</param>
+/// <param name="Tokens">Its token rows (≥ 1): rows FirstRow .. FirstRow + Tokens − 1.</param>
+/// <param name="FirstPosition">Position of its first token in its own sequence (the sequence's cache holds 0 .. FirstPosition − 1 before this batch).</param>
+/// <param name="CacheRow">Row of the cache tensors where the sequence's position 0 lives (its KV slot): position p is cache row CacheRow + p.</param>
+public readonly record struct SequenceSegment(int FirstRow, int Tokens, int FirstPosition, int CacheRow);
+
 /// <summary>One weight of <see cref="IComputeQueue.MatMulShared"/>: Output[t, :] = x[t, :]·Weightᵀ.</summary>
 /// <param name="Weight">[Rows × cols] in its type, on the queue's device.</param>
 /// <param name="Rows">Rows of the weight (elements of each output row).</param>
@@ -191,6 +201,47 @@ public interface IComputeQueue : IDisposable
         long kvd = (long)p.KvHeads * p.HeadSize, count = p.Tokens * kvd;
         Convert(k, kCache.Skip(p.FirstPosition * kvd), count);
         Convert(v, vCache.Skip(p.FirstPosition * kvd), count);
+    }
+
+    // ---- Multi-sequence batches (API 1.2; docs/batching.md). A batch holds tokens of several sequences, each a contiguous
+    // ---- run of rows (a segment) with its own positions and its own KV slot in one pair of cache tensors; attention only
+    // ---- sees the segment's own sequence. The defaults run the per-sequence ops once per segment on offset tensors, so
+    // ---- every backend has them; a backend overrides them to cover all segments in one pass. Results may differ from the
+    // ---- default only by rounding; the conformance kit compares the two.
+
+    /// <summary>
+    /// <see cref="RopeAndStoreKv"/> for every segment of a multi-sequence batch: q is F32 [rows, Heads, HeadSize], k and v F32
+    /// [rows, KvHeads, HeadSize] (rows = Σ segment tokens); segment s's rows are rotated at positions FirstPosition + t and its k/v
+    /// stored at cache rows CacheRow + FirstPosition + t. <paramref name="p"/> gives Heads, KvHeads, HeadSize and Scale; its
+    /// Tokens and FirstPosition are not read. Segments must not overlap in rows or in written cache rows.
+    /// Default: <see cref="RopeAndStoreKv"/> per segment on tensors offset to its rows and its slot (since API 1.2).
+    /// </summary>
+    void RopeAndStoreKvSegments(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache,
+                                ReadOnlySpan<SequenceSegment> segments, AttentionParams p, RopeParams rope, DeviceTensor? factors)
+    {
+        long qd = (long)p.Heads * p.HeadSize, kvd = (long)p.KvHeads * p.HeadSize;
+        foreach (var s in segments)
+        {
+            var one = p with { Tokens = s.Tokens, FirstPosition = s.FirstPosition };
+            RopeAndStoreKv(q.Skip(s.FirstRow * qd), k.Skip(s.FirstRow * kvd), v.Skip(s.FirstRow * kvd),
+                           kCache.Skip(s.CacheRow * kvd), vCache.Skip(s.CacheRow * kvd), one, rope, factors);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Attention"/> for every segment of a multi-sequence batch: output rows of segment s attend (causally) over
+    /// cache rows CacheRow .. CacheRow + FirstPosition + t of their own sequence only. q and output are F32 [rows, Heads,
+    /// HeadSize]; the caches [slots × capacity, KvHeads, HeadSize] in their type. <paramref name="p"/> gives Heads, KvHeads,
+    /// HeadSize and Scale; its Tokens and FirstPosition are not read.
+    /// Default: <see cref="Attention"/> per segment on tensors offset to its rows and its slot (since API 1.2).
+    /// </summary>
+    void AttentionSegments(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output,
+                           ReadOnlySpan<SequenceSegment> segments, AttentionParams p)
+    {
+        long qd = (long)p.Heads * p.HeadSize, kvd = (long)p.KvHeads * p.HeadSize;
+        foreach (var s in segments)
+            Attention(q.Skip(s.FirstRow * qd), kCache.Skip(s.CacheRow * kvd), vCache.Skip(s.CacheRow * kvd), output.Skip(s.FirstRow * qd),
+                      p with { Tokens = s.Tokens, FirstPosition = s.FirstPosition });
     }
 
     /// <summary>Enqueues a host → device copy of F32 values (the span may be reused as soon as this returns).</summary>

@@ -23,7 +23,10 @@ namespace PluginEngine.Abstractions;
 /// <see cref="HostMemoryBuffer"/> and <see cref="BufferProviderBase"/>; the capability flags nothing read (Async = 4,
 /// Graphs = 16, OwnedBuffers = 1) removed: every device must allocate owned buffers, and those bits are ignored.</item>
 /// <item>1.2: <see cref="IComputeQueue.CopyTo"/> (a device-to-device copy between two queues of one plugin; default false: the core
-/// copies through host memory, as for 1.0 and 1.1 plugins).</item>
+/// copies through host memory, as for 1.0 and 1.1 plugins);
+/// and multi-sequence batches: <see cref="SequenceSegment"/>, <see cref="IComputeQueue.RopeAndStoreKvSegments"/> and
+/// <see cref="IComputeQueue.AttentionSegments"/>, whose defaults loop over the segments with the per-sequence ops (so a 1.0 or
+/// 1.1 plugin runs batches unchanged).</item>
 /// </list>
 /// </remarks>
 public static class PluginApi

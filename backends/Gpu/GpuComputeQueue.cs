@@ -24,6 +24,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
     private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
     private readonly nint _attentionSplitF32, _attentionSplitF16;
+    private readonly nint _ropeStoreKvRows, _attentionRowsF32, _attentionRowsF16; // multi-sequence batches (docs/batching.md#backends)
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _matMulQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly GpuKernelOptions _options;
@@ -53,6 +54,13 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private long _stagingCapacity, _stagingUsed;
     private ulong _rowIds;
     private long _rowIdsCapacity;
+
+    // A multi-sequence batch's row table [rows, 2] (position, cache row of the sequence's position 0) on the device, and the
+    // host copy of what it holds: every layer of a step uses the same table, so it is uploaded once per step.
+    private ulong _segmentRows;
+    private long _segmentRowsCapacity;
+    private int[] _segmentRowsHost = new int[256];
+    private int _segmentRowsCount = -1; // ints the device table holds; −1: nothing valid
     private bool _disposed;
     private nint _transferEvent; // recorded after copies out of this queue, and before copies into it (CopyTo); 0 until the first
 
@@ -83,6 +91,9 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _attentionDecodeF16 = _rt.Function("attention_decode_f16");
         _attentionSplitF32 = _rt.Function("attention_split_f32");
         _attentionSplitF16 = _rt.Function("attention_split_f16");
+        _ropeStoreKvRows = _rt.Function("rope_store_kv_rows");
+        _attentionRowsF32 = _rt.Function("attention_rows_f32");
+        _attentionRowsF16 = _rt.Function("attention_rows_f16");
         _siluMul = _rt.Function("silu_mul");
         _add = _rt.Function("add");
         _addBias = _rt.Function("add_bias");
@@ -323,6 +334,97 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         long kvd = (long)p.KvHeads * p.HeadSize, count = p.Tokens * kvd;
         Convert(k, kCache.Skip(p.FirstPosition * kvd), count);
         Convert(v, vCache.Skip(p.FirstPosition * kvd), count);
+    }
+
+    public void RopeAndStoreKvSegments(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache,
+                                       ReadOnlySpan<SequenceSegment> segments, AttentionParams p, RopeParams rope, DeviceTensor? factors)
+    {
+        long qd = (long)p.Heads * p.HeadSize, kvd = (long)p.KvHeads * p.HeadSize;
+        if (!_options.SegmentKernels || !_options.FusedOps)
+        {
+            // The interface's default: the single-sequence op per segment, on tensors offset to its rows and its slot.
+            foreach (var s in segments)
+                RopeAndStoreKv(q.Skip(s.FirstRow * qd), k.Skip(s.FirstRow * kvd), v.Skip(s.FirstRow * kvd), kCache.Skip(s.CacheRow * kvd),
+                               vCache.Skip(s.CacheRow * kvd), p with { Tokens = s.Tokens, FirstPosition = s.FirstPosition }, rope, factors);
+            return;
+        }
+        if (kCache.Type != vCache.Type || kCache.Type is not (GgmlType.F32 or GgmlType.F16))
+            throw new NotSupportedException($"{_backend}: K/V caches of {kCache.Type}/{vCache.Type} (F32 or F16, both the same)");
+        if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"{_backend}: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
+        CheckRope(rope, p.HeadSize);
+        ForgetQuantizedX();
+        int tokens = UploadSegmentRows(segments);
+        if (tokens == 0) return;
+        ulong pq = Ptr(q), pk = Ptr(k), pv = Ptr(v), kc = Ptr(kCache), vc = Ptr(vCache), pf = factors is { } ft ? Ptr(ft) : 0, rows = _segmentRows;
+        int f16 = kCache.Type == GgmlType.F16 ? 1 : 0, heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
+        int dims = rope.Dims, neox = rope.Mode == RopeMode.NeoX ? 1 : 0;
+        float freqBase = rope.FrequencyBase, freqScale = rope.FrequencyScale;
+        void** args = stackalloc void*[] { &pq, &pk, &pv, &kc, &vc, &f16, &tokens, &heads, &kvHeads, &headSize, &dims, &rows, &freqBase, &freqScale, &neox, &pf };
+        long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims);
+        LaunchKernel(_ropeStoreKvRows, LaunchGeometry.Elementwise(items), args, "rope_store_kv (segments)");
+    }
+
+    public void AttentionSegments(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output,
+                                  ReadOnlySpan<SequenceSegment> segments, AttentionParams p)
+    {
+        long qd = (long)p.Heads * p.HeadSize, kvd = (long)p.KvHeads * p.HeadSize;
+        if (!_options.SegmentKernels)
+        {
+            foreach (var s in segments)
+                Attention(q.Skip(s.FirstRow * qd), kCache.Skip(s.CacheRow * kvd), vCache.Skip(s.CacheRow * kvd), output.Skip(s.FirstRow * qd),
+                          p with { Tokens = s.Tokens, FirstPosition = s.FirstPosition });
+            return;
+        }
+        ForgetQuantizedX();
+        if (kCache.Type != vCache.Type) throw new ArgumentException($"{_backend}: K cache is {kCache.Type}, V cache is {vCache.Type}; they must match");
+        if (kCache.Type is not (GgmlType.F32 or GgmlType.F16)) throw new NotSupportedException($"{_backend}: attention over a {kCache.Type} cache");
+        if (p.HeadSize <= 0 || p.HeadSize > LaunchGeometry.AttentionMaxHeadSize)
+            throw new NotSupportedException($"{_backend}: attention head size {p.HeadSize} (1..{LaunchGeometry.AttentionMaxHeadSize} supported)");
+        if (p.KvHeads <= 0 || p.Heads % p.KvHeads != 0) throw new ArgumentException($"{_backend}: {p.Heads} heads are not a multiple of {p.KvHeads} KV heads");
+        int tokens = UploadSegmentRows(segments);
+        if (tokens == 0) return;
+        ulong pq = Ptr(q), pk = Ptr(kCache), pv = Ptr(vCache), po = Ptr(output), rows = _segmentRows;
+        int heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
+        float scale = p.Scale;
+        void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &rows, &heads, &kvHeads, &headSize, &scale };
+        LaunchKernel(kCache.Type == GgmlType.F16 ? _attentionRowsF16 : _attentionRowsF32, LaunchGeometry.Attention(heads, tokens), args, "attention (segments)");
+    }
+
+    /// <summary>
+    /// Puts the batch's row table [rows, 2] = (position, cache row of its sequence's position 0) on the device, unless the
+    /// device table already holds exactly that (the layers of one step); returns the rows. The copy is queued on the stream,
+    /// after the kernels that read the previous table.
+    /// </summary>
+    private int UploadSegmentRows(ReadOnlySpan<SequenceSegment> segments)
+    {
+        int rows = 0;
+        foreach (var s in segments) rows = Math.Max(rows, s.FirstRow + s.Tokens);
+        if (rows == 0) return 0;
+        if (_segmentRowsHost.Length < 2 * rows) { _segmentRowsHost = new int[Math.Max(2 * rows, 2 * _segmentRowsHost.Length)]; _segmentRowsCount = -1; }
+        var table = _segmentRowsHost.AsSpan(0, 2 * rows);
+        bool same = _segmentRowsCount == 2 * rows;
+        foreach (var s in segments)
+            for (int t = 0; t < s.Tokens; t++)
+            {
+                int at = 2 * (s.FirstRow + t), position = s.FirstPosition + t;
+                same &= table[at] == position && table[at + 1] == s.CacheRow;
+                table[at] = position;
+                table[at + 1] = s.CacheRow;
+            }
+        if (same) return rows;
+        _rt.MakeCurrent();
+        long bytes = (long)table.Length * sizeof(int);
+        if (_segmentRowsCapacity < bytes)
+        {
+            if (_segmentRows != 0) { Synchronize(); _d.Free(_segmentRows, "segment rows"); _segmentRows = 0; } // queued kernels may still read it
+            _segmentRowsCapacity = Math.Max(bytes, 4096);
+            _segmentRows = _d.Allocate(_segmentRowsCapacity, "segment rows");
+        }
+        byte* staged = Stage(MemoryMarshal.AsBytes(table));
+        _graph?.BeforeWork();
+        _d.CopyHostToDeviceAsync(_segmentRows, staged, bytes, _stream, "segment rows");
+        _segmentRowsCount = table.Length;
+        return rows;
     }
 
     /// <summary>One int8 mat-vec launch over <paramref name="targets"/>, quantizing x first unless the scratch already holds it.</summary>
@@ -607,6 +709,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _profile?.Collect();
         _profile?.Dispose();
         if (_rowIds != 0) _d.FreeQuietly(_rowIds);
+        if (_segmentRows != 0) _d.FreeQuietly(_segmentRows);
         foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets }) if (scratch != 0) _d.FreeQuietly(scratch);
         if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
         if (_staging != null) _d.FreePinned(_staging);

@@ -18,6 +18,12 @@ public sealed partial class TransferCounters
     public override string ToString() => $"{Copies} copies, {Bytes:N0} B";
 }
 
+/// <summary>One sequence's part of <see cref="LlamaContext.EvaluateBatch"/> (docs/batching.md#the-batched-context).</summary>
+/// <param name="Slot">The sequence's KV slot (0 .. <see cref="LlamaContext.Sequences"/> − 1); its tokens go at the slot's next positions.</param>
+/// <param name="Tokens">How many of the batch's tokens are this sequence's (≥ 1), following the previous sequence's.</param>
+/// <param name="WantsLogits">Whether the logits of its last token are wanted.</param>
+public readonly record struct BatchSequence(int Slot, int Tokens, bool WantsLogits);
+
 /// <summary>The context is full: evaluating more tokens would exceed its size.</summary>
 public sealed class ContextOverflowException(string message) : Exception(message);
 
@@ -25,7 +31,10 @@ public sealed class ContextOverflowException(string message) : Exception(message
 /// The llama forward pass, written once against <see cref="IComputeQueue"/> and readable top to bottom.
 /// Holds the KV cache and the activation buffers of every device the schedule uses.
 /// Shapes are row-major [rows, columns] with n = tokens in the current batch, d = embedding length,
-/// qd = heads × head size, kvd = kv heads × head size, ff = feed-forward length, V = vocabulary.
+/// qd = heads × head size, kvd = kv heads × head size, ff = feed-forward length, V = vocabulary, S = sequence slots.
+/// A context holds <see cref="Sequences"/> KV slots of <see cref="ContextSize"/> positions each: <see cref="Evaluate"/> is the
+/// single-sequence API (slot 0), <see cref="EvaluateBatch"/> runs tokens of several slots in one forward pass
+/// (docs/batching.md#the-batched-context).
 /// </summary>
 public sealed class LlamaContext : IDisposable
 {
@@ -35,9 +44,20 @@ public sealed class LlamaContext : IDisposable
     private readonly Dictionary<IBackendDevice, DeviceState> _states = [];
     private readonly MatMulTarget[] _sharedTargets = new MatMulTarget[3]; // MatMulShared's argument, reused by every layer
     private readonly float[] _staging; // host staging for cross-device copies: [BatchSize, max(d, qd, ff, V)]
+    private readonly int[] _positions;                 // [S] positions cached per slot
+    private readonly SequenceSegment[] _segments;      // [S] the current batch's segments, reused by every step
+    private readonly int[] _logitRows;                 // [max(S, BatchSize)] batch rows whose logits are wanted, reused
+    private readonly bool[] _slotInBatch;              // [S] validation scratch: a slot appears once per batch
 
     public LlamaContext(LlamaHyperParameters hp, LlamaWeights weights, LayerSchedule schedule, ContextOptions options)
+        : this(hp, weights, schedule, options, sequences: 1)
     {
+    }
+
+    /// <summary>A context with <paramref name="sequences"/> KV slots of <see cref="ContextOptions.ContextSize"/> positions each.</summary>
+    public LlamaContext(LlamaHyperParameters hp, LlamaWeights weights, LayerSchedule schedule, ContextOptions options, int sequences)
+    {
+        if (sequences <= 0) throw new ArgumentOutOfRangeException(nameof(sequences), sequences, "a context needs at least one sequence slot");
         if (options.ContextSize <= 0 || options.ContextSize > hp.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(options), $"context size {options.ContextSize} must be in 1..{hp.ContextLength} (the model's context length)");
         if (options.BatchSize <= 0) throw new ArgumentOutOfRangeException(nameof(options), "batch size must be positive");
@@ -46,7 +66,12 @@ public sealed class LlamaContext : IDisposable
         _w = weights;
         _schedule = schedule;
         Options = options;
-        BatchSize = Math.Min(options.BatchSize, options.ContextSize);
+        BatchSize = Math.Min(options.BatchSize, options.ContextSize * sequences); // one sequence cannot use more than its context
+        Sequences = sequences;
+        _positions = new int[sequences];
+        _segments = new SequenceSegment[sequences];
+        _logitRows = new int[Math.Max(sequences, BatchSize)];
+        _slotInBatch = new bool[sequences];
         _staging = new float[(long)BatchSize * MaxRowWidth];
         schedule.RequireOps(options.KvCacheType); // no CPU backend: refuse now, listing the missing ops, rather than fail mid-run
         OpFallbackPlan = schedule.OpFallbacks(options.KvCacheType);
@@ -69,11 +94,20 @@ public sealed class LlamaContext : IDisposable
     /// <summary>Tokens per forward pass.</summary>
     public int BatchSize { get; }
 
-    /// <summary>Positions already in the KV cache.</summary>
-    public int Position { get; private set; }
+    /// <summary>Positions already in the KV cache (of slot 0, the one <see cref="Evaluate"/> uses).</summary>
+    public int Position { get => _positions[0]; private set => _positions[0] = value; }
 
-    /// <summary>Capacity of the KV cache.</summary>
+    /// <summary>Capacity of the KV cache (of each slot).</summary>
     public int ContextSize => Options.ContextSize;
+
+    /// <summary>KV slots: sequences that can be evaluated together by <see cref="EvaluateBatch"/>.</summary>
+    public int Sequences { get; }
+
+    /// <summary>Positions cached in <paramref name="slot"/>.</summary>
+    public int SequencePosition(int slot) => _positions[slot];
+
+    /// <summary>Forgets <paramref name="slot"/>'s cached positions: the slot is free for a new sequence (its old rows are overwritten, never read).</summary>
+    public void ClearSequence(int slot) => _positions[slot] = 0;
 
     public int VocabularySize => _hp.VocabularySize;
 
@@ -93,8 +127,8 @@ public sealed class LlamaContext : IDisposable
 
     private int MaxRowWidth => Math.Max(Math.Max(_hp.EmbeddingLength, _hp.QDim), Math.Max(_hp.FeedForwardLength, _hp.VocabularySize));
 
-    /// <summary>Forgets every cached position.</summary>
-    public void Reset() => Position = 0;
+    /// <summary>Forgets every cached position (of every slot).</summary>
+    public void Reset() => Array.Clear(_positions);
 
     /// <summary>
     /// Keeps the first <paramref name="position"/> cached positions and forgets the rest (the next tokens overwrite them):
@@ -128,18 +162,79 @@ public sealed class LlamaContext : IDisposable
             int n = Math.Min(BatchSize, tokens.Length - start);
             bool last = start + n == tokens.Length;
             Span<float> dst = allPositions ? logits.Slice(start * vocab, n * vocab) : last ? logits[..vocab] : default;
-            Forward(tokens.Slice(start, n), dst, allPositions);
+            _segments[0] = new SequenceSegment(0, n, Position, 0);
+            ReadOnlySpan<int> rows = allPositions ? _logitRows.AsSpan(0, n) : last ? _logitRows.AsSpan(0, 1) : default;
+            if (allPositions) for (int i = 0; i < n; i++) _logitRows[i] = i;
+            else _logitRows[0] = n - 1;
+            Forward(tokens.Slice(start, n), _segments.AsSpan(0, 1), rows, dst);
+            Position += n;
         }
         // Never hand NaN/Inf to a sampler or a logits file as if it were output.
         NonFiniteLogitsException.ThrowIfAny(logits[..(int)needed], vocab, allPositions ? firstPosition : firstPosition + tokens.Length - 1);
     }
 
-    /// <summary>One batch of n tokens through the whole network. Writes logits to <paramref name="logits"/> unless it is empty.</summary>
-    private void Forward(ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions)
+    /// <summary>
+    /// Evaluates tokens of several sequences in one forward pass (docs/batching.md#the-batched-context):
+    /// <paramref name="tokens"/> holds each entry of <paramref name="sequences"/>'s tokens in turn (Σ Tokens ≤ <see cref="BatchSize"/>),
+    /// each going to its slot's next positions; every slot appears at most once. For each entry that wants logits, in order,
+    /// the logits of its last token are written as one [V] row of <paramref name="logits"/>. Returns the rows written.
+    /// Nothing is evaluated when a check fails (a slot would overflow: <see cref="ContextOverflowException"/>).
+    /// </summary>
+    public int EvaluateBatch(ReadOnlySpan<int> tokens, ReadOnlySpan<BatchSequence> sequences, Span<float> logits)
+    {
+        int vocab = _hp.VocabularySize;
+        if (sequences.IsEmpty) throw new ArgumentException("no sequences to evaluate", nameof(sequences));
+        if (tokens.Length > BatchSize) throw new ArgumentException($"{tokens.Length} tokens exceed the batch size {BatchSize}", nameof(tokens));
+        int rows = 0, wanted = 0;
+        Array.Clear(_slotInBatch);
+        try
+        {
+            foreach (var q in sequences)
+            {
+                if ((uint)q.Slot >= (uint)Sequences) throw new ArgumentOutOfRangeException(nameof(sequences), $"slot {q.Slot} is outside 0..{Sequences - 1}");
+                if (_slotInBatch[q.Slot]) throw new ArgumentException($"slot {q.Slot} appears twice in one batch", nameof(sequences));
+                _slotInBatch[q.Slot] = true;
+                if (q.Tokens <= 0) throw new ArgumentException($"slot {q.Slot}: a sequence in a batch needs at least one token", nameof(sequences));
+                if (_positions[q.Slot] + q.Tokens > ContextSize)
+                    throw new ContextOverflowException($"context overflow in slot {q.Slot}: {_positions[q.Slot]} cached + {q.Tokens} new tokens > context size {ContextSize}");
+                rows += q.Tokens;
+                if (q.WantsLogits) wanted++;
+            }
+        }
+        finally { Array.Clear(_slotInBatch); }
+        if (rows != tokens.Length) throw new ArgumentException($"the sequences hold {rows} tokens; {tokens.Length} given", nameof(tokens));
+        if (logits.Length < (long)wanted * vocab) throw new ArgumentException($"logits span holds {logits.Length} floats; {(long)wanted * vocab} needed", nameof(logits));
+        foreach (int t in tokens)
+            if ((uint)t >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {t} is outside the vocabulary (0..{vocab - 1})");
+
+        int row = 0, w = 0;
+        for (int i = 0; i < sequences.Length; i++)
+        {
+            var q = sequences[i];
+            _segments[i] = new SequenceSegment(row, q.Tokens, _positions[q.Slot], q.Slot * ContextSize);
+            row += q.Tokens;
+            if (q.WantsLogits) _logitRows[w++] = row - 1;
+        }
+        Forward(tokens, _segments.AsSpan(0, sequences.Length), _logitRows.AsSpan(0, wanted), logits[..(wanted * vocab)]);
+        w = 0;
+        foreach (var q in sequences)
+        {
+            _positions[q.Slot] += q.Tokens;
+            if (q.WantsLogits) { NonFiniteLogitsException.ThrowIfAny(logits.Slice(w * vocab, vocab), vocab, _positions[q.Slot] - 1); w++; }
+        }
+        return wanted;
+    }
+
+    /// <summary>
+    /// One batch of n tokens (the rows of <paramref name="segments"/>, one per sequence) through the whole network. Writes the
+    /// logits of batch rows <paramref name="logitRows"/> (ascending) to <paramref name="logits"/> [logitRows, V]; none when empty.
+    /// Does not advance positions (the callers do).
+    /// </summary>
+    private void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<SequenceSegment> segments, ReadOnlySpan<int> logitRows, Span<float> logits)
     {
         int n = tokens.Length, d = _hp.EmbeddingLength, qd = _hp.QDim, kvd = _hp.KvDim;
-        int pos = Position;
-        var attention = new AttentionParams(n, pos, _hp.HeadCount, _hp.KvHeadCount, _hp.HeadSize, 1f / MathF.Sqrt(_hp.HeadSize));
+        // Heads, KvHeads, HeadSize and Scale of every segment; Tokens/FirstPosition are the first segment's (the single-sequence ops read them)
+        var attention = new AttentionParams(segments[0].Tokens, segments[0].FirstPosition, _hp.HeadCount, _hp.KvHeadCount, _hp.HeadSize, 1f / MathF.Sqrt(_hp.HeadSize));
 
         // x[n, d] = token_embd[tokens]
         var cur = State(_w.TokenEmbedding.Device);
@@ -157,7 +252,7 @@ public sealed class LlamaContext : IDisposable
             if (layer.QBias is { } qb) AddBias(s, s.Q, qb, n, qd);
             if (layer.KBias is { } kb) AddBias(s, s.K, kb, n, kvd);
             if (layer.VBias is { } vb) AddBias(s, s.V, vb, n, kvd);
-            AttentionWithCache(s, l, attention);                                           // q, k rotated; K[pos..], V[pos..] = k, v; att[n, qd]
+            AttentionWithCache(s, l, segments, attention);                                 // q, k rotated; K[slot, pos..], V[slot, pos..] = k, v; att[n, qd]
             MatMulAdd(s, layer.AttnOutput, s.Att, s.X, n);                                 // x += att·Wo
 
             // Feed-forward block: x += (silu(xb·Wgate) · (xb·Wup))·Wdown with xb = norm(x)
@@ -165,17 +260,37 @@ public sealed class LlamaContext : IDisposable
             MatMulSwiGlu(s, layer.FfnGate, layer.FfnUp, n);                                // gate[n, ff] = silu(xb·Wgate)·(xb·Wup)
             MatMulAdd(s, layer.FfnDown, s.Gate, s.X, n);                                   // x += gate·Wdown
         }
-        Position += n;
-        if (logits.IsEmpty) return;
+        if (logitRows.IsEmpty) return;
 
-        // logits[rows, V] = norm(x[rows]) · Woutᵀ, rows = every token or only the last one
+        // logits[rows, V] = norm(x[rows]) · Woutᵀ for the wanted rows (every token, the last one, or each sequence's last)
         var o = State(_schedule.OutputDevice);
         if (o != cur) { CopyActivations(cur, cur.X, o, o.X, (long)n * d); cur = o; }
-        int rows = allPositions ? n : 1;
-        var xRows = allPositions ? o.X : o.X.Skip((long)(n - 1) * d);
+        int rows = logitRows.Length;
+        var xRows = GatherRows(o, logitRows);                                              // [rows, d]
         RmsNorm(o, xRows, _w.OutputNorm, o.Xb, rows);
         MatMul(o, _w.Output, o.Xb, o.Logits, rows);
         o.Queue.Download(o.Logits, logits[..(rows * _hp.VocabularySize)]);
+    }
+
+    /// <summary>
+    /// The rows of x [n, d] whose logits are wanted, as one contiguous [rows, d] tensor: a view when they already are
+    /// contiguous, else compacted in place to x's first rows (row i ← row r_i with r_i ≥ i, in ascending order, so no
+    /// source row is overwritten before it is read; x is dead after this). Each move is an F32 → F32 Convert.
+    /// </summary>
+    private DeviceTensor GatherRows(DeviceState o, ReadOnlySpan<int> rows)
+    {
+        int d = _hp.EmbeddingLength;
+        if (rows[^1] - rows[0] == rows.Length - 1) return o.X.Skip((long)rows[0] * d);
+        bool convert = o.Device == _schedule.Cpu || o.Queue.Supports(ComputeOp.Convert, GgmlType.F32);
+        for (int i = 0; i < rows.Length; i++)
+        {
+            if (rows[i] == i) continue;
+            var src = o.X.Skip((long)rows[i] * d);
+            var dst = o.X.Skip((long)i * d);
+            if (convert) o.Queue.Convert(src, dst, d);
+            else CopyActivations(o, src, o, dst, d); // through the host (counted), as any op the device lacks
+        }
+        return o.X;
     }
 
     /// <summary>y[n, rows(w)] = x[n, cols(w)]·wᵀ on the weight's device; copies activations there and back when it is not <paramref name="s"/>'s.</summary>
@@ -245,18 +360,44 @@ public sealed class LlamaContext : IDisposable
     /// Rotates q and k of this batch and stores k and v into the layer's cache at the batch's positions: one fused op on
     /// <paramref name="s"/>'s device unless the model's frequency factors must be applied elsewhere (then the steps one by one).
     /// </summary>
-    private void RopeAndStoreKv(DeviceState s, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p)
+    private void RopeAndStoreKv(DeviceState s, DeviceTensor kCache, DeviceTensor vCache, ReadOnlySpan<SequenceSegment> segments, AttentionParams p)
     {
+        int qd = _hp.QDim, kvd = _hp.KvDim;
         if ((_w.RopeFrequencyFactors is null || s.RopeFactors is not null) && s.Runs(ComputeOp.Rope))
         {
-            s.Queue.RopeAndStoreKv(s.Q, s.K, s.V, kCache, vCache, p, _hp.Rope, s.RopeFactors);
+            if (segments.Length == 1) // the single-sequence op, exactly as before batching existed
+            {
+                var one = segments[0];
+                s.Queue.RopeAndStoreKv(s.Q, s.K, s.V, kCache.Skip((long)one.CacheRow * kvd), vCache.Skip((long)one.CacheRow * kvd),
+                                       p with { Tokens = one.Tokens, FirstPosition = one.FirstPosition }, _hp.Rope, s.RopeFactors);
+            }
+            else s.Queue.RopeAndStoreKvSegments(s.Q, s.K, s.V, kCache, vCache, segments, p, _hp.Rope, s.RopeFactors);
             return;
         }
-        int n = p.Tokens, kvd = _hp.KvDim;
-        Rope(s, s.Q, n, _hp.HeadCount, p.FirstPosition);
-        Rope(s, s.K, n, _hp.KvHeadCount, p.FirstPosition);
-        s.Queue.Convert(s.K, kCache.Skip((long)p.FirstPosition * kvd), (long)n * kvd);
-        s.Queue.Convert(s.V, vCache.Skip((long)p.FirstPosition * kvd), (long)n * kvd);
+        foreach (var seg in segments) // the steps one by one, each where it can run
+        {
+            var q = s.Q.Skip((long)seg.FirstRow * qd);
+            var k = s.K.Skip((long)seg.FirstRow * kvd);
+            var v = s.V.Skip((long)seg.FirstRow * kvd);
+            Rope(s, q, seg.Tokens, _hp.HeadCount, seg.FirstPosition);
+            Rope(s, k, seg.Tokens, _hp.KvHeadCount, seg.FirstPosition);
+            long at = (long)(seg.CacheRow + seg.FirstPosition) * kvd;
+            s.Queue.Convert(k, kCache.Skip(at), (long)seg.Tokens * kvd);
+            s.Queue.Convert(v, vCache.Skip(at), (long)seg.Tokens * kvd);
+        }
+    }
+
+    /// <summary>att = attention(q, K, V) per segment, each over its own slot: the single-sequence op for one segment, else the segment op.</summary>
+    private void Attend(DeviceState s, DeviceTensor kCache, DeviceTensor vCache, ReadOnlySpan<SequenceSegment> segments, AttentionParams p)
+    {
+        if (segments.Length == 1)
+        {
+            var one = segments[0];
+            long kvd = _hp.KvDim;
+            s.Queue.Attention(s.Q, kCache.Skip(one.CacheRow * kvd), vCache.Skip(one.CacheRow * kvd), s.Att,
+                              p with { Tokens = one.Tokens, FirstPosition = one.FirstPosition });
+        }
+        else s.Queue.AttentionSegments(s.Q, kCache, vCache, s.Att, segments, p);
     }
 
     /// <summary>
@@ -294,23 +435,24 @@ public sealed class LlamaContext : IDisposable
     /// store into a cache of the context's type, that layer's cache lives on the CPU: q, k and v are copied there, the whole
     /// block runs there, and att is copied back.
     /// </summary>
-    private void AttentionWithCache(DeviceState s, int layer, AttentionParams p)
+    private void AttentionWithCache(DeviceState s, int layer, ReadOnlySpan<SequenceSegment> segments, AttentionParams p)
     {
         if (!s.KvOnCpu)
         {
-            var (kCache, vCache) = s.Cache(layer);                                         // [ctx, kvd] each
-            RopeAndStoreKv(s, kCache, vCache, p);
-            s.Queue.Attention(s.Q, kCache, vCache, s.Att, p);
+            var (kCache, vCache) = s.Cache(layer);                                         // [S × ctx, kvd] each
+            RopeAndStoreKv(s, kCache, vCache, segments, p);
+            Attend(s, kCache, vCache, segments, p);
             return;
         }
         var cpu = OnCpu(s, ComputeOp.Attention);
-        long q = (long)p.Tokens * _hp.QDim, kv = (long)p.Tokens * _hp.KvDim;
+        int n = segments[^1].FirstRow + segments[^1].Tokens;
+        long q = (long)n * _hp.QDim, kv = (long)n * _hp.KvDim;
         CopyActivations(s, s.Q, cpu, cpu.Q, q);
         CopyActivations(s, s.K, cpu, cpu.K, kv);
         CopyActivations(s, s.V, cpu, cpu.V, kv);
         var (k, v) = cpu.Cache(layer);
-        RopeAndStoreKv(cpu, k, v, p);
-        cpu.Queue.Attention(cpu.Q, k, v, cpu.Att, p);
+        RopeAndStoreKv(cpu, k, v, segments, p);
+        Attend(cpu, k, v, segments, p);
         CopyActivations(cpu, cpu.Att, s, s.Att, q);
     }
 
@@ -456,7 +598,7 @@ public sealed class LlamaContext : IDisposable
 
             if (KvLayers.Count == 0) return;
             var kvType = owner.Options.KvCacheType;
-            long perTensor = TensorPadding.AlignUp(GgmlTypes.RowSize(kvType, (long)owner.ContextSize * hp.KvDim), align);
+            long perTensor = TensorPadding.AlignUp(GgmlTypes.RowSize(kvType, (long)owner.Sequences * owner.ContextSize * hp.KvDim), align); // [S × ctx, kvd]
             _kv = Device.Buffers.AllocateOwned($"{Device.Description.Backend} KV cache", perTensor * 2 * KvLayers.Count);
             for (int i = 0; i < KvLayers.Count; i++)
                 _cache[KvLayers[i]] = (new DeviceTensor(_kv, perTensor * 2 * i, kvType), new DeviceTensor(_kv, perTensor * (2 * i + 1), kvType));

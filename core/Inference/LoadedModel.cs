@@ -194,6 +194,9 @@ public sealed class LoadedModel : IDisposable
     /// <summary>Creates an inference context (KV cache and activations) on this model's devices.</summary>
     public LlamaContext CreateContext(ContextOptions options) => new(HyperParameters, Weights, Schedule, options);
 
+    /// <summary>A context with <paramref name="sequences"/> KV slots of <see cref="ContextOptions.ContextSize"/> positions each (docs/batching.md).</summary>
+    public LlamaContext CreateContext(ContextOptions options, int sequences) => new(HyperParameters, Weights, Schedule, options, sequences);
+
     /// <summary>The loader's view of a GGUF file.</summary>
     public static ModelFileLayout ToLayout(GgufFile file)
         => new(file.Path, file.FileLength, file.Tensors.Select(t => new FileTensor(t.Info, t.FileOffset)).ToArray());

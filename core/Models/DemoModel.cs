@@ -7,7 +7,7 @@ namespace PluginEngine.Core.Models;
 public static class DemoModel
 {
     /// <summary>Bump when <see cref="SyntheticModelSpec.Demo"/> or the generator changes, so stale caches are not reused.</summary>
-    private const int Version = 2;
+    public const int Version = 2;
 
     /// <summary>Cache folder: PLUGINENGINE_CACHE, else $XDG_CACHE_HOME/pluginengine, else ~/.cache/pluginengine.</summary>
     public static string CacheDirectory

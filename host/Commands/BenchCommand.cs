@@ -34,6 +34,8 @@ public static class BenchCommand
         var generate = new Option<string[]>("--n-gen", "-n") { Description = "Generation tests: tokens evaluated one at a time (default 128)", HelpName = "N[,N]" };
         var promptGenerate = new Option<string[]>("--prompt-gen", "-pg") { Description = "Prompt then generation, timed together (repeat for more)", HelpName = "P,N" };
         var depth = new Option<string[]>("--n-depth", "-d") { Description = "Tokens put into the KV cache before each test, untimed (default 0)", HelpName = "N[,N]" };
+        var parallel = new Option<string[]>("--parallel", "-npl") { Description = "Concurrent-decode tests instead of pp/tg: N sequences decode together, one token each per forward pass, -n tokens each after an untimed prompt; t/s is the aggregate", HelpName = "N[,N]" };
+        var parallelPrompt = new Option<string>("--parallel-prompt") { Description = "Prompt tokens per sequence of the --parallel tests, evaluated untimed (default 16)", HelpName = "N" };
         var repetitions = new Option<string>("--repetitions", "-r") { Description = "Timed repetitions per test, after one warm-up (default 5)", HelpName = "N" };
         var batch = new Option<string[]>("--batch-size", "-b") { Description = "Logical batch: prompt tokens per evaluate call (default 2048)", HelpName = "N[,N]" };
         var microBatch = new Option<string[]>("--ubatch-size", "-ub") { Description = "Physical batch: tokens per forward pass (default 512)", HelpName = "N[,N]" };
@@ -42,7 +44,7 @@ public static class BenchCommand
         var referenceTool = new Option<string?>("--reference-tool") { Description = "The reference program to run: LlamaCppReference.dll or an executable (default: found next to pluginengine or in the repository)", HelpName = "PATH" };
 
         var command = new Command("bench", "Benchmark backends and memory modes (llama-bench style: pp/tg tests, mean ± sd)");
-        foreach (var o in new Option[] { models, synthetic, backends, gpuLayers, splitModes, tensorSplits, threads, mmap, hugePages, memory, hostImport, prompt, generate, promptGenerate, depth, repetitions, batch, microBatch, output, reference, referenceTool })
+        foreach (var o in new Option[] { models, synthetic, backends, gpuLayers, splitModes, tensorSplits, threads, mmap, hugePages, memory, hostImport, prompt, generate, promptGenerate, depth, parallel, parallelPrompt, repetitions, batch, microBatch, output, reference, referenceTool })
             command.Options.Add(o);
 
         command.SetAction(parse =>
@@ -57,7 +59,9 @@ public static class BenchCommand
                 [var one] => one,
                 _ => throw new UserErrorException($"-r {r}: one repetition count, not a list"),
             } : 5;
-            var tests = Tests(parse.GetValue(prompt), parse.GetValue(generate), parse.GetValue(promptGenerate), parse.GetValue(depth));
+            var tests = parse.GetValue(parallel) is { Length: > 0 } sequenceCounts
+                ? ParallelTests(sequenceCounts, parse.GetValue(parallelPrompt), parse.GetValue(generate), parse.GetValue(prompt), parse.GetValue(promptGenerate), parse.GetValue(depth))
+                : Tests(parse.GetValue(prompt), parse.GetValue(generate), parse.GetValue(promptGenerate), parse.GetValue(depth));
             var memoryModes = MemoryModes(parse.GetValue(memory), parse.GetValue(mmap), parse.GetValue(hugePages), context);
             var hostImports = HostImports(parse.GetValue(hostImport));
             var threadCounts = parse.GetValue(threads) is { Length: > 0 } t ? Lists.Int("-t", t, min: 1, defaultValue: 0).Select(x => (int?)x).ToArray() : [null];
@@ -183,6 +187,24 @@ public static class BenchCommand
             tests.AddRange(pairs.Select(pg => new BenchTest(pg.P, pg.N, d)));
         }
         return tests.Distinct().ToArray();
+    }
+
+    /// <summary>
+    /// The concurrent-decode tests of --parallel (docs/batching.md#benchmark): for each sequence count and each -n value, that
+    /// many sequences each with an untimed --parallel-prompt-token prompt, then -n tokens each (default 32 here).
+    /// </summary>
+    private static BenchTest[] ParallelTests(string[] counts, string? promptTokens, string[]? generate, string[]? prompt, string[]? promptGenerate, string[]? depth)
+    {
+        if (prompt is { Length: > 0 } || promptGenerate is { Length: > 0 } || depth is { Length: > 0 })
+            throw new UserErrorException("--parallel runs concurrent-decode tests only: give their prompt with --parallel-prompt, not -p, -pg or -d");
+        var sequences = Lists.Int("--parallel", counts, min: 1, defaultValue: 1);
+        int promptLength = promptTokens is null ? 16 : Lists.Int("--parallel-prompt", [promptTokens], min: 1, defaultValue: 16) switch
+        {
+            [var one] => one,
+            _ => throw new UserErrorException($"--parallel-prompt {promptTokens}: one token count, not a list"),
+        };
+        var gens = Lists.Int("-n", generate, min: 1, defaultValue: 32);
+        return sequences.SelectMany(n => gens.Select(g => BenchTest.Parallel(n, promptLength, g))).Distinct().ToArray();
     }
 
     /// <summary>Memory modes from --memory, or the product of --mmap and --hugepages (impossible pairs are explained).</summary>

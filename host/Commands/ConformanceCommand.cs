@@ -1,6 +1,7 @@
 using System.CommandLine;
 using PluginEngine.Core.Conformance;
 using PluginEngine.Core.Models;
+using PluginEngine.Core.Serving;
 
 namespace PluginEngine.Host.Commands;
 
@@ -8,7 +9,8 @@ namespace PluginEngine.Host.Commands;
 /// <c>pluginengine conformance --backend X [--plugins FILE] [--types f32,q4_0,…] [--models DIR]</c>: the model-level
 /// correctness checks of <see cref="ModelChecks"/> for backend X against the cpu backend of the same plugin list — logits of
 /// every generated weight type with all layers, with <c>-ngl 1</c> and split 1:1 over the backend's first two devices (skipped
-/// with one device; docs/multi-gpu.md), and the seed regression with clean and dirty gaps.
+/// with one device; docs/multi-gpu.md), the seed regression with clean and dirty gaps, and the batching check
+/// (<see cref="BatchedGreedyCheck"/>: 8 concurrent greedy requests equal each alone; <c>--batching</c> runs it alone).
 /// One line per check (PASS, FAIL or SKIP with its numbers or reason); exit code 3 when any fails. The op-level cases are
 /// the conformance kit's (the PluginEngine.Conformance package; see plugins/README.md).
 /// </summary>
@@ -19,8 +21,9 @@ public static class ConformanceCommand
         var backend = new Option<string>("--backend") { Description = "Backend to check against the cpu backend", HelpName = "NAME", Required = true };
         var types = new Option<string?>("--types") { Description = $"Weight types of the generated models (default: {string.Join(",", ModelChecks.DefaultTypes).ToLowerInvariant()})", HelpName = "T[,T]" };
         var models = new Option<string?>("--models") { Description = "Folder for the generated models (default: a temporary folder, deleted afterwards)", HelpName = "DIR" };
-        var command = new Command("conformance", "Check a backend's logits against the cpu backend on generated models (every weight type, -ngl 1, seed regression)");
-        foreach (var o in new Option[] { backend, types, models }) command.Options.Add(o);
+        var batchingOnly = new Option<bool>("--batching") { Description = "Run only the batching check: 8 concurrent greedy requests must each equal the request sent alone" };
+        var command = new Command("conformance", "Check a backend's logits against the cpu backend on generated models (every weight type, -ngl 1, seed regression, batching)");
+        foreach (var o in new Option[] { backend, types, models, batchingOnly }) command.Options.Add(o);
         command.SetAction(parse =>
         {
             var selected = ParseTypes(parse.GetValue(types));
@@ -35,8 +38,11 @@ public static class ConformanceCommand
             err.WriteLine($"conformance: {target.Name} ({target.Devices[0].Description.Name}) vs cpu ({cpu.Devices[0].Description.Name}), plugins from {host.Configuration.FilePath}");
             try
             {
-                var results = new ModelChecks(target.Devices[0], cpu.Devices[0], folder) { SplitDevices = target.Devices }.Run(selected, r =>
-                    context.Output.WriteLine($"{(r.Passed is null ? "SKIP" : r.Passed.Value ? "PASS" : "FAIL")}  {r.Name}: {r.Detail}"));
+                void Report(ModelCheckResult r) => context.Output.WriteLine($"{(r.Passed is null ? "SKIP" : r.Passed.Value ? "PASS" : "FAIL")}  {r.Name}: {r.Detail}");
+                var results = parse.GetValue(batchingOnly) ? [] : new ModelChecks(target.Devices[0], cpu.Devices[0], folder) { SplitDevices = target.Devices }.Run(selected, Report);
+                var batching = BatchedGreedyCheck.Run(target.Devices[0], cpu.Devices[0], folder);
+                Report(batching);
+                results.Add(batching);
                 int failed = results.Count(r => r.Passed == false), passed = results.Count(r => r.Passed == true), skipped = results.Count(r => r.Passed is null);
                 context.Output.WriteLine($"conformance {target.Name}: {passed} passed, {failed} failed, {skipped} skipped");
                 return failed == 0 ? ExitCodes.Success : ExitCodes.ChecksFailed;

@@ -7,12 +7,12 @@
 #   errors.txt       bench progress lines and errors
 #   conformance.txt  the kit's full output
 # Usage (from the folder holding .device/, built by prepare-device-bundle.sh): OUT=/results DEV=.device bash .device/run-gpu-session.sh [parts]
-# parts (default: all but split): conformance bench7b bench7bk benchtiny split. Profiling, tuning and host-registration probes of earlier
+# parts (default: all but split): conformance bench7b bench7bk benchtiny batch split. Profiling, tuning and host-registration probes of earlier
 # sessions are in git history (before issue 15); their results are in docs/benchmarks.md.
 set -uo pipefail
 DEV=${DEV:-.device}
 OUT=${OUT:-./out}
-PARTS=${*:-conformance bench7b bench7bk benchtiny}
+PARTS=${*:-conformance bench7b bench7bk benchtiny batch}
 mkdir -p "$OUT"
 S=$OUT/summary.txt
 if [ ! -x /tmp/dn/dotnet ]; then mkdir -p /tmp/dn && tar xzf "$DEV/rt.tgz" -C /tmp/dn; fi
@@ -78,7 +78,8 @@ for line in sys.stdin:
     except ValueError: continue
     r["label"] = label
     out.write(json.dumps(r) + "\n")
-    test = f"pp{r.get('n_prompt')}" if r.get("n_prompt") else f"tg{r.get('n_gen')}"
+    test = r.get("test") or (f"pp{r.get('n_prompt')}" if r.get("n_prompt") else f"tg{r.get('n_gen')}")
+    if r.get("n_sequences"): test += f" ({r.get('avg_ts_per_sequence', 0):.1f} t/s per sequence)"
     summary.write(f"  {r.get('model_type')} | {r.get('backends')} | {r.get('memory_mode', '')} import={r.get('host_import', '')} owned={r.get('weights_owned_bytes', 0) // 1000000}MB imported={r.get('weights_imported_bytes', 0) // 1000000}MB | {test} | "
                   f"{r.get('avg_ts', 0):.1f} ± {r.get('stddev_ts', 0):.1f} t/s | load {r.get('load_ms', 0):.0f} ms"
                   + (f" | split {r.get('split_mode')} {r.get('tensor_split') or 'free-memory'} on {r.get('split_devices')} devices, "
@@ -116,5 +117,12 @@ if has split; then
   # 7B-shaped Q4_0: one device (split mode none) against the split 1:1, one repetition each.
   bench 7b-q4_0-split 150 -m synthetic:llama7b:Q4_0 --backend cuda -sm none,layer -ts 1/1 -r 1 -p 512 -n 128
   unset PLUGINENGINE_CUDA_VIRTUAL_DEVICES
+fi
+if has batch; then
+  # Continuous batching (docs/batching.md): 8 concurrent greedy requests on CUDA must each equal the request sent alone
+  # (PASS/FAIL line), then aggregate decode t/s with 1, 4, 16 and 64 sequences decoding together on the 7B-shaped model
+  # (generated into $PLUGINENGINE_CACHE by bench7b when that ran first; about a minute otherwise).
+  { echo "== pluginengine conformance --backend cuda --batching"; timeout -k 10 120 "${PE[@]}" conformance "${PLUGINS[@]}" --backend cuda --batching 2>&1; echo "exit $?"; } >>"$S"
+  bench 7b-q4_0-parallel 240 -m synthetic:llama7b:Q4_0 --backend cuda --parallel 1,4,16,64 -n 32 -r 2
 fi
 echo "== done $(date -u)" >>"$S"

@@ -7,8 +7,9 @@ namespace PluginEngine.Server;
 public static class SchedulerFactory
 {
     /// <summary>
-    /// <paramref name="slots"/> = 1: <see cref="SequentialCompletionScheduler"/>. More slots need continuous batching
-    /// (BatchedCompletionScheduler), which is not in this build yet: <see cref="NotSupportedException"/> says so.
+    /// <paramref name="slots"/> = 1: <see cref="SequentialCompletionScheduler"/> (one request at a time, the baseline). More
+    /// slots: <see cref="BatchedCompletionScheduler"/> (continuous batching: every busy slot advances in one forward pass;
+    /// docs/batching.md), each slot with <paramref name="slotContext"/>'s context size.
     /// </summary>
     /// <param name="slotContext">Each slot's context (its size is what one request's prompt + answer may use).</param>
     /// <param name="queueCapacity">Requests that may wait for a slot before new ones get HTTP 503.</param>
@@ -18,7 +19,7 @@ public static class SchedulerFactory
         return slots switch
         {
             1 => new SequentialCompletionScheduler(model, slotContext, queueCapacity),
-            _ => throw new NotSupportedException($"-np {slots}: serving several sequences at once needs continuous batching, which is not available yet in this build; use -np 1 (requests are then queued and answered one at a time)"),
+            _ => BatchedCompletionScheduler.Create(model, slotContext, slots, queueCapacity),
         };
     }
 }

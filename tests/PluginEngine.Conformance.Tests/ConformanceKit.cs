@@ -7,6 +7,8 @@ public sealed class Ops : OpConformanceTests;
 
 public sealed class FusedOps : FusedOpConformanceTests;
 
+public sealed class SegmentOps : SegmentOpConformanceTests;
+
 public sealed class BufferContract : BufferContractTests;
 
 public sealed class RopeFrequencyFactorModels : RopeFrequencyFactorModelTests;

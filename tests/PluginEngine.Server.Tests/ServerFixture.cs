@@ -23,7 +23,10 @@ public sealed class ServerFixture : IAsyncLifetime
     public const string ModelId = "demo";
     public const int SlotContext = 512;
 
-    /// <summary>-np of the served model (PLUGINENGINE_TEST_SLOTS, default 1).</summary>
+    /// <summary>
+    /// -np of the served model (PLUGINENGINE_TEST_SLOTS, default 1; 4 runs the same tests over continuous batching, which checks that
+    /// concurrent requests do not disturb each other; the serve-process tests run the command's default, -np 1).
+    /// </summary>
     public static int Slots { get; } = int.TryParse(Environment.GetEnvironmentVariable("PLUGINENGINE_TEST_SLOTS"), out int n) && n > 0 ? n : 1;
 
     public static string RepoRoot { get; } = FindRepoRoot();
@@ -41,10 +44,16 @@ public sealed class ServerFixture : IAsyncLifetime
         throw new InvalidOperationException($"no PluginEngine.sln above {AppContext.BaseDirectory}");
     }
 
-    /// <summary>The demo model on the CPU plugin (one thread), loaded through the repository's plugins.json as the CLI does.</summary>
+    /// <summary>
+    /// The demo model's shape with Q4_0 weights on the CPU plugin (one thread), loaded through the repository's plugins.json
+    /// as the CLI does. Q4_0 because the CPU's Q4_0 kernels give every token the same bits whatever else is in its batch, so
+    /// a request's greedy text is the same alone and batched; the demo file's Q8_0 rounds differently in the many-token
+    /// kernels (docs/batching.md), which on random weights can flip a near-tie.
+    /// </summary>
     public static LoadedModel LoadDemo()
     {
-        var validated = LoadedModel.Validate(Core.Gguf.GgufReader.Read(DemoModel.EnsureExists()));
+        string file = DemoModel.EnsureExists(SyntheticModelSpec.Demo with { WeightType = SyntheticWeightType.Q4_0 }, $"demo-q4_0-v{DemoModel.Version}.gguf");
+        var validated = LoadedModel.Validate(Core.Gguf.GgufReader.Read(file));
         var config = PluginConfigLocator.Locate(Path.Combine(RepoRoot, "plugins.json")).WithCpuThreads(1);
         var host = PluginHost.Load(config, NullLoggerFactory.Instance);
         var cpu = host.GetCpu().Devices[0];

@@ -58,9 +58,15 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// always asks for READ_ONLY where the device supports it (needed to register a read-only file mapping). Environment:
 /// PLUGINENGINE_HIP_READONLY_REGISTER.
 /// </param>
+/// <param name="SegmentKernels">
+/// <c>segment_kernels: on</c> (default): a multi-sequence batch's RopeAndStoreKvSegments and AttentionSegments run as one
+/// launch each over every segment (kernels.cu rope_store_kv_rows, attention_rows_*; docs/batching.md#backends); <c>off</c>:
+/// the interface's default loop, one RopeAndStoreKv and one Attention launch per segment. Environment:
+/// PLUGINENGINE_CUDA_SEGMENT_KERNELS / PLUGINENGINE_HIP_SEGMENT_KERNELS.
+/// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
-                                        bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true)
+                                        bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true)
 {
     /// <summary>
     /// Positions per attention block in a split decode step: 8 steps of the block's 16 warps x 4 positions. Measured on an H100
@@ -81,8 +87,9 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool fusion = Choice(options, environment, "fusion", P + "FUSION", "on", "off");
         bool pdl = Choice(options, environment, "pdl", P + "PDL", "on", "off");
         bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
+        bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
-                                    Int8SmallBatch: smallBatch);
+                                    Int8SmallBatch: smallBatch, SegmentKernels: segments);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
@@ -93,8 +100,9 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool fusion = Choice(options, environment, "fusion", P + "FUSION", "on", "off");
         bool readOnly = Choice(options, environment, "readonly_register", P + "READONLY_REGISTER", "on", "off", defaultFirst: false);
         bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
+        bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
         return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
-                                    ReadAttentionChunk(options, environment, P), readOnly, smallBatch);
+                                    ReadAttentionChunk(options, environment, P), readOnly, smallBatch, segments);
     }
 
     /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>

@@ -753,6 +753,96 @@ ATTENTION_KERNEL(attention_decode_f16, true, 4)
 ATTENTION_SPLIT_KERNEL(attention_split_f32, false)
 ATTENTION_SPLIT_KERNEL(attention_split_f16, true)
 
+// ---- Multi-sequence batches (docs/batching.md#backends). A batch holds segments of several sequences, each with its own
+// ---- positions and KV slot; the host uploads one table for the whole batch: rowInfo[2t] is row t's position in its
+// ---- sequence and rowInfo[2t + 1] the cache row where its sequence's position 0 lives. One launch covers every segment.
+
+// rope_store_kv for a multi-sequence batch: row t is rotated at position rowInfo[2t] and its k/v stored at cache row
+// rowInfo[2t + 1] + rowInfo[2t]. Work items as in rope_store_kv.
+extern "C" __global__ void rope_store_kv_rows(float* q, float* k, const float* v, void* kCache, void* vCache, int f16, int tokens, int heads,
+                                              int kvHeads, int headSize, int dims, const int* rowInfo, float freqBase, float freqScale, int neox,
+                                              const float* factors)
+{
+    PDL_ENTRY();
+    int half = dims >> 1, kItems = half + (headSize - dims);
+    i64 qTotal = (i64)tokens * heads * half, kTotal = (i64)tokens * kvHeads * kItems, kvd = (i64)kvHeads * headSize;
+    i64 vTotal = (i64)tokens * kvd;
+    for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < qTotal + kTotal + vTotal; idx += (i64)gridDim.x * blockDim.x)
+    {
+        if (idx < qTotal)
+        {
+            int i = (int)(idx % half);
+            i64 th = idx / half;
+            float* row = q + th * headSize;
+            float c, s;
+            rope_cos_sin(rowInfo[2 * (th / heads)], i, dims, freqBase, freqScale, factors, &c, &s);
+            int a, b;
+            rope_pair(i, dims, neox, &a, &b);
+            float xa = row[a], xb = row[b];
+            row[a] = xa * c - xb * s;
+            row[b] = xb * c + xa * s;
+        }
+        else if (idx < qTotal + kTotal)
+        {
+            i64 j = idx - qTotal;
+            int i = (int)(j % kItems);
+            i64 th = j / kItems; // token * kvHeads + kv head
+            int t = (int)(th / kvHeads), position = rowInfo[2 * t];
+            float* row = k + th * headSize;
+            i64 cacheRow = ((i64)rowInfo[2 * t + 1] + position) * kvd + (th - (i64)t * kvHeads) * headSize;
+            if (i < half)
+            {
+                float c, s;
+                rope_cos_sin(position, i, dims, freqBase, freqScale, factors, &c, &s);
+                int a, b;
+                rope_pair(i, dims, neox, &a, &b);
+                float xa = row[a], xb = row[b];
+                float ra = xa * c - xb * s, rb = xb * c + xa * s;
+                row[a] = ra;
+                row[b] = rb;
+                store_cache(kCache, f16, cacheRow + a, ra);
+                store_cache(kCache, f16, cacheRow + b, rb);
+            }
+            else
+            {
+                int e = dims + (i - half);
+                store_cache(kCache, f16, cacheRow + e, row[e]);
+            }
+        }
+        else
+        {
+            i64 j = idx - qTotal - kTotal;
+            int t = (int)(j / kvd);
+            store_cache(vCache, f16, ((i64)rowInfo[2 * t + 1] + rowInfo[2 * t]) * kvd + (j - (i64)t * kvd), v[j]);
+        }
+    }
+}
+
+// Attention for a multi-sequence batch: one block per (head, row); row t attends over cache rows rowInfo[2t + 1] ..
+// rowInfo[2t + 1] + rowInfo[2t] (its own sequence, causal). No fused quantization and no split: the rows of a batch give
+// heads x rows blocks, enough to fill the device without splitting a history.
+template <bool F16>
+__device__ __forceinline__ void attention_rows(const float* q, const void* k, const void* v, float* out, const int* rowInfo, int heads,
+                                               int kvHeads, int headSize, float scale)
+{
+    __shared__ AttentionShared sh;
+    int h = blockIdx.x, t = blockIdx.y;
+    i64 o0 = ((i64)t * heads + h) * headSize, kvStride = (i64)kvHeads * headSize, slot = (i64)rowInfo[2 * t + 1] * kvStride;
+    const void* ks = F16 ? (const void*)((const u16*)k + slot) : (const void*)((const float*)k + slot);
+    const void* vs = F16 ? (const void*)((const u16*)v + slot) : (const void*)((const float*)v + slot);
+    float mAll, factor[ATT_WARPS], denominator;
+    attend<F16, 1>(q + o0, ks, vs, h / (heads / kvHeads), kvStride, headSize, scale, 0, rowInfo[2 * t] + 1, sh, &mAll, factor, &denominator);
+    write_head(out + o0, headSize, o0, (i8*)0, (XScale*)0, [&](int e) { return block_numerator(sh, factor, e) / denominator; });
+}
+
+#define ATTENTION_ROWS_KERNEL(name, F16)                                                                                \
+    extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, const int* rowInfo, \
+                                    int heads, int kvHeads, int headSize, float scale)                                  \
+    { PDL_ENTRY(); attention_rows<F16>(q, k, v, out, rowInfo, heads, kvHeads, headSize, scale); }
+
+ATTENTION_ROWS_KERNEL(attention_rows_f32, false)
+ATTENTION_ROWS_KERNEL(attention_rows_f16, true)
+
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
 // y = silu(gate) * up. When xq is not null (n a multiple of 32), y is also quantized to 8-bit blocks for the down

@@ -38,7 +38,7 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
         "avg_ns", "stddev_ns", "avg_ts", "stddev_ts", "samples_ns", "samples_ts",
         "load_ms", "weights_owned_bytes", "weights_imported_bytes", "host_mapped_bytes", "host_registered_bytes",
         "hugepages_before", "hugepages_after", "context_bytes", "device_memory", "process_rss_bytes", "device_copies",
-        "split_mode", "tensor_split", "split_devices", "device_transfers", "ratio_vs_llamacpp",
+        "split_mode", "tensor_split", "split_devices", "device_transfers", "ratio_vs_llamacpp", "n_sequences", "avg_ts_per_sequence",
     ];
 
     private (int ExitCode, string Out, string Err) Bench(params string[] args)
@@ -141,6 +141,26 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
         int threadsColumn = Array.IndexOf(header, "threads");
         Assert.Equal(6, tableRows.Count(r => r.Split('|')[threadsColumn].Trim() == "1"));
         Assert.Equal(6, tableRows.Count(r => r.Split('|')[threadsColumn].Trim() == "2"));
+    }
+
+    [Fact]
+    public void Parallel_rows_are_concurrent_decode_tests_with_aggregate_and_per_sequence_rates()
+    {
+        var (code, output, error) = Bench(Tiny("--parallel", "1,3", "-n", "2", "--parallel-prompt", "4", "-o", "json"));
+
+        Assert.True(code == ExitCodes.Success, error);
+        var rows = JsonDocument.Parse(output).RootElement.EnumerateArray().ToArray();
+        Assert.Equal(["tg2 x1 @ d4", "tg2 x3 @ d4"], rows.Select(r => r.GetProperty("test").GetString()));
+        Assert.Equal([1, 3], rows.Select(r => r.GetProperty("n_sequences").GetInt32()));
+        foreach (var row in rows)
+        {
+            double aggregate = row.GetProperty("avg_ts").GetDouble();
+            Assert.True(aggregate > 0);
+            Assert.Equal(aggregate / row.GetProperty("n_sequences").GetInt32(), row.GetProperty("avg_ts_per_sequence").GetDouble(), 9);
+        }
+        var (badCode, _, badError) = Bench(Tiny("--parallel", "2", "-p", "8"));
+        Assert.Equal(ExitCodes.UserError, badCode);
+        Assert.Contains("--parallel runs concurrent-decode tests only", badError);
     }
 
     [Fact]

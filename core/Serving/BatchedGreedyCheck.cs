@@ -1,0 +1,89 @@
+using System.Diagnostics;
+using PluginEngine.Abstractions;
+using PluginEngine.Core.Conformance;
+using PluginEngine.Core.Inference;
+using PluginEngine.Core.Loading;
+using PluginEngine.Core.Models;
+using PluginEngine.Core.Sampling;
+
+namespace PluginEngine.Core.Serving;
+
+/// <summary>
+/// The batching check of <c>pluginengine conformance</c> (docs/batching.md#checks): on a generated Q4_0 model loaded on one
+/// backend, <see cref="Requests"/> greedy requests submitted together to a <see cref="BatchedCompletionScheduler"/> of as
+/// many slots must each get exactly the tokens and text it gets when sent alone (a one-slot scheduler, one request at a
+/// time). The prompts have different lengths and the step budget is smaller than their sum, so prompt chunks share steps
+/// with other sequences' decode tokens.
+/// </summary>
+public static class BatchedGreedyCheck
+{
+    /// <summary>Concurrent requests.</summary>
+    public const int Requests = 8;
+
+    private const int MaxTokens = 24;
+    private static readonly ContextOptions Options = new(ContextSize: 64, BatchSize: 32);
+
+    /// <summary>Runs the check on <paramref name="device"/> (with <paramref name="cpu"/> for op fallback, may be null).</summary>
+    public static ModelCheckResult Run(IBackendDevice device, IBackendDevice? cpu, string modelFolder)
+    {
+        string name = $"batching: {Requests} concurrent greedy requests equal each alone ({device.Description.Backend})";
+        try
+        {
+            using var model = LoadedModel.Load(Model(modelFolder), new ModelLoadOptions(device, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance);
+            var requests = Enumerable.Range(0, Requests).Select(i => new CompletionRequest
+            {
+                PromptTokens = [1, .. Enumerable.Range(0, 3 + 2 * i).Select(k => 10 + (i * 37 + k * 11) % 480)],
+                MaxTokens = MaxTokens, Sampling = SamplerSettings.Greedy, EndTokens = new HashSet<int> { model.Tokenizer.EosTokenId },
+            }).ToArray();
+
+            // One scheduler at a time: both drive the model's device queues, which one thread at a time may use.
+            var alone = new List<CompletionResult>();
+            long aloneSteps;
+            using (var single = new BatchedCompletionScheduler(model, Options, slots: 1, queueCapacity: Requests))
+            {
+                foreach (var r in requests) alone.Add(single.SubmitAsync(r).GetAwaiter().GetResult());
+                aloneSteps = single.Statistics.Steps;
+            }
+            var clock = Stopwatch.StartNew();
+            CompletionResult[] together;
+            long steps;
+            using (var batched = new BatchedCompletionScheduler(model, Options, slots: Requests, queueCapacity: Requests))
+            {
+                together = Task.WhenAll(requests.Select(r => batched.SubmitAsync(r))).GetAwaiter().GetResult();
+                steps = batched.Statistics.Steps;
+            }
+            for (int i = 0; i < Requests; i++)
+            {
+                var (a, b) = (alone[i].Tokens, together[i].Tokens);
+                int at = 0;
+                while (at < a.Count && at < b.Count && a[at] == b[at]) at++;
+                if (at < a.Count || at < b.Count)
+                    return new(name, false, $"request {i} ({requests[i].PromptTokens.Count}-token prompt): token {at} is {Show(b, at)} batched, {Show(a, at)} alone");
+                if (alone[i].Text != together[i].Text)
+                    return new(name, false, $"request {i}: the same tokens gave different text");
+            }
+            int generated = together.Sum(r => r.GeneratedTokens);
+            return new(name, true, $"{generated} tokens in {steps} batched steps ({aloneSteps} alone), {clock.Elapsed.TotalMilliseconds:F0} ms batched");
+        }
+        catch (Exception e)
+        {
+            return new(name, false, $"{e.GetType().Name}: {e.Message}");
+        }
+    }
+
+    private static string Show(IReadOnlyList<int> tokens, int at) => at < tokens.Count ? tokens[at].ToString(System.Globalization.CultureInfo.InvariantCulture) : "(end)";
+
+    /// <summary>A small generated Q4_0 model (d = 768, ff = 1280: not multiples of 512), written once into <paramref name="folder"/>.</summary>
+    private static string Model(string folder)
+    {
+        Directory.CreateDirectory(folder);
+        string path = Path.Combine(folder, "batching-q4_0.gguf");
+        if (!File.Exists(path))
+            SyntheticModel.Write(new SyntheticModelSpec
+            {
+                Name = "batching-check", VocabularySize = 512, EmbeddingLength = 768, BlockCount = 2, HeadCount = 12, KvHeadCount = 4,
+                FeedForwardLength = 1280, ContextLength = 256, WeightType = SyntheticWeightType.Q4_0, Seed = 13,
+            }, path);
+        return path;
+    }
+}
