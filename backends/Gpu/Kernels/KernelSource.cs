@@ -141,7 +141,7 @@ internal static class KernelSource
             yield return $"matmul_q8_{WeightSuffix(t)}";
         }
         foreach (var t in DequantizeF16Types) yield return $"dequantize_f16_{WeightSuffix(t)}";
-        foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "attention_f32", "attention_f16", "attention_decode_f32", "attention_decode_f16", "attention_split_f32", "attention_split_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
+        foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "attention_f32", "attention_f16", "attention_decode_f32", "attention_decode_f16", "attention_split_f32", "attention_split_f16", "rope_store_kv_rows", "attention_rows_f32", "attention_rows_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
             yield return k;
     }
 

@@ -88,7 +88,7 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.CudaDefault;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        Assert.Equal(3 * 8 + 3 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 16, names.Count);
+        Assert.Equal(3 * 8 + 3 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 19, names.Count);
         foreach (var type in KernelSource.WeightTypes)
             Assert.Contains($"WEIGHT_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.Int8MatVecTypes)
