@@ -376,11 +376,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             return;
         }
         ForgetQuantizedX();
-        if (kCache.Type != vCache.Type) throw new ArgumentException($"{_backend}: K cache is {kCache.Type}, V cache is {vCache.Type}; they must match");
-        if (kCache.Type is not (GgmlType.F32 or GgmlType.F16)) throw new NotSupportedException($"{_backend}: attention over a {kCache.Type} cache");
-        if (p.HeadSize <= 0 || p.HeadSize > LaunchGeometry.AttentionMaxHeadSize)
-            throw new NotSupportedException($"{_backend}: attention head size {p.HeadSize} (1..{LaunchGeometry.AttentionMaxHeadSize} supported)");
-        if (p.KvHeads <= 0 || p.Heads % p.KvHeads != 0) throw new ArgumentException($"{_backend}: {p.Heads} heads are not a multiple of {p.KvHeads} KV heads");
+        CheckAttention(kCache, vCache, p);
         int tokens = UploadSegmentRows(segments);
         if (tokens == 0) return;
         ulong pq = Ptr(q), pk = Ptr(kCache), pv = Ptr(vCache), po = Ptr(output), rows = _segmentRows;
@@ -539,14 +535,20 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             throw new ArgumentOutOfRangeException(nameof(rope), $"{_backend}: RoPE dims {rope.Dims} must be even and in 1..{headSize}");
     }
 
-    public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
+    /// <summary>What both attention kernels (one sequence, and a batch's segments) require of the caches and the heads.</summary>
+    private void CheckAttention(DeviceTensor kCache, DeviceTensor vCache, AttentionParams p)
     {
-        ForgetQuantizedX();
         if (kCache.Type != vCache.Type) throw new ArgumentException($"{_backend}: K cache is {kCache.Type}, V cache is {vCache.Type}; they must match");
         if (kCache.Type is not (GgmlType.F32 or GgmlType.F16)) throw new NotSupportedException($"{_backend}: attention over a {kCache.Type} cache");
         if (p.HeadSize <= 0 || p.HeadSize > LaunchGeometry.AttentionMaxHeadSize)
             throw new NotSupportedException($"{_backend}: attention head size {p.HeadSize} (1..{LaunchGeometry.AttentionMaxHeadSize} supported)");
         if (p.KvHeads <= 0 || p.Heads % p.KvHeads != 0) throw new ArgumentException($"{_backend}: {p.Heads} heads are not a multiple of {p.KvHeads} KV heads");
+    }
+
+    public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
+    {
+        ForgetQuantizedX();
+        CheckAttention(kCache, vCache, p);
         if (p.Tokens <= 0) return;
         _rt.MakeCurrent();
         ulong pq = Ptr(q), pk = Ptr(kCache), pv = Ptr(vCache), po = Ptr(output);

@@ -31,8 +31,7 @@ public sealed class BatchedCompletionScheduler : ICompletionScheduler
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile bool _closed;                       // no new requests (drain or dispose began)
     private volatile bool _cancelAll;                    // cancel every running and queued request at the next step
-    private int _busy;
-    private long _completed, _promptTokens, _generatedTokens, _steps;
+    private readonly SchedulerCounters _counters = new();
 
     /// <summary>A scheduler over <paramref name="context"/> (its <see cref="LlamaContext.Sequences"/> are the slots); the caller keeps owning the context.</summary>
     public BatchedCompletionScheduler(LlamaContext context, ITokenizer tokenizer, int queueCapacity)
@@ -92,8 +91,7 @@ public sealed class BatchedCompletionScheduler : ICompletionScheduler
         {
             int queued;
             lock (_lock) queued = _queue.Count;
-            return new SchedulerStatistics(Slots, Volatile.Read(ref _busy), queued, Interlocked.Read(ref _completed),
-                Interlocked.Read(ref _promptTokens), Interlocked.Read(ref _generatedTokens), Interlocked.Read(ref _steps));
+            return _counters.Snapshot(Slots, queued);
         }
     }
 
@@ -116,8 +114,7 @@ public sealed class BatchedCompletionScheduler : ICompletionScheduler
             job.Registration = cancellation.Register(static state => { var (scheduler, j) = ((BatchedCompletionScheduler, Job))state!; scheduler.CancelQueued(j); }, (this, job));
         lock (_lock)
         {
-            // Requests the worker will put into a free slot at its next step are not waiting: only the rest count against the capacity.
-            if (_closed || _queue.Count >= _queueCapacity + (Slots - Volatile.Read(ref _busy)))
+            if (_closed || _counters.QueueFull(_queue.Count, _queueCapacity, Slots))
             {
                 job.Registration.Dispose();
                 ObjectDisposedException.ThrowIf(_closed, this);
@@ -168,7 +165,7 @@ public sealed class BatchedCompletionScheduler : ICompletionScheduler
             while (true)
             {
                 Admit();
-                if (_busy == 0)
+                if (_counters.Busy == 0)
                 {
                     bool idle;
                     lock (_lock) idle = _queue.Count == 0;
@@ -213,7 +210,7 @@ public sealed class BatchedCompletionScheduler : ICompletionScheduler
             }
             if (job.Cancellation.IsCancellationRequested) { job.Slot = -1; Finish(job, ChatStopReason.Cancelled); continue; }
             _slots[job.Slot] = job;
-            _busy++;
+            _counters.AddBusy(1);
             _context.ClearSequence(job.Slot);
             job.Admitted = Stopwatch.GetTimestamp();
         }
@@ -252,7 +249,7 @@ public sealed class BatchedCompletionScheduler : ICompletionScheduler
             for (int i = 0; i < entries; i++) Release(_batch[i].Slot, ChatStopReason.Cancelled, e);
             return;
         }
-        Interlocked.Increment(ref _steps);
+        _counters.StepDone();
 
         int row = 0;
         for (int i = 0; i < entries; i++)
@@ -267,7 +264,7 @@ public sealed class BatchedCompletionScheduler : ICompletionScheduler
             else
             {
                 job.PromptEvaluated += entry.Tokens;
-                Interlocked.Add(ref _promptTokens, entry.Tokens);
+                _counters.PromptEvaluated(entry.Tokens);
                 if (!entry.WantsLogits) continue;
                 job.PromptDone = true;
                 job.PromptEnd = Stopwatch.GetTimestamp();
@@ -292,7 +289,7 @@ public sealed class BatchedCompletionScheduler : ICompletionScheduler
         int next = job.Sampler.Sample(logits, job.History.AsSpan(job.HistoryCount - recent, recent));
         job.Generated++;
         job.Sampled.Add(next);
-        Interlocked.Increment(ref _generatedTokens);
+        _counters.TokenGenerated();
         if (job.Request.EndTokens.Contains(next)) return ChatStopReason.EndOfTurn;
         Hand(job, job.Filter.Append(job.Decoder.Append(next)));
         if (job.Filter.Stopped) return ChatStopReason.StopSequence;
@@ -312,7 +309,7 @@ public sealed class BatchedCompletionScheduler : ICompletionScheduler
     {
         var job = _slots[slot]!;
         _slots[slot] = null;
-        _busy--;
+        _counters.AddBusy(-1);
         Finish(job, reason, error);
     }
 
@@ -321,7 +318,7 @@ public sealed class BatchedCompletionScheduler : ICompletionScheduler
         if (job.Done) return;
         job.Done = true;
         job.Registration.Dispose();
-        Interlocked.Increment(ref _completed);
+        _counters.RequestCompleted();
         if (error is not null) { job.Completion.TrySetException(error); return; }
         try
         {

@@ -28,8 +28,7 @@ public sealed class SequentialCompletionScheduler : ICompletionScheduler
     private readonly float[] _logits;
     private readonly int[] _history;                    // the running request's tokens (prompt + sampled), for the repeat penalty
     private bool _closed;                               // no new requests (drain or dispose began); guarded by _lock
-    private int _busy;
-    private long _completed, _promptTokens, _generatedTokens, _steps;
+    private readonly SchedulerCounters _counters = new();
     private bool _disposed;
 
     /// <summary>A queued or running request and the task its caller awaits.</summary>
@@ -71,8 +70,7 @@ public sealed class SequentialCompletionScheduler : ICompletionScheduler
         {
             int queued;
             lock (_lock) queued = _queue.Count;
-            return new SchedulerStatistics(Slots, Volatile.Read(ref _busy), queued, Interlocked.Read(ref _completed),
-                Interlocked.Read(ref _promptTokens), Interlocked.Read(ref _generatedTokens), Interlocked.Read(ref _steps));
+            return _counters.Snapshot(Slots, queued);
         }
     }
 
@@ -83,8 +81,7 @@ public sealed class SequentialCompletionScheduler : ICompletionScheduler
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_closed, this);
-            // The queue also briefly holds a request the idle worker is about to take: that one is not waiting.
-            if (_queue.Count >= _queueCapacity + (Slots - Volatile.Read(ref _busy)))
+            if (_counters.QueueFull(_queue.Count, _queueCapacity, Slots))
                 throw new SchedulerQueueFullException($"the queue is full ({_queueCapacity} requests waiting for {Slots} slot); retry later");
             job.Node = _queue.AddLast(job);
         }
@@ -118,7 +115,7 @@ public sealed class SequentialCompletionScheduler : ICompletionScheduler
             if (job.Node?.List is null) return; // already taken by the worker (or finished)
             _queue.Remove(job.Node);
         }
-        Interlocked.Increment(ref _completed);
+        _counters.RequestCompleted();
         var waited = Stopwatch.GetElapsedTime(job.SubmittedAt);
         job.Completion.TrySetResult(new CompletionResult("", [], ChatStopReason.Cancelled, job.Request.PromptTokens.Count, 0, waited, TimeSpan.Zero, TimeSpan.Zero));
     }
@@ -150,7 +147,7 @@ public sealed class SequentialCompletionScheduler : ICompletionScheduler
                     else continue;
                 }
                 job.Registration.Dispose(); // the worker owns the job now; its cancellation is checked between steps
-                Volatile.Write(ref _busy, 1);
+                _counters.AddBusy(1);
                 try
                 {
                     job.Completion.TrySetResult(Run(job));
@@ -161,8 +158,8 @@ public sealed class SequentialCompletionScheduler : ICompletionScheduler
                 }
                 finally
                 {
-                    Volatile.Write(ref _busy, 0);
-                    Interlocked.Increment(ref _completed);
+                    _counters.AddBusy(-1);
+                    _counters.RequestCompleted();
                 }
             }
             // Closed with nothing queued: anything that slipped in cannot be run.
@@ -197,8 +194,8 @@ public sealed class SequentialCompletionScheduler : ICompletionScheduler
             int n = Math.Min(_context.BatchSize, promptCount - evaluated);
             _context.Evaluate(_history.AsSpan(evaluated, n), _logits);
             evaluated += n;
-            Interlocked.Add(ref _promptTokens, n);
-            Interlocked.Increment(ref _steps);
+            _counters.PromptEvaluated(n);
+            _counters.StepDone();
         }
         var promptTime = clock.Elapsed;
         clock.Restart();
@@ -215,7 +212,7 @@ public sealed class SequentialCompletionScheduler : ICompletionScheduler
                 if (_context.Position >= _context.ContextSize) { reason = ChatStopReason.ContextFull; break; }
                 pending = null;
                 _context.Evaluate(MemoryMarshal.CreateReadOnlySpan(ref _history[length - 1], 1), _logits);
-                Interlocked.Increment(ref _steps);
+                _counters.StepDone();
             }
             if (Cancelled(job)) { reason = ChatStopReason.Cancelled; break; }
             if (sampled.Count >= request.MaxTokens) { reason = ChatStopReason.Length; break; }
@@ -224,7 +221,7 @@ public sealed class SequentialCompletionScheduler : ICompletionScheduler
             int recent = Math.Min(length, sampler.Settings.RepeatLastN);
             int next = sampler.Sample(_logits, _history.AsSpan(length - recent, recent));
             sampled.Add(next);
-            Interlocked.Increment(ref _generatedTokens);
+            _counters.TokenGenerated();
             if (request.EndTokens.Contains(next)) { reason = ChatStopReason.EndOfTurn; break; }
             _history[length++] = next;
             pending = next;

@@ -293,16 +293,16 @@ public abstract class FusedOpConformanceTests
         float[] factors = FrequencyFactors(dims / 2);
         // Each cache is one row longer than its capacity and starts one row in (a non-zero offset, as a layer's cache in a
         // shared buffer); every byte outside the batch's rows is a finite sentinel that must survive.
-        byte[] kSentinel = Encode(cacheType, TestData.Random(24, (capacity + 1) * kvd, 50f));
-        byte[] vSentinel = Encode(cacheType, TestData.Random(25, (capacity + 1) * kvd, 50f));
+        byte[] kSentinel = CacheBytes.Encode(cacheType, TestData.Random(24, (capacity + 1) * kvd, 50f));
+        byte[] vSentinel = CacheBytes.Encode(cacheType, TestData.Random(25, (capacity + 1) * kvd, 50f));
 
         (float[] Q, float[] K, byte[] KCache, byte[] VCache) Run(DeviceSession s, bool fused, bool useFactors)
         {
             var qt = s.Floats(q);
             var kt = s.Floats(k);
             var vt = s.Floats(v);
-            var kc = Bytes(s, cacheType, kSentinel);
-            var vc = Bytes(s, cacheType, vSentinel);
+            var kc = CacheBytes.Upload(s, cacheType, kSentinel);
+            var vc = CacheBytes.Upload(s, cacheType, vSentinel);
             DeviceTensor? f = useFactors ? s.Floats([0f, 0f, 0f, .. factors]).Skip(3) : null; // at a non-zero offset, as in a weights buffer
             if (fused) s.Queue.RopeAndStoreKv(qt, kt, vt, kc.Skip(kvd), vc.Skip(kvd), p, rope, f);
             else // the reference only rotates: the target's cache rows are checked against its rotated k and against v, in F32
@@ -339,7 +339,7 @@ public abstract class FusedOpConformanceTests
         double cacheTolerance = cacheType == GgmlType.F16 ? 3e-3 : 1e-4; // F16: rounding of 2^-11 of values up to ~4.3 x rms
         foreach (var (name, cache, sentinel, values) in new[] { ("K", actual.KCache, kSentinel, expected.K), ("V", actual.VCache, vSentinel, v) })
         {
-            TestData.AssertClose(values, Decode(cacheType, cache.AsSpan(from, length)), cacheTolerance, $"{what}: {name} cache rows {firstPosition}..{firstPosition + tokens - 1}");
+            TestData.AssertClose(values, CacheBytes.Decode(cacheType, cache.AsSpan(from, length)), cacheTolerance, $"{what}: {name} cache rows {firstPosition}..{firstPosition + tokens - 1}");
             AssertBytesEqual(sentinel.AsSpan(0, from), cache.AsSpan(0, from), $"{what}: {name} cache before row {firstPosition}");
             AssertBytesEqual(sentinel.AsSpan(from + length), cache.AsSpan(from + length), $"{what}: {name} cache from row {firstPosition + tokens}");
         }
@@ -401,28 +401,6 @@ public abstract class FusedOpConformanceTests
         t.Buffer.Clear(Poison);
         return t;
     }
-
-    /// <summary>A tensor of <paramref name="type"/> holding <paramref name="bytes"/>.</summary>
-    private static DeviceTensor Bytes(DeviceSession s, GgmlType type, byte[] bytes)
-    {
-        var t = s.Zeros(bytes.Length / GgmlTypes.RowSize(type, 1), type);
-        t.Buffer.Upload(t.Offset, bytes);
-        return t;
-    }
-
-    private static byte[] Encode(GgmlType type, float[] values) => type switch
-    {
-        GgmlType.F32 => MemoryMarshal.AsBytes(values.AsSpan()).ToArray(),
-        GgmlType.F16 => MemoryMarshal.AsBytes(values.Select(f => (Half)f).ToArray().AsSpan()).ToArray(),
-        _ => throw new NotSupportedException($"cache type {type}"),
-    };
-
-    private static float[] Decode(GgmlType type, ReadOnlySpan<byte> bytes) => type switch
-    {
-        GgmlType.F32 => MemoryMarshal.Cast<byte, float>(bytes).ToArray(),
-        GgmlType.F16 => MemoryMarshal.Cast<byte, Half>(bytes).ToArray().Select(h => (float)h).ToArray(),
-        _ => throw new NotSupportedException($"cache type {type}"),
-    };
 
     private static void AssertPoisoned(ReadOnlySpan<byte> bytes, string what)
     {

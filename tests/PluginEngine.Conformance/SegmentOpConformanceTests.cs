@@ -57,12 +57,12 @@ public abstract class SegmentOpConformanceTests
 
         // Both caches start one row in (a non-zero offset, as a layer's cache in a shared buffer) and hold finite sentinels.
         int cacheRows = Slots * Capacity + 1;
-        byte[] kSentinel = Encode(cacheType, TestData.Random(31, (long)cacheRows * Kvd, 50f));
-        byte[] vSentinel = Encode(cacheType, TestData.Random(32, (long)cacheRows * Kvd, 50f));
-        var tk = Bytes(target, cacheType, kSentinel);
-        var tv = Bytes(target, cacheType, vSentinel);
-        var rk = Bytes(reference, cacheType, kSentinel);
-        var rv = Bytes(reference, cacheType, vSentinel);
+        byte[] kSentinel = CacheBytes.Encode(cacheType, TestData.Random(31, (long)cacheRows * Kvd, 50f));
+        byte[] vSentinel = CacheBytes.Encode(cacheType, TestData.Random(32, (long)cacheRows * Kvd, 50f));
+        var tk = CacheBytes.Upload(target, cacheType, kSentinel);
+        var tv = CacheBytes.Upload(target, cacheType, vSentinel);
+        var rk = CacheBytes.Upload(reference, cacheType, kSentinel);
+        var rv = CacheBytes.Upload(reference, cacheType, vSentinel);
         var written = new bool[cacheRows]; // rows some step stored (the others must keep their sentinel bytes)
 
         var positions = new int[Slots];
@@ -115,32 +115,11 @@ public abstract class SegmentOpConformanceTests
             {
                 var a = actual.AsSpan(row * rowBytes, rowBytes);
                 if (written[row])
-                    TestData.AssertClose(Decode(cacheType, expected.AsSpan(row * rowBytes, rowBytes)), Decode(cacheType, a), tolerance,
+                    TestData.AssertClose(CacheBytes.Decode(cacheType, expected.AsSpan(row * rowBytes, rowBytes)), CacheBytes.Decode(cacheType, a), tolerance,
                         $"{backend} segment ops {mode} {cacheType}: {name} cache row {row - 1} (slot {(row - 1) / Capacity}, position {(row - 1) % Capacity})");
                 else if (!a.SequenceEqual(sentinel.AsSpan(row * rowBytes, rowBytes)))
                     Assert.Fail($"{backend} segment ops {mode} {cacheType}: {name} cache row {row - 1} was written, but no segment stores there");
             }
         }
     }
-
-    private static DeviceTensor Bytes(DeviceSession s, GgmlType type, byte[] bytes)
-    {
-        var t = s.Zeros(bytes.Length / GgmlTypes.RowSize(type, 1), type);
-        t.Buffer.Upload(t.Offset, bytes);
-        return t;
-    }
-
-    private static byte[] Encode(GgmlType type, float[] values) => type switch
-    {
-        GgmlType.F32 => MemoryMarshal.AsBytes(values.AsSpan()).ToArray(),
-        GgmlType.F16 => MemoryMarshal.AsBytes(values.Select(f => (Half)f).ToArray().AsSpan()).ToArray(),
-        _ => throw new NotSupportedException($"cache type {type}"),
-    };
-
-    private static float[] Decode(GgmlType type, ReadOnlySpan<byte> bytes) => type switch
-    {
-        GgmlType.F32 => MemoryMarshal.Cast<byte, float>(bytes).ToArray(),
-        GgmlType.F16 => MemoryMarshal.Cast<byte, Half>(bytes).ToArray().Select(h => (float)h).ToArray(),
-        _ => throw new NotSupportedException($"cache type {type}"),
-    };
 }
