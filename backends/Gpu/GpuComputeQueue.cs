@@ -27,6 +27,8 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint _ropeStoreKvRows, _attentionRowsF32, _attentionRowsF16; // multi-sequence batches (docs/batching.md#backends)
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _matMulQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
+    private readonly nint[] _mmq = new nint[8 * 3]; // [slot * 3 + token-tile index]: int8 tensor-core matmuls (kernels.cu mmq_*)
+    private readonly bool _integerMma;            // the mmq kernels run here (CUDA sm_80+, option mma on)
     private readonly GpuKernelOptions _options;
     private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (GpuRuntime.ProgrammaticLaunch)
     private readonly IGpuBlas? _blas;
@@ -107,6 +109,10 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             _matMulQ8[KernelSlot(type)] = _rt.Function($"matmul_q8_{KernelSource.WeightSuffix(type)}");
         }
         foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
+        foreach (var type in KernelSource.MmaTypes)
+            for (int i = 0; i < LaunchGeometry.MmqTokenTiles.Count; i++)
+                _mmq[KernelSlot(type) * 3 + i] = _rt.Function(LaunchGeometry.MmqKernelName(KernelSource.WeightSuffix(type)!, LaunchGeometry.MmqTokenTiles[i]));
+        _integerMma = _rt.IntegerMma;
         _options = _rt.Options;
         _programmaticLaunch = _rt.ProgrammaticLaunch;
         _blas = _options.BlasPrompt ? _rt.Blas : null;
@@ -198,6 +204,14 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             targets.Set(0, pw, rowBytes, py, rows);
             MatVecQ8(slot, px, cols, ref targets);
         }
+        else if (UsesMma(w.Type, tokens))
+        {
+            var (xq, xs) = EnsureQuantizedX(px, cols, tokens);
+            int r = checked((int)rows), acc = accumulate ? 1 : 0, tiles = LaunchGeometry.MmqTiles(tokens);
+            void** args = stackalloc void*[] { &pw, &rowBytes, &r, &cols, &xq, &xs, &py, &tokens, &acc };
+            LaunchKernel(_mmq[slot * 3 + (tiles == 4 ? 2 : tiles - 1)], LaunchGeometry.Mmq(rows, tokens), args,
+                         _profile is null ? "mmq" : $"mmq {rows}x{cols} x{tokens}{(accumulate ? " +=" : "")}");
+        }
         else if (UsesInt8SmallBatch(w.Type, tokens))
         {
             var (xq, xs) = EnsureQuantizedX(px, cols, tokens);
@@ -221,6 +235,13 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private bool UsesInt8MatVec(GgmlType type, int tokens) => tokens == 1 && _options.Int8MatVec && _matVecQ8[KernelSlot(type)] != 0;
 
     /// <summary>
+    /// Whether a batch of 2 .. mma_max_tokens tokens on <paramref name="type"/> weights goes to the int8 tensor-core kernel
+    /// (mmq_*, CUDA sm_80 and later; docs/batching.md#on-the-gpu).
+    /// </summary>
+    private bool UsesMma(GgmlType type, int tokens)
+        => _integerMma && tokens > 1 && tokens <= _options.MmaMaxTokens && _options.Int8MatVec && _mmq[KernelSlot(type) * 3] != 0;
+
+    /// <summary>
     /// Whether a small batch (2 .. BlasMinTokens − 1 tokens: sequences decoding together, short prompt chunks) on
     /// <paramref name="type"/> weights goes to the int8 multi-token kernel (matmul_q8_*; docs/batching.md).
     /// </summary>
@@ -229,7 +250,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     /// <summary>Whether a matmul of this shape can add into its output in the same pass (int8 kernels or BLAS with β = 1).</summary>
     private bool Accumulates(GgmlType type, int tokens)
-        => UsesInt8MatVec(type, tokens) || UsesInt8SmallBatch(type, tokens) || (_blas is not null && LaunchGeometry.UsesBlas(tokens));
+        => UsesInt8MatVec(type, tokens) || UsesMma(type, tokens) || UsesInt8SmallBatch(type, tokens) || (_blas is not null && LaunchGeometry.UsesBlas(tokens));
 
     /// <summary>Forgets the quantized row when [y, y + floats) overlaps the row it was made from.</summary>
     private void ForgetQuantizedXIfWritten(ulong y, long floats)

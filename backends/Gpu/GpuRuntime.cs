@@ -62,6 +62,10 @@ internal sealed class GpuRuntime
     /// <summary>Which kernels and paths queues use.</summary>
     public GpuKernelOptions Options { get; }
 
+    /// <summary>Whether the int8 tensor-core matmuls (kernels.cu mmq_*) run: the <c>mma</c> option (CUDA only) on an sm_80 or later target.</summary>
+    public bool IntegerMma => Options.IntegerMma && Facts.Target.StartsWith("sm_", StringComparison.Ordinal)
+                              && int.TryParse(Facts.Target.AsSpan(3), out int arch) && arch >= 80;
+
     /// <summary>Whether kernels are launched with programmatic stream serialization (CUDA sm_90 with cuLaunchKernelEx and the option on).</summary>
     public bool ProgrammaticLaunch { get; }
 

@@ -24,12 +24,13 @@ public abstract class OpConformanceTests
                 foreach (var type in WeightTypes)
                 {
                     bool kQuant = GgmlTypes.Get(type).BlockSize == 256;
-                    // Row lengths: one not a multiple of 512 (slide), one just past a multiple; batch 1 (mat-vec), 3 and 11 (> one 8-token
-                    // tile), and 40: a prompt-sized batch (GPU backends switch to a GEMM library there, e.g. CUDA's cuBLAS from 32 tokens).
+                    // Row lengths: one not a multiple of 512 (slide), one just past a multiple; batch 1 (mat-vec), 3, 11 (> one 8-token
+                    // tile) and 20 (> one 16-token tile: CUDA's int8 mma kernels take 16 or 32 tokens per pass), and 40: a prompt-sized
+                    // batch (GPU backends switch to a GEMM library there, e.g. CUDA's cuBLAS from 32 tokens).
                     // Q4_0/Q8_0 also 768, a multiple of 256 (not of 512): 16-byte aligned rows, which a GPU may hold in a layout of its own.
                     int[] cols = kQuant ? [768, 1280] : type is GgmlType.Q4_0 or GgmlType.Q8_0 ? [96, 544, 768] : [96, 544];
                     foreach (int c in cols)
-                        foreach (int tokens in new[] { 1, 3, 11, 40 })
+                        foreach (int tokens in new[] { 1, 3, 11, 20, 40 })
                             data.Add(backend, type, 37, c, tokens);
                 }
             return data;

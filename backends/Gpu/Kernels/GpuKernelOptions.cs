@@ -52,6 +52,16 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// the weights (kernels.cu matmul_q8_*). <c>f32</c>: the F32 batched kernel (matmul_*_tn). Needs <c>matvec: int8</c>.
 /// Environment: PLUGINENGINE_CUDA_BATCH_MATVEC / PLUGINENGINE_HIP_BATCH_MATVEC.
 /// </param>
+/// <param name="IntegerMma">
+/// CUDA only, <c>mma: on</c> (default; used on sm_80 and later): matmuls of 2 to <see cref="MmaMaxTokens"/> tokens on Q8_0, Q4_0 and
+/// Q4_K weights multiply the stored quantized blocks with the 8-bit activations on the tensor cores (int8 mma, kernels.cu
+/// mmq_*; docs/batching.md#on-the-gpu) instead of the dp4a kernel or the F16 BLAS path. <c>off</c>: as before. Environment:
+/// PLUGINENGINE_CUDA_MMA.
+/// </param>
+/// <param name="MmaMaxTokens">
+/// CUDA only, <c>mma_max_tokens</c> (default <see cref="DefaultMmaMaxTokens"/>): the largest matmul (in tokens) that takes the int8
+/// mma path; larger ones go to cuBLAS. Environment: PLUGINENGINE_CUDA_MMA_MAX_TOKENS.
+/// </param>
 /// <param name="ReadOnlyHostRegister">
 /// HIP only, <c>readonly_register: off</c> (default): imported host pages are registered mapped, read-write;
 /// <c>on</c> adds hipHostRegisterReadOnly (measured 14 % slower on gfx1151 in the system this project comes from). CUDA
@@ -66,8 +76,13 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
-                                        bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true)
+                                        bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
+                                        bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens)
 {
+    /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
+    /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
+    public const int DefaultMmaMaxTokens = LaunchGeometry.BlasMinTokens - 1;
+
     /// <summary>
     /// Positions per attention block in a split decode step: 8 steps of the block's 16 warps x 4 positions. Measured on an H100
     /// (7B Q4_0, tg128 after 3,840 positions, vector K/V loads): 1024 289.0 t/s, 512 280.3, 256 262.8, no split 143.8; at depth
@@ -88,8 +103,10 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool pdl = Choice(options, environment, "pdl", P + "PDL", "on", "off");
         bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
         bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
+        bool mma = Choice(options, environment, "mma", P + "MMA", "on", "off");
+        int mmaMax = ReadCount(options, environment, "mma_max_tokens", P + "MMA_MAX_TOKENS", DefaultMmaMaxTokens, 1, "a number of tokens >= 1");
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
-                                    Int8SmallBatch: smallBatch, SegmentKernels: segments);
+                                    Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
@@ -102,7 +119,7 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
         bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
         return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
-                                    ReadAttentionChunk(options, environment, P), readOnly, smallBatch, segments);
+                                    ReadAttentionChunk(options, environment, P), readOnly, smallBatch, segments, IntegerMma: false);
     }
 
     /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>
@@ -118,13 +135,17 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
     }
 
     private static int ReadAttentionChunk(PluginOptions options, Func<string, string?> environment, string prefix)
+        => ReadCount(options, environment, "attention_chunk", prefix + "ATTENTION_CHUNK", DefaultAttentionChunk, 0, "a number of positions >= 0 (0 = never split)");
+
+    /// <summary>An integer option of at least <paramref name="min"/>; the environment wins over plugins.json.</summary>
+    private static int ReadCount(PluginOptions options, Func<string, string?> environment, string key, string variable, int defaultValue, int min, string expected)
     {
-        int fromFile = options.GetInt32("attention_chunk", DefaultAttentionChunk, min: 0);
-        string? fromEnv = environment(prefix + "ATTENTION_CHUNK");
+        int fromFile = options.GetInt32(key, defaultValue, min: min);
+        string? fromEnv = environment(variable);
         if (string.IsNullOrWhiteSpace(fromEnv)) return fromFile;
-        if (int.TryParse(fromEnv.Trim(), System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int chunk) && chunk >= 0)
-            return chunk;
-        throw new PluginOptionException($"environment variable {prefix}ATTENTION_CHUNK: expected a number of positions >= 0 (0 = never split), got '{fromEnv}'");
+        if (int.TryParse(fromEnv.Trim(), System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int value) && value >= min)
+            return value;
+        throw new PluginOptionException($"environment variable {variable}: expected {expected}, got '{fromEnv}'");
     }
 
     /// <summary>True for <paramref name="first"/>, false for <paramref name="second"/>; the environment wins over plugins.json.</summary>

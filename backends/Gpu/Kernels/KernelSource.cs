@@ -44,6 +44,8 @@ internal static class KernelSource
         ("ROW_CHUNK", LaunchGeometry.RowChunkElements),
         ("MATMUL_TOKENS_PER_BLOCK", LaunchGeometry.MatMulTokensPerBlock),
         ("MATMUL_Q8_TOKENS", LaunchGeometry.MatMulQ8Tokens),
+        ("MMQ_KSPLIT", LaunchGeometry.MmqWarps),
+        ("MMQ_ROWS", LaunchGeometry.MmqRows),
         ("ATTENTION_MAX_HEAD", LaunchGeometry.AttentionMaxHeadSize),
         ("ATTENTION_WARPS", LaunchGeometry.AttentionWarps),
     ];
@@ -121,6 +123,9 @@ internal static class KernelSource
     /// <summary>Weight types with an 8-bit-activation decode kernel (matvec_q8_&lt;suffix&gt;); their rows are whole 32-element blocks.</summary>
     public static IReadOnlyList<GgmlType> Int8MatVecTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K];
 
+    /// <summary>Weight types with an int8 tensor-core kernel (mmq_&lt;suffix&gt;_x&lt;m&gt;, CUDA sm_80 and later; docs/batching.md#on-the-gpu).</summary>
+    public static IReadOnlyList<GgmlType> MmaTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K];
+
     /// <summary>Weight types the prompt path dequantizes to F16 for the vendor BLAS (dequantize_f16_&lt;suffix&gt;); F16 is used as it is, F32 in F32.</summary>
     public static IReadOnlyList<GgmlType> DequantizeF16Types { get; } = [GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
@@ -140,6 +145,9 @@ internal static class KernelSource
             yield return $"swiglu_q8_{WeightSuffix(t)}";
             yield return $"matmul_q8_{WeightSuffix(t)}";
         }
+        foreach (var t in MmaTypes)
+            foreach (int m in LaunchGeometry.MmqTokenTiles)
+                yield return LaunchGeometry.MmqKernelName(WeightSuffix(t)!, m);
         foreach (var t in DequantizeF16Types) yield return $"dequantize_f16_{WeightSuffix(t)}";
         foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "attention_f32", "attention_f16", "attention_decode_f32", "attention_decode_f16", "attention_split_f32", "attention_split_f16", "rope_store_kv_rows", "attention_rows_f32", "attention_rows_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
             yield return k;

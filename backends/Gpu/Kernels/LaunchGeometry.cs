@@ -74,6 +74,29 @@ internal static class LaunchGeometry
         return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), checked((uint)CeilDiv(tokens, MatMulQ8Tokens)), MatMulWarpsPerBlock * 32);
     }
 
+    /// <summary>Warps per block of mmq_*: each takes a contiguous slice of the weight rows' blocks (kernels.cu MMQ_KSPLIT).</summary>
+    public const int MmqWarps = 8;
+
+    /// <summary>Weight rows per block of mmq_*: four 8-row tiles of the int8 mma (kernels.cu MMQ_ROWS).</summary>
+    public const int MmqRows = 32;
+
+    /// <summary>The mmq_* kernels' token tiles: a block multiplies 16 × m tokens (m = 1, 2, 4) per pass over its rows.</summary>
+    public static IReadOnlyList<int> MmqTokenTiles { get; } = [1, 2, 4];
+
+    /// <summary>The kernel for <paramref name="suffix"/> weights and 16 × <paramref name="tiles"/> tokens per pass.</summary>
+    public static string MmqKernelName(string suffix, int tiles) => $"mmq_{suffix}_x{tiles}";
+
+    /// <summary>The token tiles (1, 2 or 4 × 16 tokens per pass) of an mmq launch for <paramref name="tokens"/> tokens: the fewest that cover them, at most 4.</summary>
+    public static int MmqTiles(int tokens) => tokens <= 16 ? 1 : tokens <= 32 ? 2 : 4;
+
+    /// <summary>mmq_*: <see cref="MmqWarps"/> warps per block of <see cref="MmqRows"/> rows, grid y = groups of 16 × tiles tokens.</summary>
+    public static Launch Mmq(long rows, int tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        return new Launch(checked((uint)CeilDiv(rows, MmqRows)), checked((uint)CeilDiv(tokens, 16 * MmqTiles(tokens))), MmqWarps * 32);
+    }
+
     /// <summary>Threads per block of rms_norm_q8_row: each block writes and quantizes this many elements of the row.</summary>
     public const int NormRowSliceThreads = 256;
 

@@ -1146,6 +1146,228 @@ MATVEC_Q8_KERNEL(q4_k, T_Q4_K)
 MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
 
 // ---------------------------------------------------------------------------------------------------------------
+// Batches on the tensor cores (docs/batching.md#on-the-gpu): int8 mma on the quantized weights as they are stored and
+// the activations quantized per token by quantize_x_q8, no dequantized copy of the weights. CUDA sm_80 and later only
+// (the host launches these nowhere else; elsewhere they compile to nothing).
+//
+// y[t, r] (+)= sum_c w[r, c] * x[t, c]. One mma.m16n8k32.s8.s8 multiplies one 32-element block of 16 tokens (A, rows of
+// xq) with the same block of 8 weight rows (B, the block's quants as signed int8: Q4_0 q - 8, Q8_0 as stored, Q4_K's
+// unsigned 4-bit values): exact int32 block sums, then per (token, row) acc += (d_x * d_w) * sum in float (Q4_K also
+// subtracts its min term, dmin_r * m_j * s_x with s_x = d_x * sum q_x).
+// A block of threads: MMQ_KSPLIT warps, all over the same MMQ_ROWS weight rows and MT * 16 tokens, warp w over the w-th
+// contiguous slice of the row's blocks (more warps in flight than rows / MMQ_ROWS alone gives, and each warp reads its
+// rows' bytes in order); the warps' partial sums are added in warp order through shared memory (deterministic), then
+// written. Grid: x = row tiles, y = token groups of MT * 16.
+//
+// Fragments (PTX ISA, mma.m16n8k32 with .s8): lane = 4 * g + q. A: a0 = token g, elements 4q..4q+3 of the block; a1 = token
+// g + 8, same elements; a2, a3 = the same for elements 16 + 4q ..; B: b0 = weight row g, elements 4q..4q+3; b1 = row g,
+// elements 16 + 4q ..; C: c0, c1 = token g, rows 2q and 2q + 1; c2, c3 = token g + 8, rows 2q and 2q + 1.
+// ---------------------------------------------------------------------------------------------------------------
+#ifndef MMQ_KSPLIT
+#error "MMQ_KSPLIT (warps per block) must be defined by the host"
+#endif
+#ifndef MMQ_ROWS
+#error "MMQ_ROWS (weight rows per block) must be defined by the host"
+#endif
+#ifndef MMQ_UNROLL
+#define MMQ_UNROLL 2
+#endif
+
+#if defined(PE_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define PE_INT8_MMA 1
+
+// Four unsigned 4-bit values (one per byte, 0..15) as signed int8 v - 8.
+__device__ __forceinline__ u32 nibbles_minus8(u32 v) { return ((v | 0x80808080u) - 0x08080808u) ^ 0x80808080u; }
+
+__device__ __forceinline__ void mma_s8(const u32 (&a)[4], u32 b0, u32 b1, int (&c)[4])
+{
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};"
+                 : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0), "r"(0), "r"(0), "r"(0));
+}
+
+// The value lane 4 * g (any lane of group g) holds, for row g of the tile.
+__device__ __forceinline__ float from_group(float v, int g) { return __shfl_sync(0xffffffffu, v, 4 * g); }
+
+// Weight sub-blocks per "step" of a type: Q4_0/Q8_0 one 32-element block; Q4_K one 64-element pair of sub-blocks
+// (the low and high nibbles of the same 32 bytes), two mma each.
+template <int T> struct MmaStep { static const int Elems = T == T_Q4_K ? 64 : 32; };
+
+// One step of one 8-row tile: acc[m][k] for the MT m-tiles of tokens. `row` is this lane's weight row (g) of the tile;
+// xa[m] the A fragments of the step's first (Q4_K: two) 32-element blocks, dx[m][0..1] their tokens' d (tokens g, g + 8),
+// sx likewise d * sum q (Q4_K's min term).
+template <int T, int MT>
+__device__ __forceinline__ void mmq_step(const u8* row, int step, int q, int g,
+                                         const u32 (&xa)[MT][2][4], const float (&dx)[MT][2][2], const float (&sx)[MT][2][2],
+                                         float (&acc)[MT][4])
+{
+    if (T == T_Q4_0 || T == T_Q8_0)
+    {
+        u32 b0, b1;
+        float d;
+        if (T == T_Q4_0)
+        {
+            const u8* blk = row + (i64)step * 18;
+            u32 w;
+            load_a2<1>(blk + 2 + 4 * q, &w);
+            b0 = nibbles_minus8(w & 0x0F0F0F0Fu);
+            b1 = nibbles_minus8((w >> 4) & 0x0F0F0F0Fu);
+            d = ldh(blk);
+        }
+        else
+        {
+            const u8* blk = row + (i64)step * 34;
+            load_a2<1>(blk + 2 + 4 * q, &b0);
+            load_a2<1>(blk + 18 + 4 * q, &b1);
+            d = ldh(blk);
+        }
+        float d0 = from_group(d, 2 * q), d1 = from_group(d, 2 * q + 1); // rows 2q, 2q + 1 of the tile
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+        {
+            int c[4];
+            mma_s8(xa[m][0], b0, b1, c);
+            acc[m][0] += (float)c[0] * (dx[m][0][0] * d0);
+            acc[m][1] += (float)c[1] * (dx[m][0][0] * d1);
+            acc[m][2] += (float)c[2] * (dx[m][0][1] * d0);
+            acc[m][3] += (float)c[3] * (dx[m][0][1] * d1);
+        }
+    }
+    else // T_Q4_K: step = pair p of super-block sb; sub-block 2p in the low nibbles of 32 bytes, 2p + 1 in the high
+    {
+        int sb = step >> 2, p = step & 3;
+        const u8* b = row + (i64)sb * 144;
+        u32 w0 = *(const u32*)(b + 16 + 32 * p + 4 * q);      // super-blocks are 144 bytes: 16-aligned rows keep these 4-aligned
+        u32 w1 = *(const u32*)(b + 16 + 32 * p + 16 + 4 * q);
+        float sc0, m0, sc1, m1;
+        scale_min_k4(2 * p, b + 4, &sc0, &m0);
+        scale_min_k4(2 * p + 1, b + 4, &sc1, &m1);
+        float d = ldh(b), dmin = ldh(b + 2);
+        float ds[2] = { d * sc0, d * sc1 }, dm[2] = { dmin * m0, dmin * m1 };
+        u32 lo0 = w0 & 0x0F0F0F0Fu, lo1 = w1 & 0x0F0F0F0Fu, hi0 = (w0 >> 4) & 0x0F0F0F0Fu, hi1 = (w1 >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+        {
+            float s0 = from_group(ds[h], 2 * q), s1 = from_group(ds[h], 2 * q + 1);
+            float n0 = from_group(dm[h], 2 * q), n1 = from_group(dm[h], 2 * q + 1);
+#pragma unroll
+            for (int m = 0; m < MT; m++)
+            {
+                int c[4];
+                mma_s8(xa[m][h], h ? hi0 : lo0, h ? hi1 : lo1, c);
+                acc[m][0] += (float)c[0] * (dx[m][h][0] * s0) - n0 * sx[m][h][0];
+                acc[m][1] += (float)c[1] * (dx[m][h][0] * s1) - n1 * sx[m][h][0];
+                acc[m][2] += (float)c[2] * (dx[m][h][1] * s0) - n0 * sx[m][h][1];
+                acc[m][3] += (float)c[3] * (dx[m][h][1] * s1) - n1 * sx[m][h][1];
+            }
+        }
+    }
+}
+#endif
+
+template <int T, int MT>
+__device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int rows, int cols, const i8* __restrict__ xq,
+                                    const XScale* __restrict__ xs, float* y, int tokens, int accumulate)
+{
+#if defined(PE_INT8_MMA)
+    __shared__ float partial[MT * 16 * MMQ_ROWS];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+    int r0 = blockIdx.x * MMQ_ROWS, t0 = blockIdx.y * (MT * 16);
+    int blocksPerRow = cols >> 5, steps = cols / MmaStep<T>::Elems;
+    int per = (steps + MMQ_KSPLIT - 1) / MMQ_KSPLIT, s0 = warp * per, s1 = min(steps, s0 + per);
+    const int subs = MmaStep<T>::Elems / 32;
+
+    // This lane's A rows: tokens t0 + 16m + g and + 8 (clamped to the last token: their results are not written).
+    const i8* xrow[MT][2];
+    const XScale* srow[MT][2];
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+        {
+            int t = min(t0 + 16 * m + 8 * i + g, tokens - 1);
+            xrow[m][i] = xq + (i64)t * cols;
+            srow[m][i] = xs + (i64)t * blocksPerRow;
+        }
+    // This lane's B rows: row g of each 8-row tile (clamped to the last row).
+    const u8* wrow[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) wrow[j] = w + (i64)min(r0 + 8 * j + g, rows - 1) * rowBytes;
+
+    float acc[4][MT][4];
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) acc[j][m][k] = 0.f;
+
+    UNROLL(MMQ_UNROLL)
+    for (int s = s0; s < s1; s++)
+    {
+        u32 xa[MT][2][4];
+        float dx[MT][2][2], sx[MT][2][2];
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int h = 0; h < subs; h++)
+            {
+                int blk = s * subs + h;
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+                {
+                    const u32* xw = (const u32*)(xrow[m][i] + (i64)blk * 32);
+                    xa[m][h][i] = xw[q];         // elements 4q ..
+                    xa[m][h][2 + i] = xw[4 + q]; // elements 16 + 4q ..
+                    XScale a = srow[m][i][blk];
+                    dx[m][h][i] = a.d;
+                    sx[m][h][i] = a.s;
+                }
+            }
+#pragma unroll
+        for (int j = 0; j < 4; j++) mmq_step<T, MT>(wrow[j], s, q, g, xa, dx, sx, acc[j]);
+    }
+
+    // Warp-ordered sum of the K slices: partial[token][row] within the tile.
+    for (int k = 0; k < MMQ_KSPLIT; k++)
+    {
+        if (warp == k)
+        {
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int m = 0; m < MT; m++)
+#pragma unroll
+                    for (int c = 0; c < 4; c++)
+                    {
+                        int tok = 16 * m + g + 8 * (c >> 1), r = 8 * j + 2 * q + (c & 1);
+                        float* p = &partial[tok * MMQ_ROWS + r];
+                        *p = k == 0 ? acc[j][m][c] : *p + acc[j][m][c];
+                    }
+        }
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < MT * 16 * MMQ_ROWS; i += blockDim.x)
+    {
+        int tok = t0 + i / MMQ_ROWS, r = r0 + i % MMQ_ROWS;
+        if (tok >= tokens || r >= rows) continue;
+        float* out = y + (i64)tok * rows + r;
+        *out = accumulate ? *out + partial[i] : partial[i];
+    }
+#endif
+}
+
+#define MMQ_KERNEL(name, T, MT)                                                                                        \
+    extern "C" __global__ void __launch_bounds__(MMQ_KSPLIT * 32) mmq_##name##_x##MT(const u8* w, i64 rowBytes, int rows, int cols, \
+                                     const i8* xq, const XScale* xs, float* y, int tokens, int accumulate)           \
+    { PDL_ENTRY(); mmq<T, MT>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate); }
+#define MMQ_KERNELS(name, T) MMQ_KERNEL(name, T, 1) MMQ_KERNEL(name, T, 2) MMQ_KERNEL(name, T, 4)
+
+MMQ_KERNELS(q4_0, T_Q4_0)
+MMQ_KERNELS(q8_0, T_Q8_0)
+MMQ_KERNELS(q4_k, T_Q4_K)
+
+// ---------------------------------------------------------------------------------------------------------------
 // Prompt path: weights dequantized to F16 for a cuBLAS GEMM on the tensor cores.
 // out[r * cols + c] = dequantize(w)[r, c] as f16; one thread per 16 elements, grid-stride.
 // ---------------------------------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ public sealed class CudaKernelCompileTests
             Assert.True(registers.TryGetValue(name, out int regs), $"no register count for {name} in the ptxas log");
             int threads = name.StartsWith("attention_", StringComparison.Ordinal) ? LaunchGeometry.AttentionWarps * 32
                 : name == "rms_norm" ? LaunchGeometry.NormThreads
+                : name.StartsWith("mmq_", StringComparison.Ordinal) ? LaunchGeometry.MmqWarps * 32
                 : Math.Max(LaunchGeometry.BlockThreads, LaunchGeometry.MatMulWarpsPerBlock * 32);
             int allocated = (regs + 7) / 8 * 8 * threads;
             Assert.True(allocated <= 65536, $"{name}: {regs} registers x {threads} threads = {allocated} > 65,536");

@@ -76,7 +76,7 @@ public sealed class CudaKernelGeometryTests
     public void Source_starts_with_the_host_constants_the_kernels_require()
     {
         string source = KernelSource.CudaDefault;
-        Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define MATMUL_Q8_TOKENS 8\n#define ATTENTION_MAX_HEAD 256\n#define ATTENTION_WARPS 16\n", source);
+        Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define MATMUL_Q8_TOKENS 8\n#define MMQ_KSPLIT 8\n#define MMQ_ROWS 32\n#define ATTENTION_MAX_HEAD 256\n#define ATTENTION_WARPS 16\n", source);
         foreach (var (name, _) in KernelSource.Defines)
             Assert.Contains($"#ifndef {name}", source); // kernels.cu refuses to compile without each define
         Assert.DoesNotContain("#include", source);     // NVRTC compiles it alone
@@ -88,16 +88,35 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.CudaDefault;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        Assert.Equal(3 * 8 + 3 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 19, names.Count);
+        Assert.Equal(3 * 8 + 3 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 19, names.Count);
         foreach (var type in KernelSource.WeightTypes)
             Assert.Contains($"WEIGHT_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.Int8MatVecTypes)
             Assert.Contains($"MATVEC_Q8_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.DequantizeF16Types)
             Assert.Contains($"DEQUANTIZE_F16_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
-        string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "swiglu_q8_", "dequantize_f16_", "attention_"];
+        foreach (var type in KernelSource.MmaTypes)
+            Assert.Contains($"MMQ_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
+        string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "swiglu_q8_", "dequantize_f16_", "attention_", "mmq_"];
         foreach (string name in names.Where(n => !macroMade.Any(p => n.StartsWith(p, StringComparison.Ordinal))))
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);
+    }
+
+    [Theory]
+    [InlineData(2, 1, 1u)]
+    [InlineData(16, 1, 1u)]
+    [InlineData(17, 2, 1u)]
+    [InlineData(32, 2, 1u)]
+    [InlineData(33, 4, 1u)]
+    [InlineData(64, 4, 1u)]
+    [InlineData(65, 4, 2u)]
+    [InlineData(512, 4, 8u)]
+    public void Mmq_takes_the_fewest_token_tiles_and_groups_of_64_beyond(int tokens, int tiles, uint groups)
+    {
+        Assert.Equal(tiles, LaunchGeometry.MmqTiles(tokens));
+        Assert.Equal(new Launch(128, groups, 256), LaunchGeometry.Mmq(4096, tokens));
+        Assert.Equal(344u, LaunchGeometry.Mmq(11008, tokens).GridX);
+        Assert.Equal(1u, LaunchGeometry.Mmq(1, tokens).GridX);
     }
 
     [Fact]

@@ -48,6 +48,23 @@ public sealed class GpuKernelOptionsTests
     }
 
     [Fact]
+    public void Int8_mma_is_on_up_to_31_tokens_by_default_and_both_are_options()
+    {
+        var o = GpuKernelOptions.FromCuda(Options(), _ => null);
+        Assert.True(o.IntegerMma);
+        Assert.Equal(LaunchGeometry.BlasMinTokens - 1, o.MmaMaxTokens);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("mma", "off")), _ => null).IntegerMma);
+        Assert.False(GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_MMA" ? "off" : null).IntegerMma);
+        Assert.Equal(512, GpuKernelOptions.FromCuda(Options(("mma_max_tokens", "512")), _ => null).MmaMaxTokens);
+        Assert.Equal(64, GpuKernelOptions.FromCuda(Options(("mma_max_tokens", "512")), k => k == "PLUGINENGINE_CUDA_MMA_MAX_TOKENS" ? "64" : null).MmaMaxTokens);
+        var e = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_MMA_MAX_TOKENS" ? "0" : null));
+        Assert.Contains("PLUGINENGINE_CUDA_MMA_MAX_TOKENS", e.Message);
+        Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("mma", "maybe")), _ => null));
+        // HIP has no int8 mma kernels: never on there, whatever the record's default.
+        Assert.False(GpuKernelOptions.FromHip(Options(), _ => null).IntegerMma);
+    }
+
+    [Fact]
     public void Plugins_json_selects_and_the_environment_overrides()
     {
         var fromJson = GpuKernelOptions.FromCuda(Options(("matvec", "f32"), ("gemm", "Kernels"), ("graphs", "off")), _ => null);
@@ -62,12 +79,12 @@ public sealed class GpuKernelOptionsTests
     {
         // The host reports keys a plugin never read as unknown options; a key the environment overrides is still known.
         var options = Options(("matvec", "f32"), ("gemm", "kernels"), ("graphs", "on"), ("fusion", "off"), ("pdl", "off"),
-                              ("defines", "MATVEC_UNROLL=4"), ("attention_chunk", "256"));
+                              ("defines", "MATVEC_UNROLL=4"), ("attention_chunk", "256"), ("mma", "off"), ("mma_max_tokens", "8"));
         var env = new Dictionary<string, string>
         {
             ["PLUGINENGINE_CUDA_MATVEC"] = "int8", ["PLUGINENGINE_CUDA_GEMM"] = "cublas", ["PLUGINENGINE_CUDA_GRAPHS"] = "off",
             ["PLUGINENGINE_CUDA_FUSION"] = "on", ["PLUGINENGINE_CUDA_PDL"] = "on", ["PLUGINENGINE_CUDA_DEFINES"] = "MATVEC_UNROLL=8",
-            ["PLUGINENGINE_CUDA_ATTENTION_CHUNK"] = "64",
+            ["PLUGINENGINE_CUDA_ATTENTION_CHUNK"] = "64", ["PLUGINENGINE_CUDA_MMA"] = "on", ["PLUGINENGINE_CUDA_MMA_MAX_TOKENS"] = "16",
         };
         var o = GpuKernelOptions.FromCuda(options, k => env.GetValueOrDefault(k));
         Assert.Equal(64, o.AttentionChunk);
