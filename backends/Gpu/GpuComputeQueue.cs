@@ -155,7 +155,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         ulong px = Ptr(x), pw = Ptr(weight), py = Ptr(y);
         // One row (a decode step) is what the int8 mat-vecs read next: normalize it over several blocks and quantize it in
         // the same kernel (which reads x in 16-byte loads).
-        if (rows == 1 && FusesQuantization(n) && px % 16 == 0)
+        if (rows == 1 && !_options.BatchInvariant && FusesQuantization(n) && px % 16 == 0)
         {
             var (xq, xs) = QuantizedXScratch(n);
             void** rowArgs = stackalloc void*[] { &px, &pw, &py, &n, &eps, &xq, &xs };
@@ -219,38 +219,41 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             void** args = stackalloc void*[] { &pw, &rowBytes, &r, &cols, &xq, &xs, &py, &tokens, &acc };
             LaunchKernel(_matMulQ8[slot], LaunchGeometry.MatMulQ8(rows, tokens), args, _profile is null ? "matmul_q8" : $"matmul_q8 {rows}x{cols} x{tokens}{(accumulate ? " +=" : "")}");
         }
-        else if (_blas is not null && LaunchGeometry.UsesBlas(tokens))
+        else if (_blas is not null && LaunchGeometry.UsesBlas(tokens) && !_options.BatchInvariant)
             BlasMatMul(w.Type, slot, pw, rowBytes, rows, cols, px, py, tokens, accumulate);
         else
         {
             if (accumulate) throw new InvalidOperationException($"{_backend}: the batched matmul kernels do not accumulate");
             void** args = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &px, &py, &tokens };
-            var kernel = LaunchGeometry.UsesBatchedMatMul(tokens) ? _matmulN[slot] : _matmul1[slot];
+            var kernel = LaunchGeometry.UsesBatchedMatMul(tokens) || _options.BatchInvariant ? _matmulN[slot] : _matmul1[slot];
             LaunchKernel(kernel, LaunchGeometry.MatMul(wRows, tokens), args, "matmul");
         }
         ForgetQuantizedXIfWritten(py, (long)tokens * rows);
     }
 
     /// <summary>Whether one token on <paramref name="type"/> weights goes to the int8 mat-vec (matvec_q8_*).</summary>
-    private bool UsesInt8MatVec(GgmlType type, int tokens) => tokens == 1 && _options.Int8MatVec && _matVecQ8[KernelSlot(type)] != 0;
+    private bool UsesInt8MatVec(GgmlType type, int tokens) => tokens == 1 && !_options.BatchInvariant && _options.Int8MatVec && _matVecQ8[KernelSlot(type)] != 0;
 
     /// <summary>
     /// Whether a batch of 2 .. mma_max_tokens tokens on <paramref name="type"/> weights goes to the int8 tensor-core kernel
     /// (mmq_*, CUDA sm_80 and later; docs/batching.md#on-the-gpu).
     /// </summary>
     private bool UsesMma(GgmlType type, int tokens)
-        => _integerMma && tokens > 1 && tokens <= _options.MmaMaxTokens && _options.Int8MatVec && _mmq[KernelSlot(type) * 3] != 0;
+        => _integerMma && _options.Int8MatVec && _mmq[KernelSlot(type) * 3] != 0
+           && (_options.BatchInvariant ? tokens >= 1 : tokens > 1 && tokens <= _options.MmaMaxTokens);
 
     /// <summary>
     /// Whether a small batch (2 .. BlasMinTokens − 1 tokens: sequences decoding together, short prompt chunks) on
     /// <paramref name="type"/> weights goes to the int8 multi-token kernel (matmul_q8_*; docs/batching.md).
     /// </summary>
     private bool UsesInt8SmallBatch(GgmlType type, int tokens)
-        => tokens > 1 && tokens < LaunchGeometry.BlasMinTokens && _options.Int8MatVec && _options.Int8SmallBatch && _matMulQ8[KernelSlot(type)] != 0;
+        => _options.Int8MatVec && _options.Int8SmallBatch && _matMulQ8[KernelSlot(type)] != 0
+           && (_options.BatchInvariant ? tokens >= 1 : tokens > 1 && tokens < LaunchGeometry.BlasMinTokens);
 
     /// <summary>Whether a matmul of this shape can add into its output in the same pass (int8 kernels or BLAS with β = 1).</summary>
     private bool Accumulates(GgmlType type, int tokens)
-        => UsesInt8MatVec(type, tokens) || UsesMma(type, tokens) || UsesInt8SmallBatch(type, tokens) || (_blas is not null && LaunchGeometry.UsesBlas(tokens));
+        => UsesInt8MatVec(type, tokens) || UsesMma(type, tokens) || UsesInt8SmallBatch(type, tokens)
+           || (_blas is not null && LaunchGeometry.UsesBlas(tokens) && !_options.BatchInvariant);
 
     /// <summary>Forgets the quantized row when [y, y + floats) overlaps the row it was made from.</summary>
     private void ForgetQuantizedXIfWritten(ulong y, long floats)

@@ -62,6 +62,14 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// CUDA only, <c>mma_max_tokens</c> (default <see cref="DefaultMmaMaxTokens"/>): the largest matmul (in tokens) that takes the int8
 /// mma path; larger ones go to cuBLAS. Environment: PLUGINENGINE_CUDA_MMA_MAX_TOKENS.
 /// </param>
+/// <param name="BatchInvariant">
+/// CUDA only, <c>batch_invariant: off</c> (default). <c>on</c>: every token's logits are the same bits whatever else is in its batch
+/// (docs/batching.md#batch-invariance-on-the-gpu), so a served request's greedy output does not depend on the other requests:
+/// a matmul on Q8_0/Q4_0/Q4_K/Q6_K weights takes the int8 batch kernel (mmq_* on sm_80+, else matmul_q8_*) at every token
+/// count, one token and prompts included (no mat-vec, no cuBLAS), other weight types the plugin's batched kernel
+/// (matmul_*_tn); a decode row is normalized by rms_norm and quantized by quantize_x_q8 like any other. Costs decode and prompt
+/// speed (measured in docs/benchmarks.md). Environment: PLUGINENGINE_CUDA_BATCH_INVARIANT.
+/// </param>
 /// <param name="ReadOnlyHostRegister">
 /// HIP only, <c>readonly_register: off</c> (default): imported host pages are registered mapped, read-write;
 /// <c>on</c> adds hipHostRegisterReadOnly (measured 14 % slower on gfx1151 in the system this project comes from). CUDA
@@ -77,7 +85,7 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
-                                        bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens)
+                                        bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -105,8 +113,9 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
         bool mma = Choice(options, environment, "mma", P + "MMA", "on", "off");
         int mmaMax = ReadCount(options, environment, "mma_max_tokens", P + "MMA_MAX_TOKENS", DefaultMmaMaxTokens, 1, "a number of tokens >= 1");
+        bool invariant = Choice(options, environment, "batch_invariant", P + "BATCH_INVARIANT", "on", "off", defaultFirst: false);
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
-                                    Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax);
+                                    Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>

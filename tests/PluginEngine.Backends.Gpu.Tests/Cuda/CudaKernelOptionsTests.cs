@@ -60,6 +60,9 @@ public sealed class GpuKernelOptionsTests
         var e = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_MMA_MAX_TOKENS" ? "0" : null));
         Assert.Contains("PLUGINENGINE_CUDA_MMA_MAX_TOKENS", e.Message);
         Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("mma", "maybe")), _ => null));
+        Assert.False(o.BatchInvariant);
+        Assert.True(GpuKernelOptions.FromCuda(Options(("batch_invariant", "on")), _ => null).BatchInvariant);
+        Assert.True(GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_BATCH_INVARIANT" ? "on" : null).BatchInvariant);
         // HIP has no int8 mma kernels: never on there, whatever the record's default.
         Assert.False(GpuKernelOptions.FromHip(Options(), _ => null).IntegerMma);
     }
@@ -79,7 +82,7 @@ public sealed class GpuKernelOptionsTests
     {
         // The host reports keys a plugin never read as unknown options; a key the environment overrides is still known.
         var options = Options(("matvec", "f32"), ("gemm", "kernels"), ("graphs", "on"), ("fusion", "off"), ("pdl", "off"),
-                              ("defines", "MATVEC_UNROLL=4"), ("attention_chunk", "256"), ("mma", "off"), ("mma_max_tokens", "8"));
+                              ("defines", "MATVEC_UNROLL=4"), ("attention_chunk", "256"), ("mma", "off"), ("mma_max_tokens", "8"), ("batch_invariant", "on"));
         var env = new Dictionary<string, string>
         {
             ["PLUGINENGINE_CUDA_MATVEC"] = "int8", ["PLUGINENGINE_CUDA_GEMM"] = "cublas", ["PLUGINENGINE_CUDA_GRAPHS"] = "off",
