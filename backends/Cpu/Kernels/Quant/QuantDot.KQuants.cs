@@ -8,6 +8,10 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 // Q4_K/Q5_K: value = d·sc_j·q − dmin·m_j, so Σ w·x = dx·(d·Σ_j sc_j·Σ q·qx − dmin·Σ_j m_j·Σ qx), where Σ qx per
 // 32-element sub-block comes from the activation's precomputed sums. Q6_K: value = d·sc_i·(q − 32), and
 // Σ(q − 32)·qx = Σ q·qx − 32·Σ qx, again with Σ qx from the sums. The unsigned q feed vpmaddubsw directly.
+// Float part (the canonical order of QuantDot.Lanes.cs), per super-block in order: Q4_K/Q5_K
+// acc = fma(float(Σ_j sc_j·Σ q·qx), d·dx, acc), then acc = fma(−float(Σ_j m_j·Σ qx), dmin·dx, acc); Q6_K one
+// acc = fma(float(Σ_i sc_i·Σ q·qx − 32·Σ_i sc_i·Σ qx), d·dx, acc). The integer sums are exact (int32 holds them; a sum past
+// 2^24 rounds in the conversion, the same way in every kernel).
 public static unsafe partial class QuantDot
 {
     private const int Q4_KBytes = 144, Q5_KBytes = 176, Q6_KBytes = 210, Q8_KBytes = 292;
@@ -90,7 +94,8 @@ public static unsafe partial class QuantDot
                 }
                 sumi += sm[2 * c] * s0 + sm[2 * c + 1] * s1;
             }
-            s += HalfConversion.Load(w) * dx * sumi - HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+            s = MathF.FusedMultiplyAdd(sumi, HalfConversion.Load(w) * dx, s);
+            s = MathF.FusedMultiplyAdd(-(float)MinCorrection(sm + 8, x), HalfConversion.Load(w + 2) * dx, s);
         }
         return s;
     }
@@ -121,7 +126,8 @@ public static unsafe partial class QuantDot
                 }
                 sumi += sm[2 * c] * s0 + sm[2 * c + 1] * s1;
             }
-            s += HalfConversion.Load(w) * dx * sumi - HalfConversion.Load(w + 2) * dx * MinCorrection(sm + 8, x);
+            s = MathF.FusedMultiplyAdd(sumi, HalfConversion.Load(w) * dx, s);
+            s = MathF.FusedMultiplyAdd(-(float)MinCorrection(sm + 8, x), HalfConversion.Load(w + 2) * dx, s);
         }
         return s;
     }
@@ -152,7 +158,7 @@ public static unsafe partial class QuantDot
             }
             int sumi = 0;
             for (int i = 0; i < 16; i++) sumi += sc[i] * sub[i];
-            s += HalfConversion.Load(w + 208) * Unsafe.ReadUnaligned<float>(x) * sumi;
+            s = MathF.FusedMultiplyAdd(sumi, HalfConversion.Load(w + 208) * Unsafe.ReadUnaligned<float>(x), s);
         }
         return s;
     }
@@ -178,13 +184,13 @@ public static unsafe partial class QuantDot
     /// same bits. Per super-block: the 6-bit scales are unpacked in general registers, zero-extended to words in both 128-bit
     /// halves, doubled into dwords (s_k, s_k) and each broadcast by vpshufd with an immediate (no index constants: the loop
     /// keeps every value in registers); the min correction is one vpmaddwd of the activation's sums of 16 against the mins
-    /// repeated for their two sums. The integer lanes and the float updates are those of the multi-token kernel.
+    /// repeated for their two sums. Both integer vectors are reduced to scalars for the two canonical FMAs.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Q4_KRowAvx2(byte* w, byte* x, long blocks, byte* ahead, bool prefetch)
     {
         var m4 = Vector256.Create((byte)0xF);
-        Vector256<float> acc = default, accMin = default;
+        Vector128<float> acc = default;
         for (long b = 0; b < blocks; b++, w += Q4_KBytes, x += Q8_KBytes, ahead += Q4_KBytes)
         {
             if (prefetch)
@@ -214,21 +220,40 @@ public static unsafe partial class QuantDot
             var sumi = (sum01 + sum23) + (sum45 + sum67);
             var m = Vector128.CreateScalar(mins).AsByte();
             var minProducts = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8KSums)), Avx2.ConvertToVector256Int16(Sse2.UnpackLow(m, m)));
-            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(HalfConversion.Load(w) * dx), acc);
-            accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(minProducts), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
+            acc = KQuantStep(Sum2(sumi, minProducts), HalfConversion.Load(w) * dx, HalfConversion.Load(w + 2) * dx, acc);
         }
-        return Vector256.Sum(acc) - Vector256.Sum(accMin);
+        return acc.ToScalar();
+    }
+
+    /// <summary>The canonical Q4_K/Q5_K super-block step for one row and token (lane 0 of acc): <paramref name="sums"/> holds
+    /// [Σ scaled, Σ mins]; acc = fma(float(Σ scaled), scale, acc), then acc = fma(−float(Σ mins), minScale, acc).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> KQuantStep(Vector128<int> sums, float scale, float minScale, Vector128<float> acc)
+    {
+        var f = Sse2.ConvertToVector128Single(sums);
+        acc = Fma.MultiplyAddScalar(f, Vector128.CreateScalarUnsafe(scale), acc);
+        return Fma.MultiplyAddNegatedScalar(Sse3.MoveHighAndDuplicate(f), Vector128.CreateScalarUnsafe(minScale), acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Q5_KAvx2(byte* w, void* a, long n)
+    private static float Q5_KAvx2(byte* w, void* a, long n) => Q5_KRowAvx2(w, (byte*)a, n / 256, null, prefetch: false);
+
+    /// <summary>One Q5_K row, shared by the single-row and four-row kernels; with <paramref name="prefetch"/>, also prefetches
+    /// from <paramref name="ahead"/> on, one super-block's worth per super-block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Q5_KRowAvx2(byte* w, byte* x, long blocks, byte* ahead, bool prefetch)
     {
-        byte* x = (byte*)a;
         var m4 = Vector256.Create((byte)0xF);
         var bit4 = Vector256.Create((byte)0x10);
-        Vector256<float> acc = default, accMin = default;
-        for (long b = 0; b < n / 256; b++, w += Q5_KBytes, x += Q8_KBytes)
+        Vector128<float> acc = default;
+        for (long b = 0; b < blocks; b++, w += Q5_KBytes, x += Q8_KBytes, ahead += Q5_KBytes)
         {
+            if (prefetch)
+            {
+                Sse.Prefetch0(ahead);
+                Sse.Prefetch0(ahead + 64);
+                Sse.Prefetch0(ahead + 128);
+            }
             float dx = Unsafe.ReadUnaligned<float>(x);
             UnpackScaleMins(w + 4, out ulong scales, out ulong mins);
             sbyte* q8 = (sbyte*)x + Q8KQs;
@@ -244,10 +269,9 @@ public static unsafe partial class QuantDot
                 sumi += ScaledDot(lo, Vector256.Load(q8 + 64 * c), Vector256.Create((short)(byte)(scales >> (16 * c))));
                 sumi += ScaledDot(hi, Vector256.Load(q8 + 64 * c + 32), Vector256.Create((short)(byte)(scales >> (16 * c + 8))));
             }
-            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(HalfConversion.Load(w) * dx), acc);
-            accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(MinProducts(mins, x)), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
+            acc = KQuantStep(Sum2(sumi, MinProducts(mins, x)), HalfConversion.Load(w) * dx, HalfConversion.Load(w + 2) * dx, acc);
         }
-        return Vector256.Sum(acc) - Vector256.Sum(accMin);
+        return acc.ToScalar();
     }
 
     /// <summary>Per pair of 16-element sub-blocks: Σ sc_i · (sum of activation quants in sub-block i), as 8 int32 lanes.</summary>
@@ -300,7 +324,7 @@ public static unsafe partial class QuantDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Q6_KRowAvx2(byte* w, byte* x, long blocks, byte* ahead, bool prefetch)
     {
-        Vector256<float> acc = default, accOffset = default;
+        Vector128<float> acc = default;
         for (long b = 0; b < blocks; b++, w += Q6_KBytes, x += Q8_KBytes, ahead += Q6_KBytes)
         {
             if (prefetch)
@@ -316,11 +340,10 @@ public static unsafe partial class QuantDot
             var sc16 = Avx2.ConvertToVector256Int16((sbyte*)w + 192);
             var sumi = Q6HalfDot(w, 0, Avx2.Permute4x64(sc16.AsInt64(), 0x44).AsByte(), q8)
                      + Q6HalfDot(w, 1, Avx2.Permute4x64(sc16.AsInt64(), 0xEE).AsByte(), q8 + 128);
-            var vd = Vector256.Create(d);
-            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), vd, acc);
-            accOffset = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q6OffsetProducts(sc16, x)), vd, accOffset);
+            sumi -= Avx2.ShiftLeftLogical(Q6OffsetProducts(sc16, x), 5);
+            acc = ScalarStep(Sum1(sumi), d, acc);
         }
-        return Vector256.Sum(acc) - 32 * Vector256.Sum(accOffset);
+        return acc.ToScalar();
     }
 
     // ---------------------------------------------------------------- AVX-512 (one 64-element chunk per register)
@@ -330,80 +353,84 @@ public static unsafe partial class QuantDot
         => Vector512.Create(Vector256.Create((short)(2 * c)), Vector256.Create((short)(2 * c + 1)));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Q4_KAvx512(byte* w, void* a, long n)
+    private static float Q4_KAvx512(byte* w, void* a, long n) => Q4_KRowAvx512(w, (byte*)a, n / 256);
+
+    /// <summary>One Q4_K row with 512-bit integer sums, reduced to scalars for the canonical FMAs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Q4_KRowAvx512(byte* w, byte* x, long blocks)
     {
-        byte* x = (byte*)a;
         var m4 = Vector256.Create((byte)0xF);
         Vector512<short> i0 = ChunkScaleIndex(0), i1 = ChunkScaleIndex(1), i2 = ChunkScaleIndex(2), i3 = ChunkScaleIndex(3);
-        Vector512<float> acc = default;
-        Vector256<float> accMin = default;
-        for (long b = 0; b < n / 256; b++, w += Q4_KBytes, x += Q8_KBytes)
+        Vector128<float> acc = default;
+        for (long b = 0; b < blocks; b++, w += Q4_KBytes, x += Q8_KBytes)
         {
             float dx = Unsafe.ReadUnaligned<float>(x);
             UnpackScaleMins(w + 4, out ulong scales, out ulong mins);
             var sc16 = Avx2.ConvertToVector256Int16(Vector128.CreateScalar(scales).AsByte()).ToVector512Unsafe();
             sbyte* q8 = (sbyte*)x + Q8KQs;
             var q = Vector256.Load(w + 16);
-            var sumi = ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8), Avx512BW.PermuteVar32x16(sc16, i0));
+            var sumi = ScaledDot(Join(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8), Avx512BW.PermuteVar32x16(sc16, i0));
             q = Vector256.Load(w + 48);
-            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8 + 64), Avx512BW.PermuteVar32x16(sc16, i1));
+            sumi += ScaledDot(Join(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8 + 64), Avx512BW.PermuteVar32x16(sc16, i1));
             q = Vector256.Load(w + 80);
-            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8 + 128), Avx512BW.PermuteVar32x16(sc16, i2));
+            sumi += ScaledDot(Join(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8 + 128), Avx512BW.PermuteVar32x16(sc16, i2));
             q = Vector256.Load(w + 112);
-            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8 + 192), Avx512BW.PermuteVar32x16(sc16, i3));
-            acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumi), Vector512.Create(HalfConversion.Load(w) * dx), acc);
-            accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(MinProducts(mins, x)), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
+            sumi += ScaledDot(Join(q & m4, Vector256.ShiftRightLogical(q, 4)), Vector512.Load(q8 + 192), Avx512BW.PermuteVar32x16(sc16, i3));
+            acc = KQuantStep(Sum2(sumi.GetLower() + sumi.GetUpper(), MinProducts(mins, x)), HalfConversion.Load(w) * dx, HalfConversion.Load(w + 2) * dx, acc);
         }
-        return Vector512.Sum(acc) - Vector256.Sum(accMin);
+        return acc.ToScalar();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Q5_KAvx512(byte* w, void* a, long n)
+    private static float Q5_KAvx512(byte* w, void* a, long n) => Q5_KRowAvx512(w, (byte*)a, n / 256);
+
+    /// <summary>One Q5_K row with 512-bit integer sums, as <see cref="Q4_KRowAvx512"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Q5_KRowAvx512(byte* w, byte* x, long blocks)
     {
-        byte* x = (byte*)a;
         var m4 = Vector256.Create((byte)0xF);
         var bit4 = Vector512.Create((byte)0x10);
         Vector512<short> i0 = ChunkScaleIndex(0), i1 = ChunkScaleIndex(1), i2 = ChunkScaleIndex(2), i3 = ChunkScaleIndex(3);
         // Fifth-bit masks per chunk: the low 32 lanes take bit 2c of qh, the high 32 lanes bit 2c+1.
         Vector512<byte> h0 = Vector512.Create(Vector256.Create((byte)1), Vector256.Create((byte)2));
-        Vector512<float> acc = default;
-        Vector256<float> accMin = default;
-        for (long b = 0; b < n / 256; b++, w += Q5_KBytes, x += Q8_KBytes)
+        Vector128<float> acc = default;
+        for (long b = 0; b < blocks; b++, w += Q5_KBytes, x += Q8_KBytes)
         {
             float dx = Unsafe.ReadUnaligned<float>(x);
             UnpackScaleMins(w + 4, out ulong scales, out ulong mins);
             var sc16 = Avx2.ConvertToVector256Int16(Vector128.CreateScalar(scales).AsByte()).ToVector512Unsafe();
             sbyte* q8 = (sbyte*)x + Q8KQs;
             var qh256 = Vector256.Load(w + 16);
-            var qh = Vector512.Create(qh256, qh256);
+            var qh = Join(qh256, qh256);
             var mask = h0;
             var q = Vector256.Load(w + 48);
-            var sumi = ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8), Avx512BW.PermuteVar32x16(sc16, i0));
+            var sumi = ScaledDot(Join(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8), Avx512BW.PermuteVar32x16(sc16, i0));
             mask = Vector512.ShiftLeft(mask, 2);
             q = Vector256.Load(w + 80);
-            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 64), Avx512BW.PermuteVar32x16(sc16, i1));
+            sumi += ScaledDot(Join(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 64), Avx512BW.PermuteVar32x16(sc16, i1));
             mask = Vector512.ShiftLeft(mask, 2);
             q = Vector256.Load(w + 112);
-            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 128), Avx512BW.PermuteVar32x16(sc16, i2));
+            sumi += ScaledDot(Join(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 128), Avx512BW.PermuteVar32x16(sc16, i2));
             mask = Vector512.ShiftLeft(mask, 2);
             q = Vector256.Load(w + 144);
-            sumi += ScaledDot(Vector512.Create(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 192), Avx512BW.PermuteVar32x16(sc16, i3));
-            acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumi), Vector512.Create(HalfConversion.Load(w) * dx), acc);
-            accMin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(MinProducts(mins, x)), Vector256.Create(HalfConversion.Load(w + 2) * dx), accMin);
+            sumi += ScaledDot(Join(q & m4, Vector256.ShiftRightLogical(q, 4)) | (Vector512.Equals(qh & mask, mask) & bit4), Vector512.Load(q8 + 192), Avx512BW.PermuteVar32x16(sc16, i3));
+            acc = KQuantStep(Sum2(sumi.GetLower() + sumi.GetUpper(), MinProducts(mins, x)), HalfConversion.Load(w) * dx, HalfConversion.Load(w + 2) * dx, acc);
         }
-        return Vector512.Sum(acc) - Vector256.Sum(accMin);
+        return acc.ToScalar();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Q6_KAvx512(byte* w, void* a, long n)
+    private static float Q6_KAvx512(byte* w, void* a, long n) => Q6_KRowAvx512(w, (byte*)a, n / 256);
+
+    /// <summary>One Q6_K row with 512-bit integer sums, as <see cref="Q4_KRowAvx512"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Q6_KRowAvx512(byte* w, byte* x, long blocks)
     {
-        byte* x = (byte*)a;
-        Vector512<float> acc = default;
-        Vector256<float> accOffset = default;
+        Vector128<float> acc = default;
         // vpermw indices that spread scales 4m..4m+3 over four 8-lane groups (one 16-element sub-block each).
         var spread = Vector512.Create((short)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
         var four = Vector512.Create((short)4);
-        for (long b = 0; b < n / 256; b++, w += Q6_KBytes, x += Q8_KBytes)
+        for (long b = 0; b < blocks; b++, w += Q6_KBytes, x += Q8_KBytes)
         {
             float d = HalfConversion.Load(w + 208) * Unsafe.ReadUnaligned<float>(x);
             sbyte* q8 = (sbyte*)x + Q8KQs;
@@ -415,14 +442,14 @@ public static unsafe partial class QuantDot
             {
                 Q6Half(w, h, out var q0, out var q1, out var q2, out var q3);
                 sbyte* y = q8 + 128 * h;
-                sumi += ScaledDot(Vector512.Create(q0, q1), Vector512.Load(y), Avx512BW.PermuteVar32x16(scales16, idx));
+                sumi += ScaledDot(Join(q0, q1), Vector512.Load(y), Avx512BW.PermuteVar32x16(scales16, idx));
                 idx += four;
-                sumi += ScaledDot(Vector512.Create(q2, q3), Vector512.Load(y + 64), Avx512BW.PermuteVar32x16(scales16, idx));
+                sumi += ScaledDot(Join(q2, q3), Vector512.Load(y + 64), Avx512BW.PermuteVar32x16(scales16, idx));
                 idx += four;
             }
-            acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumi), Vector512.Create(d), acc);
-            accOffset = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q6OffsetProducts(scales16.GetLower(), x)), Vector256.Create(d), accOffset);
+            var total = sumi.GetLower() + sumi.GetUpper() - Avx2.ShiftLeftLogical(Q6OffsetProducts(scales16.GetLower(), x), 5);
+            acc = ScalarStep(Sum1(total), d, acc);
         }
-        return Vector512.Sum(acc) - 32 * Vector256.Sum(accOffset);
+        return acc.ToScalar();
     }
 }

@@ -26,8 +26,9 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 /// offset are applied through the activations' per-sub-block sums (<see cref="Q4KGroupBlockBytes"/>,
 /// <see cref="Q6KGroupBlockBytes"/>).</item>
 /// </list>
-/// Results are not bit-identical to the per-row kernels (a different, equally exact integer sum feeds a per-block float
-/// accumulation in a different order); tests compare them with the scalar reference within float rounding.
+/// Results are bit-identical to the per-row kernels': the integer sums are formed differently but are exact, and the float
+/// part is the canonical one (per row and token, one FMA per block in block order, <see cref="Finish"/>; QuantDot.Lanes.cs,
+/// docs/batching.md#batch-invariance-on-the-cpu). RepackedGemmTests and BatchInvarianceTests assert this.
 /// </summary>
 internal static unsafe class RepackedGemm
 {
