@@ -16,11 +16,12 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 // that the hardware prefetcher never gets to track, and on a model that does not fit in the caches the four-row kernels ran
 // slower than one row at a time. Each kernel therefore prefetches the next four rows as it goes (a 1/blocks share of them per
 // block), which turns the matrix back into one sequential stream read ahead of use.
-// K-quants are the exception to the interleaving: a 256-element super-block is long enough that a single row's loop has
-// no latency problem (two scalar FMAs per super-block), and interleaving four rows' super-block work ran out of the 16 AVX2
-// registers: the JIT spilled to the stack inside the loop. Their four-row kernels run the rows one after another, each
-// prefetching the row four rows on, which keeps the single sequential stream. (Q4_K generation in the cache went from 40 to
-// 56 GFLOP/s and, streamed with 2 threads, from about 55 to 75–88 GFLOP/s, tools/MatMulBench on the 2-core EPYC.)
+// K-quants are the exception to the interleaving: four rows' super-block work interleaved ran out of the 16 AVX2 registers
+// (the JIT spilled inside the loop) and, at the AVX-512 level, ran a streamed matrix 10–25% slower than one row at a time.
+// Their four-row kernel (QuantDot.KQuants.cs, KRows4) reads the rows one after another, one sequential stream (at the AVX2
+// level prefetching the row four rows on), stores each super-block's integer sums on the stack and then runs the float part
+// of the four rows with lanes over rows. (Q4_K generation in the cache went from 40 to 56 GFLOP/s and, streamed with 2
+// threads, from about 55 to 75–88 GFLOP/s with the sequential rows, tools/MatMulBench on the 2-core EPYC.)
 public static unsafe partial class QuantDot
 {
     /// <summary>Prefetches <paramref name="bytes"/> bytes from <paramref name="p"/> into the caches (a hint: never faults).</summary>
@@ -36,10 +37,9 @@ public static unsafe partial class QuantDot
     /// <summary>
     /// The four-row kernel for a weight type: <c>y[r] = Dot(w + r * rowBytes, act)</c> for r &lt; <see cref="MultiRowWidth"/>,
     /// as <c>kernel(w, rowBytes, act, cols, y)</c>, bit for bit the level's single-row kernel; null where there is none, and
-    /// callers then use <see cref="Resolve"/> per row. Q4_0 and Q8_0 have one at the AVX2 and AVX-512 levels (lanes over rows:
-    /// at AVX-512 it replaced single-row kernels that were bound by the latency of their one accumulator); the K-quants at the
-    /// AVX2 level. At the AVX-512 level the K-quants' single-row kernels ran a streamed matrix faster than four rows with
-    /// prefetching did, and the float types' (two 16-lane accumulators) faster than four interleaved rows (tools/MatMulBench).
+    /// callers then use <see cref="Resolve"/> per row. The quantized types have one at the AVX2 and AVX-512 levels (for Q4_0 and
+    /// Q8_0 at AVX-512 it replaced single-row kernels bound by the latency of their one accumulator). The float types have none:
+    /// their single-row kernels stream one row at a time, and four interleaved rows ran a streamed F16 matrix a third slower.
     /// </summary>
     internal static delegate*<byte*, long, byte*, long, float*, void> ResolveMultiRow(GgmlType weightType, KernelIsa isa)
     {
@@ -49,9 +49,12 @@ public static unsafe partial class QuantDot
             (_, KernelIsa.Scalar) => null,
             (GgmlType.Q4_0, _) => &Q4_0Avx2R4,
             (GgmlType.Q8_0, _) => &Q8_0Avx2R4,
-            (GgmlType.Q4_K, KernelIsa.Avx2) => &Q4_KAvx2R4,
-            (GgmlType.Q5_K, KernelIsa.Avx2) => &Q5_KAvx2R4,
-            (GgmlType.Q6_K, KernelIsa.Avx2) => &Q6_KAvx2R4,
+            (GgmlType.Q4_K, KernelIsa.Avx2) => &KRows4<Q4KAvx2>,
+            (GgmlType.Q4_K, _) => &KRows4<Q4KAvx512>,
+            (GgmlType.Q5_K, KernelIsa.Avx2) => &KRows4<Q5KAvx2>,
+            (GgmlType.Q5_K, _) => &KRows4<Q5KAvx512>,
+            (GgmlType.Q6_K, KernelIsa.Avx2) => &KRows4<Q6KAvx2>,
+            (GgmlType.Q6_K, _) => &KRows4<Q6KAvx512>,
             _ => null,
         };
     }
@@ -119,43 +122,4 @@ public static unsafe partial class QuantDot
         }
         acc.Store(y);
     }
-
-    /// <summary>
-    /// Q4_K: the four rows one after another through the single-row loop (<see cref="Q4_KRowAvx2"/>), each prefetching the row
-    /// four rows further on. Interleaving the rows super-block by super-block, as the Q4_0/Q8_0 kernels do, shares little here
-    /// (the activation's loads are memory operands either way) and needed more than the 16 vector registers: the JIT spilled
-    /// accumulators and constants to the stack inside the loop.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q4_KAvx2R4(byte* w, long rowBytes, byte* x, long n, float* y)
-    {
-        long blocks = n / 256;
-        y[0] = Q4_KRowAvx2(w, x, blocks, w + 4 * rowBytes, prefetch: true);
-        y[1] = Q4_KRowAvx2(w + rowBytes, x, blocks, w + 5 * rowBytes, prefetch: true);
-        y[2] = Q4_KRowAvx2(w + 2 * rowBytes, x, blocks, w + 6 * rowBytes, prefetch: true);
-        y[3] = Q4_KRowAvx2(w + 3 * rowBytes, x, blocks, w + 7 * rowBytes, prefetch: true);
-    }
-
-    /// <summary>Q5_K: as <see cref="Q4_KAvx2R4"/>, the rows in turn through the single-row loop, each prefetching four rows on.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q5_KAvx2R4(byte* w, long rowBytes, byte* x, long n, float* y)
-    {
-        long blocks = n / 256;
-        y[0] = Q5_KRowAvx2(w, x, blocks, w + 4 * rowBytes, prefetch: true);
-        y[1] = Q5_KRowAvx2(w + rowBytes, x, blocks, w + 5 * rowBytes, prefetch: true);
-        y[2] = Q5_KRowAvx2(w + 2 * rowBytes, x, blocks, w + 6 * rowBytes, prefetch: true);
-        y[3] = Q5_KRowAvx2(w + 3 * rowBytes, x, blocks, w + 7 * rowBytes, prefetch: true);
-    }
-
-    /// <summary>Q6_K: as <see cref="Q4_KAvx2R4"/>, the rows in turn through the single-row loop, each prefetching four rows on.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q6_KAvx2R4(byte* w, long rowBytes, byte* x, long n, float* y)
-    {
-        long blocks = n / 256;
-        y[0] = Q6_KRowAvx2(w, x, blocks, w + 4 * rowBytes, prefetch: true);
-        y[1] = Q6_KRowAvx2(w + rowBytes, x, blocks, w + 5 * rowBytes, prefetch: true);
-        y[2] = Q6_KRowAvx2(w + 2 * rowBytes, x, blocks, w + 6 * rowBytes, prefetch: true);
-        y[3] = Q6_KRowAvx2(w + 3 * rowBytes, x, blocks, w + 7 * rowBytes, prefetch: true);
-    }
-
 }

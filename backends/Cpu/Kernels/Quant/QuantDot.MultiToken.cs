@@ -452,7 +452,8 @@ public static unsafe partial class QuantDot
     {
         var dx = Q8KScales4(x0, x1, x2, x3);
         acc = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(Sum4(s0, s1, s2, s3)), Vector128.Create(d) * dx, acc);
-        var minSums = Sum4(MinProducts(mins, x0), MinProducts(mins, x1), MinProducts(mins, x2), MinProducts(mins, x3));
+        var pairs = MinPairs(mins);
+        var minSums = Sum4(MinProducts(pairs, x0), MinProducts(pairs, x1), MinProducts(pairs, x2), MinProducts(pairs, x3));
         return Fma.MultiplyAddNegated(Sse2.ConvertToVector128Single(minSums), Vector128.Create(dmin) * dx, acc);
     }
 
