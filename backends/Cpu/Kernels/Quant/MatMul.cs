@@ -86,8 +86,8 @@ public sealed unsafe class MatMulScratch : IDisposable
 /// elements, as in a GGUF file, read in place). Activations are quantized once per row (Q8_0 / Q8_K as
 /// <see cref="QuantDot.ActivationType"/> says); then one of three paths runs, with work claimed dynamically by the pool's threads:
 /// <list type="bullet">
-/// <item>n = 1 (generation): tiles of rows; four rows at a time through <see cref="QuantDot"/>'s multi-row kernels (every type
-/// at the AVX2 and AVX-512 levels), the rest one row at a time.</item>
+/// <item>n = 1 (generation): tiles of rows; four rows at a time through <see cref="QuantDot"/>'s multi-row kernels (the quantized
+/// types at the AVX2 and AVX-512 levels), the rest one row at a time.</item>
 /// <item>n ≥ <see cref="RepackedGemm.MinTokens"/> for Q4_0, Q8_0, Q4_K, Q6_K (prompts): <see cref="RepackedGemm"/> — groups of 8
 /// rows repacked per thread with SIMD lanes over rows, every token run against each group.</item>
 /// <item>otherwise: tiles of rows × tokens; within a tile each weight row meets the tile's tokens in groups of 8 and 4 through

@@ -10,10 +10,12 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 //
 // Quantized weights (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K): per block (32 elements) or super-block (256 elements) an exact integer
 // sum, then float FMAs per block in block order into one accumulator per (row, token) that starts at 0:
-//   Q4_0, Q8_0: acc = fma(float(Σ qw·qx), dw·dx, acc)
+//   Q4_0:       acc = fma(float(Σ qw·qx), dw·dx, acc)
 //   Q4_K, Q5_K: acc = fma(float(Σ_j sc_j·Σ q·qx), d·dx, acc); acc = fma(−float(Σ_j m_j·Σ qx), dmin·dx, acc)
 //   Q6_K:       acc = fma(float(Σ_i sc_i·Σ q·qx − 32·Σ_i sc_i·Σ qx), d·dx, acc)
-// and y = acc. The integer sums are exact, so how they are formed (SIMD lanes over elements, vpmaddubsw pairs, repacked
+// and y = acc; Q8_0 has two accumulators that take the blocks in turn (block b updates acc[b % 2] as Q4_0's step) and
+// y = acc[0] + acc[1]: its generation reads 34 bytes per block and is fastest one row at a time (one sequential stream),
+// where a single chain of FMAs would make a row wait on their latency. The integer sums are exact, so how they are formed (SIMD lanes over elements, vpmaddubsw pairs, repacked
 // rows) does not matter; int → float conversion and the float products are deterministic. Kernels keep SIMD lanes over
 // rows or tokens for the float part (the helpers below reduce several integer vectors to one vector of per-row or
 // per-token sums), never over elements. This is the repacked GEMM's arithmetic (RepackedGemm's Finish), and the same at
@@ -62,7 +64,8 @@ public static unsafe partial class QuantDot
         return q + Sse2.Shuffle(q, 0xB1);
     }
 
-    /// <summary>The canonical step for one row and token: lane 0 of acc + float(lane 0 of <paramref name="sums"/>) · scale, one rounding.</summary>
+    /// <summary>The canonical step for one row and token: lane 0 of acc + float(lane 0 of <paramref name="sums"/>) · scale, one rounding.
+    /// Only lane 0 of the result means anything (vfmadd…ss takes the other lanes from its first operand).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<float> ScalarStep(Vector128<int> sums, float scale, Vector128<float> acc)
         => Fma.MultiplyAddScalar(Sse2.ConvertToVector128Single(sums), Vector128.CreateScalarUnsafe(scale), acc);

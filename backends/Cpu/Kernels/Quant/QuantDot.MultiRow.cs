@@ -37,9 +37,11 @@ public static unsafe partial class QuantDot
     /// <summary>
     /// The four-row kernel for a weight type: <c>y[r] = Dot(w + r * rowBytes, act)</c> for r &lt; <see cref="MultiRowWidth"/>,
     /// as <c>kernel(w, rowBytes, act, cols, y)</c>, bit for bit the level's single-row kernel; null where there is none, and
-    /// callers then use <see cref="Resolve"/> per row. The quantized types have one at the AVX2 and AVX-512 levels (for Q4_0 and
-    /// Q8_0 at AVX-512 it replaced single-row kernels bound by the latency of their one accumulator). The float types have none:
-    /// their single-row kernels stream one row at a time, and four interleaved rows ran a streamed F16 matrix a third slower.
+    /// callers then use <see cref="Resolve"/> per row. The quantized types have one at the AVX2 and AVX-512 levels (for Q4_0 at
+    /// AVX-512 it replaced a single-row kernel bound by the latency of its one accumulator), except Q8_0 at AVX-512: four
+    /// interleaved Q8_0 rows read a streamed matrix 25–35% slower than one row at a time (34 bytes per block: generation is bound
+    /// by the read), so that level keeps a single-row kernel (<see cref="Q8_0Avx512"/>). The float types have none either: their
+    /// single-row kernels stream one row at a time, and four interleaved rows ran a streamed F16 matrix a third slower.
     /// </summary>
     internal static delegate*<byte*, long, byte*, long, float*, void> ResolveMultiRow(GgmlType weightType, KernelIsa isa)
     {
@@ -48,7 +50,7 @@ public static unsafe partial class QuantDot
         {
             (_, KernelIsa.Scalar) => null,
             (GgmlType.Q4_0, _) => &Q4_0Avx2R4,
-            (GgmlType.Q8_0, _) => &Q8_0Avx2R4,
+            (GgmlType.Q8_0, KernelIsa.Avx2) => &Q8_0Avx2R4,
             (GgmlType.Q4_K, KernelIsa.Avx2) => &KRows4<Q4KAvx2>,
             (GgmlType.Q4_K, _) => &KRows4<Q4KAvx512>,
             (GgmlType.Q5_K, KernelIsa.Avx2) => &KRows4<Q5KAvx2>,
@@ -112,14 +114,15 @@ public static unsafe partial class QuantDot
     {
         byte* w0 = w, w1 = w + rowBytes, w2 = w + 2 * rowBytes, w3 = w + 3 * rowBytes;
         byte* next = w + 4 * rowBytes;
-        Vector128<float> acc = default;
+        Vector128<float> acc = default, other = default; // Q8_0's even and odd blocks
         for (long b = 0; b < n / 32; b++, w0 += Q8_0Bytes, w1 += Q8_0Bytes, w2 += Q8_0Bytes, w3 += Q8_0Bytes, x += Q8_0Bytes, next += 4 * Q8_0Bytes)
         {
             PrefetchSpan(next, 4 * Q8_0Bytes);
             var qx = Vector256.Load((sbyte*)x + 2);
             var sums = Sum4(Q8_0RowSums(w0, qx), Q8_0RowSums(w1, qx), Q8_0RowSums(w2, qx), Q8_0RowSums(w3, qx));
             acc = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(sums), RowScales4(w0, w1, w2, w3) * Vector128.Create(HalfConversion.Load(x)), acc);
+            (acc, other) = (other, acc);
         }
-        acc.Store(y);
+        (acc + other).Store(y);
     }
 }

@@ -380,21 +380,27 @@ public static unsafe partial class QuantDot
     {
         byte* x0 = act, x1 = act + actRowBytes, x2 = act + 2 * actRowBytes, x3 = act + 3 * actRowBytes;
         byte* x4 = act + 4 * actRowBytes, x5 = act + 5 * actRowBytes, x6 = act + 6 * actRowBytes, x7 = act + 7 * actRowBytes;
-        Vector256<float> acc = default;
+        Vector256<float> acc = default, other = default; // Q8_0's even and odd blocks
         for (long b = 0; b < n / 32; b++, w += Q8_0Bytes, dx += dxStride, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes,
                                                         x4 += Q8_0Bytes, x5 += Q8_0Bytes, x6 += Q8_0Bytes, x7 += Q8_0Bytes)
+        {
             acc = SignedBlock8(Vector256.Load((sbyte*)w + 2), HalfConversion.Load(w), dx, x0, x1, x2, x3, x4, x5, x6, x7, acc);
-        Scatter8(acc, y, yStride);
+            (acc, other) = (other, acc);
+        }
+        Scatter8(acc + other, y, yStride);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Q8_0Avx2X4(byte* w, byte* act, long actRowBytes, float* dx, long dxStride, long n, float* y, long yStride)
     {
         byte* x0 = act, x1 = act + actRowBytes, x2 = act + 2 * actRowBytes, x3 = act + 3 * actRowBytes;
-        Vector128<float> acc = default;
+        Vector128<float> acc = default, other = default; // Q8_0's even and odd blocks
         for (long b = 0; b < n / 32; b++, w += Q8_0Bytes, dx += dxStride, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes)
+        {
             acc = SignedBlock4(Vector256.Load((sbyte*)w + 2), HalfConversion.Load(w), dx, x0, x1, x2, x3, acc);
-        Scatter4(acc, y, yStride);
+            (acc, other) = (other, acc);
+        }
+        Scatter4(acc + other, y, yStride);
     }
 
     /// <summary>

@@ -73,7 +73,7 @@ public static unsafe partial class QuantDot
             (GgmlType.BF16, KernelIsa.Avx512) => &BF16Avx512,
             (GgmlType.Q8_0, KernelIsa.Scalar) => &Q8_0Scalar,
             (GgmlType.Q8_0, KernelIsa.Avx2) => &Q8_0Avx2,
-            (GgmlType.Q8_0, KernelIsa.Avx512) => &Q8_0Avx2,
+            (GgmlType.Q8_0, KernelIsa.Avx512) => &Q8_0Avx512,
             (GgmlType.Q4_0, KernelIsa.Scalar) => &Q4_0Scalar,
             (GgmlType.Q4_0, KernelIsa.Avx2) => &Q4_0Avx2,
             (GgmlType.Q4_0, KernelIsa.Avx512) => &Q4_0Avx2,
