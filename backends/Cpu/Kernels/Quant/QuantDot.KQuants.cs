@@ -210,10 +210,6 @@ public static unsafe partial class QuantDot
         /// measured on an AVX2 EPYC; at the AVX-512 level one plain sequential stream per row was faster).</summary>
         static abstract bool Prefetch { get; }
 
-        /// <summary>Whether the four-row kernel forms the four rows' min sums together in its float pass, from the rows' min
-        /// bytes, with 512-bit operations (the AVX-512 level), rather than from each row's <see cref="MinProducts"/>.</summary>
-        static abstract bool WideMins { get; }
-
         /// <summary>The exact scaled sums as 8 int32 lanes (to be added up): Σ_j sc_j·Σ q·qx, or Q6_K's whole
         /// Σ sc·Σ q·qx − 32·Σ sc·Σ qx; and, for Q4_K/Q5_K, the eight 6-bit mins as the bytes of <paramref name="mins"/>.</summary>
         Vector256<int> Sums(byte* w, byte* x, out ulong mins);
@@ -256,9 +252,9 @@ public static unsafe partial class QuantDot
     private static void KRows4<T>(byte* w, long rowBytes, byte* x, long n, float* y) where T : struct, IKSuperBlock<T>
     {
         var kernel = T.Create();
-        var sums = stackalloc Vector256<int>[KPass * 8]; // per super-block: the four rows' scaled sums, then their min products
+        var sums = stackalloc Vector256<int>[KPass * 4]; // per super-block: the four rows' scaled sums
         var scales = stackalloc float[KPass * 8];        // per super-block: the four rows' d, then their dmin
-        var minBytes = stackalloc ulong[KPass * 4];      // per super-block: the four rows' mins (WideMins)
+        var minBytes = stackalloc ulong[KPass * 4];      // per super-block: the four rows' mins
         int bytes = T.Bytes, scaleAt = T.HasMins ? 0 : 208;
         Vector128<float> acc = default;
         long blocks = n / 256;
@@ -271,12 +267,7 @@ public static unsafe partial class QuantDot
                 for (long k = 0; k < count; k++, wr += bytes, xr += Q8_KBytes, ahead += bytes)
                 {
                     if (T.Prefetch) PrefetchSpan(ahead, bytes);
-                    sums[8 * k + r] = kernel.Sums(wr, xr, out ulong mins);
-                    if (T.HasMins)
-                    {
-                        if (T.WideMins) minBytes[4 * k + r] = mins;
-                        else sums[8 * k + 4 + r] = MinProducts(MinPairs(mins), xr);
-                    }
+                    sums[4 * k + r] = kernel.Sums(wr, xr, out minBytes[4 * k + r]);
                     // The row scales are gathered here, with scalar loads and stores, rather than inserted into vectors below:
                     // the vector units are the busy ones.
                     scales[8 * k + r] = HalfConversion.Load(wr + scaleAt);
@@ -286,13 +277,12 @@ public static unsafe partial class QuantDot
             byte* xb = x + b0 * Q8_KBytes;
             for (long k = 0; k < count; k++, xb += Q8_KBytes)
             {
-                Vector256<int>* s = sums + 8 * k;
+                Vector256<int>* s = sums + 4 * k;
                 var dx = Vector128.Create(Unsafe.ReadUnaligned<float>(xb));
                 acc = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(Sum4(s[0], s[1], s[2], s[3])), Vector128.Load(scales + 8 * k) * dx, acc);
                 if (T.HasMins)
                 {
-                    var minSums = T.WideMins ? MinSums4(minBytes + 4 * k, xb) : Sum4(s[4], s[5], s[6], s[7]);
-                    acc = Fma.MultiplyAddNegated(Sse2.ConvertToVector128Single(minSums), Vector128.Load(scales + 8 * k + 4) * dx, acc);
+                    acc = Fma.MultiplyAddNegated(Sse2.ConvertToVector128Single(MinSums4(minBytes + 4 * k, xb)), Vector128.Load(scales + 8 * k + 4) * dx, acc);
                 }
             }
         }
@@ -300,19 +290,20 @@ public static unsafe partial class QuantDot
     }
 
     /// <summary>
-    /// Four rows' min sums Σ_j m_j·S_j (S_j: the activation's sum over sub-block j) with 512-bit operations: the rows' 32 min bytes
-    /// widened at once, one vpmaddwd against S_0..S_7 repeated for each row, and the four rows' partial sums added up together.
-    /// About a third of the vector work of one <see cref="MinProducts"/> per row plus their horizontal sums.
+    /// Four rows' min sums Σ_j m_j·S_j (S_j: the activation's sum over sub-block j) at once: the rows' 32 min bytes widened in two
+    /// loads, one vpmaddwd per two rows against S_0..S_7, and the four rows' partial sums added up together. About a third of
+    /// the vector work of one <see cref="MinProducts"/> per row plus their horizontal sums.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<int> MinSums4(ulong* mins, byte* x)
     {
         var bsums = Vector256.Load((short*)(x + Q8KSums));
-        // S_j = bsums[2j] + bsums[2j+1] (|S_j| ≤ 32·127: 16 bits suffice), then S_0..S_7 in every 128-bit quarter.
+        // S_j = bsums[2j] + bsums[2j+1] (|S_j| ≤ 32·127: 16 bits suffice), then S_0..S_7 in each 128-bit half.
         var s = Avx2.Permute4x64(Avx2.HorizontalAdd(bsums, bsums).AsInt64(), 0x88).AsInt16();
-        var products = Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load((byte*)mins)), Avx512F.InsertVector256(s.ToVector512Unsafe(), s, 1));
-        var h = Avx2.HorizontalAdd(products.GetLower(), products.GetUpper()); // [r0 r0 r2 r2 | r1 r1 r3 r3] partial sums
-        h = Avx2.HorizontalAdd(h, h);                                           // [r0 r2 r0 r2 | r1 r3 r1 r3]
+        var p01 = Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16((byte*)mins), s);      // [row 0 (4 pairs) | row 1]
+        var p23 = Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16((byte*)(mins + 2)), s); // [row 2 | row 3]
+        var h = Avx2.HorizontalAdd(p01, p23); // [r0 r0 r2 r2 | r1 r1 r3 r3] partial sums
+        h = Avx2.HorizontalAdd(h, h);         // [r0 r2 r0 r2 | r1 r3 r1 r3]
         return Sse2.UnpackLow(h.GetLower(), h.GetUpper());
     }
 
@@ -326,7 +317,6 @@ public static unsafe partial class QuantDot
     {
         public static int Bytes => Q4_KBytes;
         public static bool HasMins => true;
-        public static bool WideMins => false;
         public static bool Prefetch => true;
         private readonly Vector256<byte> _m4;
 
@@ -364,7 +354,6 @@ public static unsafe partial class QuantDot
     {
         public static int Bytes => Q5_KBytes;
         public static bool HasMins => true;
-        public static bool WideMins => false;
         public static bool Prefetch => true;
         private readonly Vector256<byte> _m4, _bit4;
 
@@ -453,7 +442,6 @@ public static unsafe partial class QuantDot
     {
         public static int Bytes => Q6_KBytes;
         public static bool HasMins => false;
-        public static bool WideMins => false;
         public static bool Prefetch => true;
 
         public static Q6KAvx2 Create() => default;
@@ -486,7 +474,6 @@ public static unsafe partial class QuantDot
     {
         public static int Bytes => Q4_KBytes;
         public static bool HasMins => true;
-        public static bool WideMins => true;
         public static bool Prefetch => false;
         private readonly Vector256<byte> _m4;
         private readonly Vector512<short> _i0, _i1, _i2, _i3;
@@ -524,7 +511,6 @@ public static unsafe partial class QuantDot
     {
         public static int Bytes => Q5_KBytes;
         public static bool HasMins => true;
-        public static bool WideMins => true;
         public static bool Prefetch => false;
         private readonly Vector256<byte> _m4;
         private readonly Vector512<byte> _bit4, _mask;
@@ -573,7 +559,6 @@ public static unsafe partial class QuantDot
     {
         public static int Bytes => Q6_KBytes;
         public static bool HasMins => false;
-        public static bool WideMins => false;
         public static bool Prefetch => false;
         private readonly Vector512<short> _spread, _four;
 
