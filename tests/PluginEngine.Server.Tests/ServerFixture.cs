@@ -24,10 +24,12 @@ public sealed class ServerFixture : IAsyncLifetime
     public const int SlotContext = 512;
 
     /// <summary>
-    /// -np of the served model (PLUGINENGINE_TEST_SLOTS, default 1; 4 runs the same tests over continuous batching, which checks that
-    /// concurrent requests do not disturb each other; the serve-process tests run the command's default, -np 1).
+    /// -np of the served model (PLUGINENGINE_TEST_SLOTS, default 4: the tests run over continuous batching, which checks that
+    /// concurrent requests do not disturb each other — on the CPU a request's greedy text is the same alone and batched bit for
+    /// bit, docs/batching.md#batch-invariance-on-the-cpu; 1 runs them on the sequential scheduler; the serve-process tests run
+    /// the command's default, -np 1).
     /// </summary>
-    public static int Slots { get; } = int.TryParse(Environment.GetEnvironmentVariable("PLUGINENGINE_TEST_SLOTS"), out int n) && n > 0 ? n : 1;
+    public static int Slots { get; } = int.TryParse(Environment.GetEnvironmentVariable("PLUGINENGINE_TEST_SLOTS"), out int n) && n > 0 ? n : 4;
 
     public static string RepoRoot { get; } = FindRepoRoot();
 
@@ -46,9 +48,8 @@ public sealed class ServerFixture : IAsyncLifetime
 
     /// <summary>
     /// The demo model's shape with Q4_0 weights on the CPU plugin (one thread), loaded through the repository's plugins.json
-    /// as the CLI does. Q4_0 because the CPU's Q4_0 kernels give every token the same bits whatever else is in its batch, so
-    /// a request's greedy text is the same alone and batched; the demo file's Q8_0 rounds differently in the many-token
-    /// kernels (docs/batching.md), which on random weights can flip a near-tie.
+    /// as the CLI does. The CPU's kernels give every token the same bits whatever else is in its batch (every weight type;
+    /// docs/batching.md#batch-invariance-on-the-cpu), so a request's greedy text is the same alone and batched.
     /// </summary>
     public static LoadedModel LoadDemo()
     {

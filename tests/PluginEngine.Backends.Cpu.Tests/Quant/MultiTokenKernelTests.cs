@@ -4,9 +4,10 @@ using PluginEngine.Backends.Cpu.Kernels;
 namespace PluginEngine.Backends.Cpu.Tests;
 
 /// <summary>
-/// The multi-token (prompt) kernels against the single-token kernels. Per token they perform the single-token AVX2
-/// kernel's operations in the same order, so the results must be bit-identical, not merely close; the single-token
-/// kernels are themselves checked against the scalar reference in <see cref="KernelTests"/>.
+/// The multi-token kernels against the single-token kernels. Per token they perform the canonical arithmetic of the type at
+/// the level (docs/batching.md#batch-invariance-on-the-cpu), as the single-token kernel does, so the results must be
+/// bit-identical, not merely close; the single-token kernels are themselves checked against the scalar reference in
+/// <see cref="KernelTests"/>.
 /// </summary>
 public unsafe class MultiTokenKernelTests
 {
@@ -36,19 +37,39 @@ public unsafe class MultiTokenKernelTests
         return bytes;
     }
 
+    /// <summary>The activation scales of <paramref name="n"/> Q8_0 rows as the multi-token kernels read them: block b of token t at b·n + t.</summary>
+    private static float[] TokenScales(byte[] act, long n, long cols)
+    {
+        long blocks = cols / 32, rowBytes = GgmlTypes.RowSize(GgmlType.Q8_0, cols);
+        var scales = new float[Math.Max(1, n * blocks)];
+        for (long t = 0; t < n; t++)
+            for (long b = 0; b < blocks; b++)
+                scales[b * n + t] = (float)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(act, (int)(t * rowBytes + b * 34)));
+        return scales;
+    }
+
     [Theory]
     [MemberData(nameof(TypesByIsa))]
-    public void The_multi_token_dot_is_bit_identical_to_the_single_token_Avx2_dot(GgmlType wType, KernelIsa isa)
+    public void The_multi_token_dot_is_bit_identical_to_the_single_token_dot(GgmlType wType, KernelIsa isa)
     {
         TestData.SkipUnlessSupported(isa);
-        var kernel = QuantDot.ResolveMultiToken(wType, isa, out int width);
         if (isa == KernelIsa.Scalar)
         {
-            Assert.True(kernel == null && width == 0, "the scalar level has no multi-token kernel; MatMul must fall back to per-token dots");
+            Assert.True(QuantDot.ResolveMultiToken(wType, isa, 8) == null && QuantDot.ResolveMultiToken(wType, isa, 4) == null,
+                "the scalar level has no multi-token kernel; MatMul must fall back to per-token dots");
             return;
         }
-        Assert.True(kernel != null);
-        Assert.InRange(width, 2, 8);
+        Assert.True(QuantDot.ResolveMultiToken(wType, isa, 4) != null, $"{wType}/{isa} has no four-token kernel");
+        foreach (int width in new[] { 8, 4 })
+        {
+            var kernel = QuantDot.ResolveMultiToken(wType, isa, width);
+            if (kernel == null) continue;
+            CheckMultiToken(wType, isa, width, kernel);
+        }
+    }
+
+    private static void CheckMultiToken(GgmlType wType, KernelIsa isa, int width, delegate*<byte*, byte*, long, float*, long, long, float*, long, void> kernel)
+    {
         const long yStride = 3; // results land in a strided column, as in a matmul's output
         var actType = QuantDot.ActivationType(wType);
         foreach (long cols in TestData.ColsFor(wType))
@@ -63,12 +84,13 @@ public unsafe class MultiTokenKernelTests
             act.CopyTo(aBuf.Span);
             var y = new float[width * yStride];
             Array.Fill(y, float.NaN);
-            fixed (float* py = y) kernel(wBuf.Pointer, aBuf.Pointer, actRowBytes, cols, py, yStride);
+            float[] scales = QuantDot.MultiTokenScales(wType) ? TokenScales(act, width, cols) : [0f];
+            fixed (float* py = y, ps = scales) kernel(wBuf.Pointer, aBuf.Pointer, actRowBytes, ps, width, cols, py, yStride);
             for (int t = 0; t < width; t++)
             {
-                float expected = QuantDot.Dot(wType, wBuf.Pointer, aBuf.Pointer + t * actRowBytes, cols, KernelIsa.Avx2);
+                float expected = QuantDot.Dot(wType, wBuf.Pointer, aBuf.Pointer + t * actRowBytes, cols, isa);
                 Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(y[t * yStride]),
-                    $"{wType}/{isa} cols {cols} token {t}: multi-token {y[t * yStride]}, single-token {expected}");
+                    $"{wType}/{isa} cols {cols} width {width} token {t}: multi-token {y[t * yStride]}, single-token {expected}");
                 for (long k = 1; k < yStride; k++)
                     Assert.True(float.IsNaN(y[t * yStride + k]), $"{wType}/{isa} cols {cols}: wrote y[{t * yStride + k}] outside the strided outputs");
             }
@@ -110,20 +132,10 @@ public unsafe class MultiTokenKernelTests
                             byte* wRow = wBuf.Pointer + r * wRowBytes;
                             byte* aRow = pa + t * actRowBytes;
                             float actual = y[t * rows + r];
-                            // Token groups run the multi-token kernels, which equal the AVX2 single-token kernel even at the
-                            // AVX-512 level; leftover tokens run the level's own single-token kernel.
+                            // Every path (multi-row, multi-token, repacked) performs the level's canonical arithmetic.
                             float own = QuantDot.Dot(wType, wRow, aRow, cols, isa);
-                            float avx2 = isa == KernelIsa.Scalar ? own : QuantDot.Dot(wType, wRow, aRow, cols, KernelIsa.Avx2);
-                            if (n >= RepackedGemm.MinTokens && RepackedGemm.Supports(wType, isa))
-                            {
-                                // The repacked kernels sum the same exact integer block sums in another float order.
-                                double bound = RepackedGemmTests.RoundingBound(wType, wRow, actType, aRow, cols);
-                                Assert.True(Math.Abs(actual - own) <= bound,
-                                    $"{wType}/{isa} rows {rows} cols {cols} n {n} threads {pool.ThreadCount}: y[{t},{r}] = {actual}, per-token dot {own}, bound {bound}");
-                                continue;
-                            }
-                            Assert.True(actual.Equals(own) || actual.Equals(avx2),
-                                $"{wType}/{isa} rows {rows} cols {cols} n {n} threads {pool.ThreadCount}: y[{t},{r}] = {actual}, per-token dot {own} (AVX2 {avx2})");
+                            Assert.True(BitConverter.SingleToInt32Bits(actual) == BitConverter.SingleToInt32Bits(own),
+                                $"{wType}/{isa} rows {rows} cols {cols} n {n} threads {pool.ThreadCount}: y[{t},{r}] = {actual}, per-token dot {own}");
                         }
                     }
                 }

@@ -71,9 +71,19 @@ public sealed class ModelChecksTests : IDisposable
         Assert.True(code == ExitCodes.Success, error.ToString() + output);
         Assert.Contains("PASS  logits Q4_0 all layers", output.ToString());
         Assert.Contains("PASS  seed regression Q4_0, dirty gaps", output.ToString());
-        Assert.Contains("PASS  batching: 8 concurrent greedy requests equal each alone (cpu)", output.ToString());
+        // The cpu backend's batching check is exact: no near-tie allowance (docs/batching.md#batch-invariance-on-the-cpu).
+        Assert.Contains("PASS  batching: 8 concurrent greedy requests equal each alone (cpu): every token equal (exact)", output.ToString());
         Assert.Contains("conformance cpu: 5 passed, 0 failed, 1 skipped", output.ToString());
         Assert.Contains("SKIP  logits Q4_0 split 1:1 over two devices: cpu has 1 device(s); a split needs two", output.ToString());
+    }
+
+    [Fact]
+    public void Batching_check_on_the_cpu_backend_is_exact()
+    {
+        var cpu = CpuTestBackend.Device;
+        var result = Core.Serving.BatchedGreedyCheck.Run(cpu, cpu, _dir.Path, exact: true);
+        Assert.True(result.Passed == true, result.Detail);
+        Assert.StartsWith("every token equal (exact);", result.Detail);
     }
 
     [Theory]

@@ -12,7 +12,7 @@ namespace PluginEngine.Tests.Serving;
 /// <summary>
 /// Continuous batching (docs/batching.md#the-scheduler): concurrent greedy requests get exactly what each gets alone; a
 /// cancelled request frees its slot (running or queued); a full queue and a prompt longer than a slot are refused at submit.
-/// The model is a small synthetic Q4_0 one: its CPU kernels give the same logits whatever the batch (BatchedContextTests).
+/// The model is a small synthetic Q4_0 one: the CPU gives the same logits whatever the batch (BatchedContextTests).
 /// </summary>
 public sealed class BatchedCompletionSchedulerTests : IDisposable
 {
@@ -165,10 +165,16 @@ public sealed class BatchedCompletionSchedulerTests : IDisposable
     {
         using var scheduler = new BatchedCompletionScheduler(_model, Options, slots: 1, queueCapacity: 2);
         using var started = new ManualResetEventSlim();
-        var running = scheduler.SubmitAsync(Request(0, maxTokens: 1000) with { EndTokens = new HashSet<int>() }, _ => started.Set());
+        using var drainRequested = new ManualResetEventSlim();
+        // The worker waits in its first text callback until the drain is requested: otherwise, on a busy machine, the request
+        // could fill its slot's 64 positions (ContextFull) before the test thread gets to cancel it.
+        var running = scheduler.SubmitAsync(Request(0, maxTokens: 1000) with { EndTokens = new HashSet<int>() },
+            _ => { started.Set(); drainRequested.Wait(TimeSpan.FromSeconds(30)); });
         var queued = scheduler.SubmitAsync(Request(1));
         Assert.True(started.Wait(TimeSpan.FromSeconds(30)));
-        await scheduler.DrainAsync(new CancellationToken(canceled: true));
+        var drain = scheduler.DrainAsync(new CancellationToken(canceled: true));
+        drainRequested.Set();
+        await drain;
         Assert.Equal(ChatStopReason.Cancelled, (await running).StopReason);
         Assert.Equal(ChatStopReason.Cancelled, (await queued).StopReason);
     }

@@ -61,6 +61,29 @@ internal static unsafe class HalfConversion
         return (value.AsUInt32() | sign).AsSingle();
     }
 
+    /// <summary>The constants of the 512-bit <see cref="ToSingle(Vector512{uint}, in Constants512)"/>, created once before a loop
+    /// (the JIT does not hoist the broadcasts out of a loop by itself).</summary>
+    public readonly struct Constants512
+    {
+        public readonly Vector512<uint> Magnitude = Vector512.Create(0x7fffu), Sign = Vector512.Create(0x8000u), Exponent = Vector512.Create(0x7f800000u), Infinity = Vector512.Create(0x7c00u);
+        public readonly Vector512<float> Rebias = Vector512.Create(5.192296858534828e33f);
+
+        public Constants512() { }
+    }
+
+    /// <inheritdoc cref="ToSingle(Vector256{uint})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ToSingle(Vector512<uint> h, in Constants512 c)
+    {
+        var em = h & c.Magnitude;
+        var sign = (h & c.Sign) << 16;
+        var shifted = em << 13;
+        var finite = shifted.AsSingle() * c.Rebias;
+        var special = (shifted | c.Exponent).AsSingle();
+        var value = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(em, c.Infinity).AsSingle(), special, finite);
+        return (value.AsUInt32() | sign).AsSingle();
+    }
+
     /// <inheritdoc cref="ToSingle(Vector256{uint})"/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ToSingle(Vector512<uint> h)

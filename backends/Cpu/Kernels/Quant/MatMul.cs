@@ -28,7 +28,8 @@ public sealed unsafe class MatMulScratch : IDisposable
     /// <summary>A buffer of at least <paramref name="bytes"/> bytes, 64-byte aligned (quantized activations).</summary>
     internal byte* Ensure(long bytes) => Grow(ref _buffer, ref _capacity, bytes);
 
-    /// <summary>A second buffer of at least <paramref name="bytes"/> bytes, 64-byte aligned (per-token activation terms).</summary>
+    /// <summary>A second buffer of at least <paramref name="bytes"/> bytes, 64-byte aligned (per-token activation terms, or the
+    /// activation scales the multi-token kernels read).</summary>
     internal byte* EnsureTerms(long bytes) => Grow(ref _terms, ref _termsCapacity, bytes);
 
     private byte* Grow(ref byte* buffer, ref long capacity, long bytes)
@@ -85,13 +86,16 @@ public sealed unsafe class MatMulScratch : IDisposable
 /// elements, as in a GGUF file, read in place). Activations are quantized once per row (Q8_0 / Q8_K as
 /// <see cref="QuantDot.ActivationType"/> says); then one of three paths runs, with work claimed dynamically by the pool's threads:
 /// <list type="bullet">
-/// <item>n = 1 (generation): tiles of rows; four rows at a time through <see cref="QuantDot"/>'s multi-row kernels where the
-/// type has one (Q4_0, Q8_0, Q4_K, Q6_K at the AVX2 level), else one row at a time.</item>
+/// <item>n = 1 (generation): tiles of rows; four rows at a time through <see cref="QuantDot"/>'s multi-row kernels (the quantized
+/// types at the AVX2 and AVX-512 levels), the rest one row at a time.</item>
 /// <item>n ≥ <see cref="RepackedGemm.MinTokens"/> for Q4_0, Q8_0, Q4_K, Q6_K (prompts): <see cref="RepackedGemm"/> — groups of 8
 /// rows repacked per thread with SIMD lanes over rows, every token run against each group.</item>
-/// <item>otherwise: tiles of rows × tokens; within a tile each weight row meets the tile's tokens in groups of 4 or 8 through
-/// the multi-token kernels, which decode each weight block once per group (register blocking).</item>
+/// <item>otherwise: tiles of rows × tokens; within a tile each weight row meets the tile's tokens in groups of 8 and 4 through
+/// the multi-token kernels, which decode each weight block once per group (register blocking); tokens left over go through
+/// the multi-row kernels.</item>
 /// </list>
+/// Every path computes y[t, r] with the same float operations (the canonical arithmetic of docs/batching.md#batch-invariance-on-the-cpu),
+/// so a token's output row is bit for bit the same whatever n, its position in the batch, the thread count and the tiling.
 /// </summary>
 public static unsafe class MatMul
 {
@@ -124,17 +128,20 @@ public static unsafe class MatMul
         if (cols <= 0) throw new ArgumentOutOfRangeException(nameof(cols), cols, "matmul: cols must be positive");
         var actType = QuantDot.ActivationType(wType);
         int block = Math.Max(GgmlTypes.Get(wType).BlockSize, GgmlTypes.Get(actType).BlockSize);
+        bool repacked = n >= RepackedGemm.MinTokens && RepackedGemm.Supports(wType, isa);
+        var multi8 = n == 1 || repacked ? null : QuantDot.ResolveMultiToken(wType, isa, 8);
+        var multi4 = n == 1 || repacked ? null : QuantDot.ResolveMultiToken(wType, isa, 4);
         if (cols % block != 0)
             throw new ArgumentException($"matmul: a {wType} row of {cols} elements is not a whole number of {block}-element blocks", nameof(cols));
         if (rows == 0 || n == 0) return;
         if (w == null || x == null || y == null) throw new ArgumentNullException(w == null ? nameof(w) : x == null ? nameof(x) : nameof(y));
 
-        bool repacked = n >= RepackedGemm.MinTokens && RepackedGemm.Supports(wType, isa);
         long blocks = repacked ? cols / RepackedGemm.BlockElementsFor(wType) : 0;
         byte* act;
         long actRowBytes;
         float* scales = null;
         byte* blockTerms = null;
+        float* tokenScales = null;
         if (actType == GgmlType.F32)
         {
             act = (byte*)x;
@@ -152,8 +159,13 @@ public static unsafe class MatMul
                 scales = (float*)terms;
                 blockTerms = terms + n * blocks * sizeof(float);
             }
+            else if ((multi8 != null || multi4 != null) && QuantDot.MultiTokenScales(wType))
+            {
+                // The tokens' activation scales as floats, block-major (block b of token t at b·n + t), as the multi-token kernels read them.
+                tokenScales = (float*)scratch.EnsureTerms(checked(n * (cols / 32) * sizeof(float)));
+            }
             var quantize = scratch.QuantizeJob;
-            quantize.Set(actType, x, act, cols, actRowBytes, n, isa, repacked, wType, scales, blockTerms);
+            quantize.Set(actType, x, act, cols, actRowBytes, n, isa, repacked, wType, scales, blockTerms, tokenScales);
             if (n == 1 || pool.ThreadCount == 1)
                 for (long t = 0; t < n; t++) quantize.Row(t);
             else
@@ -169,10 +181,7 @@ public static unsafe class MatMul
         }
 
         var job = scratch.Job;
-        int width = 0;
-        var multiDot = n == 1 ? null : QuantDot.ResolveMultiToken(wType, isa, out width);
-        var multiRow = n == 1 ? QuantDot.ResolveMultiRow(wType, isa) : null;
-        job.Set(QuantDot.Resolve(wType, isa), multiDot, width, multiRow, w, GgmlTypes.RowSize(wType, cols),
+        job.Set(QuantDot.Resolve(wType, isa), multi8, multi4, tokenScales, QuantDot.ResolveMultiRow(wType, isa), w, GgmlTypes.RowSize(wType, cols),
                 rows, cols, act, actRowBytes, n, y, n == 1 ? VectorRowTile(rows, pool.ThreadCount) : BatchRowTile, n == 1 ? 1 : BatchTokenTile);
         pool.Run(job);
     }
@@ -181,7 +190,7 @@ public static unsafe class MatMul
     internal sealed class QuantizeJob : CpuParallelJob
     {
         private GgmlType _type, _weightType;
-        private float* _x, _scales;
+        private float* _x, _scales, _tokenScales;
         private byte* _dst, _terms;
         private long _cols, _rowBytes, _n, _next, _blocks;
         private int _termBytes;
@@ -189,12 +198,14 @@ public static unsafe class MatMul
         private KernelIsa _isa;
 
         /// <summary>Quantizes <paramref name="n"/> rows; with <paramref name="repacked"/> each row's <see cref="RepackedGemm"/> terms are
-        /// prepared right after it (<paramref name="scales"/>: n × blocks floats; <paramref name="terms"/>: n × blocks × TermBytes).</summary>
+        /// prepared right after it (<paramref name="scales"/>: n × blocks floats; <paramref name="terms"/>: n × blocks × TermBytes);
+        /// with <paramref name="tokenScales"/> (Q8_0 rows only) each row's block scales are written there as floats, block b of
+        /// row t at b·n + t.</summary>
         public void Set(GgmlType type, float* x, byte* dst, long cols, long rowBytes, long n, KernelIsa isa,
-                        bool repacked = false, GgmlType weightType = default, float* scales = null, byte* terms = null)
+                        bool repacked = false, GgmlType weightType = default, float* scales = null, byte* terms = null, float* tokenScales = null)
         {
             _type = type; _x = x; _dst = dst; _cols = cols; _rowBytes = rowBytes; _n = n; _isa = isa;
-            _prepare = repacked; _weightType = weightType; _scales = scales; _terms = terms;
+            _prepare = repacked; _weightType = weightType; _scales = scales; _terms = terms; _tokenScales = tokenScales;
             _blocks = repacked ? cols / RepackedGemm.BlockElementsFor(weightType) : 0;
             _termBytes = repacked ? RepackedGemm.KernelsFor(weightType).TermBytes : 0;
             _next = 0;
@@ -206,6 +217,8 @@ public static unsafe class MatMul
             byte* row = _dst + t * _rowBytes;
             ActivationQuantizer.Quantize(_type, _x + t * _cols, row, _cols, _isa);
             if (_prepare) RepackedGemm.PrepareActivation(_weightType, row, _blocks, _scales + t * _blocks, _terms + t * _blocks * _termBytes);
+            if (_tokenScales != null)
+                for (long b = 0; b < _cols / 32; b++) _tokenScales[b * _n + t] = HalfConversion.Load(row + b * 34);
         }
 
         public override void Execute(int worker, int workerCount)
@@ -215,25 +228,29 @@ public static unsafe class MatMul
         }
     }
 
-    /// <summary>The tiled dot-product sweep; tiles are claimed through an atomic counter. Within a tile, whole groups of
-    /// the multi-token kernel's width go through it (each weight block decoded once per group) and the remaining
-    /// tokens through the single-token kernel.</summary>
+    /// <summary>The tiled dot-product sweep; tiles are claimed through an atomic counter. Within a tile, whole groups of 8 and
+    /// then 4 tokens go through the multi-token kernels (each weight block decoded once per group, row by row), and each remaining
+    /// token through the multi-row kernel over the tile's rows (the single-row kernel for rows left over).</summary>
     internal sealed class Job : CpuParallelJob
     {
         private delegate*<byte*, void*, long, float> _dot;
-        private delegate*<byte*, byte*, long, long, float*, long, void> _multiDot;
+        private delegate*<byte*, byte*, long, float*, long, long, float*, long, void> _multi8, _multi4;
         private delegate*<byte*, long, byte*, long, float*, void> _multiRow;
         private byte* _w, _act;
-        private float* _y;
+        private float* _y, _tokenScales;
         private long _rowBytes, _rows, _cols, _actRowBytes, _n, _rowTiles, _tokenTiles, _next;
-        private int _rowTile, _tokenTile, _width;
+        private int _rowTile, _tokenTile;
 
-        /// <param name="multiDot">Multi-token kernel for <paramref name="width"/> tokens, or null to compute every row·token with <paramref name="dot"/>.</param>
-        /// <param name="multiRow">For n = 1: a kernel for <see cref="QuantDot.MultiRowWidth"/> rows at once, or null.</param>
-        public void Set(delegate*<byte*, void*, long, float> dot, delegate*<byte*, byte*, long, long, float*, long, void> multiDot, int width,
+        /// <param name="multi8">Multi-token kernel for 8 tokens, or null.</param>
+        /// <param name="multi4">Multi-token kernel for 4 tokens, or null.</param>
+        /// <param name="tokenScales">The activation scales the multi-token kernels read (block-major, n per block), or null.</param>
+        /// <param name="multiRow">A kernel for <see cref="QuantDot.MultiRowWidth"/> rows at once, or null (then every row·token takes <paramref name="dot"/>).</param>
+        public void Set(delegate*<byte*, void*, long, float> dot, delegate*<byte*, byte*, long, float*, long, long, float*, long, void> multi8,
+                        delegate*<byte*, byte*, long, float*, long, long, float*, long, void> multi4, float* tokenScales,
                         delegate*<byte*, long, byte*, long, float*, void> multiRow, byte* w, long rowBytes, long rows, long cols, byte* act, long actRowBytes, long n, float* y, int rowTile, int tokenTile)
         {
-            _dot = dot; _multiDot = multiDot; _width = width; _multiRow = multiRow; _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols;
+            _dot = dot; _multi8 = multi8; _multi4 = multi4; _tokenScales = tokenScales; _multiRow = multiRow;
+            _w = w; _rowBytes = rowBytes; _rows = rows; _cols = cols;
             _act = act; _actRowBytes = actRowBytes; _n = n; _y = y;
             _rowTile = rowTile; _tokenTile = tokenTile;
             _rowTiles = (rows + rowTile - 1) / rowTile;
@@ -244,35 +261,35 @@ public static unsafe class MatMul
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int worker, int workerCount)
         {
-            int width = _width;
             long tiles = _rowTiles * _tokenTiles, tile;
-            if (_multiRow != null)
-            {
-                // Generation: one token, rows four at a time (the tile is a multiple of four; only the matrix's last tile may not be).
-                while ((tile = Interlocked.Increment(ref _next) - 1) < tiles)
-                {
-                    long r = tile * _rowTile, r1 = Math.Min(r + _rowTile, _rows);
-                    for (; r + QuantDot.MultiRowWidth <= r1; r += QuantDot.MultiRowWidth)
-                        _multiRow(_w + r * _rowBytes, _rowBytes, _act, _cols, _y + r);
-                    for (; r < r1; r++)
-                        _y[r] = _dot(_w + r * _rowBytes, _act, _cols);
-                }
-                return;
-            }
             while ((tile = Interlocked.Increment(ref _next) - 1) < tiles)
             {
                 long r0 = tile / _tokenTiles * _rowTile, r1 = Math.Min(r0 + _rowTile, _rows);
                 long t0 = tile % _tokenTiles * _tokenTile, t1 = Math.Min(t0 + _tokenTile, _n);
-                // Without a multi-token kernel every token goes down the single-token path.
-                long tGrouped = _multiDot == null ? t0 : t0 + (t1 - t0) / width * width;
-                for (long r = r0; r < r1; r++)
+                long grouped8 = _multi8 == null ? t0 : t0 + (t1 - t0) / 8 * 8;
+                long grouped = _multi4 == null ? grouped8 : grouped8 + (t1 - grouped8) / 4 * 4;
+                if (grouped > t0)
                 {
-                    byte* wRow = _w + r * _rowBytes;
-                    long t = t0;
-                    for (; t < tGrouped; t += width)
-                        _multiDot(wRow, _act + t * _actRowBytes, _actRowBytes, _cols, _y + t * _rows + r, _rows);
-                    for (; t < t1; t++)
-                        _y[t * _rows + r] = _dot(wRow, _act + t * _actRowBytes, _cols);
+                    for (long r = r0; r < r1; r++)
+                    {
+                        byte* wRow = _w + r * _rowBytes;
+                        long t = t0;
+                        for (; t < grouped8; t += 8)
+                            _multi8(wRow, _act + t * _actRowBytes, _actRowBytes, _tokenScales + t, _n, _cols, _y + t * _rows + r, _rows);
+                        for (; t < grouped; t += 4)
+                            _multi4(wRow, _act + t * _actRowBytes, _actRowBytes, _tokenScales + t, _n, _cols, _y + t * _rows + r, _rows);
+                    }
+                }
+                for (long t = grouped; t < t1; t++)
+                {
+                    byte* act = _act + t * _actRowBytes;
+                    float* y = _y + t * _rows;
+                    long r = r0;
+                    if (_multiRow != null)
+                        for (; r + QuantDot.MultiRowWidth <= r1; r += QuantDot.MultiRowWidth)
+                            _multiRow(_w + r * _rowBytes, _rowBytes, act, _cols, y + r);
+                    for (; r < r1; r++)
+                        y[r] = _dot(_w + r * _rowBytes, act, _cols);
                 }
             }
         }

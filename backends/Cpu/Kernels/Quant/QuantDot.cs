@@ -54,7 +54,9 @@ public static unsafe partial class QuantDot
         return kernel(weights, activation, cols);
     }
 
-    /// <summary>The kernel for a weight type at an instruction-set level; resolved once per matmul, not per row.</summary>
+    /// <summary>The kernel for a weight type at an instruction-set level; resolved once per matmul, not per row. Every kernel
+    /// performs the canonical arithmetic of its type at its level (QuantDot.Lanes.cs); for Q4_0 and Q8_0 the AVX-512 level uses
+    /// the AVX2 single-row kernels (its speed comes from the multi-row kernels).</summary>
     internal static delegate*<byte*, void*, long, float> Resolve(GgmlType weightType, KernelIsa isa)
     {
         KernelIsaSupport.Require(isa);
@@ -74,16 +76,16 @@ public static unsafe partial class QuantDot
             (GgmlType.Q8_0, KernelIsa.Avx512) => &Q8_0Avx512,
             (GgmlType.Q4_0, KernelIsa.Scalar) => &Q4_0Scalar,
             (GgmlType.Q4_0, KernelIsa.Avx2) => &Q4_0Avx2,
-            (GgmlType.Q4_0, KernelIsa.Avx512) => &Q4_0Avx512,
+            (GgmlType.Q4_0, KernelIsa.Avx512) => &Q4_0Avx2,
             (GgmlType.Q4_K, KernelIsa.Scalar) => &Q4_KScalar,
-            (GgmlType.Q4_K, KernelIsa.Avx2) => &Q4_KAvx2,
-            (GgmlType.Q4_K, KernelIsa.Avx512) => &Q4_KAvx512,
+            (GgmlType.Q4_K, KernelIsa.Avx2) => &KRow<Q4KAvx2>,
+            (GgmlType.Q4_K, KernelIsa.Avx512) => &KRow<Q4KAvx512>,
             (GgmlType.Q5_K, KernelIsa.Scalar) => &Q5_KScalar,
-            (GgmlType.Q5_K, KernelIsa.Avx2) => &Q5_KAvx2,
-            (GgmlType.Q5_K, KernelIsa.Avx512) => &Q5_KAvx512,
+            (GgmlType.Q5_K, KernelIsa.Avx2) => &KRow<Q5KAvx2>,
+            (GgmlType.Q5_K, KernelIsa.Avx512) => &KRow<Q5KAvx512>,
             (GgmlType.Q6_K, KernelIsa.Scalar) => &Q6_KScalar,
-            (GgmlType.Q6_K, KernelIsa.Avx2) => &Q6_KAvx2,
-            (GgmlType.Q6_K, KernelIsa.Avx512) => &Q6_KAvx512,
+            (GgmlType.Q6_K, KernelIsa.Avx2) => &KRow<Q6KAvx2>,
+            (GgmlType.Q6_K, KernelIsa.Avx512) => &KRow<Q6KAvx512>,
             _ => throw new NotSupportedException($"no CPU dot kernel for weight type {weightType}"),
         };
     }
@@ -99,6 +101,8 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    /// <summary>The canonical F32 order: two 8-lane accumulators over 16-element steps, one 8-element step into the first,
+    /// <c>Vector256.Sum(acc0 + acc1)</c>, then the remaining elements one by one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F32Avx2(byte* w, void* a, long n)
     {
@@ -110,12 +114,16 @@ public static unsafe partial class QuantDot
             acc0 = Fma.MultiplyAdd(Vector256.Load(x + i), Vector256.Load(y + i), acc0);
             acc1 = Fma.MultiplyAdd(Vector256.Load(x + i + 8), Vector256.Load(y + i + 8), acc1);
         }
-        for (; i + 8 <= n; i += 8) acc0 = Fma.MultiplyAdd(Vector256.Load(x + i), Vector256.Load(y + i), acc0);
-        float s = Vector256.Sum(acc0 + acc1);
-        for (; i < n; i++) s += x[i] * y[i];
-        return s;
+        if (i + 8 <= n)
+        {
+            acc0 = Fma.MultiplyAdd(Vector256.Load(x + i), Vector256.Load(y + i), acc0);
+            i += 8;
+        }
+        return F32Tail(Vector256.Sum(acc0 + acc1), x, y, i, n);
     }
 
+    /// <summary>The canonical F32 order at the AVX-512 level: two 16-lane accumulators over 32-element steps, one 16-element step
+    /// into the first, <c>Vector512.Sum(acc0 + acc1)</c>, then the remaining elements one by one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F32Avx512(byte* w, void* a, long n)
     {
@@ -133,6 +141,30 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    /// <summary><paramref name="s"/> plus x[k]·y[k] for k from <paramref name="i"/> to <paramref name="n"/>, one element at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float F32Tail(float s, float* x, float* y, long i, long n)
+    {
+        for (; i < n; i++) s += x[i] * y[i];
+        return s;
+    }
+
+    /// <inheritdoc cref="F32Tail"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float F16Tail(float s, ushort* x, float* y, long i, long n)
+    {
+        for (; i < n; i++) s += HalfConversion.Table[x[i]] * y[i];
+        return s;
+    }
+
+    /// <inheritdoc cref="F32Tail"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float BF16Tail(float s, ushort* x, float* y, long i, long n)
+    {
+        for (; i < n; i++) s += BF16(x[i]) * y[i];
+        return s;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F16Scalar(byte* w, void* a, long n)
     {
@@ -143,6 +175,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    /// <summary>The canonical F16 order: one 8-lane accumulator, <c>Vector256.Sum</c>, then the remaining elements one by one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F16Avx2(byte* w, void* a, long n)
     {
@@ -152,11 +185,10 @@ public static unsafe partial class QuantDot
         long i = 0;
         for (; i + 8 <= n; i += 8)
             acc = Fma.MultiplyAdd(HalfConversion.ToSingle(Avx2.ConvertToVector256Int32(x + i).AsUInt32()), Vector256.Load(y + i), acc);
-        float s = Vector256.Sum(acc);
-        for (; i < n; i++) s += HalfConversion.Table[x[i]] * y[i];
-        return s;
+        return F16Tail(Vector256.Sum(acc), x, y, i, n);
     }
 
+    /// <summary>The canonical F16 order at the AVX-512 level, as <see cref="F32Avx512"/>'s.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float F16Avx512(byte* w, void* a, long n)
     {
@@ -189,6 +221,7 @@ public static unsafe partial class QuantDot
         return s;
     }
 
+    /// <summary>The canonical BF16 order, as <see cref="F16Avx2"/>'s.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float BF16Avx2(byte* w, void* a, long n)
     {
@@ -198,11 +231,11 @@ public static unsafe partial class QuantDot
         long i = 0;
         for (; i + 8 <= n; i += 8)
             acc = Fma.MultiplyAdd((Avx2.ConvertToVector256Int32(x + i).AsUInt32() << 16).AsSingle(), Vector256.Load(y + i), acc);
-        float s = Vector256.Sum(acc);
-        for (; i < n; i++) s += BF16(x[i]) * y[i];
-        return s;
+        return BF16Tail(Vector256.Sum(acc), x, y, i, n);
     }
 
+    /// <summary>The canonical BF16 order at the AVX-512 level: one 16-lane accumulator, <c>Vector512.Sum</c>, then the remaining
+    /// elements one by one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float BF16Avx512(byte* w, void* a, long n)
     {

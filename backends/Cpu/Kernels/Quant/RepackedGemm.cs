@@ -26,8 +26,10 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 /// offset are applied through the activations' per-sub-block sums (<see cref="Q4KGroupBlockBytes"/>,
 /// <see cref="Q6KGroupBlockBytes"/>).</item>
 /// </list>
-/// Results are not bit-identical to the per-row kernels (a different, equally exact integer sum feeds a per-block float
-/// accumulation in a different order); tests compare them with the scalar reference within float rounding.
+/// Results are bit-identical to the per-row kernels': the integer sums are formed differently but are exact, and the float
+/// part is the canonical one (per row and token, one FMA per block in block order, <see cref="Finish"/>; for Q8_0 into two
+/// accumulators that take the blocks in turn; QuantDot.Lanes.cs, docs/batching.md#batch-invariance-on-the-cpu).
+/// RepackedGemmTests and BatchInvarianceTests assert this.
 /// </summary>
 internal static unsafe class RepackedGemm
 {
@@ -281,7 +283,7 @@ internal static unsafe class RepackedGemm
         byte* x0 = act, x1 = act + actRowBytes;
         float* d0 = scales, d1 = scales + blocks;
         int* o0 = offsets, o1 = offsets + blocks;
-        Vector256<float> c0 = default, c1 = default;
+        Vector256<float> c0 = default, c1 = default, e0 = default, e1 = default; // Q8_0's even and odd blocks (c: the current one)
         for (long b = 0; b < blocks; b++, group += Q8GroupBlockBytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes)
         {
             Vector256<short> h0 = default, l0 = default, h1 = default, l1 = default;
@@ -296,8 +298,10 @@ internal static unsafe class RepackedGemm
             var rowScales = Vector256.Load((float*)(group + 512));
             c0 = FinishQ8(h0, l0, o0[b], rowScales, d0[b], c0);
             c1 = FinishQ8(h1, l1, o1[b], rowScales, d1[b], c1);
+            (c0, e0) = (e0, c0);
+            (c1, e1) = (e1, c1);
         }
-        c0.Store(y); c1.Store(y + yStride);
+        (c0 + e0).Store(y); (c1 + e1).Store(y + yStride);
     }
 
     /// <summary>One token against one repacked Q8_0 group.</summary>
@@ -305,13 +309,14 @@ internal static unsafe class RepackedGemm
     public static void Q8_0Tokens1(byte* group, long blocks, byte* act, float* scales, void* terms, float* y)
     {
         int* offsets = (int*)terms;
-        Vector256<float> c = default;
+        Vector256<float> c = default, other = default; // Q8_0's even and odd blocks
         for (long b = 0; b < blocks; b++, group += Q8GroupBlockBytes, act += Q8_0Bytes)
         {
             // The high plane's chunks, then the low plane's (the two-token form interleaves them; one token needs neither twice).
             c = FinishQ8(Chunks8(group, act), Chunks8(group + 256, act), offsets[b], Vector256.Load((float*)(group + 512)), scales[b], c);
+            (c, other) = (other, c);
         }
-        c.Store(y);
+        (c + other).Store(y);
     }
 
     /// <summary>One token against one repacked group (the tokens left over after groups of four).</summary>
