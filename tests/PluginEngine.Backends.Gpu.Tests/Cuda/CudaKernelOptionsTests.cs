@@ -48,13 +48,13 @@ public sealed class GpuKernelOptionsTests
     }
 
     [Fact]
-    public void Int8_mma_is_on_up_to_31_tokens_by_default_and_both_are_options()
+    public void Int8_mma_is_off_by_default_up_to_31_tokens_when_on_and_both_are_options()
     {
         var o = GpuKernelOptions.FromCuda(Options(), _ => null);
-        Assert.True(o.IntegerMma);
+        Assert.False(o.IntegerMma);
         Assert.Equal(LaunchGeometry.BlasMinTokens - 1, o.MmaMaxTokens);
-        Assert.False(GpuKernelOptions.FromCuda(Options(("mma", "off")), _ => null).IntegerMma);
-        Assert.False(GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_MMA" ? "off" : null).IntegerMma);
+        Assert.True(GpuKernelOptions.FromCuda(Options(("mma", "on")), _ => null).IntegerMma);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("mma", "on")), k => k == "PLUGINENGINE_CUDA_MMA" ? "off" : null).IntegerMma);
         Assert.Equal(512, GpuKernelOptions.FromCuda(Options(("mma_max_tokens", "512")), _ => null).MmaMaxTokens);
         Assert.Equal(64, GpuKernelOptions.FromCuda(Options(("mma_max_tokens", "512")), k => k == "PLUGINENGINE_CUDA_MMA_MAX_TOKENS" ? "64" : null).MmaMaxTokens);
         var e = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_MMA_MAX_TOKENS" ? "0" : null));
