@@ -27,7 +27,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint _ropeStoreKvRows, _attentionRowsF32, _attentionRowsF16; // multi-sequence batches (docs/batching.md#backends)
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _matMulQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
-    private readonly nint[] _mmq = new nint[8 * 3]; // [slot * 3 + token-tile index]: int8 tensor-core matmuls (kernels.cu mmq_*)
+    private readonly nint[] _mmq = new nint[8 * 3]; // [slot * 3 + LaunchGeometry.MmqTileIndex]: int8 tensor-core matmuls (kernels.cu mmq_*)
     private readonly bool _integerMma;            // the mmq kernels run here (CUDA sm_80+, option mma on)
     private readonly GpuKernelOptions _options;
     private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (GpuRuntime.ProgrammaticLaunch)
@@ -207,9 +207,9 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         else if (UsesMma(w.Type, tokens))
         {
             var (xq, xs) = EnsureQuantizedX(px, cols, tokens);
-            int r = checked((int)rows), acc = accumulate ? 1 : 0, tiles = LaunchGeometry.MmqTiles(tokens);
+            int r = checked((int)rows), acc = accumulate ? 1 : 0;
             void** args = stackalloc void*[] { &pw, &rowBytes, &r, &cols, &xq, &xs, &py, &tokens, &acc };
-            LaunchKernel(_mmq[slot * 3 + (tiles == 4 ? 2 : tiles - 1)], LaunchGeometry.Mmq(rows, tokens), args,
+            LaunchKernel(_mmq[slot * 3 + LaunchGeometry.MmqTileIndex(tokens)], LaunchGeometry.Mmq(rows, tokens), args,
                          _profile is null ? "mmq" : $"mmq {rows}x{cols} x{tokens}{(accumulate ? " +=" : "")}");
         }
         else if (UsesInt8SmallBatch(w.Type, tokens))

@@ -86,8 +86,11 @@ internal static class LaunchGeometry
     /// <summary>The kernel for <paramref name="suffix"/> weights and 16 × <paramref name="tiles"/> tokens per pass.</summary>
     public static string MmqKernelName(string suffix, int tiles) => $"mmq_{suffix}_x{tiles}";
 
-    /// <summary>The token tiles (1, 2 or 4 × 16 tokens per pass) of an mmq launch for <paramref name="tokens"/> tokens: the fewest that cover them, at most 4.</summary>
-    public static int MmqTiles(int tokens) => tokens <= 16 ? 1 : tokens <= 32 ? 2 : 4;
+    /// <summary>Index in <see cref="MmqTokenTiles"/> of the kernel an mmq launch for <paramref name="tokens"/> tokens uses: the fewest tiles that cover them, at most 4.</summary>
+    public static int MmqTileIndex(int tokens) => tokens <= 16 ? 0 : tokens <= 32 ? 1 : 2;
+
+    /// <summary>The token tiles (1, 2 or 4 × 16 tokens per pass) of an mmq launch for <paramref name="tokens"/> tokens.</summary>
+    public static int MmqTiles(int tokens) => MmqTokenTiles[MmqTileIndex(tokens)];
 
     /// <summary>mmq_*: <see cref="MmqWarps"/> warps per block of <see cref="MmqRows"/> rows, grid y = groups of 16 × tiles tokens.</summary>
     public static Launch Mmq(long rows, int tokens)

@@ -27,6 +27,15 @@ public unsafe class BatchInvarianceTests
 
     private const long Rows = 37; // groups of 4 and of 8 with rows left over, and more than one row tile
 
+    /// <summary><see cref="Rows"/> random rows of <paramref name="cols"/> elements quantized to <paramref name="wType"/>, in a guarded buffer.</summary>
+    private static GuardedBuffer Weights(GgmlType wType, long cols, int seed)
+    {
+        byte[] wq = TestData.Quantize(wType, TestData.Gaussian(seed, Rows * cols));
+        var buffer = new GuardedBuffer(wq.Length);
+        wq.CopyTo(buffer.Span);
+        return buffer;
+    }
+
     [Theory]
     [MemberData(nameof(TypesByIsa))]
     public void Each_token_row_equals_the_one_token_matmul_bit_for_bit(GgmlType wType, KernelIsa isa)
@@ -37,9 +46,7 @@ public unsafe class BatchInvarianceTests
         using var scratch = new MatMulScratch();
         foreach (long cols in Cols(wType))
         {
-            byte[] wq = TestData.Quantize(wType, TestData.Gaussian(seed: 1000 + (int)cols, Rows * cols));
-            using var wBuf = new GuardedBuffer(wq.Length);
-            wq.CopyTo(wBuf.Span);
+            using var wBuf = Weights(wType, cols, seed: 1000 + (int)cols);
             long maxN = TokenCounts.Max();
             float[] x = TestData.Gaussian(seed: 2000 + (int)cols, maxN * cols, scale: 1.5f);
             // Each token alone (n = 1), one thread.
@@ -79,9 +86,7 @@ public unsafe class BatchInvarianceTests
         using var scratch = new MatMulScratch();
         foreach (long cols in Cols(wType))
         {
-            byte[] wq = TestData.Quantize(wType, TestData.Gaussian(seed: 3000 + (int)cols, Rows * cols));
-            using var wBuf = new GuardedBuffer(wq.Length);
-            wq.CopyTo(wBuf.Span);
+            using var wBuf = Weights(wType, cols, seed: 3000 + (int)cols);
             foreach (long n in new long[] { 1, 4, 13 })
             {
                 float[] x = TestData.Gaussian(seed: 4000 + (int)(cols + n), n * cols, scale: 1.5f);
