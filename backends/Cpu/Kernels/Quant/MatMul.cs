@@ -128,7 +128,7 @@ public static unsafe class MatMul
         if (cols <= 0) throw new ArgumentOutOfRangeException(nameof(cols), cols, "matmul: cols must be positive");
         var actType = QuantDot.ActivationType(wType);
         int block = Math.Max(GgmlTypes.Get(wType).BlockSize, GgmlTypes.Get(actType).BlockSize);
-        bool repacked = n >= RepackedGemm.MinTokens && RepackedGemm.Supports(wType, isa);
+        bool repacked = n >= RepackedGemm.MinTokensFor(wType) && RepackedGemm.Supports(wType, isa);
         var multi8 = n == 1 || repacked ? null : QuantDot.ResolveMultiToken(wType, isa, 8);
         var multi4 = n == 1 || repacked ? null : QuantDot.ResolveMultiToken(wType, isa, 4);
         if (cols % block != 0)

@@ -39,6 +39,9 @@ internal static unsafe class RepackedGemm
     /// <summary>Fewest tokens for which the repack pays off; fewer go through the multi-token kernels.</summary>
     public const int MinTokens = 8;
 
+    /// <summary>Fewest tokens for which <paramref name="weightType"/>'s repack pays off (Q4_0: 3, measured in docs/batching.md; MinTokens otherwise).</summary>
+    public static int MinTokensFor(GgmlType weightType) => weightType == GgmlType.Q4_0 ? 3 : MinTokens;
+
     private const int Q4_0Bytes = 18, Q8_0Bytes = 34, BlockElements = 32;
 
     /// <summary>Bytes of one repacked 8-row block: 8 chunks × 32 bytes of values, then 8 float scales.</summary>
@@ -127,26 +130,59 @@ internal static unsafe class RepackedGemm
         }
     }
 
-    /// <summary>Repacks rows <c>w, w + rowBytes, …</c> (8 Q4_0 rows of <paramref name="blocks"/> blocks) into <paramref name="dst"/>.</summary>
+    /// <summary>Repacks rows <c>w, w + rowBytes, …</c> (8 Q4_0 rows of <paramref name="blocks"/> blocks) into <paramref name="dst"/>.
+    /// Each row's block is unpacked to 32 nibble bytes in element order (8 dwords: chunks 0..7), and the 8 rows' vectors are
+    /// transposed as an 8×8 matrix of dwords so that each chunk's 8 rows are stored with one 32-byte store. (Eight scalar
+    /// extracts and stores per row made the repack cost more than four tokens' arithmetic on the repacked block.)</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RepackQ4_0(byte* w, long rowBytes, long blocks, byte* dst)
     {
         var lowMask = Vector256.Create((byte)0xF);
         var shift = Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4);
-        for (long b = 0; b < blocks; b++, dst += GroupBlockBytes)
+        for (long b = 0; b < blocks; b++, dst += GroupBlockBytes, w += Q4_0Bytes)
         {
-            float* scales = (float*)(dst + 256);
-            for (int r = 0; r < GroupRows; r++)
-            {
-                byte* block = w + r * rowBytes + b * Q4_0Bytes;
-                scales[r] = HalfConversion.Load(block);
-                // Elements 0..31 in order (low nibbles are 0..15, high nibbles 16..31), as 8 dwords of 4 elements each.
-                var values = (Avx2.ShiftRightLogicalVariable(Avx2.BroadcastVector128ToVector256(block + 2).AsUInt32(), shift).AsByte() & lowMask).AsUInt32();
-                uint* lanes = (uint*)dst + r;
-                lanes[0] = values.GetElement(0); lanes[8] = values.GetElement(1); lanes[16] = values.GetElement(2); lanes[24] = values.GetElement(3);
-                lanes[32] = values.GetElement(4); lanes[40] = values.GetElement(5); lanes[48] = values.GetElement(6); lanes[56] = values.GetElement(7);
-            }
+            // Elements 0..31 of row r in order (low nibbles are 0..15, high nibbles 16..31), as 8 dwords of 4 elements each.
+            var v0 = Q4_0Values(w, shift, lowMask);
+            var v1 = Q4_0Values(w + rowBytes, shift, lowMask);
+            var v2 = Q4_0Values(w + 2 * rowBytes, shift, lowMask);
+            var v3 = Q4_0Values(w + 3 * rowBytes, shift, lowMask);
+            var v4 = Q4_0Values(w + 4 * rowBytes, shift, lowMask);
+            var v5 = Q4_0Values(w + 5 * rowBytes, shift, lowMask);
+            var v6 = Q4_0Values(w + 6 * rowBytes, shift, lowMask);
+            var v7 = Q4_0Values(w + 7 * rowBytes, shift, lowMask);
+            StoreTransposed(v0, v1, v2, v3, v4, v5, v6, v7, (int*)dst);
+            Vector256.Create(HalfConversion.Load(w), HalfConversion.Load(w + rowBytes), HalfConversion.Load(w + 2 * rowBytes), HalfConversion.Load(w + 3 * rowBytes),
+                             HalfConversion.Load(w + 4 * rowBytes), HalfConversion.Load(w + 5 * rowBytes), HalfConversion.Load(w + 6 * rowBytes), HalfConversion.Load(w + 7 * rowBytes))
+                .Store((float*)(dst + 256));
         }
+    }
+
+    /// <summary>One Q4_0 block's 32 nibbles 0..15 in element order, as 8 dwords (the 16 packed bytes broadcast to both halves,
+    /// the upper half shifted by 4).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q4_0Values(byte* block, Vector256<uint> shift, Vector256<byte> lowMask)
+        => (Avx2.ShiftRightLogicalVariable(Avx2.BroadcastVector128ToVector256(block + 2).AsUInt32(), shift).AsByte() & lowMask).AsInt32();
+
+    /// <summary>Stores the transpose of the 8×8 dword matrix whose row r is <c>v_r</c>: <c>dst[8k + r] = v_r[k]</c>
+    /// (unpacks of dwords, then of qwords, then 128-bit lane swaps).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTransposed(Vector256<int> v0, Vector256<int> v1, Vector256<int> v2, Vector256<int> v3,
+                                        Vector256<int> v4, Vector256<int> v5, Vector256<int> v6, Vector256<int> v7, int* dst)
+    {
+        // t01l = [v0_0 v1_0 v0_1 v1_1 | v0_4 v1_4 v0_5 v1_5], t01h = [v0_2 v1_2 v0_3 v1_3 | v0_6 v1_6 v0_7 v1_7], …
+        var t01l = Avx2.UnpackLow(v0, v1).AsInt64(); var t01h = Avx2.UnpackHigh(v0, v1).AsInt64();
+        var t23l = Avx2.UnpackLow(v2, v3).AsInt64(); var t23h = Avx2.UnpackHigh(v2, v3).AsInt64();
+        var t45l = Avx2.UnpackLow(v4, v5).AsInt64(); var t45h = Avx2.UnpackHigh(v4, v5).AsInt64();
+        var t67l = Avx2.UnpackLow(v6, v7).AsInt64(); var t67h = Avx2.UnpackHigh(v6, v7).AsInt64();
+        // c0 = [v0_0 v1_0 v2_0 v3_0 | v0_4 v1_4 v2_4 v3_4] (rows 0..3 of chunks 0 and 4), and so on for chunks 1/5, 2/6, 3/7.
+        var c0 = Avx2.UnpackLow(t01l, t23l).AsInt32(); var c1 = Avx2.UnpackHigh(t01l, t23l).AsInt32();
+        var c2 = Avx2.UnpackLow(t01h, t23h).AsInt32(); var c3 = Avx2.UnpackHigh(t01h, t23h).AsInt32();
+        var d0 = Avx2.UnpackLow(t45l, t67l).AsInt32(); var d1 = Avx2.UnpackHigh(t45l, t67l).AsInt32();
+        var d2 = Avx2.UnpackLow(t45h, t67h).AsInt32(); var d3 = Avx2.UnpackHigh(t45h, t67h).AsInt32();
+        Avx2.Permute2x128(c0, d0, 0x20).Store(dst);      Avx2.Permute2x128(c0, d0, 0x31).Store(dst + 32);
+        Avx2.Permute2x128(c1, d1, 0x20).Store(dst + 8);  Avx2.Permute2x128(c1, d1, 0x31).Store(dst + 40);
+        Avx2.Permute2x128(c2, d2, 0x20).Store(dst + 16); Avx2.Permute2x128(c2, d2, 0x31).Store(dst + 48);
+        Avx2.Permute2x128(c3, d3, 0x20).Store(dst + 24); Avx2.Permute2x128(c3, d3, 0x31).Store(dst + 56);
     }
 
     /// <summary>
@@ -212,10 +248,75 @@ internal static unsafe class RepackedGemm
 
     /// <summary>Finishes one block for one token: exact int32 per row minus the offset, scaled and accumulated.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Finish(Vector256<short> sum, int offset, Vector256<float> rowScales, float tokenScale, Vector256<float> acc)
+    private static Vector256<float> Finish(Vector256<int> sumi, int offset, Vector256<float> rowScales, float tokenScale, Vector256<float> acc)
+        => Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi - Vector256.Create(offset)), rowScales * Vector256.Create(tokenScale), acc);
+
+    /// <summary>Token activation bytes 4k..4k+3 of a Q8_0 block broadcast to every lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<sbyte> Broadcast4(byte* x, int k) => Vector256.Create(Unsafe.ReadUnaligned<int>(x + 2 + 4 * k)).AsSByte();
+
+    /// <summary>One Q4_0 block (8 chunks) of 8 rows against one token: the exact int32 sums per row. With VNNI (vpdpbusd) each
+    /// chunk is one instruction into int32 lanes, over two accumulators so that the chain is half as long; without it the int16
+    /// pair sums of <see cref="Chunks8"/> and one vpmaddwd.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> BlockSums(byte* chunks, byte* x)
     {
-        var sumi = Avx2.MultiplyAddAdjacent(sum, Vector256<short>.One) - Vector256.Create(offset);
-        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), rowScales * Vector256.Create(tokenScale), acc);
+        if (!AvxVnni.IsSupported) return Avx2.MultiplyAddAdjacent(Chunks8(chunks, x), Vector256<short>.One);
+        var even = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Load(chunks), Broadcast4(x, 0));
+        var odd = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Load(chunks + 32), Broadcast4(x, 1));
+        even = AvxVnni.MultiplyWideningAndAdd(even, Vector256.Load(chunks + 64), Broadcast4(x, 2));
+        odd = AvxVnni.MultiplyWideningAndAdd(odd, Vector256.Load(chunks + 96), Broadcast4(x, 3));
+        even = AvxVnni.MultiplyWideningAndAdd(even, Vector256.Load(chunks + 128), Broadcast4(x, 4));
+        odd = AvxVnni.MultiplyWideningAndAdd(odd, Vector256.Load(chunks + 160), Broadcast4(x, 5));
+        even = AvxVnni.MultiplyWideningAndAdd(even, Vector256.Load(chunks + 192), Broadcast4(x, 6));
+        odd = AvxVnni.MultiplyWideningAndAdd(odd, Vector256.Load(chunks + 224), Broadcast4(x, 7));
+        return even + odd;
+    }
+
+    /// <summary>Chunk k for four tokens with VNNI: the weight vector is loaded once and each token's int32 sums advance.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ChunkVnni4(byte* group, int k, byte* x0, byte* x1, byte* x2, byte* x3,
+                                   ref Vector256<int> s0, ref Vector256<int> s1, ref Vector256<int> s2, ref Vector256<int> s3)
+    {
+        var wk = Vector256.Load(group + 32 * k);
+        s0 = AvxVnni.MultiplyWideningAndAdd(s0, wk, Broadcast4(x0, k));
+        s1 = AvxVnni.MultiplyWideningAndAdd(s1, wk, Broadcast4(x1, k));
+        s2 = AvxVnni.MultiplyWideningAndAdd(s2, wk, Broadcast4(x2, k));
+        s3 = AvxVnni.MultiplyWideningAndAdd(s3, wk, Broadcast4(x3, k));
+    }
+
+    /// <summary>One Q4_0 block of 8 rows against four tokens: the exact int32 sums per row of each token (see <see cref="BlockSums"/>).
+    /// With VNNI the even and odd chunks go to separate accumulators (eight independent chains).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void BlockSums4(byte* group, byte* x0, byte* x1, byte* x2, byte* x3,
+                                   out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3)
+    {
+        if (AvxVnni.IsSupported)
+        {
+            Vector256<int> e0 = default, e1 = default, e2 = default, e3 = default, o0 = default, o1 = default, o2 = default, o3 = default;
+            ChunkVnni4(group, 0, x0, x1, x2, x3, ref e0, ref e1, ref e2, ref e3);
+            ChunkVnni4(group, 1, x0, x1, x2, x3, ref o0, ref o1, ref o2, ref o3);
+            ChunkVnni4(group, 2, x0, x1, x2, x3, ref e0, ref e1, ref e2, ref e3);
+            ChunkVnni4(group, 3, x0, x1, x2, x3, ref o0, ref o1, ref o2, ref o3);
+            ChunkVnni4(group, 4, x0, x1, x2, x3, ref e0, ref e1, ref e2, ref e3);
+            ChunkVnni4(group, 5, x0, x1, x2, x3, ref o0, ref o1, ref o2, ref o3);
+            ChunkVnni4(group, 6, x0, x1, x2, x3, ref e0, ref e1, ref e2, ref e3);
+            ChunkVnni4(group, 7, x0, x1, x2, x3, ref o0, ref o1, ref o2, ref o3);
+            i0 = e0 + o0; i1 = e1 + o1; i2 = e2 + o2; i3 = e3 + o3;
+            return;
+        }
+        Vector256<short> s0 = default, s1 = default, s2 = default, s3 = default;
+        // The eight chunks written out: the JIT does not unroll the loop, and its counter costs as much as a chunk.
+        Chunk4(group, 0, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(group, 1, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(group, 2, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(group, 3, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(group, 4, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(group, 5, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(group, 6, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        Chunk4(group, 7, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        i0 = Avx2.MultiplyAddAdjacent(s0, Vector256<short>.One); i1 = Avx2.MultiplyAddAdjacent(s1, Vector256<short>.One);
+        i2 = Avx2.MultiplyAddAdjacent(s2, Vector256<short>.One); i3 = Avx2.MultiplyAddAdjacent(s3, Vector256<short>.One);
     }
 
     /// <summary>
@@ -232,16 +333,7 @@ internal static unsafe class RepackedGemm
         Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
         for (long b = 0; b < blocks; b++, group += GroupBlockBytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes)
         {
-            Vector256<short> s0 = default, s1 = default, s2 = default, s3 = default;
-            // The eight chunks written out: the JIT does not unroll the loop, and its counter costs as much as a chunk.
-            Chunk4(group, 0, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-            Chunk4(group, 1, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-            Chunk4(group, 2, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-            Chunk4(group, 3, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-            Chunk4(group, 4, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-            Chunk4(group, 5, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-            Chunk4(group, 6, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-            Chunk4(group, 7, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+            BlockSums4(group, x0, x1, x2, x3, out var s0, out var s1, out var s2, out var s3);
             var rowScales = Vector256.Load((float*)(group + 256));
             c0 = Finish(s0, o0[b], rowScales, d0[b], c0);
             c1 = Finish(s1, o1[b], rowScales, d1[b], c1);
@@ -327,7 +419,7 @@ internal static unsafe class RepackedGemm
         Vector256<float> c = default;
         for (long b = 0; b < blocks; b++, group += GroupBlockBytes, act += Q8_0Bytes)
         {
-            c = Finish(Chunks8(group, act), offsets[b], Vector256.Load((float*)(group + 256)), scales[b], c);
+            c = Finish(BlockSums(group, act), offsets[b], Vector256.Load((float*)(group + 256)), scales[b], c);
         }
         c.Store(y);
     }
@@ -622,7 +714,11 @@ internal static unsafe class RepackedGemm
                             _y[t * _rows + r] = _dot(_w + r * _rowBytes, _act + t * _actRowBytes, _cols);
                     continue;
                 }
-                k.Repack(_w + r0 * _rowBytes, _rowBytes, blocks, buffer);
+                // The group's 8 rows are one contiguous span: asking for all of it at once keeps many cache misses in flight
+                // while the repack walks the 8 rows side by side (8 short streams the hardware prefetcher does not follow).
+                byte* rows = _w + r0 * _rowBytes;
+                for (long o = 0; o < GroupRows * _rowBytes; o += 64) Sse.Prefetch0(rows + o);
+                k.Repack(rows, _rowBytes, blocks, buffer);
                 float* y = _y + r0;
                 long t0 = 0;
                 for (; t0 + k.Width <= _n; t0 += k.Width)
