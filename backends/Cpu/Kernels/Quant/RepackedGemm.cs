@@ -14,12 +14,17 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 /// The repack is paid once per row group and reused for every token; the file's bytes are never modified (weights stay
 /// in place).
 /// <list type="bullet">
-/// <item>Q4_0 (the base layout, 288 bytes per 32-element block): for element chunk k (elements 4k..4k+3) the 8 rows' four
-/// nibble values lie next to each other (32 bytes), followed by the 8 row scales as floats. One vpmaddubsw of a chunk
-/// with a token's four activation bytes broadcast to every lane advances the 8 rows by 4 elements; the int16 partial sums
-/// of a block stay exact (8 chunks × ≤ 3810), and each block ends with one vpmaddwd, one conversion and one FMA whose scale
-/// vector is the 8 row scales times the token's. The −8 offset is applied as −8·Σx per (token, block), once per token.</item>
-/// <item>Q8_0: each weight is split into a high and a low nibble plane (w = 16·(h − 8) + l) laid out as Q4_0's values, so
+/// <item>Q4_0 (160 bytes per 32-element block, <see cref="Q4GroupBlockBytes"/>): the nibbles stay packed as in the file — byte j
+/// of a row's block holds elements j (low nibble) and 16 + j (high) — and for p = 0..3 the 8 rows' bytes 4p..4p+3 lie next to each
+/// other (32 bytes), followed by the 8 row scales as floats. A mask and a shift of one such vector give chunk p (elements
+/// 4p..4p+3) and chunk p + 4 (elements 16 + 4p ..) of all 8 rows as unsigned values 0..15; one vpdpbusd (VNNI) — or vpmaddubsw,
+/// whose int16 partial sums stay exact (8 chunks × ≤ 3810), and one vpmaddwd per block — of a chunk with a token's four
+/// activation bytes broadcast to every lane advances the 8 rows by 4 elements. Each block ends with one conversion and one
+/// FMA whose scale vector is the 8 row scales times the token's. The −8 offset is applied as −8·Σx per (token, block).
+/// The repack is a 4×4 transpose of dwords per 128-bit lane (rows r and r + 4 share a register): parallel decoding of a few
+/// sequences repacks every matrix at every step, so the repack must cost less than the tokens' arithmetic.</item>
+/// <item>Q8_0: each weight is split into a high and a low nibble plane (w = 16·(h − 8) + l), each laid out as 8 chunks × 8 rows × 4
+/// unpacked values (<see cref="GroupBlockBytes"/>), so
 /// the same unsigned × signed products apply; the offset becomes −128·Σx.</item>
 /// <item>Q4_K and Q6_K (256-element super-blocks against Q8_K activations): the same 8-row interleave of the values, with
 /// the 8 rows' sub-block scales unpacked beside them as int16 pairs that one vpmaddwd applies; Q4_K's mins and Q6_K's −32
@@ -44,8 +49,11 @@ internal static unsafe class RepackedGemm
 
     private const int Q4_0Bytes = 18, Q8_0Bytes = 34, BlockElements = 32;
 
-    /// <summary>Bytes of one repacked 8-row block: 8 chunks × 32 bytes of values, then 8 float scales.</summary>
+    /// <summary>Bytes of one repacked 8-row block of unpacked values: 8 chunks × 32 bytes, then 8 float scales.</summary>
     public const int GroupBlockBytes = 8 * 32 + 8 * sizeof(float);
+
+    /// <summary>Bytes of one repacked 8-row Q4_0 block: 4 × 32 bytes of packed nibbles, then 8 float scales.</summary>
+    public const int Q4GroupBlockBytes = 4 * 32 + 8 * sizeof(float);
 
     /// <summary>Bytes of one repacked 8-row Q8_0 block: the high-nibble plane, the low-nibble plane, then 8 float scales.</summary>
     public const int Q8GroupBlockBytes = 2 * 8 * 32 + 8 * sizeof(float);
@@ -104,7 +112,7 @@ internal static unsafe class RepackedGemm
         GgmlType.Q8_0 => Q8GroupBlockBytes,
         GgmlType.Q4_K => Q4KGroupBlockBytes,
         GgmlType.Q6_K => Q6KGroupBlockBytes,
-        _ => GroupBlockBytes,
+        _ => Q4GroupBlockBytes,
     };
 
     /// <summary>Elements per block of the repacked layout.</summary>
@@ -130,60 +138,35 @@ internal static unsafe class RepackedGemm
         }
     }
 
-    /// <summary>Repacks rows <c>w, w + rowBytes, …</c> (8 Q4_0 rows of <paramref name="blocks"/> blocks) into <paramref name="dst"/>.
-    /// Each row's block is unpacked to 32 nibble bytes in element order (8 dwords: chunks 0..7), and the 8 rows' vectors are
-    /// transposed as an 8×8 matrix of dwords so that each chunk's 8 rows are stored with one 32-byte store. (Eight scalar
-    /// extracts and stores per row made the repack cost more than four tokens' arithmetic on the repacked block.)</summary>
+    /// <summary>Repacks rows <c>w, w + rowBytes, …</c> (8 Q4_0 rows of <paramref name="blocks"/> blocks) into <paramref name="dst"/>
+    /// (layout: <see cref="Q4GroupBlockBytes"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RepackQ4_0(byte* w, long rowBytes, long blocks, byte* dst)
     {
-        var lowMask = Vector256.Create((byte)0xF);
-        var shift = Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4);
-        for (long b = 0; b < blocks; b++, dst += GroupBlockBytes, w += Q4_0Bytes)
+        for (long b = 0; b < blocks; b++, dst += Q4GroupBlockBytes, w += Q4_0Bytes)
         {
-            // Elements 0..31 of row r in order (low nibbles are 0..15, high nibbles 16..31), as 8 dwords of 4 elements each.
-            var v0 = Q4_0Values(w, shift, lowMask);
-            var v1 = Q4_0Values(w + rowBytes, shift, lowMask);
-            var v2 = Q4_0Values(w + 2 * rowBytes, shift, lowMask);
-            var v3 = Q4_0Values(w + 3 * rowBytes, shift, lowMask);
-            var v4 = Q4_0Values(w + 4 * rowBytes, shift, lowMask);
-            var v5 = Q4_0Values(w + 5 * rowBytes, shift, lowMask);
-            var v6 = Q4_0Values(w + 6 * rowBytes, shift, lowMask);
-            var v7 = Q4_0Values(w + 7 * rowBytes, shift, lowMask);
-            StoreTransposed(v0, v1, v2, v3, v4, v5, v6, v7, (int*)dst);
+            // a_r = [row r's 16 packed bytes | row r + 4's] as dwords [r_0 r_1 r_2 r_3 | s_0 s_1 s_2 s_3].
+            var a0 = PackedPair(w, w + 4 * rowBytes);
+            var a1 = PackedPair(w + rowBytes, w + 5 * rowBytes);
+            var a2 = PackedPair(w + 2 * rowBytes, w + 6 * rowBytes);
+            var a3 = PackedPair(w + 3 * rowBytes, w + 7 * rowBytes);
+            // Per 128-bit lane a 4×4 transpose: dword p of rows 0..3 (low lane) and 4..7 (high lane) side by side.
+            var t0 = Avx2.UnpackLow(a0, a1).AsInt64(); var t1 = Avx2.UnpackHigh(a0, a1).AsInt64();
+            var t2 = Avx2.UnpackLow(a2, a3).AsInt64(); var t3 = Avx2.UnpackHigh(a2, a3).AsInt64();
+            Avx2.UnpackLow(t0, t2).Store((long*)dst);
+            Avx2.UnpackHigh(t0, t2).Store((long*)(dst + 32));
+            Avx2.UnpackLow(t1, t3).Store((long*)(dst + 64));
+            Avx2.UnpackHigh(t1, t3).Store((long*)(dst + 96));
             Vector256.Create(HalfConversion.Load(w), HalfConversion.Load(w + rowBytes), HalfConversion.Load(w + 2 * rowBytes), HalfConversion.Load(w + 3 * rowBytes),
                              HalfConversion.Load(w + 4 * rowBytes), HalfConversion.Load(w + 5 * rowBytes), HalfConversion.Load(w + 6 * rowBytes), HalfConversion.Load(w + 7 * rowBytes))
-                .Store((float*)(dst + 256));
+                .Store((float*)(dst + 128));
         }
     }
 
-    /// <summary>One Q4_0 block's 32 nibbles 0..15 in element order, as 8 dwords (the 16 packed bytes broadcast to both halves,
-    /// the upper half shifted by 4).</summary>
+    /// <summary>The 16 packed bytes of two Q4_0 blocks as one vector, <paramref name="lo"/>'s in the low 128-bit lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Q4_0Values(byte* block, Vector256<uint> shift, Vector256<byte> lowMask)
-        => (Avx2.ShiftRightLogicalVariable(Avx2.BroadcastVector128ToVector256(block + 2).AsUInt32(), shift).AsByte() & lowMask).AsInt32();
-
-    /// <summary>Stores the transpose of the 8×8 dword matrix whose row r is <c>v_r</c>: <c>dst[8k + r] = v_r[k]</c>
-    /// (unpacks of dwords, then of qwords, then 128-bit lane swaps).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreTransposed(Vector256<int> v0, Vector256<int> v1, Vector256<int> v2, Vector256<int> v3,
-                                        Vector256<int> v4, Vector256<int> v5, Vector256<int> v6, Vector256<int> v7, int* dst)
-    {
-        // t01l = [v0_0 v1_0 v0_1 v1_1 | v0_4 v1_4 v0_5 v1_5], t01h = [v0_2 v1_2 v0_3 v1_3 | v0_6 v1_6 v0_7 v1_7], …
-        var t01l = Avx2.UnpackLow(v0, v1).AsInt64(); var t01h = Avx2.UnpackHigh(v0, v1).AsInt64();
-        var t23l = Avx2.UnpackLow(v2, v3).AsInt64(); var t23h = Avx2.UnpackHigh(v2, v3).AsInt64();
-        var t45l = Avx2.UnpackLow(v4, v5).AsInt64(); var t45h = Avx2.UnpackHigh(v4, v5).AsInt64();
-        var t67l = Avx2.UnpackLow(v6, v7).AsInt64(); var t67h = Avx2.UnpackHigh(v6, v7).AsInt64();
-        // c0 = [v0_0 v1_0 v2_0 v3_0 | v0_4 v1_4 v2_4 v3_4] (rows 0..3 of chunks 0 and 4), and so on for chunks 1/5, 2/6, 3/7.
-        var c0 = Avx2.UnpackLow(t01l, t23l).AsInt32(); var c1 = Avx2.UnpackHigh(t01l, t23l).AsInt32();
-        var c2 = Avx2.UnpackLow(t01h, t23h).AsInt32(); var c3 = Avx2.UnpackHigh(t01h, t23h).AsInt32();
-        var d0 = Avx2.UnpackLow(t45l, t67l).AsInt32(); var d1 = Avx2.UnpackHigh(t45l, t67l).AsInt32();
-        var d2 = Avx2.UnpackLow(t45h, t67h).AsInt32(); var d3 = Avx2.UnpackHigh(t45h, t67h).AsInt32();
-        Avx2.Permute2x128(c0, d0, 0x20).Store(dst);      Avx2.Permute2x128(c0, d0, 0x31).Store(dst + 32);
-        Avx2.Permute2x128(c1, d1, 0x20).Store(dst + 8);  Avx2.Permute2x128(c1, d1, 0x31).Store(dst + 40);
-        Avx2.Permute2x128(c2, d2, 0x20).Store(dst + 16); Avx2.Permute2x128(c2, d2, 0x31).Store(dst + 48);
-        Avx2.Permute2x128(c3, d3, 0x20).Store(dst + 24); Avx2.Permute2x128(c3, d3, 0x31).Store(dst + 56);
-    }
+    private static Vector256<int> PackedPair(byte* lo, byte* hi)
+        => Avx2.InsertVector128(Vector128.Load(lo + 2).ToVector256Unsafe(), Vector128.Load(hi + 2), 1).AsInt32();
 
     /// <summary>
     /// Repacks 8 Q8_0 rows. A weight w (−128..127) is split as w = 16·(h − 8) + l with h = (w &gt;&gt; 4) + 8 and l = w &amp; 15, both
@@ -255,66 +238,98 @@ internal static unsafe class RepackedGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<sbyte> Broadcast4(byte* x, int k) => Vector256.Create(Unsafe.ReadUnaligned<int>(x + 2 + 4 * k)).AsSByte();
 
-    /// <summary>One Q4_0 block (8 chunks) of 8 rows against one token: the exact int32 sums per row. With VNNI (vpdpbusd) each
-    /// chunk is one instruction into int32 lanes, over two accumulators so that the chain is half as long; without it the int16
-    /// pair sums of <see cref="Chunks8"/> and one vpmaddwd.</summary>
+    /// <summary>Chunks p and p + 4 of 8 rows (elements 4p..4p+3 and 16 + 4p..): the low and high nibbles of packed vector p.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> BlockSums(byte* chunks, byte* x)
+    private static void Unpack(byte* group, int p, out Vector256<byte> low, out Vector256<byte> high)
     {
-        if (!AvxVnni.IsSupported) return Avx2.MultiplyAddAdjacent(Chunks8(chunks, x), Vector256<short>.One);
-        var even = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Load(chunks), Broadcast4(x, 0));
-        var odd = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Load(chunks + 32), Broadcast4(x, 1));
-        even = AvxVnni.MultiplyWideningAndAdd(even, Vector256.Load(chunks + 64), Broadcast4(x, 2));
-        odd = AvxVnni.MultiplyWideningAndAdd(odd, Vector256.Load(chunks + 96), Broadcast4(x, 3));
-        even = AvxVnni.MultiplyWideningAndAdd(even, Vector256.Load(chunks + 128), Broadcast4(x, 4));
-        odd = AvxVnni.MultiplyWideningAndAdd(odd, Vector256.Load(chunks + 160), Broadcast4(x, 5));
-        even = AvxVnni.MultiplyWideningAndAdd(even, Vector256.Load(chunks + 192), Broadcast4(x, 6));
-        odd = AvxVnni.MultiplyWideningAndAdd(odd, Vector256.Load(chunks + 224), Broadcast4(x, 7));
-        return even + odd;
+        var v = Vector256.Load(group + 32 * p);
+        var mask = Vector256.Create((byte)0xF);
+        low = v & mask;
+        high = Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & mask;
     }
 
-    /// <summary>Chunk k for four tokens with VNNI: the weight vector is loaded once and each token's int32 sums advance.</summary>
+    /// <summary>One Q4_0 block of 8 rows against one token: the exact int32 sums per row. With VNNI (vpdpbusd) each chunk is one
+    /// instruction into int32 lanes (low-nibble chunks and high-nibble chunks in two accumulators, so the chain is half as long);
+    /// without it int16 pair sums and one vpmaddwd. (The four packed vectors are written out: the JIT does not unroll loops, and
+    /// a loop counter costs as much as a chunk.)</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ChunkVnni4(byte* group, int k, byte* x0, byte* x1, byte* x2, byte* x3,
-                                   ref Vector256<int> s0, ref Vector256<int> s1, ref Vector256<int> s2, ref Vector256<int> s3)
+    private static Vector256<int> BlockSums(byte* group, byte* x)
     {
-        var wk = Vector256.Load(group + 32 * k);
-        s0 = AvxVnni.MultiplyWideningAndAdd(s0, wk, Broadcast4(x0, k));
-        s1 = AvxVnni.MultiplyWideningAndAdd(s1, wk, Broadcast4(x1, k));
-        s2 = AvxVnni.MultiplyWideningAndAdd(s2, wk, Broadcast4(x2, k));
-        s3 = AvxVnni.MultiplyWideningAndAdd(s3, wk, Broadcast4(x3, k));
+        if (AvxVnni.IsSupported)
+        {
+            Vector256<int> lo = default, hi = default;
+            PackedVnni(group, 0, x, ref lo, ref hi); PackedVnni(group, 1, x, ref lo, ref hi);
+            PackedVnni(group, 2, x, ref lo, ref hi); PackedVnni(group, 3, x, ref lo, ref hi);
+            return lo + hi;
+        }
+        var s = Packed16(group, 0, x, default);
+        s = Packed16(group, 1, x, s); s = Packed16(group, 2, x, s); s = Packed16(group, 3, x, s);
+        return Avx2.MultiplyAddAdjacent(s, Vector256<short>.One);
+    }
+
+    /// <summary>Packed vector p against one token with VNNI: chunk p into <paramref name="lo"/>, chunk p + 4 into <paramref name="hi"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PackedVnni(byte* group, int p, byte* x, ref Vector256<int> lo, ref Vector256<int> hi)
+    {
+        Unpack(group, p, out var l, out var h);
+        lo = AvxVnni.MultiplyWideningAndAdd(lo, l, Broadcast4(x, p));
+        hi = AvxVnni.MultiplyWideningAndAdd(hi, h, Broadcast4(x, p + 4));
+    }
+
+    /// <summary>Packed vector p against one token without VNNI: chunks p and p + 4 as int16 pair sums added to <paramref name="s"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Packed16(byte* group, int p, byte* x, Vector256<short> s)
+    {
+        Unpack(group, p, out var l, out var h);
+        return s + Avx2.MultiplyAddAdjacent(l, Broadcast4(x, p)) + Avx2.MultiplyAddAdjacent(h, Broadcast4(x, p + 4));
+    }
+
+    /// <summary>Packed vector p against four tokens with VNNI (unpacked once).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PackedVnni4(byte* group, int p, byte* x0, byte* x1, byte* x2, byte* x3,
+                                    ref Vector256<int> l0, ref Vector256<int> l1, ref Vector256<int> l2, ref Vector256<int> l3,
+                                    ref Vector256<int> h0, ref Vector256<int> h1, ref Vector256<int> h2, ref Vector256<int> h3)
+    {
+        Unpack(group, p, out var l, out var h);
+        l0 = AvxVnni.MultiplyWideningAndAdd(l0, l, Broadcast4(x0, p)); h0 = AvxVnni.MultiplyWideningAndAdd(h0, h, Broadcast4(x0, p + 4));
+        l1 = AvxVnni.MultiplyWideningAndAdd(l1, l, Broadcast4(x1, p)); h1 = AvxVnni.MultiplyWideningAndAdd(h1, h, Broadcast4(x1, p + 4));
+        l2 = AvxVnni.MultiplyWideningAndAdd(l2, l, Broadcast4(x2, p)); h2 = AvxVnni.MultiplyWideningAndAdd(h2, h, Broadcast4(x2, p + 4));
+        l3 = AvxVnni.MultiplyWideningAndAdd(l3, l, Broadcast4(x3, p)); h3 = AvxVnni.MultiplyWideningAndAdd(h3, h, Broadcast4(x3, p + 4));
+    }
+
+    /// <summary>Packed vector p against four tokens without VNNI (unpacked once).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Packed16x4(byte* group, int p, byte* x0, byte* x1, byte* x2, byte* x3,
+                                   ref Vector256<short> s0, ref Vector256<short> s1, ref Vector256<short> s2, ref Vector256<short> s3)
+    {
+        Unpack(group, p, out var l, out var h);
+        s0 += Avx2.MultiplyAddAdjacent(l, Broadcast4(x0, p)) + Avx2.MultiplyAddAdjacent(h, Broadcast4(x0, p + 4));
+        s1 += Avx2.MultiplyAddAdjacent(l, Broadcast4(x1, p)) + Avx2.MultiplyAddAdjacent(h, Broadcast4(x1, p + 4));
+        s2 += Avx2.MultiplyAddAdjacent(l, Broadcast4(x2, p)) + Avx2.MultiplyAddAdjacent(h, Broadcast4(x2, p + 4));
+        s3 += Avx2.MultiplyAddAdjacent(l, Broadcast4(x3, p)) + Avx2.MultiplyAddAdjacent(h, Broadcast4(x3, p + 4));
     }
 
     /// <summary>One Q4_0 block of 8 rows against four tokens: the exact int32 sums per row of each token (see <see cref="BlockSums"/>).
-    /// With VNNI the even and odd chunks go to separate accumulators (eight independent chains).</summary>
+    /// Each packed vector is loaded and unpacked once for the four tokens; with VNNI eight independent chains.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void BlockSums4(byte* group, byte* x0, byte* x1, byte* x2, byte* x3,
                                    out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3)
     {
         if (AvxVnni.IsSupported)
         {
-            Vector256<int> e0 = default, e1 = default, e2 = default, e3 = default, o0 = default, o1 = default, o2 = default, o3 = default;
-            ChunkVnni4(group, 0, x0, x1, x2, x3, ref e0, ref e1, ref e2, ref e3);
-            ChunkVnni4(group, 1, x0, x1, x2, x3, ref o0, ref o1, ref o2, ref o3);
-            ChunkVnni4(group, 2, x0, x1, x2, x3, ref e0, ref e1, ref e2, ref e3);
-            ChunkVnni4(group, 3, x0, x1, x2, x3, ref o0, ref o1, ref o2, ref o3);
-            ChunkVnni4(group, 4, x0, x1, x2, x3, ref e0, ref e1, ref e2, ref e3);
-            ChunkVnni4(group, 5, x0, x1, x2, x3, ref o0, ref o1, ref o2, ref o3);
-            ChunkVnni4(group, 6, x0, x1, x2, x3, ref e0, ref e1, ref e2, ref e3);
-            ChunkVnni4(group, 7, x0, x1, x2, x3, ref o0, ref o1, ref o2, ref o3);
-            i0 = e0 + o0; i1 = e1 + o1; i2 = e2 + o2; i3 = e3 + o3;
+            Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default, h0 = default, h1 = default, h2 = default, h3 = default;
+            PackedVnni4(group, 0, x0, x1, x2, x3, ref l0, ref l1, ref l2, ref l3, ref h0, ref h1, ref h2, ref h3);
+            PackedVnni4(group, 1, x0, x1, x2, x3, ref l0, ref l1, ref l2, ref l3, ref h0, ref h1, ref h2, ref h3);
+            PackedVnni4(group, 2, x0, x1, x2, x3, ref l0, ref l1, ref l2, ref l3, ref h0, ref h1, ref h2, ref h3);
+            PackedVnni4(group, 3, x0, x1, x2, x3, ref l0, ref l1, ref l2, ref l3, ref h0, ref h1, ref h2, ref h3);
+            i0 = l0 + h0; i1 = l1 + h1; i2 = l2 + h2; i3 = l3 + h3;
             return;
         }
         Vector256<short> s0 = default, s1 = default, s2 = default, s3 = default;
-        // The eight chunks written out: the JIT does not unroll the loop, and its counter costs as much as a chunk.
-        Chunk4(group, 0, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-        Chunk4(group, 1, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-        Chunk4(group, 2, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-        Chunk4(group, 3, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-        Chunk4(group, 4, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-        Chunk4(group, 5, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-        Chunk4(group, 6, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
-        Chunk4(group, 7, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        Packed16x4(group, 0, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        Packed16x4(group, 1, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        Packed16x4(group, 2, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
+        Packed16x4(group, 3, x0, x1, x2, x3, ref s0, ref s1, ref s2, ref s3);
         i0 = Avx2.MultiplyAddAdjacent(s0, Vector256<short>.One); i1 = Avx2.MultiplyAddAdjacent(s1, Vector256<short>.One);
         i2 = Avx2.MultiplyAddAdjacent(s2, Vector256<short>.One); i3 = Avx2.MultiplyAddAdjacent(s3, Vector256<short>.One);
     }
@@ -331,10 +346,10 @@ internal static unsafe class RepackedGemm
         float* d0 = scales, d1 = scales + blocks, d2 = scales + 2 * blocks, d3 = scales + 3 * blocks;
         int* o0 = offsets, o1 = offsets + blocks, o2 = offsets + 2 * blocks, o3 = offsets + 3 * blocks;
         Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
-        for (long b = 0; b < blocks; b++, group += GroupBlockBytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes)
+        for (long b = 0; b < blocks; b++, group += Q4GroupBlockBytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes)
         {
             BlockSums4(group, x0, x1, x2, x3, out var s0, out var s1, out var s2, out var s3);
-            var rowScales = Vector256.Load((float*)(group + 256));
+            var rowScales = Vector256.Load((float*)(group + 128));
             c0 = Finish(s0, o0[b], rowScales, d0[b], c0);
             c1 = Finish(s1, o1[b], rowScales, d1[b], c1);
             c2 = Finish(s2, o2[b], rowScales, d2[b], c2);
@@ -417,9 +432,9 @@ internal static unsafe class RepackedGemm
     {
         int* offsets = (int*)terms;
         Vector256<float> c = default;
-        for (long b = 0; b < blocks; b++, group += GroupBlockBytes, act += Q8_0Bytes)
+        for (long b = 0; b < blocks; b++, group += Q4GroupBlockBytes, act += Q8_0Bytes)
         {
-            c = Finish(BlockSums(group, act), offsets[b], Vector256.Load((float*)(group + 256)), scales[b], c);
+            c = Finish(BlockSums(group, act), offsets[b], Vector256.Load((float*)(group + 128)), scales[b], c);
         }
         c.Store(y);
     }
@@ -676,6 +691,13 @@ internal static unsafe class RepackedGemm
     /// The parallel sweep: claims are groups of 8 rows (repacked into the worker's buffer, then run against every token);
     /// a last claim covers rows left over after whole groups with the per-row kernel.
     /// </summary>
+    /// <summary>Asks for <paramref name="bytes"/> bytes from <paramref name="p"/> (a hint: never faults).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchSpan(byte* p, long bytes)
+    {
+        for (long o = 0; o < bytes; o += 64) Sse.Prefetch0(p + o);
+    }
+
     internal sealed class Job : CpuParallelJob
     {
         private TypeKernels _kernels;
@@ -714,11 +736,15 @@ internal static unsafe class RepackedGemm
                             _y[t * _rows + r] = _dot(_w + r * _rowBytes, _act + t * _actRowBytes, _cols);
                     continue;
                 }
-                // The group's 8 rows are one contiguous span: asking for all of it at once keeps many cache misses in flight
-                // while the repack walks the 8 rows side by side (8 short streams the hardware prefetcher does not follow).
+                // A group's 8 rows are one contiguous span that the repack walks as 8 short streams, which the hardware prefetcher
+                // does not follow. So the span is requested whole: this group's when it was not requested before (the first claim),
+                // and, once it is repacked, the group this worker will probably claim next (claims go round the workers), whose
+                // reads then overlap this group's arithmetic.
                 byte* rows = _w + r0 * _rowBytes;
-                for (long o = 0; o < GroupRows * _rowBytes; o += 64) Sse.Prefetch0(rows + o);
+                long span = GroupRows * _rowBytes;
+                if (claim < workerCount) PrefetchSpan(rows, span);
                 k.Repack(rows, _rowBytes, blocks, buffer);
+                if (claim + workerCount < _groups) PrefetchSpan(rows + workerCount * span, span);
                 float* y = _y + r0;
                 long t0 = 0;
                 for (; t0 + k.Width <= _n; t0 += k.Width)
