@@ -80,6 +80,12 @@ public static unsafe partial class QuantDot
     private static Vector128<float> RowScales4(byte* w0, byte* w1, byte* w2, byte* w3)
         => Vector128.Create(HalfConversion.Load(w0), HalfConversion.Load(w1), HalfConversion.Load(w2), HalfConversion.Load(w3));
 
+    /// <summary>
+    /// Q4_0 generation, four rows. With VNNI each row's block is one vpdpbusd of its unsigned nibbles with the activation,
+    /// into accumulators that start at −8·Σx per lane (the −8 offset, shared by the rows); without it vpmaddubsw/vpmaddwd and a
+    /// subtraction per row. The four rows' sums are reduced to one vector and one FMA advances the four accumulators. (The row
+    /// scales through two gathers — the bit patterns, then the table — made the kernel 40% slower on an AMD EPYC than four table loads.)
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Q4_0Avx2R4(byte* w, long rowBytes, byte* x, long n, float* y)
     {
@@ -93,9 +99,19 @@ public static unsafe partial class QuantDot
         {
             PrefetchSpan(next, 4 * Q4_0Bytes);
             var qx = Vector256.Load((sbyte*)x + 2);
-            var eightX = Avx2.MultiplyAddAdjacent(eight, qx);
-            var sums = Sum4(Q4_0RowSums(w0, qx, eightX, shift, lowMask), Q4_0RowSums(w1, qx, eightX, shift, lowMask),
+            Vector128<int> sums;
+            if (AvxVnni.IsSupported)
+            {
+                var offset = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, qx);
+                sums = Sum4(AvxVnni.MultiplyWideningAndAdd(offset, Q4_0Nibbles(w0, shift, lowMask), qx), AvxVnni.MultiplyWideningAndAdd(offset, Q4_0Nibbles(w1, shift, lowMask), qx),
+                            AvxVnni.MultiplyWideningAndAdd(offset, Q4_0Nibbles(w2, shift, lowMask), qx), AvxVnni.MultiplyWideningAndAdd(offset, Q4_0Nibbles(w3, shift, lowMask), qx));
+            }
+            else
+            {
+                var eightX = Avx2.MultiplyAddAdjacent(eight, qx);
+                sums = Sum4(Q4_0RowSums(w0, qx, eightX, shift, lowMask), Q4_0RowSums(w1, qx, eightX, shift, lowMask),
                             Q4_0RowSums(w2, qx, eightX, shift, lowMask), Q4_0RowSums(w3, qx, eightX, shift, lowMask));
+            }
             acc = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(sums), RowScales4(w0, w1, w2, w3) * Vector128.Create(HalfConversion.Load(x)), acc);
         }
         acc.Store(y);
