@@ -57,6 +57,11 @@ public sealed class GpuKernelOptionsTests
         Assert.False(GpuKernelOptions.FromCuda(Options(("mma", "on")), k => k == "PLUGINENGINE_CUDA_MMA" ? "off" : null).IntegerMma);
         Assert.Equal(512, GpuKernelOptions.FromCuda(Options(("mma_max_tokens", "512")), _ => null).MmaMaxTokens);
         Assert.Equal(64, GpuKernelOptions.FromCuda(Options(("mma_max_tokens", "512")), k => k == "PLUGINENGINE_CUDA_MMA_MAX_TOKENS" ? "64" : null).MmaMaxTokens);
+        Assert.Equal(GpuKernelOptions.DefaultMmaMinTokens, o.MmaMinTokens);
+        Assert.Equal(12, GpuKernelOptions.FromCuda(Options(("mma_min_tokens", "12")), _ => null).MmaMinTokens);
+        Assert.Equal(4, GpuKernelOptions.FromCuda(Options(("mma_min_tokens", "12")), k => k == "PLUGINENGINE_CUDA_MMA_MIN_TOKENS" ? "4" : null).MmaMinTokens);
+        var min = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("mma_min_tokens", "1")), _ => null));
+        Assert.Contains("mma_min_tokens", min.Message);
         var e = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_MMA_MAX_TOKENS" ? "0" : null));
         Assert.Contains("PLUGINENGINE_CUDA_MMA_MAX_TOKENS", e.Message);
         Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("mma", "maybe")), _ => null));
