@@ -235,12 +235,12 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private bool UsesInt8MatVec(GgmlType type, int tokens) => tokens == 1 && !_options.BatchInvariant && _options.Int8MatVec && _matVecQ8[KernelSlot(type)] != 0;
 
     /// <summary>
-    /// Whether a batch of 2 .. mma_max_tokens tokens on <paramref name="type"/> weights goes to the int8 tensor-core kernel
+    /// Whether a batch of mma_min_tokens .. mma_max_tokens tokens on <paramref name="type"/> weights goes to the int8 tensor-core kernel
     /// (mmq_*, CUDA sm_80 and later; docs/batching.md#on-the-gpu).
     /// </summary>
     private bool UsesMma(GgmlType type, int tokens)
         => _integerMma && _options.Int8MatVec && _mmq[KernelSlot(type) * 3] != 0
-           && (_options.BatchInvariant ? tokens >= 1 : tokens > 1 && tokens <= _options.MmaMaxTokens);
+           && (_options.BatchInvariant ? tokens >= 1 : tokens >= _options.MmaMinTokens && tokens <= _options.MmaMaxTokens);
 
     /// <summary>
     /// Whether a small batch (2 .. BlasMinTokens − 1 tokens: sequences decoding together, short prompt chunks) on

@@ -62,6 +62,11 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// CUDA only, <c>mma_max_tokens</c> (default <see cref="DefaultMmaMaxTokens"/>): the largest matmul (in tokens) that takes the int8
 /// mma path; larger ones go to cuBLAS. Environment: PLUGINENGINE_CUDA_MMA_MAX_TOKENS.
 /// </param>
+/// <param name="MmaMinTokens">
+/// CUDA only, <c>mma_min_tokens</c> (default <see cref="DefaultMmaMinTokens"/>): the smallest matmul (in tokens) that takes the int8
+/// mma path; smaller batches keep the dp4a kernel (matmul_q8_*), which measured faster for a few tokens (docs/batching.md#on-the-gpu).
+/// Environment: PLUGINENGINE_CUDA_MMA_MIN_TOKENS.
+/// </param>
 /// <param name="BatchInvariant">
 /// CUDA only, <c>batch_invariant: off</c> (default). <c>on</c>: every token's logits are the same bits whatever else is in its batch
 /// (docs/batching.md#batch-invariance-on-the-gpu), so a served request's greedy output does not depend on the other requests:
@@ -85,11 +90,15 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
-                                        bool IntegerMma = false, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false)
+                                        bool IntegerMma = false, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
+                                        int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
     public const int DefaultMmaMaxTokens = LaunchGeometry.BlasMinTokens - 1;
+
+    /// <summary>Smallest matmul on the int8 mma path by default (<c>mma_min_tokens</c> moves it).</summary>
+    public const int DefaultMmaMinTokens = 2;
 
     /// <summary>
     /// Positions per attention block in a split decode step: 8 steps of the block's 16 warps x 4 positions. Measured on an H100
@@ -113,9 +122,10 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
         bool mma = Choice(options, environment, "mma", P + "MMA", "on", "off", defaultFirst: false); // not yet run on a GPU: off until it is
         int mmaMax = ReadCount(options, environment, "mma_max_tokens", P + "MMA_MAX_TOKENS", DefaultMmaMaxTokens, 1, "a number of tokens >= 1");
+        int mmaMin = ReadCount(options, environment, "mma_min_tokens", P + "MMA_MIN_TOKENS", DefaultMmaMinTokens, 2, "a number of tokens >= 2");
         bool invariant = Choice(options, environment, "batch_invariant", P + "BATCH_INVARIANT", "on", "off", defaultFirst: false);
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
-                                    Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant);
+                                    Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>

@@ -1172,6 +1172,11 @@ MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
 #ifndef MMQ_UNROLL
 #define MMQ_UNROLL 2
 #endif
+// Steps ahead at which lane 0 of each row's group asks L2 for that row's weight bytes (0: no prefetch). A warp's slice is
+// short (a 4096-wide row: 16 steps per warp), so each step's loads otherwise wait a full memory latency.
+#ifndef MMQ_PREFETCH
+#define MMQ_PREFETCH 0
+#endif
 
 #if defined(PE_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 #define PE_INT8_MMA 1
@@ -1305,6 +1310,13 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
     UNROLL(MMQ_UNROLL)
     for (int s = s0; s < s1; s++)
     {
+        if (MMQ_PREFETCH > 0 && q == 0 && s + MMQ_PREFETCH < s1)
+        {
+            int ps = s + MMQ_PREFETCH;
+            i64 at = T == T_Q4_0 ? (i64)ps * 18 : T == T_Q8_0 ? (i64)ps * 34 : (i64)(ps >> 2) * 144 + 16 + 32 * (ps & 3);
+#pragma unroll
+            for (int j = 0; j < 4; j++) asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow[j] + at));
+        }
         u32 xa[MT][2][4];
         float dx[MT][2][2], sx[MT][2][2];
 #pragma unroll
