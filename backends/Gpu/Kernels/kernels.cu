@@ -1177,6 +1177,11 @@ MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
 #ifndef MMQ_PREFETCH
 #define MMQ_PREFETCH 0
 #endif
+// 1: the block stages its rows' bytes in shared memory (cp.async, several chunks in flight) and the warps multiply from
+// there (mmq_staged below); 0: every lane loads its weight words from global memory as it goes.
+#ifndef MMQ_STAGED
+#define MMQ_STAGED 0
+#endif
 
 #if defined(PE_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 #define PE_INT8_MMA 1
@@ -1270,6 +1275,100 @@ __device__ __forceinline__ void mmq_step(const u8* row, int step, int q, int g,
 }
 #endif
 
+#if defined(PE_INT8_MMA)
+// The A fragments of step s for this lane (tokens g and g + 8 of each m-tile; Q4_K: both 32-element blocks of the step) and
+// their tokens' d and d * sum q.
+template <int T, int MT>
+__device__ __forceinline__ void mmq_load_x(const i8* const (&xrow)[MT][2], const XScale* const (&srow)[MT][2], int s, int q,
+                                           u32 (&xa)[MT][2][4], float (&dx)[MT][2][2], float (&sx)[MT][2][2])
+{
+    const int subs = MmaStep<T>::Elems / 32;
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int h = 0; h < subs; h++)
+        {
+            int blk = s * subs + h;
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+            {
+                const u32* xw = (const u32*)(xrow[m][i] + (i64)blk * 32);
+                xa[m][h][i] = xw[q];         // elements 4q ..
+                xa[m][h][2 + i] = xw[4 + q]; // elements 16 + 4q ..
+                XScale a = srow[m][i][blk];
+                dx[m][h][i] = a.d;
+                sx[m][h][i] = a.s;
+            }
+        }
+}
+
+// The staged form. Each pass the block copies one chunk of its MMQ_ROWS rows — MMQ_CHUNK_STEPS steps of every row, a whole
+// number of 16-byte pieces — into shared memory with cp.async, MmqStages<T> chunks in flight, so the whole block keeps
+// tens of kilobytes of loads outstanding where the direct form has one step per warp. Warp w multiplies steps 2w and
+// 2w + 1 of every chunk, always in that order, so a token's sums do not depend on the others in its tile (batch
+// invariance). Needs 16-byte aligned rows and chunks (cols a multiple of 256; the caller checks).
+#define MMQ_CHUNK_STEPS (2 * MMQ_KSPLIT)
+template <int T> struct MmqStaging
+{
+    static const int StepBytes = T == T_Q4_0 ? 18 : T == T_Q8_0 ? 34 : 36; // Q4_K: 144-byte super-blocks of 4 steps
+    static const int RowChunkBytes = MMQ_CHUNK_STEPS * StepBytes;
+    static const int ChunkBytes = MMQ_ROWS * RowChunkBytes;
+    static const int Stages = ChunkBytes * 4 <= 40 * 1024 ? 4 : ChunkBytes * 3 <= 40 * 1024 ? 3 : 2; // static shared memory stays under 48 KiB
+};
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem)
+{
+    unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+template <int T, int MT>
+__device__ __forceinline__ void mmq_staged(const u8* __restrict__ w, i64 rowBytes, int rows, int steps, int r0, int warp, int q, int g,
+                                           const i8* const (&xrow)[MT][2], const XScale* const (&srow)[MT][2], float (&acc)[4][MT][4])
+{
+    typedef MmqStaging<T> S;
+    __shared__ __align__(16) u8 stage[S::Stages * S::ChunkBytes];
+    int chunks = (steps + MMQ_CHUNK_STEPS - 1) / MMQ_CHUNK_STEPS;
+    auto issue = [&](int c) {
+        if (c < chunks)
+        {
+            int n = min(MMQ_CHUNK_STEPS, steps - c * MMQ_CHUNK_STEPS), pieces = n * S::StepBytes / 16;
+            u8* dst = stage + (c % S::Stages) * S::ChunkBytes;
+            for (int i = threadIdx.x; i < MMQ_ROWS * pieces; i += blockDim.x)
+            {
+                int r = i / pieces, k = i - r * pieces;
+                const u8* src = w + (i64)min(r0 + r, rows - 1) * rowBytes + (i64)c * S::RowChunkBytes + 16 * k;
+                cp_async16(dst + r * S::RowChunkBytes + 16 * k, src);
+            }
+        }
+        cp_async_commit(); // an empty group past the end keeps the wait count below uniform
+    };
+#pragma unroll
+    for (int c = 0; c < S::Stages - 1; c++) issue(c);
+    for (int c = 0; c < chunks; c++)
+    {
+        issue(c + S::Stages - 1);
+        cp_async_wait<S::Stages - 1>(); // chunk c has landed (for this thread's copies) ...
+        __syncthreads();                // ... and for everyone's
+        const u8* base = stage + (c % S::Stages) * S::ChunkBytes;
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+        {
+            int ls = 2 * warp + h, s = c * MMQ_CHUNK_STEPS + ls;
+            if (s >= steps) break;
+            u32 xa[MT][2][4];
+            float dx[MT][2][2], sx[MT][2][2];
+            mmq_load_x<T, MT>(xrow, srow, s, q, xa, dx, sx);
+#pragma unroll
+            for (int j = 0; j < 4; j++) mmq_step<T, MT>(base + (8 * j + g) * S::RowChunkBytes, ls, q, g, xa, dx, sx, acc[j]);
+        }
+        __syncthreads(); // every warp is done with this stage before a later issue() refills it
+    }
+}
+#endif
+
 template <int T, int MT>
 __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int rows, int cols, const i8* __restrict__ xq,
                                     const XScale* __restrict__ xs, float* y, int tokens, int accumulate)
@@ -1280,7 +1379,6 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
     int r0 = blockIdx.x * MMQ_ROWS, t0 = blockIdx.y * (MT * 16);
     int blocksPerRow = cols >> 5, steps = cols / MmaStep<T>::Elems;
     int per = (steps + MMQ_KSPLIT - 1) / MMQ_KSPLIT, s0 = warp * per, s1 = min(steps, s0 + per);
-    const int subs = MmaStep<T>::Elems / 32;
 
     // This lane's A rows: tokens t0 + 16m + g and + 8 (clamped to the last token: their results are not written).
     const i8* xrow[MT][2];
@@ -1307,6 +1405,10 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
 #pragma unroll
             for (int k = 0; k < 4; k++) acc[j][m][k] = 0.f;
 
+    bool staged = MMQ_STAGED && (cols & 255) == 0 && (rowBytes & 15) == 0 && ((unsigned long long)w & 15) == 0;
+    if (staged)
+        mmq_staged<T, MT>(w, rowBytes, rows, steps, r0, warp, q, g, xrow, srow, acc);
+    else
     UNROLL(MMQ_UNROLL)
     for (int s = s0; s < s1; s++)
     {
@@ -1319,23 +1421,7 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
         }
         u32 xa[MT][2][4];
         float dx[MT][2][2], sx[MT][2][2];
-#pragma unroll
-        for (int m = 0; m < MT; m++)
-#pragma unroll
-            for (int h = 0; h < subs; h++)
-            {
-                int blk = s * subs + h;
-#pragma unroll
-                for (int i = 0; i < 2; i++)
-                {
-                    const u32* xw = (const u32*)(xrow[m][i] + (i64)blk * 32);
-                    xa[m][h][i] = xw[q];         // elements 4q ..
-                    xa[m][h][2 + i] = xw[4 + q]; // elements 16 + 4q ..
-                    XScale a = srow[m][i][blk];
-                    dx[m][h][i] = a.d;
-                    sx[m][h][i] = a.s;
-                }
-            }
+        mmq_load_x<T, MT>(xrow, srow, s, q, xa, dx, sx);
 #pragma unroll
         for (int j = 0; j < 4; j++) mmq_step<T, MT>(wrow[j], s, q, g, xa, dx, sx, acc[j]);
     }
