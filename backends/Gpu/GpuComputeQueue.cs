@@ -27,6 +27,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint _ropeStoreKvRows, _attentionRowsF32, _attentionRowsF16; // multi-sequence batches (docs/batching.md#backends)
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _matMulQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
+    private readonly int _mmqRows; // weight rows per mmq block, as the kernels were compiled (KernelSource.MmqRows)
     private readonly nint[] _mmq = new nint[8 * 3]; // [slot * 3 + LaunchGeometry.MmqTileIndex]: int8 tensor-core matmuls (kernels.cu mmq_*)
     private readonly bool _integerMma;            // the mmq kernels run here (CUDA sm_80+, option mma on)
     private readonly GpuKernelOptions _options;
@@ -114,6 +115,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
                 _mmq[KernelSlot(type) * 3 + i] = _rt.Function(LaunchGeometry.MmqKernelName(KernelSource.WeightSuffix(type)!, LaunchGeometry.MmqTokenTiles[i]));
         _integerMma = _rt.IntegerMma;
         _options = _rt.Options;
+        _mmqRows = KernelSource.MmqRows(_options.KernelDefines);
         _programmaticLaunch = _rt.ProgrammaticLaunch;
         _blas = _options.BlasPrompt ? _rt.Blas : null;
         if (_options.Graphs) _graph = _d.CreateStepGraph(_rt, _stream);
@@ -209,7 +211,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             var (xq, xs) = EnsureQuantizedX(px, cols, tokens);
             int r = checked((int)rows), acc = accumulate ? 1 : 0;
             void** args = stackalloc void*[] { &pw, &rowBytes, &r, &cols, &xq, &xs, &py, &tokens, &acc };
-            LaunchKernel(_mmq[slot * 3 + LaunchGeometry.MmqTileIndex(tokens)], LaunchGeometry.Mmq(rows, tokens), args,
+            LaunchKernel(_mmq[slot * 3 + LaunchGeometry.MmqTileIndex(tokens)], LaunchGeometry.Mmq(rows, tokens, _mmqRows), args,
                          _profile is null ? "mmq" : $"mmq {rows}x{cols} x{tokens}{(accumulate ? " +=" : "")}");
         }
         else if (UsesInt8SmallBatch(w.Type, tokens))
@@ -240,7 +242,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     /// </summary>
     private bool UsesMma(GgmlType type, int tokens)
         => _integerMma && _options.Int8MatVec && _mmq[KernelSlot(type) * 3] != 0
-           && (_options.BatchInvariant ? tokens >= 1 : tokens >= _options.MmaMinTokens && tokens <= _options.MmaMaxTokens);
+           && (_options.BatchInvariant ? tokens >= 1 : tokens >= _options.MmaMinTokensFor(type) && tokens <= _options.MmaMaxTokens);
 
     /// <summary>
     /// Whether a small batch (2 .. BlasMinTokens − 1 tokens: sequences decoding together, short prompt chunks) on

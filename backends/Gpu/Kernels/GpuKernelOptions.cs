@@ -53,19 +53,19 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// Environment: PLUGINENGINE_CUDA_BATCH_MATVEC / PLUGINENGINE_HIP_BATCH_MATVEC.
 /// </param>
 /// <param name="IntegerMma">
-/// CUDA only, <c>mma: off</c> (default until the kernels have passed the conformance kit on a GPU; session 8 got no device). <c>on</c> (used on sm_80 and later): matmuls of 2 to <see cref="MmaMaxTokens"/> tokens on Q8_0, Q4_0 and
-/// Q4_K weights multiply the stored quantized blocks with the 8-bit activations on the tensor cores (int8 mma, kernels.cu
-/// mmq_*; docs/batching.md#on-the-gpu) instead of the dp4a kernel or the F16 BLAS path. <c>off</c>: as before. Environment:
-/// PLUGINENGINE_CUDA_MMA.
+/// CUDA only, <c>mma: on</c> (default; used on sm_80 and later): matmuls of <see cref="MmaMinTokensFor"/> to <see cref="MmaMaxTokens"/>
+/// tokens on Q8_0, Q4_0 and Q4_K weights multiply the stored quantized blocks with the 8-bit activations on the tensor cores
+/// (int8 mma, kernels.cu mmq_*; docs/batching.md#on-the-gpu) instead of the dp4a kernel. <c>off</c>: the dp4a kernel
+/// (matmul_q8_*) up to 31 tokens. Environment: PLUGINENGINE_CUDA_MMA.
 /// </param>
 /// <param name="MmaMaxTokens">
 /// CUDA only, <c>mma_max_tokens</c> (default <see cref="DefaultMmaMaxTokens"/>): the largest matmul (in tokens) that takes the int8
 /// mma path; larger ones go to cuBLAS. Environment: PLUGINENGINE_CUDA_MMA_MAX_TOKENS.
 /// </param>
 /// <param name="MmaMinTokens">
-/// CUDA only, <c>mma_min_tokens</c> (default <see cref="DefaultMmaMinTokens"/>): the smallest matmul (in tokens) that takes the int8
-/// mma path; smaller batches keep the dp4a kernel (matmul_q8_*), which measured faster for a few tokens (docs/batching.md#on-the-gpu).
-/// Environment: PLUGINENGINE_CUDA_MMA_MIN_TOKENS.
+/// CUDA only, <c>mma_min_tokens</c> (default 0: per weight type, <see cref="MmaMinTokensFor"/>): the smallest matmul (in tokens) that
+/// takes the int8 mma path; smaller batches keep the dp4a kernel (matmul_q8_*), which measured faster for a few tokens
+/// (docs/batching.md#on-the-gpu). Environment: PLUGINENGINE_CUDA_MMA_MIN_TOKENS.
 /// </param>
 /// <param name="BatchInvariant">
 /// CUDA only, <c>batch_invariant: off</c> (default). <c>on</c>: every token's logits are the same bits whatever else is in its batch
@@ -90,15 +90,23 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
-                                        bool IntegerMma = false, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
+                                        bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
     public const int DefaultMmaMaxTokens = LaunchGeometry.BlasMinTokens - 1;
 
-    /// <summary>Smallest matmul on the int8 mma path by default (<c>mma_min_tokens</c> moves it).</summary>
-    public const int DefaultMmaMinTokens = 2;
+    /// <summary><c>mma_min_tokens</c> unset: the smallest batch on the int8 mma path depends on the weight type (<see cref="MmaMinTokensFor"/>).</summary>
+    public const int DefaultMmaMinTokens = 0;
+
+    /// <summary>
+    /// The smallest matmul (in tokens) on the int8 mma path for <paramref name="type"/> weights: <see cref="MmaMinTokens"/> when set,
+    /// else 5 for Q4_K and 9 for Q4_0 and Q8_0. Measured on an H200 (7B, sequences decoding together, 2026-12-06): the dp4a kernel
+    /// won up to 8 tokens on Q4_0 (1,212 against 1,029 t/s at 8) and up to 4 on Q4_K (561 against 499), whose dp4a kernel unpacks
+    /// 6-bit scales per token group; the mma kernel won above (Q4_0 16 tokens 1,853 against 1,287; Q4_K 8 tokens 853 against 634).
+    /// </summary>
+    public int MmaMinTokensFor(GgmlType type) => MmaMinTokens > 0 ? MmaMinTokens : type == GgmlType.Q4_K ? 5 : 9;
 
     /// <summary>
     /// Positions per attention block in a split decode step: 8 steps of the block's 16 warps x 4 positions. Measured on an H100
@@ -120,9 +128,10 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool pdl = Choice(options, environment, "pdl", P + "PDL", "on", "off");
         bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
         bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
-        bool mma = Choice(options, environment, "mma", P + "MMA", "on", "off", defaultFirst: false); // not yet run on a GPU: off until it is
+        bool mma = Choice(options, environment, "mma", P + "MMA", "on", "off");
         int mmaMax = ReadCount(options, environment, "mma_max_tokens", P + "MMA_MAX_TOKENS", DefaultMmaMaxTokens, 1, "a number of tokens >= 1");
-        int mmaMin = ReadCount(options, environment, "mma_min_tokens", P + "MMA_MIN_TOKENS", DefaultMmaMinTokens, 2, "a number of tokens >= 2");
+        int mmaMin = ReadCount(options, environment, "mma_min_tokens", P + "MMA_MIN_TOKENS", DefaultMmaMinTokens, 0, "a number of tokens >= 2, or 0 for the per-type default");
+        if (mmaMin == 1) throw new PluginOptionException("mma_min_tokens: 1 is not a batch (give 2 or more, or 0 for the per-type default)");
         bool invariant = Choice(options, environment, "batch_invariant", P + "BATCH_INVARIANT", "on", "off", defaultFirst: false);
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin);

@@ -71,7 +71,8 @@ internal static class KernelSource
     public static string Assemble(KernelDialect dialect, int deviceWarp, IReadOnlyList<(string Name, int Value)>? tuning = null)
     {
         var sb = new StringBuilder();
-        foreach (var (name, value) in Defines.Concat(tuning ?? []).Concat(DialectDefines(dialect, deviceWarp)))
+        tuning ??= [];
+        foreach (var (name, value) in Defines.Where(d => !tuning.Any(t => t.Name == d.Name)).Concat(tuning).Concat(DialectDefines(dialect, deviceWarp)))
             sb.Append("#define ").Append(name).Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
         sb.Append("#line 1 \"gpu_portability.h\"\n").Append(PortabilityHeader.Value);
         if (!PortabilityHeader.Value.EndsWith('\n')) sb.Append('\n');
@@ -94,12 +95,26 @@ internal static class KernelSource
             if (eq <= 0 || !System.Text.RegularExpressions.Regex.IsMatch(name, "^[A-Z_][A-Z0-9_]*$")
                 || !int.TryParse(entry[(eq + 1)..].Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
                 throw new PluginOptionException($"{where}: '{entry}' is not NAME=INTEGER (upper-case macro name)");
-            if (Defines.Any(d => d.Name == name))
+            if (name == "MMQ_ROWS")
+            {
+                // The one host define an experiment may move: the launch reads it back (MmqRows below).
+                if (value is not (8 or 16 or 32)) throw new PluginOptionException($"{where}: MMQ_ROWS must be 8, 16 or 32 (rows per mmq block), not {value}");
+            }
+            else if (Defines.Any(d => d.Name == name))
                 throw new PluginOptionException($"{where}: {name} is set by the host (launch geometry) and cannot be overridden");
             if (result.Exists(d => d.Item1 == name)) throw new PluginOptionException($"{where}: {name} is given twice");
             result.Add((name, value));
         }
         return result;
+    }
+
+    /// <summary>Weight rows per mmq block that kernels compiled with <paramref name="tuningDefines"/> (normalized "NAME=INT;…") assume:
+    /// MMQ_ROWS where the defines set it, else <see cref="LaunchGeometry.MmqRows"/>.</summary>
+    public static int MmqRows(string tuningDefines)
+    {
+        foreach (var (name, value) in ParseTuningDefines(tuningDefines ?? "", "defines"))
+            if (name == "MMQ_ROWS") return value;
+        return LaunchGeometry.MmqRows;
     }
 
     /// <summary>Kernel-name suffix of a weight type (matmul_&lt;suffix&gt;_t1, get_rows_&lt;suffix&gt;), or null when no kernel reads it.</summary>

@@ -92,12 +92,13 @@ internal static class LaunchGeometry
     /// <summary>The token tiles (1, 2 or 4 × 16 tokens per pass) of an mmq launch for <paramref name="tokens"/> tokens.</summary>
     public static int MmqTiles(int tokens) => MmqTokenTiles[MmqTileIndex(tokens)];
 
-    /// <summary>mmq_*: <see cref="MmqWarps"/> warps per block of <see cref="MmqRows"/> rows, grid y = groups of 16 × tiles tokens.</summary>
-    public static Launch Mmq(long rows, int tokens)
+    /// <summary>mmq_*: <see cref="MmqWarps"/> warps per block of <paramref name="blockRows"/> rows (the kernels' MMQ_ROWS,
+    /// <see cref="MmqRows"/> unless a tuning define moved it), grid y = groups of 16 × tiles tokens.</summary>
+    public static Launch Mmq(long rows, int tokens, int blockRows = MmqRows)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
-        return new Launch(checked((uint)CeilDiv(rows, MmqRows)), checked((uint)CeilDiv(tokens, 16 * MmqTiles(tokens))), MmqWarps * 32);
+        return new Launch(checked((uint)CeilDiv(rows, blockRows)), checked((uint)CeilDiv(tokens, 16 * MmqTiles(tokens))), MmqWarps * 32);
     }
 
     /// <summary>Threads per block of rms_norm_q8_row: each block writes and quantizes this many elements of the row.</summary>

@@ -1169,13 +1169,15 @@ MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
 #ifndef MMQ_ROWS
 #error "MMQ_ROWS (weight rows per block) must be defined by the host"
 #endif
+#define MMQ_TILES (MMQ_ROWS / 8) // 8-row mma tiles per block (MMQ_ROWS: 8, 16 or 32)
 #ifndef MMQ_UNROLL
 #define MMQ_UNROLL 2
 #endif
 // Steps ahead at which lane 0 of each row's group asks L2 for that row's weight bytes (0: no prefetch). A warp's slice is
 // short (a 4096-wide row: 16 steps per warp), so each step's loads otherwise wait a full memory latency.
+// 8 measured best on an H200 (7B Q4_0, 16 sequences decoding together: 2,091 t/s against 1,849 with none).
 #ifndef MMQ_PREFETCH
-#define MMQ_PREFETCH 0
+#define MMQ_PREFETCH 8
 #endif
 // 1: the block stages its rows' bytes in shared memory (cp.async, several chunks in flight) and the warps multiply from
 // there (mmq_staged below); 0: every lane loads its weight words from global memory as it goes.
@@ -1326,7 +1328,7 @@ template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile(
 
 template <int T, int MT>
 __device__ __forceinline__ void mmq_staged(const u8* __restrict__ w, i64 rowBytes, int rows, int steps, int r0, int warp, int q, int g,
-                                           const i8* const (&xrow)[MT][2], const XScale* const (&srow)[MT][2], float (&acc)[4][MT][4])
+                                           const i8* const (&xrow)[MT][2], const XScale* const (&srow)[MT][2], float (&acc)[MMQ_TILES][MT][4])
 {
     typedef MmqStaging<T> S;
     __shared__ __align__(16) u8 stage[S::Stages * S::ChunkBytes];
@@ -1362,7 +1364,7 @@ __device__ __forceinline__ void mmq_staged(const u8* __restrict__ w, i64 rowByte
             float dx[MT][2][2], sx[MT][2][2];
             mmq_load_x<T, MT>(xrow, srow, s, q, xa, dx, sx);
 #pragma unroll
-            for (int j = 0; j < 4; j++) mmq_step<T, MT>(base + (8 * j + g) * S::RowChunkBytes, ls, q, g, xa, dx, sx, acc[j]);
+            for (int j = 0; j < MMQ_TILES; j++) mmq_step<T, MT>(base + (8 * j + g) * S::RowChunkBytes, ls, q, g, xa, dx, sx, acc[j]);
         }
         __syncthreads(); // every warp is done with this stage before a later issue() refills it
     }
@@ -1393,13 +1395,13 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
             srow[m][i] = xs + (i64)t * blocksPerRow;
         }
     // This lane's B rows: row g of each 8-row tile (clamped to the last row).
-    const u8* wrow[4];
+    const u8* wrow[MMQ_TILES];
 #pragma unroll
-    for (int j = 0; j < 4; j++) wrow[j] = w + (i64)min(r0 + 8 * j + g, rows - 1) * rowBytes;
+    for (int j = 0; j < MMQ_TILES; j++) wrow[j] = w + (i64)min(r0 + 8 * j + g, rows - 1) * rowBytes;
 
-    float acc[4][MT][4];
+    float acc[MMQ_TILES][MT][4];
 #pragma unroll
-    for (int j = 0; j < 4; j++)
+    for (int j = 0; j < MMQ_TILES; j++)
 #pragma unroll
         for (int m = 0; m < MT; m++)
 #pragma unroll
@@ -1417,13 +1419,13 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
             int ps = s + MMQ_PREFETCH;
             i64 at = T == T_Q4_0 ? (i64)ps * 18 : T == T_Q8_0 ? (i64)ps * 34 : (i64)(ps >> 2) * 144 + 16 + 32 * (ps & 3);
 #pragma unroll
-            for (int j = 0; j < 4; j++) asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow[j] + at));
+            for (int j = 0; j < MMQ_TILES; j++) asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow[j] + at));
         }
         u32 xa[MT][2][4];
         float dx[MT][2][2], sx[MT][2][2];
         mmq_load_x<T, MT>(xrow, srow, s, q, xa, dx, sx);
 #pragma unroll
-        for (int j = 0; j < 4; j++) mmq_step<T, MT>(wrow[j], s, q, g, xa, dx, sx, acc[j]);
+        for (int j = 0; j < MMQ_TILES; j++) mmq_step<T, MT>(wrow[j], s, q, g, xa, dx, sx, acc[j]);
     }
 
     // Warp-ordered sum of the K slices: partial[token][row] within the tile.
@@ -1432,7 +1434,7 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
         if (warp == k)
         {
 #pragma unroll
-            for (int j = 0; j < 4; j++)
+            for (int j = 0; j < MMQ_TILES; j++)
 #pragma unroll
                 for (int m = 0; m < MT; m++)
 #pragma unroll

@@ -120,6 +120,18 @@ public sealed class CudaKernelGeometryTests
     }
 
     [Fact]
+    public void Mmq_rows_per_block_may_be_moved_by_a_tuning_define_and_the_launch_follows()
+    {
+        Assert.Equal(LaunchGeometry.MmqRows, KernelSource.MmqRows(""));
+        Assert.Equal(16, KernelSource.MmqRows("MMQ_PREFETCH=4;MMQ_ROWS=16"));
+        Assert.Equal(512u, LaunchGeometry.Mmq(4096, 16, KernelSource.MmqRows("MMQ_ROWS=8")).GridX);
+        Assert.Contains("#define MMQ_ROWS 16\n", KernelSource.Assemble(KernelDialect.Cuda, 32, KernelSource.ParseTuningDefines("MMQ_ROWS=16", "defines")));
+        Assert.DoesNotContain("#define MMQ_ROWS 32", KernelSource.Assemble(KernelDialect.Cuda, 32, KernelSource.ParseTuningDefines("MMQ_ROWS=16", "defines")));
+        Assert.Throws<PluginOptionException>(() => KernelSource.ParseTuningDefines("MMQ_ROWS=24", "defines"));
+        Assert.Throws<PluginOptionException>(() => KernelSource.ParseTuningDefines("MMQ_KSPLIT=4", "defines"));
+    }
+
+    [Fact]
     public void Decode_norm_spreads_one_row_over_blocks_of_256()
         => Assert.Equal(new Launch(16, 1, 256), LaunchGeometry.RmsNormRow(4096));
 

@@ -48,17 +48,20 @@ public sealed class GpuKernelOptionsTests
     }
 
     [Fact]
-    public void Int8_mma_is_off_by_default_up_to_31_tokens_when_on_and_both_are_options()
+    public void Int8_mma_is_on_by_default_from_9_tokens_5_for_Q4_K_up_to_31_and_these_are_options()
     {
         var o = GpuKernelOptions.FromCuda(Options(), _ => null);
-        Assert.False(o.IntegerMma);
+        Assert.True(o.IntegerMma);
+        Assert.Equal(9, o.MmaMinTokensFor(GgmlType.Q4_0));
+        Assert.Equal(9, o.MmaMinTokensFor(GgmlType.Q8_0));
+        Assert.Equal(5, o.MmaMinTokensFor(GgmlType.Q4_K));
         Assert.Equal(LaunchGeometry.BlasMinTokens - 1, o.MmaMaxTokens);
-        Assert.True(GpuKernelOptions.FromCuda(Options(("mma", "on")), _ => null).IntegerMma);
-        Assert.False(GpuKernelOptions.FromCuda(Options(("mma", "on")), k => k == "PLUGINENGINE_CUDA_MMA" ? "off" : null).IntegerMma);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("mma", "off")), _ => null).IntegerMma);
+        Assert.True(GpuKernelOptions.FromCuda(Options(("mma", "off")), k => k == "PLUGINENGINE_CUDA_MMA" ? "on" : null).IntegerMma);
         Assert.Equal(512, GpuKernelOptions.FromCuda(Options(("mma_max_tokens", "512")), _ => null).MmaMaxTokens);
         Assert.Equal(64, GpuKernelOptions.FromCuda(Options(("mma_max_tokens", "512")), k => k == "PLUGINENGINE_CUDA_MMA_MAX_TOKENS" ? "64" : null).MmaMaxTokens);
         Assert.Equal(GpuKernelOptions.DefaultMmaMinTokens, o.MmaMinTokens);
-        Assert.Equal(12, GpuKernelOptions.FromCuda(Options(("mma_min_tokens", "12")), _ => null).MmaMinTokens);
+        Assert.Equal(12, GpuKernelOptions.FromCuda(Options(("mma_min_tokens", "12")), _ => null).MmaMinTokensFor(GgmlType.Q4_K));
         Assert.Equal(4, GpuKernelOptions.FromCuda(Options(("mma_min_tokens", "12")), k => k == "PLUGINENGINE_CUDA_MMA_MIN_TOKENS" ? "4" : null).MmaMinTokens);
         var min = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("mma_min_tokens", "1")), _ => null));
         Assert.Contains("mma_min_tokens", min.Message);
