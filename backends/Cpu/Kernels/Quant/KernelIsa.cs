@@ -12,7 +12,8 @@ public enum KernelIsa
 {
     /// <summary>Plain C#, no intrinsics: the fallback for any processor.</summary>
     Scalar,
-    /// <summary>256-bit AVX2 + FMA (vpmaddubsw/vpmaddwd integer dots).</summary>
+    /// <summary>256-bit AVX2 + FMA (vpmaddubsw/vpmaddwd integer dots; the Q4_0 kernels take vpdpbusd instead where the processor
+    /// has AVX-VNNI, with the same exact integer sums: docs/batching.md#batch-invariance-on-the-cpu).</summary>
     Avx2,
     /// <summary>512-bit AVX-512 F + BW (the 512-bit forms of the same integer dots).</summary>
     Avx512,
