@@ -11,7 +11,8 @@ namespace PluginEngine.Host.Commands;
 /// every generated weight type with all layers, with <c>-ngl 1</c> and split 1:1 over the backend's first two devices (skipped
 /// with one device; docs/multi-gpu.md), the seed regression with clean and dirty gaps, and the batching check
 /// (<see cref="BatchedGreedyCheck"/>: 8 concurrent greedy requests equal each alone — exactly, with no near-tie allowance,
-/// when the backend is the cpu backend itself, whose results do not depend on the batch; <c>--batching</c> runs it alone).
+/// when the backend is the cpu backend itself, whose results do not depend on the batch, or with <c>--exact</c> (a backend run with
+/// a batch-invariant option, docs/batching.md); <c>--batching</c> runs it alone).
 /// One line per check (PASS, FAIL or SKIP with its numbers or reason); exit code 3 when any fails. The op-level cases are
 /// the conformance kit's (the PluginEngine.Conformance package; see plugins/README.md).
 /// </summary>
@@ -23,8 +24,9 @@ public static class ConformanceCommand
         var types = new Option<string?>("--types") { Description = $"Weight types of the generated models (default: {string.Join(",", ModelChecks.DefaultTypes).ToLowerInvariant()})", HelpName = "T[,T]" };
         var models = new Option<string?>("--models") { Description = "Folder for the generated models (default: a temporary folder, deleted afterwards)", HelpName = "DIR" };
         var batchingOnly = new Option<bool>("--batching") { Description = "Run only the batching check: 8 concurrent greedy requests must each equal the request sent alone" };
+        var exact = new Option<bool>("--exact") { Description = "The batching check allows no near-ties (always so for the cpu backend; for a backend run with a batch-invariant option, e.g. cuda's batch_invariant on)" };
         var command = new Command("conformance", "Check a backend's logits against the cpu backend on generated models (every weight type, -ngl 1, seed regression, batching)");
-        foreach (var o in new Option[] { backend, types, models, batchingOnly }) command.Options.Add(o);
+        foreach (var o in new Option[] { backend, types, models, batchingOnly, exact }) command.Options.Add(o);
         command.SetAction(parse =>
         {
             var selected = ParseTypes(parse.GetValue(types));
@@ -41,7 +43,7 @@ public static class ConformanceCommand
             {
                 void Report(ModelCheckResult r) => context.Output.WriteLine($"{(r.Passed is null ? "SKIP" : r.Passed.Value ? "PASS" : "FAIL")}  {r.Name}: {r.Detail}");
                 var results = parse.GetValue(batchingOnly) ? [] : new ModelChecks(target.Devices[0], cpu.Devices[0], folder) { SplitDevices = target.Devices }.Run(selected, Report);
-                var batching = BatchedGreedyCheck.Run(target.Devices[0], cpu.Devices[0], folder, exact: target.Name == "cpu");
+                var batching = BatchedGreedyCheck.Run(target.Devices[0], cpu.Devices[0], folder, exact: target.Name == "cpu" || parse.GetValue(exact));
                 Report(batching);
                 results.Add(batching);
                 int failed = results.Count(r => r.Passed == false), passed = results.Count(r => r.Passed == true), skipped = results.Count(r => r.Passed is null);

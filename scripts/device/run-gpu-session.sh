@@ -123,6 +123,8 @@ if has batch; then
   # (PASS/FAIL line), then aggregate decode t/s with 1, 4, 16 and 64 sequences decoding together on the 7B-shaped model
   # (generated into $PLUGINENGINE_CACHE by bench7b when that ran first; about a minute otherwise).
   { echo "== pluginengine conformance --backend cuda --batching"; timeout -k 10 120 "${PE[@]}" conformance "${PLUGINS[@]}" --backend cuda --batching 2>&1; echo "exit $?"; } >>"$S"
+  # With batch_invariant on the batched tokens must be the same bits as alone: no near-tie allowance (docs/batching.md).
+  { echo "== pluginengine conformance --backend cuda --batching --exact (batch_invariant on)"; PLUGINENGINE_CUDA_BATCH_INVARIANT=on timeout -k 10 120 "${PE[@]}" conformance "${PLUGINS[@]}" --backend cuda --batching --exact 2>&1; echo "exit $?"; } >>"$S"
   bench 7b-q4_0-parallel 240 -m synthetic:llama7b:Q4_0 --backend cuda --parallel 1,4,16,64 -n 32 -r 2
 fi
 echo "== done $(date -u)" >>"$S"

@@ -78,6 +78,18 @@ public sealed class ModelChecksTests : IDisposable
     }
 
     [Fact]
+    public void Batching_only_with_exact_names_the_exact_check()
+    {
+        string plugins = _dir.WritePlugins(("cpu", PluginTestFiles.CpuPlugin, """{ "threads": 1 }""", true));
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int code = Cli.Run(["conformance", "--backend", "cpu", "--plugins", plugins, "--batching", "--exact"], output, error);
+        Assert.True(code == ExitCodes.Success, error.ToString() + output);
+        Assert.Contains("every token equal (exact)", output.ToString());
+        Assert.Contains("conformance cpu: 1 passed, 0 failed, 0 skipped", output.ToString());
+    }
+
+    [Fact]
     public void Batching_check_on_the_cpu_backend_is_exact()
     {
         var cpu = CpuTestBackend.Device;
