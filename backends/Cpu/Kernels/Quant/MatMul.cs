@@ -88,7 +88,7 @@ public sealed unsafe class MatMulScratch : IDisposable
 /// <list type="bullet">
 /// <item>n = 1 (generation): tiles of rows; four rows at a time through <see cref="QuantDot"/>'s multi-row kernels (the quantized
 /// types at the AVX2 and AVX-512 levels), the rest one row at a time.</item>
-/// <item>n ≥ <see cref="RepackedGemm.MinTokens"/> for Q4_0, Q8_0, Q4_K, Q6_K (prompts): <see cref="RepackedGemm"/> — groups of 8
+/// <item>n ≥ <see cref="RepackedGemm.MinTokensFor"/> (3 for Q4_0, 8 for Q8_0, Q4_K, Q6_K: prompts, several sequences): <see cref="RepackedGemm"/> — groups of 8
 /// rows repacked per thread with SIMD lanes over rows, every token run against each group.</item>
 /// <item>otherwise: tiles of rows × tokens; within a tile each weight row meets the tile's tokens in groups of 8 and 4 through
 /// the multi-token kernels, which decode each weight block once per group (register blocking); tokens left over go through

@@ -7,7 +7,7 @@ using PluginEngine.Abstractions;
 namespace PluginEngine.Backends.Cpu.Kernels;
 
 /// <summary>
-/// Prompt-sized matmuls (many tokens) on AVX2 for four weight types — Q4_0, Q8_0, Q4_K and Q6_K (<see cref="Supports"/>;
+/// Prompt-sized matmuls (many tokens; for Q4_0 from 3, several sequences decoding together) on AVX2 for four weight types — Q4_0, Q8_0, Q4_K and Q6_K (<see cref="Supports"/>;
 /// <see cref="KernelsFor"/> picks each type's repack and token kernels) — with SIMD lanes over weight rows instead of over
 /// elements. Each thread takes a group of 8 weight rows and repacks it, block by block, into its own small L1-sized buffer,
 /// so that one vector instruction advances all 8 rows' dot products at once: no horizontal sums, no per-row scalar work.
