@@ -1,4 +1,4 @@
-using System.Globalization;
+using PluginEngine.Abstractions;
 using System.Text;
 using PluginEngine.Backends.Cuda.Native;
 using PluginEngine.Backends.Gpu;
@@ -71,7 +71,7 @@ internal static unsafe class CudaRuntime
             string driverText = $"{driverVersion / 1000}.{driverVersion % 1000 / 10}";
             reason = $"{facts.Name} ({facts.Target}, {facts.TotalMemory >> 20} MiB), driver {driverText}, NVRTC {nvrtc.Version}, kernels {rt.KernelOrigin}; " +
                      $"{rt.BlasStatus}; decode mat-vec: {(kernels.Int8MatVec ? "8-bit activations (dp4a)" : "F32 activations")}; " +
-                     $"int8 tensor-core matmuls: {(rt.IntegerMma ? $"{(kernels.MmaMinTokens > 0 ? kernels.MmaMinTokens.ToString(CultureInfo.InvariantCulture) : "9 (Q4_K 5)")}-{kernels.MmaMaxTokens} tokens" : kernels.IntegerMma ? "off (needs sm_80)" : "off")}; " +
+                     $"int8 tensor-core matmuls: {(rt.IntegerMma ? $"{kernels.MmaMinTokensFor(GgmlType.Q4_0)}{(kernels.MmaMinTokens > 0 ? "" : $" (Q4_K {kernels.MmaMinTokensFor(GgmlType.Q4_K)})")}-{kernels.MmaMaxTokens} tokens" : kernels.IntegerMma ? "off (needs sm_80)" : "off")}; " +
                      $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver has no graph API)" : "off")}; fused ops: {(kernels.FusedOps ? "on" : "off")}; " +
                      $"programmatic launch: {(programmatic ? "on" : kernels.ProgrammaticLaunch ? "off (needs sm_90 and cuLaunchKernelEx)" : "off")}; " +
                      $"decode attention split: {(kernels.AttentionChunk > 0 ? $"over {kernels.AttentionChunk} positions per block" : "off")}" +

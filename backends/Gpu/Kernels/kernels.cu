@@ -1203,7 +1203,12 @@ __device__ __forceinline__ float from_group(float v, int g) { return __shfl_sync
 
 // Weight sub-blocks per "step" of a type: Q4_0/Q8_0 one 32-element block; Q4_K one 64-element pair of sub-blocks
 // (the low and high nibbles of the same 32 bytes), two mma each.
-template <int T> struct MmaStep { static const int Elems = T == T_Q4_K ? 64 : 32; };
+// Bytes is a step's share of a row: Q4_0 and Q8_0 one block; Q4_K a quarter of its 144-byte super-block.
+template <int T> struct MmaStep
+{
+    static const int Elems = T == T_Q4_K ? 64 : 32;
+    static const int Bytes = T == T_Q4_0 ? 18 : T == T_Q8_0 ? 34 : 36;
+};
 
 // One step of one 8-row tile: acc[m][k] for the MT m-tiles of tokens. `row` is this lane's weight row (g) of the tile;
 // xa[m] the A fragments of the step's first (Q4_K: two) 32-element blocks, dx[m][0..1] their tokens' d (tokens g, g + 8),
@@ -1219,7 +1224,7 @@ __device__ __forceinline__ void mmq_step(const u8* row, int step, int q, int g,
         float d;
         if (T == T_Q4_0)
         {
-            const u8* blk = row + (i64)step * 18;
+            const u8* blk = row + (i64)step * MmaStep<T>::Bytes;
             u32 w;
             load_a2<1>(blk + 2 + 4 * q, &w);
             b0 = nibbles_minus8(w & 0x0F0F0F0Fu);
@@ -1228,7 +1233,7 @@ __device__ __forceinline__ void mmq_step(const u8* row, int step, int q, int g,
         }
         else
         {
-            const u8* blk = row + (i64)step * 34;
+            const u8* blk = row + (i64)step * MmaStep<T>::Bytes;
             load_a2<1>(blk + 2 + 4 * q, &b0);
             load_a2<1>(blk + 18 + 4 * q, &b1);
             d = ldh(blk);
@@ -1312,8 +1317,7 @@ __device__ __forceinline__ void mmq_load_x(const i8* const (&xrow)[MT][2], const
 #define MMQ_CHUNK_STEPS (2 * MMQ_KSPLIT)
 template <int T> struct MmqStaging
 {
-    static const int StepBytes = T == T_Q4_0 ? 18 : T == T_Q8_0 ? 34 : 36; // Q4_K: 144-byte super-blocks of 4 steps
-    static const int RowChunkBytes = MMQ_CHUNK_STEPS * StepBytes;
+    static const int RowChunkBytes = MMQ_CHUNK_STEPS * MmaStep<T>::Bytes;
     static const int ChunkBytes = MMQ_ROWS * RowChunkBytes;
     static const int Stages = ChunkBytes * 4 <= 40 * 1024 ? 4 : ChunkBytes * 3 <= 40 * 1024 ? 3 : 2; // static shared memory stays under 48 KiB
 };
@@ -1336,7 +1340,7 @@ __device__ __forceinline__ void mmq_staged(const u8* __restrict__ w, i64 rowByte
     auto issue = [&](int c) {
         if (c < chunks)
         {
-            int n = min(MMQ_CHUNK_STEPS, steps - c * MMQ_CHUNK_STEPS), pieces = n * S::StepBytes / 16;
+            int n = min(MMQ_CHUNK_STEPS, steps - c * MMQ_CHUNK_STEPS), pieces = n * MmaStep<T>::Bytes / 16;
             u8* dst = stage + (c % S::Stages) * S::ChunkBytes;
             for (int i = threadIdx.x; i < MMQ_ROWS * pieces; i += blockDim.x)
             {
@@ -1411,21 +1415,23 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
     if (staged)
         mmq_staged<T, MT>(w, rowBytes, rows, steps, r0, warp, q, g, xrow, srow, acc);
     else
-    UNROLL(MMQ_UNROLL)
-    for (int s = s0; s < s1; s++)
     {
-        if (MMQ_PREFETCH > 0 && q == 0 && s + MMQ_PREFETCH < s1)
+        UNROLL(MMQ_UNROLL)
+        for (int s = s0; s < s1; s++)
         {
-            int ps = s + MMQ_PREFETCH;
-            i64 at = T == T_Q4_0 ? (i64)ps * 18 : T == T_Q8_0 ? (i64)ps * 34 : (i64)(ps >> 2) * 144 + 16 + 32 * (ps & 3);
+            if (MMQ_PREFETCH > 0 && q == 0 && s + MMQ_PREFETCH < s1)
+            {
+                int ps = s + MMQ_PREFETCH; // Q4_K: the step's quants, past the super-block's scales
+                i64 at = T == T_Q4_K ? (i64)(ps >> 2) * 144 + 16 + 32 * (ps & 3) : (i64)ps * MmaStep<T>::Bytes;
 #pragma unroll
-            for (int j = 0; j < MMQ_TILES; j++) asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow[j] + at));
+                for (int j = 0; j < MMQ_TILES; j++) asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow[j] + at));
+            }
+            u32 xa[MT][2][4];
+            float dx[MT][2][2], sx[MT][2][2];
+            mmq_load_x<T, MT>(xrow, srow, s, q, xa, dx, sx);
+#pragma unroll
+            for (int j = 0; j < MMQ_TILES; j++) mmq_step<T, MT>(wrow[j], s, q, g, xa, dx, sx, acc[j]);
         }
-        u32 xa[MT][2][4];
-        float dx[MT][2][2], sx[MT][2][2];
-        mmq_load_x<T, MT>(xrow, srow, s, q, xa, dx, sx);
-#pragma unroll
-        for (int j = 0; j < MMQ_TILES; j++) mmq_step<T, MT>(wrow[j], s, q, g, xa, dx, sx, acc[j]);
     }
 
     // Warp-ordered sum of the K slices: partial[token][row] within the tile.

@@ -26,9 +26,9 @@ public static unsafe partial class QuantDot
 {
     /// <summary>Prefetches <paramref name="bytes"/> bytes from <paramref name="p"/> into the caches (a hint: never faults).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchSpan(byte* p, int bytes)
+    internal static void PrefetchSpan(byte* p, long bytes)
     {
-        for (int o = 0; o < bytes; o += 64) Sse.Prefetch0(p + o);
+        for (long o = 0; o < bytes; o += 64) Sse.Prefetch0(p + o);
     }
 
     /// <summary>Weight rows per call of a <see cref="ResolveMultiRow"/> kernel.</summary>

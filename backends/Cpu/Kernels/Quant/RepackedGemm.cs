@@ -691,13 +691,6 @@ internal static unsafe class RepackedGemm
     /// The parallel sweep: claims are groups of 8 rows (repacked into the worker's buffer, then run against every token);
     /// a last claim covers rows left over after whole groups with the per-row kernel.
     /// </summary>
-    /// <summary>Asks for <paramref name="bytes"/> bytes from <paramref name="p"/> (a hint: never faults).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchSpan(byte* p, long bytes)
-    {
-        for (long o = 0; o < bytes; o += 64) Sse.Prefetch0(p + o);
-    }
-
     internal sealed class Job : CpuParallelJob
     {
         private TypeKernels _kernels;
@@ -742,9 +735,9 @@ internal static unsafe class RepackedGemm
                 // reads then overlap this group's arithmetic.
                 byte* rows = _w + r0 * _rowBytes;
                 long span = GroupRows * _rowBytes;
-                if (claim < workerCount) PrefetchSpan(rows, span);
+                if (claim < workerCount) QuantDot.PrefetchSpan(rows, span);
                 k.Repack(rows, _rowBytes, blocks, buffer);
-                if (claim + workerCount < _groups) PrefetchSpan(rows + workerCount * span, span);
+                if (claim + workerCount < _groups) QuantDot.PrefetchSpan(rows + workerCount * span, span);
                 float* y = _y + r0;
                 long t0 = 0;
                 for (; t0 + k.Width <= _n; t0 += k.Width)
