@@ -30,6 +30,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly int _mmqRows; // weight rows per mmq block, as the kernels were compiled (KernelSource.MmqRows)
     private readonly nint[] _mmq = new nint[8 * 3]; // [slot * 3 + LaunchGeometry.MmqTileIndex]: int8 tensor-core matmuls (kernels.cu mmq_*)
     private readonly bool _integerMma;            // the mmq kernels run here (CUDA sm_80+, option mma on)
+    private readonly int[] _mmqResident = new int[8]; // [slot]: mmq_*_x1 blocks the whole GPU holds at once (SMs × blocks per SM), for the K split
     private readonly GpuKernelOptions _options;
     private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (GpuRuntime.ProgrammaticLaunch)
     private readonly IGpuBlas? _blas;
@@ -47,6 +48,11 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     // int ticket per head (all zero between launches: the combining block resets its head's).
     private ulong _attentionPartials, _attentionTickets;
     private long _attentionPartialsCapacity, _attentionTicketsCapacity;
+
+    // mmq split over K (kernels.cu mmq): per (tile, slice) partial tiles [16 × tiles tokens, rows per block] as F32, and one
+    // int ticket per tile (all zero between launches: the combining block resets its tile's).
+    private ulong _mmqPartials, _mmqTickets;
+    private long _mmqPartialsCapacity, _mmqTicketsCapacity;
 
     // Which activation row _xq8 holds (device address and length), or 0: q, k and v (and gate and up) read the same
     // row, so it is quantized once for them. Every op other than a matmul may write memory, so each one forgets it.
@@ -116,6 +122,14 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _integerMma = _rt.IntegerMma;
         _options = _rt.Options;
         _mmqRows = KernelSource.MmqRows(_options.KernelDefines);
+        if (_integerMma)
+            foreach (var type in KernelSource.MmaTypes)
+            {
+                // Occupancy of the one-tile kernel for every token count, so that the K split, and with it the order of a
+                // token's sums, never depends on the batch (docs/batching.md#batch-invariance-on-the-gpu).
+                int perSm = _d.MaxActiveBlocksPerMultiprocessor(_mmq[KernelSlot(type) * 3], LaunchGeometry.MmqWarps * 32);
+                _mmqResident[KernelSlot(type)] = _rt.Facts.Multiprocessors * (perSm > 0 ? perSm : LaunchGeometry.MmqAssumedBlocksPerSm);
+            }
         _programmaticLaunch = _rt.ProgrammaticLaunch;
         _blas = _options.BlasPrompt ? _rt.Blas : null;
         if (_options.Graphs) _graph = _d.CreateStepGraph(_rt, _stream);
@@ -210,9 +224,14 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         {
             var (xq, xs) = EnsureQuantizedX(px, cols, tokens);
             int r = checked((int)rows), acc = accumulate ? 1 : 0;
-            void** args = stackalloc void*[] { &pw, &rowBytes, &r, &cols, &xq, &xs, &py, &tokens, &acc };
-            LaunchKernel(_mmq[slot * 3 + LaunchGeometry.MmqTileIndex(tokens)], LaunchGeometry.Mmq(rows, tokens, _mmqRows), args,
-                         _profile is null ? "mmq" : $"mmq {rows}x{cols} x{tokens}{(accumulate ? " +=" : "")}");
+            int splits = _options.MmaSplit > 0 ? _options.MmaSplit
+                : LaunchGeometry.MmqSplits(rows, cols / LaunchGeometry.MmqStepElements(w.Type), _mmqRows, _mmqResident[slot]);
+            var launch = LaunchGeometry.Mmq(rows, tokens, _mmqRows, splits);
+            ulong partials = 0, tickets = 0;
+            if (launch.GridZ > 1) (partials, tickets) = MmqSplitScratch(launch, tokens);
+            void** args = stackalloc void*[] { &pw, &rowBytes, &r, &cols, &xq, &xs, &py, &tokens, &acc, &partials, &tickets };
+            LaunchKernel(_mmq[slot * 3 + LaunchGeometry.MmqTileIndex(tokens)], launch, args,
+                         _profile is null ? "mmq" : $"mmq {rows}x{cols} x{tokens}{(accumulate ? " +=" : "")}{(launch.GridZ > 1 ? $" /{launch.GridZ}" : "")}");
         }
         else if (UsesInt8SmallBatch(w.Type, tokens))
         {
@@ -231,6 +250,20 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             LaunchKernel(kernel, LaunchGeometry.MatMul(wRows, tokens), args, "matmul");
         }
         ForgetQuantizedXIfWritten(py, (long)tokens * rows);
+    }
+
+    /// <summary>The partials and tickets of an mmq launch split over K (grid z > 1), grown on demand; new tickets start at zero.</summary>
+    private (ulong Partials, ulong Tickets) MmqSplitScratch(Launch launch, int tokens)
+    {
+        long tiles = (long)launch.GridX * launch.GridY;
+        EnsureScratch(ref _mmqPartials, ref _mmqPartialsCapacity,
+                      tiles * launch.GridZ * 16 * LaunchGeometry.MmqTiles(tokens) * _mmqRows * sizeof(float), "mmq partials");
+        if (_mmqTicketsCapacity < tiles * sizeof(int))
+        {
+            EnsureScratch(ref _mmqTickets, ref _mmqTicketsCapacity, tiles * sizeof(int), "mmq tickets");
+            _d.MemsetAsync(_mmqTickets, 0, _mmqTicketsCapacity, _stream, "mmq tickets");
+        }
+        return (_mmqPartials, _mmqTickets);
     }
 
     /// <summary>Whether one token on <paramref name="type"/> weights goes to the int8 mat-vec (matvec_q8_*).</summary>
@@ -738,7 +771,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _profile?.Dispose();
         if (_rowIds != 0) _d.FreeQuietly(_rowIds);
         if (_segmentRows != 0) _d.FreeQuietly(_segmentRows);
-        foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets }) if (scratch != 0) _d.FreeQuietly(scratch);
+        foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets, _mmqPartials, _mmqTickets }) if (scratch != 0) _d.FreeQuietly(scratch);
         if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
         if (_staging != null) _d.FreePinned(_staging);
         if (_transferEvent != 0) _d.DestroyEvent(_transferEvent);

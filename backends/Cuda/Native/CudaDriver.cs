@@ -92,6 +92,7 @@ internal sealed unsafe class CudaDriver
 
     // Launch with attributes (optional: CUDA 12 drivers and later), for programmatic dependent launch.
     public delegate* unmanaged<LaunchConfig*, nint, void**, void**, int> cuLaunchKernelEx;
+    public delegate* unmanaged<int*, nint, int, nuint, int> cuOccupancyMaxActiveBlocksPerMultiprocessor;
 
     /// <summary>CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION: the kernel may start before the previous kernel in the
     /// stream has finished; it waits for it with griddepcontrol.wait (kernels.cu's PDL_ENTRY).</summary>
@@ -190,6 +191,7 @@ internal sealed unsafe class CudaDriver
         d.cuGraphExecDestroy = (delegate* unmanaged<nint, int>)symbols.Optional("cuGraphExecDestroy");
         d.cuGraphGetNodes = (delegate* unmanaged<nint, nint*, nuint*, int>)symbols.Optional("cuGraphGetNodes");
         d.cuLaunchKernelEx = (delegate* unmanaged<LaunchConfig*, nint, void**, void**, int>)symbols.Optional("cuLaunchKernelEx");
+        d.cuOccupancyMaxActiveBlocksPerMultiprocessor = (delegate* unmanaged<int*, nint, int, nuint, int>)symbols.Optional("cuOccupancyMaxActiveBlocksPerMultiprocessor");
         d.cuCtxCreate = (delegate* unmanaged<nint*, uint, int, int>)symbols.Optional("cuCtxCreate_v2");
         d.cuCtxCreateV4 = (delegate* unmanaged<nint*, void*, uint, int, int>)symbols.Optional("cuCtxCreate_v4");
         d.cuCtxPopCurrent = (delegate* unmanaged<nint*, int>)symbols.Optional("cuCtxPopCurrent_v2");

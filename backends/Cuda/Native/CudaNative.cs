@@ -128,6 +128,13 @@ internal sealed unsafe class CudaNative(CudaDriver driver, int device, nint cont
         return f;
     }
 
+    public int MaxActiveBlocksPerMultiprocessor(nint function, int blockThreads)
+    {
+        if (Driver.cuOccupancyMaxActiveBlocksPerMultiprocessor == null || function == 0) return 0;
+        int blocks;
+        return Driver.cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, function, blockThreads, 0) == 0 ? blocks : 0;
+    }
+
     public void Launch(nint function, Launch launch, nint stream, void** args, bool programmatic, string what)
     {
         int r;
@@ -136,13 +143,13 @@ internal sealed unsafe class CudaNative(CudaDriver driver, int device, nint cont
             var attribute = new CudaDriver.LaunchAttribute { Id = CudaDriver.LaunchAttributeProgrammaticStreamSerialization, Value = 1 };
             var config = new CudaDriver.LaunchConfig
             {
-                GridX = launch.GridX, GridY = launch.GridY, GridZ = 1, BlockX = launch.BlockX, BlockY = 1, BlockZ = 1,
+                GridX = launch.GridX, GridY = launch.GridY, GridZ = launch.GridZ, BlockX = launch.BlockX, BlockY = 1, BlockZ = 1,
                 Stream = stream, Attributes = &attribute, AttributeCount = 1,
             };
             r = Driver.cuLaunchKernelEx(&config, function, args, null);
         }
-        else r = Driver.cuLaunchKernel(function, launch.GridX, launch.GridY, 1, launch.BlockX, 1, 1, 0, stream, args, null);
-        if (r != 0) throw new GpuException($"cuLaunchKernel({what}, grid {launch.GridX}x{launch.GridY}, block {launch.BlockX})", r, Driver.ErrorName(r));
+        else r = Driver.cuLaunchKernel(function, launch.GridX, launch.GridY, launch.GridZ, launch.BlockX, 1, 1, 0, stream, args, null);
+        if (r != 0) throw new GpuException($"cuLaunchKernel({what}, grid {launch.GridX}x{launch.GridY}x{launch.GridZ}, block {launch.BlockX})", r, Driver.ErrorName(r));
     }
 
     public nint CreateEvent()

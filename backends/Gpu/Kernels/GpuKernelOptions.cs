@@ -67,6 +67,11 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// takes the int8 mma path; smaller batches keep the dp4a kernel (matmul_q8_*), which measured faster for a few tokens
 /// (docs/batching.md#on-the-gpu). Environment: PLUGINENGINE_CUDA_MMA_MIN_TOKENS.
 /// </param>
+/// <param name="MmaSplit">
+/// CUDA only, <c>mma_split</c> (default 0: as many K slices as fill the GPU, <see cref="LaunchGeometry.MmqSplits"/>): how many
+/// blocks share each tile of an mmq matmul, each over a slice of the row, added in slice order by the last one
+/// (docs/batching.md#on-the-gpu); 1 never splits. Environment: PLUGINENGINE_CUDA_MMA_SPLIT.
+/// </param>
 /// <param name="BatchInvariant">
 /// CUDA only, <c>batch_invariant: off</c> (default). <c>on</c>: every token's logits are the same bits whatever else is in its batch
 /// (docs/batching.md#batch-invariance-on-the-gpu), so a served request's greedy output does not depend on the other requests:
@@ -91,7 +96,7 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
                                         bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
-                                        int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens)
+                                        int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -132,9 +137,13 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         int mmaMax = ReadCount(options, environment, "mma_max_tokens", P + "MMA_MAX_TOKENS", DefaultMmaMaxTokens, 1, "a number of tokens >= 1");
         int mmaMin = ReadCount(options, environment, "mma_min_tokens", P + "MMA_MIN_TOKENS", DefaultMmaMinTokens, 0, "a number of tokens >= 2, or 0 for the per-type default");
         if (mmaMin == 1) throw new PluginOptionException("mma_min_tokens: 1 is not a batch (give 2 or more, or 0 for the per-type default)");
+        int mmaSplit = ReadCount(options, environment, "mma_split", P + "MMA_SPLIT", 0, 0, $"a number of K slices, 1 to {LaunchGeometry.MmqMaxSplits}, or 0 for as many as fill the GPU");
+        if (mmaSplit > LaunchGeometry.MmqMaxSplits)
+            throw new PluginOptionException($"mma_split: {mmaSplit} K slices (at most {LaunchGeometry.MmqMaxSplits}; 0 for as many as fill the GPU)");
         bool invariant = Choice(options, environment, "batch_invariant", P + "BATCH_INVARIANT", "on", "off", defaultFirst: false);
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
-                                    Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin);
+                                    Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
+                                    MmaSplit: mmaSplit);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>

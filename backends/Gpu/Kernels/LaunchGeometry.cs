@@ -2,8 +2,8 @@ using PluginEngine.Abstractions;
 
 namespace PluginEngine.Backends.Gpu.Kernels;
 
-/// <summary>A kernel launch shape: grid and block sizes in x and y.</summary>
-internal readonly record struct Launch(uint GridX, uint GridY, uint BlockX);
+/// <summary>A kernel launch's shape: a GridX × GridY × GridZ grid of BlockX-thread blocks (GridZ: the mmq kernels' K slices).</summary>
+internal readonly record struct Launch(uint GridX, uint GridY, uint BlockX, uint GridZ = 1);
 
 /// <summary>
 /// Launch shapes of the kernels and the constants they share with kernels.cu (emitted as #defines by
@@ -93,12 +93,40 @@ internal static class LaunchGeometry
     public static int MmqTiles(int tokens) => MmqTokenTiles[MmqTileIndex(tokens)];
 
     /// <summary>mmq_*: <see cref="MmqWarps"/> warps per block of <paramref name="blockRows"/> rows (the kernels' MMQ_ROWS,
-    /// <see cref="MmqRows"/> unless a tuning define moved it), grid y = groups of 16 × tiles tokens.</summary>
-    public static Launch Mmq(long rows, int tokens, int blockRows = MmqRows)
+    /// <see cref="MmqRows"/> unless a tuning define moved it), grid y = groups of 16 × tiles tokens, z = <paramref name="splits"/>
+    /// K slices (<see cref="MmqSplits"/>).</summary>
+    public static Launch Mmq(long rows, int tokens, int blockRows = MmqRows, int splits = 1)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
-        return new Launch(checked((uint)CeilDiv(rows, blockRows)), checked((uint)CeilDiv(tokens, 16 * MmqTiles(tokens))), MmqWarps * 32);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(splits);
+        return new Launch(checked((uint)CeilDiv(rows, blockRows)), checked((uint)CeilDiv(tokens, 16 * MmqTiles(tokens))), MmqWarps * 32, (uint)splits);
+    }
+
+    /// <summary>Elements of a row one warp step of mmq_* covers (kernels.cu MmaStep): 64 for Q4_K (a pair of sub-blocks), else 32.</summary>
+    public static int MmqStepElements(GgmlType type) => type == GgmlType.Q4_K ? 64 : 32;
+
+    /// <summary>Blocks of mmq_* per SM assumed where the binding cannot ask the driver (at 98-128 registers a thread, 2 fit).</summary>
+    public const int MmqAssumedBlocksPerSm = 2;
+
+    /// <summary>Fewest steps a warp of a split mmq launch takes of its row: shorter slices spend more on the combine than they gain.</summary>
+    public const int MmqMinStepsPerWarp = 4;
+
+    /// <summary>Most K slices of one mmq launch.</summary>
+    public const int MmqMaxSplits = 8;
+
+    /// <summary>
+    /// K slices (grid z) of an mmq launch over <paramref name="rows"/> rows of <paramref name="steps"/> steps: as many as fill the
+    /// <paramref name="residentBlocks"/> the GPU holds at once (SMs × blocks per SM) with whole waves, each warp keeping at least
+    /// <see cref="MmqMinStepsPerWarp"/> steps; 1 when the row tiles alone fill it. A 4096-row matrix in 32-row blocks is 128
+    /// blocks: an H200's 132 SMs hold 264, so its matmul runs split in two (docs/batching.md#on-the-gpu). Depends on the matrix
+    /// and the GPU only, never the token count (batch invariance).
+    /// </summary>
+    public static int MmqSplits(long rows, long steps, int blockRows, int residentBlocks)
+    {
+        long tiles = CeilDiv(rows, blockRows);
+        long byOccupancy = residentBlocks / tiles, byLength = steps / ((long)MmqWarps * MmqMinStepsPerWarp);
+        return (int)Math.Clamp(Math.Min(byOccupancy, byLength), 1, MmqMaxSplits);
     }
 
     /// <summary>Threads per block of rms_norm_q8_row: each block writes and quantizes this many elements of the row.</summary>

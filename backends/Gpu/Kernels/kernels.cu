@@ -1157,7 +1157,11 @@ MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
 // A block of threads: MMQ_KSPLIT warps, all over the same MMQ_ROWS weight rows and MT * 16 tokens, warp w over the w-th
 // contiguous slice of the row's blocks (more warps in flight than rows / MMQ_ROWS alone gives, and each warp reads its
 // rows' bytes in order); the warps' partial sums are added in warp order through shared memory (deterministic), then
-// written. Grid: x = row tiles, y = token groups of MT * 16.
+// written. Grid: x = row tiles, y = token groups of MT * 16, z = K slices ("splits"): with z > 1 the gridDim.z blocks of a
+// tile each take a contiguous z-th of the row (so a 4096-row matrix fills more than 128 blocks' worth of the GPU), write
+// their tile to partials[tile][z], and the last of them to finish (tickets[tile] counts, then is reset to 0) adds the
+// slices in z order and writes y. The slices depend on cols and gridDim.z only, never on the tokens, so a token's sums do
+// not depend on the rest of its batch (docs/batching.md#batch-invariance-on-the-gpu).
 //
 // Fragments (PTX ISA, mma.m16n8k32 with .s8): lane = 4 * g + q. A: a0 = token g, elements 4q..4q+3 of the block; a1 = token
 // g + 8, same elements; a2, a3 = the same for elements 16 + 4q ..; B: b0 = weight row g, elements 4q..4q+3; b1 = row g,
@@ -1183,6 +1187,11 @@ MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
 // there (mmq_staged below); 0: every lane loads its weight words from global memory as it goes.
 #ifndef MMQ_STAGED
 #define MMQ_STAGED 0
+#endif
+// Blocks per SM the compiler must leave room for (__launch_bounds__' second argument; 1: no register cap). At 98-128
+// registers a thread, two 256-thread blocks fit an SM; 3 caps them at 85.
+#ifndef MMQ_MIN_BLOCKS
+#define MMQ_MIN_BLOCKS 1
 #endif
 
 #if defined(PE_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -1377,14 +1386,18 @@ __device__ __forceinline__ void mmq_staged(const u8* __restrict__ w, i64 rowByte
 
 template <int T, int MT>
 __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int rows, int cols, const i8* __restrict__ xq,
-                                    const XScale* __restrict__ xs, float* y, int tokens, int accumulate)
+                                    const XScale* __restrict__ xs, float* y, int tokens, int accumulate, float* partials, int* tickets)
 {
 #if defined(PE_INT8_MMA)
-    __shared__ float partial[MT * 16 * MMQ_ROWS];
+    const int TileFloats = MT * 16 * MMQ_ROWS;
+    __shared__ float partial[TileFloats];
+    __shared__ int isLast;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
     int r0 = blockIdx.x * MMQ_ROWS, t0 = blockIdx.y * (MT * 16);
     int blocksPerRow = cols >> 5, steps = cols / MmaStep<T>::Elems;
-    int per = (steps + MMQ_KSPLIT - 1) / MMQ_KSPLIT, s0 = warp * per, s1 = min(steps, s0 + per);
+    // This warp's slice of the row's steps: slice blockIdx.z * MMQ_KSPLIT + warp of gridDim.z * MMQ_KSPLIT.
+    int splits = gridDim.z, slices = splits * MMQ_KSPLIT;
+    int per = (steps + slices - 1) / slices, s0 = (blockIdx.z * MMQ_KSPLIT + warp) * per, s1 = min(steps, s0 + per);
 
     // This lane's A rows: tokens t0 + 16m + g and + 8 (clamped to the last token: their results are not written).
     const i8* xrow[MT][2];
@@ -1411,7 +1424,7 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
 #pragma unroll
             for (int k = 0; k < 4; k++) acc[j][m][k] = 0.f;
 
-    bool staged = MMQ_STAGED && (cols & 255) == 0 && (rowBytes & 15) == 0 && ((unsigned long long)w & 15) == 0;
+    bool staged = MMQ_STAGED && splits == 1 && (cols & 255) == 0 && (rowBytes & 15) == 0 && ((unsigned long long)w & 15) == 0;
     if (staged)
         mmq_staged<T, MT>(w, rowBytes, rows, steps, r0, warp, q, g, xrow, srow, acc);
     else
@@ -1453,20 +1466,43 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
         }
         __syncthreads();
     }
-    for (int i = threadIdx.x; i < MT * 16 * MMQ_ROWS; i += blockDim.x)
+    const float* sum = partial;
+    if (splits > 1)
+    {
+        // Hand this slice to the tile's last block (the attention_split pattern), which adds them in slice order.
+        i64 tile = (i64)blockIdx.y * gridDim.x + blockIdx.x;
+        float* all = partials + tile * splits * TileFloats;
+        for (int i = threadIdx.x; i < TileFloats; i += blockDim.x) all[(i64)blockIdx.z * TileFloats + i] = partial[i];
+        __threadfence(); // this slice is visible device-wide before its ticket is taken
+        __syncthreads();
+        if (threadIdx.x == 0) isLast = atomicAdd(tickets + tile, 1) == splits - 1;
+        __syncthreads();
+        if (!isLast) return;
+        __threadfence();
+        for (int i = threadIdx.x; i < TileFloats; i += blockDim.x)
+        {
+            float v = load_cg(all + i);
+            for (int z = 1; z < splits; z++) v += load_cg(all + (i64)z * TileFloats + i);
+            partial[i] = v;
+        }
+        if (threadIdx.x == 0) tickets[tile] = 0; // ready for the next launch
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < TileFloats; i += blockDim.x)
     {
         int tok = t0 + i / MMQ_ROWS, r = r0 + i % MMQ_ROWS;
         if (tok >= tokens || r >= rows) continue;
         float* out = y + (i64)tok * rows + r;
-        *out = accumulate ? *out + partial[i] : partial[i];
+        *out = accumulate ? *out + sum[i] : sum[i];
     }
 #endif
 }
 
 #define MMQ_KERNEL(name, T, MT)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(MMQ_KSPLIT * 32) mmq_##name##_x##MT(const u8* w, i64 rowBytes, int rows, int cols, \
-                                     const i8* xq, const XScale* xs, float* y, int tokens, int accumulate)           \
-    { PDL_ENTRY(); mmq<T, MT>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate); }
+    extern "C" __global__ void __launch_bounds__(MMQ_KSPLIT * 32, MMQ_MIN_BLOCKS) mmq_##name##_x##MT(const u8* w, i64 rowBytes, int rows, int cols, \
+                                     const i8* xq, const XScale* xs, float* y, int tokens, int accumulate,            \
+                                     float* partials, int* tickets)                                                   \
+    { PDL_ENTRY(); mmq<T, MT>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate, partials, tickets); }
 #define MMQ_KERNELS(name, T) MMQ_KERNEL(name, T, 1) MMQ_KERNEL(name, T, 2) MMQ_KERNEL(name, T, 4)
 
 MMQ_KERNELS(q4_0, T_Q4_0)

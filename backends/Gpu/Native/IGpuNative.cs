@@ -80,6 +80,10 @@ internal unsafe interface IGpuNative
     nint LoadModule(byte[] image);
     nint GetFunction(nint module, string name);
 
+    /// <summary>Blocks of <paramref name="blockThreads"/> threads of <paramref name="function"/> one multiprocessor holds at once
+    /// (registers and shared memory allowing); 0 where the binding cannot ask (default).</summary>
+    int MaxActiveBlocksPerMultiprocessor(nint function, int blockThreads) => 0;
+
     /// <summary>Launches <paramref name="function"/>; <paramref name="programmatic"/> asks for programmatic dependent launch (CUDA sm_90).</summary>
     void Launch(nint function, Launch launch, nint stream, void** args, bool programmatic, string what);
 

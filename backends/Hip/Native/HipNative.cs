@@ -127,8 +127,8 @@ internal sealed unsafe class HipNative(HipApi api, int device) : IGpuNative
 
     public void Launch(nint function, Launch launch, nint stream, void** args, bool programmatic, string what)
     {
-        int r = Api.hipModuleLaunchKernel(function, launch.GridX, launch.GridY, 1, launch.BlockX, 1, 1, 0, stream, args, null);
-        if (r != 0) throw new GpuException($"hipModuleLaunchKernel({what}, grid {launch.GridX}x{launch.GridY}, block {launch.BlockX})", r, Api.ErrorName(r));
+        int r = Api.hipModuleLaunchKernel(function, launch.GridX, launch.GridY, launch.GridZ, launch.BlockX, 1, 1, 0, stream, args, null);
+        if (r != 0) throw new GpuException($"hipModuleLaunchKernel({what}, grid {launch.GridX}x{launch.GridY}x{launch.GridZ}, block {launch.BlockX})", r, Api.ErrorName(r));
     }
 
     public nint CreateEvent()

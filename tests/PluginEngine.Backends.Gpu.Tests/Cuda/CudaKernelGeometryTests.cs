@@ -120,6 +120,27 @@ public sealed class CudaKernelGeometryTests
     }
 
     [Fact]
+    public void Mmq_splits_K_until_the_gpu_is_full_and_never_by_the_token_count()
+    {
+        // An H200 / H100: 132 SMs, 2 blocks each. 4096 rows are 128 tiles of 32: two K slices fill the 264 slots.
+        Assert.Equal(2, LaunchGeometry.MmqSplits(4096, 4096 / 32, 32, 264));
+        Assert.Equal(new Launch(128, 1, 256, 2), LaunchGeometry.Mmq(4096, 16, 32, 2));
+        // 11008 rows (344 tiles) and a 32000-row head fill it alone.
+        Assert.Equal(1, LaunchGeometry.MmqSplits(11008, 4096 / 32, 32, 264));
+        Assert.Equal(1, LaunchGeometry.MmqSplits(32000, 4096 / 32, 32, 264));
+        // Short rows keep at least MmqMinStepsPerWarp steps a warp: 2048 Q4_K columns are 32 steps, one slice of 8 warps x 4.
+        Assert.Equal(1, LaunchGeometry.MmqSplits(256, 2048 / 64, 32, 264));
+        Assert.Equal(2, LaunchGeometry.MmqSplits(256, 4096 / 64, 32, 264));
+        // A small matrix on a big GPU: at most MmqMaxSplits.
+        Assert.Equal(LaunchGeometry.MmqMaxSplits, LaunchGeometry.MmqSplits(32, 11008 / 32, 32, 264));
+        Assert.Equal(64, LaunchGeometry.MmqStepElements(GgmlType.Q4_K));
+        Assert.Equal(32, LaunchGeometry.MmqStepElements(GgmlType.Q4_0));
+        Assert.Equal(32, LaunchGeometry.MmqStepElements(GgmlType.Q8_0));
+        // The token count moves y only.
+        foreach (int tokens in new[] { 1, 9, 16, 31, 64, 200 }) Assert.Equal(3u, LaunchGeometry.Mmq(4096, tokens, 32, 3).GridZ);
+    }
+
+    [Fact]
     public void Mmq_rows_per_block_may_be_moved_by_a_tuning_define_and_the_launch_follows()
     {
         Assert.Equal(LaunchGeometry.MmqRows, KernelSource.MmqRows(""));

@@ -68,6 +68,11 @@ public sealed class GpuKernelOptionsTests
         var e = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_MMA_MAX_TOKENS" ? "0" : null));
         Assert.Contains("PLUGINENGINE_CUDA_MMA_MAX_TOKENS", e.Message);
         Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("mma", "maybe")), _ => null));
+        Assert.Equal(0, o.MmaSplit);
+        Assert.Equal(2, GpuKernelOptions.FromCuda(Options(("mma_split", "2")), _ => null).MmaSplit);
+        Assert.Equal(1, GpuKernelOptions.FromCuda(Options(("mma_split", "2")), k => k == "PLUGINENGINE_CUDA_MMA_SPLIT" ? "1" : null).MmaSplit);
+        Assert.Contains("mma_split", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("mma_split", "9")), _ => null)).Message);
+        Assert.Contains("PLUGINENGINE_CUDA_MMA_SPLIT", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_MMA_SPLIT" ? "-1" : null)).Message);
         Assert.False(o.BatchInvariant);
         Assert.True(GpuKernelOptions.FromCuda(Options(("batch_invariant", "on")), _ => null).BatchInvariant);
         Assert.True(GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_BATCH_INVARIANT" ? "on" : null).BatchInvariant);
