@@ -23,8 +23,14 @@ public sealed class CpuBufferProvider(DeviceDescription device) : IBufferProvide
     public HostImportResult TryImportHost(string name, IMappingLease lease) => HostImportResult.Imported(new CpuImportedBuffer(name, lease));
 }
 
+/// <summary>A CPU buffer's repacked weight copies (<see cref="RepackedWeightStore"/>), released with the buffer.</summary>
+internal interface ICpuBuffer
+{
+    RepackedWeightStore Repacked { get; }
+}
+
 /// <summary>Native memory owned by the CPU backend.</summary>
-internal sealed unsafe class CpuOwnedBuffer : BackendBuffer
+internal sealed unsafe class CpuOwnedBuffer : BackendBuffer, ICpuBuffer
 {
     private readonly byte* _data;
 
@@ -33,22 +39,38 @@ internal sealed unsafe class CpuOwnedBuffer : BackendBuffer
 
     public override nint DeviceAddress => (nint)_data;
 
+    public RepackedWeightStore Repacked { get; } = new();
+
+    // Writes through the buffer API drop the repacked copies of what they overwrite (CopyFromCore's default goes through UploadCore).
     protected override void UploadCore(long offset, ReadOnlySpan<byte> source)
-        => source.CopyTo(new Span<byte>(_data + offset, source.Length));
+    {
+        Repacked.Invalidate(offset, source.Length);
+        source.CopyTo(new Span<byte>(_data + offset, source.Length));
+    }
 
     protected override void MemsetCore(long offset, long length, byte value)
-        => NativeMemory.Fill(_data + offset, (nuint)length, value);
+    {
+        Repacked.Invalidate(offset, length);
+        NativeMemory.Fill(_data + offset, (nuint)length, value);
+    }
 
     protected override void DownloadCore(long offset, Span<byte> destination)
         => new ReadOnlySpan<byte>(_data + offset, destination.Length).CopyTo(destination);
 
-    protected override void ReleaseCore() => NativeMemory.AlignedFree(_data);
+    protected override void ReleaseCore()
+    {
+        Repacked.Dispose();
+        NativeMemory.AlignedFree(_data);
+    }
 }
 
-/// <summary>Host pages of a mapping used in place. Never written (the base class refuses every write).</summary>
-internal sealed unsafe class CpuImportedBuffer(string name, IMappingLease lease) : BackendBuffer(name, lease)
+/// <summary>Host pages of a mapping used in place. Never written (the base class refuses every write; repacked copies of its
+/// weights live in memory the backend allocates).</summary>
+internal sealed unsafe class CpuImportedBuffer(string name, IMappingLease lease) : BackendBuffer(name, lease), ICpuBuffer
 {
     public override nint DeviceAddress => ImportLease!.HostAddress;
+
+    public RepackedWeightStore Repacked { get; } = new();
 
     protected override void UploadCore(long offset, ReadOnlySpan<byte> source) => throw new System.Diagnostics.UnreachableException();
 
@@ -57,5 +79,5 @@ internal sealed unsafe class CpuImportedBuffer(string name, IMappingLease lease)
     protected override void DownloadCore(long offset, Span<byte> destination)
         => new ReadOnlySpan<byte>((byte*)ImportLease!.HostAddress + offset, destination.Length).CopyTo(destination);
 
-    protected override void ReleaseCore() { } // nothing registered; the lease is released by the base class
+    protected override void ReleaseCore() => Repacked.Dispose(); // nothing registered; the lease is released by the base class
 }

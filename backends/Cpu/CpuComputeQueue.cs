@@ -20,11 +20,16 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
     /// <summary>What <see cref="_ropeTable"/> was built for: first position, tokens, parameters, frequency factors.</summary>
     private (int, int, RopeParams, nint)? _ropeKey;
 
-    public CpuComputeQueue(CpuDevice device, int threads)
+    private readonly bool _repack;
+
+    /// <param name="repack">Keep Q4_0 weight matrices repacked (<see cref="RepackedWeights"/>, on the buffer that holds them) and
+    /// run their matmuls from that copy.</param>
+    public CpuComputeQueue(CpuDevice device, int threads, bool repack = true)
     {
         Device = device;
         _pool = new CpuWorkerPool(threads);
         _attention = new AttentionJob(threads);
+        _repack = repack;
     }
 
     public IBackendDevice Device { get; }
@@ -55,9 +60,23 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
 
     public void MatMul(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens)
     {
-        long start = CpuOpProfile.Start(_profile);
-        Kernels.MatMul.Run(w.Type, Ptr(w), wRows, wCols, F32(x), tokens, F32(y), _pool, _matMulScratch);
-        _profile?.StopMatMul(w.Type, wRows, wCols, tokens, start);
+        byte* pw = Ptr(w);
+        if (_repack && RepackedWeights.Supports(w.Type, wRows, wCols))
+        {
+            // The first matmul on a matrix makes its repacked copy (docs/batching.md#cpu-weights-repacked-once); later ones find it.
+            long repackStart = CpuOpProfile.Start(_profile);
+            var packed = ((ICpuBuffer)w.Buffer).Repacked.GetOrCreate(w.Offset, pw, w.Type, wRows, wCols, _pool, out bool created);
+            if (created) _profile?.StopRepack(packed.Bytes, repackStart);
+            long start = CpuOpProfile.Start(_profile);
+            Kernels.MatMul.Run(packed, pw, F32(x), tokens, F32(y), _pool, _matMulScratch);
+            _profile?.StopMatMul(w.Type, wRows, wCols, tokens, start);
+        }
+        else
+        {
+            long start = CpuOpProfile.Start(_profile);
+            Kernels.MatMul.Run(w.Type, pw, wRows, wCols, F32(x), tokens, F32(y), _pool, _matMulScratch);
+            _profile?.StopMatMul(w.Type, wRows, wCols, tokens, start);
+        }
     }
 
     public void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope)

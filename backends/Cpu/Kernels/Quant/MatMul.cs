@@ -119,16 +119,32 @@ public static unsafe class MatMul
     public static void Run(GgmlType wType, byte* w, long rows, long cols, float* x, long n, float* y, CpuWorkerPool pool, MatMulScratch scratch)
         => Run(wType, w, rows, cols, x, n, y, pool, scratch, KernelIsaSupport.Best);
 
-    internal static void Run(GgmlType wType, byte* w, long rows, long cols, float* x, long n, float* y, CpuWorkerPool pool, MatMulScratch scratch, KernelIsa isa)
+    /// <summary>
+    /// <see cref="Run(GgmlType, byte*, long, long, float*, long, float*, CpuWorkerPool, MatMulScratch)"/> reading the weights from
+    /// <paramref name="packed"/>, the same matrix kept repacked (made from <paramref name="w"/>), for every token count: the same
+    /// bits as the plain call, without a repack per call (docs/batching.md#cpu-weights-repacked-once). <paramref name="w"/> is read
+    /// only for the rows after the last whole group of 8.
+    /// </summary>
+    public static void Run(RepackedWeights packed, byte* w, float* x, long n, float* y, CpuWorkerPool pool, MatMulScratch scratch)
+    {
+        ArgumentNullException.ThrowIfNull(packed);
+        Run(packed.Type, w, packed.Rows, packed.Cols, x, n, y, pool, scratch, KernelIsaSupport.Best, packed);
+    }
+
+    internal static void Run(GgmlType wType, byte* w, long rows, long cols, float* x, long n, float* y, CpuWorkerPool pool, MatMulScratch scratch, KernelIsa isa,
+                             RepackedWeights? packed = null)
     {
         ArgumentNullException.ThrowIfNull(pool);
         ArgumentNullException.ThrowIfNull(scratch);
         if (!QuantDot.IsSupported(wType)) throw new NotSupportedException($"matmul: no CPU kernel for weight type {wType}");
         if (rows < 0 || n < 0) throw new ArgumentOutOfRangeException(rows < 0 ? nameof(rows) : nameof(n), "matmul: rows and n must be non-negative");
         if (cols <= 0) throw new ArgumentOutOfRangeException(nameof(cols), cols, "matmul: cols must be positive");
+        if (packed != null && (packed.Type != wType || packed.Rows != rows || packed.Cols != cols || !RepackedWeights.Supports(wType, rows, cols, isa)))
+            throw new ArgumentException($"matmul: repacked weights of {packed.Type} {packed.Rows}×{packed.Cols} do not serve {wType} {rows}×{cols} at {isa}", nameof(packed));
         var actType = QuantDot.ActivationType(wType);
         int block = Math.Max(GgmlTypes.Get(wType).BlockSize, GgmlTypes.Get(actType).BlockSize);
-        bool repacked = n >= RepackedGemm.MinTokensFor(wType) && RepackedGemm.Supports(wType, isa);
+        // Weights kept repacked take the repacked kernels at every token count (one sequential stream per 8 rows, no repack).
+        bool repacked = packed != null || n >= RepackedGemm.MinTokensFor(wType) && RepackedGemm.Supports(wType, isa);
         var multi8 = n == 1 || repacked ? null : QuantDot.ResolveMultiToken(wType, isa, 8);
         var multi4 = n == 1 || repacked ? null : QuantDot.ResolveMultiToken(wType, isa, 4);
         if (cols % block != 0)
@@ -172,6 +188,12 @@ public static unsafe class MatMul
                 pool.Run(quantize);
         }
 
+        if (packed != null)
+        {
+            scratch.RepackedJob.SetPacked(packed, w, GgmlTypes.RowSize(wType, cols), act, actRowBytes, scales, blockTerms, n, y, QuantDot.Resolve(wType, isa), pool.ThreadCount);
+            pool.Run(scratch.RepackedJob);
+            return;
+        }
         if (repacked)
         {
             var buffers = scratch.EnsureWorkerBuffers(pool.ThreadCount, blocks * RepackedGemm.GroupBlockBytesFor(wType));
