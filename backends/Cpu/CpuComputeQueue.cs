@@ -119,6 +119,23 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
         _profile?.Stop(ComputeOp.Attention, start);
     }
 
+    /// <summary>Every segment's attention in one staging pass and one compute pass (the interface's default runs two per segment).</summary>
+    public void AttentionSegments(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output,
+                                  ReadOnlySpan<SequenceSegment> segments, AttentionParams p)
+    {
+        if (kCache.Type != vCache.Type) throw new ArgumentException("K and V caches must have the same type");
+        if (segments.Length == 0) return;
+        long start = CpuOpProfile.Start(_profile);
+        long qd = (long)p.Heads * p.HeadSize, kvd = (long)p.KvHeads * p.HeadSize;
+        _attention.Begin(kCache.Type == GgmlType.F16 ? KvCacheType.F16 : KvCacheType.F32, p, segments.Length);
+        foreach (var s in segments)
+            _attention.Add(F32(q.Skip(s.FirstRow * qd)), Ptr(kCache.Skip(s.CacheRow * kvd)), Ptr(vCache.Skip(s.CacheRow * kvd)),
+                           F32(output.Skip(s.FirstRow * qd)), s.Tokens, s.FirstPosition);
+        _attention.End();
+        _attention.Run(_pool);
+        _profile?.Stop(ComputeOp.Attention, start);
+    }
+
     public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n)
     {
         long start = CpuOpProfile.Start(_profile);
@@ -182,31 +199,70 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
     private static float* F32(DeviceTensor t) => (float*)Ptr(t);
 
     /// <summary>
-    /// Attention in two parallel passes (<see cref="StagedAttention"/>): staging converts each KV head's visible keys and values
-    /// to float once (claims are KV heads × 64-position chunks), then compute claims are query heads. Each worker has its own
-    /// score scratch; the staging buffers are shared and grow to the largest context seen.
+    /// Attention in two parallel passes (<see cref="StagedAttention"/>) over one or several sequence segments: staging converts each
+    /// segment's KV heads' visible keys and values to float once (claims are segments × KV heads × 64-position chunks), then compute
+    /// claims are segments × query heads. Several sequences decoding together thus cost two passes per layer, not two per sequence
+    /// (docs/batching.md#backends), and each (token, head) is computed exactly as when its sequence runs alone. Each worker has its
+    /// own score scratch; the staging buffers are shared and grow to the largest batch seen.
     /// </summary>
     private sealed class AttentionJob(int threads) : CpuParallelJob, IDisposable
     {
         private const int StageChunk = 64;
+
+        /// <summary>One segment: its q/output rows, its slot's caches, and where its staging and its staging claims start.</summary>
+        private struct Segment
+        {
+            public float* Q, Out;
+            public byte* K, V;
+            public int Tokens, FirstPosition, Capacity, Visible, Chunks, FirstStageClaim;
+            public long StageOffset;
+        }
+
         private readonly float[][] _scores = Enumerable.Range(0, threads).Select(_ => new float[256]).ToArray();
-        private float* _q, _out, _keysT, _values;
+        private Segment[] _segments = new Segment[4];
+        private int _count, _stageClaims;
+        private float* _keysT, _values;
         private long _stageLength;
-        private byte* _k, _v;
         private KvCacheType _type;
         private AttentionParams _p;
-        private int _capacity, _visible, _chunks, _next;
+        private int _next;
         private bool _staging;
 
         public void Set(float* q, byte* k, byte* v, KvCacheType type, float* output, AttentionParams p)
         {
-            Kernels.Attention.Validate(p.Tokens, p.FirstPosition, p.Heads, p.KvHeads, p.HeadSize, p.KvHeads * p.HeadSize, 0, p.Heads);
-            _q = q; _k = k; _v = v; _out = output;
+            Begin(type, p, 1);
+            Add(q, k, v, output, p.Tokens, p.FirstPosition);
+            End();
+        }
+
+        /// <summary>Starts a batch of <paramref name="segments"/> segments; <see cref="Add"/> each, then <see cref="End"/>.</summary>
+        public void Begin(KvCacheType type, AttentionParams p, int segments)
+        {
             _type = type; _p = p;
-            _capacity = StagedAttention.Capacity(p.Tokens, p.FirstPosition);
-            _visible = p.FirstPosition + p.Tokens;
-            _chunks = (_visible + StageChunk - 1) / StageChunk;
-            long length = StagedAttention.StageLength(p.KvHeads, p.HeadSize, _capacity);
+            _count = 0;
+            _stageClaims = 0;
+            if (_segments.Length < segments) _segments = new Segment[Math.Max(segments, 2 * _segments.Length)];
+        }
+
+        public void Add(float* q, byte* k, byte* v, float* output, int tokens, int firstPosition)
+        {
+            Kernels.Attention.Validate(tokens, firstPosition, _p.Heads, _p.KvHeads, _p.HeadSize, _p.KvHeads * _p.HeadSize, 0, _p.Heads);
+            ref var s = ref _segments[_count];
+            s.Q = q; s.K = k; s.V = v; s.Out = output; s.Tokens = tokens; s.FirstPosition = firstPosition;
+            s.Capacity = StagedAttention.Capacity(tokens, firstPosition);
+            s.Visible = firstPosition + tokens;
+            s.Chunks = (s.Visible + StageChunk - 1) / StageChunk;
+            s.FirstStageClaim = _stageClaims;
+            s.StageOffset = _count == 0 ? 0 : _segments[_count - 1].StageOffset + StagedAttention.StageLength(_p.KvHeads, _p.HeadSize, _segments[_count - 1].Capacity);
+            _stageClaims += _p.KvHeads * s.Chunks;
+            _count++;
+        }
+
+        /// <summary>Grows the staging buffers and score scratch to the batch's needs.</summary>
+        public void End()
+        {
+            ref var last = ref _segments[_count - 1];
+            long length = last.StageOffset + StagedAttention.StageLength(_p.KvHeads, _p.HeadSize, last.Capacity);
             if (length > _stageLength)
             {
                 NativeMemory.AlignedFree(_keysT);
@@ -217,7 +273,8 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
                 _values = (float*)NativeMemory.AlignedAlloc((nuint)(length * sizeof(float)), 64);
                 _stageLength = length;
             }
-            int needed = StagedAttention.ScoresLength(_capacity);
+            int needed = 0;
+            for (int i = 0; i < _count; i++) needed = Math.Max(needed, StagedAttention.ScoresLength(_segments[i].Capacity));
             for (int i = 0; i < _scores.Length; i++)
                 if (_scores[i].Length < needed) _scores[i] = new float[Math.Max(needed, 2 * _scores[i].Length)];
         }
@@ -238,21 +295,28 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
             int claim;
             if (_staging)
             {
-                int kvRowStride = _p.KvHeads * _p.HeadSize;
-                while ((claim = Interlocked.Increment(ref _next) - 1) < _p.KvHeads * _chunks)
+                int kvRowStride = _p.KvHeads * _p.HeadSize, segment = 0;
+                while ((claim = Interlocked.Increment(ref _next) - 1) < _stageClaims)
                 {
-                    int kvHead = claim / _chunks, start = claim % _chunks * StageChunk, end = Math.Min(start + StageChunk, _visible);
-                    StagedAttention.StageKv(_k, _v, _type, kvHead, start, end, _p.HeadSize, kvRowStride, _keysT, _values, _capacity);
-                    if (end == _visible) StagedAttention.ClearTail(kvHead, _visible, _p.HeadSize, _keysT, _capacity);
+                    while (segment + 1 < _count && _segments[segment + 1].FirstStageClaim <= claim) segment++; // claims only grow
+                    ref var s = ref _segments[segment];
+                    int local = claim - s.FirstStageClaim;
+                    int kvHead = local / s.Chunks, start = local % s.Chunks * StageChunk, end = Math.Min(start + StageChunk, s.Visible);
+                    float* keysT = _keysT + s.StageOffset, values = _values + s.StageOffset;
+                    StagedAttention.StageKv(s.K, s.V, _type, kvHead, start, end, _p.HeadSize, kvRowStride, keysT, values, s.Capacity);
+                    if (end == s.Visible) StagedAttention.ClearTail(kvHead, s.Visible, _p.HeadSize, keysT, s.Capacity);
                 }
                 return;
             }
             float scale = _p.Scale != 0 ? _p.Scale : 1f / MathF.Sqrt(_p.HeadSize);
             fixed (float* scores = _scores[worker])
             {
-                while ((claim = Interlocked.Increment(ref _next) - 1) < _p.Heads)
-                    StagedAttention.ComputeHead(_q, _keysT, _values, _capacity, _out, 0, _p.Tokens, _p.FirstPosition, _p.Heads, _p.KvHeads,
-                        _p.HeadSize, claim, scores, scale);
+                while ((claim = Interlocked.Increment(ref _next) - 1) < _count * _p.Heads)
+                {
+                    ref var s = ref _segments[claim / _p.Heads];
+                    StagedAttention.ComputeHead(s.Q, _keysT + s.StageOffset, _values + s.StageOffset, s.Capacity, s.Out, 0, s.Tokens, s.FirstPosition,
+                        _p.Heads, _p.KvHeads, _p.HeadSize, claim % _p.Heads, scores, scale);
+                }
             }
         }
 

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace PluginEngine.Backends.Cpu.Kernels;
 
@@ -44,13 +45,58 @@ public static unsafe class StagedAttention
         float* kt = keysT + (long)kvHead * headDim * capacity;
         float* vh = values + (long)kvHead * headDim * capacity;
         float* row = stackalloc float[headDim];
-        for (int j = positionStart; j < positionEnd; j++)
+        int j = positionStart;
+        if (headDim % 8 == 0 && Avx.IsSupported)
+        {
+            // Eight positions at a time: their key rows converted into a block of 8 × headDim floats, then transposed 8 × 8 so that
+            // each dimension's 8 positions are one store (element by element, the transpose was most of a decode step's staging).
+            float* block = stackalloc float[8 * headDim];
+            for (; j + 8 <= positionEnd; j += 8)
+            {
+                for (int r = 0; r < 8; r++)
+                {
+                    long offset = (long)(j + r) * kvRowStride + (long)kvHead * headDim;
+                    LoadRow(kCache, kvType, offset, block + r * headDim, headDim);
+                    LoadRow(vCache, kvType, offset, vh + (long)(j + r) * headDim, headDim);
+                }
+                for (int i = 0; i < headDim; i += 8) Transpose8(block + i, headDim, kt + (long)i * capacity + j, capacity);
+            }
+        }
+        for (; j < positionEnd; j++)
         {
             long offset = (long)j * kvRowStride + (long)kvHead * headDim;
             LoadRow(kCache, kvType, offset, row, headDim);
             for (int i = 0; i < headDim; i++) kt[(long)i * capacity + j] = row[i];
             LoadRow(vCache, kvType, offset, vh + (long)j * headDim, headDim);
         }
+    }
+
+    /// <summary>Writes the transpose of the 8 × 8 floats at <paramref name="src"/> (rows <paramref name="srcStride"/> apart) to
+    /// <paramref name="dst"/> (rows <paramref name="dstStride"/> apart).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8(float* src, int srcStride, float* dst, long dstStride)
+    {
+        var r0 = Vector256.Load(src); var r1 = Vector256.Load(src + srcStride);
+        var r2 = Vector256.Load(src + 2 * srcStride); var r3 = Vector256.Load(src + 3 * srcStride);
+        var r4 = Vector256.Load(src + 4 * srcStride); var r5 = Vector256.Load(src + 5 * srcStride);
+        var r6 = Vector256.Load(src + 6 * srcStride); var r7 = Vector256.Load(src + 7 * srcStride);
+        // Pairs of rows interleaved, then quadruples, then the 128-bit halves swapped into place.
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44); var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44); var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44); var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44); var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Permute2x128(u0, u4, 0x20).Store(dst);
+        Avx.Permute2x128(u1, u5, 0x20).Store(dst + dstStride);
+        Avx.Permute2x128(u2, u6, 0x20).Store(dst + 2 * dstStride);
+        Avx.Permute2x128(u3, u7, 0x20).Store(dst + 3 * dstStride);
+        Avx.Permute2x128(u0, u4, 0x31).Store(dst + 4 * dstStride);
+        Avx.Permute2x128(u1, u5, 0x31).Store(dst + 5 * dstStride);
+        Avx.Permute2x128(u2, u6, 0x31).Store(dst + 6 * dstStride);
+        Avx.Permute2x128(u3, u7, 0x31).Store(dst + 7 * dstStride);
     }
 
     /// <summary>Zeroes positions [<paramref name="visible"/>, <paramref name="capacity"/>) of one KV head's staged keys (score
@@ -95,9 +141,37 @@ public static unsafe class StagedAttention
     private static void Scores(float* q, float* kt, int capacity, int headDim, int visible, float* scores, float scale)
     {
         // Whole blocks of 32 positions: the capacity is a multiple of 32, so a block that starts below `visible` stays inside the
-        // staging buffer; its lanes past `visible` are computed and ignored.
+        // staging buffer; its lanes past `visible` are computed and ignored. Two blocks at a time where there are two: eight
+        // independent FMA chains instead of four keep the FMA units busy (each chain waits on its previous FMA). Every lane's
+        // chain is the same either way (over i in order, from zero), so the bits do not depend on the pairing.
         var vScale = Vector256.Create(scale);
-        for (int j = 0; j < visible; j += PositionBlock)
+        int j = 0;
+        for (; j + PositionBlock < visible; j += 2 * PositionBlock)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            float* k = kt + j;
+            for (int i = 0; i < headDim; i++, k += capacity)
+            {
+                var qi = Vector256.Create(q[i]);
+                a0 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k), a0);
+                a1 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k + 8), a1);
+                a2 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k + 16), a2);
+                a3 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k + 24), a3);
+                b0 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k + 32), b0);
+                b1 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k + 40), b1);
+                b2 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k + 48), b2);
+                b3 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k + 56), b3);
+            }
+            (a0 * vScale).Store(scores + j);
+            (a1 * vScale).Store(scores + j + 8);
+            (a2 * vScale).Store(scores + j + 16);
+            (a3 * vScale).Store(scores + j + 24);
+            (b0 * vScale).Store(scores + j + 32);
+            (b1 * vScale).Store(scores + j + 40);
+            (b2 * vScale).Store(scores + j + 48);
+            (b3 * vScale).Store(scores + j + 56);
+        }
+        for (; j < visible; j += PositionBlock)
         {
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             float* k = kt + j;
@@ -117,16 +191,57 @@ public static unsafe class StagedAttention
     }
 
     /// <summary>out[i] = Σ_j p[j]·v[j][i] over the visible positions.</summary>
+    /// <remarks>The sums are kept in registers, 64 (then 32, then 8) elements of the output at a time, over all positions: the
+    /// output row in memory made every FMA wait for the previous position's store. Each element's chain is the same as before
+    /// (over j in order, from zero), so the bits are too.</remarks>
     private static void WeightedValues(float* p, float* v, int visible, int headDim, float* output)
     {
-        new Span<float>(output, headDim).Clear();
-        for (int j = 0; j < visible; j++)
+        int i = 0;
+        for (; i + 64 <= headDim; i += 64)
         {
-            var w = Vector256.Create(p[j]);
-            float* row = v + (long)j * headDim;
-            int i = 0;
-            for (; i + 8 <= headDim; i += 8) Vector256.FusedMultiplyAdd(w, Vector256.Load(row + i), Vector256.Load(output + i)).Store(output + i);
-            for (; i < headDim; i++) output[i] = MathF.FusedMultiplyAdd(p[j], row[i], output[i]);
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            float* row = v + i;
+            for (int j = 0; j < visible; j++, row += headDim)
+            {
+                var w = Vector256.Create(p[j]);
+                a0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row), a0);
+                a1 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 8), a1);
+                a2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 16), a2);
+                a3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 24), a3);
+                a4 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 32), a4);
+                a5 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 40), a5);
+                a6 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 48), a6);
+                a7 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 56), a7);
+            }
+            a0.Store(output + i); a1.Store(output + i + 8); a2.Store(output + i + 16); a3.Store(output + i + 24);
+            a4.Store(output + i + 32); a5.Store(output + i + 40); a6.Store(output + i + 48); a7.Store(output + i + 56);
+        }
+        for (; i + 32 <= headDim; i += 32)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            float* row = v + i;
+            for (int j = 0; j < visible; j++, row += headDim)
+            {
+                var w = Vector256.Create(p[j]);
+                a0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row), a0);
+                a1 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 8), a1);
+                a2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 16), a2);
+                a3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 24), a3);
+            }
+            a0.Store(output + i); a1.Store(output + i + 8); a2.Store(output + i + 16); a3.Store(output + i + 24);
+        }
+        for (; i + 8 <= headDim; i += 8)
+        {
+            Vector256<float> a = default;
+            float* row = v + i;
+            for (int j = 0; j < visible; j++, row += headDim) a = Vector256.FusedMultiplyAdd(Vector256.Create(p[j]), Vector256.Load(row), a);
+            a.Store(output + i);
+        }
+        for (; i < headDim; i++)
+        {
+            float a = 0;
+            for (int j = 0; j < visible; j++) a = MathF.FusedMultiplyAdd(p[j], v[(long)j * headDim + i], a);
+            output[i] = a;
         }
     }
 }
