@@ -10,7 +10,7 @@ public sealed class CpuDevice : IBackendDevice
     public CpuDevice(PluginOptions options)
     {
         Threads = ResolveThreads(options);
-        RepackWeights = ResolveRepack(options, Environment.GetEnvironmentVariable);
+        RepackWeights = ResolveRepack(Environment.GetEnvironmentVariable);
         long total = (long)GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
         Description = new DeviceDescription(
             Backend: "cpu",
@@ -31,26 +31,24 @@ public sealed class CpuDevice : IBackendDevice
     /// <summary>Worker threads the kernels use.</summary>
     public int Threads { get; }
 
-    /// <summary>Whether Q4_0 weight matrices are kept repacked for the matmul kernels (option <c>repack</c>, <c>on</c> by default;
-    /// environment PLUGINENGINE_CPU_REPACK, which wins): docs/batching.md#cpu-weights-repacked-once.</summary>
+    /// <summary>Whether Q4_0 weight matrices are kept repacked for the matmul kernels (on unless the environment variable
+    /// PLUGINENGINE_CPU_REPACK is <c>off</c>): docs/batching.md#cpu-weights-repacked-once.</summary>
     public bool RepackWeights { get; }
 
     /// <summary>A queue with its own worker pool of <see cref="Threads"/> threads.</summary>
     public IComputeQueue CreateQueue() => new CpuComputeQueue(this, Threads, RepackWeights);
 
-    /// <summary>The <c>repack</c> option (<c>on</c>/<c>off</c>); the environment variable PLUGINENGINE_CPU_REPACK wins over plugins.json.</summary>
-    public static bool ResolveRepack(PluginOptions options, Func<string, string?> environment)
+    /// <summary>PLUGINENGINE_CPU_REPACK: <c>on</c> (or unset) or <c>off</c> (an environment variable only, for A/B runs: the plugin's
+    /// options in plugins.json stay <c>threads</c>).</summary>
+    public static bool ResolveRepack(Func<string, string?> environment)
     {
-        string fromFile = options.GetString("repack", "on")!; // read always, so the key is known to the host either way
-        string? fromEnv = environment("PLUGINENGINE_CPU_REPACK");
-        bool useEnv = !string.IsNullOrWhiteSpace(fromEnv);
-        string value = useEnv ? fromEnv! : fromFile;
+        string? value = environment("PLUGINENGINE_CPU_REPACK");
+        if (string.IsNullOrWhiteSpace(value)) return true;
         return value.Trim().ToLowerInvariant() switch
         {
             "on" or "1" => true,
             "off" or "0" => false,
-            _ => throw new PluginOptionException(
-                $"{(useEnv ? "environment variable PLUGINENGINE_CPU_REPACK" : options.JsonPath + ".repack")}: expected 'on' or 'off', got '{value}'"),
+            _ => throw new PluginOptionException($"environment variable PLUGINENGINE_CPU_REPACK: expected 'on' or 'off', got '{value}'"),
         };
     }
 

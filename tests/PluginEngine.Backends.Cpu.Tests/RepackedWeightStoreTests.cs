@@ -12,7 +12,9 @@ public class RepackedWeightStoreTests
 {
     private const long Rows = 40, Cols = 96; // five groups of 8 rows
 
-    private static CpuDevice Device(string repack) => new(new PluginOptions(new Dictionary<string, string> { ["threads"] = "2", ["repack"] = repack }));
+    private static readonly CpuDevice Device = new(new PluginOptions(new Dictionary<string, string> { ["threads"] = "2" }));
+
+    private static CpuComputeQueue Queue(bool repack) => new(Device, threads: 2, repack);
 
     private static float[] MatMul(IComputeQueue queue, BackendBuffer weights, float[] x, int tokens)
     {
@@ -40,14 +42,10 @@ public class RepackedWeightStoreTests
     {
         byte[] first = TestData.Quantize(GgmlType.Q4_0, TestData.Gaussian(seed: 3, Rows * Cols));
         byte[] second = TestData.Quantize(GgmlType.Q4_0, TestData.Gaussian(seed: 4, Rows * Cols));
-        var on = Device("on");
-        var off = Device("off");
-        Assert.True(on.RepackWeights);
-        Assert.False(off.RepackWeights);
-        using var onQueue = on.CreateQueue();
-        using var offQueue = off.CreateQueue();
-        using var onWeights = Weights(on, first);
-        using var offWeights = Weights(off, first);
+        using var onQueue = Queue(repack: true);
+        using var offQueue = Queue(repack: false);
+        using var onWeights = Weights(Device, first);
+        using var offWeights = Weights(Device, first);
         foreach (int tokens in new[] { 1, 2, 4, 5 })
         {
             float[] x = TestData.Gaussian(seed: 10 + tokens, tokens * Cols);
@@ -68,9 +66,9 @@ public class RepackedWeightStoreTests
     public void Queues_share_one_copy_per_matrix_and_a_write_elsewhere_keeps_it()
     {
         if (!RepackedWeights.Supports(GgmlType.Q4_0, Rows, Cols)) Assert.Skip("no repacked Q4_0 kernels at this processor's level");
-        var device = Device("on");
-        using var a = device.CreateQueue();
-        using var b = device.CreateQueue();
+        var device = Device;
+        using var a = Queue(repack: true);
+        using var b = Queue(repack: true);
         byte[] q = TestData.Quantize(GgmlType.Q4_0, TestData.Gaussian(seed: 5, Rows * Cols));
         using var weights = device.Buffers.AllocateOwned("w", q.Length + 64);
         weights.Upload(0, q);
@@ -84,14 +82,12 @@ public class RepackedWeightStoreTests
     }
 
     [Fact]
-    public void The_repack_option_reads_on_and_off_and_the_environment_wins()
+    public void PLUGINENGINE_CPU_REPACK_turns_it_off_and_is_on_by_default()
     {
-        var none = new PluginOptions();
-        Assert.True(CpuDevice.ResolveRepack(none, _ => null));
-        Assert.False(CpuDevice.ResolveRepack(new PluginOptions(new Dictionary<string, string> { ["repack"] = "off" }), _ => null));
-        Assert.False(CpuDevice.ResolveRepack(none, v => v == "PLUGINENGINE_CPU_REPACK" ? "off" : null));
-        Assert.True(CpuDevice.ResolveRepack(new PluginOptions(new Dictionary<string, string> { ["repack"] = "off" }), v => v == "PLUGINENGINE_CPU_REPACK" ? "on" : null));
-        var bad = Assert.Throws<PluginOptionException>(() => CpuDevice.ResolveRepack(new PluginOptions(new Dictionary<string, string> { ["repack"] = "maybe" }), _ => null));
-        Assert.Contains("repack", bad.Message);
+        Assert.True(CpuDevice.ResolveRepack(_ => null));
+        Assert.True(CpuDevice.ResolveRepack(v => v == "PLUGINENGINE_CPU_REPACK" ? "on" : null));
+        Assert.False(CpuDevice.ResolveRepack(v => v == "PLUGINENGINE_CPU_REPACK" ? "off" : null));
+        var bad = Assert.Throws<PluginOptionException>(() => CpuDevice.ResolveRepack(_ => "maybe"));
+        Assert.Contains("PLUGINENGINE_CPU_REPACK", bad.Message);
     }
 }
