@@ -74,7 +74,8 @@ internal static unsafe class CudaRuntime
                      $"int8 tensor-core matmuls: {(rt.IntegerMma ? $"{kernels.MmaMinTokensFor(GgmlType.Q4_0)}{(kernels.MmaMinTokens > 0 ? "" : $" (Q4_K {kernels.MmaMinTokensFor(GgmlType.Q4_K)})")}-{kernels.MmaMaxTokens} tokens" : kernels.IntegerMma ? "off (needs sm_80)" : "off")}; " +
                      $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver has no graph API)" : "off")}; fused ops: {(kernels.FusedOps ? "on" : "off")}; " +
                      $"programmatic launch: {(programmatic ? "on" : kernels.ProgrammaticLaunch ? "off (needs sm_90 and cuLaunchKernelEx)" : "off")}; " +
-                     $"decode attention split: {(kernels.AttentionChunk > 0 ? $"over {kernels.AttentionChunk} positions per block" : "off")}" +
+                     $"decode attention split: {(kernels.AttentionChunk > 0 ? $"over {kernels.AttentionChunk} positions per block" : "off")}; " +
+                     $"prompt attention on the tensor cores: {(rt.FlashAttention ? $"from {LaunchGeometry.AttentionMmaMinTokens} tokens (F16 cache, head 64/128)" : kernels.FlashAttention ? "off (needs sm_80)" : "off")}" +
                      (kernels.KernelDefines.Length > 0 ? $"; kernel tuning defines: {kernels.KernelDefines}" : "");
             details = $"{facts.Target}, {facts.Multiprocessors} SMs, driver {driverText}, NVRTC {nvrtc.Version}, read-only host register {(facts.ReadOnlyHostRegister ? "yes" : "no")}";
             return rt;

@@ -24,13 +24,14 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
     private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
     private readonly nint _attentionSplitF32, _attentionSplitF16;
+    private readonly nint _attentionMma64, _attentionMma128; // prompt attention on the tensor cores, head size 64 / 128 (0: not used here)
     private readonly nint _ropeStoreKvRows, _attentionRowsF32, _attentionRowsF16; // multi-sequence batches (docs/batching.md#backends)
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _matMulQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly int _mmqRows; // weight rows per mmq block, as the kernels were compiled (KernelSource.MmqRows)
     private readonly nint[] _mmq = new nint[8 * 3]; // [slot * 3 + LaunchGeometry.MmqTileIndex]: int8 tensor-core matmuls (kernels.cu mmq_*)
     private readonly bool _integerMma;            // the mmq kernels run here (CUDA sm_80+, option mma on)
-    private readonly int[] _mmqResident = new int[8]; // [slot]: mmq_*_x1 blocks the whole GPU holds at once (SMs × blocks per SM), for the K split
+    private readonly int[] _mmqResident = new int[8 * 3]; // as _mmq: blocks of that kernel the whole GPU holds at once (SMs × blocks per SM), for the K split
     private readonly GpuKernelOptions _options;
     private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (GpuRuntime.ProgrammaticLaunch)
     private readonly IGpuBlas? _blas;
@@ -100,6 +101,11 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _attentionDecodeF16 = _rt.Function("attention_decode_f16");
         _attentionSplitF32 = _rt.Function("attention_split_f32");
         _attentionSplitF16 = _rt.Function("attention_split_f16");
+        if (_rt.FlashAttention)
+        {
+            _attentionMma64 = _rt.Function(LaunchGeometry.AttentionMmaKernelName(64));
+            _attentionMma128 = _rt.Function(LaunchGeometry.AttentionMmaKernelName(128));
+        }
         _ropeStoreKvRows = _rt.Function("rope_store_kv_rows");
         _attentionRowsF32 = _rt.Function("attention_rows_f32");
         _attentionRowsF16 = _rt.Function("attention_rows_f16");
@@ -124,12 +130,11 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _mmqRows = KernelSource.MmqRows(_options.KernelDefines);
         if (_integerMma)
             foreach (var type in KernelSource.MmaTypes)
-            {
-                // Occupancy of the one-tile kernel for every token count, so that the K split, and with it the order of a
-                // token's sums, never depends on the batch (docs/batching.md#batch-invariance-on-the-gpu).
-                int perSm = _d.MaxActiveBlocksPerMultiprocessor(_mmq[KernelSlot(type) * 3], LaunchGeometry.MmqWarps * 32);
-                _mmqResident[KernelSlot(type)] = _rt.Facts.Multiprocessors * (perSm > 0 ? perSm : LaunchGeometry.MmqAssumedBlocksPerSm);
-            }
+                for (int i = 0; i < LaunchGeometry.MmqTokenTiles.Count; i++)
+                {
+                    int perSm = _d.MaxActiveBlocksPerMultiprocessor(_mmq[KernelSlot(type) * 3 + i], LaunchGeometry.MmqWarps * 32);
+                    _mmqResident[KernelSlot(type) * 3 + i] = _rt.Facts.Multiprocessors * (perSm > 0 ? perSm : LaunchGeometry.MmqAssumedBlocksPerSm);
+                }
         _programmaticLaunch = _rt.ProgrammaticLaunch;
         _blas = _options.BlasPrompt ? _rt.Blas : null;
         if (_options.Graphs) _graph = _d.CreateStepGraph(_rt, _stream);
@@ -224,13 +229,17 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         {
             var (xq, xs) = EnsureQuantizedX(px, cols, tokens);
             int r = checked((int)rows), acc = accumulate ? 1 : 0;
+            // K slices: as many as fill the GPU with the kernel launched; in batch-invariant mode with the one-tile kernel whatever
+            // the token count, so that the order of a token's sums never depends on its batch (docs/gpu-kernels.md#batch-invariance).
+            int kernel = slot * 3 + LaunchGeometry.MmqTileIndex(tokens);
             int splits = _options.MmaSplit > 0 ? _options.MmaSplit
-                : LaunchGeometry.MmqSplits(rows, cols / LaunchGeometry.MmqStepElements(w.Type), _mmqRows, _mmqResident[slot]);
+                : LaunchGeometry.MmqSplits(rows, cols / LaunchGeometry.MmqStepElements(w.Type), _mmqRows,
+                                           _mmqResident[_options.BatchInvariant ? slot * 3 : kernel]);
             var launch = LaunchGeometry.Mmq(rows, tokens, _mmqRows, splits);
             ulong partials = 0, tickets = 0;
             if (launch.GridZ > 1) (partials, tickets) = MmqSplitScratch(launch, tokens);
             void** args = stackalloc void*[] { &pw, &rowBytes, &r, &cols, &xq, &xs, &py, &tokens, &acc, &partials, &tickets };
-            LaunchKernel(_mmq[slot * 3 + LaunchGeometry.MmqTileIndex(tokens)], launch, args,
+            LaunchKernel(_mmq[kernel], launch, args,
                          _profile is null ? "mmq" : $"mmq {rows}x{cols} x{tokens}{(accumulate ? " +=" : "")}{(launch.GridZ > 1 ? $" /{launch.GridZ}" : "")}");
         }
         else if (UsesInt8SmallBatch(w.Type, tokens))
@@ -271,7 +280,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     /// <summary>
     /// Whether a batch of mma_min_tokens .. mma_max_tokens tokens on <paramref name="type"/> weights goes to the int8 tensor-core kernel
-    /// (mmq_*, CUDA sm_80 and later; docs/batching.md#on-the-gpu).
+    /// (mmq_*, CUDA sm_80 and later; docs/gpu-kernels.md#int8-tensor-core-matmuls-mmq).
     /// </summary>
     private bool UsesMma(GgmlType type, int tokens)
         => _integerMma && _options.Int8MatVec && _mmq[KernelSlot(type) * 3] != 0
@@ -618,7 +627,15 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         bool quantize = p.Tokens == 1 && headSize % 32 == 0 && FusesQuantization(n);
         var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
         int chunk = _options.AttentionChunk;
-        if (p.Tokens == 1 && chunk > 0 && first + 1 > chunk)
+        nint mma = AttentionMmaKernel(kCache, p, pk | pv);
+        if (mma != 0)
+        {
+            // A prompt: 64 tokens of one head per block, K and V read once per block, products on the tensor cores.
+            int tokens = p.Tokens;
+            void** mmaArgs = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &tokens, &heads, &kvHeads, &scale };
+            LaunchKernel(mma, LaunchGeometry.AttentionMma(heads, tokens), mmaArgs, "attention (prompt, mma)");
+        }
+        else if (p.Tokens == 1 && chunk > 0 && first + 1 > chunk)
         {
             // A long history: heads x splits blocks, each over `chunk` positions; the last one of a head combines them.
             int splits = LaunchGeometry.AttentionSplits(first + 1, chunk);
@@ -640,6 +657,19 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             LaunchKernel(kernel, LaunchGeometry.Attention(p.Heads, p.Tokens), args, p.Tokens == 1 ? "attention (decode)" : "attention");
         }
         if (quantize) RememberQuantizedX(po, n);
+    }
+
+    /// <summary>
+    /// The tensor-core prompt attention (kernels.cu attention_mma_f16_d*) for this call, or 0: the <c>flash_attn</c> option on an sm_80+
+    /// GPU, at least <see cref="LaunchGeometry.AttentionMmaMinTokens"/> tokens, an F16 cache with 16-byte aligned rows, head size 64
+    /// or 128, and not in batch-invariant mode (whose prompts take the same per-token kernel as its decode steps).
+    /// </summary>
+    private nint AttentionMmaKernel(DeviceTensor kCache, AttentionParams p, ulong cachePointers)
+    {
+        if (_attentionMma64 == 0 || _options.BatchInvariant || p.Tokens < LaunchGeometry.AttentionMmaMinTokens || kCache.Type != GgmlType.F16
+            || (cachePointers & 15) != 0)
+            return 0;
+        return p.HeadSize switch { 64 => _attentionMma64, 128 => _attentionMma128, _ => 0 };
     }
 
     public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n)

@@ -66,6 +66,10 @@ internal sealed class GpuRuntime
     public bool IntegerMma => Options.IntegerMma && Facts.Target.StartsWith("sm_", StringComparison.Ordinal)
                               && int.TryParse(Facts.Target.AsSpan(3), out int arch) && arch >= 80;
 
+    /// <summary>Whether prompts attend on the tensor cores (kernels.cu attention_mma_f16_d*): the <c>flash_attn</c> option (CUDA only) on an sm_80 or later target.</summary>
+    public bool FlashAttention => Options.FlashAttention && Facts.Target.StartsWith("sm_", StringComparison.Ordinal)
+                                  && int.TryParse(Facts.Target.AsSpan(3), out int arch) && arch >= 80;
+
     /// <summary>Whether kernels are launched with programmatic stream serialization (CUDA sm_90 with cuLaunchKernelEx and the option on).</summary>
     public bool ProgrammaticLaunch { get; }
 

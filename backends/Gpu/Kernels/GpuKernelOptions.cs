@@ -55,7 +55,7 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// <param name="IntegerMma">
 /// CUDA only, <c>mma: on</c> (default; used on sm_80 and later): matmuls of <see cref="MmaMinTokensFor"/> to <see cref="MmaMaxTokens"/>
 /// tokens on Q8_0, Q4_0 and Q4_K weights multiply the stored quantized blocks with the 8-bit activations on the tensor cores
-/// (int8 mma, kernels.cu mmq_*; docs/batching.md#on-the-gpu) instead of the dp4a kernel. <c>off</c>: the dp4a kernel
+/// (int8 mma, kernels.cu mmq_*; docs/gpu-kernels.md#int8-tensor-core-matmuls-mmq) instead of the dp4a kernel. <c>off</c>: the dp4a kernel
 /// (matmul_q8_*) up to 31 tokens. Environment: PLUGINENGINE_CUDA_MMA.
 /// </param>
 /// <param name="MmaMaxTokens">
@@ -65,16 +65,22 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// <param name="MmaMinTokens">
 /// CUDA only, <c>mma_min_tokens</c> (default 0: per weight type, <see cref="MmaMinTokensFor"/>): the smallest matmul (in tokens) that
 /// takes the int8 mma path; smaller batches keep the dp4a kernel (matmul_q8_*), which measured faster for a few tokens
-/// (docs/batching.md#on-the-gpu). Environment: PLUGINENGINE_CUDA_MMA_MIN_TOKENS.
+/// (docs/gpu-kernels.md#int8-tensor-core-matmuls-mmq). Environment: PLUGINENGINE_CUDA_MMA_MIN_TOKENS.
 /// </param>
 /// <param name="MmaSplit">
 /// CUDA only, <c>mma_split</c> (default 0: as many K slices as fill the GPU, <see cref="LaunchGeometry.MmqSplits"/>): how many
 /// blocks share each tile of an mmq matmul, each over a slice of the row, added in slice order by the last one
-/// (docs/batching.md#on-the-gpu); 1 never splits. Environment: PLUGINENGINE_CUDA_MMA_SPLIT.
+/// (docs/gpu-kernels.md#int8-tensor-core-matmuls-mmq); 1 never splits. Environment: PLUGINENGINE_CUDA_MMA_SPLIT.
+/// </param>
+/// <param name="FlashAttention">
+/// CUDA only, <c>flash_attn: on</c> (default; used on sm_80 and later): a prompt of at least <see cref="LaunchGeometry.AttentionMmaMinTokens"/>
+/// tokens over an F16 cache with head size 64 or 128 attends on the tensor cores, 64 tokens of a head per block
+/// (kernels.cu attention_mma_f16_d*, docs/gpu-kernels.md#prompt-attention); <c>off</c>: one block per (head, token) in F32.
+/// Environment: PLUGINENGINE_CUDA_FLASH_ATTN.
 /// </param>
 /// <param name="BatchInvariant">
 /// CUDA only, <c>batch_invariant: off</c> (default). <c>on</c>: every token's logits are the same bits whatever else is in its batch
-/// (docs/batching.md#batch-invariance-on-the-gpu), so a served request's greedy output does not depend on the other requests:
+/// (docs/gpu-kernels.md#batch-invariance), so a served request's greedy output does not depend on the other requests:
 /// a matmul on Q8_0/Q4_0/Q4_K/Q6_K weights takes the int8 batch kernel (mmq_* on sm_80+, else matmul_q8_*) at every token
 /// count, one token and prompts included (no mat-vec, no cuBLAS), other weight types the plugin's batched kernel
 /// (matmul_*_tn); a decode row is normalized by rms_norm and quantized by quantize_x_q8 like any other. Costs decode and prompt
@@ -96,7 +102,8 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
                                         bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
-                                        int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0)
+                                        int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
+                                        bool FlashAttention = true)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -141,9 +148,10 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         if (mmaSplit > LaunchGeometry.MmqMaxSplits)
             throw new PluginOptionException($"mma_split: {mmaSplit} K slices (at most {LaunchGeometry.MmqMaxSplits}; 0 for as many as fill the GPU)");
         bool invariant = Choice(options, environment, "batch_invariant", P + "BATCH_INVARIANT", "on", "off", defaultFirst: false);
+        bool flash = Choice(options, environment, "flash_attn", P + "FLASH_ATTN", "on", "off");
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
-                                    MmaSplit: mmaSplit);
+                                    MmaSplit: mmaSplit, FlashAttention: flash);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
@@ -156,7 +164,7 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
         bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
         return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
-                                    ReadAttentionChunk(options, environment, P), readOnly, smallBatch, segments, IntegerMma: false);
+                                    ReadAttentionChunk(options, environment, P), readOnly, smallBatch, segments, IntegerMma: false, FlashAttention: false);
     }
 
     /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>

@@ -138,7 +138,7 @@ internal static class KernelSource
     /// <summary>Weight types with an 8-bit-activation decode kernel (matvec_q8_&lt;suffix&gt;); their rows are whole 32-element blocks.</summary>
     public static IReadOnlyList<GgmlType> Int8MatVecTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K];
 
-    /// <summary>Weight types with an int8 tensor-core kernel (mmq_&lt;suffix&gt;_x&lt;m&gt;, CUDA sm_80 and later; docs/batching.md#on-the-gpu).</summary>
+    /// <summary>Weight types with an int8 tensor-core kernel (mmq_&lt;suffix&gt;_x&lt;m&gt;, CUDA sm_80 and later; docs/gpu-kernels.md#int8-tensor-core-matmuls-mmq).</summary>
     public static IReadOnlyList<GgmlType> MmaTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K];
 
     /// <summary>Weight types the prompt path dequantizes to F16 for the vendor BLAS (dequantize_f16_&lt;suffix&gt;); F16 is used as it is, F32 in F32.</summary>
@@ -164,6 +164,7 @@ internal static class KernelSource
             foreach (int m in LaunchGeometry.MmqTokenTiles)
                 yield return LaunchGeometry.MmqKernelName(WeightSuffix(t)!, m);
         foreach (var t in DequantizeF16Types) yield return $"dequantize_f16_{WeightSuffix(t)}";
+        foreach (int d in new[] { 64, 128 }) yield return LaunchGeometry.AttentionMmaKernelName(d);
         foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "attention_f32", "attention_f16", "attention_decode_f32", "attention_decode_f16", "attention_split_f32", "attention_split_f16", "rope_store_kv_rows", "attention_rows_f32", "attention_rows_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
             yield return k;
     }

@@ -119,7 +119,7 @@ internal static class LaunchGeometry
     /// K slices (grid z) of an mmq launch over <paramref name="rows"/> rows of <paramref name="steps"/> steps: as many as fill the
     /// <paramref name="residentBlocks"/> the GPU holds at once (SMs × blocks per SM) with whole waves, each warp keeping at least
     /// <see cref="MmqMinStepsPerWarp"/> steps; 1 when the row tiles alone fill it. A 4096-row matrix in 32-row blocks is 128
-    /// blocks: an H200's 132 SMs hold 264, so its matmul runs split in two (docs/batching.md#on-the-gpu). Depends on the matrix
+    /// blocks: an H200's 132 SMs hold 264, so its matmul runs split in two (docs/gpu-kernels.md#int8-tensor-core-matmuls-mmq). Depends on the matrix
     /// and the GPU only, never the token count (batch invariance).
     /// </summary>
     public static int MmqSplits(long rows, long steps, int blockRows, int residentBlocks)
@@ -190,6 +190,19 @@ internal static class LaunchGeometry
 
     /// <summary>attention: one block of <see cref="AttentionWarps"/> warps per (head, token).</summary>
     public static Launch Attention(int heads, int tokens) => new((uint)heads, (uint)tokens, AttentionWarps * 32);
+
+    /// <summary>Tokens per block of attention_mma_f16_d*: 16 per warp (kernels.cu FA_WARPS).</summary>
+    public const int AttentionMmaTokensPerBlock = 64;
+
+    /// <summary>Fewest tokens an attention call needs to take the tensor-core prompt kernel (fewer: the per-token kernel).</summary>
+    public const int AttentionMmaMinTokens = 16;
+
+    /// <summary>The tensor-core prompt attention for head size <paramref name="headSize"/> (64 or 128).</summary>
+    public static string AttentionMmaKernelName(int headSize) => $"attention_mma_f16_d{headSize}";
+
+    /// <summary>attention_mma_f16_d*: one block of 4 warps per (head, <see cref="AttentionMmaTokensPerBlock"/> tokens).</summary>
+    public static Launch AttentionMma(int heads, int tokens)
+        => new((uint)heads, checked((uint)CeilDiv(tokens, AttentionMmaTokensPerBlock)), AttentionMmaTokensPerBlock / 16 * 32);
 
     /// <summary>Blocks per head of a split decode attention over <paramref name="positions"/> positions, <paramref name="chunk"/> per block.</summary>
     public static int AttentionSplits(int positions, int chunk) => (int)CeilDiv(positions, chunk);

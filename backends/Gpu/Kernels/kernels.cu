@@ -753,6 +753,187 @@ ATTENTION_KERNEL(attention_decode_f16, true, 4)
 ATTENTION_SPLIT_KERNEL(attention_split_f32, false)
 ATTENTION_SPLIT_KERNEL(attention_split_f16, true)
 
+// ---- Prompt attention on the tensor cores (F16 caches, CUDA sm_80 and later; docs/gpu-kernels.md#prompt-attention) ----
+// out[t, h, :] = softmax(q[t, h] . K[0 .. firstPosition + t]) V, as attention_f16 computes it, for a prompt (many tokens):
+// a block takes FA_WARPS * 16 consecutive tokens of one head, warp w the w-th 16 of them. The block walks the history in
+// chunks of FA_KEYS positions, staged in shared memory; per chunk each warp multiplies its 16 query rows with the chunk's
+// keys (S = Q K^T, mma.m16n8k16 f16 -> f32), keeps an online softmax per row (running max and sum, in base 2: q carries
+// scale * log2(e)), and adds P V for the chunk (P in f16). The per-token block of attention_f16 re-reads every K and V row
+// once per token; here a row is read once per FA_WARPS * 16 tokens, and the products run on the tensor cores.
+// Fragments (PTX ISA, mma.m16n8k16 with .f16, lane = 4 * g + c): A a0 = (row g, k 2c, 2c + 1), a1 = (row g + 8, same k),
+// a2, a3 = the same at k + 8; B b0 = (k 2c, 2c + 1, column g), b1 = the same at k + 8; C c0, c1 = (row g, columns 2c,
+// 2c + 1), c2, c3 = (row g + 8, same columns). Two adjacent 8-column C tiles of S are exactly the A fragment of P for 16
+// keys, so P never leaves the registers.
+#define FA_WARPS 4
+#define FA_KEYS 64
+#if defined(PE_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define PE_F16_MMA 1
+__device__ __forceinline__ void mma_f16(const u32 (&a)[4], u32 b0, u32 b1, float (&c)[4])
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ u32 pack_h2(float lo, float hi) { return (u32)f2h(lo) | ((u32)f2h(hi) << 16); }
+
+// Row max over the 4 lanes of a group (the lanes that hold one row of a C fragment).
+__device__ __forceinline__ float group_max(float v)
+{
+    v = fmaxf(v, lane_xor(v, 1));
+    return fmaxf(v, lane_xor(v, 2));
+}
+#endif
+
+template <int D>
+__device__ __forceinline__ void attention_mma(const float* q, const u16* k, const u16* v, float* out, int firstPosition, int tokens,
+                                              int heads, int kvHeads, float scale)
+{
+#if defined(PE_F16_MMA)
+    __shared__ __align__(16) u16 ks[FA_KEYS][D + 8]; // + 8 halves: rows 16 bytes apart in the banks, and 16-byte aligned for ldmatrix
+    __shared__ __align__(16) u16 vs[FA_KEYS][D + 8];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+    int h = blockIdx.x, kh = h / (heads / kvHeads);
+    int tBlock = blockIdx.y * (FA_WARPS * 16), t0 = tBlock + warp * 16;
+    i64 kvStride = (i64)kvHeads * D, kvOffset = (i64)kh * D;
+    // This lane's query rows: tokens t0 + g and t0 + g + 8 (clamped: rows past the end are computed, never written).
+    int ta = min(t0 + g, tokens - 1), tb = min(t0 + g + 8, tokens - 1);
+    const float log2e = 1.4426950408889634f;
+    u32 qa[D / 16][4];
+    {
+        const float* ra = q + ((i64)ta * heads + h) * D;
+        const float* rb = q + ((i64)tb * heads + h) * D;
+        float f = scale * log2e;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+        {
+            int e = 16 * kk + 2 * c;
+            qa[kk][0] = pack_h2(ra[e] * f, ra[e + 1] * f);
+            qa[kk][1] = pack_h2(rb[e] * f, rb[e + 1] * f);
+            qa[kk][2] = pack_h2(ra[e + 8] * f, ra[e + 9] * f);
+            qa[kk][3] = pack_h2(rb[e + 8] * f, rb[e + 9] * f);
+        }
+    }
+    float o[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    const float negInf = -__int_as_float(0x7f800000);
+    float ma = negInf, mb = negInf, la = 0.f, lb = 0.f; // rows g, g + 8: running max (base 2) and this lane's part of the sum
+    int lastA = firstPosition + t0 + g, lastB = lastA + 8;           // the last position each row sees
+    int warpLast = firstPosition + min(t0 + 15, tokens - 1);          // ... and the warp's last row
+    int blockLast = firstPosition + min(tBlock + FA_WARPS * 16, tokens) - 1;
+    for (int p0 = 0; p0 <= blockLast; p0 += FA_KEYS)
+    {
+        __syncthreads(); // the previous chunk is consumed
+        for (int i = threadIdx.x; i < FA_KEYS * (D / 8); i += blockDim.x)
+        {
+            int r = i / (D / 8), e = (i % (D / 8)) * 8, p = p0 + r;
+            uint4 kw = make_uint4(0, 0, 0, 0), vw = kw;
+            if (p <= blockLast)
+            {
+                kw = *(const uint4*)(k + (i64)p * kvStride + kvOffset + e);
+                vw = *(const uint4*)(v + (i64)p * kvStride + kvOffset + e);
+            }
+            *(uint4*)&ks[r][e] = kw;
+            *(uint4*)&vs[r][e] = vw;
+        }
+        __syncthreads();
+        if (p0 > warpLast) continue; // every row of this warp is before the chunk (still at the barriers above)
+
+        float sc[FA_KEYS / 8][4];
+#pragma unroll
+        for (int n = 0; n < FA_KEYS / 8; n++)
+        {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+            {
+                const u16* kr = &ks[8 * n + g][16 * kk + 2 * c];
+                mma_f16(qa[kk], *(const u32*)kr, *(const u32*)(kr + 8), sc[n]);
+            }
+        }
+        float mxa = ma, mxb = mb;
+#pragma unroll
+        for (int n = 0; n < FA_KEYS / 8; n++)
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+            {
+                int p = p0 + 8 * n + 2 * c + j;
+                if (p > lastA) sc[n][j] = negInf;
+                if (p > lastB) sc[n][2 + j] = negInf;
+                mxa = fmaxf(mxa, sc[n][j]);
+                mxb = fmaxf(mxb, sc[n][2 + j]);
+            }
+        mxa = group_max(mxa);
+        mxb = group_max(mxb);
+        // A row that has seen no position yet keeps max -inf: its weights are 0 and nothing is rescaled.
+        float ca = mxa == negInf ? 1.f : exp2f(ma - mxa), cb = mxb == negInf ? 1.f : exp2f(mb - mxb);
+        float sa = mxa == negInf ? 0.f : mxa, sb = mxb == negInf ? 0.f : mxb;
+        la *= ca;
+        lb *= cb;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) { o[n][0] *= ca; o[n][1] *= ca; o[n][2] *= cb; o[n][3] *= cb; }
+#pragma unroll
+        for (int j = 0; j < FA_KEYS / 16; j++)
+        {
+            u32 pa[4];
+            float w[8];
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+            {
+                w[4 * i + 0] = exp2f(sc[2 * j + i][0] - sa);
+                w[4 * i + 1] = exp2f(sc[2 * j + i][1] - sa);
+                w[4 * i + 2] = exp2f(sc[2 * j + i][2] - sb);
+                w[4 * i + 3] = exp2f(sc[2 * j + i][3] - sb);
+                la += w[4 * i] + w[4 * i + 1];
+                lb += w[4 * i + 2] + w[4 * i + 3];
+            }
+            pa[0] = pack_h2(w[0], w[1]); // row g, keys 2c, 2c + 1 of these 16
+            pa[1] = pack_h2(w[2], w[3]); // row g + 8
+            pa[2] = pack_h2(w[4], w[5]); // row g, keys 8 + 2c ..
+            pa[3] = pack_h2(w[6], w[7]);
+            // B = V rows 16j .. 16j + 15, columns 8n .. 8n + 7, transposed by ldmatrix: lanes 0-7 address rows 16j + 0..7 of
+            // column tile n, lanes 8-15 rows 16j + 8..15, lanes 16-31 the same for tile n + 1.
+#pragma unroll
+            for (int n = 0; n < D / 8; n += 2)
+            {
+                int mi = lane >> 3, ri = lane & 7;
+                unsigned addr = (unsigned)__cvta_generic_to_shared(&vs[16 * j + ri + 8 * (mi & 1)][8 * (n + (mi >> 1))]);
+                u32 b0, b1, b2, b3;
+                asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                             : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3) : "r"(addr));
+                mma_f16(pa, b0, b1, o[n]);
+                mma_f16(pa, b2, b3, o[n + 1]);
+            }
+        }
+        ma = mxa;
+        mb = mxb;
+    }
+    la += lane_xor(la, 1);
+    la += lane_xor(la, 2);
+    lb += lane_xor(lb, 1);
+    lb += lane_xor(lb, 2);
+    float ia = la > 0.f ? 1.f / la : 0.f, ib = lb > 0.f ? 1.f / lb : 0.f;
+    bool wa = t0 + g < tokens, wb = t0 + g + 8 < tokens;
+    float* oa = out + ((i64)ta * heads + h) * D;
+    float* ob = out + ((i64)tb * heads + h) * D;
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+    {
+        int e = 8 * n + 2 * c;
+        if (wa) *(float2*)(oa + e) = make_float2(o[n][0] * ia, o[n][1] * ia);
+        if (wb) *(float2*)(ob + e) = make_float2(o[n][2] * ib, o[n][3] * ib);
+    }
+#endif
+}
+
+#define ATTENTION_MMA_KERNEL(D)                                                                                        \
+    extern "C" __global__ void __launch_bounds__(FA_WARPS * 32) attention_mma_f16_d##D(const float* q, const u16* k, const u16* v, \
+                                    float* out, int firstPosition, int tokens, int heads, int kvHeads, float scale)   \
+    { PDL_ENTRY(); attention_mma<D>(q, k, v, out, firstPosition, tokens, heads, kvHeads, scale); }
+
+ATTENTION_MMA_KERNEL(64)
+ATTENTION_MMA_KERNEL(128)
+
 // ---- Multi-sequence batches (docs/batching.md#backends). A batch holds segments of several sequences, each with its own
 // ---- positions and KV slot; the host uploads one table for the whole batch: rowInfo[2t] is row t's position in its
 // ---- sequence and rowInfo[2t + 1] the cache row where its sequence's position 0 lives. One launch covers every segment.
@@ -1146,7 +1327,7 @@ MATVEC_Q8_KERNEL(q4_k, T_Q4_K)
 MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
 
 // ---------------------------------------------------------------------------------------------------------------
-// Batches on the tensor cores (docs/batching.md#on-the-gpu): int8 mma on the quantized weights as they are stored and
+// Batches on the tensor cores (docs/gpu-kernels.md#int8-tensor-core-matmuls-mmq): int8 mma on the quantized weights as they are stored and
 // the activations quantized per token by quantize_x_q8, no dequantized copy of the weights. CUDA sm_80 and later only
 // (the host launches these nowhere else; elsewhere they compile to nothing).
 //
@@ -1161,7 +1342,7 @@ MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
 // tile each take a contiguous z-th of the row (so a 4096-row matrix fills more than 128 blocks' worth of the GPU), write
 // their tile to partials[tile][z], and the last of them to finish (tickets[tile] counts, then is reset to 0) adds the
 // slices in z order and writes y. The slices depend on cols and gridDim.z only, never on the tokens, so a token's sums do
-// not depend on the rest of its batch (docs/batching.md#batch-invariance-on-the-gpu).
+// not depend on the rest of its batch (docs/gpu-kernels.md#batch-invariance).
 //
 // Fragments (PTX ISA, mma.m16n8k32 with .s8): lane = 4 * g + q. A: a0 = token g, elements 4q..4q+3 of the block; a1 = token
 // g + 8, same elements; a2, a3 = the same for elements 16 + 4q ..; B: b0 = weight row g, elements 4q..4q+3; b1 = row g,
@@ -1179,19 +1360,26 @@ MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
 #endif
 // Steps ahead at which lane 0 of each row's group asks L2 for that row's weight bytes (0: no prefetch). A warp's slice is
 // short (a 4096-wide row: 16 steps per warp), so each step's loads otherwise wait a full memory latency.
-// 8 measured best on an H200 (7B Q4_0, 16 sequences decoding together: 2,091 t/s against 1,849 with none).
+// 8 measured best on an H200 (7B Q4_0, 16 sequences decoding together: 2,091 t/s against 1,849 with none) before the K split
+// and the register cap; with them 16 on an H100 (2,204 against 2,083 at 8).
 #ifndef MMQ_PREFETCH
-#define MMQ_PREFETCH 8
+#define MMQ_PREFETCH 16
+#endif
+// Q4_K's distance (16 took its one-tile kernel from 104 to 139 registers, one block per SM fewer).
+#ifndef MMQ_PREFETCH_Q4_K
+#define MMQ_PREFETCH_Q4_K 8
 #endif
 // 1: the block stages its rows' bytes in shared memory (cp.async, several chunks in flight) and the warps multiply from
 // there (mmq_staged below); 0: every lane loads its weight words from global memory as it goes.
 #ifndef MMQ_STAGED
 #define MMQ_STAGED 0
 #endif
-// Blocks per SM the compiler must leave room for (__launch_bounds__' second argument; 1: no register cap). At 98-128
-// registers a thread, two 256-thread blocks fit an SM; 3 caps them at 85.
+// Blocks per SM the compiler must leave room for in the one-tile Q4_0 and Q8_0 kernels (__launch_bounds__' second argument;
+// 1: no register cap). Uncapped they take 98-128 registers a thread, so two 256-thread blocks fit an SM; 3 caps them at 80
+// without spilling (the two- and four-tile kernels and Q4_K would spill, so they stay uncapped). Measured on an H100 (7B Q4_0,
+// 16 sequences): 1,912 t/s uncapped, 2,083 at 3, 1,908 at 4.
 #ifndef MMQ_MIN_BLOCKS
-#define MMQ_MIN_BLOCKS 1
+#define MMQ_MIN_BLOCKS 3
 #endif
 
 #if defined(PE_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -1432,9 +1620,10 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
         UNROLL(MMQ_UNROLL)
         for (int s = s0; s < s1; s++)
         {
-            if (MMQ_PREFETCH > 0 && q == 0 && s + MMQ_PREFETCH < s1)
+            const int ahead = T == T_Q4_K ? MMQ_PREFETCH_Q4_K : MMQ_PREFETCH;
+            if (ahead > 0 && q == 0 && s + ahead < s1)
             {
-                int ps = s + MMQ_PREFETCH; // Q4_K: the step's quants, past the super-block's scales
+                int ps = s + ahead; // Q4_K: the step's quants, past the super-block's scales
                 i64 at = T == T_Q4_K ? (i64)(ps >> 2) * 144 + 16 + 32 * (ps & 3) : (i64)ps * MmaStep<T>::Bytes;
 #pragma unroll
                 for (int j = 0; j < MMQ_TILES; j++) asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow[j] + at));
@@ -1498,16 +1687,25 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
 #endif
 }
 
-#define MMQ_KERNEL(name, T, MT)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(MMQ_KSPLIT * 32, MMQ_MIN_BLOCKS) mmq_##name##_x##MT(const u8* w, i64 rowBytes, int rows, int cols, \
+// The one-tile Q4_0 and Q8_0 kernels are capped for MMQ_MIN_BLOCKS blocks per SM; the others keep ptxas's own choice (note:
+// __launch_bounds__(n, 1) is not the same as __launch_bounds__(n) to ptxas: it took Q4_K's one-tile kernel from 104 to 139 registers).
+#if MMQ_MIN_BLOCKS > 1
+#define MMQ_CAPPED_BOUNDS __launch_bounds__(MMQ_KSPLIT * 32, MMQ_MIN_BLOCKS)
+#else
+#define MMQ_CAPPED_BOUNDS __launch_bounds__(MMQ_KSPLIT * 32)
+#endif
+#define MMQ_KERNEL(name, T, MT, BOUNDS)                                                                                \
+    extern "C" __global__ void BOUNDS mmq_##name##_x##MT(const u8* w, i64 rowBytes, int rows, int cols,                \
                                      const i8* xq, const XScale* xs, float* y, int tokens, int accumulate,            \
                                      float* partials, int* tickets)                                                   \
     { PDL_ENTRY(); mmq<T, MT>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate, partials, tickets); }
-#define MMQ_KERNELS(name, T) MMQ_KERNEL(name, T, 1) MMQ_KERNEL(name, T, 2) MMQ_KERNEL(name, T, 4)
+#define MMQ_KERNELS(name, T, BOUNDS1)                                                                                  \
+    MMQ_KERNEL(name, T, 1, BOUNDS1) MMQ_KERNEL(name, T, 2, __launch_bounds__(MMQ_KSPLIT * 32))                      \
+    MMQ_KERNEL(name, T, 4, __launch_bounds__(MMQ_KSPLIT * 32))
 
-MMQ_KERNELS(q4_0, T_Q4_0)
-MMQ_KERNELS(q8_0, T_Q8_0)
-MMQ_KERNELS(q4_k, T_Q4_K)
+MMQ_KERNELS(q4_0, T_Q4_0, MMQ_CAPPED_BOUNDS)
+MMQ_KERNELS(q8_0, T_Q8_0, MMQ_CAPPED_BOUNDS)
+MMQ_KERNELS(q4_k, T_Q4_K, __launch_bounds__(MMQ_KSPLIT * 32))
 
 // ---------------------------------------------------------------------------------------------------------------
 // Prompt path: weights dequantized to F16 for a cuBLAS GEMM on the tensor cores.

@@ -65,7 +65,8 @@ public sealed class CudaKernelCompileTests
         foreach (string name in KernelSource.KernelNames())
         {
             Assert.True(registers.TryGetValue(name, out int regs), $"no register count for {name} in the ptxas log");
-            int threads = name.StartsWith("attention_", StringComparison.Ordinal) ? LaunchGeometry.AttentionWarps * 32
+            int threads = name.StartsWith("attention_mma_", StringComparison.Ordinal) ? (int)LaunchGeometry.AttentionMma(1, 1).BlockX
+                : name.StartsWith("attention_", StringComparison.Ordinal) ? LaunchGeometry.AttentionWarps * 32
                 : name == "rms_norm" ? LaunchGeometry.NormThreads
                 : name.StartsWith("mmq_", StringComparison.Ordinal) ? LaunchGeometry.MmqWarps * 32
                 : Math.Max(LaunchGeometry.BlockThreads, LaunchGeometry.MatMulWarpsPerBlock * 32);

@@ -88,7 +88,7 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.CudaDefault;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        Assert.Equal(3 * 8 + 3 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 19, names.Count);
+        Assert.Equal(3 * 8 + 3 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 2 + 19, names.Count);
         foreach (var type in KernelSource.WeightTypes)
             Assert.Contains($"WEIGHT_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.Int8MatVecTypes)
@@ -97,6 +97,8 @@ public sealed class CudaKernelGeometryTests
             Assert.Contains($"DEQUANTIZE_F16_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.MmaTypes)
             Assert.Contains($"MMQ_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
+        foreach (int d in new[] { 64, 128 })
+            Assert.Contains($"ATTENTION_MMA_KERNEL({d})", source);
         string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "swiglu_q8_", "dequantize_f16_", "attention_", "mmq_"];
         foreach (string name in names.Where(n => !macroMade.Any(p => n.StartsWith(p, StringComparison.Ordinal))))
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);
@@ -138,6 +140,16 @@ public sealed class CudaKernelGeometryTests
         Assert.Equal(32, LaunchGeometry.MmqStepElements(GgmlType.Q8_0));
         // The token count moves y only.
         foreach (int tokens in new[] { 1, 9, 16, 31, 64, 200 }) Assert.Equal(3u, LaunchGeometry.Mmq(4096, tokens, 32, 3).GridZ);
+    }
+
+    [Fact]
+    public void Prompt_attention_on_the_tensor_cores_takes_64_tokens_of_a_head_per_block_of_4_warps()
+    {
+        Assert.Equal(new Launch(32, 8, 128), LaunchGeometry.AttentionMma(32, 512));
+        Assert.Equal(new Launch(8, 2, 128), LaunchGeometry.AttentionMma(8, 80));
+        Assert.Equal(new Launch(8, 1, 128), LaunchGeometry.AttentionMma(8, LaunchGeometry.AttentionMmaMinTokens));
+        Assert.Equal("attention_mma_f16_d128", LaunchGeometry.AttentionMmaKernelName(128));
+        Assert.Contains("#define FA_WARPS 4\n", KernelSource.CudaDefault);
     }
 
     [Fact]

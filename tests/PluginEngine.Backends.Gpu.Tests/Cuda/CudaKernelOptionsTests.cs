@@ -68,6 +68,10 @@ public sealed class GpuKernelOptionsTests
         var e = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_MMA_MAX_TOKENS" ? "0" : null));
         Assert.Contains("PLUGINENGINE_CUDA_MMA_MAX_TOKENS", e.Message);
         Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("mma", "maybe")), _ => null));
+        Assert.True(o.FlashAttention);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("flash_attn", "off")), _ => null).FlashAttention);
+        Assert.True(GpuKernelOptions.FromCuda(Options(("flash_attn", "off")), k => k == "PLUGINENGINE_CUDA_FLASH_ATTN" ? "on" : null).FlashAttention);
+        Assert.False(GpuKernelOptions.FromHip(Options(), _ => null).FlashAttention);
         Assert.Equal(0, o.MmaSplit);
         Assert.Equal(2, GpuKernelOptions.FromCuda(Options(("mma_split", "2")), _ => null).MmaSplit);
         Assert.Equal(1, GpuKernelOptions.FromCuda(Options(("mma_split", "2")), k => k == "PLUGINENGINE_CUDA_MMA_SPLIT" ? "1" : null).MmaSplit);
