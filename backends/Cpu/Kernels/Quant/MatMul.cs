@@ -90,6 +90,8 @@ public sealed unsafe class MatMulScratch : IDisposable
 /// types at the AVX2 and AVX-512 levels), the rest one row at a time.</item>
 /// <item>n ≥ <see cref="RepackedGemm.MinTokensFor"/> (3 for Q4_0, 8 for Q8_0, Q4_K, Q6_K: prompts, several sequences): <see cref="RepackedGemm"/> — groups of 8
 /// rows repacked per thread with SIMD lanes over rows, every token run against each group.</item>
+/// <item>Q4_0 weights kept repacked (<see cref="RepackedWeights"/>, what the CPU queue uses; the overload that takes them): the repacked
+/// kernels for every n, one token included, with no repack per call (docs/batching.md#cpu-weights-repacked-once).</item>
 /// <item>otherwise: tiles of rows × tokens; within a tile each weight row meets the tile's tokens in groups of 8 and 4 through
 /// the multi-token kernels, which decode each weight block once per group (register blocking); tokens left over go through
 /// the multi-row kernels.</item>

@@ -12,7 +12,8 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 /// elements. Each thread takes a group of 8 weight rows and repacks it, block by block, into its own small L1-sized buffer,
 /// so that one vector instruction advances all 8 rows' dot products at once: no horizontal sums, no per-row scalar work.
 /// The repack is paid once per row group and reused for every token; the file's bytes are never modified (weights stay
-/// in place).
+/// in place). Q4_0 matrices the CPU queue keeps repacked (<see cref="RepackedWeights"/>) skip the repack altogether: their
+/// groups are read from that copy by <see cref="Job.SetPacked"/>'s sweep at every token count (docs/batching.md#cpu-weights-repacked-once).
 /// <list type="bullet">
 /// <item>Q4_0 (160 bytes per 32-element block, <see cref="Q4GroupBlockBytes"/>): the nibbles stay packed as in the file — byte j
 /// of a row's block holds elements j (low nibble) and 16 + j (high) — and for p = 0..3 the 8 rows' bytes 4p..4p+3 lie next to each
