@@ -259,14 +259,6 @@ __device__ __forceinline__ void load_x16(const float* xt, int e0, int cols, floa
 // y[t, r] = sum_c w[r, c] * x[t, c]. One warp per weight row; each step the warp reads one ROW_CHUNK-element
 // chunk of the row (16 consecutive elements per lane) and applies it to NT tokens, so the weights are read
 // once per NT tokens. NT = 1 is the bandwidth-bound decode path.
-#define PRAGMA(x) _Pragma(#x)
-#define UNROLL(n) PRAGMA(unroll n)
-// Row chunks of ROW_CHUNK elements the matmul_* kernels unroll (their loads of later chunks issue before the earlier chunks'
-// sums): 1 keeps the loop rolled. A tuning define (PLUGINENGINE_CUDA_DEFINES="MATMUL_UNROLL=4") for the F16/F32/BF16/Q5_K
-// decode path, which reads a 2048-wide F16 row in 4 chunks.
-#ifndef MATMUL_UNROLL
-#define MATMUL_UNROLL 1
-#endif
 template <int T, int NT>
 __device__ __forceinline__ void matmul_rows(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens)
 {
@@ -278,7 +270,6 @@ __device__ __forceinline__ void matmul_rows(const u8* w, i64 rowBytes, i64 rows,
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.f;
-    UNROLL(MATMUL_UNROLL)
     for (int c0 = 0; c0 < cols; c0 += ROW_CHUNK)
     {
         int e0 = c0 + lane * LANE_ELEMS;
@@ -1205,6 +1196,8 @@ struct MatVecTargets { MatVecTarget t[3]; int count; int accumulate; };
 #ifndef MATVEC_MIN_BLOCKS
 #define MATVEC_MIN_BLOCKS 0
 #endif
+#define PRAGMA(x) _Pragma(#x)
+#define UNROLL(n) PRAGMA(unroll n)
 #if MATVEC_MIN_BLOCKS > 0
 #define MATVEC_BOUNDS __launch_bounds__(128, MATVEC_MIN_BLOCKS)
 #else
