@@ -5,7 +5,7 @@ using PluginEngine.Abstractions;
 using PluginEngine.Backends.Cpu.Kernels;
 using PluginEngine.Core.Quantization;
 
-// Usage: MatMulBench [reps] [types] [n list] [thread list] [cache|stream] [shapes, e.g. 2048x2048,5632x2048] [file|repacked|both]
+// Usage: MatMulBench [reps] [types] [n list] [thread list] [cache|stream] [shapes, e.g. 2048x2048,5632x2048] [file|repacked|both] [offset]
 // Prints one line per configuration: the median, min and max milliseconds of `reps` timed MatMul.Run calls
 // (after one warm-up), the median GFLOP/s equivalent (2·rows·cols·n) and the weight bytes read per second.
 // `cache` (default) times the same matrix over and over (it stays in L2/L3: kernel compute speed); `stream` cycles
@@ -22,6 +22,9 @@ bool stream = args.Length > 4 && args[4] == "stream";
 var shapes = (args.Length > 5 ? args[5] : "2048x2048,5632x2048").Split(',')
     .Select(shape => shape.Split('x')).Select(p => (Rows: long.Parse(p[0]), Cols: long.Parse(p[1]))).ToArray();
 string forms = args.Length > 6 ? args[6] : "file";
+// Bytes past a 64-byte boundary where each matrix starts (a GGUF file aligns tensors to 32 bytes only, so a mapped model's
+// matrices can start half-way into a cache line).
+int offset = args.Length > 7 ? int.Parse(args[7]) : 0;
 bool[] packedForms = forms switch { "file" => [false], "repacked" => [true], "both" => [false, true], _ => throw new ArgumentException($"weights form: file, repacked or both, not '{forms}'") };
 const long StreamBytes = 512L << 20;
 
@@ -75,7 +78,7 @@ foreach (var (rows, cols) in shapes)
     {
         for (int c = 0; c < copies; c++)
         {
-            matrices[c] = (nint)NativeMemory.AlignedAlloc((nuint)matrixBytes, 64);
+            matrices[c] = (nint)NativeMemory.AlignedAlloc((nuint)(matrixBytes + offset), 64) + offset;
             wq.AsSpan().CopyTo(new Span<byte>((void*)matrices[c], (int)matrixBytes));
         }
     }
@@ -134,7 +137,7 @@ foreach (var (rows, cols) in shapes)
     }
     unsafe
     {
-        foreach (var m in matrices) NativeMemory.AlignedFree((void*)m);
+        foreach (var m in matrices) NativeMemory.AlignedFree((void*)(m - offset));
     }
 }
 
