@@ -99,21 +99,27 @@ internal sealed unsafe class GpuOwnedBuffer : GpuBuffer
     {
         runtime.MakeCurrent();
         _pointer = runtime.Native.Allocate(Math.Max(size, 1), $"'{name}'");
+        Tiled = new TiledWeightCopies(runtime);
     }
 
     public override ulong DevicePointer => _pointer;
+
+    /// <summary>Tiled copies of Q4_0 matrices in this buffer (docs/gpu-kernels.md#tiled-q4_0-weights); every write here drops those it overlaps.</summary>
+    public TiledWeightCopies Tiled { get; }
 
     protected override void InitTensorCore(TensorInfo tensor, long offset, long allocSize)
     {
         long slide = allocSize - tensor.ByteSize;
         if (slide <= 0) return;
         Runtime.EnterBufferWork();
+        Tiled.Invalidate(offset + tensor.ByteSize, slide);
         Runtime.Native.MemsetAsync(_pointer + (ulong)(offset + tensor.ByteSize), 0, slide, 0, "slide");
     }
 
     protected override void UploadCore(long offset, ReadOnlySpan<byte> source)
     {
         Runtime.EnterBufferWork();
+        Tiled.Invalidate(offset, source.Length);
         int r;
         fixed (byte* p = source) r = Runtime.Native.TryCopyHostToDevice(_pointer + (ulong)offset, p, source.Length);
         // The driver refuses a source that lies partly in host pages registered for import (a copied tensor that shares a
@@ -145,6 +151,7 @@ internal sealed unsafe class GpuOwnedBuffer : GpuBuffer
     protected override void MemsetCore(long offset, long length, byte value)
     {
         Runtime.EnterBufferWork();
+        Tiled.Invalidate(offset, length);
         Runtime.Native.MemsetAsync(_pointer + (ulong)offset, value, length, 0, "buffer fill");
     }
 
@@ -159,6 +166,7 @@ internal sealed unsafe class GpuOwnedBuffer : GpuBuffer
         if (source is GpuBuffer gpu && gpu.Runtime == Runtime)
         {
             Runtime.EnterBufferWork();
+            Tiled.Invalidate(destinationOffset, length);
             Runtime.Native.CopyDeviceToDevice(_pointer + (ulong)destinationOffset, gpu.DevicePointer + (ulong)sourceOffset, length);
         }
         else base.CopyFromCore(source, sourceOffset, destinationOffset, length);
@@ -167,6 +175,7 @@ internal sealed unsafe class GpuOwnedBuffer : GpuBuffer
     protected override void ReleaseCore()
     {
         Runtime.EnterBufferWork();
+        Tiled.Clear();
         Runtime.Native.Free(_pointer, $"'{Name}'");
     }
 }

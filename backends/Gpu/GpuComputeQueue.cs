@@ -32,6 +32,11 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint[] _mmq = new nint[8 * 3]; // [slot * 3 + LaunchGeometry.MmqTileIndex]: int8 tensor-core matmuls (kernels.cu mmq_*)
     private readonly bool _integerMma;            // the mmq kernels run here (CUDA sm_80+, option mma on)
     private readonly int[] _mmqResident = new int[8 * 3]; // as _mmq: blocks of that kernel the whole GPU holds at once (SMs × blocks per SM), for the K split
+    // Q4_0 weights in the tiled layout (docs/gpu-kernels.md#tiled-q4_0-weights): the copy kernel and mmq on the copies.
+    private readonly bool _tiled; // the weight_layout option is tiled, the mmq kernels run here and no step graph captures
+    private readonly nint _tileQ4_0;
+    private readonly nint[] _mmqTiled = new nint[3];
+    private readonly int[] _mmqTiledResident = new int[3];
     private readonly GpuKernelOptions _options;
     private readonly bool _programmaticLaunch; // kernels launched with programmatic stream serialization (GpuRuntime.ProgrammaticLaunch)
     private readonly IGpuBlas? _blas;
@@ -138,6 +143,17 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _programmaticLaunch = _rt.ProgrammaticLaunch;
         _blas = _options.BlasPrompt ? _rt.Blas : null;
         if (_options.Graphs) _graph = _d.CreateStepGraph(_rt, _stream);
+        _tiled = _options.TiledWeights && _integerMma && _graph is null;
+        if (_tiled)
+        {
+            _tileQ4_0 = _rt.Function("tile_q4_0");
+            for (int i = 0; i < LaunchGeometry.MmqTokenTiles.Count; i++)
+            {
+                _mmqTiled[i] = _rt.Function(LaunchGeometry.MmqKernelName(KernelSource.TiledQ4_0Suffix, LaunchGeometry.MmqTokenTiles[i]));
+                int perSm = _d.MaxActiveBlocksPerMultiprocessor(_mmqTiled[i], LaunchGeometry.MmqWarps * 32);
+                _mmqTiledResident[i] = _rt.Facts.Multiprocessors * (perSm > 0 ? perSm : LaunchGeometry.MmqAssumedBlocksPerSm);
+            }
+        }
         if (_graph is null && _rt.ProfileRequested) _profile = new GpuOpProfile(_d);
         GrowStaging(InitialStagingBytes);
     }
@@ -229,18 +245,20 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         {
             var (xq, xs) = EnsureQuantizedX(px, cols, tokens);
             int r = checked((int)rows), acc = accumulate ? 1 : 0;
+            ulong tiled = TiledCopy(w, rows, cols);
+            if (tiled != 0) pw = tiled;
             // K slices: as many as fill the GPU with the kernel launched; in batch-invariant mode with the one-tile kernel whatever
             // the token count, so that the order of a token's sums never depends on its batch (docs/gpu-kernels.md#batch-invariance).
-            int kernel = slot * 3 + LaunchGeometry.MmqTileIndex(tokens);
+            int tileIndex = LaunchGeometry.MmqTileIndex(tokens), kernel = slot * 3 + tileIndex;
+            int resident = tiled != 0 ? _mmqTiledResident[_options.BatchInvariant ? 0 : tileIndex] : _mmqResident[_options.BatchInvariant ? slot * 3 : kernel];
             int splits = _options.MmaSplit > 0 ? _options.MmaSplit
-                : LaunchGeometry.MmqSplits(rows, cols / LaunchGeometry.MmqStepElements(w.Type), _mmqRows,
-                                           _mmqResident[_options.BatchInvariant ? slot * 3 : kernel]);
+                : LaunchGeometry.MmqSplits(rows, cols / LaunchGeometry.MmqStepElements(w.Type), _mmqRows, resident);
             var launch = LaunchGeometry.Mmq(rows, tokens, _mmqRows, splits);
             ulong partials = 0, tickets = 0;
             if (launch.GridZ > 1) (partials, tickets) = MmqSplitScratch(launch, tokens);
             void** args = stackalloc void*[] { &pw, &rowBytes, &r, &cols, &xq, &xs, &py, &tokens, &acc, &partials, &tickets };
-            LaunchKernel(_mmq[kernel], launch, args,
-                         _profile is null ? "mmq" : $"mmq {rows}x{cols} x{tokens}{(accumulate ? " +=" : "")}{(launch.GridZ > 1 ? $" /{launch.GridZ}" : "")}");
+            LaunchKernel(tiled != 0 ? _mmqTiled[tileIndex] : _mmq[kernel], launch, args,
+                         _profile is null ? "mmq" : $"mmq{(tiled != 0 ? " tiled" : "")} {rows}x{cols} x{tokens}{(accumulate ? " +=" : "")}{(launch.GridZ > 1 ? $" /{launch.GridZ}" : "")}");
         }
         else if (UsesInt8SmallBatch(w.Type, tokens))
         {
@@ -502,6 +520,30 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             void** args = stackalloc void*[] { t, &cols, &xq, &xs };
             LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
         }
+    }
+
+    /// <summary>
+    /// The device address of the tiled copy of Q4_0 matrix <paramref name="w"/> (docs/gpu-kernels.md#tiled-q4_0-weights), made
+    /// now if this is its first use; 0 where the mmq kernels read the GGUF bytes instead: the option is off, the matrix has no
+    /// tiled layout, it is not in owned device memory (imported pages are read where they are) or the device lacks the room.
+    /// Making one allocates, tiles on this stream and waits for it, so that every queue of the device may read it at once.
+    /// </summary>
+    private ulong TiledCopy(DeviceTensor w, long rows, long cols)
+    {
+        if (!_tiled || !LaunchGeometry.HasTiledLayout(w.Type, rows, cols) || w.Buffer is not GpuOwnedBuffer owned || owned.Runtime != _rt) return 0;
+        ulong source = Ptr(w);
+        return owned.Tiled.GetOrCreate(w.Offset, rows, cols, () => MakeTiledCopy(source, rows, cols));
+    }
+
+    private ulong MakeTiledCopy(ulong source, long rows, long cols)
+    {
+        ulong copy = _d.Allocate(TiledWeightCopies.ByteSize(rows, cols), "tiled Q4_0 copy");
+        long rowBytes = GgmlTypes.RowSize(GgmlType.Q4_0, cols);
+        int r = checked((int)rows), c = checked((int)cols);
+        void** args = stackalloc void*[] { &source, &rowBytes, &r, &c, &copy };
+        LaunchKernel(_tileQ4_0, LaunchGeometry.TileQ4_0(rows, cols), args, "tile_q4_0");
+        _d.SynchronizeStream(_stream);
+        return copy;
     }
 
     /// <summary>

@@ -28,10 +28,13 @@ public abstract class OpConformanceTests
                     // tile) and 20 (> one 16-token tile: CUDA's int8 mma kernels take 16 or 32 tokens per pass), and 40: a prompt-sized
                     // batch (GPU backends switch to a GEMM library there, e.g. CUDA's cuBLAS from 32 tokens).
                     // Q4_0/Q8_0 also 768, a multiple of 256 (not of 512): 16-byte aligned rows, which a GPU may hold in a layout of its own.
+                    // Q4_0/Q8_0 768 also with 72 rows (whole 8-row groups, the last 32-row tile a quarter full): CUDA multiplies Q4_0
+                    // matrices of that shape from a tiled copy (docs/gpu-kernels.md#tiled-q4_0-weights).
                     int[] cols = kQuant ? [768, 1280] : type is GgmlType.Q4_0 or GgmlType.Q8_0 ? [96, 544, 768] : [96, 544];
                     foreach (int c in cols)
-                        foreach (int tokens in new[] { 1, 3, 11, 20, 40 })
-                            data.Add(backend, type, 37, c, tokens);
+                        foreach (int rows in c == 768 && type is GgmlType.Q4_0 or GgmlType.Q8_0 ? new[] { 37, 72 } : [37])
+                            foreach (int tokens in new[] { 1, 3, 11, 20, 40 })
+                                data.Add(backend, type, rows, c, tokens);
                 }
             return data;
         }

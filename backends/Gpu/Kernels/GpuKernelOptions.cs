@@ -98,12 +98,22 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// the interface's default loop, one RopeAndStoreKv and one Attention launch per segment. Environment:
 /// PLUGINENGINE_CUDA_SEGMENT_KERNELS / PLUGINENGINE_HIP_SEGMENT_KERNELS.
 /// </param>
+/// <param name="TiledWeights">
+/// CUDA only, <c>weight_layout: tiled</c> (default): the first time a Q4_0 matrix whose rows are a multiple of 8 and whose row
+/// length is a multiple of 128 reaches the int8 tensor-core matmul (mmq: batches of several sequences' tokens, short prompts),
+/// the queue makes a copy of it in the tiled layout (kernels.cu tile_q4_0; docs/gpu-kernels.md#tiled-q4_0-weights) in the
+/// buffer's device memory and mmq reads the copy from then on; the GGUF bytes stay for every other reader (the one-token
+/// mat-vecs among them: they are faster on those). Costs the matrix's size again in device memory, so a
+/// copy is made only where the device keeps <see cref="LaunchGeometry.TiledCopyReserveBytes"/> free after it. Only owned
+/// (uploaded) weights are copied, and none while step graphs capture. <c>gguf</c>: every kernel reads the GGUF layout.
+/// Environment: PLUGINENGINE_CUDA_WEIGHT_LAYOUT.
+/// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
                                         bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
-                                        bool FlashAttention = true)
+                                        bool FlashAttention = true, bool TiledWeights = true)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -149,9 +159,10 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
             throw new PluginOptionException($"mma_split: {mmaSplit} K slices (at most {LaunchGeometry.MmqMaxSplits}; 0 for as many as fill the GPU)");
         bool invariant = Choice(options, environment, "batch_invariant", P + "BATCH_INVARIANT", "on", "off", defaultFirst: false);
         bool flash = Choice(options, environment, "flash_attn", P + "FLASH_ATTN", "on", "off");
+        bool tiled = Choice(options, environment, "weight_layout", P + "WEIGHT_LAYOUT", "tiled", "gguf");
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
-                                    MmaSplit: mmaSplit, FlashAttention: flash);
+                                    MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
@@ -164,7 +175,8 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
         bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
         return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
-                                    ReadAttentionChunk(options, environment, P), readOnly, smallBatch, segments, IntegerMma: false, FlashAttention: false);
+                                    ReadAttentionChunk(options, environment, P), readOnly, smallBatch, segments, IntegerMma: false, FlashAttention: false,
+                                    TiledWeights: false);
     }
 
     /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>

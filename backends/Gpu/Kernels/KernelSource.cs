@@ -46,6 +46,7 @@ internal static class KernelSource
         ("MATMUL_Q8_TOKENS", LaunchGeometry.MatMulQ8Tokens),
         ("MMQ_KSPLIT", LaunchGeometry.MmqWarps),
         ("MMQ_ROWS", LaunchGeometry.MmqRows),
+        ("TQ_GROUP", LaunchGeometry.TiledQ4_0GroupElements),
         ("ATTENTION_MAX_HEAD", LaunchGeometry.AttentionMaxHeadSize),
         ("ATTENTION_WARPS", LaunchGeometry.AttentionWarps),
     ];
@@ -131,6 +132,9 @@ internal static class KernelSource
         _ => null,
     };
 
+    /// <summary>Kernel-name suffix of Q4_0 weights in the tiled layout (mmq_q4_0_tiled_x&lt;m&gt;; docs/gpu-kernels.md#tiled-q4_0-weights).</summary>
+    public const string TiledQ4_0Suffix = "q4_0_tiled";
+
     /// <summary>Weight types the matmul and get-rows kernels read.</summary>
     public static IReadOnlyList<GgmlType> WeightTypes { get; } =
         [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
@@ -163,6 +167,8 @@ internal static class KernelSource
         foreach (var t in MmaTypes)
             foreach (int m in LaunchGeometry.MmqTokenTiles)
                 yield return LaunchGeometry.MmqKernelName(WeightSuffix(t)!, m);
+        foreach (int m in LaunchGeometry.MmqTokenTiles) yield return LaunchGeometry.MmqKernelName(TiledQ4_0Suffix, m);
+        yield return "tile_q4_0";
         foreach (var t in DequantizeF16Types) yield return $"dequantize_f16_{WeightSuffix(t)}";
         foreach (int d in new[] { 64, 128 }) yield return LaunchGeometry.AttentionMmaKernelName(d);
         foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "attention_f32", "attention_f16", "attention_decode_f32", "attention_decode_f16", "attention_split_f32", "attention_split_f16", "rope_store_kv_rows", "attention_rows_f32", "attention_rows_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })

@@ -129,6 +129,27 @@ internal static class LaunchGeometry
         return (int)Math.Clamp(Math.Min(byOccupancy, byLength), 1, MmqMaxSplits);
     }
 
+    /// <summary>Elements of a block group of the tiled Q4_0 layout (kernels.cu TQ_GROUP): four 32-element blocks.</summary>
+    public const int TiledQ4_0GroupElements = 128;
+
+    /// <summary>Device memory a tiled copy must leave free (KV caches and scratch grow later): 1 GiB.</summary>
+    public const long TiledCopyReserveBytes = 1L << 30;
+
+    /// <summary>
+    /// Whether a <paramref name="rows"/> × <paramref name="cols"/> matrix of <paramref name="type"/> has a tiled layout
+    /// (docs/gpu-kernels.md#tiled-q4_0-weights): Q4_0, rows a multiple of 8, row length a multiple of 128.
+    /// </summary>
+    public static bool HasTiledLayout(GgmlType type, long rows, long cols)
+        => type == GgmlType.Q4_0 && rows > 0 && rows % 8 == 0 && cols > 0 && cols % TiledQ4_0GroupElements == 0;
+
+    /// <summary>tile_q4_0: one thread per (8-row group, block group, lane), <see cref="BlockThreads"/> threads per block.</summary>
+    public static Launch TileQ4_0(long rows, long cols)
+    {
+        long threads = rows / 8 * (cols / TiledQ4_0GroupElements) * 32;
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(threads);
+        return new Launch(checked((uint)CeilDiv(threads, BlockThreads)), 1, BlockThreads);
+    }
+
     /// <summary>Threads per block of rms_norm_q8_row: each block writes and quantizes this many elements of the row.</summary>
     public const int NormRowSliceThreads = 256;
 

@@ -1327,6 +1327,54 @@ MATVEC_Q8_KERNEL(q4_k, T_Q4_K)
 MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
 
 // ---------------------------------------------------------------------------------------------------------------
+// Q4_0 weights in the tiled device layout (docs/gpu-kernels.md#tiled-q4_0-weights). The CUDA plugin keeps a copy of each
+// Q4_0 matrix whose rows are a multiple of 8 and whose row length is a multiple of 128 that reaches the mmq kernels,
+// rearranged so that a warp reads its 8-row tile's next 4 blocks as 512 contiguous bytes, one 16-byte load per lane, plus
+// one 16-byte load of scales, where the GGUF layout's 18-byte blocks take three loads a block. Row group R = rows 8R .. 8R+7, block group B = blocks
+// 4B .. 4B+3 (128 elements), G = cols / 128 groups per row, lane = 4g + q:
+//   quants at (R * G + B) * 512 + 16 * lane + 4b: word q (bytes 4q .. 4q+3) of block 4B + b of row 8R + g, whose low
+//          nibbles are elements 4q .. 4q+3 and high nibbles 16+4q .. 16+4q+3: exactly mma.m16n8k32's B words b0, b1 of
+//          lane (g, q);
+//   scales at rows * cols / 2 + (R * G + B) * 64 + 16p + 4b + 2h: the f16 d of block 4B + b of row 8R + 2p + h (a lane with
+//          quad q finds the scales of its mma rows 2q and 2q + 1 in 16 bytes).
+// The same 18 bytes per 32 elements as the GGUF layout. The original stays where it is (get_rows, the one-token mat-vecs,
+// the cuBLAS prompt path and the host read it), so every other kernel is unchanged. (Mat-vecs on this layout were tried and
+// were slower than on the GGUF bytes: docs/gpu-kernels.md#tiled-q4_0-weights.)
+// ---------------------------------------------------------------------------------------------------------------
+#ifndef TQ_GROUP
+#error "TQ_GROUP (elements per block group) must be defined by the host"
+#endif
+__device__ __forceinline__ i64 tq_scales_at(int rows, int cols) { return (i64)rows * (cols >> 1); }
+
+// dst (tiled) from src (GGUF rows of rowBytes): one thread per (row group, block group, lane).
+extern "C" __global__ void tile_q4_0(const u8* __restrict__ src, i64 rowBytes, int rows, int cols, u8* __restrict__ dst)
+{
+    PDL_ENTRY();
+    int groups = cols / TQ_GROUP;
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (i64)(rows >> 3) * groups * 32) return;
+    int lane = (int)(i & 31), g = lane >> 2, q = lane & 3;
+    i64 rb = i >> 5;
+    int R = (int)(rb / groups), B = (int)(rb - (i64)R * groups);
+    const u8* row = src + (i64)(8 * R + g) * rowBytes;
+    u32 w[4];
+#pragma unroll
+    for (int b = 0; b < 4; b++)
+    {
+        const u16* blk = (const u16*)(row + (i64)(4 * B + b) * 18); // 18-byte blocks: 2-byte aligned
+        w[b] = (u32)blk[1 + 2 * q] | ((u32)blk[2 + 2 * q] << 16);
+    }
+    U32x4 v; v.x = w[0]; v.y = w[1]; v.z = w[2]; v.w = w[3];
+    *(U32x4*)(dst + rb * 512 + 16 * lane) = v;
+    if (q == 0)
+    {
+        u16* s = (u16*)(dst + tq_scales_at(rows, cols) + rb * 64);
+#pragma unroll
+        for (int b = 0; b < 4; b++) s[8 * (g >> 1) + 2 * b + (g & 1)] = *(const u16*)(row + (i64)(4 * B + b) * 18);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Batches on the tensor cores (docs/gpu-kernels.md#int8-tensor-core-matmuls-mmq): int8 mma on the quantized weights as they are stored and
 // the activations quantized per token by quantize_x_q8, no dequantized copy of the weights. CUDA sm_80 and later only
 // (the host launches these nowhere else; elsewhere they compile to nothing).
@@ -1373,6 +1421,10 @@ MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
 // there (mmq_staged below); 0: every lane loads its weight words from global memory as it goes.
 #ifndef MMQ_STAGED
 #define MMQ_STAGED 0
+#endif
+// Block groups (128 elements) ahead at which the tiled Q4_0 kernels ask L2 for their rows' bytes (0: no prefetch).
+#ifndef MMQ_TILED_PREFETCH
+#define MMQ_TILED_PREFETCH 4
 #endif
 // Blocks per SM the compiler must leave room for in the one-tile Q4_0 and Q8_0 kernels (__launch_bounds__' second argument;
 // 1: no register cap). Uncapped they take 98-128 registers a thread, so two 256-thread blocks fit an SM; 3 caps them at 80
@@ -1572,7 +1624,63 @@ __device__ __forceinline__ void mmq_staged(const u8* __restrict__ w, i64 rowByte
 }
 #endif
 
-template <int T, int MT>
+#if defined(PE_INT8_MMA)
+// The steps of block groups [b0, b1) of Q4_0 weights in the tiled layout (above tile_q4_0): per group and 8-row tile one 16-byte
+// load of this lane's B words for the group's 4 blocks and one of its rows' scales, where the GGUF layout takes three loads a
+// block. Same products and the same order of additions per (token, row) as the block-by-block loop over those blocks.
+template <int MT>
+__device__ __forceinline__ void mmq_tiled_q4_0(const u8* __restrict__ w, int rows, int cols, int r0, int b0, int b1, int lane, int q,
+                                               const i8* const (&xrow)[MT][2], const XScale* const (&srow)[MT][2], float (&acc)[MMQ_TILES][MT][4])
+{
+    int groups = cols / TQ_GROUP, lastGroup = (rows >> 3) - 1;
+    const u8* scales = w + tq_scales_at(rows, cols);
+    i64 tileAt[MMQ_TILES]; // (R * groups) of each tile's row group (clamped to the last: its results are not written)
+#pragma unroll
+    for (int j = 0; j < MMQ_TILES; j++) tileAt[j] = (i64)min((r0 >> 3) + j, lastGroup) * groups;
+    for (int B = b0; B < b1; B++)
+    {
+        if (MMQ_TILED_PREFETCH > 0 && (lane & 7) == 0 && B + MMQ_TILED_PREFETCH < b1)
+#pragma unroll
+            for (int j = 0; j < MMQ_TILES; j++) asm volatile("prefetch.global.L2 [%0];" ::"l"(w + (tileAt[j] + B + MMQ_TILED_PREFETCH) * 512 + 16 * lane));
+        U32x4 wq[MMQ_TILES], ws[MMQ_TILES];
+#pragma unroll
+        for (int j = 0; j < MMQ_TILES; j++)
+        {
+            wq[j] = *(const U32x4*)(w + (tileAt[j] + B) * 512 + 16 * lane);
+            ws[j] = *(const U32x4*)(scales + (tileAt[j] + B) * 64 + 16 * q);
+        }
+#pragma unroll
+        for (int b = 0; b < 4; b++)
+        {
+            u32 xa[MT][2][4];
+            float dx[MT][2][2], sx[MT][2][2];
+            mmq_load_x<T_Q4_0, MT>(xrow, srow, 4 * B + b, q, xa, dx, sx);
+#pragma unroll
+            for (int j = 0; j < MMQ_TILES; j++)
+            {
+                u32 word = b == 0 ? wq[j].x : b == 1 ? wq[j].y : b == 2 ? wq[j].z : wq[j].w;
+                u32 sw = b == 0 ? ws[j].x : b == 1 ? ws[j].y : b == 2 ? ws[j].z : ws[j].w;
+                u32 b0w = nibbles_minus8(word & 0x0F0F0F0Fu), b1w = nibbles_minus8((word >> 4) & 0x0F0F0F0Fu);
+                float d0 = h2f((u16)sw), d1 = h2f((u16)(sw >> 16)); // rows 2q, 2q + 1 of the tile
+#pragma unroll
+                for (int m = 0; m < MT; m++)
+                {
+                    int c[4];
+                    mma_s8(xa[m][0], b0w, b1w, c);
+                    acc[j][m][0] += (float)c[0] * (dx[m][0][0] * d0);
+                    acc[j][m][1] += (float)c[1] * (dx[m][0][0] * d1);
+                    acc[j][m][2] += (float)c[2] * (dx[m][0][1] * d0);
+                    acc[j][m][3] += (float)c[3] * (dx[m][0][1] * d1);
+                }
+            }
+        }
+    }
+}
+#endif
+
+// TILED: w is a Q4_0 matrix in the tiled layout (T = T_Q4_0, rows a multiple of 8, cols of 128); rowBytes is unused. Its K
+// slices are whole block groups.
+template <int T, int MT, bool TILED>
 __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int rows, int cols, const i8* __restrict__ xq,
                                     const XScale* __restrict__ xs, float* y, int tokens, int accumulate, float* partials, int* tickets)
 {
@@ -1612,8 +1720,12 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
 #pragma unroll
             for (int k = 0; k < 4; k++) acc[j][m][k] = 0.f;
 
-    bool staged = MMQ_STAGED && splits == 1 && (cols & 255) == 0 && (rowBytes & 15) == 0 && ((unsigned long long)w & 15) == 0;
-    if (staged)
+    if (TILED)
+    {
+        int groups = cols / TQ_GROUP, gper = (groups + slices - 1) / slices, g0 = (blockIdx.z * MMQ_KSPLIT + warp) * gper;
+        mmq_tiled_q4_0<MT>(w, rows, cols, r0, g0, min(groups, g0 + gper), lane, q, xrow, srow, acc);
+    }
+    else if (MMQ_STAGED && splits == 1 && (cols & 255) == 0 && (rowBytes & 15) == 0 && ((unsigned long long)w & 15) == 0)
         mmq_staged<T, MT>(w, rowBytes, rows, steps, r0, warp, q, g, xrow, srow, acc);
     else
     {
@@ -1694,18 +1806,19 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
 #else
 #define MMQ_CAPPED_BOUNDS __launch_bounds__(MMQ_KSPLIT * 32)
 #endif
-#define MMQ_KERNEL(name, T, MT, BOUNDS)                                                                                \
+#define MMQ_KERNEL(name, T, MT, BOUNDS, TILED)                                                                         \
     extern "C" __global__ void BOUNDS mmq_##name##_x##MT(const u8* w, i64 rowBytes, int rows, int cols,                \
                                      const i8* xq, const XScale* xs, float* y, int tokens, int accumulate,            \
                                      float* partials, int* tickets)                                                   \
-    { PDL_ENTRY(); mmq<T, MT>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate, partials, tickets); }
-#define MMQ_KERNELS(name, T, BOUNDS1)                                                                                  \
-    MMQ_KERNEL(name, T, 1, BOUNDS1) MMQ_KERNEL(name, T, 2, __launch_bounds__(MMQ_KSPLIT * 32))                      \
-    MMQ_KERNEL(name, T, 4, __launch_bounds__(MMQ_KSPLIT * 32))
+    { PDL_ENTRY(); mmq<T, MT, TILED>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate, partials, tickets); }
+#define MMQ_KERNELS(name, T, BOUNDS1, TILED)                                                                           \
+    MMQ_KERNEL(name, T, 1, BOUNDS1, TILED) MMQ_KERNEL(name, T, 2, __launch_bounds__(MMQ_KSPLIT * 32), TILED)        \
+    MMQ_KERNEL(name, T, 4, __launch_bounds__(MMQ_KSPLIT * 32), TILED)
 
-MMQ_KERNELS(q4_0, T_Q4_0, MMQ_CAPPED_BOUNDS)
-MMQ_KERNELS(q8_0, T_Q8_0, MMQ_CAPPED_BOUNDS)
-MMQ_KERNELS(q4_k, T_Q4_K, __launch_bounds__(MMQ_KSPLIT * 32))
+MMQ_KERNELS(q4_0, T_Q4_0, MMQ_CAPPED_BOUNDS, false)
+MMQ_KERNELS(q8_0, T_Q8_0, MMQ_CAPPED_BOUNDS, false)
+MMQ_KERNELS(q4_k, T_Q4_K, __launch_bounds__(MMQ_KSPLIT * 32), false)
+MMQ_KERNELS(q4_0_tiled, T_Q4_0, MMQ_CAPPED_BOUNDS, true)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Prompt path: weights dequantized to F16 for a cuBLAS GEMM on the tensor cores.

@@ -76,7 +76,7 @@ public sealed class CudaKernelGeometryTests
     public void Source_starts_with_the_host_constants_the_kernels_require()
     {
         string source = KernelSource.CudaDefault;
-        Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define MATMUL_Q8_TOKENS 8\n#define MMQ_KSPLIT 8\n#define MMQ_ROWS 32\n#define ATTENTION_MAX_HEAD 256\n#define ATTENTION_WARPS 16\n", source);
+        Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define MATMUL_Q8_TOKENS 8\n#define MMQ_KSPLIT 8\n#define MMQ_ROWS 32\n#define TQ_GROUP 128\n#define ATTENTION_MAX_HEAD 256\n#define ATTENTION_WARPS 16\n", source);
         foreach (var (name, _) in KernelSource.Defines)
             Assert.Contains($"#ifndef {name}", source); // kernels.cu refuses to compile without each define
         Assert.DoesNotContain("#include", source);     // NVRTC compiles it alone
@@ -88,7 +88,9 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.CudaDefault;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        Assert.Equal(3 * 8 + 3 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 2 + 19, names.Count);
+        Assert.Equal(3 * 8 + 3 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 2 + 19
+                     + LaunchGeometry.MmqTokenTiles.Count + 1, names.Count); // the tiled Q4_0 kernels: mmq and tile_q4_0
+        Assert.Contains($"MMQ_KERNELS({KernelSource.TiledQ4_0Suffix}, ", source);
         foreach (var type in KernelSource.WeightTypes)
             Assert.Contains($"WEIGHT_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.Int8MatVecTypes)
@@ -119,6 +121,26 @@ public sealed class CudaKernelGeometryTests
         Assert.Equal(new Launch(128, groups, 256), LaunchGeometry.Mmq(4096, tokens));
         Assert.Equal(344u, LaunchGeometry.Mmq(11008, tokens).GridX);
         Assert.Equal(1u, LaunchGeometry.Mmq(1, tokens).GridX);
+    }
+
+    [Fact]
+    public void Tiled_q4_0_layout_takes_whole_8_row_groups_and_128_element_rows()
+    {
+        // The 7B and TinyLlama shapes have it (docs/gpu-kernels.md#tiled-q4_0-weights); rows of 37, 96 columns or another type do not.
+        Assert.True(LaunchGeometry.HasTiledLayout(GgmlType.Q4_0, 4096, 4096));
+        Assert.True(LaunchGeometry.HasTiledLayout(GgmlType.Q4_0, 11008, 4096));
+        Assert.True(LaunchGeometry.HasTiledLayout(GgmlType.Q4_0, 4096, 11008));
+        Assert.True(LaunchGeometry.HasTiledLayout(GgmlType.Q4_0, 256, 2048));
+        Assert.True(LaunchGeometry.HasTiledLayout(GgmlType.Q4_0, 64, 768));
+        Assert.False(LaunchGeometry.HasTiledLayout(GgmlType.Q4_0, 37, 768));
+        Assert.False(LaunchGeometry.HasTiledLayout(GgmlType.Q4_0, 64, 96));
+        Assert.False(LaunchGeometry.HasTiledLayout(GgmlType.Q4_0, 64, 544));
+        Assert.False(LaunchGeometry.HasTiledLayout(GgmlType.Q8_0, 4096, 4096));
+        Assert.False(LaunchGeometry.HasTiledLayout(GgmlType.Q4_K, 4096, 4096));
+        // Same bytes as GGUF's layout: 18 per 32 elements.
+        Assert.Equal(4096L * 4096 / 32 * 18, TiledWeightCopies.ByteSize(4096, 4096));
+        // tile_q4_0: a thread per (row group, block group, lane).
+        Assert.Equal(new Launch(4096u / 8 * 32 * 32 / 256, 1, 256), LaunchGeometry.TileQ4_0(4096, 4096));
     }
 
     [Fact]

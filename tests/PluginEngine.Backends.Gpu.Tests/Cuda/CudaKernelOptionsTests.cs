@@ -72,6 +72,11 @@ public sealed class GpuKernelOptionsTests
         Assert.False(GpuKernelOptions.FromCuda(Options(("flash_attn", "off")), _ => null).FlashAttention);
         Assert.True(GpuKernelOptions.FromCuda(Options(("flash_attn", "off")), k => k == "PLUGINENGINE_CUDA_FLASH_ATTN" ? "on" : null).FlashAttention);
         Assert.False(GpuKernelOptions.FromHip(Options(), _ => null).FlashAttention);
+        Assert.True(o.TiledWeights);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("weight_layout", "gguf")), _ => null).TiledWeights);
+        Assert.True(GpuKernelOptions.FromCuda(Options(("weight_layout", "gguf")), k => k == "PLUGINENGINE_CUDA_WEIGHT_LAYOUT" ? "tiled" : null).TiledWeights);
+        Assert.Contains("weight_layout", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("weight_layout", "rows")), _ => null)).Message);
+        Assert.False(GpuKernelOptions.FromHip(Options(), _ => null).TiledWeights);
         Assert.Equal(0, o.MmaSplit);
         Assert.Equal(2, GpuKernelOptions.FromCuda(Options(("mma_split", "2")), _ => null).MmaSplit);
         Assert.Equal(1, GpuKernelOptions.FromCuda(Options(("mma_split", "2")), k => k == "PLUGINENGINE_CUDA_MMA_SPLIT" ? "1" : null).MmaSplit);
