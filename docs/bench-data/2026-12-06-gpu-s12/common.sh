@@ -6,6 +6,7 @@ el() { echo "[$(( $(date +%s) - T0 ))s]"; }
 export DOTNET_ROOT=/tmp/dn DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_TieredPGO=1
 export LD_LIBRARY_PATH=/usr/local/nvidia/lib64:/usr/local/cuda/lib64
 export PLUGINENGINE_CACHE=/tmp/pe-cache
+export PLUGINENGINE_PLUGINS=$PWD/.device/app/plugins.json # the bundle's (opencl and hip disabled), not the checkout's
 S=$OUT/summary.txt
 MODELS="llama7b:Q4_0 llama7b:Q4_K_M tinyllama:Q4_0 tinyllama:F16"
 # llama.cpp (the anchors snapshot, c392e50) with llama-bench and llama-batched-bench, and the four models, made in a process
