@@ -12,7 +12,7 @@ MODELS="llama7b:Q4_0 llama7b:Q4_K_M tinyllama:Q4_0 tinyllama:F16"
 # llama.cpp (the anchors snapshot, c392e50) with llama-bench and llama-batched-bench, and the four models, made in a process
 # session of their own so that they outlive the call that starts them; /tmp/llama.done and /tmp/models.done mark the ends.
 start_background() {
-  if [ ! -e /tmp/llama.started ] && ! grep -q "exit 0" /tmp/llama.done 2>/dev/null; then touch /tmp/llama.started; rm -f /tmp/llama.done
+  if [ -z "${NO_LLAMA:-}" ] && [ ! -e /tmp/llama.started ] && ! grep -q "exit 0" /tmp/llama.done 2>/dev/null; then touch /tmp/llama.started; rm -f /tmp/llama.done
     setsid bash -c '
       export PATH=/usr/local/cuda/bin:$PATH; mkdir -p /tmp/llama.cpp && tar xzf .device/anchors/llama.cpp-c392e50-src.tgz -C /tmp/llama.cpp && cd /tmp/llama.cpp &&
       cmake -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DCMAKE_BUILD_TYPE=Release >build.log 2>&1 &&
