@@ -8,7 +8,7 @@ export LD_LIBRARY_PATH=/usr/local/nvidia/lib64:/usr/local/cuda/lib64
 export PLUGINENGINE_CACHE=/tmp/pe-cache
 export PLUGINENGINE_PLUGINS=$PWD/.device/app/plugins.json # the bundle's (opencl and hip disabled), not the checkout's
 S=$OUT/summary.txt
-MODELS="llama7b:Q4_0 llama7b:Q4_K_M tinyllama:Q4_0 tinyllama:F16"
+MODELS=${MODELS:-"llama7b:Q4_0 llama7b:Q4_K_M tinyllama:Q4_0 tinyllama:F16"}
 # llama.cpp (the anchors snapshot, c392e50) with llama-bench and llama-batched-bench, and the four models, made in a process
 # session of their own so that they outlive the call that starts them; /tmp/llama.done and /tmp/models.done mark the ends.
 start_background() {
