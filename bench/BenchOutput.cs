@@ -170,6 +170,7 @@ public static class BenchOutput
         columns.Add(("weights imported", true, r => PerDevice(r, d => d.WeightsImportedBytes, r.WeightsImportedBytes)));
         if (offload) columns.Add(("host registered", true, r => Bytes(r.HostRegisteredBytes)));
         if (depth) columns.Add(("context", true, r => PerDevice(r, d => d.ContextBytes, r.ContextBytes)));
+        if (offload) columns.Add(("device used", true, r => PerDevice(r, d => d.DeviceUsedBytes, r.DeviceUsedBytes)));
         columns.Add(("RSS", true, r => FormatBytes(r.ProcessRssBytes)));
 
         var cells = rows.Select(r => columns.Select(c => c.Value(r)).ToArray()).ToList();

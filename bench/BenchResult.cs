@@ -102,6 +102,12 @@ public sealed class BenchResult
     public long? HugepagesAfter { get; set; }
     /// <summary>Bytes the test's context allocated on its devices (KV cache + activations).</summary>
     public long? ContextBytes { get; set; }
+    /// <summary>
+    /// Device memory this process holds on its accelerators at the end of the test: how far their free memory fell since
+    /// before the model loaded (weights, any copies a backend made of them such as CUDA's tiled Q4_0 matrices, the
+    /// context, scratch, the runtime's own). Null where no device but the CPU ran (and reference rows).
+    /// </summary>
+    public long? DeviceUsedBytes { get; set; }
     /// <summary>The memory columns per device, one entry per device in use (null where not measured: reference rows).</summary>
     public BenchDeviceMemory[]? DeviceMemory { get; set; }
     /// <summary>Resident set size of the process after the test.</summary>
@@ -179,4 +185,6 @@ public sealed class BenchDeviceMemory
     public long WeightsImportedBytes { get; set; }
     /// <summary>Activations and KV cache the test's context allocated on this device.</summary>
     public long ContextBytes { get; set; }
+    /// <summary>The fall of this device's free memory since before the model loaded (0 for the CPU: see BenchResult.DeviceUsedBytes).</summary>
+    public long DeviceUsedBytes { get; set; }
 }

@@ -171,6 +171,8 @@ public sealed class BenchSession
                     $"loading {model.Label} on {backendLabel} ({memoryName}, {threadCount} threads{(gpuLayers >= 0 ? $", ngl {gpuLayers}" : "")})");
 
                 var before = HugePagePool.Query();
+                // Accelerators' free memory before the load, for the device_used column (the CPU's is the whole machine's).
+                var freeBefore = backendDevices.Where(d => d != cpu).Distinct().ToDictionary(d => d, d => d.Buffers.QueryMemory().Free);
                 var options = new ModelLoadOptions(primary, cpu, gpuLayers, new LoadOptions(memory, hostImport))
                 {
                     Devices = backendDevices,
@@ -232,7 +234,9 @@ public sealed class BenchSession
                     row.SetTimings(measurement);
                     var contextBytes = context.AllocatedBytes;
                     row.ContextBytes = contextBytes.Values.Sum();
-                    row.DeviceMemory = DeviceMemoryOf(weightsPerDevice, contextBytes);
+                    var deviceUsed = freeBefore.ToDictionary(kv => kv.Key, kv => Math.Max(0, kv.Value - kv.Key.Buffers.QueryMemory().Free));
+                    row.DeviceMemory = DeviceMemoryOf(weightsPerDevice, contextBytes, deviceUsed);
+                    row.DeviceUsedBytes = deviceUsed.Count > 0 ? deviceUsed.Values.Sum() : null;
                     row.DeviceCopies = context.Transfers.Copies / (plan.Repetitions + 1);
                     row.DeviceTransfers = string.Join(" ", context.Transfers.Pairs.Select(p =>
                         $"{LayerSplitPlanner.Id(p.Key.From)}>{LayerSplitPlanner.Id(p.Key.To)}={p.Value.Copies / (plan.Repetitions + 1)}" +
@@ -295,14 +299,19 @@ public sealed class BenchSession
         return perDevice;
     }
 
-    /// <summary>One row's per-device memory: the model's weights per device plus what the test's context allocated there.</summary>
-    internal static BenchDeviceMemory[] DeviceMemoryOf(Dictionary<IBackendDevice, BenchDeviceMemory> weights, IReadOnlyDictionary<IBackendDevice, long> context)
+    /// <summary>
+    /// One row's per-device memory: the model's weights per device, what the test's context allocated there and how far each
+    /// accelerator's free memory fell since before the load (<paramref name="deviceUsed"/>; absent: not measured).
+    /// </summary>
+    internal static BenchDeviceMemory[] DeviceMemoryOf(Dictionary<IBackendDevice, BenchDeviceMemory> weights, IReadOnlyDictionary<IBackendDevice, long> context,
+                                                       IReadOnlyDictionary<IBackendDevice, long>? deviceUsed = null)
     {
         var perDevice = weights.ToDictionary(kv => kv.Key, kv => new BenchDeviceMemory
         {
             Device = kv.Value.Device, WeightsOwnedBytes = kv.Value.WeightsOwnedBytes, WeightsImportedBytes = kv.Value.WeightsImportedBytes,
         });
         foreach (var (device, bytes) in context) DeviceMemory(perDevice, device).ContextBytes += bytes;
+        foreach (var (device, bytes) in deviceUsed ?? new Dictionary<IBackendDevice, long>()) DeviceMemory(perDevice, device).DeviceUsedBytes = bytes;
         return perDevice.Values.ToArray();
     }
 

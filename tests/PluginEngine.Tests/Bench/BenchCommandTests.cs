@@ -37,7 +37,7 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
         "test", "n_prompt", "n_gen", "n_depth", "test_time", "repetitions",
         "avg_ns", "stddev_ns", "avg_ts", "stddev_ts", "samples_ns", "samples_ts",
         "load_ms", "weights_owned_bytes", "weights_imported_bytes", "host_mapped_bytes", "host_registered_bytes",
-        "hugepages_before", "hugepages_after", "context_bytes", "device_memory", "process_rss_bytes", "device_copies",
+        "hugepages_before", "hugepages_after", "context_bytes", "device_used_bytes", "device_memory", "process_rss_bytes", "device_copies",
         "split_mode", "tensor_split", "split_devices", "device_transfers", "ratio_vs_llamacpp", "n_sequences", "avg_ts_per_sequence",
     ];
 

@@ -118,7 +118,7 @@ public sealed class BenchCoreTests
 
         var csv = new StringWriter();
         BenchOutput.WriteCsv(csv, [split]);
-        Assert.Contains("device=cuda;weights_owned_bytes=3221225472;weights_imported_bytes=0;context_bytes=2097152 device=cpu;", csv.ToString());
+        Assert.Contains("device=cuda;weights_owned_bytes=3221225472;weights_imported_bytes=0;context_bytes=2097152;device_used_bytes=0 device=cpu;", csv.ToString());
     }
 
     [Fact]

@@ -35,7 +35,8 @@ public sealed class BenchDeviceMemoryTests : IDisposable
         using var loaded = new ModelLoader(new RecordingMappingFactory([])).Load(plan);
         var row = new BenchResult();
         var weights = BenchSession.SetWeightBytes(row, loaded);
-        var perDevice = BenchSession.DeviceMemoryOf(weights, new Dictionary<IBackendDevice, long> { [owner] = 1000, [importer] = 24 });
+        var perDevice = BenchSession.DeviceMemoryOf(weights, new Dictionary<IBackendDevice, long> { [owner] = 1000, [importer] = 24 },
+                                                    new Dictionary<IBackendDevice, long> { [owner] = 5000 });
 
         var byName = perDevice.ToDictionary(d => d.Device);
         Assert.Equal(["importer", "owner"], byName.Keys.Order(StringComparer.Ordinal));
@@ -44,6 +45,8 @@ public sealed class BenchDeviceMemoryTests : IDisposable
         Assert.Equal(0, byName["owner"].WeightsImportedBytes);
         Assert.True(byName["owner"].WeightsOwnedBytes > 0);
         Assert.Equal((1000L, 24L), (byName["owner"].ContextBytes, byName["importer"].ContextBytes));
+        // device_used: the fall of free memory, on the devices where it was measured (here the owner only).
+        Assert.Equal((5000L, 0L), (byName["owner"].DeviceUsedBytes, byName["importer"].DeviceUsedBytes));
         // The totals are the sums, and every imported byte was registered by a device that does not read in place.
         Assert.Equal(row.WeightsOwnedBytes, perDevice.Sum(d => d.WeightsOwnedBytes));
         Assert.Equal(row.WeightsImportedBytes, perDevice.Sum(d => d.WeightsImportedBytes));
