@@ -1,6 +1,6 @@
 #!/bin/bash
 # Session 12, call 3: tuning sweeps on the tiled mmq (kernel defines through PLUGINENGINE_CUDA_DEFINES), prompts through mmq
-# up to 512 tokens (mma_max_tokens 512) against cuBLAS, step graphs for TinyLlama decode, and the batching check with the
+# up to 512 tokens (mma_max_tokens 512) against cuBLAS, and the batching check with the
 # near-tie limit of commit "Batching check: a near-tie is ...".
 set -u
 NO_LLAMA=1 MODELS="llama7b:Q4_0 tinyllama:Q4_0 llama7b:Q4_K_M tinyllama:F16"
@@ -17,8 +17,5 @@ for d in MMQ_ROWS=16 MMQ_ROWS=64 MMQ_TILED_PREFETCH=0 MMQ_TILED_PREFETCH=8 MMQ_M
 pe PLUGINENGINE_CUDA_DEFINES= $X16
 for m in llama7b:Q4_0 tinyllama:Q4_0 llama7b:Q4_K_M; do
   for mx in 31 512; do pe PLUGINENGINE_CUDA_MMA_MAX_TOKENS=$mx $D/pe bench -m synthetic:$m --backend cuda -p 512 -n 1 -r 3; done
-done
-for m in tinyllama:Q4_0 tinyllama:F16; do
-  for g in off on; do pe PLUGINENGINE_CUDA_GRAPHS=$g $D/pe bench -m synthetic:$m --backend cuda -p 1 -n 128 -r 3; done
 done
 cat $B >>$S
