@@ -273,9 +273,8 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         {
             if (accumulate) throw new InvalidOperationException($"{_backend}: the batched matmul kernels do not accumulate");
             void** args = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &px, &py, &tokens };
-            bool batched = LaunchGeometry.UsesBatchedMatMul(tokens) || _options.BatchInvariant; // _tn at every count in batch-invariant mode
-            LaunchKernel(batched ? _matmulN[slot] : _matmul1[slot],
-                         LaunchGeometry.MatMul(wRows, tokens, batched ? 1 : LaunchGeometry.MatVecRowsPerWarp(w.Type)), args, "matmul");
+            var kernel = LaunchGeometry.UsesBatchedMatMul(tokens) || _options.BatchInvariant ? _matmulN[slot] : _matmul1[slot];
+            LaunchKernel(kernel, LaunchGeometry.MatMul(wRows, tokens), args, "matmul");
         }
         ForgetQuantizedXIfWritten(py, (long)tokens * rows);
     }

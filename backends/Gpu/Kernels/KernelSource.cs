@@ -44,7 +44,6 @@ internal static class KernelSource
         ("ROW_CHUNK", LaunchGeometry.RowChunkElements),
         ("MATMUL_TOKENS_PER_BLOCK", LaunchGeometry.MatMulTokensPerBlock),
         ("MATMUL_Q8_TOKENS", LaunchGeometry.MatMulQ8Tokens),
-        ("MATVEC_PLAIN_ROWS", LaunchGeometry.PlainMatVecRows),
         ("MMQ_KSPLIT", LaunchGeometry.MmqWarps),
         ("MMQ_ROWS", LaunchGeometry.MmqRows),
         ("TQ_GROUP", LaunchGeometry.TiledQ4_0GroupElements),

@@ -175,26 +175,13 @@ internal static class LaunchGeometry
     /// <summary>Whether the batched kernel (<c>_tn</c>) is used for <paramref name="tokens"/> tokens.</summary>
     public static bool UsesBatchedMatMul(int tokens) => tokens > 1;
 
-    /// <summary>
-    /// Weight rows per warp of the one-token matmul on F32, F16 and BF16 weights (kernels.cu MATVEC_PLAIN_ROWS): the warp
-    /// reads x once for all of them (docs/gpu-kernels.md#matmuls).
-    /// </summary>
-    public const int PlainMatVecRows = 4;
-
-    /// <summary>Rows per warp of the one-token matmul kernel (<c>_t1</c>) of <paramref name="type"/>: <see cref="PlainMatVecRows"/> for F32, F16 and BF16, else 1.</summary>
-    public static int MatVecRowsPerWarp(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 ? PlainMatVecRows : 1;
-
-    /// <summary>
-    /// matmul: one warp per <paramref name="rowsPerWarp"/> weight rows (1 but for the one-token kernel on plain types:
-    /// <see cref="MatVecRowsPerWarp"/>), <see cref="MatMulWarpsPerBlock"/> warps per block; y spans token groups.
-    /// </summary>
-    public static Launch MatMul(long rows, int tokens, int rowsPerWarp = 1)
+    /// <summary>matmul: one warp per weight row, <see cref="MatMulWarpsPerBlock"/> rows per block; y spans token groups.</summary>
+    public static Launch MatMul(long rows, int tokens)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rowsPerWarp);
         int perBlock = UsesBatchedMatMul(tokens) ? MatMulTokensPerBlock : 1;
-        return new Launch(checked((uint)CeilDiv(rows, (long)MatMulWarpsPerBlock * rowsPerWarp)), checked((uint)CeilDiv(tokens, perBlock)), MatMulWarpsPerBlock * 32);
+        return new Launch(checked((uint)CeilDiv(rows, MatMulWarpsPerBlock)), checked((uint)CeilDiv(tokens, perBlock)), MatMulWarpsPerBlock * 32);
     }
 
     /// <summary>get_rows: x = requested row, y = slices of <see cref="BlockThreads"/>×16 elements of the row.</summary>

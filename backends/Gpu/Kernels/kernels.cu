@@ -256,63 +256,42 @@ __device__ __forceinline__ void load_x16(const float* xt, int e0, int cols, floa
     }
 }
 
-// Weight rows per warp of the one-token kernels on plain types (matmul_f32/f16/bf16_t1; set by the host:
-// LaunchGeometry.PlainMatVecRows). The warp loads each chunk of x once for all its rows: x is F32, twice the bytes of an
-// F16 row, so with one row per warp the L1 moved three bytes for every weight byte (docs/gpu-kernels.md#matmuls).
-#ifndef MATVEC_PLAIN_ROWS
-#error "MATVEC_PLAIN_ROWS (rows per warp of the plain-type mat-vecs) must be defined by the host"
-#endif
-
-// y[t, r] = sum_c w[r, c] * x[t, c]. One warp per R consecutive weight rows; each step the warp reads one ROW_CHUNK-
-// element chunk of each row (16 consecutive elements per lane) and applies it to NT tokens, so the weights are read
-// once per NT tokens and x once per R rows. NT = 1 is the bandwidth-bound decode path. Each row's sums are added in
-// the same order whatever R.
-template <int T, int NT, int R = 1>
+// y[t, r] = sum_c w[r, c] * x[t, c]. One warp per weight row; each step the warp reads one ROW_CHUNK-element
+// chunk of the row (16 consecutive elements per lane) and applies it to NT tokens, so the weights are read
+// once per NT tokens. NT = 1 is the bandwidth-bound decode path.
+template <int T, int NT>
 __device__ __forceinline__ void matmul_rows(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens)
 {
     int lane = threadIdx.x & 31;
-    i64 r0 = ((i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R;
-    if (r0 >= rows) return;
+    i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (r >= rows) return;
     int t0 = blockIdx.y * NT;
-    float acc[R][NT];
+    const u8* row = w + r * rowBytes;
+    float acc[NT];
 #pragma unroll
-    for (int k = 0; k < R; k++)
-#pragma unroll
-        for (int t = 0; t < NT; t++) acc[k][t] = 0.f;
+    for (int t = 0; t < NT; t++) acc[t] = 0.f;
     for (int c0 = 0; c0 < cols; c0 += ROW_CHUNK)
     {
         int e0 = c0 + lane * LANE_ELEMS;
-        float v[R][16];
-#pragma unroll
-        for (int k = 0; k < R; k++)
-            if (r0 + k < rows) deq16<T>(w + (r0 + k) * rowBytes, e0, cols, v[k]); // (warp-uniform)
+        float v[16];
+        deq16<T>(row, e0, cols, v);
 #pragma unroll
         for (int t = 0; t < NT; t++)
         {
             if (t0 + t >= tokens) break;
             float xv[16];
             load_x16(x + (i64)(t0 + t) * cols, e0, cols, xv);
+            float s = 0.f;
 #pragma unroll
-            for (int k = 0; k < R; k++)
-            {
-                if (r0 + k >= rows) break;
-                float s = 0.f;
-#pragma unroll
-                for (int i = 0; i < 16; i++) s += v[k][i] * xv[i];
-                acc[k][t] += s;
-            }
+            for (int i = 0; i < 16; i++) s += v[i] * xv[i];
+            acc[t] += s;
         }
     }
 #pragma unroll
-    for (int k = 0; k < R; k++)
+    for (int t = 0; t < NT; t++)
     {
-        if (r0 + k >= rows) break;
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-        {
-            float s = warp_sum(acc[k][t]);
-            if (lane == 0 && t0 + t < tokens) y[(i64)(t0 + t) * rows + r0 + k] = s;
-        }
+        float s = warp_sum(acc[t]);
+        if (lane == 0 && t0 + t < tokens) y[(i64)(t0 + t) * rows + r] = s;
     }
 }
 
@@ -330,10 +309,9 @@ __device__ __forceinline__ void get_rows(const u8* table, i64 rowBytes, const in
     for (int i = 0; i < 16; i++) if (e0 + i < rowLength) out[i] = v[i];
 }
 
-#define PLAIN_TYPE(T) ((T) == T_F32 || (T) == T_F16 || (T) == T_BF16)
 #define WEIGHT_KERNELS(name, T)                                                                                        \
     extern "C" __global__ void matmul_##name##_t1(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens) \
-    { PDL_ENTRY(); matmul_rows<T, 1, PLAIN_TYPE(T) ? MATVEC_PLAIN_ROWS : 1>(w, rowBytes, rows, cols, x, y, tokens); }               \
+    { PDL_ENTRY(); matmul_rows<T, 1>(w, rowBytes, rows, cols, x, y, tokens); }                                                      \
     extern "C" __global__ void matmul_##name##_tn(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens) \
     { PDL_ENTRY(); matmul_rows<T, MATMUL_TOKENS_PER_BLOCK>(w, rowBytes, rows, cols, x, y, tokens); }                                \
     extern "C" __global__ void get_rows_##name(const u8* table, i64 rowBytes, const int* ids, float* dst, i64 rowLength) \

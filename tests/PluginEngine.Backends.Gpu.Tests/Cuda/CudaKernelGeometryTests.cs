@@ -70,27 +70,13 @@ public sealed class CudaKernelGeometryTests
         Assert.Equal(new Launch(32, 7, 512), LaunchGeometry.Attention(32, 7));
         Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.MatMul(0, 1));
         Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.MatMul(16, 0));
-        Assert.Throws<ArgumentOutOfRangeException>(() => LaunchGeometry.MatMul(16, 1, 0));
-    }
-
-    [Fact]
-    public void One_token_matmul_on_plain_types_takes_several_rows_a_warp()
-    {
-        // F32/F16/BF16 decode: PlainMatVecRows rows per warp, so a block of 4 warps covers 16 rows; quantized types one row.
-        foreach (var type in new[] { GgmlType.F32, GgmlType.F16, GgmlType.BF16 })
-            Assert.Equal(LaunchGeometry.PlainMatVecRows, LaunchGeometry.MatVecRowsPerWarp(type));
-        foreach (var type in new[] { GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K })
-            Assert.Equal(1, LaunchGeometry.MatVecRowsPerWarp(type));
-        Assert.Equal(new Launch(128, 1, 128), LaunchGeometry.MatMul(2048, 1, 4));
-        Assert.Equal(new Launch(3, 1, 128), LaunchGeometry.MatMul(37, 1, 4));   // 48 row slots for 37 rows: the kernel skips the rest
-        Assert.Equal(new Launch(8000, 1, 128), LaunchGeometry.MatMul(32000, 1)); // one row a warp
     }
 
     [Fact]
     public void Source_starts_with_the_host_constants_the_kernels_require()
     {
         string source = KernelSource.CudaDefault;
-        Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define MATMUL_Q8_TOKENS 8\n#define MATVEC_PLAIN_ROWS 4\n#define MMQ_KSPLIT 8\n#define MMQ_ROWS 32\n#define TQ_GROUP 128\n#define ATTENTION_MAX_HEAD 256\n#define ATTENTION_WARPS 16\n", source);
+        Assert.StartsWith("#define ROW_CHUNK 512\n#define MATMUL_TOKENS_PER_BLOCK 8\n#define MATMUL_Q8_TOKENS 8\n#define MMQ_KSPLIT 8\n#define MMQ_ROWS 32\n#define TQ_GROUP 128\n#define ATTENTION_MAX_HEAD 256\n#define ATTENTION_WARPS 16\n", source);
         foreach (var (name, _) in KernelSource.Defines)
             Assert.Contains($"#ifndef {name}", source); // kernels.cu refuses to compile without each define
         Assert.DoesNotContain("#include", source);     // NVRTC compiles it alone
