@@ -668,7 +668,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         long n = (long)heads * headSize;
         bool quantize = p.Tokens == 1 && headSize % 32 == 0 && FusesQuantization(n);
         var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
-        int chunk = _options.AttentionChunk;
+        int chunk = LaunchGeometry.AttentionChunk(first + 1, heads, _rt.Facts.Multiprocessors, _options.AttentionChunk);
         nint mma = AttentionMmaKernel(kCache, p, pk | pv);
         if (mma != 0)
         {

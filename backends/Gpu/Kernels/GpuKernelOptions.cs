@@ -42,8 +42,9 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// </param>
 /// <param name="AttentionChunk">
 /// <c>attention_chunk</c> (default <see cref="DefaultAttentionChunk"/>): a decode step whose history is longer than this many
-/// positions splits attention over blocks of that many positions per head (kernels.cu attention_split_*, combined by the
-/// last block); 0 never splits (one block per head walks the whole history). Environment: PLUGINENGINE_CUDA_ATTENTION_CHUNK.
+/// positions splits attention over blocks of at least that many positions per head (kernels.cu attention_split_*, combined by
+/// the last block), longer ones where the heads' blocks would outnumber the SMs (<see cref="LaunchGeometry.AttentionChunk"/>);
+/// 0 never splits (one block per head walks the whole history). Environment: PLUGINENGINE_CUDA_ATTENTION_CHUNK.
 /// </param>
 /// <param name="Int8SmallBatch">
 /// <c>batch_matvec: int8</c> (default): matmuls of 2 to <see cref="LaunchGeometry.BlasMinTokens"/> − 1 tokens on the int8 mat-vec's

@@ -143,6 +143,26 @@ public sealed class CudaKernelGeometryTests
         Assert.Equal(new Launch(4096u / 8 * 32 * 32 / 256, 1, 256), LaunchGeometry.TileQ4_0(4096, 4096));
     }
 
+    [Theory]
+    // H100 (132 SMs), 32 heads: at most 4 blocks a head, so the option's 512 holds up to 2,048 positions and grows beyond.
+    [InlineData(300, 32, 132, 512, 512)]
+    [InlineData(2048, 32, 132, 512, 512)]
+    [InlineData(2049, 32, 132, 512, 576)]
+    [InlineData(3969, 32, 132, 512, 1024)]
+    [InlineData(16384, 32, 132, 512, 4096)]
+    [InlineData(16384, 32, 132, 8192, 8192)]  // the option is a floor
+    [InlineData(16384, 256, 132, 512, 16384)] // more heads than SMs: one block a head
+    [InlineData(3969, 32, 132, 0, 0)]         // 0: never split
+    public void Decode_attention_gives_a_head_at_most_its_share_of_the_SMs(int positions, int heads, int sms, int option, int chunk)
+    {
+        Assert.Equal(chunk, LaunchGeometry.AttentionChunk(positions, heads, sms, option));
+        if (chunk > 0)
+        {
+            Assert.True(chunk % 64 == 0 || chunk == option); // whole 64-position steps, unless the option's own value
+            Assert.True((long)heads * LaunchGeometry.AttentionSplits(positions, chunk) <= Math.Max(sms, heads) || chunk == option);
+        }
+    }
+
     [Fact]
     public void Mmq_splits_K_until_the_gpu_is_full_and_never_by_the_token_count()
     {
