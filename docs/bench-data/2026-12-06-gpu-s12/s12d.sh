@@ -8,8 +8,7 @@ NO_LLAMA=1 MODELS="llama7b:Q4_0"
 start_background
 kit() { PLUGINENGINE_CONFORMANCE_BACKENDS=cuda timeout 200 /tmp/dn/dotnet $D/app/conf/PluginEngine.Conformance.Tests.dll -noColor -parallel none "$@"; }
 { echo "== kit Attention"; kit -method "*Attention*" 2>&1 | grep -E "Total:|\[FAIL\]" -A4 | head -30; el
-  echo "== kit SegmentOps"; kit -class PluginEngine.Conformance.Tests.SegmentOps 2>&1 | grep -E "Total:|\[FAIL\]" -A4 | head -30; el; } >>$S
+  el; } >>$S
 while [ ! -e /tmp/models.done ]; do sleep 3; done
-{ echo "== tg64 at depth, default options"; $D/pe bench -m synthetic:llama7b:Q4_0 --backend cuda -p 1 -n 64 -d 0,256,1024,2048,3968 -r 2 2>>$OUT/err.txt | grep -E "^\| synthetic"; el;
-  echo "== same, attention_chunk 0 (never split)"; PLUGINENGINE_CUDA_ATTENTION_CHUNK=0 $D/pe bench -m synthetic:llama7b:Q4_0 --backend cuda -p 1 -n 64 -d 3968 -r 2 2>>$OUT/err.txt | grep -E "^\| synthetic"; el; } >>$S
-{ echo "== conformance q4_0"; timeout 120 $D/pe conformance --backend cuda --types q4_0 2>&1 | grep -E "PASS|FAIL|passed"; el; } >>$S
+{ echo "== tg64 at depth, default options"; $D/pe bench -m synthetic:llama7b:Q4_0 --backend cuda -p 1 -n 64 -d 0,2048,3968 -r 2 2>>$OUT/err.txt | grep -E "^\| synthetic"; el;
+  } >>$S
