@@ -311,7 +311,8 @@ public sealed class BenchSession
             Device = kv.Value.Device, WeightsOwnedBytes = kv.Value.WeightsOwnedBytes, WeightsImportedBytes = kv.Value.WeightsImportedBytes,
         });
         foreach (var (device, bytes) in context) DeviceMemory(perDevice, device).ContextBytes += bytes;
-        foreach (var (device, bytes) in deviceUsed ?? new Dictionary<IBackendDevice, long>()) DeviceMemory(perDevice, device).DeviceUsedBytes = bytes;
+        if (deviceUsed is not null)
+            foreach (var (device, bytes) in deviceUsed) DeviceMemory(perDevice, device).DeviceUsedBytes = bytes;
         return perDevice.Values.ToArray();
     }
 

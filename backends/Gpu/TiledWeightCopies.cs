@@ -1,3 +1,4 @@
+using PluginEngine.Abstractions;
 using PluginEngine.Backends.Gpu.Kernels;
 
 namespace PluginEngine.Backends.Gpu;
@@ -16,8 +17,8 @@ internal sealed class TiledWeightCopies
 
     public TiledWeightCopies(GpuRuntime runtime) => _runtime = runtime;
 
-    /// <summary>Bytes of a tiled (or GGUF) Q4_0 matrix: 18 per 32 elements.</summary>
-    public static long ByteSize(long rows, long cols) => rows * (cols / 32) * 18;
+    /// <summary>Bytes of a tiled Q4_0 matrix: the same as its GGUF rows (18 per 32 elements).</summary>
+    public static long ByteSize(long rows, long cols) => rows * GgmlTypes.RowSize(GgmlType.Q4_0, cols);
 
     /// <summary>
     /// The copy of the <paramref name="rows"/> × <paramref name="cols"/> Q4_0 matrix at <paramref name="offset"/>, or 0 where
@@ -52,5 +53,13 @@ internal sealed class TiledWeightCopies
     }
 
     /// <summary>Frees every copy (the buffer is being released).</summary>
-    public void Clear() => Invalidate(long.MinValue / 2, long.MaxValue);
+    public void Clear()
+    {
+        lock (_copies)
+        {
+            foreach (ulong copy in _copies.Values)
+                if (copy != 0) _runtime.Native.Free(copy, "tiled Q4_0 copy");
+            _copies.Clear();
+        }
+    }
 }
