@@ -200,12 +200,24 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             RememberQuantizedX(py, n);
             return;
         }
-        void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps };
+        // A small batch (several sequences decoding together) is what the int8 batch matmuls read next: quantize its rows too.
+        bool quantize = QuantizesRows(rows, n);
+        var (bq, bs) = quantize ? QuantizedXScratch((long)rows * n) : (0UL, 0UL);
+        void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps, &bq, &bs };
         LaunchKernel(_rmsNorm, LaunchGeometry.RmsNorm(rows), args, "rms_norm");
+        if (quantize) RememberQuantizedX(py, (long)rows * n);
     }
 
     /// <summary>Whether an op that writes an n-element activation row also quantizes it for the int8 mat-vec.</summary>
     private bool FusesQuantization(long n) => _options.Int8MatVec && n % 32 == 0 && n <= LaunchGeometry.MaxFusedQuantizeElements;
+
+    /// <summary>
+    /// Whether an op that writes <paramref name="rows"/> activation rows of <paramref name="n"/> elements also quantizes them: when
+    /// a matmul of that many tokens reads its x through the int8 kernels (mmq_*, matmul_q8_*), which would otherwise launch
+    /// quantize_x_q8 for it; prompts for cuBLAS are not quantized (in batch-invariant mode every row count takes the int8 kernels).
+    /// </summary>
+    private bool QuantizesRows(int rows, long n)
+        => _options.Int8MatVec && n % 32 == 0 && rows >= 1 && (_options.BatchInvariant || (_options.Int8SmallBatch && rows < LaunchGeometry.BlasMinTokens));
 
     /// <summary>Device addresses of the int8 values and the block scales of an n-element row in the 8-bit activation scratch.</summary>
     private (ulong Values, ulong Scales) QuantizedXScratch(long n)
@@ -243,22 +255,10 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         }
         else if (UsesMma(w.Type, tokens))
         {
-            var (xq, xs) = EnsureQuantizedX(px, cols, tokens);
-            int r = checked((int)rows), acc = accumulate ? 1 : 0;
             ulong tiled = TiledCopy(w, rows, cols);
-            if (tiled != 0) pw = tiled;
-            // K slices: as many as fill the GPU with the kernel launched; in batch-invariant mode with the one-tile kernel whatever
-            // the token count, so that the order of a token's sums never depends on its batch (docs/gpu-kernels.md#batch-invariance).
-            int tileIndex = LaunchGeometry.MmqTileIndex(tokens), kernel = slot * 3 + tileIndex;
-            int resident = tiled != 0 ? _mmqTiledResident[_options.BatchInvariant ? 0 : tileIndex] : _mmqResident[_options.BatchInvariant ? slot * 3 : kernel];
-            int splits = _options.MmaSplit > 0 ? _options.MmaSplit
-                : LaunchGeometry.MmqSplits(rows, cols / LaunchGeometry.MmqStepElements(w.Type), _mmqRows, resident);
-            var launch = LaunchGeometry.Mmq(rows, tokens, _mmqRows, splits);
-            ulong partials = 0, tickets = 0;
-            if (launch.GridZ > 1) (partials, tickets) = MmqSplitScratch(launch, tokens);
-            void** args = stackalloc void*[] { &pw, &rowBytes, &r, &cols, &xq, &xs, &py, &tokens, &acc, &partials, &tickets };
-            LaunchKernel(tiled != 0 ? _mmqTiled[tileIndex] : _mmq[kernel], launch, args,
-                         _profile is null ? "mmq" : $"mmq{(tiled != 0 ? " tiled" : "")} {rows}x{cols} x{tokens}{(accumulate ? " +=" : "")}{(launch.GridZ > 1 ? $" /{launch.GridZ}" : "")}");
+            var targets = new MatVecTargets { Count = 1, Accumulate = accumulate ? 1 : 0 };
+            targets.Set(0, tiled != 0 ? tiled : pw, rowBytes, py, rows);
+            MmqLaunch(w.Type, px, cols, tokens, ref targets, tiled != 0);
         }
         else if (UsesInt8SmallBatch(w.Type, tokens))
         {
@@ -277,6 +277,37 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             LaunchKernel(kernel, LaunchGeometry.MatMul(wRows, tokens), args, "matmul");
         }
         ForgetQuantizedXIfWritten(py, (long)tokens * rows);
+    }
+
+    /// <summary>
+    /// One int8 tensor-core matmul launch (mmq_*) over <paramref name="targets"/> of <paramref name="type"/> weights (their tiled copies
+    /// when <paramref name="tiled"/>), their row blocks side by side in grid x; quantizes x first unless the scratch holds it.
+    /// </summary>
+    private void MmqLaunch(GgmlType type, ulong px, int cols, int tokens, ref MatVecTargets targets, bool tiled)
+    {
+        var (xq, xs) = EnsureQuantizedX(px, cols, tokens);
+        int slot = KernelSlot(type), blocks = 0;
+        for (int k = 0; k < targets.Count; k++)
+        {
+            targets.SetFirstBlock(k, blocks);
+            blocks += checked((int)LaunchGeometry.CeilDiv(targets.Rows(k), _mmqRows));
+        }
+        long blockRows = (long)blocks * _mmqRows; // the launch's rows as whole blocks: what MmqSplits and Mmq count
+        // K slices: as many as fill the GPU with the kernel launched; in batch-invariant mode with the one-tile kernel whatever
+        // the token count, so that the order of a token's sums never depends on its batch (docs/gpu-kernels.md#batch-invariance).
+        int tileIndex = LaunchGeometry.MmqTileIndex(tokens), kernel = slot * 3 + tileIndex;
+        int resident = tiled ? _mmqTiledResident[_options.BatchInvariant ? 0 : tileIndex] : _mmqResident[_options.BatchInvariant ? slot * 3 : kernel];
+        int splits = _options.MmaSplit > 0 ? _options.MmaSplit
+            : LaunchGeometry.MmqSplits(blockRows, cols / LaunchGeometry.MmqStepElements(type), _mmqRows, resident);
+        var launch = LaunchGeometry.Mmq(blockRows, tokens, _mmqRows, splits);
+        ulong partials = 0, tickets = 0;
+        if (launch.GridZ > 1) (partials, tickets) = MmqSplitScratch(launch, tokens);
+        fixed (MatVecTargets* t = &targets)
+        {
+            void** args = stackalloc void*[] { t, &cols, &xq, &xs, &tokens, &partials, &tickets };
+            LaunchKernel(tiled ? _mmqTiled[tileIndex] : _mmq[kernel], launch, args,
+                         _profile is null ? "mmq" : $"mmq{(tiled ? " tiled" : "")} {blockRows}x{cols} x{tokens} #{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}{(launch.GridZ > 1 ? $" /{launch.GridZ}" : "")}");
+        }
     }
 
     /// <summary>The partials and tickets of an mmq launch split over K (grid z > 1), grown on demand; new tickets start at zero.</summary>
@@ -331,12 +362,14 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             foreach (var t in targets) MatMul(t.Weight, t.Rows, cols, x, t.Output, tokens); // the default: one MatMul each
             return;
         }
-        // One token: consecutive targets of one int8 type share a launch (q, k and v of a Q4_0 model: one; Q4_K_M's Q6_K v: two).
+        // Consecutive targets of one int8 type share a launch: one token's mat-vec (q, k and v of a Q4_0 model: one; Q4_K_M's
+        // Q6_K v: two), or a batch's mmq when they all read the same layout (tiled copies or GGUF bytes).
         int i = 0;
         while (i < targets.Length)
         {
             var type = targets[i].Weight.Type;
-            if (!UsesInt8MatVec(type, tokens) || targets[i].Rows <= 0)
+            bool matVec = UsesInt8MatVec(type, tokens), mma = !matVec && UsesMma(type, tokens);
+            if (!(matVec || mma) || targets[i].Rows <= 0)
             {
                 MatMul(targets[i].Weight, targets[i].Rows, cols, x, targets[i].Output, tokens);
                 i++;
@@ -344,15 +377,24 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             }
             _rt.MakeCurrent();
             long rowBytes = GgmlTypes.RowSize(type, cols);
+            bool tiled = mma && TiledCopy(targets[i].Weight, targets[i].Rows, cols) != 0;
             var batch = new MatVecTargets();
             while (i < targets.Length && batch.Count < MatVecTargets.Capacity && targets[i].Weight.Type == type && targets[i].Rows > 0)
             {
-                batch.Set(batch.Count, Ptr(targets[i].Weight), rowBytes, Ptr(targets[i].Output), targets[i].Rows);
+                ulong w = Ptr(targets[i].Weight);
+                if (mma)
+                {
+                    ulong copy = TiledCopy(targets[i].Weight, targets[i].Rows, cols);
+                    if ((copy != 0) != tiled) break;
+                    if (tiled) w = copy;
+                }
+                batch.Set(batch.Count, w, rowBytes, Ptr(targets[i].Output), targets[i].Rows);
                 batch.Count++;
                 i++;
             }
-            MatVecQ8(KernelSlot(type), Ptr(x), checked((int)cols), ref batch);
-            for (int k = 0; k < batch.Count; k++) ForgetQuantizedXIfWritten(batch.Output(k), batch.Rows(k));
+            if (matVec) MatVecQ8(KernelSlot(type), Ptr(x), checked((int)cols), ref batch);
+            else MmqLaunch(type, Ptr(x), checked((int)cols), tokens, ref batch, tiled);
+            for (int k = 0; k < batch.Count; k++) ForgetQuantizedXIfWritten(batch.Output(k), batch.Rows(k) * tokens);
         }
     }
 
@@ -372,7 +414,8 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         if (!_options.FusedOps || wGate.Type != wUp.Type || !UsesInt8MatVec(wGate.Type, tokens) || rows <= 0)
         {
             MatMulShared(x, cols, tokens, [new MatMulTarget(wGate, rows, gate), new MatMulTarget(wUp, rows, up)]);
-            SiluMul(gate, up, gate, (long)tokens * rows);
+            long n = (long)tokens * rows;
+            SiluMul(gate, up, gate, n, tokens == 1 ? FusesQuantization(n) : QuantizesRows(tokens, rows));
             return;
         }
         int slot = KernelSlot(wGate.Type);
@@ -468,8 +511,12 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         ulong pq = Ptr(q), pk = Ptr(kCache), pv = Ptr(vCache), po = Ptr(output), rows = _segmentRows;
         int heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
         float scale = p.Scale;
-        void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &rows, &heads, &kvHeads, &headSize, &scale };
+        // The output projection's int8 batch matmul reads these rows next: each block quantizes its head.
+        bool quantize = headSize % 32 == 0 && QuantizesRows(tokens, qd);
+        var (xq, xs) = quantize ? QuantizedXScratch(tokens * qd) : (0UL, 0UL);
+        void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &rows, &heads, &kvHeads, &headSize, &scale, &xq, &xs };
         LaunchKernel(kCache.Type == GgmlType.F16 ? _attentionRowsF16 : _attentionRowsF32, LaunchGeometry.Attention(heads, tokens), args, "attention (segments)");
+        if (quantize) RememberQuantizedX(po, tokens * qd);
     }
 
     /// <summary>
@@ -664,12 +711,14 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         ulong pq = Ptr(q), pk = Ptr(kCache), pv = Ptr(vCache), po = Ptr(output);
         int first = p.FirstPosition, heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
         float scale = p.Scale;
-        // A decode step's output goes to the output projection's int8 mat-vec next: each block quantizes its head.
-        long n = (long)heads * headSize;
-        bool quantize = p.Tokens == 1 && headSize % 32 == 0 && FusesQuantization(n);
-        var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
         int chunk = LaunchGeometry.AttentionChunk(first + 1, heads, _rt.Facts.Multiprocessors, _options.AttentionChunk);
         nint mma = AttentionMmaKernel(kCache, p, pk | pv);
+        // A decode step's output goes to the output projection's int8 mat-vec next, a short chunk's to the int8 batch matmul:
+        // each block of the per-token kernels quantizes its head.
+        long n = (long)heads * headSize;
+        bool quantize = headSize % 32 == 0 && mma == 0 && (p.Tokens == 1 ? FusesQuantization(n) : QuantizesRows(p.Tokens, n));
+        n *= p.Tokens;
+        var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
         if (mma != 0)
         {
             // A prompt: 64 tokens of one head per block, K and V read once per block, products on the tensor cores.
@@ -715,13 +764,16 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     }
 
     public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n)
+        // A decode step's gate row goes to the down projection's int8 mat-vec next: quantize it here.
+        => SiluMul(gate, up, y, n, FusesQuantization(n));
+
+    /// <summary>y = silu(gate) · up over n elements; <paramref name="quantize"/> also writes y's 8-bit blocks for the int8 matmul that reads it next.</summary>
+    private void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n, bool quantize)
     {
         ForgetQuantizedX();
         if (n <= 0) return;
         _rt.MakeCurrent();
         ulong pg = Ptr(gate), pu = Ptr(up), py = Ptr(y);
-        // A decode step's gate row goes to the down projection's int8 mat-vec next: quantize it here.
-        bool quantize = FusesQuantization(n);
         var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
         void** args = stackalloc void*[] { &pg, &pu, &py, &n, &xq, &xs };
         LaunchKernel(_siluMul, LaunchGeometry.Elementwise(n), args, "silu_mul");

@@ -265,7 +265,7 @@ public abstract class FusedOpConformanceTests
     /// against the exact SwiGLU for quantized weights (its MatMul alone: 2.1e-2) and 5.6e-2 for the Q8_0 mat-vec after it.
     /// The rms error keeps the MatMul tolerance (measured: at most 1.1e-2); a wrong op or a stale input is off by order 1.
     /// </summary>
-    private const double ProductAmplification = 4;
+    internal const double ProductAmplification = 4;
 
     [Theory]
     [MemberData(nameof(RopeAndStoreKvCases))]
@@ -359,7 +359,7 @@ public abstract class FusedOpConformanceTests
     /// A mat-vec (or small matmul) that reads a fused op's output: weights [Rows × cols] in Q8_0 when cols is whole 32-element
     /// blocks (the type a GPU decodes with 8-bit activations, possibly quantized by the op that wrote them), F16 otherwise.
     /// </summary>
-    private sealed record NextMatVec(GgmlType Type, int Rows, int Cols, byte[] Weights)
+    internal sealed record NextMatVec(GgmlType Type, int Rows, int Cols, byte[] Weights)
     {
         /// <summary>A Q8_0 (or F16, or F32: the first <paramref name="target"/> supports) mat-vec reading <paramref name="cols"/> values.</summary>
         public static NextMatVec For(int cols, IComputeQueue target)

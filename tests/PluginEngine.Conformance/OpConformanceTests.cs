@@ -221,6 +221,51 @@ public abstract class OpConformanceTests
         TestData.AssertClose(Run(reference), Run(target), 1e-5, $"{backend} RmsNorm");
     }
 
+    public static TheoryData<string, int> RmsNormRowsCases
+    {
+        get
+        {
+            var data = new TheoryData<string, int>();
+            foreach (string backend in ConformanceBackends.Candidates)
+                foreach (int rows in new[] { 1, 3, 16, 40 }) // a decode row, small batches (several sequences), a prompt
+                    data.Add(backend, rows);
+            return data;
+        }
+    }
+
+    /// <summary>
+    /// RmsNorm over rows of whole 32-element blocks, then the matmul that reads them: a backend may quantize the rows for its
+    /// 8-bit matmuls in the same pass (a GPU does for a decode row and for small batches), and the matmul must read exactly them.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(RmsNormRowsCases))]
+    public void RmsNorm_then_matmul_reads_its_output(string backend, int rows)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.RmsNorm, GgmlType.F32);
+        const int n = 768;
+        float[] x = TestData.Random(3 + rows, (long)rows * n, 3f), weight = TestData.Random(4, n);
+        var next = FusedOpConformanceTests.NextMatVec.For(n, target.Queue);
+        RequireOp(target.Queue, ComputeOp.MatMul, next.Type);
+        var y = target.Zeros((long)rows * n);
+        var nw = next.Place(target);
+        var xd = target.Floats(x);
+        next.Run(target, nw, xd, rows); // a matmul of other values first (a backend may keep their quantized copy)
+        target.Queue.RmsNorm(xd, target.Floats(weight), y, rows, n, 1e-5f);
+        var after = next.Run(target, nw, y, rows);
+        float[] normalized = target.Read(y, (long)rows * n);
+        var expected = new float[normalized.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            double sum = 0;
+            for (int i = 0; i < n; i++) sum += (double)x[r * n + i] * x[r * n + i];
+            double scale = 1 / Math.Sqrt(sum / n + 1e-5);
+            for (int i = 0; i < n; i++) expected[r * n + i] = (float)(x[r * n + i] * scale * weight[i]);
+        }
+        TestData.AssertClose(expected, normalized, 1e-5, $"{backend} RmsNorm {rows} x {n}");
+        next.AssertReads(normalized, target.Read(after, (long)rows * next.Rows), rows, $"{backend} RmsNorm {rows} x {n}, then");
+    }
+
     [Theory]
     [MemberData(nameof(RopeCases))]
     public void Rope_matches_cpu(string backend, RopeMode mode, int dims, int firstPosition)

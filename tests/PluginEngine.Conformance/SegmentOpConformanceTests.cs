@@ -66,6 +66,8 @@ public abstract class SegmentOpConformanceTests
         var written = new bool[cacheRows]; // rows some step stored (the others must keep their sentinel bytes)
 
         var positions = new int[Slots];
+        var next = FusedOpConformanceTests.NextMatVec.For(Qd, target.Queue);
+        var nextWeights = next.Place(target);
         for (int step = 0; step < Script.Length; step++)
         {
             var segments = new SequenceSegment[Script[step].Length];
@@ -100,7 +102,11 @@ public abstract class SegmentOpConformanceTests
 
             string what = $"{backend} segment ops {mode} {cacheType} cache, step {step} ({string.Join(", ", segments.Select(s => $"{s.Tokens} at {s.FirstPosition} in slot {s.CacheRow / Capacity}"))})";
             TestData.AssertClose(reference.Read(rq, q.Length), target.Read(tq, q.Length), 1e-4, $"{what}: rotated q");
-            TestData.AssertClose(reference.Read(rOut, (long)rows * Qd), target.Read(tOut, (long)rows * Qd), cacheType == GgmlType.F16 ? 3e-3 : 1e-4, $"{what}: attention output");
+            float[] output = target.Read(tOut, (long)rows * Qd);
+            TestData.AssertClose(reference.Read(rOut, (long)rows * Qd), output, cacheType == GgmlType.F16 ? 3e-3 : 1e-4, $"{what}: attention output");
+            // The output projection reads the batch's rows next (a GPU quantizes them for its 8-bit matmuls in the same pass).
+            if (target.Queue.Supports(ComputeOp.MatMul, next.Type))
+                next.AssertReads(output, target.Read(next.Run(target, nextWeights, tOut, rows), (long)rows * next.Rows), rows, $"{what}, then");
             foreach (var s in Script[step]) positions[s.Slot] += s.Tokens;
         }
 

@@ -3,9 +3,10 @@ using System.Runtime.InteropServices;
 namespace PluginEngine.Backends.Gpu.Kernels;
 
 /// <summary>
-/// The <c>MatVecTargets</c> kernel argument of matvec_q8_* (kernels.cu), passed by value: up to three weights that one
-/// decode mat-vec launch reads with the same quantized input row (q, k and v), rows of target 0 first.
-/// Layout: three { weight pointer, row bytes, output pointer, rows, pad } of 32 bytes, then count and accumulate.
+/// The <c>MatVecTargets</c> kernel argument of matvec_q8_* and mmq_* (kernels.cu), passed by value: up to three weights that
+/// one launch reads with the same quantized input rows (q, k and v; gate and up), rows of target 0 first.
+/// Layout: three { weight pointer, row bytes, output pointer, rows, first row block } of 32 bytes, then count and accumulate.
+/// The first row block is mmq's (<see cref="SetFirstBlock"/>); the mat-vec ignores it.
 /// </summary>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct MatVecTargets
@@ -13,7 +14,7 @@ internal unsafe struct MatVecTargets
     /// <summary>Targets one launch takes.</summary>
     public const int Capacity = 3;
 
-    private fixed ulong _slots[Capacity * 4]; // per target: weight, row bytes, output, rows (low 32 bits; high = pad)
+    private fixed ulong _slots[Capacity * 4]; // per target: weight, row bytes, output, rows (low 32 bits) and first row block (high 32)
 
     /// <summary>Targets in use (1..3).</summary>
     public int Count;
@@ -28,6 +29,13 @@ internal unsafe struct MatVecTargets
         _slots[4 * i + 1] = (ulong)rowBytes;
         _slots[4 * i + 2] = output;
         _slots[4 * i + 3] = (uint)checked((int)rows);
+    }
+
+    /// <summary>mmq: the first block (grid x) of target <paramref name="i"/>'s rows.</summary>
+    public void SetFirstBlock(int i, int block)
+    {
+        if ((uint)i >= Capacity) throw new ArgumentOutOfRangeException(nameof(i));
+        _slots[4 * i + 3] = (uint)_slots[4 * i + 3] | ((ulong)(uint)block << 32);
     }
 
     public readonly ulong Output(int i) => _slots[4 * i + 2];

@@ -331,8 +331,10 @@ WEIGHT_KERNELS(q6_k, T_Q6_K)
 
 // y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w; one block per row (a decode row that the int8 mat-vec reads
 // next goes to rms_norm_q8_row instead). Rows up to NORM_REGS x blockDim stay in registers, every x and w load issued
-// before the first reduction: thread t holds elements k * blockDim + t (k < NORM_REGS).
-extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, int n, float eps)
+// before the first reduction: thread t holds elements k * blockDim + t (k < NORM_REGS). When xq is not null (n a
+// multiple of 32, blockDim of 32: each warp holds whole 32-element blocks), y is also quantized to 8-bit blocks, row r at
+// xq + r * n, for the int8 batch matmul that reads it next (several sequences decoding together; docs/batching.md).
+extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, int n, float eps, i8* xq, XScale* xs)
 {
     PDL_ENTRY();
     __shared__ float partial[32];
@@ -367,17 +369,26 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, in
     }
     __syncthreads();
     float scale = rsqrtf(partial[0] / (float)n + eps);
+    i64 q0 = (i64)blockIdx.x * n;
     if (inRegs)
     {
 #pragma unroll
         for (int k = 0; k < NORM_REGS; k++)
         {
             int i = k * blockDim.x + tid;
-            if (i < n) yr[i] = xv[k] * scale * wv[k];
+            if (i >= n) continue; // whole warps when quantizing
+            float v = xv[k] * scale * wv[k];
+            yr[i] = v;
+            if (xq != 0) quantize_block32(v, tid & 31, xq + q0 + i - (tid & 31), xs + ((q0 + i) >> 5));
         }
     }
     else
-        for (int i = tid; i < n; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+        for (int i = tid; i < n; i += blockDim.x)
+        {
+            float v = xr[i] * scale * w[i];
+            yr[i] = v;
+            if (xq != 0) quantize_block32(v, tid & 31, xq + q0 + i - (tid & 31), xs + ((q0 + i) >> 5));
+        }
 }
 
 // One decode row normalized and quantized by n / blockDim blocks instead of one: a single block is issue-bound on its
@@ -1000,11 +1011,12 @@ extern "C" __global__ void rope_store_kv_rows(float* q, float* k, const float* v
 }
 
 // Attention for a multi-sequence batch: one block per (head, row); row t attends over cache rows rowInfo[2t + 1] ..
-// rowInfo[2t + 1] + rowInfo[2t] (its own sequence, causal). No fused quantization and no split: the rows of a batch give
-// heads x rows blocks, enough to fill the device without splitting a history.
+// rowInfo[2t + 1] + rowInfo[2t] (its own sequence, causal). No split: the rows of a batch give heads x rows blocks, enough
+// to fill the device without splitting a history. With xq (headSize a multiple of 32) each block also quantizes its head's
+// output for the output projection's int8 batch matmul, as write_head does for a decode token.
 template <bool F16>
 __device__ __forceinline__ void attention_rows(const float* q, const void* k, const void* v, float* out, const int* rowInfo, int heads,
-                                               int kvHeads, int headSize, float scale)
+                                               int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
 {
     __shared__ AttentionShared sh;
     int h = blockIdx.x, t = blockIdx.y;
@@ -1013,13 +1025,13 @@ __device__ __forceinline__ void attention_rows(const float* q, const void* k, co
     const void* vs = F16 ? (const void*)((const u16*)v + slot) : (const void*)((const float*)v + slot);
     float mAll, factor[ATT_WARPS], denominator;
     attend<F16, 1>(q + o0, ks, vs, h / (heads / kvHeads), kvStride, headSize, scale, 0, rowInfo[2 * t] + 1, sh, &mAll, factor, &denominator);
-    write_head(out + o0, headSize, o0, (i8*)0, (XScale*)0, [&](int e) { return block_numerator(sh, factor, e) / denominator; });
+    write_head(out + o0, headSize, o0, xq, xs, [&](int e) { return block_numerator(sh, factor, e) / denominator; });
 }
 
 #define ATTENTION_ROWS_KERNEL(name, F16)                                                                                \
     extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, const int* rowInfo, \
-                                    int heads, int kvHeads, int headSize, float scale)                                  \
-    { PDL_ENTRY(); attention_rows<F16>(q, k, v, out, rowInfo, heads, kvHeads, headSize, scale); }
+                                    int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs)              \
+    { PDL_ENTRY(); attention_rows<F16>(q, k, v, out, rowInfo, heads, kvHeads, headSize, scale, xq, xs); }
 
 ATTENTION_ROWS_KERNEL(attention_rows_f32, false)
 ATTENTION_ROWS_KERNEL(attention_rows_f16, true)
@@ -1178,9 +1190,10 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
     }
 }
 
-// Up to three weights read by one decode mat-vec launch (q, k and v share their input row): rows of target 0 first,
-// then 1, then 2. The host's CudaMatVecTargets has the same layout.
-struct MatVecTarget { const u8* w; i64 rowBytes; float* y; int rows; int pad; };
+// Up to three weights read by one mat-vec or mmq launch (q, k and v share their input rows; gate and up too): rows of
+// target 0 first, then 1, then 2. firstBlock: mmq's first row block (blockIdx.x) of the target; the mat-vec ignores it.
+// The host's MatVecTargets (backends/Gpu/Kernels/MatVecTargets.cs) has the same layout.
+struct MatVecTarget { const u8* w; i64 rowBytes; float* y; int rows; int firstBlock; };
 struct MatVecTargets { MatVecTarget t[3]; int count; int accumulate; };
 
 // Tuning knobs of the decode mat-vecs. Their defaults are the measured best; the `defines` option (environment
@@ -1680,8 +1693,10 @@ __device__ __forceinline__ void mmq_tiled_q4_0(const u8* __restrict__ w, int row
 
 // TILED: w is a Q4_0 matrix in the tiled layout (T = T_Q4_0, rows a multiple of 8, cols of 128); rowBytes is unused. Its K
 // slices are whole block groups.
+// rowBlock: the block's MMQ_ROWS rows of w, from the launch's targets (mmq_kernel); the K-split tickets and partials are
+// per launch-wide tile (blockIdx.x, blockIdx.y).
 template <int T, int MT, bool TILED>
-__device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int rows, int cols, const i8* __restrict__ xq,
+__device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int rows, int rowBlock, int cols, const i8* __restrict__ xq,
                                     const XScale* __restrict__ xs, float* y, int tokens, int accumulate, float* partials, int* tickets)
 {
 #if defined(PE_INT8_MMA)
@@ -1689,7 +1704,7 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
     __shared__ float partial[TileFloats];
     __shared__ int isLast;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
-    int r0 = blockIdx.x * MMQ_ROWS, t0 = blockIdx.y * (MT * 16);
+    int r0 = rowBlock * MMQ_ROWS, t0 = blockIdx.y * (MT * 16);
     int blocksPerRow = cols >> 5, steps = cols / MmaStep<T>::Elems;
     // This warp's slice of the row's steps: slice blockIdx.z * MMQ_KSPLIT + warp of gridDim.z * MMQ_KSPLIT.
     int splits = gridDim.z, slices = splits * MMQ_KSPLIT;
@@ -1806,11 +1821,24 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ w, i64 rowBytes, int 
 #else
 #define MMQ_CAPPED_BOUNDS __launch_bounds__(MMQ_KSPLIT * 32)
 #endif
+// One launch multiplies up to three targets of one type by the same quantized x (their row blocks side by side in
+// blockIdx.x), so q, k and v (or gate and up) fill the GPU together and need fewer K slices than each alone.
+template <int T, int MT, bool TILED>
+__device__ __forceinline__ void mmq_targets(const MatVecTargets& a, int cols, const i8* xq, const XScale* xs, int tokens, float* partials, int* tickets)
+{
+    // Fields picked one by one (not a reference into the parameter array, which would copy it to local memory).
+    int b = (int)blockIdx.x, i = a.count > 2 && b >= a.t[2].firstBlock ? 2 : a.count > 1 && b >= a.t[1].firstBlock ? 1 : 0;
+    const u8* w = i == 2 ? a.t[2].w : i == 1 ? a.t[1].w : a.t[0].w;
+    i64 rowBytes = i == 2 ? a.t[2].rowBytes : i == 1 ? a.t[1].rowBytes : a.t[0].rowBytes;
+    float* y = i == 2 ? a.t[2].y : i == 1 ? a.t[1].y : a.t[0].y;
+    int rows = i == 2 ? a.t[2].rows : i == 1 ? a.t[1].rows : a.t[0].rows;
+    int first = i == 2 ? a.t[2].firstBlock : i == 1 ? a.t[1].firstBlock : a.t[0].firstBlock;
+    mmq<T, MT, TILED>(w, rowBytes, rows, b - first, cols, xq, xs, y, tokens, a.accumulate, partials, tickets);
+}
 #define MMQ_KERNEL(name, T, MT, BOUNDS, TILED)                                                                         \
-    extern "C" __global__ void BOUNDS mmq_##name##_x##MT(const u8* w, i64 rowBytes, int rows, int cols,                \
-                                     const i8* xq, const XScale* xs, float* y, int tokens, int accumulate,            \
-                                     float* partials, int* tickets)                                                   \
-    { PDL_ENTRY(); mmq<T, MT, TILED>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate, partials, tickets); }
+    extern "C" __global__ void BOUNDS mmq_##name##_x##MT(MatVecTargets a, int cols, const i8* xq, const XScale* xs,   \
+                                     int tokens, float* partials, int* tickets)                                       \
+    { PDL_ENTRY(); mmq_targets<T, MT, TILED>(a, cols, xq, xs, tokens, partials, tickets); }
 #define MMQ_KERNELS(name, T, BOUNDS1, TILED)                                                                           \
     MMQ_KERNEL(name, T, 1, BOUNDS1, TILED) MMQ_KERNEL(name, T, 2, __launch_bounds__(MMQ_KSPLIT * 32), TILED)        \
     MMQ_KERNEL(name, T, 4, __launch_bounds__(MMQ_KSPLIT * 32), TILED)

@@ -240,7 +240,7 @@ public sealed class CudaKernelGeometryTests
     [Fact]
     public unsafe void MatVec_targets_match_the_kernel_struct_layout()
     {
-        // kernels.cu: struct MatVecTarget { const u8* w; i64 rowBytes; float* y; int rows; int pad; } x 3, then int count, accumulate.
+        // kernels.cu: struct MatVecTarget { const u8* w; i64 rowBytes; float* y; int rows; int firstBlock; } x 3, then int count, accumulate.
         Assert.Equal(3 * 32 + 8, sizeof(MatVecTargets));
         var t = new MatVecTargets { Count = 2, Accumulate = 1 };
         t.Set(1, 0x1000, 2304, 0x2000, 4096);
@@ -248,7 +248,10 @@ public sealed class CudaKernelGeometryTests
         Assert.Equal(0x1000UL, words[4]);
         Assert.Equal(2304UL, words[5]);
         Assert.Equal(0x2000UL, words[6]);
-        Assert.Equal(4096UL, words[7]); // rows in the low 32 bits, pad 0
+        Assert.Equal(4096UL, words[7]); // rows in the low 32 bits, first block 0
+        t.SetFirstBlock(1, 128);           // mmq: target 1's rows start at grid x 128
+        Assert.Equal(4096UL | (128UL << 32), words[7]);
+        Assert.Equal(4096, t.Rows(1));
         Assert.Equal(2, ((int*)&t)[24]);
         Assert.Equal(1, ((int*)&t)[25]);
         Assert.Equal(0x2000UL, t.Output(1));
