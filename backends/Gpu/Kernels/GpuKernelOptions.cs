@@ -84,7 +84,7 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// (docs/gpu-kernels.md#batch-invariance), so a served request's greedy output does not depend on the other requests:
 /// a matmul on Q8_0/Q4_0/Q4_K/Q6_K weights takes the int8 batch kernel (mmq_* on sm_80+, else matmul_q8_*) at every token
 /// count, one token and prompts included (no mat-vec, no cuBLAS), other weight types the plugin's batched kernel
-/// (matmul_*_tn); a decode row is normalized by rms_norm and quantized by quantize_x_q8 like any other. Costs decode and prompt
+/// (matmul_*_tn); a decode row is normalized and quantized by rms_norm like any other row. Costs decode and prompt
 /// speed (measured in docs/benchmarks.md). Environment: PLUGINENGINE_CUDA_BATCH_INVARIANT.
 /// </param>
 /// <param name="ReadOnlyHostRegister">
