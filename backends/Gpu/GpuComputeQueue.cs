@@ -219,6 +219,9 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private bool QuantizesRows(int rows, long n)
         => _options.Int8MatVec && n % 32 == 0 && rows >= 1 && (_options.BatchInvariant || (_options.Int8SmallBatch && rows < LaunchGeometry.BlasMinTokens));
 
+    /// <summary>Whether an op writing <paramref name="rows"/> rows of <paramref name="n"/> elements quantizes them: one row for the mat-vec, more for the int8 batch matmuls.</summary>
+    private bool QuantizesOutput(int rows, long n) => rows == 1 ? FusesQuantization(n) : QuantizesRows(rows, n);
+
     /// <summary>Device addresses of the int8 values and the block scales of an n-element row in the 8-bit activation scratch.</summary>
     private (ulong Values, ulong Scales) QuantizedXScratch(long n)
     {
@@ -377,18 +380,14 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             }
             _rt.MakeCurrent();
             long rowBytes = GgmlTypes.RowSize(type, cols);
-            bool tiled = mma && TiledCopy(targets[i].Weight, targets[i].Rows, cols) != 0;
+            bool tiled = false; // mmq: the first target's layout, which the others must share
             var batch = new MatVecTargets();
             while (i < targets.Length && batch.Count < MatVecTargets.Capacity && targets[i].Weight.Type == type && targets[i].Rows > 0)
             {
-                ulong w = Ptr(targets[i].Weight);
-                if (mma)
-                {
-                    ulong copy = TiledCopy(targets[i].Weight, targets[i].Rows, cols);
-                    if ((copy != 0) != tiled) break;
-                    if (tiled) w = copy;
-                }
-                batch.Set(batch.Count, w, rowBytes, Ptr(targets[i].Output), targets[i].Rows);
+                ulong copy = mma ? TiledCopy(targets[i].Weight, targets[i].Rows, cols) : 0;
+                if (batch.Count == 0) tiled = copy != 0;
+                else if ((copy != 0) != tiled) break;
+                batch.Set(batch.Count, tiled ? copy : Ptr(targets[i].Weight), rowBytes, Ptr(targets[i].Output), targets[i].Rows);
                 batch.Count++;
                 i++;
             }
@@ -415,7 +414,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         {
             MatMulShared(x, cols, tokens, [new MatMulTarget(wGate, rows, gate), new MatMulTarget(wUp, rows, up)]);
             long n = (long)tokens * rows;
-            SiluMul(gate, up, gate, n, tokens == 1 ? FusesQuantization(n) : QuantizesRows(tokens, rows));
+            SiluMul(gate, up, gate, n, QuantizesOutput(tokens, rows));
             return;
         }
         int slot = KernelSlot(wGate.Type);
@@ -715,9 +714,8 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         nint mma = AttentionMmaKernel(kCache, p, pk | pv);
         // A decode step's output goes to the output projection's int8 mat-vec next, a short chunk's to the int8 batch matmul:
         // each block of the per-token kernels quantizes its head.
-        long n = (long)heads * headSize;
-        bool quantize = headSize % 32 == 0 && mma == 0 && (p.Tokens == 1 ? FusesQuantization(n) : QuantizesRows(p.Tokens, n));
-        n *= p.Tokens;
+        long rowElements = (long)heads * headSize, n = rowElements * p.Tokens;
+        bool quantize = headSize % 32 == 0 && mma == 0 && QuantizesOutput(p.Tokens, rowElements);
         var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
         if (mma != 0)
         {
