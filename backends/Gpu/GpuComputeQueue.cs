@@ -50,6 +50,11 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private ulong _xq8, _weightsF16, _activationsF16;
     private long _xq8Capacity, _weightsF16Capacity, _activationsF16Capacity;
 
+    // A second 8-bit activation scratch for an op that reads one quantized row and writes the next (the decode SwiGLU mat-vec,
+    // swiglu_quantize), and that op's tickets: one int per 32-row group, all zero between launches (its last block resets them).
+    private ulong _xq8Out, _swiGluTickets;
+    private long _xq8OutCapacity, _swiGluTicketsCapacity;
+
     // Split decode attention: per (head, split) partial results [max, sum, headSize unnormalized outputs] as F32, and one
     // int ticket per head (all zero between launches: the combining block resets its head's).
     private ulong _attentionPartials, _attentionTickets;
@@ -60,9 +65,10 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private ulong _mmqPartials, _mmqTickets;
     private long _mmqPartialsCapacity, _mmqTicketsCapacity;
 
-    // Which activation row _xq8 holds (device address and length), or 0: q, k and v (and gate and up) read the same
-    // row, so it is quantized once for them. Every op other than a matmul may write memory, so each one forgets it.
-    private ulong _xq8Source;
+    // Which activation row is held quantized (its device address and length, or 0), and where (values and scales, in _xq8 or
+    // _xq8Out): q, k and v (and gate and up) read the same row, so it is quantized once for them. Every op other than a
+    // matmul may write memory, so each one forgets it.
+    private ulong _xq8Source, _xq8Values, _xq8Scales;
     private long _xq8Elements;
 
     private byte* _staging;
@@ -190,22 +196,23 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         if (rows <= 0) return;
         _rt.MakeCurrent();
         ulong px = Ptr(x), pw = Ptr(weight), py = Ptr(y);
-        // One row (a decode step) is what the int8 mat-vecs read next: normalize it over several blocks and quantize it in
-        // the same kernel (which reads x in 16-byte loads).
-        if (rows == 1 && !_options.BatchInvariant && FusesQuantization(n) && px % 16 == 0)
+        // One row (a decode step) is what the int8 mat-vecs read next, a small batch (several sequences decoding together)
+        // what the int8 batch matmuls read: normalize each row over several blocks and quantize it in the same kernel (which
+        // reads x in 16-byte loads). One block per row would leave most SMs idle.
+        if (!_options.BatchInvariant && px % 16 == 0 && (rows == 1 ? FusesQuantization(n) : QuantizesRows(rows, n)))
         {
-            var (xq, xs) = QuantizedXScratch(n);
+            var (xq, xs) = QuantizedXScratch((long)rows * n);
             void** rowArgs = stackalloc void*[] { &px, &pw, &py, &n, &eps, &xq, &xs };
-            LaunchKernel(_rmsNormRow, LaunchGeometry.RmsNormRow(n), rowArgs, "rms_norm (decode row)");
-            RememberQuantizedX(py, n);
+            LaunchKernel(_rmsNormRow, LaunchGeometry.RmsNormRow(n, rows), rowArgs, rows == 1 ? "rms_norm (decode row)" : "rms_norm (batch rows)");
+            RememberQuantizedX(py, (long)rows * n, xq, xs);
             return;
         }
-        // A small batch (several sequences decoding together) is what the int8 batch matmuls read next: quantize its rows too.
+        // Batch-invariant mode: every row count takes this kernel (one block a row), quantizing for the int8 kernels.
         bool quantize = QuantizesRows(rows, n);
         var (bq, bs) = quantize ? QuantizedXScratch((long)rows * n) : (0UL, 0UL);
         void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps, &bq, &bs };
         LaunchKernel(_rmsNorm, LaunchGeometry.RmsNorm(rows), args, "rms_norm");
-        if (quantize) RememberQuantizedX(py, (long)rows * n);
+        if (quantize) RememberQuantizedX(py, (long)rows * n, bq, bs);
     }
 
     /// <summary>Whether an op that writes an n-element activation row also quantizes it for the int8 mat-vec.</summary>
@@ -223,19 +230,27 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private bool QuantizesOutput(int rows, long n) => rows == 1 ? FusesQuantization(n) : QuantizesRows(rows, n);
 
     /// <summary>Device addresses of the int8 values and the block scales of an n-element row in the 8-bit activation scratch.</summary>
-    private (ulong Values, ulong Scales) QuantizedXScratch(long n)
+    private (ulong Values, ulong Scales) QuantizedXScratch(long n) => QuantizedScratch(ref _xq8, ref _xq8Capacity, n, "8-bit activations");
+
+    /// <summary>The same in the second scratch, for an op that reads the first (<see cref="MatMulSwiGlu"/>).</summary>
+    private (ulong Values, ulong Scales) QuantizedOutputScratch(long n) => QuantizedScratch(ref _xq8Out, ref _xq8OutCapacity, n, "8-bit activations (second)");
+
+    private (ulong Values, ulong Scales) QuantizedScratch(ref ulong buffer, ref long capacity, long n, string what)
     {
         long scalesAt = TensorPadding.AlignUp(n, StagingAlignment);
-        ulong before = _xq8;
-        EnsureScratch(ref _xq8, ref _xq8Capacity, scalesAt + n / 32 * 8, "8-bit activations");
-        if (_xq8 != before) ForgetQuantizedX(); // a new buffer holds nothing yet
-        return (_xq8, _xq8 + (ulong)scalesAt);
+        ulong before = buffer;
+        EnsureScratch(ref buffer, ref capacity, scalesAt + n / 32 * 8, what);
+        if (buffer != before) ForgetQuantizedX(); // the row held may have been in the old buffer
+        return (buffer, buffer + (ulong)scalesAt);
     }
 
-    private void RememberQuantizedX(ulong source, long elements)
+    /// <summary>Notes that <paramref name="elements"/> floats at <paramref name="source"/> are held quantized at (<paramref name="values"/>, <paramref name="scales"/>).</summary>
+    private void RememberQuantizedX(ulong source, long elements, ulong values, ulong scales)
     {
         _xq8Source = source;
         _xq8Elements = elements;
+        _xq8Values = values;
+        _xq8Scales = scales;
     }
 
     public void MatMul(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens)
@@ -423,9 +438,26 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         long rowBytes = GgmlTypes.RowSize(wGate.Type, cols);
         int r = checked((int)rows), c = checked((int)cols);
         var (xq, xs) = EnsureQuantizedX(px, c);
-        void** args = stackalloc void*[] { &pg, &pu, &rowBytes, &r, &c, &xq, &xs, &py };
-        LaunchKernel(_swiGluQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, "swiglu_q8");
-        ForgetQuantizedXIfWritten(py, rows);
+        // The down projection's int8 mat-vec reads the output next: the kernel quantizes it into the second scratch (its
+        // input's stays in the first) unless swiglu_quantize is off.
+        bool quantize = _options.SwiGluQuantize && FusesQuantization(rows);
+        var (yq, ys) = quantize ? QuantizedOutputScratch(rows) : (0UL, 0UL);
+        ulong tickets = quantize ? SwiGluTickets(rows / 32) : 0;
+        void** args = stackalloc void*[] { &pg, &pu, &rowBytes, &r, &c, &xq, &xs, &py, &yq, &ys, &tickets };
+        LaunchKernel(_swiGluQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, quantize ? "swiglu_q8 (quantizes)" : "swiglu_q8");
+        if (quantize) RememberQuantizedX(py, rows, yq, ys);
+        else ForgetQuantizedXIfWritten(py, rows);
+    }
+
+    /// <summary>The SwiGLU mat-vec's <paramref name="groups"/> tickets, zeroed when first allocated (each launch leaves them zero).</summary>
+    private ulong SwiGluTickets(long groups)
+    {
+        if (_swiGluTicketsCapacity < groups * sizeof(int))
+        {
+            EnsureScratch(ref _swiGluTickets, ref _swiGluTicketsCapacity, groups * sizeof(int), "swiglu tickets");
+            _d.MemsetAsync(_swiGluTickets, 0, _swiGluTicketsCapacity, _stream, "swiglu tickets");
+        }
+        return _swiGluTickets;
     }
 
     public void RopeAndStoreKv(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
@@ -515,7 +547,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         var (xq, xs) = quantize ? QuantizedXScratch(tokens * qd) : (0UL, 0UL);
         void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &rows, &heads, &kvHeads, &headSize, &scale, &xq, &xs };
         LaunchKernel(kCache.Type == GgmlType.F16 ? _attentionRowsF16 : _attentionRowsF32, LaunchGeometry.Attention(heads, tokens), args, "attention (segments)");
-        if (quantize) RememberQuantizedX(po, tokens * qd);
+        if (quantize) RememberQuantizedX(po, tokens * qd, xq, xs);
     }
 
     /// <summary>
@@ -600,14 +632,12 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     {
         if (cols % 32 != 0) throw new ArgumentException($"{_backend}: a {cols}-element row is not whole 32-element blocks");
         long elements = (long)cols * tokens;
+        if (_xq8Source == px && _xq8Elements == elements) return (_xq8Values, _xq8Scales);
         var (xq, xs) = QuantizedXScratch(elements);
-        if (_xq8Source != px || _xq8Elements != elements)
-        {
-            long blocks = elements / 32;
-            void** qa = stackalloc void*[] { &px, &xq, &xs, &blocks };
-            LaunchKernel(_quantizeX, LaunchGeometry.QuantizeX(blocks), qa, "quantize_x_q8");
-            RememberQuantizedX(px, elements);
-        }
+        long blocks = elements / 32;
+        void** qa = stackalloc void*[] { &px, &xq, &xs, &blocks };
+        LaunchKernel(_quantizeX, LaunchGeometry.QuantizeX(blocks), qa, "quantize_x_q8");
+        RememberQuantizedX(px, elements, xq, xs);
         return (xq, xs);
     }
 
@@ -745,7 +775,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             var kernel = p.Tokens == 1 ? (kCache.Type == GgmlType.F16 ? _attentionDecodeF16 : _attentionDecodeF32) : kCache.Type == GgmlType.F16 ? _attentionF16 : _attentionF32;
             LaunchKernel(kernel, LaunchGeometry.Attention(p.Heads, p.Tokens), args, p.Tokens == 1 ? "attention (decode)" : "attention");
         }
-        if (quantize) RememberQuantizedX(po, n);
+        if (quantize) RememberQuantizedX(po, n, xq, xs);
     }
 
     /// <summary>
@@ -775,7 +805,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
         void** args = stackalloc void*[] { &pg, &pu, &py, &n, &xq, &xs };
         LaunchKernel(_siluMul, LaunchGeometry.Elementwise(n), args, "silu_mul");
-        if (quantize) RememberQuantizedX(py, n);
+        if (quantize) RememberQuantizedX(py, n, xq, xs);
     }
 
     public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor y, long n)
@@ -893,7 +923,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _profile?.Dispose();
         if (_rowIds != 0) _d.FreeQuietly(_rowIds);
         if (_segmentRows != 0) _d.FreeQuietly(_segmentRows);
-        foreach (ulong scratch in new[] { _xq8, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets, _mmqPartials, _mmqTickets }) if (scratch != 0) _d.FreeQuietly(scratch);
+        foreach (ulong scratch in new[] { _xq8, _xq8Out, _swiGluTickets, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets, _mmqPartials, _mmqTickets }) if (scratch != 0) _d.FreeQuietly(scratch);
         if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
         if (_staging != null) _d.FreePinned(_staging);
         if (_transferEvent != 0) _d.DestroyEvent(_transferEvent);

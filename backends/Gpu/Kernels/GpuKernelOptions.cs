@@ -109,12 +109,19 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// (uploaded) weights are copied, and none while step graphs capture. <c>gguf</c>: every kernel reads the GGUF layout.
 /// Environment: PLUGINENGINE_CUDA_WEIGHT_LAYOUT.
 /// </param>
+/// <param name="SwiGluQuantize">
+/// <c>swiglu_quantize: off</c> (default): a decode step's fused SwiGLU mat-vec (kernels.cu swiglu_q8_*) writes F32 and a
+/// quantize_x_q8 launch makes the down projection's 8-bit row. <c>on</c>: the mat-vec quantizes its own output (the last block of
+/// each 32-row group does it, after a fence and a ticket), one launch less per layer. Measured on an H100
+/// (docs/gpu-kernels.md#decode-launches): 7B Q4_0 tg128 460.8 t/s on against 475.5 off, so off is the default. Environment:
+/// PLUGINENGINE_CUDA_SWIGLU_QUANTIZE / PLUGINENGINE_HIP_SWIGLU_QUANTIZE.
+/// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
                                         bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
-                                        bool FlashAttention = true, bool TiledWeights = true)
+                                        bool FlashAttention = true, bool TiledWeights = true, bool SwiGluQuantize = false)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -161,9 +168,10 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool invariant = Choice(options, environment, "batch_invariant", P + "BATCH_INVARIANT", "on", "off", defaultFirst: false);
         bool flash = Choice(options, environment, "flash_attn", P + "FLASH_ATTN", "on", "off");
         bool tiled = Choice(options, environment, "weight_layout", P + "WEIGHT_LAYOUT", "tiled", "gguf");
+        bool swiGluQuantize = Choice(options, environment, "swiglu_quantize", P + "SWIGLU_QUANTIZE", "on", "off", defaultFirst: false);
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
-                                    MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled);
+                                    MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
@@ -175,9 +183,10 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool readOnly = Choice(options, environment, "readonly_register", P + "READONLY_REGISTER", "on", "off", defaultFirst: false);
         bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
         bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
+        bool swiGluQuantize = Choice(options, environment, "swiglu_quantize", P + "SWIGLU_QUANTIZE", "on", "off", defaultFirst: false);
         return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
                                     ReadAttentionChunk(options, environment, P), readOnly, smallBatch, segments, IntegerMma: false, FlashAttention: false,
-                                    TiledWeights: false);
+                                    TiledWeights: false, SwiGluQuantize: swiGluQuantize);
     }
 
     /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>

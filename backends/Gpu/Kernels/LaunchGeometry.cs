@@ -153,11 +153,12 @@ internal static class LaunchGeometry
     /// <summary>Threads per block of rms_norm_q8_row: each block writes and quantizes this many elements of the row.</summary>
     public const int NormRowSliceThreads = 256;
 
-    /// <summary>rms_norm_q8_row: one block per <see cref="NormRowSliceThreads"/> elements of one row.</summary>
-    public static Launch RmsNormRow(long n)
+    /// <summary>rms_norm_q8_row: one block per <see cref="NormRowSliceThreads"/> elements of a row, grid y = <paramref name="rows"/>.</summary>
+    public static Launch RmsNormRow(long n, int rows = 1)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(n);
-        return new Launch(checked((uint)CeilDiv(n, NormRowSliceThreads)), 1, NormRowSliceThreads);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
+        return new Launch(checked((uint)CeilDiv(n, NormRowSliceThreads)), (uint)rows, NormRowSliceThreads);
     }
 
     /// <summary>

@@ -25,6 +25,8 @@ typedef long long i64;
 #endif
 #define LANE_ELEMS 16
 #define ATT_PER_LANE (ATTENTION_MAX_HEAD / 32)
+#define PRAGMA(x) _Pragma(#x)
+#define UNROLL(n) PRAGMA(unroll n)
 
 // ggml type ids (template arguments)
 #define T_F32 0
@@ -258,7 +260,11 @@ __device__ __forceinline__ void load_x16(const float* xt, int e0, int cols, floa
 
 // y[t, r] = sum_c w[r, c] * x[t, c]. One warp per weight row; each step the warp reads one ROW_CHUNK-element
 // chunk of the row (16 consecutive elements per lane) and applies it to NT tokens, so the weights are read
-// once per NT tokens. NT = 1 is the bandwidth-bound decode path.
+// once per NT tokens. NT = 1 is the bandwidth-bound decode path (F16/F32/BF16 weights), where MATMUL_T1_UNROLL chunks are
+// unrolled so that their loads are in flight together (docs/gpu-kernels.md#f16-decode).
+#ifndef MATMUL_T1_UNROLL
+#define MATMUL_T1_UNROLL 1
+#endif
 template <int T, int NT>
 __device__ __forceinline__ void matmul_rows(const u8* w, i64 rowBytes, i64 rows, int cols, const float* x, float* y, int tokens)
 {
@@ -270,6 +276,7 @@ __device__ __forceinline__ void matmul_rows(const u8* w, i64 rowBytes, i64 rows,
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.f;
+    PRAGMA(unroll (NT == 1 ? MATMUL_T1_UNROLL : 1))
     for (int c0 = 0; c0 < cols; c0 += ROW_CHUNK)
     {
         int e0 = c0 + lane * LANE_ELEMS;
@@ -391,13 +398,16 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, in
         }
 }
 
-// One decode row normalized and quantized by n / blockDim blocks instead of one: a single block is issue-bound on its
-// SM (an H200 spent 6 us on 4096 elements). Every block sums the squares of the whole row (16 KB from L2 for n = 4096,
-// 16-byte loads), then writes and quantizes its own slice; n is a multiple of 32 (and of 4) and blockDim of 32.
+// A decode row (or each row of a small batch: grid y) normalized and quantized by n / blockDim blocks instead of one: a
+// single block is issue-bound on its SM (an H200 spent 6 us on 4096 elements). Every block sums the squares of the whole
+// row (16 KB from L2 for n = 4096, 16-byte loads), then writes and quantizes its own slice; n is a multiple of 32 (and of 4)
+// and blockDim of 32.
 extern "C" __global__ void rms_norm_q8_row(const float* x, const float* w, float* y, int n, float eps, i8* xq, XScale* xs)
 {
     PDL_ENTRY();
     __shared__ float partial[32];
+    i64 row = (i64)blockIdx.y * n;
+    x += row; y += row; xq += row; xs += row >> 5;
     int tid = threadIdx.x, lane = tid & 31;
     float s = 0.f;
     for (int i = 4 * tid; i < n; i += 4 * blockDim.x)
@@ -1209,8 +1219,6 @@ struct MatVecTargets { MatVecTarget t[3]; int count; int accumulate; };
 #ifndef MATVEC_MIN_BLOCKS
 #define MATVEC_MIN_BLOCKS 0
 #endif
-#define PRAGMA(x) _Pragma(#x)
-#define UNROLL(n) PRAGMA(unroll n)
 #if MATVEC_MIN_BLOCKS > 0
 #define MATVEC_BOUNDS __launch_bounds__(128, MATVEC_MIN_BLOCKS)
 #else
@@ -1256,28 +1264,45 @@ __device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, cons
 }
 
 // gate[r] = silu(wg[r, :] . x) * (wu[r, :] . x) for one token, the SwiGLU input of the down projection: one warp per
-// row as matvec_q8, both rows' units in one loop. (Quantizing the 32 outputs of a 32-warp block in the same kernel
-// was measured slower on an H200, 385 against 403 t/s for the 7B shape: 1024-thread blocks fill the SMs worse than a
-// separate quantize_x_q8 launch costs.)
+// row as matvec_q8, both rows' units in one loop.
+// When yq is not null (rows a multiple of 32, blockDim 128), y is also quantized to 8-bit blocks for the down projection's
+// mat-vec, saving a quantize_x_q8 launch: the last of the 8 blocks that write a 32-row group to finish (tickets[group]
+// counts them, then is reset to 0 for the next launch) quantizes the group from y. (Quantizing the 32 outputs of one
+// 1024-thread block instead was measured slower on an H200, 385 against 403 t/s for the 7B shape: such blocks fill the
+// SMs worse; docs/gpu-kernels.md#decode-launches.)
 template <int T>
-__device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, const i8* xq, const XScale* xs, float* y)
+__device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, const i8* xq, const XScale* xs, float* y,
+                                          i8* yq, XScale* ys, int* tickets)
 {
     int lane = threadIdx.x & 31;
     int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (r >= rows) return;
-    int units = cols / Unit<T>::Elems;
-    const u8* gRow = wg + (i64)r * rowBytes;
-    const u8* uRow = wu + (i64)r * rowBytes;
-    float g = 0.f, u = 0.f;
-    UNROLL(SWIGLU_UNROLL)
-    for (int k = lane; k < units; k += 32)
+    if (r < rows)
     {
-        g += dot_unit<T>(gRow, k, xq, xs);
-        u += dot_unit<T>(uRow, k, xq, xs);
+        int units = cols / Unit<T>::Elems;
+        const u8* gRow = wg + (i64)r * rowBytes;
+        const u8* uRow = wu + (i64)r * rowBytes;
+        float g = 0.f, u = 0.f;
+        UNROLL(SWIGLU_UNROLL)
+        for (int k = lane; k < units; k += 32)
+        {
+            g += dot_unit<T>(gRow, k, xq, xs);
+            u += dot_unit<T>(uRow, k, xq, xs);
+        }
+        g = warp_sum(g);
+        u = warp_sum(u);
+        if (lane == 0) y[r] = g / (1.f + expf(-g)) * u;
     }
-    g = warp_sum(g);
-    u = warp_sum(u);
-    if (lane == 0) y[r] = g / (1.f + expf(-g)) * u;
+    if (yq == 0) return;
+    __shared__ int isLast;
+    int group = (blockIdx.x * (blockDim.x >> 5)) >> 5, blocksPerGroup = 32 / (blockDim.x >> 5);
+    __threadfence();   // this block's outputs are visible device-wide before its ticket is taken
+    __syncthreads();
+    if (threadIdx.x == 0) isLast = atomicAdd(tickets + group, 1) == blocksPerGroup - 1;
+    __syncthreads();
+    if (!isLast || threadIdx.x >= 32) return;
+    __threadfence();
+    quantize_block32(load_cg(y + (i64)group * 32 + lane), lane, yq + (i64)group * 32, ys + group);
+    if (lane == 0) tickets[group] = 0;
 }
 
 // Small batches (2 .. 31 tokens: several sequences decoding together, a short prompt chunk; docs/batching.md):
@@ -1328,8 +1353,8 @@ __device__ __forceinline__ void matmul_q8(const u8* __restrict__ w, i64 rowBytes
     extern "C" __global__ void MATVEC_BOUNDS matvec_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs) \
     { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                                                 \
     extern "C" __global__ void MATVEC_BOUNDS swiglu_q8_##name(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, \
-                                                                       const i8* xq, const XScale* xs, float* y)          \
-    { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y); }                                           \
+                                                                       const i8* xq, const XScale* xs, float* y, i8* yq, XScale* ys, int* tickets) \
+    { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y, yq, ys, tickets); }                          \
     extern "C" __global__ void MATVEC_BOUNDS matmul_q8_##name(const u8* w, i64 rowBytes, int rows, int cols, const i8* xq, \
                                                                        const XScale* xs, float* y, int tokens, int accumulate) \
     { PDL_ENTRY(); matmul_q8<T>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate); }
@@ -1438,6 +1463,9 @@ extern "C" __global__ void tile_q4_0(const u8* __restrict__ src, i64 rowBytes, i
 // Block groups (128 elements) ahead at which the tiled Q4_0 kernels ask L2 for their rows' bytes (0: no prefetch).
 #ifndef MMQ_TILED_PREFETCH
 #define MMQ_TILED_PREFETCH 4
+#endif
+#ifndef MMQ_TILED_UNROLL
+#define MMQ_TILED_UNROLL 1
 #endif
 // Blocks per SM the compiler must leave room for in the one-tile Q4_0 and Q8_0 kernels (__launch_bounds__' second argument;
 // 1: no register cap). Uncapped they take 98-128 registers a thread, so two 256-thread blocks fit an SM; 3 caps them at 80
@@ -1650,6 +1678,7 @@ __device__ __forceinline__ void mmq_tiled_q4_0(const u8* __restrict__ w, int row
     i64 tileAt[MMQ_TILES]; // (R * groups) of each tile's row group (clamped to the last: its results are not written)
 #pragma unroll
     for (int j = 0; j < MMQ_TILES; j++) tileAt[j] = (i64)min((r0 >> 3) + j, lastGroup) * groups;
+    UNROLL(MMQ_TILED_UNROLL)
     for (int B = b0; B < b1; B++)
     {
         if (MMQ_TILED_PREFETCH > 0 && (lane & 7) == 0 && B + MMQ_TILED_PREFETCH < b1)

@@ -208,7 +208,10 @@ public sealed class CudaKernelGeometryTests
 
     [Fact]
     public void Decode_norm_spreads_one_row_over_blocks_of_256()
-        => Assert.Equal(new Launch(16, 1, 256), LaunchGeometry.RmsNormRow(4096));
+    {
+        Assert.Equal(new Launch(16, 1, 256), LaunchGeometry.RmsNormRow(4096));
+        Assert.Equal(new Launch(16, 9, 256), LaunchGeometry.RmsNormRow(4096, 9)); // a batch's rows in grid y
+    }
 
     [Fact]
     public unsafe void Launch_config_structs_match_cuda_h()

@@ -76,6 +76,10 @@ public sealed class GpuKernelOptionsTests
         Assert.False(GpuKernelOptions.FromCuda(Options(("weight_layout", "gguf")), _ => null).TiledWeights);
         Assert.True(GpuKernelOptions.FromCuda(Options(("weight_layout", "gguf")), k => k == "PLUGINENGINE_CUDA_WEIGHT_LAYOUT" ? "tiled" : null).TiledWeights);
         Assert.Contains("weight_layout", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("weight_layout", "rows")), _ => null)).Message);
+        Assert.False(o.SwiGluQuantize);
+        Assert.True(GpuKernelOptions.FromCuda(Options(("swiglu_quantize", "on")), _ => null).SwiGluQuantize);
+        Assert.True(GpuKernelOptions.FromHip(Options(), k => k == "PLUGINENGINE_HIP_SWIGLU_QUANTIZE" ? "on" : null).SwiGluQuantize);
+        Assert.Contains("swiglu_quantize", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("swiglu_quantize", "yes")), _ => null)).Message);
         Assert.False(GpuKernelOptions.FromHip(Options(), _ => null).TiledWeights);
         Assert.Equal(0, o.MmaSplit);
         Assert.Equal(2, GpuKernelOptions.FromCuda(Options(("mma_split", "2")), _ => null).MmaSplit);
