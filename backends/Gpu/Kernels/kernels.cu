@@ -1024,6 +1024,11 @@ extern "C" __global__ void rope_store_kv_rows(float* q, float* k, const float* v
 // rowInfo[2t + 1] + rowInfo[2t] (its own sequence, causal). No split: the rows of a batch give heads x rows blocks, enough
 // to fill the device without splitting a history. With xq (headSize a multiple of 32) each block also quantizes its head's
 // output for the output projection's int8 batch matmul, as write_head does for a decode token.
+// Positions a warp of attention_rows scores per step (attend's P): a tuning define, 1 by default (a batch has heads x rows
+// blocks to hide latency with, as a prompt does); 4 is the decode kernel's.
+#ifndef ATTENTION_ROWS_P
+#define ATTENTION_ROWS_P 1
+#endif
 template <bool F16>
 __device__ __forceinline__ void attention_rows(const float* q, const void* k, const void* v, float* out, const int* rowInfo, int heads,
                                                int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
@@ -1034,7 +1039,7 @@ __device__ __forceinline__ void attention_rows(const float* q, const void* k, co
     const void* ks = F16 ? (const void*)((const u16*)k + slot) : (const void*)((const float*)k + slot);
     const void* vs = F16 ? (const void*)((const u16*)v + slot) : (const void*)((const float*)v + slot);
     float mAll, factor[ATT_WARPS], denominator;
-    attend<F16, 1>(q + o0, ks, vs, h / (heads / kvHeads), kvStride, headSize, scale, 0, rowInfo[2 * t] + 1, sh, &mAll, factor, &denominator);
+    attend<F16, ATTENTION_ROWS_P>(q + o0, ks, vs, h / (heads / kvHeads), kvStride, headSize, scale, 0, rowInfo[2 * t] + 1, sh, &mAll, factor, &denominator);
     write_head(out + o0, headSize, o0, xq, xs, [&](int e) { return block_numerator(sh, factor, e) / denominator; });
 }
 
