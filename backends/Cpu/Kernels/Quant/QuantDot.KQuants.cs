@@ -207,7 +207,8 @@ public static unsafe partial class QuantDot
         static abstract bool HasMins { get; }
 
         /// <summary>Whether the four-row kernel prefetches the row four rows on while it reads a row (the AVX2 level's choice,
-        /// measured on an AVX2 EPYC; at the AVX-512 level one plain sequential stream per row was faster).</summary>
+        /// measured on an AVX2 EPYC); otherwise (the AVX-512 level) it prefetches <see cref="StreamPrefetchBytes"/> ahead in
+        /// its sequential stream.</summary>
         static abstract bool Prefetch { get; }
 
         /// <summary>The exact scaled sums as 8 int32 lanes (to be added up): Σ_j sc_j·Σ q·qx, or Q6_K's whole
@@ -267,6 +268,7 @@ public static unsafe partial class QuantDot
                 for (long k = 0; k < count; k++, wr += bytes, xr += Q8_KBytes, ahead += bytes)
                 {
                     if (T.Prefetch) PrefetchSpan(ahead, bytes);
+                    else PrefetchSpan(wr + StreamPrefetchBytes, bytes);
                     sums[4 * k + r] = kernel.Sums(wr, xr, out minBytes[4 * k + r]);
                     // The row scales are gathered here, with scalar loads and stores, rather than inserted into vectors below:
                     // the vector units are the busy ones.

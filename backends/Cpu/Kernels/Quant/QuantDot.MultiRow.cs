@@ -24,6 +24,17 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 // threads, from about 55 to 75–88 GFLOP/s with the sequential rows, tools/MatMulBench on the 2-core EPYC.)
 public static unsafe partial class QuantDot
 {
+    /// <summary>
+    /// How far ahead of its reads a one-row generation kernel that streams its matrix sequentially (Q8_0, F32, F16 and BF16 at
+    /// the AVX-512 level, the K-quants' four-row kernel there) asks for the bytes. Such a kernel is bound by the read, and on a
+    /// 2-vCPU Intel Xeon VM (AVX-512, 18 GB/s plain read with 2 threads) the hardware prefetcher alone left it at 60–70 % of
+    /// that: with 2 KiB of software prefetch, streamed Q8_0 went from 11.6–12.9 to 17.6–20.1 GB/s, Q4_K from 11.0–11.4 to
+    /// 15.2–16.5, Q6_K from 12.8–13.0 to 17.6–18.9, F16 from 10.6–12.7 to 15.9–19.1 (tools/MatMulBench, 5632×2048 and
+    /// 2048×5632, 2 threads; 1 KiB gained less, 4 KiB no more). In the caches it costs Q8_0 about 8 % (2048×2048, one thread).
+    /// Measurements: docs/benchmarks.md (CPU, 2026-12-07).
+    /// </summary>
+    internal const int StreamPrefetchBytes = 2048;
+
     /// <summary>Prefetches <paramref name="bytes"/> bytes from <paramref name="p"/> into the caches (a hint: never faults).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void PrefetchSpan(byte* p, long bytes)

@@ -111,6 +111,7 @@ public static unsafe partial class QuantDot
         // Four blocks per step: their sums share one reduction; then blocks b, b + 1 and b + 2, b + 3 in two FMAs.
         for (; b + 4 <= blocks; b += 4, w += 4 * Q8_0Bytes, x += 4 * Q8_0Bytes)
         {
+            PrefetchSpan(w + StreamPrefetchBytes, 4 * Q8_0Bytes);
             var s01 = Q8_0Pair512(w, x);
             var s23 = Q8_0Pair512(w + 2 * Q8_0Bytes, x + 2 * Q8_0Bytes);
             var f = Sse2.ConvertToVector128Single(Sum4(s01.GetLower(), s01.GetUpper(), s23.GetLower(), s23.GetUpper()));

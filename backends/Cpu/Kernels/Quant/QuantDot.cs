@@ -132,6 +132,7 @@ public static unsafe partial class QuantDot
         long i = 0;
         for (; i + 32 <= n; i += 32)
         {
+            PrefetchSpan((byte*)(x + i) + StreamPrefetchBytes, 128);
             acc0 = Avx512F.FusedMultiplyAdd(Vector512.Load(x + i), Vector512.Load(y + i), acc0);
             acc1 = Avx512F.FusedMultiplyAdd(Vector512.Load(x + i + 16), Vector512.Load(y + i + 16), acc1);
         }
@@ -198,6 +199,7 @@ public static unsafe partial class QuantDot
         long i = 0;
         for (; i + 32 <= n; i += 32)
         {
+            Sse.Prefetch0((byte*)(x + i) + StreamPrefetchBytes);
             acc0 = Avx512F.FusedMultiplyAdd(HalfConversion.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(x + i))), Vector512.Load(y + i), acc0);
             acc1 = Avx512F.FusedMultiplyAdd(HalfConversion.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(x + i + 16))), Vector512.Load(y + i + 16), acc1);
         }
@@ -244,7 +246,10 @@ public static unsafe partial class QuantDot
         Vector512<float> acc = default;
         long i = 0;
         for (; i + 16 <= n; i += 16)
+        {
+            Sse.Prefetch0((byte*)(x + i) + StreamPrefetchBytes);
             acc = Avx512F.FusedMultiplyAdd((Avx512F.ConvertToVector512UInt32(Vector256.Load(x + i)) << 16).AsSingle(), Vector512.Load(y + i), acc);
+        }
         float s = Vector512.Sum(acc);
         for (; i < n; i++) s += BF16(x[i]) * y[i];
         return s;
