@@ -207,7 +207,8 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             RememberQuantizedX(py, (long)rows * n, xq, xs);
             return;
         }
-        // Batch-invariant mode: every row count takes this kernel (one block a row), quantizing for the int8 kernels.
+        // One block a row: prompts (not quantized: cuBLAS reads them), batch-invariant mode (every row count, quantized for the
+        // int8 kernels) and rows the kernel above cannot take (not 16-byte aligned, not whole 32-element blocks).
         bool quantize = QuantizesRows(rows, n);
         var (bq, bs) = quantize ? QuantizedXScratch((long)rows * n) : (0UL, 0UL);
         void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps, &bq, &bs };
@@ -334,12 +335,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         long tiles = (long)launch.GridX * launch.GridY;
         EnsureScratch(ref _mmqPartials, ref _mmqPartialsCapacity,
                       tiles * launch.GridZ * 16 * LaunchGeometry.MmqTiles(tokens) * _mmqRows * sizeof(float), "mmq partials");
-        if (_mmqTicketsCapacity < tiles * sizeof(int))
-        {
-            EnsureScratch(ref _mmqTickets, ref _mmqTicketsCapacity, tiles * sizeof(int), "mmq tickets");
-            _d.MemsetAsync(_mmqTickets, 0, _mmqTicketsCapacity, _stream, "mmq tickets");
-        }
-        return (_mmqPartials, _mmqTickets);
+        return (_mmqPartials, ZeroedTickets(ref _mmqTickets, ref _mmqTicketsCapacity, tiles, "mmq tickets"));
     }
 
     /// <summary>Whether one token on <paramref name="type"/> weights goes to the int8 mat-vec (matvec_q8_*).</summary>
@@ -442,22 +438,25 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         // input's stays in the first) unless swiglu_quantize is off.
         bool quantize = _options.SwiGluQuantize && FusesQuantization(rows);
         var (yq, ys) = quantize ? QuantizedOutputScratch(rows) : (0UL, 0UL);
-        ulong tickets = quantize ? SwiGluTickets(rows / 32) : 0;
+        ulong tickets = quantize ? ZeroedTickets(ref _swiGluTickets, ref _swiGluTicketsCapacity, rows / 32, "swiglu tickets") : 0;
         void** args = stackalloc void*[] { &pg, &pu, &rowBytes, &r, &c, &xq, &xs, &py, &yq, &ys, &tickets };
         LaunchKernel(_swiGluQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, quantize ? "swiglu_q8 (quantizes)" : "swiglu_q8");
         if (quantize) RememberQuantizedX(py, rows, yq, ys);
         else ForgetQuantizedXIfWritten(py, rows);
     }
 
-    /// <summary>The SwiGLU mat-vec's <paramref name="groups"/> tickets, zeroed when first allocated (each launch leaves them zero).</summary>
-    private ulong SwiGluTickets(long groups)
+    /// <summary>
+    /// At least <paramref name="count"/> int tickets of a "last block to finish" kernel (split attention, split mmq, the SwiGLU
+    /// quantize), zeroed when (re)allocated: each launch's last block resets the tickets it used, so they stay zero between launches.
+    /// </summary>
+    private ulong ZeroedTickets(ref ulong tickets, ref long capacity, long count, string what)
     {
-        if (_swiGluTicketsCapacity < groups * sizeof(int))
+        if (capacity < count * sizeof(int))
         {
-            EnsureScratch(ref _swiGluTickets, ref _swiGluTicketsCapacity, groups * sizeof(int), "swiglu tickets");
-            _d.MemsetAsync(_swiGluTickets, 0, _swiGluTicketsCapacity, _stream, "swiglu tickets");
+            EnsureScratch(ref tickets, ref capacity, count * sizeof(int), what);
+            _d.MemsetAsync(tickets, 0, capacity, _stream, what);
         }
-        return _swiGluTickets;
+        return tickets;
     }
 
     public void RopeAndStoreKv(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
@@ -759,12 +758,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             // A long history: heads x splits blocks, each over `chunk` positions; the last one of a head combines them.
             int splits = LaunchGeometry.AttentionSplits(first + 1, chunk);
             EnsureScratch(ref _attentionPartials, ref _attentionPartialsCapacity, (long)heads * splits * (headSize + 2) * sizeof(float), "attention partials");
-            if (_attentionTicketsCapacity < (long)heads * sizeof(int))
-            {
-                EnsureScratch(ref _attentionTickets, ref _attentionTicketsCapacity, (long)heads * sizeof(int), "attention tickets");
-                _d.MemsetAsync(_attentionTickets, 0, _attentionTicketsCapacity, _stream, "attention tickets");
-            }
-            ulong partials = _attentionPartials, tickets = _attentionTickets;
+            ulong partials = _attentionPartials, tickets = ZeroedTickets(ref _attentionTickets, ref _attentionTicketsCapacity, heads, "attention tickets");
             void** splitArgs = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs, &partials, &tickets, &chunk };
             LaunchKernel(kCache.Type == GgmlType.F16 ? _attentionSplitF16 : _attentionSplitF32, LaunchGeometry.AttentionSplit(heads, splits), splitArgs,
                 "attention (decode, split)");
