@@ -8,8 +8,8 @@ namespace PluginEngine.Backends.Gpu;
 /// PLUGINENGINE_HIP_PROFILE=1 (HIP).
 /// The events are read when the host synchronizes anyway (a download), and the table goes to stderr when the queue is
 /// disposed. An event pair also times the gap before a kernel starts when the host launches more slowly than the GPU
-/// runs, so "GPU time" close to the step's wall time means the GPU was never idle. Not for step graphs (events are not
-/// captured): with graphs on, profiling is off.
+/// runs, so "GPU time" close to the step's wall time means the GPU was never idle. Not for step graphs (their kernels
+/// are launched as graphs, with no events between them): with graphs on, this profile is off.
 /// </summary>
 internal sealed class GpuOpProfile(IGpuNative native) : IDisposable
 {
@@ -64,5 +64,41 @@ internal sealed class GpuOpProfile(IGpuNative native) : IDisposable
         foreach (var (_, s, e) in _pending) _free.Push((s, e));
         _pending.Clear();
         while (_free.TryPop(out var p)) { native.DestroyEvent(p.Start); native.DestroyEvent(p.End); }
+    }
+}
+
+/// <summary>
+/// Where the host's time goes, when PLUGINENGINE_CUDA_PROFILE=host (or HIP): the time inside the driver's launch call,
+/// and the time spent waiting for the stream (synchronizations and the downloads' waits), against the time since the
+/// queue's first launch.
+/// Unlike <see cref="GpuOpProfile"/> it adds nothing to the stream, so it shows whether a step is bound by the host's
+/// launches (little waiting) or by the GPU (the host waits most of the time). See docs/gpu-kernels.md#decode-launches.
+/// </summary>
+internal sealed class GpuHostProfile(string backend)
+{
+    private long _first; // the first launch: the lifetime measured starts there, after the model's upload
+    private long _launches, _launchTicks, _waits, _waitTicks;
+
+    public static long Now => System.Diagnostics.Stopwatch.GetTimestamp();
+
+    public void Launched(long since)
+    {
+        if (_launches++ == 0) _first = since;
+        _launchTicks += Now - since;
+    }
+
+    public void Waited(long since)
+    {
+        if (_launches == 0) return;
+        _waits++;
+        _waitTicks += Now - since;
+    }
+
+    public string Report()
+    {
+        double f = 1e6 / System.Diagnostics.Stopwatch.Frequency; // ticks to µs
+        double life = (Now - _first) * f, launch = _launchTicks * f, wait = _waitTicks * f;
+        return $"{backend} host profile: {_launches} launches, {launch / Math.Max(_launches, 1):F2} us each in the launch call " +
+               $"({100 * launch / life:F1}% of {life / 1e3:F1} ms); {_waits} waits for the stream, {100 * wait / life:F1}% of the time\n";
     }
 }
