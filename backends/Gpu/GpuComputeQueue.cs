@@ -33,7 +33,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly bool _integerMma;            // the mmq kernels run here (CUDA sm_80+, option mma on)
     private readonly int[] _mmqResident = new int[8 * 3]; // as _mmq: blocks of that kernel the whole GPU holds at once (SMs × blocks per SM), for the K split
     // Q4_0 weights in the tiled layout (docs/gpu-kernels.md#tiled-q4_0-weights): the copy kernel and mmq on the copies.
-    private readonly bool _tiled; // the weight_layout option is tiled, the mmq kernels run here and no step graph captures
+    private readonly bool _tiled; // the weight_layout option is tiled and the mmq kernels run here
     private readonly nint _tileQ4_0;
     private readonly nint[] _mmqTiled = new nint[3];
     private readonly int[] _mmqTiledResident = new int[3];
@@ -43,6 +43,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private nint _blasHandle;
     private readonly IGpuStepGraph? _graph; // null unless the graphs option is on (and the binding has graphs: CUDA)
     private readonly GpuOpProfile? _profile; // PLUGINENGINE_<BACKEND>_PROFILE=1 (without graphs)
+    private readonly GpuHostProfile? _hostProfile; // PLUGINENGINE_<BACKEND>_PROFILE=host
 
     // Scratch (device memory, grown on demand): the 8-bit activation row of the int8 mat-vec [cols int8, then one
     // XScale {d, s} per 32 elements at an aligned offset], and the F16 weights [rows, cols] and activations
@@ -149,7 +150,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _programmaticLaunch = _rt.ProgrammaticLaunch;
         _blas = _options.BlasPrompt ? _rt.Blas : null;
         if (_options.Graphs) _graph = _d.CreateStepGraph(_rt, _stream);
-        _tiled = _options.TiledWeights && _integerMma && _graph is null;
+        _tiled = _options.TiledWeights && _integerMma;
         if (_tiled)
         {
             _tileQ4_0 = _rt.Function("tile_q4_0");
@@ -161,6 +162,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             }
         }
         if (_graph is null && _rt.ProfileRequested) _profile = new GpuOpProfile(_d);
+        if (_rt.HostProfileRequested) _hostProfile = new GpuHostProfile(_backend);
         GrowStaging(InitialStagingBytes);
     }
 
@@ -182,7 +184,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         long bytes = (long)rows.Length * sizeof(int);
         if (_rowIdsCapacity < bytes) GrowRowIds(bytes);
         byte* staged = Stage(MemoryMarshal.AsBytes(rows));
-        _graph?.BeforeWork();
+        _graph?.Flush(); // recorded kernels run first: the copy is live
         _d.CopyHostToDeviceAsync(_rowIds, staged, bytes, _stream, "row ids");
         ulong t = Ptr(table), ids = _rowIds, y = Ptr(dst);
         long rowBytes = GgmlTypes.RowSize(table.Type, rowLength), length = rowLength;
@@ -454,6 +456,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         if (capacity < count * sizeof(int))
         {
             EnsureScratch(ref tickets, ref capacity, count * sizeof(int), what);
+            _graph?.Flush(); // recorded kernels run first: the memset is live
             _d.MemsetAsync(tickets, 0, capacity, _stream, what);
         }
         return tickets;
@@ -580,7 +583,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             _segmentRows = _d.Allocate(_segmentRowsCapacity, "segment rows");
         }
         byte* staged = Stage(MemoryMarshal.AsBytes(table));
-        _graph?.BeforeWork();
+        _graph?.Flush(); // recorded kernels run first: the copy is live
         _d.CopyHostToDeviceAsync(_segmentRows, staged, bytes, _stream, "segment rows");
         _segmentRowsCount = table.Length;
         return rows;
@@ -619,7 +622,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         int r = checked((int)rows), c = checked((int)cols);
         void** args = stackalloc void*[] { &source, &rowBytes, &r, &c, &copy };
         LaunchKernel(_tileQ4_0, LaunchGeometry.TileQ4_0(rows, cols), args, "tile_q4_0");
-        _d.SynchronizeStream(_stream);
+        Synchronize();
         return copy;
     }
 
@@ -846,7 +849,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _rt.MakeCurrent();
         ulong pd = Ptr(dst);
         byte* staged = Stage(MemoryMarshal.AsBytes(source));
-        _graph?.BeforeWork();
+        _graph?.Flush(); // recorded kernels run first: the copy is live
         _d.CopyHostToDeviceAsync(pd, staged, (long)source.Length * sizeof(float), _stream, "upload");
     }
 
@@ -860,7 +863,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             Synchronize();
             GrowStaging(bytes);
         }
-        _graph?.Flush(); // the step's recorded work runs first; the copy below is not captured
+        _graph?.Flush(); // the step's recorded kernels run first; the copy below is live
         // Stream order puts this copy after every queued upload that still reads the arena, so the arena's start can be reused.
         if (bytes > 0) _d.CopyDeviceToHostAsync(_staging, ps, bytes, _stream);
         Synchronize();
@@ -871,7 +874,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     /// A copy into another GPU queue of the same vendor (another device, or another virtual device of this GPU) through the
     /// binding's peer copy (docs/multi-gpu.md#transfers). Both ways ordered with events: the copy waits for the destination
     /// stream's earlier work (which may still read <paramref name="dst"/>), and the destination's later work waits for the copy.
-    /// Step graphs of both queues are flushed first so the copy and the waits are never captured. False for any other queue.
+    /// Step graphs of both queues are flushed first: their recorded kernels run before the copy and the waits. False for any other queue.
     /// </summary>
     public bool CopyTo(DeviceTensor src, IComputeQueue destination, DeviceTensor dst, long bytes)
     {
@@ -900,7 +903,9 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     {
         _rt.MakeCurrent();
         _graph?.EndStep();
+        long waitStart = GpuHostProfile.Now;
         _d.SynchronizeStream(_stream);
+        _hostProfile?.Waited(waitStart);
         _profile?.Collect();
         _stagingUsed = 0; // the stream is idle: nothing reads the arena any more
     }
@@ -915,6 +920,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _graph?.Dispose();
         _profile?.Collect();
         _profile?.Dispose();
+        if (_hostProfile is not null) Console.Error.Write(_hostProfile.Report());
         if (_rowIds != 0) _d.FreeQuietly(_rowIds);
         if (_segmentRows != 0) _d.FreeQuietly(_segmentRows);
         foreach (ulong scratch in new[] { _xq8, _xq8Out, _swiGluTickets, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets, _mmqPartials, _mmqTickets }) if (scratch != 0) _d.FreeQuietly(scratch);
@@ -949,10 +955,14 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     private void LaunchKernel(nint function, Launch launch, void** args, string what)
     {
-        _graph?.BeforeWork();
-        var events = _profile?.Begin(_stream);
-        _d.Launch(function, launch, _stream, args, _programmaticLaunch, what);
-        if (events is { } e) _profile!.End(what, e, _stream);
+        long launchStart = GpuHostProfile.Now;
+        if (_graph is null || !_graph.TryRecord(function, launch, args))
+        {
+            var events = _profile?.Begin(_stream);
+            _d.Launch(function, launch, _stream, args, _programmaticLaunch, what);
+            if (events is { } e) _profile!.End(what, e, _stream);
+        }
+        _hostProfile?.Launched(launchStart);
     }
 
     /// <summary>Copies <paramref name="data"/> into the pinned arena and returns where; waits for the stream only when the arena is full.</summary>

@@ -40,7 +40,7 @@ internal interface IGpuKernelCompiler
 internal sealed class GpuRuntime
 {
     private readonly Dictionary<string, nint> _functions = new(StringComparer.Ordinal);
-    private readonly List<IGpuStepGraph> _captures = new();
+    private readonly List<IGpuStepGraph> _stepGraphs = new();
 
     public GpuRuntime(IGpuNative native, GpuDeviceFacts facts, GpuKernelOptions options, bool programmaticLaunch)
     {
@@ -91,6 +91,9 @@ internal sealed class GpuRuntime
     /// <summary>PLUGINENGINE_CUDA_PROFILE=1 / PLUGINENGINE_HIP_PROFILE=1: per-kernel GPU time (see <see cref="GpuOpProfile"/>).</summary>
     public bool ProfileRequested => Environment.GetEnvironmentVariable($"PLUGINENGINE_{Backend.ToUpperInvariant()}_PROFILE") == "1";
 
+    /// <summary>PLUGINENGINE_CUDA_PROFILE=host / PLUGINENGINE_HIP_PROFILE=host: launch-call and wait times on the host (see <see cref="GpuHostProfile"/>).</summary>
+    public bool HostProfileRequested => Environment.GetEnvironmentVariable($"PLUGINENGINE_{Backend.ToUpperInvariant()}_PROFILE") == "host";
+
     /// <summary>
     /// (index, count) when this runtime is one of several virtual devices of one GPU (docs/multi-gpu.md#two-devices-on-one-gpu);
     /// null for a plain GPU.
@@ -120,21 +123,21 @@ internal sealed class GpuRuntime
     public nint Function(string name)
         => _functions.TryGetValue(name, out nint f) ? f : throw new InvalidOperationException($"{Backend}: kernel '{name}' is not in the module");
 
-    /// <summary>A queue's step graph announces itself, so buffer work can end its capture first (see <see cref="EnterBufferWork"/>).</summary>
-    internal void AddCapture(IGpuStepGraph graph) { lock (_captures) _captures.Add(graph); }
+    /// <summary>A queue's step graph announces itself, so buffer work can launch what it recorded first (see <see cref="EnterBufferWork"/>).</summary>
+    internal void AddStepGraph(IGpuStepGraph graph) { lock (_stepGraphs) _stepGraphs.Add(graph); }
 
-    internal void RemoveCapture(IGpuStepGraph graph) { lock (_captures) _captures.Remove(graph); }
+    internal void RemoveStepGraph(IGpuStepGraph graph) { lock (_stepGraphs) _stepGraphs.Remove(graph); }
 
     /// <summary>
     /// Call before buffer work (uploads, memsets, downloads, frees), which runs on the default stream: queues' streams
-    /// synchronize with that stream, and work there while one of them is being captured would invalidate the capture. So
-    /// every running capture on this device is ended first, and what it recorded is launched.
+    /// synchronize with that stream, and a kernel a step graph recorded but has not launched yet may read memory this work
+    /// writes or frees. So what every step graph on this device recorded is launched first.
     /// </summary>
     internal void EnterBufferWork()
     {
         MakeCurrent();
-        lock (_captures)
-            foreach (var graph in _captures) graph.Flush();
+        lock (_stepGraphs)
+            foreach (var graph in _stepGraphs) graph.Flush();
     }
 
     /// <summary>

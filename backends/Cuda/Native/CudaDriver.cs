@@ -64,15 +64,16 @@ internal sealed unsafe class CudaDriver
     public delegate* unmanaged<float*, nint, nint, int> cuEventElapsedTime;
     public delegate* unmanaged<nint, int> cuEventDestroy;
 
-    // Stream capture and graphs (optional: null when the driver lacks them; see HasGraphs).
-    public delegate* unmanaged<nint, int, int> cuStreamBeginCapture;
-    public delegate* unmanaged<nint, nint*, int> cuStreamEndCapture;
+    // Graphs built node by node (optional: null when the driver lacks them; see HasGraphs). CudaStepGraph uses them.
+    public delegate* unmanaged<nint*, uint, int> cuGraphCreate;
+    public delegate* unmanaged<nint*, nint, nint*, nuint, KernelNodeParams*, int> cuGraphAddKernelNode;
+    public delegate* unmanaged<nint, nint*, nint*, GraphEdgeData*, nuint, int> cuGraphAddDependencies; // CUDA 12.3: programmatic edges
     public delegate* unmanaged<nint*, nint, ulong, int> cuGraphInstantiateWithFlags;
-    public delegate* unmanaged<nint, nint, GraphExecUpdateResultInfo*, int> cuGraphExecUpdate;
+    public delegate* unmanaged<nint, nint, KernelNodeParams*, int> cuGraphExecKernelNodeSetParams;
     public delegate* unmanaged<nint, nint, int> cuGraphLaunch;
     public delegate* unmanaged<nint, int> cuGraphDestroy;
     public delegate* unmanaged<nint, int> cuGraphExecDestroy;
-    public delegate* unmanaged<nint, nint*, nuint*, int> cuGraphGetNodes;
+    public delegate* unmanaged<nint, nuint, nuint*, nuint*, int> cuFuncGetParamInfo; // CUDA 12.4
 
     // Extra contexts (virtual devices, docs/multi-gpu.md#two-devices-on-one-gpu) and copies between contexts (optional:
     // a driver without them offers no virtual devices, and the core copies between devices through host memory).
@@ -116,23 +117,40 @@ internal sealed unsafe class CudaDriver
         [FieldOffset(8)] public int Value;
     }
 
-    /// <summary>CU_STREAM_CAPTURE_MODE_RELAXED: the capturing thread may still call allocation APIs.</summary>
-    public const int StreamCaptureModeRelaxed = 2;
-
-    /// <summary>CUgraphExecUpdateResultInfo (cuda.h).</summary>
+    /// <summary>CUDA_KERNEL_NODE_PARAMS_v2 (cuda.h): a kernel node's function, geometry and parameter pointers (copied by the call).</summary>
     [StructLayout(LayoutKind.Sequential)]
-    public struct GraphExecUpdateResultInfo
+    public struct KernelNodeParams
     {
-        public int Result;
-        public nint ErrorNode;
-        public nint ErrorFromNode;
+        public nint Function;
+        public uint GridX, GridY, GridZ, BlockX, BlockY, BlockZ, SharedMemBytes;
+        public void** KernelParams;
+        public void** Extra;
+        public nint Kernel;  // CUkernel, used only when Function is null
+        public nint Context; // CUcontext, ignored when Function is set
     }
 
-    /// <summary>Whether every graph entry point resolved (CUDA 12 drivers and later).</summary>
-    public bool HasGraphs => cuStreamBeginCapture != null && cuStreamEndCapture != null && cuGraphInstantiateWithFlags != null &&
-                             cuGraphExecUpdate != null && cuGraphLaunch != null && cuGraphDestroy != null && cuGraphExecDestroy != null && cuGraphGetNodes != null;
+    /// <summary>CUgraphEdgeData (cuda.h): ports and type of a dependency; the reserved bytes stay zero.</summary>
+    [StructLayout(LayoutKind.Sequential, Size = 8)]
+    public struct GraphEdgeData
+    {
+        public byte FromPort, ToPort, Type;
+    }
+
+    /// <summary>CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC: the edge fires when every block of the upstream kernel has triggered or exited.</summary>
+    public const byte GraphKernelNodePortProgrammatic = 1;
+
+    /// <summary>CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC: the downstream kernel may start early and waits with griddepcontrol.wait.</summary>
+    public const byte GraphDependencyTypeProgrammatic = 1;
+
+    /// <summary>Whether the graph entry points step graphs need resolved (CUDA 12.4 drivers and later).</summary>
+    public bool HasGraphs => cuGraphCreate != null && cuGraphAddKernelNode != null && cuGraphInstantiateWithFlags != null &&
+                             cuGraphExecKernelNodeSetParams != null && cuGraphLaunch != null && cuGraphDestroy != null &&
+                             cuGraphExecDestroy != null && cuFuncGetParamInfo != null;
 
     private CudaDriver() { }
+
+    /// <summary>A driver with no entry point bound, for tests that bind recording fakes to the ones they exercise.</summary>
+    internal static CudaDriver Unbound() => new();
 
     /// <summary>Loads the driver library and binds every entry point; returns null with the reason when it cannot.</summary>
     public static CudaDriver? TryLoad(out string? failure)
@@ -182,14 +200,15 @@ internal sealed unsafe class CudaDriver
         d.cuEventRecord = (delegate* unmanaged<nint, nint, int>)symbols.Required("cuEventRecord");
         d.cuEventElapsedTime = (delegate* unmanaged<float*, nint, nint, int>)symbols.Required("cuEventElapsedTime");
         d.cuEventDestroy = (delegate* unmanaged<nint, int>)symbols.Required("cuEventDestroy_v2");
-        d.cuStreamBeginCapture = (delegate* unmanaged<nint, int, int>)symbols.Optional("cuStreamBeginCapture_v2");
-        d.cuStreamEndCapture = (delegate* unmanaged<nint, nint*, int>)symbols.Optional("cuStreamEndCapture");
+        d.cuGraphCreate = (delegate* unmanaged<nint*, uint, int>)symbols.Optional("cuGraphCreate");
+        d.cuGraphAddKernelNode = (delegate* unmanaged<nint*, nint, nint*, nuint, KernelNodeParams*, int>)symbols.Optional("cuGraphAddKernelNode_v2");
+        d.cuGraphAddDependencies = (delegate* unmanaged<nint, nint*, nint*, GraphEdgeData*, nuint, int>)symbols.Optional("cuGraphAddDependencies_v2");
         d.cuGraphInstantiateWithFlags = (delegate* unmanaged<nint*, nint, ulong, int>)symbols.Optional("cuGraphInstantiateWithFlags");
-        d.cuGraphExecUpdate = (delegate* unmanaged<nint, nint, GraphExecUpdateResultInfo*, int>)symbols.Optional("cuGraphExecUpdate_v2");
+        d.cuGraphExecKernelNodeSetParams = (delegate* unmanaged<nint, nint, KernelNodeParams*, int>)symbols.Optional("cuGraphExecKernelNodeSetParams_v2");
         d.cuGraphLaunch = (delegate* unmanaged<nint, nint, int>)symbols.Optional("cuGraphLaunch");
         d.cuGraphDestroy = (delegate* unmanaged<nint, int>)symbols.Optional("cuGraphDestroy");
         d.cuGraphExecDestroy = (delegate* unmanaged<nint, int>)symbols.Optional("cuGraphExecDestroy");
-        d.cuGraphGetNodes = (delegate* unmanaged<nint, nint*, nuint*, int>)symbols.Optional("cuGraphGetNodes");
+        d.cuFuncGetParamInfo = (delegate* unmanaged<nint, nuint, nuint*, nuint*, int>)symbols.Optional("cuFuncGetParamInfo");
         d.cuLaunchKernelEx = (delegate* unmanaged<LaunchConfig*, nint, void**, void**, int>)symbols.Optional("cuLaunchKernelEx");
         d.cuOccupancyMaxActiveBlocksPerMultiprocessor = (delegate* unmanaged<int*, nint, int, nuint, int>)symbols.Optional("cuOccupancyMaxActiveBlocksPerMultiprocessor");
         d.cuCtxCreate = (delegate* unmanaged<nint*, uint, int, int>)symbols.Optional("cuCtxCreate_v2");

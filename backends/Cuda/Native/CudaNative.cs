@@ -171,7 +171,7 @@ internal sealed unsafe class CudaNative(CudaDriver driver, int device, nint cont
 
     public void DestroyEvent(nint gpuEvent) => Driver.cuEventDestroy(gpuEvent);
 
-    public IGpuStepGraph? CreateStepGraph(GpuRuntime runtime, nint stream) => Driver.HasGraphs ? new CudaStepGraph(runtime, Driver, stream) : null;
+    public IGpuStepGraph? CreateStepGraph(GpuRuntime runtime, nint stream) => Driver.HasGraphs ? new CudaStepGraph(runtime, this, stream) : null;
 
     /// <summary>Peers this context has asked for access to (once per peer context).</summary>
     private readonly HashSet<nint> _peersTried = [];

@@ -111,12 +111,23 @@ internal unsafe interface IGpuNative
     void StreamWaitEvent(nint stream, nint gpuEvent) => throw new NotSupportedException($"{Backend}: waiting for another stream's event is not bound");
 }
 
-/// <summary>Records a queue's work between host synchronizations and launches it as one graph (CUDA's CudaStepGraph).</summary>
-internal interface IGpuStepGraph : IDisposable
+/// <summary>
+/// Records a queue's kernels instead of launching them and runs them as graphs (CUDA's CudaStepGraph;
+/// docs/gpu-kernels.md#step-graphs). Recording defers work, so the queue calls <see cref="Flush"/> before any other stream
+/// work, before the host waits for the stream, and before work that frees or replaces memory a recorded kernel may use.
+/// </summary>
+internal unsafe interface IGpuStepGraph : IDisposable
 {
-    void BeforeWork();
+    /// <summary>Takes a kernel launch into the step (its arguments are copied); false: the caller launches it live.</summary>
+    bool TryRecord(nint function, Launch launch, void** args);
+
+    /// <summary>Launches what was recorded, on the queue's stream, in order.</summary>
     void Flush();
+
+    /// <summary>The host is about to wait for the stream: flushes; the next kernels start a new step.</summary>
     void EndStep();
+
+    /// <summary>Flushes, and records nothing more until <see cref="EndStep"/> (before work that runs live, e.g. cuBLAS).</summary>
     void SuspendUntilStepEnd();
 }
 

@@ -18,74 +18,8 @@ public sealed unsafe class GpuPeerCopyTests : IDisposable
 
     public void Dispose() => Directory.Delete(_cache, true);
 
-    /// <summary>A native layer that hands out fake handles and records, in one shared log, every call that matters here.</summary>
-    private sealed class RecordingNative(string name, List<string> log, bool peers, ulong baseAddress) : IGpuNative
-    {
-        private ulong _next = baseAddress;
-        private nint _handles = (nint)(baseAddress >> 20);
-
-        public string Backend => "cuda";
-        public string ErrorName(int result) => $"error{result}";
-        public int ErrorInvalidValue => 1;
-        public void MakeCurrent() => log.Add($"{name}: current");
-        public (long Free, long Total) QueryMemory() => (1L << 30, 2L << 30);
-        public ulong Allocate(long bytes, string what) { ulong p = _next; _next += (ulong)TensorPadding.AlignUp(bytes, 256); return p; }
-        public void Free(ulong pointer, string what) { }
-        public void FreeQuietly(ulong pointer) { }
-        public void* AllocatePinned(long bytes, string what) => (void*)Marshal.AllocHGlobal((nint)bytes);
-        public void FreePinned(void* pointer) => Marshal.FreeHGlobal((nint)pointer);
-        public int TryCopyHostToDevice(ulong destination, void* source, long bytes) => 0;
-        public void CopyPinnedToDevice(ulong destination, void* source, long bytes, string what) { }
-        public void CopyDeviceToHost(void* destination, ulong source, long bytes) { }
-        public void CopyDeviceToDevice(ulong destination, ulong source, long bytes) { }
-        public void MemsetAsync(ulong destination, byte value, long bytes, nint stream, string what) { }
-        public void CopyHostToDeviceAsync(ulong destination, void* source, long bytes, nint stream, string what) { }
-        public void CopyDeviceToHostAsync(void* destination, ulong source, long bytes, nint stream) { }
-        public nint CreateStream() => ++_handles;
-        public void SynchronizeStream(nint stream) { }
-        public void DestroyStreamQuietly(nint stream) => log.Add($"{name}: destroy stream {stream}");
-        public string HostRegisterCall => "cuMemHostRegister";
-        public int TryRegisterHost(void* host, long bytes, bool readOnly) => 1;
-        public string RegistrationFlags(bool readOnly) => "";
-        public int TryGetMappedPointer(void* host, out ulong devicePointer) { devicePointer = 0; return 1; }
-        public void UnregisterHost(void* host) { }
-        public void UnregisterHostQuietly(void* host) { }
-        public nint LoadModule(byte[] image) => 1;
-        public nint GetFunction(nint module, string function) => 1;
-        public void Launch(nint function, Launch launch, nint stream, void** args, bool programmatic, string what) { }
-        public nint CreateEvent() { nint e = ++_handles; log.Add($"{name}: create event {e}"); return e; }
-        public void RecordEvent(nint gpuEvent, nint stream) => log.Add($"{name}: record event {gpuEvent} on stream {stream}");
-        public bool TryElapsedMilliseconds(nint start, nint end, out float milliseconds) { milliseconds = 0; return false; }
-        public void DestroyEvent(nint gpuEvent) => log.Add($"{name}: destroy event {gpuEvent}");
-        public IGpuStepGraph? CreateStepGraph(GpuRuntime runtime, nint stream) => null;
-        public bool CanCopyToPeer(IGpuNative peer) => peers && peer is RecordingNative { PeersEnabled: true };
-        public bool PeersEnabled => peers;
-        public bool TryCopyToPeerAsync(ulong destination, IGpuNative peer, ulong source, long bytes, nint stream)
-        {
-            log.Add($"{name}: peer copy {bytes} B from 0x{source:X} to 0x{destination:X} on {((RecordingNative)peer).Name} via stream {stream}");
-            return true;
-        }
-        public void StreamWaitEvent(nint stream, nint gpuEvent) => log.Add($"{name}: stream {stream} waits for event {gpuEvent}");
-        public string Name => name;
-    }
-
-    private (GpuDevice Device, RecordingNative Native) Device(string name, List<string> log, bool peers, ulong baseAddress)
-    {
-        var native = new RecordingNative(name, log, peers, baseAddress);
-        var facts = new GpuDeviceFacts("Test GPU", "0000:03:00.0", "sm_90", Integrated: false, CanMapHostMemory: false, ReadOnlyHostRegister: false,
-                                       Multiprocessors: 40, TotalMemory: 2L << 30, WarpSize: 32);
-        var runtime = new GpuRuntime(native, facts, GpuKernelOptions.Default with { BlasPrompt = false }, programmaticLaunch: false);
-        runtime.LoadKernels(new FakeCompiler(), KernelSource.For(KernelDialect.Cuda, 32, ""), _cache);
-        return (new GpuDevice(runtime, "details"), native);
-    }
-
-    private sealed class FakeCompiler : IGpuKernelCompiler
-    {
-        public string LibraryName => "fake";
-        public string Version => "1";
-        public IReadOnlyList<string> ImageExtensions { get; } = ["cubin"];
-        public (byte[] Image, string Extension) Compile(string source, string programName) => ([1, 2, 3], "cubin");
-    }
+    private (GpuDevice Device, RecordingGpuNative Native) Device(string name, List<string> log, bool peers, ulong baseAddress)
+        => RecordingGpuNative.Device(name, log, peers, baseAddress, _cache);
 
     [Fact]
     public void A_copy_to_another_gpus_queue_is_ordered_both_ways_with_events()
@@ -152,7 +86,7 @@ public sealed unsafe class GpuPeerCopyTests : IDisposable
     public void A_virtual_device_reports_its_share_of_memory_and_a_name_and_id_of_its_own()
     {
         var log = new List<string>();
-        var native = new RecordingNative("v1", log, peers: true, baseAddress: 0x1000_0000);
+        var native = new RecordingGpuNative("v1", log, peers: true, baseAddress: 0x1000_0000);
         var facts = new GpuDeviceFacts("Test GPU", "0000:03:00.0", "sm_90", false, false, false, 40, 2L << 30, 32);
         var runtime = new GpuRuntime(native, facts, GpuKernelOptions.Default, programmaticLaunch: false) { Virtual = (1, 2) };
         var device = new GpuDevice(runtime, "details");
