@@ -30,16 +30,25 @@ public sealed record BenchModelSource(string Label, string Path)
     /// <summary>
     /// A generated model from <c>SHAPE:TYPE</c> (e.g. <c>tinyllama:Q4_0</c>; shapes: tinyllama = TinyLlama-1.1B's shape, llama7b = Llama-2-7B's, demo =
     /// the demo model's), generated into the model cache on first use (<see cref="DemoModel.EnsureExists(SyntheticModelSpec, string, Action{string}?)"/>).
+    /// <c>SHAPE:TYPE:CONTEXT</c> gives the model a longer (or shorter) context length than its shape's, for tests at depth
+    /// (<c>llama7b:Q4_0:20480 -d 16384</c>); its weights are the same.
     /// </summary>
-    /// <exception cref="BenchParameterException">The shape or type is unknown; the message lists the known ones.</exception>
+    /// <exception cref="BenchParameterException">The shape, type or context is invalid; the message lists the known ones.</exception>
     public static BenchModelSource Synthetic(string value, Action<string>? log)
     {
         string[] parts = value.Split(':');
         string types = string.Join(", ", Enum.GetNames<SyntheticWeightType>());
-        if (parts.Length != 2 || parts[0].Length == 0 || parts[1].Length == 0)
-            throw new BenchParameterException($"--synthetic {value}: expected SHAPE:TYPE, e.g. tinyllama:Q4_0 (shapes: {string.Join(", ", SyntheticShapes)}; types: {types})");
+        if (parts.Length is < 2 or > 3 || parts[0].Length == 0 || parts[1].Length == 0)
+            throw new BenchParameterException($"--synthetic {value}: expected SHAPE:TYPE or SHAPE:TYPE:CONTEXT, e.g. tinyllama:Q4_0 (shapes: {string.Join(", ", SyntheticShapes)}; types: {types})");
         if (!Enum.TryParse(parts[1], ignoreCase: true, out SyntheticWeightType type) || !Enum.IsDefined(type) || int.TryParse(parts[1], out _))
             throw new BenchParameterException($"--synthetic {value}: unknown weight type '{parts[1]}' (types: {types})");
+        int? context = null;
+        if (parts.Length == 3)
+        {
+            if (!int.TryParse(parts[2], out int c) || c < MinSyntheticContext || c > MaxSyntheticContext)
+                throw new BenchParameterException($"--synthetic {value}: context '{parts[2]}' must be an integer from {MinSyntheticContext} to {MaxSyntheticContext}");
+            context = c;
+        }
         string shape = parts[0].ToLowerInvariant();
         var spec = shape switch
         {
@@ -48,9 +57,14 @@ public sealed record BenchModelSource(string Label, string Path)
             "demo" => SyntheticModelSpec.Demo with { Name = $"demo-shape-{type}", WeightType = type },
             _ => throw new BenchParameterException($"--synthetic {value}: unknown shape '{parts[0]}' (shapes: {string.Join(", ", SyntheticShapes)})"),
         };
-        string path = DemoModel.EnsureExists(spec, $"synthetic-{shape}-{type}-v{SyntheticVersion}.gguf", log);
-        return new BenchModelSource($"{SyntheticPrefix}{shape}:{type}", path);
+        if (context is { } length) spec = spec with { ContextLength = length };
+        string contextPart = context is { } n ? $"ctx{n}-" : "";
+        string path = DemoModel.EnsureExists(spec, $"synthetic-{shape}-{contextPart}{type}-v{SyntheticVersion}.gguf", log);
+        return new BenchModelSource($"{SyntheticPrefix}{shape}:{type}{(context is { } m ? $":{m}" : "")}", path);
     }
+
+    /// <summary>Bounds of a synthetic model's CONTEXT.</summary>
+    public const int MinSyntheticContext = 16, MaxSyntheticContext = 1 << 20;
 
     /// <summary>A <c>-m</c> value: <c>synthetic:SHAPE:TYPE</c> or a file path.</summary>
     public static BenchModelSource Resolve(string value, Action<string>? log)

@@ -20,7 +20,7 @@ public static class BenchCommand
     public static Command Create(CliContext context)
     {
         var models = new Option<string[]>("--model", "-m") { Description = "GGUF files, or synthetic:SHAPE:TYPE (default: the demo model)", HelpName = "FILE[,FILE]", AllowMultipleArgumentsPerToken = false };
-        var synthetic = new Option<string[]>("--synthetic") { Description = "Generated models, SHAPE:TYPE with SHAPE tinyllama|demo and TYPE Q4_0, Q8_0, Q4_K_M, F16, … (cached after the first run)", HelpName = "SHAPE:TYPE[,…]" };
+        var synthetic = new Option<string[]>("--synthetic") { Description = "Generated models, SHAPE:TYPE[:CONTEXT] with SHAPE tinyllama|llama7b|demo, TYPE Q4_0, Q8_0, Q4_K_M, F16, … and CONTEXT the context length if not the shape's (cached after the first run)", HelpName = "SHAPE:TYPE[:CONTEXT][,…]" };
         var backends = new Option<string[]>("--backend") { Description = "Backends (default: the first available in plugins.json's preference order)", HelpName = "NAME[,NAME]" };
         var gpuLayers = new Option<string[]>("--gpu-layers", "-ngl") { Description = "Layers on the backend, counted from the first (default: all; negative = all)", HelpName = "N[,N]" };
         var splitModes = new Option<string[]>("--split-mode", "-sm") { Description = "Layer split over the backend's devices: layer (default) or none (docs/multi-gpu.md)", HelpName = "none|layer[,…]" };

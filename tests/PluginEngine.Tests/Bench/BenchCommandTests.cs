@@ -263,6 +263,8 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
     [InlineData(new[] { "--memory", "file,swap" }, "--memory: unknown mode 'swap'")]
     [InlineData(new[] { "-o", "xml" }, "-o xml: expected md, csv, json or jsonl")]
     [InlineData(new[] { "--synthetic", "tinyllama:Q9_9" }, "unknown weight type 'Q9_9'")]
+    [InlineData(new[] { "--synthetic", "demo:Q8_0:lots" }, "context 'lots' must be an integer from 16 to 1048576")]
+    [InlineData(new[] { "--synthetic", "demo:Q8_0:64:1" }, "expected SHAPE:TYPE or SHAPE:TYPE:CONTEXT")]
     [InlineData(new[] { "-p", "300" }, "pp300 needs 300 context positions")]
     [InlineData(new[] { "-sm", "row" }, "-sm row: expected none or layer")]
     [InlineData(new[] { "-ts", "1/x" }, "-ts 1/x: 'x' is not a number (write proportions separated by /, e.g. 3/1)")]
@@ -274,6 +276,16 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
         Assert.Equal(ExitCodes.UserError, code);
         Assert.Equal("", output);
         Assert.Contains(expected, error);
+    }
+
+    [Fact]
+    public void A_synthetic_models_context_can_be_set_and_is_what_the_tests_are_checked_against()
+    {
+        var (code, _, error) = Bench("--synthetic", "demo:Q8_0:64", "-p", "100", "-n", "1");
+
+        Assert.Equal(ExitCodes.UserError, code);
+        Assert.Contains("pp100 needs 100 context positions", error);
+        Assert.Contains("synthetic:demo:Q8_0:64 has a context length of 64", error);
     }
 
     [Fact]
