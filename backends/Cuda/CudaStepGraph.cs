@@ -76,6 +76,12 @@ internal sealed unsafe class CudaStepGraph : IGpuStepGraph
     {
         if (_suspended || _failure is not null) return false;
         int[] sizes = ParamSizes(function);
+        if (sizes.Length == 0) // every kernel here takes parameters: the driver cannot describe them, so nothing is recorded
+        {
+            Flush();
+            Fail("cuFuncGetParamInfo describes no parameter of a kernel");
+            return false;
+        }
         int bytes = 0;
         foreach (int size in sizes) bytes += AlignArgument(size);
         if (_argsUsed + bytes > _argsCapacity) GrowArguments(_argsUsed + bytes);
@@ -195,8 +201,7 @@ internal sealed unsafe class CudaStepGraph : IGpuStepGraph
         {
             if (exec != 0) _driver.cuGraphExecDestroy(exec);
             if (graph != 0) _driver.cuGraphDestroy(graph);
-            _failure = e.Message;
-            Console.Error.WriteLine($"cuda: step graphs off for the rest of the run, a graph could not be built: {e.Message}");
+            Fail($"a graph could not be built: {e.Message}");
             return null;
         }
         if (_executables.Count >= MaxExecutables) EvictLeastRecentlyUsed();
@@ -204,6 +209,12 @@ internal sealed unsafe class CudaStepGraph : IGpuStepGraph
         var executable = new Executable(graph, exec, nodes, _records.AsSpan(0, _count).ToArray(), new ReadOnlySpan<byte>(_args, _argsUsed).ToArray());
         _executables[key] = executable;
         return executable;
+    }
+
+    private void Fail(string why)
+    {
+        _failure = why;
+        Console.Error.WriteLine($"cuda: step graphs off for the rest of the run, {why}");
     }
 
     private void EvictLeastRecentlyUsed()

@@ -19,7 +19,7 @@ public sealed unsafe class CudaStepGraphTests
     private static bool s_refuseNodes;
 
     // Kernel f takes f & 0xF parameters of 8 bytes, except the second one, of 4 (an int).
-    private const nint Norm = 0x12, MatVec = 0x13, Attention = 0x11;
+    private const nint Norm = 0x12, MatVec = 0x13, Attention = 0x11, Undescribed = 0x10;
 
     [UnmanagedCallersOnly]
     private static int FuncGetParamInfo(nint f, nuint index, nuint* offset, nuint* size)
@@ -222,5 +222,17 @@ public sealed unsafe class CudaStepGraphTests
         long x = 1; int y = 2; long z = 3;
         void** args = stackalloc void*[] { &x, &y, &z };
         Assert.False(graph.TryRecord(MatVec, new Launch(4, 1, 256), args));
+    }
+
+    [Fact]
+    public void A_kernel_the_driver_cannot_describe_is_launched_live_and_ends_recording()
+    {
+        using var graph = NewGraph();
+        Record(graph, Norm, 100, 1);
+        long x = 1; int y = 2; long z = 3;
+        void** args = stackalloc void*[] { &x, &y, &z };
+        Assert.False(graph.TryRecord(Undescribed, new Launch(4, 1, 256), args));
+        Assert.Equal(["live kernel 12 grid 4 arg 100"], s_log); // what was recorded before it ran first
+        Assert.False(graph.TryRecord(Norm, new Launch(4, 1, 256), args));
     }
 }
