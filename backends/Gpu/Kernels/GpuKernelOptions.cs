@@ -20,10 +20,12 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// </param>
 /// <param name="Graphs">
 /// <c>graphs: off</c> (default): every kernel is launched directly, and the GPU starts on a step's first kernel while
-/// the host still issues the rest. <c>on</c> (where the driver has the graph API): each step's work between host
-/// synchronizations is captured as a CUDA graph and launched as one (CUDA's CudaStepGraph), which waits for the
-/// whole step to be captured first. With 18 launches per layer graphs were faster (250 against 234 t/s, 7B Q4_0 on an
-/// H200); with the fused ops' 9 and programmatic launch, direct launches are (511 against 458 t/s on one H200, 2026-11-26).
+/// the host still issues the rest. <c>on</c> (CUDA, where the driver has the graph API): kernels are recorded and run as
+/// graphs built once per step segment and replayed, only the nodes whose arguments changed updated (CUDA's
+/// CudaStepGraph; docs/gpu-kernels.md#step-graphs). That takes the host's launches away (0.6-0.9 us a kernel against 2.4),
+/// but the GPU then runs the graph's kernels more slowly than directly launched ones with programmatic launch: TinyLlama
+/// Q4_0 decode 1,204 against 1,322 t/s, 7B Q4_0 471 against 471, 16 sequences of 7B 3,895 against 3,854 (one H100,
+/// 2026-12-07). So off stays the default.
 /// </param>
 /// <param name="FusedOps">
 /// <c>fusion: on</c> (default): the queue's fused ops (MatMulShared, MatMulAdd, MatMulSwiGlu, RopeAndStoreKv) run as
