@@ -72,7 +72,7 @@ internal static unsafe class CudaRuntime
             reason = $"{facts.Name} ({facts.Target}, {facts.TotalMemory >> 20} MiB), driver {driverText}, NVRTC {nvrtc.Version}, kernels {rt.KernelOrigin}; " +
                      $"{rt.BlasStatus}; decode mat-vec: {(kernels.Int8MatVec ? "8-bit activations (dp4a)" : "F32 activations")}; " +
                      $"int8 tensor-core matmuls: {(rt.IntegerMma ? $"{kernels.MmaMinTokensFor(GgmlType.Q4_0)}{(kernels.MmaMinTokens > 0 ? "" : $" (Q4_K {kernels.MmaMinTokensFor(GgmlType.Q4_K)})")}-{kernels.MmaMaxTokens} tokens" : kernels.IntegerMma ? "off (needs sm_80)" : "off")}; " +
-                     $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver has no graph API)" : "off")}; fused ops: {(kernels.FusedOps ? "on" : "off")}; " +
+                     $"step graphs: {(kernels.Graphs ? driver.HasGraphs ? "on" : "off (the driver lacks the graph entry points step graphs need, CUDA 12.4 and later)" : "off")}; fused ops: {(kernels.FusedOps ? "on" : "off")}; " +
                      $"programmatic launch: {(programmatic ? "on" : kernels.ProgrammaticLaunch ? "off (needs sm_90 and cuLaunchKernelEx)" : "off")}; " +
                      $"decode attention split: {(kernels.AttentionChunk > 0 ? $"over {kernels.AttentionChunk} positions per block" : "off")}; " +
                      $"prompt attention on the tensor cores: {(rt.FlashAttention ? $"from {LaunchGeometry.AttentionMmaMinTokens} tokens (F16 cache, head 64/128)" : kernels.FlashAttention ? "off (needs sm_80)" : "off")}" +
