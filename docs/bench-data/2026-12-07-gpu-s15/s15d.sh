@@ -12,9 +12,9 @@ B=$OUT/bench.txt
 while [ ! -e /tmp/models.done ]; do sleep 2; done; cat /tmp/models.done >>$S
 for m in $MODELS; do echo "== pe bench -m synthetic:$m --backend cuda -p 512 -n 128 -r 3" >>$B
   $D/pe bench -m synthetic:$m --backend cuda -p 512 -n 128 -r 3 2>>$OUT/err.txt | grep -E "^\| synthetic" >>$B; el >>$B; done
-while [ ! -e /tmp/llama.done ] && [ $(( $(date +%s) - T0 )) -lt 330 ]; do sleep 3; done
+while [ ! -e /tmp/llama.done ] && [ $(( $(date +%s) - T0 )) -lt 260 ]; do sleep 3; done
 cat /tmp/llama.done >>$S 2>&1
 F=""; for m in $MODELS; do F="$F -m $(model_file ${m%%:*} ${m##*:})"; done
 echo "files:$F" >>$S
-{ echo "== llama-bench -p 512 -n 128 -r 2 -ngl 99 -fa 1"; timeout 80 /tmp/llama.cpp/build/bin/llama-bench $F -p 512 -n 128 -r 2 -ngl 99 -fa 1 -o md 2>>$OUT/err.txt; el; } >>$B
+{ echo "== llama-bench -p 512 -n 128 -r 2 -ngl 99 -fa 1"; timeout 65 /tmp/llama.cpp/build/bin/llama-bench $F -p 512 -n 128 -r 2 -ngl 99 -fa 1 -o md 2>>$OUT/err.txt; el; } >>$B
 cat $B >>$S
