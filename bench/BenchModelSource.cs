@@ -42,13 +42,9 @@ public sealed record BenchModelSource(string Label, string Path)
             throw new BenchParameterException($"--synthetic {value}: expected SHAPE:TYPE or SHAPE:TYPE:CONTEXT, e.g. tinyllama:Q4_0 (shapes: {string.Join(", ", SyntheticShapes)}; types: {types})");
         if (!Enum.TryParse(parts[1], ignoreCase: true, out SyntheticWeightType type) || !Enum.IsDefined(type) || int.TryParse(parts[1], out _))
             throw new BenchParameterException($"--synthetic {value}: unknown weight type '{parts[1]}' (types: {types})");
-        int? context = null;
-        if (parts.Length == 3)
-        {
-            if (!int.TryParse(parts[2], out int c) || c < MinSyntheticContext || c > MaxSyntheticContext)
-                throw new BenchParameterException($"--synthetic {value}: context '{parts[2]}' must be an integer from {MinSyntheticContext} to {MaxSyntheticContext}");
-            context = c;
-        }
+        int context = 0; // 0: the shape's
+        if (parts.Length == 3 && (!int.TryParse(parts[2], out context) || context < MinSyntheticContext || context > MaxSyntheticContext))
+            throw new BenchParameterException($"--synthetic {value}: context '{parts[2]}' must be an integer from {MinSyntheticContext} to {MaxSyntheticContext}");
         string shape = parts[0].ToLowerInvariant();
         var spec = shape switch
         {
@@ -57,10 +53,9 @@ public sealed record BenchModelSource(string Label, string Path)
             "demo" => SyntheticModelSpec.Demo with { Name = $"demo-shape-{type}", WeightType = type },
             _ => throw new BenchParameterException($"--synthetic {value}: unknown shape '{parts[0]}' (shapes: {string.Join(", ", SyntheticShapes)})"),
         };
-        if (context is { } length) spec = spec with { ContextLength = length };
-        string contextPart = context is { } n ? $"ctx{n}-" : "";
-        string path = DemoModel.EnsureExists(spec, $"synthetic-{shape}-{contextPart}{type}-v{SyntheticVersion}.gguf", log);
-        return new BenchModelSource($"{SyntheticPrefix}{shape}:{type}{(context is { } m ? $":{m}" : "")}", path);
+        if (context > 0) spec = spec with { ContextLength = context };
+        string path = DemoModel.EnsureExists(spec, $"synthetic-{shape}-{(context > 0 ? $"ctx{context}-" : "")}{type}-v{SyntheticVersion}.gguf", log);
+        return new BenchModelSource($"{SyntheticPrefix}{shape}:{type}{(context > 0 ? $":{context}" : "")}", path);
     }
 
     /// <summary>Bounds of a synthetic model's CONTEXT.</summary>

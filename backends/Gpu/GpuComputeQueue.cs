@@ -903,7 +903,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     {
         _rt.MakeCurrent();
         _graph?.EndStep();
-        long waitStart = GpuHostProfile.Now;
+        long waitStart = _hostProfile is null ? 0 : GpuHostProfile.Now;
         _d.SynchronizeStream(_stream);
         _hostProfile?.Waited(waitStart);
         _profile?.Collect();
@@ -955,7 +955,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     private void LaunchKernel(nint function, Launch launch, void** args, string what)
     {
-        long launchStart = GpuHostProfile.Now;
+        long launchStart = _hostProfile is null ? 0 : GpuHostProfile.Now; // no clock read per launch unless profiling
         if (_graph is null || !_graph.TryRecord(function, launch, args))
         {
             var events = _profile?.Begin(_stream);
