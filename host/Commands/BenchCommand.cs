@@ -30,8 +30,8 @@ public static class BenchCommand
         var hugePages = new Option<string[]>("--hugepages") { Description = "1 = hold the model in 2 MiB huge pages (Linux, needs a reserved pool); default 0", HelpName = "0|1[,…]" };
         var memory = new Option<string[]>("--memory") { Description = "Memory modes directly: file, hugepages, anonymous, heap (instead of --mmap/--hugepages)", HelpName = "MODE[,MODE]" };
         var hostImport = new Option<string[]>("--host-import", "--gpu-host-import") { Description = $"Host import: auto, on, off (default: {HostImportSetting.EnvironmentVariable}, else auto)", HelpName = "auto|on|off[,…]" };
-        var prompt = new Option<string[]>("--n-prompt", "-p") { Description = "Prompt-processing tests: tokens evaluated in one batch (default 512)", HelpName = "N[,N]" };
-        var generate = new Option<string[]>("--n-gen", "-n") { Description = "Generation tests: tokens evaluated one at a time (default 128)", HelpName = "N[,N]" };
+        var prompt = new Option<string[]>("--n-prompt", "-p") { Description = "Prompt-processing tests: tokens evaluated in one batch (default 512; 0: none)", HelpName = "N[,N]" };
+        var generate = new Option<string[]>("--n-gen", "-n") { Description = "Generation tests: tokens evaluated one at a time (default 128; 0: none)", HelpName = "N[,N]" };
         var promptGenerate = new Option<string[]>("--prompt-gen", "-pg") { Description = "Prompt then generation, timed together (repeat for more)", HelpName = "P,N" };
         var depth = new Option<string[]>("--n-depth", "-d") { Description = "Tokens put into the KV cache before each test, untimed (default 0)", HelpName = "N[,N]" };
         var parallel = new Option<string[]>("--parallel", "-npl") { Description = "Concurrent-decode tests instead of pp/tg: N sequences decode together, one token each per forward pass, -n tokens each after an untimed prompt; t/s is the aggregate", HelpName = "N[,N]" };
@@ -168,8 +168,9 @@ public static class BenchCommand
     /// <summary>Tests in llama-bench's order, for each depth: every pp, every tg, every pg.</summary>
     private static BenchTest[] Tests(string[]? prompt, string[]? generate, string[]? promptGenerate, string[]? depth)
     {
-        var prompts = Lists.Int("-p", prompt, min: 1, defaultValue: 512);
-        var gens = Lists.Int("-n", generate, min: 1, defaultValue: 128);
+        // As llama-bench: -p 0 / -n 0 run no prompt / generation tests (e.g. -p 0 -n 128 for generation alone).
+        var prompts = Lists.Int("-p", prompt, min: 0, defaultValue: 512).Where(p => p > 0).ToArray();
+        var gens = Lists.Int("-n", generate, min: 0, defaultValue: 128).Where(n => n > 0).ToArray();
         var depths = Lists.Int("-d", depth, min: 0, defaultValue: 0);
         var pairs = new List<(int P, int N)>();
         foreach (string item in promptGenerate ?? [])
@@ -186,6 +187,7 @@ public static class BenchCommand
             tests.AddRange(gens.Select(n => new BenchTest(0, n, d)));
             tests.AddRange(pairs.Select(pg => new BenchTest(pg.P, pg.N, d)));
         }
+        if (tests.Count == 0) throw new UserErrorException("-p 0 and -n 0 without -pg: no test to run");
         return tests.Distinct().ToArray();
     }
 

@@ -122,6 +122,18 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
         Assert.All(rows, r => Assert.DoesNotContain(r.EnumerateObject(), p => p.Value.ValueKind == JsonValueKind.Undefined));
     }
 
+    [Theory]
+    [InlineData("0", "4", "tg4")]  // as llama-bench: -p 0 runs no prompt test
+    [InlineData("8", "0", "pp8")]
+    public void A_zero_count_runs_no_test_of_that_kind(string prompt, string gen, string only)
+    {
+        var (code, output, error) = Bench(Tiny("-p", prompt, "-n", gen, "-o", "jsonl"));
+
+        Assert.True(code == ExitCodes.Success, error);
+        var row = JsonDocument.Parse(Assert.Single(output.Split('\n', StringSplitOptions.RemoveEmptyEntries))).RootElement;
+        Assert.Equal(only, row.GetProperty("test").GetString());
+    }
+
     [Fact]
     public void Markdown_has_one_row_per_configuration_of_the_cartesian_product()
     {
@@ -252,8 +264,8 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
     }
 
     [Theory]
-    [InlineData(new[] { "-p", "0" }, "-p 0: must be positive")]
-    [InlineData(new[] { "-n", "-3" }, "-n -3: must be positive")]
+    [InlineData(new[] { "-p", "0", "-n", "0" }, "-p 0 and -n 0 without -pg: no test to run")]
+    [InlineData(new[] { "-n", "-3" }, "-n -3: must be at least 0")]
     [InlineData(new[] { "-r", "0" }, "-r 0: must be positive")]
     [InlineData(new[] { "-t", "1,,2" }, "-t 1,,2: empty item")]
     [InlineData(new[] { "-p", "8,abc" }, "-p: 'abc' is not an integer")]
