@@ -203,6 +203,21 @@ public interface IComputeQueue : IDisposable
         Convert(v, vCache.Skip(p.FirstPosition * kvd), count);
     }
 
+    /// <summary>
+    /// The attention block's input side for one sequence (since API 1.3): q, k and v projected from x F32 [Tokens, cols] as
+    /// <see cref="MatMulShared"/> does (targets q, k, v in that order, <paramref name="p"/>.Tokens tokens), then rotated and
+    /// stored as <see cref="RopeAndStoreKv"/> does (q.Output and k.Output rotated in place, k and v written to the caches at rows
+    /// FirstPosition .. FirstPosition + Tokens − 1). q/k/v rows are Heads/KvHeads/KvHeads × HeadSize; the same requirements as those
+    /// two ops. A GPU can rotate and store in the mat-vec's epilogue and save a launch per layer (docs/gpu-kernels.md#decode-launches).
+    /// Default: <see cref="MatMulShared"/>, then <see cref="RopeAndStoreKv"/> (what the core called before 1.3).
+    /// </summary>
+    void MatMulRopeAndStoreKv(DeviceTensor x, long cols, MatMulTarget q, MatMulTarget k, MatMulTarget v, DeviceTensor kCache, DeviceTensor vCache,
+                              AttentionParams p, RopeParams rope, DeviceTensor? factors)
+    {
+        MatMulShared(x, cols, p.Tokens, [q, k, v]);
+        RopeAndStoreKv(q.Output, k.Output, v.Output, kCache, vCache, p, rope, factors);
+    }
+
     // ---- Multi-sequence batches (API 1.2; docs/batching.md). A batch holds tokens of several sequences, each a contiguous
     // ---- run of rows (a segment) with its own positions and its own KV slot in one pair of cache tensors; attention only
     // ---- sees the segment's own sequence. The defaults run the per-sequence ops once per segment on offset tensors, so

@@ -27,6 +27,9 @@ namespace PluginEngine.Abstractions;
 /// and multi-sequence batches: <see cref="SequenceSegment"/>, <see cref="IComputeQueue.RopeAndStoreKvSegments"/> and
 /// <see cref="IComputeQueue.AttentionSegments"/>, whose defaults loop over the segments with the per-sequence ops (so a 1.0 or
 /// 1.1 plugin runs batches unchanged).</item>
+/// <item>1.3: <see cref="IComputeQueue.MatMulRopeAndStoreKv"/> (the q/k/v projections, RoPE and the cache store as one fused op; its
+/// default runs <see cref="IComputeQueue.MatMulShared"/> then <see cref="IComputeQueue.RopeAndStoreKv"/>, which is what the core
+/// calls on a plugin of an older minor).</item>
 /// </list>
 /// </remarks>
 public static class PluginApi
@@ -35,7 +38,7 @@ public static class PluginApi
     public const int Major = 1;
 
     /// <summary>Grows by one with each release of the contracts that adds members (see the history above).</summary>
-    public const int Minor = 2;
+    public const int Minor = 3;
 
     /// <summary>The major version (what <see cref="IBackendPlugin.ApiVersion"/> has always returned).</summary>
     public const int Version = Major;

@@ -27,6 +27,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint _attentionMma64, _attentionMma128; // prompt attention on the tensor cores, head size 64 / 128 (0: not used here)
     private readonly nint _ropeStoreKvRows, _attentionRowsF32, _attentionRowsF16; // multi-sequence batches (docs/batching.md#backends)
     private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _matMulQ8 = new nint[8], _dequantizeF16 = new nint[8];
+    private readonly nint[] _matVecRopeQ8 = new nint[8]; // the decode q/k/v mat-vec that also rotates and stores k, v (MatMulRopeAndStoreKv)
     private readonly nint _quantizeX;
     private readonly int _mmqRows; // weight rows per mmq block, as the kernels were compiled (KernelSource.MmqRows)
     private readonly nint[] _mmq = new nint[8 * 3]; // [slot * 3 + LaunchGeometry.MmqTileIndex]: int8 tensor-core matmuls (kernels.cu mmq_*)
@@ -132,6 +133,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             _matVecQ8[KernelSlot(type)] = _rt.Function($"matvec_q8_{KernelSource.WeightSuffix(type)}");
             _swiGluQ8[KernelSlot(type)] = _rt.Function($"swiglu_q8_{KernelSource.WeightSuffix(type)}");
             _matMulQ8[KernelSlot(type)] = _rt.Function($"matmul_q8_{KernelSource.WeightSuffix(type)}");
+            _matVecRopeQ8[KernelSlot(type)] = _rt.Function($"matvec_rope_q8_{KernelSource.WeightSuffix(type)}");
         }
         foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
         foreach (var type in KernelSource.MmaTypes)
@@ -465,10 +467,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     public void RopeAndStoreKv(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor kCache, DeviceTensor vCache, AttentionParams p,
                                RopeParams rope, DeviceTensor? factors)
     {
-        if (kCache.Type != vCache.Type || kCache.Type is not (GgmlType.F32 or GgmlType.F16))
-            throw new NotSupportedException($"{_backend}: K/V caches of {kCache.Type}/{vCache.Type} (F32 or F16, both the same)");
-        if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"{_backend}: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
-        CheckRope(rope, p.HeadSize);
+        CheckRopeStore(kCache, vCache, rope, p.HeadSize, factors);
         if (!_options.FusedOps)
         {
             RopeAndStoreKvUnfused(q, k, v, kCache, vCache, p, rope, factors);
@@ -484,6 +483,55 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         void** args = stackalloc void*[] { &pq, &pk, &pv, &kc, &vc, &f16, &tokens, &heads, &kvHeads, &headSize, &dims, &first, &freqBase, &freqScale, &neox, &pf };
         long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims);
         LaunchKernel(_ropeStoreKv, LaunchGeometry.Elementwise(items), args, "rope_store_kv");
+    }
+
+    public void MatMulRopeAndStoreKv(DeviceTensor x, long cols, MatMulTarget q, MatMulTarget k, MatMulTarget v, DeviceTensor kCache,
+                                     DeviceTensor vCache, AttentionParams p, RopeParams rope, DeviceTensor? factors)
+    {
+        // A decode step on int8 mat-vec weights with adjacent-pair RoPE: the mat-vec's epilogue rotates and stores (one launch
+        // per weight type instead of the mat-vec(s) and rope_store_kv). Anything else: the two fused ops, as the default.
+        if (!_options.FusedOps || !_options.QkvRope || p.Tokens != 1 || rope.Mode != RopeMode.Normal || !UsesInt8MatVec(q.Weight.Type, 1)
+            || !UsesInt8MatVec(k.Weight.Type, 1) || !UsesInt8MatVec(v.Weight.Type, 1))
+        {
+            MatMulShared(x, cols, p.Tokens, [q, k, v]);
+            RopeAndStoreKv(q.Output, k.Output, v.Output, kCache, vCache, p, rope, factors);
+            return;
+        }
+        CheckRopeStore(kCache, vCache, rope, p.HeadSize, factors);
+        long qd = (long)p.Heads * p.HeadSize, kvd = (long)p.KvHeads * p.HeadSize;
+        if (q.Rows != qd || k.Rows != kvd || v.Rows != kvd)
+            throw new ArgumentException($"{_backend}: q/k/v projections of {q.Rows}/{k.Rows}/{v.Rows} rows for {p.Heads}/{p.KvHeads} heads of {p.HeadSize}");
+        _rt.MakeCurrent();
+        var epilogue = new RopeStore
+        {
+            KCache = Ptr(kCache.Skip(p.FirstPosition * kvd)), VCache = Ptr(vCache.Skip(p.FirstPosition * kvd)), Factors = factors is { } ft ? Ptr(ft) : 0,
+            F16 = kCache.Type == GgmlType.F16 ? 1 : 0, Position = p.FirstPosition, HeadSize = p.HeadSize, Dims = rope.Dims,
+            FrequencyBase = rope.FrequencyBase, FrequencyScale = rope.FrequencyScale,
+        };
+        ulong px = Ptr(x);
+        int c = checked((int)cols);
+        ReadOnlySpan<(MatMulTarget Target, int Role)> all = [(q, RopeStore.Rotate), (k, RopeStore.RotateStoreK), (v, RopeStore.StoreV)];
+        var batch = new MatVecTargets();
+        ulong xq, xs;
+        void** args = stackalloc void*[] { &batch, &c, &xq, &xs, &epilogue };
+        for (int i = 0; i < all.Length;) // consecutive targets of one type share a launch (Q4_K_M: q and k, then v in Q6_K)
+        {
+            var type = all[i].Target.Weight.Type;
+            batch = new MatVecTargets();
+            epilogue.Roles = 0;
+            for (; i < all.Length && all[i].Target.Weight.Type == type; i++)
+            {
+                var t = all[i].Target;
+                batch.Set(batch.Count, Ptr(t.Weight), GgmlTypes.RowSize(type, cols), Ptr(t.Output), t.Rows);
+                epilogue.Roles |= RopeStore.Role(batch.Count, all[i].Role);
+                batch.Count++;
+            }
+            (xq, xs) = EnsureQuantizedX(px, c);
+            long rows = 0;
+            for (int j = 0; j < batch.Count; j++) rows += batch.Rows(j);
+            LaunchKernel(_matVecRopeQ8[KernelSlot(type)], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_rope_q8" : $"matvec_rope_q8 {rows}x{cols} #{KernelSlot(type)} x{batch.Count}");
+            for (int j = 0; j < batch.Count; j++) ForgetQuantizedXIfWritten(batch.Output(j), batch.Rows(j));
+        }
     }
 
     /// <summary>The default of <see cref="IComputeQueue.RopeAndStoreKv"/>: rope q, rope k, convert k and v into the caches.</summary>
@@ -510,10 +558,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
                                vCache.Skip(s.CacheRow * kvd), p with { Tokens = s.Tokens, FirstPosition = s.FirstPosition }, rope, factors);
             return;
         }
-        if (kCache.Type != vCache.Type || kCache.Type is not (GgmlType.F32 or GgmlType.F16))
-            throw new NotSupportedException($"{_backend}: K/V caches of {kCache.Type}/{vCache.Type} (F32 or F16, both the same)");
-        if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"{_backend}: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
-        CheckRope(rope, p.HeadSize);
+        CheckRopeStore(kCache, vCache, rope, p.HeadSize, factors);
         ForgetQuantizedX();
         int tokens = UploadSegmentRows(segments);
         if (tokens == 0) return;
@@ -715,6 +760,15 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         float freqBase = rope.FrequencyBase, freqScale = rope.FrequencyScale;
         void** args = stackalloc void*[] { &px, &tokens, &heads, &headSize, &dims, &firstPosition, &freqBase, &freqScale, &neox, &factors };
         LaunchKernel(_rope, LaunchGeometry.Elementwise(pairs), args, "rope");
+    }
+
+    /// <summary>What the fused rotate-and-store ops require of the caches, the RoPE parameters and the factors.</summary>
+    private void CheckRopeStore(DeviceTensor kCache, DeviceTensor vCache, RopeParams rope, int headSize, DeviceTensor? factors)
+    {
+        if (kCache.Type != vCache.Type || kCache.Type is not (GgmlType.F32 or GgmlType.F16))
+            throw new NotSupportedException($"{_backend}: K/V caches of {kCache.Type}/{vCache.Type} (F32 or F16, both the same)");
+        if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"{_backend}: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
+        CheckRope(rope, headSize);
     }
 
     private void CheckRope(RopeParams rope, int headSize)

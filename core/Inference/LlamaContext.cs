@@ -1,6 +1,7 @@
 using PluginEngine.Abstractions;
 using PluginEngine.Core.Loading;
 using PluginEngine.Core.Models;
+using PluginEngine.Core.Plugins;
 
 namespace PluginEngine.Core.Inference;
 
@@ -248,11 +249,15 @@ public sealed class LlamaContext : IDisposable
 
             // Attention block: xb = norm(x); q,k,v = xb·W; rope; cache k,v; att = attention(q, K, V); x += att·Wo
             RmsNorm(s, s.X, layer.AttnNorm, s.Xb, n);                                      // xb[n, d]
-            MatMulShared(s, s.Xb, n, (layer.Q, s.Q), (layer.K, s.K), (layer.V, s.V));      // q[n, qd], k[n, kvd], v[n, kvd]
-            if (layer.QBias is { } qb) AddBias(s, s.Q, qb, n, qd);
-            if (layer.KBias is { } kb) AddBias(s, s.K, kb, n, kvd);
-            if (layer.VBias is { } vb) AddBias(s, s.V, vb, n, kvd);
-            AttentionWithCache(s, l, segments, attention);                                 // q, k rotated; K[slot, pos..], V[slot, pos..] = k, v; att[n, qd]
+            bool stored = MatMulRopeAndStoreKv(s, l, layer, segments, attention);          // one sequence, no biases: q, k, v projected, rotated, stored
+            if (!stored)
+            {
+                MatMulShared(s, s.Xb, n, (layer.Q, s.Q), (layer.K, s.K), (layer.V, s.V));  // q[n, qd], k[n, kvd], v[n, kvd]
+                if (layer.QBias is { } qb) AddBias(s, s.Q, qb, n, qd);
+                if (layer.KBias is { } kb) AddBias(s, s.K, kb, n, kvd);
+                if (layer.VBias is { } vb) AddBias(s, s.V, vb, n, kvd);
+            }
+            AttentionWithCache(s, l, segments, attention, stored);                         // q, k rotated; K[slot, pos..], V[slot, pos..] = k, v; att[n, qd]
             MatMulAdd(s, layer.AttnOutput, s.Att, s.X, n);                                 // x += att·Wo
 
             // Feed-forward block: x += (silu(xb·Wgate) · (xb·Wup))·Wdown with xb = norm(x)
@@ -357,13 +362,38 @@ public sealed class LlamaContext : IDisposable
     }
 
     /// <summary>
+    /// q, k, v = xb·W, rotated, and k, v stored into layer <paramref name="layer"/>'s cache in one fused op
+    /// (<see cref="IComputeQueue.MatMulRopeAndStoreKv"/>, API 1.3) when the step allows it: one sequence, no q/k/v biases, the
+    /// three weights and the cache on <paramref name="s"/>'s device, RoPE fused there. False (nothing done) otherwise: the
+    /// caller projects, adds the biases, rotates and stores step by step.
+    /// </summary>
+    private bool MatMulRopeAndStoreKv(DeviceState s, int layer, LlamaLayerWeights w, ReadOnlySpan<SequenceSegment> segments, AttentionParams p)
+    {
+        if (segments.Length != 1 || !s.FusesProjectionWithRope || s.KvOnCpu || w.QBias is not null || w.KBias is not null || w.VBias is not null
+            || w.Q.Device != s.Device || w.K.Device != s.Device || w.V.Device != s.Device
+            || w.K.Tensor.Dims[0] != w.Q.Tensor.Dims[0] || w.V.Tensor.Dims[0] != w.Q.Tensor.Dims[0] || !FusesRope(s))
+            return false;
+        var one = segments[0];
+        long kvd = _hp.KvDim;
+        var (kCache, vCache) = s.Cache(layer);
+        s.Queue.MatMulRopeAndStoreKv(s.Xb, w.Q.Tensor.Dims[0], new MatMulTarget(Weight(w.Q), w.Q.Tensor.RowCount, s.Q),
+                                     new MatMulTarget(Weight(w.K), w.K.Tensor.RowCount, s.K), new MatMulTarget(Weight(w.V), w.V.Tensor.RowCount, s.V),
+                                     kCache.Skip((long)one.CacheRow * kvd), vCache.Skip((long)one.CacheRow * kvd),
+                                     p with { Tokens = one.Tokens, FirstPosition = one.FirstPosition }, _hp.Rope, s.RopeFactors);
+        return true;
+    }
+
+    /// <summary>Whether <paramref name="s"/>'s device rotates and stores in one op (<see cref="IComputeQueue.RopeAndStoreKv"/>), frequency factors included.</summary>
+    private bool FusesRope(DeviceState s) => (_w.RopeFrequencyFactors is null || s.RopeFactors is not null) && s.Runs(ComputeOp.Rope);
+
+    /// <summary>
     /// Rotates q and k of this batch and stores k and v into the layer's cache at the batch's positions: one fused op on
     /// <paramref name="s"/>'s device unless the model's frequency factors must be applied elsewhere (then the steps one by one).
     /// </summary>
     private void RopeAndStoreKv(DeviceState s, DeviceTensor kCache, DeviceTensor vCache, ReadOnlySpan<SequenceSegment> segments, AttentionParams p)
     {
         int qd = _hp.QDim, kvd = _hp.KvDim;
-        if ((_w.RopeFrequencyFactors is null || s.RopeFactors is not null) && s.Runs(ComputeOp.Rope))
+        if (FusesRope(s))
         {
             if (segments.Length == 1) // the single-sequence op, exactly as before batching existed
             {
@@ -433,14 +463,15 @@ public sealed class LlamaContext : IDisposable
     /// The attention block between the q/k/v projections and the output projection: rotate q and k, store k and v in layer
     /// <paramref name="layer"/>'s cache, att = attention(q, K, V). Where <paramref name="s"/>'s device cannot attend over or
     /// store into a cache of the context's type, that layer's cache lives on the CPU: q, k and v are copied there, the whole
-    /// block runs there, and att is copied back.
+    /// block runs there, and att is copied back. <paramref name="stored"/>: q and k are already rotated and k, v stored
+    /// (<see cref="MatMulRopeAndStoreKv(DeviceState, int, LlamaLayerWeights, ReadOnlySpan{SequenceSegment}, AttentionParams)"/>).
     /// </summary>
-    private void AttentionWithCache(DeviceState s, int layer, ReadOnlySpan<SequenceSegment> segments, AttentionParams p)
+    private void AttentionWithCache(DeviceState s, int layer, ReadOnlySpan<SequenceSegment> segments, AttentionParams p, bool stored)
     {
         if (!s.KvOnCpu)
         {
             var (kCache, vCache) = s.Cache(layer);                                         // [S × ctx, kvd] each
-            RopeAndStoreKv(s, kCache, vCache, segments, p);
+            if (!stored) RopeAndStoreKv(s, kCache, vCache, segments, p);
             Attend(s, kCache, vCache, segments, p);
             return;
         }
@@ -569,6 +600,9 @@ public sealed class LlamaContext : IDisposable
         public IComputeQueue Queue { get; } = queue;
         public IReadOnlyList<int> KvLayers { get; } = kvLayers;
         public bool KvOnCpu { get; init; }
+
+        /// <summary>Whether the queue's plugin has <see cref="IComputeQueue.MatMulRopeAndStoreKv"/> (API 1.3; older plugins get the steps).</summary>
+        public bool FusesProjectionWithRope { get; } = PluginApiVersions.MinorOf(device) >= PluginApiVersions.MatMulRopeAndStoreKvSince;
         private readonly bool[] _runs = Enum.GetValues<ComputeOp>().Select(op => queue.Supports(op, op is ComputeOp.Attention or ComputeOp.Convert ? owner.Options.KvCacheType : GgmlType.F32)).ToArray();
 
         /// <summary>Whether this device runs <paramref name="op"/> (F32 activations; the context's cache type for Attention and Convert).</summary>

@@ -23,4 +23,7 @@ public static class PluginApiVersions
 
     /// <summary>First minor version with <see cref="IComputeQueue.CopyTo"/>.</summary>
     public const int CopyToSince = 2;
+
+    /// <summary>First minor version with <see cref="IComputeQueue.MatMulRopeAndStoreKv"/>.</summary>
+    public const int MatMulRopeAndStoreKvSince = 3;
 }

@@ -345,6 +345,110 @@ public abstract class FusedOpConformanceTests
         }
     }
 
+    /// <summary>
+    /// q/k/v weight types, cache type, mode, rotated dims of the 64-element heads, tokens, first position, with frequency factors.
+    /// One token is a decode step (a GPU rotates and stores in its mat-vec's epilogue; Q4_K_M's v in Q6_K takes a launch of its
+    /// own); F16 weights, NeoX pairs and several tokens take the two fused ops on any backend.
+    /// </summary>
+    public static TheoryData<string, GgmlType, GgmlType, GgmlType, GgmlType, RopeMode, int, int, int, bool> MatMulRopeAndStoreKvCases
+    {
+        get
+        {
+            var data = new TheoryData<string, GgmlType, GgmlType, GgmlType, GgmlType, RopeMode, int, int, int, bool>();
+            const GgmlType q4 = GgmlType.Q4_0, f16 = GgmlType.F16;
+            foreach (string backend in Backends())
+            {
+                foreach (var (q, k, v) in new[] { (q4, q4, q4), (GgmlType.Q8_0, GgmlType.Q8_0, GgmlType.Q8_0), (GgmlType.Q4_K, GgmlType.Q4_K, GgmlType.Q6_K),
+                                                  (q4, q4, GgmlType.Q8_0), (f16, f16, f16) })
+                    data.Add(backend, q, k, v, f16, RopeMode.Normal, 64, 1, 17, false);
+                data.Add(backend, q4, q4, q4, GgmlType.F32, RopeMode.Normal, 64, 1, 17, false);
+                data.Add(backend, q4, q4, q4, f16, RopeMode.Normal, 64, 1, 0, false);   // position 0: nothing turns
+                data.Add(backend, q4, q4, q4, f16, RopeMode.Normal, 32, 1, 17, false);  // partial rotation
+                data.Add(backend, q4, q4, q4, f16, RopeMode.Normal, 64, 1, 17, true);
+                data.Add(backend, q4, q4, q4, f16, RopeMode.NeoX, 64, 1, 17, false);
+                data.Add(backend, q4, q4, q4, f16, RopeMode.Normal, 64, 3, 17, false);
+            }
+            return data;
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(MatMulRopeAndStoreKvCases))]
+    public void MatMulRopeAndStoreKv_matches_cpu(string backend, GgmlType qType, GgmlType kType, GgmlType vType, GgmlType cacheType, RopeMode mode,
+                                                 int dims, int tokens, int firstPosition, bool withFactors)
+    {
+        GgmlType[] types = [qType, kType, vType];
+        using var target = new DeviceSession(Require(backend));
+        using var reference = new DeviceSession(Reference);
+        foreach (var type in types.Distinct())
+        {
+            RequireOp(target.Queue, ComputeOp.MatMul, type);
+            RequireOp(reference.Queue, ComputeOp.MatMul, type);
+        }
+        var ropeOp = withFactors ? ComputeOp.RopeFrequencyFactors : ComputeOp.Rope;
+        RequireOp(target.Queue, ropeOp, GgmlType.F32);
+        RequireOp(target.Queue, ComputeOp.Convert, cacheType);
+        RequireOp(reference.Queue, ropeOp, GgmlType.F32);
+        const int heads = 4, kvHeads = 2, headSize = 64, capacity = 24, cols = 768, kvd = kvHeads * headSize;
+        int[] rows = [heads * headSize, kvd, kvd];
+        var infos = new TensorInfo[3];
+        var weights = new byte[3][];
+        for (int i = 0; i < 3; i++)
+        {
+            infos[i] = new TensorInfo($"w{i}", types[i], [cols, rows[i]]);
+            weights[i] = TestData.Matrix(types[i], 61 + 7 * i, rows[i], cols);
+        }
+        float[] x = TestData.Random(60 + tokens, (long)tokens * cols);
+        var p = new AttentionParams(tokens, firstPosition, heads, kvHeads, headSize, 1f / MathF.Sqrt(headSize));
+        var rope = new RopeParams(mode, dims, 10000f, 1f);
+        float[] factors = FrequencyFactors(dims / 2);
+        byte[] kSentinel = CacheBytes.Encode(cacheType, TestData.Random(26, (capacity + 1) * kvd, 50f));
+        byte[] vSentinel = CacheBytes.Encode(cacheType, TestData.Random(27, (capacity + 1) * kvd, 50f));
+
+        (float[] Q, float[] K, float[] V, byte[] KCache, byte[] VCache) Run(DeviceSession s, bool fused)
+        {
+            var xt = s.Floats(x);
+            var outputs = new DeviceTensor[3];
+            var targets = new MatMulTarget[3];
+            for (int i = 0; i < 3; i++)
+            {
+                outputs[i] = Poisoned(s, (long)tokens * rows[i]);
+                targets[i] = new MatMulTarget(s.Weights(infos[i], weights[i]).Tensor, rows[i], outputs[i]);
+            }
+            var kc = CacheBytes.Upload(s, cacheType, kSentinel);
+            var vc = CacheBytes.Upload(s, cacheType, vSentinel);
+            DeviceTensor? f = withFactors ? s.Floats([0f, 0f, 0f, .. factors]).Skip(3) : null;
+            if (fused) s.Queue.MatMulRopeAndStoreKv(xt, cols, targets[0], targets[1], targets[2], kc.Skip(kvd), vc.Skip(kvd), p, rope, f);
+            else // the reference: each matmul, then each rotation; the target's cache rows are checked against these k and v
+            {
+                foreach (var t in targets) s.Queue.MatMul(t.Weight, t.Rows, cols, xt, t.Output, tokens);
+                foreach (var (t, h) in new[] { (outputs[0], heads), (outputs[1], kvHeads) })
+                    if (f is { } ft) s.Queue.RopeWithFactors(t, tokens, h, headSize, firstPosition, rope, ft);
+                    else s.Queue.Rope(t, tokens, h, headSize, firstPosition, rope);
+            }
+            return (s.Read(outputs[0], (long)tokens * rows[0]), s.Read(outputs[1], (long)tokens * kvd), s.Read(outputs[2], (long)tokens * kvd),
+                    s.ReadBytes(kc, kSentinel.Length), s.ReadBytes(vc, vSentinel.Length));
+        }
+
+        string what = $"{backend} MatMulRopeAndStoreKv {string.Join('/', types)} {mode} dims {dims} {cacheType} cache, {tokens} tokens from {firstPosition}{(withFactors ? " with factors" : "")}";
+        var expected = Run(reference, fused: false);
+        var actual = Run(target, fused: true);
+        TestData.AssertClose(expected.Q, actual.Q, OpConformanceTests.MatMulTolerance(types[0]), $"{what}: q");
+        TestData.AssertClose(expected.K, actual.K, OpConformanceTests.MatMulTolerance(types[1]), $"{what}: k");
+        TestData.AssertClose(expected.V, actual.V, OpConformanceTests.MatMulTolerance(types[2]), $"{what}: v");
+
+        // Cache rows: the batch's hold the target's own k (rotated) and v, converted; every other byte is the sentinel.
+        int rowBytes = (int)GgmlTypes.RowSize(cacheType, kvd);
+        int from = (1 + firstPosition) * rowBytes, length = tokens * rowBytes;
+        double cacheTolerance = cacheType == GgmlType.F16 ? 3e-3 : 1e-4;
+        foreach (var (name, cache, sentinel, values) in new[] { ("K", actual.KCache, kSentinel, actual.K), ("V", actual.VCache, vSentinel, actual.V) })
+        {
+            TestData.AssertClose(values, CacheBytes.Decode(cacheType, cache.AsSpan(from, length)), cacheTolerance, $"{what}: {name} cache rows {firstPosition}..{firstPosition + tokens - 1}");
+            AssertBytesEqual(sentinel.AsSpan(0, from), cache.AsSpan(0, from), $"{what}: {name} cache before row {firstPosition}");
+            AssertBytesEqual(sentinel.AsSpan(from + length), cache.AsSpan(from + length), $"{what}: {name} cache from row {firstPosition + tokens}");
+        }
+    }
+
     /// <summary>Llama 3.1-like frequency factors with a few odd values (as <see cref="OpConformanceTests.RopeWithFactors_matches_cpu"/>).</summary>
     private static float[] FrequencyFactors(int pairs)
     {

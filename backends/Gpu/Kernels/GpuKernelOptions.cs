@@ -118,12 +118,19 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// (docs/gpu-kernels.md#decode-launches): 7B Q4_0 tg128 460.8 t/s on against 475.5 off, so off is the default. Environment:
 /// PLUGINENGINE_CUDA_SWIGLU_QUANTIZE / PLUGINENGINE_HIP_SWIGLU_QUANTIZE.
 /// </param>
+/// <param name="QkvRope">
+/// <c>qkv_rope: on</c> (default): a decode step's q/k/v mat-vec (<see cref="PluginEngine.Abstractions.IComputeQueue.MatMulRopeAndStoreKv"/>,
+/// kernels.cu matvec_rope_q8_*) rotates q and k and stores k and v into the caches in its epilogue, one launch less per layer
+/// (adjacent-pair RoPE on int8 mat-vec weights; docs/gpu-kernels.md#decode-launches). <c>off</c>: the mat-vec, then
+/// rope_store_kv. Environment: PLUGINENGINE_CUDA_QKV_ROPE / PLUGINENGINE_HIP_QKV_ROPE.
+/// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
                                         bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
-                                        bool FlashAttention = true, bool TiledWeights = true, bool SwiGluQuantize = false)
+                                        bool FlashAttention = true, bool TiledWeights = true, bool SwiGluQuantize = false,
+                                        bool QkvRope = true)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -171,9 +178,10 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool flash = Choice(options, environment, "flash_attn", P + "FLASH_ATTN", "on", "off");
         bool tiled = Choice(options, environment, "weight_layout", P + "WEIGHT_LAYOUT", "tiled", "gguf");
         bool swiGluQuantize = Choice(options, environment, "swiglu_quantize", P + "SWIGLU_QUANTIZE", "on", "off", defaultFirst: false);
+        bool qkvRope = Choice(options, environment, "qkv_rope", P + "QKV_ROPE", "on", "off");
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
-                                    MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize);
+                                    MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
@@ -186,9 +194,10 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
         bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
         bool swiGluQuantize = Choice(options, environment, "swiglu_quantize", P + "SWIGLU_QUANTIZE", "on", "off", defaultFirst: false);
+        bool qkvRope = Choice(options, environment, "qkv_rope", P + "QKV_ROPE", "on", "off");
         return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
                                     ReadAttentionChunk(options, environment, P), readOnly, smallBatch, segments, IntegerMma: false, FlashAttention: false,
-                                    TiledWeights: false, SwiGluQuantize: swiGluQuantize);
+                                    TiledWeights: false, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope);
     }
 
     /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>

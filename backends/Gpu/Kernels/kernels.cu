@@ -1211,6 +1211,17 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
 struct MatVecTarget { const u8* w; i64 rowBytes; float* y; int rows; int firstBlock; };
 struct MatVecTargets { MatVecTarget t[3]; int count; int accumulate; };
 
+// Which target row r (over the targets' rows in order) belongs to: its index, with *r made the row within it; -1 past the last.
+__device__ __forceinline__ int matvec_target(const MatVecTargets& a, int* r)
+{
+    if (*r < a.t[0].rows) return 0;
+    *r -= a.t[0].rows;
+    if (a.count < 2) return -1;
+    if (*r < a.t[1].rows) return 1;
+    *r -= a.t[1].rows;
+    return a.count < 3 || *r >= a.t[2].rows ? -1 : 2;
+}
+
 // Tuning knobs of the decode mat-vecs. Their defaults are the measured best; the `defines` option (environment
 // PLUGINENGINE_CUDA_DEFINES, e.g. "MATVEC_UNROLL=8;MATVEC_MIN_BLOCKS=16") overrides them, so variants can be compared in
 // one device session without a rebuild. MATVEC_MIN_BLOCKS > 0 asks the compiler for that many resident 128-thread blocks
@@ -1250,22 +1261,47 @@ __device__ __forceinline__ float row_dot_q8(const u8* __restrict__ row, int cols
 template <int T>
 __device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, const i8* xq, const XScale* xs)
 {
-    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const u8* w = a.t[0].w; i64 rowBytes = a.t[0].rowBytes; float* y = a.t[0].y;
-    if (r >= a.t[0].rows)
+    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), target = matvec_target(a, &r);
+    if (target < 0) return;
+    const MatVecTarget& t = a.t[target];
+    float acc = row_dot_q8<T>(t.w + (i64)r * t.rowBytes, cols, xq, xs);
+    if ((threadIdx.x & 31) == 0) t.y[r] = a.accumulate ? t.y[r] + acc : acc;
+}
+
+// The epilogue of the decode q/k/v mat-vec (matvec_rope_q8_*): RoPE and the cache store of rope_store_kv done on the
+// outputs as they are made, one launch less per layer (docs/gpu-kernels.md#decode-launches). One token at `position`,
+// normal (adjacent-pair) RoPE only: rows 2i and 2i + 1 of a head are warps 2j and 2j + 1 of one block, which swap their
+// sums through shared memory. roles: 2 bits per target, ROPE_OUTPUT (y only), ROPE_ROTATE (q), ROPE_ROTATE_STORE_K (k),
+// ROPE_STORE_V (v). kCache and vCache point at the token's cache row. The host's RopeStore
+// (backends/Gpu/Kernels/RopeStore.cs) has the same layout.
+#define ROPE_OUTPUT 0
+#define ROPE_ROTATE 1
+#define ROPE_ROTATE_STORE_K 2
+#define ROPE_STORE_V 3
+struct RopeStore { void* kCache; void* vCache; const float* factors; int f16; int position; int headSize; int dims; float freqBase; float freqScale; int roles; int unused; };
+
+template <int T>
+__device__ __forceinline__ void matvec_rope_q8(const MatVecTargets& a, int cols, const i8* xq, const XScale* xs, const RopeStore& e)
+{
+    __shared__ float sums[4]; // blockDim 128: one per warp
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int r = blockIdx.x * 4 + warp, target = matvec_target(a, &r);
+    float acc = 0.f;
+    if (target >= 0) acc = row_dot_q8<T>(a.t[target].w + (i64)r * a.t[target].rowBytes, cols, xq, xs);
+    if (lane == 0) sums[warp] = acc;
+    __syncthreads(); // every warp reaches this: rows past the last target only hold no sum
+    if (target < 0 || lane != 0) return;
+    int role = (e.roles >> (2 * target)) & 3, inHead = r % e.headSize;
+    float value = acc;
+    if (role != ROPE_OUTPUT && role != ROPE_STORE_V && inHead < e.dims)
     {
-        r -= a.t[0].rows;
-        if (a.count < 2) return;
-        w = a.t[1].w; rowBytes = a.t[1].rowBytes; y = a.t[1].y;
-        if (r >= a.t[1].rows)
-        {
-            r -= a.t[1].rows;
-            if (a.count < 3 || r >= a.t[2].rows) return;
-            w = a.t[2].w; rowBytes = a.t[2].rowBytes; y = a.t[2].y;
-        }
+        float partner = sums[warp ^ 1], c, s;
+        rope_cos_sin(e.position, inHead >> 1, e.dims, e.freqBase, e.freqScale, e.factors, &c, &s);
+        value = (inHead & 1) ? acc * c + partner * s : acc * c - partner * s; // as rope: b' = b c + a s, a' = a c - b s
     }
-    float acc = row_dot_q8<T>(w + (i64)r * rowBytes, cols, xq, xs);
-    if ((threadIdx.x & 31) == 0) y[r] = a.accumulate ? y[r] + acc : acc;
+    a.t[target].y[r] = value;
+    if (role == ROPE_ROTATE_STORE_K) store_cache(e.kCache, e.f16, r, value);
+    else if (role == ROPE_STORE_V) store_cache(e.vCache, e.f16, r, value);
 }
 
 // gate[r] = silu(wg[r, :] . x) * (wu[r, :] . x) for one token, the SwiGLU input of the down projection: one warp per
@@ -1362,7 +1398,9 @@ __device__ __forceinline__ void matmul_q8(const u8* __restrict__ w, i64 rowBytes
     { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y, yq, ys, tickets); }                          \
     extern "C" __global__ void MATVEC_BOUNDS matmul_q8_##name(const u8* w, i64 rowBytes, int rows, int cols, const i8* xq, \
                                                                        const XScale* xs, float* y, int tokens, int accumulate) \
-    { PDL_ENTRY(); matmul_q8<T>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate); }
+    { PDL_ENTRY(); matmul_q8<T>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate); }                           \
+    extern "C" __global__ void MATVEC_BOUNDS matvec_rope_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs, RopeStore e) \
+    { PDL_ENTRY(); matvec_rope_q8<T>(a, cols, xq, xs, e); }
 
 MATVEC_Q8_KERNEL(q4_0, T_Q4_0)
 MATVEC_Q8_KERNEL(q8_0, T_Q8_0)

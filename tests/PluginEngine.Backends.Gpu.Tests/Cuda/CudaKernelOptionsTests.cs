@@ -80,6 +80,10 @@ public sealed class GpuKernelOptionsTests
         Assert.True(GpuKernelOptions.FromCuda(Options(("swiglu_quantize", "on")), _ => null).SwiGluQuantize);
         Assert.True(GpuKernelOptions.FromHip(Options(), k => k == "PLUGINENGINE_HIP_SWIGLU_QUANTIZE" ? "on" : null).SwiGluQuantize);
         Assert.Contains("swiglu_quantize", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("swiglu_quantize", "yes")), _ => null)).Message);
+        Assert.True(o.QkvRope);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("qkv_rope", "off")), _ => null).QkvRope);
+        Assert.False(GpuKernelOptions.FromHip(Options(), k => k == "PLUGINENGINE_HIP_QKV_ROPE" ? "off" : null).QkvRope);
+        Assert.Contains("qkv_rope", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("qkv_rope", "no")), _ => null)).Message);
         Assert.False(GpuKernelOptions.FromHip(Options(), _ => null).TiledWeights);
         Assert.Equal(0, o.MmaSplit);
         Assert.Equal(2, GpuKernelOptions.FromCuda(Options(("mma_split", "2")), _ => null).MmaSplit);
