@@ -139,7 +139,7 @@ internal static class KernelSource
     public static IReadOnlyList<GgmlType> WeightTypes { get; } =
         [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
-    /// <summary>Weight types with an 8-bit-activation decode kernel (matvec_q8_&lt;suffix&gt;); their rows are whole 32-element blocks.</summary>
+    /// <summary>Weight types with 8-bit-activation decode kernels (matvec_q8_, swiglu_q8_, matmul_q8_, matvec_rope_q8_&lt;suffix&gt;); their rows are whole 32-element blocks.</summary>
     public static IReadOnlyList<GgmlType> Int8MatVecTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K];
 
     /// <summary>Weight types with an int8 tensor-core kernel (mmq_&lt;suffix&gt;_x&lt;m&gt;, CUDA sm_80 and later; docs/gpu-kernels.md#int8-tensor-core-matmuls-mmq).</summary>
@@ -163,6 +163,7 @@ internal static class KernelSource
             yield return $"matvec_q8_{WeightSuffix(t)}";
             yield return $"swiglu_q8_{WeightSuffix(t)}";
             yield return $"matmul_q8_{WeightSuffix(t)}";
+            yield return $"matvec_rope_q8_{WeightSuffix(t)}";
         }
         foreach (var t in MmaTypes)
             foreach (int m in LaunchGeometry.MmqTokenTiles)
