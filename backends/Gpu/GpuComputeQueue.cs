@@ -26,8 +26,10 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint _attentionSplitF32, _attentionSplitF16;
     private readonly nint _attentionMma64, _attentionMma128; // prompt attention on the tensor cores, head size 64 / 128 (0: not used here)
     private readonly nint _ropeStoreKvRows, _attentionRowsF32, _attentionRowsF16; // multi-sequence batches (docs/batching.md#backends)
-    private readonly nint[] _matVecQ8 = new nint[8], _swiGluQ8 = new nint[8], _matMulQ8 = new nint[8], _dequantizeF16 = new nint[8];
-    private readonly nint[] _matVecRopeQ8 = new nint[8]; // the decode q/k/v mat-vec that also rotates and stores k, v (MatMulRopeAndStoreKv)
+    // One-token decode kernels per weight slot (kernels.cu MATVEC_KERNELS): on 8-bit activations for the quantized types, on F32
+    // ones for the plain types. _matVecRope: the q/k/v mat-vec that also rotates and stores k, v (MatMulRopeAndStoreKv).
+    private readonly nint[] _matVec = new nint[8], _swiGlu = new nint[8], _matVecRope = new nint[8];
+    private readonly nint[] _matMulQ8 = new nint[8], _dequantizeF16 = new nint[8];
     private readonly nint _quantizeX;
     private readonly int _mmqRows; // weight rows per mmq block, as the kernels were compiled (KernelSource.MmqRows)
     private readonly nint[] _mmq = new nint[8 * 3]; // [slot * 3 + LaunchGeometry.MmqTileIndex]: int8 tensor-core matmuls (kernels.cu mmq_*)
@@ -128,12 +130,13 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _copyF32 = _rt.Function("copy_f32");
         _convertF16 = _rt.Function("convert_f32_f16");
         _quantizeX = _rt.Function("quantize_x_q8");
-        foreach (var type in KernelSource.Int8MatVecTypes)
+        foreach (var type in KernelSource.Int8MatVecTypes) _matMulQ8[KernelSlot(type)] = _rt.Function($"matmul_q8_{KernelSource.WeightSuffix(type)}");
+        foreach (var type in KernelSource.DecodeMatVecTypes)
         {
-            _matVecQ8[KernelSlot(type)] = _rt.Function($"matvec_q8_{KernelSource.WeightSuffix(type)}");
-            _swiGluQ8[KernelSlot(type)] = _rt.Function($"swiglu_q8_{KernelSource.WeightSuffix(type)}");
-            _matMulQ8[KernelSlot(type)] = _rt.Function($"matmul_q8_{KernelSource.WeightSuffix(type)}");
-            _matVecRopeQ8[KernelSlot(type)] = _rt.Function($"matvec_rope_q8_{KernelSource.WeightSuffix(type)}");
+            string k = KernelSource.DecodeKernelSuffix(type);
+            _matVec[KernelSlot(type)] = _rt.Function($"matvec_{k}");
+            _swiGlu[KernelSlot(type)] = _rt.Function($"swiglu_{k}");
+            _matVecRope[KernelSlot(type)] = _rt.Function($"matvec_rope_{k}");
         }
         foreach (var type in KernelSource.DequantizeF16Types) _dequantizeF16[KernelSlot(type)] = _rt.Function($"dequantize_f16_{KernelSource.WeightSuffix(type)}");
         foreach (var type in KernelSource.MmaTypes)
@@ -270,11 +273,11 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         ulong pw = Ptr(w), px = Ptr(x), py = Ptr(y);
         long rowBytes = GgmlTypes.RowSize(w.Type, wCols), rows = wRows;
         int cols = checked((int)wCols);
-        if (UsesInt8MatVec(w.Type, tokens))
+        if (UsesMatVec(w.Type, tokens))
         {
             var targets = new MatVecTargets { Count = 1, Accumulate = accumulate ? 1 : 0 };
             targets.Set(0, pw, rowBytes, py, rows);
-            MatVecQ8(slot, px, cols, ref targets);
+            MatVec(w.Type, px, cols, ref targets);
         }
         else if (UsesMma(w.Type, tokens))
         {
@@ -342,8 +345,22 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         return (_mmqPartials, ZeroedTickets(ref _mmqTickets, ref _mmqTicketsCapacity, tiles, "mmq tickets"));
     }
 
-    /// <summary>Whether one token on <paramref name="type"/> weights goes to the int8 mat-vec (matvec_q8_*).</summary>
-    private bool UsesInt8MatVec(GgmlType type, int tokens) => tokens == 1 && !_options.BatchInvariant && _options.Int8MatVec && _matVecQ8[KernelSlot(type)] != 0;
+    /// <summary>
+    /// Whether one token on <paramref name="type"/> weights goes to the decode mat-vecs (matvec_*, which the fused ops extend to several
+    /// targets, accumulation, SwiGLU and RoPE): on 8-bit activations for the quantized types (option <c>matvec int8</c>), on F32 ones
+    /// for the plain types while the fused ops are on (otherwise those take matmul_*_t1, one launch per op; docs/gpu-kernels.md#f16-decode).
+    /// </summary>
+    private bool UsesMatVec(GgmlType type, int tokens)
+        => tokens == 1 && !_options.BatchInvariant && _matVec[KernelSlot(type)] != 0 && (IsPlain(type) ? _options.FusedOps : _options.Int8MatVec);
+
+    /// <summary>F32, F16 and BF16: weights whose decode mat-vecs read x as F32.</summary>
+    private static bool IsPlain(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16;
+
+    /// <summary>
+    /// The activation arguments (xq, xs) of a decode mat-vec on <paramref name="type"/> weights: x's 8-bit row and scales, quantized
+    /// now unless the scratch holds them, for the quantized types; x itself (and 0) for the plain types.
+    /// </summary>
+    private (ulong Values, ulong Scales) MatVecInput(GgmlType type, ulong px, int cols) => IsPlain(type) ? (px, 0UL) : EnsureQuantizedX(px, cols);
 
     /// <summary>
     /// Whether a batch of mma_min_tokens .. mma_max_tokens tokens on <paramref name="type"/> weights goes to the int8 tensor-core kernel
@@ -363,7 +380,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     /// <summary>Whether a matmul of this shape can add into its output in the same pass (int8 kernels or BLAS with β = 1).</summary>
     private bool Accumulates(GgmlType type, int tokens)
-        => UsesInt8MatVec(type, tokens) || UsesMma(type, tokens) || UsesInt8SmallBatch(type, tokens)
+        => UsesMatVec(type, tokens) || UsesMma(type, tokens) || UsesInt8SmallBatch(type, tokens)
            || (_blas is not null && LaunchGeometry.UsesBlas(tokens) && !_options.BatchInvariant);
 
     /// <summary>Forgets the quantized row when [y, y + floats) overlaps the row it was made from.</summary>
@@ -386,7 +403,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         while (i < targets.Length)
         {
             var type = targets[i].Weight.Type;
-            bool matVec = UsesInt8MatVec(type, tokens), mma = !matVec && UsesMma(type, tokens);
+            bool matVec = UsesMatVec(type, tokens), mma = !matVec && UsesMma(type, tokens);
             if (!(matVec || mma) || targets[i].Rows <= 0)
             {
                 MatMul(targets[i].Weight, targets[i].Rows, cols, x, targets[i].Output, tokens);
@@ -406,7 +423,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
                 batch.Count++;
                 i++;
             }
-            if (matVec) MatVecQ8(KernelSlot(type), Ptr(x), checked((int)cols), ref batch);
+            if (matVec) MatVec(type, Ptr(x), checked((int)cols), ref batch);
             else MmqLaunch(type, Ptr(x), checked((int)cols), tokens, ref batch, tiled);
             for (int k = 0; k < batch.Count; k++) ForgetQuantizedXIfWritten(batch.Output(k), batch.Rows(k) * tokens);
         }
@@ -425,7 +442,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     public void MatMulSwiGlu(DeviceTensor wGate, DeviceTensor wUp, long rows, long cols, DeviceTensor x, DeviceTensor gate, DeviceTensor up, int tokens)
     {
-        if (!_options.FusedOps || wGate.Type != wUp.Type || !UsesInt8MatVec(wGate.Type, tokens) || rows <= 0)
+        if (!_options.FusedOps || wGate.Type != wUp.Type || !UsesMatVec(wGate.Type, tokens) || rows <= 0)
         {
             MatMulShared(x, cols, tokens, [new MatMulTarget(wGate, rows, gate), new MatMulTarget(wUp, rows, up)]);
             long n = (long)tokens * rows;
@@ -437,14 +454,14 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         ulong pg = Ptr(wGate), pu = Ptr(wUp), px = Ptr(x), py = Ptr(gate);
         long rowBytes = GgmlTypes.RowSize(wGate.Type, cols);
         int r = checked((int)rows), c = checked((int)cols);
-        var (xq, xs) = EnsureQuantizedX(px, c);
+        var (xq, xs) = MatVecInput(wGate.Type, px, c);
         // The down projection's int8 mat-vec reads the output next: the kernel quantizes it into the second scratch (its
-        // input's stays in the first) unless swiglu_quantize is off.
-        bool quantize = _options.SwiGluQuantize && FusesQuantization(rows);
+        // input's stays in the first) unless swiglu_quantize is off (or the weights are plain: the down projection reads F32).
+        bool quantize = _options.SwiGluQuantize && !IsPlain(wGate.Type) && FusesQuantization(rows);
         var (yq, ys) = quantize ? QuantizedOutputScratch(rows) : (0UL, 0UL);
         ulong tickets = quantize ? ZeroedTickets(ref _swiGluTickets, ref _swiGluTicketsCapacity, rows / 32, "swiglu tickets") : 0;
         void** args = stackalloc void*[] { &pg, &pu, &rowBytes, &r, &c, &xq, &xs, &py, &yq, &ys, &tickets };
-        LaunchKernel(_swiGluQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, quantize ? "swiglu_q8 (quantizes)" : "swiglu_q8");
+        LaunchKernel(_swiGlu[slot], LaunchGeometry.MatVecQ8(rows, 1), args, quantize ? "swiglu_q8 (quantizes)" : "swiglu_q8");
         if (quantize) RememberQuantizedX(py, rows, yq, ys);
         else ForgetQuantizedXIfWritten(py, rows);
     }
@@ -490,8 +507,8 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     {
         // A decode step on int8 mat-vec weights with adjacent-pair RoPE: the mat-vec's epilogue rotates and stores (one launch
         // per weight type instead of the mat-vec(s) and rope_store_kv). Anything else: the two fused ops, as the default.
-        if (!_options.FusedOps || !_options.QkvRope || p.Tokens != 1 || rope.Mode != RopeMode.Normal || !UsesInt8MatVec(q.Weight.Type, 1)
-            || !UsesInt8MatVec(k.Weight.Type, 1) || !UsesInt8MatVec(v.Weight.Type, 1))
+        if (!_options.FusedOps || !_options.QkvRope || p.Tokens != 1 || rope.Mode != RopeMode.Normal || !UsesMatVec(q.Weight.Type, 1)
+            || !UsesMatVec(k.Weight.Type, 1) || !UsesMatVec(v.Weight.Type, 1))
         {
             MatMulShared(x, cols, p.Tokens, [q, k, v]);
             RopeAndStoreKv(q.Output, k.Output, v.Output, kCache, vCache, p, rope, factors);
@@ -526,10 +543,10 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
                 epilogue.Roles |= RopeStore.Role(batch.Count, all[i].Role);
                 batch.Count++;
             }
-            (xq, xs) = EnsureQuantizedX(px, c);
+            (xq, xs) = MatVecInput(type, px, c);
             long rows = 0;
             for (int j = 0; j < batch.Count; j++) rows += batch.Rows(j);
-            LaunchKernel(_matVecRopeQ8[KernelSlot(type)], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_rope_q8" : $"matvec_rope_q8 {rows}x{cols} #{KernelSlot(type)} x{batch.Count}");
+            LaunchKernel(_matVecRope[KernelSlot(type)], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_rope" : $"matvec_rope {rows}x{cols} #{KernelSlot(type)} x{batch.Count}");
             for (int j = 0; j < batch.Count; j++) ForgetQuantizedXIfWritten(batch.Output(j), batch.Rows(j));
         }
     }
@@ -634,16 +651,17 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         return rows;
     }
 
-    /// <summary>One int8 mat-vec launch over <paramref name="targets"/>, quantizing x first unless the scratch already holds it.</summary>
-    private void MatVecQ8(int slot, ulong px, int cols, ref MatVecTargets targets)
+    /// <summary>One decode mat-vec launch over <paramref name="targets"/> of <paramref name="type"/> weights (for the quantized types x is quantized first unless the scratch already holds it).</summary>
+    private void MatVec(GgmlType type, ulong px, int cols, ref MatVecTargets targets)
     {
-        var (xq, xs) = EnsureQuantizedX(px, cols);
+        int slot = KernelSlot(type);
+        var (xq, xs) = MatVecInput(type, px, cols);
         long rows = 0;
         for (int k = 0; k < targets.Count; k++) rows += targets.Rows(k);
         fixed (MatVecTargets* t = &targets)
         {
             void** args = stackalloc void*[] { t, &cols, &xq, &xs };
-            LaunchKernel(_matVecQ8[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_q8" : $"matvec_q8 {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
+            LaunchKernel(_matVec[slot], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec" : $"matvec {rows}x{cols} #{slot} x{targets.Count}{(targets.Accumulate != 0 ? " +=" : "")}");
         }
     }
 

@@ -139,8 +139,17 @@ internal static class KernelSource
     public static IReadOnlyList<GgmlType> WeightTypes { get; } =
         [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
-    /// <summary>Weight types with 8-bit-activation decode kernels (matvec_q8_, swiglu_q8_, matmul_q8_, matvec_rope_q8_&lt;suffix&gt;); their rows are whole 32-element blocks.</summary>
+    /// <summary>Weight types with 8-bit-activation kernels (matmul_q8_&lt;suffix&gt;, and the decode kernels of <see cref="DecodeMatVecTypes"/>); their rows are whole 32-element blocks.</summary>
     public static IReadOnlyList<GgmlType> Int8MatVecTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K];
+
+    /// <summary>
+    /// Weight types with one-token decode kernels (matvec_, swiglu_, matvec_rope_ + <see cref="DecodeKernelSuffix"/>): the
+    /// <see cref="Int8MatVecTypes"/> on 8-bit activations, then the plain types on F32 ones.
+    /// </summary>
+    public static IReadOnlyList<GgmlType> DecodeMatVecTypes { get; } = [.. Int8MatVecTypes, GgmlType.F32, GgmlType.F16, GgmlType.BF16];
+
+    /// <summary>The decode kernels' suffix: q8_&lt;type&gt; for the int8 types (8-bit activations), &lt;type&gt; for the plain ones.</summary>
+    public static string DecodeKernelSuffix(GgmlType type) => (Int8MatVecTypes.Contains(type) ? "q8_" : "") + WeightSuffix(type);
 
     /// <summary>Weight types with an int8 tensor-core kernel (mmq_&lt;suffix&gt;_x&lt;m&gt;, CUDA sm_80 and later; docs/gpu-kernels.md#int8-tensor-core-matmuls-mmq).</summary>
     public static IReadOnlyList<GgmlType> MmaTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K];
@@ -158,12 +167,12 @@ internal static class KernelSource
             yield return $"matmul_{s}_tn";
             yield return $"get_rows_{s}";
         }
-        foreach (var t in Int8MatVecTypes)
+        foreach (var t in Int8MatVecTypes) yield return $"matmul_q8_{WeightSuffix(t)}";
+        foreach (var t in DecodeMatVecTypes)
         {
-            yield return $"matvec_q8_{WeightSuffix(t)}";
-            yield return $"swiglu_q8_{WeightSuffix(t)}";
-            yield return $"matmul_q8_{WeightSuffix(t)}";
-            yield return $"matvec_rope_q8_{WeightSuffix(t)}";
+            yield return $"matvec_{DecodeKernelSuffix(t)}";
+            yield return $"swiglu_{DecodeKernelSuffix(t)}";
+            yield return $"matvec_rope_{DecodeKernelSuffix(t)}";
         }
         foreach (var t in MmaTypes)
             foreach (int m in LaunchGeometry.MmqTokenTiles)

@@ -1252,6 +1252,40 @@ __device__ __forceinline__ float row_dot_q8(const u8* __restrict__ row, int cols
     return warp_sum(acc);
 }
 
+// Plain (unquantized) weight types: their decode mat-vecs read x as F32, not as 8-bit blocks (docs/gpu-kernels.md#f16-decode).
+#define IS_PLAIN(T) ((T) == T_F32 || (T) == T_F16 || (T) == T_BF16)
+
+// Dot product of one plain-type weight row with an F32 activation row, summed exactly as matmul_rows<T, 1> sums it (16
+// elements a lane per ROW_CHUNK chunk, then a warp sum), so a fused launch gives the unfused kernel's values.
+template <int T>
+__device__ __forceinline__ float row_dot_f32(const u8* __restrict__ row, int cols, const float* __restrict__ x)
+{
+    int lane = threadIdx.x & 31;
+    float acc = 0.f;
+    UNROLL(MATMUL_T1_UNROLL)
+    for (int c0 = 0; c0 < cols; c0 += ROW_CHUNK)
+    {
+        int e0 = c0 + lane * LANE_ELEMS;
+        float v[16], xv[16];
+        deq16<T>(row, e0, cols, v);
+        load_x16(x, e0, cols, xv);
+        float s = 0.f;
+#pragma unroll
+        for (int i = 0; i < 16; i++) s += v[i] * xv[i];
+        acc += s;
+    }
+    return warp_sum(acc);
+}
+
+// The row dot of the decode mat-vecs (matvec_*, swiglu_*, matvec_rope_*): xq is the 8-bit activation row and xs its block
+// scales for quantized T; for plain T, xq is the F32 activation row itself and xs is not read.
+template <int T>
+__device__ __forceinline__ float row_dot(const u8* __restrict__ row, int cols, const i8* __restrict__ xq, const XScale* __restrict__ xs)
+{
+    if (IS_PLAIN(T)) return row_dot_f32<T>(row, cols, (const float*)xq);
+    return row_dot_q8<T>(row, cols, xq, xs);
+}
+
 // y_i[r] (+)= sum_c w_i[r, c] * x[c] for the targets of `a`, x quantized by quantize_x_q8 (or by the op that wrote
 // it): one warp per weight row (4 per block) over the targets' rows in order. accumulate = 1 adds into y (the residual
 // stream), else y is overwritten. Rows are whole units, so nothing is read past a row: no slide needed here.
@@ -1264,7 +1298,7 @@ __device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, cons
     int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), target = matvec_target(a, &r);
     if (target < 0) return;
     const MatVecTarget& t = a.t[target];
-    float acc = row_dot_q8<T>(t.w + (i64)r * t.rowBytes, cols, xq, xs);
+    float acc = row_dot<T>(t.w + (i64)r * t.rowBytes, cols, xq, xs);
     if ((threadIdx.x & 31) == 0) t.y[r] = a.accumulate ? t.y[r] + acc : acc;
 }
 
@@ -1287,7 +1321,7 @@ __device__ __forceinline__ void matvec_rope_q8(const MatVecTargets& a, int cols,
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r = blockIdx.x * 4 + warp, target = matvec_target(a, &r);
     float acc = 0.f;
-    if (target >= 0) acc = row_dot_q8<T>(a.t[target].w + (i64)r * a.t[target].rowBytes, cols, xq, xs);
+    if (target >= 0) acc = row_dot<T>(a.t[target].w + (i64)r * a.t[target].rowBytes, cols, xq, xs);
     if (lane == 0) sums[warp] = acc;
     __syncthreads(); // every warp reaches this: rows past the last target only hold no sum
     if (target < 0 || lane != 0) return;
@@ -1319,18 +1353,26 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
     int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (r < rows)
     {
-        int units = cols / Unit<T>::Elems;
         const u8* gRow = wg + (i64)r * rowBytes;
         const u8* uRow = wu + (i64)r * rowBytes;
         float g = 0.f, u = 0.f;
-        UNROLL(SWIGLU_UNROLL)
-        for (int k = lane; k < units; k += 32)
+        if (IS_PLAIN(T)) // x in F32 (xq is the row): each row as the plain mat-vec reads it
         {
-            g += dot_unit<T>(gRow, k, xq, xs);
-            u += dot_unit<T>(uRow, k, xq, xs);
+            g = row_dot_f32<T>(gRow, cols, (const float*)xq);
+            u = row_dot_f32<T>(uRow, cols, (const float*)xq);
         }
-        g = warp_sum(g);
-        u = warp_sum(u);
+        else
+        {
+            int units = cols / Unit<T>::Elems;
+            UNROLL(SWIGLU_UNROLL)
+            for (int k = lane; k < units; k += 32)
+            {
+                g += dot_unit<T>(gRow, k, xq, xs);
+                u += dot_unit<T>(uRow, k, xq, xs);
+            }
+            g = warp_sum(g);
+            u = warp_sum(u);
+        }
         if (lane == 0) y[r] = g / (1.f + expf(-g)) * u;
     }
     if (yq == 0) return;
@@ -1390,22 +1432,30 @@ __device__ __forceinline__ void matmul_q8(const u8* __restrict__ w, i64 rowBytes
     }
 }
 
-#define MATVEC_Q8_KERNEL(name, T)                                                                                      \
-    extern "C" __global__ void MATVEC_BOUNDS matvec_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs) \
-    { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                                                 \
-    extern "C" __global__ void MATVEC_BOUNDS swiglu_q8_##name(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols, \
-                                                                       const i8* xq, const XScale* xs, float* y, i8* yq, XScale* ys, int* tickets) \
+// The one-token decode kernels of a weight type: matvec_<k>, swiglu_<k> and matvec_rope_<k>, with <k> = q8_<type> for the
+// quantized types (8-bit activations) and <type> for the plain ones (F32 activations, passed as xq).
+#define MATVEC_KERNELS(k, T)                                                                                           \
+    extern "C" __global__ void MATVEC_BOUNDS matvec_##k(MatVecTargets a, int cols, const i8* xq, const XScale* xs)     \
+    { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                                    \
+    extern "C" __global__ void MATVEC_BOUNDS swiglu_##k(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols,  \
+                                                        const i8* xq, const XScale* xs, float* y, i8* yq, XScale* ys, int* tickets) \
     { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y, yq, ys, tickets); }                          \
+    extern "C" __global__ void MATVEC_BOUNDS matvec_rope_##k(MatVecTargets a, int cols, const i8* xq, const XScale* xs, RopeStore e) \
+    { PDL_ENTRY(); matvec_rope_q8<T>(a, cols, xq, xs, e); }
+
+#define MATVEC_Q8_KERNEL(name, T)                                                                                      \
+    MATVEC_KERNELS(q8_##name, T)                                                                                       \
     extern "C" __global__ void MATVEC_BOUNDS matmul_q8_##name(const u8* w, i64 rowBytes, int rows, int cols, const i8* xq, \
                                                                        const XScale* xs, float* y, int tokens, int accumulate) \
-    { PDL_ENTRY(); matmul_q8<T>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate); }                           \
-    extern "C" __global__ void MATVEC_BOUNDS matvec_rope_q8_##name(MatVecTargets a, int cols, const i8* xq, const XScale* xs, RopeStore e) \
-    { PDL_ENTRY(); matvec_rope_q8<T>(a, cols, xq, xs, e); }
+    { PDL_ENTRY(); matmul_q8<T>(w, rowBytes, rows, cols, xq, xs, y, tokens, accumulate); }
 
 MATVEC_Q8_KERNEL(q4_0, T_Q4_0)
 MATVEC_Q8_KERNEL(q8_0, T_Q8_0)
 MATVEC_Q8_KERNEL(q4_k, T_Q4_K)
 MATVEC_Q8_KERNEL(q6_k, T_Q6_K)
+MATVEC_KERNELS(f32, T_F32)
+MATVEC_KERNELS(f16, T_F16)
+MATVEC_KERNELS(bf16, T_BF16)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Q4_0 weights in the tiled device layout (docs/gpu-kernels.md#tiled-q4_0-weights). The CUDA plugin keeps a copy of each

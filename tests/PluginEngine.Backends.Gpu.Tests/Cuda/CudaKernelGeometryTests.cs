@@ -88,20 +88,22 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.CudaDefault;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        Assert.Equal(3 * 8 + 4 * KernelSource.Int8MatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 2 + 19
+        Assert.Equal(3 * 8 + KernelSource.Int8MatVecTypes.Count + 3 * KernelSource.DecodeMatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 2 + 19
                      + LaunchGeometry.MmqTokenTiles.Count + 1, names.Count); // the tiled Q4_0 kernels: mmq and tile_q4_0
         Assert.Contains($"MMQ_KERNELS({KernelSource.TiledQ4_0Suffix}, ", source);
         foreach (var type in KernelSource.WeightTypes)
             Assert.Contains($"WEIGHT_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.Int8MatVecTypes)
             Assert.Contains($"MATVEC_Q8_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
+        foreach (var type in KernelSource.DecodeMatVecTypes.Except(KernelSource.Int8MatVecTypes))
+            Assert.Contains($"MATVEC_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.DequantizeF16Types)
             Assert.Contains($"DEQUANTIZE_F16_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.MmaTypes)
             Assert.Contains($"MMQ_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (int d in new[] { 64, 128 })
             Assert.Contains($"ATTENTION_MMA_KERNEL({d})", source);
-        string[] macroMade = ["matmul_", "get_rows_", "matvec_q8_", "matvec_rope_q8_", "swiglu_q8_", "dequantize_f16_", "attention_", "mmq_"];
+        string[] macroMade = ["matmul_", "get_rows_", "matvec_", "swiglu_", "dequantize_f16_", "attention_", "mmq_"];
         foreach (string name in names.Where(n => !macroMade.Any(p => n.StartsWith(p, StringComparison.Ordinal))))
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);
     }
