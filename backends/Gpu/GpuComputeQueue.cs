@@ -348,10 +348,11 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     /// <summary>
     /// Whether one token on <paramref name="type"/> weights goes to the decode mat-vecs (matvec_*, which the fused ops extend to several
     /// targets, accumulation, SwiGLU and RoPE): on 8-bit activations for the quantized types (option <c>matvec int8</c>), on F32 ones
-    /// for the plain types while the fused ops are on (otherwise those take matmul_*_t1, one launch per op; docs/gpu-kernels.md#f16-decode).
+    /// for the plain types while the fused ops and <c>plain_fusion</c> are on (otherwise those take matmul_*_t1, one launch per op;
+    /// docs/gpu-kernels.md#f16-decode).
     /// </summary>
     private bool UsesMatVec(GgmlType type, int tokens)
-        => tokens == 1 && !_options.BatchInvariant && _matVec[KernelSlot(type)] != 0 && (IsPlain(type) ? _options.FusedOps : _options.Int8MatVec);
+        => tokens == 1 && !_options.BatchInvariant && _matVec[KernelSlot(type)] != 0 && (IsPlain(type) ? _options.FusedOps && _options.PlainFusion : _options.Int8MatVec);
 
     /// <summary>F32, F16 and BF16: weights whose decode mat-vecs read x as F32.</summary>
     private static bool IsPlain(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16;

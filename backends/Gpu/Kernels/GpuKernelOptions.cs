@@ -124,13 +124,20 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// (adjacent-pair RoPE on int8 mat-vec weights; docs/gpu-kernels.md#decode-launches). <c>off</c>: the mat-vec, then
 /// rope_store_kv. Environment: PLUGINENGINE_CUDA_QKV_ROPE / PLUGINENGINE_HIP_QKV_ROPE.
 /// </param>
+/// <param name="PlainFusion">
+/// <c>plain_fusion: on</c> (default): a decode step on F32, F16 or BF16 weights takes the fused mat-vecs as the quantized types do
+/// (kernels.cu matvec_f16 and the like: q/k/v in one launch, the residual added in the same pass, gate and up with SwiGLU, RoPE
+/// in the epilogue), with x in F32 and each row summed as matmul_*_t1 sums it (docs/gpu-kernels.md#f16-decode). <c>off</c>: one
+/// matmul_*_t1 launch per weight, then add and silu_mul launches. Environment: PLUGINENGINE_CUDA_PLAIN_FUSION /
+/// PLUGINENGINE_HIP_PLAIN_FUSION.
+/// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
                                         bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
                                         bool FlashAttention = true, bool TiledWeights = true, bool SwiGluQuantize = false,
-                                        bool QkvRope = true)
+                                        bool QkvRope = true, bool PlainFusion = true)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -179,9 +186,10 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool tiled = Choice(options, environment, "weight_layout", P + "WEIGHT_LAYOUT", "tiled", "gguf");
         bool swiGluQuantize = Choice(options, environment, "swiglu_quantize", P + "SWIGLU_QUANTIZE", "on", "off", defaultFirst: false);
         bool qkvRope = Choice(options, environment, "qkv_rope", P + "QKV_ROPE", "on", "off");
+        bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off");
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
-                                    MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope);
+                                    MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope, PlainFusion: plainFusion);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
@@ -195,9 +203,10 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
         bool swiGluQuantize = Choice(options, environment, "swiglu_quantize", P + "SWIGLU_QUANTIZE", "on", "off", defaultFirst: false);
         bool qkvRope = Choice(options, environment, "qkv_rope", P + "QKV_ROPE", "on", "off");
+        bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off");
         return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
                                     ReadAttentionChunk(options, environment, P), readOnly, smallBatch, segments, IntegerMma: false, FlashAttention: false,
-                                    TiledWeights: false, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope);
+                                    TiledWeights: false, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope, PlainFusion: plainFusion);
     }
 
     /// <summary>The <c>defines</c> option, validated and normalized to "NAME=INT;…".</summary>

@@ -84,6 +84,9 @@ public sealed class GpuKernelOptionsTests
         Assert.False(GpuKernelOptions.FromCuda(Options(("qkv_rope", "off")), _ => null).QkvRope);
         Assert.False(GpuKernelOptions.FromHip(Options(), k => k == "PLUGINENGINE_HIP_QKV_ROPE" ? "off" : null).QkvRope);
         Assert.Contains("qkv_rope", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("qkv_rope", "no")), _ => null)).Message);
+        Assert.True(o.PlainFusion);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("plain_fusion", "off")), _ => null).PlainFusion);
+        Assert.False(GpuKernelOptions.FromHip(Options(), k => k == "PLUGINENGINE_HIP_PLAIN_FUSION" ? "off" : null).PlainFusion);
         Assert.False(GpuKernelOptions.FromHip(Options(), _ => null).TiledWeights);
         Assert.Equal(0, o.MmaSplit);
         Assert.Equal(2, GpuKernelOptions.FromCuda(Options(("mma_split", "2")), _ => null).MmaSplit);
