@@ -119,15 +119,16 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// PLUGINENGINE_CUDA_SWIGLU_QUANTIZE / PLUGINENGINE_HIP_SWIGLU_QUANTIZE.
 /// </param>
 /// <param name="QkvRope">
-/// <c>qkv_rope: on</c> (default): a decode step's q/k/v mat-vec (<see cref="PluginEngine.Abstractions.IComputeQueue.MatMulRopeAndStoreKv"/>,
+/// <c>qkv_rope: on</c>: a decode step's q/k/v mat-vec (<see cref="PluginEngine.Abstractions.IComputeQueue.MatMulRopeAndStoreKv"/>,
 /// kernels.cu matvec_rope_q8_*) rotates q and k and stores k and v into the caches in its epilogue, one launch less per layer
-/// (adjacent-pair RoPE on int8 mat-vec weights; docs/gpu-kernels.md#decode-launches). <c>off</c>: the mat-vec, then
-/// rope_store_kv. Environment: PLUGINENGINE_CUDA_QKV_ROPE / PLUGINENGINE_HIP_QKV_ROPE.
+/// (adjacent-pair RoPE on int8 mat-vec weights; docs/gpu-kernels.md#decode-launches). <c>off</c> (default until the kernel has
+/// run on a GPU: it is compile-checked only): the mat-vec, then rope_store_kv. Environment: PLUGINENGINE_CUDA_QKV_ROPE / PLUGINENGINE_HIP_QKV_ROPE.
 /// </param>
 /// <param name="PlainFusion">
-/// <c>plain_fusion: on</c> (default): a decode step on F32, F16 or BF16 weights takes the fused mat-vecs as the quantized types do
+/// <c>plain_fusion: on</c>: a decode step on F32, F16 or BF16 weights takes the fused mat-vecs as the quantized types do
 /// (kernels.cu matvec_f16 and the like: q/k/v in one launch, the residual added in the same pass, gate and up with SwiGLU, RoPE
-/// in the epilogue), with x in F32 and each row summed as matmul_*_t1 sums it (docs/gpu-kernels.md#f16-decode). <c>off</c>: one
+/// in the epilogue), with x in F32 and each row summed as matmul_*_t1 sums it (docs/gpu-kernels.md#f16-decode). <c>off</c>
+/// (default until these kernels have run on a GPU: they are compile-checked only): one
 /// matmul_*_t1 launch per weight, then add and silu_mul launches. Environment: PLUGINENGINE_CUDA_PLAIN_FUSION /
 /// PLUGINENGINE_HIP_PLAIN_FUSION.
 /// </param>
@@ -137,7 +138,7 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
                                         bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
                                         bool FlashAttention = true, bool TiledWeights = true, bool SwiGluQuantize = false,
-                                        bool QkvRope = true, bool PlainFusion = true)
+                                        bool QkvRope = false, bool PlainFusion = false)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -185,8 +186,8 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool flash = Choice(options, environment, "flash_attn", P + "FLASH_ATTN", "on", "off");
         bool tiled = Choice(options, environment, "weight_layout", P + "WEIGHT_LAYOUT", "tiled", "gguf");
         bool swiGluQuantize = Choice(options, environment, "swiglu_quantize", P + "SWIGLU_QUANTIZE", "on", "off", defaultFirst: false);
-        bool qkvRope = Choice(options, environment, "qkv_rope", P + "QKV_ROPE", "on", "off");
-        bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off");
+        bool qkvRope = Choice(options, environment, "qkv_rope", P + "QKV_ROPE", "on", "off", defaultFirst: false);
+        bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off", defaultFirst: false);
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
                                     MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope, PlainFusion: plainFusion);
@@ -202,8 +203,8 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool smallBatch = Choice(options, environment, "batch_matvec", P + "BATCH_MATVEC", "int8", "f32");
         bool segments = Choice(options, environment, "segment_kernels", P + "SEGMENT_KERNELS", "on", "off");
         bool swiGluQuantize = Choice(options, environment, "swiglu_quantize", P + "SWIGLU_QUANTIZE", "on", "off", defaultFirst: false);
-        bool qkvRope = Choice(options, environment, "qkv_rope", P + "QKV_ROPE", "on", "off");
-        bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off");
+        bool qkvRope = Choice(options, environment, "qkv_rope", P + "QKV_ROPE", "on", "off", defaultFirst: false);
+        bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off", defaultFirst: false);
         return new GpuKernelOptions(int8, BlasPrompt: false, Graphs: false, fusion, ProgrammaticLaunch: false, ReadKernelDefines(options, environment, P),
                                     ReadAttentionChunk(options, environment, P), readOnly, smallBatch, segments, IntegerMma: false, FlashAttention: false,
                                     TiledWeights: false, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope, PlainFusion: plainFusion);
