@@ -43,8 +43,26 @@ internal sealed unsafe class RecordingGpuNative(string name, List<string> log, b
     public void UnregisterHost(void* host) { }
     public void UnregisterHostQuietly(void* host) { }
     public nint LoadModule(byte[] image) => 1;
-    public nint GetFunction(nint module, string function) => 1;
-    public void Launch(nint function, Launch launch, nint stream, void** args, bool programmatic, string what) => Work($"launch {what}");
+    private readonly Dictionary<nint, string> _functions = [];
+
+    /// <summary>Called with each launch's kernel name, geometry and arguments (valid only during the call), for tests that decode them.</summary>
+    public LaunchObserver? OnLaunch { get; set; }
+
+    public delegate void LaunchObserver(string kernel, Launch launch, void** args);
+
+    public nint GetFunction(nint module, string function)
+    {
+        nint handle = _functions.Count + 1; // one handle per kernel name, so launches can be told apart
+        foreach (var (h, n) in _functions) if (n == function) return h;
+        _functions[handle] = function;
+        return handle;
+    }
+
+    public void Launch(nint function, Launch launch, nint stream, void** args, bool programmatic, string what)
+    {
+        OnLaunch?.Invoke(_functions.GetValueOrDefault(function, "?"), launch, args);
+        Work($"launch {what}");
+    }
     public nint CreateEvent() { nint e = ++_handles; log.Add($"{name}: create event {e}"); return e; }
     public void RecordEvent(nint gpuEvent, nint stream) => log.Add($"{name}: record event {gpuEvent} on stream {stream}");
     public bool TryElapsedMilliseconds(nint start, nint end, out float milliseconds) { milliseconds = 0; return false; }
