@@ -274,26 +274,12 @@ public sealed class RopeFrequencyFactorTests : IDisposable
         public IComputeQueue CreateQueue() => new ApiV1Queue(this, cpu.CreateQueue()!);
     }
 
-    private sealed class ApiV1Queue(IBackendDevice device, IComputeQueue inner) : IComputeQueue
+    private sealed class ApiV1Queue(IBackendDevice device, IComputeQueue inner) : ForwardingQueue(device, inner)
     {
-        public IBackendDevice Device => device;
-        public bool Supports(ComputeOp op, GgmlType type) => op switch
+        public override bool Supports(ComputeOp op, GgmlType type) => op switch
         {
-            ComputeOp.MatMul or ComputeOp.GetRows or ComputeOp.Attention or ComputeOp.Convert => inner.Supports(op, type),
+            ComputeOp.MatMul or ComputeOp.GetRows or ComputeOp.Attention or ComputeOp.Convert => Inner.Supports(op, type),
             _ => type == GgmlType.F32,
         };
-        public void GetRows(DeviceTensor table, long rowLength, ReadOnlySpan<int> rows, DeviceTensor dst) => inner.GetRows(table, rowLength, rows, dst);
-        public void RmsNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor y, int rows, int n, float eps) => inner.RmsNorm(x, weight, y, rows, n, eps);
-        public void MatMul(DeviceTensor w, long wRows, long wCols, DeviceTensor x, DeviceTensor y, int tokens) => inner.MatMul(w, wRows, wCols, x, y, tokens);
-        public void Rope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope) => inner.Rope(x, tokens, heads, headSize, firstPosition, rope);
-        public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p) => inner.Attention(q, kCache, vCache, output, p);
-        public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n) => inner.SiluMul(gate, up, y, n);
-        public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor y, long n) => inner.Add(a, b, y, n);
-        public void AddBias(DeviceTensor x, DeviceTensor bias, int rows, int n) => inner.AddBias(x, bias, rows, n);
-        public void Convert(DeviceTensor src, DeviceTensor dst, long n) => inner.Convert(src, dst, n);
-        public void Upload(ReadOnlySpan<float> source, DeviceTensor dst) => inner.Upload(source, dst);
-        public void Download(DeviceTensor src, Span<float> destination) => inner.Download(src, destination);
-        public void Synchronize() => inner.Synchronize();
-        public void Dispose() => inner.Dispose();
     }
 }
