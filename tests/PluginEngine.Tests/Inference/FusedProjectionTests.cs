@@ -11,7 +11,8 @@ namespace PluginEngine.Tests.Inference;
 /// <summary>
 /// The forward pass's use of <see cref="IComputeQueue.MatMulRopeAndStoreKv"/> (API 1.3): called once per layer of every
 /// single-sequence step on a plugin of API 1.3, never on an older one (which gets MatMulShared then RopeAndStoreKv, as
-/// before), and the logits are the CPU's bit for bit either way (its default runs the same kernels on the same values).
+/// before) nor for a batch of several sequences (the segment ops), and the logits are the CPU's bit for bit either way (its
+/// default runs the same kernels on the same values).
 /// </summary>
 public sealed class FusedProjectionTests : IDisposable
 {
@@ -41,7 +42,7 @@ public sealed class FusedProjectionTests : IDisposable
 
     private static readonly int[] Prompt = [1, 17, 250, 3, 99, 42];
 
-    private float[] Logits(IBackendDevice device)
+    private LoadedModel Load(IBackendDevice device)
     {
         string path = Path.Combine(_folder, "model.gguf");
         if (!File.Exists(path))
@@ -50,7 +51,12 @@ public sealed class FusedProjectionTests : IDisposable
                 Name = "fused-projection", VocabularySize = 320, EmbeddingLength = 64, BlockCount = 3, HeadCount = 4, KvHeadCount = 2,
                 FeedForwardLength = 128, ContextLength = 64, WeightType = SyntheticWeightType.Q8_0, Seed = 13,
             }, path);
-        using var model = LoadedModel.Load(path, new ModelLoadOptions(device, CpuTestBackend.Device, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance);
+        return LoadedModel.Load(path, new ModelLoadOptions(device, CpuTestBackend.Device, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance);
+    }
+
+    private float[] Logits(IBackendDevice device)
+    {
+        using var model = Load(device);
         using var context = model.CreateContext(new ContextOptions(ContextSize: 32, BatchSize: 8));
         int vocab = context.VocabularySize;
         var logits = new float[(Prompt.Length + 2) * vocab];
@@ -71,5 +77,22 @@ public sealed class FusedProjectionTests : IDisposable
         float[] actual = Logits(device);
         Assert.Equal(expected, actual);
         Assert.Equal(calls, device.Calls);
+    }
+
+    [Fact]
+    public void A_batch_of_several_sequences_takes_the_segment_ops_instead()
+    {
+        var device = new CountingDevice(CpuTestBackend.Device);
+        float[] Run(IBackendDevice d)
+        {
+            using var model = Load(d);
+            using var context = model.CreateContext(new ContextOptions(ContextSize: 32, BatchSize: 8), sequences: 2);
+            var logits = new float[2 * context.VocabularySize];
+            context.EvaluateBatch([1, 17, 250, 3, 99], [new BatchSequence(0, 2, WantsLogits: true), new BatchSequence(1, 3, WantsLogits: true)], logits);
+            context.EvaluateBatch([5], [new BatchSequence(1, 1, WantsLogits: true)], logits.AsSpan(0, context.VocabularySize)); // one sequence
+            return logits;
+        }
+        Assert.Equal(Run(CpuTestBackend.Device), Run(device));
+        Assert.Equal(3, device.Calls); // the one-sequence step only, once per layer
     }
 }
