@@ -506,8 +506,9 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     public void MatMulRopeAndStoreKv(DeviceTensor x, long cols, MatMulTarget q, MatMulTarget k, MatMulTarget v, DeviceTensor kCache,
                                      DeviceTensor vCache, AttentionParams p, RopeParams rope, DeviceTensor? factors)
     {
-        // A decode step on int8 mat-vec weights with adjacent-pair RoPE: the mat-vec's epilogue rotates and stores (one launch
-        // per weight type instead of the mat-vec(s) and rope_store_kv). Anything else: the two fused ops, as the default.
+        // A decode step on weights the decode mat-vecs take (UsesMatVec) with adjacent-pair RoPE: the mat-vec's epilogue rotates
+        // and stores (one launch per weight type instead of the mat-vec(s) and rope_store_kv). Anything else: the two fused ops,
+        // as the default.
         if (!_options.FusedOps || !_options.QkvRope || p.Tokens != 1 || rope.Mode != RopeMode.Normal || !UsesMatVec(q.Weight.Type, 1)
             || !UsesMatVec(k.Weight.Type, 1) || !UsesMatVec(v.Weight.Type, 1))
         {
@@ -545,8 +546,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
                 batch.Count++;
             }
             (xq, xs) = MatVecInput(type, px, c);
-            long rows = 0;
-            for (int j = 0; j < batch.Count; j++) rows += batch.Rows(j);
+            long rows = batch.TotalRows;
             LaunchKernel(_matVecRope[KernelSlot(type)], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_rope" : $"matvec_rope {rows}x{cols} #{KernelSlot(type)} x{batch.Count}");
             for (int j = 0; j < batch.Count; j++) ForgetQuantizedXIfWritten(batch.Output(j), batch.Rows(j));
         }
@@ -657,8 +657,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     {
         int slot = KernelSlot(type);
         var (xq, xs) = MatVecInput(type, px, cols);
-        long rows = 0;
-        for (int k = 0; k < targets.Count; k++) rows += targets.Rows(k);
+        long rows = targets.TotalRows;
         fixed (MatVecTargets* t = &targets)
         {
             void** args = stackalloc void*[] { t, &cols, &xq, &xs };

@@ -120,7 +120,7 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// </param>
 /// <param name="QkvRope">
 /// <c>qkv_rope: on</c>: a decode step's q/k/v mat-vec (<see cref="PluginEngine.Abstractions.IComputeQueue.MatMulRopeAndStoreKv"/>,
-/// kernels.cu matvec_rope_q8_*) rotates q and k and stores k and v into the caches in its epilogue, one launch less per layer
+/// kernels.cu matvec_rope_*) rotates q and k and stores k and v into the caches in its epilogue, one launch less per layer
 /// (adjacent-pair RoPE on int8 mat-vec weights; docs/gpu-kernels.md#decode-launches). <c>off</c> (default until the kernel has
 /// run on a GPU: it is compile-checked only): the mat-vec, then rope_store_kv. Environment: PLUGINENGINE_CUDA_QKV_ROPE / PLUGINENGINE_HIP_QKV_ROPE.
 /// </param>

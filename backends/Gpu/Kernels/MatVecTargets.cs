@@ -41,4 +41,15 @@ internal unsafe struct MatVecTargets
     public readonly ulong Output(int i) => _slots[4 * i + 2];
 
     public readonly long Rows(int i) => (long)(uint)_slots[4 * i + 3];
+
+    /// <summary>Rows of all targets in use: the mat-vec's grid covers them, one warp a row.</summary>
+    public readonly long TotalRows
+    {
+        get
+        {
+            long rows = 0;
+            for (int i = 0; i < Count; i++) rows += Rows(i);
+            return rows;
+        }
+    }
 }

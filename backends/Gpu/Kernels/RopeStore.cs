@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace PluginEngine.Backends.Gpu.Kernels;
 
 /// <summary>
-/// The <c>RopeStore</c> kernel argument of matvec_rope_q8_* (kernels.cu), passed by value: what the decode q/k/v mat-vec's
+/// The <c>RopeStore</c> kernel argument of matvec_rope_* (kernels.cu), passed by value: what the decode q/k/v mat-vec's
 /// epilogue needs to rotate its outputs and store k and v into the caches (docs/gpu-kernels.md#decode-launches).
 /// Layout: three pointers, then eight 32-bit fields (56 bytes).
 /// </summary>

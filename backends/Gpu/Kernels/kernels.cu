@@ -1287,7 +1287,7 @@ __device__ __forceinline__ float row_dot(const u8* __restrict__ row, int cols, c
 }
 
 // y_i[r] (+)= sum_c w_i[r, c] * x[c] for the targets of `a`, x quantized by quantize_x_q8 (or by the op that wrote
-// it): one warp per weight row (4 per block) over the targets' rows in order. accumulate = 1 adds into y (the residual
+// it), or x itself for plain T (row_dot): one warp per weight row (4 per block) over the targets' rows in order. accumulate = 1 adds into y (the residual
 // stream), else y is overwritten. Rows are whole units, so nothing is read past a row: no slide needed here.
 // Measured slower on an H200 under Nsight Compute (7B output and down projections, 6.9 and 12.5 us this way): two warps
 // per row, their sums added in the block (8.9 and 16.4 us); one warp reading two rows per unit of activations, which
@@ -1302,7 +1302,7 @@ __device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, cons
     if ((threadIdx.x & 31) == 0) t.y[r] = a.accumulate ? t.y[r] + acc : acc;
 }
 
-// The epilogue of the decode q/k/v mat-vec (matvec_rope_q8_*): RoPE and the cache store of rope_store_kv done on the
+// The epilogue of the decode q/k/v mat-vec (matvec_rope_*): RoPE and the cache store of rope_store_kv done on the
 // outputs as they are made, one launch less per layer (docs/gpu-kernels.md#decode-launches). One token at `position`,
 // normal (adjacent-pair) RoPE only: rows 2i and 2i + 1 of a head are warps 2j and 2j + 1 of one block, which swap their
 // sums through shared memory. roles: 2 bits per target, ROPE_OUTPUT (y only), ROPE_ROTATE (q), ROPE_ROTATE_STORE_K (k),
@@ -1358,8 +1358,8 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
         float g = 0.f, u = 0.f;
         if (IS_PLAIN(T)) // x in F32 (xq is the row): each row as the plain mat-vec reads it
         {
-            g = row_dot_f32<T>(gRow, cols, (const float*)xq);
-            u = row_dot_f32<T>(uRow, cols, (const float*)xq);
+            g = row_dot<T>(gRow, cols, xq, xs);
+            u = row_dot<T>(uRow, cols, xq, xs);
         }
         else
         {
