@@ -75,6 +75,10 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private ulong _xq8Source, _xq8Values, _xq8Scales;
     private long _xq8Elements;
 
+    // The same for a prompt's F16 copy of a GEMM input in _activationsF16 (option gemm_input fused): which F32 rows it holds.
+    private ulong _xf16Source;
+    private long _xf16Elements;
+
     private byte* _staging;
     private long _stagingCapacity, _stagingUsed;
     private ulong _rowIds;
@@ -182,7 +186,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     public void GetRows(DeviceTensor table, long rowLength, ReadOnlySpan<int> rows, DeviceTensor dst)
     {
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         if (rows.IsEmpty) return;
         int slot = KernelSlot(table.Type);
         _rt.MakeCurrent();
@@ -199,7 +203,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     public void RmsNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor y, int rows, int n, float eps)
     {
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         if (rows <= 0) return;
         _rt.MakeCurrent();
         ulong px = Ptr(x), pw = Ptr(weight), py = Ptr(y);
@@ -216,11 +220,13 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         }
         // One block a row: prompts (not quantized: cuBLAS reads them), batch-invariant mode (every row count, quantized for the
         // int8 kernels) and rows the kernel above cannot take (not 16-byte aligned, not whole 32-element blocks).
-        bool quantize = QuantizesRows(rows, n);
+        bool quantize = QuantizesRows(rows, n), f16 = WritesGemmInput(rows);
         var (bq, bs) = quantize ? QuantizedXScratch((long)rows * n) : (0UL, 0UL);
-        void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps, &bq, &bs };
-        LaunchKernel(_rmsNorm, LaunchGeometry.RmsNorm(rows), args, "rms_norm");
+        ulong yh = f16 ? GemmInputScratch((long)rows * n) : 0;
+        void** args = stackalloc void*[] { &px, &pw, &py, &n, &eps, &bq, &bs, &yh };
+        LaunchKernel(_rmsNorm, LaunchGeometry.RmsNorm(rows), args, f16 ? "rms_norm (+f16)" : "rms_norm");
         if (quantize) RememberQuantizedX(py, (long)rows * n, bq, bs);
+        if (f16) RememberGemmInput(py, (long)rows * n);
     }
 
     /// <summary>Whether an op that writes an n-element activation row also quantizes it for the int8 mat-vec.</summary>
@@ -248,7 +254,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         long scalesAt = TensorPadding.AlignUp(n, StagingAlignment);
         ulong before = buffer;
         EnsureScratch(ref buffer, ref capacity, scalesAt + n / 32 * 8, what);
-        if (buffer != before) ForgetQuantizedX(); // the row held may have been in the old buffer
+        if (buffer != before) ForgetActivationCopies(); // the row held may have been in the old buffer
         return (buffer, buffer + (ulong)scalesAt);
     }
 
@@ -302,7 +308,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             var kernel = LaunchGeometry.UsesBatchedMatMul(tokens) || _options.BatchInvariant ? _matmulN[slot] : _matmul1[slot];
             LaunchKernel(kernel, LaunchGeometry.MatMul(wRows, tokens), args, "matmul");
         }
-        ForgetQuantizedXIfWritten(py, (long)tokens * rows);
+        ForgetActivationCopiesIfWritten(py, (long)tokens * rows);
     }
 
     /// <summary>
@@ -384,11 +390,12 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         => UsesMatVec(type, tokens) || UsesMma(type, tokens) || UsesInt8SmallBatch(type, tokens)
            || (_blas is not null && LaunchGeometry.UsesBlas(tokens) && !_options.BatchInvariant);
 
-    /// <summary>Forgets the quantized row when [y, y + floats) overlaps the row it was made from.</summary>
-    private void ForgetQuantizedXIfWritten(ulong y, long floats)
+    /// <summary>Forgets the quantized row and the F16 copy when [y, y + floats) overlaps the rows either was made from.</summary>
+    private void ForgetActivationCopiesIfWritten(ulong y, long floats)
     {
-        if (_xq8Source != 0 && y < _xq8Source + (ulong)(_xq8Elements * sizeof(float)) && _xq8Source < y + (ulong)(floats * sizeof(float)))
-            ForgetQuantizedX();
+        static bool Overlaps(ulong source, long elements, ulong y, long floats)
+            => source != 0 && y < source + (ulong)(elements * sizeof(float)) && source < y + (ulong)(floats * sizeof(float));
+        if (Overlaps(_xq8Source, _xq8Elements, y, floats) || Overlaps(_xf16Source, _xf16Elements, y, floats)) ForgetActivationCopies();
     }
 
     public void MatMulShared(DeviceTensor x, long cols, int tokens, ReadOnlySpan<MatMulTarget> targets)
@@ -426,7 +433,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             }
             if (matVec) MatVec(type, Ptr(x), checked((int)cols), ref batch);
             else MmqLaunch(type, Ptr(x), checked((int)cols), tokens, ref batch, tiled);
-            for (int k = 0; k < batch.Count; k++) ForgetQuantizedXIfWritten(batch.Output(k), batch.Rows(k) * tokens);
+            for (int k = 0; k < batch.Count; k++) ForgetActivationCopiesIfWritten(batch.Output(k), batch.Rows(k) * tokens);
         }
     }
 
@@ -447,7 +454,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         {
             MatMulShared(x, cols, tokens, [new MatMulTarget(wGate, rows, gate), new MatMulTarget(wUp, rows, up)]);
             long n = (long)tokens * rows;
-            SiluMul(gate, up, gate, n, QuantizesOutput(tokens, rows));
+            SiluMul(gate, up, gate, n, QuantizesOutput(tokens, rows), tokens);
             return;
         }
         int slot = KernelSlot(wGate.Type);
@@ -464,7 +471,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         void** args = stackalloc void*[] { &pg, &pu, &rowBytes, &r, &c, &xq, &xs, &py, &yq, &ys, &tickets };
         LaunchKernel(_swiGlu[slot], LaunchGeometry.MatVecQ8(rows, 1), args, quantize ? "swiglu_q8 (quantizes)" : "swiglu_q8");
         if (quantize) RememberQuantizedX(py, rows, yq, ys);
-        else ForgetQuantizedXIfWritten(py, rows);
+        else ForgetActivationCopiesIfWritten(py, rows);
     }
 
     /// <summary>
@@ -491,7 +498,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             RopeAndStoreKvUnfused(q, k, v, kCache, vCache, p, rope, factors);
             return;
         }
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         if (p.Tokens <= 0) return;
         _rt.MakeCurrent();
         ulong pq = Ptr(q), pk = Ptr(k), pv = Ptr(v), kc = Ptr(kCache), vc = Ptr(vCache), pf = factors is { } ft ? Ptr(ft) : 0;
@@ -548,7 +555,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             (xq, xs) = MatVecInput(type, px, c);
             long rows = batch.TotalRows;
             LaunchKernel(_matVecRope[KernelSlot(type)], LaunchGeometry.MatVecQ8(rows, 1), args, _profile is null ? "matvec_rope" : $"matvec_rope {rows}x{cols} #{KernelSlot(type)} x{batch.Count}");
-            for (int j = 0; j < batch.Count; j++) ForgetQuantizedXIfWritten(batch.Output(j), batch.Rows(j));
+            for (int j = 0; j < batch.Count; j++) ForgetActivationCopiesIfWritten(batch.Output(j), batch.Rows(j));
         }
     }
 
@@ -577,7 +584,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             return;
         }
         CheckRopeStore(kCache, vCache, rope, p.HeadSize, factors);
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         int tokens = UploadSegmentRows(segments);
         if (tokens == 0) return;
         ulong pq = Ptr(q), pk = Ptr(k), pv = Ptr(v), kc = Ptr(kCache), vc = Ptr(vCache), pf = factors is { } ft ? Ptr(ft) : 0, rows = _segmentRows;
@@ -600,7 +607,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
                           p with { Tokens = s.Tokens, FirstPosition = s.FirstPosition });
             return;
         }
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         CheckAttention(kCache, vCache, p);
         int tokens = UploadSegmentRows(segments);
         if (tokens == 0) return;
@@ -728,17 +735,43 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             void** da = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &a };
             LaunchKernel(_dequantizeF16[slot], LaunchGeometry.Dequantize(rows, cols), da, "dequantize_f16");
         }
-        long n = (long)tokens * cols;
-        EnsureScratch(ref _activationsF16, ref _activationsF16Capacity, n * 2, "F16 activations");
-        ulong xh = _activationsF16;
-        void** ca = stackalloc void*[] { &px, &xh, &n };
-        LaunchKernel(_convertF16, LaunchGeometry.Elementwise(n), ca, "convert_f32_f16");
+        ulong xh = GemmInput(px, (long)tokens * cols);
         var events = _profile?.Begin(_stream);
         _blas!.RowMajorMatMul(_blasHandle, a, xh, py, r, cols, tokens, f16: true, accumulate);
         if (events is { } e) _profile!.End("blas gemm f16", e, _stream);
     }
 
-    private void ForgetQuantizedX() => _xq8Source = 0;
+    /// <summary>Forgets which rows the 8-bit scratch and the F16 GEMM input hold: the op about to run may write them.</summary>
+    private void ForgetActivationCopies() => (_xq8Source, _xf16Source) = (0, 0);
+
+    /// <summary>
+    /// Whether an op writing <paramref name="rows"/> activation rows also writes them as F16 (in the GEMM-input scratch), for the
+    /// prompt GEMM on cuBLAS that reads them next (option gemm_input fused; docs/gpu-kernels.md#prompt-gemm-inputs).
+    /// </summary>
+    private bool WritesGemmInput(int rows) => _blas is not null && _options.GemmInputFused && LaunchGeometry.UsesBlas(rows) && !_options.BatchInvariant;
+
+    /// <summary>The F16 GEMM-input scratch grown to <paramref name="n"/> elements (forgetting what it held if it moved).</summary>
+    private ulong GemmInputScratch(long n)
+    {
+        ulong before = _activationsF16;
+        EnsureScratch(ref _activationsF16, ref _activationsF16Capacity, n * 2, "F16 activations");
+        if (_activationsF16 != before) _xf16Source = 0;
+        return _activationsF16;
+    }
+
+    /// <summary>Notes that the GEMM-input scratch holds the <paramref name="n"/> floats at <paramref name="source"/> as F16.</summary>
+    private void RememberGemmInput(ulong source, long n) => (_xf16Source, _xf16Elements) = (source, n);
+
+    /// <summary>x [n] as F16 for a cuBLAS GEMM: the scratch as it is when it holds exactly those floats, else converted now.</summary>
+    private ulong GemmInput(ulong px, long n)
+    {
+        if (_xf16Source == px && _xf16Elements == n) return _activationsF16;
+        ulong xh = GemmInputScratch(n);
+        void** ca = stackalloc void*[] { &px, &xh, &n };
+        LaunchKernel(_convertF16, LaunchGeometry.Elementwise(n), ca, "convert_f32_f16");
+        if (_options.GemmInputFused) RememberGemmInput(px, n);
+        return xh;
+    }
 
     /// <summary>Makes <paramref name="ptr"/> hold at least <paramref name="bytes"/>; waits for the stream before freeing an old buffer that queued work may read.</summary>
     private void EnsureScratch(ref ulong ptr, ref long capacity, long bytes, string what)
@@ -768,7 +801,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     /// <summary>The rope kernel; <paramref name="factors"/> = 0 for plain RoPE, else the device address of F32 [dims/2] divisors of the angles.</summary>
     private void LaunchRope(DeviceTensor x, int tokens, int heads, int headSize, int firstPosition, RopeParams rope, ulong factors)
     {
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         CheckRope(rope, headSize);
         long pairs = (long)tokens * heads * (rope.Dims / 2);
         if (pairs == 0) return;
@@ -807,7 +840,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     public void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p)
     {
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         CheckAttention(kCache, vCache, p);
         if (p.Tokens <= 0) return;
         _rt.MakeCurrent();
@@ -862,24 +895,29 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n)
         // A decode step's gate row goes to the down projection's int8 mat-vec next: quantize it here.
-        => SiluMul(gate, up, y, n, FusesQuantization(n));
+        => SiluMul(gate, up, y, n, FusesQuantization(n), gemmRows: 0);
 
-    /// <summary>y = silu(gate) · up over n elements; <paramref name="quantize"/> also writes y's 8-bit blocks for the int8 matmul that reads it next.</summary>
-    private void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n, bool quantize)
+    /// <summary>
+    /// y = silu(gate) · up over n elements; <paramref name="quantize"/> also writes y's 8-bit blocks for the int8 matmul that reads
+    /// it next; y as F16 too when <paramref name="gemmRows"/> rows (tokens; 0 = not known) make that matmul a cuBLAS GEMM.
+    /// </summary>
+    private void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n, bool quantize, int gemmRows)
     {
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         if (n <= 0) return;
         _rt.MakeCurrent();
         ulong pg = Ptr(gate), pu = Ptr(up), py = Ptr(y);
         var (xq, xs) = quantize ? QuantizedXScratch(n) : (0UL, 0UL);
-        void** args = stackalloc void*[] { &pg, &pu, &py, &n, &xq, &xs };
-        LaunchKernel(_siluMul, LaunchGeometry.Elementwise(n), args, "silu_mul");
+        ulong yh = gemmRows > 0 && WritesGemmInput(gemmRows) ? GemmInputScratch(n) : 0;
+        void** args = stackalloc void*[] { &pg, &pu, &py, &n, &xq, &xs, &yh };
+        LaunchKernel(_siluMul, LaunchGeometry.Elementwise(n), args, yh != 0 ? "silu_mul (+f16)" : "silu_mul");
         if (quantize) RememberQuantizedX(py, n, xq, xs);
+        if (yh != 0) RememberGemmInput(py, n);
     }
 
     public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor y, long n)
     {
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         if (n <= 0) return;
         _rt.MakeCurrent();
         ulong pa = Ptr(a), pb = Ptr(b), py = Ptr(y);
@@ -889,7 +927,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     public void AddBias(DeviceTensor x, DeviceTensor bias, int rows, int n)
     {
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         long total = (long)rows * n;
         if (total <= 0) return;
         _rt.MakeCurrent();
@@ -900,7 +938,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     public void Convert(DeviceTensor src, DeviceTensor dst, long n)
     {
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         if (n <= 0) return;
         var kernel = dst.Type switch
         {
@@ -916,7 +954,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
     public void Upload(ReadOnlySpan<float> source, DeviceTensor dst)
     {
-        ForgetQuantizedX();
+        ForgetActivationCopies();
         if (source.IsEmpty) return;
         _rt.MakeCurrent();
         ulong pd = Ptr(dst);
@@ -967,7 +1005,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
 
         other._rt.MakeCurrent();
         other._d.StreamWaitEvent(other._stream, _transferEvent);
-        other.ForgetQuantizedX(); // dst changed behind the destination's back
+        other.ForgetActivationCopies(); // dst changed behind the destination's back
         return true;
     }
 

@@ -132,13 +132,19 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// matmul_*_t1 launch per weight, then add and silu_mul launches. Environment: PLUGINENGINE_CUDA_PLAIN_FUSION /
 /// PLUGINENGINE_HIP_PLAIN_FUSION.
 /// </param>
+/// <param name="GemmInputFused">
+/// CUDA only, <c>gemm_input: fused</c>: a prompt's rms_norm and silu_mul also write their output as F16, the input of the cuBLAS
+/// GEMM that reads it next, and one F16 copy of a GEMM input serves every GEMM on the same rows (q, k and v; gate and up), so
+/// the other conversions (convert_f32_f16) go (docs/gpu-kernels.md#prompt-gemm-inputs). The same f16 values either way.
+/// <c>convert</c> (default until it has run on a GPU): each GEMM converts its input. Environment: PLUGINENGINE_CUDA_GEMM_INPUT.
+/// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
                                         bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
                                         bool FlashAttention = true, bool TiledWeights = true, bool SwiGluQuantize = false,
-                                        bool QkvRope = false, bool PlainFusion = false)
+                                        bool QkvRope = false, bool PlainFusion = false, bool GemmInputFused = false)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -188,9 +194,11 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool swiGluQuantize = Choice(options, environment, "swiglu_quantize", P + "SWIGLU_QUANTIZE", "on", "off", defaultFirst: false);
         bool qkvRope = Choice(options, environment, "qkv_rope", P + "QKV_ROPE", "on", "off", defaultFirst: false);
         bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off", defaultFirst: false);
+        bool gemmInput = Choice(options, environment, "gemm_input", P + "GEMM_INPUT", "fused", "convert", defaultFirst: false);
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
-                                    MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope, PlainFusion: plainFusion);
+                                    MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope, PlainFusion: plainFusion,
+                                    GemmInputFused: gemmInput);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>

@@ -341,7 +341,8 @@ WEIGHT_KERNELS(q6_k, T_Q6_K)
 // before the first reduction: thread t holds elements k * blockDim + t (k < NORM_REGS). When xq is not null (n a
 // multiple of 32, blockDim of 32: each warp holds whole 32-element blocks), y is also quantized to 8-bit blocks, row r at
 // xq + r * n, for the int8 batch matmul that reads it next (several sequences decoding together; docs/batching.md).
-extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, int n, float eps, i8* xq, XScale* xs)
+// When yh is not null, y is also written as f16 at yh: a prompt's input to the cuBLAS GEMM (docs/gpu-kernels.md#prompt-gemm-inputs).
+extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, int n, float eps, i8* xq, XScale* xs, u16* yh)
 {
     PDL_ENTRY();
     __shared__ float partial[32];
@@ -386,6 +387,7 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, in
             if (i >= n) continue; // whole warps when quantizing
             float v = xv[k] * scale * wv[k];
             yr[i] = v;
+            if (yh != 0) yh[q0 + i] = f2h(v);
             if (xq != 0) quantize_block32(v, tid & 31, xq + q0 + i - (tid & 31), xs + ((q0 + i) >> 5));
         }
     }
@@ -394,6 +396,7 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float* y, in
         {
             float v = xr[i] * scale * w[i];
             yr[i] = v;
+            if (yh != 0) yh[q0 + i] = f2h(v);
             if (xq != 0) quantize_block32(v, tid & 31, xq + q0 + i - (tid & 31), xs + ((q0 + i) >> 5));
         }
 }
@@ -1055,7 +1058,8 @@ ATTENTION_ROWS_KERNEL(attention_rows_f16, true)
 
 // y = silu(gate) * up. When xq is not null (n a multiple of 32), y is also quantized to 8-bit blocks for the down
 // projection's mat-vec; blocks of 256 threads and a stride that is a multiple of 32 keep each warp on one whole block.
-extern "C" __global__ void silu_mul(const float* gate, const float* up, float* y, i64 n, i8* xq, XScale* xs)
+// When yh is not null, y is also written as f16 at yh (a prompt's down projection on cuBLAS reads it).
+extern "C" __global__ void silu_mul(const float* gate, const float* up, float* y, i64 n, i8* xq, XScale* xs, u16* yh)
 {
     PDL_ENTRY();
     GRID_STRIDE(i, n)
@@ -1063,6 +1067,7 @@ extern "C" __global__ void silu_mul(const float* gate, const float* up, float* y
         float g = gate[i];
         float v = g / (1.f + expf(-g)) * up[i];
         y[i] = v;
+        if (yh != 0) yh[i] = f2h(v);
         if (xq != 0) quantize_block32(v, threadIdx.x & 31, xq + (i & ~(i64)31), xs + (i >> 5));
     }
 }
@@ -1972,33 +1977,64 @@ MMQ_KERNELS(q4_0_tiled, T_Q4_0, MMQ_CAPPED_BOUNDS, true)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Prompt path: weights dequantized to F16 for a cuBLAS GEMM on the tensor cores.
-// out[r * cols + c] = dequantize(w)[r, c] as f16; one thread per 16 elements, grid-stride.
+// out[r * cols + c] = dequantize(w)[r, c] as f16. Grid (ceil(cols / (32 * blockDim)), min(rows, 65535)), rows taken in grid-y
+// strides: a thread dequantizes 32 consecutive elements of a row and writes them as four 16-byte stores. No division in the
+// index math (the grid-stride form divided a 64-bit index per 16 elements), and Q4_0 / Q8_0 blocks are read whole with
+// load_scaled_block: the same instructions on every lane whatever the block's alignment (load16 branches on it).
 // ---------------------------------------------------------------------------------------------------------------
+template <int T>
+__device__ __forceinline__ void deq32(const u8* row, int e0, int cols, float* v)
+{
+    if (T == T_Q4_0)
+    {
+        u32 q[4];
+        float d = load_scaled_block<4>(row + (i64)(e0 >> 5) * 18, q);
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+        {
+            v[i] = d * (float)((int)(BYTE(q, i) & 15u) - 8);
+            v[i + 16] = d * (float)((int)(BYTE(q, i) >> 4) - 8);
+        }
+    }
+    else if (T == T_Q8_0)
+    {
+        u32 q[8];
+        float d = load_scaled_block<8>(row + (i64)(e0 >> 5) * 34, q);
+#pragma unroll
+        for (int i = 0; i < 32; i++) v[i] = d * (float)(i8)BYTE(q, i);
+    }
+    else
+    {
+        deq16<T>(row, e0, cols, v);
+        deq16<T>(row, e0 + 16, cols, v + 16);
+    }
+}
+
 template <int T>
 __device__ __forceinline__ void dequantize_f16(const u8* w, i64 rowBytes, i64 rows, int cols, u16* out)
 {
-    i64 groupsPerRow = (cols + 15) >> 4;
-    for (i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x; g < rows * groupsPerRow; g += (i64)gridDim.x * blockDim.x)
+    int e0 = (int)(blockIdx.x * blockDim.x + threadIdx.x) << 5;
+    if (e0 >= cols) return;
+    for (i64 r = blockIdx.y; r < rows; r += gridDim.y)
     {
-        i64 r = g / groupsPerRow;
-        int e0 = (int)(g - r * groupsPerRow) << 4;
-        float v[16];
-        deq16<T>(w + r * rowBytes, e0, cols, v);
+        float v[32];
+        deq32<T>(w + r * rowBytes, e0, cols, v);
         u16* o = out + r * cols + e0;
-        if (e0 + 16 <= cols && (((unsigned long long)o) & 15) == 0)
+        if (e0 + 32 <= cols && (((unsigned long long)o) & 15) == 0)
         {
-            U32x4 a, b;
-            a.x = f2h(v[0]) | ((u32)f2h(v[1]) << 16);   a.y = f2h(v[2]) | ((u32)f2h(v[3]) << 16);
-            a.z = f2h(v[4]) | ((u32)f2h(v[5]) << 16);   a.w = f2h(v[6]) | ((u32)f2h(v[7]) << 16);
-            b.x = f2h(v[8]) | ((u32)f2h(v[9]) << 16);   b.y = f2h(v[10]) | ((u32)f2h(v[11]) << 16);
-            b.z = f2h(v[12]) | ((u32)f2h(v[13]) << 16); b.w = f2h(v[14]) | ((u32)f2h(v[15]) << 16);
-            ((U32x4*)o)[0] = a;
-            ((U32x4*)o)[1] = b;
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+            {
+                U32x4 a;
+                a.x = f2h(v[8 * k]) | ((u32)f2h(v[8 * k + 1]) << 16);     a.y = f2h(v[8 * k + 2]) | ((u32)f2h(v[8 * k + 3]) << 16);
+                a.z = f2h(v[8 * k + 4]) | ((u32)f2h(v[8 * k + 5]) << 16); a.w = f2h(v[8 * k + 6]) | ((u32)f2h(v[8 * k + 7]) << 16);
+                ((U32x4*)o)[k] = a;
+            }
         }
         else
         {
 #pragma unroll
-            for (int i = 0; i < 16; i++) if (e0 + i < cols) o[i] = f2h(v[i]);
+            for (int i = 0; i < 32; i++) if (e0 + i < cols) o[i] = f2h(v[i]);
         }
     }
 }

@@ -86,14 +86,25 @@ internal sealed unsafe class RecordingGpuNative(string name, List<string> log, b
     /// <summary>A device over a recording native layer, its kernels "compiled" by a fake compiler into <paramref name="cache"/>.</summary>
     public static (GpuDevice Device, RecordingGpuNative Native) Device(string name, List<string> log, bool peers, ulong baseAddress, string cache,
                                                                       GpuKernelOptions? options = null, bool logWork = false,
-                                                                      Func<nint, IGpuStepGraph?>? stepGraphs = null)
+                                                                      Func<nint, IGpuStepGraph?>? stepGraphs = null, IGpuBlas? blas = null)
     {
         var native = new RecordingGpuNative(name, log, peers, baseAddress, logWork, stepGraphs);
         var facts = new GpuDeviceFacts("Test GPU", "0000:03:00.0", "sm_90", Integrated: false, CanMapHostMemory: false, ReadOnlyHostRegister: false,
                                        Multiprocessors: 40, TotalMemory: 2L << 30, WarpSize: 32);
-        var runtime = new GpuRuntime(native, facts, options ?? GpuKernelOptions.Default with { BlasPrompt = false }, programmaticLaunch: false);
+        var runtime = new GpuRuntime(native, facts, options ?? GpuKernelOptions.Default with { BlasPrompt = false }, programmaticLaunch: false) { Blas = blas };
         runtime.LoadKernels(new FakeCompiler(), KernelSource.For(KernelDialect.Cuda, 32, ""), cache);
         return (new GpuDevice(runtime, "details"), native);
+    }
+
+    /// <summary>A vendor BLAS that records each GEMM (w, x, y addresses, shape) instead of running it.</summary>
+    public sealed class RecordingBlas : IGpuBlas
+    {
+        public List<(ulong W, ulong X, ulong Y, int Rows, int Cols, int Tokens, bool F16, bool Accumulate)> Gemms { get; } = [];
+        public string LibraryName => "recording";
+        public nint CreateHandle(nint stream) => 1;
+        public void DestroyHandle(nint handle) { }
+        public void RowMajorMatMul(nint handle, ulong w, ulong x, ulong y, int rows, int cols, int tokens, bool f16, bool accumulate)
+            => Gemms.Add((w, x, y, rows, cols, tokens, f16, accumulate));
     }
 
     private sealed class FakeCompiler : IGpuKernelCompiler
