@@ -412,6 +412,11 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         {
             var type = targets[i].Weight.Type;
             bool matVec = UsesMatVec(type, tokens), mma = !matVec && UsesMma(type, tokens);
+            if (!(matVec || mma) && BlasMatMulBatch(x, cols, tokens, targets[i..]) is var taken and > 0)
+            {
+                i += taken;
+                continue;
+            }
             if (!(matVec || mma) || targets[i].Rows <= 0)
             {
                 MatMul(targets[i].Weight, targets[i].Rows, cols, x, targets[i].Output, tokens);
@@ -739,6 +744,44 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         var events = _profile?.Begin(_stream);
         _blas!.RowMajorMatMul(_blasHandle, a, xh, py, r, cols, tokens, f16: true, accumulate);
         if (events is { } e) _profile!.End("blas gemm f16", e, _stream);
+    }
+
+    /// <summary>
+    /// Option gemm_batch: the leading targets that one strided batched cuBLAS GEMM can take (at least two with the same quantized
+    /// weight type and rows, outputs equally spaced and not overlapping), dequantized side by side into the F16 weight scratch and
+    /// multiplied together; returns how many it took (0: none, the caller goes on as before).
+    /// </summary>
+    private int BlasMatMulBatch(DeviceTensor x, long cols, int tokens, ReadOnlySpan<MatMulTarget> targets)
+    {
+        if (!_options.GemmBatch || _blas is null || !LaunchGeometry.UsesBlas(tokens) || _options.BatchInvariant || targets.Length < 2) return 0;
+        var type = targets[0].Weight.Type;
+        long rows = targets[0].Rows;
+        if (IsPlain(type) || rows <= 0) return 0;
+        ulong y0 = Ptr(targets[0].Output);
+        long spacing = (long)(Ptr(targets[1].Output) - y0); // bytes from one output to the next
+        int count = 0;
+        while (count < targets.Length && targets[count].Weight.Type == type && targets[count].Rows == rows
+               && Ptr(targets[count].Output) == y0 + (ulong)(count * spacing))
+            count++;
+        if (count < 2 || spacing < rows * tokens * sizeof(float) || spacing % sizeof(float) != 0) return 0;
+        _rt.MakeCurrent();
+        _graph?.SuspendUntilStepEnd(); // BLAS runs live
+        if (_blasHandle == 0) _blasHandle = _blas.CreateHandle(_stream);
+        int slot = KernelSlot(type), c = checked((int)cols);
+        long rowBytes = GgmlTypes.RowSize(type, cols), perWeight = rows * cols;
+        EnsureScratch(ref _weightsF16, ref _weightsF16Capacity, count * perWeight * 2, "F16 weights");
+        for (int k = 0; k < count; k++)
+        {
+            ulong pw = Ptr(targets[k].Weight), a = _weightsF16 + (ulong)(k * perWeight * 2);
+            void** da = stackalloc void*[] { &pw, &rowBytes, &rows, &c, &a };
+            LaunchKernel(_dequantizeF16[slot], LaunchGeometry.Dequantize(rows, cols), da, "dequantize_f16");
+        }
+        ulong xh = GemmInput(Ptr(x), tokens * cols);
+        var events = _profile?.Begin(_stream);
+        _blas.RowMajorMatMulBatched(_blasHandle, _weightsF16, perWeight, xh, y0, spacing / sizeof(float), checked((int)rows), c, tokens, count);
+        if (events is { } e) _profile!.End($"blas gemm f16 x{count}", e, _stream);
+        for (int k = 0; k < count; k++) ForgetActivationCopiesIfWritten(Ptr(targets[k].Output), rows * tokens);
+        return count;
     }
 
     /// <summary>Forgets which rows the 8-bit scratch and the F16 GEMM input hold: the op about to run may write them.</summary>

@@ -5,7 +5,7 @@ namespace PluginEngine.Backends.Cuda.Native;
 
 /// <summary>
 /// The part of cuBLAS (libcublas.so.13 / .12) the prompt path uses: one handle per queue, bound to the queue's stream,
-/// and <c>cublasGemmEx</c>. Optional: without it the batched matmul runs on the plugin's own kernels, and the probe
+/// <c>cublasGemmEx</c> and <c>cublasGemmStridedBatchedEx</c>. Optional: without it the batched matmul runs on the plugin's own kernels, and the probe
 /// description says so. Bound through function pointers like <see cref="CudaDriver"/>.
 /// </summary>
 internal sealed unsafe class Cublas : IGpuBlas
@@ -23,6 +23,7 @@ internal sealed unsafe class Cublas : IGpuBlas
     private delegate* unmanaged<nint, int> _destroy;
     private delegate* unmanaged<nint, nint, int> _setStream;
     private delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int> _gemmEx;
+    private delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, long, ulong, int, int, long, void*, ulong, int, int, long, int, int, int, int> _gemmStridedBatchedEx;
 
     private Cublas() { }
 
@@ -44,6 +45,8 @@ internal sealed unsafe class Cublas : IGpuBlas
         c._destroy = (delegate* unmanaged<nint, int>)symbols.Required("cublasDestroy_v2");
         c._setStream = (delegate* unmanaged<nint, nint, int>)symbols.Required("cublasSetStream_v2");
         c._gemmEx = (delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int>)symbols.Required("cublasGemmEx");
+        c._gemmStridedBatchedEx = (delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, long, ulong, int, int, long, void*, ulong, int, int, long, int, int, int, int>)
+            symbols.Required("cublasGemmStridedBatchedEx");
         if (symbols.Missing is { } missing)
         {
             failure = $"{loaded} {missing}";
@@ -76,6 +79,18 @@ internal sealed unsafe class Cublas : IGpuBlas
         float alpha = 1f, beta = accumulate ? 1f : 0f;
         Check(_gemmEx(handle, OpT, OpN, rows, tokens, cols, &alpha, w, dataType, cols, x, dataType, cols, &beta, y, DataF32, rows, Compute32F, GemmDefault),
             $"cublasGemmEx({rows} x {cols} x {tokens})");
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> products of <see cref="RowMajorMatMul"/>'s shape in one launch, all F16 in and F32 out: product i reads
+    /// w + i·<paramref name="wStride"/> and the same x, and writes y + i·<paramref name="yStride"/> (strides in elements).
+    /// </summary>
+    public void RowMajorMatMulBatched(nint handle, ulong w, long wStride, ulong x, ulong y, long yStride, int rows, int cols, int tokens, int count)
+    {
+        float alpha = 1f, beta = 0f;
+        Check(_gemmStridedBatchedEx(handle, OpT, OpN, rows, tokens, cols, &alpha, w, DataF16, cols, wStride, x, DataF16, cols, 0, &beta, y, DataF32, rows, yStride,
+                                    count, Compute32F, GemmDefault),
+            $"cublasGemmStridedBatchedEx({count} x {rows} x {cols} x {tokens})");
     }
 
     private static void Check(int status, string call)

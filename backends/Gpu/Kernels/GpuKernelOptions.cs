@@ -138,13 +138,20 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// the other conversions (convert_f32_f16) go (docs/gpu-kernels.md#prompt-gemm-inputs). The same f16 values either way.
 /// <c>convert</c> (default until it has run on a GPU): each GEMM converts its input. Environment: PLUGINENGINE_CUDA_GEMM_INPUT.
 /// </param>
+/// <param name="GemmBatch">
+/// CUDA only, <c>gemm_batch: on</c>: a prompt's matmuls on the same input whose quantized weights have the same shape and whose
+/// outputs lie equally spaced (q, k and v of a model without grouped-query attention; gate and up) are dequantized side by
+/// side and multiplied in one strided batched cuBLAS GEMM, one launch with the tiles of all of them, instead of one GEMM each
+/// (docs/gpu-kernels.md#prompt-gemm-inputs). <c>off</c> (default until it has run on a GPU). Environment: PLUGINENGINE_CUDA_GEMM_BATCH.
+/// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
                                         bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
                                         bool FlashAttention = true, bool TiledWeights = true, bool SwiGluQuantize = false,
-                                        bool QkvRope = false, bool PlainFusion = false, bool GemmInputFused = false)
+                                        bool QkvRope = false, bool PlainFusion = false, bool GemmInputFused = false,
+                                        bool GemmBatch = false)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -195,10 +202,11 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool qkvRope = Choice(options, environment, "qkv_rope", P + "QKV_ROPE", "on", "off", defaultFirst: false);
         bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off", defaultFirst: false);
         bool gemmInput = Choice(options, environment, "gemm_input", P + "GEMM_INPUT", "fused", "convert", defaultFirst: false);
+        bool gemmBatch = Choice(options, environment, "gemm_batch", P + "GEMM_BATCH", "on", "off", defaultFirst: false);
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
                                     MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope, PlainFusion: plainFusion,
-                                    GemmInputFused: gemmInput);
+                                    GemmInputFused: gemmInput, GemmBatch: gemmBatch);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>

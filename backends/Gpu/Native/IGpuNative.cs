@@ -140,4 +140,10 @@ internal interface IGpuBlas
 
     /// <summary>y[t, r] = Σ_c w[r, c] · x[t, c] (row-major w [rows, cols], x [tokens, cols], y [tokens, rows] F32); w and x are both F16 or both F32.</summary>
     void RowMajorMatMul(nint handle, ulong w, ulong x, ulong y, int rows, int cols, int tokens, bool f16, bool accumulate);
+
+    /// <summary>
+    /// <paramref name="count"/> such products in one call, F16 in, F32 out, none accumulating: product i multiplies the same x by
+    /// w + i·<paramref name="wStride"/> into y + i·<paramref name="yStride"/> (strides in elements).
+    /// </summary>
+    void RowMajorMatMulBatched(nint handle, ulong w, long wStride, ulong x, ulong y, long yStride, int rows, int cols, int tokens, int count);
 }

@@ -29,17 +29,18 @@ public sealed unsafe class GpuPromptGemmInputTests : IDisposable
         public string[] Kernels => [.. Launches.Select(l => l.Kernel)];
     }
 
-    private Setup Make(bool fused)
+    private Setup Make(bool fused, bool batch = false)
     {
         var blas = new RecordingGpuNative.RecordingBlas();
         var (device, native) = RecordingGpuNative.Device("gpu", [], peers: false, 0x1000_0000, _cache,
-                                                         GpuKernelOptions.Default with { GemmInputFused = fused }, blas: blas);
+                                                         GpuKernelOptions.Default with { GemmInputFused = fused, GemmBatch = batch }, blas: blas);
         var launches = new List<Recorded>();
         native.OnLaunch = (kernel, launch, args) => launches.Add(new Recorded(kernel, kernel switch
         {
             "rms_norm" => *(ulong*)args[7],
             "silu_mul" => *(ulong*)args[6],
             "convert_f32_f16" => *(ulong*)args[1],
+            _ when kernel.StartsWith("dequantize_f16_", StringComparison.Ordinal) => *(ulong*)args[4],
             _ => 0,
         }));
         return new Setup(device.CreateQueue()!, device.Buffers.AllocateOwned("everything", 64 << 20), launches, blas);
@@ -76,6 +77,7 @@ public sealed unsafe class GpuPromptGemmInputTests : IDisposable
         Assert.Equal(["rms_norm", "dequantize_f16_q4_0", "add", "dequantize_f16_q4_0", "convert_f32_f16", "quantize_x_q8", "matvec_q8_q4_0",
                       "dequantize_f16_q4_0", "convert_f32_f16"], s.Kernels);
         Assert.All(s.Blas.Gemms, g => Assert.Equal(s.Launches[0].F16Out, g.X)); // one F16 scratch, rewritten each time
+        Assert.All(s.Blas.Gemms, g => Assert.Equal(s.Launches[1].F16Out, g.W));  // and one F16 weight scratch
     }
 
     [Fact]
@@ -104,5 +106,29 @@ public sealed unsafe class GpuPromptGemmInputTests : IDisposable
         Assert.Equal(["rms_norm", "dequantize_f16_q4_0", "convert_f32_f16", "dequantize_f16_q4_0", "convert_f32_f16", "silu_mul"], s.Kernels);
         Assert.Equal(0UL, s.Launches[0].F16Out);
         Assert.Equal(0UL, s.Launches[5].F16Out);
+    }
+
+    [Fact]
+    public void Gemm_batch_takes_equal_targets_with_equally_spaced_outputs_in_one_strided_gemm()
+    {
+        var s = Make(fused: true, batch: true);
+        DeviceTensor xb = s.F32(1);
+        // q [40, 128] and then k and v of another shape (grouped-query attention), k and v outputs 1 MiB apart.
+        s.Queue.MatMulShared(xb, Cols, Tokens, [new MatMulTarget(s.Q4_0(3), Rows, s.F32(8)), new MatMulTarget(s.Q4_0(4), Rows / 2, s.F32(9)),
+                                                new MatMulTarget(s.Q4_0(5), Rows / 2, s.F32(10))]);
+        // gate and up: same shape, outputs 1 MiB apart; then two whose outputs overlap (spaced closer than one output).
+        s.Queue.MatMulShared(xb, Cols, Tokens, [new MatMulTarget(s.Q4_0(3), Rows, s.F32(11)), new MatMulTarget(s.Q4_0(4), Rows, s.F32(12))]);
+        var overlapping = new DeviceTensor(s.Buffer, (13L << 20) + 64, GgmlType.F32);
+        s.Queue.MatMulShared(xb, Cols, Tokens, [new MatMulTarget(s.Q4_0(3), Rows, s.F32(13)), new MatMulTarget(s.Q4_0(4), Rows, overlapping)]);
+
+        Assert.Equal(["dequantize_f16_q4_0", "convert_f32_f16", "dequantize_f16_q4_0", "dequantize_f16_q4_0",   // q alone, then k and v
+                      "dequantize_f16_q4_0", "dequantize_f16_q4_0",                                            // gate and up
+                      "dequantize_f16_q4_0", "dequantize_f16_q4_0"], s.Kernels);                               // one each
+        ulong weights = s.Launches[0].F16Out, xh = s.Launches[1].F16Out;
+        Assert.Equal([weights, weights + Rows / 2 * Cols * 2, weights, weights + Rows * Cols * 2], new[] { 2, 3, 4, 5 }.Select(i => s.Launches[i].F16Out));
+        Assert.Equal([(s.Address(s.F32(9)), Rows / 2, 2, (long)Rows / 2 * Cols, (1L << 20) / 4), (s.Address(s.F32(11)), Rows, 2, (long)Rows * Cols, (1L << 20) / 4)],
+                     s.Blas.Batches.Select(b => (b.Y, b.Rows, b.Count, b.WStride, b.YStride)));
+        Assert.All(s.Blas.Batches, b => Assert.Equal((weights, xh, Cols, Tokens), (b.W, b.X, b.Cols, b.Tokens)));
+        Assert.Equal([s.Address(s.F32(8)), s.Address(s.F32(13)), s.Address(overlapping)], s.Blas.Gemms.Select(g => g.Y));
     }
 }

@@ -105,6 +105,12 @@ internal sealed unsafe class RecordingGpuNative(string name, List<string> log, b
         public void DestroyHandle(nint handle) { }
         public void RowMajorMatMul(nint handle, ulong w, ulong x, ulong y, int rows, int cols, int tokens, bool f16, bool accumulate)
             => Gemms.Add((w, x, y, rows, cols, tokens, f16, accumulate));
+
+        /// <summary>Batched products, recorded as one entry each: (w, x, y, rows, cols, tokens, count, w stride, y stride).</summary>
+        public List<(ulong W, ulong X, ulong Y, int Rows, int Cols, int Tokens, int Count, long WStride, long YStride)> Batches { get; } = [];
+
+        public void RowMajorMatMulBatched(nint handle, ulong w, long wStride, ulong x, ulong y, long yStride, int rows, int cols, int tokens, int count)
+            => Batches.Add((w, x, y, rows, cols, tokens, count, wStride, yStride));
     }
 
     private sealed class FakeCompiler : IGpuKernelCompiler
