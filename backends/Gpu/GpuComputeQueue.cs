@@ -900,9 +900,12 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         if (mma != 0)
         {
             // A prompt: 64 tokens of one head per block, K and V read once per block, products on the tensor cores.
+            // The output projection's cuBLAS GEMM reads the rows next: with gemm_input fused the kernel writes them as F16 too.
             int tokens = p.Tokens;
-            void** mmaArgs = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &tokens, &heads, &kvHeads, &scale };
-            LaunchKernel(mma, LaunchGeometry.AttentionMma(heads, tokens), mmaArgs, "attention (prompt, mma)");
+            ulong oh = WritesGemmInput(tokens) ? GemmInputScratch(n) : 0;
+            void** mmaArgs = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &tokens, &heads, &kvHeads, &scale, &oh };
+            LaunchKernel(mma, LaunchGeometry.AttentionMma(heads, tokens), mmaArgs, oh != 0 ? "attention (prompt, mma, +f16)" : "attention (prompt, mma)");
+            if (oh != 0) RememberGemmInput(po, n);
         }
         else if (p.Tokens == 1 && chunk > 0 && first + 1 > chunk)
         {

@@ -133,7 +133,7 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// PLUGINENGINE_HIP_PLAIN_FUSION.
 /// </param>
 /// <param name="GemmInputFused">
-/// CUDA only, <c>gemm_input: fused</c>: a prompt's rms_norm and silu_mul also write their output as F16, the input of the cuBLAS
+/// CUDA only, <c>gemm_input: fused</c>: a prompt's rms_norm, silu_mul and tensor-core attention also write their output as F16, the input of the cuBLAS
 /// GEMM that reads it next, and one F16 copy of a GEMM input serves every GEMM on the same rows (q, k and v; gate and up), so
 /// the other conversions (convert_f32_f16) go (docs/gpu-kernels.md#prompt-gemm-inputs). The same f16 values either way.
 /// <c>convert</c> (default until it has run on a GPU): each GEMM converts its input. Environment: PLUGINENGINE_CUDA_GEMM_INPUT.

@@ -810,7 +810,7 @@ __device__ __forceinline__ float group_max(float v)
 
 template <int D>
 __device__ __forceinline__ void attention_mma(const float* q, const u16* k, const u16* v, float* out, int firstPosition, int tokens,
-                                              int heads, int kvHeads, float scale)
+                                              int heads, int kvHeads, float scale, u16* outH)
 {
 #if defined(PE_F16_MMA)
     __shared__ __align__(16) u16 ks[FA_KEYS][D + 8]; // + 8 halves: rows 16 bytes apart in the banks, and 16-byte aligned for ldmatrix
@@ -944,16 +944,23 @@ __device__ __forceinline__ void attention_mma(const float* q, const u16* k, cons
     for (int n = 0; n < D / 8; n++)
     {
         int e = 8 * n + 2 * c;
-        if (wa) *(float2*)(oa + e) = make_float2(o[n][0] * ia, o[n][1] * ia);
-        if (wb) *(float2*)(ob + e) = make_float2(o[n][2] * ib, o[n][3] * ib);
+        float2 va = make_float2(o[n][0] * ia, o[n][1] * ia), vb = make_float2(o[n][2] * ib, o[n][3] * ib);
+        if (wa) *(float2*)(oa + e) = va;
+        if (wb) *(float2*)(ob + e) = vb;
+        if (outH != 0) // the output projection's cuBLAS GEMM input (docs/gpu-kernels.md#prompt-gemm-inputs)
+        {
+            if (wa) *(u32*)(outH + (oa - out) + e) = f2h(va.x) | ((u32)f2h(va.y) << 16);
+            if (wb) *(u32*)(outH + (ob - out) + e) = f2h(vb.x) | ((u32)f2h(vb.y) << 16);
+        }
     }
 #endif
 }
 
 #define ATTENTION_MMA_KERNEL(D)                                                                                        \
     extern "C" __global__ void __launch_bounds__(FA_WARPS * 32) attention_mma_f16_d##D(const float* q, const u16* k, const u16* v, \
-                                    float* out, int firstPosition, int tokens, int heads, int kvHeads, float scale)   \
-    { PDL_ENTRY(); attention_mma<D>(q, k, v, out, firstPosition, tokens, heads, kvHeads, scale); }
+                                    float* out, int firstPosition, int tokens, int heads, int kvHeads, float scale,   \
+                                    u16* outH)                                                                          \
+    { PDL_ENTRY(); attention_mma<D>(q, k, v, out, firstPosition, tokens, heads, kvHeads, scale, outH); }
 
 ATTENTION_MMA_KERNEL(64)
 ATTENTION_MMA_KERNEL(128)

@@ -40,6 +40,7 @@ public sealed unsafe class GpuPromptGemmInputTests : IDisposable
             "rms_norm" => *(ulong*)args[7],
             "silu_mul" => *(ulong*)args[6],
             "convert_f32_f16" => *(ulong*)args[1],
+            _ when kernel.StartsWith("attention_mma_", StringComparison.Ordinal) => *(ulong*)args[9],
             _ when kernel.StartsWith("dequantize_f16_", StringComparison.Ordinal) => *(ulong*)args[4],
             _ => 0,
         }));
@@ -96,16 +97,34 @@ public sealed unsafe class GpuPromptGemmInputTests : IDisposable
     }
 
     [Fact]
+    public void Fused_the_output_projection_reads_the_f16_rows_the_prompt_attention_wrote()
+    {
+        var s = Make(fused: true);
+        DeviceTensor q = s.F32(1), att = s.F32(8), y = s.F32(9), scratch = s.F32(10);
+        var kCache = new DeviceTensor(s.Buffer, 16L << 20, GgmlType.F16);
+        var vCache = new DeviceTensor(s.Buffer, 20L << 20, GgmlType.F16);
+        s.Queue.Attention(q, kCache, vCache, att, new AttentionParams(Tokens, 0, 4, 2, 64, 0.125f)); // 4 heads of 64: rows of 256
+        s.Queue.MatMulAdd(s.Q4_0(3), Rows, Cols, att, y, Tokens, scratch);
+
+        Assert.Equal(["attention_mma_f16_d64", "dequantize_f16_q4_0"], s.Kernels);
+        Assert.NotEqual(0UL, s.Launches[0].F16Out);
+        Assert.Equal([(s.Launches[0].F16Out, s.Address(y), true)], s.Blas.Gemms.Select(g => (g.X, g.Y, g.Accumulate)));
+    }
+
+    [Fact]
     public void Convert_each_gemm_converts_its_input_and_the_producers_write_no_f16()
     {
         var s = Make(fused: false);
         DeviceTensor x = s.F32(0), xb = s.F32(1), norm = s.F32(2), gate = s.F32(8), up = s.F32(9);
         s.Queue.RmsNorm(x, norm, xb, Tokens, Cols, 1e-5f);
         s.Queue.MatMulSwiGlu(s.Q4_0(3), s.Q4_0(4), Rows, Cols, xb, gate, up, Tokens);
+        s.Queue.Attention(s.F32(10), new DeviceTensor(s.Buffer, 16L << 20, GgmlType.F16), new DeviceTensor(s.Buffer, 20L << 20, GgmlType.F16), s.F32(11),
+                          new AttentionParams(Tokens, 0, 4, 2, 64, 0.125f));
 
-        Assert.Equal(["rms_norm", "dequantize_f16_q4_0", "convert_f32_f16", "dequantize_f16_q4_0", "convert_f32_f16", "silu_mul"], s.Kernels);
+        Assert.Equal(["rms_norm", "dequantize_f16_q4_0", "convert_f32_f16", "dequantize_f16_q4_0", "convert_f32_f16", "silu_mul", "attention_mma_f16_d64"], s.Kernels);
         Assert.Equal(0UL, s.Launches[0].F16Out);
         Assert.Equal(0UL, s.Launches[5].F16Out);
+        Assert.Equal(0UL, s.Launches[6].F16Out);
     }
 
     [Fact]
