@@ -19,7 +19,7 @@ BATCH="PLUGINENGINE_CUDA_GEMM_INPUT=fused PLUGINENGINE_CUDA_GEMM_BATCH=on"
 OFF="PLUGINENGINE_CUDA_QKV_ROPE=off PLUGINENGINE_CUDA_PLAIN_FUSION=off"
 ON="PLUGINENGINE_CUDA_QKV_ROPE=on PLUGINENGINE_CUDA_PLAIN_FUSION=on"
 left() { [ $(( $(date +%s) - T0 )) -lt $1 ]; }
-pe() { left 500 || { echo "skipped (time): $*" >>$B; return; }; echo "== $*" >>$B; env "$@" 2>$OUT/last.err | grep -E "^\| synthetic" >>$B; grep -E "host profile|rror|launches|total" $OUT/last.err | head -24 >>$B; el >>$B; }
+pe() { left 470 || { echo "skipped (time): $*" >>$B; return; }; echo "== $*" >>$B; env "$@" 2>$OUT/last.err | grep -E "^\| synthetic" >>$B; grep -E "host profile|rror|launches|total" $OUT/last.err | head -24 >>$B; el >>$B; }
 { echo "== kit FusedOps, SegmentOps, MatMul and RmsNorm cases, every new option on"
   env $ON $BATCH PLUGINENGINE_CONFORMANCE_BACKENDS=cuda timeout 170 /tmp/dn/dotnet $D/app/conf/PluginEngine.Conformance.Tests.dll -noColor -parallel none \
     -method "*FusedOps*" -method "*SegmentOps*" -method "*MatMul*" -method "*RmsNorm*" 2>&1 | grep -E "Total:|\[FAIL\]" -A6 | head -40; el
@@ -27,10 +27,12 @@ pe() { left 500 || { echo "skipped (time): $*" >>$B; return; }; echo "== $*" >>$
   echo "== conformance (model checks)"; env $ON $BATCH timeout 60 $D/pe conformance --backend cuda 2>&1 | tail -8; el; } >>$S
 while [ ! -e /tmp/models.done ]; do sleep 2; done; cat /tmp/models.done >>$S
 T=synthetic:tinyllama:Q4_0; TF=synthetic:tinyllama:F16; M7=synthetic:llama7b:Q4_0; K7=synthetic:llama7b:Q4_K_M
-for round in 1 2; do for m in $M7 $K7; do for v in BASE NEW FUSED BATCH; do pe ${!v} $D/pe bench -m $m --backend cuda -p 512 -n 0 -r 3; done; done; done
+for m in $M7 $K7; do for v in BASE NEW FUSED BATCH; do pe ${!v} $D/pe bench -m $m --backend cuda -p 512 -n 0 -r 3; done; done
+for m in $T $TF $M7 $K7; do for v in OFF ON; do pe ${!v} $D/pe bench -m $m --backend cuda -p 0 -n 128 -r 3; done; done
 pe $BATCH PLUGINENGINE_CUDA_PROFILE=1 $D/pe bench -m $M7 --backend cuda -p 512 -n 0 -r 1
+for m in $M7 $K7; do for v in BATCH FUSED NEW BASE; do pe ${!v} $D/pe bench -m $m --backend cuda -p 512 -n 0 -r 3; done; done
 for m in $T $TF; do for v in BASE BATCH; do pe ${!v} $D/pe bench -m $m --backend cuda -p 512 -n 0 -r 3; done; done
-for m in $T $TF $M7 $K7; do for v in OFF ON OFF ON; do pe ${!v} $D/pe bench -m $m --backend cuda -p 0 -n 128 -r 3; done; done
+for m in $T $TF $M7 $K7; do for v in ON OFF; do pe ${!v} $D/pe bench -m $m --backend cuda -p 0 -n 128 -r 3; done; done
 pe $ON PLUGINENGINE_CUDA_PROFILE=host $D/pe bench -m $T --backend cuda -p 0 -n 128 -r 3
 pe $ON $BATCH $D/pe bench -m $M7 --backend cuda --parallel 1,16 -n 64 -r 2
 cat $B >>$S
