@@ -170,12 +170,12 @@ internal static class LaunchGeometry
         return (long)tokens * heads * half + (long)tokens * kvHeads * (half + headSize - dims) + (long)tokens * kvHeads * headSize;
     }
 
-    /// <summary>Threads of a dequantize_f16_* block (each dequantizes 32 elements of a row).</summary>
+    /// <summary>Threads of a dequantize_f16_* block (each dequantizes 16 elements of a row; kernels.cu DEQUANTIZE_THREADS).</summary>
     public const int DequantizeThreads = 128;
 
-    /// <summary>dequantize_f16_*: grid x covers a row's 32-element groups, grid y the rows (in strides past 65,535).</summary>
+    /// <summary>dequantize_f16_*: grid x covers a row's 16-element groups, grid y the rows (in strides past 65,535).</summary>
     public static Launch Dequantize(long rows, long cols)
-        => new((uint)CeilDiv(CeilDiv(cols, 32), DequantizeThreads), (uint)Math.Min(rows, MaxGridStrideBlocks), DequantizeThreads);
+        => new((uint)CeilDiv(CeilDiv(cols, 16), DequantizeThreads), (uint)Math.Min(rows, MaxGridStrideBlocks), DequantizeThreads);
 
     /// <summary>Whether the batched kernel (<c>_tn</c>) is used for <paramref name="tokens"/> tokens.</summary>
     public static bool UsesBatchedMatMul(int tokens) => tokens > 1;

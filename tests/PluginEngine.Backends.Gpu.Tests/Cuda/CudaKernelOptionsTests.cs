@@ -144,10 +144,10 @@ public sealed class GpuKernelOptionsTests
         Assert.Equal(new Launch(2, 1, 256), LaunchGeometry.QuantizeX(9));
         Assert.Equal(new Launch(1024, 1, 128), LaunchGeometry.MatVecQ8(4096, 1)); // a warp per row, as the F32 mat-vec
         Assert.Equal(new Launch(1025, 3, 128), LaunchGeometry.MatVecQ8(4097, 3));
-        Assert.Equal(new Launch(1, 4096, 128), LaunchGeometry.Dequantize(4096, 4096));     // a thread per 32 elements, a block a row
-        Assert.Equal(new Launch(3, 11008, 128), LaunchGeometry.Dequantize(11008, 11008));  // 344 groups: three blocks a row
+        Assert.Equal(new Launch(2, 4096, 128), LaunchGeometry.Dequantize(4096, 4096));     // a thread per 16 elements, two blocks a row
+        Assert.Equal(new Launch(6, 11008, 128), LaunchGeometry.Dequantize(11008, 11008));  // 688 groups: six blocks a row
         Assert.Equal(new Launch(1, 3, 128), LaunchGeometry.Dequantize(3, 97));             // partial last group
-        Assert.Equal(new Launch(1, 65535, 128), LaunchGeometry.Dequantize(128256, 4096));  // rows past 65,535 in grid-y strides
+        Assert.Equal(new Launch(2, 65535, 128), LaunchGeometry.Dequantize(128256, 4096));  // rows past 65,535 in grid-y strides
         Assert.False(LaunchGeometry.UsesBlas(LaunchGeometry.BlasMinTokens - 1));
         Assert.True(LaunchGeometry.UsesBlas(LaunchGeometry.BlasMinTokens));
     }
