@@ -155,6 +155,57 @@ public abstract class OpConformanceTests
             $"{backend} MatMul {type} [{cols} x {rows}] x {tokens} tokens vs exact dequantized product");
     }
 
+    public static TheoryData<string, GgmlType> RepeatedMatMulCases
+    {
+        get
+        {
+            var data = new TheoryData<string, GgmlType>();
+            foreach (string backend in Candidates)
+                foreach (var type in new[] { GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.F16 })
+                    data.Add(backend, type);
+            return data;
+        }
+    }
+
+    /// <summary>
+    /// A prompt's matmuls in the same order step after step, on one queue: three matrices of different shapes, two of them in one
+    /// MatMulShared, at 40 tokens (prompt-sized: CUDA's cuBLAS path), three rounds with new inputs each. A backend may prepare one
+    /// matmul's weights while the one before runs (CUDA's gemm_prefetch dequantizes the next GEMM's weights on a second stream;
+    /// docs/gpu-kernels.md#prompt-gemm-inputs): every product must still read its own weights and the round's input.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(RepeatedMatMulCases))]
+    public void MatMul_in_the_same_order_every_round_matches_cpu(string backend, GgmlType type)
+    {
+        using var target = new DeviceSession(Require(backend));
+        RequireOp(target.Queue, ComputeOp.MatMul, type);
+        using var reference = new DeviceSession(Reference);
+        const int cols = 768, tokens = 40;
+        int[] rows = [72, 37, 37];
+        var infos = rows.Select((r, i) => new TensorInfo($"w{i}", type, [cols, r])).ToArray();
+        byte[][] weights = [.. rows.Select((r, i) => TestData.Matrix(type, 100 + i, r, cols))];
+
+        float[][] Round(DeviceSession s, DeviceTensor[] w, DeviceTensor[] y, int round)
+        {
+            var x = s.Floats(TestData.Random(7 * round + 1, (long)tokens * cols));
+            s.Queue.MatMul(w[0], rows[0], cols, x, y[0], tokens);
+            s.Queue.MatMulShared(x, cols, tokens, [new MatMulTarget(w[1], rows[1], y[1]), new MatMulTarget(w[2], rows[2], y[2])]);
+            return [.. rows.Select((r, i) => s.Read(y[i], (long)tokens * r))];
+        }
+
+        (DeviceTensor[] W, DeviceTensor[] Y) Place(DeviceSession s)
+            => ([.. infos.Select((info, i) => s.Weights(info, weights[i]).Tensor)], [.. rows.Select(r => s.Zeros((long)tokens * r))]);
+
+        var (tw, ty) = Place(target);
+        var (rw, ry) = Place(reference);
+        for (int round = 0; round < 3; round++)
+        {
+            float[][] expected = Round(reference, rw, ry, round), actual = Round(target, tw, ty, round);
+            for (int i = 0; i < rows.Length; i++)
+                TestData.AssertClose(expected[i], actual[i], MatMulTolerance(type), $"{backend} MatMul {type} round {round}, matrix {i} [{cols} x {rows[i]}] x {tokens} tokens vs cpu");
+        }
+    }
+
     /// <summary>MatMul tolerance (relative to the reference's RMS) for weights of <paramref name="type"/>; the fused ops' tests use it too.</summary>
     internal static double MatMulTolerance(GgmlType type) => type switch { GgmlType.F32 => 1e-4, GgmlType.F16 or GgmlType.BF16 => 1e-3, _ => 3e-2 };
 

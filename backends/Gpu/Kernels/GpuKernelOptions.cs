@@ -144,6 +144,13 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// side and multiplied in one strided batched cuBLAS GEMM, one launch with the tiles of all of them, instead of one GEMM each
 /// (docs/gpu-kernels.md#prompt-gemm-inputs). <c>off</c> (default until it has run on a GPU). Environment: PLUGINENGINE_CUDA_GEMM_BATCH.
 /// </param>
+/// <param name="GemmPrefetch">
+/// CUDA only, <c>gemm_prefetch: on</c>: the queue learns the order of a prompt's cuBLAS GEMMs and, while one runs, dequantizes the
+/// next one's weights to F16 on a second stream into the other of two scratch buffers (twice the F16 weight scratch: 360 MB
+/// for 7B's gate and up), so the dequantization overlaps the GEMM (docs/gpu-kernels.md#prompt-gemm-inputs). <c>off</c>
+/// (default until it has run on a GPU): each GEMM's weights are dequantized right before it, on the queue's stream.
+/// Environment: PLUGINENGINE_CUDA_GEMM_PREFETCH.
+/// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
                                         bool ReadOnlyHostRegister = false, bool Int8SmallBatch = true, bool SegmentKernels = true,
@@ -151,7 +158,7 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
                                         bool FlashAttention = true, bool TiledWeights = true, bool SwiGluQuantize = false,
                                         bool QkvRope = false, bool PlainFusion = false, bool GemmInputFused = false,
-                                        bool GemmBatch = false)
+                                        bool GemmBatch = false, bool GemmPrefetch = false)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -203,10 +210,11 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off", defaultFirst: false);
         bool gemmInput = Choice(options, environment, "gemm_input", P + "GEMM_INPUT", "fused", "convert", defaultFirst: false);
         bool gemmBatch = Choice(options, environment, "gemm_batch", P + "GEMM_BATCH", "on", "off", defaultFirst: false);
+        bool gemmPrefetch = Choice(options, environment, "gemm_prefetch", P + "GEMM_PREFETCH", "on", "off", defaultFirst: false);
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
                                     MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope, PlainFusion: plainFusion,
-                                    GemmInputFused: gemmInput, GemmBatch: gemmBatch);
+                                    GemmInputFused: gemmInput, GemmBatch: gemmBatch, GemmPrefetch: gemmPrefetch);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>
