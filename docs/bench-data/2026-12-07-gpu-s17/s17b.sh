@@ -22,7 +22,7 @@ OFF="PLUGINENGINE_CUDA_QKV_ROPE=off PLUGINENGINE_CUDA_PLAIN_FUSION=off"
 PF="PLUGINENGINE_CUDA_QKV_ROPE=off PLUGINENGINE_CUDA_PLAIN_FUSION=on"
 ON="PLUGINENGINE_CUDA_QKV_ROPE=on PLUGINENGINE_CUDA_PLAIN_FUSION=on"
 left() { [ $(( $(date +%s) - T0 )) -lt $1 ]; }
-pe() { left 470 || { echo "skipped (time): $*" >>$B; return; }; echo "== $*" >>$B; env "$@" 2>$OUT/last.err | grep -E "^\| synthetic" >>$B; grep -E "host profile|rror|launches|total" $OUT/last.err | head -14 >>$B; el >>$B; }
+pe() { left 330 || { echo "skipped (time): $*" >>$B; return; }; echo "== $*" >>$B; env "$@" 2>$OUT/last.err | grep -E "^\| synthetic" >>$B; grep -E "host profile|rror|launches|total" $OUT/last.err | head -14 >>$B; el >>$B; }
 { echo "== kit MatMul cases, gemm_input fused + gemm_batch on + gemm_prefetch on (the staged dequantize_f16 on every weight type)"
   env $PREF PLUGINENGINE_CONFORMANCE_BACKENDS=cuda timeout 120 /tmp/dn/dotnet $D/app/conf/PluginEngine.Conformance.Tests.dll -noColor -parallel none \
     -method "*MatMul*" 2>&1 | grep -E "Total:|\[FAIL\]" -A6 | head -40; el
