@@ -11,7 +11,7 @@ namespace PluginEngine.Backends.Gpu;
 /// copied into a pinned staging arena first, so the caller's span can be reused at once; the arena is recycled
 /// whenever the stream is known idle, and the queue waits for the stream only when the arena runs out.
 /// </summary>
-internal sealed unsafe partial class GpuComputeQueue : IComputeQueue
+internal sealed unsafe class GpuComputeQueue : IComputeQueue
 {
     private const long InitialStagingBytes = 1 << 20;
     private const long StagingAlignment = 256;
@@ -50,9 +50,9 @@ internal sealed unsafe partial class GpuComputeQueue : IComputeQueue
 
     // Scratch (device memory, grown on demand): the 8-bit activation row of the int8 mat-vec [cols int8, then one
     // XScale {d, s} per 32 elements at an aligned offset], and the F16 weights [rows, cols] and activations
-    // [tokens, cols] of the BLAS prompt path (its F16 weights: GpuComputeQueue.PromptWeights.cs).
-    private ulong _xq8, _activationsF16;
-    private long _xq8Capacity, _activationsF16Capacity;
+    // [tokens, cols] of the BLAS prompt path.
+    private ulong _xq8, _weightsF16, _activationsF16;
+    private long _xq8Capacity, _weightsF16Capacity, _activationsF16Capacity;
 
     // A second 8-bit activation scratch for an op that reads one quantized row and writes the next (the decode SwiGLU mat-vec,
     // swiglu_quantize), and that op's tickets: one int per 32-row group, all zero between launches (its last block resets them).
@@ -733,13 +733,17 @@ internal sealed unsafe partial class GpuComputeQueue : IComputeQueue
             return;
         }
         ulong a = pw;
-        int buffer = -1;
-        if (type != GgmlType.F16) a = F16Weights([new F16Weight(pw, slot, rowBytes, rows, cols)], out buffer);
+        if (type != GgmlType.F16)
+        {
+            EnsureScratch(ref _weightsF16, ref _weightsF16Capacity, rows * cols * 2, "F16 weights");
+            a = _weightsF16;
+            void** da = stackalloc void*[] { &pw, &rowBytes, &rows, &cols, &a };
+            LaunchKernel(_dequantizeF16[slot], LaunchGeometry.Dequantize(rows, cols), da, "dequantize_f16");
+        }
         ulong xh = GemmInput(px, (long)tokens * cols);
         var events = _profile?.Begin(_stream);
         _blas!.RowMajorMatMul(_blasHandle, a, xh, py, r, cols, tokens, f16: true, accumulate);
         if (events is { } e) _profile!.End("blas gemm f16", e, _stream);
-        F16WeightsRead(buffer);
     }
 
     /// <summary>
@@ -765,14 +769,17 @@ internal sealed unsafe partial class GpuComputeQueue : IComputeQueue
         if (_blasHandle == 0) _blasHandle = _blas.CreateHandle(_stream);
         int slot = KernelSlot(type), c = checked((int)cols);
         long rowBytes = GgmlTypes.RowSize(type, cols), perWeight = rows * cols;
-        Span<F16Weight> unit = stackalloc F16Weight[count];
-        for (int k = 0; k < count; k++) unit[k] = new F16Weight(Ptr(targets[k].Weight), slot, rowBytes, rows, c);
-        ulong weights = F16Weights(unit, out int buffer);
+        EnsureScratch(ref _weightsF16, ref _weightsF16Capacity, count * perWeight * 2, "F16 weights");
+        for (int k = 0; k < count; k++)
+        {
+            ulong pw = Ptr(targets[k].Weight), a = _weightsF16 + (ulong)(k * perWeight * 2);
+            void** da = stackalloc void*[] { &pw, &rowBytes, &rows, &c, &a };
+            LaunchKernel(_dequantizeF16[slot], LaunchGeometry.Dequantize(rows, cols), da, "dequantize_f16");
+        }
         ulong xh = GemmInput(Ptr(x), tokens * cols);
         var events = _profile?.Begin(_stream);
-        _blas.RowMajorMatMulBatched(_blasHandle, weights, perWeight, xh, y0, spacing / sizeof(float), checked((int)rows), c, tokens, count);
+        _blas.RowMajorMatMulBatched(_blasHandle, _weightsF16, perWeight, xh, y0, spacing / sizeof(float), checked((int)rows), c, tokens, count);
         if (events is { } e) _profile!.End($"blas gemm f16 x{count}", e, _stream);
-        F16WeightsRead(buffer);
         for (int k = 0; k < count; k++) ForgetActivationCopiesIfWritten(Ptr(targets[k].Output), rows * tokens);
         return count;
     }
@@ -1054,7 +1061,6 @@ internal sealed unsafe partial class GpuComputeQueue : IComputeQueue
         _graph?.EndStep();
         long waitStart = _hostProfile is null ? 0 : GpuHostProfile.Now;
         _d.SynchronizeStream(_stream);
-        SynchronizeAhead();
         _hostProfile?.Waited(waitStart);
         _profile?.Collect();
         _stagingUsed = 0; // the stream is idle: nothing reads the arena any more
@@ -1066,15 +1072,14 @@ internal sealed unsafe partial class GpuComputeQueue : IComputeQueue
         _disposed = true;
         _rt.MakeCurrent();
         try { _graph?.Flush(); } catch (GpuException) { /* disposing: the work is abandoned */ }
-        try { _d.SynchronizeStream(_stream); SynchronizeAhead(); } catch (GpuException) { /* disposing */ }
+        try { _d.SynchronizeStream(_stream); } catch (GpuException) { /* disposing */ }
         _graph?.Dispose();
         _profile?.Collect();
         _profile?.Dispose();
         if (_hostProfile is not null) Console.Error.Write(_hostProfile.Report());
         if (_rowIds != 0) _d.FreeQuietly(_rowIds);
         if (_segmentRows != 0) _d.FreeQuietly(_segmentRows);
-        DisposePromptWeights();
-        foreach (ulong scratch in new[] { _xq8, _xq8Out, _swiGluTickets, _activationsF16, _attentionPartials, _attentionTickets, _mmqPartials, _mmqTickets }) if (scratch != 0) _d.FreeQuietly(scratch);
+        foreach (ulong scratch in new[] { _xq8, _xq8Out, _swiGluTickets, _weightsF16, _activationsF16, _attentionPartials, _attentionTickets, _mmqPartials, _mmqTickets }) if (scratch != 0) _d.FreeQuietly(scratch);
         if (_blasHandle != 0) _blas!.DestroyHandle(_blasHandle);
         if (_staging != null) _d.FreePinned(_staging);
         if (_transferEvent != 0) _d.DestroyEvent(_transferEvent);

@@ -169,9 +169,9 @@ public abstract class OpConformanceTests
 
     /// <summary>
     /// A prompt's matmuls in the same order step after step, on one queue: three matrices of different shapes, two of them in one
-    /// MatMulShared, at 40 tokens (prompt-sized: CUDA's cuBLAS path), three rounds with new inputs each. A backend may prepare one
-    /// matmul's weights while the one before runs (CUDA's gemm_prefetch dequantizes the next GEMM's weights on a second stream;
-    /// docs/gpu-kernels.md#prompt-gemm-inputs): every product must still read its own weights and the round's input.
+    /// MatMulShared, at 40 tokens (prompt-sized: CUDA's cuBLAS path), three rounds with new inputs each. A backend that keeps
+    /// copies of weights or inputs between matmuls (CUDA's F16 scratches; docs/gpu-kernels.md#prompt-gemm-inputs) must still
+    /// have every product read its own weights and the round's input.
     /// </summary>
     [Theory]
     [MemberData(nameof(RepeatedMatMulCases))]

@@ -121,35 +121,31 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// <param name="QkvRope">
 /// <c>qkv_rope: on</c>: a decode step's q/k/v mat-vec (<see cref="PluginEngine.Abstractions.IComputeQueue.MatMulRopeAndStoreKv"/>,
 /// kernels.cu matvec_rope_*) rotates q and k and stores k and v into the caches in its epilogue, one launch less per layer
-/// (adjacent-pair RoPE on int8 mat-vec weights; docs/gpu-kernels.md#decode-launches). <c>off</c> (default until the kernel has
-/// run on a GPU: it is compile-checked only): the mat-vec, then rope_store_kv. Environment: PLUGINENGINE_CUDA_QKV_ROPE / PLUGINENGINE_HIP_QKV_ROPE.
+/// (adjacent-pair RoPE on int8 mat-vec weights; docs/gpu-kernels.md#decode-launches). <c>off</c> (default): the mat-vec, then
+/// rope_store_kv. Correct on an H100 (the kit, 2026-12-07) but no faster: 7B Q4_0 tg128 the same, Q4_K_M 1 % slower, TinyLlama
+/// Q4_0 within its spread. Environment: PLUGINENGINE_CUDA_QKV_ROPE / PLUGINENGINE_HIP_QKV_ROPE.
 /// </param>
 /// <param name="PlainFusion">
 /// <c>plain_fusion: on</c>: a decode step on F32, F16 or BF16 weights takes the fused mat-vecs as the quantized types do
 /// (kernels.cu matvec_f16 and the like: q/k/v in one launch, the residual added in the same pass, gate and up with SwiGLU, RoPE
-/// in the epilogue), with x in F32 and each row summed as matmul_*_t1 sums it (docs/gpu-kernels.md#f16-decode). <c>off</c>
-/// (default until these kernels have run on a GPU: they are compile-checked only): one
-/// matmul_*_t1 launch per weight, then add and silu_mul launches. Environment: PLUGINENGINE_CUDA_PLAIN_FUSION /
-/// PLUGINENGINE_HIP_PLAIN_FUSION.
+/// in the epilogue), with x in F32 and each row summed as matmul_*_t1 sums it (docs/gpu-kernels.md#f16-decode). The CUDA default:
+/// TinyLlama F16 tg128 597.7 / 606.1 t/s against 540.7 / 541.6 off on an H100 (2026-12-07). <c>off</c> (HIP's default until it
+/// has run on an AMD GPU): one matmul_*_t1 launch per weight, then add and silu_mul launches. Environment:
+/// PLUGINENGINE_CUDA_PLAIN_FUSION / PLUGINENGINE_HIP_PLAIN_FUSION.
 /// </param>
 /// <param name="GemmInputFused">
 /// CUDA only, <c>gemm_input: fused</c>: a prompt's rms_norm, silu_mul and tensor-core attention also write their output as F16, the input of the cuBLAS
 /// GEMM that reads it next, and one F16 copy of a GEMM input serves every GEMM on the same rows (q, k and v; gate and up), so
-/// the other conversions (convert_f32_f16) go (docs/gpu-kernels.md#prompt-gemm-inputs). The same f16 values either way.
-/// <c>convert</c> (default until it has run on a GPU): each GEMM converts its input. Environment: PLUGINENGINE_CUDA_GEMM_INPUT.
+/// the other conversions (convert_f32_f16) go (docs/gpu-kernels.md#prompt-gemm-inputs). The same f16 values either way. The
+/// default: 7B Q4_0 pp512 23,290 t/s against 21,431 with <c>convert</c> on an H100 (2026-12-07). <c>convert</c>: each GEMM
+/// converts its input. Environment: PLUGINENGINE_CUDA_GEMM_INPUT.
 /// </param>
 /// <param name="GemmBatch">
 /// CUDA only, <c>gemm_batch: on</c>: a prompt's matmuls on the same input whose quantized weights have the same shape and whose
 /// outputs lie equally spaced (q, k and v of a model without grouped-query attention; gate and up) are dequantized side by
 /// side and multiplied in one strided batched cuBLAS GEMM, one launch with the tiles of all of them, instead of one GEMM each
-/// (docs/gpu-kernels.md#prompt-gemm-inputs). <c>off</c> (default until it has run on a GPU). Environment: PLUGINENGINE_CUDA_GEMM_BATCH.
-/// </param>
-/// <param name="GemmPrefetch">
-/// CUDA only, <c>gemm_prefetch: on</c>: the queue learns the order of a prompt's cuBLAS GEMMs and, while one runs, dequantizes the
-/// next one's weights to F16 on a second stream into the other of two scratch buffers (twice the F16 weight scratch: 360 MB
-/// for 7B's gate and up), so the dequantization overlaps the GEMM (docs/gpu-kernels.md#prompt-gemm-inputs). <c>off</c>
-/// (default until it has run on a GPU): each GEMM's weights are dequantized right before it, on the queue's stream.
-/// Environment: PLUGINENGINE_CUDA_GEMM_PREFETCH.
+/// (docs/gpu-kernels.md#prompt-gemm-inputs). The default: 7B Q4_0 pp512 23,639 / 23,597 t/s against 23,290 off on an H100
+/// (2026-12-07). <c>off</c>: one GEMM per matrix. Environment: PLUGINENGINE_CUDA_GEMM_BATCH.
 /// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
@@ -157,8 +153,8 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
                                         bool IntegerMma = true, int MmaMaxTokens = GpuKernelOptions.DefaultMmaMaxTokens, bool BatchInvariant = false,
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
                                         bool FlashAttention = true, bool TiledWeights = true, bool SwiGluQuantize = false,
-                                        bool QkvRope = false, bool PlainFusion = false, bool GemmInputFused = false,
-                                        bool GemmBatch = false, bool GemmPrefetch = false)
+                                        bool QkvRope = false, bool PlainFusion = true, bool GemmInputFused = true,
+                                        bool GemmBatch = true)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -207,14 +203,13 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool tiled = Choice(options, environment, "weight_layout", P + "WEIGHT_LAYOUT", "tiled", "gguf");
         bool swiGluQuantize = Choice(options, environment, "swiglu_quantize", P + "SWIGLU_QUANTIZE", "on", "off", defaultFirst: false);
         bool qkvRope = Choice(options, environment, "qkv_rope", P + "QKV_ROPE", "on", "off", defaultFirst: false);
-        bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off", defaultFirst: false);
-        bool gemmInput = Choice(options, environment, "gemm_input", P + "GEMM_INPUT", "fused", "convert", defaultFirst: false);
-        bool gemmBatch = Choice(options, environment, "gemm_batch", P + "GEMM_BATCH", "on", "off", defaultFirst: false);
-        bool gemmPrefetch = Choice(options, environment, "gemm_prefetch", P + "GEMM_PREFETCH", "on", "off", defaultFirst: false);
+        bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off");
+        bool gemmInput = Choice(options, environment, "gemm_input", P + "GEMM_INPUT", "fused", "convert");
+        bool gemmBatch = Choice(options, environment, "gemm_batch", P + "GEMM_BATCH", "on", "off");
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
                                     MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope, PlainFusion: plainFusion,
-                                    GemmInputFused: gemmInput, GemmBatch: gemmBatch, GemmPrefetch: gemmPrefetch);
+                                    GemmInputFused: gemmInput, GemmBatch: gemmBatch);
     }
 
     /// <summary>The HIP plugin's options (environment prefix PLUGINENGINE_HIP_): no vendor BLAS, graphs or programmatic launch.</summary>

@@ -170,7 +170,7 @@ internal static class LaunchGeometry
         return (long)tokens * heads * half + (long)tokens * kvHeads * (half + headSize - dims) + (long)tokens * kvHeads * headSize;
     }
 
-    /// <summary>Threads of a dequantize_f16_* block (each dequantizes 16 elements of a row; kernels.cu DEQUANTIZE_THREADS).</summary>
+    /// <summary>Threads of a dequantize_f16_* block (each dequantizes 16 elements of a row).</summary>
     public const int DequantizeThreads = 128;
 
     /// <summary>dequantize_f16_*: grid x covers a row's 16-element groups, grid y the rows (in strides past 65,535).</summary>

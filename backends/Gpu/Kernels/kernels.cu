@@ -1984,17 +1984,11 @@ MMQ_KERNELS(q4_0_tiled, T_Q4_0, MMQ_CAPPED_BOUNDS, true)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Prompt path: weights dequantized to F16 for a cuBLAS GEMM on the tensor cores.
-// out[r * cols + c] = dequantize(w)[r, c] as f16. Grid (ceil(cols / (16 * DEQUANTIZE_THREADS)), min(rows, 65535)), rows
-// taken in grid-y strides (no division in the index math): a thread dequantizes 16 consecutive elements of a row (deq16).
-// Its 32 bytes of f16 would go out as two 16-byte stores 32 bytes apart, half a sector each; instead each group of 32
-// threads stages its 1,024 bytes in shared memory and writes them back as two fully coalesced 512-byte stores
-// (DEQUANTIZE_STAGED, a tuning define: 0 stores from registers). docs/gpu-kernels.md#prompt-gemm-inputs.
+// out[r * cols + c] = dequantize(w)[r, c] as f16. Grid (ceil(cols / (16 * blockDim)), min(rows, 65535)), rows taken in
+// grid-y strides (no division in the index math): a thread dequantizes 16 consecutive elements of a row (deq16) and
+// writes them as two 16-byte stores. Measured variants (docs/gpu-kernels.md#prompt-gemm-inputs): 32 elements a thread,
+// and the stores staged through shared memory into coalesced 512-byte writes, were both slower.
 // ---------------------------------------------------------------------------------------------------------------
-#ifndef DEQUANTIZE_STAGED
-#define DEQUANTIZE_STAGED 1
-#endif
-#define DEQUANTIZE_THREADS 128 // LaunchGeometry.DequantizeThreads
-
 __device__ __forceinline__ U32x4 pack8_f16(const float* v)
 {
     U32x4 a;
@@ -2003,50 +1997,20 @@ __device__ __forceinline__ U32x4 pack8_f16(const float* v)
     return a;
 }
 
-// Chunk c (16 bytes) of a 32-thread group's staged span, with one chunk of padding after every 8: a thread's two
-// writes (chunks 2l, 2l + 1) and its reads (chunks l, 32 + l) then fall in different banks within each quarter warp.
-__device__ __forceinline__ int dequantize_slot(int c) { return c + (c >> 3); }
-
 template <int T>
 __device__ __forceinline__ void dequantize_f16(const u8* w, i64 rowBytes, i64 rows, int cols, u16* out)
 {
-    __shared__ U32x4 staged[DEQUANTIZE_THREADS / 32][72];
-    int l = threadIdx.x & 31, g = threadIdx.x >> 5;
-    int e0 = (int)(blockIdx.x * blockDim.x + threadIdx.x) << 4, groupE0 = e0 - (l << 4);
-    bool inRow = e0 < cols;
-    for (i64 r = blockIdx.y; r < rows; r += gridDim.y) // uniform across the block: every thread reaches the barriers
+    int e0 = (int)(blockIdx.x * blockDim.x + threadIdx.x) << 4;
+    if (e0 >= cols) return;
+    for (i64 r = blockIdx.y; r < rows; r += gridDim.y)
     {
         float v[16];
-        if (inRow) deq16<T>(w + r * rowBytes, e0, cols, v);
-        else
-        {
-#pragma unroll
-            for (int i = 0; i < 16; i++) v[i] = 0.f;
-        }
-        U32x4 a = pack8_f16(v), b = pack8_f16(v + 8);
-        u16* o = out + r * cols;
-        bool stage = DEQUANTIZE_STAGED && groupE0 + 512 <= cols && (((unsigned long long)(o + groupE0)) & 15) == 0;
-#if DEQUANTIZE_STAGED
-        if (stage)
-        {
-            staged[g][dequantize_slot(2 * l)] = a;
-            staged[g][dequantize_slot(2 * l + 1)] = b;
-        }
-        __syncthreads();
-        if (stage)
-        {
-            U32x4* og = (U32x4*)(o + groupE0);
-            og[l] = staged[g][dequantize_slot(l)];
-            og[32 + l] = staged[g][dequantize_slot(32 + l)];
-        }
-        __syncthreads();
-#endif
-        if (stage || !inRow) continue;
-        o += e0;
+        deq16<T>(w + r * rowBytes, e0, cols, v);
+        u16* o = out + r * cols + e0;
         if (e0 + 16 <= cols && (((unsigned long long)o) & 15) == 0)
         {
-            ((U32x4*)o)[0] = a;
-            ((U32x4*)o)[1] = b;
+            ((U32x4*)o)[0] = pack8_f16(v);
+            ((U32x4*)o)[1] = pack8_f16(v + 8);
         }
         else
         {

@@ -33,7 +33,7 @@ public sealed class CudaKernelCompileTests
     {
         var nvrtc = Nvrtc.TryLoad([], out string? why);
         if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
-        string tuned = KernelSource.For(KernelDialect.Cuda, 32, "MATVEC_UNROLL=8;SWIGLU_UNROLL=4;MATVEC_MIN_BLOCKS=16;MATMUL_T1_UNROLL=4;MMQ_TILED_UNROLL=2;ATTENTION_ROWS_P=4;DEQUANTIZE_STAGED=0");
+        string tuned = KernelSource.For(KernelDialect.Cuda, 32, "MATVEC_UNROLL=8;SWIGLU_UNROLL=4;MATVEC_MIN_BLOCKS=16;MATMUL_T1_UNROLL=4;MMQ_TILED_UNROLL=2;ATTENTION_ROWS_P=4");
         Assert.Contains("#define MATVEC_MIN_BLOCKS 16\n", tuned);
         Assert.Same(KernelSource.CudaDefault, KernelSource.For(KernelDialect.Cuda, 32, ""));
         var (image, _) = nvrtc.Compile(tuned, KernelSource.ProgramName, 9, 0, ["--std=c++17"]);

@@ -84,19 +84,16 @@ public sealed class GpuKernelOptionsTests
         Assert.True(GpuKernelOptions.FromCuda(Options(("qkv_rope", "on")), _ => null).QkvRope);
         Assert.True(GpuKernelOptions.FromHip(Options(), k => k == "PLUGINENGINE_HIP_QKV_ROPE" ? "on" : null).QkvRope);
         Assert.Contains("qkv_rope", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("qkv_rope", "no")), _ => null)).Message);
-        Assert.False(o.PlainFusion);
-        Assert.True(GpuKernelOptions.FromCuda(Options(("plain_fusion", "on")), _ => null).PlainFusion);
+        Assert.True(o.PlainFusion);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("plain_fusion", "off")), _ => null).PlainFusion);
+        Assert.False(GpuKernelOptions.FromHip(Options(), _ => null).PlainFusion); // HIP: off until it has run on an AMD GPU
         Assert.True(GpuKernelOptions.FromHip(Options(), k => k == "PLUGINENGINE_HIP_PLAIN_FUSION" ? "on" : null).PlainFusion);
-        Assert.False(o.GemmInputFused);
-        Assert.True(GpuKernelOptions.FromCuda(Options(("gemm_input", "fused")), _ => null).GemmInputFused);
-        Assert.False(GpuKernelOptions.FromCuda(Options(("gemm_input", "fused")), k => k == "PLUGINENGINE_CUDA_GEMM_INPUT" ? "convert" : null).GemmInputFused);
+        Assert.True(o.GemmInputFused);
+        Assert.False(GpuKernelOptions.FromCuda(Options(("gemm_input", "convert")), _ => null).GemmInputFused);
+        Assert.True(GpuKernelOptions.FromCuda(Options(("gemm_input", "convert")), k => k == "PLUGINENGINE_CUDA_GEMM_INPUT" ? "fused" : null).GemmInputFused);
         Assert.Contains("gemm_input", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("gemm_input", "on")), _ => null)).Message);
-        Assert.False(o.GemmBatch);
-        Assert.True(GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_GEMM_BATCH" ? "on" : null).GemmBatch);
-        Assert.False(o.GemmPrefetch);
-        Assert.True(GpuKernelOptions.FromCuda(Options(("gemm_prefetch", "on")), _ => null).GemmPrefetch);
-        Assert.Contains("PLUGINENGINE_CUDA_GEMM_PREFETCH", Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_GEMM_PREFETCH" ? "1" : null)).Message);
-        Assert.False(GpuKernelOptions.FromHip(Options(), _ => null).GemmPrefetch);
+        Assert.True(o.GemmBatch);
+        Assert.False(GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_GEMM_BATCH" ? "off" : null).GemmBatch);
         Assert.False(GpuKernelOptions.FromHip(Options(), _ => null).TiledWeights);
         Assert.Equal(0, o.MmaSplit);
         Assert.Equal(2, GpuKernelOptions.FromCuda(Options(("mma_split", "2")), _ => null).MmaSplit);

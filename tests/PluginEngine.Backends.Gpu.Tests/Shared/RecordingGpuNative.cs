@@ -34,11 +34,7 @@ internal sealed unsafe class RecordingGpuNative(string name, List<string> log, b
     public void CopyHostToDeviceAsync(ulong destination, void* source, long bytes, nint stream, string what) => Work($"copy to device: {what}");
     public void CopyDeviceToHostAsync(void* destination, ulong source, long bytes, nint stream) => Work("copy to host");
     public nint CreateStream() => ++_handles;
-    public void SynchronizeStream(nint stream)
-    {
-        Work("wait for the stream");
-        Trace?.Add($"sync s{stream}");
-    }
+    public void SynchronizeStream(nint stream) => Work("wait for the stream");
     public void DestroyStreamQuietly(nint stream) => log.Add($"{name}: destroy stream {stream}");
     public string HostRegisterCall => "cuMemHostRegister";
     public int TryRegisterHost(void* host, long bytes, bool readOnly) => 1;
@@ -64,25 +60,11 @@ internal sealed unsafe class RecordingGpuNative(string name, List<string> log, b
 
     public void Launch(nint function, Launch launch, nint stream, void** args, bool programmatic, string what)
     {
-        string kernel = _functions.GetValueOrDefault(function, "?");
-        OnLaunch?.Invoke(kernel, launch, args);
+        OnLaunch?.Invoke(_functions.GetValueOrDefault(function, "?"), launch, args);
         Work($"launch {what}");
-        Trace?.Add(kernel.StartsWith("dequantize_f16_", StringComparison.Ordinal)
-                       ? $"{kernel} w0x{*(ulong*)args[0]:X} -> 0x{*(ulong*)args[4]:X} on s{stream}"
-                       : $"{kernel} on s{stream}");
     }
-
-    /// <summary>
-    /// When set, the stream work in order, for tests of how streams and events interleave: launches (a dequantization with its
-    /// weight "w0x…" and destination), event records and waits, stream synchronizations; streams "s…", events "e…".
-    /// </summary>
-    public List<string>? Trace { get; set; }
     public nint CreateEvent() { nint e = ++_handles; log.Add($"{name}: create event {e}"); return e; }
-    public void RecordEvent(nint gpuEvent, nint stream)
-    {
-        log.Add($"{name}: record event {gpuEvent} on stream {stream}");
-        Trace?.Add($"record e{gpuEvent} on s{stream}");
-    }
+    public void RecordEvent(nint gpuEvent, nint stream) => log.Add($"{name}: record event {gpuEvent} on stream {stream}");
     public bool TryElapsedMilliseconds(nint start, nint end, out float milliseconds) { milliseconds = 0; return false; }
     public void DestroyEvent(nint gpuEvent) => log.Add($"{name}: destroy event {gpuEvent}");
     public IGpuStepGraph? CreateStepGraph(GpuRuntime runtime, nint stream) => stepGraphs?.Invoke(stream);
@@ -93,11 +75,7 @@ internal sealed unsafe class RecordingGpuNative(string name, List<string> log, b
         log.Add($"{name}: peer copy {bytes} B from 0x{source:X} to 0x{destination:X} on {((RecordingGpuNative)peer).Name} via stream {stream}");
         return true;
     }
-    public void StreamWaitEvent(nint stream, nint gpuEvent)
-    {
-        log.Add($"{name}: stream {stream} waits for event {gpuEvent}");
-        Trace?.Add($"s{stream} waits e{gpuEvent}");
-    }
+    public void StreamWaitEvent(nint stream, nint gpuEvent) => log.Add($"{name}: stream {stream} waits for event {gpuEvent}");
     public string Name => name;
 
     private void Work(string what)
@@ -126,22 +104,13 @@ internal sealed unsafe class RecordingGpuNative(string name, List<string> log, b
         public nint CreateHandle(nint stream) => 1;
         public void DestroyHandle(nint handle) { }
         public void RowMajorMatMul(nint handle, ulong w, ulong x, ulong y, int rows, int cols, int tokens, bool f16, bool accumulate)
-        {
-            Gemms.Add((w, x, y, rows, cols, tokens, f16, accumulate));
-            Trace?.Add($"gemm 0x{w:X}");
-        }
-
-        /// <summary>When set (the native layer's <see cref="RecordingGpuNative.Trace"/>), each GEMM as "gemm 0x…" (its F16 weights) in order with the stream work.</summary>
-        public List<string>? Trace { get; set; }
+            => Gemms.Add((w, x, y, rows, cols, tokens, f16, accumulate));
 
         /// <summary>Batched products, recorded as one entry each: (w, x, y, rows, cols, tokens, count, w stride, y stride).</summary>
         public List<(ulong W, ulong X, ulong Y, int Rows, int Cols, int Tokens, int Count, long WStride, long YStride)> Batches { get; } = [];
 
         public void RowMajorMatMulBatched(nint handle, ulong w, long wStride, ulong x, ulong y, long yStride, int rows, int cols, int tokens, int count)
-        {
-            Batches.Add((w, x, y, rows, cols, tokens, count, wStride, yStride));
-            Trace?.Add($"gemm x{count} 0x{w:X}");
-        }
+            => Batches.Add((w, x, y, rows, cols, tokens, count, wStride, yStride));
     }
 
     private sealed class FakeCompiler : IGpuKernelCompiler
