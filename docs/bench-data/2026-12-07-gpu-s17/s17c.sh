@@ -11,7 +11,7 @@ start_background
 B=$OUT/bench.txt
 BASE="PLUGINENGINE_PLUGINS=$PWD/.device/app/plugins-base.json"
 left() { [ $(( $(date +%s) - T0 )) -lt $1 ]; }
-pe() { left 220 || { echo "skipped (time): $*" >>$B; return; }; echo "== $*" >>$B; env "$@" 2>$OUT/last.err | grep -E "^\| synthetic" >>$B; grep -E "rror" $OUT/last.err | head -5 >>$B; el >>$B; }
+pe() { left 170 || { echo "skipped (time): $*" >>$B; return; }; echo "== $*" >>$B; env "$@" 2>$OUT/last.err | grep -E "^\| synthetic" >>$B; grep -E "rror" $OUT/last.err | head -5 >>$B; el >>$B; }
 { echo "== kit MatMul and FusedOps cases, default options"
   env PLUGINENGINE_CONFORMANCE_BACKENDS=cuda timeout 100 /tmp/dn/dotnet $D/app/conf/PluginEngine.Conformance.Tests.dll -noColor -parallel none \
     -method "*MatMul*" -method "*FusedOps*" 2>&1 | grep -E "Total:|\[FAIL\]" -A6 | head -40; el; } >>$S
