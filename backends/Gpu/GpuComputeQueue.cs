@@ -770,10 +770,11 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         int slot = KernelSlot(type), c = checked((int)cols);
         long rowBytes = GgmlTypes.RowSize(type, cols), perWeight = rows * cols;
         EnsureScratch(ref _weightsF16, ref _weightsF16Capacity, count * perWeight * 2, "F16 weights");
+        ulong pw = 0, a = 0;
+        void** da = stackalloc void*[] { &pw, &rowBytes, &rows, &c, &a };
         for (int k = 0; k < count; k++)
         {
-            ulong pw = Ptr(targets[k].Weight), a = _weightsF16 + (ulong)(k * perWeight * 2);
-            void** da = stackalloc void*[] { &pw, &rowBytes, &rows, &c, &a };
+            (pw, a) = (Ptr(targets[k].Weight), _weightsF16 + (ulong)(k * perWeight * 2));
             LaunchKernel(_dequantizeF16[slot], LaunchGeometry.Dequantize(rows, cols), da, "dequantize_f16");
         }
         ulong xh = GemmInput(Ptr(x), tokens * cols);
