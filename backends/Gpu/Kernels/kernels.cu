@@ -40,6 +40,8 @@ typedef long long i64;
 
 __device__ __forceinline__ float bf2f(u16 b) { return __uint_as_float(((u32)b) << 16); }
 __device__ __forceinline__ float ldh(const u8* p) { return h2f(*(const u16*)p); }
+// Two floats as f16 in one word, lo in the low half (the order f16 pairs have in memory).
+__device__ __forceinline__ u32 pack_h2(float lo, float hi) { return (u32)f2h(lo) | ((u32)f2h(hi) << 16); }
 
 __device__ __forceinline__ float warp_sum(float v)
 {
@@ -798,7 +800,6 @@ __device__ __forceinline__ void mma_f16(const u32 (&a)[4], u32 b0, u32 b1, float
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-__device__ __forceinline__ u32 pack_h2(float lo, float hi) { return (u32)f2h(lo) | ((u32)f2h(hi) << 16); }
 
 // Row max over the 4 lanes of a group (the lanes that hold one row of a C fragment).
 __device__ __forceinline__ float group_max(float v)
@@ -949,8 +950,8 @@ __device__ __forceinline__ void attention_mma(const float* q, const u16* k, cons
         if (wb) *(float2*)(ob + e) = vb;
         if (outH != 0) // the output projection's cuBLAS GEMM input (docs/gpu-kernels.md#prompt-gemm-inputs)
         {
-            if (wa) *(u32*)(outH + (oa - out) + e) = f2h(va.x) | ((u32)f2h(va.y) << 16);
-            if (wb) *(u32*)(outH + (ob - out) + e) = f2h(vb.x) | ((u32)f2h(vb.y) << 16);
+            if (wa) *(u32*)(outH + (oa - out) + e) = pack_h2(va.x, va.y);
+            if (wb) *(u32*)(outH + (ob - out) + e) = pack_h2(vb.x, vb.y);
         }
     }
 #endif
@@ -1992,8 +1993,8 @@ MMQ_KERNELS(q4_0_tiled, T_Q4_0, MMQ_CAPPED_BOUNDS, true)
 __device__ __forceinline__ U32x4 pack8_f16(const float* v)
 {
     U32x4 a;
-    a.x = f2h(v[0]) | ((u32)f2h(v[1]) << 16); a.y = f2h(v[2]) | ((u32)f2h(v[3]) << 16);
-    a.z = f2h(v[4]) | ((u32)f2h(v[5]) << 16); a.w = f2h(v[6]) | ((u32)f2h(v[7]) << 16);
+    a.x = pack_h2(v[0], v[1]); a.y = pack_h2(v[2], v[3]);
+    a.z = pack_h2(v[4], v[5]); a.w = pack_h2(v[6], v[7]);
     return a;
 }
 
