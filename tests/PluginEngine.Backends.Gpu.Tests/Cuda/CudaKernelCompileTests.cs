@@ -42,6 +42,25 @@ public sealed class CudaKernelCompileTests
     }
 
     /// <summary>
+    /// The decode prefetch switches (docs/gpu-kernels.md#decode-prefetch) compile for sm_90, where they act, and change its
+    /// image; off (the default) they are compiled away, so the default image is the one without them.
+    /// </summary>
+    [Fact]
+    public void Decode_prefetch_switches_compile_and_change_the_sm90_image()
+    {
+        var nvrtc = Nvrtc.TryLoad([], out string? why);
+        if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
+        var (plain, _) = nvrtc.Compile(KernelSource.CudaDefault, KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
+        var (off, _) = nvrtc.Compile(KernelSource.For(KernelDialect.Cuda, 32, "PDL_EARLY_TRIGGER=0;MATVEC_PREFETCH_L2=0;ATTENTION_PREFETCH_L2=0"), KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
+        Assert.Equal(plain, off);
+        foreach (string on in new[] { "PDL_EARLY_TRIGGER=1", "MATVEC_PREFETCH_L2=1", "ATTENTION_PREFETCH_L2=1" })
+        {
+            var (image, _) = nvrtc.Compile(KernelSource.For(KernelDialect.Cuda, 32, on), KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
+            Assert.False(plain.AsSpan().SequenceEqual(image), $"{on} left the sm_90 image unchanged");
+        }
+    }
+
+    /// <summary>
     /// Every kernel fits its block on the SM's 65,536 registers (ptxas's count, in units of 8 per thread): a kernel that does
     /// not compiles fine and then fails every launch with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (the attention kernels did on
     /// an H100 before they got __launch_bounds__).
