@@ -360,6 +360,13 @@ WEIGHT_KERNELS(q6_k, T_Q6_K)
 #else
 #define PDL_SMALL_ENTRY() PDL_ENTRY()
 #endif
+// PDL_EARLY_TRIGGER=2: the decode mat-vecs trigger at entry too (their followers are small kernels, which then wait on
+// the GPU instead of being scheduled when the mat-vec ends).
+#if PDL_EARLY_TRIGGER >= 2
+#define PDL_MATVEC_ENTRY() do { PDL_TRIGGER(); PDL_ENTRY(); } while (0)
+#else
+#define PDL_MATVEC_ENTRY() PDL_ENTRY()
+#endif
 
 // The 128-byte lines of [p, p + n) asked of L2 by one warp, a line a lane at a time (no-op unless MATVEC_PREFETCH_L2 on CUDA).
 __device__ __forceinline__ void matvec_prefetch_row(const u8* p, i64 n)
@@ -1529,12 +1536,12 @@ __device__ __forceinline__ void swiglu_prefetch(const u8* wg, const u8* wu, i64 
 // quantized types (8-bit activations) and <type> for the plain ones (F32 activations, passed as xq).
 #define MATVEC_KERNELS(k, T)                                                                                           \
     extern "C" __global__ void MATVEC_BOUNDS matvec_##k(MatVecTargets a, int cols, const i8* xq, const XScale* xs)     \
-    { matvec_prefetch(a); PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                \
+    { matvec_prefetch(a); PDL_MATVEC_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                \
     extern "C" __global__ void MATVEC_BOUNDS swiglu_##k(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols,  \
                                                         const i8* xq, const XScale* xs, float* y, i8* yq, XScale* ys, int* tickets) \
-    { swiglu_prefetch(wg, wu, rowBytes, rows); PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y, yq, ys, tickets); } \
+    { swiglu_prefetch(wg, wu, rowBytes, rows); PDL_MATVEC_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y, yq, ys, tickets); } \
     extern "C" __global__ void MATVEC_BOUNDS matvec_rope_##k(MatVecTargets a, int cols, const i8* xq, const XScale* xs, RopeStore e) \
-    { matvec_prefetch(a); PDL_ENTRY(); matvec_rope_q8<T>(a, cols, xq, xs, e); }
+    { matvec_prefetch(a); PDL_MATVEC_ENTRY(); matvec_rope_q8<T>(a, cols, xq, xs, e); }
 
 #define MATVEC_Q8_KERNEL(name, T)                                                                                      \
     MATVEC_KERNELS(q8_##name, T)                                                                                       \
