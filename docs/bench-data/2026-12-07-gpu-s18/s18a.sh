@@ -26,6 +26,7 @@ for pass in 1 2; do
   done
 done
 for m in tinyllama:Q4_0 llama7b:Q4_0; do for v in "PDL_EARLY_TRIGGER=2;MATVEC_PREFETCH_L2=1" ""; do pe PLUGINENGINE_CUDA_DEFINES="$v" $D/pe bench -m synthetic:$m --backend cuda -p 0 -n 128 -r 5; done; done
+for m in llama7b:Q4_K_M llama7b:Q4_0; do for v in "MATVEC_MIN_BLOCKS=12" "MATVEC_MIN_BLOCKS=16" ""; do pe PLUGINENGINE_CUDA_DEFINES="$v" $D/pe bench -m synthetic:$m --backend cuda -p 0 -n 128 -r 5; done; done
 for m in llama7b:Q4_0 tinyllama:F16; do pe PLUGINENGINE_CUDA_DEFINES="$ALL" $D/pe bench -m synthetic:$m --backend cuda -p 512 -n 0 -r 3; done
 for v in "" "$ALL" "PDL_EARLY_TRIGGER=1;MATVEC_PREFETCH_L2=1"; do
   pe PLUGINENGINE_CUDA_DEFINES="$v" $D/pe bench -m synthetic:llama7b:Q4_0:8192 --backend cuda -p 0 -n 64 -d 0,4096 -r 2
