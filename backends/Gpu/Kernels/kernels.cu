@@ -80,6 +80,15 @@ __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float* sc, floa
     }
 }
 
+// scale_min_k4 from the 12 scale bytes held as three little-endian words (s0: bytes 0-3, s1: 4-7, s2: 8-11).
+__device__ __forceinline__ void scale_min_k4_words(int j, u32 s0, u32 s1, u32 s2, float* sc, float* m)
+{
+    int sh = (j & 3) * 8;
+    u32 a = (s0 >> sh) & 0xFFu, b = (s1 >> sh) & 0xFFu, c = (s2 >> sh) & 0xFFu;
+    if (j < 4) { *sc = (float)(a & 63); *m = (float)(b & 63); }
+    else { *sc = (float)((c & 0xF) | ((a >> 6) << 4)); *m = (float)((c >> 4) | ((b >> 6) << 4)); }
+}
+
 // 16 bytes at p into four little-endian words, with the widest loads p's alignment allows: weight blocks are
 // only byte- or 2-byte-aligned in general (Q8_0 blocks are 34 bytes, Q6_K 210), K-quant nibbles often 16-byte aligned.
 struct alignas(16) U32x4 { u32 x, y, z, w; };
@@ -1242,11 +1251,29 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
         int sb = u >> 2, p = u & 3;
         const u8* b = row + (i64)sb * 144;
         float sc0, m0, sc1, m1;
-        scale_min_k4(2 * p, b + 4, &sc0, &m0);
-        scale_min_k4(2 * p + 1, b + 4, &sc1, &m1);
         u32 q[8];
-        load16(b + 16 + 32 * p, q);
-        load16(b + 32 + 32 * p, q + 4);
+        float d, dmin;
+#if Q4K_WIDE_LOADS
+        if ((((unsigned long long)row) & 15) == 0) // every super-block 16-aligned (144 = 9 x 16): the same for a whole matrix
+        {
+            U32x4 head = *(const U32x4*)b; // d | dmin << 16, then the 12 scale bytes
+            U32x4 q0 = *(const U32x4*)(b + 16 + 32 * p), q1 = *(const U32x4*)(b + 32 + 32 * p);
+            q[0] = q0.x; q[1] = q0.y; q[2] = q0.z; q[3] = q0.w; q[4] = q1.x; q[5] = q1.y; q[6] = q1.z; q[7] = q1.w;
+            scale_min_k4_words(2 * p, head.y, head.z, head.w, &sc0, &m0);
+            scale_min_k4_words(2 * p + 1, head.y, head.z, head.w, &sc1, &m1);
+            d = h2f((u16)(head.x & 0xFFFFu));
+            dmin = h2f((u16)(head.x >> 16));
+        }
+        else
+#endif
+        {
+            scale_min_k4(2 * p, b + 4, &sc0, &m0);
+            scale_min_k4(2 * p + 1, b + 4, &sc1, &m1);
+            load16(b + 16 + 32 * p, q);
+            load16(b + 32 + 32 * p, q + 4);
+            d = ldh(b);
+            dmin = ldh(b + 2);
+        }
         int xa = sb * 8 + 2 * p;
         int y[8];
         load_xq32(xq, xa, x);
@@ -1259,7 +1286,7 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
             s1 = dp4a((int)((q[k] >> 4) & 0x0F0F0F0Fu), y[k], s1);
         }
         XScale a0 = xs[xa], a1 = xs[xa + 1];
-        return ldh(b) * (sc0 * a0.d * (float)s0 + sc1 * a1.d * (float)s1) - ldh(b + 2) * (m0 * a0.s + m1 * a1.s);
+        return d * (sc0 * a0.d * (float)s0 + sc1 * a1.d * (float)s1) - dmin * (m0 * a0.s + m1 * a1.s);
     }
     else // T_Q6_K
     {
@@ -1308,6 +1335,11 @@ __device__ __forceinline__ int matvec_target(const MatVecTargets& a, int* r)
 // per SM (it then caps registers), 0 leaves it free.
 #ifndef MATVEC_UNROLL
 #define MATVEC_UNROLL 4
+#endif
+// 1: the Q4_K unit reads its super-block's header (d, dmin, the 12 scale bytes) with one 16-byte load and its 32 quant
+// bytes with two, where the matrix is 16-aligned, instead of byte loads of the scales (docs/gpu-kernels.md#decode-prefetch).
+#ifndef Q4K_WIDE_LOADS
+#define Q4K_WIDE_LOADS 0
 #endif
 #ifndef SWIGLU_UNROLL
 #define SWIGLU_UNROLL 2

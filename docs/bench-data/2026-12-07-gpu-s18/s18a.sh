@@ -14,7 +14,7 @@ ALL="PDL_EARLY_TRIGGER=1;MATVEC_PREFETCH_L2=1;ATTENTION_PREFETCH_L2=1"
 left() { [ $(( $(date +%s) - T0 )) -lt $1 ]; }
 pe() { left 540 || { echo "skipped (time): $*" >>$B; return; }; echo "== $*" >>$B; env "$@" 2>$OUT/last.err | grep -E "^\| synthetic" >>$B; grep -E "rror" $OUT/last.err | head -5 >>$B; el >>$B; }
 { echo "== kit MatMul/Attention cases, every prefetch switch on"
-  env PLUGINENGINE_CONFORMANCE_BACKENDS=cuda PLUGINENGINE_CUDA_DEFINES="$ALL" timeout 90 /tmp/dn/dotnet $D/app/conf/PluginEngine.Conformance.Tests.dll -noColor -parallel none \
+  env PLUGINENGINE_CONFORMANCE_BACKENDS=cuda PLUGINENGINE_CUDA_DEFINES="$ALL;Q4K_WIDE_LOADS=1" timeout 90 /tmp/dn/dotnet $D/app/conf/PluginEngine.Conformance.Tests.dll -noColor -parallel none \
     -method "*MatMul*" -method "*Attention*" -method "*Decode*" 2>&1 | grep -E "Total:|\[FAIL\]" -A6 | head -40; el; } >>$S
 while [ ! -e /tmp/models.done ]; do sleep 2; done; cat /tmp/models.done >>$S
 for m in llama7b:Q4_0 llama7b:Q4_K_M; do pe X=1 $D/pe bench -m synthetic:$m --backend cuda -p 512 -n 128 -r 3; done
@@ -26,6 +26,7 @@ for pass in 1 2; do
   done
 done
 for m in tinyllama:Q4_0 llama7b:Q4_0; do for v in "PDL_EARLY_TRIGGER=2;MATVEC_PREFETCH_L2=1" ""; do pe PLUGINENGINE_CUDA_DEFINES="$v" $D/pe bench -m synthetic:$m --backend cuda -p 0 -n 128 -r 5; done; done
+for v in "Q4K_WIDE_LOADS=1" "" "Q4K_WIDE_LOADS=1;MATVEC_MIN_BLOCKS=12" "Q4K_WIDE_LOADS=1"; do pe PLUGINENGINE_CUDA_DEFINES="$v" $D/pe bench -m synthetic:llama7b:Q4_K_M --backend cuda -p 0 -n 128 -r 5; done
 for m in llama7b:Q4_K_M llama7b:Q4_0; do for v in "MATVEC_MIN_BLOCKS=12" "MATVEC_MIN_BLOCKS=16" ""; do pe PLUGINENGINE_CUDA_DEFINES="$v" $D/pe bench -m synthetic:$m --backend cuda -p 0 -n 128 -r 5; done; done
 for m in llama7b:Q4_0 tinyllama:F16; do pe PLUGINENGINE_CUDA_DEFINES="$ALL" $D/pe bench -m synthetic:$m --backend cuda -p 512 -n 0 -r 3; done
 for v in "" "$ALL" "PDL_EARLY_TRIGGER=1;MATVEC_PREFETCH_L2=1"; do
