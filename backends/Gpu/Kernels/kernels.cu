@@ -364,6 +364,11 @@ WEIGHT_KERNELS(q6_k, T_Q6_K)
 #ifndef ATTENTION_PREFETCH_L2
 #define ATTENTION_PREFETCH_L2 0
 #endif
+// ATTENTION_PREFETCH_STEPS=n > 0: inside the attention's loop each warp asks L2 for the K and V rows it reads n steps
+// later (attend), so the next step's loads do not start cold when this step's arithmetic ends.
+#ifndef ATTENTION_PREFETCH_STEPS
+#define ATTENTION_PREFETCH_STEPS 0
+#endif
 #if PDL_EARLY_TRIGGER
 #define PDL_SMALL_ENTRY() do { PDL_TRIGGER(); PDL_ENTRY(); } while (0)
 #else
@@ -658,6 +663,17 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
     float m = negInf, l = 0.f;
     for (int p0 = begin + warp; p0 < end; p0 += ATT_WARPS * P)
     {
+#if defined(PE_CUDA) && ATTENTION_PREFETCH_STEPS > 0
+        {
+            // The K and V rows this warp reads ATTENTION_PREFETCH_STEPS steps ahead, asked of L2 a 128-byte line a lane.
+            const int es = F16 ? 2 : 4, lines = (headSize * es + 127) / 128;
+            int i = lane / (2 * lines), part = lane % (2 * lines);
+            int p = p0 + ATTENTION_PREFETCH_STEPS * ATT_WARPS * P + i * ATT_WARPS;
+            if (i < P && p < end)
+                asm volatile("prefetch.global.L2 [%0];" ::"l"((const u8*)(part < lines ? k : v)
+                                                              + ((i64)p * kvStride + (i64)kh * headSize) * es + 128 * (part % lines)));
+        }
+#endif
         float kv[P][ATT_PER_LANE], vv[P][ATT_PER_LANE], sc[P];
 #pragma unroll
         for (int i = 0; i < P; i++)

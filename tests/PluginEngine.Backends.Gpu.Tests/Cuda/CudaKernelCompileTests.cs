@@ -51,9 +51,9 @@ public sealed class CudaKernelCompileTests
         var nvrtc = Nvrtc.TryLoad([], out string? why);
         if (nvrtc is null) Assert.Skip($"no NVRTC on this machine: {why}");
         var (plain, _) = nvrtc.Compile(KernelSource.CudaDefault, KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
-        var (off, _) = nvrtc.Compile(KernelSource.For(KernelDialect.Cuda, 32, "PDL_EARLY_TRIGGER=0;MATVEC_PREFETCH_L2=0;ATTENTION_PREFETCH_L2=0;Q4K_WIDE_LOADS=0"), KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
+        var (off, _) = nvrtc.Compile(KernelSource.For(KernelDialect.Cuda, 32, "PDL_EARLY_TRIGGER=0;MATVEC_PREFETCH_L2=0;ATTENTION_PREFETCH_L2=0;ATTENTION_PREFETCH_STEPS=0;Q4K_WIDE_LOADS=0"), KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
         Assert.Equal(plain, off);
-        foreach (string on in new[] { "PDL_EARLY_TRIGGER=1", "PDL_EARLY_TRIGGER=2", "MATVEC_PREFETCH_L2=1", "ATTENTION_PREFETCH_L2=1", "Q4K_WIDE_LOADS=1" })
+        foreach (string on in new[] { "PDL_EARLY_TRIGGER=1", "PDL_EARLY_TRIGGER=2", "MATVEC_PREFETCH_L2=1", "ATTENTION_PREFETCH_L2=1", "ATTENTION_PREFETCH_STEPS=1", "Q4K_WIDE_LOADS=1" })
         {
             var (image, _) = nvrtc.Compile(KernelSource.For(KernelDialect.Cuda, 32, on), KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
             Assert.False(plain.AsSpan().SequenceEqual(image), $"{on} left the sm_90 image unchanged");
