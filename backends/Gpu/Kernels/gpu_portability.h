@@ -57,7 +57,7 @@ __device__ __forceinline__ float load_cg(const float* p) { return *(const volati
 // predecessor's completion and memory (griddepcontrol.wait: a no-op when launched normally). Before sm_90, and on HIP
 // (kernels of a stream run in order), it is omitted.
 // PDL_TRIGGER lets the stream's next kernel be scheduled before this one ends (griddepcontrol.launch_dependents); only the
-// small kernels that a decode mat-vec follows use it, under PDL_EARLY_TRIGGER (kernels.cu, docs/gpu-kernels.md#decode-prefetch).
+// small kernels that a decode mat-vec follows use it (PDL_SMALL_ENTRY in kernels.cu, docs/gpu-kernels.md#decode-prefetch).
 #if defined(PE_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define PDL_ENTRY() asm volatile("griddepcontrol.wait;" ::: "memory")
 #define PDL_TRIGGER() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")

@@ -348,48 +348,23 @@ WEIGHT_KERNELS(q6_k, T_Q6_K)
 #define NORM_REGS 8
 
 // --- Decode prefetch (docs/gpu-kernels.md#decode-prefetch) -----------------------------------------------------------
-// A decode mat-vec's weights do not depend on the kernels before it, only its activations do. PDL_EARLY_TRIGGER=1: the
-// small kernels a mat-vec follows (norms, quantization, rope/cache store, decode attention, elementwise) let the stream's
-// next kernel be scheduled as soon as they start (PDL_SMALL_ENTRY), not when they end. MATVEC_PREFETCH_L2=1: the decode
-// mat-vecs ask L2 for their rows' bytes before they wait for their predecessor (matvec_prefetch_row), so a mat-vec
-// scheduled early streams its weights while the small kernels still run. Both are hints: what is read and computed, and in
-// which order, is unchanged. 0 (off) unless measured otherwise.
+// PDL_EARLY_TRIGGER=1 (default): the small kernels a decode mat-vec follows (norms, quantization, rope/cache store,
+// decode attention, elementwise) let the stream's next kernel be scheduled as soon as they start (PDL_SMALL_ENTRY), not
+// when they end, so its blocks are resident and waiting on the GPU when the small kernel finishes. 0: at their end.
+// ATTENTION_PREFETCH_STEPS=n (default 1): inside the attention's loop each warp asks L2 for the K and V rows it reads n
+// steps later (attend), so the next step's loads do not start cold when this step's arithmetic ends. 0: none.
+// Both are hints: what is read and computed, and in which order, is unchanged.
 #ifndef PDL_EARLY_TRIGGER
-#define PDL_EARLY_TRIGGER 0
+#define PDL_EARLY_TRIGGER 1
 #endif
-#ifndef MATVEC_PREFETCH_L2
-#define MATVEC_PREFETCH_L2 0
-#endif
-// ATTENTION_PREFETCH_L2=1: the decode attention asks L2 for its positions' K and V rows the same way (attention_prefetch).
-#ifndef ATTENTION_PREFETCH_L2
-#define ATTENTION_PREFETCH_L2 0
-#endif
-// ATTENTION_PREFETCH_STEPS=n > 0: inside the attention's loop each warp asks L2 for the K and V rows it reads n steps
-// later (attend), so the next step's loads do not start cold when this step's arithmetic ends.
 #ifndef ATTENTION_PREFETCH_STEPS
-#define ATTENTION_PREFETCH_STEPS 0
+#define ATTENTION_PREFETCH_STEPS 1
 #endif
 #if PDL_EARLY_TRIGGER
 #define PDL_SMALL_ENTRY() do { PDL_TRIGGER(); PDL_ENTRY(); } while (0)
 #else
 #define PDL_SMALL_ENTRY() PDL_ENTRY()
 #endif
-// PDL_EARLY_TRIGGER=2: the decode mat-vecs trigger at entry too (their followers are small kernels, which then wait on
-// the GPU instead of being scheduled when the mat-vec ends).
-#if PDL_EARLY_TRIGGER >= 2
-#define PDL_MATVEC_ENTRY() do { PDL_TRIGGER(); PDL_ENTRY(); } while (0)
-#else
-#define PDL_MATVEC_ENTRY() PDL_ENTRY()
-#endif
-
-// The 128-byte lines of [p, p + n) asked of L2 by one warp, a line a lane at a time (no-op unless MATVEC_PREFETCH_L2 on CUDA).
-__device__ __forceinline__ void matvec_prefetch_row(const u8* p, i64 n)
-{
-#if defined(PE_CUDA) && MATVEC_PREFETCH_L2
-    unsigned long long a = ((unsigned long long)p & ~127ull) + 128ull * (threadIdx.x & 31), end = (unsigned long long)p + n;
-    for (; a < end; a += 128ull * 32) asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
-#endif
-}
 
 // y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w; one block per row (a decode row that the int8 mat-vec reads
 // next goes to rms_norm_q8_row instead). Rows up to NORM_REGS x blockDim stay in registers, every x and w load issued
@@ -823,35 +798,12 @@ __device__ __forceinline__ void attention_split(const float* q, const void* k, c
     if (threadIdx.x == 0) tickets[h] = 0;
 }
 
-// The decode attention's prefetch (ATTENTION_PREFETCH_L2): the 128-byte lines of the K and V rows of positions
-// [begin, end) of kv head kh, spread over the block, before it waits for its predecessor (which writes the last position's
-// row: L2 is where writes land, so a line asked for early is never stale). Compiled away when off.
-template <bool F16>
-__device__ __forceinline__ void attention_prefetch(const void* k, const void* v, int kh, i64 kvStride, int headSize, int begin, int end)
-{
-#if defined(PE_CUDA) && ATTENTION_PREFETCH_L2
-    const int es = F16 ? 2 : 4, lines = (headSize * es + 127) / 128;
-    i64 items = (i64)(end - begin) * lines;
-    for (i64 i = threadIdx.x; i < items; i += blockDim.x)
-    {
-        i64 off = ((i64)(begin + i / lines) * kvStride + (i64)kh * headSize) * es + 128 * (i % lines);
-        asm volatile("prefetch.global.L2 [%0];" ::"l"((const u8*)k + off));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"((const u8*)v + off));
-    }
-#endif
-}
-
 // __launch_bounds__: a block is ATTENTION_WARPS warps (512 threads), so a thread may use at most 128 registers; without
 // the bound the compiler may take more and the launch fails with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (seen on an H100).
 #define ATTENTION_KERNEL(name, F16, P)                                                                                 \
     extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
                                     int headSize, float scale, i8* xq, XScale* xs)                                     \
-    {                                                                                                                  \
-        if (P == 4 && gridDim.y == 1) /* a decode token */                                                             \
-            attention_prefetch<F16>(k, v, blockIdx.x / (heads / kvHeads), (i64)kvHeads * headSize, headSize, 0, firstPosition + 1); \
-        PDL_SMALL_ENTRY();                                                                                             \
-        attention<F16, P>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs);                     \
-    }
+    { PDL_SMALL_ENTRY(); attention<F16, P>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
 
 ATTENTION_KERNEL(attention_f32, false, 1)
 ATTENTION_KERNEL(attention_f16, true, 1)
@@ -861,12 +813,7 @@ ATTENTION_KERNEL(attention_decode_f16, true, 4)
 #define ATTENTION_SPLIT_KERNEL(name, F16)                                                                               \
     extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
                                     int headSize, float scale, i8* xq, XScale* xs, float* partial, int* tickets, int chunk) \
-    {                                                                                                                  \
-        attention_prefetch<F16>(k, v, blockIdx.x / (heads / kvHeads), (i64)kvHeads * headSize, headSize, blockIdx.y * chunk, \
-                                min(firstPosition + 1, (int)(blockIdx.y + 1) * chunk));                                \
-        PDL_SMALL_ENTRY();                                                                                             \
-        attention_split<F16>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs, partial, tickets, chunk); \
-    }
+    { PDL_SMALL_ENTRY(); attention_split<F16>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs, partial, tickets, chunk); }
 
 ATTENTION_SPLIT_KERNEL(attention_split_f32, false)
 ATTENTION_SPLIT_KERNEL(attention_split_f16, true)
@@ -1352,10 +1299,10 @@ __device__ __forceinline__ int matvec_target(const MatVecTargets& a, int* r)
 #ifndef MATVEC_UNROLL
 #define MATVEC_UNROLL 4
 #endif
-// 1: the Q4_K unit reads its super-block's header (d, dmin, the 12 scale bytes) with one 16-byte load and its 32 quant
-// bytes with two, where the matrix is 16-aligned, instead of byte loads of the scales (docs/gpu-kernels.md#decode-prefetch).
+// 1 (default): the Q4_K unit reads its super-block's header (d, dmin, the 12 scale bytes) with one 16-byte load and its 32
+// quant bytes with two, where the matrix is 16-aligned; 0: byte loads of the scales (docs/gpu-kernels.md#q4_k-decode-loads).
 #ifndef Q4K_WIDE_LOADS
-#define Q4K_WIDE_LOADS 0
+#define Q4K_WIDE_LOADS 1
 #endif
 #ifndef SWIGLU_UNROLL
 #define SWIGLU_UNROLL 2
@@ -1560,36 +1507,16 @@ __device__ __forceinline__ void matmul_q8(const u8* __restrict__ w, i64 rowBytes
     }
 }
 
-// The decode mat-vecs' weight prefetch (MATVEC_PREFETCH_L2): the warp's row, as matvec_q8 / swiglu_q8 pick it, from the
-// launch's arguments alone, so it runs before PDL_ENTRY. Compiled away when off.
-__device__ __forceinline__ void matvec_prefetch(const MatVecTargets& a)
-{
-#if MATVEC_PREFETCH_L2
-    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), target = matvec_target(a, &r);
-    if (target >= 0) matvec_prefetch_row(a.t[target].w + (i64)r * a.t[target].rowBytes, a.t[target].rowBytes);
-#endif
-}
-
-__device__ __forceinline__ void swiglu_prefetch(const u8* wg, const u8* wu, i64 rowBytes, int rows)
-{
-#if MATVEC_PREFETCH_L2
-    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (r >= rows) return;
-    matvec_prefetch_row(wg + (i64)r * rowBytes, rowBytes);
-    matvec_prefetch_row(wu + (i64)r * rowBytes, rowBytes);
-#endif
-}
-
 // The one-token decode kernels of a weight type: matvec_<k>, swiglu_<k> and matvec_rope_<k>, with <k> = q8_<type> for the
 // quantized types (8-bit activations) and <type> for the plain ones (F32 activations, passed as xq).
 #define MATVEC_KERNELS(k, T)                                                                                           \
     extern "C" __global__ void MATVEC_BOUNDS matvec_##k(MatVecTargets a, int cols, const i8* xq, const XScale* xs)     \
-    { matvec_prefetch(a); PDL_MATVEC_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                \
+    { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                                    \
     extern "C" __global__ void MATVEC_BOUNDS swiglu_##k(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols,  \
                                                         const i8* xq, const XScale* xs, float* y, i8* yq, XScale* ys, int* tickets) \
-    { swiglu_prefetch(wg, wu, rowBytes, rows); PDL_MATVEC_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y, yq, ys, tickets); } \
+    { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y, yq, ys, tickets); }                          \
     extern "C" __global__ void MATVEC_BOUNDS matvec_rope_##k(MatVecTargets a, int cols, const i8* xq, const XScale* xs, RopeStore e) \
-    { matvec_prefetch(a); PDL_MATVEC_ENTRY(); matvec_rope_q8<T>(a, cols, xq, xs, e); }
+    { PDL_ENTRY(); matvec_rope_q8<T>(a, cols, xq, xs, e); }
 
 #define MATVEC_Q8_KERNEL(name, T)                                                                                      \
     MATVEC_KERNELS(q8_##name, T)                                                                                       \
