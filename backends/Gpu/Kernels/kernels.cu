@@ -1175,6 +1175,12 @@ __device__ __forceinline__ void load_xq32(const i8* xq, int blk, int* w)
 template <int T> struct Unit { static const int Elems = 32; };
 template <> struct Unit<T_Q4_K> { static const int Elems = 64; };
 
+// 1 (default): the Q4_K unit reads its super-block's header (d, dmin, the 12 scale bytes) with one 16-byte load and its 32
+// quant bytes with two, where the matrix is 16-aligned; 0: byte loads of the scales (docs/gpu-kernels.md#q4_k-decode-loads).
+#ifndef Q4K_WIDE_LOADS
+#define Q4K_WIDE_LOADS 1
+#endif
+
 // Dot product of unit u of a weight row with the quantized activations of one token.
 template <int T>
 __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, const XScale* xs)
@@ -1298,11 +1304,6 @@ __device__ __forceinline__ int matvec_target(const MatVecTargets& a, int* r)
 // per SM (it then caps registers), 0 leaves it free.
 #ifndef MATVEC_UNROLL
 #define MATVEC_UNROLL 4
-#endif
-// 1 (default): the Q4_K unit reads its super-block's header (d, dmin, the 12 scale bytes) with one 16-byte load and its 32
-// quant bytes with two, where the matrix is 16-aligned; 0: byte loads of the scales (docs/gpu-kernels.md#q4_k-decode-loads).
-#ifndef Q4K_WIDE_LOADS
-#define Q4K_WIDE_LOADS 1
 #endif
 #ifndef SWIGLU_UNROLL
 #define SWIGLU_UNROLL 2
