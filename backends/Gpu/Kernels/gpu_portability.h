@@ -51,13 +51,12 @@ __device__ __forceinline__ float load_cg(const float* p) { return *(const volati
 
 // --- Programmatic dependent launch (runtime API) ----------------------------------------------------------------------
 // CUDA sm_90+, when the host launches with the programmatic-serialization attribute: a kernel may be scheduled before the
-// previous kernel of its stream has completed (once all of that kernel's blocks have exited, as none triggers earlier: an
-// explicit griddepcontrol.launch_dependents at kernel entry was measured slower, 405 against 433 t/s for the 7B shape on
-// an H200, its waiting blocks taking SM slots from the running kernel). Every kernel therefore starts by waiting for its
-// predecessor's completion and memory (griddepcontrol.wait: a no-op when launched normally). Before sm_90, and on HIP
-// (kernels of a stream run in order), it is omitted.
-// PDL_TRIGGER lets the stream's next kernel be scheduled before this one ends (griddepcontrol.launch_dependents); only the
-// small kernels that a decode mat-vec follows use it (PDL_SMALL_ENTRY in kernels.cu, docs/gpu-kernels.md#decode-prefetch).
+// previous kernel of its stream has completed: once all of that kernel's blocks have exited, or earlier where they trigger
+// (PDL_TRIGGER, griddepcontrol.launch_dependents). Only the small kernels that a decode mat-vec follows trigger, at entry
+// (PDL_SMALL_ENTRY in kernels.cu, docs/gpu-kernels.md#decode-prefetch); a trigger at every kernel's entry was measured
+// slower (405 against 433 t/s for the 7B shape on an H200), its waiting blocks taking SM slots from the running kernel.
+// Every kernel therefore starts by waiting for its predecessor's completion and memory (griddepcontrol.wait: a no-op when
+// launched normally). Before sm_90, and on HIP (kernels of a stream run in order), both are omitted.
 #if defined(PE_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define PDL_ENTRY() asm volatile("griddepcontrol.wait;" ::: "memory")
 #define PDL_TRIGGER() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
