@@ -1223,7 +1223,9 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
         u32 q[8];
         float d, dmin;
 #if Q4K_WIDE_LOADS
-        if ((((unsigned long long)row) & 15) == 0) // every super-block 16-aligned (144 = 9 x 16): the same for a whole matrix
+        // Every super-block is 16-aligned when the row is (144 = 9 x 16). GpuBuffers' 32-byte alignment makes it so; the
+        // test (the same for a whole matrix) keeps a misaligned one on the byte loads below rather than faulting.
+        if ((((unsigned long long)row) & 15) == 0)
         {
             U32x4 head = *(const U32x4*)b; // d | dmin << 16, then the 12 scale bytes
             U32x4 q0 = *(const U32x4*)(b + 16 + 32 * p), q1 = *(const U32x4*)(b + 32 + 32 * p);
