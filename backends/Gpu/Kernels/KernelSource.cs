@@ -82,9 +82,23 @@ internal static class KernelSource
     }
 
     /// <summary>
-    /// "NAME=INT;NAME=INT": kernel tuning macros for experiments (kernels.cu's MATVEC_UNROLL, SWIGLU_UNROLL, MATVEC_MIN_BLOCKS; any
-    /// name the source tests with #ifndef). Throws <see cref="PluginOptionException"/> naming <paramref name="where"/> for a
-    /// malformed entry or one of the host's own <see cref="Defines"/>, which must stay what the launch arithmetic assumes.
+    /// The names a tuning define may take: every macro the kernel source gives a default with <c>#ifndef NAME</c>, less the
+    /// host's <see cref="Defines"/> (MMQ_ROWS excepted, see <see cref="ParseTuningDefines"/>) and the vendor's (PE_*). Read
+    /// from the source, so a knob added to kernels.cu is accepted without a list to keep in step.
+    /// </summary>
+    public static IReadOnlyCollection<string> TuningDefineNames => TuningNames.Value;
+
+    private static readonly Lazy<SortedSet<string>> TuningNames = new(() => new SortedSet<string>(
+        System.Text.RegularExpressions.Regex.Matches(PortabilityHeader.Value + "\n" + Body.Value, @"(?m)^[ \t]*#ifndef[ \t]+([A-Z_][A-Z0-9_]*)")
+            .Select(m => m.Groups[1].Value)
+            .Where(n => n == "MMQ_ROWS" || (!Defines.Any(d => d.Name == n) && !n.StartsWith("PE_", StringComparison.Ordinal))),
+        StringComparer.Ordinal));
+
+    /// <summary>
+    /// "NAME=INT;NAME=INT": kernel tuning macros for experiments (kernels.cu's MATVEC_UNROLL, SWIGLU_UNROLL, MATVEC_MIN_BLOCKS;
+    /// any of <see cref="TuningDefineNames"/>). Throws <see cref="PluginOptionException"/> naming <paramref name="where"/> for a
+    /// malformed entry, one of the host's own <see cref="Defines"/> (which must stay what the launch arithmetic assumes), or a
+    /// name the kernels do not read (a misspelt knob would otherwise change nothing, silently).
     /// </summary>
     public static IReadOnlyList<(string Name, int Value)> ParseTuningDefines(string spec, string where)
     {
@@ -103,6 +117,8 @@ internal static class KernelSource
             }
             else if (Defines.Any(d => d.Name == name))
                 throw new PluginOptionException($"{where}: {name} is set by the host (launch geometry) and cannot be overridden");
+            else if (!TuningNames.Value.Contains(name))
+                throw new PluginOptionException($"{where}: {name} is not a tuning define of the kernels (they are: {string.Join(", ", TuningNames.Value)})");
             if (result.Exists(d => d.Item1 == name)) throw new PluginOptionException($"{where}: {name} is given twice");
             result.Add((name, value));
         }

@@ -189,6 +189,23 @@ public sealed class GpuKernelOptionsTests
         var host = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(), k => k == "PLUGINENGINE_CUDA_DEFINES" ? "ROW_CHUNK=256" : null));
         Assert.Contains("environment variable PLUGINENGINE_CUDA_DEFINES", host.Message);
         Assert.Contains("ROW_CHUNK", host.Message);
+        // A misspelt knob would compile and change nothing: it is refused, with the names the kernels do read.
+        var unknown = Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("defines", "Q4K_WIDE_LOAD=0")), _ => null));
+        Assert.Contains("$.plugins[1].options.defines", unknown.Message);
+        Assert.Contains("Q4K_WIDE_LOAD is not a tuning define", unknown.Message);
+        Assert.Contains("Q4K_WIDE_LOADS", unknown.Message);
+        Assert.Throws<PluginOptionException>(() => GpuKernelOptions.FromCuda(Options(("defines", "PE_DEVICE_WARP=64")), _ => null));
+    }
+
+    [Fact]
+    public void Tuning_define_names_are_the_kernels_defaults_less_the_hosts()
+    {
+        var names = KernelSource.TuningDefineNames;
+        foreach (string knob in new[] { "MATVEC_UNROLL", "SWIGLU_UNROLL", "MATVEC_MIN_BLOCKS", "MATMUL_T1_UNROLL", "MMQ_PREFETCH",
+                                         "PDL_EARLY_TRIGGER", "ATTENTION_PREFETCH_STEPS", "Q4K_WIDE_LOADS", "MMQ_ROWS" })
+            Assert.Contains(knob, names);
+        foreach (var (host, _) in KernelSource.Defines.Where(d => d.Name != "MMQ_ROWS")) Assert.DoesNotContain(host, names);
+        Assert.DoesNotContain(names, n => n.StartsWith("PE_", StringComparison.Ordinal));
     }
 
     [Fact]
