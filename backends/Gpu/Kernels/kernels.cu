@@ -636,18 +636,19 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
     bool vector = headSize % 4 == 0 && kvStride % 4 == 0 && (((unsigned long long)k | (unsigned long long)v) & (F16 ? 7 : 15)) == 0;
     const float negInf = -__int_as_float(0x7f800000);
     float m = negInf, l = 0.f;
+#if defined(PE_CUDA) && ATTENTION_PREFETCH_STEPS > 0
+    // The K and V rows this warp reads ATTENTION_PREFETCH_STEPS steps ahead, asked of L2 a 128-byte line a lane: lane
+    // takes line (part % lines) of K (part < lines) or V of the step's i-th position. Fixed per lane, so set up once.
+    const int es = F16 ? 2 : 4, lines = (headSize * es + 127) / 128;
+    const int pfItem = lane / (2 * lines), pfPart = lane % (2 * lines);
+    const int pfAhead = ATTENTION_PREFETCH_STEPS * ATT_WARPS * P + pfItem * ATT_WARPS;
+    const u8* pfRow = (const u8*)(pfPart < lines ? k : v) + (i64)kh * headSize * es + 128 * (pfPart % lines);
+#endif
     for (int p0 = begin + warp; p0 < end; p0 += ATT_WARPS * P)
     {
 #if defined(PE_CUDA) && ATTENTION_PREFETCH_STEPS > 0
-        {
-            // The K and V rows this warp reads ATTENTION_PREFETCH_STEPS steps ahead, asked of L2 a 128-byte line a lane.
-            const int es = F16 ? 2 : 4, lines = (headSize * es + 127) / 128;
-            int i = lane / (2 * lines), part = lane % (2 * lines);
-            int p = p0 + ATTENTION_PREFETCH_STEPS * ATT_WARPS * P + i * ATT_WARPS;
-            if (i < P && p < end)
-                asm volatile("prefetch.global.L2 [%0];" ::"l"((const u8*)(part < lines ? k : v)
-                                                              + ((i64)p * kvStride + (i64)kh * headSize) * es + 128 * (part % lines)));
-        }
+        if (pfItem < P && p0 + pfAhead < end)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(pfRow + (i64)(p0 + pfAhead) * kvStride * es));
 #endif
         float kv[P][ATT_PER_LANE], vv[P][ATT_PER_LANE], sc[P];
 #pragma unroll
