@@ -114,33 +114,61 @@ __device__ __forceinline__ void load16(const u8* p, u32* w)
 // 4*N bytes at a 2-byte-aligned p as N words, read as N+1 aligned words and funnel-shifted: the same instructions on
 // every lane whatever its own alignment (load16's per-address branch splits a warp whose lanes read 18- or 34-byte
 // blocks). The extra word is read only when p is not 4-aligned, so nothing outside the words that hold p's bytes is touched.
+// The loads (load) and the shifts (words) are apart so that a decode mat-vec can issue the loads before it waits for its
+// predecessor and shift after (MATVEC_PRELOAD); load_a2 does both.
+template <int N>
+struct A2Words
+{
+    u32 x[N + 1], sh;
+    __device__ __forceinline__ void load(const u8* p)
+    {
+        const u32* a = (const u32*)((unsigned long long)p & ~3ull);
+        sh = ((u32)(unsigned long long)p & 2u) * 8u; // 0 or 16
+#pragma unroll
+        for (int i = 0; i < N; i++) x[i] = a[i];
+        x[N] = sh ? a[N] : 0u;
+    }
+    __device__ __forceinline__ void words(u32* w) const
+    {
+#pragma unroll
+        for (int i = 0; i < N; i++) w[i] = __funnelshift_r(x[i], x[i + 1], sh);
+    }
+};
 template <int N>
 __device__ __forceinline__ void load_a2(const u8* p, u32* w)
 {
-    const u32* a = (const u32*)((unsigned long long)p & ~3ull);
-    u32 sh = ((u32)(unsigned long long)p & 2u) * 8u; // 0 or 16
-    u32 x[N + 1];
-#pragma unroll
-    for (int i = 0; i < N; i++) x[i] = a[i];
-    x[N] = sh ? a[N] : 0u;
-#pragma unroll
-    for (int i = 0; i < N; i++) w[i] = __funnelshift_r(x[i], x[i + 1], sh);
+    A2Words<N> a;
+    a.load(p);
+    a.words(w);
 }
 
 // A block that starts with an f16 scale and then N words of quants (Q4_0: N = 4, 18 bytes; Q8_0: N = 8, 34 bytes), at a
 // 2-byte-aligned b: N + 1 aligned words hold all of it (each of them holds at least one of the block's bytes), then
-// the scale and the quants are shifted out. Uniform across lanes, as load_a2.
+// the scale and the quants are shifted out. Uniform across lanes, as load_a2; loads and shifts apart as A2Words.
+template <int N>
+struct ScaledBlockWords
+{
+    u32 x[N + 1], sh;
+    __device__ __forceinline__ void load(const u8* b)
+    {
+        const u32* a = (const u32*)((unsigned long long)b & ~3ull);
+        sh = ((u32)(unsigned long long)b & 2u) * 8u; // 0 or 16
+#pragma unroll
+        for (int i = 0; i <= N; i++) x[i] = a[i];
+    }
+    __device__ __forceinline__ float quants(u32* q) const // returns the scale
+    {
+#pragma unroll
+        for (int i = 0; i < N; i++) q[i] = __funnelshift_rc(x[i], x[i + 1], 16u + sh); // shift 32 (clamped) = the next word
+        return h2f((u16)(x[0] >> sh));
+    }
+};
 template <int N>
 __device__ __forceinline__ float load_scaled_block(const u8* b, u32* q)
 {
-    const u32* a = (const u32*)((unsigned long long)b & ~3ull);
-    u32 sh = ((u32)(unsigned long long)b & 2u) * 8u; // 0 or 16
-    u32 x[N + 1];
-#pragma unroll
-    for (int i = 0; i <= N; i++) x[i] = a[i];
-#pragma unroll
-    for (int i = 0; i < N; i++) q[i] = __funnelshift_rc(x[i], x[i + 1], 16u + sh); // shift 32 (clamped) = the next word
-    return h2f((u16)(x[0] >> sh));
+    ScaledBlockWords<N> w;
+    w.load(b);
+    return w.quants(q);
 }
 
 // Dequantizes the 16 elements e0 .. e0+15 of a row (e0 a multiple of 16). Quantized types read whole blocks
@@ -1182,16 +1210,27 @@ template <> struct Unit<T_Q4_K> { static const int Elems = 64; };
 #define Q4K_WIDE_LOADS 1
 #endif
 
-// Dot product of unit u of a weight row with the quantized activations of one token.
-template <int T>
-__device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, const XScale* xs)
+// One unit of a weight row for the decode mat-vecs, in two steps: load issues the unit's weight loads into registers, dot
+// unpacks them and takes the dot product with the quantized activations of one token. Apart, so that a mat-vec can issue
+// its first units' loads before it waits for its predecessor (MATVEC_PRELOAD: the weights never depend on it) and do
+// everything that needs a loaded value after; dot_unit does both. The primary template serves the plain types, which never
+// take the unit path (row_dot and swiglu_q8 branch on IS_PLAIN) but are instantiated through it.
+template <int T> struct WeightUnit
 {
-    int x[8];
-    if (T == T_Q4_0)
+    __device__ __forceinline__ void load(const u8*, int) {}
+    __device__ __forceinline__ float dot(int, const i8*, const XScale*) const { return 0.f; }
+};
+
+// Q4_0: 18-byte block: f16 d, 16 bytes of nibbles (low nibbles = elements 0..15, high = 16..31); value = d * (q - 8)
+template <> struct WeightUnit<T_Q4_0>
+{
+    ScaledBlockWords<4> w;
+    __device__ __forceinline__ void load(const u8* row, int u) { w.load(row + (i64)u * 18); }
+    __device__ __forceinline__ float dot(int u, const i8* xq, const XScale* xs) const
     {
-        // 18-byte block: f16 d, 16 bytes of nibbles (low nibbles = elements 0..15, high = 16..31); value = d * (q - 8)
         u32 q[4];
-        float d = load_scaled_block<4>(row + (i64)u * 18, q);
+        int x[8];
+        float d = w.quants(q);
         load_xq32(xq, u, x);
         int s = 0;
 #pragma unroll
@@ -1203,51 +1242,73 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
         XScale a = xs[u];
         return d * (a.d * (float)s - 8.f * a.s);
     }
-    else if (T == T_Q8_0)
+};
+
+// Q8_0: 34-byte block: f16 d, 32 int8
+template <> struct WeightUnit<T_Q8_0>
+{
+    ScaledBlockWords<8> w;
+    __device__ __forceinline__ void load(const u8* row, int u) { w.load(row + (i64)u * 34); }
+    __device__ __forceinline__ float dot(int u, const i8* xq, const XScale* xs) const
     {
-        // 34-byte block: f16 d, 32 int8
         u32 q[8];
-        float d = load_scaled_block<8>(row + (i64)u * 34, q);
+        int x[8];
+        float d = w.quants(q);
         load_xq32(xq, u, x);
         int s = 0;
 #pragma unroll
         for (int k = 0; k < 8; k++) s = dp4a((int)q[k], x[k], s);
         return d * xs[u].d * (float)s;
     }
-    else if (T == T_Q4_K)
+};
+
+// Q4_K: unit = pair p of a 144-byte super-block: 32 bytes of nibbles, low = sub-block 2p, high = sub-block 2p + 1;
+// value = d * sc_j * q - dmin * m_j
+template <> struct WeightUnit<T_Q4_K>
+{
+    u32 q[8];
+    float d, dmin, sc0, m0, sc1, m1;
+#if Q4K_WIDE_LOADS
+    U32x4 head; // d | dmin << 16, then the 12 scale bytes; unpacked in dot
+    bool wide;
+#endif
+    __device__ __forceinline__ void load(const u8* row, int u)
     {
-        // unit = pair p of a 144-byte super-block: 32 bytes of nibbles, low = sub-block 2p, high = sub-block 2p + 1;
-        // value = d * sc_j * q - dmin * m_j
         int sb = u >> 2, p = u & 3;
         const u8* b = row + (i64)sb * 144;
-        float sc0, m0, sc1, m1;
-        u32 q[8];
-        float d, dmin;
 #if Q4K_WIDE_LOADS
         // Every super-block is 16-aligned when the row is (144 = 9 x 16). GpuBuffers' 32-byte alignment makes it so; the
         // test (the same for a whole matrix) keeps a misaligned one on the byte loads below rather than faulting.
-        if ((((unsigned long long)row) & 15) == 0)
+        wide = (((unsigned long long)row) & 15) == 0;
+        if (wide)
         {
-            U32x4 head = *(const U32x4*)b; // d | dmin << 16, then the 12 scale bytes
+            head = *(const U32x4*)b;
             U32x4 q0 = *(const U32x4*)(b + 16 + 32 * p), q1 = *(const U32x4*)(b + 32 + 32 * p);
             q[0] = q0.x; q[1] = q0.y; q[2] = q0.z; q[3] = q0.w; q[4] = q1.x; q[5] = q1.y; q[6] = q1.z; q[7] = q1.w;
+            return;
+        }
+#endif
+        scale_min_k4(2 * p, b + 4, &sc0, &m0);
+        scale_min_k4(2 * p + 1, b + 4, &sc1, &m1);
+        load16(b + 16 + 32 * p, q);
+        load16(b + 32 + 32 * p, q + 4);
+        d = ldh(b);
+        dmin = ldh(b + 2);
+    }
+    __device__ __forceinline__ float dot(int u, const i8* xq, const XScale* xs)
+    {
+        int sb = u >> 2, p = u & 3;
+#if Q4K_WIDE_LOADS
+        if (wide)
+        {
             scale_min_k4_words(2 * p, head.y, head.z, head.w, &sc0, &m0);
             scale_min_k4_words(2 * p + 1, head.y, head.z, head.w, &sc1, &m1);
             d = h2f((u16)(head.x & 0xFFFFu));
             dmin = h2f((u16)(head.x >> 16));
         }
-        else
 #endif
-        {
-            scale_min_k4(2 * p, b + 4, &sc0, &m0);
-            scale_min_k4(2 * p + 1, b + 4, &sc1, &m1);
-            load16(b + 16 + 32 * p, q);
-            load16(b + 32 + 32 * p, q + 4);
-            d = ldh(b);
-            dmin = ldh(b + 2);
-        }
         int xa = sb * 8 + 2 * p;
-        int y[8];
+        int x[8], y[8];
         load_xq32(xq, xa, x);
         load_xq32(xq, xa + 1, y);
         int s0 = 0, s1 = 0;
@@ -1260,28 +1321,54 @@ __device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, co
         XScale a0 = xs[xa], a1 = xs[xa + 1];
         return d * (sc0 * a0.d * (float)s0 + sc1 * a1.d * (float)s1) - dmin * (m0 * a0.s + m1 * a1.s);
     }
-    else // T_Q6_K
+};
+
+// Q6_K: unit = 32-element group k of a 210-byte super-block: half h = k / 4, group g = k % 4 within the half;
+// q = (4 bits of ql) | (2 bits of qh) << 4 in 0..63, value = d * scale16 * (q - 32), one int8 scale per 16
+template <> struct WeightUnit<T_Q6_K>
+{
+    A2Words<8> ql, qh; // super-blocks are 210 bytes: every other one is only 2-byte aligned
+    int sc0, sc1;
+    u16 d;
+    __device__ __forceinline__ void load(const u8* row, int u)
     {
-        // unit = 32-element group k of a 210-byte super-block: half h = k / 4, group g = k % 4 within the half;
-        // q = (4 bits of ql) | (2 bits of qh) << 4 in 0..63, value = d * scale16 * (q - 32), one int8 scale per 16
         int sb = u >> 3, k = u & 7, h = k >> 2, g = k & 3;
         const u8* b = row + (i64)sb * 210;
-        u32 ql[8], qh[8];
-        load_a2<8>(b + h * 64 + (g & 1) * 32, ql); // super-blocks are 210 bytes: every other one is only 2-byte aligned
-        load_a2<8>(b + 128 + h * 32, qh);
+        ql.load(b + h * 64 + (g & 1) * 32);
+        qh.load(b + 128 + h * 32);
+        const i8* sc = (const i8*)(b + 192) + h * 8 + 2 * g;
+        sc0 = sc[0];
+        sc1 = sc[1];
+        d = *(const u16*)(b + 208);
+    }
+    __device__ __forceinline__ float dot(int u, const i8* xq, const XScale* xs) const
+    {
+        int g = u & 3;
+        u32 l[8], hi[8];
+        int x[8];
+        ql.words(l);
+        qh.words(hi);
         load_xq32(xq, u, x);
         int shift = g >= 2 ? 4 : 0, hs = 2 * g;
         int sA = 0, sB = 0, oA = 0, oB = 0;
 #pragma unroll
         for (int w = 0; w < 8; w++)
         {
-            int qv = (int)(((ql[w] >> shift) & 0x0F0F0F0Fu) | (((qh[w] >> hs) & 0x03030303u) << 4));
+            int qv = (int)(((l[w] >> shift) & 0x0F0F0F0Fu) | (((hi[w] >> hs) & 0x03030303u) << 4));
             if (w < 4) { sA = dp4a(qv, x[w], sA); oA = dp4a(0x01010101, x[w], oA); }
             else { sB = dp4a(qv, x[w], sB); oB = dp4a(0x01010101, x[w], oB); }
         }
-        const i8* sc = (const i8*)(b + 192) + h * 8 + 2 * g;
-        return ldh(b + 208) * xs[u].d * ((float)sc[0] * (float)(sA - 32 * oA) + (float)sc[1] * (float)(sB - 32 * oB));
+        return h2f(d) * xs[u].d * ((float)sc0 * (float)(sA - 32 * oA) + (float)sc1 * (float)(sB - 32 * oB));
     }
+};
+
+// Dot product of unit u of a weight row with the quantized activations of one token.
+template <int T>
+__device__ __forceinline__ float dot_unit(const u8* row, int u, const i8* xq, const XScale* xs)
+{
+    WeightUnit<T> w;
+    w.load(row, u);
+    return w.dot(u, xq, xs);
 }
 
 // Up to three weights read by one mat-vec or mmq launch (q, k and v share their input rows; gate and up too): rows of
@@ -1356,6 +1443,44 @@ __device__ __forceinline__ float row_dot_f32(const u8* __restrict__ row, int col
     return warp_sum(acc);
 }
 
+// MATVEC_PRELOAD=n > 0: the one-token mat-vecs of the quantized types (matvec_q8_*) issue the loads of each lane's first n
+// units of weights before they wait for their predecessor (PDL_ENTRY), and unpack them and read the activations and the
+// outputs after: the weights never depend on an earlier kernel, and a mat-vec that follows a small kernel is resident
+// while that kernel runs (PDL_EARLY_TRIGGER). SWIGLU_PRELOAD=n: the same for swiglu_q8_* (n units of gate and of up).
+// The units are summed in the same order either way, so the values are the same bits. 0: wait at entry
+// (docs/gpu-kernels.md#decode-preload).
+#ifndef MATVEC_PRELOAD
+#define MATVEC_PRELOAD 0
+#endif
+#ifndef SWIGLU_PRELOAD
+#define SWIGLU_PRELOAD 0
+#endif
+#define MATVEC_PRELOADS(T) (MATVEC_PRELOAD > 0 && !IS_PLAIN(T))
+// The wait of a kernel whose entry skipped it (the matvec_ and swiglu_ kernels with preload) once its first weights are asked for.
+#define PDL_ENTRY_AFTER_PRELOAD() PDL_ENTRY()
+#define SWIGLU_PRELOADS(T) (SWIGLU_PRELOAD > 0 && !IS_PLAIN(T))
+
+// row_dot_q8 for a kernel that has not waited for its predecessor yet (MATVEC_PRELOAD): the lane's first units are loaded,
+// then PDL_ENTRY, then the sum runs over the same units in the same order as row_dot_q8's.
+template <int T>
+__device__ __forceinline__ float row_dot_q8_preloaded(const u8* __restrict__ row, int cols, const i8* __restrict__ xq, const XScale* __restrict__ xs)
+{
+    const int n = MATVEC_PRELOAD > 0 ? MATVEC_PRELOAD : 1;
+    int lane = threadIdx.x & 31, units = cols / Unit<T>::Elems;
+    WeightUnit<T> first[n];
+#pragma unroll
+    for (int i = 0; i < n; i++)
+        if (lane + 32 * i < units) first[i].load(row, lane + 32 * i);
+    PDL_ENTRY_AFTER_PRELOAD();
+    float acc = 0.f;
+#pragma unroll
+    for (int i = 0; i < n; i++)
+        if (lane + 32 * i < units) acc += first[i].dot(lane + 32 * i, xq, xs);
+    UNROLL(MATVEC_UNROLL)
+    for (int u = lane + 32 * n; u < units; u += 32) acc += dot_unit<T>(row, u, xq, xs);
+    return warp_sum(acc);
+}
+
 // The row dot of the decode mat-vecs (matvec_*, swiglu_*, matvec_rope_*): xq is the 8-bit activation row and xs its block
 // scales for quantized T; for plain T, xq is the F32 activation row itself and xs is not read.
 template <int T>
@@ -1377,7 +1502,8 @@ __device__ __forceinline__ void matvec_q8(const MatVecTargets& a, int cols, cons
     int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), target = matvec_target(a, &r);
     if (target < 0) return;
     const MatVecTarget& t = a.t[target];
-    float acc = row_dot<T>(t.w + (i64)r * t.rowBytes, cols, xq, xs);
+    const u8* row = t.w + (i64)r * t.rowBytes;
+    float acc = MATVEC_PRELOADS(T) ? row_dot_q8_preloaded<T>(row, cols, xq, xs) : row_dot<T>(row, cols, xq, xs);
     if ((threadIdx.x & 31) == 0) t.y[r] = a.accumulate ? t.y[r] + acc : acc;
 }
 
@@ -1442,9 +1568,22 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
         }
         else
         {
-            int units = cols / Unit<T>::Elems;
+            int units = cols / Unit<T>::Elems, k0 = lane;
+            if (SWIGLU_PRELOADS(T))
+            {
+                const int n = SWIGLU_PRELOAD > 0 ? SWIGLU_PRELOAD : 1;
+                WeightUnit<T> fg[n], fu[n];
+#pragma unroll
+                for (int i = 0; i < n; i++)
+                    if (lane + 32 * i < units) { fg[i].load(gRow, lane + 32 * i); fu[i].load(uRow, lane + 32 * i); }
+                PDL_ENTRY_AFTER_PRELOAD();
+#pragma unroll
+                for (int i = 0; i < n; i++)
+                    if (lane + 32 * i < units) { g += fg[i].dot(lane + 32 * i, xq, xs); u += fu[i].dot(lane + 32 * i, xq, xs); }
+                k0 = lane + 32 * n;
+            }
             UNROLL(SWIGLU_UNROLL)
-            for (int k = lane; k < units; k += 32)
+            for (int k = k0; k < units; k += 32)
             {
                 g += dot_unit<T>(gRow, k, xq, xs);
                 u += dot_unit<T>(uRow, k, xq, xs);
@@ -1454,6 +1593,7 @@ __device__ __forceinline__ void swiglu_q8(const u8* wg, const u8* wu, i64 rowByt
         }
         if (lane == 0) y[r] = g / (1.f + expf(-g)) * u;
     }
+    else if (SWIGLU_PRELOADS(T)) PDL_ENTRY_AFTER_PRELOAD(); // a warp past the last row still takes a ticket below
     if (yq == 0) return;
     __shared__ int isLast;
     int group = (blockIdx.x * (blockDim.x >> 5)) >> 5, blocksPerGroup = 32 / (blockDim.x >> 5);
@@ -1515,10 +1655,10 @@ __device__ __forceinline__ void matmul_q8(const u8* __restrict__ w, i64 rowBytes
 // quantized types (8-bit activations) and <type> for the plain ones (F32 activations, passed as xq).
 #define MATVEC_KERNELS(k, T)                                                                                           \
     extern "C" __global__ void MATVEC_BOUNDS matvec_##k(MatVecTargets a, int cols, const i8* xq, const XScale* xs)     \
-    { PDL_ENTRY(); matvec_q8<T>(a, cols, xq, xs); }                                                                    \
+    { if (!MATVEC_PRELOADS(T)) PDL_ENTRY(); /* else after the first weight loads */ matvec_q8<T>(a, cols, xq, xs); } \
     extern "C" __global__ void MATVEC_BOUNDS swiglu_##k(const u8* wg, const u8* wu, i64 rowBytes, int rows, int cols,  \
                                                         const i8* xq, const XScale* xs, float* y, i8* yq, XScale* ys, int* tickets) \
-    { PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y, yq, ys, tickets); }                          \
+    { if (!SWIGLU_PRELOADS(T)) PDL_ENTRY(); swiglu_q8<T>(wg, wu, rowBytes, rows, cols, xq, xs, y, yq, ys, tickets); } \
     extern "C" __global__ void MATVEC_BOUNDS matvec_rope_##k(MatVecTargets a, int cols, const i8* xq, const XScale* xs, RopeStore e) \
     { PDL_ENTRY(); matvec_rope_q8<T>(a, cols, xq, xs, e); }
 

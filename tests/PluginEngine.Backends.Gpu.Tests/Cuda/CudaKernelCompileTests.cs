@@ -59,6 +59,11 @@ public sealed class CudaKernelCompileTests
             var (image, _) = nvrtc.Compile(KernelSource.For(KernelDialect.Cuda, 32, off), KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
             Assert.False(plain.AsSpan().SequenceEqual(image), $"{off} left the sm_90 image unchanged");
         }
+        foreach (string on in new[] { "MATVEC_PRELOAD=2", "SWIGLU_PRELOAD=1" }) // docs/gpu-kernels.md#decode-preload
+        {
+            var (image, _) = nvrtc.Compile(KernelSource.For(KernelDialect.Cuda, 32, on), KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
+            Assert.False(plain.AsSpan().SequenceEqual(image), $"{on} left the sm_90 image unchanged");
+        }
     }
 
     /// <summary>
