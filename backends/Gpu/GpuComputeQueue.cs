@@ -22,10 +22,13 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly string _backend; // "cuda" / "hip", for messages
     private readonly nint _stream;
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
-    private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _attentionF32, _attentionF16, _attentionDecodeF32, _attentionDecodeF16, _siluMul, _add, _addBias, _copyF32, _convertF16;
-    private readonly nint _attentionSplitF32, _attentionSplitF16;
+    private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _siluMul, _add, _addBias, _copyF32, _convertF16;
+    // The attention kernels per KV cache type ([CacheSlot]: F32, F16, Q8_0; KernelSource.CacheTypes): prompts (one block per
+    // (head, token)), decode steps, long decode histories split over blocks, and multi-sequence batches (docs/batching.md#backends).
+    private readonly nint[] _attention = new nint[3], _attentionDecode = new nint[3], _attentionSplit = new nint[3], _attentionRows = new nint[3];
     private readonly nint _attentionMma64, _attentionMma128; // prompt attention on the tensor cores, head size 64 / 128 (0: not used here)
-    private readonly nint _ropeStoreKvRows, _attentionRowsF32, _attentionRowsF16; // multi-sequence batches (docs/batching.md#backends)
+    private readonly nint _ropeStoreKvRows; // multi-sequence batches (docs/batching.md#backends)
+    private readonly nint _convertQ8_0, _storeKvQ8_0; // a Q8_0 KV cache's stores (docs/gpu-kernels.md#q8_0-kv-cache)
     // One-token decode kernels per weight slot (kernels.cu MATVEC_KERNELS): on 8-bit activations for the quantized types, on F32
     // ones for the plain types. _matVecRope: the q/k/v mat-vec that also rotates and stores k, v (MatMulRopeAndStoreKv).
     private readonly nint[] _matVec = new nint[8], _swiGlu = new nint[8], _matVecRope = new nint[8];
@@ -114,25 +117,28 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _rmsNormRow = _rt.Function("rms_norm_q8_row");
         _rope = _rt.Function("rope");
         _ropeStoreKv = _rt.Function("rope_store_kv");
-        _attentionF32 = _rt.Function("attention_f32");
-        _attentionF16 = _rt.Function("attention_f16");
-        _attentionDecodeF32 = _rt.Function("attention_decode_f32");
-        _attentionDecodeF16 = _rt.Function("attention_decode_f16");
-        _attentionSplitF32 = _rt.Function("attention_split_f32");
-        _attentionSplitF16 = _rt.Function("attention_split_f16");
+        foreach (var type in KernelSource.CacheTypes)
+        {
+            int c = CacheSlot(type);
+            string s = KernelSource.WeightSuffix(type)!;
+            _attention[c] = _rt.Function($"attention_{s}");
+            _attentionDecode[c] = _rt.Function($"attention_decode_{s}");
+            _attentionSplit[c] = _rt.Function($"attention_split_{s}");
+            _attentionRows[c] = _rt.Function($"attention_rows_{s}");
+        }
         if (_rt.FlashAttention)
         {
             _attentionMma64 = _rt.Function(LaunchGeometry.AttentionMmaKernelName(64));
             _attentionMma128 = _rt.Function(LaunchGeometry.AttentionMmaKernelName(128));
         }
         _ropeStoreKvRows = _rt.Function("rope_store_kv_rows");
-        _attentionRowsF32 = _rt.Function("attention_rows_f32");
-        _attentionRowsF16 = _rt.Function("attention_rows_f16");
         _siluMul = _rt.Function("silu_mul");
         _add = _rt.Function("add");
         _addBias = _rt.Function("add_bias");
         _copyF32 = _rt.Function("copy_f32");
         _convertF16 = _rt.Function("convert_f32_f16");
+        _convertQ8_0 = _rt.Function("convert_f32_q8_0");
+        _storeKvQ8_0 = _rt.Function("store_kv_q8_0");
         _quantizeX = _rt.Function("quantize_x_q8");
         foreach (var type in KernelSource.Int8MatVecTypes) _matMulQ8[KernelSlot(type)] = _rt.Function($"matmul_q8_{KernelSource.WeightSuffix(type)}");
         foreach (var type in KernelSource.DecodeMatVecTypes)
@@ -180,7 +186,9 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     public bool Supports(ComputeOp op, GgmlType type) => op switch
     {
         ComputeOp.MatMul or ComputeOp.GetRows => KernelSource.WeightSuffix(type) is not null,
-        ComputeOp.Attention or ComputeOp.Convert => type is GgmlType.F32 or GgmlType.F16,
+        // The KV cache types (KernelSource.CacheTypes: F32, F16, Q8_0; both dialects compile their kernels). A Q4_0 cache is not
+        // one: the core keeps it, and the attention over it, on the CPU (docs/gpu-kernels.md#q8_0-kv-cache).
+        ComputeOp.Attention or ComputeOp.Convert => KernelSource.CacheTypes.Contains(type),
         _ => type == GgmlType.F32,
     };
 
@@ -507,22 +515,41 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         if (p.Tokens <= 0) return;
         _rt.MakeCurrent();
         ulong pq = Ptr(q), pk = Ptr(k), pv = Ptr(v), kc = Ptr(kCache), vc = Ptr(vCache), pf = factors is { } ft ? Ptr(ft) : 0;
-        int f16 = kCache.Type == GgmlType.F16 ? 1 : 0, tokens = p.Tokens, heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
+        int f16 = CacheStoreMode(kCache.Type), tokens = p.Tokens, heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
         int dims = rope.Dims, first = p.FirstPosition, neox = rope.Mode == RopeMode.NeoX ? 1 : 0;
         float freqBase = rope.FrequencyBase, freqScale = rope.FrequencyScale;
         void** args = stackalloc void*[] { &pq, &pk, &pv, &kc, &vc, &f16, &tokens, &heads, &kvHeads, &headSize, &dims, &first, &freqBase, &freqScale, &neox, &pf };
-        long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims);
-        LaunchKernel(_ropeStoreKv, LaunchGeometry.Elementwise(items), args, "rope_store_kv");
+        long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims, stores: f16 >= 0);
+        LaunchKernel(_ropeStoreKv, LaunchGeometry.Elementwise(items), args, f16 >= 0 ? "rope_store_kv" : "rope_store_kv (rotate)");
+        if (f16 < 0) StoreKvQ8_0(pk, pv, kc, vc, tokens, kvHeads * headSize, first, 0, "store_kv_q8_0");
+    }
+
+    /// <summary>
+    /// rope_store_kv's f16 argument for a cache of <paramref name="type"/>: 1 F16, 0 F32 (it stores k and v), −1 Q8_0 (it only
+    /// rotates; <see cref="StoreKvQ8_0"/> quantizes k and v into the cache next).
+    /// </summary>
+    private static int CacheStoreMode(GgmlType type) => type switch { GgmlType.F16 => 1, GgmlType.Q8_0 => -1, _ => 0 };
+
+    /// <summary>
+    /// store_kv_q8_0: k and v [tokens, kvd] F32 (k already rotated) quantized into Q8_0 caches at token t's row: firstPosition + t,
+    /// or with <paramref name="rowInfo"/> (the device's segment table) rowInfo[2t + 1] + rowInfo[2t]. A warp per 32-element block.
+    /// </summary>
+    private void StoreKvQ8_0(ulong k, ulong v, ulong kCache, ulong vCache, int tokens, int kvd, int firstPosition, ulong rowInfo, string what)
+    {
+        long blocks = 2L * tokens * (kvd / 32);
+        void** args = stackalloc void*[] { &k, &v, &kCache, &vCache, &tokens, &kvd, &firstPosition, &rowInfo };
+        LaunchKernel(_storeKvQ8_0, LaunchGeometry.QuantizeX(blocks), args, what);
     }
 
     public void MatMulRopeAndStoreKv(DeviceTensor x, long cols, MatMulTarget q, MatMulTarget k, MatMulTarget v, DeviceTensor kCache,
                                      DeviceTensor vCache, AttentionParams p, RopeParams rope, DeviceTensor? factors)
     {
-        // A decode step on weights the decode mat-vecs take (UsesMatVec) with adjacent-pair RoPE: the mat-vec's epilogue rotates
-        // and stores (one launch per weight type instead of the mat-vec(s) and rope_store_kv). Anything else: the two fused ops,
+        // A decode step on weights the decode mat-vecs take (UsesMatVec) with adjacent-pair RoPE and an F32 or F16 cache: the
+        // mat-vec's epilogue rotates and stores (one launch per weight type instead of the mat-vec(s) and rope_store_kv). Anything
+        // else, a Q8_0 cache included (the epilogue stores single elements; a block's 32 come from 32 warps): the two fused ops,
         // as the default.
-        if (!_options.FusedOps || !_options.QkvRope || p.Tokens != 1 || rope.Mode != RopeMode.Normal || !UsesMatVec(q.Weight.Type, 1)
-            || !UsesMatVec(k.Weight.Type, 1) || !UsesMatVec(v.Weight.Type, 1))
+        if (!_options.FusedOps || !_options.QkvRope || p.Tokens != 1 || rope.Mode != RopeMode.Normal || kCache.Type is not (GgmlType.F32 or GgmlType.F16)
+            || !UsesMatVec(q.Weight.Type, 1) || !UsesMatVec(k.Weight.Type, 1) || !UsesMatVec(v.Weight.Type, 1))
         {
             MatMulShared(x, cols, p.Tokens, [q, k, v]);
             RopeAndStoreKv(q.Output, k.Output, v.Output, kCache, vCache, p, rope, factors);
@@ -593,12 +620,13 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         int tokens = UploadSegmentRows(segments);
         if (tokens == 0) return;
         ulong pq = Ptr(q), pk = Ptr(k), pv = Ptr(v), kc = Ptr(kCache), vc = Ptr(vCache), pf = factors is { } ft ? Ptr(ft) : 0, rows = _segmentRows;
-        int f16 = kCache.Type == GgmlType.F16 ? 1 : 0, heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
+        int f16 = CacheStoreMode(kCache.Type), heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
         int dims = rope.Dims, neox = rope.Mode == RopeMode.NeoX ? 1 : 0;
         float freqBase = rope.FrequencyBase, freqScale = rope.FrequencyScale;
         void** args = stackalloc void*[] { &pq, &pk, &pv, &kc, &vc, &f16, &tokens, &heads, &kvHeads, &headSize, &dims, &rows, &freqBase, &freqScale, &neox, &pf };
-        long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims);
-        LaunchKernel(_ropeStoreKvRows, LaunchGeometry.Elementwise(items), args, "rope_store_kv (segments)");
+        long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims, stores: f16 >= 0);
+        LaunchKernel(_ropeStoreKvRows, LaunchGeometry.Elementwise(items), args, f16 >= 0 ? "rope_store_kv (segments)" : "rope_store_kv (segments, rotate)");
+        if (f16 < 0) StoreKvQ8_0(pk, pv, kc, vc, tokens, kvHeads * headSize, 0, rows, "store_kv_q8_0 (segments)");
     }
 
     public void AttentionSegments(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output,
@@ -623,7 +651,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         bool quantize = headSize % 32 == 0 && QuantizesRows(tokens, qd);
         var (xq, xs) = quantize ? QuantizedXScratch(tokens * qd) : (0UL, 0UL);
         void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &rows, &heads, &kvHeads, &headSize, &scale, &xq, &xs };
-        LaunchKernel(kCache.Type == GgmlType.F16 ? _attentionRowsF16 : _attentionRowsF32, LaunchGeometry.Attention(heads, tokens), args, "attention (segments)");
+        LaunchKernel(_attentionRows[CacheSlot(kCache.Type)], LaunchGeometry.Attention(heads, tokens), args, "attention (segments)");
         if (quantize) RememberQuantizedX(po, tokens * qd, xq, xs);
     }
 
@@ -860,10 +888,22 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     /// <summary>What the fused rotate-and-store ops require of the caches, the RoPE parameters and the factors.</summary>
     private void CheckRopeStore(DeviceTensor kCache, DeviceTensor vCache, RopeParams rope, int headSize, DeviceTensor? factors)
     {
-        if (kCache.Type != vCache.Type || kCache.Type is not (GgmlType.F32 or GgmlType.F16))
-            throw new NotSupportedException($"{_backend}: K/V caches of {kCache.Type}/{vCache.Type} (F32 or F16, both the same)");
+        if (kCache.Type != vCache.Type || !KernelSource.CacheTypes.Contains(kCache.Type))
+            throw new NotSupportedException($"{_backend}: K/V caches of {kCache.Type}/{vCache.Type} (F32, F16 or Q8_0, both the same)");
         if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"{_backend}: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
         CheckRope(rope, headSize);
+        CheckQ8_0Cache(kCache, vCache, headSize);
+    }
+
+    /// <summary>
+    /// What the kernels require of a Q8_0 cache (docs/gpu-kernels.md#q8_0-kv-cache): heads of whole 32-element blocks (so every head
+    /// starts a block) and 2-byte aligned tensors (the blocks' f16 scales, the attention's u16 loads). Nothing for F32 and F16.
+    /// </summary>
+    private void CheckQ8_0Cache(DeviceTensor kCache, DeviceTensor vCache, int headSize)
+    {
+        if (kCache.Type != GgmlType.Q8_0) return;
+        if (headSize % 32 != 0) throw new NotSupportedException($"{_backend}: a Q8_0 KV cache needs a head size that is a multiple of 32, not {headSize}");
+        if (((Ptr(kCache) | Ptr(vCache)) & 1) != 0) throw new ArgumentException($"{_backend}: Q8_0 K/V caches must be 2-byte aligned");
     }
 
     private void CheckRope(RopeParams rope, int headSize)
@@ -876,9 +916,10 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private void CheckAttention(DeviceTensor kCache, DeviceTensor vCache, AttentionParams p)
     {
         if (kCache.Type != vCache.Type) throw new ArgumentException($"{_backend}: K cache is {kCache.Type}, V cache is {vCache.Type}; they must match");
-        if (kCache.Type is not (GgmlType.F32 or GgmlType.F16)) throw new NotSupportedException($"{_backend}: attention over a {kCache.Type} cache");
+        if (!KernelSource.CacheTypes.Contains(kCache.Type)) throw new NotSupportedException($"{_backend}: attention over a {kCache.Type} cache");
         if (p.HeadSize <= 0 || p.HeadSize > LaunchGeometry.AttentionMaxHeadSize)
             throw new NotSupportedException($"{_backend}: attention head size {p.HeadSize} (1..{LaunchGeometry.AttentionMaxHeadSize} supported)");
+        CheckQ8_0Cache(kCache, vCache, p.HeadSize);
         if (p.KvHeads <= 0 || p.Heads % p.KvHeads != 0) throw new ArgumentException($"{_backend}: {p.Heads} heads are not a multiple of {p.KvHeads} KV heads");
     }
 
@@ -915,13 +956,12 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             EnsureScratch(ref _attentionPartials, ref _attentionPartialsCapacity, (long)heads * splits * (headSize + 2) * sizeof(float), "attention partials");
             ulong partials = _attentionPartials, tickets = ZeroedTickets(ref _attentionTickets, ref _attentionTicketsCapacity, heads, "attention tickets");
             void** splitArgs = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs, &partials, &tickets, &chunk };
-            LaunchKernel(kCache.Type == GgmlType.F16 ? _attentionSplitF16 : _attentionSplitF32, LaunchGeometry.AttentionSplit(heads, splits), splitArgs,
-                "attention (decode, split)");
+            LaunchKernel(_attentionSplit[CacheSlot(kCache.Type)], LaunchGeometry.AttentionSplit(heads, splits), splitArgs, "attention (decode, split)");
         }
         else
         {
             void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs };
-            var kernel = p.Tokens == 1 ? (kCache.Type == GgmlType.F16 ? _attentionDecodeF16 : _attentionDecodeF32) : kCache.Type == GgmlType.F16 ? _attentionF16 : _attentionF32;
+            var kernel = (p.Tokens == 1 ? _attentionDecode : _attention)[CacheSlot(kCache.Type)];
             LaunchKernel(kernel, LaunchGeometry.Attention(p.Heads, p.Tokens), args, p.Tokens == 1 ? "attention (decode)" : "attention");
         }
         if (quantize) RememberQuantizedX(po, n, xq, xs);
@@ -930,7 +970,8 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     /// <summary>
     /// The tensor-core prompt attention (kernels.cu attention_mma_f16_d*) for this call, or 0: the <c>flash_attn</c> option on an sm_80+
     /// GPU, at least <see cref="LaunchGeometry.AttentionMmaMinTokens"/> tokens, an F16 cache with 16-byte aligned rows, head size 64
-    /// or 128, and not in batch-invariant mode (whose prompts take the same per-token kernel as its decode steps).
+    /// or 128, and not in batch-invariant mode (whose prompts take the same per-token kernel as its decode steps). An F32 or Q8_0
+    /// cache's prompts take the per-token kernel (attention_f32, attention_q8_0): the mma kernel stages F16 rows only.
     /// </summary>
     private nint AttentionMmaKernel(DeviceTensor kCache, AttentionParams p, ulong cachePointers)
     {
@@ -991,10 +1032,21 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         {
             GgmlType.F32 => _copyF32,
             GgmlType.F16 => _convertF16,
+            GgmlType.Q8_0 => _convertQ8_0,
             _ => throw new NotSupportedException($"{_backend}: Convert to {dst.Type}"),
         };
         _rt.MakeCurrent();
         ulong ps = Ptr(src), pd = Ptr(dst);
+        if (dst.Type == GgmlType.Q8_0)
+        {
+            // A Q8_0 KV cache's rows (the default of RopeAndStoreKv, or fused ops off): whole 34-byte blocks, a warp each.
+            if (n % 32 != 0) throw new ArgumentException($"{_backend}: Convert to Q8_0 stores whole 32-element blocks, not {n} elements", nameof(n));
+            if (pd % 2 != 0) throw new ArgumentException($"{_backend}: a Q8_0 destination must be 2-byte aligned (its blocks' f16 scales)", nameof(dst));
+            long blocks = n / 32;
+            void** qa = stackalloc void*[] { &ps, &pd, &blocks };
+            LaunchKernel(kernel, LaunchGeometry.QuantizeX(blocks), qa, "convert (q8_0)");
+            return;
+        }
         void** args = stackalloc void*[] { &ps, &pd, &n };
         LaunchKernel(kernel, LaunchGeometry.Elementwise(n), args, "convert");
     }
@@ -1099,6 +1151,15 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         GgmlType.Q5_K => 6,
         GgmlType.Q6_K => 7,
         _ => throw new NotSupportedException($"{_backend}: no kernel reads {type} weights (Supports() says so)"),
+    };
+
+    /// <summary>Index of a KV cache type's attention kernels (<see cref="KernelSource.CacheTypes"/>); throws for other types.</summary>
+    private int CacheSlot(GgmlType type) => type switch
+    {
+        GgmlType.F32 => 0,
+        GgmlType.F16 => 1,
+        GgmlType.Q8_0 => 2,
+        _ => throw new NotSupportedException($"{_backend}: no attention kernel reads a {type} cache (Supports() says so)"),
     };
 
     /// <summary>Device address of a tensor; the buffer must belong to this device.</summary>

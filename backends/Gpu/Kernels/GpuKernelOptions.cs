@@ -79,7 +79,7 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// CUDA only, <c>flash_attn: on</c> (default; used on sm_80 and later): a prompt of at least <see cref="LaunchGeometry.AttentionMmaMinTokens"/>
 /// tokens over an F16 cache with head size 64 or 128 attends on the tensor cores, 64 tokens of a head per block
 /// (kernels.cu attention_mma_f16_d*, docs/gpu-kernels.md#prompt-attention); <c>off</c>: one block per (head, token) in F32.
-/// Environment: PLUGINENGINE_CUDA_FLASH_ATTN.
+/// F32 and Q8_0 caches always take the per-token kernels (docs/gpu-kernels.md#q8_0-kv-cache). Environment: PLUGINENGINE_CUDA_FLASH_ATTN.
 /// </param>
 /// <param name="BatchInvariant">
 /// CUDA only, <c>batch_invariant: off</c> (default). <c>on</c>: every token's logits are the same bits whatever else is in its batch

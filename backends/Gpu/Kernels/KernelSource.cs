@@ -173,6 +173,14 @@ internal static class KernelSource
     /// <summary>Weight types the prompt path dequantizes to F16 for the vendor BLAS (dequantize_f16_&lt;suffix&gt;); F16 is used as it is, F32 in F32.</summary>
     public static IReadOnlyList<GgmlType> DequantizeF16Types { get; } = [GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
+    /// <summary>
+    /// KV cache types the GPU queue keeps on the device (Attention and Convert): the attention kernels read them (attention_,
+    /// attention_decode_, attention_split_, attention_rows_ + their <see cref="WeightSuffix"/>), and F32 values are stored into them
+    /// (copy_f32, convert_f32_f16, convert_f32_q8_0 / store_kv_q8_0). A Q4_0 cache is not among them: the core keeps it on the
+    /// CPU (docs/gpu-kernels.md#q8_0-kv-cache).
+    /// </summary>
+    public static IReadOnlyList<GgmlType> CacheTypes { get; } = [GgmlType.F32, GgmlType.F16, GgmlType.Q8_0];
+
     /// <summary>Every extern "C" kernel the queue looks up.</summary>
     public static IEnumerable<string> KernelNames()
     {
@@ -197,7 +205,10 @@ internal static class KernelSource
         yield return "tile_q4_0";
         foreach (var t in DequantizeF16Types) yield return $"dequantize_f16_{WeightSuffix(t)}";
         foreach (int d in new[] { 64, 128 }) yield return LaunchGeometry.AttentionMmaKernelName(d);
-        foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "attention_f32", "attention_f16", "attention_decode_f32", "attention_decode_f16", "attention_split_f32", "attention_split_f16", "rope_store_kv_rows", "attention_rows_f32", "attention_rows_f16", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
+        foreach (var t in CacheTypes)
+            foreach (string kind in new[] { "attention_", "attention_decode_", "attention_split_", "attention_rows_" })
+                yield return kind + WeightSuffix(t);
+        foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "rope_store_kv_rows", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16", "convert_f32_q8_0", "store_kv_q8_0" })
             yield return k;
     }
 

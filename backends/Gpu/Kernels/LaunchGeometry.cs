@@ -162,11 +162,14 @@ internal static class LaunchGeometry
     }
 
     /// <summary>
-    /// Work items of rope_store_kv: q's rotated pairs, then per (token, kv head) k's rotated pairs and unrotated tail, then v's elements.
+    /// Work items of rope_store_kv (and rope_store_kv_rows): q's rotated pairs, then per (token, kv head) k's rotated pairs and
+    /// unrotated tail, then v's elements. Without <paramref name="stores"/> (a Q8_0 cache, which store_kv_q8_0 writes next) only the
+    /// rotated pairs of q and k.
     /// </summary>
-    public static long RopeStoreKvItems(int tokens, int heads, int kvHeads, int headSize, int dims)
+    public static long RopeStoreKvItems(int tokens, int heads, int kvHeads, int headSize, int dims, bool stores = true)
     {
         int half = dims / 2;
+        if (!stores) return (long)tokens * (heads + kvHeads) * half;
         return (long)tokens * heads * half + (long)tokens * kvHeads * (half + headSize - dims) + (long)tokens * kvHeads * headSize;
     }
 

@@ -539,16 +539,18 @@ __device__ __forceinline__ void store_cache(void* cache, int f16, i64 i, float v
 }
 
 // The attention prologue of a batch in one launch: q [tokens, heads, headSize] and k [tokens, kvHeads, headSize] rotated
-// in place as `rope` does, and k and v stored into the caches (F16 when f16, else F32) at rows firstPosition + t.
+// in place as `rope` does, and k and v stored into the caches (F16 when f16 is 1, F32 when 0) at rows firstPosition + t.
+// f16 = -1 (a Q8_0 cache): only the rotations, nothing stored; store_kv_q8_0 quantizes k and v into the cache next.
 // Work items, grid-stride: q's rotated pairs; per (token, kv head) k's rotated pairs and then its unrotated tail
-// (dims .. headSize); v's elements.
+// (dims .. headSize); v's elements (the tail and v only when storing: LaunchGeometry.RopeStoreKvItems).
 extern "C" __global__ void rope_store_kv(float* q, float* k, const float* v, void* kCache, void* vCache, int f16, int tokens, int heads, int kvHeads,
                                          int headSize, int dims, int firstPosition, float freqBase, float freqScale, int neox, const float* factors)
 {
     PDL_SMALL_ENTRY();
-    int half = dims >> 1, kItems = half + (headSize - dims);
+    bool store = f16 >= 0;
+    int half = dims >> 1, kItems = store ? half + (headSize - dims) : half;
     i64 qTotal = (i64)tokens * heads * half, kTotal = (i64)tokens * kvHeads * kItems, kvd = (i64)kvHeads * headSize;
-    i64 vTotal = (i64)tokens * kvd;
+    i64 vTotal = store ? (i64)tokens * kvd : 0;
     for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < qTotal + kTotal + vTotal; idx += (i64)gridDim.x * blockDim.x)
     {
         if (idx < qTotal)
@@ -582,6 +584,7 @@ extern "C" __global__ void rope_store_kv(float* q, float* k, const float* v, voi
                 float ra = xa * c - xb * s, rb = xb * c + xa * s;
                 row[a] = ra;
                 row[b] = rb;
+                if (!store) continue;
                 store_cache(kCache, f16, cacheRow + a, ra);
                 store_cache(kCache, f16, cacheRow + b, rb);
             }
@@ -603,11 +606,27 @@ extern "C" __global__ void rope_store_kv(float* q, float* k, const float* v, voi
 // of the cached positions with an online softmax (running max, sum, weighted V), then the warps are merged.
 // Lane l holds elements 4l .. 4l+3 and 128 + 4l .. 128 + 4l+3 of the head (att_elem; headSize <= ATTENTION_MAX_HEAD).
 // A long decode history is split over several blocks per head (attention_split).
+// The cache type is the template argument KV: T_F32, T_F16 or T_Q8_0. A Q8_0 cache is GGUF Q8_0 blocks (f16 d, then 32 int8 q;
+// element value d * q) over the rows back to back: element i (position * kvStride + kv head * headSize + e) is int8 2 + i % 32
+// of the 34-byte block i / 32 (docs/gpu-kernels.md#q8_0-kv-cache). Its heads are whole blocks (headSize a multiple of 32).
 #define ATT_WARPS ATTENTION_WARPS
-template <bool F16>
+
+// Bytes that n elements take in a cache of type KV (n a multiple of 32 for Q8_0).
+template <int KV>
+__device__ __forceinline__ i64 kv_bytes(i64 n) { return KV == T_Q8_0 ? (n >> 5) * 34 : n * (KV == T_F16 ? 2 : 4); }
+
+// Byte `b` (0..3) of w as a signed 8-bit value.
+__device__ __forceinline__ float sbyte(u32 w, int b) { return (float)((int)(w << (24 - 8 * b)) >> 24); }
+
+template <int KV>
 __device__ __forceinline__ float ldkv(const void* p, i64 i)
 {
-    return F16 ? h2f(((const u16*)p)[i]) : ((const float*)p)[i];
+    if (KV == T_Q8_0)
+    {
+        const u8* b = (const u8*)p + (i >> 5) * 34;
+        return ldh(b) * (float)((const i8*)b)[2 + (i & 31)];
+    }
+    return KV == T_F16 ? h2f(((const u16*)p)[i]) : ((const float*)p)[i];
 }
 
 // Element of the head that register j of a lane holds: 4 consecutive elements per lane (lane 0: 0-3, lane 1: 4-7, ...),
@@ -617,11 +636,22 @@ __device__ __forceinline__ float ldkv(const void* p, i64 i)
 #endif
 __device__ __forceinline__ int att_elem(int lane, int j) { return (j >> 2) * 128 + lane * 4 + (j & 3); }
 
-// Elements i .. i+3 of a K/V cache row with one aligned load (i a multiple of 4; the caller checked the alignment).
-template <bool F16>
+// Elements i .. i+3 of a K/V cache row with one aligned load (i a multiple of 4; the caller checked the alignment). Q8_0:
+// the 4 int8 lie in one block at a 2-byte-aligned address (blocks are 34 bytes, i + 2 is even): two u16 loads, times the
+// block's d (a third u16 load; the 8 lanes that read one block load the same d).
+template <int KV>
 __device__ __forceinline__ void ldkv4(const void* p, i64 i, float* out)
 {
-    if (F16)
+    if (KV == T_Q8_0)
+    {
+        const u8* b = (const u8*)p + (i >> 5) * 34;
+        const u16* q = (const u16*)(b + 2 + (i & 31));
+        u32 w = (u32)q[0] | ((u32)q[1] << 16);
+        float d = ldh(b);
+        out[0] = d * sbyte(w, 0); out[1] = d * sbyte(w, 1);
+        out[2] = d * sbyte(w, 2); out[3] = d * sbyte(w, 3);
+    }
+    else if (KV == T_F16)
     {
         uint2 w = *(const uint2*)((const u16*)p + i);
         out[0] = h2f((u16)(w.x & 0xFFFFu)); out[1] = h2f((u16)(w.x >> 16));
@@ -647,7 +677,7 @@ struct AttentionShared
 // P = positions a warp scores per step: their K and V rows are all loaded before the first warp sum, so a step waits
 // for memory once instead of once per position. A decode step (one token: heads blocks in flight) uses 4; a prompt has
 // heads x tokens blocks to hide latency with, and there the registers of 4 positions would cost more in occupancy.
-template <bool F16, int P>
+template <int KV, int P>
 __device__ __forceinline__ void attend(const float* qp, const void* k, const void* v, int kh, i64 kvStride, int headSize, float scale,
                                        int begin, int end, AttentionShared& sh, float* mAll, float* factor, float* denominator)
 {
@@ -660,23 +690,29 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
         qr[j] = e < headSize ? qp[e] * scale : 0.f;
         acc[j] = 0.f;
     }
-    // Whole groups of 4 can be read with one load when rows and the caches are aligned (the same for every lane).
-    bool vector = headSize % 4 == 0 && kvStride % 4 == 0 && (((unsigned long long)k | (unsigned long long)v) & (F16 ? 7 : 15)) == 0;
+    // Whole groups of 4 can be read with one load when rows and the caches are aligned (the same for every lane). Q8_0: every
+    // group of 4 lies in one block when heads and rows are whole blocks, and its int8 are 2-byte aligned when the caches are.
+    bool vector = KV == T_Q8_0 ? headSize % 32 == 0 && kvStride % 32 == 0 && (((unsigned long long)k | (unsigned long long)v) & 1) == 0
+                               : headSize % 4 == 0 && kvStride % 4 == 0 && (((unsigned long long)k | (unsigned long long)v) & (KV == T_F16 ? 7 : 15)) == 0;
     const float negInf = -__int_as_float(0x7f800000);
     float m = negInf, l = 0.f;
 #if defined(PE_CUDA) && ATTENTION_PREFETCH_STEPS > 0
     // The K and V rows this warp reads ATTENTION_PREFETCH_STEPS steps ahead, asked of L2 a 128-byte line a lane: lane
     // takes line (part % lines) of K (part < lines) or V of the step's i-th position. Fixed per lane, so set up once.
-    const int es = F16 ? 2 : 4, lines = (headSize * es + 127) / 128;
+    // A Q8_0 head (34 bytes per 32 elements) starts anywhere in a line, so it may touch one line more than its bytes fill:
+    // one more part, its address clamped to the head's last byte (never past the row).
+    const int headBytes = (int)kv_bytes<KV>(headSize), lines = (headBytes + 127) / 128 + (KV == T_Q8_0 ? 1 : 0);
     const int pfItem = lane / (2 * lines), pfPart = lane % (2 * lines);
     const int pfAhead = ATTENTION_PREFETCH_STEPS * ATT_WARPS * P + pfItem * ATT_WARPS;
-    const u8* pfRow = (const u8*)(pfPart < lines ? k : v) + (i64)kh * headSize * es + 128 * (pfPart % lines);
+    const int pfOffset = KV == T_Q8_0 ? min(128 * (pfPart % lines), headBytes - 1) : 128 * (pfPart % lines);
+    const u8* pfRow = (const u8*)(pfPart < lines ? k : v) + kv_bytes<KV>((i64)kh * headSize) + pfOffset;
+    const i64 pfStride = kv_bytes<KV>(kvStride);
 #endif
     for (int p0 = begin + warp; p0 < end; p0 += ATT_WARPS * P)
     {
 #if defined(PE_CUDA) && ATTENTION_PREFETCH_STEPS > 0
         if (pfItem < P && p0 + pfAhead < end)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(pfRow + (i64)(p0 + pfAhead) * kvStride * es));
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(pfRow + (i64)(p0 + pfAhead) * pfStride));
 #endif
         float kv[P][ATT_PER_LANE], vv[P][ATT_PER_LANE], sc[P];
 #pragma unroll
@@ -690,16 +726,16 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
                 int e0 = att_elem(lane, 4 * g);
                 if (vector && p < end && e0 < headSize)
                 {
-                    ldkv4<F16>(k, base + e0, &kv[i][4 * g]);
-                    ldkv4<F16>(v, base + e0, &vv[i][4 * g]);
+                    ldkv4<KV>(k, base + e0, &kv[i][4 * g]);
+                    ldkv4<KV>(v, base + e0, &vv[i][4 * g]);
                     continue;
                 }
 #pragma unroll
                 for (int t = 0; t < 4; t++)
                 {
                     bool in = p < end && e0 + t < headSize;
-                    kv[i][4 * g + t] = in ? ldkv<F16>(k, base + e0 + t) : 0.f;
-                    vv[i][4 * g + t] = in ? ldkv<F16>(v, base + e0 + t) : 0.f;
+                    kv[i][4 * g + t] = in ? ldkv<KV>(k, base + e0 + t) : 0.f;
+                    vv[i][4 * g + t] = in ? ldkv<KV>(v, base + e0 + t) : 0.f;
                 }
             }
         }
@@ -775,7 +811,7 @@ __device__ __forceinline__ void write_head(float* op, int headSize, i64 o0, i8* 
 }
 
 // out[t, h, :] = softmax(q[t, h] . K[0 .. firstPosition + t]) V for every head h and token t: one block per (head, token).
-template <bool F16, int P>
+template <int KV, int P>
 __device__ __forceinline__ void attention(const float* q, const void* k, const void* v, float* out, int firstPosition,
                                           int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
 {
@@ -783,7 +819,7 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
     int h = blockIdx.x, t = blockIdx.y;
     i64 o0 = ((i64)t * heads + h) * headSize;
     float mAll, factor[ATT_WARPS], denominator;
-    attend<F16, P>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, 0, firstPosition + t + 1, sh,
+    attend<KV, P>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, 0, firstPosition + t + 1, sh,
                    &mAll, factor, &denominator);
     write_head(out + o0, headSize, o0, xq, xs, [&](int e) { return block_numerator(sh, factor, e) / denominator; });
 }
@@ -793,7 +829,7 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
 // floats); the last block of head h to finish (tickets[h] counts them, then is reset to 0 for the next launch) combines
 // the gridDim.y partials and writes the head's output. A single block per head walks the whole history serially; here
 // heads x splits blocks share it.
-template <bool F16>
+template <int KV>
 __device__ __forceinline__ void attention_split(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads,
                                                 int kvHeads, int headSize, float scale, i8* xq, XScale* xs, float* partial, int* tickets, int chunk)
 {
@@ -803,7 +839,7 @@ __device__ __forceinline__ void attention_split(const float* q, const void* k, c
     int positions = firstPosition + 1, begin = s * chunk, end = min(positions, begin + chunk);
     i64 o0 = (i64)h * headSize;
     float mAll, factor[ATT_WARPS], denominator;
-    attend<F16, 4>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, begin, end, sh, &mAll, factor, &denominator);
+    attend<KV, 4>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, begin, end, sh, &mAll, factor, &denominator);
     i64 stride = headSize + 2;
     float* mine = partial + ((i64)h * splits + s) * stride;
     for (int e = threadIdx.x; e < headSize; e += blockDim.x) mine[2 + e] = block_numerator(sh, factor, e);
@@ -829,23 +865,26 @@ __device__ __forceinline__ void attention_split(const float* q, const void* k, c
 
 // __launch_bounds__: a block is ATTENTION_WARPS warps (512 threads), so a thread may use at most 128 registers; without
 // the bound the compiler may take more and the launch fails with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (seen on an H100).
-#define ATTENTION_KERNEL(name, F16, P)                                                                                 \
+#define ATTENTION_KERNEL(name, KV, P)                                                                                  \
     extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
                                     int headSize, float scale, i8* xq, XScale* xs)                                     \
-    { PDL_SMALL_ENTRY(); attention<F16, P>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
+    { PDL_SMALL_ENTRY(); attention<KV, P>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
 
-ATTENTION_KERNEL(attention_f32, false, 1)
-ATTENTION_KERNEL(attention_f16, true, 1)
-ATTENTION_KERNEL(attention_decode_f32, false, 4)
-ATTENTION_KERNEL(attention_decode_f16, true, 4)
+ATTENTION_KERNEL(attention_f32, T_F32, 1)
+ATTENTION_KERNEL(attention_f16, T_F16, 1)
+ATTENTION_KERNEL(attention_q8_0, T_Q8_0, 1)
+ATTENTION_KERNEL(attention_decode_f32, T_F32, 4)
+ATTENTION_KERNEL(attention_decode_f16, T_F16, 4)
+ATTENTION_KERNEL(attention_decode_q8_0, T_Q8_0, 4)
 
-#define ATTENTION_SPLIT_KERNEL(name, F16)                                                                               \
+#define ATTENTION_SPLIT_KERNEL(name, KV)                                                                                \
     extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
                                     int headSize, float scale, i8* xq, XScale* xs, float* partial, int* tickets, int chunk) \
-    { PDL_SMALL_ENTRY(); attention_split<F16>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs, partial, tickets, chunk); }
+    { PDL_SMALL_ENTRY(); attention_split<KV>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs, partial, tickets, chunk); }
 
-ATTENTION_SPLIT_KERNEL(attention_split_f32, false)
-ATTENTION_SPLIT_KERNEL(attention_split_f16, true)
+ATTENTION_SPLIT_KERNEL(attention_split_f32, T_F32)
+ATTENTION_SPLIT_KERNEL(attention_split_f16, T_F16)
+ATTENTION_SPLIT_KERNEL(attention_split_q8_0, T_Q8_0)
 
 // ---- Prompt attention on the tensor cores (F16 caches, CUDA sm_80 and later; docs/gpu-kernels.md#prompt-attention) ----
 // out[t, h, :] = softmax(q[t, h] . K[0 .. firstPosition + t]) V, as attention_f16 computes it, for a prompt (many tokens):
@@ -1039,15 +1078,16 @@ ATTENTION_MMA_KERNEL(128)
 // ---- sequence and rowInfo[2t + 1] the cache row where its sequence's position 0 lives. One launch covers every segment.
 
 // rope_store_kv for a multi-sequence batch: row t is rotated at position rowInfo[2t] and its k/v stored at cache row
-// rowInfo[2t + 1] + rowInfo[2t]. Work items as in rope_store_kv.
+// rowInfo[2t + 1] + rowInfo[2t]. Work items, and f16 = -1 (a Q8_0 cache: rotations only), as in rope_store_kv.
 extern "C" __global__ void rope_store_kv_rows(float* q, float* k, const float* v, void* kCache, void* vCache, int f16, int tokens, int heads,
                                               int kvHeads, int headSize, int dims, const int* rowInfo, float freqBase, float freqScale, int neox,
                                               const float* factors)
 {
     PDL_ENTRY();
-    int half = dims >> 1, kItems = half + (headSize - dims);
+    bool store = f16 >= 0;
+    int half = dims >> 1, kItems = store ? half + (headSize - dims) : half;
     i64 qTotal = (i64)tokens * heads * half, kTotal = (i64)tokens * kvHeads * kItems, kvd = (i64)kvHeads * headSize;
-    i64 vTotal = (i64)tokens * kvd;
+    i64 vTotal = store ? (i64)tokens * kvd : 0;
     for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < qTotal + kTotal + vTotal; idx += (i64)gridDim.x * blockDim.x)
     {
         if (idx < qTotal)
@@ -1081,6 +1121,7 @@ extern "C" __global__ void rope_store_kv_rows(float* q, float* k, const float* v
                 float ra = xa * c - xb * s, rb = xb * c + xa * s;
                 row[a] = ra;
                 row[b] = rb;
+                if (!store) continue;
                 store_cache(kCache, f16, cacheRow + a, ra);
                 store_cache(kCache, f16, cacheRow + b, rb);
             }
@@ -1108,27 +1149,28 @@ extern "C" __global__ void rope_store_kv_rows(float* q, float* k, const float* v
 #ifndef ATTENTION_ROWS_P
 #define ATTENTION_ROWS_P 1
 #endif
-template <bool F16>
+template <int KV>
 __device__ __forceinline__ void attention_rows(const float* q, const void* k, const void* v, float* out, const int* rowInfo, int heads,
                                                int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
 {
     __shared__ AttentionShared sh;
     int h = blockIdx.x, t = blockIdx.y;
     i64 o0 = ((i64)t * heads + h) * headSize, kvStride = (i64)kvHeads * headSize, slot = (i64)rowInfo[2 * t + 1] * kvStride;
-    const void* ks = F16 ? (const void*)((const u16*)k + slot) : (const void*)((const float*)k + slot);
-    const void* vs = F16 ? (const void*)((const u16*)v + slot) : (const void*)((const float*)v + slot);
+    const void* ks = (const u8*)k + kv_bytes<KV>(slot);
+    const void* vs = (const u8*)v + kv_bytes<KV>(slot);
     float mAll, factor[ATT_WARPS], denominator;
-    attend<F16, ATTENTION_ROWS_P>(q + o0, ks, vs, h / (heads / kvHeads), kvStride, headSize, scale, 0, rowInfo[2 * t] + 1, sh, &mAll, factor, &denominator);
+    attend<KV, ATTENTION_ROWS_P>(q + o0, ks, vs, h / (heads / kvHeads), kvStride, headSize, scale, 0, rowInfo[2 * t] + 1, sh, &mAll, factor, &denominator);
     write_head(out + o0, headSize, o0, xq, xs, [&](int e) { return block_numerator(sh, factor, e) / denominator; });
 }
 
-#define ATTENTION_ROWS_KERNEL(name, F16)                                                                                \
+#define ATTENTION_ROWS_KERNEL(name, KV)                                                                                 \
     extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, const int* rowInfo, \
                                     int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs)              \
-    { PDL_ENTRY(); attention_rows<F16>(q, k, v, out, rowInfo, heads, kvHeads, headSize, scale, xq, xs); }
+    { PDL_ENTRY(); attention_rows<KV>(q, k, v, out, rowInfo, heads, kvHeads, headSize, scale, xq, xs); }
 
-ATTENTION_ROWS_KERNEL(attention_rows_f32, false)
-ATTENTION_ROWS_KERNEL(attention_rows_f16, true)
+ATTENTION_ROWS_KERNEL(attention_rows_f32, T_F32)
+ATTENTION_ROWS_KERNEL(attention_rows_f16, T_F16)
+ATTENTION_ROWS_KERNEL(attention_rows_q8_0, T_Q8_0)
 
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
@@ -1170,6 +1212,50 @@ extern "C" __global__ void convert_f32_f16(const float* src, u16* dst, i64 n)
 {
     PDL_ENTRY();
     GRID_STRIDE(i, n) dst[i] = f2h(src[i]);
+}
+
+// ---- Q8_0 KV cache (docs/gpu-kernels.md#q8_0-kv-cache): K/V rows stored as GGUF Q8_0 blocks (34 bytes per 32 elements).
+
+// Quantizes v (element `lane` of one 32-element block) into the Q8_0 block at dst (2-byte aligned): d = max|x| / 127 stored as
+// f16, q = round(x / d) half to even, computed as x * (1 / d) with the unrounded d (as the CPU backend's cache quantizer and
+// GGUF's Q8_0 quantizer do); every q is 0 when d is. The whole warp must call it (warp shuffles).
+__device__ __forceinline__ void quantize_q8_0_block(float v, int lane, u8* dst)
+{
+    float amax = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, lane_xor(amax, o));
+    float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+    dst[2 + lane] = (u8)__float2int_rn(v * id);
+    if (lane == 0) *(u16*)dst = f2h(d);
+}
+
+// Convert to a Q8_0 tensor: src [blocks * 32] F32 into `blocks` Q8_0 blocks at dst; one warp per block.
+extern "C" __global__ void convert_f32_q8_0(const float* src, u8* dst, i64 blocks)
+{
+    PDL_ENTRY();
+    i64 b = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    if (b >= blocks) return; // whole warps in or out
+    quantize_q8_0_block(src[b * 32 + lane], lane, dst + b * 34);
+}
+
+// The cache store after rope_store_kv / rope_store_kv_rows with f16 = -1 (which rotate k in place and store nothing): k and v
+// [tokens, kvd] (kvd a multiple of 32) quantized into the Q8_0 caches at token t's row, firstPosition + t, or with rowInfo (a
+// multi-sequence batch) rowInfo[2t + 1] + rowInfo[2t]. One warp per 32-element block: the first tokens * kvd / 32 warps
+// store k, the next as many v.
+extern "C" __global__ void store_kv_q8_0(const float* k, const float* v, u8* kCache, u8* vCache, int tokens, int kvd, int firstPosition,
+                                         const int* rowInfo)
+{
+    PDL_SMALL_ENTRY();
+    i64 w = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31, perRow = kvd >> 5;
+    i64 blocks = (i64)tokens * perRow;
+    if (w >= 2 * blocks) return; // whole warps in or out
+    bool isV = w >= blocks;
+    i64 j = isV ? w - blocks : w;
+    int t = (int)(j / perRow), b = (int)(j - (i64)t * perRow);
+    i64 row = rowInfo != 0 ? (i64)rowInfo[2 * t + 1] + rowInfo[2 * t] : (i64)firstPosition + t;
+    quantize_q8_0_block((isV ? v : k)[j * 32 + lane], lane, (isV ? vCache : kCache) + (row * perRow + b) * 34);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -88,7 +88,8 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.CudaDefault;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        Assert.Equal(3 * 8 + KernelSource.Int8MatVecTypes.Count + 3 * KernelSource.DecodeMatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 2 + 19
+        Assert.Equal(3 * 8 + KernelSource.Int8MatVecTypes.Count + 3 * KernelSource.DecodeMatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 2
+                     + 4 * KernelSource.CacheTypes.Count + 13
                      + LaunchGeometry.MmqTokenTiles.Count + 1, names.Count); // the tiled Q4_0 kernels: mmq and tile_q4_0
         Assert.Contains($"MMQ_KERNELS({KernelSource.TiledQ4_0Suffix}, ", source);
         foreach (var type in KernelSource.WeightTypes)
@@ -103,6 +104,13 @@ public sealed class CudaKernelGeometryTests
             Assert.Contains($"MMQ_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
         foreach (int d in new[] { 64, 128 })
             Assert.Contains($"ATTENTION_MMA_KERNEL({d})", source);
+        foreach (string s in KernelSource.CacheTypes.Select(t => KernelSource.WeightSuffix(t)!)) // the KV cache types' attention kernels
+        {
+            Assert.Contains($"ATTENTION_KERNEL(attention_{s}, ", source);
+            Assert.Contains($"ATTENTION_KERNEL(attention_decode_{s}, ", source);
+            Assert.Contains($"ATTENTION_SPLIT_KERNEL(attention_split_{s}, ", source);
+            Assert.Contains($"ATTENTION_ROWS_KERNEL(attention_rows_{s}, ", source);
+        }
         string[] macroMade = ["matmul_", "get_rows_", "matvec_", "swiglu_", "dequantize_f16_", "attention_", "mmq_"];
         foreach (string name in names.Where(n => !macroMade.Any(p => n.StartsWith(p, StringComparison.Ordinal))))
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);
@@ -244,6 +252,12 @@ public sealed class CudaKernelGeometryTests
     [InlineData(5, 4, 2, 64, 32, 5 * 4 * 16 + 5 * 2 * (16 + 32) + 5 * 2 * 64)] // partial rotation: k's unrotated tail is stored too
     public void Rope_store_kv_items_cover_q_pairs_k_pairs_and_tail_and_v(int tokens, int heads, int kvHeads, int headSize, int dims, long expected)
         => Assert.Equal(expected, LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims));
+
+    [Theory]
+    [InlineData(1, 32, 32, 128, 128, 32 * 64 + 32 * 64)]   // a Q8_0 cache: rope_store_kv only rotates (store_kv_q8_0 stores k and v)
+    [InlineData(5, 4, 2, 64, 32, 5 * 4 * 16 + 5 * 2 * 16)] // partial rotation: k's unrotated tail is left where it is
+    public void Rope_store_kv_items_without_stores_are_the_rotated_pairs(int tokens, int heads, int kvHeads, int headSize, int dims, long expected)
+        => Assert.Equal(expected, LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims, stores: false));
 
     [Fact]
     public unsafe void MatVec_targets_match_the_kernel_struct_layout()
