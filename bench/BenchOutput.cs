@@ -142,6 +142,8 @@ public static class BenchOutput
         // The split column matters once a row ran over several devices or with split flags (docs/multi-gpu.md).
         bool split = rows.Any(r => r.SplitDevices > 1 || r.SplitMode != "layer" || r.TensorSplit.Length > 0);
         bool parallel = rows.Any(r => r.NSequences > 0);
+        // The KV cache type matters once a row ran with another than the default; its context bytes then show what it saved.
+        bool kvType = rows.Any(r => r.TypeKv != "f16");
 
         var columns = new List<(string Header, bool Right, Func<BenchResult, string> Value)>
         {
@@ -161,6 +163,7 @@ public static class BenchOutput
             columns.Add(("n_batch", true, r => Invariant(r.NBatch)));
             columns.Add(("n_ubatch", true, r => Invariant(r.NUbatch)));
         }
+        if (kvType) columns.Add(("type_kv", false, r => r.TypeKv));
         columns.Add(("test", false, r => r.Test));
         columns.Add(("t/s", true, r => $"{Invariant(r.AvgTs, "F2")} ± {Invariant(r.StddevTs, "F2")}"));
         if (parallel) columns.Add(("t/s per seq", true, r => Invariant(r.AvgTsPerSequence, "F2")));
@@ -169,7 +172,7 @@ public static class BenchOutput
         columns.Add(("weights owned", true, r => PerDevice(r, d => d.WeightsOwnedBytes, r.WeightsOwnedBytes)));
         columns.Add(("weights imported", true, r => PerDevice(r, d => d.WeightsImportedBytes, r.WeightsImportedBytes)));
         if (offload) columns.Add(("host registered", true, r => Bytes(r.HostRegisteredBytes)));
-        if (depth) columns.Add(("context", true, r => PerDevice(r, d => d.ContextBytes, r.ContextBytes)));
+        if (depth || kvType) columns.Add(("context", true, r => PerDevice(r, d => d.ContextBytes, r.ContextBytes)));
         if (offload) columns.Add(("device used", true, r => PerDevice(r, d => d.DeviceUsedBytes, r.DeviceUsedBytes)));
         columns.Add(("RSS", true, r => FormatBytes(r.ProcessRssBytes)));
 

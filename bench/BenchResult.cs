@@ -53,6 +53,8 @@ public sealed class BenchResult
     public string MemoryMode { get; set; } = "";
     /// <summary>The host-import switch: auto, on or off.</summary>
     public string HostImport { get; set; } = "";
+    /// <summary>KV cache element type, for K and V alike: f16 (the default), f32, q8_0 or q4_0 (llama-bench's type_k/type_v values).</summary>
+    public string TypeKv { get; set; } = "f16";
 
     // --- test ---
     /// <summary>Test name: pp512, tg128, pp512+tg128, with " @ dN" for a depth.</summary>

@@ -41,11 +41,15 @@ public sealed record BenchPlan
     /// <summary>Layer splits over the backend's devices (<c>-sm</c>, <c>-ts</c>); default: one, the load's default split (docs/multi-gpu.md).</summary>
     public IReadOnlyList<BenchSplit> Splits { get; init; } = [BenchSplit.Default];
 
+    /// <summary>KV cache types (<c>-ctk</c>, the <c>type_kv</c> column; docs/batching.md#quantized-kv-cache); default: F16 alone.
+    /// Each runs every (n_batch, n_ubatch, test) on the same loaded model.</summary>
+    public IReadOnlyList<GgmlType> CacheTypes { get; init; } = [GgmlType.F16];
+
     /// <summary>Model loads the plan makes.</summary>
     public int LoadCount => Models.Count * Backends.Count * MemoryModes.Count * HostImports.Count * GpuLayers.Count * Threads.Count * Splits.Count;
 
     /// <summary>Result rows the plan produces.</summary>
-    public int RowCount => LoadCount * Batches.Count * MicroBatches.Count * Tests.Count;
+    public int RowCount => LoadCount * CacheTypes.Count * Batches.Count * MicroBatches.Count * Tests.Count;
 }
 
 /// <summary>One split configuration of a bench: mode and proportions (null: by free memory), as <c>-sm</c> and <c>-ts</c> give them.</summary>
@@ -120,7 +124,9 @@ public sealed class BenchSession
         var hosts = plan.Threads.Distinct().ToDictionary(t => t ?? 0, t => PluginHost.Load(ConfigurationFor(t), _loggers));
         foreach (var host in hosts.Values)
             foreach (string? backend in plan.Backends) Resolve(host, backend);
-        var headers = plan.Models.DistinctBy(m => m.Path).ToDictionary(m => m.Path, m => ReadHeader(m, plan.Tests));
+        var headers = plan.Models.DistinctBy(m => m.Path).ToDictionary(m => m.Path, m => ReadHeader(m, plan.Tests, plan.CacheTypes));
+        // The memory estimate of a load is made for the largest cache type of the plan (every one of them runs on that load).
+        var largestCache = plan.CacheTypes.MaxBy(t => GgmlTypes.RowSize(t, 256));
 
         var machine = MachineInfo.Current();
         var rows = new List<BenchResult>(plan.RowCount);
@@ -176,7 +182,11 @@ public sealed class BenchSession
                 var options = new ModelLoadOptions(primary, cpu, gpuLayers, new LoadOptions(memory, hostImport))
                 {
                     Devices = backendDevices,
-                    Split = new LayerSplitRequest { Mode = split.Mode, Proportions = split.Proportions, ContextSize = plan.Tests.Max(t => t.ContextTokens), BatchSize = plan.MicroBatches.Max() },
+                    Split = new LayerSplitRequest
+                    {
+                        Mode = split.Mode, Proportions = split.Proportions, ContextSize = plan.Tests.Max(t => t.ContextTokens), BatchSize = plan.MicroBatches.Max(),
+                        KvCacheType = largestCache,
+                    },
                 };
                 LoadedModel loaded;
                 try
@@ -211,14 +221,17 @@ public sealed class BenchSession
                 var weightsPerDevice = SetWeightBytes(template, loaded.Loaded);
                 int bos = loaded.Tokenizer.BosTokenId;
 
+                foreach (var cacheType in plan.CacheTypes)
                 foreach (int batch in plan.Batches)
                 foreach (int microBatch in plan.MicroBatches)
                 foreach (var test in plan.Tests)
                 {
                     cancellation.ThrowIfCancellationRequested();
                     int index = rows.Count + 1;
-                    progress.Report(index, total, $"{model.Label} {backendLabel} {memoryName} t{threadCount} b{batch}/{microBatch} {test.Name}");
+                    string kvName = KvCacheTypes.Name(cacheType);
+                    progress.Report(index, total, $"{model.Label} {backendLabel} {memoryName} t{threadCount} b{batch}/{microBatch} kv {kvName} {test.Name}");
                     var row = template.Clone();
+                    row.TypeKv = kvName;
                     row.NBatch = batch;
                     row.NUbatch = microBatch;
                     row.SetTest(test);
@@ -226,8 +239,8 @@ public sealed class BenchSession
                     // llama.cpp clamps the micro-batch to the batch; the context evaluates at most this many tokens per forward pass.
                     // A concurrent-decode test: one slot per sequence, and a forward pass that holds one token of each.
                     using var context = test.IsParallel
-                        ? loaded.CreateContext(new ContextOptions(test.ContextTokens, Math.Max(Math.Min(batch, microBatch), test.Sequences)), test.Sequences)
-                        : loaded.CreateContext(new ContextOptions(test.ContextTokens, Math.Min(batch, microBatch)));
+                        ? loaded.CreateContext(new ContextOptions(test.ContextTokens, Math.Max(Math.Min(batch, microBatch), test.Sequences), cacheType), test.Sequences)
+                        : loaded.CreateContext(new ContextOptions(test.ContextTokens, Math.Min(batch, microBatch), cacheType));
                     var measurement = test.IsParallel
                         ? BenchRunner.MeasureParallel(context, test, plan.Repetitions, bos, cancellation: cancellation)
                         : BenchRunner.Measure(context, test, batch, plan.Repetitions, bos, cancellation: cancellation);
@@ -346,11 +359,13 @@ public sealed class BenchSession
         if (!devices.Contains(info)) devices.Add(info);
     }
 
-    /// <summary>Reads a model's header, checks every test fits its context, and returns the model columns.</summary>
-    private static BenchModelFacts ReadHeader(BenchModelSource model, IReadOnlyList<BenchTest> tests)
+    /// <summary>Reads a model's header, checks every test fits its context and every KV cache type its shape, and returns the model columns.</summary>
+    private static BenchModelFacts ReadHeader(BenchModelSource model, IReadOnlyList<BenchTest> tests, IReadOnlyList<GgmlType> cacheTypes)
     {
         var file = GgufReader.Read(model.Path);
         var hp = LlamaHyperParameters.FromGguf(file);
+        foreach (var type in cacheTypes)
+            if (KvCacheTypes.Problem(type, hp) is { } problem) throw new BenchParameterException($"-ctk {KvCacheTypes.Name(type)} on {model.Label}: {problem}");
         foreach (var test in tests)
         {
             if (test.ContextTokens > hp.ContextLength)

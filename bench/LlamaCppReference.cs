@@ -12,7 +12,9 @@ namespace PluginEngine.Bench;
 /// <param name="MicroBatch">n_ubatch.</param>
 /// <param name="Repetitions">Timed repetitions per test (after one warm-up).</param>
 /// <param name="Tests">Tests to run.</param>
-public sealed record LlamaCppReferenceRequest(string ModelPath, string ModelLabel, int Threads, int Batch, int MicroBatch, int Repetitions, IReadOnlyList<BenchTest> Tests)
+/// <param name="TypeKv">KV cache type for K and V (f16, f32, q8_0, q4_0: the <c>type_kv</c> column).</param>
+public sealed record LlamaCppReferenceRequest(string ModelPath, string ModelLabel, int Threads, int Batch, int MicroBatch, int Repetitions, IReadOnlyList<BenchTest> Tests,
+                                              string TypeKv = "f16")
 {
     /// <summary>The reference program's arguments for this request (its command line is documented in tools/LlamaCppReference).</summary>
     public IReadOnlyList<string> ToArguments()
@@ -23,6 +25,7 @@ public sealed record LlamaCppReferenceRequest(string ModelPath, string ModelLabe
             "--threads", Invariant(Threads), "--batch", Invariant(Batch), "--ubatch", Invariant(MicroBatch), "--repetitions", Invariant(Repetitions),
         };
         foreach (var t in Tests) args.AddRange(["--test", $"{Invariant(t.PromptTokens)},{Invariant(t.GeneratedTokens)},{Invariant(t.Depth)}"]);
+        if (TypeKv != "f16") args.AddRange(["--type-kv", TypeKv]); // older builds of the program know only the default
         return args;
     }
 
@@ -150,11 +153,11 @@ public sealed class LlamaCppReference
 
     /// <summary>
     /// Sets <see cref="BenchResult.RatioVsLlamacpp"/> on each of <paramref name="rows"/> that has a reference row for the
-    /// same model file, test (n_prompt, n_gen, n_depth), threads and batch sizes: our avg_ts / llama.cpp's avg_ts.
+    /// same model file, test (n_prompt, n_gen, n_depth), threads, batch sizes and KV cache type: our avg_ts / llama.cpp's avg_ts.
     /// </summary>
     public static void AttachRatios(IEnumerable<BenchResult> rows, IReadOnlyList<BenchResult> referenceRows)
     {
-        var byKey = new Dictionary<(string, int, int, int, int, int, int), BenchResult>();
+        var byKey = new Dictionary<(string, int, int, int, int, int, int, string), BenchResult>();
         foreach (var r in referenceRows) byKey.TryAdd(Key(r), r);
         foreach (var row in rows)
         {
@@ -162,8 +165,8 @@ public sealed class LlamaCppReference
             if (byKey.TryGetValue(Key(row), out var reference) && reference.AvgTs > 0) row.RatioVsLlamacpp = row.AvgTs / reference.AvgTs;
         }
 
-        static (string, int, int, int, int, int, int) Key(BenchResult r)
-            => (Path.GetFullPath(r.ModelFilename), r.NPrompt, r.NGen, r.NDepth, r.NThreads, r.NBatch, r.NUbatch);
+        static (string, int, int, int, int, int, int, string) Key(BenchResult r)
+            => (Path.GetFullPath(r.ModelFilename), r.NPrompt, r.NGen, r.NDepth, r.NThreads, r.NBatch, r.NUbatch, r.TypeKv);
     }
 
     /// <summary>The dotnet host running this process when it is one, else DOTNET_HOST_PATH, else "dotnet" from PATH.</summary>

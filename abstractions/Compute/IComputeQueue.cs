@@ -19,7 +19,7 @@ public enum ComputeOp
     Add,
     /// <summary>Adds a bias vector to every row (qwen2's q/k/v biases).</summary>
     AddBias,
-    /// <summary>Copy with type conversion (F32 → F32/F16), e.g. storing K/V into the cache.</summary>
+    /// <summary>Copy with type conversion (F32 → F32/F16, or to a quantized KV cache's Q8_0/Q4_0 blocks), e.g. storing K/V into the cache.</summary>
     Convert,
     /// <summary>
     /// Rotary position embedding with per-pair frequency factors (<see cref="IComputeQueue.RopeWithFactors"/>; Llama 3.1
@@ -125,7 +125,9 @@ public interface IComputeQueue : IDisposable
 
     /// <summary>
     /// out[t, h, :] = softmax(scale · q[t, h, :] · K[0..p_t, h / (Heads/KvHeads), :]) · V[…]: q and out are F32 [tokens, heads, headSize],
-    /// the caches are [capacity, kvHeads, headSize] in their type (F32 or F16), p_t = FirstPosition + t (causal).
+    /// the caches are [capacity, kvHeads, headSize] in their type (F32 or F16; Q8_0 or Q4_0 for a quantized cache: each position's
+    /// row of kvHeads × headSize elements is whole 32-element GGUF blocks, position p at byte p × RowSize(type, kvHeads × headSize),
+    /// headSize a multiple of 32), p_t = FirstPosition + t (causal).
     /// </summary>
     void Attention(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output, AttentionParams p);
 
@@ -138,7 +140,8 @@ public interface IComputeQueue : IDisposable
     /// <summary>x[r, :] += bias[:] for <paramref name="rows"/> rows of <paramref name="n"/> elements; bias is F32 [n].</summary>
     void AddBias(DeviceTensor x, DeviceTensor bias, int rows, int n);
 
-    /// <summary>Copies <paramref name="n"/> F32 elements into dst converting to dst's type (F32 or F16).</summary>
+    /// <summary>Copies <paramref name="n"/> F32 elements into dst converting to dst's type (F32 or F16; Q8_0 or Q4_0 blocks, quantized as
+    /// the GGUF quantizers do, when <paramref name="n"/> is whole 32-element blocks: a quantized KV cache's rows).</summary>
     void Convert(DeviceTensor src, DeviceTensor dst, long n);
 
     // ---- Fused ops. Each is defined by the primitive ops its default runs, so every backend has it; a backend overrides
@@ -180,7 +183,7 @@ public interface IComputeQueue : IDisposable
     /// <summary>
     /// Rotates q [Tokens, Heads, HeadSize] and k [Tokens, KvHeads, HeadSize] in place, then stores k and v (F32
     /// [Tokens, KvHeads, HeadSize]) into the caches at rows FirstPosition .. FirstPosition + Tokens − 1, converted to the
-    /// cache type. Both caches have one type (F32 or F16) and at least FirstPosition + Tokens rows of KvHeads × HeadSize;
+    /// cache type. Both caches have one type (F32, F16, or Q8_0/Q4_0 rows of whole blocks) and at least FirstPosition + Tokens rows of KvHeads × HeadSize;
     /// rows outside the batch's are not touched. <paramref name="factors"/> is null for plain RoPE, else the frequency
     /// factors of <see cref="RopeWithFactors"/>.
     /// Default: <see cref="Rope"/> (or <see cref="RopeWithFactors"/>) on q and on k, then <see cref="Convert"/> of k and of v.

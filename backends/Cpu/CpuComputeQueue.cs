@@ -38,7 +38,8 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
     {
         ComputeOp.MatMul => QuantDot.IsSupported(type),
         ComputeOp.GetRows => RowDequantizer.IsSupported(type),
-        ComputeOp.Attention or ComputeOp.Convert => type is GgmlType.F32 or GgmlType.F16,
+        // The KV cache types (docs/batching.md#quantized-kv-cache); Convert also copies F32 activations (the logits rows' compaction).
+        ComputeOp.Attention or ComputeOp.Convert => type is GgmlType.F32 or GgmlType.F16 or GgmlType.Q8_0 or GgmlType.Q4_0,
         _ => type == GgmlType.F32,
     };
 
@@ -114,7 +115,7 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
     {
         if (kCache.Type != vCache.Type) throw new ArgumentException("K and V caches must have the same type");
         long start = CpuOpProfile.Start(_profile);
-        _attention.Set(F32(q), Ptr(kCache), Ptr(vCache), kCache.Type == GgmlType.F16 ? KvCacheType.F16 : KvCacheType.F32, F32(output), p);
+        _attention.Set(F32(q), Ptr(kCache), Ptr(vCache), CacheType(kCache.Type), F32(output), p);
         _attention.Run(_pool);
         _profile?.Stop(ComputeOp.Attention, start);
     }
@@ -127,7 +128,7 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
         if (segments.Length == 0) return;
         long start = CpuOpProfile.Start(_profile);
         long qd = (long)p.Heads * p.HeadSize, kvd = (long)p.KvHeads * p.HeadSize;
-        _attention.Begin(kCache.Type == GgmlType.F16 ? KvCacheType.F16 : KvCacheType.F32, p, segments.Length);
+        _attention.Begin(CacheType(kCache.Type), p, segments.Length);
         foreach (var s in segments)
             _attention.Add(F32(q.Skip(s.FirstRow * qd)), Ptr(kCache.Skip(s.CacheRow * kvd)), Ptr(vCache.Skip(s.CacheRow * kvd)),
                            F32(output.Skip(s.FirstRow * qd)), s.Tokens, s.FirstPosition);
@@ -135,6 +136,16 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
         _attention.Run(_pool);
         _profile?.Stop(ComputeOp.Attention, start);
     }
+
+    /// <summary>The attention kernels' name for a cache tensor's type.</summary>
+    internal static KvCacheType CacheType(GgmlType type) => type switch
+    {
+        GgmlType.F32 => KvCacheType.F32,
+        GgmlType.F16 => KvCacheType.F16,
+        GgmlType.Q8_0 => KvCacheType.Q8_0,
+        GgmlType.Q4_0 => KvCacheType.Q4_0,
+        _ => throw new NotSupportedException($"cpu: a KV cache of {type} is not supported (F32, F16, Q8_0 and Q4_0 are)"),
+    };
 
     public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n)
     {
@@ -170,6 +181,7 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
         {
             case GgmlType.F16: Float16Conversion.ToHalf(F32(src), (Half*)Ptr(dst), count); break;
             case GgmlType.F32: Buffer.MemoryCopy(F32(src), Ptr(dst), n * sizeof(float), n * sizeof(float)); break;
+            case GgmlType.Q8_0 or GgmlType.Q4_0: CacheQuantizer.Quantize(dst.Type, F32(src), Ptr(dst), n); break; // whole 32-element blocks
             default: throw new NotSupportedException($"cpu: Convert to {dst.Type}");
         }
     }
@@ -238,6 +250,8 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
         /// <summary>Starts a batch of <paramref name="segments"/> segments; <see cref="Add"/> each, then <see cref="End"/>.</summary>
         public void Begin(KvCacheType type, AttentionParams p, int segments)
         {
+            // A quantized cache is read a head at a time from whole blocks: refuse other shapes here, not in a worker.
+            if (Kernels.Attention.IsQuantized(type)) Kernels.Attention.ValidateBlocks(type, p.HeadSize, p.KvHeads * p.HeadSize);
             _type = type; _p = p;
             _count = 0;
             _stageClaims = 0;

@@ -8,7 +8,11 @@ namespace PluginEngine.Core.Inference;
 /// <summary>Options of an inference context.</summary>
 /// <param name="ContextSize">Positions the KV cache holds (≤ the model's context length).</param>
 /// <param name="BatchSize">Most tokens evaluated in one forward pass (prompt processing is split into batches of this size).</param>
-/// <param name="KvCacheType">F16 (default, like llama.cpp) or F32.</param>
+/// <param name="KvCacheType">
+/// F16 (default, like llama.cpp), F32, or the quantized Q8_0 or Q4_0 (about half and a quarter of F16's bytes; the model's head
+/// size must be a multiple of 32). A quantized cache stores each position's K (and V) row of KvDim elements as GGUF blocks, so
+/// position p of a slot starts at byte p × RowSize(type, KvDim) (docs/batching.md#quantized-kv-cache). See <see cref="KvCacheTypes"/>.
+/// </param>
 public sealed record ContextOptions(int ContextSize = 2048, int BatchSize = 512, GgmlType KvCacheType = GgmlType.F16);
 
 /// <summary>Counters of activation copies between devices (the price of partial offload and op fallback).</summary>
@@ -62,7 +66,7 @@ public sealed class LlamaContext : IDisposable
         if (options.ContextSize <= 0 || options.ContextSize > hp.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(options), $"context size {options.ContextSize} must be in 1..{hp.ContextLength} (the model's context length)");
         if (options.BatchSize <= 0) throw new ArgumentOutOfRangeException(nameof(options), "batch size must be positive");
-        if (options.KvCacheType is not (GgmlType.F16 or GgmlType.F32)) throw new ArgumentException($"KV cache type {options.KvCacheType}: F16 or F32 only");
+        if (KvCacheTypes.Problem(options.KvCacheType, hp) is { } kvProblem) throw new ArgumentException(kvProblem, nameof(options));
         _hp = hp;
         _w = weights;
         _schedule = schedule;
@@ -122,6 +126,9 @@ public sealed class LlamaContext : IDisposable
     public IReadOnlyDictionary<ComputeOp, long> OpFallbackCounts => _opFallbackCounts;
 
     private readonly Dictionary<ComputeOp, long> _opFallbackCounts = [];
+
+    /// <summary>Layers whose KV cache each device holds (a device that cannot attend over the cache type leaves its layers' cache to the CPU).</summary>
+    public IReadOnlyDictionary<IBackendDevice, int> KvCacheLayers => _states.Where(kv => kv.Value.KvLayers.Count > 0).ToDictionary(kv => kv.Key, kv => kv.Value.KvLayers.Count);
 
     /// <summary>Bytes of device memory this context allocated (activations + KV cache), per device.</summary>
     public IReadOnlyDictionary<IBackendDevice, long> AllocatedBytes => _states.ToDictionary(kv => kv.Key, kv => kv.Value.AllocatedBytes);

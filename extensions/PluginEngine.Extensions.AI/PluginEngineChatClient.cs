@@ -68,10 +68,11 @@ public sealed class PluginEngineChatClient : IChatClient
             var hp = model.HyperParameters;
             int ctx = _options.ContextSize ?? Math.Min(hp.ContextLength, 4096);
             if (ctx <= 0 || ctx > hp.ContextLength) throw new ArgumentOutOfRangeException(nameof(PluginEngineChatClientOptions.ContextSize), ctx, $"context size must be in 1..{hp.ContextLength} (the model's context length)");
-            context = model.CreateContext(new ContextOptions(ctx, Math.Max(1, _options.BatchSize), _options.KvCacheF32 ? Abstractions.GgmlType.F32 : Abstractions.GgmlType.F16));
+            var kvType = _options.ResolveKvCacheType();
+            context = model.CreateContext(new ContextOptions(ctx, Math.Max(1, _options.BatchSize), kvType));
             var session = ChatSession.ForModel(model, context, _options.ChatTemplate);
             var info = new PluginEngineModelInfo(model.Name, model.File.Path, hp.Architecture, hp.BlockCount, hp.VocabularySize, hp.ContextLength, ctx,
-                session.Template.Name, model.Schedule.Describe().TrimEnd(), model.HasRandomWeights, Metadata(model.File));
+                session.Template.Name, model.Schedule.Describe(kvType).TrimEnd(), model.HasRandomWeights, Metadata(model.File));
             _logger.LogInformation("loaded {Model} ({Path}); chat template: {Template}; {Schedule}", info.Name, info.Path, info.ChatTemplate, info.Schedule);
             return new State(model, context, session, info);
         }

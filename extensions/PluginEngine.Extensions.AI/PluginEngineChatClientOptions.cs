@@ -1,3 +1,5 @@
+using PluginEngine.Abstractions;
+using PluginEngine.Core.Inference;
 using PluginEngine.Core.Loading;
 
 namespace PluginEngine.Extensions.AI;
@@ -41,8 +43,25 @@ public sealed class PluginEngineChatClientOptions
     /// <summary><c>-b</c>: prompt tokens per forward pass.</summary>
     public int BatchSize { get; set; } = 512;
 
-    /// <summary><c>--kv-f32</c>: keep the KV cache in F32 instead of F16.</summary>
+    /// <summary>
+    /// <c>--kv-type</c>: the KV cache element type, for both K and V: F16, F32, Q8_0 or Q4_0 (Q8_0 about half of F16's bytes,
+    /// Q4_0 about a quarter; both need a head size that is a multiple of 32). Null: F32 when <see cref="KvCacheF32"/>, else F16.
+    /// </summary>
+    public GgmlType? KvCacheType { get; set; }
+
+    /// <summary><c>--kv-f32</c>: keep the KV cache in F32 instead of F16 (the same as <see cref="KvCacheType"/> = F32).</summary>
     public bool KvCacheF32 { get; set; }
+
+    /// <summary>The KV cache type <see cref="KvCacheType"/> and <see cref="KvCacheF32"/> ask for; an <see cref="ArgumentException"/> when they contradict or name a type a cache cannot have.</summary>
+    internal GgmlType ResolveKvCacheType()
+    {
+        if (KvCacheType is not { } type) return KvCacheF32 ? GgmlType.F32 : GgmlType.F16;
+        if (!KvCacheTypes.Supported.Contains(type))
+            throw new ArgumentException($"{nameof(KvCacheType)} {type}: expected {string.Join(", ", KvCacheTypes.Supported)}", nameof(KvCacheType));
+        if (KvCacheF32 && type != GgmlType.F32)
+            throw new ArgumentException($"{nameof(KvCacheF32)} and {nameof(KvCacheType)} = {type} contradict each other; set one", nameof(KvCacheType));
+        return type;
+    }
 
     /// <summary><c>--chat-template</c>: a built-in template name or a file; null: the model's own template.</summary>
     public string? ChatTemplate { get; set; }

@@ -26,6 +26,8 @@ internal static class PluginEngineModelLoader
 
         // A file that is not a usable model is reported before any plugin (and GPU runtime) is loaded, as the CLI does.
         var validated = LoadedModel.Validate(Core.Gguf.GgufReader.Read(path));
+        var kvType = options.ResolveKvCacheType();
+        if (KvCacheTypes.Problem(kvType, validated.HyperParameters) is { } kvProblem) throw new ArgumentException(kvProblem, nameof(options.KvCacheType));
         var config = PluginConfigLocator.Locate(options.PluginsPath);
         if (options.Threads is { } threads)
         {
@@ -37,7 +39,11 @@ internal static class PluginEngineModelLoader
         IBackendDevice primary = backend.Devices[0], cpu = host.GetCpu().Devices[0];
 
         var load = LoadOptions.FromSwitches(!options.NoMmap, options.HugePages, HostImportSetting.Resolve(options.HostImport), OperatingSystem.IsLinux());
-        var loadOptions = new ModelLoadOptions(primary, cpu, options.GpuLayers, load) { CheckTensors = options.CheckTensors };
+        var loadOptions = new ModelLoadOptions(primary, cpu, options.GpuLayers, load)
+        {
+            CheckTensors = options.CheckTensors,
+            Split = new LayerSplitRequest { ContextSize = options.ContextSize ?? 0, BatchSize = Math.Max(1, options.BatchSize), KvCacheType = kvType },
+        };
         return LoadedModel.Load(validated, loadOptions, SystemMappingFactory.Instance, loggers.CreateLogger("loader"));
     }
 }

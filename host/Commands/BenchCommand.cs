@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
+using PluginEngine.Abstractions;
 using PluginEngine.Bench;
+using PluginEngine.Core.Inference;
 using PluginEngine.Core.Loading;
 using PluginEngine.Core.Plugins;
 using Spectre.Console;
@@ -40,11 +42,12 @@ public static class BenchCommand
         var batch = new Option<string[]>("--batch-size", "-b") { Description = "Logical batch: prompt tokens per evaluate call (default 2048)", HelpName = "N[,N]" };
         var microBatch = new Option<string[]>("--ubatch-size", "-ub") { Description = "Physical batch: tokens per forward pass (default 512)", HelpName = "N[,N]" };
         var output = new Option<string>("--output", "-o") { Description = "Output format: md (default), csv, json, jsonl", HelpName = "md|csv|json|jsonl", DefaultValueFactory = _ => "md" };
+        var cacheTypes = new Option<string[]>("--cache-type", "-ctk", "--kv-type") { Description = $"KV cache types, for K and V alike: {KvCacheTypes.AcceptedNames} (default f16; the type_kv column)", HelpName = "TYPE[,TYPE]" };
         var reference = new Option<string?>("--reference") { Description = "Add reference rows: llamacpp (llama.cpp through LLamaSharp, tools/LlamaCppReference) and a ratio column", HelpName = "llamacpp" };
         var referenceTool = new Option<string?>("--reference-tool") { Description = "The reference program to run: LlamaCppReference.dll or an executable (default: found next to pluginengine or in the repository)", HelpName = "PATH" };
 
         var command = new Command("bench", "Benchmark backends and memory modes (llama-bench style: pp/tg tests, mean ± sd)");
-        foreach (var o in new Option[] { models, synthetic, backends, gpuLayers, splitModes, tensorSplits, threads, mmap, hugePages, memory, hostImport, prompt, generate, promptGenerate, depth, parallel, parallelPrompt, repetitions, batch, microBatch, output, reference, referenceTool })
+        foreach (var o in new Option[] { models, synthetic, backends, gpuLayers, splitModes, tensorSplits, threads, mmap, hugePages, memory, hostImport, prompt, generate, promptGenerate, depth, parallel, parallelPrompt, repetitions, batch, microBatch, cacheTypes, output, reference, referenceTool })
             command.Options.Add(o);
 
         command.SetAction(parse =>
@@ -71,6 +74,7 @@ public static class BenchCommand
             var splits = Splits(parse.GetValue(splitModes), parse.GetValue(tensorSplits));
             var batches = Lists.Int("-b", parse.GetValue(batch), min: 1, defaultValue: 2048);
             var microBatches = Lists.Int("-ub", parse.GetValue(microBatch), min: 1, defaultValue: 512);
+            var kvTypes = CacheTypes(parse.GetValue(cacheTypes));
 
             // Cheap checks first: a typo in --backend must not cost the minutes of generating a synthetic model.
             var configuration = context.LocatePluginConfiguration();
@@ -86,6 +90,7 @@ public static class BenchCommand
                 Threads = threadCounts,
                 Batches = batches,
                 MicroBatches = microBatches,
+                CacheTypes = kvTypes,
                 Tests = tests,
                 Repetitions = reps,
             };
@@ -139,12 +144,12 @@ public static class BenchCommand
             context.Error.WriteLine($"reference: llama.cpp rows skipped: {whyNot}");
             return rows;
         }
-        var groups = run.Rows.GroupBy(r => (r.ModelFilename, r.ModelLabel, r.NThreads, r.NBatch, r.NUbatch));
+        var groups = run.Rows.GroupBy(r => (r.ModelFilename, r.ModelLabel, r.NThreads, r.NBatch, r.NUbatch, r.TypeKv));
         foreach (var group in groups)
         {
             var tests = group.Select(r => new BenchTest(r.NPrompt, r.NGen, r.NDepth)).Distinct().ToArray();
-            var request = new LlamaCppReferenceRequest(group.Key.ModelFilename, group.Key.ModelLabel, group.Key.NThreads, group.Key.NBatch, group.Key.NUbatch, repetitions, tests);
-            context.Error.WriteLine($"reference: llama.cpp on {group.Key.ModelLabel}, {group.Key.NThreads} threads ({tool.Describe()})");
+            var request = new LlamaCppReferenceRequest(group.Key.ModelFilename, group.Key.ModelLabel, group.Key.NThreads, group.Key.NBatch, group.Key.NUbatch, repetitions, tests, group.Key.TypeKv);
+            context.Error.WriteLine($"reference: llama.cpp on {group.Key.ModelLabel}, {group.Key.NThreads} threads, KV cache {group.Key.TypeKv} ({tool.Describe()})");
             try
             {
                 rows.AddRange(tool.Run(request));
@@ -207,6 +212,14 @@ public static class BenchCommand
         };
         var gens = Lists.Int("-n", generate, min: 1, defaultValue: 32);
         return sequences.SelectMany(n => gens.Select(g => BenchTest.Parallel(n, promptLength, g))).Distinct().ToArray();
+    }
+
+    /// <summary>The KV cache types of -ctk (a comma list, as llama-bench's); F16 alone by default.</summary>
+    internal static GgmlType[] CacheTypes(string[]? values)
+    {
+        if (values is not { Length: > 0 }) return [GgmlType.F16];
+        return Lists.Split("-ctk", values).Select(name => KvCacheTypes.TryParse(name, out var type) ? type
+            : throw new UserErrorException($"-ctk {name}: expected {KvCacheTypes.AcceptedNames}")).Distinct().ToArray();
     }
 
     /// <summary>Memory modes from --memory, or the product of --mmap and --hugepages (impossible pairs are explained).</summary>

@@ -24,25 +24,27 @@ public static class ChatCommand
         var count = new Option<int>("--n-predict", "-n") { Description = "Most tokens per answer (-1 = until the end of the turn or a full context)", DefaultValueFactory = _ => -1 };
         var ctx = new Option<int>("--ctx-size", "-c") { Description = "Context size (default: min(model's, 4096))" };
         var batch = new Option<int>("--batch-size", "-b") { Description = "Prompt tokens per forward pass", DefaultValueFactory = _ => 512 };
-        var kvF32 = new Option<bool>("--kv-f32") { Description = "Keep the KV cache in F32 instead of F16" };
+        var kv = new KvCacheOptions();
         var parseSpecial = new Option<bool>("--parse-special") { Description = "Parse special-token text in messages (e.g. <|eot_id|>) as special tokens (default: plain text)" };
 
         var command = new Command("chat", "Chat with a model through its chat template (interactive, or one answer per -p)");
         model.AddTo(command);
         sampling.AddTo(command);
-        foreach (var o in new Option[] { prompts, system, template, count, ctx, batch, kvF32, parseSpecial }) command.Options.Add(o);
+        foreach (var o in new Option[] { prompts, system, template, count, ctx, batch }) command.Options.Add(o);
+        kv.AddTo(command);
+        command.Options.Add(parseSpecial);
         command.SetAction(parse =>
         {
             var settings = sampling.Resolve(parse);
             int n = parse.GetValue(count);
             if (n < -1) throw new UserErrorException($"--n-predict {n}: must be -1 (no limit) or 0 or more", isUsage: true);
 
-            using var loaded = model.LoadModel(parse, context, out string path);
+            var kvType = kv.Resolve(parse);
+            using var loaded = model.LoadModel(parse, context, out string path, model.ResolveSplit(parse, Math.Max(0, parse.GetValue(ctx)), Math.Max(1, parse.GetValue(batch)), kvType));
             var hp = loaded.HyperParameters;
             int ctxSize = parse.GetValue(ctx) is > 0 and var c ? c : Math.Min(hp.ContextLength, 4096);
             if (ctxSize > hp.ContextLength) throw new UserErrorException($"--ctx-size {ctxSize} exceeds the model's context length {hp.ContextLength}", isUsage: true);
-            using var llama = loaded.CreateContext(new ContextOptions(ctxSize, Math.Max(1, parse.GetValue(batch)),
-                parse.GetValue(kvF32) ? Abstractions.GgmlType.F32 : Abstractions.GgmlType.F16));
+            using var llama = loaded.CreateContext(new ContextOptions(ctxSize, Math.Max(1, parse.GetValue(batch)), kvType));
 
             ChatSession session;
             try { session = ChatSession.ForModel(loaded, llama, parse.GetValue(template), parse.GetValue(system)); }
@@ -51,7 +53,8 @@ public static class ChatCommand
             var err = context.Error;
             err.WriteLine($"model: {loaded.Name} ({path}), {hp.Architecture}, {hp.BlockCount} layers, vocab {hp.VocabularySize}");
             if (loaded.HasRandomWeights) err.WriteLine("note: this model has RANDOM weights (the demo model); its text is meaningless but every op ran for real");
-            err.WriteLine($"backend: {loaded.Schedule.Describe().TrimEnd().Replace("\n", "; ")}");
+            err.WriteLine($"backend: {loaded.Schedule.Describe(kvType).TrimEnd().Replace("\n", "; ")}");
+            err.WriteLine(RunCommand.KvCacheLine(llama, hp));
             err.WriteLine($"chat template: {session.Template.Name}; end of turn: {string.Join(", ", session.EndOfTurn.Order().Select(id => $"{loaded.Tokenizer.Vocabulary.Tokens[id]} ({id})"))}");
             err.WriteLine($"sampling: temp {settings.Temperature}, top-k {settings.TopK}, top-p {settings.TopP}, min-p {settings.MinP}, repeat-penalty {settings.RepeatPenalty} (last {settings.RepeatLastN}), seed {settings.Seed}");
 

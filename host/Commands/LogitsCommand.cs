@@ -20,16 +20,18 @@ public static class LogitsCommand
         var output = new Option<string?>("--output", "-o") { Description = "Write the logits here as little-endian float32", HelpName = "FILE" };
         var top = new Option<int>("--top") { Description = "Print the N most likely next tokens", DefaultValueFactory = _ => 10 };
         var all = new Option<bool>("--all-positions") { Description = "Logits of every position ([tokens, vocab]) instead of the last one" };
-        var kvF32 = new Option<bool>("--kv-f32") { Description = "Keep the KV cache in F32 instead of F16" };
+        var kv = new KvCacheOptions();
         var command = new Command("logits", "Evaluate a token sequence in one batch and output its logits");
         model.AddTo(command);
-        foreach (var o in new Option[] { tokens, prompt, output, top, all, kvF32 }) command.Options.Add(o);
+        foreach (var o in new Option[] { tokens, prompt, output, top, all }) command.Options.Add(o);
+        kv.AddTo(command);
         command.SetAction(parse =>
         {
             string? ids = parse.GetValue(tokens), text = parse.GetValue(prompt);
             if ((ids is null) == (text is null)) throw new UserErrorException("give exactly one of --tokens and --prompt", isUsage: true);
             if (parse.GetValue(top) < 0) throw new UserErrorException($"--top {parse.GetValue(top)}: must be 0 or more", isUsage: true);
-            using var loaded = model.LoadModel(parse, context, out _);
+            var kvType = kv.Resolve(parse);
+            using var loaded = model.LoadModel(parse, context, out _, model.ResolveSplit(parse, kvCacheType: kvType));
             int vocab = loaded.HyperParameters.VocabularySize;
             int[] sequence = ids is not null ? ParseIds(ids, vocab) : loaded.Tokenizer.Encode(text!, addBos: true, parseSpecial: true);
             if (sequence.Length == 0) throw new UserErrorException("the sequence is empty");
@@ -37,7 +39,7 @@ public static class LogitsCommand
                 throw new UserErrorException($"{sequence.Length} tokens exceed the model's context length {loaded.HyperParameters.ContextLength}");
             bool allPositions = parse.GetValue(all);
             using var llama = loaded.CreateContext(new ContextOptions(Math.Min(loaded.HyperParameters.ContextLength, Math.Max(sequence.Length, 16)),
-                BatchSize: sequence.Length, KvCacheType: parse.GetValue(kvF32) ? Abstractions.GgmlType.F32 : Abstractions.GgmlType.F16));
+                BatchSize: sequence.Length, KvCacheType: kvType));
             var logits = new float[(allPositions ? sequence.Length : 1) * (long)vocab];
             llama.Evaluate(sequence, logits, allPositions);
 

@@ -143,6 +143,8 @@ public sealed class ModelOptions
         split ??= ResolveSplit(parse);
         // A file that is not a usable model is reported before any plugin (and GPU runtime) is loaded.
         var validated = LoadedModel.Validate(Core.Gguf.GgufReader.Read(path));
+        // So is a KV cache type the model's shape cannot hold (a quantized cache needs heads of whole 32-element blocks).
+        if (KvCacheTypes.Problem(split.KvCacheType, validated.HyperParameters) is { } kvProblem) throw new UserErrorException(kvProblem, isUsage: true);
         var options = ResolveLoadOptions(parse, context, split);
         LoadedModel model;
         try { model = LoadedModel.Load(validated, options, SystemMappingFactory.Instance, context.Loggers.CreateLogger("loader")); }
@@ -150,7 +152,7 @@ public sealed class ModelOptions
         catch (ModelDoesNotFitException e) { throw new UserErrorException(e.Message); }
         if (context.Verbose)
         {
-            context.Error.WriteLine(model.Schedule.Describe());
+            context.Error.WriteLine(model.Schedule.Describe(split.KvCacheType));
             context.Error.WriteLine(model.Loaded.Plan.Format());
         }
         return model;

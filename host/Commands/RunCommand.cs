@@ -21,12 +21,14 @@ public static class RunCommand
         var ctx = new Option<int>("--ctx-size", "-c") { Description = "Context size (default: min(model's, 4096))" };
         var batch = new Option<int>("--batch-size", "-b") { Description = "Prompt tokens per forward pass", DefaultValueFactory = _ => 512 };
         var sampling = new SamplingOptions();
-        var kvF32 = new Option<bool>("--kv-f32") { Description = "Keep the KV cache in F32 instead of F16" };
+        var kv = new KvCacheOptions();
 
         var command = new Command("run", "Generate text from a prompt (streams tokens; prints timings)");
         model.AddTo(command);
         sampling.AddTo(command);
-        foreach (var o in new Option[] { prompt, promptFile, count, ctx, batch, kvF32, noWarmup }) command.Options.Add(o);
+        foreach (var o in new Option[] { prompt, promptFile, count, ctx, batch }) command.Options.Add(o);
+        kv.AddTo(command);
+        command.Options.Add(noWarmup);
         command.SetAction(parse =>
         {
             var settings = sampling.Resolve(parse);
@@ -36,18 +38,18 @@ public static class RunCommand
             if (parse.GetValue(ctx) < 0) throw new UserErrorException($"--ctx-size {parse.GetValue(ctx)}: must be positive (or 0 for the default)", isUsage: true);
             if (parse.GetValue(batch) <= 0) throw new UserErrorException($"--batch-size {parse.GetValue(batch)}: must be at least 1", isUsage: true);
 
-            var kvType = parse.GetValue(kvF32) ? Abstractions.GgmlType.F32 : Abstractions.GgmlType.F16;
+            var kvType = kv.Resolve(parse);
             using var loaded = model.LoadModel(parse, context, out string path, model.ResolveSplit(parse, parse.GetValue(ctx), parse.GetValue(batch), kvType));
             var hp = loaded.HyperParameters;
             int ctxSize = parse.GetValue(ctx) is > 0 and var c ? c : Math.Min(hp.ContextLength, 4096);
             if (ctxSize > hp.ContextLength) throw new UserErrorException($"--ctx-size {ctxSize} exceeds the model's context length {hp.ContextLength}", isUsage: true);
-            using var llama = loaded.CreateContext(new ContextOptions(ctxSize, parse.GetValue(batch),
-                parse.GetValue(kvF32) ? Abstractions.GgmlType.F32 : Abstractions.GgmlType.F16));
+            using var llama = loaded.CreateContext(new ContextOptions(ctxSize, parse.GetValue(batch), kvType));
 
             var err = context.Error;
             err.WriteLine($"model: {loaded.Name} ({path}), {hp.Architecture}, {hp.BlockCount} layers, vocab {hp.VocabularySize}");
             if (loaded.HasRandomWeights) err.WriteLine("note: this model has RANDOM weights (the demo model); its text is meaningless but every op ran for real");
             err.WriteLine($"backend: {loaded.Schedule.Describe(llama.Options.KvCacheType).TrimEnd().Replace("\n", "; ")}");
+            err.WriteLine(KvCacheLine(llama, hp));
             err.WriteLine($"sampling: temp {settings.Temperature}, top-k {settings.TopK}, top-p {settings.TopP}, min-p {settings.MinP}, repeat-penalty {settings.RepeatPenalty} (last {settings.RepeatLastN}), seed {settings.Seed}");
 
             var tokens = loaded.Tokenizer.Encode(promptText, addBos: true, parseSpecial: true);
@@ -100,6 +102,20 @@ public static class RunCommand
         llama.Evaluate([token], logits);
         llama.Reset();
         return clock.Elapsed;
+    }
+
+    /// <summary>
+    /// "KV cache: q8_0, 8.50 MiB for 2048 positions (4.25 KiB per position, 1.06 KiB per layer) on cpu (4 layers)": what the context's
+    /// cache costs and which device holds it (a device that cannot attend over a quantized cache leaves it to the CPU;
+    /// docs/batching.md#quantized-kv-cache).
+    /// </summary>
+    internal static string KvCacheLine(LlamaContext llama, Core.Models.LlamaHyperParameters hp)
+    {
+        var type = llama.Options.KvCacheType;
+        long positions = (long)llama.ContextSize * llama.Sequences, perLayer = KvCacheTypes.BytesPerPosition(type, hp), perPosition = perLayer * hp.BlockCount;
+        var holders = llama.KvCacheLayers.Select(kv => $"{kv.Key.Description.Backend} ({kv.Value} layer{(kv.Value == 1 ? "" : "s")})");
+        return $"KV cache: {KvCacheTypes.Name(type)}, {Bench.BenchOutput.FormatBytes(perPosition * positions)} for {positions} positions " +
+               $"({Bench.BenchOutput.FormatBytes(perPosition)} per position, {Bench.BenchOutput.FormatBytes(perLayer)} per layer) on {string.Join(", ", holders)}";
     }
 
     /// <summary>One llama.cpp-style timing line, names and numbers aligned in columns.</summary>

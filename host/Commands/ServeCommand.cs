@@ -27,13 +27,15 @@ public static class ServeCommand
         var template = new Option<string?>("--chat-template") { Description = $"Override the model's chat template: a built-in ({BuiltInChatTemplates.Names}) or a file holding a Jinja template", HelpName = "NAME|FILE" };
         var ctx = new Option<int>("--ctx-size", "-c") { Description = "Context of each slot: prompt + answer of one request (default: min(model's, 4096))" };
         var batch = new Option<int>("--batch-size", "-b") { Description = "Prompt tokens per forward pass", DefaultValueFactory = _ => 512 };
-        var kvF32 = new Option<bool>("--kv-f32") { Description = "Keep the KV cache in F32 instead of F16" };
+        var kv = new KvCacheOptions();
         var shutdown = new Option<string>("--shutdown-timeout") { Description = "On SIGTERM/Ctrl+C, how long in-flight requests may finish before they are cancelled (e.g. 10s, 500ms, 2m)", DefaultValueFactory = _ => "10s", HelpName = "DURATION" };
 
         var command = new Command("serve", "Serve a model over HTTP: the OpenAI API (chat and text completions, streamed), /health, /metrics and a chat page at /");
         model.AddTo(command);
         sampling.AddTo(command);
-        foreach (var o in new Option[] { host, port, apiKey, parallel, queue, alias, template, ctx, batch, kvF32, shutdown }) command.Options.Add(o);
+        foreach (var o in new Option[] { host, port, apiKey, parallel, queue, alias, template, ctx, batch }) command.Options.Add(o);
+        kv.AddTo(command);
+        command.Options.Add(shutdown);
         command.SetAction(parse =>
         {
             var settings = sampling.Resolve(parse);
@@ -50,11 +52,12 @@ public static class ServeCommand
             string? key = parse.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("PLUGINENGINE_API_KEY");
             if (key is { Length: 0 }) key = null;
 
-            using var loaded = model.LoadModel(parse, context, out string path);
+            var kvType = kv.Resolve(parse);
+            using var loaded = model.LoadModel(parse, context, out string path, model.ResolveSplit(parse, kvCacheType: kvType));
             var hp = loaded.HyperParameters;
             int ctxSize = parse.GetValue(ctx) is > 0 and var c ? c : Math.Min(hp.ContextLength, 4096);
             if (ctxSize > hp.ContextLength) throw new UserErrorException($"--ctx-size {ctxSize} exceeds the model's context length {hp.ContextLength}", isUsage: true);
-            var slotContext = new ContextOptions(ctxSize, Math.Max(1, parse.GetValue(batch)), parse.GetValue(kvF32) ? Abstractions.GgmlType.F32 : Abstractions.GgmlType.F16);
+            var slotContext = new ContextOptions(ctxSize, Math.Max(1, parse.GetValue(batch)), kvType);
 
             Core.Serving.ICompletionScheduler scheduler;
             try { scheduler = SchedulerFactory.Create(loaded, slotContext, slots, queueCapacity); }
@@ -79,7 +82,7 @@ public static class ServeCommand
                 var err = context.Error;
                 err.WriteLine($"model: {loaded.Name} ({path}), {hp.Architecture}, {hp.BlockCount} layers, vocab {hp.VocabularySize}; served as \"{served.Id}\"");
                 if (loaded.HasRandomWeights) err.WriteLine("note: this model has RANDOM weights (the demo model); its text is meaningless but every op ran for real");
-                err.WriteLine($"backend: {loaded.Schedule.Describe().TrimEnd().Replace("\n", "; ")}");
+                err.WriteLine($"backend: {loaded.Schedule.Describe(kvType).TrimEnd().Replace("\n", "; ")}");
                 err.WriteLine($"chat template: {served.Formatter.Template.Name}; slots: {scheduler.Slots} × context {scheduler.SlotContextSize}; queue: {queueCapacity}; api key: {(key is null ? "none" : "required")}");
                 var server = OpenAiServer.Create(served, options);
                 try

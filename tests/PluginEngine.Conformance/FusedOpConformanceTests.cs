@@ -73,7 +73,7 @@ public abstract class FusedOpConformanceTests
         {
             var data = new TheoryData<string, GgmlType, RopeMode, int, int, int>();
             foreach (string backend in Backends())
-                foreach (var cacheType in new[] { GgmlType.F32, GgmlType.F16 })
+                foreach (var cacheType in CacheBytes.Types)
                     foreach (var mode in new[] { RopeMode.Normal, RopeMode.NeoX })
                     {
                         foreach (int tokens in new[] { 1, 5 })
@@ -92,7 +92,7 @@ public abstract class FusedOpConformanceTests
             // From position 17: at position 0 nothing turns, and the factors would not show.
             var data = new TheoryData<string, GgmlType, RopeMode, int>();
             foreach (string backend in Backends())
-                foreach (var cacheType in new[] { GgmlType.F32, GgmlType.F16 })
+                foreach (var cacheType in CacheBytes.Types)
                     foreach (var mode in new[] { RopeMode.Normal, RopeMode.NeoX })
                         foreach (int tokens in new[] { 1, 5 })
                             data.Add(backend, cacheType, mode, tokens);
@@ -333,13 +333,14 @@ public abstract class FusedOpConformanceTests
             Assert.True(moved > 0.1, $"factors moved k by only {moved} from position {firstPosition}");
         }
 
-        // Cache rows: the batch's hold k (rotated) and v, converted; every other byte is the sentinel.
+        // Cache rows: the batch's hold k (rotated) and v, converted (a quantized cache: whole rows of blocks, each value within a
+        // step of its block); every other byte is the sentinel.
         int rowBytes = (int)GgmlTypes.RowSize(cacheType, kvd);
         int from = (1 + firstPosition) * rowBytes, length = tokens * rowBytes;
         double cacheTolerance = cacheType == GgmlType.F16 ? 3e-3 : 1e-4; // F16: rounding of 2^-11 of values up to ~4.3 x rms
         foreach (var (name, cache, sentinel, values) in new[] { ("K", actual.KCache, kSentinel, expected.K), ("V", actual.VCache, vSentinel, v) })
         {
-            TestData.AssertClose(values, CacheBytes.Decode(cacheType, cache.AsSpan(from, length)), cacheTolerance, $"{what}: {name} cache rows {firstPosition}..{firstPosition + tokens - 1}");
+            CacheBytes.AssertHolds(cacheType, values, cache.AsSpan(from, length), cacheTolerance, $"{what}: {name} cache rows {firstPosition}..{firstPosition + tokens - 1}");
             AssertBytesEqual(sentinel.AsSpan(0, from), cache.AsSpan(0, from), $"{what}: {name} cache before row {firstPosition}");
             AssertBytesEqual(sentinel.AsSpan(from + length), cache.AsSpan(from + length), $"{what}: {name} cache from row {firstPosition + tokens}");
         }
@@ -362,6 +363,8 @@ public abstract class FusedOpConformanceTests
                                                   (q4, q4, GgmlType.Q8_0), (f16, f16, f16) })
                     data.Add(backend, q, k, v, f16, RopeMode.Normal, 64, 1, 17, false);
                 data.Add(backend, q4, q4, q4, GgmlType.F32, RopeMode.Normal, 64, 1, 17, false);
+                data.Add(backend, q4, q4, q4, GgmlType.Q8_0, RopeMode.Normal, 64, 1, 17, false); // quantized caches: a GPU that takes them
+                data.Add(backend, q4, q4, q4, GgmlType.Q4_0, RopeMode.Normal, 64, 3, 17, false); // may quantize in the mat-vec's epilogue
                 data.Add(backend, q4, q4, q4, f16, RopeMode.Normal, 64, 1, 0, false);   // position 0: nothing turns
                 data.Add(backend, q4, q4, q4, f16, RopeMode.Normal, 32, 1, 17, false);  // partial rotation
                 data.Add(backend, q4, q4, q4, f16, RopeMode.Normal, 64, 1, 17, true);
@@ -443,7 +446,7 @@ public abstract class FusedOpConformanceTests
         double cacheTolerance = cacheType == GgmlType.F16 ? 3e-3 : 1e-4;
         foreach (var (name, cache, sentinel, values) in new[] { ("K", actual.KCache, kSentinel, actual.K), ("V", actual.VCache, vSentinel, actual.V) })
         {
-            TestData.AssertClose(values, CacheBytes.Decode(cacheType, cache.AsSpan(from, length)), cacheTolerance, $"{what}: {name} cache rows {firstPosition}..{firstPosition + tokens - 1}");
+            CacheBytes.AssertHolds(cacheType, values, cache.AsSpan(from, length), cacheTolerance, $"{what}: {name} cache rows {firstPosition}..{firstPosition + tokens - 1}");
             AssertBytesEqual(sentinel.AsSpan(0, from), cache.AsSpan(0, from), $"{what}: {name} cache before row {firstPosition}");
             AssertBytesEqual(sentinel.AsSpan(from + length), cache.AsSpan(from + length), $"{what}: {name} cache from row {firstPosition + tokens}");
         }

@@ -93,15 +93,17 @@ public abstract class OpConformanceTests
         {
             var data = new TheoryData<string, GgmlType, int, int, int>();
             foreach (string backend in Candidates)
-                foreach (var type in new[] { GgmlType.F32, GgmlType.F16 })
+                foreach (var type in CacheBytes.Types)
                 {
+                    // Quantized caches (Q8_0, Q4_0) hold each head as whole 32-element blocks: their odd head size is 96, not 34.
+                    int odd = CacheBytes.IsQuantized(type) ? 96 : 34;
                     data.Add(backend, type, 1, 0, 64);    // first token
                     data.Add(backend, type, 1, 70, 64);   // decode step with a longer history (> one work-group of positions)
                     data.Add(backend, type, 1, 512, 64);  // 513 positions: one past a GPU's split (CUDA: 512 per block), the last part 1 long
                     data.Add(backend, type, 1, 1300, 64); // a long history, split by a GPU over several blocks per head
                     data.Add(backend, type, 5, 9, 64);    // batch continuing a prompt
-                    data.Add(backend, type, 1, 70, 34);   // a head size that is no multiple of 4 (no vector loads of K/V rows)
-                    data.Add(backend, type, 5, 9, 34);
+                    data.Add(backend, type, 1, 70, odd);  // a head size that is no multiple of 4 (no vector loads of K/V rows), or of 64
+                    data.Add(backend, type, 5, 9, odd);
                     // Prompts (a GPU may take a tensor-core kernel from 16 tokens on F16 caches: tiles of 64 tokens, 64 positions)
                     data.Add(backend, type, 80, 0, 64);   // a prompt of a tile and a part
                     data.Add(backend, type, 70, 30, 128); // continuing a prompt: the causal edge off the tile grid
@@ -117,10 +119,8 @@ public abstract class OpConformanceTests
         {
             var data = new TheoryData<string, GgmlType>();
             foreach (string backend in Candidates)
-            {
-                data.Add(backend, GgmlType.F32);
-                data.Add(backend, GgmlType.F16);
-            }
+                foreach (var type in CacheBytes.Types)
+                    data.Add(backend, type);
             return data;
         }
     }
@@ -387,21 +387,40 @@ public abstract class OpConformanceTests
         float[] v = TestData.Random(6, visible * kvHeads * headSize);
         var p = new AttentionParams(tokens, firstPosition, heads, kvHeads, headSize, 1f / MathF.Sqrt(headSize));
 
+        // A quantized cache gets the reference's blocks on both sides (its Convert is checked on its own, Convert_matches_cpu), so
+        // this checks the attention alone: a value on a level's edge cannot take another level here.
+        byte[]? kBlocks = null, vBlocks = null;
+        if (CacheBytes.IsQuantized(cacheType))
+        {
+            var kc = reference.Zeros((long)capacity * kvHeads * headSize, cacheType);
+            var vc = reference.Zeros((long)capacity * kvHeads * headSize, cacheType);
+            reference.Queue.Convert(reference.Floats(k), kc, k.Length);
+            reference.Queue.Convert(reference.Floats(v), vc, v.Length);
+            long bytes = GgmlTypes.RowSize(cacheType, (long)capacity * kvHeads * headSize);
+            (kBlocks, vBlocks) = (reference.ReadBytes(kc, bytes), reference.ReadBytes(vc, bytes));
+        }
+
         float[] Run(DeviceSession s)
         {
-            // Caches are filled through Convert on the device, as the model does.
-            var kCache = s.Zeros((long)capacity * kvHeads * headSize, cacheType);
-            var vCache = s.Zeros((long)capacity * kvHeads * headSize, cacheType);
-            s.Queue.Convert(s.Floats(k), kCache, k.Length);
-            s.Queue.Convert(s.Floats(v), vCache, v.Length);
+            DeviceTensor kCache, vCache;
+            if (kBlocks is not null && vBlocks is not null) (kCache, vCache) = (CacheBytes.Upload(s, cacheType, kBlocks), CacheBytes.Upload(s, cacheType, vBlocks));
+            else
+            {
+                // Caches are filled through Convert on the device, as the model does.
+                kCache = s.Zeros((long)capacity * kvHeads * headSize, cacheType);
+                vCache = s.Zeros((long)capacity * kvHeads * headSize, cacheType);
+                s.Queue.Convert(s.Floats(k), kCache, k.Length);
+                s.Queue.Convert(s.Floats(v), vCache, v.Length);
+            }
             var output = s.Zeros(q.Length);
             s.Queue.Attention(s.Floats(q), kCache, vCache, output, p);
             return s.Read(output, q.Length);
         }
 
         // A prompt over an F16 cache may run with f16 queries and softmax weights on the tensor cores (CUDA's attention_mma_f16_d*,
-        // docs/gpu-kernels.md#prompt-attention): half-precision rounding of q and of each weight, so a looser bound there.
-        double tolerance = cacheType == GgmlType.F16 && tokens >= 16 ? 4e-3 : 1e-4;
+        // docs/gpu-kernels.md#prompt-attention): half-precision rounding of q and of each weight, so a looser bound there; the same
+        // for a quantized cache, whose blocks a GPU may decode to f16 for those kernels.
+        double tolerance = cacheType != GgmlType.F32 && tokens >= 16 ? 4e-3 : 1e-4;
         TestData.AssertClose(Run(reference), Run(target), tolerance, $"{backend} Attention {cacheType} cache, head size {headSize}, {tokens} tokens from {firstPosition}");
     }
 
@@ -465,6 +484,12 @@ public abstract class OpConformanceTests
         TestData.AssertClose(Run(reference), Run(target), 1e-6, $"{backend} AddBias");
     }
 
+    /// <remarks>
+    /// F32 and F16: bit for bit. Q8_0 and Q4_0 (a quantized KV cache, docs/batching.md#quantized-kv-cache): 544 elements (17 blocks;
+    /// a quantized row is whole blocks), the GGUF formulas (d = max|x|/127, or the signed largest / −8); every block's scale the
+    /// same bits as the CPU's, and every quant the same except where the value sits within 1e-3 of a level's edge (x/d computed
+    /// in another order may round the other way there), which may take the neighbouring level.
+    /// </remarks>
     [Theory]
     [MemberData(nameof(ConvertCases))]
     public void Convert_matches_cpu_bit_for_bit(string backend, GgmlType type)
@@ -472,9 +497,15 @@ public abstract class OpConformanceTests
         using var target = new DeviceSession(Require(backend));
         RequireOp(target.Queue, ComputeOp.Convert, type);
         using var reference = new DeviceSession(Reference);
-        const int n = 517;
+        bool quantized = CacheBytes.IsQuantized(type);
+        int n = quantized ? 544 : 517;
         float[] x = TestData.Random(13, n, 100f);
         x[0] = 65519f; x[1] = -1e-7f; x[2] = 0.1f; x[3] = 70000f; // rounding edges, a subnormal half, overflow to infinity
+        if (quantized)
+        {
+            for (int i = 32; i < 64; i++) x[i] = 0;                          // a block of zeros: d = 0
+            x[70] = -x.Skip(64).Take(32).Max(MathF.Abs) * 1.5f; x[80] = -x[70]; // a tie in magnitude: the first (negative) wins
+        }
 
         byte[] Run(DeviceSession s)
         {
@@ -483,8 +514,38 @@ public abstract class OpConformanceTests
             return s.ReadBytes(dst, GgmlTypes.RowSize(type, n));
         }
 
-        Assert.Equal(Run(reference), Run(target));
+        byte[] expected = Run(reference), actual = Run(target);
+        if (!quantized)
+        {
+            Assert.Equal(expected, actual);
+            return;
+        }
+        var info = GgmlTypes.Get(type);
+        for (int b = 0; b < n / 32; b++)
+        {
+            int at = b * info.BytesPerBlock;
+            Assert.True(expected.AsSpan(at, 2).SequenceEqual(actual.AsSpan(at, 2)), $"{backend} Convert {type}: block {b}'s scale differs from the cpu's");
+            // The unrounded scale the levels were picked with (the stored one is its f16 rounding).
+            var block = x.AsSpan(32 * b, 32);
+            float amax = 0, max = 0;
+            foreach (float v in block)
+                if (amax < MathF.Abs(v)) { amax = MathF.Abs(v); max = v; }
+            float d = type == GgmlType.Q8_0 ? amax / 127f : max / -8f;
+            for (int i = 0; i < 32; i++)
+            {
+                int e = Level(type, expected, at, i), a = Level(type, actual, at, i);
+                if (e == a) continue;
+                // The level's edge: Q8_0 rounds x/d to the nearest integer, Q4_0 truncates x/d + 8.5.
+                double t = d == 0 ? 0 : x[32 * b + i] / (double)d + (type == GgmlType.Q4_0 ? 8.5 : 0.5);
+                bool nearEdge = Math.Abs(t - Math.Round(t)) < 1e-3;
+                Assert.True(Math.Abs(e - a) == 1 && nearEdge, $"{backend} Convert {type}: element {32 * b + i} ({x[32 * b + i]}) took level {a}, the cpu {e}");
+            }
+        }
     }
+
+    /// <summary>Quant <paramref name="i"/> of the block at byte <paramref name="at"/>: Q8_0's int8, Q4_0's nibble (j low, j + 16 high).</summary>
+    private static int Level(GgmlType type, byte[] bytes, int at, int i)
+        => type == GgmlType.Q8_0 ? (sbyte)bytes[at + 2 + i] : i < 16 ? bytes[at + 2 + i] & 0xF : bytes[at + 2 + i - 16] >> 4;
 
     [Theory]
     [MemberData(nameof(Candidates), MemberType = typeof(ConformanceBackends))]

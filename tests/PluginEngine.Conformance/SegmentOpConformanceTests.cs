@@ -36,12 +36,26 @@ public abstract class SegmentOpConformanceTests
         {
             var data = new TheoryData<string, GgmlType, RopeMode>();
             foreach (string backend in FusedOpConformanceTests.Backends())
-                foreach (var cacheType in new[] { GgmlType.F32, GgmlType.F16 })
+                foreach (var cacheType in CacheBytes.Types)
                     foreach (var mode in new[] { RopeMode.Normal, RopeMode.NeoX })
                         data.Add(backend, cacheType, mode);
             return data;
         }
     }
+
+    /// <summary>
+    /// Attention output tolerance (relative to the reference's rms) per cache type. F16: half rounding. Q8_0 and Q4_0: each side
+    /// quantizes the keys it rotated itself, so a key whose value sits on a level's edge may take the neighbouring level on one
+    /// side (a Q4_0 step is an eighth of its block's largest value), which moves its scores and so the output; on the CPU, whose
+    /// segment ops are its single-sequence kernels, the two are the same bits.
+    /// </summary>
+    private static double AttentionTolerance(GgmlType cacheType) => cacheType switch
+    {
+        GgmlType.F16 => 3e-3,
+        GgmlType.Q8_0 => 1e-2,
+        GgmlType.Q4_0 => 6e-2,
+        _ => 1e-4,
+    };
 
     [Theory]
     [MemberData(nameof(Cases))]
@@ -103,14 +117,15 @@ public abstract class SegmentOpConformanceTests
             string what = $"{backend} segment ops {mode} {cacheType} cache, step {step} ({string.Join(", ", segments.Select(s => $"{s.Tokens} at {s.FirstPosition} in slot {s.CacheRow / Capacity}"))})";
             TestData.AssertClose(reference.Read(rq, q.Length), target.Read(tq, q.Length), 1e-4, $"{what}: rotated q");
             float[] output = target.Read(tOut, (long)rows * Qd);
-            TestData.AssertClose(reference.Read(rOut, (long)rows * Qd), output, cacheType == GgmlType.F16 ? 3e-3 : 1e-4, $"{what}: attention output");
+            TestData.AssertClose(reference.Read(rOut, (long)rows * Qd), output, AttentionTolerance(cacheType), $"{what}: attention output");
             // The output projection reads the batch's rows next (a GPU quantizes them for its 8-bit matmuls in the same pass).
             if (target.Queue.Supports(ComputeOp.MatMul, next.Type))
                 next.AssertReads(output, target.Read(next.Run(target, nextWeights, tOut, rows), (long)rows * next.Rows), rows, $"{what}, then");
             foreach (var s in Script[step]) positions[s.Slot] += s.Tokens;
         }
 
-        // The caches: the rows written equal the reference's (converted), and every other row is its sentinel, byte for byte.
+        // The caches: the rows written equal the reference's (converted; a quantized row's values within a step of the reference's,
+        // as a key rotated with other rounding may take a neighbouring level), and every other row is its sentinel, byte for byte.
         double tolerance = cacheType == GgmlType.F16 ? 3e-3 : 1e-4;
         int rowBytes = (int)GgmlTypes.RowSize(cacheType, Kvd);
         foreach (var (name, actual, expected, sentinel) in new[]
@@ -121,7 +136,7 @@ public abstract class SegmentOpConformanceTests
             {
                 var a = actual.AsSpan(row * rowBytes, rowBytes);
                 if (written[row])
-                    TestData.AssertClose(CacheBytes.Decode(cacheType, expected.AsSpan(row * rowBytes, rowBytes)), CacheBytes.Decode(cacheType, a), tolerance,
+                    CacheBytes.AssertHolds(cacheType, CacheBytes.Decode(cacheType, expected.AsSpan(row * rowBytes, rowBytes)), a, tolerance,
                         $"{backend} segment ops {mode} {cacheType}: {name} cache row {row - 1} (slot {(row - 1) / Capacity}, position {(row - 1) % Capacity})");
                 else if (!a.SequenceEqual(sentinel.AsSpan(row * rowBytes, rowBytes)))
                     Assert.Fail($"{backend} segment ops {mode} {cacheType}: {name} cache row {row - 1} was written, but no segment stores there");

@@ -219,6 +219,30 @@ public sealed class ChatClientTests
         Assert.Contains("/no/such.gguf", missingModel.Message);
     }
 
+    [Fact]
+    public async Task A_quantized_kv_cache_is_an_option_and_contradictions_are_refused()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var options = new PluginEngineChatClientOptions { KvCacheType = PluginEngine.Abstractions.GgmlType.Q8_0 };
+        Demo(options);
+        using (var client = new PluginEngineChatClient(options))
+        {
+            var response = await client.GetResponseAsync(Hello, new ChatOptions { Temperature = 0, MaxOutputTokens = 4 }, ct);
+            Assert.False(string.IsNullOrEmpty(response.Text));
+        }
+
+        var both = new PluginEngineChatClientOptions { KvCacheType = PluginEngine.Abstractions.GgmlType.Q4_0, KvCacheF32 = true };
+        Demo(both);
+        using var contradicting = new PluginEngineChatClient(both);
+        var e = Assert.Throws<ArgumentException>(() => contradicting.ModelInfo);
+        Assert.Contains("contradict", e.Message);
+
+        var other = new PluginEngineChatClientOptions { KvCacheType = PluginEngine.Abstractions.GgmlType.Q5_0 };
+        Demo(other);
+        using var unsupported = new PluginEngineChatClient(other);
+        Assert.Contains("F16, F32, Q8_0, Q4_0", Assert.Throws<ArgumentException>(() => unsupported.ModelInfo).Message);
+    }
+
     private sealed class ListLoggerProvider(ConcurrentQueue<string> lines) : ILoggerProvider
     {
         public ILogger CreateLogger(string categoryName) => new ListLogger(lines, categoryName);

@@ -9,7 +9,7 @@ using PluginEngine.Core.Gguf;
 namespace PluginEngine.Tools.LlamaCppReference;
 
 /// <summary>
-/// <c>LlamaCppReference --model FILE --threads N --batch B --ubatch U --repetitions R --test P,N,D [--test …] [--label L] [--verbose]</c>:
+/// <c>LlamaCppReference --model FILE --threads N --batch B --ubatch U --repetitions R --test P,N,D [--test …] [--type-kv f16|f32|q8_0|q4_0] [--label L] [--verbose]</c>:
 /// runs bench tests on llama.cpp (LLamaSharp's CPU build, all layers on the CPU, model memory-mapped) with the same token ids
 /// (<see cref="BenchTokens"/>), warm-up and repetition scheme as <c>pluginengine bench</c>, and prints one JSONL
 /// <see cref="BenchResult"/> per test on stdout with <c>backends = "llama.cpp"</c>. Errors go to stderr with exit code 2
@@ -58,6 +58,7 @@ public static class Program
             Threads = a.Threads,
             BatchThreads = a.Threads,
             GpuLayerCount = 0,
+            TypeK = a.TypeKv, TypeV = a.TypeKv,
         };
         var clock = Stopwatch.StartNew();
         using var weights = LLamaWeights.LoadFromFile(parameters);
@@ -84,7 +85,7 @@ public static class Program
                 ModelType = facts.ModelType, ModelSize = facts.SizeBytes, ModelNParams = facts.Parameters,
                 Backends = PluginEngine.Bench.LlamaCppReference.Backend, Device = "llama.cpp CPU", DeviceDetails = $"LLamaSharp {LlamaSharpVersion()}, ggml CPU backend",
                 NThreads = a.Threads, NBatch = a.Batch, NUbatch = a.MicroBatch, NGpuLayers = 0,
-                UseMmap = true, MemoryMode = "file", HostImport = "off", TestTime = started, LoadMs = loadMs,
+                UseMmap = true, MemoryMode = "file", HostImport = "off", TestTime = started, LoadMs = loadMs, TypeKv = a.TypeKvName,
                 ProcessRssBytes = ProcessMemory.ResidentBytes(),
             };
             row.SetMachine(machine);
@@ -128,15 +129,26 @@ public static class Program
 }
 
 /// <summary>The reference program's command line.</summary>
-internal sealed record ReferenceArguments(string ModelPath, string? Label, int Threads, int Batch, int MicroBatch, int Repetitions, IReadOnlyList<BenchTest> Tests, bool Verbose)
+internal sealed record ReferenceArguments(string ModelPath, string? Label, int Threads, int Batch, int MicroBatch, int Repetitions, IReadOnlyList<BenchTest> Tests, bool Verbose,
+                                          string TypeKvName = "f16")
 {
-    public const string Usage = "usage: LlamaCppReference --model FILE --threads N --batch B --ubatch U --repetitions R --test P,N,D [--test P,N,D …] [--label TEXT] [--verbose]";
+    public const string Usage = "usage: LlamaCppReference --model FILE --threads N --batch B --ubatch U --repetitions R --test P,N,D [--test P,N,D …] [--type-kv f16|f32|q8_0|q4_0] [--label TEXT] [--verbose]";
+
+    /// <summary>llama.cpp's type for <see cref="TypeKvName"/> (K and V alike; a quantized V cache takes llama.cpp's flash attention, on by default where supported).</summary>
+    public GGMLType TypeKv => TypeKvName switch
+    {
+        "f32" => GGMLType.GGML_TYPE_F32,
+        "q8_0" => GGMLType.GGML_TYPE_Q8_0,
+        "q4_0" => GGMLType.GGML_TYPE_Q4_0,
+        _ => GGMLType.GGML_TYPE_F16,
+    };
 
     public static ReferenceArguments Parse(string[] args)
     {
         string? model = null, label = null;
         int threads = Environment.ProcessorCount, batch = 2048, ubatch = 512, repetitions = 5;
         bool verbose = false;
+        string typeKv = "f16";
         var tests = new List<BenchTest>();
         for (int i = 0; i < args.Length; i++)
         {
@@ -151,13 +163,17 @@ internal sealed record ReferenceArguments(string ModelPath, string? Label, int T
                 case "--repetitions": repetitions = Positive("--repetitions", Value()); break;
                 case "--test": tests.Add(Test(Value())); break;
                 case "--verbose": verbose = true; break;
+                case "--type-kv":
+                    typeKv = Value().ToLowerInvariant();
+                    if (typeKv is not ("f16" or "f32" or "q8_0" or "q4_0")) throw new ArgumentException($"--type-kv {typeKv}: expected f16, f32, q8_0 or q4_0");
+                    break;
                 default: throw new ArgumentException($"unknown argument '{args[i]}'");
             }
         }
         if (model is null) throw new ArgumentException("--model is required");
         if (!File.Exists(model)) throw new ArgumentException($"--model {model}: file not found");
         if (tests.Count == 0) throw new ArgumentException("at least one --test P,N,D is required");
-        return new ReferenceArguments(model, label, threads, batch, ubatch, repetitions, tests, verbose);
+        return new ReferenceArguments(model, label, threads, batch, ubatch, repetitions, tests, verbose, typeKv);
     }
 
     private static int Positive(string option, string text)

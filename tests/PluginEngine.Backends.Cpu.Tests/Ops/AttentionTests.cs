@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using PluginEngine.Abstractions;
 using PluginEngine.Backends.Cpu.Kernels;
 using Xunit;
 
@@ -5,7 +7,8 @@ namespace PluginEngine.Backends.Cpu.Tests;
 
 /// <summary>
 /// Causal GQA attention against a naive double-precision reference (nHead 8, nKvHead 2, headDim 64).
-/// For the F16 cache the reference reads the same half values, so both cache types share one tolerance:
+/// For the F16 cache the reference reads the same half values, and for the Q8_0 and Q4_0 caches the values the same
+/// quantized bytes decode to (the core's scalar reference decoder), so every cache type shares one tolerance:
 /// 2e-6 absolute + 1e-5 relative (float dot products of 64 terms and a float softmax).
 /// </summary>
 public unsafe class AttentionTests
@@ -22,6 +25,14 @@ public unsafe class AttentionTests
         { KvCacheType.F16, 1, 37 },
         { KvCacheType.F16, 5, 0 },
         { KvCacheType.F16, 7, 20 },
+        { KvCacheType.Q8_0, 1, 0 },
+        { KvCacheType.Q8_0, 1, 37 },
+        { KvCacheType.Q8_0, 5, 0 },
+        { KvCacheType.Q8_0, 7, 20 },
+        { KvCacheType.Q4_0, 1, 0 },
+        { KvCacheType.Q4_0, 1, 37 },
+        { KvCacheType.Q4_0, 5, 0 },
+        { KvCacheType.Q4_0, 7, 20 },
     };
 
     [Theory, MemberData(nameof(Batches))]
@@ -31,8 +42,11 @@ public unsafe class AttentionTests
     [Theory]
     [InlineData(KvCacheType.F32)]
     [InlineData(KvCacheType.F16)]
+    [InlineData(KvCacheType.Q8_0)]
+    [InlineData(KvCacheType.Q4_0)]
     public void Padded_cache_rows_and_a_head_range_write_only_those_heads(KvCacheType type)
-        => RunAndCompare(type, nTokens: 3, firstPos: 10, kvRowStride: NKvHead * HeadDim + 24, headStart: 3, headEnd: 6);
+        // A quantized row holds whole blocks, so its padding is a block.
+        => RunAndCompare(type, nTokens: 3, firstPos: 10, kvRowStride: NKvHead * HeadDim + (Attention.IsQuantized(type) ? 32 : 24), headStart: 3, headEnd: 6);
 
     [Fact]
     public void Single_visible_position_returns_its_value_row()
@@ -86,36 +100,44 @@ public unsafe class AttentionTests
         Assert.Contains("multiple", ex.Message);
     }
 
+    /// <summary>
+    /// A cache of <paramref name="type"/> holding <paramref name="x"/> (row after row, as the CPU queue's Convert stores it):
+    /// its bytes, and the values those bytes hold, which is what a reference must read. Q8_0 and Q4_0 are quantized by the
+    /// backend's <see cref="CacheQuantizer"/> and decoded by the core's scalar reference <c>Dequantizer</c>.
+    /// </summary>
+    internal static (byte[] Bytes, float[] Values) Cache(KvCacheType type, float[] x)
+    {
+        switch (type)
+        {
+            case KvCacheType.F32: return (MemoryMarshal.AsBytes(x.AsSpan()).ToArray(), x);
+            case KvCacheType.F16:
+                var halves = x.Select(f => (Half)f).ToArray();
+                return (MemoryMarshal.AsBytes(halves.AsSpan()).ToArray(), halves.Select(h => (float)h).ToArray());
+            default:
+                var ggml = type == KvCacheType.Q8_0 ? GgmlType.Q8_0 : GgmlType.Q4_0;
+                var bytes = new byte[GgmlTypes.RowSize(ggml, x.Length)];
+                fixed (float* px = x)
+                fixed (byte* pb = bytes)
+                    CacheQuantizer.Quantize(ggml, px, pb, x.Length);
+                return (bytes, TestData.Dequantize(ggml, bytes, x.Length));
+        }
+    }
+
     private static void RunAndCompare(KvCacheType type, int nTokens, int firstPos, int kvRowStride, int headStart, int headEnd)
     {
         int nPositions = firstPos + nTokens;
         var q = TestData.Uniform(nTokens * NHead * HeadDim, 41, -2, 2);
-        var k = TestData.Uniform(nPositions * kvRowStride, 42, -2, 2);
-        var v = TestData.Uniform(nPositions * kvRowStride, 43, -1, 1);
-        if (type == KvCacheType.F16)
-        {
-            // The reference must see the values the F16 cache really holds.
-            for (int i = 0; i < k.Length; i++) k[i] = (float)(Half)k[i];
-            for (int i = 0; i < v.Length; i++) v[i] = (float)(Half)v[i];
-        }
+        var (kBytes, k) = Cache(type, TestData.Uniform(nPositions * kvRowStride, 42, -2, 2));
+        var (vBytes, v) = Cache(type, TestData.Uniform(nPositions * kvRowStride, 43, -1, 1));
         var expected = Reference(q, k, v, nTokens, firstPos, kvRowStride);
 
         var output = Enumerable.Repeat(float.NaN, q.Length).ToArray(); // heads outside the range must stay NaN
         var scratch = new float[Attention.ScratchLength(nTokens, firstPos)];
-        fixed (float* pq = q, pk = k, pv = v, po = output, ps = scratch)
-        {
-            if (type == KvCacheType.F32)
-                Attention.Compute(pq, pk, pv, type, po, nTokens, firstPos, NHead, NKvHead, HeadDim, kvRowStride, headStart, headEnd, ps);
-            else
-            {
-                var kHalf = k.Select(x => (Half)x).ToArray();
-                var vHalf = v.Select(x => (Half)x).ToArray();
-                fixed (Half* pkh = kHalf, pvh = vHalf)
-                    Attention.Compute(pq, pkh, pvh, type, po, nTokens, firstPos, NHead, NKvHead, HeadDim, kvRowStride, headStart, headEnd, ps);
-            }
-        }
+        fixed (float* pq = q, po = output, ps = scratch)
+        fixed (byte* pk = kBytes, pv = vBytes)
+            Attention.Compute(pq, pk, pv, type, po, nTokens, firstPos, NHead, NKvHead, HeadDim, kvRowStride, headStart, headEnd, ps);
 
-        var staged = RunStaged(type, q, k, v, NHead, NKvHead, HeadDim, nTokens, firstPos, kvRowStride, headStart, headEnd);
+        var staged = RunStaged(type, q, kBytes, vBytes, NHead, NKvHead, HeadDim, nTokens, firstPos, kvRowStride, headStart, headEnd);
         for (int i = 0; i < output.Length; i++)
         {
             int head = i / HeadDim % NHead;
@@ -135,10 +157,9 @@ public unsafe class AttentionTests
     /// <summary>
     /// <see cref="StagedAttention"/> as the CPU queue runs it: keys and values staged per KV head in two position chunks (so a
     /// chunk boundary falls inside the block of 32), the tail cleared, then heads [headStart, headEnd) computed. Returns the
-    /// output with every other element NaN. <paramref name="k"/>/<paramref name="v"/> hold the cache values (already rounded
-    /// to half for an F16 cache).
+    /// output with every other element NaN. <paramref name="k"/>/<paramref name="v"/> are the caches' bytes (<see cref="Cache"/>).
     /// </summary>
-    internal static float[] RunStaged(KvCacheType type, float[] q, float[] k, float[] v, int nHead, int nKvHead, int headDim,
+    internal static float[] RunStaged(KvCacheType type, float[] q, byte[] k, byte[] v, int nHead, int nKvHead, int headDim,
                                       int nTokens, int firstPos, int kvRowStride, int headStart, int headEnd)
     {
         int visible = firstPos + nTokens, capacity = StagedAttention.Capacity(nTokens, firstPos);
@@ -147,12 +168,9 @@ public unsafe class AttentionTests
         var values = new float[length];
         var scores = new float[StagedAttention.ScoresLength(capacity)];
         var output = Enumerable.Repeat(float.NaN, q.Length).ToArray();
-        var kHalf = k.Select(x => (Half)x).ToArray();
-        var vHalf = v.Select(x => (Half)x).ToArray();
-        fixed (float* pq = q, pk = k, pv = v, pkt = keysT, pvals = values, ps = scores, po = output)
-        fixed (Half* pkh = kHalf, pvh = vHalf)
+        fixed (float* pq = q, pkt = keysT, pvals = values, ps = scores, po = output)
+        fixed (byte* kCache = k, vCache = v)
         {
-            void* kCache = type == KvCacheType.F16 ? pkh : pk, vCache = type == KvCacheType.F16 ? pvh : pv;
             int split = visible / 2;
             for (int g = 0; g < nKvHead; g++)
             {
@@ -170,25 +188,43 @@ public unsafe class AttentionTests
     [InlineData(KvCacheType.F32, 12, 1, 44)]  // head size not a multiple of 8, visible positions cross a block of 32
     [InlineData(KvCacheType.F16, 12, 3, 30)]
     [InlineData(KvCacheType.F16, 5, 9, 0)]
+    [InlineData(KvCacheType.Q8_0, 32, 3, 30)] // a quantized cache: heads of one block, three KV heads per row
+    [InlineData(KvCacheType.Q4_0, 32, 9, 0)]
+    [InlineData(KvCacheType.Q8_0, 96, 1, 70)]  // heads of three blocks
+    [InlineData(KvCacheType.Q4_0, 96, 2, 33)]
     public void Staged_attention_matches_the_per_head_kernel_for_odd_shapes(KvCacheType type, int headDim, int nTokens, int firstPos)
     {
         const int nHead = 6, nKvHead = 3;
         int kvRowStride = nKvHead * headDim, nPositions = firstPos + nTokens;
         var q = TestData.Uniform(nTokens * nHead * headDim, 51, -2, 2);
-        var k = TestData.Uniform(nPositions * kvRowStride, 52, -2, 2).Select(x => type == KvCacheType.F16 ? (float)(Half)x : x).ToArray();
-        var v = TestData.Uniform(nPositions * kvRowStride, 53, -1, 1).Select(x => type == KvCacheType.F16 ? (float)(Half)x : x).ToArray();
+        var (k, _) = Cache(type, TestData.Uniform(nPositions * kvRowStride, 52, -2, 2));
+        var (v, _) = Cache(type, TestData.Uniform(nPositions * kvRowStride, 53, -1, 1));
         var expected = new float[q.Length];
         var scratch = new float[Attention.ScratchLength(nTokens, firstPos)];
-        var kHalf = k.Select(x => (Half)x).ToArray();
-        var vHalf = v.Select(x => (Half)x).ToArray();
-        fixed (float* pq = q, pk = k, pv = v, pe = expected, ps = scratch)
-        fixed (Half* pkh = kHalf, pvh = vHalf)
-        {
-            if (type == KvCacheType.F16) Attention.Compute(pq, pkh, pvh, type, pe, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, 0, nHead, ps);
-            else Attention.Compute(pq, pk, pv, type, pe, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, 0, nHead, ps);
-        }
+        fixed (float* pq = q, pe = expected, ps = scratch)
+        fixed (byte* pk = k, pv = v)
+            Attention.Compute(pq, pk, pv, type, pe, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, 0, nHead, ps);
         var staged = RunStaged(type, q, k, v, nHead, nKvHead, headDim, nTokens, firstPos, kvRowStride, 0, nHead);
         for (int i = 0; i < q.Length; i++) TestData.Close(expected[i], staged[i], 1e-5, 2e-6, $"staged attention {type} head size {headDim}", i);
+    }
+
+    [Theory]
+    [InlineData(KvCacheType.Q8_0, 48)]
+    [InlineData(KvCacheType.Q4_0, 16)]
+    public void A_quantized_cache_refuses_heads_that_are_not_whole_blocks(KvCacheType type, int headDim)
+    {
+        var e = Assert.Throws<ArgumentException>(() =>
+        {
+            fixed (float* p = new float[4096])
+                Attention.Compute(p, p, p, type, p, 1, 0, 2, 2, headDim, 2 * headDim, 0, 2, p);
+        });
+        Assert.Contains("multiples of 32", e.Message);
+        e = Assert.Throws<ArgumentException>(() =>
+        {
+            fixed (float* p = new float[4096])
+                StagedAttention.StageKv(p, p, type, 0, 0, 1, headDim, 2 * headDim, p, p, 32);
+        });
+        Assert.Contains($"head size {headDim}", e.Message);
     }
 
     private static double[] Reference(float[] q, float[] k, float[] v, int nTokens, int firstPos, int kvRowStride)

@@ -86,6 +86,24 @@ public unsafe class GgmlCompatibilityTests
         Assert.Equal(GgmlDequantize(type, theirs, x.Length), TestData.Dequantize(type, theirs, x.Length));
     }
 
+    /// <summary>
+    /// The KV cache's quantizer (the CPU queue's Convert to Q8_0/Q4_0) writes ggml's own blocks: the same bytes as
+    /// quantize_row_q8_0_ref / quantize_row_q4_0_ref (Gaussian values: no element sits on a rounding tie, where ggml's scalar
+    /// reference rounds Q8_0 half away from zero and its vector code, like ours, half to even).
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_0)]
+    public void The_kv_cache_quantizer_writes_the_blocks_ggml_writes(GgmlType type)
+    {
+        float[] x = TestData.Gaussian(seed: 80, 4096, scale: 2.1f);
+        var ours = new byte[GgmlTypes.RowSize(type, x.Length)];
+        fixed (float* px = x)
+        fixed (byte* po = ours)
+            Kernels.CacheQuantizer.Quantize(type, px, po, x.Length);
+        Assert.Equal(GgmlQuantize(type, x), ours);
+    }
+
     [Fact]
     public void Bf16_rounding_matches_ggml()
     {

@@ -17,9 +17,14 @@ public sealed class BenchModelFixture : IDisposable
         ModelPath = System.IO.Path.Combine(_dir.Path, "tiny.gguf");
         SyntheticModel.Write(new SyntheticModelSpec { Name = "bench-tiny", VocabularySize = 512, EmbeddingLength = 64, BlockCount = 2, HeadCount = 4, KvHeadCount = 2, FeedForwardLength = 128, ContextLength = 256 }, ModelPath);
         PluginsPath = _dir.WritePlugins(("cpu", PluginTestFiles.CpuPlugin, null, true));
+        Heads32Path = System.IO.Path.Combine(_dir.Path, "heads32.gguf");
+        SyntheticModel.Write(new SyntheticModelSpec { Name = "bench-heads32", VocabularySize = 512, EmbeddingLength = 128, BlockCount = 2, HeadCount = 4, KvHeadCount = 2, FeedForwardLength = 256, ContextLength = 256 }, Heads32Path);
     }
 
     public string ModelPath { get; }
+
+    /// <summary>Heads of 32 elements (tiny.gguf's are 16): a model a quantized KV cache can hold.</summary>
+    public string Heads32Path { get; }
     public string PluginsPath { get; }
 
     public void Dispose() => _dir.Dispose();
@@ -33,7 +38,7 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
     [
         "cpu_info", "cpu_isa", "n_cores", "os", "runtime",
         "model_filename", "model_label", "model_type", "model_size", "model_n_params",
-        "backends", "device", "device_details", "n_threads", "n_batch", "n_ubatch", "n_gpu_layers", "use_mmap", "memory_mode", "host_import",
+        "backends", "device", "device_details", "n_threads", "n_batch", "n_ubatch", "n_gpu_layers", "use_mmap", "memory_mode", "host_import", "type_kv",
         "test", "n_prompt", "n_gen", "n_depth", "test_time", "repetitions",
         "avg_ns", "stddev_ns", "avg_ts", "stddev_ts", "samples_ns", "samples_ts",
         "load_ms", "weights_owned_bytes", "weights_imported_bytes", "host_mapped_bytes", "host_registered_bytes",
@@ -94,6 +99,7 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
             Assert.True(row.GetProperty("process_rss_bytes").GetInt64() > 0);
             Assert.True(row.GetProperty("load_ms").GetDouble() > 0);
             Assert.Equal(JsonValueKind.Null, row.GetProperty("ratio_vs_llamacpp").ValueKind);
+            Assert.Equal("f16", row.GetProperty("type_kv").GetString()); // the default KV cache
         }
         Assert.Equal(("pp8", 8, 0), (rows[0].GetProperty("test").GetString(), rows[0].GetProperty("n_prompt").GetInt32(), rows[0].GetProperty("n_gen").GetInt32()));
         Assert.Equal(("tg4", 0, 4), (rows[1].GetProperty("test").GetString(), rows[1].GetProperty("n_prompt").GetInt32(), rows[1].GetProperty("n_gen").GetInt32()));
@@ -173,6 +179,28 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
         var (badCode, _, badError) = Bench(Tiny("--parallel", "2", "-p", "8"));
         Assert.Equal(ExitCodes.UserError, badCode);
         Assert.Contains("--parallel runs concurrent-decode tests only", badError);
+    }
+
+    [Fact]
+    public void Kv_cache_types_are_a_dimension_of_the_product_with_a_type_kv_column()
+    {
+        var (code, output, error) = Bench("-m", model.Heads32Path, "-t", "1", "-r", "1", "-p", "8", "-n", "2", "-d", "64", "-ctk", "f16,q8_0", "--cache-type", "q4_0", "-o", "json");
+
+        Assert.True(code == ExitCodes.Success, error);
+        var rows = JsonDocument.Parse(output).RootElement.EnumerateArray().ToArray();
+        Assert.Equal(["f16", "f16", "q8_0", "q8_0", "q4_0", "q4_0"], rows.Select(r => r.GetProperty("type_kv").GetString()!).ToArray());
+        Assert.All(rows, r => Assert.True(r.GetProperty("avg_ts").GetDouble() > 0));
+        // The same test, three caches: each smaller than the one before (the activations are the same).
+        long[] context = [.. rows.Where(r => r.GetProperty("test").GetString() == "tg2 @ d64").Select(r => r.GetProperty("context_bytes").GetInt64())];
+        Assert.True(context[0] > context[1] && context[1] > context[2], string.Join(", ", context));
+        Assert.Contains("kv q8_0", error); // the progress lines name the type
+
+        var (mdCode, markdown, mdError) = Bench("-m", model.Heads32Path, "-t", "1", "-r", "1", "-p", "0", "-n", "2", "-ctk", "q8_0");
+        Assert.True(mdCode == ExitCodes.Success, mdError);
+        var header = markdown.Split('\n').First(l => l.StartsWith('|')).Split('|').Select(c => c.Trim()).ToArray();
+        Assert.Contains("type_kv", header);
+        Assert.Contains("context", header);
+        Assert.Contains("| q8_0 ", markdown);
     }
 
     [Fact]
@@ -281,6 +309,8 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
     [InlineData(new[] { "-sm", "row" }, "-sm row: expected none or layer")]
     [InlineData(new[] { "-ts", "1/x" }, "-ts 1/x: 'x' is not a number (write proportions separated by /, e.g. 3/1)")]
     [InlineData(new[] { "-ts", "1/-1" }, "-ts 1/-1: proportion 2 (-1) must be a finite number ≥ 0")]
+    [InlineData(new[] { "-ctk", "f16,q5_0" }, "-ctk q5_0: expected f16, f32, q8_0 or q4_0")]
+    [InlineData(new[] { "-ctk", "q8_0" }, "-ctk q8_0 on tiny.gguf: KV cache type q8_0 needs a head size that is a multiple of 32")] // heads of 16
     public void Bad_parameters_exit_2_naming_the_problem(string[] args, string expected)
     {
         var (code, output, error) = Bench(["-m", model.ModelPath, .. args]);
@@ -396,6 +426,31 @@ public sealed class BenchReferenceTests(BenchModelFixture model) : IClassFixture
             var match = reference.Single(r => r.GetProperty("test").GetString() == row.GetProperty("test").GetString());
             double expected = row.GetProperty("avg_ts").GetDouble() / match.GetProperty("avg_ts").GetDouble();
             Assert.Equal(expected, row.GetProperty("ratio_vs_llamacpp").GetDouble(), 9);
+        }
+    }
+
+    [Fact]
+    public void Reference_rows_are_measured_for_each_kv_cache_type()
+    {
+        string? tool = new[] { "Release", "Debug" }
+            .Select(c => System.IO.Path.Combine(PluginTestFiles.RepoRoot, "tools", "LlamaCppReference", "bin", c, "net10.0", LlamaCppReference.AssemblyName))
+            .FirstOrDefault(File.Exists);
+        if (tool is null) Assert.Skip("tools/LlamaCppReference is not built (dotnet build tools/LlamaCppReference -c Release)");
+
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int code = Cli.Run(["bench", "--plugins", model.PluginsPath, "-m", model.Heads32Path, "-t", "1", "-r", "1", "-p", "0", "-n", "4",
+            "-ctk", "f16,q8_0", "-o", "json", "--reference", "llamacpp", "--reference-tool", tool], output, error);
+
+        Assert.True(code == ExitCodes.Success, error.ToString());
+        var rows = JsonDocument.Parse(output.ToString()).RootElement.EnumerateArray().ToArray();
+        var reference = rows.Where(r => r.GetProperty("backends").GetString() == "llama.cpp").ToArray();
+        if (reference.Length == 0) Assert.Skip($"the reference program did not run here: {error}");
+        Assert.Equal(["f16", "q8_0"], reference.Select(r => r.GetProperty("type_kv").GetString()!).ToArray());
+        foreach (var row in rows.Where(r => r.GetProperty("backends").GetString() == "cpu"))
+        {
+            var match = reference.Single(r => r.GetProperty("type_kv").GetString() == row.GetProperty("type_kv").GetString());
+            Assert.Equal(row.GetProperty("avg_ts").GetDouble() / match.GetProperty("avg_ts").GetDouble(), row.GetProperty("ratio_vs_llamacpp").GetDouble(), 9);
         }
     }
 }

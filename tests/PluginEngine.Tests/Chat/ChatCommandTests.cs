@@ -50,6 +50,25 @@ public sealed partial class ChatCommandTests : IDisposable
         Assert.Equal(answers[0], answers[2]);                         // greedy: the same first answer after the reset
     }
 
+    [Theory]
+    [InlineData("q8_0")]
+    [InlineData("q4_0")]
+    public void Chat_keeps_its_history_in_a_quantized_cache(string kv)
+    {
+        // The second turn rewinds to the shared history and evaluates only the rest (the rows kept are whole blocks); a reset
+        // gives the same greedy answer again.
+        var (model, _, _) = ChatSessionTests.ModelEndingAfterThreeTokens(_dir);
+        var r = Run("chat", "-m", model, "--temp", "0", "-n", "12", "-t", "1", "--kv-type", kv,
+            "-p", "hello there", "-p", "tell me more", "-p", "/reset", "-p", "hello there");
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Contains($"KV cache: {kv}, ", r.Err);
+        var lines = SpeedLine().Matches(r.Err).Select(m => (Prompt: int.Parse(m.Groups[1].Value), Evaluated: int.Parse(m.Groups[2].Value))).ToList();
+        Assert.Equal(3, lines.Count);
+        Assert.True(lines[1].Evaluated < lines[1].Prompt / 2, $"turn 2 evaluated {lines[1].Evaluated} of {lines[1].Prompt} tokens");
+        var answers = r.Out.Split('\n');
+        Assert.Equal(answers[0], answers[2]);
+    }
+
     [Fact]
     public void Chat_without_a_template_is_a_clear_error_and_an_override_works()
     {

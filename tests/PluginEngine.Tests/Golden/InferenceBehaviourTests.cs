@@ -111,6 +111,8 @@ public sealed class InferenceBehaviourTests(GoldenModelFixture models)
     [InlineData(SyntheticWeightType.Q8_0, GgmlType.F16)]
     [InlineData(SyntheticWeightType.F16, GgmlType.F32)]
     [InlineData(SyntheticWeightType.Q4_K_M, GgmlType.F16)]
+    [InlineData(SyntheticWeightType.Q8_0, GgmlType.Q8_0)] // a quantized cache: each position's row is its own blocks
+    [InlineData(SyntheticWeightType.Q4_0, GgmlType.Q4_0)]
     public void Logits_do_not_depend_on_how_the_prompt_is_split_into_batches(SyntheticWeightType weights, GgmlType kvCache)
     {
         using var model = Load(weights);

@@ -13,6 +13,8 @@ namespace PluginEngine.Tests.Golden;
 /// adjacent pairs (2i, 2i+1) by θ = pos · base^(-2i/d_rope) (divided by rope_freqs.weight[i] when the file has it), causal attention with grouped KV heads (query head h
 /// reads KV head h / (heads / kv_heads)) scaled by 1/√head_size, a SwiGLU feed-forward (silu(gate)·up, then down),
 /// and output.weight or, when it is absent, the tied token embeddings.
+/// A session may keep its cache as Q8_0 or Q4_0 blocks (<see cref="CreateSession(int, GgmlType)"/>): each position's k and v,
+/// rounded to float, are written as GGUF blocks by the formulas of the format (<see cref="KvBlocks"/>) and read back decoded.
 /// </summary>
 public sealed class ReferenceLlama
 {
@@ -79,6 +81,10 @@ public sealed class ReferenceLlama
     /// <summary>A fresh sequence (empty KV cache) able to hold <paramref name="capacity"/> positions.</summary>
     public Session CreateSession(int capacity) => new(this, capacity);
 
+    /// <summary>A fresh sequence whose cache holds what a <paramref name="cacheType"/> cache holds (Q8_0 or Q4_0 blocks; F32 and F16:
+    /// double precision, as <see cref="CreateSession(int)"/>).</summary>
+    public Session CreateSession(int capacity, GgmlType cacheType) => new(this, capacity, cacheType);
+
     /// <summary>Decodes a tensor to float32, checking its GGUF dims (innermost first) against what the graph expects.</summary>
     private static float[] ReadTensor(GgufFile file, string name, long[] dims)
     {
@@ -140,10 +146,12 @@ public sealed class ReferenceLlama
         private readonly ReferenceLlama _m;
         private readonly double[][] _keys, _values; // per layer [capacity, kvd]
         private readonly double[] _x, _xn, _q, _k, _v, _att, _proj, _gate, _up, _scores;
+        private readonly GgmlType _cacheType;
 
-        public Session(ReferenceLlama model, int capacity)
+        public Session(ReferenceLlama model, int capacity, GgmlType cacheType = GgmlType.F32)
         {
             _m = model;
+            _cacheType = cacheType;
             Capacity = capacity;
             int d = model.EmbeddingLength, kvd = model.KvHeadCount * model.HeadSize, ff = model.FeedForwardLength;
             _keys = new double[model.BlockCount][];
@@ -183,8 +191,8 @@ public sealed class ReferenceLlama
                 MatVec(layer.V, _xn, _v);
                 m.Rope(_q, m.HeadCount, pos);
                 m.Rope(_k, m.KvHeadCount, pos);
-                _k.CopyTo(_keys[l].AsSpan(pos * kvd, kvd));
-                _v.CopyTo(_values[l].AsSpan(pos * kvd, kvd));
+                Store(_k, _keys[l].AsSpan(pos * kvd, kvd));
+                Store(_v, _values[l].AsSpan(pos * kvd, kvd));
 
                 for (int h = 0; h < m.HeadCount; h++)
                 {
@@ -224,6 +232,18 @@ public sealed class ReferenceLlama
 
             m.RmsNorm(_x, m._outputNorm, _xn);
             MatVec(m._output, _xn, logits);
+        }
+
+        /// <summary>One position's k or v into the cache: as it is, or through the blocks of a quantized cache type.</summary>
+        private void Store(double[] row, Span<double> cache)
+        {
+            if (_cacheType is not (GgmlType.Q8_0 or GgmlType.Q4_0))
+            {
+                row.CopyTo(cache);
+                return;
+            }
+            float[] decoded = KvBlocks.RoundTrip(_cacheType, [.. row.Select(x => (float)x)]);
+            for (int i = 0; i < decoded.Length; i++) cache[i] = decoded[i];
         }
     }
 }

@@ -98,12 +98,27 @@ public sealed class BatchedContextTests : IDisposable
     [InlineData(SyntheticWeightType.Q5_K)]
     [InlineData(SyntheticWeightType.Q6_K)]
     [InlineData(SyntheticWeightType.Q4_K_M)]
-    public void Each_sequence_in_a_batch_gets_the_logits_it_gets_alone(SyntheticWeightType type)
+    public void Each_sequence_in_a_batch_gets_the_logits_it_gets_alone(SyntheticWeightType type) => BatchedEqualsAlone(type, Options);
+
+    /// <summary>
+    /// The same with a quantized KV cache (docs/batching.md#quantized-kv-cache): a token's cache row is quantized from its own
+    /// k and v only (whole blocks of 32 within the row), and the slots' rows are read back through the same staging, so batching
+    /// changes no bit.
+    /// </summary>
+    [Theory]
+    [InlineData(SyntheticWeightType.Q8_0, GgmlType.Q8_0)]
+    [InlineData(SyntheticWeightType.Q4_0, GgmlType.Q4_0)]
+    [InlineData(SyntheticWeightType.Q4_K_M, GgmlType.Q8_0)]
+    [InlineData(SyntheticWeightType.F16, GgmlType.Q4_0)]
+    public void Each_sequence_in_a_batch_gets_the_logits_it_gets_alone_with_a_quantized_cache(SyntheticWeightType type, GgmlType kv)
+        => BatchedEqualsAlone(type, Options with { KvCacheType = kv });
+
+    private void BatchedEqualsAlone(SyntheticWeightType type, ContextOptions options)
     {
         var cpu = CpuTestBackend.Device;
         using var model = LoadedModel.Load(Model(type), new ModelLoadOptions(cpu, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance);
-        var alone = Alone(model, Options);
-        using var context = model.CreateContext(Options, sequences: 3);
+        var alone = Alone(model, options);
+        using var context = model.CreateContext(options, sequences: 3);
         var batched = Batched(context);
         foreach (var (sequence, expected) in alone)
         {
@@ -113,7 +128,7 @@ public sealed class BatchedContextTests : IDisposable
                 int differing = 0, first = -1;
                 for (int j = 0; j < expected[i].Length; j++)
                     if (BitConverter.SingleToInt32Bits(expected[i][j]) != BitConverter.SingleToInt32Bits(batched[sequence][i][j]) && differing++ == 0) first = j;
-                Assert.True(differing == 0, $"{type}: sequence {sequence}, call {i}: {differing} logits differ from the sequence alone, " +
+                Assert.True(differing == 0, $"{type}, KV {options.KvCacheType}: sequence {sequence}, call {i}: {differing} logits differ from the sequence alone, " +
                     $"the first {first}: {(first < 0 ? 0 : batched[sequence][i][first]):R} batched, {(first < 0 ? 0 : expected[i][first]):R} alone");
             }
         }
@@ -125,10 +140,12 @@ public sealed class BatchedContextTests : IDisposable
     [InlineData("GetRows,MatMul", GgmlType.F16)]                                  // everything else on the CPU (with copies)
     [InlineData("GetRows,MatMul,RmsNorm,SiluMul,Add,Convert,Attention", GgmlType.F16)] // no Rope: rope per segment on the CPU
     [InlineData("GetRows,MatMul,RmsNorm,Rope,SiluMul,Add", GgmlType.F32)]        // no Attention: the KV slots live on the CPU
-    public void Op_fallback_gives_the_cpu_batches_bit_for_bit(string ops, GgmlType kv)
+    [InlineData("GetRows,MatMul,RmsNorm,Rope,SiluMul,Add,Convert,Attention", GgmlType.Q8_0, true)] // Attention for F32/F16 only, as
+    [InlineData("GetRows,MatMul,RmsNorm,Rope,SiluMul,Add,Convert,Attention", GgmlType.Q4_0, true)] // a GPU: quantized slots on the CPU
+    public void Op_fallback_gives_the_cpu_batches_bit_for_bit(string ops, GgmlType kv, bool floatCachesOnly = false)
     {
         var cpu = CpuTestBackend.Device;
-        var partial = new PartialDevice(cpu, ops.Split(',').Select(Enum.Parse<ComputeOp>).ToHashSet());
+        var partial = new PartialDevice(cpu, ops.Split(',').Select(Enum.Parse<ComputeOp>).ToHashSet(), cacheTypes: floatCachesOnly ? [GgmlType.F32, GgmlType.F16] : null);
         var options = Options with { KvCacheType = kv };
         Dictionary<int, List<float[]>> expected, actual;
         using (var model = LoadedModel.Load(Model(SyntheticWeightType.Q8_0), new ModelLoadOptions(cpu, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance))

@@ -10,6 +10,12 @@ public enum KvCacheType
     F32,
     /// <summary>IEEE half floats (half the memory; converted to float on the fly while reading).</summary>
     F16,
+    /// <summary>GGUF Q8_0 blocks, 34 bytes per 32 elements (f16 d, 32 int8; value d·q). A cache row of each position is
+    /// stored as whole blocks, so the head size and the row stride must be multiples of 32 (docs/batching.md#quantized-kv-cache).</summary>
+    Q8_0,
+    /// <summary>GGUF Q4_0 blocks, 18 bytes per 32 elements (f16 d, 16 bytes of nibbles: element j low, j + 16 high; value
+    /// d·(q − 8)). The same layout rules as <see cref="Q8_0"/>.</summary>
+    Q4_0,
 }
 
 /// <summary>
@@ -46,6 +52,14 @@ public static unsafe class Attention
                 break;
             case KvCacheType.F16:
                 Compute<F16KvReader>(q, kCache, vCache, output, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, headStart, headEnd, scoresScratch, scale);
+                break;
+            case KvCacheType.Q8_0:
+                ValidateBlocks(kvType, headDim, kvRowStride);
+                Compute<Q8_0KvReader>(q, kCache, vCache, output, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, headStart, headEnd, scoresScratch, scale);
+                break;
+            case KvCacheType.Q4_0:
+                ValidateBlocks(kvType, headDim, kvRowStride);
+                Compute<Q4_0KvReader>(q, kCache, vCache, output, nTokens, firstPos, nHead, nKvHead, headDim, kvRowStride, headStart, headEnd, scoresScratch, scale);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(kvType), kvType, "Unsupported KV cache element type.");
@@ -137,6 +151,19 @@ public static unsafe class Attention
             acc[i] += weight * TKv.Load(v, offset + i);
     }
 
+    /// <summary>True for the block-quantized cache types (<see cref="KvCacheType.Q8_0"/>, <see cref="KvCacheType.Q4_0"/>).</summary>
+    public static bool IsQuantized(KvCacheType type) => type is KvCacheType.Q8_0 or KvCacheType.Q4_0;
+
+    /// <summary>
+    /// A quantized cache stores every position's row as whole 32-element blocks, and each head is read from the start of a
+    /// block: the head size and the row stride (in elements) must be multiples of 32.
+    /// </summary>
+    internal static void ValidateBlocks(KvCacheType type, int headDim, int kvRowStride)
+    {
+        if (headDim % 32 != 0 || kvRowStride % 32 != 0)
+            throw new ArgumentException($"a {type} KV cache holds blocks of 32 elements: head size {headDim} and row stride {kvRowStride} must be multiples of 32", nameof(headDim));
+    }
+
     internal static void Validate(int nTokens, int firstPos, int nHead, int nKvHead, int headDim, int kvRowStride, int headStart, int headEnd)
     {
         if (nTokens < 0) throw new ArgumentOutOfRangeException(nameof(nTokens), nTokens, "Token count must not be negative.");
@@ -182,4 +209,86 @@ internal readonly unsafe struct F16KvReader : IKvReader
 
     public static Vector512<float> Load512(void* row, long index)
         => Float16Conversion.HalfBitsToSingle(Vector512.WidenLower(Vector256.Load((ushort*)row + index).ToVector512Unsafe()));
+}
+
+/// <summary>
+/// Q8_0 cache: element i of a row lives in block i / 32 (34 bytes: f16 d, 32 int8) at byte 2 + i % 32. A vector of 4, 8 or
+/// 16 elements starts at a multiple of its width (the caller's offsets are whole blocks plus multiples of the width), so it
+/// never crosses a block; its int8 values are sign-extended, converted and scaled by the block's d.
+/// </summary>
+internal readonly unsafe struct Q8_0KvReader : IKvReader
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* Block(void* row, long index) => (byte*)row + (index >> 5) * 34;
+
+    public static float Load(void* row, long index)
+    {
+        byte* b = Block(row, index);
+        return HalfConversion.Load(b) * (sbyte)b[2 + (index & 31)];
+    }
+
+    public static Vector128<float> Load128(void* row, long index)
+    {
+        byte* b = Block(row, index);
+        var q = Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<int>(b + 2 + (index & 31))).AsSByte();
+        return Vector128.ConvertToSingle(Vector128.WidenLower(Vector128.WidenLower(q))) * HalfConversion.Load(b);
+    }
+
+    public static Vector256<float> Load256(void* row, long index)
+    {
+        byte* b = Block(row, index);
+        var q = Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(b + 2 + (index & 31))).AsSByte();
+        return Vector256.ConvertToSingle(Vector256.WidenLower(Vector128.WidenLower(q).ToVector256Unsafe())) * HalfConversion.Load(b);
+    }
+
+    public static Vector512<float> Load512(void* row, long index)
+    {
+        byte* b = Block(row, index);
+        var q = Vector128.LoadUnsafe(ref *(sbyte*)(b + 2 + (index & 31)));
+        return Vector512.ConvertToSingle(Vector512.WidenLower(Vector256.WidenLower(q.ToVector256Unsafe()).ToVector512Unsafe())) * HalfConversion.Load(b);
+    }
+}
+
+/// <summary>
+/// Q4_0 cache: element i of a row lives in block i / 32 (18 bytes: f16 d, 16 bytes of nibbles); with e = i % 32 it is the low
+/// nibble of byte 2 + e for e &lt; 16, else the high nibble of byte 2 + e − 16; its value is d·(q − 8). Vectors never cross a
+/// block or the low/high half (see <see cref="Q8_0KvReader"/>): they read consecutive bytes and one shift.
+/// </summary>
+internal readonly unsafe struct Q4_0KvReader : IKvReader
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* Block(void* row, long index) => (byte*)row + (index >> 5) * 18;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Shift(long index) => (int)(index & 16) >> 2; // 0 for the low half of a block, 4 for the high half
+
+    public static float Load(void* row, long index)
+    {
+        byte* b = Block(row, index);
+        return HalfConversion.Load(b) * (((b[2 + (index & 15)] >> Shift(index)) & 0xF) - 8);
+    }
+
+    public static Vector128<float> Load128(void* row, long index)
+    {
+        byte* b = Block(row, index);
+        var bytes = Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<uint>(b + 2 + (index & 15))).AsByte();
+        var q = (Vector128.WidenLower(Vector128.WidenLower(bytes)).AsInt32() >> Shift(index)) & Vector128.Create(0xF);
+        return Vector128.ConvertToSingle(q - Vector128.Create(8)) * HalfConversion.Load(b);
+    }
+
+    public static Vector256<float> Load256(void* row, long index)
+    {
+        byte* b = Block(row, index);
+        var bytes = Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<ulong>(b + 2 + (index & 15))).AsByte();
+        var q = (Vector256.WidenLower(Vector128.WidenLower(bytes).ToVector256Unsafe()).AsInt32() >> Shift(index)) & Vector256.Create(0xF);
+        return Vector256.ConvertToSingle(q - Vector256.Create(8)) * HalfConversion.Load(b);
+    }
+
+    public static Vector512<float> Load512(void* row, long index)
+    {
+        byte* b = Block(row, index);
+        var bytes = Vector128.LoadUnsafe(ref *(b + 2 + (index & 15)));
+        var q = (Vector512.WidenLower(Vector256.WidenLower(bytes.ToVector256Unsafe()).ToVector512Unsafe()).AsInt32() >> Shift(index)) & Vector512.Create(0xF);
+        return Vector512.ConvertToSingle(q - Vector512.Create(8)) * HalfConversion.Load(b);
+    }
 }

@@ -7,9 +7,9 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 /// <summary>
 /// The attention the CPU queue runs: the same causal grouped-query attention as <see cref="Attention.Compute"/>, in two stages.
 /// <para><b>Stage</b> (<see cref="StageKv"/>): each KV head's keys and values for the visible positions are converted to float
-/// once, keys transposed to [headDim][positions] and values kept as [positions][headDim]. Reading the cache per query head
-/// converted every F16 element once per query head of its group (8 times for a 32/4-head model) and once per token of a
-/// prompt batch, which made attention 40% of a 512-token prompt.</para>
+/// once (F16 converted, Q8_0/Q4_0 blocks dequantized), keys transposed to [headDim][positions] and values kept as
+/// [positions][headDim]. Reading the cache per query head converted every F16 element once per query head of its group (8 times
+/// for a 32/4-head model) and once per token of a prompt batch, which made attention 40% of a 512-token prompt.</para>
 /// <para><b>Compute</b> (<see cref="ComputeHead"/>): scores for 32 positions at a time with SIMD lanes over positions
 /// (q[i] broadcast, one FMA per element and 8 positions, four independent chains, no horizontal sums), softmax over the
 /// visible positions, then the weighted sum of value rows.</para>
@@ -42,6 +42,7 @@ public static unsafe class StagedAttention
     public static void StageKv(void* kCache, void* vCache, KvCacheType kvType, int kvHead, int positionStart, int positionEnd, int headDim,
                                int kvRowStride, float* keysT, float* values, int capacity)
     {
+        if (Attention.IsQuantized(kvType)) Attention.ValidateBlocks(kvType, headDim, kvRowStride);
         float* kt = keysT + (long)kvHead * headDim * capacity;
         float* vh = values + (long)kvHead * headDim * capacity;
         float* row = stackalloc float[headDim];
@@ -107,10 +108,21 @@ public static unsafe class StagedAttention
         for (int i = 0; i < headDim; i++) new Span<float>(kt + (long)i * capacity + visible, capacity - visible).Clear();
     }
 
+    /// <summary>
+    /// Converts the <paramref name="n"/> cache elements starting at element <paramref name="offset"/> to float. For the quantized
+    /// types both are whole blocks (checked once per <see cref="StageKv"/> call), so the row is <c>n / 32</c> blocks starting at byte
+    /// <c>offset / 32 × block bytes</c>, decoded by the same routines as quantized weight rows (<see cref="RowDequantizer"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void LoadRow(void* cache, KvCacheType kvType, long offset, float* dst, int n)
     {
-        if (kvType == KvCacheType.F16) Float16Conversion.ToSingle((Half*)cache + offset, dst, n);
-        else Buffer.MemoryCopy((float*)cache + offset, dst, (long)n * sizeof(float), (long)n * sizeof(float));
+        switch (kvType)
+        {
+            case KvCacheType.F16: Float16Conversion.ToSingle((Half*)cache + offset, dst, n); break;
+            case KvCacheType.Q8_0: RowDequantizer.Q8_0((byte*)cache + (offset >> 5) * 34, dst, n >> 5, KernelIsaSupport.Best); break;
+            case KvCacheType.Q4_0: RowDequantizer.Q4_0((byte*)cache + (offset >> 5) * 18, dst, n >> 5, KernelIsaSupport.Best); break;
+            default: Buffer.MemoryCopy((float*)cache + offset, dst, (long)n * sizeof(float), (long)n * sizeof(float)); break;
+        }
     }
 
     /// <summary>

@@ -38,24 +38,8 @@ public static unsafe class RowDequantizer
             case GgmlType.F32: Buffer.MemoryCopy(src, dst, n * 4, n * 4); break;
             case GgmlType.F16: F16(src, dst, n, isa); break;
             case GgmlType.BF16: BF16(src, dst, n, isa); break;
-            case GgmlType.Q8_0:
-                for (long b = 0; b < blocks; b++, src += 34, dst += 32)
-                {
-                    float d = HalfConversion.Load(src);
-                    for (int i = 0; i < 32; i++) dst[i] = d * (sbyte)src[2 + i];
-                }
-                break;
-            case GgmlType.Q4_0:
-                for (long b = 0; b < blocks; b++, src += 18, dst += 32)
-                {
-                    float d = HalfConversion.Load(src);
-                    for (int j = 0; j < 16; j++)
-                    {
-                        dst[j] = d * ((src[2 + j] & 0xF) - 8);
-                        dst[j + 16] = d * ((src[2 + j] >> 4) - 8);
-                    }
-                }
-                break;
+            case GgmlType.Q8_0: Q8_0(src, dst, blocks, isa); break;
+            case GgmlType.Q4_0: Q4_0(src, dst, blocks, isa); break;
             case GgmlType.Q4_K: for (long b = 0; b < blocks; b++, src += 144, dst += 256) Q4_K(src, dst); break;
             case GgmlType.Q5_K: for (long b = 0; b < blocks; b++, src += 176, dst += 256) Q5_K(src, dst); break;
             case GgmlType.Q6_K: for (long b = 0; b < blocks; b++, src += 210, dst += 256) Q6_K(src, dst); break;
@@ -66,6 +50,70 @@ public static unsafe class RowDequantizer
                     for (int i = 0; i < 256; i++) dst[i] = d * (sbyte)src[4 + i];
                 }
                 break;
+        }
+    }
+
+    /// <summary>
+    /// Decodes <paramref name="blocks"/> Q8_0 blocks (f16 d, 32 int8): y = d · q. The vector path performs the same two
+    /// operations per element (int → float, one product), so every level gives the scalar loop's bits. Also the KV cache's
+    /// reader (StagedAttention), which calls it per head row: no checks here.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Q8_0(byte* src, float* dst, long blocks, KernelIsa isa)
+    {
+        if (isa == KernelIsa.Scalar)
+        {
+            for (long b = 0; b < blocks; b++, src += 34, dst += 32)
+            {
+                float d = HalfConversion.Load(src);
+                for (int i = 0; i < 32; i++) dst[i] = d * (sbyte)src[2 + i];
+            }
+            return;
+        }
+        for (long b = 0; b < blocks; b++, src += 34, dst += 32)
+        {
+            var d = Vector256.Create(HalfConversion.Load(src));
+            sbyte* q = (sbyte*)src + 2;
+            (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(q)) * d).Store(dst);
+            (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(q + 8)) * d).Store(dst + 8);
+            (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(q + 16)) * d).Store(dst + 16);
+            (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(q + 24)) * d).Store(dst + 24);
+        }
+    }
+
+    /// <summary>
+    /// Decodes <paramref name="blocks"/> Q4_0 blocks (f16 d, 16 bytes: element j in the low nibble of byte j, element j + 16 in
+    /// its high nibble): y = d · (q − 8). As <see cref="Q8_0(byte*, float*, long, KernelIsa)"/>: the scalar loop's bits at every level.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Q4_0(byte* src, float* dst, long blocks, KernelIsa isa)
+    {
+        if (isa == KernelIsa.Scalar)
+        {
+            for (long b = 0; b < blocks; b++, src += 18, dst += 32)
+            {
+                float d = HalfConversion.Load(src);
+                for (int j = 0; j < 16; j++)
+                {
+                    dst[j] = d * ((src[2 + j] & 0xF) - 8);
+                    dst[j + 16] = d * ((src[2 + j] >> 4) - 8);
+                }
+            }
+            return;
+        }
+        var mask = Vector128.Create((byte)0x0F);
+        var eight = Vector256.Create(8);
+        for (long b = 0; b < blocks; b++, src += 18, dst += 32)
+        {
+            var d = Vector256.Create(HalfConversion.Load(src));
+            var bytes = Vector128.LoadUnsafe(ref *(src + 2));
+            var lo = bytes & mask;
+            var hi = Vector128.ShiftRightLogical(bytes, 4);
+            // vpmovzxbd widens the low 8 bytes of its operand; the upper 8 are shifted down first.
+            (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(lo) - eight) * d).Store(dst);
+            (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(lo, 8)) - eight) * d).Store(dst + 8);
+            (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(hi) - eight) * d).Store(dst + 16);
+            (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(hi, 8)) - eight) * d).Store(dst + 24);
         }
     }
 
