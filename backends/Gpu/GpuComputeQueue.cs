@@ -186,9 +186,10 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     public bool Supports(ComputeOp op, GgmlType type) => op switch
     {
         ComputeOp.MatMul or ComputeOp.GetRows => KernelSource.WeightSuffix(type) is not null,
-        // The KV cache types (KernelSource.CacheTypes: F32, F16, Q8_0; both dialects compile their kernels). A Q4_0 cache is not
-        // one: the core keeps it, and the attention over it, on the CPU (docs/gpu-kernels.md#q8_0-kv-cache).
-        ComputeOp.Attention or ComputeOp.Convert => KernelSource.CacheTypes.Contains(type),
+        // The KV cache types (KernelSource.CacheTypes: F32, F16, Q8_0; both dialects compile their kernels), Q8_0 only with the
+        // q8_0_cache option. A Q4_0 cache is not one: the core keeps it, and the attention over it, on the CPU
+        // (docs/gpu-kernels.md#q8_0-kv-cache).
+        ComputeOp.Attention or ComputeOp.Convert => KernelSource.CacheTypes.Contains(type) && (type != GgmlType.Q8_0 || _options.DeviceQ8_0Cache),
         _ => type == GgmlType.F32,
     };
 

@@ -34,7 +34,7 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
 
     private (IComputeQueue Queue, BackendBuffer Buffer, List<Recorded> Launches) Setup(GpuKernelOptions? options = null)
     {
-        var (device, native) = RecordingGpuNative.Device("gpu", [], peers: false, 0x1000_0000, _cache, options ?? GpuKernelOptions.Default with { BlasPrompt = false });
+        var (device, native) = RecordingGpuNative.Device("gpu", [], peers: false, 0x1000_0000, _cache, options ?? GpuKernelOptions.Default with { BlasPrompt = false, DeviceQ8_0Cache = true });
         var launches = new List<Recorded>();
         native.OnLaunch = (kernel, launch, args) =>
         {
@@ -96,6 +96,19 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
     }
 
     [Fact]
+    public void Without_the_q8_0_cache_option_a_q8_0_cache_is_left_to_the_cpu()
+    {
+        // The default until the kit's Q8_0 cases have run on a GPU (GpuKernelOptions.DeviceQ8_0Cache).
+        Assert.False(GpuKernelOptions.FromCuda(new PluginOptions(new Dictionary<string, string>(), "$.plugins[1].options"), _ => null).DeviceQ8_0Cache);
+        Assert.True(GpuKernelOptions.FromCuda(new PluginOptions(new Dictionary<string, string>(), "$.plugins[1].options"), n => n == "PLUGINENGINE_CUDA_Q8_0_CACHE" ? "on" : null).DeviceQ8_0Cache);
+        Assert.False(GpuKernelOptions.FromHip(new PluginOptions(new Dictionary<string, string>(), "$.plugins[1].options"), _ => null).DeviceQ8_0Cache);
+        var (queue, _, _) = Setup(GpuKernelOptions.Default with { BlasPrompt = false });
+        Assert.False(queue.Supports(ComputeOp.Attention, GgmlType.Q8_0));
+        Assert.False(queue.Supports(ComputeOp.Convert, GgmlType.Q8_0));
+        Assert.True(queue.Supports(ComputeOp.Attention, GgmlType.F16));
+    }
+
+    [Fact]
     public void A_decode_step_rotates_then_quantizes_k_and_v_into_the_token_row_of_the_q8_0_caches()
     {
         var (queue, buffer, launches) = Setup();
@@ -116,7 +129,7 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
     [Fact]
     public void Qkv_rope_falls_back_to_the_mat_vec_then_rope_store_kv_and_the_q8_0_store()
     {
-        var (queue, buffer, launches) = Setup(GpuKernelOptions.Default with { BlasPrompt = false, QkvRope = true });
+        var (queue, buffer, launches) = Setup(GpuKernelOptions.Default with { BlasPrompt = false, QkvRope = true, DeviceQ8_0Cache = true });
         var b = Block.In(buffer);
         queue.MatMulRopeAndStoreKv(b.X, Cols, b.Q, b.K, b.V, b.KCache, b.VCache, b.Params(1), Block.Rope, null);
 
@@ -124,7 +137,7 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
         Assert.Equal(["quantize_x_q8", "matvec_q8_q4_0", "rope_store_kv", "store_kv_q8_0"], launches.Select(l => l.Kernel));
 
         // The same call on an F16 cache keeps the fused epilogue: the fallback is the cache type's.
-        var (f16Queue, f16Buffer, f16Launches) = Setup(GpuKernelOptions.Default with { BlasPrompt = false, QkvRope = true });
+        var (f16Queue, f16Buffer, f16Launches) = Setup(GpuKernelOptions.Default with { BlasPrompt = false, QkvRope = true, DeviceQ8_0Cache = true });
         var f = Block.In(f16Buffer, GgmlType.F16);
         f16Queue.MatMulRopeAndStoreKv(f.X, Cols, f.Q, f.K, f.V, f.KCache, f.VCache, f.Params(1), Block.Rope, null);
         Assert.Equal(["quantize_x_q8", "matvec_rope_q8_q4_0"], f16Launches.Select(l => l.Kernel));
@@ -133,7 +146,7 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
     [Fact]
     public void Without_fused_ops_k_and_v_are_converted_to_q8_0_blocks_at_the_token_row()
     {
-        var (queue, buffer, launches) = Setup(GpuKernelOptions.Default with { BlasPrompt = false, FusedOps = false });
+        var (queue, buffer, launches) = Setup(GpuKernelOptions.Default with { BlasPrompt = false, FusedOps = false, DeviceQ8_0Cache = true });
         var b = Block.In(buffer);
         queue.RopeAndStoreKv(b.Q.Output, b.K.Output, b.V.Output, b.KCache, b.VCache, b.Params(3), Block.Rope, null);
 
