@@ -1,5 +1,6 @@
 using PluginEngine.Abstractions;
 using PluginEngine.Backends.Cpu.Kernels;
+using PluginEngine.Tests.Golden;
 
 namespace PluginEngine.Backends.Cpu.Tests;
 
@@ -47,7 +48,7 @@ public unsafe class CacheQuantizerTests
     {
         TestData.SkipUnlessSupported(isa);
         float[] x = Input();
-        Assert.Equal(Formula(type, x), Quantize(type, x, isa));
+        Assert.Equal(KvBlocks.Quantize(type, x), Quantize(type, x, isa));
     }
 
     [Theory]
@@ -99,36 +100,5 @@ public unsafe class CacheQuantizerTests
         foreach (float v in block)
             if (amax < MathF.Abs(v)) { amax = MathF.Abs(v); max = v; }
         return max;
-    }
-
-    /// <summary>The GGUF block formulas, written out element by element.</summary>
-    private static byte[] Formula(GgmlType type, float[] x)
-    {
-        var bytes = new byte[GgmlTypes.RowSize(type, x.Length)];
-        int blockBytes = GgmlTypes.Get(type).BytesPerBlock;
-        for (int b = 0; b < x.Length / 32; b++)
-        {
-            var block = x.AsSpan(32 * b, 32);
-            var dst = bytes.AsSpan(b * blockBytes, blockBytes);
-            if (type == GgmlType.Q8_0)
-            {
-                float amax = 0;
-                foreach (float v in block) amax = MathF.Max(amax, MathF.Abs(v));
-                float d = amax / 127f, id = d != 0 ? 1f / d : 0f;
-                BitConverter.TryWriteBytes(dst, BitConverter.HalfToUInt16Bits((Half)d));
-                for (int i = 0; i < 32; i++) dst[2 + i] = (byte)(sbyte)Math.Clamp((int)MathF.Round(block[i] * id, MidpointRounding.ToEven), -127, 127);
-            }
-            else
-            {
-                float d = SignedMax(block) / -8f, id = d != 0 ? 1f / d : 0f;
-                BitConverter.TryWriteBytes(dst, BitConverter.HalfToUInt16Bits((Half)d));
-                for (int j = 0; j < 16; j++)
-                {
-                    int q0 = Math.Min(15, (int)(block[j] * id + 8.5f)), q1 = Math.Min(15, (int)(block[j + 16] * id + 8.5f));
-                    dst[2 + j] = (byte)(q0 | (q1 << 4));
-                }
-            }
-        }
-        return bytes;
     }
 }

@@ -393,13 +393,20 @@ public sealed class BenchCommandTests(BenchModelFixture model) : IClassFixture<B
 /// </summary>
 public sealed class BenchReferenceTests(BenchModelFixture model) : IClassFixture<BenchModelFixture>
 {
-    [Fact]
-    public void Reference_rows_merge_with_a_ratio_for_matching_rows()
+    /// <summary>The built reference tool; skips the test when there is none.</summary>
+    private static string ReferenceTool()
     {
         string? tool = new[] { "Release", "Debug" }
             .Select(c => System.IO.Path.Combine(PluginTestFiles.RepoRoot, "tools", "LlamaCppReference", "bin", c, "net10.0", LlamaCppReference.AssemblyName))
             .FirstOrDefault(File.Exists);
         if (tool is null) Assert.Skip("tools/LlamaCppReference is not built (dotnet build tools/LlamaCppReference -c Release)");
+        return tool;
+    }
+
+    [Fact]
+    public void Reference_rows_merge_with_a_ratio_for_matching_rows()
+    {
+        string tool = ReferenceTool();
 
         var output = new StringWriter();
         var error = new StringWriter();
@@ -432,10 +439,7 @@ public sealed class BenchReferenceTests(BenchModelFixture model) : IClassFixture
     [Fact]
     public void Reference_rows_are_measured_for_each_kv_cache_type()
     {
-        string? tool = new[] { "Release", "Debug" }
-            .Select(c => System.IO.Path.Combine(PluginTestFiles.RepoRoot, "tools", "LlamaCppReference", "bin", c, "net10.0", LlamaCppReference.AssemblyName))
-            .FirstOrDefault(File.Exists);
-        if (tool is null) Assert.Skip("tools/LlamaCppReference is not built (dotnet build tools/LlamaCppReference -c Release)");
+        string tool = ReferenceTool();
 
         var output = new StringWriter();
         var error = new StringWriter();
