@@ -25,7 +25,8 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _siluMul, _add, _addBias, _copyF32, _convertF16;
     // The attention kernels per KV cache type ([CacheSlot]: F32, F16, Q8_0; KernelSource.CacheTypes): prompts (one block per
     // (head, token)), decode steps, long decode histories split over blocks, and multi-sequence batches (docs/batching.md#backends).
-    private readonly nint[] _attention = new nint[3], _attentionDecode = new nint[3], _attentionSplit = new nint[3], _attentionRows = new nint[3];
+    private readonly nint[] _attention = new nint[KernelSource.CacheTypes.Count], _attentionDecode = new nint[KernelSource.CacheTypes.Count],
+                            _attentionSplit = new nint[KernelSource.CacheTypes.Count], _attentionRows = new nint[KernelSource.CacheTypes.Count];
     private readonly nint _attentionMma64, _attentionMma128; // prompt attention on the tensor cores, head size 64 / 128 (0: not used here)
     private readonly nint _ropeStoreKvRows; // multi-sequence batches (docs/batching.md#backends)
     private readonly nint _convertQ8_0, _storeKvQ8_0; // a Q8_0 KV cache's stores (docs/gpu-kernels.md#q8_0-kv-cache)
@@ -1154,14 +1155,13 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _ => throw new NotSupportedException($"{_backend}: no kernel reads {type} weights (Supports() says so)"),
     };
 
-    /// <summary>Index of a KV cache type's attention kernels (<see cref="KernelSource.CacheTypes"/>); throws for other types.</summary>
-    private int CacheSlot(GgmlType type) => type switch
+    /// <summary>Index of a KV cache type's attention kernels: its place in <see cref="KernelSource.CacheTypes"/>; throws for other types.</summary>
+    private int CacheSlot(GgmlType type)
     {
-        GgmlType.F32 => 0,
-        GgmlType.F16 => 1,
-        GgmlType.Q8_0 => 2,
-        _ => throw new NotSupportedException($"{_backend}: no attention kernel reads a {type} cache (Supports() says so)"),
-    };
+        for (int i = 0; i < KernelSource.CacheTypes.Count; i++)
+            if (KernelSource.CacheTypes[i] == type) return i;
+        throw new NotSupportedException($"{_backend}: no attention kernel reads a {type} cache (Supports() says so)");
+    }
 
     /// <summary>Device address of a tensor; the buffer must belong to this device.</summary>
     private ulong Ptr(DeviceTensor t)
