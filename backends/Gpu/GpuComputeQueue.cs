@@ -27,7 +27,8 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     // (head, token)), decode steps, long decode histories split over blocks, and multi-sequence batches (docs/batching.md#backends).
     private readonly nint[] _attention = new nint[KernelSource.CacheTypes.Count], _attentionDecode = new nint[KernelSource.CacheTypes.Count],
                             _attentionSplit = new nint[KernelSource.CacheTypes.Count], _attentionRows = new nint[KernelSource.CacheTypes.Count];
-    private readonly nint _attentionMma64, _attentionMma128; // prompt attention on the tensor cores, head size 64 / 128 (0: not used here)
+    // Prompt attention on the tensor cores per cache slot, head size 64 / 128 (0: not used here, or no such kernel: F32).
+    private readonly nint[] _attentionMma64 = new nint[KernelSource.CacheTypes.Count], _attentionMma128 = new nint[KernelSource.CacheTypes.Count];
     private readonly nint _ropeStoreKvRows; // multi-sequence batches (docs/batching.md#backends)
     private readonly nint _convertQ8_0, _storeKvQ8_0; // a Q8_0 KV cache's stores (docs/gpu-kernels.md#q8_0-kv-cache)
     // One-token decode kernels per weight slot (kernels.cu MATVEC_KERNELS): on 8-bit activations for the quantized types, on F32
@@ -129,8 +130,12 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         }
         if (_rt.FlashAttention)
         {
-            _attentionMma64 = _rt.Function(LaunchGeometry.AttentionMmaKernelName(64));
-            _attentionMma128 = _rt.Function(LaunchGeometry.AttentionMmaKernelName(128));
+            foreach (var type in KernelSource.MmaCacheTypes)
+            {
+                string s = KernelSource.WeightSuffix(type)!;
+                _attentionMma64[CacheSlot(type)] = _rt.Function(LaunchGeometry.AttentionMmaKernelName(64, s));
+                _attentionMma128[CacheSlot(type)] = _rt.Function(LaunchGeometry.AttentionMmaKernelName(128, s));
+            }
         }
         _ropeStoreKvRows = _rt.Function("rope_store_kv_rows");
         _siluMul = _rt.Function("silu_mul");
@@ -970,17 +975,19 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     }
 
     /// <summary>
-    /// The tensor-core prompt attention (kernels.cu attention_mma_f16_d*) for this call, or 0: the <c>flash_attn</c> option on an sm_80+
-    /// GPU, at least <see cref="LaunchGeometry.AttentionMmaMinTokens"/> tokens, an F16 cache with 16-byte aligned rows, head size 64
-    /// or 128, and not in batch-invariant mode (whose prompts take the same per-token kernel as its decode steps). An F32 or Q8_0
-    /// cache's prompts take the per-token kernel (attention_f32, attention_q8_0): the mma kernel stages F16 rows only.
+    /// The tensor-core prompt attention (kernels.cu attention_mma_{f16,q8_0}_d*) for this call, or 0: the <c>flash_attn</c> option on an
+    /// sm_80+ GPU, at least <see cref="LaunchGeometry.AttentionMmaMinTokens"/> tokens, an F16 cache with 16-byte aligned rows (read as
+    /// 16-byte words) or a Q8_0 cache with 2-byte aligned ones (its blocks decoded to F16 as they are staged), head size 64 or 128,
+    /// and not in batch-invariant mode (whose prompts take the same per-token kernel as its decode steps). An F32 cache's prompts
+    /// take the per-token kernel (attention_f32).
     /// </summary>
     private nint AttentionMmaKernel(DeviceTensor kCache, AttentionParams p, ulong cachePointers)
     {
-        if (_attentionMma64 == 0 || _options.BatchInvariant || p.Tokens < LaunchGeometry.AttentionMmaMinTokens || kCache.Type != GgmlType.F16
-            || (cachePointers & 15) != 0)
+        if (_options.BatchInvariant || p.Tokens < LaunchGeometry.AttentionMmaMinTokens || !KernelSource.MmaCacheTypes.Contains(kCache.Type)
+            || (cachePointers & (kCache.Type == GgmlType.F16 ? 15UL : 1UL)) != 0)
             return 0;
-        return p.HeadSize switch { 64 => _attentionMma64, 128 => _attentionMma128, _ => 0 };
+        int slot = CacheSlot(kCache.Type);
+        return p.HeadSize switch { 64 => _attentionMma64[slot], 128 => _attentionMma128[slot], _ => 0 };
     }
 
     public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor y, long n)

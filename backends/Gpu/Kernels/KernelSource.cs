@@ -181,6 +181,9 @@ internal static class KernelSource
     /// </summary>
     public static IReadOnlyList<GgmlType> CacheTypes { get; } = [GgmlType.F32, GgmlType.F16, GgmlType.Q8_0];
 
+    /// <summary>The KV cache types whose prompts may attend on the tensor cores (attention_mma_{f16,q8_0}_d{64,128}).</summary>
+    public static IReadOnlyList<GgmlType> MmaCacheTypes { get; } = [GgmlType.F16, GgmlType.Q8_0];
+
     /// <summary>Every extern "C" kernel the queue looks up.</summary>
     public static IEnumerable<string> KernelNames()
     {
@@ -204,7 +207,8 @@ internal static class KernelSource
         foreach (int m in LaunchGeometry.MmqTokenTiles) yield return LaunchGeometry.MmqKernelName(TiledQ4_0Suffix, m);
         yield return "tile_q4_0";
         foreach (var t in DequantizeF16Types) yield return $"dequantize_f16_{WeightSuffix(t)}";
-        foreach (int d in new[] { 64, 128 }) yield return LaunchGeometry.AttentionMmaKernelName(d);
+        foreach (var t in MmaCacheTypes)
+            foreach (int d in new[] { 64, 128 }) yield return LaunchGeometry.AttentionMmaKernelName(d, WeightSuffix(t)!);
         foreach (var t in CacheTypes)
             foreach (string kind in new[] { "attention_", "attention_decode_", "attention_split_", "attention_rows_" })
                 yield return kind + WeightSuffix(t);

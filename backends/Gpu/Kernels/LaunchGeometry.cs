@@ -220,16 +220,17 @@ internal static class LaunchGeometry
     /// <summary>attention: one block of <see cref="AttentionWarps"/> warps per (head, token).</summary>
     public static Launch Attention(int heads, int tokens) => new((uint)heads, (uint)tokens, AttentionWarps * 32);
 
-    /// <summary>Tokens per block of attention_mma_f16_d*: 16 per warp (kernels.cu FA_WARPS).</summary>
+    /// <summary>Tokens per block of attention_mma_*_d*: 16 per warp (kernels.cu FA_WARPS).</summary>
     public const int AttentionMmaTokensPerBlock = 64;
 
     /// <summary>Fewest tokens an attention call needs to take the tensor-core prompt kernel (fewer: the per-token kernel).</summary>
     public const int AttentionMmaMinTokens = 16;
 
-    /// <summary>The tensor-core prompt attention for head size <paramref name="headSize"/> (64 or 128).</summary>
-    public static string AttentionMmaKernelName(int headSize) => $"attention_mma_f16_d{headSize}";
+    /// <summary>The tensor-core prompt attention for head size <paramref name="headSize"/> (64 or 128) over a cache of type
+    /// <paramref name="cache"/> (the kernel suffix: <c>f16</c>, <c>q8_0</c>).</summary>
+    public static string AttentionMmaKernelName(int headSize, string cache = "f16") => $"attention_mma_{cache}_d{headSize}";
 
-    /// <summary>attention_mma_f16_d*: one block of 4 warps per (head, <see cref="AttentionMmaTokensPerBlock"/> tokens).</summary>
+    /// <summary>attention_mma_*_d*: one block of 4 warps per (head, <see cref="AttentionMmaTokensPerBlock"/> tokens).</summary>
     public static Launch AttentionMma(int heads, int tokens)
         => new((uint)heads, checked((uint)CeilDiv(tokens, AttentionMmaTokensPerBlock)), AttentionMmaTokensPerBlock / 16 * 32);
 

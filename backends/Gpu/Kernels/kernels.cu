@@ -886,7 +886,7 @@ ATTENTION_SPLIT_KERNEL(attention_split_f32, T_F32)
 ATTENTION_SPLIT_KERNEL(attention_split_f16, T_F16)
 ATTENTION_SPLIT_KERNEL(attention_split_q8_0, T_Q8_0)
 
-// ---- Prompt attention on the tensor cores (F16 caches, CUDA sm_80 and later; docs/gpu-kernels.md#prompt-attention) ----
+// ---- Prompt attention on the tensor cores (F16 and Q8_0 caches, CUDA sm_80 and later; docs/gpu-kernels.md#prompt-attention) ----
 // out[t, h, :] = softmax(q[t, h] . K[0 .. firstPosition + t]) V, as attention_f16 computes it, for a prompt (many tokens):
 // a block takes FA_WARPS * 16 consecutive tokens of one head, warp w the w-th 16 of them. The block walks the history in
 // chunks of FA_KEYS positions, staged in shared memory; per chunk each warp multiplies its 16 query rows with the chunk's
@@ -916,8 +916,22 @@ __device__ __forceinline__ float group_max(float v)
 }
 #endif
 
-template <int D>
-__device__ __forceinline__ void attention_mma(const float* q, const u16* k, const u16* v, float* out, int firstPosition, int tokens,
+// Eight consecutive cache elements (e, a multiple of 8, to e + 7) of row p as f16, for the tiles of attention_mma: an F16 row's
+// 16 bytes as they are; a Q8_0 row's 8 quants of block e / 32 times its scale, rounded to f16 (the tensor cores' input type).
+template <int KV>
+__device__ __forceinline__ uint4 kv_f16x8(const void* cache, i64 rowElement, int e)
+{
+    if (KV == T_F16) return *(const uint4*)((const u16*)cache + rowElement + e);
+    const u8* b = (const u8*)cache + kv_bytes<T_Q8_0>(rowElement + e); // the block (34 bytes: f16 scale, 32 quants; 2-byte aligned)
+    float d = ldh(b);
+    const u16* qs = (const u16*)(b + 2 + (e & 31));
+    u32 w0 = qs[0] | ((u32)qs[1] << 16), w1 = qs[2] | ((u32)qs[3] << 16);
+    return make_uint4(pack_h2(sbyte(w0, 0) * d, sbyte(w0, 1) * d), pack_h2(sbyte(w0, 2) * d, sbyte(w0, 3) * d),
+                      pack_h2(sbyte(w1, 0) * d, sbyte(w1, 1) * d), pack_h2(sbyte(w1, 2) * d, sbyte(w1, 3) * d));
+}
+
+template <int KV, int D>
+__device__ __forceinline__ void attention_mma(const float* q, const void* k, const void* v, float* out, int firstPosition, int tokens,
                                               int heads, int kvHeads, float scale, u16* outH)
 {
 #if defined(PE_F16_MMA)
@@ -962,8 +976,8 @@ __device__ __forceinline__ void attention_mma(const float* q, const u16* k, cons
             uint4 kw = make_uint4(0, 0, 0, 0), vw = kw;
             if (p <= blockLast)
             {
-                kw = *(const uint4*)(k + (i64)p * kvStride + kvOffset + e);
-                vw = *(const uint4*)(v + (i64)p * kvStride + kvOffset + e);
+                kw = kv_f16x8<KV>(k, (i64)p * kvStride + kvOffset, e);
+                vw = kv_f16x8<KV>(v, (i64)p * kvStride + kvOffset, e);
             }
             *(uint4*)&ks[r][e] = kw;
             *(uint4*)&vs[r][e] = vw;
@@ -1064,14 +1078,16 @@ __device__ __forceinline__ void attention_mma(const float* q, const u16* k, cons
 #endif
 }
 
-#define ATTENTION_MMA_KERNEL(D)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(FA_WARPS * 32) attention_mma_f16_d##D(const float* q, const u16* k, const u16* v, \
+#define ATTENTION_MMA_KERNEL(name, KV, D)                                                                              \
+    extern "C" __global__ void __launch_bounds__(FA_WARPS * 32) attention_mma_##name##_d##D(const float* q, const void* k, const void* v, \
                                     float* out, int firstPosition, int tokens, int heads, int kvHeads, float scale,   \
                                     u16* outH)                                                                          \
-    { PDL_ENTRY(); attention_mma<D>(q, k, v, out, firstPosition, tokens, heads, kvHeads, scale, outH); }
+    { PDL_ENTRY(); attention_mma<KV, D>(q, k, v, out, firstPosition, tokens, heads, kvHeads, scale, outH); }
 
-ATTENTION_MMA_KERNEL(64)
-ATTENTION_MMA_KERNEL(128)
+ATTENTION_MMA_KERNEL(f16, T_F16, 64)
+ATTENTION_MMA_KERNEL(f16, T_F16, 128)
+ATTENTION_MMA_KERNEL(q8_0, T_Q8_0, 64)
+ATTENTION_MMA_KERNEL(q8_0, T_Q8_0, 128)
 
 // ---- Multi-sequence batches (docs/batching.md#backends). A batch holds segments of several sequences, each with its own
 // ---- positions and KV slot; the host uploads one table for the whole batch: rowInfo[2t] is row t's position in its

@@ -88,7 +88,7 @@ public sealed class CudaKernelGeometryTests
         string source = KernelSource.CudaDefault;
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        Assert.Equal(3 * 8 + KernelSource.Int8MatVecTypes.Count + 3 * KernelSource.DecodeMatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 2
+        Assert.Equal(3 * 8 + KernelSource.Int8MatVecTypes.Count + 3 * KernelSource.DecodeMatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 2 * KernelSource.MmaCacheTypes.Count
                      + 4 * KernelSource.CacheTypes.Count + 13
                      + LaunchGeometry.MmqTokenTiles.Count + 1, names.Count); // the tiled Q4_0 kernels: mmq and tile_q4_0
         Assert.Contains($"MMQ_KERNELS({KernelSource.TiledQ4_0Suffix}, ", source);
@@ -102,8 +102,9 @@ public sealed class CudaKernelGeometryTests
             Assert.Contains($"DEQUANTIZE_F16_KERNEL({KernelSource.WeightSuffix(type)}, ", source);
         foreach (var type in KernelSource.MmaTypes)
             Assert.Contains($"MMQ_KERNELS({KernelSource.WeightSuffix(type)}, ", source);
-        foreach (int d in new[] { 64, 128 })
-            Assert.Contains($"ATTENTION_MMA_KERNEL({d})", source);
+        foreach (string s in KernelSource.MmaCacheTypes.Select(t => KernelSource.WeightSuffix(t)!)) // the tensor-core prompt attention
+            foreach (int d in new[] { 64, 128 })
+                Assert.Contains($"ATTENTION_MMA_KERNEL({s}, T_{s.ToUpperInvariant()}, {d})", source);
         foreach (string s in KernelSource.CacheTypes.Select(t => KernelSource.WeightSuffix(t)!)) // the KV cache types' attention kernels
         {
             Assert.Contains($"ATTENTION_KERNEL(attention_{s}, ", source);
@@ -201,6 +202,7 @@ public sealed class CudaKernelGeometryTests
         Assert.Equal(new Launch(8, 2, 128), LaunchGeometry.AttentionMma(8, 80));
         Assert.Equal(new Launch(8, 1, 128), LaunchGeometry.AttentionMma(8, LaunchGeometry.AttentionMmaMinTokens));
         Assert.Equal("attention_mma_f16_d128", LaunchGeometry.AttentionMmaKernelName(128));
+        Assert.Equal("attention_mma_q8_0_d64", LaunchGeometry.AttentionMmaKernelName(64, "q8_0"));
         Assert.Contains("#define FA_WARPS 4\n", KernelSource.CudaDefault);
     }
 

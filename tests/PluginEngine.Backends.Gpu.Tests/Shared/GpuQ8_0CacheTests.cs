@@ -30,6 +30,7 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
     {
         ["rope_store_kv"] = 16, ["rope_store_kv_rows"] = 16, ["store_kv_q8_0"] = 8, ["convert_f32_q8_0"] = 3, ["rope"] = 10,
         ["attention_decode_q8_0"] = 11, ["attention_q8_0"] = 11, ["attention_split_q8_0"] = 14, ["attention_rows_q8_0"] = 11,
+        ["attention_mma_q8_0_d64"] = 10,
     };
 
     private (IComputeQueue Queue, BackendBuffer Buffer, List<Recorded> Launches) Setup(GpuKernelOptions? options = null)
@@ -184,16 +185,20 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
     }
 
     [Fact]
-    public void A_prompt_over_a_q8_0_cache_takes_the_per_token_kernel_not_the_tensor_core_one()
+    public void A_prompt_over_a_q8_0_cache_attends_on_the_tensor_cores_like_an_f16_one()
     {
-        var (queue, buffer, launches) = Setup(); // sm_90, flash_attn on: an F16 cache's prompt takes attention_mma_f16_d64
+        var (queue, buffer, launches) = Setup(); // sm_90, flash_attn on
         var q8 = Block.In(buffer);
         var f16 = Block.In(buffer, GgmlType.F16);
         queue.Attention(q8.Q.Output, q8.KCache, q8.VCache, q8.Output, q8.Params(64, first: 0));
         queue.Attention(f16.Q.Output, f16.KCache, f16.VCache, f16.Output, f16.Params(64, first: 0));
+        queue.Attention(q8.Q.Output, q8.KCache, q8.VCache, q8.Output, q8.Params(8, first: 0)); // too few tokens for the mma kernel
 
-        Assert.Equal(["attention_q8_0", LaunchGeometry.AttentionMmaKernelName(HeadSize)], launches.Select(l => l.Kernel));
-        Assert.Equal(LaunchGeometry.Attention(Heads, 64), launches[0].Launch);
+        Assert.Equal([LaunchGeometry.AttentionMmaKernelName(HeadSize, "q8_0"), LaunchGeometry.AttentionMmaKernelName(HeadSize), "attention_q8_0"],
+                     launches.Select(l => l.Kernel));
+        Assert.Equal(LaunchGeometry.AttentionMma(Heads, 64), launches[0].Launch);
+        Assert.Equal([Address(q8.Q.Output), Address(q8.KCache), Address(q8.VCache), Address(q8.Output)], launches[0].Words[..4]);
+        Assert.Equal(LaunchGeometry.Attention(Heads, 8), launches[2].Launch);
     }
 
     [Fact]
