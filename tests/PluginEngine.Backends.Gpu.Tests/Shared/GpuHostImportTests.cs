@@ -90,7 +90,7 @@ public sealed unsafe class GpuHostImportTests
         Assert.Equal(["register RW 8192", "register RO 8192", "device pointer"], native.Calls);
         using var buffer = result.Buffer!;
         Assert.Equal(BufferOwnership.Imported, buffer.Ownership);
-        Assert.Equal((nint)ScriptedNative.MappedBase, buffer.DeviceAddress); // the runtime's pointer, not the host address
+        Assert.Equal(ScriptedNative.MappedBase, (ulong)buffer.DeviceAddress); // the runtime's pointer, not the host address
         Assert.Equal(DeviceKind.IntegratedGpu, device.Description.Kind);
         Assert.True(device.Description.Capabilities.HasFlag(BackendCapabilities.HostImport));
     }

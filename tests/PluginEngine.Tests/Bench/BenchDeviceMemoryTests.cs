@@ -32,7 +32,7 @@ public sealed class BenchDeviceMemoryTests : IDisposable
         var options = new LoadOptions(ModelMemoryMode.Anonymous, new HostImportSetting(HostImportMode.On, "test"));
         var plan = PlacementPlanner.Plan(layout, t => LlamaTensorNames.LayerOf(t.Name) == 0 ? importer : owner, options);
 
-        using var loaded = new ModelLoader(new RecordingMappingFactory([])).Load(plan);
+        using var loaded = new ModelLoader(new RecordingMappingFactory([])).Load(plan, TestContext.Current.CancellationToken);
         var row = new BenchResult();
         var weights = BenchSession.SetWeightBytes(row, loaded);
         var perDevice = BenchSession.DeviceMemoryOf(weights, new Dictionary<IBackendDevice, long> { [owner] = 1000, [importer] = 24 },

@@ -60,7 +60,7 @@ public sealed class ChatSessionTests : IDisposable
         var greedy = new Sampler(SamplerSettings.Greedy);
 
         // Turn 1: the whole prompt is evaluated; the answer stops on the declared token (not added to the text).
-        var first = session.Send("hello there", greedy, Greedy12);
+        var first = session.Send("hello there", greedy, Greedy12, cancellation: TestContext.Current.CancellationToken);
         Assert.Equal(ChatStopReason.EndOfTurn, first.StopReason);
         Assert.Equal(free.Take(4), first.Tokens);
         Assert.Equal(model.Tokenizer.Decode(free.Take(3).ToArray()), first.Text.TrimStart(' '));
@@ -75,7 +75,7 @@ public sealed class ChatSessionTests : IDisposable
         Assert.StartsWith(before, whole);
         int newTokens = model.Tokenizer.Encode(whole[before.Length..], addBos: false, parseSpecial: true).Length;
         long evaluatedBefore = session.EvaluatedTokens;
-        var second = session.Send("tell me more", greedy, Greedy12);
+        var second = session.Send("tell me more", greedy, Greedy12, cancellation: TestContext.Current.CancellationToken);
         Assert.Equal(newTokens, second.EvaluatedPromptTokens);
         Assert.True(second.EvaluatedPromptTokens < second.PromptTokens / 2, $"{second.EvaluatedPromptTokens} of {second.PromptTokens} prompt tokens evaluated");
         Assert.Equal(prompt1.Length + 3, second.PromptTokens - newTokens); // cache = prompt 1 + the 3 answer tokens
@@ -85,7 +85,7 @@ public sealed class ChatSessionTests : IDisposable
         int[] sameTokens = [.. prompt1, .. free.Take(3), .. model.Tokenizer.Encode(whole[before.Length..], addBos: false, parseSpecial: true)];
         using (var freshContext = model.CreateContext(new ContextOptions(512)))
         {
-            var fresh = Generator.Generate(freshContext, model.Tokenizer, sameTokens, second.Tokens.Count, new Sampler(SamplerSettings.Greedy));
+            var fresh = Generator.Generate(freshContext, model.Tokenizer, sameTokens, second.Tokens.Count, new Sampler(SamplerSettings.Greedy), cancellation: TestContext.Current.CancellationToken);
             Assert.Equal(fresh.Tokens.Skip(sameTokens.Length), second.Tokens);
         }
         Assert.Equal(4, session.History.Count);
@@ -94,7 +94,7 @@ public sealed class ChatSessionTests : IDisposable
         session.Reset();
         Assert.Empty(session.History);
         Assert.Equal(0, session.CachedTokens);
-        var again = session.Send("hello there", greedy, Greedy12);
+        var again = session.Send("hello there", greedy, Greedy12, cancellation: TestContext.Current.CancellationToken);
         Assert.Equal(first.PromptTokens, again.EvaluatedPromptTokens);
         Assert.Equal(first.Text, again.Text);
     }
@@ -142,16 +142,16 @@ public sealed class ChatSessionTests : IDisposable
         var session = ChatSession.ForModel(model, context);
         var greedy = new Sampler(SamplerSettings.Greedy);
 
-        var empty = Assert.Throws<ChatFormatException>(() => session.Complete([], greedy, Greedy12));
+        var empty = Assert.Throws<ChatFormatException>(() => session.Complete([], greedy, Greedy12, cancellation: TestContext.Current.CancellationToken));
         Assert.Contains("no messages", empty.Message);
-        var role = Assert.Throws<ChatFormatException>(() => session.Complete([new ChatTurn("narrator", "x")], greedy, Greedy12));
+        var role = Assert.Throws<ChatFormatException>(() => session.Complete([new ChatTurn("narrator", "x")], greedy, Greedy12, cancellation: TestContext.Current.CancellationToken));
         Assert.Contains("message 0 has role 'narrator'", role.Message);
         Assert.Contains("system, user, assistant, tool", role.Message);
 
         string raising = Path.Combine(_dir, "raising.jinja");
         File.WriteAllText(raising, "{% if messages[0].role != 'system' %}{{ raise_exception('a system message must come first') }}{% endif %}");
         var raisingSession = ChatSession.ForModel(model, context, raising);
-        var raised = Assert.Throws<ChatFormatException>(() => raisingSession.Complete([ChatTurn.User("x")], greedy, Greedy12));
+        var raised = Assert.Throws<ChatFormatException>(() => raisingSession.Complete([ChatTurn.User("x")], greedy, Greedy12, cancellation: TestContext.Current.CancellationToken));
         Assert.Contains($"chat template file {raising} refused the conversation: a system message must come first", raised.Message);
 
         var unknown = Assert.Throws<ChatFormatException>(() => ChatSession.ForModel(model, context, "vicuna-17"));
@@ -184,12 +184,12 @@ public sealed class ChatSessionTests : IDisposable
         using var model = CpuTestBackend.LoadModel(path);
         using var context = model.CreateContext(new ContextOptions(256));
         var session = ChatSession.ForModel(model, context);
-        var free = session.Complete([ChatTurn.User("hi")], new Sampler(SamplerSettings.Greedy), new ChatGenerationOptions { MaxTokens = 16 });
+        var free = session.Complete([ChatTurn.User("hi")], new Sampler(SamplerSettings.Greedy), new ChatGenerationOptions { MaxTokens = 16 }, cancellation: TestContext.Current.CancellationToken);
         Assert.True(free.Text.Length > 6, free.Text);
         string stop = free.Text.Substring(free.Text.Length / 2, 3);
         var streamed = new System.Text.StringBuilder();
         var cut = session.Complete([ChatTurn.User("hi")], new Sampler(SamplerSettings.Greedy),
-            new ChatGenerationOptions { MaxTokens = 16, StopSequences = ["never appears", stop] }, t => streamed.Append(t));
+            new ChatGenerationOptions { MaxTokens = 16, StopSequences = ["never appears", stop] }, t => streamed.Append(t), TestContext.Current.CancellationToken);
         Assert.Equal(ChatStopReason.StopSequence, cut.StopReason);
         Assert.Equal(free.Text[..free.Text.IndexOf(stop, StringComparison.Ordinal)], cut.Text);
         Assert.Equal(cut.Text, streamed.ToString());

@@ -148,10 +148,10 @@ public sealed class BatchedContextTests : IDisposable
         var partial = new PartialDevice(cpu, ops.Split(',').Select(Enum.Parse<ComputeOp>).ToHashSet(), cacheTypes: floatCachesOnly ? [GgmlType.F32, GgmlType.F16] : null);
         var options = Options with { KvCacheType = kv };
         Dictionary<int, List<float[]>> expected, actual;
-        using (var model = LoadedModel.Load(Model(SyntheticWeightType.Q8_0), new ModelLoadOptions(cpu, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance))
+        using (var model = LoadedModel.Load(Model(SyntheticWeightType.Q8_0), new ModelLoadOptions(cpu, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance, cancellation: TestContext.Current.CancellationToken))
         using (var context = model.CreateContext(options, sequences: 3))
             expected = Batched(context);
-        using (var model = LoadedModel.Load(Model(SyntheticWeightType.Q8_0), new ModelLoadOptions(partial, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance))
+        using (var model = LoadedModel.Load(Model(SyntheticWeightType.Q8_0), new ModelLoadOptions(partial, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance, cancellation: TestContext.Current.CancellationToken))
         using (var context = model.CreateContext(options, sequences: 3))
         {
             actual = Batched(context);
@@ -167,10 +167,10 @@ public sealed class BatchedContextTests : IDisposable
         var cpu = CpuTestBackend.Device;
         var all = new PartialDevice(cpu, Enum.GetValues<ComputeOp>().ToHashSet());
         Dictionary<int, List<float[]>> expected, actual;
-        using (var model = LoadedModel.Load(Model(SyntheticWeightType.Q8_0), new ModelLoadOptions(cpu, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance))
+        using (var model = LoadedModel.Load(Model(SyntheticWeightType.Q8_0), new ModelLoadOptions(cpu, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance, cancellation: TestContext.Current.CancellationToken))
         using (var context = model.CreateContext(Options, sequences: 3))
             expected = Batched(context);
-        using (var model = LoadedModel.Load(Model(SyntheticWeightType.Q8_0), new ModelLoadOptions(all, cpu, GpuLayers: 1, LoadOptions.Default), SystemMappingFactory.Instance))
+        using (var model = LoadedModel.Load(Model(SyntheticWeightType.Q8_0), new ModelLoadOptions(all, cpu, GpuLayers: 1, LoadOptions.Default), SystemMappingFactory.Instance, cancellation: TestContext.Current.CancellationToken))
         using (var context = model.CreateContext(Options, sequences: 3))
         {
             actual = Batched(context);
@@ -184,7 +184,7 @@ public sealed class BatchedContextTests : IDisposable
     public void Bad_batches_are_refused_before_anything_is_evaluated()
     {
         var cpu = CpuTestBackend.Device;
-        using var model = LoadedModel.Load(Model(SyntheticWeightType.Q8_0), new ModelLoadOptions(cpu, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance);
+        using var model = LoadedModel.Load(Model(SyntheticWeightType.Q8_0), new ModelLoadOptions(cpu, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance, cancellation: TestContext.Current.CancellationToken);
         using var context = model.CreateContext(Options, sequences: 2);
         var logits = new float[2 * context.VocabularySize];
         Assert.Throws<ArgumentOutOfRangeException>(() => context.EvaluateBatch([1, 2], [new BatchSequence(2, 2, true)], logits));

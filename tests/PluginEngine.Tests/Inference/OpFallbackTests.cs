@@ -123,7 +123,7 @@ public sealed class OpFallbackTests : IDisposable
     public void Partial_offload_without_a_cpu_backend_is_refused()
     {
         var all = new PartialDevice(CpuTestBackend.Device, Enum.GetValues<ComputeOp>().ToHashSet());
-        var e = Assert.Throws<MissingOpsException>(() => LoadedModel.Load(Model(), new ModelLoadOptions(all, null, GpuLayers: 1, LoadOptions.Default), SystemMappingFactory.Instance));
+        var e = Assert.Throws<MissingOpsException>(() => LoadedModel.Load(Model(), new ModelLoadOptions(all, null, GpuLayers: 1, LoadOptions.Default), SystemMappingFactory.Instance, cancellation: TestContext.Current.CancellationToken));
         Assert.Contains("-ngl 1", e.Message);
         Assert.Contains("cpu backend, which is not loaded", e.Message);
     }

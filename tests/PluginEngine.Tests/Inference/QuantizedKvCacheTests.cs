@@ -127,7 +127,7 @@ public sealed class QuantizedKvCacheTests : IDisposable
     {
         var cpu = CpuTestBackend.Device;
         var options = new ModelLoadOptions(cpu, cpu, GpuLayers: -1, LoadOptions.Default) { Split = new LayerSplitRequest { ContextSize = 64, KvCacheType = kv } };
-        using var model = LoadedModel.Load(Model(), options, SystemMappingFactory.Instance);
+        using var model = LoadedModel.Load(Model(), options, SystemMappingFactory.Instance, cancellation: TestContext.Current.CancellationToken);
         var share = Assert.Single(model.Schedule.Split!.Shares);
         Assert.Equal(64L * model.HyperParameters.BlockCount * KvCacheTypes.BytesPerPosition(kv, model.HyperParameters), share.KvBytes);
     }
@@ -231,7 +231,7 @@ public sealed class QuantizedKvCacheTests : IDisposable
         float[] expected;
         using (var model = CpuTestBackend.LoadModel(path))
             expected = Logits(model, kv);
-        using (var model = LoadedModel.Load(path, new ModelLoadOptions(gpuLike, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance))
+        using (var model = LoadedModel.Load(path, new ModelLoadOptions(gpuLike, cpu, GpuLayers: -1, LoadOptions.Default), SystemMappingFactory.Instance, cancellation: TestContext.Current.CancellationToken))
         {
             string plan = model.Schedule.Describe(kv);
             Assert.Contains($"op fallback: partial runs on cpu: Attention ({kv}), Convert ({kv}) (its layers' {kv} KV cache lives on the cpu)", plan);

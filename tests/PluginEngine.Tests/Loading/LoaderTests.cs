@@ -46,7 +46,7 @@ public sealed class LoaderTests : IDisposable
         var mappings = new RecordingMappingFactory(device.Events);
         var (plan, _) = Plan(path, device, ModelMemoryMode.FileMapping, HostImportMode.On);
 
-        using (var loaded = new ModelLoader(mappings).Load(plan))
+        using (var loaded = new ModelLoader(mappings).Load(plan, TestContext.Current.CancellationToken))
         {
             // The backend was never asked to write imported memory.
             Assert.DoesNotContain(device.Writes, w => w.Ownership == BufferOwnership.Imported);
@@ -98,7 +98,7 @@ public sealed class LoaderTests : IDisposable
         var (plan, _) = Plan(path, device, ModelMemoryMode.FileMapping, HostImportMode.On);
         Assert.All(plan.Tensors, p => Assert.Equal(PlacementKind.Imported, p.Kind));
 
-        using var loaded = new ModelLoader(new RecordingMappingFactory(device.Events)).Load(plan);
+        using var loaded = new ModelLoader(new RecordingMappingFactory(device.Events)).Load(plan, TestContext.Current.CancellationToken);
         Assert.Empty(device.Writes);
         foreach (var p in loaded.FinalPlacements.Where(p => p.SlideBytes > 0))
         {
@@ -144,7 +144,7 @@ public sealed class LoaderTests : IDisposable
         var (plan, _) = Plan(path, device, memory, HostImportMode.On);
         Assert.All(plan.Tensors, p => Assert.Equal(PlacementKind.Imported, p.Kind));
 
-        using var loaded = new ModelLoader(mappings).Load(plan);
+        using var loaded = new ModelLoader(mappings).Load(plan, TestContext.Current.CancellationToken);
         Assert.Empty(device.Writes);
         Assert.True(loaded.Mapping!.IsSealed);
         Assert.False(loaded.Mapping.CanWrite);
@@ -166,7 +166,7 @@ public sealed class LoaderTests : IDisposable
         string path = WriteModel(alignment: 8192);
         var device = new RecordingDevice { RefuseImports = "registration refused: too large" };
         var (plan, _) = Plan(path, device, ModelMemoryMode.FileMapping, HostImportMode.On);
-        using var loaded = new ModelLoader(new RecordingMappingFactory(device.Events)).Load(plan);
+        using var loaded = new ModelLoader(new RecordingMappingFactory(device.Events)).Load(plan, TestContext.Current.CancellationToken);
         Assert.All(loaded.FinalPlacements, p => Assert.Equal(PlacementKind.Copied, p.Kind));
         Assert.All(loaded.FinalPlacements, p => Assert.Contains("too large", p.Reason));
         Assert.Contains(loaded.Log, l => l.Contains("import refused") && l.Contains("too large"));
@@ -181,7 +181,7 @@ public sealed class LoaderTests : IDisposable
         var device = new RecordingDevice { FailOwnedAllocation = true };
         var mappings = new RecordingMappingFactory(device.Events);
         var (plan, _) = Plan(path, device, ModelMemoryMode.FileMapping, HostImportMode.On);
-        Assert.Throws<OutOfMemoryException>(() => new ModelLoader(mappings).Load(plan));
+        Assert.Throws<OutOfMemoryException>(() => new ModelLoader(mappings).Load(plan, TestContext.Current.CancellationToken));
 
         var mapping = Assert.Single(mappings.Created);
         Assert.True(((RecordingMapping)mapping).Disposed);
@@ -210,7 +210,7 @@ public sealed class LoaderTests : IDisposable
         var device = new RecordingDevice();
         var mappings = new RecordingMappingFactory(device.Events);
         var (plan, _) = Plan(path, device, ModelMemoryMode.FileMapping, HostImportMode.On);
-        var loaded = new ModelLoader(mappings).Load(plan);
+        var loaded = new ModelLoader(mappings).Load(plan, TestContext.Current.CancellationToken);
         Assert.True(loaded.Mapping!.ActiveLeases > 0);
         loaded.Dispose();
         AssertReleasedBeforeUnmap(device.Events);

@@ -70,7 +70,7 @@ public sealed class BatchedCompletionSchedulerTests : IDisposable
         // The same scheduler, one request at a time (the text, through the same streaming decoder and filter).
         var aloneTexts = new List<string>();
         using (var single = new BatchedCompletionScheduler(_model, Options, slots: 1, queueCapacity: 8))
-            foreach (var r in requests) aloneTexts.Add((await single.SubmitAsync(r)).Text);
+            foreach (var r in requests) aloneTexts.Add((await single.SubmitAsync(r, cancellation: TestContext.Current.CancellationToken)).Text);
 
         using var scheduler = new BatchedCompletionScheduler(_model, Options, slots: 8, queueCapacity: 8);
         var streamed = requests.Select(_ => new System.Text.StringBuilder()).ToArray();
@@ -99,7 +99,7 @@ public sealed class BatchedCompletionSchedulerTests : IDisposable
         using var cts = new CancellationTokenSource();
         int pieces = 0;
         var first = scheduler.SubmitAsync(Request(3, maxTokens: 40) with { EndTokens = new HashSet<int>() }, _ => { if (++pieces == 2) cts.Cancel(); }, cts.Token);
-        var second = scheduler.SubmitAsync(Request(1)); // waits for the only slot
+        var second = scheduler.SubmitAsync(Request(1), cancellation: TestContext.Current.CancellationToken); // waits for the only slot
         var cancelled = await first;
         Assert.Equal(ChatStopReason.Cancelled, cancelled.StopReason);
         Assert.InRange(cancelled.GeneratedTokens, 2, 3);
@@ -114,11 +114,11 @@ public sealed class BatchedCompletionSchedulerTests : IDisposable
         using var scheduler = new BatchedCompletionScheduler(_model, Options, slots: 1, queueCapacity: 2);
         using var gate = new ManualResetEventSlim();
         using var started = new ManualResetEventSlim();
-        var blocker = scheduler.SubmitAsync(Request(0, maxTokens: 5) with { EndTokens = new HashSet<int>() }, _ => { started.Set(); gate.Wait(); });
-        Assert.True(started.Wait(TimeSpan.FromSeconds(30)));                       // the worker is inside the first request's step
+        var blocker = scheduler.SubmitAsync(Request(0, maxTokens: 5) with { EndTokens = new HashSet<int>() }, _ => { started.Set(); gate.Wait(); }, TestContext.Current.CancellationToken);
+        Assert.True(started.Wait(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken)); // the worker is inside the first request's step
         using var cts = new CancellationTokenSource();
         var queued = scheduler.SubmitAsync(Request(1), cancellation: cts.Token);
-        var other = scheduler.SubmitAsync(Request(2));
+        var other = scheduler.SubmitAsync(Request(2), cancellation: TestContext.Current.CancellationToken);
         Assert.Equal(2, scheduler.Statistics.Queued);
         Assert.Throws<SchedulerQueueFullException>(() => SubmitNow(scheduler, Request(3)));
         cts.Cancel();
@@ -151,8 +151,8 @@ public sealed class BatchedCompletionSchedulerTests : IDisposable
     public async Task A_full_slot_context_ends_with_context_full_and_drain_refuses_new_requests()
     {
         using var scheduler = BatchedCompletionScheduler.Create(_model, Options, slots: 2, queueCapacity: 2);
-        var full = scheduler.SubmitAsync(new CompletionRequest { PromptTokens = Prompt(0), MaxTokens = 1000, Sampling = SamplerSettings.Greedy });
-        var shortOne = scheduler.SubmitAsync(Request(1, maxTokens: 3) with { EndTokens = new HashSet<int>() });
+        var full = scheduler.SubmitAsync(new CompletionRequest { PromptTokens = Prompt(0), MaxTokens = 1000, Sampling = SamplerSettings.Greedy }, cancellation: TestContext.Current.CancellationToken);
+        var shortOne = scheduler.SubmitAsync(Request(1, maxTokens: 3) with { EndTokens = new HashSet<int>() }, cancellation: TestContext.Current.CancellationToken);
         await scheduler.DrainAsync(CancellationToken.None);                          // lets both finish
         Assert.Equal(ChatStopReason.ContextFull, (await full).StopReason);
         Assert.Equal(64 - Prompt(0).Length + 1, (await full).GeneratedTokens);      // the last sampled token is not evaluated
@@ -169,9 +169,9 @@ public sealed class BatchedCompletionSchedulerTests : IDisposable
         // The worker waits in its first text callback until the drain is requested: otherwise, on a busy machine, the request
         // could fill its slot's 64 positions (ContextFull) before the test thread gets to cancel it.
         var running = scheduler.SubmitAsync(Request(0, maxTokens: 1000) with { EndTokens = new HashSet<int>() },
-            _ => { started.Set(); drainRequested.Wait(TimeSpan.FromSeconds(30)); });
-        var queued = scheduler.SubmitAsync(Request(1));
-        Assert.True(started.Wait(TimeSpan.FromSeconds(30)));
+            _ => { started.Set(); drainRequested.Wait(TimeSpan.FromSeconds(30)); }, TestContext.Current.CancellationToken);
+        var queued = scheduler.SubmitAsync(Request(1), cancellation: TestContext.Current.CancellationToken);
+        Assert.True(started.Wait(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
         var drain = scheduler.DrainAsync(new CancellationToken(canceled: true));
         drainRequested.Set();
         await drain;
