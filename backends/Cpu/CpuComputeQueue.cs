@@ -216,6 +216,9 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
     /// claims are segments × query heads. Several sequences decoding together thus cost two passes per layer, not two per sequence
     /// (docs/batching.md#backends), and each (token, head) is computed exactly as when its sequence runs alone. Each worker has its
     /// own score scratch; the staging buffers are shared and grow to the largest batch seen.
+    /// A batch of one-token segments (decode steps) takes one pass instead, with no staging buffers: claims are segments × KV
+    /// heads, each computing every query head of its group from tiles of the cache (<see cref="StagedAttention.DecodeKvHead"/>,
+    /// the same bits), when there are at least as many claims as workers (fewer: the staged passes, which split positions too).
     /// </summary>
     private sealed class AttentionJob(int threads) : CpuParallelJob, IDisposable
     {
@@ -238,7 +241,9 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
         private KvCacheType _type;
         private AttentionParams _p;
         private int _next;
-        private bool _staging;
+        private bool _staging, _byKvHead;
+        private float[] _decodeScratch = [];
+        private readonly int _threads = threads;
 
         public void Set(float* q, byte* k, byte* v, KvCacheType type, float* output, AttentionParams p)
         {
@@ -275,6 +280,16 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
         /// <summary>Grows the staging buffers and score scratch to the batch's needs.</summary>
         public void End()
         {
+            _byKvHead = _count * _p.KvHeads >= _threads && StagedAttention.DecodesByKvHead(_p.HeadSize);
+            for (int i = 0; i < _count && _byKvHead; i++) _byKvHead = _segments[i].Tokens == 1;
+            if (_byKvHead)
+            {
+                long scratch = 0;
+                for (int i = 0; i < _count; i++)
+                    scratch = Math.Max(scratch, StagedAttention.DecodeScratchLength(_p.Heads / _p.KvHeads, _p.HeadSize, _segments[i].Capacity));
+                if (_decodeScratch.Length < scratch * _threads) _decodeScratch = GC.AllocateUninitializedArray<float>(checked((int)Math.Max(scratch * _threads, 2L * _decodeScratch.Length)), pinned: true);
+                return;
+            }
             ref var last = ref _segments[_count - 1];
             long length = last.StageOffset + StagedAttention.StageLength(_p.KvHeads, _p.HeadSize, last.Capacity);
             if (length > _stageLength)
@@ -296,6 +311,13 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
         /// <summary>Runs both passes on <paramref name="pool"/>.</summary>
         public void Run(CpuWorkerPool pool)
         {
+            if (_byKvHead)
+            {
+                _staging = false;
+                _next = 0;
+                pool.Run(this);
+                return;
+            }
             _staging = true;
             _next = 0;
             pool.Run(this);
@@ -323,6 +345,22 @@ internal sealed unsafe class CpuComputeQueue : IComputeQueue
                 return;
             }
             float scale = _p.Scale != 0 ? _p.Scale : 1f / MathF.Sqrt(_p.HeadSize);
+            if (_byKvHead)
+            {
+                int group = _p.Heads / _p.KvHeads, kvRowStride = _p.KvHeads * _p.HeadSize;
+                long share = _decodeScratch.Length / _threads;
+                fixed (float* all = _decodeScratch)
+                {
+                    float* scratch = all + worker * share;
+                    while ((claim = Interlocked.Increment(ref _next) - 1) < _count * _p.KvHeads)
+                    {
+                        ref var s = ref _segments[claim / _p.KvHeads];
+                        StagedAttention.DecodeKvHead(s.Q, s.K, s.V, _type, kvRowStride, claim % _p.KvHeads, group, _p.HeadSize, s.Visible, s.Capacity,
+                            s.Out, scratch, scale);
+                    }
+                }
+                return;
+            }
             fixed (float* scores = _scores[worker])
             {
                 while ((claim = Interlocked.Increment(ref _next) - 1) < _count * _p.Heads)

@@ -209,6 +209,39 @@ public unsafe class AttentionTests
     }
 
     [Theory]
+    [InlineData(KvCacheType.F32, 8, 8, 1, 0)]    // the first token: one visible position
+    [InlineData(KvCacheType.F32, 40, 6, 3, 31)]  // head size a multiple of 8 but not of 32; exactly one tile
+    [InlineData(KvCacheType.F16, 64, 8, 2, 32)]  // one position past a tile
+    [InlineData(KvCacheType.F16, 64, 32, 4, 99)] // TinyLlama's grouping (8 query heads a KV head)
+    [InlineData(KvCacheType.F16, 128, 3, 3, 70)] // no grouping (7B)
+    [InlineData(KvCacheType.Q8_0, 64, 8, 2, 100)]
+    [InlineData(KvCacheType.Q8_0, 96, 6, 2, 64)] // three query heads a group: the odd one alone
+    [InlineData(KvCacheType.Q4_0, 64, 8, 1, 45)]
+    [InlineData(KvCacheType.Q4_0, 32, 4, 4, 130)]
+    public void Decoding_by_kv_head_gives_the_staged_bits(KvCacheType type, int headDim, int nHead, int nKvHead, int firstPos)
+    {
+        // A one-token step through StagedAttention.DecodeKvHead (what the CPU queue runs for decode steps) against the staged
+        // passes (what it runs for prompts): bit for bit, so a token's logits do not depend on which path its batch took.
+        Assert.SkipUnless(StagedAttention.DecodesByKvHead(headDim), "DecodeKvHead needs AVX here");
+        int kvRowStride = nKvHead * headDim, visible = firstPos + 1, group = nHead / nKvHead;
+        var q = TestData.Uniform(nHead * headDim, 61, -2, 2);
+        var (k, _) = Cache(type, TestData.Uniform(visible * kvRowStride, 62, -2, 2));
+        var (v, _) = Cache(type, TestData.Uniform(visible * kvRowStride, 63, -1, 1));
+        var staged = RunStaged(type, q, k, v, nHead, nKvHead, headDim, 1, firstPos, kvRowStride, 0, nHead);
+
+        int capacity = StagedAttention.Capacity(1, firstPos);
+        var scratch = Enumerable.Repeat(float.NaN, (int)StagedAttention.DecodeScratchLength(group, headDim, capacity)).ToArray();
+        var output = Enumerable.Repeat(float.NaN, q.Length).ToArray();
+        fixed (float* pq = q, po = output, ps = scratch)
+        fixed (byte* pk = k, pv = v)
+            for (int g = nKvHead - 1; g >= 0; g--) // any order: each KV head writes only its group's rows
+                StagedAttention.DecodeKvHead(pq, pk, pv, type, kvRowStride, g, group, headDim, visible, capacity, po, ps, 1f / MathF.Sqrt(headDim));
+        for (int i = 0; i < q.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(staged[i]) == BitConverter.SingleToInt32Bits(output[i]),
+                $"{type} head size {headDim}, {nHead}/{nKvHead} heads, position {firstPos}: element {i} is {output[i]:R}, staged {staged[i]:R}");
+    }
+
+    [Theory]
     [InlineData(KvCacheType.Q8_0, 48)]
     [InlineData(KvCacheType.Q4_0, 16)]
     public void A_quantized_cache_refuses_heads_that_are_not_whole_blocks(KvCacheType type, int headDim)

@@ -15,12 +15,13 @@ namespace PluginEngine.Backends.Cpu.Kernels;
 /// visible positions, then the weighted sum of value rows.</para>
 /// Memory: the two staging buffers hold 2 × KV heads × head size × visible positions floats (TinyLlama at 2048 positions:
 /// 4 MiB; a 7B model with 32 KV heads of 128 at 4096 positions: 128 MiB), allocated once and grown with the context.
-/// Restaging every call costs one pass over the visible cache, which is what reading it once costs anyway; keeping staged
-/// positions across calls (only new ones converted) is the next step for long generations.
+/// Restaging every call costs one pass over the visible cache, which is what reading it once costs anyway. One-token steps
+/// take <see cref="DecodeKvHead"/> instead (StagedAttention.Decode.cs): no staging buffers, each tile of the cache converted
+/// once for every query head of its group (docs/batching.md#cpu-decode-attention).
 /// Every (token, head) is computed by the same arithmetic whatever the batch it came in, so splitting a prompt into batches
 /// leaves results bit-identical; it differs from <see cref="Attention.Compute"/> only by float summation order.
 /// </summary>
-public static unsafe class StagedAttention
+public static unsafe partial class StagedAttention
 {
     /// <summary>Positions per score step: four 8-lane vectors.</summary>
     public const int PositionBlock = 32;
