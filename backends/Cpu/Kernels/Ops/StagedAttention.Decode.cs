@@ -58,7 +58,7 @@ public static unsafe partial class StagedAttention
             int h = 0;
             for (; h + 2 <= groupSize; h += 2)
                 TileScores2(q0 + (long)h * headDim, q0 + (long)(h + 1) * headDim, tile, headDim, scores + (long)h * capacity + j0, scores + (long)(h + 1) * capacity + j0, scale);
-            if (h < groupSize) TileScores(q0 + (long)h * headDim, tile, headDim, scores + (long)h * capacity + j0, scale);
+            if (h < groupSize) Scores(q0 + (long)h * headDim, tile, PositionBlock, headDim, PositionBlock, scores + (long)h * capacity + j0, scale);
         }
         for (int h = 0; h < groupSize; h++)
         {
@@ -70,32 +70,12 @@ public static unsafe partial class StagedAttention
         {
             int n = Math.Min(PositionBlock, visible - j0);
             for (int r = 0; r < n; r++) LoadRow(vCache, kvType, (long)(j0 + r) * kvRowStride + headOffset, tile + (long)r * headDim, headDim);
-            for (int h = 0; h < groupSize; h++) AddTileValues(scores + (long)h * capacity + j0, tile, n, headDim, out0 + (long)h * headDim);
+            for (int h = 0; h < groupSize; h++) AddWeightedRows(scores + (long)h * capacity + j0, tile, n, headDim, out0 + (long)h * headDim);
         }
     }
 
-    /// <summary>scores[j] = scale · Σ_i q[i]·tile[i][j] for the 32 positions of a transposed key tile (each lane's chain as in <see cref="Scores"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void TileScores(float* q, float* tile, int headDim, float* scores, float scale)
-    {
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        float* k = tile;
-        for (int i = 0; i < headDim; i++, k += PositionBlock)
-        {
-            var qi = Vector256.Create(q[i]);
-            a0 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k), a0);
-            a1 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k + 8), a1);
-            a2 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k + 16), a2);
-            a3 = Vector256.FusedMultiplyAdd(qi, Vector256.Load(k + 24), a3);
-        }
-        var vScale = Vector256.Create(scale);
-        (a0 * vScale).Store(scores);
-        (a1 * vScale).Store(scores + 8);
-        (a2 * vScale).Store(scores + 16);
-        (a3 * vScale).Store(scores + 24);
-    }
-
-    /// <summary><see cref="TileScores"/> for two query heads at once: eight independent FMA chains, the same chain per lane.</summary>
+    /// <summary>The scores of two query heads for the 32 positions of a transposed key tile: eight independent FMA chains, each lane's
+    /// chain that of <see cref="Scores"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void TileScores2(float* qa, float* qb, float* tile, int headDim, float* scoresA, float* scoresB, float scale)
     {
@@ -118,34 +98,5 @@ public static unsafe partial class StagedAttention
         var vScale = Vector256.Create(scale);
         (a0 * vScale).Store(scoresA); (a1 * vScale).Store(scoresA + 8); (a2 * vScale).Store(scoresA + 16); (a3 * vScale).Store(scoresA + 24);
         (b0 * vScale).Store(scoresB); (b1 * vScale).Store(scoresB + 8); (b2 * vScale).Store(scoresB + 16); (b3 * vScale).Store(scoresB + 24);
-    }
-
-    /// <summary>output[i] += Σ_j&lt;n p[j]·tile[j][i], each element's chain continued from the value in <paramref name="output"/>
-    /// (headDim a multiple of 8; the chains of <see cref="WeightedValues"/>, a tile at a time).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddTileValues(float* p, float* tile, int n, int headDim, float* output)
-    {
-        int i = 0;
-        for (; i + 32 <= headDim; i += 32)
-        {
-            Vector256<float> a0 = Vector256.Load(output + i), a1 = Vector256.Load(output + i + 8), a2 = Vector256.Load(output + i + 16), a3 = Vector256.Load(output + i + 24);
-            float* row = tile + i;
-            for (int j = 0; j < n; j++, row += headDim)
-            {
-                var w = Vector256.Create(p[j]);
-                a0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row), a0);
-                a1 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 8), a1);
-                a2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 16), a2);
-                a3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 24), a3);
-            }
-            a0.Store(output + i); a1.Store(output + i + 8); a2.Store(output + i + 16); a3.Store(output + i + 24);
-        }
-        for (; i < headDim; i += 8)
-        {
-            var a = Vector256.Load(output + i);
-            float* row = tile + i;
-            for (int j = 0; j < n; j++, row += headDim) a = Vector256.FusedMultiplyAdd(Vector256.Create(p[j]), Vector256.Load(row), a);
-            a.Store(output + i);
-        }
     }
 }

@@ -203,18 +203,30 @@ public static unsafe partial class StagedAttention
         }
     }
 
-    /// <summary>out[i] = Σ_j p[j]·v[j][i] over the visible positions.</summary>
-    /// <remarks>The sums are kept in registers, 64 (then 32, then 8) elements of the output at a time, over all positions: the
-    /// output row in memory made every FMA wait for the previous position's store. Each element's chain is the same as before
-    /// (over j in order, from zero), so the bits are too.</remarks>
+    /// <summary>out[i] = Σ_j p[j]·v[j][i] over the visible positions: <see cref="AddWeightedRows"/> into a zeroed row.</summary>
     private static void WeightedValues(float* p, float* v, int visible, int headDim, float* output)
+    {
+        new Span<float>(output, headDim).Clear();
+        AddWeightedRows(p, v, visible, headDim, output);
+    }
+
+    /// <summary>output[i] += Σ_j&lt;n p[j]·rows[j][i] (rows <paramref name="headDim"/> floats apart), each element's FMA chain
+    /// continued from the value in <paramref name="output"/>, over j in order.</summary>
+    /// <remarks>The sums are kept in registers, 64 (then 32, then 8) elements of the output at a time, over all rows: the output
+    /// row in memory made every FMA wait for the previous row's store. Each element's chain is the same whatever the chunking,
+    /// and continuing it from a stored float is exact, so summing in one call or tile by tile (<see cref="DecodeKvHead"/>) gives
+    /// the same bits.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddWeightedRows(float* p, float* rows, int n, int headDim, float* output)
     {
         int i = 0;
         for (; i + 64 <= headDim; i += 64)
         {
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-            float* row = v + i;
-            for (int j = 0; j < visible; j++, row += headDim)
+            float* o = output + i;
+            Vector256<float> a0 = Vector256.Load(o), a1 = Vector256.Load(o + 8), a2 = Vector256.Load(o + 16), a3 = Vector256.Load(o + 24),
+                             a4 = Vector256.Load(o + 32), a5 = Vector256.Load(o + 40), a6 = Vector256.Load(o + 48), a7 = Vector256.Load(o + 56);
+            float* row = rows + i;
+            for (int j = 0; j < n; j++, row += headDim)
             {
                 var w = Vector256.Create(p[j]);
                 a0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row), a0);
@@ -226,14 +238,15 @@ public static unsafe partial class StagedAttention
                 a6 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 48), a6);
                 a7 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 56), a7);
             }
-            a0.Store(output + i); a1.Store(output + i + 8); a2.Store(output + i + 16); a3.Store(output + i + 24);
-            a4.Store(output + i + 32); a5.Store(output + i + 40); a6.Store(output + i + 48); a7.Store(output + i + 56);
+            a0.Store(o); a1.Store(o + 8); a2.Store(o + 16); a3.Store(o + 24);
+            a4.Store(o + 32); a5.Store(o + 40); a6.Store(o + 48); a7.Store(o + 56);
         }
         for (; i + 32 <= headDim; i += 32)
         {
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            float* row = v + i;
-            for (int j = 0; j < visible; j++, row += headDim)
+            float* o = output + i;
+            Vector256<float> a0 = Vector256.Load(o), a1 = Vector256.Load(o + 8), a2 = Vector256.Load(o + 16), a3 = Vector256.Load(o + 24);
+            float* row = rows + i;
+            for (int j = 0; j < n; j++, row += headDim)
             {
                 var w = Vector256.Create(p[j]);
                 a0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row), a0);
@@ -241,19 +254,19 @@ public static unsafe partial class StagedAttention
                 a2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 16), a2);
                 a3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 24), a3);
             }
-            a0.Store(output + i); a1.Store(output + i + 8); a2.Store(output + i + 16); a3.Store(output + i + 24);
+            a0.Store(o); a1.Store(o + 8); a2.Store(o + 16); a3.Store(o + 24);
         }
         for (; i + 8 <= headDim; i += 8)
         {
-            Vector256<float> a = default;
-            float* row = v + i;
-            for (int j = 0; j < visible; j++, row += headDim) a = Vector256.FusedMultiplyAdd(Vector256.Create(p[j]), Vector256.Load(row), a);
+            var a = Vector256.Load(output + i);
+            float* row = rows + i;
+            for (int j = 0; j < n; j++, row += headDim) a = Vector256.FusedMultiplyAdd(Vector256.Create(p[j]), Vector256.Load(row), a);
             a.Store(output + i);
         }
         for (; i < headDim; i++)
         {
-            float a = 0;
-            for (int j = 0; j < visible; j++) a = MathF.FusedMultiplyAdd(p[j], v[(long)j * headDim + i], a);
+            float a = output[i];
+            for (int j = 0; j < n; j++) a = MathF.FusedMultiplyAdd(p[j], rows[(long)j * headDim + i], a);
             output[i] = a;
         }
     }
