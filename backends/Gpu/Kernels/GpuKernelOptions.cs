@@ -149,10 +149,10 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// </param>
 /// <param name="DeviceQ8_0Cache">
 /// <c>q8_0_cache: on</c>: a Q8_0 KV cache (<c>--kv-type q8_0</c>) stays on the device: the queue stores into it (store_kv_q8_0,
-/// convert_f32_q8_0) and attends over it (attention_*_q8_0; docs/gpu-kernels.md#q8_0-kv-cache). <c>off</c> (default until the
-/// kit's Q8_0 cases have run on a GPU: the kernels are compiled and their launches tested, not yet run): Supports answers no for
-/// Q8_0, so the core keeps such a cache, and the attention over it, on the CPU. Environment: PLUGINENGINE_CUDA_Q8_0_CACHE /
-/// PLUGINENGINE_HIP_Q8_0_CACHE.
+/// convert_f32_q8_0) and attends over it (attention_*_q8_0, attention_mma_q8_0_d*; docs/gpu-kernels.md#q8_0-kv-cache). CUDA's
+/// default since the kit's Q8_0 cases passed on an H100 (2026-12-07). <c>off</c> (HIP's default until it has run on an AMD
+/// GPU): Supports answers no for Q8_0, so the core keeps such a cache, and the attention over it, on the CPU. Environment:
+/// PLUGINENGINE_CUDA_Q8_0_CACHE / PLUGINENGINE_HIP_Q8_0_CACHE.
 /// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
@@ -161,7 +161,7 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
                                         bool FlashAttention = true, bool TiledWeights = true, bool SwiGluQuantize = false,
                                         bool QkvRope = false, bool PlainFusion = true, bool GemmInputFused = true,
-                                        bool GemmBatch = true, bool DeviceQ8_0Cache = false)
+                                        bool GemmBatch = true, bool DeviceQ8_0Cache = true)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -213,7 +213,7 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool plainFusion = Choice(options, environment, "plain_fusion", P + "PLAIN_FUSION", "on", "off");
         bool gemmInput = Choice(options, environment, "gemm_input", P + "GEMM_INPUT", "fused", "convert");
         bool gemmBatch = Choice(options, environment, "gemm_batch", P + "GEMM_BATCH", "on", "off");
-        bool q8Cache = Choice(options, environment, "q8_0_cache", P + "Q8_0_CACHE", "on", "off", defaultFirst: false);
+        bool q8Cache = Choice(options, environment, "q8_0_cache", P + "Q8_0_CACHE", "on", "off");
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
                                     MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope, PlainFusion: plainFusion,
