@@ -916,18 +916,16 @@ __device__ __forceinline__ float group_max(float v)
 }
 #endif
 
-// Eight consecutive cache elements (e, a multiple of 8, to e + 7) of row p as f16, for the tiles of attention_mma: an F16 row's
-// 16 bytes as they are; a Q8_0 row's 8 quants of block e / 32 times its scale, rounded to f16 (the tensor cores' input type).
+// Eight consecutive cache elements (e, a multiple of 8, to e + 7) of a row as f16, for the tiles of attention_mma: an F16 row's
+// 16 bytes as they are; a Q8_0 row's values as ldkv4 decodes them (d · q), rounded to f16 (the tensor cores' input type).
 template <int KV>
 __device__ __forceinline__ uint4 kv_f16x8(const void* cache, i64 rowElement, int e)
 {
     if (KV == T_F16) return *(const uint4*)((const u16*)cache + rowElement + e);
-    const u8* b = (const u8*)cache + kv_bytes<T_Q8_0>(rowElement + e); // the block (34 bytes: f16 scale, 32 quants; 2-byte aligned)
-    float d = ldh(b);
-    const u16* qs = (const u16*)(b + 2 + (e & 31));
-    u32 w0 = qs[0] | ((u32)qs[1] << 16), w1 = qs[2] | ((u32)qs[3] << 16);
-    return make_uint4(pack_h2(sbyte(w0, 0) * d, sbyte(w0, 1) * d), pack_h2(sbyte(w0, 2) * d, sbyte(w0, 3) * d),
-                      pack_h2(sbyte(w1, 0) * d, sbyte(w1, 1) * d), pack_h2(sbyte(w1, 2) * d, sbyte(w1, 3) * d));
+    float a[4], b[4];
+    ldkv4<KV>(cache, rowElement + e, a);
+    ldkv4<KV>(cache, rowElement + e + 4, b);
+    return make_uint4(pack_h2(a[0], a[1]), pack_h2(a[2], a[3]), pack_h2(b[0], b[1]), pack_h2(b[2], b[3]));
 }
 
 template <int KV, int D>

@@ -46,15 +46,8 @@ public static unsafe partial class StagedAttention
         for (int j0 = 0; j0 < visible; j0 += PositionBlock)
         {
             for (int r0 = 0; r0 < PositionBlock; r0 += 8)
-            {
-                for (int r = 0; r < 8; r++)
-                {
-                    int j = j0 + r0 + r;
-                    if (j < visible) LoadRow(kCache, kvType, (long)j * kvRowStride + headOffset, block + r * headDim, headDim);
-                    else new Span<float>(block + r * headDim, headDim).Clear();
-                }
-                for (int i = 0; i < headDim; i += 8) Transpose8(block + i, headDim, tile + (long)i * PositionBlock + r0, PositionBlock);
-            }
+                TransposeKeyRows8(kCache, kvType, (long)(j0 + r0) * kvRowStride + headOffset, kvRowStride, visible - j0 - r0, headDim, block,
+                                  tile + r0, PositionBlock);
             int h = 0;
             for (; h + 2 <= groupSize; h += 2)
                 TileScores2(q0 + (long)h * headDim, q0 + (long)(h + 1) * headDim, tile, headDim, scores + (long)h * capacity + j0, scores + (long)(h + 1) * capacity + j0, scale);

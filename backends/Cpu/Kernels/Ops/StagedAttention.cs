@@ -55,13 +55,9 @@ public static unsafe partial class StagedAttention
             float* block = stackalloc float[8 * headDim];
             for (; j + 8 <= positionEnd; j += 8)
             {
-                for (int r = 0; r < 8; r++)
-                {
-                    long offset = (long)(j + r) * kvRowStride + (long)kvHead * headDim;
-                    LoadRow(kCache, kvType, offset, block + r * headDim, headDim);
-                    LoadRow(vCache, kvType, offset, vh + (long)(j + r) * headDim, headDim);
-                }
-                for (int i = 0; i < headDim; i += 8) Transpose8(block + i, headDim, kt + (long)i * capacity + j, capacity);
+                long offset = (long)j * kvRowStride + (long)kvHead * headDim;
+                TransposeKeyRows8(kCache, kvType, offset, kvRowStride, 8, headDim, block, kt + j, capacity);
+                for (int r = 0; r < 8; r++) LoadRow(vCache, kvType, offset + (long)r * kvRowStride, vh + (long)(j + r) * headDim, headDim);
             }
         }
         for (; j < positionEnd; j++)
@@ -71,6 +67,21 @@ public static unsafe partial class StagedAttention
             for (int i = 0; i < headDim; i++) kt[(long)i * capacity + j] = row[i];
             LoadRow(vCache, kvType, offset, vh + (long)j * headDim, headDim);
         }
+    }
+
+    /// <summary>Eight key rows of one KV head from element <paramref name="firstOffset"/> on (<paramref name="kvRowStride"/> apart;
+    /// rows from <paramref name="rows"/> on read as zeros), converted into <paramref name="block"/> (8 × headDim floats) and written
+    /// transposed: <c>dst[i × dstStride + r]</c> is element i of row r.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TransposeKeyRows8(void* kCache, KvCacheType kvType, long firstOffset, int kvRowStride, int rows, int headDim, float* block,
+                                          float* dst, long dstStride)
+    {
+        for (int r = 0; r < 8; r++)
+        {
+            if (r < rows) LoadRow(kCache, kvType, firstOffset + (long)r * kvRowStride, block + r * headDim, headDim);
+            else new Span<float>(block + r * headDim, headDim).Clear();
+        }
+        for (int i = 0; i < headDim; i += 8) Transpose8(block + i, headDim, dst + (long)i * dstStride, dstStride);
     }
 
     /// <summary>Writes the transpose of the 8 × 8 floats at <paramref name="src"/> (rows <paramref name="srcStride"/> apart) to
