@@ -25,8 +25,12 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _siluMul, _add, _addBias, _copyF32, _convertF16;
     // The attention kernels per KV cache type ([CacheSlot]: F32, F16, Q8_0; KernelSource.CacheTypes): prompts (one block per
     // (head, token)), decode steps, long decode histories split over blocks, and multi-sequence batches (docs/batching.md#backends).
-    private readonly nint[] _attention = new nint[KernelSource.CacheTypes.Count], _attentionDecode = new nint[KernelSource.CacheTypes.Count],
-                            _attentionSplit = new nint[KernelSource.CacheTypes.Count], _attentionRows = new nint[KernelSource.CacheTypes.Count];
+    private readonly nint[] _attention = new nint[KernelSource.CacheTypes.Count];
+    // Decode steps, split histories and batch rows per [AttentionStepSlot: CacheSlot * 2 + narrow] (narrow: heads of up to
+    // LaunchGeometry.AttentionNarrowHeadSize, the *_h128 kernels), and the blocks of each split kernel the GPU holds at once.
+    private readonly nint[] _attentionDecode = new nint[KernelSource.CacheTypes.Count * 2], _attentionSplit = new nint[KernelSource.CacheTypes.Count * 2],
+                            _attentionRows = new nint[KernelSource.CacheTypes.Count * 2];
+    private readonly int[] _attentionSplitResident = new int[KernelSource.CacheTypes.Count * 2];
     // Prompt attention on the tensor cores per cache slot, head size 64 / 128 (0: not used here, or no such kernel: F32).
     private readonly nint[] _attentionMma64 = new nint[KernelSource.CacheTypes.Count], _attentionMma128 = new nint[KernelSource.CacheTypes.Count];
     private readonly nint _ropeStoreKvRows; // multi-sequence batches (docs/batching.md#backends)
@@ -124,9 +128,15 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             int c = CacheSlot(type);
             string s = KernelSource.WeightSuffix(type)!;
             _attention[c] = _rt.Function($"attention_{s}");
-            _attentionDecode[c] = _rt.Function($"attention_decode_{s}");
-            _attentionSplit[c] = _rt.Function($"attention_split_{s}");
-            _attentionRows[c] = _rt.Function($"attention_rows_{s}");
+            foreach (int headSize in new[] { LaunchGeometry.AttentionMaxHeadSize, LaunchGeometry.AttentionNarrowHeadSize })
+            {
+                int i = AttentionStepSlot(type, headSize);
+                _attentionDecode[i] = _rt.Function(LaunchGeometry.AttentionStepKernelName("decode", s, headSize));
+                _attentionSplit[i] = _rt.Function(LaunchGeometry.AttentionStepKernelName("split", s, headSize));
+                _attentionRows[i] = _rt.Function(LaunchGeometry.AttentionStepKernelName("rows", s, headSize));
+                int perSm = _d.MaxActiveBlocksPerMultiprocessor(_attentionSplit[i], LaunchGeometry.AttentionWarps * 32);
+                _attentionSplitResident[i] = _rt.Facts.Multiprocessors * Math.Max(1, perSm); // 0: not known (HIP), one a SM
+            }
         }
         if (_rt.FlashAttention)
         {
@@ -658,7 +668,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         bool quantize = headSize % 32 == 0 && QuantizesRows(tokens, qd);
         var (xq, xs) = quantize ? QuantizedXScratch(tokens * qd) : (0UL, 0UL);
         void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &rows, &heads, &kvHeads, &headSize, &scale, &xq, &xs };
-        LaunchKernel(_attentionRows[CacheSlot(kCache.Type)], LaunchGeometry.Attention(heads, tokens), args, "attention (segments)");
+        LaunchKernel(_attentionRows[AttentionStepSlot(kCache.Type, headSize)], LaunchGeometry.Attention(heads, tokens), args, "attention (segments)");
         if (quantize) RememberQuantizedX(po, tokens * qd, xq, xs);
     }
 
@@ -939,7 +949,8 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         ulong pq = Ptr(q), pk = Ptr(kCache), pv = Ptr(vCache), po = Ptr(output);
         int first = p.FirstPosition, heads = p.Heads, kvHeads = p.KvHeads, headSize = p.HeadSize;
         float scale = p.Scale;
-        int chunk = LaunchGeometry.AttentionChunk(first + 1, heads, _rt.Facts.Multiprocessors, _options.AttentionChunk);
+        int step = AttentionStepSlot(kCache.Type, headSize);
+        int chunk = LaunchGeometry.AttentionChunk(first + 1, heads, _attentionSplitResident[step], _options.AttentionChunk);
         nint mma = AttentionMmaKernel(kCache, p, pk | pv);
         // A decode step's output goes to the output projection's int8 mat-vec next, a short chunk's to the int8 batch matmul:
         // each block of the per-token kernels quantizes its head.
@@ -963,12 +974,12 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             EnsureScratch(ref _attentionPartials, ref _attentionPartialsCapacity, (long)heads * splits * (headSize + 2) * sizeof(float), "attention partials");
             ulong partials = _attentionPartials, tickets = ZeroedTickets(ref _attentionTickets, ref _attentionTicketsCapacity, heads, "attention tickets");
             void** splitArgs = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs, &partials, &tickets, &chunk };
-            LaunchKernel(_attentionSplit[CacheSlot(kCache.Type)], LaunchGeometry.AttentionSplit(heads, splits), splitArgs, "attention (decode, split)");
+            LaunchKernel(_attentionSplit[step], LaunchGeometry.AttentionSplit(heads, splits), splitArgs, "attention (decode, split)");
         }
         else
         {
             void** args = stackalloc void*[] { &pq, &pk, &pv, &po, &first, &heads, &kvHeads, &headSize, &scale, &xq, &xs };
-            var kernel = (p.Tokens == 1 ? _attentionDecode : _attention)[CacheSlot(kCache.Type)];
+            var kernel = p.Tokens == 1 ? _attentionDecode[step] : _attention[CacheSlot(kCache.Type)];
             LaunchKernel(kernel, LaunchGeometry.Attention(p.Heads, p.Tokens), args, p.Tokens == 1 ? "attention (decode)" : "attention");
         }
         if (quantize) RememberQuantizedX(po, n, xq, xs);
@@ -1169,6 +1180,10 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             if (KernelSource.CacheTypes[i] == type) return i;
         throw new NotSupportedException($"{_backend}: no attention kernel reads a {type} cache (Supports() says so)");
     }
+
+    /// <summary>Index of the one-token attention kernels (decode, split) for a cache type and head size: the narrow (*_h128) ones
+    /// where the head fits them (<see cref="LaunchGeometry.AttentionStepKernelName"/>).</summary>
+    private int AttentionStepSlot(GgmlType type, int headSize) => CacheSlot(type) * 2 + (headSize <= LaunchGeometry.AttentionNarrowHeadSize ? 1 : 0);
 
     /// <summary>Device address of a tensor; the buffer must belong to this device.</summary>
     private ulong Ptr(DeviceTensor t)

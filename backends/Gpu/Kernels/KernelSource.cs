@@ -210,8 +210,12 @@ internal static class KernelSource
         foreach (var t in MmaCacheTypes)
             foreach (int d in new[] { 64, 128 }) yield return LaunchGeometry.AttentionMmaKernelName(d, WeightSuffix(t)!);
         foreach (var t in CacheTypes)
+        {
             foreach (string kind in new[] { "attention_", "attention_decode_", "attention_split_", "attention_rows_" })
                 yield return kind + WeightSuffix(t);
+            foreach (string kind in new[] { "decode", "split", "rows" })
+                yield return LaunchGeometry.AttentionStepKernelName(kind, WeightSuffix(t)!, LaunchGeometry.AttentionNarrowHeadSize);
+        }
         foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "rope_store_kv_rows", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16", "convert_f32_q8_0", "store_kv_q8_0" })
             yield return k;
     }

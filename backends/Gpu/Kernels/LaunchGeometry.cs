@@ -24,6 +24,15 @@ internal static class LaunchGeometry
     /// <summary>Largest head the attention kernel holds in registers (8 elements per lane).</summary>
     public const int AttentionMaxHeadSize = 256;
 
+    /// <summary>Largest head the one-token attention kernels with 4 elements a lane take (attention_{decode,split,rows}_*_h128:
+    /// fewer registers, more blocks resident on an SM; docs/gpu-kernels.md#decode-attention-registers).</summary>
+    public const int AttentionNarrowHeadSize = 128;
+
+    /// <summary>The one-token attention kernel of <paramref name="kind"/> (<c>decode</c>, <c>split</c>, <c>rows</c>) over a cache of type
+    /// <paramref name="cache"/> (kernel suffix: <c>f32</c>, <c>f16</c>, <c>q8_0</c>) for heads of up to <paramref name="headSize"/>.</summary>
+    public static string AttentionStepKernelName(string kind, string cache, int headSize)
+        => headSize <= AttentionNarrowHeadSize ? $"attention_{kind}_{cache}_h128" : $"attention_{kind}_{cache}";
+
     /// <summary>Warps per attention block: each walks every 16th cached position of one (head, token), so a decode
     /// step at long context still spreads over heads × 16 warps.</summary>
     public const int AttentionWarps = 16;
@@ -240,14 +249,15 @@ internal static class LaunchGeometry
     /// <summary>
     /// Positions per block of a decode attention over <paramref name="positions"/> positions of <paramref name="heads"/> heads:
     /// at least <paramref name="minChunk"/> (the <c>attention_chunk</c> option; 0: never split), and more where that would
-    /// give the GPU more blocks than it has SMs. A head gets at most ⌊SMs / heads⌋ blocks (at least 1), each a multiple of 64
-    /// positions. Measured on an H100, 7B at depth 3,968: 128 blocks of 1,024 positions beat 256 of 512 (289 against 280 t/s),
-    /// and more, shorter blocks lost further (docs/gpu-kernels.md#attention).
+    /// give the GPU more blocks than it holds at once (<paramref name="residentBlocks"/>: SMs × the split kernel's blocks per
+    /// SM). A head gets at most ⌊residentBlocks / heads⌋ blocks (at least 1), each a multiple of 64 positions, so the
+    /// launch is one wave. Measured on an H100, 7B at depth 3,968 with one block an SM: 128 blocks of 1,024 positions beat
+    /// 256 of 512 (289 against 280 t/s), and more, shorter blocks lost further (docs/gpu-kernels.md#attention).
     /// </summary>
-    public static int AttentionChunk(int positions, int heads, int multiprocessors, int minChunk)
+    public static int AttentionChunk(int positions, int heads, int residentBlocks, int minChunk)
     {
         if (minChunk <= 0) return 0;
-        long perHead = Math.Max(1, multiprocessors / Math.Max(1, heads));
+        long perHead = Math.Max(1, residentBlocks / Math.Max(1, heads));
         long fill = CeilDiv(CeilDiv(Math.Max(1, positions), perHead), 64) * 64;
         return (int)Math.Max(minChunk, fill);
     }

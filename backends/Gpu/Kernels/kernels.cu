@@ -610,6 +610,18 @@ extern "C" __global__ void rope_store_kv(float* q, float* k, const float* v, voi
 // element value d * q) over the rows back to back: element i (position * kvStride + kv head * headSize + e) is int8 2 + i % 32
 // of the 34-byte block i / 32 (docs/gpu-kernels.md#q8_0-kv-cache). Its heads are whole blocks (headSize a multiple of 32).
 #define ATT_WARPS ATTENTION_WARPS
+// ATTENTION_DECODE_P and ATTENTION_SPLIT_P (tuning defines, default 4): positions a warp of attention_decode_* and
+// attention_split_* scores per step (attend's P). ATTENTION_H128_BLOCKS (default 2): blocks an SM should hold of the
+// *_h128 decode kernels (their launch bound; below).
+#ifndef ATTENTION_DECODE_P
+#define ATTENTION_DECODE_P 4
+#endif
+#ifndef ATTENTION_SPLIT_P
+#define ATTENTION_SPLIT_P 4
+#endif
+#ifndef ATTENTION_H128_BLOCKS
+#define ATTENTION_H128_BLOCKS 2
+#endif
 
 // Bytes that n elements take in a cache of type KV (n a multiple of 32 for Q8_0).
 template <int KV>
@@ -618,17 +630,6 @@ __device__ __forceinline__ i64 kv_bytes(i64 n) { return KV == T_Q8_0 ? (n >> 5) 
 // Byte `b` (0..3) of w as a signed 8-bit value.
 __device__ __forceinline__ float sbyte(u32 w, int b) { return (float)((int)(w << (24 - 8 * b)) >> 24); }
 
-template <int KV>
-__device__ __forceinline__ float ldkv(const void* p, i64 i)
-{
-    if (KV == T_Q8_0)
-    {
-        const u8* b = (const u8*)p + (i >> 5) * 34;
-        return ldh(b) * (float)((const i8*)b)[2 + (i & 31)];
-    }
-    return KV == T_F16 ? h2f(((const u16*)p)[i]) : ((const float*)p)[i];
-}
-
 // Element of the head that register j of a lane holds: 4 consecutive elements per lane (lane 0: 0-3, lane 1: 4-7, ...),
 // then the next 128; so a lane reads its part of a K or V row with one 8-byte (F16) or 16-byte (F32) load per group of 4.
 #if ATT_PER_LANE % 4 != 0
@@ -636,32 +637,87 @@ __device__ __forceinline__ float ldkv(const void* p, i64 i)
 #endif
 __device__ __forceinline__ int att_elem(int lane, int j) { return (j >> 2) * 128 + lane * 4 + (j & 3); }
 
-// Elements i .. i+3 of a K/V cache row with one aligned load (i a multiple of 4; the caller checked the alignment). Q8_0:
-// the 4 int8 lie in one block at a 2-byte-aligned address (blocks are 34 bytes, i + 2 is even): two u16 loads, times the
-// block's d (a third u16 load; the 8 lanes that read one block load the same d).
-template <int KV>
-__device__ __forceinline__ void ldkv4(const void* p, i64 i, float* out)
+// Elements i .. i+3 of a K/V cache row (i a multiple of 4) as loaded, before they are turned into floats: attend keeps P
+// positions' K and V groups in flight in these, and decodes each where it is used, so a step's loads cost a warp 2 (F16) or
+// 3 (Q8_0) registers per group instead of 4 floats. Load with load (one aligned load; the caller checked the alignment) or
+// load_each (element by element, 0 outside [0, n)); decode gives the floats ldkv would (the same conversion, the same product).
+// Q8_0: the 4 int8 lie in one block at a 2-byte-aligned address (blocks are 34 bytes, i + 2 is even): two u16 loads, and
+// the block's f16 d (a third u16 load; the 8 lanes that read one block load the same d).
+template <int KV> struct KvGroup;
+template <> struct KvGroup<T_F32>
 {
-    if (KV == T_Q8_0)
+    float4 f;
+    __device__ __forceinline__ void load(const void* p, i64 i) { f = *(const float4*)((const float*)p + i); }
+    __device__ __forceinline__ void decode(float* out) const { out[0] = f.x; out[1] = f.y; out[2] = f.z; out[3] = f.w; }
+};
+template <> struct KvGroup<T_F16>
+{
+    uint2 w;
+    __device__ __forceinline__ void load(const void* p, i64 i) { w = *(const uint2*)((const u16*)p + i); }
+    __device__ __forceinline__ void decode(float* out) const
     {
-        const u8* b = (const u8*)p + (i >> 5) * 34;
-        const u16* q = (const u16*)(b + 2 + (i & 31));
-        u32 w = (u32)q[0] | ((u32)q[1] << 16);
-        float d = ldh(b);
-        out[0] = d * sbyte(w, 0); out[1] = d * sbyte(w, 1);
-        out[2] = d * sbyte(w, 2); out[3] = d * sbyte(w, 3);
-    }
-    else if (KV == T_F16)
-    {
-        uint2 w = *(const uint2*)((const u16*)p + i);
         out[0] = h2f((u16)(w.x & 0xFFFFu)); out[1] = h2f((u16)(w.x >> 16));
         out[2] = h2f((u16)(w.y & 0xFFFFu)); out[3] = h2f((u16)(w.y >> 16));
     }
+};
+template <> struct KvGroup<T_Q8_0>
+{
+    u32 lo, hi, d; // quants 0-1 and 2-3 (u16 each), the block's f16 scale
+    __device__ __forceinline__ void load(const void* p, i64 i)
+    {
+        const u8* b = (const u8*)p + (i >> 5) * 34;
+        const u16* q = (const u16*)(b + 2 + (i & 31));
+        lo = q[0]; hi = q[1]; d = *(const u16*)b;
+    }
+    __device__ __forceinline__ void decode(float* out) const
+    {
+        u32 w = lo | (hi << 16);
+        float s = h2f((u16)d);
+        out[0] = s * sbyte(w, 0); out[1] = s * sbyte(w, 1);
+        out[2] = s * sbyte(w, 2); out[3] = s * sbyte(w, 3);
+    }
+};
+
+// Elements i .. i+3 of a K/V cache row as floats (i a multiple of 4, aligned as KvGroup::load needs).
+template <int KV>
+__device__ __forceinline__ void ldkv4(const void* p, i64 i, float* out)
+{
+    KvGroup<KV> g;
+    g.load(p, i);
+    g.decode(out);
+}
+
+// A group read element by element where it is not whole or not aligned: elements at or past n read as 0 (an f16 and a
+// Q8_0 0 are all-zero bits). Q8_0 heads are whole blocks (the host checks), so the group lies in one block.
+template <int KV>
+__device__ __forceinline__ KvGroup<KV> load_each(const void* p, i64 i, int count)
+{
+    KvGroup<KV> g;
+    if (KV == T_F32)
+    {
+        float* f = (float*)&g;
+#pragma unroll
+        for (int t = 0; t < 4; t++) f[t] = t < count ? ((const float*)p)[i + t] : 0.f;
+    }
+    else if (KV == T_F16)
+    {
+        u32 h[4];
+#pragma unroll
+        for (int t = 0; t < 4; t++) h[t] = t < count ? ((const u16*)p)[i + t] : 0u;
+        u32* w = (u32*)&g;
+        w[0] = h[0] | (h[1] << 16); w[1] = h[2] | (h[3] << 16);
+    }
     else
     {
-        float4 f = *(const float4*)((const float*)p + i);
-        out[0] = f.x; out[1] = f.y; out[2] = f.z; out[3] = f.w;
+        const u8* b = (const u8*)p + (i >> 5) * 34;
+        u32 q[4];
+#pragma unroll
+        for (int t = 0; t < 4; t++) q[t] = t < count ? b[2 + ((i + t) & 31)] : 0u;
+        u32* w = (u32*)&g;
+        w[0] = q[0] | (q[1] << 8); w[1] = q[2] | (q[3] << 8);
+        w[2] = count > 0 ? (u32)b[0] | ((u32)b[1] << 8) : 0u;
     }
+    return g;
 }
 
 // Shared state of one attention block: each warp's running max, sum and weighted V accumulator.
@@ -675,16 +731,20 @@ struct AttentionShared
 // ATT_WARPS * P-th), each with an online softmax, and publish their partial results in sh; then every thread derives
 // the block's max (mAll), the rescaling factor of each warp and the block's softmax denominator (0 when no position).
 // P = positions a warp scores per step: their K and V rows are all loaded before the first warp sum, so a step waits
-// for memory once instead of once per position. A decode step (one token: heads blocks in flight) uses 4; a prompt has
-// heads x tokens blocks to hide latency with, and there the registers of 4 positions would cost more in occupancy.
-template <int KV, int P>
+// for memory once instead of once per position; they wait in registers as loaded (KvGroup) and are turned into floats
+// where they are used. A decode step (one token: heads blocks in flight) uses ATTENTION_DECODE_P / ATTENTION_SPLIT_P; a
+// prompt has heads x tokens blocks to hide latency with, and there the registers of several positions cost more in occupancy.
+// PL = head elements a lane holds (att_elem): ATT_PER_LANE for any head size up to ATTENTION_MAX_HEAD, 4 for heads of up to
+// 128 (the *_h128 kernels). A lane's registers past the head hold zeros and add +0 to its sums, so both give the same bits.
+template <int KV, int P, int PL = ATT_PER_LANE>
 __device__ __forceinline__ void attend(const float* qp, const void* k, const void* v, int kh, i64 kvStride, int headSize, float scale,
                                        int begin, int end, AttentionShared& sh, float* mAll, float* factor, float* denominator)
 {
+    static_assert(PL % 4 == 0 && PL <= ATT_PER_LANE, "a lane holds whole groups of 4, at most ATT_PER_LANE elements");
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    float qr[ATT_PER_LANE], acc[ATT_PER_LANE];
+    float qr[PL], acc[PL];
 #pragma unroll
-    for (int j = 0; j < ATT_PER_LANE; j++)
+    for (int j = 0; j < PL; j++)
     {
         int e = att_elem(lane, j);
         qr[j] = e < headSize ? qp[e] * scale : 0.f;
@@ -714,29 +774,26 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
         if (pfItem < P && p0 + pfAhead < end)
             asm volatile("prefetch.global.L2 [%0];" ::"l"(pfRow + (i64)(p0 + pfAhead) * pfStride));
 #endif
-        float kv[P][ATT_PER_LANE], vv[P][ATT_PER_LANE], sc[P];
+        KvGroup<KV> kg[P][PL / 4], vg[P][PL / 4];
+        float sc[P];
 #pragma unroll
         for (int i = 0; i < P; i++)
         {
             int p = p0 + i * ATT_WARPS;
             i64 base = (i64)p * kvStride + (i64)kh * headSize;
 #pragma unroll
-            for (int g = 0; g < ATT_PER_LANE / 4; g++)
+            for (int g = 0; g < PL / 4; g++)
             {
                 int e0 = att_elem(lane, 4 * g);
                 if (vector && p < end && e0 < headSize)
                 {
-                    ldkv4<KV>(k, base + e0, &kv[i][4 * g]);
-                    ldkv4<KV>(v, base + e0, &vv[i][4 * g]);
+                    kg[i][g].load(k, base + e0);
+                    vg[i][g].load(v, base + e0);
                     continue;
                 }
-#pragma unroll
-                for (int t = 0; t < 4; t++)
-                {
-                    bool in = p < end && e0 + t < headSize;
-                    kv[i][4 * g + t] = in ? ldkv<KV>(k, base + e0 + t) : 0.f;
-                    vv[i][4 * g + t] = in ? ldkv<KV>(v, base + e0 + t) : 0.f;
-                }
+                int count = p < end ? min(4, headSize - e0) : 0;
+                kg[i][g] = load_each<KV>(k, base + e0, count);
+                vg[i][g] = load_each<KV>(v, base + e0, count);
             }
         }
         float mNew = m;
@@ -745,7 +802,13 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
         {
             float s = 0.f;
 #pragma unroll
-            for (int j = 0; j < ATT_PER_LANE; j++) s += qr[j] * kv[i][j];
+            for (int g = 0; g < PL / 4; g++)
+            {
+                float x[4];
+                kg[i][g].decode(x);
+#pragma unroll
+                for (int t = 0; t < 4; t++) s += qr[4 * g + t] * x[t];
+            }
             s = warp_sum(s);
             sc[i] = p0 + i * ATT_WARPS < end ? s : negInf;
             mNew = fmaxf(mNew, sc[i]);
@@ -753,20 +816,26 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
         float correction = expf(m - mNew);
         l *= correction;
 #pragma unroll
-        for (int j = 0; j < ATT_PER_LANE; j++) acc[j] *= correction;
+        for (int j = 0; j < PL; j++) acc[j] *= correction;
 #pragma unroll
         for (int i = 0; i < P; i++)
         {
             float weight = expf(sc[i] - mNew); // 0 for positions past the end
             l += weight;
 #pragma unroll
-            for (int j = 0; j < ATT_PER_LANE; j++) acc[j] += weight * vv[i][j];
+            for (int g = 0; g < PL / 4; g++)
+            {
+                float x[4];
+                vg[i][g].decode(x);
+#pragma unroll
+                for (int t = 0; t < 4; t++) acc[4 * g + t] += weight * x[t];
+            }
         }
         m = mNew;
     }
     if (lane == 0) { sh.max[warp] = m; sh.sum[warp] = l; }
 #pragma unroll
-    for (int j = 0; j < ATT_PER_LANE; j++) sh.acc[warp][att_elem(lane, j)] = acc[j];
+    for (int j = 0; j < PL; j++) sh.acc[warp][att_elem(lane, j)] = acc[j];
     __syncthreads();
     float mBlock = sh.max[0];
 #pragma unroll
@@ -811,7 +880,7 @@ __device__ __forceinline__ void write_head(float* op, int headSize, i64 o0, i8* 
 }
 
 // out[t, h, :] = softmax(q[t, h] . K[0 .. firstPosition + t]) V for every head h and token t: one block per (head, token).
-template <int KV, int P>
+template <int KV, int P, int PL>
 __device__ __forceinline__ void attention(const float* q, const void* k, const void* v, float* out, int firstPosition,
                                           int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
 {
@@ -819,7 +888,7 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
     int h = blockIdx.x, t = blockIdx.y;
     i64 o0 = ((i64)t * heads + h) * headSize;
     float mAll, factor[ATT_WARPS], denominator;
-    attend<KV, P>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, 0, firstPosition + t + 1, sh,
+    attend<KV, P, PL>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, 0, firstPosition + t + 1, sh,
                    &mAll, factor, &denominator);
     write_head(out + o0, headSize, o0, xq, xs, [&](int e) { return block_numerator(sh, factor, e) / denominator; });
 }
@@ -829,7 +898,7 @@ __device__ __forceinline__ void attention(const float* q, const void* k, const v
 // floats); the last block of head h to finish (tickets[h] counts them, then is reset to 0 for the next launch) combines
 // the gridDim.y partials and writes the head's output. A single block per head walks the whole history serially; here
 // heads x splits blocks share it.
-template <int KV>
+template <int KV, int PL>
 __device__ __forceinline__ void attention_split(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads,
                                                 int kvHeads, int headSize, float scale, i8* xq, XScale* xs, float* partial, int* tickets, int chunk)
 {
@@ -839,7 +908,7 @@ __device__ __forceinline__ void attention_split(const float* q, const void* k, c
     int positions = firstPosition + 1, begin = s * chunk, end = min(positions, begin + chunk);
     i64 o0 = (i64)h * headSize;
     float mAll, factor[ATT_WARPS], denominator;
-    attend<KV, 4>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, begin, end, sh, &mAll, factor, &denominator);
+    attend<KV, ATTENTION_SPLIT_P, PL>(q + o0, k, v, h / (heads / kvHeads), (i64)kvHeads * headSize, headSize, scale, begin, end, sh, &mAll, factor, &denominator);
     i64 stride = headSize + 2;
     float* mine = partial + ((i64)h * splits + s) * stride;
     for (int e = threadIdx.x; e < headSize; e += blockDim.x) mine[2 + e] = block_numerator(sh, factor, e);
@@ -865,26 +934,36 @@ __device__ __forceinline__ void attention_split(const float* q, const void* k, c
 
 // __launch_bounds__: a block is ATTENTION_WARPS warps (512 threads), so a thread may use at most 128 registers; without
 // the bound the compiler may take more and the launch fails with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (seen on an H100).
-#define ATTENTION_KERNEL(name, KV, P)                                                                                  \
-    extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
+// The one-token kernels (decode, split, and rows below) come twice (docs/gpu-kernels.md#decode-attention-registers): for any head size (up to
+// ATTENTION_MAX_HEAD: ATT_PER_LANE elements a lane), and *_h128 for heads of up to 128 (4 a lane), whose fewer registers let
+// an SM hold ATTENTION_H128_BLOCKS blocks at once (the launch bound's second argument; the host splits a long history over
+// as many blocks as are resident, LaunchGeometry.AttentionChunk).
+#define ATTENTION_KERNEL(name, KV, P, PL, BLOCKS)                                                                      \
+    extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32, BLOCKS) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
                                     int headSize, float scale, i8* xq, XScale* xs)                                     \
-    { PDL_SMALL_ENTRY(); attention<KV, P>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
+    { PDL_SMALL_ENTRY(); attention<KV, P, PL>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs); }
 
-ATTENTION_KERNEL(attention_f32, T_F32, 1)
-ATTENTION_KERNEL(attention_f16, T_F16, 1)
-ATTENTION_KERNEL(attention_q8_0, T_Q8_0, 1)
-ATTENTION_KERNEL(attention_decode_f32, T_F32, 4)
-ATTENTION_KERNEL(attention_decode_f16, T_F16, 4)
-ATTENTION_KERNEL(attention_decode_q8_0, T_Q8_0, 4)
+ATTENTION_KERNEL(attention_f32, T_F32, 1, ATT_PER_LANE, 1)
+ATTENTION_KERNEL(attention_f16, T_F16, 1, ATT_PER_LANE, 1)
+ATTENTION_KERNEL(attention_q8_0, T_Q8_0, 1, ATT_PER_LANE, 1)
+ATTENTION_KERNEL(attention_decode_f32, T_F32, ATTENTION_DECODE_P, ATT_PER_LANE, 1)
+ATTENTION_KERNEL(attention_decode_f16, T_F16, ATTENTION_DECODE_P, ATT_PER_LANE, 1)
+ATTENTION_KERNEL(attention_decode_q8_0, T_Q8_0, ATTENTION_DECODE_P, ATT_PER_LANE, 1)
+ATTENTION_KERNEL(attention_decode_f32_h128, T_F32, ATTENTION_DECODE_P, 4, ATTENTION_H128_BLOCKS)
+ATTENTION_KERNEL(attention_decode_f16_h128, T_F16, ATTENTION_DECODE_P, 4, ATTENTION_H128_BLOCKS)
+ATTENTION_KERNEL(attention_decode_q8_0_h128, T_Q8_0, ATTENTION_DECODE_P, 4, ATTENTION_H128_BLOCKS)
 
-#define ATTENTION_SPLIT_KERNEL(name, KV)                                                                                \
-    extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
+#define ATTENTION_SPLIT_KERNEL(name, KV, PL, BLOCKS)                                                                    \
+    extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32, BLOCKS) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
                                     int headSize, float scale, i8* xq, XScale* xs, float* partial, int* tickets, int chunk) \
-    { PDL_SMALL_ENTRY(); attention_split<KV>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs, partial, tickets, chunk); }
+    { PDL_SMALL_ENTRY(); attention_split<KV, PL>(q, k, v, out, firstPosition, heads, kvHeads, headSize, scale, xq, xs, partial, tickets, chunk); }
 
-ATTENTION_SPLIT_KERNEL(attention_split_f32, T_F32)
-ATTENTION_SPLIT_KERNEL(attention_split_f16, T_F16)
-ATTENTION_SPLIT_KERNEL(attention_split_q8_0, T_Q8_0)
+ATTENTION_SPLIT_KERNEL(attention_split_f32, T_F32, ATT_PER_LANE, 1)
+ATTENTION_SPLIT_KERNEL(attention_split_f16, T_F16, ATT_PER_LANE, 1)
+ATTENTION_SPLIT_KERNEL(attention_split_q8_0, T_Q8_0, ATT_PER_LANE, 1)
+ATTENTION_SPLIT_KERNEL(attention_split_f32_h128, T_F32, 4, ATTENTION_H128_BLOCKS)
+ATTENTION_SPLIT_KERNEL(attention_split_f16_h128, T_F16, 4, ATTENTION_H128_BLOCKS)
+ATTENTION_SPLIT_KERNEL(attention_split_q8_0_h128, T_Q8_0, 4, ATTENTION_H128_BLOCKS)
 
 // ---- Prompt attention on the tensor cores (F16 and Q8_0 caches, CUDA sm_80 and later; docs/gpu-kernels.md#prompt-attention) ----
 // out[t, h, :] = softmax(q[t, h] . K[0 .. firstPosition + t]) V, as attention_f16 computes it, for a prompt (many tokens):
@@ -1163,7 +1242,7 @@ extern "C" __global__ void rope_store_kv_rows(float* q, float* k, const float* v
 #ifndef ATTENTION_ROWS_P
 #define ATTENTION_ROWS_P 1
 #endif
-template <int KV>
+template <int KV, int PL>
 __device__ __forceinline__ void attention_rows(const float* q, const void* k, const void* v, float* out, const int* rowInfo, int heads,
                                                int kvHeads, int headSize, float scale, i8* xq, XScale* xs)
 {
@@ -1173,18 +1252,21 @@ __device__ __forceinline__ void attention_rows(const float* q, const void* k, co
     const void* ks = (const u8*)k + kv_bytes<KV>(slot);
     const void* vs = (const u8*)v + kv_bytes<KV>(slot);
     float mAll, factor[ATT_WARPS], denominator;
-    attend<KV, ATTENTION_ROWS_P>(q + o0, ks, vs, h / (heads / kvHeads), kvStride, headSize, scale, 0, rowInfo[2 * t] + 1, sh, &mAll, factor, &denominator);
+    attend<KV, ATTENTION_ROWS_P, PL>(q + o0, ks, vs, h / (heads / kvHeads), kvStride, headSize, scale, 0, rowInfo[2 * t] + 1, sh, &mAll, factor, &denominator);
     write_head(out + o0, headSize, o0, xq, xs, [&](int e) { return block_numerator(sh, factor, e) / denominator; });
 }
 
-#define ATTENTION_ROWS_KERNEL(name, KV)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32) name(const float* q, const void* k, const void* v, float* out, const int* rowInfo, \
+#define ATTENTION_ROWS_KERNEL(name, KV, PL, BLOCKS)                                                                     \
+    extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32, BLOCKS) name(const float* q, const void* k, const void* v, float* out, const int* rowInfo, \
                                     int heads, int kvHeads, int headSize, float scale, i8* xq, XScale* xs)              \
-    { PDL_ENTRY(); attention_rows<KV>(q, k, v, out, rowInfo, heads, kvHeads, headSize, scale, xq, xs); }
+    { PDL_ENTRY(); attention_rows<KV, PL>(q, k, v, out, rowInfo, heads, kvHeads, headSize, scale, xq, xs); }
 
-ATTENTION_ROWS_KERNEL(attention_rows_f32, T_F32)
-ATTENTION_ROWS_KERNEL(attention_rows_f16, T_F16)
-ATTENTION_ROWS_KERNEL(attention_rows_q8_0, T_Q8_0)
+ATTENTION_ROWS_KERNEL(attention_rows_f32, T_F32, ATT_PER_LANE, 1)
+ATTENTION_ROWS_KERNEL(attention_rows_f16, T_F16, ATT_PER_LANE, 1)
+ATTENTION_ROWS_KERNEL(attention_rows_q8_0, T_Q8_0, ATT_PER_LANE, 1)
+ATTENTION_ROWS_KERNEL(attention_rows_f32_h128, T_F32, 4, ATTENTION_H128_BLOCKS)
+ATTENTION_ROWS_KERNEL(attention_rows_f16_h128, T_F16, 4, ATTENTION_H128_BLOCKS)
+ATTENTION_ROWS_KERNEL(attention_rows_q8_0_h128, T_Q8_0, 4, ATTENTION_H128_BLOCKS)
 
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 

@@ -89,7 +89,7 @@ public sealed class CudaKernelGeometryTests
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
         Assert.Equal(3 * 8 + KernelSource.Int8MatVecTypes.Count + 3 * KernelSource.DecodeMatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 2 * KernelSource.MmaCacheTypes.Count
-                     + 4 * KernelSource.CacheTypes.Count + 13
+                     + 7 * KernelSource.CacheTypes.Count + 13 // attention_, _decode_, _split_, _rows_, and the narrow _decode_, _split_, _rows_
                      + LaunchGeometry.MmqTokenTiles.Count + 1, names.Count); // the tiled Q4_0 kernels: mmq and tile_q4_0
         Assert.Contains($"MMQ_KERNELS({KernelSource.TiledQ4_0Suffix}, ", source);
         foreach (var type in KernelSource.WeightTypes)
@@ -110,6 +110,9 @@ public sealed class CudaKernelGeometryTests
             Assert.Contains($"ATTENTION_KERNEL(attention_{s}, ", source);
             Assert.Contains($"ATTENTION_KERNEL(attention_decode_{s}, ", source);
             Assert.Contains($"ATTENTION_SPLIT_KERNEL(attention_split_{s}, ", source);
+            Assert.Contains($"ATTENTION_KERNEL(attention_decode_{s}_h128, ", source);
+            Assert.Contains($"ATTENTION_SPLIT_KERNEL(attention_split_{s}_h128, ", source);
+            Assert.Contains($"ATTENTION_ROWS_KERNEL(attention_rows_{s}_h128, ", source);
             Assert.Contains($"ATTENTION_ROWS_KERNEL(attention_rows_{s}, ", source);
         }
         string[] macroMade = ["matmul_", "get_rows_", "matvec_", "swiglu_", "dequantize_f16_", "attention_", "mmq_"];

@@ -29,13 +29,15 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
     private static readonly Dictionary<string, int> ArgumentCounts = new()
     {
         ["rope_store_kv"] = 16, ["rope_store_kv_rows"] = 16, ["store_kv_q8_0"] = 8, ["convert_f32_q8_0"] = 3, ["rope"] = 10,
-        ["attention_decode_q8_0"] = 11, ["attention_q8_0"] = 11, ["attention_split_q8_0"] = 14, ["attention_rows_q8_0"] = 11,
+        ["attention_decode_q8_0_h128"] = 11, ["attention_q8_0"] = 11, ["attention_split_q8_0_h128"] = 14, ["attention_rows_q8_0"] = 11, ["attention_rows_q8_0_h128"] = 11,
+        ["attention_decode_q8_0"] = 11, ["attention_split_q8_0"] = 14,
         ["attention_mma_q8_0_d64"] = 10,
     };
 
-    private (IComputeQueue Queue, BackendBuffer Buffer, List<Recorded> Launches) Setup(GpuKernelOptions? options = null)
+    private (IComputeQueue Queue, BackendBuffer Buffer, List<Recorded> Launches) Setup(GpuKernelOptions? options = null, Func<string, int>? blocksPerSm = null)
     {
         var (device, native) = RecordingGpuNative.Device("gpu", [], peers: false, 0x1000_0000, _cache, options ?? GpuKernelOptions.Default with { BlasPrompt = false, DeviceQ8_0Cache = true });
+        native.BlocksPerSm = blocksPerSm;
         var launches = new List<Recorded>();
         native.OnLaunch = (kernel, launch, args) =>
         {
@@ -181,11 +183,31 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
         queue.Attention(b.Q.Output, b.KCache, b.VCache, b.Output, b.Params(1));
         queue.Attention(b.Q.Output, b.KCache, b.VCache, b.Output, b.Params(1, first: 4000)); // past attention_chunk: split
 
-        Assert.Equal(["attention_decode_q8_0", "attention_split_q8_0"], launches.Select(l => l.Kernel));
+        Assert.Equal(["attention_decode_q8_0_h128", "attention_split_q8_0_h128"], launches.Select(l => l.Kernel)); // heads of 64: the narrow kernels
         Assert.Equal([Address(b.Q.Output), Address(b.KCache), Address(b.VCache), Address(b.Output)], launches[0].Words[..4]);
         Assert.Equal(LaunchGeometry.Attention(Heads, 1), launches[0].Launch);
         Assert.Equal((uint)Heads, launches[1].Launch.GridX);
         Assert.True(launches[1].Launch.GridY > 1);
+    }
+
+    [Fact]
+    public void A_decode_step_takes_the_narrow_kernels_for_heads_up_to_128_and_splits_over_the_blocks_the_gpu_holds()
+    {
+        // The recorder's GPU has 40 SMs; say the narrow split kernel fits 2 blocks an SM and the wide one 1 (its registers).
+        var (queue, buffer, launches) = Setup(blocksPerSm: name => name.EndsWith("_h128", StringComparison.Ordinal) ? 2 : 1);
+        var b = Block.In(buffer);
+        const int first = 40_000;
+        queue.Attention(b.Q.Output, b.KCache, b.VCache, b.Output, b.Params(1, first));                                  // heads of 64
+        queue.Attention(b.Q.Output, b.KCache, b.VCache, b.Output, new AttentionParams(1, first, Heads, KvHeads, 256, 0.0625f)); // of 256
+        queue.Attention(b.Q.Output, b.KCache, b.VCache, b.Output, new AttentionParams(1, 100, Heads, KvHeads, 128, 0.09f));  // of 128, short
+
+        Assert.Equal(["attention_split_q8_0_h128", "attention_split_q8_0", "attention_decode_q8_0_h128"], launches.Select(l => l.Kernel));
+        // 4 heads: 80 resident blocks give a head 20 of them, 40 give it 10 (LaunchGeometry.AttentionChunk).
+        int narrowChunk = LaunchGeometry.AttentionChunk(first + 1, Heads, 80, GpuKernelOptions.DefaultAttentionChunk);
+        int wideChunk = LaunchGeometry.AttentionChunk(first + 1, Heads, 40, GpuKernelOptions.DefaultAttentionChunk);
+        Assert.Equal(LaunchGeometry.AttentionSplit(Heads, 20), launches[0].Launch);
+        Assert.Equal(LaunchGeometry.AttentionSplit(Heads, 10), launches[1].Launch);
+        Assert.Equal((narrowChunk, wideChunk), (launches[0].Int(13), launches[1].Int(13)));
     }
 
     [Fact]
@@ -206,7 +228,7 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
     }
 
     [Fact]
-    public void A_multi_sequence_batch_stores_through_the_segment_table_and_attends_with_attention_rows_q8_0()
+    public void A_multi_sequence_batch_stores_through_the_segment_table_and_attends_with_attention_rows_q8_0_h128()
     {
         var (queue, buffer, launches) = Setup();
         var b = Block.In(buffer);
@@ -214,7 +236,7 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
         queue.RopeAndStoreKvSegments(b.Q.Output, b.K.Output, b.V.Output, b.KCache, b.VCache, segments, b.Params(0), Block.Rope, null);
         queue.AttentionSegments(b.Q.Output, b.KCache, b.VCache, b.Output, segments, b.Params(0));
 
-        Assert.Equal(["rope_store_kv_rows", "store_kv_q8_0", "attention_rows_q8_0"], launches.Select(l => l.Kernel));
+        Assert.Equal(["rope_store_kv_rows", "store_kv_q8_0", "attention_rows_q8_0_h128"], launches.Select(l => l.Kernel));
         Assert.Equal(-1, launches[0].Int(5));
         ulong table = launches[0].Word(11);
         Assert.NotEqual(0UL, table);

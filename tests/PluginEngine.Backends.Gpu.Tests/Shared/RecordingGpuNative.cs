@@ -43,6 +43,11 @@ internal sealed unsafe class RecordingGpuNative(string name, List<string> log, b
     public void UnregisterHost(void* host) { }
     public void UnregisterHostQuietly(void* host) { }
     public nint LoadModule(byte[] image) => 1;
+
+    /// <summary>Blocks of a kernel (by name) an SM holds at once, as cuOccupancyMaxActiveBlocksPerMultiprocessor would say; null or 0: not known.</summary>
+    public Func<string, int>? BlocksPerSm { get; set; }
+
+    public int MaxActiveBlocksPerMultiprocessor(nint function, int blockThreads) => BlocksPerSm?.Invoke(_functions.GetValueOrDefault(function, "?")) ?? 0;
     private readonly Dictionary<nint, string> _functions = [];
 
     /// <summary>Called with each launch's kernel name, geometry and arguments (valid only during the call), for tests that decode them.</summary>
