@@ -34,7 +34,9 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     // Prompt attention on the tensor cores per cache slot, head size 64 / 128 (0: not used here, or no such kernel: F32).
     private readonly nint[] _attentionMma64 = new nint[KernelSource.CacheTypes.Count], _attentionMma128 = new nint[KernelSource.CacheTypes.Count];
     private readonly nint _ropeStoreKvRows; // multi-sequence batches (docs/batching.md#backends)
-    private readonly nint _convertQ8_0, _storeKvQ8_0; // a Q8_0 KV cache's stores (docs/gpu-kernels.md#q8_0-kv-cache)
+    // A block cache's stores per [CacheSlot] (Q8_0, Q4_0; 0 for F32 and F16): Convert, and the store after rope_store_kv
+    // (docs/gpu-kernels.md#q8_0-kv-cache, #q4_0-kv-cache).
+    private readonly nint[] _convertBlocks = new nint[KernelSource.CacheTypes.Count], _storeKvBlocks = new nint[KernelSource.CacheTypes.Count];
     // One-token decode kernels per weight slot (kernels.cu MATVEC_KERNELS): on 8-bit activations for the quantized types, on F32
     // ones for the plain types. _matVecRope: the q/k/v mat-vec that also rotates and stores k, v (MatMulRopeAndStoreKv).
     private readonly nint[] _matVec = new nint[8], _swiGlu = new nint[8], _matVecRope = new nint[8];
@@ -153,8 +155,11 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         _addBias = _rt.Function("add_bias");
         _copyF32 = _rt.Function("copy_f32");
         _convertF16 = _rt.Function("convert_f32_f16");
-        _convertQ8_0 = _rt.Function("convert_f32_q8_0");
-        _storeKvQ8_0 = _rt.Function("store_kv_q8_0");
+        foreach (var type in KernelSource.BlockCacheTypes)
+        {
+            _convertBlocks[CacheSlot(type)] = _rt.Function($"convert_f32_{KernelSource.WeightSuffix(type)}");
+            _storeKvBlocks[CacheSlot(type)] = _rt.Function($"store_kv_{KernelSource.WeightSuffix(type)}");
+        }
         _quantizeX = _rt.Function("quantize_x_q8");
         foreach (var type in KernelSource.Int8MatVecTypes) _matMulQ8[KernelSlot(type)] = _rt.Function($"matmul_q8_{KernelSource.WeightSuffix(type)}");
         foreach (var type in KernelSource.DecodeMatVecTypes)
@@ -202,10 +207,11 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     public bool Supports(ComputeOp op, GgmlType type) => op switch
     {
         ComputeOp.MatMul or ComputeOp.GetRows => KernelSource.WeightSuffix(type) is not null,
-        // The KV cache types (KernelSource.CacheTypes: F32, F16, Q8_0; both dialects compile their kernels), Q8_0 only with the
-        // q8_0_cache option. A Q4_0 cache is not one: the core keeps it, and the attention over it, on the CPU
-        // (docs/gpu-kernels.md#q8_0-kv-cache).
-        ComputeOp.Attention or ComputeOp.Convert => KernelSource.CacheTypes.Contains(type) && (type != GgmlType.Q8_0 || _options.DeviceQ8_0Cache),
+        // The KV cache types (KernelSource.CacheTypes: F32, F16, Q8_0, Q4_0; both dialects compile their kernels), Q8_0 only with
+        // the q8_0_cache option and Q4_0 only with q4_0_cache. Without them the core keeps such a cache, and the attention over
+        // it, on the CPU (docs/gpu-kernels.md#q8_0-kv-cache, #q4_0-kv-cache).
+        ComputeOp.Attention or ComputeOp.Convert => KernelSource.CacheTypes.Contains(type)
+                                                     && (type != GgmlType.Q8_0 || _options.DeviceQ8_0Cache) && (type != GgmlType.Q4_0 || _options.DeviceQ4_0Cache),
         _ => type == GgmlType.F32,
     };
 
@@ -538,24 +544,25 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         void** args = stackalloc void*[] { &pq, &pk, &pv, &kc, &vc, &f16, &tokens, &heads, &kvHeads, &headSize, &dims, &first, &freqBase, &freqScale, &neox, &pf };
         long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims, stores: f16 >= 0);
         LaunchKernel(_ropeStoreKv, LaunchGeometry.Elementwise(items), args, f16 >= 0 ? "rope_store_kv" : "rope_store_kv (rotate)");
-        if (f16 < 0) StoreKvQ8_0(pk, pv, kc, vc, tokens, kvHeads * headSize, first, 0, "store_kv_q8_0");
+        if (f16 < 0) StoreKvBlocks(kCache.Type, pk, pv, kc, vc, tokens, kvHeads * headSize, first, 0, "store_kv");
     }
 
     /// <summary>
-    /// rope_store_kv's f16 argument for a cache of <paramref name="type"/>: 1 F16, 0 F32 (it stores k and v), −1 Q8_0 (it only
-    /// rotates; <see cref="StoreKvQ8_0"/> quantizes k and v into the cache next).
+    /// rope_store_kv's f16 argument for a cache of <paramref name="type"/>: 1 F16, 0 F32 (it stores k and v), −1 Q8_0 and Q4_0
+    /// (it only rotates; <see cref="StoreKvBlocks"/> quantizes k and v into the cache next).
     /// </summary>
-    private static int CacheStoreMode(GgmlType type) => type switch { GgmlType.F16 => 1, GgmlType.Q8_0 => -1, _ => 0 };
+    private static int CacheStoreMode(GgmlType type) => type switch { GgmlType.F16 => 1, GgmlType.Q8_0 or GgmlType.Q4_0 => -1, _ => 0 };
 
     /// <summary>
-    /// store_kv_q8_0: k and v [tokens, kvd] F32 (k already rotated) quantized into Q8_0 caches at token t's row: firstPosition + t,
-    /// or with <paramref name="rowInfo"/> (the device's segment table) rowInfo[2t + 1] + rowInfo[2t]. A warp per 32-element block.
+    /// store_kv_q8_0 / store_kv_q4_0: k and v [tokens, kvd] F32 (k already rotated) quantized into the block caches of
+    /// <paramref name="type"/> at token t's row: firstPosition + t, or with <paramref name="rowInfo"/> (the device's segment
+    /// table) rowInfo[2t + 1] + rowInfo[2t]. A warp per 32-element block.
     /// </summary>
-    private void StoreKvQ8_0(ulong k, ulong v, ulong kCache, ulong vCache, int tokens, int kvd, int firstPosition, ulong rowInfo, string what)
+    private void StoreKvBlocks(GgmlType type, ulong k, ulong v, ulong kCache, ulong vCache, int tokens, int kvd, int firstPosition, ulong rowInfo, string what)
     {
         long blocks = 2L * tokens * (kvd / 32);
         void** args = stackalloc void*[] { &k, &v, &kCache, &vCache, &tokens, &kvd, &firstPosition, &rowInfo };
-        LaunchKernel(_storeKvQ8_0, LaunchGeometry.QuantizeX(blocks), args, what);
+        LaunchKernel(_storeKvBlocks[CacheSlot(type)], LaunchGeometry.QuantizeX(blocks), args, $"{what}_{KernelSource.WeightSuffix(type)}");
     }
 
     public void MatMulRopeAndStoreKv(DeviceTensor x, long cols, MatMulTarget q, MatMulTarget k, MatMulTarget v, DeviceTensor kCache,
@@ -563,7 +570,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     {
         // A decode step on weights the decode mat-vecs take (UsesMatVec) with adjacent-pair RoPE and an F32 or F16 cache: the
         // mat-vec's epilogue rotates and stores (one launch per weight type instead of the mat-vec(s) and rope_store_kv). Anything
-        // else, a Q8_0 cache included (the epilogue stores single elements; a block's 32 come from 32 warps): the two fused ops,
+        // else, a Q8_0 or Q4_0 cache included (the epilogue stores single elements; a block's 32 come from 32 warps): the two fused ops,
         // as the default.
         if (!_options.FusedOps || !_options.QkvRope || p.Tokens != 1 || rope.Mode != RopeMode.Normal || kCache.Type is not (GgmlType.F32 or GgmlType.F16)
             || !UsesMatVec(q.Weight.Type, 1) || !UsesMatVec(k.Weight.Type, 1) || !UsesMatVec(v.Weight.Type, 1))
@@ -643,7 +650,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         void** args = stackalloc void*[] { &pq, &pk, &pv, &kc, &vc, &f16, &tokens, &heads, &kvHeads, &headSize, &dims, &rows, &freqBase, &freqScale, &neox, &pf };
         long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims, stores: f16 >= 0);
         LaunchKernel(_ropeStoreKvRows, LaunchGeometry.Elementwise(items), args, f16 >= 0 ? "rope_store_kv (segments)" : "rope_store_kv (segments, rotate)");
-        if (f16 < 0) StoreKvQ8_0(pk, pv, kc, vc, tokens, kvHeads * headSize, 0, rows, "store_kv_q8_0 (segments)");
+        if (f16 < 0) StoreKvBlocks(kCache.Type, pk, pv, kc, vc, tokens, kvHeads * headSize, 0, rows, "store_kv (segments)");
     }
 
     public void AttentionSegments(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output,
@@ -905,22 +912,22 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     /// <summary>What the fused rotate-and-store ops require of the caches, the RoPE parameters and the factors.</summary>
     private void CheckRopeStore(DeviceTensor kCache, DeviceTensor vCache, RopeParams rope, int headSize, DeviceTensor? factors)
     {
-        if (kCache.Type != vCache.Type || !KernelSource.CacheTypes.Contains(kCache.Type))
-            throw new NotSupportedException($"{_backend}: K/V caches of {kCache.Type}/{vCache.Type} (F32, F16 or Q8_0, both the same)");
+        if (kCache.Type != vCache.Type || !Supports(ComputeOp.Attention, kCache.Type))
+            throw new NotSupportedException($"{_backend}: K/V caches of {kCache.Type}/{vCache.Type} ({string.Join(", ", KernelSource.CacheTypes.Where(t => Supports(ComputeOp.Attention, t)))} here, both the same)");
         if (factors is { Type: not GgmlType.F32 } f) throw new ArgumentException($"{_backend}: RoPE frequency factors must be F32, not {f.Type}", nameof(factors));
         CheckRope(rope, headSize);
-        CheckQ8_0Cache(kCache, vCache, headSize);
+        CheckBlockCache(kCache, vCache, headSize);
     }
 
     /// <summary>
-    /// What the kernels require of a Q8_0 cache (docs/gpu-kernels.md#q8_0-kv-cache): heads of whole 32-element blocks (so every head
-    /// starts a block) and 2-byte aligned tensors (the blocks' f16 scales, the attention's u16 loads). Nothing for F32 and F16.
+    /// What the kernels require of a Q8_0 or Q4_0 cache (docs/gpu-kernels.md#q8_0-kv-cache): heads of whole 32-element blocks (so
+    /// every head starts a block) and 2-byte aligned tensors (the blocks' f16 scales, the attention's u16 loads). Nothing for F32 and F16.
     /// </summary>
-    private void CheckQ8_0Cache(DeviceTensor kCache, DeviceTensor vCache, int headSize)
+    private void CheckBlockCache(DeviceTensor kCache, DeviceTensor vCache, int headSize)
     {
-        if (kCache.Type != GgmlType.Q8_0) return;
-        if (headSize % 32 != 0) throw new NotSupportedException($"{_backend}: a Q8_0 KV cache needs a head size that is a multiple of 32, not {headSize}");
-        if (((Ptr(kCache) | Ptr(vCache)) & 1) != 0) throw new ArgumentException($"{_backend}: Q8_0 K/V caches must be 2-byte aligned");
+        if (kCache.Type is not (GgmlType.Q8_0 or GgmlType.Q4_0)) return;
+        if (headSize % 32 != 0) throw new NotSupportedException($"{_backend}: a {kCache.Type} KV cache needs a head size that is a multiple of 32, not {headSize}");
+        if (((Ptr(kCache) | Ptr(vCache)) & 1) != 0) throw new ArgumentException($"{_backend}: {kCache.Type} K/V caches must be 2-byte aligned");
     }
 
     private void CheckRope(RopeParams rope, int headSize)
@@ -933,10 +940,10 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private void CheckAttention(DeviceTensor kCache, DeviceTensor vCache, AttentionParams p)
     {
         if (kCache.Type != vCache.Type) throw new ArgumentException($"{_backend}: K cache is {kCache.Type}, V cache is {vCache.Type}; they must match");
-        if (!KernelSource.CacheTypes.Contains(kCache.Type)) throw new NotSupportedException($"{_backend}: attention over a {kCache.Type} cache");
+        if (!Supports(ComputeOp.Attention, kCache.Type)) throw new NotSupportedException($"{_backend}: attention over a {kCache.Type} cache (the q8_0_cache / q4_0_cache options keep those on the device)");
         if (p.HeadSize <= 0 || p.HeadSize > LaunchGeometry.AttentionMaxHeadSize)
             throw new NotSupportedException($"{_backend}: attention head size {p.HeadSize} (1..{LaunchGeometry.AttentionMaxHeadSize} supported)");
-        CheckQ8_0Cache(kCache, vCache, p.HeadSize);
+        CheckBlockCache(kCache, vCache, p.HeadSize);
         if (p.KvHeads <= 0 || p.Heads % p.KvHeads != 0) throw new ArgumentException($"{_backend}: {p.Heads} heads are not a multiple of {p.KvHeads} KV heads");
     }
 
@@ -1048,23 +1055,24 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     {
         ForgetActivationCopies();
         if (n <= 0) return;
+        if (!Supports(ComputeOp.Convert, dst.Type)) throw new NotSupportedException($"{_backend}: Convert to {dst.Type}");
         var kernel = dst.Type switch
         {
             GgmlType.F32 => _copyF32,
             GgmlType.F16 => _convertF16,
-            GgmlType.Q8_0 => _convertQ8_0,
+            GgmlType.Q8_0 or GgmlType.Q4_0 => _convertBlocks[CacheSlot(dst.Type)],
             _ => throw new NotSupportedException($"{_backend}: Convert to {dst.Type}"),
         };
         _rt.MakeCurrent();
         ulong ps = Ptr(src), pd = Ptr(dst);
-        if (dst.Type == GgmlType.Q8_0)
+        if (dst.Type is GgmlType.Q8_0 or GgmlType.Q4_0)
         {
-            // A Q8_0 KV cache's rows (the default of RopeAndStoreKv, or fused ops off): whole 34-byte blocks, a warp each.
-            if (n % 32 != 0) throw new ArgumentException($"{_backend}: Convert to Q8_0 stores whole 32-element blocks, not {n} elements", nameof(n));
-            if (pd % 2 != 0) throw new ArgumentException($"{_backend}: a Q8_0 destination must be 2-byte aligned (its blocks' f16 scales)", nameof(dst));
+            // A block KV cache's rows (the default of RopeAndStoreKv, or fused ops off): whole 34- or 18-byte blocks, a warp each.
+            if (n % 32 != 0) throw new ArgumentException($"{_backend}: Convert to {dst.Type} stores whole 32-element blocks, not {n} elements", nameof(n));
+            if (pd % 2 != 0) throw new ArgumentException($"{_backend}: a {dst.Type} destination must be 2-byte aligned (its blocks' f16 scales)", nameof(dst));
             long blocks = n / 32;
             void** qa = stackalloc void*[] { &ps, &pd, &blocks };
-            LaunchKernel(kernel, LaunchGeometry.QuantizeX(blocks), qa, "convert (q8_0)");
+            LaunchKernel(kernel, LaunchGeometry.QuantizeX(blocks), qa, $"convert ({KernelSource.WeightSuffix(dst.Type)})");
             return;
         }
         void** args = stackalloc void*[] { &ps, &pd, &n };

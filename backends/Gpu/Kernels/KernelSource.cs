@@ -176,13 +176,16 @@ internal static class KernelSource
     /// <summary>
     /// KV cache types the GPU queue keeps on the device (Attention and Convert): the attention kernels read them (attention_,
     /// attention_decode_, attention_split_, attention_rows_ + their <see cref="WeightSuffix"/>), and F32 values are stored into them
-    /// (copy_f32, convert_f32_f16, convert_f32_q8_0 / store_kv_q8_0). A Q4_0 cache is not among them: the core keeps it on the
-    /// CPU (docs/gpu-kernels.md#q8_0-kv-cache).
+    /// (copy_f32, convert_f32_f16, and for the <see cref="BlockCacheTypes"/> convert_f32_&lt;suffix&gt; / store_kv_&lt;suffix&gt;).
+    /// Q8_0 and Q4_0 are kept on the device only with the q8_0_cache / q4_0_cache options (docs/gpu-kernels.md#q8_0-kv-cache).
     /// </summary>
-    public static IReadOnlyList<GgmlType> CacheTypes { get; } = [GgmlType.F32, GgmlType.F16, GgmlType.Q8_0];
+    public static IReadOnlyList<GgmlType> CacheTypes { get; } = [GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0];
 
-    /// <summary>The KV cache types whose prompts may attend on the tensor cores (attention_mma_{f16,q8_0}_d{64,128}).</summary>
-    public static IReadOnlyList<GgmlType> MmaCacheTypes { get; } = [GgmlType.F16, GgmlType.Q8_0];
+    /// <summary>The KV cache types stored in 32-element blocks (convert_f32_&lt;suffix&gt;, store_kv_&lt;suffix&gt;).</summary>
+    public static IReadOnlyList<GgmlType> BlockCacheTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0];
+
+    /// <summary>The KV cache types whose prompts may attend on the tensor cores (attention_mma_{f16,q8_0,q4_0}_d{64,128}).</summary>
+    public static IReadOnlyList<GgmlType> MmaCacheTypes { get; } = [GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0];
 
     /// <summary>Every extern "C" kernel the queue looks up.</summary>
     public static IEnumerable<string> KernelNames()
@@ -216,8 +219,13 @@ internal static class KernelSource
             foreach (string kind in new[] { "decode", "split", "rows" })
                 yield return LaunchGeometry.AttentionStepKernelName(kind, WeightSuffix(t)!, LaunchGeometry.AttentionNarrowHeadSize);
         }
-        foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "rope_store_kv_rows", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16", "convert_f32_q8_0", "store_kv_q8_0" })
+        foreach (var k in new[] { "quantize_x_q8", "rms_norm", "rms_norm_q8_row", "rope", "rope_store_kv", "rope_store_kv_rows", "silu_mul", "add", "add_bias", "copy_f32", "convert_f32_f16" })
             yield return k;
+        foreach (var t in BlockCacheTypes)
+        {
+            yield return $"convert_f32_{WeightSuffix(t)}";
+            yield return $"store_kv_{WeightSuffix(t)}";
+        }
     }
 
     /// <summary>Cache key of the compiled image: source, target architecture (sm_90, gfx90a) and compiler version.</summary>

@@ -606,10 +606,14 @@ extern "C" __global__ void rope_store_kv(float* q, float* k, const float* v, voi
 // of the cached positions with an online softmax (running max, sum, weighted V), then the warps are merged.
 // Lane l holds elements 4l .. 4l+3 and 128 + 4l .. 128 + 4l+3 of the head (att_elem; headSize <= ATTENTION_MAX_HEAD).
 // A long decode history is split over several blocks per head (attention_split).
-// The cache type is the template argument KV: T_F32, T_F16 or T_Q8_0. A Q8_0 cache is GGUF Q8_0 blocks (f16 d, then 32 int8 q;
-// element value d * q) over the rows back to back: element i (position * kvStride + kv head * headSize + e) is int8 2 + i % 32
-// of the 34-byte block i / 32 (docs/gpu-kernels.md#q8_0-kv-cache). Its heads are whole blocks (headSize a multiple of 32).
+// The cache type is the template argument KV: T_F32, T_F16, T_Q8_0 or T_Q4_0. A Q8_0 cache is GGUF Q8_0 blocks (f16 d, then 32
+// int8 q; element value d * q) over the rows back to back: element i (position * kvStride + kv head * headSize + e) is int8
+// 2 + i % 32 of the 34-byte block i / 32 (docs/gpu-kernels.md#q8_0-kv-cache). A Q4_0 cache is GGUF Q4_0 blocks (f16 d, then 16
+// bytes; element value d * (q - 8)): element r = i % 32 of 18-byte block i / 32 is the low nibble of byte 2 + r (r < 16), or
+// the high nibble of byte 2 + r - 16 (docs/gpu-kernels.md#q4_0-kv-cache). Their heads are whole blocks (headSize a multiple of 32).
 #define ATT_WARPS ATTENTION_WARPS
+// Whether a cache type is stored in 32-element blocks with an f16 scale (Q8_0, Q4_0).
+#define KV_BLOCKS(KV) ((KV) == T_Q8_0 || (KV) == T_Q4_0)
 // ATTENTION_DECODE_P and ATTENTION_SPLIT_P (tuning defines, default 4): positions a warp of attention_decode_* and
 // attention_split_* scores per step (attend's P). ATTENTION_H128_BLOCKS (default 2): blocks an SM should hold of the
 // *_h128 decode kernels (their launch bound; below).
@@ -625,7 +629,7 @@ extern "C" __global__ void rope_store_kv(float* q, float* k, const float* v, voi
 
 // Bytes that n elements take in a cache of type KV (n a multiple of 32 for Q8_0).
 template <int KV>
-__device__ __forceinline__ i64 kv_bytes(i64 n) { return KV == T_Q8_0 ? (n >> 5) * 34 : n * (KV == T_F16 ? 2 : 4); }
+__device__ __forceinline__ i64 kv_bytes(i64 n) { return KV == T_Q8_0 ? (n >> 5) * 34 : KV == T_Q4_0 ? (n >> 5) * 18 : n * (KV == T_F16 ? 2 : 4); }
 
 // Byte `b` (0..3) of w as a signed 8-bit value.
 __device__ __forceinline__ float sbyte(u32 w, int b) { return (float)((int)(w << (24 - 8 * b)) >> 24); }
@@ -639,22 +643,24 @@ __device__ __forceinline__ int att_elem(int lane, int j) { return (j >> 2) * 128
 
 // Elements i .. i+3 of a K/V cache row (i a multiple of 4) as loaded, before they are turned into floats: attend keeps P
 // positions' K and V groups in flight in these, and decodes each where it is used, so a step's loads cost a warp 2 (F16) or
-// 3 (Q8_0) registers per group instead of 4 floats. Load with load (one aligned load; the caller checked the alignment) or
-// load_each (element by element, 0 outside [0, n)); decode gives the floats ldkv would (the same conversion, the same product).
+// 3 (Q8_0, Q4_0) registers per group instead of 4 floats. Load with load (one aligned load; the caller checked the alignment)
+// or load_each (element by element, 0 outside [0, count)); decode(out, i) gives the 4 values (i: the group's first element,
+// which Q4_0 needs to pick the nibbles).
 // Q8_0: the 4 int8 lie in one block at a 2-byte-aligned address (blocks are 34 bytes, i + 2 is even): two u16 loads, and
-// the block's f16 d (a third u16 load; the 8 lanes that read one block load the same d).
+// the block's f16 d (a third u16 load; the 8 lanes that read one block load the same d). Q4_0: the 4 elements' nibbles lie in
+// 4 bytes of one block at a 2-byte-aligned address (blocks are 18 bytes, i % 16 is a multiple of 4): the same three loads.
 template <int KV> struct KvGroup;
 template <> struct KvGroup<T_F32>
 {
     float4 f;
     __device__ __forceinline__ void load(const void* p, i64 i) { f = *(const float4*)((const float*)p + i); }
-    __device__ __forceinline__ void decode(float* out) const { out[0] = f.x; out[1] = f.y; out[2] = f.z; out[3] = f.w; }
+    __device__ __forceinline__ void decode(float* out, i64) const { out[0] = f.x; out[1] = f.y; out[2] = f.z; out[3] = f.w; }
 };
 template <> struct KvGroup<T_F16>
 {
     uint2 w;
     __device__ __forceinline__ void load(const void* p, i64 i) { w = *(const uint2*)((const u16*)p + i); }
-    __device__ __forceinline__ void decode(float* out) const
+    __device__ __forceinline__ void decode(float* out, i64) const
     {
         out[0] = h2f((u16)(w.x & 0xFFFFu)); out[1] = h2f((u16)(w.x >> 16));
         out[2] = h2f((u16)(w.y & 0xFFFFu)); out[3] = h2f((u16)(w.y >> 16));
@@ -669,12 +675,29 @@ template <> struct KvGroup<T_Q8_0>
         const u16* q = (const u16*)(b + 2 + (i & 31));
         lo = q[0]; hi = q[1]; d = *(const u16*)b;
     }
-    __device__ __forceinline__ void decode(float* out) const
+    __device__ __forceinline__ void decode(float* out, i64) const
     {
         u32 w = lo | (hi << 16);
         float s = h2f((u16)d);
         out[0] = s * sbyte(w, 0); out[1] = s * sbyte(w, 1);
         out[2] = s * sbyte(w, 2); out[3] = s * sbyte(w, 3);
+    }
+};
+template <> struct KvGroup<T_Q4_0>
+{
+    u32 lo, hi, d; // bytes 0-1 and 2-3 (u16 each) that hold the 4 elements' nibbles, the block's f16 scale
+    __device__ __forceinline__ void load(const void* p, i64 i)
+    {
+        const u8* b = (const u8*)p + (i >> 5) * 18;
+        const u16* q = (const u16*)(b + 2 + (i & 15));
+        lo = q[0]; hi = q[1]; d = *(const u16*)b;
+    }
+    __device__ __forceinline__ void decode(float* out, i64 i) const
+    {
+        u32 w = ((lo | (hi << 16)) >> (i & 16 ? 4 : 0)) & 0x0F0F0F0Fu; // elements r < 16: low nibbles; r >= 16: high
+        float s = h2f((u16)d);
+#pragma unroll
+        for (int t = 0; t < 4; t++) out[t] = s * (float)((int)((w >> (8 * t)) & 0xFu) - 8);
     }
 };
 
@@ -684,11 +707,12 @@ __device__ __forceinline__ void ldkv4(const void* p, i64 i, float* out)
 {
     KvGroup<KV> g;
     g.load(p, i);
-    g.decode(out);
+    g.decode(out, i);
 }
 
-// A group read element by element where it is not whole or not aligned: elements at or past n read as 0 (an f16 and a
-// Q8_0 0 are all-zero bits). Q8_0 heads are whole blocks (the host checks), so the group lies in one block.
+// A group read element by element where it is not whole or not aligned: elements at or past count read as 0 (all-zero bits
+// for F32, F16 and Q8_0; nibble 8 for Q4_0; and with count 0 a scale of 0). Block heads are whole blocks (the host checks),
+// so the group lies in one block.
 template <int KV>
 __device__ __forceinline__ KvGroup<KV> load_each(const void* p, i64 i, int count)
 {
@@ -707,12 +731,22 @@ __device__ __forceinline__ KvGroup<KV> load_each(const void* p, i64 i, int count
         u32* w = (u32*)&g;
         w[0] = h[0] | (h[1] << 16); w[1] = h[2] | (h[3] << 16);
     }
-    else
+    else if (KV == T_Q8_0)
     {
         const u8* b = (const u8*)p + (i >> 5) * 34;
         u32 q[4];
 #pragma unroll
         for (int t = 0; t < 4; t++) q[t] = t < count ? b[2 + ((i + t) & 31)] : 0u;
+        u32* w = (u32*)&g;
+        w[0] = q[0] | (q[1] << 8); w[1] = q[2] | (q[3] << 8);
+        w[2] = count > 0 ? (u32)b[0] | ((u32)b[1] << 8) : 0u;
+    }
+    else
+    {
+        const u8* b = (const u8*)p + (i >> 5) * 18;
+        u32 q[4];
+#pragma unroll
+        for (int t = 0; t < 4; t++) q[t] = t < count ? b[2 + ((i + t) & 15)] : 0x88u;
         u32* w = (u32*)&g;
         w[0] = q[0] | (q[1] << 8); w[1] = q[2] | (q[3] << 8);
         w[2] = count > 0 ? (u32)b[0] | ((u32)b[1] << 8) : 0u;
@@ -752,7 +786,7 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
     }
     // Whole groups of 4 can be read with one load when rows and the caches are aligned (the same for every lane). Q8_0: every
     // group of 4 lies in one block when heads and rows are whole blocks, and its int8 are 2-byte aligned when the caches are.
-    bool vector = KV == T_Q8_0 ? headSize % 32 == 0 && kvStride % 32 == 0 && (((unsigned long long)k | (unsigned long long)v) & 1) == 0
+    bool vector = KV_BLOCKS(KV) ? headSize % 32 == 0 && kvStride % 32 == 0 && (((unsigned long long)k | (unsigned long long)v) & 1) == 0
                                : headSize % 4 == 0 && kvStride % 4 == 0 && (((unsigned long long)k | (unsigned long long)v) & (KV == T_F16 ? 7 : 15)) == 0;
     const float negInf = -__int_as_float(0x7f800000);
     float m = negInf, l = 0.f;
@@ -761,10 +795,10 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
     // takes line (part % lines) of K (part < lines) or V of the step's i-th position. Fixed per lane, so set up once.
     // A Q8_0 head (34 bytes per 32 elements) starts anywhere in a line, so it may touch one line more than its bytes fill:
     // one more part, its address clamped to the head's last byte (never past the row).
-    const int headBytes = (int)kv_bytes<KV>(headSize), lines = (headBytes + 127) / 128 + (KV == T_Q8_0 ? 1 : 0);
+    const int headBytes = (int)kv_bytes<KV>(headSize), lines = (headBytes + 127) / 128 + (KV_BLOCKS(KV) ? 1 : 0);
     const int pfItem = lane / (2 * lines), pfPart = lane % (2 * lines);
     const int pfAhead = ATTENTION_PREFETCH_STEPS * ATT_WARPS * P + pfItem * ATT_WARPS;
-    const int pfOffset = KV == T_Q8_0 ? min(128 * (pfPart % lines), headBytes - 1) : 128 * (pfPart % lines);
+    const int pfOffset = KV_BLOCKS(KV) ? min(128 * (pfPart % lines), headBytes - 1) : 128 * (pfPart % lines);
     const u8* pfRow = (const u8*)(pfPart < lines ? k : v) + kv_bytes<KV>((i64)kh * headSize) + pfOffset;
     const i64 pfStride = kv_bytes<KV>(kvStride);
 #endif
@@ -805,7 +839,7 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
             for (int g = 0; g < PL / 4; g++)
             {
                 float x[4];
-                kg[i][g].decode(x);
+                kg[i][g].decode(x, att_elem(lane, 4 * g));
 #pragma unroll
                 for (int t = 0; t < 4; t++) s += qr[4 * g + t] * x[t];
             }
@@ -826,7 +860,7 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
             for (int g = 0; g < PL / 4; g++)
             {
                 float x[4];
-                vg[i][g].decode(x);
+                vg[i][g].decode(x, att_elem(lane, 4 * g));
 #pragma unroll
                 for (int t = 0; t < 4; t++) acc[4 * g + t] += weight * x[t];
             }
@@ -946,12 +980,15 @@ __device__ __forceinline__ void attention_split(const float* q, const void* k, c
 ATTENTION_KERNEL(attention_f32, T_F32, 1, ATT_PER_LANE, 1)
 ATTENTION_KERNEL(attention_f16, T_F16, 1, ATT_PER_LANE, 1)
 ATTENTION_KERNEL(attention_q8_0, T_Q8_0, 1, ATT_PER_LANE, 1)
+ATTENTION_KERNEL(attention_q4_0, T_Q4_0, 1, ATT_PER_LANE, 1)
 ATTENTION_KERNEL(attention_decode_f32, T_F32, ATTENTION_DECODE_P, ATT_PER_LANE, 1)
 ATTENTION_KERNEL(attention_decode_f16, T_F16, ATTENTION_DECODE_P, ATT_PER_LANE, 1)
 ATTENTION_KERNEL(attention_decode_q8_0, T_Q8_0, ATTENTION_DECODE_P, ATT_PER_LANE, 1)
+ATTENTION_KERNEL(attention_decode_q4_0, T_Q4_0, ATTENTION_DECODE_P, ATT_PER_LANE, 1)
 ATTENTION_KERNEL(attention_decode_f32_h128, T_F32, ATTENTION_DECODE_P, 4, ATTENTION_H128_BLOCKS)
 ATTENTION_KERNEL(attention_decode_f16_h128, T_F16, ATTENTION_DECODE_P, 4, ATTENTION_H128_BLOCKS)
 ATTENTION_KERNEL(attention_decode_q8_0_h128, T_Q8_0, ATTENTION_DECODE_P, 4, ATTENTION_H128_BLOCKS)
+ATTENTION_KERNEL(attention_decode_q4_0_h128, T_Q4_0, ATTENTION_DECODE_P, 4, ATTENTION_H128_BLOCKS)
 
 #define ATTENTION_SPLIT_KERNEL(name, KV, PL, BLOCKS)                                                                    \
     extern "C" __global__ void __launch_bounds__(ATTENTION_WARPS * 32, BLOCKS) name(const float* q, const void* k, const void* v, float* out, int firstPosition, int heads, int kvHeads, \
@@ -961,9 +998,11 @@ ATTENTION_KERNEL(attention_decode_q8_0_h128, T_Q8_0, ATTENTION_DECODE_P, 4, ATTE
 ATTENTION_SPLIT_KERNEL(attention_split_f32, T_F32, ATT_PER_LANE, 1)
 ATTENTION_SPLIT_KERNEL(attention_split_f16, T_F16, ATT_PER_LANE, 1)
 ATTENTION_SPLIT_KERNEL(attention_split_q8_0, T_Q8_0, ATT_PER_LANE, 1)
+ATTENTION_SPLIT_KERNEL(attention_split_q4_0, T_Q4_0, ATT_PER_LANE, 1)
 ATTENTION_SPLIT_KERNEL(attention_split_f32_h128, T_F32, 4, ATTENTION_H128_BLOCKS)
 ATTENTION_SPLIT_KERNEL(attention_split_f16_h128, T_F16, 4, ATTENTION_H128_BLOCKS)
 ATTENTION_SPLIT_KERNEL(attention_split_q8_0_h128, T_Q8_0, 4, ATTENTION_H128_BLOCKS)
+ATTENTION_SPLIT_KERNEL(attention_split_q4_0_h128, T_Q4_0, 4, ATTENTION_H128_BLOCKS)
 
 // ---- Prompt attention on the tensor cores (F16 and Q8_0 caches, CUDA sm_80 and later; docs/gpu-kernels.md#prompt-attention) ----
 // out[t, h, :] = softmax(q[t, h] . K[0 .. firstPosition + t]) V, as attention_f16 computes it, for a prompt (many tokens):
@@ -1164,7 +1203,9 @@ __device__ __forceinline__ void attention_mma(const float* q, const void* k, con
 ATTENTION_MMA_KERNEL(f16, T_F16, 64)
 ATTENTION_MMA_KERNEL(f16, T_F16, 128)
 ATTENTION_MMA_KERNEL(q8_0, T_Q8_0, 64)
+ATTENTION_MMA_KERNEL(q4_0, T_Q4_0, 64)
 ATTENTION_MMA_KERNEL(q8_0, T_Q8_0, 128)
+ATTENTION_MMA_KERNEL(q4_0, T_Q4_0, 128)
 
 // ---- Multi-sequence batches (docs/batching.md#backends). A batch holds segments of several sequences, each with its own
 // ---- positions and KV slot; the host uploads one table for the whole batch: rowInfo[2t] is row t's position in its
@@ -1264,9 +1305,11 @@ __device__ __forceinline__ void attention_rows(const float* q, const void* k, co
 ATTENTION_ROWS_KERNEL(attention_rows_f32, T_F32, ATT_PER_LANE, 1)
 ATTENTION_ROWS_KERNEL(attention_rows_f16, T_F16, ATT_PER_LANE, 1)
 ATTENTION_ROWS_KERNEL(attention_rows_q8_0, T_Q8_0, ATT_PER_LANE, 1)
+ATTENTION_ROWS_KERNEL(attention_rows_q4_0, T_Q4_0, ATT_PER_LANE, 1)
 ATTENTION_ROWS_KERNEL(attention_rows_f32_h128, T_F32, 4, ATTENTION_H128_BLOCKS)
 ATTENTION_ROWS_KERNEL(attention_rows_f16_h128, T_F16, 4, ATTENTION_H128_BLOCKS)
 ATTENTION_ROWS_KERNEL(attention_rows_q8_0_h128, T_Q8_0, 4, ATTENTION_H128_BLOCKS)
+ATTENTION_ROWS_KERNEL(attention_rows_q4_0_h128, T_Q4_0, 4, ATTENTION_H128_BLOCKS)
 
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
@@ -1325,24 +1368,60 @@ __device__ __forceinline__ void quantize_q8_0_block(float v, int lane, u8* dst)
     if (lane == 0) *(u16*)dst = f2h(d);
 }
 
-// Convert to a Q8_0 tensor: src [blocks * 32] F32 into `blocks` Q8_0 blocks at dst; one warp per block.
-extern "C" __global__ void convert_f32_q8_0(const float* src, u8* dst, i64 blocks)
+// One Q4_0 block from a warp's 32 values (lane i holds element i), as the CPU's cache quantizer writes it (docs/gpu-kernels.md#q4_0-kv-cache):
+// m = the element of largest magnitude with its sign (the lowest lane on ties; +0 when all are 0), d = m / -8, and
+// q = min(15, (int)(x * (1/d) + 8.5)) with the unrounded d, product and sum rounded apart (no FMA), as the CPU computes them;
+// element i in the low nibble of byte i (i < 16), element i + 16 in its high nibble.
+__device__ __forceinline__ void quantize_q4_0_block(float v, int lane, u8* dst)
 {
-    PDL_ENTRY();
+    float a = fabsf(v), m = v;
+    int at = lane;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+    {
+        float oa = lane_xor(a, o), om = lane_xor(m, o);
+        int ot = lane_xor(at, o);
+        if (oa > a || (oa == a && ot < at)) { a = oa; m = om; at = ot; }
+    }
+    if (a == 0.f) m = 0.f;
+    float d = m / -8.f, id = d != 0.f ? 1.f / d : 0.f;
+    int q = min(15, (int)__fadd_rn(__fmul_rn(v, id), 8.5f));
+    int hi = lane_xor(q, 16);
+    if (lane < 16) dst[2 + lane] = (u8)(q | (hi << 4));
+    if (lane == 0) *(u16*)dst = f2h(d);
+}
+
+// The block quantizer of a cache type, and its block's bytes.
+template <int KV> struct CacheBlock;
+template <> struct CacheBlock<T_Q8_0>
+{
+    static const int Bytes = 34;
+    static __device__ __forceinline__ void quantize(float v, int lane, u8* dst) { quantize_q8_0_block(v, lane, dst); }
+};
+template <> struct CacheBlock<T_Q4_0>
+{
+    static const int Bytes = 18;
+    static __device__ __forceinline__ void quantize(float v, int lane, u8* dst) { quantize_q4_0_block(v, lane, dst); }
+};
+
+// Convert to a Q8_0 or Q4_0 tensor: src [blocks * 32] F32 into `blocks` blocks at dst; one warp per block.
+template <int KV>
+__device__ __forceinline__ void convert_blocks(const float* src, u8* dst, i64 blocks)
+{
     i64 b = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
     if (b >= blocks) return; // whole warps in or out
-    quantize_q8_0_block(src[b * 32 + lane], lane, dst + b * 34);
+    CacheBlock<KV>::quantize(src[b * 32 + lane], lane, dst + b * CacheBlock<KV>::Bytes);
 }
 
 // The cache store after rope_store_kv / rope_store_kv_rows with f16 = -1 (which rotate k in place and store nothing): k and v
-// [tokens, kvd] (kvd a multiple of 32) quantized into the Q8_0 caches at token t's row, firstPosition + t, or with rowInfo (a
-// multi-sequence batch) rowInfo[2t + 1] + rowInfo[2t]. One warp per 32-element block: the first tokens * kvd / 32 warps
-// store k, the next as many v.
-extern "C" __global__ void store_kv_q8_0(const float* k, const float* v, u8* kCache, u8* vCache, int tokens, int kvd, int firstPosition,
-                                         const int* rowInfo)
+// [tokens, kvd] (kvd a multiple of 32) quantized into the Q8_0 or Q4_0 caches at token t's row, firstPosition + t, or with
+// rowInfo (a multi-sequence batch) rowInfo[2t + 1] + rowInfo[2t]. One warp per 32-element block: the first tokens * kvd / 32
+// warps store k, the next as many v.
+template <int KV>
+__device__ __forceinline__ void store_kv_blocks(const float* k, const float* v, u8* kCache, u8* vCache, int tokens, int kvd, int firstPosition,
+                                                const int* rowInfo)
 {
-    PDL_SMALL_ENTRY();
     i64 w = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31, perRow = kvd >> 5;
     i64 blocks = (i64)tokens * perRow;
@@ -1351,8 +1430,18 @@ extern "C" __global__ void store_kv_q8_0(const float* k, const float* v, u8* kCa
     i64 j = isV ? w - blocks : w;
     int t = (int)(j / perRow), b = (int)(j - (i64)t * perRow);
     i64 row = rowInfo != 0 ? (i64)rowInfo[2 * t + 1] + rowInfo[2 * t] : (i64)firstPosition + t;
-    quantize_q8_0_block((isV ? v : k)[j * 32 + lane], lane, (isV ? vCache : kCache) + (row * perRow + b) * 34);
+    CacheBlock<KV>::quantize((isV ? v : k)[j * 32 + lane], lane, (isV ? vCache : kCache) + (row * perRow + b) * CacheBlock<KV>::Bytes);
 }
+
+#define CACHE_BLOCK_KERNELS(name, KV)                                                                                   \
+    extern "C" __global__ void convert_f32_##name(const float* src, u8* dst, i64 blocks)                               \
+    { PDL_ENTRY(); convert_blocks<KV>(src, dst, blocks); }                                                             \
+    extern "C" __global__ void store_kv_##name(const float* k, const float* v, u8* kCache, u8* vCache, int tokens, int kvd, \
+                                               int firstPosition, const int* rowInfo)                                  \
+    { PDL_SMALL_ENTRY(); store_kv_blocks<KV>(k, v, kCache, vCache, tokens, kvd, firstPosition, rowInfo); }
+
+CACHE_BLOCK_KERNELS(q8_0, T_Q8_0)
+CACHE_BLOCK_KERNELS(q4_0, T_Q4_0)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Decode mat-vec with 8-bit activations (dp4a). The F32 mat-vec above is compute-bound on the H100 (every lane

@@ -89,7 +89,8 @@ public sealed class CudaKernelGeometryTests
         var names = KernelSource.KernelNames().ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
         Assert.Equal(3 * 8 + KernelSource.Int8MatVecTypes.Count + 3 * KernelSource.DecodeMatVecTypes.Count + KernelSource.DequantizeF16Types.Count + 3 * KernelSource.MmaTypes.Count + 2 * KernelSource.MmaCacheTypes.Count
-                     + 7 * KernelSource.CacheTypes.Count + 13 // attention_, _decode_, _split_, _rows_, and the narrow _decode_, _split_, _rows_
+                     + 7 * KernelSource.CacheTypes.Count + 11 // attention_, _decode_, _split_, _rows_, and the narrow _decode_, _split_, _rows_
+                     + 2 * KernelSource.BlockCacheTypes.Count // convert_f32_, store_kv_
                      + LaunchGeometry.MmqTokenTiles.Count + 1, names.Count); // the tiled Q4_0 kernels: mmq and tile_q4_0
         Assert.Contains($"MMQ_KERNELS({KernelSource.TiledQ4_0Suffix}, ", source);
         foreach (var type in KernelSource.WeightTypes)
@@ -115,7 +116,9 @@ public sealed class CudaKernelGeometryTests
             Assert.Contains($"ATTENTION_ROWS_KERNEL(attention_rows_{s}_h128, ", source);
             Assert.Contains($"ATTENTION_ROWS_KERNEL(attention_rows_{s}, ", source);
         }
-        string[] macroMade = ["matmul_", "get_rows_", "matvec_", "swiglu_", "dequantize_f16_", "attention_", "mmq_"];
+        foreach (var type in KernelSource.BlockCacheTypes)
+            Assert.Contains($"CACHE_BLOCK_KERNELS({KernelSource.WeightSuffix(type)}, T_{KernelSource.WeightSuffix(type)!.ToUpperInvariant()})", source);
+        string[] macroMade = ["matmul_", "get_rows_", "matvec_", "swiglu_", "dequantize_f16_", "attention_", "mmq_", "convert_f32_q", "store_kv_q"];
         foreach (string name in names.Where(n => !macroMade.Any(p => n.StartsWith(p, StringComparison.Ordinal))))
             Assert.Contains($"extern \"C\" __global__ void {name}(", source);
     }

@@ -31,6 +31,8 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
         ["rope_store_kv"] = 16, ["rope_store_kv_rows"] = 16, ["store_kv_q8_0"] = 8, ["convert_f32_q8_0"] = 3, ["rope"] = 10,
         ["attention_decode_q8_0_h128"] = 11, ["attention_q8_0"] = 11, ["attention_split_q8_0_h128"] = 14, ["attention_rows_q8_0"] = 11, ["attention_rows_q8_0_h128"] = 11,
         ["attention_decode_q8_0"] = 11, ["attention_split_q8_0"] = 14,
+        ["store_kv_q4_0"] = 8, ["convert_f32_q4_0"] = 3, ["attention_decode_q4_0_h128"] = 11, ["attention_mma_q4_0_d64"] = 10,
+        ["attention_rows_q4_0_h128"] = 11,
         ["attention_mma_q8_0_d64"] = 10,
     };
 
@@ -59,8 +61,8 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
     private static bool IsInt(string kernel, int i) => kernel switch
     {
         "rope_store_kv" or "rope_store_kv_rows" => i is >= 5 and <= 14 && !(kernel == "rope_store_kv_rows" && i == 11),
-        "store_kv_q8_0" => i is >= 4 and <= 6,
-        "convert_f32_q8_0" => false,
+        "store_kv_q8_0" or "store_kv_q4_0" => i is >= 4 and <= 6,
+        "convert_f32_q8_0" or "convert_f32_q4_0" => false,
         "rope" => i is >= 1 and <= 8,
         _ when kernel.StartsWith("attention_rows_", StringComparison.Ordinal) => i is >= 5 and <= 8,
         _ when kernel.StartsWith("attention_", StringComparison.Ordinal) => i is >= 4 and <= 8 || i == 13,
@@ -85,17 +87,54 @@ public sealed unsafe class GpuQ8_0CacheTests : IDisposable
     }
 
     [Fact]
-    public void Attention_and_convert_are_supported_for_f32_f16_and_q8_0_caches_not_q4_0()
+    public void Attention_and_convert_are_supported_for_f32_f16_and_q8_0_caches_and_q4_0_only_with_q4_0_cache_on()
     {
         var (queue, _, _) = Setup();
+        var (q4Queue, _, _) = Setup(GpuKernelOptions.Default with { BlasPrompt = false, DeviceQ4_0Cache = true });
         foreach (var op in new[] { ComputeOp.Attention, ComputeOp.Convert })
         {
             Assert.True(queue.Supports(op, GgmlType.F32));
             Assert.True(queue.Supports(op, GgmlType.F16));
             Assert.True(queue.Supports(op, GgmlType.Q8_0));
-            Assert.False(queue.Supports(op, GgmlType.Q4_0)); // the core keeps such a cache on the CPU
+            Assert.False(queue.Supports(op, GgmlType.Q4_0)); // the default: the core keeps such a cache on the CPU
+            Assert.True(q4Queue.Supports(op, GgmlType.Q4_0));
+            Assert.False(q4Queue.Supports(op, GgmlType.Q4_K));
         }
-        Assert.Equal([GgmlType.F32, GgmlType.F16, GgmlType.Q8_0], KernelSource.CacheTypes);
+        Assert.Equal([GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0], KernelSource.CacheTypes);
+        // Off by default for both plugins until the kit's Q4_0 cache cases have passed on a GPU (GpuKernelOptions.DeviceQ4_0Cache).
+        var none = new PluginOptions(new Dictionary<string, string>(), "$.plugins[1].options");
+        Assert.False(GpuKernelOptions.FromCuda(none, _ => null).DeviceQ4_0Cache);
+        Assert.True(GpuKernelOptions.FromCuda(none, n => n == "PLUGINENGINE_CUDA_Q4_0_CACHE" ? "on" : null).DeviceQ4_0Cache);
+        Assert.False(GpuKernelOptions.FromHip(none, _ => null).DeviceQ4_0Cache);
+        Assert.True(GpuKernelOptions.FromHip(new PluginOptions(new Dictionary<string, string> { ["q4_0_cache"] = "on" }, "$.plugins[3].options"), _ => null).DeviceQ4_0Cache);
+    }
+
+    [Fact]
+    public void A_q4_0_cache_is_stored_converted_and_read_by_its_own_kernels()
+    {
+        var (queue, buffer, launches) = Setup(GpuKernelOptions.Default with { BlasPrompt = false, DeviceQ4_0Cache = true });
+        var b = Block.In(buffer, GgmlType.Q4_0);
+        queue.RopeAndStoreKv(b.Q.Output, b.K.Output, b.V.Output, b.KCache, b.VCache, b.Params(1), Block.Rope, null);
+        queue.Attention(b.Q.Output, b.KCache, b.VCache, b.Output, b.Params(1));
+        queue.Attention(b.Q.Output, b.KCache, b.VCache, b.Output, b.Params(64, first: 0));
+        queue.Convert(b.K.Output, b.KCache.Skip(64), 96);
+        SequenceSegment[] segments = [new(0, 1, 5, 0), new(1, 2, 9, 64)];
+        queue.AttentionSegments(b.Q.Output, b.KCache, b.VCache, b.Output, segments, b.Params(0));
+
+        Assert.Equal(["rope_store_kv", "store_kv_q4_0", "attention_decode_q4_0_h128", LaunchGeometry.AttentionMmaKernelName(HeadSize, "q4_0"),
+                      "convert_f32_q4_0", "attention_rows_q4_0_h128"], launches.Select(l => l.Kernel));
+        Assert.Equal(-1, launches[0].Int(5)); // rotate only; store_kv_q4_0 quantizes k and v next
+        Assert.Equal([Address(b.K.Output), Address(b.V.Output), Address(b.KCache), Address(b.VCache)], launches[1].Words[..4]);
+        Assert.Equal((1, Kvd, Position), (launches[1].Int(4), launches[1].Int(5), launches[1].Int(6)));
+        Assert.Equal(LaunchGeometry.QuantizeX(2 * Kvd / 32), launches[1].Launch);
+        Assert.Equal([Address(b.K.Output), Address(b.KCache) + 2 * 18, 3UL], launches[4].Words); // 64 elements in: two 18-byte blocks
+        Assert.Throws<ArgumentException>(() => queue.Convert(b.K.Output, b.KCache, 40));
+
+        // With the option off, the queue refuses what Supports says no to.
+        var (off, offBuffer, _) = Setup();
+        var c = Block.In(offBuffer, GgmlType.Q4_0);
+        Assert.Throws<NotSupportedException>(() => off.Attention(c.Q.Output, c.KCache, c.VCache, c.Output, c.Params(1)));
+        Assert.Throws<NotSupportedException>(() => off.Convert(c.K.Output, c.KCache, 64));
     }
 
     [Fact]
