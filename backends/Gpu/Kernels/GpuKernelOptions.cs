@@ -157,8 +157,9 @@ namespace PluginEngine.Backends.Gpu.Kernels;
 /// <param name="DeviceQ4_0Cache">
 /// <c>q4_0_cache: on</c>: a Q4_0 KV cache (<c>--kv-type q4_0</c>) stays on the device, as <paramref name="DeviceQ8_0Cache"/> does
 /// for Q8_0 (store_kv_q4_0, convert_f32_q4_0, attention_*_q4_0, attention_mma_q4_0_d*; docs/gpu-kernels.md#q4_0-kv-cache).
-/// <c>off</c> (the default for CUDA and HIP until the kit's Q4_0 cache cases have passed on a GPU): the core keeps such a cache,
-/// and the attention over it, on the CPU. Environment: PLUGINENGINE_CUDA_Q4_0_CACHE / PLUGINENGINE_HIP_Q4_0_CACHE.
+/// CUDA's default since the kit's Q4_0 cache cases passed on an H100 (2026-12-08). <c>off</c> (HIP's default until it has run on
+/// an AMD GPU): the core keeps such a cache, and the attention over it, on the CPU. Environment: PLUGINENGINE_CUDA_Q4_0_CACHE /
+/// PLUGINENGINE_HIP_Q4_0_CACHE.
 /// </param>
 internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool Graphs = false, bool FusedOps = true, bool ProgrammaticLaunch = true,
                                         string KernelDefines = "", int AttentionChunk = GpuKernelOptions.DefaultAttentionChunk,
@@ -167,7 +168,7 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
                                         int MmaMinTokens = GpuKernelOptions.DefaultMmaMinTokens, int MmaSplit = 0,
                                         bool FlashAttention = true, bool TiledWeights = true, bool SwiGluQuantize = false,
                                         bool QkvRope = false, bool PlainFusion = true, bool GemmInputFused = true,
-                                        bool GemmBatch = true, bool DeviceQ8_0Cache = true, bool DeviceQ4_0Cache = false)
+                                        bool GemmBatch = true, bool DeviceQ8_0Cache = true, bool DeviceQ4_0Cache = true)
 {
     /// <summary>Largest matmul on the int8 mma path by default: the smallest batch that cuBLAS takes, less one (measured in
     /// docs/benchmarks.md; <c>mma_max_tokens</c> moves it).</summary>
@@ -220,7 +221,7 @@ internal sealed record GpuKernelOptions(bool Int8MatVec, bool BlasPrompt, bool G
         bool gemmInput = Choice(options, environment, "gemm_input", P + "GEMM_INPUT", "fused", "convert");
         bool gemmBatch = Choice(options, environment, "gemm_batch", P + "GEMM_BATCH", "on", "off");
         bool q8Cache = Choice(options, environment, "q8_0_cache", P + "Q8_0_CACHE", "on", "off");
-        bool q4Cache = Choice(options, environment, "q4_0_cache", P + "Q4_0_CACHE", "on", "off", defaultFirst: false);
+        bool q4Cache = Choice(options, environment, "q4_0_cache", P + "Q4_0_CACHE", "on", "off");
         return new GpuKernelOptions(int8, cublas, graphs, fusion, pdl, ReadKernelDefines(options, environment, P), ReadAttentionChunk(options, environment, P),
                                     Int8SmallBatch: smallBatch, SegmentKernels: segments, IntegerMma: mma, MmaMaxTokens: mmaMax, BatchInvariant: invariant, MmaMinTokens: mmaMin,
                                     MmaSplit: mmaSplit, FlashAttention: flash, TiledWeights: tiled, SwiGluQuantize: swiGluQuantize, QkvRope: qkvRope, PlainFusion: plainFusion,
