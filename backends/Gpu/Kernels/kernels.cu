@@ -634,6 +634,22 @@ __device__ __forceinline__ i64 kv_bytes(i64 n) { return KV == T_Q8_0 ? (n >> 5) 
 // Byte `b` (0..3) of w as a signed 8-bit value.
 __device__ __forceinline__ float sbyte(u32 w, int b) { return (float)((int)(w << (24 - 8 * b)) >> 24); }
 
+// KV_BYTE_PERMUTE (tuning define, default 0 until it has run on a GPU): 1 turns a Q8_0 or Q4_0 cache's quants into floats with
+// byte_minus below instead of sbyte / a shift, mask and conversion. The same values either way (both are exact); written in
+// session 21 after Nsight Compute showed the narrow Q8_0 and Q4_0 split kernels bound by issuing instructions, not memory.
+#ifndef KV_BYTE_PERMUTE
+#define KV_BYTE_PERMUTE 0
+#endif
+
+// Byte `b` (0..3, a constant) of w, minus `bias`, as a float, exactly: the byte is permuted under the exponent of 2^23 (one
+// byte permute) and 2^23 + bias subtracted (one add), where a sign extension takes two shifts and an int-to-float conversion,
+// whose pipe is the narrow one (docs/gpu-kernels.md#decode-attention-registers). On w ^ 0x80808080 with bias 128 it gives the
+// signed byte's value (Q8_0); on nibbles with bias 8, q - 8 (Q4_0).
+__device__ __forceinline__ float byte_minus(u32 w, int b, float bias)
+{
+    return __int_as_float((int)__byte_perm(w, 0x4B000000u, 0x7440u | (u32)b)) - (8388608.f + bias);
+}
+
 // Element of the head that register j of a lane holds: 4 consecutive elements per lane (lane 0: 0-3, lane 1: 4-7, ...),
 // then the next 128; so a lane reads its part of a K or V row with one 8-byte (F16) or 16-byte (F32) load per group of 4.
 #if ATT_PER_LANE % 4 != 0
@@ -677,10 +693,16 @@ template <> struct KvGroup<T_Q8_0>
     }
     __device__ __forceinline__ void decode(float* out, i64) const
     {
-        u32 w = lo | (hi << 16);
         float s = h2f((u16)d);
+#if KV_BYTE_PERMUTE
+        u32 w = (lo | (hi << 16)) ^ 0x80808080u; // each int8 + 128, as an unsigned byte
+#pragma unroll
+        for (int t = 0; t < 4; t++) out[t] = s * byte_minus(w, t, 128.f);
+#else
+        u32 w = lo | (hi << 16);
         out[0] = s * sbyte(w, 0); out[1] = s * sbyte(w, 1);
         out[2] = s * sbyte(w, 2); out[3] = s * sbyte(w, 3);
+#endif
     }
 };
 template <> struct KvGroup<T_Q4_0>
@@ -697,7 +719,12 @@ template <> struct KvGroup<T_Q4_0>
         u32 w = ((lo | (hi << 16)) >> (i & 16 ? 4 : 0)) & 0x0F0F0F0Fu; // elements r < 16: low nibbles; r >= 16: high
         float s = h2f((u16)d);
 #pragma unroll
-        for (int t = 0; t < 4; t++) out[t] = s * (float)((int)((w >> (8 * t)) & 0xFu) - 8);
+        for (int t = 0; t < 4; t++)
+#if KV_BYTE_PERMUTE
+            out[t] = s * byte_minus(w, t, 8.f);
+#else
+            out[t] = s * (float)((int)((w >> (8 * t)) & 0xFu) - 8);
+#endif
     }
 };
 

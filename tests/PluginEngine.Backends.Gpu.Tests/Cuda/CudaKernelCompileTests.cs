@@ -59,7 +59,8 @@ public sealed class CudaKernelCompileTests
             var (image, _) = nvrtc.Compile(KernelSource.For(KernelDialect.Cuda, 32, off), KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
             Assert.False(plain.AsSpan().SequenceEqual(image), $"{off} left the sm_90 image unchanged");
         }
-        foreach (string on in new[] { "MATVEC_PRELOAD=2", "SWIGLU_PRELOAD=1" }) // docs/gpu-kernels.md#decode-preload
+        // docs/gpu-kernels.md#decode-preload, and the attention's switches (#decode-attention-registers)
+        foreach (string on in new[] { "MATVEC_PRELOAD=2", "SWIGLU_PRELOAD=1", "KV_BYTE_PERMUTE=1", "ATTENTION_SPLIT_P=8;ATTENTION_H128_BLOCKS=1" })
         {
             var (image, _) = nvrtc.Compile(KernelSource.For(KernelDialect.Cuda, 32, on), KernelSource.ProgramName, 9, 0, ["--std=c++17"]);
             Assert.False(plain.AsSpan().SequenceEqual(image), $"{on} left the sm_90 image unchanged");

@@ -203,7 +203,8 @@ public sealed class GpuKernelOptionsTests
         var names = KernelSource.TuningDefineNames;
         foreach (string knob in new[] { "MATVEC_UNROLL", "SWIGLU_UNROLL", "MATVEC_MIN_BLOCKS", "MATMUL_T1_UNROLL", "MMQ_PREFETCH",
                                          "PDL_EARLY_TRIGGER", "ATTENTION_PREFETCH_STEPS", "Q4K_WIDE_LOADS", "MMQ_ROWS",
-                                         "MATVEC_PRELOAD", "SWIGLU_PRELOAD" })
+                                         "MATVEC_PRELOAD", "SWIGLU_PRELOAD", "ATTENTION_DECODE_P", "ATTENTION_SPLIT_P", "ATTENTION_H128_BLOCKS",
+                                         "KV_BYTE_PERMUTE" })
             Assert.Contains(knob, names);
         foreach (var (host, _) in KernelSource.Defines.Where(d => d.Name != "MMQ_ROWS")) Assert.DoesNotContain(host, names);
         Assert.DoesNotContain(names, n => n.StartsWith("PE_", StringComparison.Ordinal));
