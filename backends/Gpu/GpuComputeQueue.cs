@@ -23,7 +23,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     private readonly nint _stream;
     private readonly nint[] _getRows = new nint[8], _matmul1 = new nint[8], _matmulN = new nint[8];
     private readonly nint _rmsNorm, _rmsNormRow, _rope, _ropeStoreKv, _siluMul, _add, _addBias, _copyF32, _convertF16;
-    // The attention kernels per KV cache type ([CacheSlot]: F32, F16, Q8_0; KernelSource.CacheTypes): prompts (one block per
+    // The attention kernels per KV cache type ([CacheSlot]: F32, F16, Q8_0, Q4_0; KernelSource.CacheTypes): prompts (one block per
     // (head, token)), decode steps, long decode histories split over blocks, and multi-sequence batches (docs/batching.md#backends).
     private readonly nint[] _attention = new nint[KernelSource.CacheTypes.Count];
     // Decode steps, split histories and batch rows per [AttentionStepSlot: CacheSlot * 2 + narrow] (narrow: heads of up to
@@ -544,7 +544,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         void** args = stackalloc void*[] { &pq, &pk, &pv, &kc, &vc, &f16, &tokens, &heads, &kvHeads, &headSize, &dims, &first, &freqBase, &freqScale, &neox, &pf };
         long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims, stores: f16 >= 0);
         LaunchKernel(_ropeStoreKv, LaunchGeometry.Elementwise(items), args, f16 >= 0 ? "rope_store_kv" : "rope_store_kv (rotate)");
-        if (f16 < 0) StoreKvBlocks(kCache.Type, pk, pv, kc, vc, tokens, kvHeads * headSize, first, 0, "store_kv");
+        if (f16 < 0) StoreKvBlocks(kCache.Type, pk, pv, kc, vc, tokens, kvHeads * headSize, first, 0);
     }
 
     /// <summary>
@@ -558,11 +558,18 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
     /// <paramref name="type"/> at token t's row: firstPosition + t, or with <paramref name="rowInfo"/> (the device's segment
     /// table) rowInfo[2t + 1] + rowInfo[2t]. A warp per 32-element block.
     /// </summary>
-    private void StoreKvBlocks(GgmlType type, ulong k, ulong v, ulong kCache, ulong vCache, int tokens, int kvd, int firstPosition, ulong rowInfo, string what)
+    private void StoreKvBlocks(GgmlType type, ulong k, ulong v, ulong kCache, ulong vCache, int tokens, int kvd, int firstPosition, ulong rowInfo)
     {
         long blocks = 2L * tokens * (kvd / 32);
         void** args = stackalloc void*[] { &k, &v, &kCache, &vCache, &tokens, &kvd, &firstPosition, &rowInfo };
-        LaunchKernel(_storeKvBlocks[CacheSlot(type)], LaunchGeometry.QuantizeX(blocks), args, $"{what}_{KernelSource.WeightSuffix(type)}");
+        string what = (type == GgmlType.Q4_0, rowInfo != 0) switch // constant labels: no string built per launch
+        {
+            (false, false) => "store_kv_q8_0",
+            (false, true) => "store_kv_q8_0 (segments)",
+            (true, false) => "store_kv_q4_0",
+            (true, true) => "store_kv_q4_0 (segments)",
+        };
+        LaunchKernel(_storeKvBlocks[CacheSlot(type)], LaunchGeometry.QuantizeX(blocks), args, what);
     }
 
     public void MatMulRopeAndStoreKv(DeviceTensor x, long cols, MatMulTarget q, MatMulTarget k, MatMulTarget v, DeviceTensor kCache,
@@ -650,7 +657,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
         void** args = stackalloc void*[] { &pq, &pk, &pv, &kc, &vc, &f16, &tokens, &heads, &kvHeads, &headSize, &dims, &rows, &freqBase, &freqScale, &neox, &pf };
         long items = LaunchGeometry.RopeStoreKvItems(tokens, heads, kvHeads, headSize, dims, stores: f16 >= 0);
         LaunchKernel(_ropeStoreKvRows, LaunchGeometry.Elementwise(items), args, f16 >= 0 ? "rope_store_kv (segments)" : "rope_store_kv (segments, rotate)");
-        if (f16 < 0) StoreKvBlocks(kCache.Type, pk, pv, kc, vc, tokens, kvHeads * headSize, 0, rows, "store_kv (segments)");
+        if (f16 < 0) StoreKvBlocks(kCache.Type, pk, pv, kc, vc, tokens, kvHeads * headSize, 0, rows);
     }
 
     public void AttentionSegments(DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor output,
@@ -1072,7 +1079,7 @@ internal sealed unsafe class GpuComputeQueue : IComputeQueue
             if (pd % 2 != 0) throw new ArgumentException($"{_backend}: a {dst.Type} destination must be 2-byte aligned (its blocks' f16 scales)", nameof(dst));
             long blocks = n / 32;
             void** qa = stackalloc void*[] { &ps, &pd, &blocks };
-            LaunchKernel(kernel, LaunchGeometry.QuantizeX(blocks), qa, $"convert ({KernelSource.WeightSuffix(dst.Type)})");
+            LaunchKernel(kernel, LaunchGeometry.QuantizeX(blocks), qa, dst.Type == GgmlType.Q4_0 ? "convert (q4_0)" : "convert (q8_0)");
             return;
         }
         void** args = stackalloc void*[] { &ps, &pd, &n };
