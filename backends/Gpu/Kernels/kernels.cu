@@ -627,9 +627,16 @@ extern "C" __global__ void rope_store_kv(float* q, float* k, const float* v, voi
 #define ATTENTION_H128_BLOCKS 2
 #endif
 
-// Bytes that n elements take in a cache of type KV (n a multiple of 32 for Q8_0).
+// A block cache type's 32-element block: an f16 scale, then QuantBytes bytes of quants (Q8_0: 32 int8; Q4_0: 16 bytes of
+// nibbles, element r in byte r % 16).
+template <int KV> struct KvBlock
+{
+    static const int QuantBytes = KV == T_Q8_0 ? 32 : 16, Bytes = 2 + QuantBytes;
+};
+
+// Bytes that n elements take in a cache of type KV (n a multiple of 32 for the block types).
 template <int KV>
-__device__ __forceinline__ i64 kv_bytes(i64 n) { return KV == T_Q8_0 ? (n >> 5) * 34 : KV == T_Q4_0 ? (n >> 5) * 18 : n * (KV == T_F16 ? 2 : 4); }
+__device__ __forceinline__ i64 kv_bytes(i64 n) { return KV_BLOCKS(KV) ? (n >> 5) * KvBlock<KV>::Bytes : n * (KV == T_F16 ? 2 : 4); }
 
 // Byte `b` (0..3) of w as a signed 8-bit value.
 __device__ __forceinline__ float sbyte(u32 w, int b) { return (float)((int)(w << (24 - 8 * b)) >> 24); }
@@ -682,15 +689,21 @@ template <> struct KvGroup<T_F16>
         out[2] = h2f((u16)(w.y & 0xFFFFu)); out[3] = h2f((u16)(w.y >> 16));
     }
 };
-template <> struct KvGroup<T_Q8_0>
+// The words of a block type's group as loaded (Q8_0 and Q4_0 alike): the 4 bytes that hold its quants, as two u16 (lo: bytes
+// 0-1, hi: bytes 2-3), and the block's f16 scale.
+template <int KV>
+struct KvBlockWords
 {
-    u32 lo, hi, d; // quants 0-1 and 2-3 (u16 each), the block's f16 scale
+    u32 lo, hi, d;
     __device__ __forceinline__ void load(const void* p, i64 i)
     {
-        const u8* b = (const u8*)p + (i >> 5) * 34;
-        const u16* q = (const u16*)(b + 2 + (i & 31));
+        const u8* b = (const u8*)p + (i >> 5) * KvBlock<KV>::Bytes;
+        const u16* q = (const u16*)(b + 2 + (i & (KvBlock<KV>::QuantBytes - 1)));
         lo = q[0]; hi = q[1]; d = *(const u16*)b;
     }
+};
+template <> struct KvGroup<T_Q8_0> : KvBlockWords<T_Q8_0>
+{
     __device__ __forceinline__ void decode(float* out, i64) const
     {
         float s = h2f((u16)d);
@@ -705,15 +718,8 @@ template <> struct KvGroup<T_Q8_0>
 #endif
     }
 };
-template <> struct KvGroup<T_Q4_0>
+template <> struct KvGroup<T_Q4_0> : KvBlockWords<T_Q4_0>
 {
-    u32 lo, hi, d; // bytes 0-1 and 2-3 (u16 each) that hold the 4 elements' nibbles, the block's f16 scale
-    __device__ __forceinline__ void load(const void* p, i64 i)
-    {
-        const u8* b = (const u8*)p + (i >> 5) * 18;
-        const u16* q = (const u16*)(b + 2 + (i & 15));
-        lo = q[0]; hi = q[1]; d = *(const u16*)b;
-    }
     __device__ __forceinline__ void decode(float* out, i64 i) const
     {
         u32 w = ((lo | (hi << 16)) >> (i & 16 ? 4 : 0)) & 0x0F0F0F0Fu; // elements r < 16: low nibbles; r >= 16: high
@@ -758,22 +764,12 @@ __device__ __forceinline__ KvGroup<KV> load_each(const void* p, i64 i, int count
         u32* w = (u32*)&g;
         w[0] = h[0] | (h[1] << 16); w[1] = h[2] | (h[3] << 16);
     }
-    else if (KV == T_Q8_0)
-    {
-        const u8* b = (const u8*)p + (i >> 5) * 34;
-        u32 q[4];
-#pragma unroll
-        for (int t = 0; t < 4; t++) q[t] = t < count ? b[2 + ((i + t) & 31)] : 0u;
-        u32* w = (u32*)&g;
-        w[0] = q[0] | (q[1] << 8); w[1] = q[2] | (q[3] << 8);
-        w[2] = count > 0 ? (u32)b[0] | ((u32)b[1] << 8) : 0u;
-    }
     else
     {
-        const u8* b = (const u8*)p + (i >> 5) * 18;
+        const u8* b = (const u8*)p + (i >> 5) * KvBlock<KV>::Bytes;
         u32 q[4];
 #pragma unroll
-        for (int t = 0; t < 4; t++) q[t] = t < count ? b[2 + ((i + t) & 15)] : 0x88u;
+        for (int t = 0; t < 4; t++) q[t] = t < count ? b[2 + ((i + t) & (KvBlock<KV>::QuantBytes - 1))] : (KV == T_Q4_0 ? 0x88u : 0u);
         u32* w = (u32*)&g;
         w[0] = q[0] | (q[1] << 8); w[1] = q[2] | (q[3] << 8);
         w[2] = count > 0 ? (u32)b[0] | ((u32)b[1] << 8) : 0u;
@@ -1418,16 +1414,14 @@ __device__ __forceinline__ void quantize_q4_0_block(float v, int lane, u8* dst)
     if (lane == 0) *(u16*)dst = f2h(d);
 }
 
-// The block quantizer of a cache type, and its block's bytes.
+// The block quantizer of a cache type (its block's bytes: KvBlock).
 template <int KV> struct CacheBlock;
-template <> struct CacheBlock<T_Q8_0>
+template <> struct CacheBlock<T_Q8_0> : KvBlock<T_Q8_0>
 {
-    static const int Bytes = 34;
     static __device__ __forceinline__ void quantize(float v, int lane, u8* dst) { quantize_q8_0_block(v, lane, dst); }
 };
-template <> struct CacheBlock<T_Q4_0>
+template <> struct CacheBlock<T_Q4_0> : KvBlock<T_Q4_0>
 {
-    static const int Bytes = 18;
     static __device__ __forceinline__ void quantize(float v, int lane, u8* dst) { quantize_q4_0_block(v, lane, dst); }
 };
 
