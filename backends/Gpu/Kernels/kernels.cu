@@ -10,6 +10,7 @@ typedef signed char i8;
 typedef unsigned short u16;
 typedef unsigned int u32;
 typedef long long i64;
+typedef unsigned long long u64;
 
 #ifndef ROW_CHUNK
 #error "ROW_CHUNK must be defined by the host (elements a warp reads per step: 32 lanes x 16)"
@@ -641,11 +642,12 @@ __device__ __forceinline__ i64 kv_bytes(i64 n) { return KV_BLOCKS(KV) ? (n >> 5)
 // Byte `b` (0..3) of w as a signed 8-bit value.
 __device__ __forceinline__ float sbyte(u32 w, int b) { return (float)((int)(w << (24 - 8 * b)) >> 24); }
 
-// KV_BYTE_PERMUTE (tuning define, default 0 until it has run on a GPU): 1 turns a Q8_0 or Q4_0 cache's quants into floats with
-// byte_minus below instead of sbyte / a shift, mask and conversion. The same values either way (both are exact); written in
-// session 21 after Nsight Compute showed the narrow Q8_0 and Q4_0 split kernels bound by issuing instructions, not memory.
+// KV_BYTE_PERMUTE (tuning define, default 1): turns a Q8_0 or Q4_0 cache's quants into floats with byte_minus below; 0 takes
+// sbyte / a shift, mask and conversion instead. The same values either way (both are exact). Written after Nsight Compute
+// showed the narrow Q8_0 and Q4_0 split kernels bound by issuing instructions, not memory; with 1 they also need fewer
+// registers, so the *_h128 one-token kernels fit their launch bound without spilling (docs/gpu-kernels.md#decode-attention-instructions).
 #ifndef KV_BYTE_PERMUTE
-#define KV_BYTE_PERMUTE 0
+#define KV_BYTE_PERMUTE 1
 #endif
 
 // Byte `b` (0..3, a constant) of w, minus `bias`, as a float, exactly: the byte is permuted under the exponent of 2^23 (one
@@ -666,9 +668,13 @@ __device__ __forceinline__ int att_elem(int lane, int j) { return (j >> 2) * 128
 
 // Elements i .. i+3 of a K/V cache row (i a multiple of 4) as loaded, before they are turned into floats: attend keeps P
 // positions' K and V groups in flight in these, and decodes each where it is used, so a step's loads cost a warp 2 (F16) or
-// 3 (Q8_0, Q4_0) registers per group instead of 4 floats. Load with load (one aligned load; the caller checked the alignment)
-// or load_each (element by element, 0 outside [0, count)); decode(out, i) gives the 4 values (i: the group's first element,
-// which Q4_0 needs to pick the nibbles).
+// 3 (Q8_0, Q4_0) registers per group instead of 4 floats. Load with load (one aligned load; the caller checked the alignment),
+// load_at (the same loads at addresses the caller formed: kv_group_offsets) or load_each (element by element, 0 outside
+// [0, count)). Use with:
+//  - values(x, i): the 4 elements before the block's scale (F16/F32: the values; Q8_0: q; Q4_0: q - 8); i is the group's
+//    first element, which Q4_0 needs to pick the nibbles;
+//  - scaled(s): s times the block's scale (F16/F32: s), so a sum over the group's elements takes the scale once;
+//  - decode(out, i): the 4 values, scale applied to each.
 // Q8_0: the 4 int8 lie in one block at a 2-byte-aligned address (blocks are 34 bytes, i + 2 is even): two u16 loads, and
 // the block's f16 d (a third u16 load; the 8 lanes that read one block load the same d). Q4_0: the 4 elements' nibbles lie in
 // 4 bytes of one block at a 2-byte-aligned address (blocks are 18 bytes, i % 16 is a multiple of 4): the same three loads.
@@ -677,17 +683,23 @@ template <> struct KvGroup<T_F32>
 {
     float4 f;
     __device__ __forceinline__ void load(const void* p, i64 i) { f = *(const float4*)((const float*)p + i); }
-    __device__ __forceinline__ void decode(float* out, i64) const { out[0] = f.x; out[1] = f.y; out[2] = f.z; out[3] = f.w; }
+    __device__ __forceinline__ void load_at(const u8* q, const u8*) { f = *(const float4*)q; }
+    __device__ __forceinline__ void values(float* out, i64) const { out[0] = f.x; out[1] = f.y; out[2] = f.z; out[3] = f.w; }
+    __device__ __forceinline__ float scaled(float s) const { return s; }
+    __device__ __forceinline__ void decode(float* out, i64 i) const { values(out, i); }
 };
 template <> struct KvGroup<T_F16>
 {
     uint2 w;
     __device__ __forceinline__ void load(const void* p, i64 i) { w = *(const uint2*)((const u16*)p + i); }
-    __device__ __forceinline__ void decode(float* out, i64) const
+    __device__ __forceinline__ void load_at(const u8* q, const u8*) { w = *(const uint2*)q; }
+    __device__ __forceinline__ void values(float* out, i64) const
     {
         out[0] = h2f((u16)(w.x & 0xFFFFu)); out[1] = h2f((u16)(w.x >> 16));
         out[2] = h2f((u16)(w.y & 0xFFFFu)); out[3] = h2f((u16)(w.y >> 16));
     }
+    __device__ __forceinline__ float scaled(float s) const { return s; }
+    __device__ __forceinline__ void decode(float* out, i64 i) const { values(out, i); }
 };
 // The words of a block type's group as loaded (Q8_0 and Q4_0 alike): the 4 bytes that hold its quants, as two u16 (lo: bytes
 // 0-1, hi: bytes 2-3), and the block's f16 scale.
@@ -698,41 +710,68 @@ struct KvBlockWords
     __device__ __forceinline__ void load(const void* p, i64 i)
     {
         const u8* b = (const u8*)p + (i >> 5) * KvBlock<KV>::Bytes;
-        const u16* q = (const u16*)(b + 2 + (i & (KvBlock<KV>::QuantBytes - 1)));
-        lo = q[0]; hi = q[1]; d = *(const u16*)b;
+        load_at(b + 2 + (i & (KvBlock<KV>::QuantBytes - 1)), b);
     }
+    // q: the group's first quant byte; b: its block (the scale).
+    __device__ __forceinline__ void load_at(const u8* q, const u8* b) { lo = ((const u16*)q)[0]; hi = ((const u16*)q)[1]; d = *(const u16*)b; }
+    __device__ __forceinline__ float scaled(float s) const { return h2f((u16)d) * s; }
 };
 template <> struct KvGroup<T_Q8_0> : KvBlockWords<T_Q8_0>
 {
-    __device__ __forceinline__ void decode(float* out, i64) const
+    __device__ __forceinline__ void values(float* out, i64) const
     {
-        float s = h2f((u16)d);
 #if KV_BYTE_PERMUTE
         u32 w = (lo | (hi << 16)) ^ 0x80808080u; // each int8 + 128, as an unsigned byte
 #pragma unroll
-        for (int t = 0; t < 4; t++) out[t] = s * byte_minus(w, t, 128.f);
+        for (int t = 0; t < 4; t++) out[t] = byte_minus(w, t, 128.f);
 #else
         u32 w = lo | (hi << 16);
-        out[0] = s * sbyte(w, 0); out[1] = s * sbyte(w, 1);
-        out[2] = s * sbyte(w, 2); out[3] = s * sbyte(w, 3);
+        out[0] = sbyte(w, 0); out[1] = sbyte(w, 1); out[2] = sbyte(w, 2); out[3] = sbyte(w, 3);
 #endif
+    }
+    __device__ __forceinline__ void decode(float* out, i64 i) const
+    {
+        values(out, i);
+        float s = h2f((u16)d);
+#pragma unroll
+        for (int t = 0; t < 4; t++) out[t] *= s;
     }
 };
 template <> struct KvGroup<T_Q4_0> : KvBlockWords<T_Q4_0>
 {
-    __device__ __forceinline__ void decode(float* out, i64 i) const
+    __device__ __forceinline__ void values(float* out, i64 i) const
     {
         u32 w = ((lo | (hi << 16)) >> (i & 16 ? 4 : 0)) & 0x0F0F0F0Fu; // elements r < 16: low nibbles; r >= 16: high
-        float s = h2f((u16)d);
 #pragma unroll
         for (int t = 0; t < 4; t++)
 #if KV_BYTE_PERMUTE
-            out[t] = s * byte_minus(w, t, 8.f);
+            out[t] = byte_minus(w, t, 8.f);
 #else
-            out[t] = s * (float)((int)((w >> (8 * t)) & 0xFu) - 8);
+            out[t] = (float)((int)((w >> (8 * t)) & 0xFu) - 8);
 #endif
     }
+    __device__ __forceinline__ void decode(float* out, i64 i) const
+    {
+        values(out, i);
+        float s = h2f((u16)d);
+#pragma unroll
+        for (int t = 0; t < 4; t++) out[t] *= s;
+    }
 };
+
+// Byte offsets, from the start of a cache, of the group of element i (a multiple of 4): where KvGroup::load_at reads its
+// values (q) and, for the block types, its block's scale (b).
+template <int KV>
+__device__ __forceinline__ void kv_group_offsets(i64 i, i64& q, i64& b)
+{
+    if (KV_BLOCKS(KV))
+    {
+        b = (i >> 5) * KvBlock<KV>::Bytes;
+        q = b + 2 + (i & (KvBlock<KV>::QuantBytes - 1));
+    }
+    else
+        q = b = i * (KV == T_F16 ? 2 : 4);
+}
 
 // Elements i .. i+3 of a K/V cache row as floats (i a multiple of 4, aligned as KvGroup::load needs).
 template <int KV>
@@ -784,20 +823,156 @@ struct AttentionShared
     float acc[ATT_WARPS][ATTENTION_MAX_HEAD];
 };
 
+// log2 of a power of two up to 32 (a compile-time constant where n is).
+__host__ __device__ constexpr int log2_pow2(int n) { return n <= 1 ? 0 : 1 + log2_pow2(n >> 1); }
+
+// One warp's walk over its positions of [begin, end): attend's loop (below), for one way of reading the cache. VECTOR: whole
+// aligned groups, each lane's group addresses formed once (kv_group_offsets) and moved by a position's row bytes; otherwise
+// element by element (load_each). The warp's running max m (the same in every lane), each lane's softmax sum l of the
+// positions it owns (see attend) and its accumulators acc come back through the references.
+template <int KV, int P, int PL, bool VECTOR>
+__device__ __forceinline__ void attend_walk(const float* qr, const void* k, const void* v, int kh, i64 kvStride, int headSize,
+                                            int begin, int end, float& m, float& l, float* acc)
+{
+    constexpr int G = PL / 4, bits = log2_pow2(P), shift = 5 - bits;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, own = lane >> shift;
+    const float negInf = -__int_as_float(0x7f800000);
+    // Each group's first element within the head (a group past the head reads element e0 % headSize instead: its q is 0,
+    // so it adds nothing, and its V accumulators are never read) and, VECTOR, its K addresses at position 0; V's are K's
+    // moved by vk (the same for every lane, so it costs no register of each lane).
+    int e0[G];
+    const u8 *kq[G], *kb[G];
+    const i64 vk = (const u8*)v - (const u8*)k;
+#pragma unroll
+    for (int g = 0; g < G; g++)
+    {
+        e0[g] = att_elem(lane, 4 * g);
+        if (VECTOR)
+        {
+            i64 q, b;
+            kv_group_offsets<KV>((i64)kh * headSize + e0[g] % headSize, q, b);
+            kq[g] = (const u8*)k + q; kb[g] = (const u8*)k + b;
+        }
+    }
+    const u32 rowBytes = (u32)kv_bytes<KV>(kvStride); // a position's K (or V) row: kv heads x head size elements, kilobytes
+#if defined(PE_CUDA) && ATTENTION_PREFETCH_STEPS > 0
+    // The K and V rows this warp reads ATTENTION_PREFETCH_STEPS steps ahead, asked of L2 a 128-byte line a lane: lane
+    // takes line (part % lines) of K (part < lines) or V of the step's i-th position. Fixed per lane, so set up once.
+    // A Q8_0 head (34 bytes per 32 elements) starts anywhere in a line, so it may touch one line more than its bytes fill:
+    // one more part, its address clamped to the head's last byte (never past the row).
+    const int headBytes = (int)kv_bytes<KV>(headSize), lines = (headBytes + 127) / 128 + (KV_BLOCKS(KV) ? 1 : 0);
+    const int pfItem = lane / (2 * lines), pfPart = lane % (2 * lines);
+    const int pfAhead = ATTENTION_PREFETCH_STEPS * ATT_WARPS * P + pfItem * ATT_WARPS;
+    const int pfOffset = KV_BLOCKS(KV) ? min(128 * (pfPart % lines), headBytes - 1) : 128 * (pfPart % lines);
+    const u8* pfRow = (const u8*)(pfPart < lines ? k : v) + kv_bytes<KV>((i64)kh * headSize) + pfOffset;
+#endif
+    for (int p0 = begin + warp; p0 < end; p0 += ATT_WARPS * P)
+    {
+#if defined(PE_CUDA) && ATTENTION_PREFETCH_STEPS > 0
+        if (pfItem < P && p0 + pfAhead < end)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(pfRow + (u64)(u32)(p0 + pfAhead) * rowBytes));
+#endif
+        // Slot j of a lane holds position p0 + (own ^ j) * ATT_WARPS: the lane's own position first, so the sums below need
+        // no selects. A position past the end reads the last one (finite values; its weight is 0).
+        KvGroup<KV> kg[P][G], vg[P][G];
+#pragma unroll
+        for (int j = 0; j < P; j++)
+        {
+            int p = min(p0 + (own ^ j) * ATT_WARPS, end - 1);
+#pragma unroll
+            for (int g = 0; g < G; g++)
+            {
+                if (VECTOR)
+                {
+                    const u8* q = kq[g] + (u64)(u32)p * rowBytes;
+                    const u8* b = kb[g] + (u64)(u32)p * rowBytes;
+                    kg[j][g].load_at(q, b);
+                    vg[j][g].load_at(q + vk, b + vk);
+                }
+                else
+                {
+                    i64 i = (i64)p * kvStride + (i64)kh * headSize + e0[g];
+                    int count = min(4, headSize - e0[g]);
+                    kg[j][g] = load_each<KV>(k, i, count);
+                    vg[j][g] = load_each<KV>(v, i, count);
+                }
+            }
+        }
+        // Each slot's partial score: per group the 4 products, then the block's scale once.
+        float s[P];
+#pragma unroll
+        for (int j = 0; j < P; j++)
+        {
+            s[j] = 0.f;
+#pragma unroll
+            for (int g = 0; g < G; g++)
+            {
+                float x[4];
+                kg[j][g].values(x, (i64)kh * headSize + e0[g]);
+                float dot = qr[4 * g] * x[0];
+#pragma unroll
+                for (int t = 1; t < 4; t++) dot += qr[4 * g + t] * x[t];
+                s[j] += kg[j][g].scaled(dot);
+            }
+        }
+        // The P sums over the warp at once: at lane bit shift + b (b = bits-1 .. 0) a lane keeps the slots whose position
+        // shares that bit of its own and adds its partner's (whose slots j + 2^b hold the same positions), so after bits
+        // exchanges slot 0 holds the lane's own position's sum over 2^bits lanes; the usual butterfly finishes it.
+        // P + 4 exchanges where P warp sums take 5P.
+#pragma unroll
+        for (int b = bits - 1; b >= 0; b--)
+#pragma unroll
+            for (int j = 0; j < (1 << b); j++) s[j] += lane_xor(s[j + (1 << b)], 1 << (shift + b));
+#pragma unroll
+        for (int o = 1 << (shift - 1); o > 0; o >>= 1) s[0] += lane_xor(s[0], o);
+        float score = p0 + own * ATT_WARPS < end ? s[0] : negInf;
+        float mStep = score;
+#pragma unroll
+        for (int b = 0; b < bits; b++) mStep = fmaxf(mStep, lane_xor(mStep, 1 << (shift + b)));
+        float mNew = fmaxf(m, mStep); // finite: position p0 < end is some lane's own
+        float correction = expf(m - mNew);
+        // The lane's own weight, then the others' from the lanes that own them (weight[j]: slot j's position).
+        float weight[P];
+        weight[0] = expf(score - mNew); // 0 past the end
+        l = l * correction + weight[0];
+#pragma unroll
+        for (int b = 0; b < bits; b++)
+#pragma unroll
+            for (int j = 0; j < (1 << b); j++) weight[j + (1 << b)] = lane_xor(weight[j], 1 << (shift + b));
+#pragma unroll
+        for (int j = 0; j < PL; j++) acc[j] *= correction;
+#pragma unroll
+        for (int j = 0; j < P; j++)
+#pragma unroll
+            for (int g = 0; g < G; g++)
+            {
+                float x[4], w = vg[j][g].scaled(weight[j]);
+                vg[j][g].values(x, (i64)kh * headSize + e0[g]);
+#pragma unroll
+                for (int t = 0; t < 4; t++) acc[4 * g + t] += w * x[t];
+            }
+        m = mNew;
+    }
+}
+
 // The warps of one block score positions [begin, end) of (head h, token t) against q (warp w takes begin + w, then every
 // ATT_WARPS * P-th), each with an online softmax, and publish their partial results in sh; then every thread derives
 // the block's max (mAll), the rescaling factor of each warp and the block's softmax denominator (0 when no position).
-// P = positions a warp scores per step: their K and V rows are all loaded before the first warp sum, so a step waits
-// for memory once instead of once per position; they wait in registers as loaded (KvGroup) and are turned into floats
-// where they are used. A decode step (one token: heads blocks in flight) uses ATTENTION_DECODE_P / ATTENTION_SPLIT_P; a
-// prompt has heads x tokens blocks to hide latency with, and there the registers of several positions cost more in occupancy.
+// P = positions a warp scores per step (a power of two up to 32): their K and V rows are all loaded before the first sum,
+// so a step waits for memory once instead of once per position; they wait in registers as loaded (KvGroup) and are turned
+// into floats where they are used. A decode step (one token: heads blocks in flight) uses ATTENTION_DECODE_P /
+// ATTENTION_SPLIT_P; a prompt has heads x tokens blocks to hide latency with, and there the registers of several positions
+// cost more in occupancy. The lanes of a warp share out a step's P positions for the softmax (lane l owns position
+// l >> (5 - log2 P) of the step): the scores are summed for all P at once, and each lane takes the exponential of its own
+// position only and gets the other weights from their owners (docs/gpu-kernels.md#decode-attention-instructions).
 // PL = head elements a lane holds (att_elem): ATT_PER_LANE for any head size up to ATTENTION_MAX_HEAD, 4 for heads of up to
-// 128 (the *_h128 kernels). A lane's registers past the head hold zeros and add +0 to its sums, so both give the same bits.
+// 128 (the *_h128 kernels). A lane's registers past the head have q = 0 and add nothing to its sums.
 template <int KV, int P, int PL = ATT_PER_LANE>
 __device__ __forceinline__ void attend(const float* qp, const void* k, const void* v, int kh, i64 kvStride, int headSize, float scale,
                                        int begin, int end, AttentionShared& sh, float* mAll, float* factor, float* denominator)
 {
     static_assert(PL % 4 == 0 && PL <= ATT_PER_LANE, "a lane holds whole groups of 4, at most ATT_PER_LANE elements");
+    static_assert(P >= 1 && P <= 32 && (P & (P - 1)) == 0, "a step's positions are shared out over the lanes: a power of two up to 32");
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float qr[PL], acc[PL];
 #pragma unroll
@@ -811,85 +986,15 @@ __device__ __forceinline__ void attend(const float* qp, const void* k, const voi
     // group of 4 lies in one block when heads and rows are whole blocks, and its int8 are 2-byte aligned when the caches are.
     bool vector = KV_BLOCKS(KV) ? headSize % 32 == 0 && kvStride % 32 == 0 && (((unsigned long long)k | (unsigned long long)v) & 1) == 0
                                : headSize % 4 == 0 && kvStride % 4 == 0 && (((unsigned long long)k | (unsigned long long)v) & (KV == T_F16 ? 7 : 15)) == 0;
-    const float negInf = -__int_as_float(0x7f800000);
-    float m = negInf, l = 0.f;
-#if defined(PE_CUDA) && ATTENTION_PREFETCH_STEPS > 0
-    // The K and V rows this warp reads ATTENTION_PREFETCH_STEPS steps ahead, asked of L2 a 128-byte line a lane: lane
-    // takes line (part % lines) of K (part < lines) or V of the step's i-th position. Fixed per lane, so set up once.
-    // A Q8_0 head (34 bytes per 32 elements) starts anywhere in a line, so it may touch one line more than its bytes fill:
-    // one more part, its address clamped to the head's last byte (never past the row).
-    const int headBytes = (int)kv_bytes<KV>(headSize), lines = (headBytes + 127) / 128 + (KV_BLOCKS(KV) ? 1 : 0);
-    const int pfItem = lane / (2 * lines), pfPart = lane % (2 * lines);
-    const int pfAhead = ATTENTION_PREFETCH_STEPS * ATT_WARPS * P + pfItem * ATT_WARPS;
-    const int pfOffset = KV_BLOCKS(KV) ? min(128 * (pfPart % lines), headBytes - 1) : 128 * (pfPart % lines);
-    const u8* pfRow = (const u8*)(pfPart < lines ? k : v) + kv_bytes<KV>((i64)kh * headSize) + pfOffset;
-    const i64 pfStride = kv_bytes<KV>(kvStride);
-#endif
-    for (int p0 = begin + warp; p0 < end; p0 += ATT_WARPS * P)
-    {
-#if defined(PE_CUDA) && ATTENTION_PREFETCH_STEPS > 0
-        if (pfItem < P && p0 + pfAhead < end)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(pfRow + (i64)(p0 + pfAhead) * pfStride));
-#endif
-        KvGroup<KV> kg[P][PL / 4], vg[P][PL / 4];
-        float sc[P];
+    float m = -__int_as_float(0x7f800000), l = 0.f;
+    if (vector)
+        attend_walk<KV, P, PL, true>(qr, k, v, kh, kvStride, headSize, begin, end, m, l, acc);
+    else
+        attend_walk<KV, P, PL, false>(qr, k, v, kh, kvStride, headSize, begin, end, m, l, acc);
+    // The warp's softmax sum: each lane summed the weights of the positions it owned.
+    constexpr int shift = 5 - log2_pow2(P);
 #pragma unroll
-        for (int i = 0; i < P; i++)
-        {
-            int p = p0 + i * ATT_WARPS;
-            i64 base = (i64)p * kvStride + (i64)kh * headSize;
-#pragma unroll
-            for (int g = 0; g < PL / 4; g++)
-            {
-                int e0 = att_elem(lane, 4 * g);
-                if (vector && p < end && e0 < headSize)
-                {
-                    kg[i][g].load(k, base + e0);
-                    vg[i][g].load(v, base + e0);
-                    continue;
-                }
-                int count = p < end ? min(4, headSize - e0) : 0;
-                kg[i][g] = load_each<KV>(k, base + e0, count);
-                vg[i][g] = load_each<KV>(v, base + e0, count);
-            }
-        }
-        float mNew = m;
-#pragma unroll
-        for (int i = 0; i < P; i++)
-        {
-            float s = 0.f;
-#pragma unroll
-            for (int g = 0; g < PL / 4; g++)
-            {
-                float x[4];
-                kg[i][g].decode(x, att_elem(lane, 4 * g));
-#pragma unroll
-                for (int t = 0; t < 4; t++) s += qr[4 * g + t] * x[t];
-            }
-            s = warp_sum(s);
-            sc[i] = p0 + i * ATT_WARPS < end ? s : negInf;
-            mNew = fmaxf(mNew, sc[i]);
-        }
-        float correction = expf(m - mNew);
-        l *= correction;
-#pragma unroll
-        for (int j = 0; j < PL; j++) acc[j] *= correction;
-#pragma unroll
-        for (int i = 0; i < P; i++)
-        {
-            float weight = expf(sc[i] - mNew); // 0 for positions past the end
-            l += weight;
-#pragma unroll
-            for (int g = 0; g < PL / 4; g++)
-            {
-                float x[4];
-                vg[i][g].decode(x, att_elem(lane, 4 * g));
-#pragma unroll
-                for (int t = 0; t < 4; t++) acc[4 * g + t] += weight * x[t];
-            }
-        }
-        m = mNew;
-    }
+    for (int o = 1 << shift; o < 32; o <<= 1) l += lane_xor(l, o);
     if (lane == 0) { sh.max[warp] = m; sh.sum[warp] = l; }
 #pragma unroll
     for (int j = 0; j < PL; j++) sh.acc[warp][att_elem(lane, j)] = acc[j];
