@@ -23,6 +23,7 @@ M7=synthetic:llama7b:Q4_0:20480
 pe $BASEP $D/pe bench -m $M7 --backend cuda -p 0 -n 32 -d 0,4096,16384 -ctk f16,q8_0,q4_0 -r 2
 pe X=1 $D/pe bench -m $M7 --backend cuda -p 0 -n 32 -d 0,4096,16384 -ctk f16,q8_0,q4_0 -r 2
 pe PLUGINENGINE_CUDA_DEFINES=KV_BYTE_PERMUTE=0 $D/pe bench -m $M7 --backend cuda -p 0 -n 32 -d 16384 -ctk q8_0,q4_0 -r 2
+pe PLUGINENGINE_CUDA_DEFINES="ATTENTION_SPLIT_P=8;ATTENTION_H128_BLOCKS=1" $D/pe bench -m $M7 --backend cuda -p 0 -n 32 -d 16384 -ctk f16,q8_0,q4_0 -r 2
 NCU="/usr/local/cuda/bin/ncu --kernel-name regex:attention_split --launch-skip 64 --launch-count 2 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats --section MemoryWorkloadAnalysis --section InstructionStats"
 for c in q8_0 q4_0 f16; do
   left ${GUARD:-480} || { echo "skipped ncu $c (time)" >>$S; continue; }

@@ -16,6 +16,7 @@ public sealed class GpuEmulatorTests
     [Theory]
     [InlineData("")]
     [InlineData("KV_BYTE_PERMUTE=0")]
+    [InlineData("ATTENTION_SPLIT_P=8;ATTENTION_DECODE_P=2;ATTENTION_ROWS_P=4;ATTENTION_H128_BLOCKS=1")] // other shares of a step's positions
     public void Attention_kernels_match_attention_in_double(string tuning)
     {
         string compiler = FindCompiler() ?? "";
