@@ -674,7 +674,7 @@ __device__ __forceinline__ int att_elem(int lane, int j) { return (j >> 2) * 128
 //  - values(x, i): the 4 elements before the block's scale (F16/F32: the values; Q8_0: q; Q4_0: q - 8); i is the group's
 //    first element, which Q4_0 needs to pick the nibbles;
 //  - scaled(s): s times the block's scale (F16/F32: s), so a sum over the group's elements takes the scale once;
-//  - decode(out, i): the 4 values, scale applied to each.
+//  - ldkv4 (below): the 4 values, the scale applied to each.
 // Q8_0: the 4 int8 lie in one block at a 2-byte-aligned address (blocks are 34 bytes, i + 2 is even): two u16 loads, and
 // the block's f16 d (a third u16 load; the 8 lanes that read one block load the same d). Q4_0: the 4 elements' nibbles lie in
 // 4 bytes of one block at a 2-byte-aligned address (blocks are 18 bytes, i % 16 is a multiple of 4): the same three loads.
@@ -686,7 +686,6 @@ template <> struct KvGroup<T_F32>
     __device__ __forceinline__ void load_at(const u8* q, const u8*) { f = *(const float4*)q; }
     __device__ __forceinline__ void values(float* out, i64) const { out[0] = f.x; out[1] = f.y; out[2] = f.z; out[3] = f.w; }
     __device__ __forceinline__ float scaled(float s) const { return s; }
-    __device__ __forceinline__ void decode(float* out, i64 i) const { values(out, i); }
 };
 template <> struct KvGroup<T_F16>
 {
@@ -699,7 +698,6 @@ template <> struct KvGroup<T_F16>
         out[2] = h2f((u16)(w.y & 0xFFFFu)); out[3] = h2f((u16)(w.y >> 16));
     }
     __device__ __forceinline__ float scaled(float s) const { return s; }
-    __device__ __forceinline__ void decode(float* out, i64 i) const { values(out, i); }
 };
 // The words of a block type's group as loaded (Q8_0 and Q4_0 alike): the 4 bytes that hold its quants, as two u16 (lo: bytes
 // 0-1, hi: bytes 2-3), and the block's f16 scale.
@@ -729,13 +727,6 @@ template <> struct KvGroup<T_Q8_0> : KvBlockWords<T_Q8_0>
         out[0] = sbyte(w, 0); out[1] = sbyte(w, 1); out[2] = sbyte(w, 2); out[3] = sbyte(w, 3);
 #endif
     }
-    __device__ __forceinline__ void decode(float* out, i64 i) const
-    {
-        values(out, i);
-        float s = h2f((u16)d);
-#pragma unroll
-        for (int t = 0; t < 4; t++) out[t] *= s;
-    }
 };
 template <> struct KvGroup<T_Q4_0> : KvBlockWords<T_Q4_0>
 {
@@ -749,13 +740,6 @@ template <> struct KvGroup<T_Q4_0> : KvBlockWords<T_Q4_0>
 #else
             out[t] = (float)((int)((w >> (8 * t)) & 0xFu) - 8);
 #endif
-    }
-    __device__ __forceinline__ void decode(float* out, i64 i) const
-    {
-        values(out, i);
-        float s = h2f((u16)d);
-#pragma unroll
-        for (int t = 0; t < 4; t++) out[t] *= s;
     }
 };
 
@@ -779,7 +763,13 @@ __device__ __forceinline__ void ldkv4(const void* p, i64 i, float* out)
 {
     KvGroup<KV> g;
     g.load(p, i);
-    g.decode(out, i);
+    g.values(out, i);
+    if (KV_BLOCKS(KV))
+    {
+        float s = g.scaled(1.f);
+#pragma unroll
+        for (int t = 0; t < 4; t++) out[t] *= s;
+    }
 }
 
 // A group read element by element where it is not whole or not aligned: elements at or past count read as 0 (all-zero bits
