@@ -908,7 +908,7 @@ __device__ __forceinline__ void attend_walk(const float* qr, const void* k, cons
         // The P sums over the warp at once: at lane bit shift + b (b = bits-1 .. 0) a lane keeps the slots whose position
         // shares that bit of its own and adds its partner's (whose slots j + 2^b hold the same positions), so after bits
         // exchanges slot 0 holds the lane's own position's sum over 2^bits lanes; the usual butterfly finishes it.
-        // P + 4 exchanges where P warp sums take 5P.
+        // P - 1 + 5 - log2 P exchanges (P = 4: 6) where P warp sums take 5P (20).
 #pragma unroll
         for (int b = bits - 1; b >= 0; b--)
 #pragma unroll
