@@ -3,7 +3,8 @@
 //  - quantize_x_q8 against its definition (d = max|x| / 127, q = round(x / d), s = d · Σq), bit for bit;
 //  - matvec_q8_{q4_0,q8_0,q4_k,q6_k} (three targets in one launch, set and +=) and matmul_q8_* (three tokens) against the
 //    dequantized weights times the dequantized 8-bit activations;
-//  - matvec_f16 (F32 activations) against the F16 weights times x.
+//  - matvec_f16 (F32 activations) against the F16 weights times x;
+//  - rms_norm_q8_row and swiglu_q8_* against their definitions in double, and their quantized outputs bit for bit.
 // Launch shapes are LaunchGeometry's (MatVecQ8, MatMulQ8, QuantizeX). Built and run by GpuEmulatorTests like attention_check.
 #include "unit.cu"
 
@@ -93,14 +94,12 @@ Matrix random_matrix(const Type& t, long rows, int cols, std::mt19937& rng)
     return m;
 }
 
-// xq / xs of `tokens` rows of x by the kernel, checked against the definition; returns the dequantized activations.
-std::vector<double> quantize(const std::vector<float>& x, std::vector<i8>& xq, std::vector<XScale>& xs)
+// Whether xq / xs are x quantized by the definition (d = max|x| / 127, q = round(x / d), s = d · Σq), bit for bit; xd gets
+// the dequantized values d · q.
+bool quantized_exactly(const std::vector<float>& x, const i8* xq, const XScale* xs, std::vector<double>& xd)
 {
     long blocks = (long)x.size() / 32;
-    xq.assign(x.size(), 0);
-    xs.assign(blocks, XScale{});
-    emu::launch({(unsigned)((blocks + 7) / 8), 1, 1}, {256, 1, 1}, [&] { quantize_x_q8(x.data(), xq.data(), xs.data(), blocks); });
-    std::vector<double> xd(x.size());
+    xd.assign(x.size(), 0.0);
     bool exact = true;
     for (long b = 0; b < blocks; b++)
     {
@@ -117,6 +116,18 @@ std::vector<double> quantize(const std::vector<float>& x, std::vector<i8>& xq, s
         }
         exact &= xs[b].d == d && xs[b].s == d * (float)sum;
     }
+    return exact;
+}
+
+// xq / xs of `tokens` rows of x by the kernel, checked against the definition; returns the dequantized activations.
+std::vector<double> quantize(const std::vector<float>& x, std::vector<i8>& xq, std::vector<XScale>& xs)
+{
+    long blocks = (long)x.size() / 32;
+    xq.assign(x.size(), 0);
+    xs.assign(blocks, XScale{});
+    emu::launch({(unsigned)((blocks + 7) / 8), 1, 1}, {256, 1, 1}, [&] { quantize_x_q8(x.data(), xq.data(), xs.data(), blocks); });
+    std::vector<double> xd;
+    bool exact = quantized_exactly(x, xq.data(), xs.data(), xd);
     cases++;
     if (!exact) failed++;
     std::printf("%s quantize_x_q8 of %ld blocks: %s\n", exact ? "ok  " : "FAIL", blocks, exact ? "bit for bit" : "differs from its definition");
@@ -192,6 +203,60 @@ int main()
                 check(std::string("matmul_q8_") + tag + " 3 tokens", y, want, 1e-5);
             }
         }
+    // rms_norm_q8_row: two rows of 1,536 (six 256-thread slices each), normalized, and each slice quantized for the mat-vec.
+    {
+        const int n = 1536, rows = 2;
+        const float eps = 1e-5f;
+        std::vector<float> x(rows * n), w(n), y(rows * n, NAN);
+        for (float& v : x) v = uni(rng);
+        for (float& v : w) v = 0.5f + uni(rng);
+        std::vector<i8> yq(rows * n);
+        std::vector<XScale> ys(rows * n / 32);
+        emu::launch({(unsigned)(n / 256), (unsigned)rows, 1}, {256, 1, 1}, [&] { rms_norm_q8_row(x.data(), w.data(), y.data(), n, eps, yq.data(), ys.data()); });
+        std::vector<double> want(rows * n);
+        for (int r = 0; r < rows; r++)
+        {
+            double ss = 0;
+            for (int e = 0; e < n; e++) ss += (double)x[r * n + e] * x[r * n + e];
+            double scale = 1.0 / std::sqrt(ss / n + eps);
+            for (int e = 0; e < n; e++) want[r * n + e] = x[r * n + e] * scale * w[e];
+        }
+        check("rms_norm_q8_row 2 rows of 1536", y, want, 1e-5);
+        std::vector<double> yd;
+        bool exact = quantized_exactly(y, yq.data(), ys.data(), yd);
+        cases++;
+        if (!exact) failed++;
+        std::printf("%s rms_norm_q8_row's quantized output: %s\n", exact ? "ok  " : "FAIL", exact ? "bit for bit" : "differs from its definition");
+    }
+    // swiglu_q8: y = silu(gate · x) · (up · x) over 96 rows (three groups of 32), with its quantized output for the down
+    // projection (the last block of each 32-row group quantizes it).
+    for (const Type& t : types)
+    {
+        const int rows = 96, cols = 512;
+        Matrix g = random_matrix(t, rows, cols, rng), u = random_matrix(t, rows, cols, rng);
+        std::vector<float> x(cols), y(rows, NAN);
+        for (float& v : x) v = uni(rng);
+        std::vector<i8> xq, yq(rows);
+        std::vector<XScale> xs, ys(rows / 32);
+        std::vector<double> xd = quantize(x, xq, xs), want(rows);
+        std::vector<int> tickets(rows / 32, 0);
+        for (int r = 0; r < rows; r++)
+        {
+            double gd = 0, ud = 0;
+            for (int e = 0; e < cols; e++) { gd += g.values[r * cols + e] * xd[e]; ud += u.values[r * cols + e] * xd[e]; }
+            want[r] = gd / (1.0 + std::exp(-gd)) * ud;
+        }
+        void (*swiglu)(const u8*, const u8*, i64, int, int, const i8*, const XScale*, float*, i8*, XScale*, int*) =
+            t.type == T_Q4_0 ? swiglu_q8_q4_0 : t.type == T_Q8_0 ? swiglu_q8_q8_0 : t.type == T_Q4_K ? swiglu_q8_q4_k : swiglu_q8_q6_k;
+        emu::launch({(unsigned)(rows / 4), 1, 1}, {128, 1, 1}, [&] {
+            swiglu(g.bytes.data(), u.bytes.data(), g.rowBytes, rows, cols, xq.data(), xs.data(), y.data(), yq.data(), ys.data(), tickets.data()); });
+        check(std::string("swiglu_q8_") + t.name + " 96 rows", y, want, 1e-5);
+        std::vector<double> yd;
+        bool exact = quantized_exactly(y, yq.data(), ys.data(), yd) && std::all_of(tickets.begin(), tickets.end(), [](int k) { return k == 0; });
+        cases++;
+        if (!exact) failed++;
+        std::printf("%s swiglu_q8_%s's quantized output and tickets: %s\n", exact ? "ok  " : "FAIL", t.name, exact ? "bit for bit, tickets reset" : "differ");
+    }
     // F16 weights with F32 activations (the plain types' mat-vec): rows of 700 elements, not a multiple of the chunk.
     {
         const long rows = 37;

@@ -23,12 +23,13 @@ public sealed class GpuEmulatorTests
     /// <summary>
     /// Emulator/decode_check.cpp: quantize_x_q8 bit for bit against its definition, and the decode mat-vecs (matvec_q8_* with
     /// three targets, set and +=; matmul_q8_* with three tokens; matvec_f16) of Q4_0, Q8_0, Q4_K, Q6_K and F16 weights
-    /// against the same products in double.
+    /// against the same products in double; rms_norm_q8_row and swiglu_q8_* against their definitions, their quantized
+    /// outputs bit for bit.
     /// </summary>
     [Theory]
     [InlineData("")]
     [InlineData("MATVEC_PRELOAD=4;MATVEC_UNROLL=2;Q4K_WIDE_LOADS=0")]
-    public void Decode_matvecs_match_products_in_double(string tuning) => RunCheck("decode_check.cpp", tuning, minimumCases: 70);
+    public void Decode_quantizer_matvecs_norm_and_swiglu_match_double(string tuning) => RunCheck("decode_check.cpp", tuning, minimumCases: 85);
 
     private static void RunCheck(string check, string tuning, int minimumCases)
     {
