@@ -98,7 +98,8 @@ def opcode(line):
 
 
 def loop_instructions(lines, labels):
-    """Instructions inside backward branches' ranges (the loops), innermost ranges only."""
+    """The instructions inside backward branches' ranges (the loops), innermost ranges only, and each such loop as
+    (start address, instruction count), largest first."""
     addr = [int(re.search(r"/\*([0-9a-f]{4,})\*/", l).group(1), 16) for l in lines]
     loops = []
     for i, l in enumerate(lines):
@@ -106,7 +107,8 @@ def loop_instructions(lines, labels):
         if m and m.group(1) in labels and labels[m.group(1)] <= addr[i]:
             loops.append((labels[m.group(1)], addr[i]))
     inner = [r for r in loops if not any(o != r and r[0] <= o[0] and o[1] <= r[1] for o in loops)]
-    return [l for a, l in zip(addr, lines) if any(s <= a <= e for s, e in inner)], inner
+    sizes = sorted(((s, sum(1 for a in addr if s <= a <= e)) for s, e in inner), key=lambda x: x[1], reverse=True)
+    return [l for a, l in zip(addr, lines) if any(s <= a <= e for s, e in inner)], sizes
 
 
 def main():
@@ -139,9 +141,8 @@ def main():
         if not any(re.fullmatch(k, n) for k in a.kernels):
             continue
         lines, labels = fns[n]
-        loop, ranges = loop_instructions(lines, labels)
-        addr = [int(re.search(r"/\*([0-9a-f]{4,})\*/", l).group(1), 16) for l in lines]
-        sizes = ", ".join(f"{hex(s)}: {sum(1 for x in addr if s <= x <= e)}" for s, e in sorted(ranges, key=lambda r: r[1] - r[0], reverse=True))
+        loop, loops = loop_instructions(lines, labels)
+        sizes = ", ".join(f"{hex(s)}: {count}" for s, count in loops)
         print(f"== {n}: {regs.get(n, '?')} registers, {spills.get(n, '?')} spill bytes stored/loaded, {len(lines)} instructions")
         print(f"   innermost loops (start: instructions), largest first: {sizes}")
         print("   their mix: " + ", ".join(f"{op} {c}" for op, c in Counter(opcode(l) for l in loop).most_common()))

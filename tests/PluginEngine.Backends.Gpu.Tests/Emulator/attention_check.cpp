@@ -4,10 +4,9 @@
 //   g++ -std=c++17 -O1 -ffp-contract=off -include gpu_emulator.h attention_check.cpp   (unit.cu: KernelSource's HIP unit)
 // Prints one line per case and "cases: N, failed: M"; exits 1 when a case is off by more than its tolerance.
 #include "unit.cu"
+#include "check_report.h"
 
-#include <algorithm>
 #include <random>
-#include <string>
 
 namespace
 {
@@ -24,8 +23,8 @@ const Family families[] = {
     {T_Q4_0, "q4_0", attention_q4_0, attention_decode_q4_0, attention_decode_q4_0_h128, attention_split_q4_0, attention_split_q4_0_h128, attention_rows_q4_0, attention_rows_q4_0_h128},
 };
 
-unsigned short to_half(float f) { return __builtin_bit_cast(unsigned short, (_Float16)f); }
-float from_half(unsigned short h) { return (float)__builtin_bit_cast(_Float16, h); }
+using report::from_half;
+using report::to_half;
 
 // A cache of `rows` positions x `stride` elements of type `type`, random, with the values it holds (what a kernel must read).
 struct Cache
@@ -108,29 +107,13 @@ void reference(const float* q, const Cache& k, const Cache& v, long first, long 
     }
 }
 
-int cases = 0, failed = 0;
-
-// Passes when every element is within 1e-5 of the largest |want| (float sums of a few hundred terms; a Q8_0 value is up to
-// 127 d, so errors are measured against the output's scale).
-void check(const std::string& what, const std::vector<float>& got, const std::vector<double>& want)
-{
-    double worst = 0, size = 1e-3;
-    for (size_t i = 0; i < want.size(); i++) size = std::max(size, std::fabs(want[i]));
-    for (size_t i = 0; i < want.size(); i++)
-    {
-        double err = std::fabs((double)got[i] - want[i]) / size;
-        if (!(err <= worst)) worst = err; // NaN counts as the worst
-    }
-    bool ok = worst <= 1e-5;
-    cases++;
-    if (!ok) failed++;
-    std::printf("%s %s: max |error| / max |out| %.3g\n", ok ? "ok  " : "FAIL", what.c_str(), worst);
-}
+// Float sums of a few hundred terms: within 1e-5 of the output's scale.
+void check(const std::string& what, const std::vector<float>& got, const std::vector<double>& want) { report::close(what, got, want, 1e-5); }
 
 const EmuDim block = {ATTENTION_WARPS * 32, 1, 1};
 } // namespace
 
-int main(int argc, char** argv)
+int main()
 {
     std::mt19937 rng(1234);
     std::uniform_real_distribution<float> uni(-1.f, 1.f);
@@ -139,7 +122,6 @@ int main(int argc, char** argv)
         for (int headSize : {64, 128, 256})
             for (bool aligned : {true, false})
             {
-                bool blocks = f.type == T_Q8_0 || f.type == T_Q4_0;
                 size_t misalign = f.type == T_F32 ? 4 : f.type == T_F16 ? 2 : 1; // breaks attend's `vector` condition
                 long stride = (long)kvHeads * headSize, rows = 700;
                 Cache k = make_cache(f.type, rows, stride, aligned ? 0 : misalign, rng), v = make_cache(f.type, rows, stride, aligned ? 0 : misalign, rng);
@@ -199,6 +181,5 @@ int main(int argc, char** argv)
                     check(std::string("attention_rows_") + f.name + (n ? "_h128 " : " ") + tag + " two sequences", out, want);
                 }
             }
-    std::printf("cases: %d, failed: %d\n", cases, failed);
-    return failed ? 1 : 0;
+    return report::summary();
 }

@@ -7,6 +7,7 @@
 //  - rms_norm_q8_row and swiglu_q8_* against their definitions in double, and their quantized outputs bit for bit.
 // Launch shapes are LaunchGeometry's (MatVecQ8, MatMulQ8, QuantizeX). Built and run by GpuEmulatorTests like attention_check.
 #include "unit.cu"
+#include "check_report.h"
 
 #include <algorithm>
 #include <random>
@@ -14,25 +15,10 @@
 
 namespace
 {
-unsigned short to_half(float f) { return __builtin_bit_cast(unsigned short, (_Float16)f); }
-double from_half(const unsigned char* p) { unsigned short h; std::memcpy(&h, p, 2); return (double)__builtin_bit_cast(_Float16, h); }
+using report::half_at;
+using report::to_half;
 
-int cases = 0, failed = 0;
-
-void check(const std::string& what, const std::vector<float>& got, const std::vector<double>& want, double tolerance)
-{
-    double worst = 0, size = 1e-3;
-    for (double w : want) size = std::max(size, std::fabs(w));
-    for (size_t i = 0; i < want.size(); i++)
-    {
-        double err = std::fabs((double)got[i] - want[i]) / size;
-        if (!(err <= worst)) worst = err;
-    }
-    bool ok = worst <= tolerance;
-    cases++;
-    if (!ok) failed++;
-    std::printf("%s %s: max |error| / max |out| %.3g\n", ok ? "ok  " : "FAIL", what.c_str(), worst);
-}
+void check(const std::string& what, const std::vector<float>& got, const std::vector<double>& want, double tolerance) { report::close(what, got, want, tolerance); }
 
 struct Type { int type; const char* name; int blockElements, blockBytes; };
 const Type types[] = {{T_Q4_0, "q4_0", 32, 18}, {T_Q8_0, "q8_0", 32, 34}, {T_Q4_K, "q4_k", 256, 144}, {T_Q6_K, "q6_k", 256, 210}};
@@ -55,9 +41,9 @@ void random_blocks(const Type& t, unsigned char* p, long blocks, std::mt19937& r
 void dequantize(const Type& t, const unsigned char* b, double* out)
 {
     if (t.type == T_Q4_0)
-        for (int r = 0; r < 32; r++) out[r] = from_half(b) * ((r < 16 ? b[2 + r] & 15 : b[2 + r - 16] >> 4) - 8);
+        for (int r = 0; r < 32; r++) out[r] = half_at(b) * ((r < 16 ? b[2 + r] & 15 : b[2 + r - 16] >> 4) - 8);
     else if (t.type == T_Q8_0)
-        for (int r = 0; r < 32; r++) out[r] = from_half(b) * (signed char)b[2 + r];
+        for (int r = 0; r < 32; r++) out[r] = half_at(b) * (signed char)b[2 + r];
     else if (t.type == T_Q4_K)
     {
         const unsigned char* s = b + 4;
@@ -69,7 +55,7 @@ void dequantize(const Type& t, const unsigned char* b, double* out)
             for (int l = 0; l < 32; l++)
             {
                 int q = b[16 + 32 * (sub / 2) + l] >> (sub % 2 ? 4 : 0) & 15;
-                out[32 * sub + l] = from_half(b) * sc * q - from_half(b + 2) * m;
+                out[32 * sub + l] = half_at(b) * sc * q - half_at(b + 2) * m;
             }
         }
     }
@@ -78,7 +64,7 @@ void dequantize(const Type& t, const unsigned char* b, double* out)
         {
             int h = e / 128, r = e % 128, g = r / 32, l = r % 32;
             int low = b[h * 64 + (g & 1) * 32 + l] >> (g >= 2 ? 4 : 0) & 15, high = b[128 + h * 32 + l] >> (2 * g) & 3;
-            out[e] = from_half(b + 208) * (signed char)b[192 + h * 8 + l / 16 + 2 * g] * ((low | high << 4) - 32);
+            out[e] = half_at(b + 208) * (signed char)b[192 + h * 8 + l / 16 + 2 * g] * ((low | high << 4) - 32);
         }
 }
 
@@ -128,9 +114,7 @@ std::vector<double> quantize(const std::vector<float>& x, std::vector<i8>& xq, s
     emu::launch({(unsigned)((blocks + 7) / 8), 1, 1}, {256, 1, 1}, [&] { quantize_x_q8(x.data(), xq.data(), xs.data(), blocks); });
     std::vector<double> xd;
     bool exact = quantized_exactly(x, xq.data(), xs.data(), xd);
-    cases++;
-    if (!exact) failed++;
-    std::printf("%s quantize_x_q8 of %ld blocks: %s\n", exact ? "ok  " : "FAIL", blocks, exact ? "bit for bit" : "differs from its definition");
+    report::exact("quantize_x_q8 of " + std::to_string(blocks) + " blocks", exact, exact ? "bit for bit" : "differs from its definition");
     return xd;
 }
 } // namespace
@@ -224,9 +208,7 @@ int main()
         check("rms_norm_q8_row 2 rows of 1536", y, want, 1e-5);
         std::vector<double> yd;
         bool exact = quantized_exactly(y, yq.data(), ys.data(), yd);
-        cases++;
-        if (!exact) failed++;
-        std::printf("%s rms_norm_q8_row's quantized output: %s\n", exact ? "ok  " : "FAIL", exact ? "bit for bit" : "differs from its definition");
+        report::exact("rms_norm_q8_row's quantized output", exact, exact ? "bit for bit" : "differs from its definition");
     }
     // swiglu_q8: y = silu(gate · x) · (up · x) over 96 rows (three groups of 32), with its quantized output for the down
     // projection (the last block of each 32-row group quantizes it).
@@ -253,9 +235,7 @@ int main()
         check(std::string("swiglu_q8_") + t.name + " 96 rows", y, want, 1e-5);
         std::vector<double> yd;
         bool exact = quantized_exactly(y, yq.data(), ys.data(), yd) && std::all_of(tickets.begin(), tickets.end(), [](int k) { return k == 0; });
-        cases++;
-        if (!exact) failed++;
-        std::printf("%s swiglu_q8_%s's quantized output and tickets: %s\n", exact ? "ok  " : "FAIL", t.name, exact ? "bit for bit, tickets reset" : "differ");
+        report::exact(std::string("swiglu_q8_") + t.name + "'s quantized output and tickets", exact, exact ? "bit for bit, tickets reset" : "differ");
     }
     // F16 weights with F32 activations (the plain types' mat-vec): rows of 700 elements, not a multiple of the chunk.
     {
@@ -269,7 +249,7 @@ int main()
         for (long r = 0; r < rows; r++)
         {
             double dot = 0;
-            for (int e = 0; e < cols; e++) dot += from_half((const unsigned char*)&wh[r * cols + e]) * x[e];
+            for (int e = 0; e < cols; e++) dot += half_at((const unsigned char*)&wh[r * cols + e]) * x[e];
             want[r] = dot;
         }
         MatVecTargets a{};
@@ -278,6 +258,5 @@ int main()
         emu::launch({(unsigned)((rows + 3) / 4), 1, 1}, {128, 1, 1}, [&] { matvec_f16(a, cols, (const i8*)x.data(), nullptr); });
         check("matvec_f16 cols 700", y, want, 1e-5);
     }
-    std::printf("cases: %d, failed: %d\n", cases, failed);
-    return failed ? 1 : 0;
+    return report::summary();
 }

@@ -40,7 +40,7 @@ public sealed class GpuEmulatorTests
         {
             string emulator = Path.Combine(AppContext.BaseDirectory, "Emulator");
             File.WriteAllText(Path.Combine(dir, "unit.cu"), KernelSource.For(KernelDialect.Hip, 32, tuning));
-            foreach (string file in new[] { "gpu_emulator.h", check }) File.Copy(Path.Combine(emulator, file), Path.Combine(dir, file));
+            foreach (string file in new[] { "gpu_emulator.h", "check_report.h", check }) File.Copy(Path.Combine(emulator, file), Path.Combine(dir, file));
             // -ffp-contract=off: the host must not fuse what the kernels write as separate operations; -U_FORTIFY_SOURCE: the
             // emulator switches stacks with _longjmp, which the fortified longjmp refuses.
             var (built, buildLog) = Run(compiler, dir, $"-std=c++17 -O1 -U_FORTIFY_SOURCE -ffp-contract=off -include gpu_emulator.h {check} -o check", 600);
